@@ -1,0 +1,53 @@
+# The two commands a user needs: `make run` and `make test`. Each does all of its own set-up.
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test install install-dev lint typecheck contracts pytest bench format lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Runtime dependencies only, exactly as locked in uv.lock.
+install: $(UV)
+	$(UV) sync --frozen --inexact --quiet
+
+# Runtime and test dependencies, exactly as locked.
+install-dev: $(UV)
+	$(UV) sync --frozen --inexact --quiet --extra dev
+
+run: install
+	$(BIN)/crmflow db upgrade
+	$(BIN)/crmflow serve --demo
+
+test: install-dev lint typecheck contracts pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+contracts:
+	$(BIN)/lint-imports
+
+pytest:
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

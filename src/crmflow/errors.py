@@ -1,0 +1,105 @@
+"""One exception root for everything crmflow refuses, with what, where and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthenticationError",
+    "ConflictError",
+    "CrmflowError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Problem",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is, what is wrong, and (optionally) how to fix it.
+
+    `path` is a dotted/indexed path into the document (`steps[2].actions[0].to`); `line` is the
+    1-based line in the source file when the input came from a file.
+    """
+
+    path: str
+    message: str
+    hint: str = ""
+    line: int | None = None
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.source:
+            where = self.source
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        elif self.line is not None:
+            where = f"line {self.line}: "
+        text = f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint or None,
+            "line": self.line,
+            "source": self.source,
+        }
+
+
+class CrmflowError(Exception):
+    """Root of every error crmflow raises on purpose: the message says what, where, what to do."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def as_dict(self) -> dict[str, object]:
+        return {"error": type(self).__name__, "message": self.message}
+
+
+class InvalidInputError(CrmflowError):
+    """The input was refused whole; `problems` lists every reason, each with its place."""
+
+    status_code = 422
+
+    def __init__(self, what: str, problems: list[Problem]) -> None:
+        self.what = what
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{what} was refused ({count} {noun}):\n{lines}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "message": f"{self.what} was refused",
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+class NotFoundError(CrmflowError):
+    status_code = 404
+
+
+class ConflictError(CrmflowError):
+    """The request is well formed but the current state does not allow it (the message says why)."""
+
+    status_code = 409
+
+
+class PermissionDeniedError(CrmflowError):
+    status_code = 403
+
+
+class AuthenticationError(CrmflowError):
+    status_code = 401

@@ -1,0 +1,61 @@
+"""What every use-case needs: the database, the settings, the clock, and who is acting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from crmflow.settings import Settings
+from crmflow.store.database import create_db_engine
+
+__all__ = ["Actor", "Context", "Role", "system_clock"]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    MEMBER = "member"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The user on whose behalf a use-case runs (recorded as 'who' in every change)."""
+
+    id: int
+    username: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def is_manager_or_admin(self) -> bool:
+        return self.role in (Role.ADMIN, Role.MANAGER)
+
+
+@dataclass
+class Context:
+    engine: sa.Engine
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=system_clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Context:
+        return cls(engine=create_db_engine(settings.database_url), settings=settings)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.settings.zone
+
+    def now(self) -> datetime:
+        return self.clock()

@@ -1,0 +1,373 @@
+"""Users, groups and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pwdlib import PasswordHash
+
+from crmflow.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    Problem,
+)
+from crmflow.services.context import Actor, Context, Role
+from crmflow.services.permissions import require_admin
+from crmflow.store.schema import api_tokens, group_members, groups, users
+
+__all__ = [
+    "SYSTEM_USERNAME",
+    "TokenCreated",
+    "UserView",
+    "actor_by_username",
+    "add_group_member",
+    "authenticate_token",
+    "create_group",
+    "create_token",
+    "create_user",
+    "get_user",
+    "hash_token",
+    "list_groups",
+    "list_users",
+    "login",
+    "remove_group_member",
+    "revoke_token",
+    "update_user",
+    "user_ids_by_name",
+]
+
+SYSTEM_USERNAME = "system"
+TOKEN_PREFIX = "crm_"
+_password_hash = PasswordHash.recommended()
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: int
+    username: str
+    display_name: str
+    email: str | None
+    role: Role
+    active: bool
+    groups: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "email": self.email,
+            "role": self.role.value,
+            "active": self.active,
+            "groups": list(self.groups),
+        }
+
+
+@dataclass(frozen=True)
+class TokenCreated:
+    id: int
+    name: str
+    token: str  # shown once; only its hash is stored
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidInputError(
+            "the user",
+            [Problem("role", f"{value!r} is not a role", "use admin, manager or member")],
+        ) from None
+
+
+def _view(conn: sa.Connection, row: sa.Row[Any]) -> UserView:
+    names = conn.execute(
+        sa.select(groups.c.name)
+        .join(group_members, group_members.c.group_id == groups.c.id)
+        .where(group_members.c.user_id == row.id)
+        .order_by(groups.c.name)
+    ).scalars()
+    return UserView(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        email=row.email,
+        role=Role(row.role),
+        active=row.active,
+        groups=tuple(names),
+    )
+
+
+def ensure_system_user(ctx: Context) -> Actor:
+    """The built-in admin that the command line acts as when no other user is named."""
+    with ctx.engine.begin() as conn:
+        row = conn.execute(sa.select(users).where(users.c.username == SYSTEM_USERNAME)).first()
+        if row is None:
+            user_id = conn.execute(
+                users.insert().values(
+                    username=SYSTEM_USERNAME,
+                    display_name="crmflow (system)",
+                    role=Role.ADMIN.value,
+                    active=True,
+                    created_at=ctx.now(),
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            return Actor(int(user_id), SYSTEM_USERNAME, Role.ADMIN)
+        return Actor(row.id, row.username, Role(row.role))
+
+
+def create_user(
+    ctx: Context,
+    actor: Actor,
+    *,
+    username: str,
+    role: str,
+    display_name: str | None = None,
+    email: str | None = None,
+    password: str | None = None,
+) -> UserView:
+    require_admin(actor, "create users")
+    problems = []
+    if not username or not username.replace("_", "").replace(".", "").replace("-", "").isalnum():
+        problems.append(
+            Problem("username", f"{username!r} is not a valid username", "letters, digits, . _ -")
+        )
+    checked_role = _role(role)
+    if password is not None and len(password) < 8:
+        problems.append(Problem("password", "is shorter than 8 characters"))
+    if problems:
+        raise InvalidInputError("the user", problems)
+    with ctx.engine.begin() as conn:
+        exists = conn.execute(sa.select(users.c.id).where(users.c.username == username)).first()
+        if exists:
+            raise ConflictError(f"a user named {username!r} already exists")
+        user_id = conn.execute(
+            users.insert().values(
+                username=username,
+                display_name=display_name or username,
+                email=email,
+                role=checked_role.value,
+                password_hash=_password_hash.hash(password) if password else None,
+                active=True,
+                created_at=ctx.now(),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        row = conn.execute(sa.select(users).where(users.c.id == user_id)).one()
+        return _view(conn, row)
+
+
+def update_user(
+    ctx: Context,
+    actor: Actor,
+    username: str,
+    *,
+    role: str | None = None,
+    display_name: str | None = None,
+    email: str | None = None,
+    password: str | None = None,
+    active: bool | None = None,
+) -> UserView:
+    require_admin(actor, "change users")
+    values: dict[str, Any] = {}
+    if role is not None:
+        values["role"] = _role(role).value
+    if display_name is not None:
+        values["display_name"] = display_name
+    if email is not None:
+        values["email"] = email
+    if password is not None:
+        if len(password) < 8:
+            raise InvalidInputError(
+                "the user", [Problem("password", "is shorter than 8 characters")]
+            )
+        values["password_hash"] = _password_hash.hash(password)
+    if active is not None:
+        values["active"] = active
+    with ctx.engine.begin() as conn:
+        row = _user_row(conn, username)
+        if values:
+            conn.execute(users.update().where(users.c.id == row.id).values(**values))
+        return _view(conn, conn.execute(sa.select(users).where(users.c.id == row.id)).one())
+
+
+def _user_row(conn: sa.Connection, username: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+    if row is None:
+        raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
+    return row
+
+
+def get_user(ctx: Context, username: str) -> UserView:
+    with ctx.engine.connect() as conn:
+        return _view(conn, _user_row(conn, username))
+
+
+def list_users(ctx: Context) -> list[UserView]:
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(sa.select(users).order_by(users.c.username)).all()
+        return [_view(conn, r) for r in rows]
+
+
+def actor_by_username(ctx: Context, username: str) -> Actor:
+    with ctx.engine.connect() as conn:
+        row = _user_row(conn, username)
+    if not row.active:
+        raise AuthenticationError(f"user {username!r} is deactivated")
+    return Actor(row.id, row.username, Role(row.role))
+
+
+def user_ids_by_name(conn: sa.Connection, names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = conn.execute(sa.select(users.c.username, users.c.id).where(users.c.username.in_(names)))
+    return {r.username: r.id for r in rows}
+
+
+def create_token(ctx: Context, actor: Actor, username: str, name: str = "api") -> TokenCreated:
+    """A new API token for `username` (admins for anyone; every user for themselves)."""
+    if username != actor.username:
+        require_admin(actor, "create tokens for other users")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with ctx.engine.begin() as conn:
+        row = _user_row(conn, username)
+        token_id = conn.execute(
+            api_tokens.insert().values(
+                user_id=row.id, name=name, token_hash=hash_token(token), created_at=ctx.now()
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    return TokenCreated(id=int(token_id), name=name, token=token)
+
+
+def store_known_token(ctx: Context, username: str, token: str, name: str) -> None:
+    """Register a token chosen by the caller (the demo data's documented tokens)."""
+    with ctx.engine.begin() as conn:
+        row = _user_row(conn, username)
+        digest = hash_token(token)
+        exists = conn.execute(
+            sa.select(api_tokens.c.id).where(api_tokens.c.token_hash == digest)
+        ).first()
+        if exists is None:
+            conn.execute(
+                api_tokens.insert().values(
+                    user_id=row.id, name=name, token_hash=digest, created_at=ctx.now()
+                )
+            )
+
+
+def revoke_token(ctx: Context, actor: Actor, token_id: int) -> None:
+    with ctx.engine.begin() as conn:
+        row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id)).first()
+        if row is None:
+            raise NotFoundError(f"no API token with id {token_id}")
+        if row.user_id != actor.id:
+            require_admin(actor, "revoke other users' tokens")
+        conn.execute(
+            api_tokens.update().where(api_tokens.c.id == token_id).values(revoked_at=ctx.now())
+        )
+
+
+def authenticate_token(ctx: Context, token: str) -> Actor:
+    with ctx.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(users.c.id, users.c.username, users.c.role, users.c.active, api_tokens.c.id)
+            .join(api_tokens, api_tokens.c.user_id == users.c.id)
+            .where(api_tokens.c.token_hash == hash_token(token))
+            .where(api_tokens.c.revoked_at.is_(None))
+        ).first()
+    if row is None or not row.active:
+        raise AuthenticationError(
+            "the API token is unknown, revoked, or its user is deactivated "
+            "(create one with `crmflow users token USERNAME` or POST /api/auth/token)"
+        )
+    return Actor(row[0], row.username, Role(row.role))
+
+
+def login(ctx: Context, username: str, password: str) -> TokenCreated:
+    """Exchange a username and password for a new API token."""
+    with ctx.engine.connect() as conn:
+        row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+    if (
+        row is None
+        or not row.active
+        or not row.password_hash
+        or not _password_hash.verify(password, row.password_hash)
+    ):
+        raise AuthenticationError("wrong username or password")
+    actor = Actor(row.id, row.username, Role(row.role))
+    return create_token(ctx, actor, username, name="login")
+
+
+def create_group(ctx: Context, actor: Actor, name: str, description: str = "") -> dict[str, Any]:
+    require_admin(actor, "create groups")
+    with ctx.engine.begin() as conn:
+        if conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).first():
+            raise ConflictError(f"a group named {name!r} already exists")
+        group_id = conn.execute(
+            groups.insert().values(name=name, description=description, created_at=ctx.now())
+        ).inserted_primary_key[0]  # type: ignore[index]
+    return {"id": group_id, "name": name, "description": description, "members": []}
+
+
+def _group_id(conn: sa.Connection, name: str) -> int:
+    gid = conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).scalar()
+    if gid is None:
+        raise NotFoundError(f"no group named {name!r} (see `crmflow groups list`)")
+    return int(gid)
+
+
+def add_group_member(ctx: Context, actor: Actor, group: str, username: str) -> None:
+    require_admin(actor, "change groups")
+    with ctx.engine.begin() as conn:
+        gid = _group_id(conn, group)
+        uid = _user_row(conn, username).id
+        present = conn.execute(
+            sa.select(group_members).where(
+                group_members.c.group_id == gid, group_members.c.user_id == uid
+            )
+        ).first()
+        if present is None:
+            conn.execute(group_members.insert().values(group_id=gid, user_id=uid))
+
+
+def remove_group_member(ctx: Context, actor: Actor, group: str, username: str) -> None:
+    require_admin(actor, "change groups")
+    with ctx.engine.begin() as conn:
+        gid = _group_id(conn, group)
+        uid = _user_row(conn, username).id
+        conn.execute(
+            group_members.delete().where(
+                group_members.c.group_id == gid, group_members.c.user_id == uid
+            )
+        )
+
+
+def list_groups(ctx: Context) -> list[dict[str, Any]]:
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(sa.select(groups).order_by(groups.c.name)).all()
+        members = conn.execute(
+            sa.select(group_members.c.group_id, users.c.username)
+            .join(users, users.c.id == group_members.c.user_id)
+            .order_by(users.c.username)
+        ).all()
+    by_group: dict[int, list[str]] = {}
+    for m in members:
+        by_group.setdefault(m.group_id, []).append(m.username)
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "description": r.description,
+            "members": by_group.get(r.id, []),
+        }
+        for r in rows
+    ]

@@ -1,0 +1,58 @@
+"""Configuration from the environment and an optional `.env` file (prefix `CRMFLOW_`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRMFLOW_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'crmflow.db'}",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="The organisation's time zone: relative dates in queries ('today') use it.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cli_user: str = Field(
+        default="system",
+        description="The user the command line acts as (recorded as 'who' in change events).",
+    )
+    page_size_max: int = 1000
+    allow_sql_actions: bool = Field(
+        default=False, description="Allow flows to use the run_sql action (admins only)."
+    )
+    sql_statement_timeout_ms: int = 5000
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris'"
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

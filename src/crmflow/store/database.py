@@ -1,0 +1,45 @@
+"""Opening the database: one SQLAlchemy engine per URL, with the per-backend settings we rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+__all__ = ["create_db_engine", "is_postgres", "is_sqlite"]
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (the API) go on while the single writer commits; foreign keys are off by
+    # default in SQLite; a busy timeout makes a second writer wait instead of failing at once.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        # We ship psycopg 3; accept plain postgresql:// URLs.
+        url = str(parsed.set(drivername="postgresql+psycopg"))
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
+    return engine.dialect.name == "postgresql"

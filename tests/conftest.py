@@ -1,0 +1,154 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, a frozen clock, actors.
+
+PostgreSQL tests use the server on 127.0.0.1:5432 (user postgres, trust auth). Each test session
+creates its own throw-away database there, so parallel runs do not collide. When no server answers
+the tests skip with the reason; with CRMFLOW_REQUIRE_POSTGRES=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from crmflow.services.context import Actor, Context
+from crmflow.services.setup import upgrade_database
+from crmflow.services.users import actor_by_username, create_user
+from crmflow.settings import Settings
+from crmflow.store.database import create_db_engine
+from crmflow.store.schema import metadata
+
+PG_ADMIN_URL = os.environ.get(
+    "CRMFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("CRMFLOW_REQUIRE_POSTGRES") == "1"
+FROZEN_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+class FrozenClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: datetime = FROZEN_NOW) -> None:
+        self.current = now
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.current += timedelta(**delta)
+
+
+def postgres_unavailable_reason() -> str | None:
+    try:
+        engine = create_db_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL at {PG_ADMIN_URL} does not answer: {type(exc).__name__}: {exc}"
+    return None
+
+
+def skip_or_fail_without_postgres() -> None:
+    reason = postgres_unavailable_reason()
+    if reason is None:
+        return
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"CRMFLOW_REQUIRE_POSTGRES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session; dropped at the end."""
+    skip_or_fail_without_postgres()
+    name = f"crmflow_test_{uuid.uuid4().hex[:10]}"
+    admin = create_db_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _database_url(backend: str, request: pytest.FixtureRequest, tmp: Path) -> str:
+    if backend == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp / 'crmflow.db'}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def migrated_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database migrated once per session per backend (tests clean it after themselves)."""
+    backend = str(request.param)
+    url = _database_url(backend, request, tmp_path_factory.mktemp(backend))
+    settings = Settings(database_url=url, timezone="Europe/Paris")
+    ctx = Context.from_settings(settings)
+    upgrade_database(ctx)
+    ctx.engine.dispose()
+    yield url
+
+
+def _wipe(engine: sa.Engine) -> None:
+    tables = [t for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for t in tables:
+                conn.execute(t.delete())
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def ctx(migrated_url: str, clock: FrozenClock) -> Iterator[Context]:
+    """A Context on a clean, migrated database (SQLite and PostgreSQL), with a frozen clock."""
+    settings = Settings(database_url=migrated_url, timezone="Europe/Paris")
+    context = Context.from_settings(settings)
+    context.clock = clock
+    _wipe(context.engine)
+    upgrade_database(context)  # built-in types and the system user again
+    yield context
+    context.engine.dispose()
+
+
+@pytest.fixture
+def backend(ctx: Context) -> str:
+    return ctx.engine.dialect.name
+
+
+@pytest.fixture
+def admin(ctx: Context) -> Actor:
+    return actor_by_username(ctx, "system")
+
+
+def make_user(ctx: Context, username: str, role: str) -> Actor:
+    system = actor_by_username(ctx, "system")
+    create_user(ctx, system, username=username, role=role, password="password123")
+    return actor_by_username(ctx, username)
+
+
+@pytest.fixture
+def manager(ctx: Context) -> Actor:
+    return make_user(ctx, "maria", "manager")
+
+
+@pytest.fixture
+def member(ctx: Context) -> Actor:
+    return make_user(ctx, "andrei", "member")
