@@ -1,0 +1,81 @@
+"""What every benchmark shares: throw-away databases on both backends, timing, ratio reports."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from crmflow.services.context import Context
+from crmflow.services.setup import upgrade_database
+from crmflow.settings import Settings
+from crmflow.store.database import create_db_engine
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def fresh_database(backend: str) -> Iterator[Context]:
+    """A new, migrated database on `backend` ('sqlite' or 'postgres'), dropped afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = Context.from_settings(
+                Settings(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
+            )
+            upgrade_database(ctx)
+            try:
+                yield ctx
+            finally:
+                ctx.engine.dispose()
+        return
+    name = f"crmflow_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_db_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    ctx = Context.from_settings(Settings(database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"))
+    try:
+        upgrade_database(ctx)
+        yield ctx
+    finally:
+        ctx.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@dataclass
+class Comparison:
+    """Seconds of crmflow's path and of the bare baseline, one pair per run."""
+
+    name: str
+    backend: str
+    rows: int
+    ours: list[float]
+    baseline: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.baseline)
+
+    def line(self, aim: float) -> str:
+        ours = statistics.median(self.ours)
+        base = statistics.median(self.baseline)
+        verdict = "ok" if self.ratio <= aim else "ABOVE AIM"
+        return (
+            f"{self.name:<28} {self.backend:<8} rows={self.rows:>9,}  "
+            f"ratio={self.ratio:5.2f}x (aim <= {aim:g}x, {verdict})  "
+            f"median ours={ours:.3f}s baseline={base:.3f}s  runs={len(self.ours)}"
+        )
