@@ -1,14 +1,52 @@
-"""Records of any type: create, update, delete, get, list; every change leaves a change event."""
+"""Records of any type: create, update, delete, get, list; every change leaves a change event.
+
+A change event is written in the same transaction as the change it describes, so the feed of
+events (`change_feed`, which the flow engine reads to trigger flows) never misses a change and
+never shows one that was rolled back. Its `before` and `after` snapshots hold the record's field
+values plus its owner's id under the key `_owner_id` (no field can be named so: field keys start
+with a letter), so that reassigning a record is a change like any other.
+
+Stored data never holds nulls: clearing a field removes its key, so "missing" and "empty" are the
+same thing for queries on both backends.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["RecordView", "record_view"]
+from crmflow.engine.recordtypes import FieldType, RecordType
+from crmflow.errors import InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.permissions import require_manager
+from crmflow.services.record_types import record_type_in
+from crmflow.store.schema import record_changes as changes
+from crmflow.store.schema import records, users
+
+__all__ = [
+    "OWNER_KEY",
+    "ChangeView",
+    "LinkResolver",
+    "RecordView",
+    "change_feed",
+    "create_record",
+    "delete_record",
+    "get_record",
+    "list_records",
+    "record_changes",
+    "record_view",
+    "snapshot",
+    "update_record",
+]
+
+OWNER_KEY = "_owner_id"
+# SQLite refuses statements with more than 32766 parameters; stay well below on both backends.
+IN_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -19,12 +57,14 @@ class RecordView:
     created_at: datetime
     updated_at: datetime
     data: dict[str, Any]
+    owner: str | None = None  # the owner's username, when the query joined it
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "type": self.type,
             "owner_id": self.owner_id,
+            "owner": self.owner,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "data": self.data,
@@ -32,7 +72,8 @@ class RecordView:
 
 
 def record_view(row: sa.Row[Any]) -> RecordView:
-    """A view of a row selected from the `records` table."""
+    """A view of a row selected from the `records` table (with `owner`, the username, if joined)."""
+    mapping = row._mapping
     return RecordView(
         id=row.id,
         type=row.type,
@@ -40,4 +81,401 @@ def record_view(row: sa.Row[Any]) -> RecordView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         data=dict(row.data),
+        owner=mapping.get("owner"),
     )
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    """One change event: what happened to which record, the values before and after, who, when."""
+
+    id: int
+    record_id: int
+    record_type: str
+    kind: str  # created | updated | deleted
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    actor_id: int | None
+    at: datetime
+    actor: str | None = None
+
+    @property
+    def changed_fields(self) -> list[str]:
+        """The keys (fields, and `_owner_id`) whose value differs between before and after."""
+        before = self.before or {}
+        after = self.after or {}
+        return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "record_type": self.record_type,
+            "kind": self.kind,
+            "before": self.before,
+            "after": self.after,
+            "changed_fields": self.changed_fields,
+            "actor_id": self.actor_id,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+        }
+
+
+def snapshot(data: Mapping[str, Any], owner_id: int | None) -> dict[str, Any]:
+    """The form a record takes in a change event."""
+    return {**data, OWNER_KEY: owner_id}
+
+
+def _record_select() -> sa.Select[Any]:
+    return sa.select(records, users.c.username.label("owner")).select_from(
+        records.outerjoin(users, users.c.id == records.c.owner_id)
+    )
+
+
+def _change_select() -> sa.Select[Any]:
+    return sa.select(changes, users.c.username.label("actor")).select_from(
+        changes.outerjoin(users, users.c.id == changes.c.actor_id)
+    )
+
+
+def _change_view(row: sa.Row[Any]) -> ChangeView:
+    return ChangeView(
+        id=row.id,
+        record_id=row.record_id,
+        record_type=row.record_type,
+        kind=row.kind,
+        before=dict(row.before) if row.before is not None else None,
+        after=dict(row.after) if row.after is not None else None,
+        actor_id=row.actor_id,
+        at=row.at,
+        actor=row.actor,
+    )
+
+
+class LinkResolver:
+    """Turns usernames into user ids and checks that users and referenced records exist.
+
+    Works on a whole batch with one query for users and one for records (chunked only past
+    IN_CHUNK distinct ids), never one query per row.
+    """
+
+    def __init__(self, rtype: RecordType) -> None:
+        self.user_fields = tuple(f.key for f in rtype.fields if f.type is FieldType.USER)
+        self.ref_fields = tuple(
+            (f.key, f.reference_type or "") for f in rtype.fields if f.type is FieldType.REFERENCE
+        )
+
+    def resolve(
+        self,
+        conn: sa.Connection,
+        items: Sequence[tuple[dict[str, Any], object]],
+        default_owner: int | None,
+    ) -> tuple[list[int | None], list[list[Problem]]]:
+        """Owner ids and problems, one of each per (data, owner) item; `data` is fixed in place.
+
+        An owner is a username, a user id, or None for `default_owner`.
+        """
+        names: set[str] = set()
+        user_ids: set[int] = set()
+        ref_ids: set[int] = set()
+        user_fields, ref_fields = self.user_fields, self.ref_fields
+        for data, owner in items:
+            if owner is not None:
+                if type(owner) is int:
+                    user_ids.add(owner)
+                else:
+                    names.add(str(owner))
+            for key in user_fields:
+                value = data.get(key)
+                if type(value) is int:
+                    user_ids.add(value)
+                elif value is not None:
+                    names.add(value)
+            for key, _ in ref_fields:
+                value = data.get(key)
+                if value is not None:
+                    ref_ids.add(value)
+        by_name, known_ids = _users(conn, names, user_ids)
+        ref_types = _record_types_of(conn, ref_ids)
+
+        owners: list[int | None] = []
+        problems: list[list[Problem]] = []
+        for data, owner in items:
+            found: list[Problem] = []
+            owner_id = default_owner
+            if owner is not None:
+                if type(owner) is int:
+                    owner_id = owner if owner in known_ids else None
+                    if owner_id is None:
+                        found.append(Problem("owner", f"no user with id {owner}"))
+                else:
+                    owner_id = by_name.get(str(owner))
+                    if owner_id is None:
+                        found.append(
+                            Problem("owner", f"no user named {owner!r}", "see `crmflow users list`")
+                        )
+            owners.append(owner_id)
+            for key in user_fields:
+                value = data.get(key)
+                if value is None:
+                    continue
+                if type(value) is int:
+                    if value not in known_ids:
+                        found.append(Problem(key, f"no user with id {value}"))
+                elif value in by_name:
+                    data[key] = by_name[value]
+                else:
+                    found.append(
+                        Problem(key, f"no user named {value!r}", "see `crmflow users list`")
+                    )
+            for key, wanted in ref_fields:
+                value = data.get(key)
+                if value is None:
+                    continue
+                actual = ref_types.get(value)
+                if actual is None:
+                    found.append(Problem(key, f"no {wanted} with id {value}"))
+                elif actual != wanted:
+                    found.append(Problem(key, f"record {value} is a {actual}, not a {wanted}"))
+            problems.append(found)
+        return owners, problems
+
+
+def _chunks(values: set[int]) -> list[list[int]]:
+    ordered = sorted(values)
+    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
+
+
+def _users(conn: sa.Connection, names: set[str], ids: set[int]) -> tuple[dict[str, int], set[int]]:
+    if not names and not ids:
+        return {}, set()
+    conditions = []
+    if names:
+        conditions.append(users.c.username.in_(sorted(names)))
+    if ids:
+        conditions.append(users.c.id.in_(sorted(ids)))
+    rows = conn.execute(sa.select(users.c.id, users.c.username).where(sa.or_(*conditions))).all()
+    return {r.username: r.id for r in rows}, {r.id for r in rows}
+
+
+def _record_types_of(conn: sa.Connection, ids: set[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for chunk in _chunks(ids):
+        rows = conn.execute(sa.select(records.c.id, records.c.type).where(records.c.id.in_(chunk)))
+        found.update({r.id: r.type for r in rows})
+    return found
+
+
+def _refuse(rtype: RecordType, problems: list[Problem]) -> None:
+    if problems:
+        raise InvalidInputError(f"the {rtype.key} record", problems)
+
+
+def _without_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _write_change(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    *,
+    record_id: int,
+    record_type: str,
+    kind: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    conn.execute(
+        changes.insert().values(
+            record_id=record_id,
+            record_type=record_type,
+            kind=kind,
+            before=before,
+            after=after,
+            actor_id=actor.id,
+            at=ctx.now(),
+        )
+    )
+
+
+def _load(conn: sa.Connection, record_id: int, *, for_update: bool = False) -> sa.Row[Any]:
+    query = sa.select(records).where(records.c.id == record_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no record with id {record_id}")
+    return row
+
+
+def _view(conn: sa.Connection, record_id: int) -> RecordView:
+    return record_view(conn.execute(_record_select().where(records.c.id == record_id)).one())
+
+
+def create_record(
+    ctx: Context,
+    actor: Actor,
+    type_key: str,
+    values: Mapping[str, Any],
+    *,
+    owner: str | int | None = None,
+) -> RecordView:
+    """A new record of `type_key`, owned by `owner` (a username or id; the actor by default)."""
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        rtype = record_type_in(conn, type_key)
+        data = _without_nulls(rtype.normalise(values, zone=ctx.zone))
+        owners, problems = LinkResolver(rtype).resolve(conn, [(data, owner)], actor.id)
+        _refuse(rtype, problems[0])
+        owner_id = owners[0]
+        record_id = int(
+            conn.execute(
+                records.insert()
+                .values(type=type_key, owner_id=owner_id, data=data, created_at=now, updated_at=now)
+                .returning(records.c.id)
+            ).scalar_one()
+        )
+        _write_change(
+            conn,
+            ctx,
+            actor,
+            record_id=record_id,
+            record_type=type_key,
+            kind="created",
+            before=None,
+            after=snapshot(data, owner_id),
+        )
+        return _view(conn, record_id)
+
+
+def update_record(
+    ctx: Context,
+    actor: Actor,
+    record_id: int,
+    values: Mapping[str, Any],
+    *,
+    owner: str | int | None = None,
+) -> RecordView:
+    """Change the given fields (None clears one) and, if given, the owner.
+
+    A change event is written only when something actually changed.
+    """
+    with ctx.engine.begin() as conn:
+        row = _load(conn, record_id, for_update=True)
+        rtype = record_type_in(conn, row.type)
+        given = rtype.normalise(values, zone=ctx.zone, partial=True)
+        owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], row.owner_id)
+        _refuse(rtype, problems[0])
+        before = dict(row.data)
+        after = dict(before)
+        for key, value in given.items():
+            if value is None:
+                after.pop(key, None)
+            else:
+                after[key] = value
+        owner_id = owners[0]
+        if after == before and owner_id == row.owner_id:
+            return _view(conn, record_id)
+        conn.execute(
+            records.update()
+            .where(records.c.id == record_id)
+            .values(data=after, owner_id=owner_id, updated_at=ctx.now())
+        )
+        _write_change(
+            conn,
+            ctx,
+            actor,
+            record_id=record_id,
+            record_type=row.type,
+            kind="updated",
+            before=snapshot(before, row.owner_id),
+            after=snapshot(after, owner_id),
+        )
+        return _view(conn, record_id)
+
+
+def delete_record(ctx: Context, actor: Actor, record_id: int) -> None:
+    """Delete a record (managers and admins); its change events and history are kept."""
+    require_manager(actor, "delete records")
+    with ctx.engine.begin() as conn:
+        row = _load(conn, record_id, for_update=True)
+        conn.execute(records.delete().where(records.c.id == record_id))
+        _write_change(
+            conn,
+            ctx,
+            actor,
+            record_id=record_id,
+            record_type=row.type,
+            kind="deleted",
+            before=snapshot(row.data, row.owner_id),
+            after=None,
+        )
+
+
+def get_record(ctx: Context, record_id: int) -> RecordView:
+    with ctx.engine.connect() as conn:
+        row = conn.execute(_record_select().where(records.c.id == record_id)).first()
+    if row is None:
+        raise NotFoundError(f"no record with id {record_id}")
+    return record_view(row)
+
+
+def _page_size(ctx: Context, limit: int) -> int:
+    if limit < 1:
+        raise InvalidInputError("the page", [Problem("limit", f"must be at least 1, got {limit}")])
+    return min(limit, ctx.settings.page_size_max)
+
+
+def _page(items: list[Any], limit: int) -> tuple[list[Any], int | None]:
+    if len(items) > limit:
+        items = items[:limit]
+        return items, items[-1].id
+    return items, None
+
+
+def list_records(
+    ctx: Context, type_key: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[RecordView]:
+    """Records of one type in id order, `limit` at a time (pass `next_after` back as `after`)."""
+    size = _page_size(ctx, limit)
+    query = _record_select().where(records.c.type == type_key)
+    if after is not None:
+        query = query.where(records.c.id > after)
+    with ctx.engine.connect() as conn:
+        record_type_in(conn, type_key)
+        rows = conn.execute(query.order_by(records.c.id).limit(size + 1)).all()
+    items, next_after = _page([record_view(r) for r in rows], size)
+    return Page(items, next_after)
+
+
+def record_changes(
+    ctx: Context, record_id: int, *, after: int | None = None, limit: int = 100
+) -> Page[ChangeView]:
+    """The change events of one record, oldest first (also after the record was deleted)."""
+    size = _page_size(ctx, limit)
+    query = _change_select().where(changes.c.record_id == record_id)
+    if after is not None:
+        query = query.where(changes.c.id > after)
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
+        if not rows and after is None:
+            _load(conn, record_id)  # NotFoundError for a record that never existed
+    items, next_after = _page([_change_view(r) for r in rows], size)
+    return Page(items, next_after)
+
+
+def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> Page[ChangeView]:
+    """Every change event in id order, from `after` on: what triggers flows.
+
+    On PostgreSQL ids come from a sequence, so two concurrent transactions may commit their events
+    out of id order; a reader that must never skip one re-reads a short window behind its cursor.
+    """
+    size = _page_size(ctx, limit)
+    query = _change_select()
+    if after is not None:
+        query = query.where(changes.c.id > after)
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
+    items, next_after = _page([_change_view(r) for r in rows], size)
+    return Page(items, next_after)

@@ -1,0 +1,45 @@
+"""What routes depend on: the service Context and the authenticated Actor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from crmflow.errors import AuthenticationError
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
+
+__all__ = ["CurrentActor", "ServiceContext", "raw_body"]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer crm_...`")
+
+
+def get_context(request: Request) -> Context:
+    context: Context = request.app.state.context
+    return context
+
+
+ServiceContext = Annotated[Context, Depends(get_context)]
+
+
+def get_actor(
+    ctx: ServiceContext,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthenticationError(
+            "every API call needs `Authorization: Bearer <token>`; get a token with "
+            "POST /api/auth/token or `crmflow users token USERNAME`"
+        )
+    return users.authenticate_token(ctx, credentials.credentials)
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+async def raw_body(request: Request) -> tuple[str, str]:
+    """The request body as text, with its content type (flows come as YAML or JSON)."""
+    body = await request.body()
+    return body.decode("utf-8", errors="replace"), request.headers.get("content-type", "")

@@ -1,0 +1,151 @@
+"""Flows: definitions (YAML or JSON bodies), versions, members and the lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, status
+
+from crmflow.api.deps import CurrentActor, ServiceContext, raw_body
+from crmflow.engine.definition import FlowStatus
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import flows
+
+router = APIRouter(prefix="/api/flows", tags=["flows"])
+
+Body = Annotated[tuple[str, str], Depends(raw_body)]
+_DOC_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The flow document, as YAML (application/yaml) or JSON (application/json).",
+        "content": {
+            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {
+                "schema": {"type": "object", "description": "See GET /api/schema/flow"}
+            },
+        },
+    }
+}
+
+
+def _format(content_type: str) -> Literal["yaml", "json"] | None:
+    if "json" in content_type:
+        return "json"
+    if "yaml" in content_type:
+        return "yaml"
+    return None
+
+
+@router.get("")
+def list_flows(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    status_: Annotated[FlowStatus | None, Query(alias="status")] = None,
+    record_type: str | None = None,
+) -> list[dict[str, Any]]:
+    return [f.as_dict() for f in flows.list_flows(ctx, actor, status=status_, record_type=record_type)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_DOC_BODY)
+def create_flow(
+    ctx: ServiceContext, actor: CurrentActor, body: Body, confirm_count: int | None = None
+) -> dict[str, Any]:
+    text, content_type = body
+    view = flows.create_flow(
+        ctx, actor, text, fmt=_format(content_type), source="request body",
+        confirm_count=confirm_count,
+    )
+    return view.as_dict()
+
+
+@router.post("/validate", openapi_extra=_DOC_BODY)
+def validate_flow(ctx: ServiceContext, _actor: CurrentActor, body: Body) -> dict[str, Any]:
+    """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
+    text, content_type = body
+    definition = flows.validate_flow_text(ctx, text, fmt=_format(content_type), source="request body")
+    return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
+
+
+@router.get("/{key}")
+def get_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    return flows.get_flow(ctx, actor, key).as_dict()
+
+
+@router.put("/{key}", openapi_extra=_DOC_BODY)
+def update_flow(ctx: ServiceContext, actor: CurrentActor, key: str, body: Body) -> dict[str, Any]:
+    text, content_type = body
+    return flows.update_flow(
+        ctx, actor, key, text, fmt=_format(content_type), source="request body"
+    ).as_dict()
+
+
+@router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> None:
+    flows.delete_flow(ctx, actor, key)
+
+
+@router.get("/{key}/versions/{version}")
+def get_version(
+    ctx: ServiceContext, actor: CurrentActor, key: str, version: int
+) -> dict[str, Any]:
+    return flows.get_flow_version(ctx, actor, key, version)
+
+
+@router.get("/{key}/history")
+def history(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str, Any]]:
+    return [c.as_dict() for c in flows.flow_history(ctx, actor, key)]
+
+
+@router.get("/{key}/start-list")
+def start_list(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    """How many records starting the flow would enter now (confirm it with start)."""
+    count = flows.start_list_count(ctx, actor, key)
+    return {"key": key, "has_start_list": count is not None, "count": count}
+
+
+@router.post("/{key}/start")
+def start(
+    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_count: int | None = None
+) -> dict[str, Any]:
+    """Start a draft. With a start list, first call without `confirm_count`: the 409 answer
+    says how many records would enter; call again with `confirm_count` set to that number."""
+    return flows.change_status(
+        ctx, actor, key, LifecycleAction.START, confirm_count=confirm_count
+    ).as_dict()
+
+
+@router.post("/{key}/pause")
+def pause(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    return flows.change_status(ctx, actor, key, LifecycleAction.PAUSE).as_dict()
+
+
+@router.post("/{key}/resume")
+def resume(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    return flows.change_status(ctx, actor, key, LifecycleAction.RESUME).as_dict()
+
+
+@router.post("/{key}/drain")
+def drain(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    """Progressive stop: no new entrants; the records inside finish."""
+    return flows.change_status(ctx, actor, key, LifecycleAction.DRAIN).as_dict()
+
+
+@router.post("/{key}/archive")
+def archive(
+    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
+) -> dict[str, Any]:
+    return flows.change_status(
+        ctx, actor, key, LifecycleAction.ARCHIVE, confirm_inside=confirm_inside
+    ).as_dict()
+
+
+@router.put("/{key}/members/{username}")
+def add_member(ctx: ServiceContext, actor: CurrentActor, key: str, username: str) -> dict[str, Any]:
+    return flows.add_member(ctx, actor, key, username).as_dict()
+
+
+@router.delete("/{key}/members/{username}")
+def remove_member(
+    ctx: ServiceContext, actor: CurrentActor, key: str, username: str
+) -> dict[str, Any]:
+    return flows.remove_member(ctx, actor, key, username).as_dict()

@@ -1,0 +1,141 @@
+"""Records: create, read, update, delete, list, change events, bulk import and export."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, TextIO, cast
+
+from fastapi import APIRouter, Query, UploadFile, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.errors import NotFoundError
+from crmflow.services import imports, records
+from crmflow.services.context import Context
+
+router = APIRouter(prefix="/api", tags=["records"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class RecordWrite(BaseModel):
+    data: dict[str, Any]
+    owner: str | int | None = None
+
+
+def _record_of_type(ctx: Context, type_key: str, record_id: int) -> records.RecordView:
+    record = records.get_record(ctx, record_id)
+    if record.type != type_key:
+        raise NotFoundError(f"record {record_id} is a {record.type}, not a {type_key}")
+    return record
+
+
+@router.get("/records/{type_key}")
+def list_records(
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    type_key: str,
+    after: int | None = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """One page of records ordered by id; pass `next_after` back as `after`."""
+    page = records.list_records(ctx, type_key, after=after, limit=limit)
+    return page.as_dict(lambda r: r.as_dict())
+
+
+@router.post("/records/{type_key}", status_code=status.HTTP_201_CREATED)
+def create_record(
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, body: RecordWrite
+) -> dict[str, Any]:
+    return records.create_record(ctx, actor, type_key, body.data, owner=body.owner).as_dict()
+
+
+@router.get("/records/{type_key}/export")
+def export_records(
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    type_key: str,
+    fmt: Literal["csv", "jsonl"] = "jsonl",
+) -> StreamingResponse:
+    # Spooled: small exports stay in memory, large ones go to a temporary file, never all in RAM.
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8")
+    imports.export_records(ctx, type_key, cast(TextIO, spool), fmt=fmt)
+    spool.seek(0)
+
+    def chunks() -> Iterator[str]:
+        with spool:
+            while chunk := spool.read(64 * 1024):
+                yield chunk
+
+    media = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        chunks(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{type_key}.{fmt}"'},
+    )
+
+
+@router.get("/records/{type_key}/{record_id}")
+def get_record(
+    ctx: ServiceContext, _actor: CurrentActor, type_key: str, record_id: int
+) -> dict[str, Any]:
+    return _record_of_type(ctx, type_key, record_id).as_dict()
+
+
+@router.patch("/records/{type_key}/{record_id}")
+def update_record(
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int, body: RecordWrite
+) -> dict[str, Any]:
+    _record_of_type(ctx, type_key, record_id)
+    return records.update_record(ctx, actor, record_id, body.data, owner=body.owner).as_dict()
+
+
+@router.delete("/records/{type_key}/{record_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_record(ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int) -> None:
+    _record_of_type(ctx, type_key, record_id)
+    records.delete_record(ctx, actor, record_id)
+
+
+@router.get("/records/{type_key}/{record_id}/changes")
+def record_changes(
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    type_key: str,
+    record_id: int,
+    after: int | None = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    page = records.record_changes(ctx, record_id, after=after, limit=limit)
+    return page.as_dict(lambda c: c.as_dict())
+
+
+@router.get("/changes")
+def change_feed(
+    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: Limit = 500
+) -> dict[str, Any]:
+    """Every record change, in order: what triggers flows."""
+    page = records.change_feed(ctx, after=after, limit=limit)
+    return page.as_dict(lambda c: c.as_dict())
+
+
+@router.post("/records/{type_key}/import")
+def import_records(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    type_key: str,
+    file: UploadFile,
+    fmt: Literal["csv", "jsonl"] | None = None,
+    all_or_nothing: bool = False,
+) -> dict[str, Any]:
+    """Bulk import a CSV or JSONL file. Good rows are kept and each bad row is reported with its
+    line number, unless `all_or_nothing` is set: then any bad row refuses the whole file."""
+    if fmt is None and file.filename:
+        suffix = file.filename.rsplit(".", 1)[-1].lower()
+        fmt = "jsonl" if suffix in ("jsonl", "ndjson", "json") else "csv"
+    stream = io.TextIOWrapper(file.file, encoding="utf-8-sig", newline="")
+    report = imports.import_records(
+        ctx, actor, type_key, stream, fmt=fmt or "csv", all_or_nothing=all_or_nothing
+    )
+    return report.as_dict()

@@ -1,0 +1,93 @@
+"""Users, groups and tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel
+
+from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.services import users
+
+router = APIRouter(prefix="/api", tags=["users"])
+
+
+class UserCreate(BaseModel):
+    username: str
+    role: str
+    display_name: str | None = None
+    email: str | None = None
+    password: str | None = None
+
+
+class UserUpdate(BaseModel):
+    role: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    password: str | None = None
+    active: bool | None = None
+
+
+class GroupCreate(BaseModel):
+    name: str
+    description: str = ""
+
+
+class TokenCreate(BaseModel):
+    name: str = "api"
+
+
+@router.get("/users")
+def list_users(ctx: ServiceContext, _actor: CurrentActor) -> list[dict[str, Any]]:
+    return [u.as_dict() for u in users.list_users(ctx)]
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED)
+def create_user(ctx: ServiceContext, actor: CurrentActor, body: UserCreate) -> dict[str, Any]:
+    return users.create_user(ctx, actor, **body.model_dump()).as_dict()
+
+
+@router.get("/users/{username}")
+def get_user(ctx: ServiceContext, _actor: CurrentActor, username: str) -> dict[str, Any]:
+    return users.get_user(ctx, username).as_dict()
+
+
+@router.patch("/users/{username}")
+def update_user(
+    ctx: ServiceContext, actor: CurrentActor, username: str, body: UserUpdate
+) -> dict[str, Any]:
+    return users.update_user(ctx, actor, username, **body.model_dump()).as_dict()
+
+
+@router.post("/users/{username}/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(
+    ctx: ServiceContext, actor: CurrentActor, username: str, body: TokenCreate
+) -> dict[str, Any]:
+    created = users.create_token(ctx, actor, username, body.name)
+    return {"token": created.token, "token_id": created.id, "name": created.name}
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(ctx: ServiceContext, actor: CurrentActor, token_id: int) -> None:
+    users.revoke_token(ctx, actor, token_id)
+
+
+@router.get("/groups")
+def list_groups(ctx: ServiceContext, _actor: CurrentActor) -> list[dict[str, Any]]:
+    return users.list_groups(ctx)
+
+
+@router.post("/groups", status_code=status.HTTP_201_CREATED)
+def create_group(ctx: ServiceContext, actor: CurrentActor, body: GroupCreate) -> dict[str, Any]:
+    return users.create_group(ctx, actor, body.name, body.description)
+
+
+@router.put("/groups/{group}/members/{username}", status_code=status.HTTP_204_NO_CONTENT)
+def add_member(ctx: ServiceContext, actor: CurrentActor, group: str, username: str) -> None:
+    users.add_group_member(ctx, actor, group, username)
+
+
+@router.delete("/groups/{group}/members/{username}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_member(ctx: ServiceContext, actor: CurrentActor, group: str, username: str) -> None:
+    users.remove_group_member(ctx, actor, group, username)

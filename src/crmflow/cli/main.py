@@ -1,0 +1,133 @@
+"""`crmflow`: serve, database, schema, and the sub-command groups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from crmflow.cli import flows, queries, records, users
+from crmflow.cli.common import console, err_console, print_json, reports_errors, state
+
+app = typer.Typer(
+    name="crmflow",
+    help="Process automation for CRMs: flows as YAML, run on time and exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.groups_app, name="groups")
+app.add_typer(records.types_app, name="types")
+app.add_typer(records.records_app, name="records")
+app.add_typer(queries.app, name="queries")
+app.add_typer(flows.app, name="flows")
+
+
+@app.callback()
+def _root(
+    acting_as: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="The user this command acts as (default: CRMFLOW_CLI_USER, or 'system').",
+        ),
+    ] = None,
+) -> None:
+    state.acting_as = acting_as
+
+
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Apply the migrations (SQLite or PostgreSQL, from CRMFLOW_DATABASE_URL)."""
+    from crmflow.services.setup import upgrade_database
+    from crmflow.store.migrate import current_revision
+
+    upgrade_database(state.context)
+    revision = current_revision(state.context.engine)
+    err_console.print(
+        f"database {state.settings.database_url} is at revision {revision}", highlight=False
+    )
+
+
+@db_app.command("current")
+@reports_errors
+def db_current() -> None:
+    """Show the database's migration revision and the newest one."""
+    from crmflow.store.migrate import current_revision, head_revision
+
+    print_json({"current": current_revision(state.context.engine), "head": head_revision()})
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of flow documents."""
+    from crmflow.engine.jsonschema import flow_json_schema
+
+    print_json(flow_json_schema())
+
+
+@app.command("demo")
+@reports_errors
+def demo() -> None:
+    """Load the demo data (users of each role, groups, records, the example queries and flows)."""
+    from crmflow.services.demo import DEMO_LOGINS, load_demo
+
+    console.print(f"demo data: {load_demo(state.context)}", highlight=False)
+    for login in DEMO_LOGINS:
+        console.print(
+            f"  {login.username:<7} {login.role:<8} password {login.password:<12} token {login.token}",
+            highlight=False,
+        )
+
+
+@app.command("serve")
+@reports_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load the demo data (once; harmless if present).")
+    ] = False,
+) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from crmflow.api.app import create_app
+    from crmflow.services.demo import DEMO_LOGINS, load_demo
+    from crmflow.store.migrate import current_revision, head_revision
+
+    ctx = state.context
+    if current_revision(ctx.engine) != head_revision():
+        err_console.print(
+            "[red]error:[/red] the database is not at the newest migration; "
+            "run `crmflow db upgrade` first",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    host = host or state.settings.host
+    port = port or state.settings.port
+    if demo:
+        summary = load_demo(ctx)
+        console.print(f"demo data: {summary}", highlight=False)
+    base = f"http://{host}:{port}"
+    console.print(f"crmflow on {base}  (database: {state.settings.database_url})", highlight=False)
+    console.print(f"  API docs:  {base}/docs     OpenAPI: {base}/openapi.json", highlight=False)
+    if demo:
+        console.print("  log in with a demo user (username / password / API token):")
+        for login in DEMO_LOGINS:
+            console.print(
+                f"    {login.username:<7} {login.role:<8} {login.password:<14} {login.token}",
+                highlight=False,
+            )
+        console.print(
+            f'  try:  curl -H "Authorization: Bearer {DEMO_LOGINS[0].token}" {base}/api/flows',
+            highlight=False,
+        )
+    uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    app()

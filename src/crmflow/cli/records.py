@@ -1,0 +1,175 @@
+"""`crmflow types ...` and `crmflow records ...`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from crmflow.cli.common import (
+    console,
+    err_console,
+    print_json,
+    print_table,
+    progress_bar,
+    reports_errors,
+    state,
+)
+from crmflow.errors import Problem
+from crmflow.services import imports, record_types, records
+
+types_app = typer.Typer(help="Record types and their fields.", no_args_is_help=True)
+records_app = typer.Typer(help="Records: create, read, update, delete, import, export.")
+Format = Literal["csv", "jsonl"]
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err_console.print(f"[red]error:[/red] {option} is not valid JSON: {exc}")
+        raise typer.Exit(1) from None
+    if not isinstance(value, dict):
+        err_console.print(f"[red]error:[/red] {option} must be a JSON object {{...}}")
+        raise typer.Exit(1)
+    return value
+
+
+@types_app.command("list")
+@reports_errors
+def list_types() -> None:
+    rows = [
+        (t.key, t.name, "built-in" if t.builtin else "custom", ", ".join(t.field_keys))
+        for t in record_types.list_record_types(state.context)
+    ]
+    print_table("Record types", ["key", "name", "kind", "fields"], rows)
+
+
+@types_app.command("show")
+@reports_errors
+def show_type(key: str) -> None:
+    print_json(record_types.get_record_type(state.context, key).as_dict())
+
+
+@types_app.command("load")
+@reports_errors
+def load_type(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Create or update a record type from a YAML or JSON file (admins only)."""
+    rtype = record_types.load_record_type_file(state.context, state.actor, file)
+    console.print(f"record type {rtype.key!r}: {len(rtype.fields)} fields")
+
+
+@records_app.command("list")
+@reports_errors
+def list_records(
+    type_key: str,
+    after: Annotated[int | None, typer.Option(help="Show records after this id")] = None,
+    limit: int = 50,
+) -> None:
+    """One page of records (ids ascending); the last line says how to get the next page."""
+    page = records.list_records(state.context, type_key, after=after, limit=limit)
+    print_json([r.as_dict() for r in page.items])
+    if page.next_after is not None:
+        err_console.print(f"more: crmflow records list {type_key} --after {page.next_after}")
+
+
+@records_app.command("get")
+@reports_errors
+def get(record_id: int) -> None:
+    print_json(records.get_record(state.context, record_id).as_dict())
+
+
+@records_app.command("create")
+@reports_errors
+def create(
+    type_key: str,
+    data: Annotated[str, typer.Option(help='Field values as JSON: {"last_name": "Pop"}')],
+    owner: Annotated[str | None, typer.Option(help="Owner username (default: you)")] = None,
+) -> None:
+    record = records.create_record(
+        state.context, state.actor, type_key, _json_object(data, "--data"), owner=owner
+    )
+    print_json(record.as_dict())
+
+
+@records_app.command("update")
+@reports_errors
+def update(
+    record_id: int,
+    data: Annotated[str, typer.Option(help="The fields to change, as JSON")] = "{}",
+    owner: Annotated[str | None, typer.Option(help="New owner username")] = None,
+) -> None:
+    record = records.update_record(
+        state.context, state.actor, record_id, _json_object(data, "--data"), owner=owner
+    )
+    print_json(record.as_dict())
+
+
+@records_app.command("delete")
+@reports_errors
+def delete(record_id: int) -> None:
+    records.delete_record(state.context, state.actor, record_id)
+    console.print(f"deleted record {record_id}")
+
+
+@records_app.command("changes")
+@reports_errors
+def changes(record_id: int) -> None:
+    """The change events of one record (what triggers flows)."""
+    page = records.record_changes(state.context, record_id)
+    print_json([c.as_dict() for c in page.items])
+
+
+@records_app.command("import")
+@reports_errors
+def import_file(
+    type_key: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    fmt: Annotated[Format | None, typer.Option("--format", help="Default: from the suffix")] = None,
+    all_or_nothing: Annotated[
+        bool, typer.Option(help="Refuse the whole file if any row is bad (default: keep good rows)")
+    ] = False,
+) -> None:
+    """Import a CSV (header of field keys) or JSONL file. Good rows are kept and every bad row
+    is reported with its line number, unless --all-or-nothing."""
+    total = file.stat().st_size
+    with progress_bar(f"importing {file.name}", total) as update:
+        report = imports.import_records(
+            state.context,
+            state.actor,
+            type_key,
+            file,
+            fmt=fmt,
+            on_progress=update,
+            all_or_nothing=all_or_nothing,
+        )
+    for row_error in report.errors:
+        for problem in row_error.problems:
+            located = Problem(
+                problem.path, problem.message, problem.hint, line=row_error.line, source=str(file)
+            )
+            sys.stdout.write(f"{located}\n")
+    summary = report.as_dict()
+    summary.pop("errors", None)
+    err_console.print(f"import: {json.dumps(summary)}", highlight=False)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@records_app.command("export")
+@reports_errors
+def export(
+    type_key: str,
+    fmt: Annotated[Format, typer.Option("--format")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Export every record of a type as JSONL or CSV (to stdout or a file)."""
+    if output is None:
+        count = imports.export_records(state.context, type_key, sys.stdout, fmt=fmt)
+    else:
+        with output.open("w", encoding="utf-8", newline="") as out:
+            count = imports.export_records(state.context, type_key, out, fmt=fmt)
+    err_console.print(f"exported {count} {type_key} record(s)")

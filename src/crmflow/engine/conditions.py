@@ -1,0 +1,144 @@
+"""CEL conditions: compiled once, checked at save time for syntax and for the names they use.
+
+The variables a flow condition sees (see docs/flows.md):
+  record  the record's fields, plus id, type, owner, created_at, updated_at
+  change  the change that woke the flow: kind, fields, before, after, by, at (may be empty)
+  now     the current time (a timestamp); today: the current date as YYYY-MM-DD in the flow's zone
+  flow    key and name of the flow
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cel
+
+__all__ = [
+    "CEL_VARIABLES",
+    "CHANGE_ATTRIBUTES",
+    "FLOW_ATTRIBUTES",
+    "MAX_CONDITION_CHARS",
+    "RECORD_META_FIELDS",
+    "ConditionIssue",
+    "check_condition",
+    "compile_condition",
+]
+
+MAX_CONDITION_CHARS = 4_000
+RECORD_META_FIELDS = frozenset({"id", "type", "owner", "created_at", "updated_at"})
+CHANGE_ATTRIBUTES = frozenset({"kind", "fields", "before", "after", "by", "at"})
+FLOW_ATTRIBUTES = frozenset({"key", "name", "owner", "controller"})
+CEL_VARIABLES = frozenset({"record", "change", "now", "today", "flow"})
+
+_STRING_LITERAL = re.compile(
+    r"""[rR]?[bB]?(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")""",
+    re.DOTALL,
+)
+_INDEXED = re.compile(r"""\b(record|change|flow)\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
+_DOTTED = re.compile(r"(?<![\w.])(record|change|flow)\s*\.\s*([A-Za-z_]\w*)")
+# Macros bind their own loop variable: `items.exists(x, x > 1)` introduces `x`.
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+@dataclass(frozen=True)
+class ConditionIssue:
+    message: str
+    hint: str = ""
+
+
+@lru_cache(maxsize=4096)
+def compile_condition(expression: str) -> Any:
+    """The compiled program; raises ValueError when the expression does not compile."""
+    if len(expression) > MAX_CONDITION_CHARS:
+        raise ValueError(f"the condition is longer than {MAX_CONDITION_CHARS} characters")
+    return cel.compile(expression)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "syntax error"
+
+
+def check_condition(
+    expression: str,
+    *,
+    record_fields: Collection[str] | None,
+    extra_variables: Iterable[str] = (),
+) -> list[ConditionIssue]:
+    """Every problem with `expression`: syntax, unknown variables, unknown record fields.
+
+    `record_fields` None means the record type is unknown (its fields are not checked).
+    """
+    if not expression.strip():
+        return [ConditionIssue("the condition is empty", "write a CEL expression or remove it")]
+    try:
+        program = compile_condition(expression)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        detail = _cel_error_detail(str(exc))
+        return [ConditionIssue(f"the CEL condition does not compile: {detail}", _CEL_HINT)]
+    issues: list[ConditionIssue] = []
+    bare = _STRING_LITERAL.sub('""', expression)
+    known = set(CEL_VARIABLES) | set(extra_variables) | set(_MACRO_VARIABLE.findall(bare))
+    try:
+        variables = [str(v) for v in program.variables()]
+    except (ValueError, RuntimeError):  # pragma: no cover - the library always lists them
+        variables = []
+    for name in variables:
+        if name not in known:
+            issues.append(
+                ConditionIssue(
+                    f"unknown variable {name!r} in the condition",
+                    did_you_mean(name, CEL_VARIABLES) or f"use {', '.join(sorted(CEL_VARIABLES))}",
+                )
+            )
+    for root, attribute in _attributes(expression, bare):
+        issue = _check_attribute(root, attribute, record_fields)
+        if issue is not None and issue not in issues:
+            issues.append(issue)
+    return issues
+
+
+_CEL_HINT = "CEL looks like: record.status == 'client' && record.amount > 100"
+
+
+def _cel_error_detail(text: str) -> str:
+    for line in text.splitlines():
+        if "ERROR" in line:
+            return line.split("ERROR:", 1)[-1].strip()
+    return _first_line(text)
+
+
+def _attributes(expression: str, bare: str) -> list[tuple[str, str]]:
+    found = [(m.group(1), m.group(2) or m.group(3) or "") for m in _INDEXED.finditer(expression)]
+    found += [(m.group(1), m.group(2)) for m in _DOTTED.finditer(bare)]
+    return found
+
+
+def _check_attribute(
+    root: str, attribute: str, record_fields: Collection[str] | None
+) -> ConditionIssue | None:
+    if root == "record":
+        if record_fields is None:
+            return None
+        allowed = set(record_fields) | RECORD_META_FIELDS
+    elif root == "change":
+        allowed = set(CHANGE_ATTRIBUTES)
+    else:
+        allowed = set(FLOW_ATTRIBUTES)
+    if attribute in allowed:
+        return None
+    what = "the record type has no field" if root == "record" else f"{root} has no attribute"
+    return ConditionIssue(
+        f"{what} {attribute!r} ({root}.{attribute})",
+        did_you_mean(attribute, allowed) or f"known: {', '.join(sorted(allowed))}",
+    )
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """'did you mean 'x'?' for the closest candidate, or '' when none is close."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else ""

@@ -1,0 +1,146 @@
+"""The flow document: pydantic models of everything a flow says (definitions, not runtime state).
+
+Parse and check a document with `crmflow.engine.validation.parse_flow`; these models alone check
+its shape, not its meaning (fields of the record type, step targets, users).
+"""
+
+from __future__ import annotations
+
+from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.actions import (
+    Action,
+    AddToGroupAction,
+    AssignOwnerAction,
+    CreateRecordAction,
+    CreateTaskAction,
+    EndFlowAction,
+    HistoryAction,
+    RemoveFromGroupAction,
+    RunSqlAction,
+    SetStatusAction,
+    StartFlowAction,
+    UpdateRecordAction,
+)
+from crmflow.engine.definition.calendar import Calendar, QuietHours
+from crmflow.engine.definition.common import Duration
+from crmflow.engine.definition.flow import (
+    SCHEMA_VERSION,
+    CatchUpPolicy,
+    FlowDefinition,
+    FlowStatus,
+    ReentryPolicy,
+    Visibility,
+)
+from crmflow.engine.definition.messaging import (
+    NotifyAction,
+    SendEmailAction,
+    SendSmsAction,
+    WebhookAction,
+)
+from crmflow.engine.definition.people import (
+    Deadline,
+    FieldResponsibility,
+    FlowOwnerResponsibility,
+    GroupResponsibility,
+    RecordOwnerResponsibility,
+    Responsibility,
+    UserResponsibility,
+)
+from crmflow.engine.definition.steps import (
+    ActionStep,
+    ApprovalButton,
+    ApprovalStep,
+    Branch,
+    DecisionStep,
+    EndStep,
+    MergeStep,
+    Step,
+    StepBase,
+    WaitStep,
+)
+from crmflow.engine.definition.timing import (
+    AfterTiming,
+    AtTimeTiming,
+    DateTiming,
+    EventTiming,
+    ImmediateTiming,
+    Timing,
+)
+from crmflow.engine.definition.triggers import (
+    DateReachedTrigger,
+    FieldChangedTrigger,
+    FollowUpTrigger,
+    ManualTrigger,
+    RecordCreatedTrigger,
+    RecordDeletedTrigger,
+    RecordUpdatedTrigger,
+    ScheduleTrigger,
+    StartListTrigger,
+    StatusChangedTrigger,
+    Trigger,
+    WebhookTrigger,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Action",
+    "ActionBase",
+    "ActionStep",
+    "AddToGroupAction",
+    "AfterTiming",
+    "ApprovalButton",
+    "ApprovalStep",
+    "AssignOwnerAction",
+    "AtTimeTiming",
+    "Branch",
+    "Calendar",
+    "CatchUpPolicy",
+    "CreateRecordAction",
+    "CreateTaskAction",
+    "DateReachedTrigger",
+    "DateTiming",
+    "Deadline",
+    "DecisionStep",
+    "Duration",
+    "EndFlowAction",
+    "EndStep",
+    "EventTiming",
+    "FieldChangedTrigger",
+    "FieldResponsibility",
+    "FlowDefinition",
+    "FlowOwnerResponsibility",
+    "FlowStatus",
+    "FollowUpTrigger",
+    "GroupResponsibility",
+    "HistoryAction",
+    "ImmediateTiming",
+    "ManualTrigger",
+    "MergeStep",
+    "NotifyAction",
+    "QuietHours",
+    "RecordCreatedTrigger",
+    "RecordDeletedTrigger",
+    "RecordOwnerResponsibility",
+    "RecordUpdatedTrigger",
+    "ReentryPolicy",
+    "RemoveFromGroupAction",
+    "Responsibility",
+    "RunSqlAction",
+    "ScheduleTrigger",
+    "SendEmailAction",
+    "SendSmsAction",
+    "SetStatusAction",
+    "StartFlowAction",
+    "StartListTrigger",
+    "StatusChangedTrigger",
+    "Step",
+    "StepBase",
+    "Timing",
+    "Trigger",
+    "UpdateRecordAction",
+    "UserResponsibility",
+    "Visibility",
+    "WaitStep",
+    "WebhookAction",
+    "WebhookTrigger",
+]

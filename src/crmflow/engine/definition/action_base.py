@@ -1,0 +1,21 @@
+"""What every action has: an optional key and name, an active flag and an order within its step."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from crmflow.engine.definition.common import Definition, Key
+
+__all__ = ["ActionBase"]
+
+
+class ActionBase(Definition):
+    """An action runs only when it, its step and its flow are active (seed 002).
+
+    Actions run by `order` (absent = position in the list) within their step.
+    """
+
+    key: Key | None = None
+    name: str = ""
+    active: bool = True
+    order: int | None = Field(default=None, ge=0, le=1_000_000)

@@ -1,0 +1,155 @@
+"""The steps of a flow: one model per step `type` (`action` when the type is left out)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from crmflow.engine.definition.actions import Action
+from crmflow.engine.definition.common import Definition, Duration, Key
+from crmflow.engine.definition.people import Deadline, Responsibility
+from crmflow.engine.definition.timing import Timing
+
+__all__ = [
+    "ActionStep",
+    "ApprovalButton",
+    "ApprovalStep",
+    "Branch",
+    "DecisionStep",
+    "EndStep",
+    "MergeStep",
+    "Step",
+    "StepBase",
+    "WaitStep",
+]
+
+
+class StepBase(Definition):
+    """What every step has.
+
+    Steps run by `order` (absent = position in the list). After a step the flow goes to `next`
+    when given, else to the following step; a step whose `condition` is false, or that is not
+    `active`, is skipped.
+    """
+
+    key: Key
+    name: str = ""
+    notes: str = ""
+    active: bool = True
+    order: int | None = Field(default=None, ge=0, le=1_000_000)
+    timing: Timing | None = None
+    condition: str | None = None
+    responsibility: Responsibility | None = None
+    deadline: Deadline | None = None
+    next: str | None = None
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(path relative to the step, step key) of every step this one may go to explicitly."""
+        out: list[tuple[str, str]] = []
+        if self.next is not None:
+            out.append(("next", self.next))
+        if self.timing is not None and self.timing.type == "event" and self.timing.on_timeout:
+            out.append(("timing.on_timeout", self.timing.on_timeout))
+        return out
+
+    @property
+    def falls_through(self) -> bool:
+        """Whether the flow may continue to the following step when no explicit target applies."""
+        return self.next is None
+
+
+class ActionStep(StepBase):
+    type: Literal["action"] = "action"
+    actions: list[Action] = Field(default_factory=list)
+
+
+class Branch(Definition):
+    if_: str = Field(alias="if")
+    goto: str
+
+
+class DecisionStep(StepBase):
+    """The first branch whose `if` holds is taken; else `else`, else the following step."""
+
+    type: Literal["decision"]
+    branches: list[Branch] = Field(min_length=1)
+    else_: str | None = Field(default=None, alias="else")
+
+    def targets(self) -> list[tuple[str, str]]:
+        out = super().targets()
+        out += [(f"branches[{i}].goto", b.goto) for i, b in enumerate(self.branches)]
+        if self.else_ is not None:
+            out.append(("else", self.else_))
+        return out
+
+    @property
+    def falls_through(self) -> bool:
+        return self.else_ is None and self.next is None
+
+
+class WaitStep(StepBase):
+    """Waits until `until` holds or one of `fields` changes; at `timeout`, goes to `on_timeout`."""
+
+    type: Literal["wait"]
+    until: str | None = None
+    fields: list[str] = Field(default_factory=list)
+    timeout: Duration
+    on_timeout: str | None = None
+
+    def targets(self) -> list[tuple[str, str]]:
+        out = super().targets()
+        if self.on_timeout is not None:
+            out.append(("on_timeout", self.on_timeout))
+        return out
+
+
+class ApprovalButton(Definition):
+    """A button such as Validate or Refuse; pressing it goes to `goto` (default: next step)."""
+
+    key: Key
+    label: str
+    goto: str | None = None
+    comment_required: bool = False
+
+
+class ApprovalStep(StepBase):
+    """The responsible person decides by pressing a button, in the app or from an email link."""
+
+    type: Literal["approval"]
+    message: str = ""
+    buttons: list[ApprovalButton] = Field(min_length=1)
+    email_link: bool = True
+
+    def targets(self) -> list[tuple[str, str]]:
+        out = super().targets()
+        out += [
+            (f"buttons[{i}].goto", b.goto) for i, b in enumerate(self.buttons) if b.goto is not None
+        ]
+        return out
+
+    @property
+    def falls_through(self) -> bool:
+        return self.next is None and any(b.goto is None for b in self.buttons)
+
+
+class MergeStep(StepBase):
+    """Joins branches: the flow continues from here whichever branch led to it."""
+
+    type: Literal["merge"]
+
+
+class EndStep(StepBase):
+    """Ends the flow for the record."""
+
+    type: Literal["end"]
+
+    @property
+    def falls_through(self) -> bool:
+        return False
+
+
+Step = Annotated[
+    ActionStep | DecisionStep | WaitStep | ApprovalStep | MergeStep | EndStep,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,184 @@
+"""Jinja2 templates of a flow (email subjects and bodies, messages, field values), sandboxed.
+
+A template may use these variables (see docs/flows.md):
+  record  the record's fields, plus id, type, owner, created_at, updated_at
+  flow    key, name, owner, controller
+  step    key, name, responsible, deadline
+  change  the change that woke the flow: kind, fields, before, after, by, at
+  now     the current date and time in the flow's zone; today: the current date
+  vars    the email action's `variables` (also usable by their bare names)
+Unknown names are refused when the flow is saved, and `StrictUndefined` refuses them at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from crmflow.engine.conditions import RECORD_META_FIELDS, did_you_mean
+
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "MAX_TEMPLATE_CHARS",
+    "TEMPLATE_ATTRIBUTES",
+    "TEMPLATE_VARIABLES",
+    "OutputTooLargeError",
+    "TemplateIssue",
+    "check_template",
+    "environment",
+    "is_template",
+    "render_template",
+]
+
+MAX_TEMPLATE_CHARS = 100_000
+MAX_OUTPUT_CHARS = 500_000
+TEMPLATE_VARIABLES = frozenset({"record", "flow", "step", "change", "now", "today", "vars"})
+# Attributes each object offers; `record` is checked against the record type instead.
+TEMPLATE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "flow": frozenset({"key", "name", "owner", "controller"}),
+    "step": frozenset({"key", "name", "responsible", "deadline"}),
+    "change": frozenset({"kind", "fields", "before", "after", "by", "at"}),
+}
+
+
+@dataclass(frozen=True)
+class TemplateIssue:
+    message: str
+    hint: str = ""
+
+
+_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def environment() -> SandboxedEnvironment:
+    """The one sandboxed environment: templates cannot reach Python internals or undefined names."""
+    return _ENVIRONMENT
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+class OutputTooLargeError(ValueError):
+    pass
+
+
+def render_template(
+    text: str, variables: Mapping[str, Any], *, max_chars: int = MAX_OUTPUT_CHARS
+) -> str:
+    """Render `text`; raises TemplateError on an undefined name, ValueError when too large."""
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"the template is longer than {MAX_TEMPLATE_CHARS} characters")
+    template = _ENVIRONMENT.from_string(text)
+    size = 0
+    parts: list[str] = []
+    # Streaming lets a runaway loop stop at the cap instead of filling memory first.
+    for chunk in template.generate(**variables):
+        size += len(chunk)
+        if size > max_chars:
+            raise OutputTooLargeError(f"the rendered text is longer than {max_chars} characters")
+        parts.append(chunk)
+    return "".join(parts)
+
+
+def check_template(
+    text: str,
+    *,
+    record_fields: Collection[str] | None,
+    extra_variables: Iterable[str] = (),
+) -> list[TemplateIssue]:
+    """Every problem with a template: syntax, size, unknown variables and record fields."""
+    if len(text) > MAX_TEMPLATE_CHARS:
+        return [TemplateIssue(f"the template is longer than {MAX_TEMPLATE_CHARS} characters")]
+    try:
+        tree = _ENVIRONMENT.parse(text)
+    except TemplateSyntaxError as exc:
+        where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
+        return [
+            TemplateIssue(
+                f"the template does not parse: {exc.message}{where}",
+                "Jinja2 looks like: Dear {{ record.first_name }}",
+            )
+        ]
+    except TemplateError as exc:  # pragma: no cover - parse only raises syntax errors
+        return [TemplateIssue(f"the template does not parse: {exc}")]
+    extra = set(extra_variables)
+    allowed = TEMPLATE_VARIABLES | extra | set(_ENVIRONMENT.globals)
+    issues: list[TemplateIssue] = []
+    local_names = _assigned_names(tree)
+    for name_node in tree.find_all(nodes.Name):
+        name = name_node.name
+        if name_node.ctx != "load" or name in allowed or name in local_names:
+            continue
+        issue = TemplateIssue(
+            f"unknown template variable {name!r}",
+            did_you_mean(name, allowed) or f"known variables: {', '.join(sorted(allowed))}",
+        )
+        if issue not in issues:
+            issues.append(issue)
+    for root, attribute in _attributes(tree):
+        if root in local_names:
+            continue
+        found = _check_attribute(root, attribute, record_fields, extra)
+        if found is not None and found not in issues:
+            issues.append(found)
+    return issues
+
+
+def _assigned_names(tree: nodes.Template) -> set[str]:
+    names: set[str] = set()
+    for node in tree.find_all((nodes.For, nodes.Assign, nodes.Macro, nodes.AssignBlock)):
+        target = getattr(node, "target", None)
+        if target is not None:
+            names |= {n.name for n in target.find_all(nodes.Name)}
+            if isinstance(target, nodes.Name):
+                names.add(target.name)
+        if isinstance(node, nodes.Macro):
+            names.add(node.name)
+            names |= {arg.name for arg in node.args}
+    if any(True for _ in tree.find_all(nodes.For)):
+        names.add("loop")
+    return names
+
+
+def _attributes(tree: nodes.Template) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for getattr_node in tree.find_all(nodes.Getattr):
+        if isinstance(getattr_node.node, nodes.Name):
+            found.append((getattr_node.node.name, getattr_node.attr))
+    for getitem in tree.find_all(nodes.Getitem):
+        key = getitem.arg
+        if (
+            isinstance(getitem.node, nodes.Name)
+            and isinstance(key, nodes.Const)
+            and isinstance(key.value, str)
+        ):
+            found.append((getitem.node.name, key.value))
+    return found
+
+
+def _check_attribute(
+    root: str, attribute: str, record_fields: Collection[str] | None, extra: Collection[str]
+) -> TemplateIssue | None:
+    if root == "record":
+        if record_fields is None:
+            return None
+        allowed = set(record_fields) | RECORD_META_FIELDS
+    elif root == "vars":
+        allowed = set(extra)
+    elif root in TEMPLATE_ATTRIBUTES:
+        allowed = set(TEMPLATE_ATTRIBUTES[root])
+    else:
+        return None
+    if attribute in allowed:
+        return None
+    what = "the record type has no field" if root == "record" else f"{root} has no attribute"
+    return TemplateIssue(
+        f"{what} {attribute!r} ({root}.{attribute})",
+        did_you_mean(attribute, allowed) or f"known: {', '.join(sorted(allowed)) or 'none'}",
+    )

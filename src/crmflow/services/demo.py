@@ -1,0 +1,220 @@
+"""Demo data for `crmflow serve --demo`: users of each role, groups, the example record types,
+saved queries and flows, and a few hundred records. Loaded once: a database that already has
+the demo users is left as it is."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import flows, queries, record_types, users
+from crmflow.services.context import Actor, Context, Role
+from crmflow.store.schema import records, users as users_table
+
+__all__ = ["DEMO_LOGINS", "DemoLogin", "examples_dir", "load_demo"]
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    username: str
+    role: str
+    display_name: str
+    password: str
+    token: str  # a documented, demo-only token: never use the demo data in production
+
+
+DEMO_LOGINS = (
+    DemoLogin("alice", "admin", "Alice Martin", "alice-demo", "crm_demo_alice_admin"),
+    DemoLogin("maria", "manager", "Maria Popescu", "maria-demo", "crm_demo_maria_manager"),
+    DemoLogin("andrei", "member", "Andrei Ionescu", "andrei-demo", "crm_demo_andrei_member"),
+    DemoLogin("bogdan", "member", "Bogdan Stan", "bogdan-demo", "crm_demo_bogdan_member"),
+)
+DEMO_GROUPS = {
+    "management": ["alice"],
+    "sales": ["maria", "andrei"],
+    "service": ["maria", "bogdan"],
+}
+FIRST = ["Ana", "Ion", "Elena", "Luca", "Chiara", "Jean", "Marie", "Paul", "Sofia", "Matei"]
+LAST = ["Popa", "Dubois", "Rossi", "Lefevre", "Ionescu", "Bianchi", "Moreau", "Stan", "Neri"]
+CITIES = ["Paris", "Lyon", "Cluj", "Milano", "Montréal", "Bucharest", "Torino"]
+
+
+def examples_dir() -> Path:
+    """`examples/` of a source checkout (where `make run` runs)."""
+    return Path(__file__).resolve().parents[3] / "examples"
+
+
+def load_demo(ctx: Context) -> str:
+    """Load the demo data unless it is already there; return a one-line summary."""
+    with ctx.engine.connect() as conn:
+        present = conn.execute(
+            sa.select(users_table.c.id).where(users_table.c.username == DEMO_LOGINS[0].username)
+        ).first()
+    if present is not None:
+        return "already loaded (left as it is)"
+    system = users.ensure_system_user(ctx)
+    for login in DEMO_LOGINS:
+        users.create_user(
+            ctx,
+            system,
+            username=login.username,
+            role=login.role,
+            display_name=login.display_name,
+            email=f"{login.username}@example.org",
+            password=login.password,
+        )
+        users.store_known_token(ctx, login.username, login.token, "demo")
+    for group, members in DEMO_GROUPS.items():
+        users.create_group(ctx, system, group, f"The {group} team")
+        for member in members:
+            users.add_group_member(ctx, system, group, member)
+    alice = users.actor_by_username(ctx, "alice")
+    folder = examples_dir()
+    for path in sorted((folder / "types").glob("*.yaml")):
+        record_types.load_record_type_file(ctx, alice, path)
+    counts = _records(ctx, alice)
+    for path in sorted((folder / "queries").glob("*.yaml")):
+        queries.load_query_file(ctx, alice, path)
+    flow_count = _flows(ctx, alice, folder)
+    made = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return f"loaded {len(DEMO_LOGINS)} users, {made}, {flow_count} flows"
+
+
+def _records(ctx: Context, owner: Actor) -> dict[str, int]:
+    """Insert the demo records in one transaction (change events included, as for any import)."""
+    rng = random.Random(2026)
+    today = ctx.now().astimezone(ctx.zone).date()
+    now = ctx.now()
+    with ctx.engine.connect() as conn:
+        user_ids = [
+            r.id
+            for r in conn.execute(
+                sa.select(users_table.c.id).where(users_table.c.role != Role.ADMIN.value)
+            )
+        ]
+    rows: dict[str, list[dict[str, Any]]] = {}
+
+    def add(kind: str, data: dict[str, Any]) -> None:
+        rows.setdefault(kind, []).append(data)
+
+    for i in range(40):
+        add(
+            "company",
+            {
+                "name": f"{rng.choice(LAST)} & {rng.choice(LAST)} {('SARL', 'SRL', 'SpA')[i % 3]}",
+                "status": rng.choice(["prospect", "client", "former_client"]),
+                "client_since": (today - timedelta(days=rng.randint(10, 900))).isoformat(),
+            },
+        )
+    for i in range(300):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        # Some contacts became clients exactly 180 days ago, so the seed 002 query finds them.
+        since = today - timedelta(days=180 if i % 40 == 0 else rng.randint(1, 1000))
+        add(
+            "contact",
+            {
+                "first_name": first,
+                "last_name": last,
+                "email": f"{first.lower()}.{last.lower()}{i}@example.org",
+                "status": rng.choice(["lead", "prospect", "client", "donor"]),
+                "client_since": since.isoformat(),
+                "language": rng.choice(["en", "fr", "ro", "it"]),
+                "birth_date": date(
+                    rng.randint(1950, 2000), rng.randint(1, 12), rng.randint(1, 28)
+                ).isoformat(),
+                "total_donations": rng.randint(0, 5000),
+                "newsletter": rng.random() < 0.6,
+            },
+        )
+    for i in range(30):
+        start = datetime.combine(today + timedelta(days=rng.randint(-20, 60)), time(18, 0))
+        add(
+            "event",
+            {
+                "title": f"{('Gala', 'Workshop', 'Open day', 'Concert')[i % 4]} #{i + 1}",
+                "start": start.replace(tzinfo=ctx.zone).isoformat(),
+                "end": (start + timedelta(hours=3)).replace(tzinfo=ctx.zone).isoformat(),
+                "location": rng.choice(CITIES),
+                "status": "planned",
+            },
+        )
+    for i in range(40):
+        add(
+            "quote",
+            {
+                "number": f"Q-2026-{i + 1:04d}",
+                "amount": rng.randint(200, 20000),
+                "status": rng.choice(["draft", "sent", "accepted", "refused"]),
+                "valid_until": (today + timedelta(days=rng.randint(-10, 60))).isoformat(),
+            },
+        )
+    for i in range(40):
+        add(
+            "order",
+            {
+                "number": f"O-2026-{i + 1:04d}",
+                "kind": "sale" if i % 2 else "service",
+                "amount": rng.randint(50, 9000),
+                "status": "new",
+            },
+        )
+    for i in range(20):
+        add(
+            "property",
+            {
+                "address": f"{rng.randint(1, 200)} rue {rng.choice(LAST)}",
+                "city": rng.choice(CITIES),
+                "price": rng.randint(90, 900) * 1000,
+                "status": rng.choice(["available", "under_offer", "sold"]),
+            },
+        )
+    catalog = record_types.catalog(ctx)
+    counts: dict[str, int] = {}
+    with ctx.engine.begin() as conn:
+        for kind, items in rows.items():
+            rtype = catalog[kind]
+            payload = [
+                {
+                    "type": kind,
+                    "owner_id": rng.choice(user_ids) if user_ids else owner.id,
+                    "data": rtype.normalise(item, zone=ctx.zone),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for item in items
+            ]
+            conn.execute(records.insert(), payload)
+            counts[kind] = len(payload)
+        from crmflow.store.schema import record_changes
+
+        conn.execute(
+            record_changes.insert().from_select(
+                ["record_id", "record_type", "kind", "after", "actor_id", "at"],
+                sa.select(
+                    records.c.id,
+                    records.c.type,
+                    sa.literal("created"),
+                    records.c.data,
+                    sa.literal(owner.id),
+                    sa.literal(now, records.c.created_at.type),
+                ),
+            )
+        )
+    return counts
+
+
+def _flows(ctx: Context, alice: Actor, folder: Path) -> int:
+    created = 0
+    for path in sorted(folder.glob("*.yaml")):
+        view = flows.create_flow(ctx, alice, path.read_text(encoding="utf-8"), source=str(path))
+        created += 1
+        if view.key in ("event-automations", "six-month-promotion", "donor-thank-you"):
+            count = flows.start_list_count(ctx, alice, view.key)
+            flows.change_status(ctx, alice, view.key, LifecycleAction.START, confirm_count=count)
+    return created

@@ -1,0 +1,671 @@
+"""Flows: create, read, edit (with versions), delete, and move through their lifecycle.
+
+Every lifecycle change and every new version is written to `flow_status_changes` (who, when,
+from, to). Private flows do not exist for non-members: they get NotFoundError, as for a flow that
+does not exist, so that a private flow's name does not leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from crmflow.engine.definition import FlowDefinition, FlowStatus, Visibility
+from crmflow.engine.lifecycle import EditMode, LifecycleAction, edit_mode, next_status
+from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.permissions import require_admin
+from crmflow.services.queries import count_query
+from crmflow.services.record_types import catalog
+from crmflow.services.users import user_ids_by_name
+from crmflow.store.schema import (
+    enrollments,
+    flow_members,
+    flow_status_changes,
+    flow_versions,
+    flows,
+    groups,
+    saved_queries,
+    users,
+)
+
+__all__ = [
+    "ConfirmationRequiredError",
+    "FlowView",
+    "StatusChange",
+    "add_member",
+    "change_status",
+    "create_flow",
+    "delete_flow",
+    "flow_history",
+    "get_flow",
+    "get_flow_version",
+    "list_flows",
+    "remove_member",
+    "start_list_count",
+    "update_flow",
+    "validate_flow_text",
+    "validation_context",
+]
+
+SourceFormat = Literal["yaml", "json"]
+
+
+class ConfirmationRequiredError(ConflictError):
+    """The change needs the user to confirm a number they have seen (ProDon's confirmation)."""
+
+    def __init__(self, message: str, *, count: int, confirm_with: str) -> None:
+        super().__init__(message)
+        self.count = count
+        self.confirm_with = confirm_with
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "count": self.count, "confirm_with": self.confirm_with}
+
+
+@dataclass(frozen=True)
+class FlowView:
+    id: int
+    key: str
+    name: str
+    record_type: str
+    status: FlowStatus
+    version: int
+    owner: str | None
+    visibility: Visibility
+    members: tuple[str, ...]
+    start_at: datetime | None
+    archive_at: datetime | None
+    started_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    inside: int  # records inside the flow now
+    document: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key,
+            "name": self.name,
+            "record_type": self.record_type,
+            "status": self.status.value,
+            "version": self.version,
+            "owner": self.owner,
+            "visibility": self.visibility.value,
+            "members": list(self.members),
+            "start_at": _iso(self.start_at),
+            "archive_at": _iso(self.archive_at),
+            "started_at": _iso(self.started_at),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "records_inside": self.inside,
+        }
+        if self.document is not None:
+            out["document"] = self.document
+        return out
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    at: datetime
+    actor: str | None
+    from_status: str | None
+    to_status: str
+    version: int
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "from": self.from_status,
+            "to": self.to_status,
+            "version": self.version,
+            "note": self.note,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def validation_context(ctx: Context, *, excluding_flow: str | None = None) -> ValidationContext:
+    """What the validator may check names against: this organisation's types, users, groups,
+    saved queries and other flows."""
+    with ctx.engine.connect() as conn:
+        usernames = frozenset(conn.execute(sa.select(users.c.username)).scalars())
+        group_names = frozenset(conn.execute(sa.select(groups.c.name)).scalars())
+        queries = {
+            r.name: r.record_type
+            for r in conn.execute(sa.select(saved_queries.c.name, saved_queries.c.record_type))
+        }
+        other_flows = {
+            r.key: r.record_type
+            for r in conn.execute(sa.select(flows.c.key, flows.c.record_type))
+            if r.key != excluding_flow
+        }
+    return ValidationContext(
+        record_types=catalog(ctx),
+        users=usernames,
+        groups=group_names,
+        queries=queries,
+        flows=other_flows,
+        allow_sql=ctx.settings.allow_sql_actions,
+    )
+
+
+def _parse(
+    ctx: Context,
+    source_text: str,
+    *,
+    fmt: SourceFormat | None,
+    source: str,
+    excluding_flow: str | None = None,
+) -> FlowDefinition:
+    context = validation_context(ctx, excluding_flow=excluding_flow)
+    return parse_flow(source_text, context=context, source=source, fmt=fmt)
+
+
+def validate_flow_text(
+    ctx: Context, text: str, *, fmt: SourceFormat | None = None, source: str = "<input>"
+) -> FlowDefinition:
+    """Validate without saving (raises InvalidInputError with every problem)."""
+    return _parse(ctx, text, fmt=fmt, source=source)
+
+
+def _detect_format(text: str, fmt: SourceFormat | None) -> SourceFormat:
+    if fmt:
+        return fmt
+    return "json" if text.lstrip().startswith("{") else "yaml"
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _visible(conn: sa.Connection, actor: Actor, row: sa.Row[Any]) -> bool:
+    if row.visibility != Visibility.PRIVATE.value or row.owner_id == actor.id:
+        return True
+    member = conn.execute(
+        sa.select(flow_members.c.user_id).where(
+            flow_members.c.flow_id == row.id, flow_members.c.user_id == actor.id
+        )
+    ).first()
+    return member is not None
+
+
+def _flow_row(conn: sa.Connection, actor: Actor, key: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(flows).where(flows.c.key == key)).first()
+    if row is None or not _visible(conn, actor, row):
+        raise NotFoundError(f"no flow with key {key!r} that you can see (see `crmflow flows list`)")
+    return row
+
+
+def _inside(conn: sa.Connection, flow_id: int) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(enrollments)
+            .where(enrollments.c.flow_id == flow_id, enrollments.c.status == "active")
+        ).scalar_one()
+    )
+
+
+def _view(conn: sa.Connection, row: sa.Row[Any], *, with_document: bool = False) -> FlowView:
+    member_names = tuple(
+        conn.execute(
+            sa.select(users.c.username)
+            .join(flow_members, flow_members.c.user_id == users.c.id)
+            .where(flow_members.c.flow_id == row.id)
+            .order_by(users.c.username)
+        ).scalars()
+    )
+    owner = (
+        conn.execute(sa.select(users.c.username).where(users.c.id == row.owner_id)).scalar()
+        if row.owner_id
+        else None
+    )
+    document = None
+    if with_document:
+        document = conn.execute(
+            sa.select(flow_versions.c.document).where(
+                flow_versions.c.flow_id == row.id, flow_versions.c.version == row.current_version
+            )
+        ).scalar_one()
+        document = {**document, "status": row.status, "members": list(member_names)}
+    return FlowView(
+        id=row.id,
+        key=row.key,
+        name=row.name,
+        record_type=row.record_type,
+        status=FlowStatus(row.status),
+        version=row.current_version,
+        owner=owner,
+        visibility=Visibility(row.visibility),
+        members=member_names,
+        start_at=row.start_at,
+        archive_at=row.archive_at,
+        started_at=row.started_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        inside=_inside(conn, row.id),
+        document=document,
+    )
+
+
+def get_flow(ctx: Context, actor: Actor, key: str, *, with_document: bool = True) -> FlowView:
+    with ctx.engine.connect() as conn:
+        return _view(conn, _flow_row(conn, actor, key), with_document=with_document)
+
+
+def list_flows(
+    ctx: Context, actor: Actor, *, status: FlowStatus | None = None, record_type: str | None = None
+) -> list[FlowView]:
+    """The flows `actor` can see: every public flow, and private flows they own or belong to."""
+    query = sa.select(flows).order_by(flows.c.key)
+    if status is not None:
+        query = query.where(flows.c.status == status.value)
+    if record_type is not None:
+        query = query.where(flows.c.record_type == record_type)
+    mine = sa.select(flow_members.c.flow_id).where(flow_members.c.user_id == actor.id)
+    query = query.where(
+        sa.or_(
+            flows.c.visibility == Visibility.PUBLIC.value,
+            flows.c.owner_id == actor.id,
+            flows.c.id.in_(mine),
+        )
+    )
+    with ctx.engine.connect() as conn:
+        return [_view(conn, r) for r in conn.execute(query).all()]
+
+
+def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict[str, Any]:
+    with ctx.engine.connect() as conn:
+        row = _flow_row(conn, actor, key)
+        found = conn.execute(
+            sa.select(flow_versions).where(
+                flow_versions.c.flow_id == row.id, flow_versions.c.version == version
+            )
+        ).first()
+        if found is None:
+            raise NotFoundError(
+                f"flow {key!r} has no version {version} (it has 1 to {row.current_version})"
+            )
+        return {
+            "key": key,
+            "version": version,
+            "document": found.document,
+            "source": found.source,
+            "source_format": found.source_format,
+            "created_at": found.created_at.isoformat(),
+        }
+
+
+def flow_history(ctx: Context, actor: Actor, key: str) -> list[StatusChange]:
+    with ctx.engine.connect() as conn:
+        row = _flow_row(conn, actor, key)
+        rows = conn.execute(
+            sa.select(flow_status_changes, users.c.username)
+            .outerjoin(users, users.c.id == flow_status_changes.c.actor_id)
+            .where(flow_status_changes.c.flow_id == row.id)
+            .order_by(flow_status_changes.c.id)
+        ).all()
+    return [
+        StatusChange(r.at, r.username, r.from_status, r.to_status, r.version, r.note) for r in rows
+    ]
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _log(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    flow_id: int,
+    from_status: str | None,
+    to_status: str,
+    version: int,
+    note: str = "",
+) -> None:
+    conn.execute(
+        flow_status_changes.insert().values(
+            flow_id=flow_id,
+            from_status=from_status,
+            to_status=to_status,
+            version=version,
+            actor_id=actor.id,
+            at=ctx.now(),
+            note=note,
+        )
+    )
+
+
+def _set_members(conn: sa.Connection, flow_id: int, usernames: list[str]) -> None:
+    ids = user_ids_by_name(conn, set(usernames))
+    conn.execute(flow_members.delete().where(flow_members.c.flow_id == flow_id))
+    if ids:
+        conn.execute(
+            flow_members.insert(), [{"flow_id": flow_id, "user_id": i} for i in ids.values()]
+        )
+
+
+def _owner_id(conn: sa.Connection, definition: FlowDefinition, actor: Actor) -> int:
+    if definition.owner is None:
+        return actor.id
+    return user_ids_by_name(conn, {definition.owner})[definition.owner]
+
+
+def _stored_document(definition: FlowDefinition) -> dict[str, Any]:
+    # Status and members live in their own columns/tables: they change without a new version.
+    document = definition.to_document()
+    document.pop("status", None)
+    document.pop("members", None)
+    return document
+
+
+def create_flow(
+    ctx: Context,
+    actor: Actor,
+    text: str,
+    *,
+    fmt: SourceFormat | None = None,
+    source: str = "<input>",
+    confirm_count: int | None = None,
+) -> FlowView:
+    """Create a flow from YAML or JSON text. It starts as a draft; a document that says
+    `status: active` is started at once (with the start-list confirmation, see change_status)."""
+    require_admin(actor, "create flows")
+    definition = _parse(ctx, text, fmt=fmt, source=source)
+    requested = definition.status
+    if requested not in (FlowStatus.DRAFT, FlowStatus.ACTIVE):
+        raise InvalidInputError(
+            f"flow {definition.key!r}",
+            [
+                Problem(
+                    "status",
+                    f"a new flow cannot begin as {requested.value}",
+                    "leave status out (draft) or say active to start it at once",
+                    source=source,
+                )
+            ],
+        )
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        if conn.execute(sa.select(flows.c.id).where(flows.c.key == definition.key)).first():
+            raise ConflictError(
+                f"a flow with key {definition.key!r} already exists; edit it with "
+                f"`crmflow flows edit {definition.key} FILE` or choose another key"
+            )
+        flow_id = conn.execute(
+            flows.insert().values(
+                key=definition.key,
+                name=definition.name,
+                record_type=definition.record_type,
+                status=FlowStatus.DRAFT.value,
+                current_version=1,
+                owner_id=_owner_id(conn, definition, actor),
+                visibility=definition.visibility.value,
+                start_at=definition.start_at,
+                archive_at=definition.archive_at,
+                created_by=actor.id,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        conn.execute(
+            flow_versions.insert().values(
+                flow_id=flow_id,
+                version=1,
+                document=_stored_document(definition),
+                source=text,
+                source_format=_detect_format(text, fmt),
+                created_by=actor.id,
+                created_at=now,
+            )
+        )
+        _set_members(conn, flow_id, definition.members)
+        _log(conn, ctx, actor, flow_id, None, FlowStatus.DRAFT.value, 1, "created")
+    if requested is FlowStatus.ACTIVE:
+        return change_status(
+            ctx, actor, definition.key, LifecycleAction.START, confirm_count=confirm_count
+        )
+    return get_flow(ctx, actor, definition.key)
+
+
+def update_flow(
+    ctx: Context,
+    actor: Actor,
+    key: str,
+    text: str,
+    *,
+    fmt: SourceFormat | None = None,
+    source: str = "<input>",
+) -> FlowView:
+    """Edit a flow: a draft is replaced in place; a paused or archived flow gets a new version
+    (the old one is kept); an active or draining flow is locked."""
+    require_admin(actor, "change flows")
+    definition = _parse(ctx, text, fmt=fmt, source=source, excluding_flow=key)
+    with ctx.engine.begin() as conn:
+        row = _flow_row(conn, actor, key)
+        current = FlowStatus(row.status)
+        mode = edit_mode(current)
+        problems = []
+        if definition.key != key:
+            problems.append(
+                Problem(
+                    "key",
+                    f"the document's key {definition.key!r} is not the flow being edited ({key!r})",
+                    "keys cannot be changed; create a new flow for a new key",
+                    source=source,
+                )
+            )
+        if "status" in definition.model_fields_set and definition.status is not current:
+            problems.append(
+                Problem(
+                    "status",
+                    f"the flow is {current.value}; editing does not change the status",
+                    f"leave status out, or use `crmflow flows <start|pause|resume|drain|archive> "
+                    f"{key}`",
+                    source=source,
+                )
+            )
+        if definition.record_type != row.record_type and row.started_at is not None:
+            problems.append(
+                Problem(
+                    "record_type",
+                    f"a flow that has run keeps its record type ({row.record_type})",
+                    "create a new flow for another record type",
+                    source=source,
+                )
+            )
+        if problems:
+            raise InvalidInputError(f"flow {key!r}", problems)
+        now = ctx.now()
+        version = row.current_version if mode is EditMode.IN_PLACE else row.current_version + 1
+        values = {
+            "document": _stored_document(definition),
+            "source": text,
+            "source_format": _detect_format(text, fmt),
+            "created_by": actor.id,
+            "created_at": now,
+        }
+        if mode is EditMode.IN_PLACE:
+            conn.execute(
+                flow_versions.update()
+                .where(flow_versions.c.flow_id == row.id, flow_versions.c.version == version)
+                .values(**values)
+            )
+            note = "edited"
+        else:
+            conn.execute(flow_versions.insert().values(flow_id=row.id, version=version, **values))
+            note = f"edited: version {version} created, version {row.current_version} kept"
+        conn.execute(
+            flows.update()
+            .where(flows.c.id == row.id)
+            .values(
+                name=definition.name,
+                record_type=definition.record_type,
+                current_version=version,
+                owner_id=_owner_id(conn, definition, actor),
+                visibility=definition.visibility.value,
+                start_at=definition.start_at,
+                archive_at=definition.archive_at,
+                updated_at=now,
+            )
+        )
+        if "members" in definition.model_fields_set:
+            _set_members(conn, row.id, definition.members)
+        _log(conn, ctx, actor, row.id, current.value, current.value, version, note)
+    return get_flow(ctx, actor, key)
+
+
+def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
+    """Delete a flow that never ran. A flow that ever had records inside keeps its history and
+    can only be archived."""
+    require_admin(actor, "delete flows")
+    with ctx.engine.begin() as conn:
+        row = _flow_row(conn, actor, key)
+        ever = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(enrollments)
+            .where(enrollments.c.flow_id == row.id)
+        ).scalar_one()
+        if ever or row.started_at is not None:
+            detail = f"{ever} record(s) went through it" if ever else "it has been started"
+            raise ConflictError(
+                f"flow {key!r} cannot be deleted: {detail} and its history is kept; "
+                f"archive it instead (`crmflow flows archive {key}`)"
+            )
+        conn.execute(flows.delete().where(flows.c.id == row.id))
+
+
+def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
+    """How many records the flow's start lists hold now (None when it has no start list)."""
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    definition = flow_from_data(
+        flow.document, context=validation_context(ctx, excluding_flow=key), source=key
+    )
+    names = definition.start_list_queries()
+    if not names:
+        return None
+    return sum(count_query(ctx, name) for name in names)
+
+
+def change_status(
+    ctx: Context,
+    actor: Actor,
+    key: str,
+    action: LifecycleAction,
+    *,
+    confirm_count: int | None = None,
+    confirm_inside: int | None = None,
+    note: str = "",
+) -> FlowView:
+    """Apply a lifecycle action.
+
+    Starting a flow that has a start list needs `confirm_count` equal to the number of records
+    the list holds now (ConfirmationRequiredError tells the number). Archiving a flow with records
+    inside needs `confirm_inside` equal to that number.
+    """
+    require_admin(actor, f"{action.value} flows")
+    with ctx.engine.connect() as conn:
+        row = _flow_row(conn, actor, key)
+        current = FlowStatus(row.status)
+        target = next_status(current, action)
+        inside = _inside(conn, row.id)
+    if action is LifecycleAction.START:
+        count = start_list_count(ctx, actor, key)
+        if count is not None and confirm_count != count:
+            if confirm_count is None:
+                message = (
+                    f"starting {key!r} enters the {count} record(s) of its start list; "
+                    f"confirm that number to start"
+                )
+            else:
+                message = (
+                    f"the start list of {key!r} holds {count} record(s) now, not {confirm_count}; "
+                    f"check the list and confirm {count} to start"
+                )
+            raise ConfirmationRequiredError(
+                message, count=count, confirm_with=f"crmflow flows start {key} --confirm {count}"
+            )
+        if count is not None:
+            note = note or f"start list confirmed: {count} record(s)"
+    if action is LifecycleAction.ARCHIVE and inside and confirm_inside != inside:
+        raise ConfirmationRequiredError(
+            f"{inside} record(s) are inside {key!r} and will stop where they are; "
+            f"confirm that number to archive (or drain it so they finish first)",
+            count=inside,
+            confirm_with=f"crmflow flows archive {key} --confirm-inside {inside}",
+        )
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        # Compare-and-set on the status, so two admins cannot both apply a change from the same
+        # status: the second one sees the new status and is refused with the reason.
+        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        if target is FlowStatus.ACTIVE and row.started_at is None:
+            values["started_at"] = now
+        changed = conn.execute(
+            flows.update()
+            .where(flows.c.id == row.id, flows.c.status == current.value)
+            .values(**values)
+        ).rowcount
+        if changed != 1:
+            raise ConflictError(f"flow {key!r} changed status meanwhile; look again and retry")
+        _log(conn, ctx, actor, row.id, current.value, target.value, row.current_version, note)
+    return get_flow(ctx, actor, key)
+
+
+def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
+    require_admin(actor, "change flow members")
+    with ctx.engine.begin() as conn:
+        row = _flow_row(conn, actor, key)
+        ids = user_ids_by_name(conn, {username})
+        if username not in ids:
+            raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
+        present = conn.execute(
+            sa.select(flow_members).where(
+                flow_members.c.flow_id == row.id, flow_members.c.user_id == ids[username]
+            )
+        ).first()
+        if present is None:
+            conn.execute(flow_members.insert().values(flow_id=row.id, user_id=ids[username]))
+    return get_flow(ctx, actor, key)
+
+
+def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
+    """Remove a member; refused when the flow's definition names them as responsible for a
+    step (seed 003), because the flow would then assign work to someone who cannot see it."""
+    require_admin(actor, "change flow members")
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    remaining = [m for m in flow.members if m != username]
+    if flow.visibility is Visibility.PRIVATE:
+        flow_from_data(
+            {**flow.document, "members": remaining},
+            context=validation_context(ctx, excluding_flow=key),
+            source=f"flow {key!r} without member {username!r}",
+        )
+    with ctx.engine.begin() as conn:
+        ids = user_ids_by_name(conn, {username})
+        if username in ids:
+            conn.execute(
+                flow_members.delete().where(
+                    flow_members.c.flow_id == flow.id, flow_members.c.user_id == ids[username]
+                )
+            )
+    return get_flow(ctx, actor, key)
+
+
+def flow_document(ctx: Context, actor: Actor, key: str) -> Mapping[str, Any]:
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    return flow.document

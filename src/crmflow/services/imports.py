@@ -1,0 +1,533 @@
+"""Bulk import and export of records as CSV or JSONL, streamed and set-based.
+
+Import policy. By default good rows are kept and every bad row is reported with its line number
+(1-based; a CSV header is line 1) and the reason, field by field. Rows are written in batches, one
+transaction per batch, so a crash loses at most the batch in progress and the report says how far
+the import got. With `all_or_nothing=True` the whole file is one transaction and a single bad row
+refuses the import: nothing is written, and every bad row is still reported.
+
+Per batch there is one query for the users the rows name, one for the records they reference, one
+multi-row INSERT of the records and one INSERT ... SELECT of their `created` change events.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Literal, TextIO
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from crmflow.engine.recordtypes import RecordType
+from crmflow.errors import CrmflowError, InvalidInputError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.permissions import require_manager
+from crmflow.services.record_types import record_type_in
+from crmflow.services.records import IN_CHUNK, OWNER_KEY, LinkResolver
+from crmflow.store.schema import record_changes, records, users
+from crmflow.store.types import UTCDateTime
+
+__all__ = [
+    "MAX_LISTED_ERRORS",
+    "ImportInterruptedError",
+    "ImportReport",
+    "RowError",
+    "driver_time",
+    "export_records",
+    "import_records",
+    "records_insert",
+]
+
+Format = Literal["csv", "jsonl"]
+ProgressCallback = Callable[[int, int], None]
+# A file with a million bad rows must not fill memory with their reports: list the first ones
+# and count the rest.
+MAX_LISTED_ERRORS = 1000
+OWNER_COLUMN = "owner"
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why the row at `line` (1-based, in the file) was refused."""
+
+    line: int
+    problems: list[Problem]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: " + "; ".join(str(p) for p in self.problems)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "problems": [p.as_dict() for p in self.problems]}
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows read, imported and rejected, and why rows were rejected."""
+
+    type_key: str
+    source: str
+    all_or_nothing: bool = False
+    read: int = 0
+    imported: int = 0
+    rejected: int = 0
+    last_line: int = 0  # the last line read: how far the import got
+    errors: list[RowError] = field(default_factory=list)
+    errors_not_listed: int = 0  # rejected rows past MAX_LISTED_ERRORS
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0
+
+    @property
+    def written(self) -> bool:
+        """Whether anything was written (all-or-nothing imports write nothing on a bad row)."""
+        return self.imported > 0
+
+    def add_error(self, line: int, problems: list[Problem]) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(RowError(line, problems))
+        else:
+            self.errors_not_listed += 1
+
+    def summary(self) -> str:
+        if self.all_or_nothing and self.rejected:
+            return (
+                f"{self.source}: import refused, nothing written: {self.rejected} of "
+                f"{self.read} rows are bad (all-or-nothing)"
+            )
+        return (
+            f"{self.source}: {self.imported} {self.type_key} records imported, "
+            f"{self.rejected} rows rejected, {self.read} read"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type_key,
+            "source": self.source,
+            "all_or_nothing": self.all_or_nothing,
+            "read": self.read,
+            "imported": self.imported,
+            "rejected": self.rejected,
+            "last_line": self.last_line,
+            "errors": [e.as_dict() for e in self.errors],
+            "errors_not_listed": self.errors_not_listed,
+        }
+
+
+class ImportInterruptedError(CrmflowError):
+    """The import stopped on an unexpected error; `report` says what was committed before it."""
+
+    status_code = 500
+
+    def __init__(self, report: ImportReport, cause: BaseException) -> None:
+        self.report = report
+        if isinstance(cause, UnicodeDecodeError | csv.Error):
+            self.status_code = 422  # the file itself is unreadable past this point
+        kept = (
+            "nothing was written"
+            if report.all_or_nothing
+            else f"{report.imported} rows before it are imported"
+        )
+        super().__init__(
+            f"{report.source}: the import stopped near line {report.last_line} on "
+            f"{type(cause).__name__}: {cause}; {kept}"
+        )
+
+
+# What a reader yields per row: its line, then its values or the problem that makes it unreadable.
+Row = tuple[int, dict[str, Any] | None, Problem | None]
+
+
+class _Source:
+    """An open input, whether a path (opened and closed here) or a stream the caller owns."""
+
+    def __init__(self, path_or_stream: str | Path | IO[Any], fmt: str | None) -> None:
+        self.owned: IO[bytes] | None = None
+        path = Path(path_or_stream) if isinstance(path_or_stream, str | Path) else None
+        self.name = str(path) if path else str(getattr(path_or_stream, "name", "<stream>"))
+        if fmt is None and path is not None:
+            fmt = path.suffix.lower().lstrip(".")
+        if fmt == "ndjson":
+            fmt = "jsonl"
+        if fmt not in ("csv", "jsonl"):
+            raise InvalidInputError(
+                f"the import {self.name}",
+                [Problem("format", f"{fmt!r} is not csv or jsonl", "name the file .csv or .jsonl")],
+            )
+        self.fmt: Format = fmt  # type: ignore[assignment]
+        if path is None:
+            self.stream: IO[Any] = path_or_stream  # type: ignore[assignment]
+            return
+        try:
+            self.owned = path.open("rb")
+        except OSError as exc:
+            raise InvalidInputError(
+                f"the import file {path}", [Problem("", f"cannot be read: {exc.strerror}")]
+            ) from None
+        self.stream = self.owned
+
+    def position(self) -> int | None:
+        if self.owned is None:
+            return None
+        try:
+            return self.owned.tell()
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self.owned is not None:
+            self.owned.close()
+
+
+def _jsonl_rows(stream: IO[Any]) -> Iterator[Row]:
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            values = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield number, None, Problem("", f"is not valid JSON: {exc}")
+            continue
+        if type(values) is not dict:
+            yield number, None, Problem("", "must be a JSON object of field: value")
+            continue
+        yield number, values, None
+
+
+def _csv_header(reader: Any, rtype: RecordType, source: str) -> list[str]:
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return []
+    problems = []
+    seen: set[str] = set()
+    for i, column in enumerate(header):
+        if column in seen:
+            problems.append(Problem(f"column {i + 1}", f"{column!r} appears twice", line=1))
+        seen.add(column)
+        if column != OWNER_COLUMN and rtype.field(column) is None:
+            problems.append(
+                Problem(
+                    f"column {i + 1}",
+                    f"{column!r} is not a field of record type {rtype.key!r}",
+                    f"known fields: {', '.join(rtype.field_keys)}, and owner",
+                    line=1,
+                )
+            )
+    if problems:
+        # Every row would fail the same way: refuse the file before writing anything.
+        raise InvalidInputError(f"the import file {source}", problems)
+    return header
+
+
+def _csv_rows(reader: Any, header: list[str]) -> Iterator[Row]:
+    width = len(header)
+    end = reader.line_num
+    for cells in reader:
+        start, end = end + 1, reader.line_num
+        if not cells:
+            continue
+        if len(cells) != width:
+            yield (
+                start,
+                None,
+                Problem("", f"has {len(cells)} columns, the header has {width}"),
+            )
+            continue
+        # Empty cells are absent values; dropping them here spares the checker most of its work.
+        yield start, {k: v for k, v in zip(header, cells, strict=True) if v}, None
+
+
+def records_insert(dialect: sa.Dialect) -> Any:
+    """A multi-row INSERT into records taking `data` as JSON text already serialised by orjson.
+
+    SQLAlchemy's JSON type would serialise each value with the standard json module, several
+    times slower than orjson on a million rows. The parameter `p_now` is given already converted
+    for the driver (see `driver_time`) so that it is not converted again on every row.
+    """
+    # Parameter names differ from the column names, which SQLAlchemy reserves for itself.
+    data: Any = sa.bindparam("p_data", type_=sa.Text())
+    if dialect.name == "postgresql":
+        data = sa.cast(data, JSONB)
+    # A type without a bind processor of its own (SQLite gets text, PostgreSQL a timestamptz).
+    time_type: Any = sa.String() if dialect.name == "sqlite" else sa.DateTime(timezone=True)
+    now = sa.bindparam("p_now", type_=time_type)
+    return records.insert().values(
+        type=sa.bindparam("p_type", type_=sa.String()),
+        owner_id=sa.bindparam("p_owner", type_=sa.Integer()),
+        data=data,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def driver_time(dialect: sa.Dialect, value: datetime) -> Any:
+    """`value` as the records' timestamp columns hand it to the database driver."""
+    processor = records.c.created_at.type.bind_processor(dialect)
+    return processor(value) if processor is not None else value
+
+
+def _created_events(dialect: str, where: Any, actor_id: int, at: Any) -> Any:
+    """INSERT ... SELECT of the `created` events of the records matched by `where`."""
+    if dialect == "postgresql":
+        after: Any = records.c.data.op("||")(
+            sa.func.jsonb_build_object(OWNER_KEY, records.c.owner_id)
+        )
+    else:
+        after = sa.func.json_set(records.c.data, f"$.{OWNER_KEY}", records.c.owner_id)
+    select = sa.select(
+        records.c.id,
+        records.c.type,
+        sa.literal("created"),
+        sa.null(),
+        after,
+        sa.literal(actor_id, sa.Integer()),
+        sa.literal(at, UTCDateTime()),
+    ).where(where)
+    return record_changes.insert().from_select(
+        ["record_id", "record_type", "kind", "before", "after", "actor_id", "at"], select
+    )
+
+
+class _RefusedError(Exception):
+    """Rolls back an all-or-nothing import that met a bad row."""
+
+
+class _Importer:
+    def __init__(
+        self,
+        ctx: Context,
+        actor: Actor,
+        rtype: RecordType,
+        report: ImportReport,
+        *,
+        from_text: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.actor = actor
+        self.rtype = rtype
+        self.report = report
+        self.check = rtype.checker(zone=ctx.zone, from_text=from_text).check
+        self.resolver = LinkResolver(rtype)
+        self.dialect = ctx.engine.dialect.name
+        self.insert = records_insert(ctx.engine.dialect).returning(records.c.id)
+        self.now = ctx.now()
+        self.driver_now = driver_time(ctx.engine.dialect, self.now)
+
+    def validate(
+        self, rows: Iterator[Row], batch_size: int
+    ) -> Iterator[list[tuple[int, Any, Any]]]:
+        """Batches of (line, stored values, owner) for the rows that pass the per-row checks."""
+        report = self.report
+        check = self.check
+        pending: list[tuple[int, Any, Any]] = []
+        for line, values, unreadable in rows:
+            report.read += 1
+            report.last_line = line
+            if values is None:
+                report.add_error(line, [unreadable] if unreadable else [])
+                continue
+            owner = values.pop(OWNER_COLUMN, None)
+            data, problems = check(values)
+            if problems:
+                report.add_error(line, problems)
+                continue
+            if None in data.values():
+                data = {k: v for k, v in data.items() if v is not None}
+            if type(owner) is str:
+                owner = owner.strip() or None
+            pending.append((line, data, owner))
+            if len(pending) >= batch_size:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def write(
+        self, conn: sa.Connection, batch: list[tuple[int, Any, Any]], *, insert: bool
+    ) -> None:
+        """Check the batch's links, then (if `insert`) write its good rows and their events."""
+        resolver = self.resolver
+        report = self.report
+        has_owner = any(owner is not None for _, _, owner in batch)
+        if resolver.user_fields or resolver.ref_fields or has_owner:
+            owners, problems = resolver.resolve(
+                conn, [(data, owner) for _, data, owner in batch], self.actor.id
+            )
+            good = []
+            for (line, data, _), owner_id, found in zip(batch, owners, problems, strict=True):
+                if found:
+                    report.add_error(line, found)
+                else:
+                    good.append((data, owner_id))
+        else:
+            good = [(data, self.actor.id) for _, data, _ in batch]
+        if not insert or not good:
+            return
+        dumps = orjson.dumps
+        type_key = self.rtype.key
+        now = self.driver_now
+        params = [
+            {"p_type": type_key, "p_owner": owner_id, "p_data": dumps(data).decode(), "p_now": now}
+            for data, owner_id in good
+        ]
+        ids = conn.execute(self.insert, params).scalars().all()
+        first, last = min(ids), max(ids)
+        if last - first + 1 == len(ids):
+            # The batch's ids are contiguous, so no other writer's record lies in between.
+            wheres = [records.c.id.between(first, last)]
+        else:
+            ordered = sorted(ids)
+            wheres = [
+                records.c.id.in_(ordered[i : i + IN_CHUNK])
+                for i in range(0, len(ordered), IN_CHUNK)
+            ]
+        for where in wheres:
+            conn.execute(_created_events(self.dialect, where, self.actor.id, self.now))
+        report.imported += len(good)
+
+
+def import_records(
+    ctx: Context,
+    actor: Actor,
+    type_key: str,
+    path_or_stream: str | Path | IO[Any],
+    *,
+    fmt: Format | None = None,
+    on_progress: ProgressCallback | None = None,
+    all_or_nothing: bool = False,
+    batch_size: int = 5000,
+) -> ImportReport:
+    """Import records of `type_key` from a CSV or JSONL file (or open stream); managers and admins.
+
+    `fmt` defaults to the file's suffix. `on_progress(rows_read, position)` is called after each
+    batch, `position` being the bytes read so far when the input is a path (compare it with the
+    file's size) and the rows read otherwise.
+    """
+    require_manager(actor, "import records")
+    if batch_size < 1:
+        raise InvalidInputError(
+            "the import", [Problem("batch_size", f"must be at least 1, got {batch_size}")]
+        )
+    with ctx.engine.connect() as conn:
+        rtype = record_type_in(conn, type_key)
+    source = _Source(path_or_stream, fmt)
+    report = ImportReport(type_key=type_key, source=source.name, all_or_nothing=all_or_nothing)
+    importer = _Importer(ctx, actor, rtype, report, from_text=source.fmt == "csv")
+    try:
+        rows = _open_rows(source, rtype)
+        batches = importer.validate(rows, batch_size)
+
+        def progress() -> None:
+            if on_progress is not None:
+                position = source.position()
+                on_progress(report.read, report.read if position is None else position)
+
+        try:
+            if all_or_nothing:
+                try:
+                    with ctx.engine.begin() as conn:
+                        for batch in batches:
+                            importer.write(conn, batch, insert=report.rejected == 0)
+                            progress()
+                        if report.rejected:
+                            raise _RefusedError
+                except _RefusedError:
+                    report.imported = 0
+            else:
+                for batch in batches:
+                    with ctx.engine.begin() as conn:
+                        importer.write(conn, batch, insert=True)
+                    progress()
+            progress()
+        except CrmflowError:
+            raise
+        except Exception as exc:
+            if all_or_nothing:
+                report.imported = 0
+            raise ImportInterruptedError(report, exc) from exc
+    finally:
+        source.close()
+    return report
+
+
+def _open_rows(source: _Source, rtype: RecordType) -> Iterator[Row]:
+    if source.fmt == "jsonl":
+        return _jsonl_rows(source.stream)
+    stream = source.stream
+    text: IO[str]
+    if isinstance(stream, io.TextIOBase):
+        text = stream
+    else:
+        # utf-8-sig: spreadsheets often start their CSV files with a byte-order mark.
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = _csv_header(reader, rtype, source.name)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(
+            f"the import file {source.name}",
+            [Problem("", f"cannot be read as UTF-8 CSV: {exc}", "save it as UTF-8", line=1)],
+        ) from None
+    return _csv_rows(reader, header)
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def export_records(
+    ctx: Context, type_key: str, out: TextIO, *, fmt: Format, page_size: int = 5000
+) -> int:
+    """Write every record of `type_key` to `out` as CSV or JSONL; returns the number written.
+
+    Streams in keyset pages. Columns are the type's fields and `owner` (a username), which is
+    exactly what `import_records` reads back.
+    """
+    if fmt not in ("csv", "jsonl"):
+        raise InvalidInputError("the export", [Problem("format", f"{fmt!r} is not csv or jsonl")])
+    query = (
+        sa.select(records.c.id, records.c.data, users.c.username)
+        .select_from(records.outerjoin(users, users.c.id == records.c.owner_id))
+        .where(records.c.type == type_key)
+        .order_by(records.c.id)
+        .limit(page_size)
+    )
+    count = 0
+    with ctx.engine.connect() as conn:
+        rtype = record_type_in(conn, type_key)
+        keys = rtype.field_keys
+        writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if writer is not None:
+            writer.writerow([*keys, OWNER_COLUMN])
+        after = 0
+        while True:
+            rows = conn.execute(query.where(records.c.id > after)).all()
+            if not rows:
+                break
+            for row in rows:
+                data = row.data
+                if writer is not None:
+                    writer.writerow([*(_csv_cell(data.get(k)) for k in keys), row.username or ""])
+                else:
+                    document = dict(data)
+                    if row.username:
+                        document[OWNER_COLUMN] = row.username
+                    out.write(orjson.dumps(document).decode())
+                    out.write("\n")
+            count += len(rows)
+            after = rows[-1].id
+    return count

@@ -1,0 +1,415 @@
+"""Saved queries: named filters over records, checked when saved, counted and previewed in SQL.
+
+The filter language and its semantics (empty fields, days vs instants, time zones) are described
+in `crmflow.engine.querylang`; the SQL it compiles to in `crmflow.store.querysql`. Relative
+values (`today - 180 days`) are resolved each time a query runs, from the context's clock in the
+organisation's time zone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.querylang import (
+    CheckedFilter,
+    check_filter,
+    filter_to_data,
+    parse_filter,
+)
+from crmflow.engine.source import parse_source
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.permissions import require_manager
+from crmflow.services.record_types import record_type_in
+from crmflow.services.records import RecordView, record_view
+from crmflow.store.querysql import filter_clause
+from crmflow.store.schema import record_types, records, saved_queries, users
+
+__all__ = [
+    "QueryView",
+    "count_filter",
+    "count_query",
+    "delete_query",
+    "get_query",
+    "list_queries",
+    "load_query_file",
+    "matching_ids",
+    "preview_query",
+    "save_query",
+    "update_query",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_FILE_KEYS = ("name", "record_type", "description", "filter")
+
+
+@dataclass(frozen=True)
+class QueryView:
+    id: int
+    name: str
+    record_type: str
+    description: str
+    filter: dict[str, Any]
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "record_type": self.record_type,
+            "description": self.description,
+            "filter": self.filter,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _view(row: sa.Row[Any]) -> QueryView:
+    return QueryView(
+        id=row.id,
+        name=row.name,
+        record_type=row.record_type,
+        description=row.description,
+        filter=dict(row.filter),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _row(conn: sa.Connection, name: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(saved_queries).where(saved_queries.c.name == name)).first()
+    if row is None:
+        raise NotFoundError(
+            f"no saved query named {name!r} (see `crmflow queries list` or GET /api/queries)"
+        )
+    return row
+
+
+def _check(
+    conn: sa.Connection,
+    what: str,
+    *,
+    record_type: str,
+    filter: object,
+    name: str | None = None,
+) -> tuple[CheckedFilter, dict[str, object]]:
+    """The checked filter and its canonical form; every problem at once, each with its path."""
+    problems: list[Problem] = []
+    if name is not None and not _NAME.match(name):
+        problems.append(
+            Problem(
+                "name",
+                f"{name!r} is not a valid query name",
+                "1 to 100 letters, digits, '-', '_' or '.', e.g. clients-six-months",
+            )
+        )
+    rtype = None
+    try:
+        rtype = record_type_in(conn, record_type)
+    except NotFoundError:
+        known = conn.execute(sa.select(record_types.c.key).order_by(record_types.c.key)).scalars()
+        problems.append(
+            Problem(
+                "record_type",
+                f"unknown record type {record_type!r}",
+                f"known types: {', '.join(known)}",
+            )
+        )
+    node = None
+    try:
+        node = parse_filter(filter)
+    except InvalidInputError as exc:
+        problems.extend(exc.problems)
+    checked = None
+    if node is not None and rtype is not None:
+        try:
+            checked = check_filter(node, rtype, existing_users=partial(_existing_users, conn))
+        except InvalidInputError as exc:
+            problems.extend(exc.problems)
+    if problems or checked is None or node is None:
+        raise InvalidInputError(what, problems)
+    return checked, filter_to_data(node)
+
+
+def _existing_users(conn: sa.Connection, names: set[str]) -> list[str]:
+    return list(
+        conn.execute(sa.select(users.c.username).where(users.c.username.in_(names))).scalars()
+    )
+
+
+def _saved_filter(conn: sa.Connection, row: sa.Row[Any]) -> CheckedFilter:
+    """A stored query's filter, re-checked: its record type may have changed since it was saved."""
+    try:
+        node = parse_filter(row.filter)
+        return check_filter(node, record_type_in(conn, row.record_type))
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"the saved query {row.name!r} (it no longer fits record type "
+            f"{row.record_type!r}; fix it with `crmflow queries load` or PATCH /api/queries)",
+            exc.problems,
+        ) from None
+
+
+def save_query(
+    ctx: Context,
+    actor: Actor,
+    *,
+    name: str,
+    record_type: str,
+    filter: Mapping[str, Any],
+    description: str = "",
+) -> QueryView:
+    """Create a saved query (managers and admins); ConflictError if the name is taken."""
+    require_manager(actor, "save queries")
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        _, canonical = _check(
+            conn, "the saved query", name=name, record_type=record_type, filter=filter
+        )
+        if conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first():
+            raise ConflictError(
+                f"a saved query named {name!r} already exists "
+                "(change it with `crmflow queries load` or PATCH /api/queries/{name})"
+            )
+        try:
+            query_id = conn.execute(
+                saved_queries.insert().values(
+                    name=name,
+                    record_type=record_type,
+                    description=description,
+                    filter=canonical,
+                    created_by=actor.id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"a saved query named {name!r} already exists") from None
+        return _view(
+            conn.execute(sa.select(saved_queries).where(saved_queries.c.id == query_id)).one()
+        )
+
+
+def update_query(
+    ctx: Context,
+    actor: Actor,
+    name: str,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    record_type: str | None = None,
+) -> QueryView:
+    """Change a saved query (managers and admins); the result is checked whole, as when saved."""
+    require_manager(actor, "change saved queries")
+    with ctx.engine.begin() as conn:
+        row = _row(conn, name)
+        new_type = record_type if record_type is not None else row.record_type
+        new_filter = filter if filter is not None else row.filter
+        _, canonical = _check(
+            conn, f"the saved query {name!r}", record_type=new_type, filter=new_filter
+        )
+        values: dict[str, Any] = {
+            "record_type": new_type,
+            "filter": canonical,
+            "updated_at": ctx.now(),
+        }
+        if description is not None:
+            values["description"] = description
+        conn.execute(saved_queries.update().where(saved_queries.c.id == row.id).values(**values))
+        return _view(
+            conn.execute(sa.select(saved_queries).where(saved_queries.c.id == row.id)).one()
+        )
+
+
+def delete_query(ctx: Context, actor: Actor, name: str) -> None:
+    """Delete a saved query (managers and admins)."""
+    require_manager(actor, "delete saved queries")
+    with ctx.engine.begin() as conn:
+        row = _row(conn, name)
+        conn.execute(saved_queries.delete().where(saved_queries.c.id == row.id))
+
+
+def get_query(ctx: Context, name: str) -> QueryView:
+    with ctx.engine.connect() as conn:
+        return _view(_row(conn, name))
+
+
+def list_queries(
+    ctx: Context, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[QueryView]:
+    """Saved queries by id; pass `next_after` back as `after` for the next page."""
+    limit = _limit(ctx, limit)
+    statement = sa.select(saved_queries).order_by(saved_queries.c.id).limit(limit + 1)
+    if after is not None:
+        statement = statement.where(saved_queries.c.id > after)
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    items = [_view(r) for r in rows[:limit]]
+    return Page(items, items[-1].id if len(rows) > limit else None)
+
+
+def count_query(ctx: Context, name: str) -> int:
+    """How many records the saved query matches now (one `SELECT count(*)`)."""
+    with ctx.engine.connect() as conn:
+        checked = _saved_filter(conn, _row(conn, name))
+        return _count(conn, checked, ctx.now(), ctx.zone)
+
+
+def count_filter(ctx: Context, record_type: str, filter: Mapping[str, Any]) -> int:
+    """How many records an unsaved filter matches now (try a filter before saving it)."""
+    with ctx.engine.connect() as conn:
+        checked, _ = _check(conn, "the filter", record_type=record_type, filter=filter)
+        return _count(conn, checked, ctx.now(), ctx.zone)
+
+
+def _count(conn: sa.Connection, checked: CheckedFilter, now: datetime, zone: tzinfo) -> int:
+    where = filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone)
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(records).where(where)).scalar_one()
+    )
+
+
+def preview_query(
+    ctx: Context, name: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[RecordView]:
+    """The records the saved query matches now, by id (keyset paging)."""
+    limit = _limit(ctx, limit)
+    with ctx.engine.connect() as conn:
+        checked = _saved_filter(conn, _row(conn, name))
+        where = filter_clause(checked, dialect=conn.dialect.name, now=ctx.now(), zone=ctx.zone)
+        statement = sa.select(records).where(where).order_by(records.c.id).limit(limit + 1)
+        if after is not None:
+            statement = statement.where(records.c.id > after)
+        rows = conn.execute(statement).all()
+    items = [record_view(r) for r in rows[:limit]]
+    return Page(items, items[-1].id if len(rows) > limit else None)
+
+
+def matching_ids(
+    ctx: Context,
+    conn: sa.Connection,
+    name: str,
+    *,
+    now: datetime | None = None,
+    zone: tzinfo | None = None,
+) -> sa.Select[tuple[int]]:
+    """`SELECT records.id FROM records WHERE <the saved query>`, not executed.
+
+    For set-based work in the caller's transaction, e.g. enrolling a start list with one
+    `INSERT INTO enrollments (...) SELECT ... FROM records WHERE records.id IN (<this>)`, or
+    `sa.select(...).where(records.c.id.in_(matching_ids(...)))`. The saved query is read on
+    `conn` (so inside the caller's transaction) and compiled for `conn`'s dialect. Relative dates
+    are resolved at `now` (default: the context's clock) in `zone` (default: the organisation's
+    zone). Raises NotFoundError for an unknown name, InvalidInputError if the query no longer
+    fits its record type. The select is unordered; add `.order_by(records.c.id)` if needed.
+    """
+    checked = _saved_filter(conn, _row(conn, name))
+    where = filter_clause(
+        checked,
+        dialect=conn.dialect.name,
+        now=now if now is not None else ctx.now(),
+        zone=zone if zone is not None else ctx.zone,
+    )
+    return sa.select(records.c.id).where(where)
+
+
+def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
+    """Create or update the saved query a YAML or JSON file describes::
+
+        name: clients-six-months
+        record_type: contact
+        description: Contacts who became clients exactly 180 days ago
+        filter:
+          all:
+            - {field: client_since, op: "=", value: "today - 180 days"}
+
+    Problems carry the file name and line.
+    """
+    require_manager(actor, "save queries")
+    file = Path(path)
+    what = f"the saved query file {file}"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            what, [Problem("", f"cannot be read: {exc}", source=str(file))]
+        ) from None
+    parsed = parse_source(
+        text, source=str(file), fmt="json" if file.suffix.lower() == ".json" else None
+    )
+    doc = parsed.data
+
+    def located(problems: list[Problem]) -> InvalidInputError:
+        return InvalidInputError(
+            what,
+            [
+                Problem(p.path, p.message, p.hint, parsed.line_of(p.path), str(file))
+                for p in problems
+            ],
+        )
+
+    if not isinstance(doc, dict):
+        raise located([Problem("", "expected a mapping with name, record_type and filter")])
+    problems = [
+        Problem(str(key), "unknown key", f"use {', '.join(_FILE_KEYS)}")
+        for key in doc
+        if key not in _FILE_KEYS
+    ]
+    for key in ("name", "record_type"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            problems.append(Problem(key, "is missing" if key not in doc else "expected text"))
+    if "filter" not in doc:
+        problems.append(Problem("filter", "is missing", "use filter: {} to match every record"))
+    description = doc.get("description")
+    if description is not None and not isinstance(description, str):
+        problems.append(Problem("description", "expected text"))
+    if problems:
+        raise located(problems)
+    name, record_type = str(doc["name"]), str(doc["record_type"])
+    with ctx.engine.connect() as conn:
+        exists = (
+            conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first()
+            is not None
+        )
+    try:
+        if exists:
+            return update_query(
+                ctx,
+                actor,
+                name,
+                filter=doc["filter"] if doc["filter"] is not None else {},
+                description=description or "",
+                record_type=record_type,
+            )
+        return save_query(
+            ctx,
+            actor,
+            name=name,
+            record_type=record_type,
+            filter=doc["filter"] if doc["filter"] is not None else {},
+            description=description or "",
+        )
+    except InvalidInputError as exc:
+        raise located(exc.problems) from None
+
+
+def _limit(ctx: Context, limit: int) -> int:
+    if limit < 1 or limit > ctx.settings.page_size_max:
+        raise InvalidInputError(
+            "the page request",
+            [Problem("limit", f"must be between 1 and {ctx.settings.page_size_max}, got {limit}")],
+        )
+    return limit

@@ -1,0 +1,260 @@
+"""Record types: the built-in CRM types and the organisation's own, with checked evolution.
+
+A type may always gain optional fields. Removing a field, changing its type, dropping choices or
+making a field required is refused while records contradict it, with the number of such records,
+so that no stored record ever stops matching its type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from crmflow.engine.recordtypes import (
+    BUILTIN_TYPES,
+    FieldType,
+    RecordType,
+    compare_definitions,
+    record_type_from_definition,
+)
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.permissions import require_admin
+from crmflow.store.schema import record_types, records
+
+__all__ = [
+    "catalog",
+    "create_record_type",
+    "get_record_type",
+    "list_record_types",
+    "load_record_type_file",
+    "update_record_type",
+]
+
+
+def _from_row(row: sa.Row[Any]) -> RecordType:
+    return RecordType.from_dict(
+        {"key": row.key, "name": row.name, "fields": row.fields}, builtin=bool(row.builtin)
+    )
+
+
+def catalog_in(conn: sa.Connection) -> dict[str, RecordType]:
+    """Every record type, read on an open connection (for services inside a transaction)."""
+    rows = conn.execute(sa.select(record_types).order_by(record_types.c.key)).all()
+    return {row.key: _from_row(row) for row in rows}
+
+
+def record_type_in(conn: sa.Connection, key: str) -> RecordType:
+    row = conn.execute(sa.select(record_types).where(record_types.c.key == key)).first()
+    if row is None:
+        known = ", ".join(conn.execute(sa.select(record_types.c.key).order_by("key")).scalars())
+        raise NotFoundError(
+            f"no record type {key!r} (known types: {known}; see `crmflow types list`)"
+        )
+    return _from_row(row)
+
+
+def catalog(ctx: Context) -> dict[str, RecordType]:
+    """The built-in types (with any fields the organisation added) and the organisation's own."""
+    with ctx.engine.connect() as conn:
+        return catalog_in(conn)
+
+
+def list_record_types(ctx: Context) -> list[RecordType]:
+    return list(catalog(ctx).values())
+
+
+def get_record_type(ctx: Context, key: str) -> RecordType:
+    with ctx.engine.connect() as conn:
+        return record_type_in(conn, key)
+
+
+def _check_references(rtype: RecordType, known: Mapping[str, RecordType]) -> list[Problem]:
+    problems = []
+    for i, f in enumerate(rtype.fields):
+        if (
+            f.type is FieldType.REFERENCE
+            and f.reference_type
+            and f.reference_type not in known
+            and f.reference_type != rtype.key
+        ):
+            problems.append(
+                Problem(
+                    f"fields[{i}].reference_type",
+                    f"no record type {f.reference_type!r}",
+                    f"known types: {', '.join(sorted(known))}",
+                )
+            )
+    return problems
+
+
+def _fields_json(rtype: RecordType) -> list[dict[str, Any]]:
+    return [f.as_dict() for f in rtype.fields]
+
+
+def create_record_type(ctx: Context, actor: Actor, definition: Mapping[str, Any]) -> RecordType:
+    """A new, user-defined record type (admins only)."""
+    require_admin(actor, "create record types")
+    rtype = record_type_from_definition(definition)
+    if rtype.key in BUILTIN_TYPES:
+        raise ConflictError(
+            f"{rtype.key!r} is a built-in record type; add fields to it with "
+            "`crmflow types update` or choose another key"
+        )
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        known = catalog_in(conn)
+        if rtype.key in known:
+            raise ConflictError(f"a record type {rtype.key!r} already exists (update it instead)")
+        problems = _check_references(rtype, known)
+        if problems:
+            raise InvalidInputError(f"the record type {rtype.key!r}", problems)
+        conn.execute(
+            record_types.insert().values(
+                key=rtype.key,
+                name=rtype.name,
+                builtin=False,
+                fields=_fields_json(rtype),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return RecordType(key=rtype.key, name=rtype.name, fields=rtype.fields)
+
+
+def _count_contradicting(conn: sa.Connection, key: str, field: str, where: Any) -> int:
+    value = records.c.data[field].as_string()
+    condition = where(value)
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).select_from(records).where(records.c.type == key, condition)
+        ).scalar_one()
+    )
+
+
+def update_record_type(
+    ctx: Context, actor: Actor, key: str, definition: Mapping[str, Any]
+) -> RecordType:
+    """Replace the definition of record type `key` (admins only), refusing what records contradict.
+
+    The definition is the whole new type (as in the type file); its `key` may be omitted.
+    """
+    require_admin(actor, "change record types")
+    document = dict(definition)
+    document.setdefault("key", key)
+    if document["key"] != key:
+        raise InvalidInputError(
+            f"the record type {key!r}",
+            [Problem("key", f"is {document['key']!r}, not {key!r}", "a type's key cannot change")],
+        )
+    document.pop("builtin", None)
+    new = record_type_from_definition(document)
+    with ctx.engine.begin() as conn:
+        known = catalog_in(conn)
+        old = known.get(key)
+        if old is None:
+            record_type_in(conn, key)  # raises NotFoundError listing the known types
+            raise AssertionError("unreachable")  # pragma: no cover
+        problems = _check_references(new, known)
+        if old.builtin:
+            problems.extend(_builtin_problems(new))
+        for change in compare_definitions(old, new):
+            if change.change == "choices_removed":
+                count = _count_contradicting(
+                    conn, key, change.key, lambda v, c=change: v.in_(c.removed_choices)
+                )
+            elif change.change == "now_required":
+                count = _count_contradicting(conn, key, change.key, lambda v: v.is_(None))
+            else:
+                count = _count_contradicting(conn, key, change.key, lambda v: v.is_not(None))
+            if count:
+                noun = "record has" if count == 1 else "records have"
+                problems.append(
+                    Problem(
+                        f"fields.{change.key}",
+                        f"{change.detail}, but {count} {key} {noun} "
+                        + ("no value for it" if change.change == "now_required" else "a value"),
+                        "update or clear those records first",
+                    )
+                )
+        if problems:
+            raise InvalidInputError(f"the change to record type {key!r}", problems)
+        conn.execute(
+            record_types.update()
+            .where(record_types.c.key == key)
+            .values(name=new.name, fields=_fields_json(new), updated_at=ctx.now())
+        )
+    return RecordType(key=new.key, name=new.name, fields=new.fields, builtin=old.builtin)
+
+
+def _builtin_problems(new: RecordType) -> list[Problem]:
+    """A built-in type may gain fields and choices but keeps the fields crmflow ships."""
+    shipped = BUILTIN_TYPES[new.key]
+    problems = []
+    for f in shipped.fields:
+        now = new.field(f.key)
+        if now is None:
+            problems.append(Problem(f"fields.{f.key}", "is a built-in field and cannot be removed"))
+        elif now.type is not f.type or now.reference_type != f.reference_type:
+            problems.append(
+                Problem(f"fields.{f.key}", "is a built-in field and cannot change its type")
+            )
+        elif set(f.choices) - set(now.choices):
+            problems.append(
+                Problem(f"fields.{f.key}.choices", "a built-in choice cannot be removed")
+            )
+    return problems
+
+
+def read_definition_file(path: Path) -> Any:
+    """The document in a YAML or JSON type file (YAML 1.2, so `12:30` and `on` stay text)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"the record type file {path}", [Problem("", f"cannot be read: {exc.strerror}")]
+        ) from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return YAML(typ="safe", pure=True).load(text)
+    except json.JSONDecodeError as exc:
+        problem = Problem("", f"is not valid JSON: {exc.msg}", line=exc.lineno, source=str(path))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = Problem("", f"is not valid YAML: {exc}", line=line, source=str(path))
+    raise InvalidInputError(f"the record type file {path}", [problem])
+
+
+def load_record_type_file(ctx: Context, actor: Actor, path: str | Path) -> RecordType:
+    """Create the record type a file describes, or update it when it already exists."""
+    file = Path(path)
+    document = read_definition_file(file)
+    try:
+        key = document.get("key") if isinstance(document, Mapping) else None
+        with ctx.engine.connect() as conn:
+            exists = (
+                isinstance(key, str)
+                and conn.execute(
+                    sa.select(record_types.c.key).where(record_types.c.key == key)
+                ).first()
+                is not None
+            )
+        if exists:
+            return update_record_type(ctx, actor, str(key), document)
+        return create_record_type(ctx, actor, document)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"the record type file {file}",
+            [
+                Problem(p.path, p.message, p.hint, line=p.line, source=str(file))
+                for p in exc.problems
+            ],
+        ) from None

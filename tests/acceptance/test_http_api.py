@@ -1,0 +1,160 @@
+"""The HTTP API as a client meets it, on SQLite and PostgreSQL (FastAPI's TestClient)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crmflow.api.app import create_app
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
+from tests.conftest import make_user
+
+WELCOME = """\
+schema_version: 1
+key: welcome
+name: Welcome
+record_type: contact
+triggers:
+  - type: record_created
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Welcome {{ record.first_name }}"
+"""
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with TestClient(create_app(ctx)) as test_client:
+        yield test_client
+
+
+def _auth(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
+
+
+@pytest.fixture
+def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
+    return _auth(ctx, admin, admin.username)
+
+
+def test_every_call_needs_a_valid_token(client: TestClient) -> None:
+    assert client.get("/api/flows").status_code == 401
+    wrong = client.get("/api/flows", headers={"Authorization": "Bearer crm_nope"})
+    assert wrong.status_code == 401
+    assert "token" in wrong.json()["message"]
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_login_with_a_password_returns_a_working_token(ctx: Context, client: TestClient) -> None:
+    make_user(ctx, "maria", "manager")
+    token = client.post("/api/auth/token", json={"username": "maria", "password": "password123"})
+    assert token.status_code == 200
+    me = client.get("/api/me", headers={"Authorization": f"Bearer {token.json()['token']}"})
+    assert me.json()["username"] == "maria"
+    bad = client.post("/api/auth/token", json={"username": "maria", "password": "nope-nope"})
+    assert bad.status_code == 401
+
+
+def test_records_crud_with_change_events(client: TestClient, as_admin: dict[str, str]) -> None:
+    created = client.post(
+        "/api/records/contact",
+        json={"data": {"last_name": "Pop", "email": "Ana@Example.org"}},
+        headers=as_admin,
+    )
+    assert created.status_code == 201, created.text
+    record = created.json()
+    path = f"/api/records/contact/{record['id']}"
+    updated = client.patch(path, json={"data": {"first_name": "Ana"}}, headers=as_admin)
+    assert updated.json()["data"]["first_name"] == "Ana"
+    refused = client.patch(path, json={"data": {"emial": "x"}}, headers=as_admin)
+    assert refused.status_code == 422
+    assert refused.json()["problems"][0]["path"] == "emial"
+    assert client.delete(path, headers=as_admin).status_code == 204
+    assert client.get(path, headers=as_admin).status_code == 404
+    kinds = [c["kind"] for c in client.get("/api/changes", headers=as_admin).json()["items"]]
+    assert kinds == ["created", "updated", "deleted"]
+
+
+def test_flow_lifecycle_over_http(client: TestClient, as_admin: dict[str, str]) -> None:
+    yaml_body = {**as_admin, "Content-Type": "application/yaml"}
+    invalid = client.post(
+        "/api/flows/validate", content=WELCOME.replace("message:", "mesage:"), headers=yaml_body
+    )
+    assert invalid.status_code == 422
+    [problem] = [p for p in invalid.json()["problems"] if "mesage" in p["path"]]
+    assert problem["line"] == 11
+    created = client.post("/api/flows", content=WELCOME, headers=yaml_body)
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "draft"
+    assert client.post("/api/flows/welcome/pause", headers=as_admin).status_code == 409
+    assert client.post("/api/flows/welcome/start", headers=as_admin).json()["status"] == "active"
+    locked = client.put("/api/flows/welcome", content=WELCOME, headers=yaml_body)
+    assert locked.status_code == 409
+    client.post("/api/flows/welcome/pause", headers=as_admin)
+    edited = client.put(
+        "/api/flows/welcome", content=WELCOME.replace("Welcome\n", "Hello\n"), headers=yaml_body
+    )
+    assert edited.json()["version"] == 2
+    history = client.get("/api/flows/welcome/history", headers=as_admin).json()
+    assert [h["to"] for h in history] == ["draft", "active", "paused", "paused"]
+    assert client.get("/api/schema/flow", headers=as_admin).json()
+
+
+def test_start_list_confirmation_over_http(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    today = ctx.now().astimezone(ctx.zone).date()
+    for i in range(4):
+        client.post(
+            "/api/records/contact",
+            json={"data": {"last_name": f"C{i}", "client_since": str(today - timedelta(days=180))}},
+            headers=as_admin,
+        )
+    saved = client.post(
+        "/api/queries",
+        json={
+            "name": "six-months",
+            "record_type": "contact",
+            "filter": {"all": [{"field": "client_since", "op": "=", "value": "today - 180 days"}]},
+        },
+        headers=as_admin,
+    )
+    assert saved.status_code == 201, saved.text
+    flow = WELCOME.replace("type: record_created", "type: start_list\n    query: six-months")
+    client.post("/api/flows", content=flow, headers={**as_admin, "Content-Type": "application/yaml"})
+    asked = client.post("/api/flows/welcome/start", headers=as_admin)
+    assert asked.status_code == 409
+    assert asked.json()["count"] == 4
+    started = client.post("/api/flows/welcome/start?confirm_count=4", headers=as_admin)
+    assert started.json()["status"] == "active"
+
+
+def test_private_flow_is_404_for_non_members(
+    ctx: Context, admin: Actor, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    make_user(ctx, "bogdan", "member")
+    make_user(ctx, "andrei", "member")
+    private = WELCOME.replace("record_type: contact", "record_type: contact\nvisibility: private\nmembers: [bogdan]")
+    created = client.post(
+        "/api/flows", content=private, headers={**as_admin, "Content-Type": "application/yaml"}
+    )
+    assert created.status_code == 201, created.text
+    assert client.get("/api/flows/welcome", headers=_auth(ctx, admin, "bogdan")).status_code == 200
+    assert client.get("/api/flows/welcome", headers=_auth(ctx, admin, "andrei")).status_code == 404
+
+
+def test_members_cannot_change_flows(ctx: Context, admin: Actor, client: TestClient) -> None:
+    make_user(ctx, "andrei", "member")
+    refused = client.post(
+        "/api/flows",
+        content=WELCOME,
+        headers={**_auth(ctx, admin, "andrei"), "Content-Type": "application/yaml"},
+    )
+    assert refused.status_code == 403
+    assert "only admins" in refused.json()["message"]

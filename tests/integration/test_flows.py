@@ -1,0 +1,259 @@
+"""Flows through their lifecycle on both backends: what an admin sees at each step."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crmflow.engine.definition import FlowStatus
+from crmflow.engine.lifecycle import LifecycleAction as A
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from crmflow.services import flows, queries
+from crmflow.services.context import Actor, Context
+from crmflow.store.schema import enrollments, flows as flows_table, records
+from tests.conftest import make_user
+
+WELCOME = """\
+schema_version: 1
+key: welcome
+name: Welcome
+record_type: contact
+triggers:
+  - type: record_created
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Welcome {{ record.first_name }}"
+"""
+
+
+def _promo(query: str = "six-months") -> str:
+    return f"""\
+schema_version: 1
+key: promo
+name: Six-month promotion
+record_type: contact
+triggers:
+  - type: start_list
+    query: {query}
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Promotion sent"
+"""
+
+
+def _contacts(ctx: Context, client_since: list[str]) -> None:
+    now = ctx.now()
+    rows = [
+        {
+            "type": "contact",
+            "owner_id": None,
+            "data": {"last_name": f"C{i}", "client_since": day},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i, day in enumerate(client_since)
+    ]
+    with ctx.engine.begin() as conn:
+        conn.execute(records.insert(), rows)
+
+
+def test_a_new_flow_is_a_draft_at_version_one_and_its_creation_is_recorded(
+    ctx: Context, admin: Actor
+) -> None:
+    view = flows.create_flow(ctx, admin, WELCOME, source="welcome.yaml")
+    assert (view.key, view.status, view.version) == ("welcome", FlowStatus.DRAFT, 1)
+    assert view.owner == admin.username
+    [created] = flows.flow_history(ctx, admin, "welcome")
+    assert (created.actor, created.from_status, created.to_status) == ("system", None, "draft")
+
+
+def test_only_admins_create_and_change_flows(ctx: Context, admin: Actor) -> None:
+    manager = make_user(ctx, "maria", "manager")
+    with pytest.raises(PermissionDeniedError, match="only admins may create flows"):
+        flows.create_flow(ctx, manager, WELCOME)
+    flows.create_flow(ctx, admin, WELCOME)
+    with pytest.raises(PermissionDeniedError):
+        flows.change_status(ctx, manager, "welcome", A.START)
+    with pytest.raises(PermissionDeniedError):
+        flows.delete_flow(ctx, manager, "welcome")
+    assert flows.get_flow(ctx, manager, "welcome").status is FlowStatus.DRAFT
+
+
+def test_an_invalid_flow_is_refused_whole_and_nothing_is_stored(
+    ctx: Context, admin: Actor
+) -> None:
+    broken = WELCOME.replace("message:", "mesage:").replace("contact", "contakt")
+    with pytest.raises(InvalidInputError) as caught:
+        flows.create_flow(ctx, admin, broken, source="welcome.yaml")
+    assert len(caught.value.problems) >= 2
+    assert flows.list_flows(ctx, admin) == []
+
+
+def test_the_same_key_twice_is_refused(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    with pytest.raises(ConflictError, match="already exists"):
+        flows.create_flow(ctx, admin, WELCOME)
+
+
+def test_a_draft_is_edited_in_place(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    view = flows.update_flow(ctx, admin, "welcome", WELCOME.replace("Welcome\n", "Hello\n"))
+    assert (view.name, view.version) == ("Hello", 1)
+
+
+def test_an_active_flow_is_locked_and_a_paused_edit_makes_a_new_version(
+    ctx: Context, admin: Actor, clock: object
+) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    assert flows.change_status(ctx, admin, "welcome", A.START).status is FlowStatus.ACTIVE
+    with pytest.raises(ConflictError, match="pause it"):
+        flows.update_flow(ctx, admin, "welcome", WELCOME.replace("Welcome\n", "Hello\n"))
+    flows.change_status(ctx, admin, "welcome", A.PAUSE)
+    edited = flows.update_flow(ctx, admin, "welcome", WELCOME.replace("Welcome\n", "Hello\n"))
+    assert (edited.version, edited.name, edited.status) == (2, "Hello", FlowStatus.PAUSED)
+    old = flows.get_flow_version(ctx, admin, "welcome", 1)
+    assert old["document"]["name"] == "Welcome"
+    assert "name: Welcome" in old["source"]
+    assert flows.change_status(ctx, admin, "welcome", A.RESUME).version == 2
+    history = [(c.from_status, c.to_status, c.version) for c in flows.flow_history(ctx, admin, "welcome")]
+    assert history == [
+        (None, "draft", 1),
+        ("draft", "active", 1),
+        ("active", "paused", 1),
+        ("paused", "paused", 2),
+        ("paused", "active", 2),
+    ]
+
+
+def test_editing_cannot_change_the_status(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    with pytest.raises(InvalidInputError, match="editing does not change the status"):
+        flows.update_flow(ctx, admin, "welcome", WELCOME + "status: active\n")
+
+
+def test_refused_transitions_say_why(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    with pytest.raises(ConflictError, match="a draft has not started"):
+        flows.change_status(ctx, admin, "welcome", A.PAUSE)
+    flows.change_status(ctx, admin, "welcome", A.START)
+    flows.change_status(ctx, admin, "welcome", A.DRAIN)
+    with pytest.raises(ConflictError, match="resume"):
+        flows.change_status(ctx, admin, "welcome", A.START)
+    archived = flows.change_status(ctx, admin, "welcome", A.ARCHIVE)
+    assert archived.status is FlowStatus.ARCHIVED
+    assert flows.change_status(ctx, admin, "welcome", A.RESUME).status is FlowStatus.ACTIVE
+
+
+def test_starting_with_a_start_list_needs_the_count_confirmed(
+    ctx: Context, admin: Actor
+) -> None:
+    today = ctx.now().astimezone(ctx.zone).date()
+    target = (today - timedelta(days=180)).isoformat()
+    other = (today - timedelta(days=181)).isoformat()
+    _contacts(ctx, [target, target, target, other])
+    queries.save_query(
+        ctx,
+        admin,
+        name="six-months",
+        record_type="contact",
+        filter={"all": [{"field": "client_since", "op": "=", "value": "today - 180 days"}]},
+    )
+    flows.create_flow(ctx, admin, _promo())
+    assert flows.start_list_count(ctx, admin, "promo") == 3
+    with pytest.raises(flows.ConfirmationRequiredError) as asked:
+        flows.change_status(ctx, admin, "promo", A.START)
+    assert asked.value.count == 3
+    assert "3 record(s)" in asked.value.message
+    with pytest.raises(flows.ConfirmationRequiredError, match="holds 3 record"):
+        flows.change_status(ctx, admin, "promo", A.START, confirm_count=5)
+    assert flows.get_flow(ctx, admin, "promo").status is FlowStatus.DRAFT
+    started = flows.change_status(ctx, admin, "promo", A.START, confirm_count=3)
+    assert started.status is FlowStatus.ACTIVE
+    assert "3 record(s)" in flows.flow_history(ctx, admin, "promo")[-1].note
+
+
+def test_a_flow_that_ran_cannot_be_deleted_but_a_draft_can(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.delete_flow(ctx, admin, "welcome")
+    with pytest.raises(NotFoundError):
+        flows.get_flow(ctx, admin, "welcome")
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", A.START)
+    flows.change_status(ctx, admin, "welcome", A.ARCHIVE)
+    with pytest.raises(ConflictError, match="archive it instead"):
+        flows.delete_flow(ctx, admin, "welcome")
+
+
+def _enroll(ctx: Context, key: str, count: int, status: str = "active") -> None:
+    with ctx.engine.begin() as conn:
+        flow_id = conn.execute(sa.select(flows_table.c.id).where(flows_table.c.key == key)).scalar()
+        conn.execute(
+            enrollments.insert(),
+            [
+                {
+                    "flow_id": flow_id,
+                    "flow_version": 1,
+                    "record_id": 1000 + i,
+                    "status": status,
+                    "step_key": "note",
+                    "entered_at": ctx.now(),
+                }
+                for i in range(count)
+            ],
+        )
+
+
+def test_a_draft_that_had_records_inside_cannot_be_deleted(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    _enroll(ctx, "welcome", 2, status="finished")
+    with pytest.raises(ConflictError, match="2 record"):
+        flows.delete_flow(ctx, admin, "welcome")
+
+
+def test_archiving_with_records_inside_needs_their_number(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", A.START)
+    _enroll(ctx, "welcome", 12)
+    assert flows.get_flow(ctx, admin, "welcome").inside == 12
+    with pytest.raises(flows.ConfirmationRequiredError, match="12 record"):
+        flows.change_status(ctx, admin, "welcome", A.ARCHIVE)
+    archived = flows.change_status(ctx, admin, "welcome", A.ARCHIVE, confirm_inside=12)
+    assert archived.status is FlowStatus.ARCHIVED
+
+
+PRIVATE = """\
+schema_version: 1
+key: service-orders
+name: Service orders
+record_type: order
+visibility: private
+members: [bogdan]
+triggers:
+  - type: manual
+steps:
+  - key: diagnose
+    actions:
+      - type: history
+        message: Diagnosis
+"""
+
+
+def test_private_flows_are_invisible_to_non_members(ctx: Context, admin: Actor) -> None:
+    bogdan = make_user(ctx, "bogdan", "member")
+    andrei = make_user(ctx, "andrei", "member")
+    flows.create_flow(ctx, admin, PRIVATE)
+    assert [f.key for f in flows.list_flows(ctx, bogdan)] == ["service-orders"]
+    assert flows.list_flows(ctx, andrei) == []
+    with pytest.raises(NotFoundError):
+        flows.get_flow(ctx, andrei, "service-orders")
+    flows.add_member(ctx, admin, "service-orders", "andrei")
+    assert flows.get_flow(ctx, andrei, "service-orders").members == ("andrei", "bogdan")
+    # Several flows coexist, each separate: a public one is seen by everyone.
+    flows.create_flow(ctx, admin, WELCOME)
+    assert {f.key for f in flows.list_flows(ctx, andrei)} == {"service-orders", "welcome"}
