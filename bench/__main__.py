@@ -1,7 +1,7 @@
 """`make bench` / `python -m bench`: every benchmark on SQLite and PostgreSQL, as ratios.
 
-    python -m bench                      # 1,000,000 rows, 3 runs, both backends
-    python -m bench --rows 100000 --runs 5 --backend sqlite
+python -m bench                      # 1,000,000 rows, 3 runs, both backends
+python -m bench --rows 100000 --runs 5 --backend sqlite
 """
 
 from __future__ import annotations

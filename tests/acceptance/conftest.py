@@ -29,9 +29,12 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def crmflow(cli_env: dict[str, str], tmp_path: Path) -> Run:
     """Run `crmflow ARGS...` in a fresh SQLite database; returns the completed process."""
 
-    def run(*args: str, input: str | None = None, check_exit: int | None = 0) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, check_exit: int | None = 0
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [CRMFLOW, *args],
+            check=False,
             env=cli_env,
             cwd=tmp_path,
             input=input,

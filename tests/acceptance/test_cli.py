@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from tests.acceptance.conftest import REPO, Run
 
 EXAMPLES = REPO / "examples"
 
 
-def test_flows_validate_reports_file_line_and_path_and_exits_1(crmflow: Run, tmp_path: Path) -> None:
+def test_flows_validate_reports_file_line_and_path_and_exits_1(
+    crmflow: Run, tmp_path: Path
+) -> None:
     crmflow("db", "upgrade")
     crmflow("demo")  # the users, groups, types and saved queries the examples name
     good = sorted(EXAMPLES.glob("*.yaml"))
@@ -31,7 +33,13 @@ def test_flows_validate_reports_file_line_and_path_and_exits_1(crmflow: Run, tmp
 def test_records_create_list_and_refuse_unknown_fields(crmflow: Run) -> None:
     crmflow("db", "upgrade")
     created = json.loads(
-        crmflow("records", "create", "contact", "--data", '{"last_name": "Pop", "email": "ana@example.org"}').stdout
+        crmflow(
+            "records",
+            "create",
+            "contact",
+            "--data",
+            '{"last_name": "Pop", "email": "ana@example.org"}',
+        ).stdout
     )
     assert created["data"]["last_name"] == "Pop"
     refused = crmflow(

@@ -127,7 +127,9 @@ def test_start_list_confirmation_over_http(
     )
     assert saved.status_code == 201, saved.text
     flow = WELCOME.replace("type: record_created", "type: start_list\n    query: six-months")
-    client.post("/api/flows", content=flow, headers={**as_admin, "Content-Type": "application/yaml"})
+    client.post(
+        "/api/flows", content=flow, headers={**as_admin, "Content-Type": "application/yaml"}
+    )
     asked = client.post("/api/flows/welcome/start", headers=as_admin)
     assert asked.status_code == 409
     assert asked.json()["count"] == 4
@@ -140,7 +142,9 @@ def test_private_flow_is_404_for_non_members(
 ) -> None:
     make_user(ctx, "bogdan", "member")
     make_user(ctx, "andrei", "member")
-    private = WELCOME.replace("record_type: contact", "record_type: contact\nvisibility: private\nmembers: [bogdan]")
+    private = WELCOME.replace(
+        "record_type: contact", "record_type: contact\nvisibility: private\nmembers: [bogdan]"
+    )
     created = client.post(
         "/api/flows", content=private, headers={**as_admin, "Content-Type": "application/yaml"}
     )

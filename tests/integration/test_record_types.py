@@ -153,3 +153,22 @@ def test_type_files_in_yaml_or_json(ctx: Context, admin: Actor, tmp_path: Path) 
     bad.write_text("key: bad\nfields:\n  - {key: a, type: colour}\n")
     with pytest.raises(InvalidInputError, match=r"bad.yaml: fields\[0\].type"):
         record_types.load_record_type_file(ctx, admin, bad)
+
+
+def test_an_upgrade_keeps_what_the_organisation_added_to_a_built_in_type(
+    ctx: Context, admin: Actor
+) -> None:
+    from crmflow.services.record_types import get_record_type, update_record_type
+    from crmflow.services.setup import upgrade_database
+
+    contact = get_record_type(ctx, "contact").as_dict()
+    contact["fields"].append({"key": "shoe_size", "type": "number"})
+    for field in contact["fields"]:
+        if field["key"] == "status":
+            field["choices"].append("volunteer")
+    update_record_type(ctx, admin, "contact", contact)
+    upgrade_database(ctx)
+    after = get_record_type(ctx, "contact")
+    assert after.field("shoe_size") is not None
+    status = after.field("status")
+    assert status is not None and "volunteer" in status.choices and "client" in status.choices

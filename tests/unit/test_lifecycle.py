@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from crmflow.engine.definition import FlowStatus as S
-from crmflow.engine.lifecycle import EditMode, LifecycleAction as A, edit_mode, next_status
+from crmflow.engine.lifecycle import EditMode, edit_mode, next_status
+from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.errors import ConflictError
 
 ALLOWED = {

@@ -43,7 +43,9 @@ def list_flows(
     status_: Annotated[FlowStatus | None, Query(alias="status")] = None,
     record_type: str | None = None,
 ) -> list[dict[str, Any]]:
-    return [f.as_dict() for f in flows.list_flows(ctx, actor, status=status_, record_type=record_type)]
+    return [
+        f.as_dict() for f in flows.list_flows(ctx, actor, status=status_, record_type=record_type)
+    ]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_DOC_BODY)
@@ -52,7 +54,11 @@ def create_flow(
 ) -> dict[str, Any]:
     text, content_type = body
     view = flows.create_flow(
-        ctx, actor, text, fmt=_format(content_type), source="request body",
+        ctx,
+        actor,
+        text,
+        fmt=_format(content_type),
+        source="request body",
         confirm_count=confirm_count,
     )
     return view.as_dict()
@@ -62,7 +68,9 @@ def create_flow(
 def validate_flow(ctx: ServiceContext, _actor: CurrentActor, body: Body) -> dict[str, Any]:
     """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
     text, content_type = body
-    definition = flows.validate_flow_text(ctx, text, fmt=_format(content_type), source="request body")
+    definition = flows.validate_flow_text(
+        ctx, text, fmt=_format(content_type), source="request body"
+    )
     return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
 
 
@@ -85,9 +93,7 @@ def delete_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> None:
 
 
 @router.get("/{key}/versions/{version}")
-def get_version(
-    ctx: ServiceContext, actor: CurrentActor, key: str, version: int
-) -> dict[str, Any]:
+def get_version(ctx: ServiceContext, actor: CurrentActor, key: str, version: int) -> dict[str, Any]:
     return flows.get_flow_version(ctx, actor, key, version)
 
 

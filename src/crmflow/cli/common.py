@@ -62,6 +62,9 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except CrmflowError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+            confirm_with = getattr(exc, "confirm_with", None)
+            if confirm_with:
+                err_console.print(f"to confirm: {confirm_with}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except sa.exc.OperationalError as exc:
             first = str(exc.orig or exc).splitlines()[0]
@@ -80,7 +83,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterator[Sequence[Any]] | list[Any]) -> None:
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterator[Sequence[Any]] | list[Any]
+) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)

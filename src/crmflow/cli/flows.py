@@ -50,7 +50,10 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
     for path in files:
         try:
             definition = parse_flow(
-                path.read_text(encoding="utf-8"), context=context, source=str(path), fmt=_format(path)
+                path.read_text(encoding="utf-8"),
+                context=context,
+                source=str(path),
+                fmt=_format(path),
             )
         except InvalidInputError as exc:
             failed += 1
@@ -60,7 +63,8 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
                 sys.stdout.write(f"{problem}\n")
             continue
         console.print(
-            f"[green]{path}: valid[/green] (flow {definition.key!r}, {len(definition.steps)} steps)",
+            f"[green]{path}: valid[/green] "
+            f"(flow {definition.key!r}, {len(definition.steps)} steps)",
             highlight=False,
         )
     if failed:

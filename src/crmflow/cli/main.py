@@ -78,7 +78,8 @@ def demo() -> None:
     console.print(f"demo data: {load_demo(state.context)}", highlight=False)
     for login in DEMO_LOGINS:
         console.print(
-            f"  {login.username:<7} {login.role:<8} password {login.password:<12} token {login.token}",
+            f"  {login.username:<7} {login.role:<8} "
+            f"password {login.password:<12} token {login.token}",
             highlight=False,
         )
 

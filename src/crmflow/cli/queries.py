@@ -11,7 +11,9 @@ import typer
 from crmflow.cli.common import console, err_console, print_json, print_table, reports_errors, state
 from crmflow.services import queries
 
-app = typer.Typer(help="Saved queries: filters over records, counted before use.", no_args_is_help=True)
+app = typer.Typer(
+    help="Saved queries: filters over records, counted before use.", no_args_is_help=True
+)
 
 
 @app.command("list")
@@ -52,7 +54,10 @@ def try_filter(
     record_type: str,
     filter_json: Annotated[str, typer.Argument(metavar="FILTER", help="The filter as JSON")],
 ) -> None:
-    """Count an unsaved filter, e.g. '{"all": [{"field": "status", "op": "=", "value": "client"}]}'."""
+    """Count an unsaved filter.
+
+    Example: '{"all": [{"field": "status", "op": "=", "value": "client"}]}'
+    """
     try:
         data = json.loads(filter_json)
     except json.JSONDecodeError as exc:

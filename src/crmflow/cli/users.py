@@ -88,7 +88,10 @@ def revoke(token_id: int) -> None:
 @groups_app.command("list")
 @reports_errors
 def list_groups() -> None:
-    rows = [(g["name"], g["description"], ", ".join(g["members"])) for g in users.list_groups(state.context)]
+    rows = [
+        (g["name"], g["description"], ", ".join(g["members"]))
+        for g in users.list_groups(state.context)
+    ]
     print_table("Groups", ["name", "description", "members"], rows)
 
 

@@ -4,18 +4,20 @@ the demo users is left as it is."""
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import flows, queries, record_types, users
+from crmflow.services import flows, imports, queries, record_types, users
 from crmflow.services.context import Actor, Context, Role
-from crmflow.store.schema import records, users as users_table
+from crmflow.store.schema import users as users_table
 
 __all__ = ["DEMO_LOGINS", "DemoLogin", "examples_dir", "load_demo"]
 
@@ -87,17 +89,10 @@ def load_demo(ctx: Context) -> str:
 
 
 def _records(ctx: Context, owner: Actor) -> dict[str, int]:
-    """Insert the demo records in one transaction (change events included, as for any import)."""
+    """A few hundred records of every built-in type, owned by the demo's non-admin users."""
     rng = random.Random(2026)
     today = ctx.now().astimezone(ctx.zone).date()
-    now = ctx.now()
-    with ctx.engine.connect() as conn:
-        user_ids = [
-            r.id
-            for r in conn.execute(
-                sa.select(users_table.c.id).where(users_table.c.role != Role.ADMIN.value)
-            )
-        ]
+    usernames = [login.username for login in DEMO_LOGINS if login.role != Role.ADMIN.value]
     rows: dict[str, list[dict[str, Any]]] = {}
 
     def add(kind: str, data: dict[str, Any]) -> None:
@@ -116,22 +111,26 @@ def _records(ctx: Context, owner: Actor) -> dict[str, int]:
         first, last = rng.choice(FIRST), rng.choice(LAST)
         # Some contacts became clients exactly 180 days ago, so the seed 002 query finds them.
         since = today - timedelta(days=180 if i % 40 == 0 else rng.randint(1, 1000))
-        add(
-            "contact",
-            {
-                "first_name": first,
-                "last_name": last,
-                "email": f"{first.lower()}.{last.lower()}{i}@example.org",
-                "status": rng.choice(["lead", "prospect", "client", "donor"]),
-                "client_since": since.isoformat(),
-                "language": rng.choice(["en", "fr", "ro", "it"]),
-                "birth_date": date(
-                    rng.randint(1950, 2000), rng.randint(1, 12), rng.randint(1, 28)
-                ).isoformat(),
-                "total_donations": rng.randint(0, 5000),
-                "newsletter": rng.random() < 0.6,
-            },
-        )
+        contact: dict[str, Any] = {
+            "first_name": first,
+            "last_name": last,
+            "email": f"{first.lower()}.{last.lower()}{i}@example.org",
+            "status": rng.choice(["lead", "prospect", "client", "donor"]),
+            "client_since": since.isoformat(),
+            "language": rng.choice(["en", "fr", "ro", "it"]),
+            "birth_date": date(
+                rng.randint(1950, 2000), rng.randint(1, 12), rng.randint(1, 28)
+            ).isoformat(),
+            "newsletter": rng.random() < 0.6,
+        }
+        if contact["status"] == "donor":
+            # Donors gave at some point in the last year: the recent ones form seed 000's list.
+            contact["last_donation_date"] = (
+                today - timedelta(days=rng.randint(1, 365))
+            ).isoformat()
+            contact["last_donation_amount"] = rng.choice([10, 25, 50, 100, 500])
+            contact["total_donations"] = contact["last_donation_amount"] * rng.randint(1, 10)
+        add("contact", contact)
     for i in range(30):
         start = datetime.combine(today + timedelta(days=rng.randint(-20, 60)), time(18, 0))
         add(
@@ -164,7 +163,7 @@ def _records(ctx: Context, owner: Actor) -> dict[str, int]:
                 "status": "new",
             },
         )
-    for i in range(20):
+    for _ in range(20):
         add(
             "property",
             {
@@ -174,38 +173,17 @@ def _records(ctx: Context, owner: Actor) -> dict[str, int]:
                 "status": rng.choice(["available", "under_offer", "sold"]),
             },
         )
-    catalog = record_types.catalog(ctx)
     counts: dict[str, int] = {}
-    with ctx.engine.begin() as conn:
-        for kind, items in rows.items():
-            rtype = catalog[kind]
-            payload = [
-                {
-                    "type": kind,
-                    "owner_id": rng.choice(user_ids) if user_ids else owner.id,
-                    "data": rtype.normalise(item, zone=ctx.zone),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for item in items
-            ]
-            conn.execute(records.insert(), payload)
-            counts[kind] = len(payload)
-        from crmflow.store.schema import record_changes
-
-        conn.execute(
-            record_changes.insert().from_select(
-                ["record_id", "record_type", "kind", "after", "actor_id", "at"],
-                sa.select(
-                    records.c.id,
-                    records.c.type,
-                    sa.literal("created"),
-                    records.c.data,
-                    sa.literal(owner.id),
-                    sa.literal(now, records.c.created_at.type),
-                ),
-            )
+    owners = [u for u in usernames if u != "system"] or [owner.username]
+    for kind, items in rows.items():
+        # The demo goes through the same import as a user's file: checks, change events and all.
+        lines = "".join(
+            orjson.dumps({**item, "owner": rng.choice(owners)}).decode() + "\n" for item in items
         )
+        report = imports.import_records(ctx, owner, kind, io.StringIO(lines), fmt="jsonl")
+        if not report.ok:
+            raise RuntimeError(f"demo {kind} records were refused: {report.summary()}")
+        counts[kind] = report.imported
     return counts
 
 

@@ -380,7 +380,8 @@ def create_flow(
     confirm_count: int | None = None,
 ) -> FlowView:
     """Create a flow from YAML or JSON text. It starts as a draft; a document that says
-    `status: active` is started at once (with the start-list confirmation, see change_status)."""
+    `status: active` is started at once (with the start-list confirmation, see change_status).
+    The creator of a private flow is added to its members."""
     require_admin(actor, "create flows")
     definition = _parse(ctx, text, fmt=fmt, source=source)
     requested = definition.status
@@ -430,7 +431,11 @@ def create_flow(
                 created_at=now,
             )
         )
-        _set_members(conn, flow_id, definition.members)
+        # The admin who creates a private flow becomes a member, or it would vanish from them.
+        members = definition.members
+        if definition.visibility is Visibility.PRIVATE and actor.username not in members:
+            members = [*members, actor.username]
+        _set_members(conn, flow_id, members)
         _log(conn, ctx, actor, flow_id, None, FlowStatus.DRAFT.value, 1, "created")
     if requested is FlowStatus.ACTIVE:
         return change_status(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import sqlalchemy as sa
 
-from crmflow.engine.recordtypes import BUILTIN_TYPES
+from crmflow.engine.recordtypes import BUILTIN_TYPES, FieldDef, FieldType, RecordType
 from crmflow.services.context import Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import migrate
@@ -18,13 +21,16 @@ def upgrade_database(ctx: Context) -> None:
     migrate.upgrade(ctx.engine)
     now = ctx.now()
     with ctx.engine.begin() as conn:
-        present = set(
-            conn.execute(
-                sa.select(record_types.c.key).where(record_types.c.builtin.is_(True))
-            ).scalars()
-        )
+        present = {
+            row.key: row.fields
+            for row in conn.execute(
+                sa.select(record_types.c.key, record_types.c.fields).where(
+                    record_types.c.builtin.is_(True)
+                )
+            )
+        }
         for rtype in BUILTIN_TYPES.values():
-            fields = [f.as_dict() for f in rtype.fields]
+            fields = _merged_fields(rtype, present.get(rtype.key) or [])
             if rtype.key in present:
                 conn.execute(
                     record_types.update()
@@ -43,3 +49,19 @@ def upgrade_database(ctx: Context) -> None:
                     )
                 )
     ensure_system_user(ctx)
+
+
+def _merged_fields(shipped: RecordType, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The shipped fields of a built-in type, plus what the organisation added to it: its own
+    fields, and extra choices on built-in choice fields. An upgrade never drops either."""
+    stored_by_key = {f["key"]: FieldDef.from_dict(f) for f in stored}
+    merged: list[dict[str, Any]] = []
+    for field in shipped.fields:
+        mine = stored_by_key.pop(field.key, None)
+        if mine is not None and field.type is FieldType.CHOICE and mine.type is FieldType.CHOICE:
+            extra = tuple(c for c in mine.choices if c not in field.choices)
+            merged.append(replace(field, choices=field.choices + extra).as_dict())
+        else:
+            merged.append(field.as_dict())
+    merged.extend(f.as_dict() for f in stored_by_key.values())
+    return merged

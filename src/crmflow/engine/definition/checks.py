@@ -163,9 +163,9 @@ class FlowChecker:
                 self.add(f"{path}.ignore_year", "ignore_year applies to a date field only")
         elif isinstance(trigger, triggers.ScheduleTrigger | triggers.StartListTrigger):
             self.check_query(f"{path}.query", trigger.query)
-        elif isinstance(trigger, triggers.FollowUpTrigger):
-            for index, key in enumerate(trigger.from_flows):
-                self.check_flow_key(f"{path}.from_flows[{index}]", key, None)
+        # follow_up.from_flows is not checked against existing flows: a follow-up and the flow
+        # that starts it name each other, so one of them is always created before the other.
+        # The start_flow action, which does the starting, is checked.
 
     # -- steps -------------------------------------------------------------------------------
 
