@@ -58,7 +58,12 @@ def test_serve_demo_answers_with_docs_demo_logins_and_flows(
     log = tmp_path / "serve.log"
     with _serving(cli_env, REPO, log) as base:
         assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "crmflow"
-        assert httpx.get(f"{base}/docs").status_code == 200
+        docs = httpx.get(f"{base}/docs")
+        # The docs page works offline: Swagger UI comes from the package, not from a CDN.
+        assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+        assert "cdn" not in docs.text.lower()
+        bundle = httpx.get(f"{base}/static/swagger-ui/swagger-ui-bundle.js")
+        assert bundle.status_code == 200 and len(bundle.content) > 100_000
         token = httpx.post(
             f"{base}/api/auth/token", json={"username": "alice", "password": "alice-demo"}
         ).json()["token"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from crmflow import __version__
 from crmflow.api import flows, meta, queries, record_types, records, users
@@ -11,6 +15,8 @@ from crmflow.errors import AuthenticationError, CrmflowError
 from crmflow.services.context import Context
 
 __all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -21,8 +27,22 @@ def create_app(ctx: Context) -> FastAPI:
             "Process automation for CRMs. Every call needs `Authorization: Bearer <token>` "
             "(POST /api/auth/token exchanges a username and password for one)."
         ),
+        # The stock /docs page loads Swagger UI from a CDN; ours serves the vendored copy.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = ctx
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="crmflow API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
 
     @app.exception_handler(CrmflowError)
     def _crmflow_error(_request: Request, exc: CrmflowError) -> JSONResponse:
