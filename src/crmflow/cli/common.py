@@ -22,8 +22,8 @@ from crmflow.settings import Settings, get_settings
 
 __all__ = ["State", "console", "err_console", "print_json", "print_table", "reports_errors"]
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 

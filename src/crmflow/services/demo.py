@@ -84,7 +84,7 @@ def load_demo(ctx: Context) -> str:
     for path in sorted((folder / "queries").glob("*.yaml")):
         queries.load_query_file(ctx, alice, path)
     flow_count = _flows(ctx, alice, folder)
-    made = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    made = "records (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")"
     return f"loaded {len(DEMO_LOGINS)} users, {made}, {flow_count} flows"
 
 
