@@ -177,6 +177,25 @@ def test_starting_with_a_start_list_needs_the_count_confirmed(ctx: Context, admi
     assert "3 record(s)" in flows.flow_history(ctx, admin, "promo")[-1].note
 
 
+def test_a_record_in_two_start_lists_is_counted_once(ctx: Context, admin: Actor) -> None:
+    today = ctx.now().astimezone(ctx.zone).date()
+    recent = (today - timedelta(days=10)).isoformat()
+    old = (today - timedelta(days=400)).isoformat()
+    _contacts(ctx, [recent, recent, old])
+    for name, op in (("recent", ">="), ("everyone", "is not empty")):
+        condition = {"field": "client_since", "op": op}
+        if op == ">=":
+            condition["value"] = "today - 30 days"
+        queries.save_query(
+            ctx, admin, name=name, record_type="contact", filter={"all": [condition]}
+        )
+    two_lists = _promo("recent").replace(
+        "steps:", "  - type: start_list\n    query: everyone\nsteps:"
+    )
+    flows.create_flow(ctx, admin, two_lists)
+    assert flows.start_list_count(ctx, admin, "promo") == 3
+
+
 def test_a_flow_that_ran_cannot_be_deleted_but_a_draft_can(ctx: Context, admin: Actor) -> None:
     flows.create_flow(ctx, admin, WELCOME)
     flows.delete_flow(ctx, admin, "welcome")

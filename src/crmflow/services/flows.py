@@ -20,7 +20,7 @@ from crmflow.engine.validation import ValidationContext, flow_from_data, parse_f
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.permissions import require_admin
-from crmflow.services.queries import count_query
+from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog
 from crmflow.services.users import user_ids_by_name
 from crmflow.store.schema import (
@@ -217,51 +217,77 @@ def _inside(conn: sa.Connection, flow_id: int) -> int:
     )
 
 
-def _view(conn: sa.Connection, row: sa.Row[Any], *, with_document: bool = False) -> FlowView:
-    member_names = tuple(
-        conn.execute(
-            sa.select(users.c.username)
-            .join(flow_members, flow_members.c.user_id == users.c.id)
-            .where(flow_members.c.flow_id == row.id)
-            .order_by(users.c.username)
-        ).scalars()
-    )
-    owner = (
-        conn.execute(sa.select(users.c.username).where(users.c.id == row.owner_id)).scalar()
-        if row.owner_id
-        else None
-    )
-    document = None
+def _views(
+    conn: sa.Connection, rows: list[sa.Row[Any]], *, with_document: bool = False
+) -> list[FlowView]:
+    """Views of many flows with a fixed number of queries (not a few per flow)."""
+    ids = [r.id for r in rows]
+    if not ids:
+        return []
+    members: dict[int, list[str]] = {}
+    for m in conn.execute(
+        sa.select(flow_members.c.flow_id, users.c.username)
+        .join(users, users.c.id == flow_members.c.user_id)
+        .where(flow_members.c.flow_id.in_(ids))
+        .order_by(users.c.username)
+    ):
+        members.setdefault(m.flow_id, []).append(m.username)
+    owner_ids = {r.owner_id for r in rows if r.owner_id}
+    owners: dict[int, str] = {
+        r.id: r.username
+        for r in conn.execute(
+            sa.select(users.c.id, users.c.username).where(users.c.id.in_(owner_ids))
+        )
+    }
+    inside: dict[int, int] = {
+        r.flow_id: int(r.count)
+        for r in conn.execute(
+            sa.select(enrollments.c.flow_id, sa.func.count().label("count"))
+            .where(enrollments.c.flow_id.in_(ids), enrollments.c.status == "active")
+            .group_by(enrollments.c.flow_id)
+        )
+    }
+    documents: dict[int, dict[str, Any]] = {}
     if with_document:
-        document = conn.execute(
-            sa.select(flow_versions.c.document).where(
-                flow_versions.c.flow_id == row.id, flow_versions.c.version == row.current_version
-            )
-        ).scalar_one()
-        document = {**document, "status": row.status, "members": list(member_names)}
-    return FlowView(
-        id=row.id,
-        key=row.key,
-        name=row.name,
-        record_type=row.record_type,
-        status=FlowStatus(row.status),
-        version=row.current_version,
-        owner=owner,
-        visibility=Visibility(row.visibility),
-        members=member_names,
-        start_at=row.start_at,
-        archive_at=row.archive_at,
-        started_at=row.started_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        inside=_inside(conn, row.id),
-        document=document,
-    )
+        for r in rows:
+            documents[r.id] = conn.execute(
+                sa.select(flow_versions.c.document).where(
+                    flow_versions.c.flow_id == r.id, flow_versions.c.version == r.current_version
+                )
+            ).scalar_one()
+    return [
+        FlowView(
+            id=row.id,
+            key=row.key,
+            name=row.name,
+            record_type=row.record_type,
+            status=FlowStatus(row.status),
+            version=row.current_version,
+            owner=owners.get(row.owner_id),
+            visibility=Visibility(row.visibility),
+            members=tuple(members.get(row.id, ())),
+            start_at=row.start_at,
+            archive_at=row.archive_at,
+            started_at=row.started_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            inside=inside.get(row.id, 0),
+            # Status and members are kept outside the versioned document; put them back so the
+            # document reads as what the flow is now.
+            document=(
+                {**documents[row.id], "status": row.status, "members": members.get(row.id, [])}
+                if with_document
+                else None
+            ),
+        )
+        for row in rows
+    ]
 
 
 def get_flow(ctx: Context, actor: Actor, key: str, *, with_document: bool = True) -> FlowView:
     with ctx.engine.connect() as conn:
-        return _view(conn, _flow_row(conn, actor, key), with_document=with_document)
+        [view] = _views(conn, [_flow_row(conn, actor, key)], with_document=with_document)
+        return view
 
 
 def list_flows(
@@ -282,7 +308,7 @@ def list_flows(
         )
     )
     with ctx.engine.connect() as conn:
-        return [_view(conn, r) for r in conn.execute(query).all()]
+        return _views(conn, list(conn.execute(query).all()))
 
 
 def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict[str, Any]:
@@ -552,7 +578,9 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
 
 
 def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
-    """How many records the flow's start lists hold now (None when it has no start list)."""
+    """How many records the flow's start lists hold now (None when it has no start list).
+
+    A record in several start lists is counted once: it enters once."""
     flow = get_flow(ctx, actor, key)
     assert flow.document is not None
     definition = flow_from_data(
@@ -561,7 +589,10 @@ def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
     names = definition.start_list_queries()
     if not names:
         return None
-    return sum(count_query(ctx, name) for name in names)
+    with ctx.engine.connect() as conn:
+        selects = [matching_ids(ctx, conn, name) for name in names]
+        ids = (sa.union(*selects) if len(selects) > 1 else selects[0]).subquery()
+        return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
 
 def change_status(
