@@ -240,7 +240,7 @@ def _views(
         )
     }
     inside: dict[int, int] = {
-        r.flow_id: int(r.count)
+        r[0]: int(r[1])
         for r in conn.execute(
             sa.select(enrollments.c.flow_id, sa.func.count().label("count"))
             .where(enrollments.c.flow_id.in_(ids), enrollments.c.status == "active")
