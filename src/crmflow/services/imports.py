@@ -270,7 +270,9 @@ def records_insert(dialect: sa.Dialect) -> Any:
 
 def driver_time(dialect: sa.Dialect, value: datetime) -> Any:
     """`value` as the records' timestamp columns hand it to the database driver."""
-    processor = records.c.created_at.type.bind_processor(dialect)
+    # dialect_impl: on SQLite the column's own processor turns the datetime into the stored text
+    # once here, instead of sqlite3 adapting a datetime on every row.
+    processor = records.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     return processor(value) if processor is not None else value
 
 
