@@ -411,3 +411,26 @@ def test_reentry_and_assign_owner_options() -> None:
     found = paths(flow(reentry={"mode": "once_per_days"}, steps=[step(actions=[assign])]))
     assert "needs days" in found["reentry.days"].message
     assert "has no weight" in found["steps[0].actions[0].users[1]"].message
+
+
+def test_an_unknown_holiday_country_is_refused_when_the_flow_is_saved() -> None:
+    from crmflow.engine.recordtypes import type_catalog
+    from crmflow.engine.validation import ValidationContext, parse_flow
+    from crmflow.errors import InvalidInputError
+
+    text = """\
+schema_version: 1
+key: cal
+name: Calendar
+record_type: contact
+calendar:
+  holidays: QQ
+triggers: [{type: manual}]
+steps:
+  - key: note
+    actions: [{type: history, message: hi}]
+"""
+    with pytest.raises(InvalidInputError) as caught:
+        parse_flow(text, context=ValidationContext(record_types=type_catalog()), source="cal.yaml")
+    [problem] = [p for p in caught.value.problems if p.path == "calendar.holidays"]
+    assert problem.line == 6

@@ -17,7 +17,7 @@ def _weekdays() -> list[Weekday]:
 
 
 class QuietHours(Definition):
-    """No message leaves between `start` and `end` (local time); it waits for `end`.
+    """No step starts between `start` and `end` (local time): a step due then waits for `end`.
 
     `end` before `start` spans midnight (22:00 -> 07:00).
     """

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from crmflow.engine.calendars import calendar_problems
 from crmflow.engine.conditions import RECORD_META_FIELDS, check_condition, did_you_mean
 from crmflow.engine.definition import actions as act
 from crmflow.engine.definition import messaging as msg
@@ -134,12 +135,10 @@ class FlowChecker:
             self.add("reentry.days", "days only applies to mode once_per_days")
         calendar = flow.calendar
         if calendar is not None:
-            if not calendar.business_days:
-                self.add("calendar.business_days", "a calendar needs at least one business day")
+            # Unknown countries and subdivisions are caught at save time, not when a step runs.
+            self.problems.extend(calendar_problems(calendar, "calendar"))
             if calendar.quiet_hours and calendar.quiet_hours.start == calendar.quiet_hours.end:
                 self.add("calendar.quiet_hours", "quiet hours start and end at the same time")
-            if calendar.holiday_subdivision and not calendar.holidays:
-                self.add("calendar.holiday_subdivision", "a subdivision needs a holidays country")
 
     # -- triggers ----------------------------------------------------------------------------
 
