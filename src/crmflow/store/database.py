@@ -12,6 +12,9 @@ __all__ = ["create_db_engine", "is_postgres", "is_sqlite"]
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the sqlite3 module (which would only BEGIN at the first
+    # write, leaving reads outside the transaction); _sqlite_begin issues BEGIN itself.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers (the API) go on while the single writer commits; foreign keys are off by
     # default in SQLite; a busy timeout makes a second writer wait instead of failing at once.
@@ -22,6 +25,13 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock when the transaction starts, so a read-then-write
+    # (update a record, edit a flow) cannot interleave with another writer and lose its update:
+    # the second transaction waits (busy_timeout) and then reads what the first committed.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -30,6 +40,7 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         # We ship psycopg 3; accept plain postgresql:// URLs.
