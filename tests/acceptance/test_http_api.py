@@ -162,3 +162,28 @@ def test_members_cannot_change_flows(ctx: Context, admin: Actor, client: TestCli
     )
     assert refused.status_code == 403
     assert "only admins" in refused.json()["message"]
+
+
+def test_validate_does_not_reveal_private_flows_to_non_members(
+    ctx: Context, admin: Actor, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    make_user(ctx, "bogdan", "member")
+    private = WELCOME.replace(
+        "record_type: contact", "record_type: contact\nvisibility: private\nmembers: [bogdan]"
+    ).replace("key: welcome", "key: secret-plan")
+    yaml = {"Content-Type": "application/yaml"}
+    assert (
+        client.post("/api/flows", content=private, headers={**as_admin, **yaml}).status_code == 201
+    )
+    probe = WELCOME.replace(
+        "      - type: history",
+        "      - type: start_flow\n        flow: secret-pla\n      - type: history",
+    )
+    make_user(ctx, "eve", "admin")
+    outsider = {**_auth(ctx, admin, "eve"), **yaml}
+    answer = client.post("/api/flows/validate", content=probe, headers=outsider)
+    assert answer.status_code == 422
+    assert "secret-plan" not in answer.text
+    member = {**_auth(ctx, admin, "bogdan"), **yaml}
+    answer = client.post("/api/flows/validate", content=probe, headers=member)
+    assert "secret-plan" in answer.text  # a member is offered the did-you-mean

@@ -275,3 +275,53 @@ def test_private_flows_are_invisible_to_non_members(ctx: Context, admin: Actor) 
     # Several flows coexist, each separate: a public one is seen by everyone.
     flows.create_flow(ctx, admin, WELCOME)
     assert {f.key for f in flows.list_flows(ctx, andrei)} == {"service-orders", "welcome"}
+
+
+def test_start_at_without_an_offset_is_read_in_the_flow_time_zone(
+    ctx: Context, admin: Actor
+) -> None:
+    text = WELCOME.replace(
+        "record_type: contact",
+        "record_type: contact\ntimezone: America/New_York\nstart_at: 2026-12-01T09:00:00",
+    )
+    view = flows.create_flow(ctx, admin, text)
+    assert view.start_at is not None
+    assert view.start_at.isoformat() == "2026-12-01T14:00:00+00:00"
+
+
+def test_a_new_active_flow_with_an_unconfirmed_start_list_leaves_nothing_behind(
+    ctx: Context, admin: Actor
+) -> None:
+    queries.save_query(ctx, admin, name="six-months", record_type="contact", filter={})
+    _contacts(ctx, ["2026-01-01", "2026-01-02"])
+    active = _promo() + "status: active\n"
+    with pytest.raises(flows.ConfirmationRequiredError, match="2 record"):
+        flows.create_flow(ctx, admin, active)
+    assert flows.list_flows(ctx, admin) == []
+    view = flows.create_flow(ctx, admin, active, confirm_count=2)
+    assert view.status is FlowStatus.ACTIVE
+    assert [c.to_status for c in flows.flow_history(ctx, admin, "promo")] == ["draft", "active"]
+
+
+def test_pausing_with_records_inside_needs_their_number(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", A.START)
+    _enroll(ctx, "welcome", 3)
+    with pytest.raises(flows.ConfirmationRequiredError, match=r"3 record.*frozen"):
+        flows.change_status(ctx, admin, "welcome", A.PAUSE)
+    paused = flows.change_status(ctx, admin, "welcome", A.PAUSE, confirm_inside=3)
+    assert paused.status is FlowStatus.PAUSED
+
+
+def test_membership_changes_are_in_the_history(ctx: Context, admin: Actor) -> None:
+    make_user(ctx, "bogdan", "member")
+    make_user(ctx, "andrei", "member")
+    flows.create_flow(ctx, admin, PRIVATE)
+    flows.add_member(ctx, admin, "service-orders", "andrei")
+    flows.remove_member(ctx, admin, "service-orders", "andrei")
+    notes = [c.note for c in flows.flow_history(ctx, admin, "service-orders")]
+    assert notes[-2:] == ["member added: andrei", "member removed: andrei"]
+    view = flows.remove_member(ctx, admin, "service-orders", admin.username)
+    assert admin.username not in view.members
+    # The owner of a private flow always sees it, member or not.
+    assert flows.get_flow(ctx, admin, "service-orders").owner == admin.username

@@ -65,11 +65,11 @@ def create_flow(
 
 
 @router.post("/validate", openapi_extra=_DOC_BODY)
-def validate_flow(ctx: ServiceContext, _actor: CurrentActor, body: Body) -> dict[str, Any]:
+def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: Body) -> dict[str, Any]:
     """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
     text, content_type = body
     definition = flows.validate_flow_text(
-        ctx, text, fmt=_format(content_type), source="request body"
+        ctx, actor, text, fmt=_format(content_type), source="request body"
     )
     return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
 
@@ -121,8 +121,14 @@ def start(
 
 
 @router.post("/{key}/pause")
-def pause(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
-    return flows.change_status(ctx, actor, key, LifecycleAction.PAUSE).as_dict()
+def pause(
+    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
+) -> dict[str, Any]:
+    """Pause: the records inside are frozen at their step. With records inside, the 409 answer
+    says how many; call again with `confirm_inside` set to that number."""
+    return flows.change_status(
+        ctx, actor, key, LifecycleAction.PAUSE, confirm_inside=confirm_inside
+    ).as_dict()
 
 
 @router.post("/{key}/resume")

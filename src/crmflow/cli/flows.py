@@ -28,7 +28,7 @@ def _validation_context_or_builtins() -> ValidationContext:
     """The database's names when it is set up; otherwise the built-in record types only, so
     that `validate` also works in a Git checkout with no database."""
     try:
-        return flows.validation_context(state.context)
+        return flows.validation_context(state.context, state.actor)
     except Exception:  # no database, or not migrated
         from crmflow.engine.recordtypes import type_catalog
 
@@ -183,9 +183,14 @@ def _lifecycle(action: LifecycleAction, key: str, confirm_inside: int | None = N
 
 @app.command("pause")
 @reports_errors
-def pause(key: str) -> None:
+def pause(
+    key: str,
+    confirm_inside: Annotated[
+        int | None, typer.Option(help="The number of records inside, which are frozen")
+    ] = None,
+) -> None:
     """Pause: records inside are frozen at their step; nobody enters."""
-    _lifecycle(LifecycleAction.PAUSE, key)
+    _lifecycle(LifecycleAction.PAUSE, key, confirm_inside)
 
 
 @app.command("resume")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -136,9 +137,22 @@ def _iso(value: datetime | None) -> str | None:
 # -- validation --------------------------------------------------------------------------------
 
 
-def validation_context(ctx: Context, *, excluding_flow: str | None = None) -> ValidationContext:
+def _visible_to(actor: Actor) -> sa.ColumnElement[bool]:
+    """The flows `actor` can see: every public flow, and private ones they own or belong to."""
+    mine = sa.select(flow_members.c.flow_id).where(flow_members.c.user_id == actor.id)
+    return sa.or_(
+        flows.c.visibility == Visibility.PUBLIC.value,
+        flows.c.owner_id == actor.id,
+        flows.c.id.in_(mine),
+    )
+
+
+def validation_context(
+    ctx: Context, actor: Actor, *, excluding_flow: str | None = None
+) -> ValidationContext:
     """What the validator may check names against: this organisation's types, users, groups,
-    saved queries and other flows."""
+    saved queries, and the other flows `actor` can see (a private flow's name must not leak
+    through a "did you mean" to someone who cannot see it)."""
     with ctx.engine.connect() as conn:
         usernames = frozenset(conn.execute(sa.select(users.c.username)).scalars())
         group_names = frozenset(conn.execute(sa.select(groups.c.name)).scalars())
@@ -148,7 +162,9 @@ def validation_context(ctx: Context, *, excluding_flow: str | None = None) -> Va
         }
         other_flows = {
             r.key: r.record_type
-            for r in conn.execute(sa.select(flows.c.key, flows.c.record_type))
+            for r in conn.execute(
+                sa.select(flows.c.key, flows.c.record_type).where(_visible_to(actor))
+            )
             if r.key != excluding_flow
         }
     return ValidationContext(
@@ -163,21 +179,27 @@ def validation_context(ctx: Context, *, excluding_flow: str | None = None) -> Va
 
 def _parse(
     ctx: Context,
+    actor: Actor,
     source_text: str,
     *,
     fmt: SourceFormat | None,
     source: str,
     excluding_flow: str | None = None,
 ) -> FlowDefinition:
-    context = validation_context(ctx, excluding_flow=excluding_flow)
+    context = validation_context(ctx, actor, excluding_flow=excluding_flow)
     return parse_flow(source_text, context=context, source=source, fmt=fmt)
 
 
 def validate_flow_text(
-    ctx: Context, text: str, *, fmt: SourceFormat | None = None, source: str = "<input>"
+    ctx: Context,
+    actor: Actor,
+    text: str,
+    *,
+    fmt: SourceFormat | None = None,
+    source: str = "<input>",
 ) -> FlowDefinition:
     """Validate without saving (raises InvalidInputError with every problem)."""
-    return _parse(ctx, text, fmt=fmt, source=source)
+    return _parse(ctx, actor, text, fmt=fmt, source=source)
 
 
 def _detect_format(text: str, fmt: SourceFormat | None) -> SourceFormat:
@@ -200,21 +222,15 @@ def _visible(conn: sa.Connection, actor: Actor, row: sa.Row[Any]) -> bool:
     return member is not None
 
 
-def _flow_row(conn: sa.Connection, actor: Actor, key: str) -> sa.Row[Any]:
-    row = conn.execute(sa.select(flows).where(flows.c.key == key)).first()
+def _flow_row(
+    conn: sa.Connection, actor: Actor, key: str, *, for_update: bool = False
+) -> sa.Row[Any]:
+    query = sa.select(flows).where(flows.c.key == key)
+    # FOR UPDATE: an edit and a status change of the same flow happen one after the other.
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     if row is None or not _visible(conn, actor, row):
         raise NotFoundError(f"no flow with key {key!r} that you can see (see `crmflow flows list`)")
     return row
-
-
-def _inside(conn: sa.Connection, flow_id: int) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(enrollments)
-            .where(enrollments.c.flow_id == flow_id, enrollments.c.status == "active")
-        ).scalar_one()
-    )
 
 
 def _views(
@@ -294,19 +310,11 @@ def list_flows(
     ctx: Context, actor: Actor, *, status: FlowStatus | None = None, record_type: str | None = None
 ) -> list[FlowView]:
     """The flows `actor` can see: every public flow, and private flows they own or belong to."""
-    query = sa.select(flows).order_by(flows.c.key)
+    query = sa.select(flows).where(_visible_to(actor)).order_by(flows.c.key)
     if status is not None:
         query = query.where(flows.c.status == status.value)
     if record_type is not None:
         query = query.where(flows.c.record_type == record_type)
-    mine = sa.select(flow_members.c.flow_id).where(flow_members.c.user_id == actor.id)
-    query = query.where(
-        sa.or_(
-            flows.c.visibility == Visibility.PUBLIC.value,
-            flows.c.owner_id == actor.id,
-            flows.c.id.in_(mine),
-        )
-    )
     with ctx.engine.connect() as conn:
         return _views(conn, list(conn.execute(query).all()))
 
@@ -396,6 +404,39 @@ def _stored_document(definition: FlowDefinition) -> dict[str, Any]:
     return document
 
 
+def _aware(value: datetime | None, definition: FlowDefinition, ctx: Context) -> datetime | None:
+    """start_at / archive_at written without an offset are read in the flow's time zone (or,
+    without one, the organisation's), as a person writing `2026-12-01T09:00` means."""
+    if value is None or value.tzinfo is not None:
+        return value
+    zone = ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
+    return value.replace(tzinfo=zone)
+
+
+def _check_start_list(
+    ctx: Context, key: str, names: list[str], confirm_count: int | None
+) -> int | None:
+    """The start-list size, or ConfirmationRequiredError unless `confirm_count` matches it."""
+    if not names:
+        return None
+    count = _start_list_size(ctx, names)
+    if confirm_count == count:
+        return count
+    if confirm_count is None:
+        message = (
+            f"starting {key!r} enters the {count} record(s) of its start list; "
+            "confirm that number to start"
+        )
+    else:
+        message = (
+            f"the start list of {key!r} holds {count} record(s) now, not {confirm_count}; "
+            f"check the list and confirm {count} to start"
+        )
+    raise ConfirmationRequiredError(
+        message, count=count, confirm_with=f"crmflow flows start {key} --confirm {count}"
+    )
+
+
 def create_flow(
     ctx: Context,
     actor: Actor,
@@ -406,10 +447,11 @@ def create_flow(
     confirm_count: int | None = None,
 ) -> FlowView:
     """Create a flow from YAML or JSON text. It starts as a draft; a document that says
-    `status: active` is started at once (with the start-list confirmation, see change_status).
+    `status: active` is started at once, and then its start-list count must be confirmed
+    (checked before anything is written, so a refused start leaves nothing behind).
     The creator of a private flow is added to its members."""
     require_admin(actor, "create flows")
-    definition = _parse(ctx, text, fmt=fmt, source=source)
+    definition = _parse(ctx, actor, text, fmt=fmt, source=source)
     requested = definition.status
     if requested not in (FlowStatus.DRAFT, FlowStatus.ACTIVE):
         raise InvalidInputError(
@@ -423,50 +465,56 @@ def create_flow(
                 )
             ],
         )
-    now = ctx.now()
-    with ctx.engine.begin() as conn:
-        if conn.execute(sa.select(flows.c.id).where(flows.c.key == definition.key)).first():
-            raise ConflictError(
-                f"a flow with key {definition.key!r} already exists; edit it with "
-                f"`crmflow flows edit {definition.key} FILE` or choose another key"
-            )
-        flow_id = conn.execute(
-            flows.insert().values(
-                key=definition.key,
-                name=definition.name,
-                record_type=definition.record_type,
-                status=FlowStatus.DRAFT.value,
-                current_version=1,
-                owner_id=_owner_id(conn, definition, actor),
-                visibility=definition.visibility.value,
-                start_at=definition.start_at,
-                archive_at=definition.archive_at,
-                created_by=actor.id,
-                created_at=now,
-                updated_at=now,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            flow_versions.insert().values(
-                flow_id=flow_id,
-                version=1,
-                document=_stored_document(definition),
-                source=text,
-                source_format=_detect_format(text, fmt),
-                created_by=actor.id,
-                created_at=now,
-            )
-        )
-        # The admin who creates a private flow becomes a member, or it would vanish from them.
-        members = definition.members
-        if definition.visibility is Visibility.PRIVATE and actor.username not in members:
-            members = [*members, actor.username]
-        _set_members(conn, flow_id, members)
-        _log(conn, ctx, actor, flow_id, None, FlowStatus.DRAFT.value, 1, "created")
+    note = ""
     if requested is FlowStatus.ACTIVE:
-        return change_status(
-            ctx, actor, definition.key, LifecycleAction.START, confirm_count=confirm_count
+        count = _check_start_list(
+            ctx, definition.key, definition.start_list_queries(), confirm_count
         )
+        note = f"start list confirmed: {count} record(s)" if count is not None else ""
+    now = ctx.now()
+    members = definition.members
+    if definition.visibility is Visibility.PRIVATE and actor.username not in members:
+        # The admin who creates a private flow becomes a member, or it would vanish from them.
+        members = [*members, actor.username]
+    try:
+        with ctx.engine.begin() as conn:
+            flow_id = conn.execute(
+                flows.insert().values(
+                    key=definition.key,
+                    name=definition.name,
+                    record_type=definition.record_type,
+                    status=requested.value,
+                    current_version=1,
+                    owner_id=_owner_id(conn, definition, actor),
+                    visibility=definition.visibility.value,
+                    start_at=_aware(definition.start_at, definition, ctx),
+                    archive_at=_aware(definition.archive_at, definition, ctx),
+                    started_at=now if requested is FlowStatus.ACTIVE else None,
+                    created_by=actor.id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            conn.execute(
+                flow_versions.insert().values(
+                    flow_id=flow_id,
+                    version=1,
+                    document=_stored_document(definition),
+                    source=text,
+                    source_format=_detect_format(text, fmt),
+                    created_by=actor.id,
+                    created_at=now,
+                )
+            )
+            _set_members(conn, flow_id, members)
+            _log(conn, ctx, actor, flow_id, None, FlowStatus.DRAFT.value, 1, "created")
+            if requested is FlowStatus.ACTIVE:
+                _log(conn, ctx, actor, flow_id, "draft", requested.value, 1, note)
+    except sa.exc.IntegrityError:
+        raise ConflictError(
+            f"a flow with key {definition.key!r} already exists; edit it with "
+            f"`crmflow flows edit {definition.key} FILE` or choose another key"
+        ) from None
     return get_flow(ctx, actor, definition.key)
 
 
@@ -482,9 +530,9 @@ def update_flow(
     """Edit a flow: a draft is replaced in place; a paused or archived flow gets a new version
     (the old one is kept); an active or draining flow is locked."""
     require_admin(actor, "change flows")
-    definition = _parse(ctx, text, fmt=fmt, source=source, excluding_flow=key)
+    definition = _parse(ctx, actor, text, fmt=fmt, source=source, excluding_flow=key)
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key)
+        row = _flow_row(conn, actor, key, for_update=True)
         current = FlowStatus(row.status)
         mode = edit_mode(current)
         problems = []
@@ -546,15 +594,18 @@ def update_flow(
                 current_version=version,
                 owner_id=_owner_id(conn, definition, actor),
                 visibility=definition.visibility.value,
-                start_at=definition.start_at,
-                archive_at=definition.archive_at,
+                start_at=_aware(definition.start_at, definition, ctx),
+                archive_at=_aware(definition.archive_at, definition, ctx),
                 updated_at=now,
             )
         )
         if "members" in definition.model_fields_set:
             _set_members(conn, row.id, definition.members)
         _log(conn, ctx, actor, row.id, current.value, current.value, version, note)
-    return get_flow(ctx, actor, key)
+        # Built inside the transaction and without the visibility check: an edit that takes the
+        # editor out of a private flow's members still succeeded and says so.
+        [view] = _views(conn, [conn.execute(sa.select(flows).where(flows.c.id == row.id)).one()])
+    return view
 
 
 def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
@@ -577,22 +628,36 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
         conn.execute(flows.delete().where(flows.c.id == row.id))
 
 
-def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
-    """How many records the flow's start lists hold now (None when it has no start list).
-
-    A record in several start lists is counted once: it enters once."""
-    flow = get_flow(ctx, actor, key)
-    assert flow.document is not None
-    definition = flow_from_data(
-        flow.document, context=validation_context(ctx, excluding_flow=key), source=key
-    )
-    names = definition.start_list_queries()
-    if not names:
-        return None
+def _start_list_size(ctx: Context, names: list[str]) -> int:
+    """How many distinct records the saved queries `names` select now (a record in two start
+    lists enters once)."""
     with ctx.engine.connect() as conn:
         selects = [matching_ids(ctx, conn, name) for name in names]
         ids = (sa.union(*selects) if len(selects) > 1 else selects[0]).subquery()
         return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+
+
+def _start_list_names(document: Mapping[str, Any]) -> list[str]:
+    return [
+        str(t["query"]) for t in document.get("triggers") or () if t.get("type") == "start_list"
+    ]
+
+
+def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
+    """How many records the flow's start lists hold now (None when it has no start list)."""
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    names = _start_list_names(flow.document)
+    return _start_list_size(ctx, names) if names else None
+
+
+# Pausing freezes the records inside and archiving stops them where they are: both need the
+# admin to say how many records that is (DESIGN: "cannot be deactivated or archived without
+# saying how many are inside"). Draining lets them finish, so it needs no confirmation.
+_STOPS_RECORDS = {
+    LifecycleAction.PAUSE: "will be frozen at their step",
+    LifecycleAction.ARCHIVE: "will stop where they are (or drain it so they finish first)",
+}
 
 
 def change_status(
@@ -608,62 +673,48 @@ def change_status(
     """Apply a lifecycle action.
 
     Starting a flow that has a start list needs `confirm_count` equal to the number of records
-    the list holds now (ConfirmationRequiredError tells the number). Archiving a flow with records
-    inside needs `confirm_inside` equal to that number.
+    the list holds now (ConfirmationRequiredError tells the number). Pausing or archiving a flow
+    with records inside needs `confirm_inside` equal to that number.
     """
     require_admin(actor, f"{action.value} flows")
-    with ctx.engine.connect() as conn:
-        row = _flow_row(conn, actor, key)
-        current = FlowStatus(row.status)
-        target = next_status(current, action)
-        inside = _inside(conn, row.id)
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    current = flow.status
+    target = next_status(current, action)
     if action is LifecycleAction.START:
-        count = start_list_count(ctx, actor, key)
-        if count is not None and confirm_count != count:
-            if confirm_count is None:
-                message = (
-                    f"starting {key!r} enters the {count} record(s) of its start list; "
-                    f"confirm that number to start"
-                )
-            else:
-                message = (
-                    f"the start list of {key!r} holds {count} record(s) now, not {confirm_count}; "
-                    f"check the list and confirm {count} to start"
-                )
-            raise ConfirmationRequiredError(
-                message, count=count, confirm_with=f"crmflow flows start {key} --confirm {count}"
-            )
+        count = _check_start_list(ctx, key, _start_list_names(flow.document), confirm_count)
         if count is not None:
             note = note or f"start list confirmed: {count} record(s)"
-    if action is LifecycleAction.ARCHIVE and inside and confirm_inside != inside:
+    if action in _STOPS_RECORDS and flow.inside and confirm_inside != flow.inside:
         raise ConfirmationRequiredError(
-            f"{inside} record(s) are inside {key!r} and will stop where they are; "
-            f"confirm that number to archive (or drain it so they finish first)",
-            count=inside,
-            confirm_with=f"crmflow flows archive {key} --confirm-inside {inside}",
+            f"{flow.inside} record(s) are inside {key!r} and {_STOPS_RECORDS[action]}; "
+            f"confirm that number to {action.value}",
+            count=flow.inside,
+            confirm_with=f"crmflow flows {action.value} {key} --confirm-inside {flow.inside}",
         )
     now = ctx.now()
     with ctx.engine.begin() as conn:
         # Compare-and-set on the status, so two admins cannot both apply a change from the same
         # status: the second one sees the new status and is refused with the reason.
         values: dict[str, Any] = {"status": target.value, "updated_at": now}
-        if target is FlowStatus.ACTIVE and row.started_at is None:
+        if target is FlowStatus.ACTIVE and flow.started_at is None:
             values["started_at"] = now
         changed = conn.execute(
             flows.update()
-            .where(flows.c.id == row.id, flows.c.status == current.value)
+            .where(flows.c.id == flow.id, flows.c.status == current.value)
             .values(**values)
         ).rowcount
         if changed != 1:
             raise ConflictError(f"flow {key!r} changed status meanwhile; look again and retry")
-        _log(conn, ctx, actor, row.id, current.value, target.value, row.current_version, note)
+        _log(conn, ctx, actor, flow.id, current.value, target.value, flow.version, note)
     return get_flow(ctx, actor, key)
 
 
 def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
+    """Give `username` access to a (private) flow; recorded in the flow's history."""
     require_admin(actor, "change flow members")
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key)
+        row = _flow_row(conn, actor, key, for_update=True)
         ids = user_ids_by_name(conn, {username})
         if username not in ids:
             raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
@@ -674,7 +725,18 @@ def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
         ).first()
         if present is None:
             conn.execute(flow_members.insert().values(flow_id=row.id, user_id=ids[username]))
-    return get_flow(ctx, actor, key)
+            _log(
+                conn,
+                ctx,
+                actor,
+                row.id,
+                row.status,
+                row.status,
+                row.current_version,
+                f"member added: {username}",
+            )
+        [view] = _views(conn, [row])
+    return view
 
 
 def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
@@ -687,18 +749,32 @@ def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowVi
     if flow.visibility is Visibility.PRIVATE:
         flow_from_data(
             {**flow.document, "members": remaining},
-            context=validation_context(ctx, excluding_flow=key),
+            context=validation_context(ctx, actor, excluding_flow=key),
             source=f"flow {key!r} without member {username!r}",
         )
     with ctx.engine.begin() as conn:
+        row = _flow_row(conn, actor, key, for_update=True)
         ids = user_ids_by_name(conn, {username})
         if username in ids:
-            conn.execute(
+            removed = conn.execute(
                 flow_members.delete().where(
-                    flow_members.c.flow_id == flow.id, flow_members.c.user_id == ids[username]
+                    flow_members.c.flow_id == row.id, flow_members.c.user_id == ids[username]
                 )
-            )
-    return get_flow(ctx, actor, key)
+            ).rowcount
+            if removed:
+                _log(
+                    conn,
+                    ctx,
+                    actor,
+                    row.id,
+                    row.status,
+                    row.status,
+                    row.current_version,
+                    f"member removed: {username}",
+                )
+        # Without the visibility check: removing yourself succeeded, and says so once more.
+        [view] = _views(conn, [row])
+    return view
 
 
 def flow_document(ctx: Context, actor: Actor, key: str) -> Mapping[str, Any]:
