@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from crmflow.cli import flows, queries, records, users
+from crmflow.cli import flows, queries, records, simulate, users
 from crmflow.cli.common import console, err_console, print_json, reports_errors, state
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(records.types_app, name="types")
 app.add_typer(records.records_app, name="records")
 app.add_typer(queries.app, name="queries")
 app.add_typer(flows.app, name="flows")
+app.command("simulate")(simulate.simulate)
 
 
 @app.callback()

@@ -1,0 +1,166 @@
+"""`crmflow simulate FLOW --record FILE --until "30 days"`: a flow in virtual time, for one record.
+
+Nothing is stored or sent, and no database is needed: the flow is checked against the built-in
+record types plus the YAML types in a `types/` folder beside the flow (or `examples/types`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+
+from crmflow.cli.common import console, print_json, print_table, reports_errors
+from crmflow.engine.recordtypes import RecordType, type_catalog
+from crmflow.engine.source import parse_source
+from crmflow.engine.validation import ValidationContext, parse_flow
+from crmflow.errors import InvalidInputError, Problem
+
+__all__ = ["parse_until", "simulate"]
+
+_SPAN = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week)s?\s*$", re.IGNORECASE)
+
+
+def _instant(text: str, zone: ZoneInfo, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            what, [Problem("", f"{text!r} is not a date-time", "write 2026-06-01T09:00")]
+        ) from None
+    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+
+
+def parse_until(text: str, start: datetime, zone: ZoneInfo) -> datetime:
+    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` after `start`, or an ISO date-time."""
+    match = _SPAN.match(text)
+    if match is None:
+        if text[:1].isdigit() and "-" in text:
+            return _instant(text, zone, "--until")
+        raise InvalidInputError(
+            "--until",
+            [Problem("", f"{text!r} is not a span", 'write "30 days", "2 weeks" or a date-time')],
+        )
+    amount, unit = int(match.group(1)), match.group(2).lower()
+    return start + timedelta(**{f"{unit}s": amount})
+
+
+def _record_types(flow_file: Path) -> dict[str, RecordType]:
+    extra: dict[str, RecordType] = {}
+    for folder in (Path("examples") / "types", flow_file.parent / "types"):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            data = parse_source(path.read_text(encoding="utf-8"), source=str(path)).data
+            extra[data["key"]] = RecordType.from_dict(data)
+    return type_catalog(extra.values())
+
+
+def _decisions(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    problems = []
+    for item in items:
+        step, sep, button = item.partition("=")
+        if not sep or not step.strip() or not button.strip():
+            problems.append(
+                Problem("--decide", f"{item!r} is not step=button", "e.g. manager=refuse")
+            )
+            continue
+        out[step.strip()] = button.strip()
+    if problems:
+        raise InvalidInputError("the decisions", problems)
+    return out
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    if name:
+        return ZoneInfo(name)
+    try:
+        from crmflow.settings import get_settings
+
+        return get_settings().zone
+    except Exception:  # settings that do not load should not stop a dry run
+        return ZoneInfo("UTC")
+
+
+@reports_errors
+def simulate(
+    flow_file: Annotated[
+        Path, typer.Argument(metavar="FLOW", exists=True, dir_okay=False, help="A flow file.")
+    ],
+    record: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help='A record: {"record_type", "owner", "values"}.'
+        ),
+    ],
+    until: Annotated[
+        str, typer.Option(help='How long: "30 days", "2 weeks", or a date-time.')
+    ] = "30 days",
+    start: Annotated[
+        str | None, typer.Option(help="Virtual start (ISO date-time; default: now).")
+    ] = None,
+    decide: Annotated[
+        list[str] | None,
+        typer.Option(help="step=button: the button pressed at an approval (default: the first)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run a flow for one record in virtual time and print what would happen, and when.
+
+    Nothing is stored or sent.
+    """
+    from crmflow.engine.simulation import sample_record
+    from crmflow.engine.simulation import simulate as run_simulation
+
+    types = _record_types(flow_file)
+    definition = parse_flow(
+        flow_file.read_text(encoding="utf-8"),
+        context=ValidationContext(record_types=types),
+        source=str(flow_file),
+        fmt="json" if flow_file.suffix.lower() == ".json" else None,
+    )
+    zone = _zone(definition.timezone)
+    begin = _instant(start, zone, "--start") if start else datetime.now(UTC)
+    end = parse_until(until, begin, zone)
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"the record file {record}",
+            [Problem("", f"is not JSON: {exc.msg} (line {exc.lineno})")],
+        ) from None
+    record_type = types[definition.record_type]
+    snapshot = sample_record(data, record_type, now=begin, zone=zone)
+    result = run_simulation(
+        definition,
+        snapshot,
+        start=begin,
+        until=end,
+        zone=zone,
+        decisions=_decisions(decide or []),
+        record_type=record_type,
+    )
+    if as_json:
+        print_json(result.as_dict())
+        return
+    rows = [
+        (
+            entry.at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            entry.step or "",
+            entry.action or "",
+            entry.status,
+            entry.text,
+        )
+        for entry in result.timeline
+    ]
+    print_table(
+        f"{definition.key}: simulated from {begin.astimezone(zone):%Y-%m-%d %H:%M} to "
+        f"{end.astimezone(zone):%Y-%m-%d %H:%M} {zone.key} (nothing is stored or sent)",
+        ["when", "step", "action", "status", "what"],
+        rows,
+    )
+    console.print(f"stopped: {result.stopped}", highlight=False)

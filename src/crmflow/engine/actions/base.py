@@ -1,0 +1,93 @@
+"""What an action runner receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from crmflow.engine.calendars import BusinessCalendar
+from crmflow.engine.commands import Command
+from crmflow.engine.definition import Step
+from crmflow.engine.recordtypes import RecordType, normalise_value
+from crmflow.engine.steps.clock import after
+from crmflow.engine.steps.scope import EvaluationError, Scope
+from crmflow.engine.templates import is_template
+
+__all__ = ["ActionContext", "ActionResult"]
+
+
+@dataclass
+class ActionContext:
+    """The step run an action belongs to; `scope.record` is the record after earlier actions."""
+
+    scope: Scope
+    step: Step
+    step_vars: Mapping[str, Any]
+    enrollment_id: int
+    step_run: int
+    calendar: BusinessCalendar
+    record_type: RecordType | None = None
+
+    @property
+    def now(self) -> datetime:
+        return self.scope.now
+
+    def ids(self, index: int, key: str | None) -> dict[str, Any]:
+        """The fields every command of this action carries."""
+        return {
+            "enrollment_id": self.enrollment_id,
+            "step_key": self.step.key,
+            "step_run": self.step_run,
+            "action_index": index,
+            "action_key": key,
+        }
+
+    def render(self, text: str, variables: Mapping[str, str] | None = None) -> str:
+        return self.scope.render(text, step=self.step_vars, variables=variables)
+
+    def values(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Field values computed and, when the record type is known, checked and converted."""
+        out: dict[str, Any] = {}
+        for name, given in raw.items():
+            value = self.scope.value(given, step=self.step_vars)
+            out[name] = self.stored(
+                name, value, from_text=isinstance(given, str) and is_template(given)
+            )
+        return out
+
+    def stored(self, name: str, value: Any, *, from_text: bool = False) -> Any:
+        """`value` in the form the record keeps for field `name` (EvaluationError when it can't)."""
+        if self.record_type is None:
+            return value
+        fdef = self.record_type.field(name)
+        if fdef is None:
+            raise EvaluationError(f"the {self.record_type.key} record type has no field {name!r}")
+        if value is None or (from_text and isinstance(value, str) and not value.strip()):
+            if fdef.required:
+                raise EvaluationError(f"{name} is required and may not be emptied")
+            return None
+        try:
+            return normalise_value(fdef, value, zone=self.scope.zone, from_text=from_text)
+        except ValueError as exc:
+            raise EvaluationError(f"{name}: {exc}") from None
+
+    def days_later(self, days: int, *, business_days: bool = False) -> datetime:
+        return after(
+            days,
+            "days",
+            self.now,
+            business_days=business_days,
+            record=self.scope.record.values,
+            zone=self.scope.zone,
+            calendar=self.scope.flow.calendar,
+        )
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    commands: tuple[Command, ...]
+    detail: str
+    record_updates: Mapping[str, Any] = field(default_factory=dict)
+    end_reason: str | None = None  # end_flow: the flow ends after this step's actions

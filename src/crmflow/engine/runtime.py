@@ -1,0 +1,225 @@
+"""Runtime state of the engine, separate from the flow definitions it runs.
+
+An enrollment is one record going through one version of one flow. Its state says where the
+record is (the current step, and when that step became current), what it waits for (a time, an
+event, a condition, a person's decision) and how it ended. The store persists it as columns (the
+fields the worker filters on: status, due_at, step_key) plus the JSON of `model_dump(mode="json")`;
+`EnrollmentState.model_validate(data)` reads it back.
+
+Events are what wakes an enrollment: a timer firing, a change of the record, a person's decision.
+The step-run log says what each step run and each of its actions did, in words a user can read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "STATE_SCHEMA_VERSION",
+    "ActionLog",
+    "ActionStatus",
+    "ButtonChoice",
+    "DecisionMade",
+    "EnrollmentState",
+    "EnrollmentStatus",
+    "Event",
+    "RecordChanged",
+    "RecordSnapshot",
+    "StepRunLog",
+    "StepStatus",
+    "TimerFired",
+    "WaitKind",
+    "Waiting",
+]
+
+STATE_SCHEMA_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"  # moving, or due to move at `due_at`
+    WAITING = "waiting"  # held for an event, a condition or a decision
+    FINISHED = "finished"  # reached the end (an end step, the last step, or end_flow)
+    LEFT = "left"  # left before the end: goal reached, no branch applied, record deleted
+    CANCELLED = "cancelled"  # stopped by crmflow or a person: loop guard, missing step, by hand
+
+    @property
+    def is_over(self) -> bool:
+        return self in _OVER
+
+
+_OVER = frozenset({EnrollmentStatus.FINISHED, EnrollmentStatus.LEFT, EnrollmentStatus.CANCELLED})
+
+
+class WaitKind(StrEnum):
+    TIMER = "timer"  # the current step starts at `due_at` (None: a date the record lacks)
+    EVENT = "event"  # the step starts when its event timing fires, or at the timeout
+    CONDITION = "condition"  # a wait step runs until `until` holds / `fields` change, or timeout
+    APPROVAL = "approval"  # an approval step waits for a person to press one of its buttons
+
+
+class ButtonChoice(_Frozen):
+    key: str
+    label: str
+    comment_required: bool = False
+
+
+class Waiting(_Frozen):
+    """What the current step waits for; `description` is shown to users as is."""
+
+    kind: WaitKind
+    description: str = ""
+    buttons: tuple[ButtonChoice, ...] = ()
+    asked_of: str | None = None  # approvals: who decides (a username or `group:<name>`)
+
+
+class EnrollmentState(_Frozen):
+    schema_version: int = STATE_SCHEMA_VERSION
+    enrollment_id: int
+    flow_key: str
+    flow_version: int
+    record_id: int
+    status: EnrollmentStatus = EnrollmentStatus.ACTIVE
+    step_key: str | None = None
+    step_since: datetime | None = None  # when the current step became current
+    due_at: datetime | None = None  # when it runs (or times out); None: nothing scheduled
+    waiting: Waiting | None = None
+    # Every step visited (run or skipped) takes the next run number; a run that waits (approval,
+    # wait step) keeps its number in `current_run` until it completes.
+    step_runs: int = 0
+    current_run: int | None = None
+    deadline_at: datetime | None = None  # the current step's deadline, when it has one
+    emails_sent: int = 0
+    entered_at: datetime
+    finished_at: datetime | None = None
+    end_reason: str = ""
+
+    @property
+    def is_over(self) -> bool:
+        return self.status.is_over
+
+
+@dataclass(frozen=True)
+class RecordSnapshot:
+    """The record as the engine sees it: its field values plus the fields every record has.
+
+    `values` should hold every field of the record type (None when empty): a condition on a
+    field that is missing altogether fails to evaluate (and counts as false).
+    """
+
+    id: int
+    type: str
+    values: Mapping[str, Any]
+    owner: str | int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def with_values(
+        self, updates: Mapping[str, Any], *, at: datetime | None = None
+    ) -> RecordSnapshot:
+        merged = {**self.values, **updates}
+        return replace(self, values=merged, updated_at=at or self.updated_at)
+
+    def variables(self) -> dict[str, Any]:
+        """`record` as conditions and templates see it."""
+        return {
+            **self.values,
+            "id": self.id,
+            "type": self.type,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """The worker found the enrollment due (`advance` checks that it really is)."""
+
+    kind: Literal["timer"] = "timer"
+
+
+@dataclass(frozen=True)
+class RecordChanged:
+    """A change of the enrolled record; `advance` receives the record as it is after it."""
+
+    change: Literal["created", "updated", "deleted"]
+    fields: tuple[str, ...] = ()
+    before: Mapping[str, Any] = field(default_factory=dict)
+    after: Mapping[str, Any] = field(default_factory=dict)
+    by: str | None = None
+    at: datetime | None = None
+    kind: Literal["record_changed"] = "record_changed"
+
+    def variables(self) -> dict[str, Any]:
+        """`change` as conditions and templates see it."""
+        return {
+            "kind": self.change,
+            "fields": list(self.fields),
+            "before": dict(self.before),
+            "after": dict(self.after),
+            "by": self.by,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
+class DecisionMade:
+    """A person pressed `button` on approval step `step_key`."""
+
+    step_key: str
+    button: str
+    by: str
+    comment: str = ""
+    kind: Literal["decision"] = "decision"
+
+
+Event = TimerFired | RecordChanged | DecisionMade
+
+
+# -- the step-run log ----------------------------------------------------------------------------
+
+
+class ActionStatus(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class StepStatus(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"
+    WAITING = "waiting"  # the step started and holds the record (approval, wait)
+    FAILED = "failed"  # the step ran but at least one of its actions failed
+    ENDED = "ended"  # the enrollment ended here (finished, left or cancelled: see the reason)
+
+
+class ActionLog(_Frozen):
+    index: int  # position in the step's `actions` list
+    key: str | None
+    type: str
+    status: ActionStatus
+    detail: str  # what it did ("email to a@b.org: Merci Claire !") or why not
+
+
+class StepRunLog(_Frozen):
+    enrollment_id: int
+    step_key: str
+    step_run: int
+    step_type: str
+    at: datetime
+    status: StepStatus
+    reason: str = ""
+    actions: tuple[ActionLog, ...] = ()

@@ -1,0 +1,133 @@
+"""What conditions and templates see while a step runs, and how they are evaluated at run time.
+
+The names are exactly those the validator allows (see docs/flows.md): `record`, `change`, `flow`,
+`now`, `today` for CEL and templates, plus `step`, `vars` and the bare variable names for
+templates. A failure to evaluate never escapes as an arbitrary exception: it becomes an
+`EvaluationError` whose message a user can act on, and the caller decides what it means (an
+action fails, a condition counts as false).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2.exceptions import TemplateError
+
+from crmflow.engine.conditions import compile_condition
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.recordtypes import format_datetime
+from crmflow.engine.runtime import RecordChanged, RecordSnapshot
+from crmflow.engine.templates import is_template, render_template
+
+__all__ = ["EvaluationError", "Scope"]
+
+_NO_CHANGE: dict[str, Any] = {
+    "kind": "",
+    "fields": [],
+    "before": {},
+    "after": {},
+    "by": None,
+    "at": None,
+}
+
+
+class EvaluationError(ValueError):
+    """A condition, template or value could not be evaluated; the message says why."""
+
+
+@dataclass
+class Scope:
+    """One evaluation context; `record` is replaced as the actions of a step change it."""
+
+    flow: FlowDefinition
+    record: RecordSnapshot
+    now: datetime
+    zone: ZoneInfo
+    change: RecordChanged | None = None
+
+    @property
+    def today(self) -> str:
+        return self.now.astimezone(self.zone).date().isoformat()
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "record": self.record.variables(),
+            "change": self.change.variables() if self.change is not None else dict(_NO_CHANGE),
+            "flow": {
+                "key": self.flow.key,
+                "name": self.flow.name,
+                "owner": self.flow.owner,
+                "controller": self.flow.controller,
+            },
+            "today": self.today,
+        }
+
+    def cel_variables(self) -> dict[str, Any]:
+        # CEL compares timestamps, so `now` stays an instant (UTC) there.
+        return {**self._common(), "now": self.now.astimezone(UTC)}
+
+    def template_variables(
+        self, step: Mapping[str, Any] | None = None, variables: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        # Bare variable names come first so that they can never shadow the documented names.
+        out: dict[str, Any] = dict(variables or {})
+        out.update(self._common())
+        out["now"] = self.now.astimezone(self.zone)
+        out["step"] = dict(step or {})
+        out["vars"] = dict(variables or {})
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, expression: str) -> Any:
+        try:
+            program = compile_condition(expression)
+            return program.execute(self.cel_variables())
+        except KeyError as exc:
+            raise EvaluationError(
+                f"{expression!r} uses {exc.args[0]!r}, which the record has no value for"
+            ) from None
+        except Exception as exc:  # the CEL library raises several types; all mean the same here
+            detail = str(exc).split(". ", 1)[0].strip()
+            raise EvaluationError(f"{expression!r} could not be evaluated: {detail}") from None
+
+    def holds(self, expression: str) -> bool:
+        """Whether a CEL condition is true; a non-boolean result is an EvaluationError."""
+        result = self.evaluate(expression)
+        if not isinstance(result, bool):
+            raise EvaluationError(
+                f"{expression!r} gave {result!r}, not true or false (a condition must be boolean)"
+            )
+        return result
+
+    def render(
+        self,
+        text: str,
+        *,
+        step: Mapping[str, Any] | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> str:
+        if not is_template(text):
+            return text
+        try:
+            return render_template(text, self.template_variables(step, variables))
+        except (TemplateError, ValueError, TypeError, ArithmeticError) as exc:
+            raise EvaluationError(f"the template {_short(text)!r} failed: {exc}") from None
+
+    def value(self, raw: Any, *, step: Mapping[str, Any] | None = None) -> Any:
+        """A field value from a flow: a literal, a template string, or `{cel: "..."}`."""
+        if isinstance(raw, Mapping) and set(raw) == {"cel"} and isinstance(raw["cel"], str):
+            result = self.evaluate(raw["cel"])
+            # Records keep date-times as UTC ISO text; CEL hands back aware datetimes.
+            return format_datetime(result) if isinstance(result, datetime) else result
+        if isinstance(raw, str):
+            return self.render(raw, step=step)
+        return raw
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."

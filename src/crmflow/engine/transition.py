@@ -1,0 +1,539 @@
+"""The step transition function: (flow, enrollment state, record, now, event) -> outcome.
+
+Pure: no clock, no I/O. The worker calls `advance` for every enrollment that is due or woken by an
+event and writes the outcome (new state, commands, step-run log) in one transaction; `simulate`
+calls the same function in virtual time.
+
+The rules, each one a promise to the people who run flows:
+
+- A step never runs before it is due: a timer that fires early changes nothing (`not_due`).
+- Steps run in order, or along `next`, branches, buttons and timeouts. Successive steps that are
+  due run within one call until something waits, with at most `MAX_STEPS_PER_CALL` of them: a
+  flow that loops forever through `goto`s is cancelled, and the reason says so.
+- An inactive step, or one whose condition is false, is skipped, and the log says which.
+- A record that meets the flow's goal leaves wherever it is.
+- Waits, event timings and approvals hold the record until their event, decision or timeout.
+- A step's timing is recomputed when the record changes (a date moved), never to run early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from crmflow.engine.calendars import BusinessCalendar
+from crmflow.engine.commands import Command, OutboxMessage
+from crmflow.engine.definition import (
+    ApprovalStep,
+    AtTimeTiming,
+    EventTiming,
+    FlowDefinition,
+    Step,
+    WaitStep,
+)
+from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.runtime import (
+    DecisionMade,
+    EnrollmentState,
+    EnrollmentStatus,
+    Event,
+    RecordChanged,
+    RecordSnapshot,
+    StepRunLog,
+    StepStatus,
+    TimerFired,
+    Waiting,
+    WaitKind,
+)
+from crmflow.engine.steps import action, approval, decision, end, merge, wait
+from crmflow.engine.steps.base import End, Go, Hold, StepResult, StepRun
+from crmflow.engine.steps.scope import EvaluationError, Scope
+from crmflow.engine.timing import shift, step_due_at
+
+__all__ = [
+    "MAX_STEPS_PER_CALL",
+    "Outcome",
+    "advance",
+    "cancel",
+    "catch_up",
+    "check_decision",
+    "enter",
+    "move_to",
+    "restart",
+    "sequence_progress",
+]
+
+MAX_STEPS_PER_CALL = 1000
+
+_STARTERS: dict[str, Any] = {
+    "action": action.start,
+    "decision": decision.start,
+    "wait": wait.start,
+    "approval": approval.start,
+    "merge": merge.start,
+    "end": end.start,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call decided. `record` is the record as the commands leave it (the store applies
+    the same changes through `UpdateRecord` / `SetStatus`)."""
+
+    state: EnrollmentState
+    record: RecordSnapshot
+    commands: tuple[Command, ...] = ()
+    log: tuple[StepRunLog, ...] = ()
+    not_due: bool = False  # a timer fired before `state.due_at`: nothing happened
+    refused: str | None = None  # a decision that cannot be taken: nothing happened
+
+    @property
+    def next_due(self) -> datetime | None:
+        """When the worker should call again without an event (None: only an event wakes it)."""
+        return None if self.state.is_over else self.state.due_at
+
+
+class _Call:
+    """One call of the transition: the working state, changed as steps run."""
+
+    def __init__(
+        self,
+        flow: FlowDefinition,
+        state: EnrollmentState,
+        record: RecordSnapshot,
+        *,
+        now: datetime,
+        zone: ZoneInfo,
+        change: RecordChanged | None,
+        record_type: RecordType | None,
+    ) -> None:
+        self.flow = flow
+        self.state = state
+        self.run = StepRun(
+            flow=flow,
+            scope=Scope(flow=flow, record=record, now=now, zone=zone, change=change),
+            enrollment_id=state.enrollment_id,
+            calendar=BusinessCalendar(flow.calendar, zone),
+            record_type=record_type,
+            run_number=state.current_run or state.step_runs,
+        )
+        self.steps_taken = 0
+        self.path: list[str] = []
+
+    @property
+    def now(self) -> datetime:
+        return self.run.now
+
+    def update(self, **changes: Any) -> None:
+        self.state = self.state.model_copy(update=changes)
+
+    def outcome(self) -> Outcome:
+        emails = sum(
+            1
+            for c in self.run.commands
+            if isinstance(c, OutboxMessage) and c.payload.channel == "email"
+        )
+        if emails:
+            self.update(emails_sent=self.state.emails_sent + emails)
+        return Outcome(
+            state=self.state,
+            record=self.run.scope.record,
+            commands=tuple(self.run.commands),
+            log=tuple(self.run.logs),
+        )
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def end(self, status: EnrollmentStatus, reason: str) -> None:
+        step = self.flow.step(self.state.step_key) if self.state.step_key else None
+        if step is not None:
+            self.run.log(step, StepStatus.ENDED, f"{status.value}: {reason}")
+        self.update(
+            status=status,
+            finished_at=self.now,
+            end_reason=reason,
+            due_at=None,
+            waiting=None,
+            current_run=None,
+        )
+
+    def goal_reached(self) -> bool:
+        if not self.flow.goal:
+            return False
+        try:
+            reached = self.run.scope.holds(self.flow.goal)
+        except EvaluationError:
+            return False  # a goal that cannot be evaluated is not reached
+        if reached:
+            self.end(EnrollmentStatus.LEFT, f"reached the goal ({self.flow.goal})")
+        return reached
+
+    # -- moving through steps ---------------------------------------------------------------
+
+    def onward(self, step: Step, result: StepResult) -> Go | None:
+        """Carry out a step's result: hold or end (None), or where to go next (a resolved Go)."""
+        if isinstance(result, End):
+            self.end(result.status, result.reason)
+            return None
+        if isinstance(result, Hold):
+            self.update(
+                status=EnrollmentStatus.WAITING,
+                due_at=result.due_at,
+                waiting=Waiting(
+                    kind=result.kind,
+                    description=result.description,
+                    buttons=result.buttons,
+                    asked_of=result.asked_of,
+                ),
+                current_run=self.run.run_number,
+                deadline_at=result.deadline_at,
+            )
+            return None
+        return Go(result.target or step.next or self.run.following(step))
+
+    def move(self, key: str | None) -> None:
+        """Make `key` the current step (its timing counts from now), run it when it is due, and
+        so on while steps are due. A loop rather than recursion: long chains are legitimate."""
+        while True:
+            if key is None:
+                self.end(EnrollmentStatus.FINISHED, "went through the last step")
+                return
+            self.steps_taken += 1
+            self.path.append(key)
+            if self.steps_taken > MAX_STEPS_PER_CALL:
+                loop = " -> ".join(self.path[-6:])
+                self.end(
+                    EnrollmentStatus.CANCELLED,
+                    f"more than {MAX_STEPS_PER_CALL} steps ran at once; the flow loops ({loop})",
+                )
+                return
+            step = self.flow.step(key)
+            if step is None:
+                self.end(EnrollmentStatus.CANCELLED, f"the flow has no step {key!r}")
+                return
+            self.update(
+                status=EnrollmentStatus.ACTIVE,
+                step_key=key,
+                step_since=self.now,
+                due_at=None,
+                waiting=None,
+                current_run=None,
+                deadline_at=None,
+            )
+            if not step.active:
+                self.new_run()
+                self.run.log(step, StepStatus.SKIPPED, "the step is inactive")
+                key = step.next or self.run.following(step)
+                continue
+            if not self.schedule(step):
+                return
+            onward = self.start(step)
+            if onward is None:
+                return
+            key = onward.target
+
+    def go(self, onward: Go | None) -> None:
+        if onward is not None:
+            self.move(onward.target)
+
+    def schedule(self, step: Step) -> bool:
+        """Set when `step` is due from its timing; True when it should start now."""
+        since = self.state.step_since or self.now
+        due = step_due_at(
+            step.timing,
+            previous_end=since,
+            record=self.run.scope.record.values,
+            flow_zone=self.run.scope.zone,
+            calendar=self.flow.calendar,
+        )
+        if due.waits_for_event:
+            timing = cast(EventTiming, step.timing)
+            if timing.condition and self._holds(timing.condition):
+                return True
+            self.update(
+                status=EnrollmentStatus.WAITING,
+                due_at=due.at,
+                waiting=Waiting(kind=WaitKind.EVENT, description=due.reason),
+            )
+            return False
+        if due.at is not None and due.at <= self.now:
+            return True
+        self.update(
+            status=EnrollmentStatus.ACTIVE,
+            due_at=due.at,
+            waiting=Waiting(kind=WaitKind.TIMER, description=due.reason),
+        )
+        return False
+
+    def new_run(self) -> None:
+        self.update(step_runs=self.state.step_runs + 1)
+        self.run.run_number = self.state.step_runs
+
+    def start(self, step: Step) -> Go | None:
+        """Run `step` now (it is due); where to go next, or None when the record stays or ends."""
+        if self.goal_reached():
+            return None
+        self.new_run()
+        self.update(due_at=None, waiting=None)
+        if step.condition:
+            try:
+                holds, why = self.run.scope.holds(step.condition), ""
+            except EvaluationError as exc:
+                holds, why = False, f" ({exc})"
+            if not holds:
+                self.run.log(step, StepStatus.SKIPPED, f"condition false: {step.condition}{why}")
+                return Go(step.next or self.run.following(step))
+        return self.onward(step, _STARTERS[step.type](step, self.run))
+
+    def _holds(self, expression: str) -> bool:
+        try:
+            return self.run.scope.holds(expression)
+        except EvaluationError:
+            return False
+
+    # -- events -----------------------------------------------------------------------------
+
+    def handle(self, step: Step, event: Event) -> None:
+        kind = self.state.waiting.kind if self.state.waiting else WaitKind.TIMER
+        if isinstance(event, DecisionMade):
+            self.go(self.onward(step, approval.decide(cast(ApprovalStep, step), self.run, event)))
+        elif isinstance(event, TimerFired):
+            self.on_timer(step, kind)
+        else:
+            self.on_change(step, kind, event)
+
+    def on_timer(self, step: Step, kind: WaitKind) -> None:
+        if kind is WaitKind.CONDITION:
+            self.go(self.onward(step, wait.on_timeout(cast(WaitStep, step), self.run)))
+        elif kind is WaitKind.EVENT and isinstance(step.timing, EventTiming):
+            if step.timing.on_timeout:
+                self.new_run()
+                target = step.timing.on_timeout
+                self.run.log(step, StepStatus.SKIPPED, f"no event in time: going to {target!r}")
+                self.move(target)
+            else:
+                self.go(self.start(step))
+        else:
+            self.go(self.start(step))
+
+    def on_change(self, step: Step, kind: WaitKind, change: RecordChanged) -> None:
+        if kind is WaitKind.CONDITION:
+            result = wait.on_change(cast(WaitStep, step), self.run, change)
+            if result is not None:
+                self.go(self.onward(step, result))
+        elif kind is WaitKind.EVENT and isinstance(step.timing, EventTiming):
+            timing = step.timing
+            if (timing.condition and self._holds(timing.condition)) or any(
+                name in change.fields for name in timing.fields
+            ):
+                self.go(self.start(step))
+        elif kind is WaitKind.TIMER and self.schedule(step):
+            # The step's date moved (or appeared) and it is now due: it runs.
+            self.go(self.start(step))
+
+
+def _call(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    now: datetime,
+    zone: ZoneInfo,
+    change: RecordChanged | None,
+    record_type: RecordType | None,
+) -> _Call:
+    return _Call(flow, state, record, now=now, zone=zone, change=change, record_type=record_type)
+
+
+def enter(
+    flow: FlowDefinition,
+    *,
+    enrollment_id: int,
+    flow_version: int,
+    record: RecordSnapshot,
+    now: datetime,
+    zone: ZoneInfo,
+    change: RecordChanged | None = None,
+    record_type: RecordType | None = None,
+) -> Outcome:
+    """A record enters the flow at `now`: its first steps run if they are due at once.
+
+    Whether it may enter (triggers, entry condition, re-entry policy) is decided before.
+    """
+    state = EnrollmentState(
+        enrollment_id=enrollment_id,
+        flow_key=flow.key,
+        flow_version=flow_version,
+        record_id=record.id,
+        entered_at=now,
+    )
+    call = _call(flow, state, record, now, zone, change, record_type)
+    if not call.goal_reached():
+        call.move(flow.ordered_steps()[0].key)
+    return call.outcome()
+
+
+def check_decision(flow: FlowDefinition, state: EnrollmentState, event: DecisionMade) -> str | None:
+    """Why a decision cannot be taken now (a message for the person), or None when it can."""
+    if state.is_over:
+        return f"the record is no longer in the flow ({state.status.value}: {state.end_reason})"
+    if state.waiting is None or state.waiting.kind is not WaitKind.APPROVAL:
+        return f"the record is not waiting for a decision (it is at step {state.step_key!r})"
+    if event.step_key != state.step_key:
+        return (
+            f"the record is not at step {event.step_key!r}; "
+            f"it waits for a decision at step {state.step_key!r}"
+        )
+    step = flow.step(event.step_key)
+    if not isinstance(step, ApprovalStep):
+        return f"step {event.step_key!r} is not an approval step in this version of the flow"
+    return approval.check(step, event)
+
+
+def advance(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    event: Event | None = None,
+    record_type: RecordType | None = None,
+) -> Outcome:
+    """Move the enrollment on at `now` in answer to `event` (None: a timer).
+
+    `record` is the record as it is now (after the change, for a RecordChanged). `zone` is the
+    flow's time zone. With `record_type`, values written by actions are checked and converted
+    the way the store keeps them, and a value that does not fit fails its action.
+    """
+    event = event or TimerFired()
+    if isinstance(event, DecisionMade):
+        problem = check_decision(flow, state, event)
+        if problem is not None:
+            return Outcome(state=state, record=record, refused=problem)
+    if state.is_over:
+        return Outcome(state=state, record=record)
+    if isinstance(event, TimerFired) and (state.due_at is None or now < state.due_at):
+        return Outcome(state=state, record=record, not_due=True)
+    change = event if isinstance(event, RecordChanged) else None
+    call = _call(flow, state, record, now, zone, change, record_type)
+    step = flow.step(state.step_key) if state.step_key else None
+    if step is None:
+        call.end(
+            EnrollmentStatus.CANCELLED,
+            f"step {state.step_key!r} is not in version {state.flow_version} of the flow",
+        )
+    elif isinstance(event, RecordChanged) and event.change == "deleted":
+        call.end(EnrollmentStatus.LEFT, "the record was deleted")
+    elif not call.goal_reached():
+        call.handle(step, event)
+    return call.outcome()
+
+
+def move_to(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    step_key: str,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    record_type: RecordType | None = None,
+) -> Outcome:
+    """Put the record at `step_key` as if the previous step had just ended (a new version's
+    step chosen by a person, or a restart); it runs at once when it is due."""
+    state = state.model_copy(
+        update={"status": EnrollmentStatus.ACTIVE, "finished_at": None, "end_reason": ""}
+    )
+    call = _call(flow, state, record, now, zone, None, record_type)
+    call.move(step_key)
+    return call.outcome()
+
+
+def restart(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    record_type: RecordType | None = None,
+) -> Outcome:
+    """Start the record again from the first step (seed 003); the email count starts over."""
+    state = state.model_copy(update={"emails_sent": 0})
+    first = flow.ordered_steps()[0].key
+    return move_to(flow, state, record, first, now=now, zone=zone, record_type=record_type)
+
+
+def cancel(state: EnrollmentState, *, now: datetime, reason: str) -> EnrollmentState:
+    """The enrollment stopped by a person or by crmflow (loop guard, archive), with the reason."""
+    if state.is_over:
+        return state
+    return state.model_copy(
+        update={
+            "status": EnrollmentStatus.CANCELLED,
+            "finished_at": now,
+            "end_reason": reason,
+            "due_at": None,
+            "waiting": None,
+            "current_run": None,
+        }
+    )
+
+
+def sequence_progress(flow: FlowDefinition, state: EnrollmentState) -> tuple[int, int]:
+    """(emails sent, emails in the flow): "2/5" for an email sequence (seed 003).
+
+    The total counts the active email actions of active steps, one per action.
+    """
+    total = sum(
+        1
+        for step in flow.steps
+        if step.active and step.type == "action"
+        for act in step.actions
+        if act.active and act.type == "send_email"
+    )
+    return state.emails_sent, total
+
+
+def catch_up(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    *,
+    paused_at: datetime,
+    resumed_at: datetime,
+    zone: ZoneInfo,
+) -> EnrollmentState:
+    """The state as the flow's catch-up policy leaves it when the flow resumes after a pause.
+
+    run_late: unchanged (what fell due runs at once); shift_delays: the due time and deadline
+    move by the pause; skip_missed: a daily time that passed during the pause waits for its
+    next occurrence after the resume (other steps run late).
+    """
+    if state.is_over or state.due_at is None:
+        return state
+    mode = flow.catch_up.mode
+    if mode == "shift_delays":
+        by = resumed_at - paused_at
+        deadline = shift(state.deadline_at, by) if state.deadline_at is not None else None
+        return state.model_copy(update={"due_at": shift(state.due_at, by), "deadline_at": deadline})
+    step = flow.step(state.step_key) if state.step_key else None
+    kind = state.waiting.kind if state.waiting else WaitKind.TIMER
+    if (
+        mode == "skip_missed"
+        and state.due_at < resumed_at
+        and kind is WaitKind.TIMER
+        and step is not None
+        and isinstance(step.timing, AtTimeTiming)
+    ):
+        due = step_due_at(
+            step.timing,
+            previous_end=resumed_at,
+            record=record.values,
+            flow_zone=zone,
+            calendar=flow.calendar,
+        )
+        return state.model_copy(update={"due_at": due.at})
+    return state
