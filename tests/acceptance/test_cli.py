@@ -102,3 +102,13 @@ def test_start_list_flow_needs_the_count_confirmed(crmflow: Run, tmp_path: Path)
 def test_schema_is_printed_as_json(crmflow: Run) -> None:
     schema = json.loads(crmflow("schema").stdout)
     assert "steps" in json.dumps(schema)
+
+
+def test_a_failed_export_leaves_an_existing_file_alone(crmflow: Run, tmp_path: Path) -> None:
+    crmflow("db", "upgrade")
+    target = tmp_path / "contacts.csv"
+    target.write_text("precious\n")
+    failed = crmflow("records", "export", "contakt", "-o", str(target), check_exit=1)
+    assert "contakt" in failed.stderr
+    assert target.read_text() == "precious\n"
+    assert list(tmp_path.glob(".*partial")) == []

@@ -187,3 +187,33 @@ def test_validate_does_not_reveal_private_flows_to_non_members(
     member = {**_auth(ctx, admin, "bogdan"), **yaml}
     answer = client.post("/api/flows/validate", content=probe, headers=member)
     assert "secret-plan" in answer.text  # a member is offered the did-you-mean
+
+
+def test_record_changes_and_import_check_what_they_are_given(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    created = client.post(
+        "/api/records/contact", json={"data": {"last_name": "Pop"}}, headers=as_admin
+    ).json()
+    wrong_type = client.get(f"/api/records/company/{created['id']}/changes", headers=as_admin)
+    assert wrong_type.status_code == 404
+    right = client.get(f"/api/records/contact/{created['id']}/changes", headers=as_admin)
+    assert [c["kind"] for c in right.json()["items"]] == ["created"]
+    unknown = client.post(
+        "/api/records/contact/import",
+        files={"file": ("contacts.json", b'[{"last_name": "X"}]')},
+        headers=as_admin,
+    )
+    assert unknown.status_code == 422
+    assert ".jsonl" in unknown.text
+    imported = client.post(
+        "/api/records/contact/import",
+        files={"file": ("contacts.csv", b"last_name,email\nRusu,rusu@example.org\nDinu,nope\n")},
+        headers=as_admin,
+    )
+    report = imported.json()
+    assert (report["imported"], report["rejected"]) == (1, 1)
+    assert report["errors"][0]["line"] == 3
+    exported = client.get("/api/records/contact/export?fmt=csv", headers=as_admin)
+    assert exported.status_code == 200
+    assert "Rusu" in exported.text and "Pop" in exported.text

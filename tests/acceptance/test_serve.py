@@ -70,6 +70,8 @@ def test_serve_demo_answers_with_docs_demo_logins_and_flows(
         auth = {"Authorization": f"Bearer {token}"}
         keys = {f["key"] for f in httpx.get(f"{base}/api/flows", headers=auth).json()}
         assert {"event-automations", "six-month-promotion", "donor-thank-you"} <= keys
+        donors = httpx.post(f"{base}/api/flows/donor-thank-you/start", headers=auth)
+        assert donors.status_code == 409 and donors.json()["count"] > 0  # the README's tour
         contacts = httpx.get(f"{base}/api/records/contact?limit=1000", headers=auth).json()
         assert len(contacts["items"]) >= 200
         for role_token in ("crm_demo_maria_manager", "crm_demo_andrei_member"):

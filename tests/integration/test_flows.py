@@ -325,3 +325,12 @@ def test_membership_changes_are_in_the_history(ctx: Context, admin: Actor) -> No
     assert admin.username not in view.members
     # The owner of a private flow always sees it, member or not.
     assert flows.get_flow(ctx, admin, "service-orders").owner == admin.username
+
+
+def test_a_saved_query_used_by_a_flow_cannot_be_deleted(ctx: Context, admin: Actor) -> None:
+    queries.save_query(ctx, admin, name="six-months", record_type="contact", filter={})
+    flows.create_flow(ctx, admin, _promo())
+    with pytest.raises(ConflictError, match="used by the flow"):
+        queries.delete_query(ctx, admin, "six-months")
+    flows.delete_flow(ctx, admin, "promo")
+    queries.delete_query(ctx, admin, "six-months")

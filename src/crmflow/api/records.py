@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, ServiceContext
-from crmflow.errors import NotFoundError
+from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
 
@@ -110,6 +110,9 @@ def record_changes(
     limit: Limit = 100,
 ) -> dict[str, Any]:
     page = records.record_changes(ctx, record_id, after=after, limit=limit)
+    # The record may be deleted (its changes outlive it), so check the type on the changes.
+    if any(change.record_type != type_key for change in page.items):
+        raise NotFoundError(f"record {record_id} is not a {type_key}")
     return page.as_dict(lambda c: c.as_dict())
 
 
@@ -133,11 +136,22 @@ def import_records(
 ) -> dict[str, Any]:
     """Bulk import a CSV or JSONL file. Good rows are kept and each bad row is reported with its
     line number, unless `all_or_nothing` is set: then any bad row refuses the whole file."""
-    if fmt is None and file.filename:
-        suffix = file.filename.rsplit(".", 1)[-1].lower()
-        fmt = "jsonl" if suffix in ("jsonl", "ndjson", "json") else "csv"
+    if fmt is None:
+        suffix = (file.filename or "").rsplit(".", 1)[-1].lower()
+        if suffix not in ("csv", "jsonl", "ndjson"):
+            raise InvalidInputError(
+                "the import",
+                [
+                    Problem(
+                        "file",
+                        f"cannot tell the format of {file.filename!r}",
+                        "name it .csv or .jsonl (one JSON object per line), or pass fmt=",
+                    )
+                ],
+            )
+        fmt = "csv" if suffix == "csv" else "jsonl"
     stream = io.TextIOWrapper(file.file, encoding="utf-8-sig", newline="")
     report = imports.import_records(
-        ctx, actor, type_key, stream, fmt=fmt or "csv", all_or_nothing=all_or_nothing
+        ctx, actor, type_key, stream, fmt=fmt, all_or_nothing=all_or_nothing
     )
     return report.as_dict()

@@ -8,19 +8,29 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from crmflow.errors import CrmflowError
 from crmflow.services.context import Actor, Context
 from crmflow.services.users import actor_by_username
 from crmflow.settings import Settings, get_settings
 
-__all__ = ["State", "console", "err_console", "print_json", "print_table", "reports_errors"]
+__all__ = [
+    "State",
+    "console",
+    "err_console",
+    "print_json",
+    "print_table",
+    "read_text_file",
+    "reports_errors",
+]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -38,6 +48,11 @@ class State:
     @property
     def settings(self) -> Settings:
         return get_settings()
+
+    @property
+    def database_label(self) -> str:
+        """The database URL as it may be printed: without its password."""
+        return make_url(self.settings.database_url).render_as_string(hide_password=True)
 
     @property
     def context(self) -> Context:
@@ -66,11 +81,13 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if confirm_with:
                 err_console.print(f"to confirm: {confirm_with}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
             first = str(exc.orig or exc).splitlines()[0]
+            missing_table = "no such table" in first or "does not exist" in first
+            advice = "; run `crmflow db upgrade` first" if missing_table else ""
             err_console.print(
-                f"[red]error:[/red] the database at {state.settings.database_url} is not "
-                f"usable ({first}); run `crmflow db upgrade` first",
+                f"[red]error:[/red] the database at {state.database_label} answered: "
+                f"{first}{advice}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -96,6 +113,7 @@ def print_table(
 
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar over `total` bytes, and the callback that moves it."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -116,7 +134,18 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int,
     ) as progress:
         task = progress.add_task(description, total=total)
 
-        def update(done: int, total_now: int) -> None:
-            progress.update(task, completed=done, total=total_now or total)
+        def update(_rows: int, position: int) -> None:
+            # The import reports (rows read, bytes read); the bar runs over the file's bytes.
+            progress.update(task, completed=position)
 
         yield update
+
+
+def read_text_file(path: Path) -> str:
+    """A text file as UTF-8, or a clear error naming the file (never a traceback)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CrmflowError(
+            f"{path}: is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None

@@ -8,11 +8,19 @@ from typing import Annotated, Literal
 
 import typer
 
-from crmflow.cli.common import console, err_console, print_json, print_table, reports_errors, state
+from crmflow.cli.common import (
+    console,
+    err_console,
+    print_json,
+    print_table,
+    read_text_file,
+    reports_errors,
+    state,
+)
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.validation import ValidationContext
-from crmflow.errors import InvalidInputError
+from crmflow.errors import CrmflowError, InvalidInputError
 from crmflow.services import flows
 
 app = typer.Typer(help="Flows: definitions, versions and lifecycle.", no_args_is_help=True)
@@ -50,10 +58,7 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
     for path in files:
         try:
             definition = parse_flow(
-                path.read_text(encoding="utf-8"),
-                context=context,
-                source=str(path),
-                fmt=_format(path),
+                read_text_file(path), context=context, source=str(path), fmt=_format(path)
             )
         except InvalidInputError as exc:
             failed += 1
@@ -61,6 +66,10 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
             err_console.print(f"[red]{path}: invalid ({count} problem{'s' * (count != 1)})[/red]")
             for problem in exc.problems:
                 sys.stdout.write(f"{problem}\n")
+            continue
+        except CrmflowError as exc:  # not UTF-8, for instance
+            failed += 1
+            err_console.print(f"[red]{exc.message}[/red]", highlight=False)
             continue
         console.print(
             f"[green]{path}: valid[/green] "
@@ -83,7 +92,7 @@ def create(
     view = flows.create_flow(
         state.context,
         state.actor,
-        file.read_text(encoding="utf-8"),
+        read_text_file(file),
         fmt=_format(file),
         source=str(file),
         confirm_count=confirm,
@@ -100,7 +109,7 @@ def edit(key: str, file: FileArg) -> None:
         state.context,
         state.actor,
         key,
-        file.read_text(encoding="utf-8"),
+        read_text_file(file),
         fmt=_format(file),
         source=str(file),
     )

@@ -48,9 +48,7 @@ def db_upgrade() -> None:
 
     upgrade_database(state.context)
     revision = current_revision(state.context.engine)
-    err_console.print(
-        f"database {state.settings.database_url} is at revision {revision}", highlight=False
-    )
+    err_console.print(f"database {state.database_label} is at revision {revision}", highlight=False)
 
 
 @db_app.command("current")
@@ -115,7 +113,7 @@ def serve(
         summary = load_demo(ctx)
         console.print(f"demo data: {summary}", highlight=False)
     base = f"http://{host}:{port}"
-    console.print(f"crmflow on {base}  (database: {state.settings.database_url})", highlight=False)
+    console.print(f"crmflow on {base}  (database: {state.database_label})", highlight=False)
     console.print(f"  API docs:  {base}/docs     OpenAPI: {base}/openapi.json", highlight=False)
     if demo:
         console.print("  log in with a demo user (username / password / API token):")

@@ -170,6 +170,13 @@ def export(
     if output is None:
         count = imports.export_records(state.context, type_key, sys.stdout, fmt=fmt)
     else:
-        with output.open("w", encoding="utf-8", newline="") as out:
-            count = imports.export_records(state.context, type_key, out, fmt=fmt)
+        # Written beside the target and renamed at the end: a failed export (a misspelt type, a
+        # lost database) never leaves an existing file empty or half written.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = imports.export_records(state.context, type_key, out, fmt=fmt)
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
     err_console.print(f"exported {count} {type_key} record(s)")

@@ -32,13 +32,14 @@ from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import RecordView, record_view
 from crmflow.store.querysql import filter_clause
-from crmflow.store.schema import record_types, records, saved_queries, users
+from crmflow.store.schema import flow_versions, flows, record_types, records, saved_queries, users
 
 __all__ = [
     "QueryView",
     "count_filter",
     "count_query",
     "delete_query",
+    "flows_using",
     "get_query",
     "list_queries",
     "load_query_file",
@@ -234,11 +235,37 @@ def update_query(
         )
 
 
+def flows_using(conn: sa.Connection, name: str) -> list[str]:
+    """Keys of the flows whose current definition starts or schedules from query `name`."""
+    rows = conn.execute(
+        sa.select(flows.c.key, flow_versions.c.document)
+        .join(
+            flow_versions,
+            sa.and_(
+                flow_versions.c.flow_id == flows.c.id,
+                flow_versions.c.version == flows.c.current_version,
+            ),
+        )
+        .order_by(flows.c.key)
+    )
+    return [
+        row.key
+        for row in rows
+        if any(t.get("query") == name for t in row.document.get("triggers") or ())
+    ]
+
+
 def delete_query(ctx: Context, actor: Actor, name: str) -> None:
-    """Delete a saved query (managers and admins)."""
+    """Delete a saved query (managers and admins); refused while a flow uses it."""
     require_manager(actor, "delete saved queries")
     with ctx.engine.begin() as conn:
         row = _row(conn, name)
+        users_of = flows_using(conn, name)
+        if users_of:
+            raise ConflictError(
+                f"saved query {name!r} is used by the flow(s) {', '.join(users_of)}; "
+                "change those flows first"
+            )
         conn.execute(saved_queries.delete().where(saved_queries.c.id == row.id))
 
 

@@ -105,26 +105,30 @@ def create_record_type(ctx: Context, actor: Actor, definition: Mapping[str, Any]
     if rtype.key in BUILTIN_TYPES:
         raise ConflictError(
             f"{rtype.key!r} is a built-in record type; add fields to it with "
-            "`crmflow types update` or choose another key"
+            "`crmflow types load FILE` (it updates a type that exists) or choose another key"
         )
     now = ctx.now()
-    with ctx.engine.begin() as conn:
-        known = catalog_in(conn)
-        if rtype.key in known:
-            raise ConflictError(f"a record type {rtype.key!r} already exists (update it instead)")
-        problems = _check_references(rtype, known)
-        if problems:
-            raise InvalidInputError(f"the record type {rtype.key!r}", problems)
-        conn.execute(
-            record_types.insert().values(
-                key=rtype.key,
-                name=rtype.name,
-                builtin=False,
-                fields=_fields_json(rtype),
-                created_at=now,
-                updated_at=now,
+    exists = ConflictError(f"a record type {rtype.key!r} already exists (update it instead)")
+    try:
+        with ctx.engine.begin() as conn:
+            known = catalog_in(conn)
+            if rtype.key in known:
+                raise exists
+            problems = _check_references(rtype, known)
+            if problems:
+                raise InvalidInputError(f"the record type {rtype.key!r}", problems)
+            conn.execute(
+                record_types.insert().values(
+                    key=rtype.key,
+                    name=rtype.name,
+                    builtin=False,
+                    fields=_fields_json(rtype),
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
+    except sa.exc.IntegrityError:
+        raise exists from None  # created by another request meanwhile
     return RecordType(key=rtype.key, name=rtype.name, fields=rtype.fields)
 
 

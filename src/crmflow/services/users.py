@@ -147,23 +147,35 @@ def create_user(
         problems.append(Problem("password", "is shorter than 8 characters"))
     if problems:
         raise InvalidInputError("the user", problems)
-    with ctx.engine.begin() as conn:
-        exists = conn.execute(sa.select(users.c.id).where(users.c.username == username)).first()
-        if exists:
-            raise ConflictError(f"a user named {username!r} already exists")
-        user_id = conn.execute(
-            users.insert().values(
-                username=username,
-                display_name=display_name or username,
-                email=email,
-                role=checked_role.value,
-                password_hash=_password_hash.hash(password) if password else None,
-                active=True,
-                created_at=ctx.now(),
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        row = conn.execute(sa.select(users).where(users.c.id == user_id)).one()
-        return _view(conn, row)
+    try:
+        with ctx.engine.begin() as conn:
+            return _insert_user(conn, ctx, username, checked_role, display_name, email, password)
+    except sa.exc.IntegrityError:
+        # Also when two requests create the same username at once: the unique index decides.
+        raise ConflictError(f"a user named {username!r} already exists") from None
+
+
+def _insert_user(
+    conn: sa.Connection,
+    ctx: Context,
+    username: str,
+    role: Role,
+    display_name: str | None,
+    email: str | None,
+    password: str | None,
+) -> UserView:
+    user_id = conn.execute(
+        users.insert().values(
+            username=username,
+            display_name=display_name or username,
+            email=email,
+            role=role.value,
+            password_hash=_password_hash.hash(password) if password else None,
+            active=True,
+            created_at=ctx.now(),
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    return _view(conn, conn.execute(sa.select(users).where(users.c.id == user_id)).one())
 
 
 def update_user(
@@ -309,12 +321,13 @@ def login(ctx: Context, username: str, password: str) -> TokenCreated:
 
 def create_group(ctx: Context, actor: Actor, name: str, description: str = "") -> dict[str, Any]:
     require_admin(actor, "create groups")
-    with ctx.engine.begin() as conn:
-        if conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).first():
-            raise ConflictError(f"a group named {name!r} already exists")
-        group_id = conn.execute(
-            groups.insert().values(name=name, description=description, created_at=ctx.now())
-        ).inserted_primary_key[0]  # type: ignore[index]
+    try:
+        with ctx.engine.begin() as conn:
+            group_id = conn.execute(
+                groups.insert().values(name=name, description=description, created_at=ctx.now())
+            ).inserted_primary_key[0]  # type: ignore[index]
+    except sa.exc.IntegrityError:
+        raise ConflictError(f"a group named {name!r} already exists") from None
     return {"id": group_id, "name": name, "description": description, "members": []}
 
 
