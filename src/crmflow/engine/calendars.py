@@ -25,8 +25,6 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays
-
 from crmflow.engine.definition.calendar import Calendar
 from crmflow.engine.definition.common import WEEKDAYS
 from crmflow.engine.localtime import as_utc, parse_time_of_day, resolve_local
@@ -43,6 +41,10 @@ MAX_SEARCH_DAYS = 3 * 366
 def _public_holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
     # Holidays are pure data, so memoising them per (country, subdivision, year) is safe and
     # keeps the per-step cost of a business-day check to a set lookup.
+    # Imported here: the holidays package takes a noticeable part of a second to load, and most
+    # commands (and flows without a holiday calendar) never need it.
+    import holidays
+
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year).keys())
 
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import cel
-
 __all__ = [
     "CEL_VARIABLES",
     "CHANGE_ATTRIBUTES",
@@ -56,6 +54,10 @@ def compile_condition(expression: str) -> Any:
     """The compiled program; raises ValueError when the expression does not compile."""
     if len(expression) > MAX_CONDITION_CHARS:
         raise ValueError(f"the condition is longer than {MAX_CONDITION_CHARS} characters")
+    # Imported here: the cel package also loads its interactive shell (prompt_toolkit), half a
+    # second that every command would otherwise pay at start-up.
+    import cel
+
     return cel.compile(expression)
 
 
