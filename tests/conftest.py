@@ -129,6 +129,18 @@ def ctx(migrated_url: str, clock: FrozenClock) -> Iterator[Context]:
 
 
 @pytest.fixture
+def postgres_ctx(postgres_url: str, clock: FrozenClock) -> Iterator[Context]:
+    """Like `ctx`, on PostgreSQL only: for what needs many writers at once."""
+    context = Context.from_settings(Settings(database_url=postgres_url, timezone="Europe/Paris"))
+    context.clock = clock
+    upgrade_database(context)
+    _wipe(context.engine)
+    upgrade_database(context)
+    yield context
+    context.engine.dispose()
+
+
+@pytest.fixture
 def backend(ctx: Context) -> str:
     return ctx.engine.dialect.name
 

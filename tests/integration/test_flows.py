@@ -334,3 +334,13 @@ def test_a_saved_query_used_by_a_flow_cannot_be_deleted(ctx: Context, admin: Act
         queries.delete_query(ctx, admin, "six-months")
     flows.delete_flow(ctx, admin, "promo")
     queries.delete_query(ctx, admin, "six-months")
+
+
+def test_records_waiting_at_a_step_count_as_inside(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", A.START)
+    _enroll(ctx, "welcome", 2, status="waiting")  # e.g. held at an approval
+    _enroll(ctx, "welcome", 1, status="finished")
+    assert flows.get_flow(ctx, admin, "welcome").inside == 2
+    with pytest.raises(flows.ConfirmationRequiredError, match="2 record"):
+        flows.change_status(ctx, admin, "welcome", A.PAUSE)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from crmflow.cli import flows, queries, records, simulate, users
+from crmflow.cli import flows, queries, records, runs, simulate, users, worker
 from crmflow.cli.common import console, err_console, print_json, reports_errors, state
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(records.records_app, name="records")
 app.add_typer(queries.app, name="queries")
 app.add_typer(flows.app, name="flows")
 app.command("simulate")(simulate.simulate)
+app.add_typer(runs.app, name="runs")
+app.command("worker")(worker.worker)
 
 
 @app.callback()
@@ -126,7 +128,19 @@ def serve(
             f'  try:  curl -H "Authorization: Bearer {DEMO_LOGINS[0].token}" {base}/api/flows',
             highlight=False,
         )
-    uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+    import threading
+
+    from crmflow.worker import Worker
+
+    # The embedded worker: flows run in the same process as the API (the SQLite default).
+    runner = Worker(ctx, max_idle=1.0)
+    thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
+    thread.start()
+    try:
+        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+    finally:
+        runner.stop()  # uvicorn has handled SIGTERM / Ctrl-C: finish the batch, then exit
+        thread.join(timeout=30)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from crmflow.services.permissions import require_admin
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog
 from crmflow.services.users import user_ids_by_name
+from crmflow.store.enrollments import RUNNING
 from crmflow.store.schema import (
     enrollments,
     flow_members,
@@ -259,7 +260,7 @@ def _views(
         r[0]: int(r[1])
         for r in conn.execute(
             sa.select(enrollments.c.flow_id, sa.func.count().label("count"))
-            .where(enrollments.c.flow_id.in_(ids), enrollments.c.status == "active")
+            .where(enrollments.c.flow_id.in_(ids), enrollments.c.status.in_(RUNNING))
             .group_by(enrollments.c.flow_id)
         )
     }

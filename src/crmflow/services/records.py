@@ -31,6 +31,7 @@ from crmflow.store.schema import records, users
 __all__ = [
     "OWNER_KEY",
     "ChangeView",
+    "FieldChange",
     "LinkResolver",
     "RecordView",
     "change_feed",
@@ -42,6 +43,7 @@ __all__ = [
     "record_view",
     "snapshot",
     "update_record",
+    "update_records_in",
 ]
 
 OWNER_KEY = "_owner_id"
@@ -479,3 +481,102 @@ def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> 
         rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
     items, next_after = _page([_change_view(r) for r in rows], size)
     return Page(items, next_after)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """New values for some fields of one record (None clears a field), as a flow's step asks."""
+
+    record_id: int
+    values: Mapping[str, Any]
+
+
+def update_records_in(
+    conn: sa.Connection, ctx: Context, actor: Actor, items: Sequence[FieldChange]
+) -> list[str | None]:
+    """Apply many field changes on an open transaction: the checks of `update_record` (the
+    record type's fields and values, users and referenced records), one change event per change
+    that changed something. Changes to the same record apply in order, each seeing the last.
+
+    Returns, per item, None when it was applied or the reason it was refused (the record is
+    gone, a value does not fit); a refused item changes nothing and the others still apply.
+    Set-based: one query loads the records, one per record type resolves links, and the
+    updates and events are written with one executemany each.
+    """
+    if not items:
+        return []
+    ids = {item.record_id for item in items}
+    rows: dict[int, sa.Row[Any]] = {}
+    for chunk in _chunks(ids):
+        query = sa.select(records).where(records.c.id.in_(chunk)).with_for_update()
+        rows.update({row.id: row for row in conn.execute(query)})
+    types: dict[str, RecordType] = {}
+    resolvers: dict[str, LinkResolver] = {}
+    given: list[dict[str, Any] | None] = []
+    results: list[str | None] = []
+    for item in items:
+        row = rows.get(item.record_id)
+        if row is None:
+            given.append(None)
+            results.append(f"record {item.record_id} no longer exists")
+            continue
+        if row.type not in types:
+            types[row.type] = record_type_in(conn, row.type)
+            resolvers[row.type] = LinkResolver(types[row.type])
+        try:
+            given.append(types[row.type].normalise(item.values, zone=ctx.zone, partial=True))
+            results.append(None)
+        except InvalidInputError as exc:
+            given.append(None)
+            results.append("; ".join(str(p) for p in exc.problems))
+    for type_key, resolver in resolvers.items():
+        positions = [
+            i
+            for i, item in enumerate(items)
+            if given[i] is not None and rows[item.record_id].type == type_key
+        ]
+        pairs = [(given[i] or {}, None) for i in positions]
+        _, problems = resolver.resolve(conn, pairs, None)
+        for i, found in zip(positions, problems, strict=True):
+            if found:
+                given[i] = None
+                results[i] = "; ".join(str(p) for p in found)
+    current = {rid: dict(row.data) for rid, row in rows.items()}
+    now = ctx.now()
+    events: list[dict[str, Any]] = []
+    touched: set[int] = set()
+    for item, values in zip(items, given, strict=True):
+        if values is None:
+            continue
+        row = rows[item.record_id]
+        before = current[item.record_id]
+        after = dict(before)
+        for key, value in values.items():
+            if value is None:
+                after.pop(key, None)
+            else:
+                after[key] = value
+        if after == before:
+            continue
+        current[item.record_id] = after
+        touched.add(item.record_id)
+        events.append(
+            {
+                "record_id": item.record_id,
+                "record_type": row.type,
+                "kind": "updated",
+                "before": snapshot(before, row.owner_id),
+                "after": snapshot(after, row.owner_id),
+                "actor_id": actor.id,
+                "at": now,
+            }
+        )
+    if touched:
+        conn.execute(
+            records.update()
+            .where(records.c.id == sa.bindparam("rid"))
+            .values(data=sa.bindparam("new_data"), updated_at=sa.bindparam("new_at")),
+            [{"rid": rid, "new_data": current[rid], "new_at": now} for rid in sorted(touched)],
+        )
+        conn.execute(changes.insert(), events)
+    return results

@@ -21,10 +21,15 @@ __all__ = [
     "group_members",
     "groups",
     "metadata",
+    "notifications",
+    "outbox",
     "record_changes",
+    "record_history",
     "record_types",
     "records",
     "saved_queries",
+    "step_runs",
+    "tasks",
     "users",
 ]
 
@@ -183,8 +188,12 @@ flow_status_changes = sa.Table(
     sa.Index("ix_flow_status_changes_flow", "flow_id", "id"),
 )
 
-# Which record is (or was) inside which flow. The engine (next issue) extends this table; the
-# lifecycle already needs it to refuse deleting a flow that ever had records inside.
+# Which record is (or was) inside which flow, and where it is. `status`, `step_key` and `due_at`
+# are columns because the worker and the views filter on them; `state` is the engine's whole
+# EnrollmentState as JSON. A row whose `state` is NULL has not entered yet: a follow-up flow
+# started by another flow enters when its `due_at` comes. `lease_owner` / `lease_until` mark a
+# batch claimed by a worker; an expired lease is free again, so a killed worker's batch is taken
+# over. The id is the distribution key of every hot table below (DESIGN principle 5).
 enrollments = sa.Table(
     "enrollments",
     metadata,
@@ -192,10 +201,101 @@ enrollments = sa.Table(
     sa.Column("flow_id", ID, sa.ForeignKey("flows.id"), nullable=False),
     sa.Column("flow_version", sa.Integer, nullable=False),
     sa.Column("record_id", ID, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # active | finished | left | cancelled
+    # active | waiting | finished | left | cancelled
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("step_key", sa.String(100)),
     sa.Column("entered_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("state", JSONDoc),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime),
     sa.Index("ix_enrollments_flow_status", "flow_id", "status"),
     sa.Index("ix_enrollments_record", "record_id"),
+    sa.Index("ix_enrollments_status_due", "status", "due_at"),
+)
+
+# What each step run did: one row per (enrollment, run number). A run that waits (an approval)
+# is written when it starts and completed when it ends; `actions` holds the ActionLog of each
+# action (what it did, or why it failed or was skipped).
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("enrollment_id", ID, primary_key=True),
+    sa.Column("run", sa.Integer, primary_key=True),
+    sa.Column("step_key", sa.String(100), nullable=False),
+    sa.Column("step_type", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # done|skipped|waiting|failed|ended
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("actions", JSONDoc, nullable=False),
+)
+
+# External effects to deliver once (the dispatcher, next issue). The idempotency key is made of
+# (enrollment, step run, action), so a step run retried after a crash writes no second row.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("enrollment_id", ID, nullable=False),
+    sa.Column("step_key", sa.String(100), nullable=False),
+    sa.Column("step_run", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # email | sms | webhook
+    sa.Column("payload", JSONDoc, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("not_before", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_outbox_status_not_before", "status", "not_before"),
+    sa.Index("ix_outbox_enrollment", "enrollment_id"),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("enrollment_id", ID, nullable=False),
+    sa.Column("record_id", ID, nullable=False),
+    sa.Column("step_key", sa.String(100), nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("assignee_kind", sa.String(8), nullable=False),  # user | group
+    sa.Column("assignee_ref", sa.String(100), nullable=False),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("buttons", JSONDoc, nullable=False),  # approvals: [[key, label], ...]
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("closed_at", UTCDateTime),
+    sa.Index("ix_tasks_assignee", "assignee_kind", "assignee_ref", "status"),
+    sa.Index("ix_tasks_enrollment", "enrollment_id"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("target_kind", sa.String(8), nullable=False),  # user | group
+    sa.Column("target_ref", sa.String(100), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("enrollment_id", ID),
+    sa.Column("record_id", ID),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("read_at", UTCDateTime),
+    sa.Index("ix_notifications_target", "target_kind", "target_ref", "read_at"),
+)
+
+# The record's own history, as the `history` action writes it (and crmflow's refusals).
+record_history = sa.Table(
+    "record_history",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("record_id", ID, nullable=False),
+    sa.Column("enrollment_id", ID),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_record_history_record", "record_id", "id"),
 )

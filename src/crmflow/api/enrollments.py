@@ -1,0 +1,64 @@
+"""Records in flows: start one, decide an approval, restart, and see where records are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.errors import NotFoundError
+from crmflow.services import enrollments
+
+router = APIRouter(tags=["runs"])
+
+
+class StartBody(BaseModel):
+    record_id: int = Field(description="The record to start the flow for")
+
+
+class DecisionBody(BaseModel):
+    step: str = Field(description="The approval step's key")
+    button: str = Field(description="The key of the button pressed (e.g. validate)")
+    comment: str | None = None
+
+
+@router.post("/api/flows/{key}/runs", status_code=status.HTTP_201_CREATED)
+def start_record(
+    ctx: ServiceContext, actor: CurrentActor, key: str, body: StartBody
+) -> dict[str, Any]:
+    """Start the flow for one record (the flow needs a `manual` trigger); 409 with the reason
+    when the record may not enter."""
+    return enrollments.start_record(ctx, actor, key, body.record_id).as_dict()
+
+
+@router.get("/api/flows/{key}/progress")
+def flow_progress(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+    return enrollments.flow_progress(ctx, actor, key).as_dict()
+
+
+@router.get("/api/records/{type_key}/{record_id}/runs")
+def record_status(
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int
+) -> dict[str, Any]:
+    """The flows the record is or was in, at which step, and what each step run did."""
+    result = enrollments.record_status(ctx, actor, record_id)
+    if result.record_type not in (None, type_key):
+        raise NotFoundError(f"no {type_key} record with id {record_id}")
+    return result.as_dict()
+
+
+@router.post("/api/runs/{enrollment_id}/decisions")
+def decide(
+    ctx: ServiceContext, actor: CurrentActor, enrollment_id: int, body: DecisionBody
+) -> dict[str, Any]:
+    """Press a button of the approval step the record waits at; 409 with the reason if not."""
+    view = enrollments.decide(ctx, actor, enrollment_id, body.step, body.button, body.comment)
+    return view.as_dict()
+
+
+@router.post("/api/runs/{enrollment_id}/restart")
+def restart(ctx: ServiceContext, actor: CurrentActor, enrollment_id: int) -> dict[str, Any]:
+    """Start the record over from the flow's first step (seed 003)."""
+    return enrollments.restart_enrollment(ctx, actor, enrollment_id).as_dict()

@@ -1,0 +1,119 @@
+"""`crmflow runs ...`: start a flow for a record, see where records are, decide, restart."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from crmflow.cli.common import console, print_json, print_table, reports_errors, state
+from crmflow.services import enrollments
+from crmflow.services.enrollments import EnrollmentView
+
+app = typer.Typer(
+    help="Records in flows: start, where they are, decisions, restart.", no_args_is_help=True
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a summary.")]
+
+
+def _summary(view: EnrollmentView) -> str:
+    where = f"at step {view.step!r}" if view.step else "not entered yet"
+    text = f"enrollment {view.id}: record {view.record_id} in flow {view.flow!r} {where}"
+    text += f" ({view.status}"
+    if view.waiting_for:
+        text += f": {view.waiting_for}"
+    if view.buttons:
+        text += f"; buttons: {', '.join(view.buttons)}"
+    if view.due_at and view.status in ("active", "waiting"):
+        text += f"; due {view.due_at.isoformat()}"
+    if view.end_reason:
+        text += f": {view.end_reason}"
+    return text + ")"
+
+
+def _print(view: EnrollmentView, as_json: bool) -> None:
+    if as_json:
+        print_json(view.as_dict())
+    else:
+        console.print(_summary(view), highlight=False, markup=False)
+
+
+@app.command("start")
+@reports_errors
+def start(flow: str, record_id: int, as_json: JsonOption = False) -> None:
+    """Start FLOW for one record now (the flow needs a `manual` trigger)."""
+    _print(enrollments.start_record(state.context, state.actor, flow, record_id), as_json)
+
+
+@app.command("show")
+@reports_errors
+def show(record_id: int, as_json: JsonOption = False) -> None:
+    """The flows a record is or was in, the current step, and what each step run did."""
+    status = enrollments.record_status(state.context, state.actor, record_id)
+    if as_json:
+        print_json(status.as_dict())
+        return
+    if not status.enrollments:
+        console.print(f"record {record_id} has not been in any flow you can see", markup=False)
+    for view in status.enrollments:
+        console.print(_summary(view), highlight=False, markup=False)
+        sent, total = view.emails
+        if total:
+            console.print(f"  emails: {sent}/{total}", highlight=False, markup=False)
+        for run in view.step_runs:
+            reason = f" — {run.reason}" if run.reason else ""
+            console.print(
+                f"  #{run.run} {run.step} [{run.status}] {run.started_at:%Y-%m-%d %H:%M}{reason}",
+                highlight=False,
+                markup=False,
+            )
+            for action in run.actions:
+                console.print(
+                    f"      {action['type']}: {action['status']} — {action['detail']}",
+                    highlight=False,
+                    markup=False,
+                )
+    for line in status.history:
+        console.print(f"history {line['at']}: {line['message']}", highlight=False, markup=False)
+
+
+@app.command("progress")
+@reports_errors
+def progress(flow: str, as_json: JsonOption = False) -> None:
+    """How FLOW is doing: entered / inside / finished / left / cancelled, records per step."""
+    result = enrollments.flow_progress(state.context, state.actor, flow)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    console.print(
+        f"flow {flow!r}: {result.entered} entered, {result.inside} inside, "
+        f"{result.finished} finished, {result.left} left, {result.cancelled} cancelled, "
+        f"{result.emails} email(s) written",
+        highlight=False,
+        markup=False,
+    )
+    rows = [(step, result.per_step.get(step, 0), done) for step, done in result.funnel.items()]
+    rows += [(s, n, 0) for s, n in result.per_step.items() if s not in result.funnel]
+    print_table("Steps", ["step", "records there now", "went through"], rows)
+
+
+@app.command("decide")
+@reports_errors
+def decide(
+    enrollment: int,
+    step: str,
+    button: str,
+    comment: Annotated[str | None, typer.Option(help="Why (some buttons require it)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Press BUTTON on approval STEP of an enrollment (see `crmflow runs show RECORD`)."""
+    view = enrollments.decide(state.context, state.actor, enrollment, step, button, comment)
+    _print(view, as_json)
+
+
+@app.command("restart")
+@reports_errors
+def restart(enrollment: int, as_json: JsonOption = False) -> None:
+    """Start a record over from the first step of its flow."""
+    _print(enrollments.restart_enrollment(state.context, state.actor, enrollment), as_json)

@@ -1,0 +1,49 @@
+"""`crmflow worker`: run flows on time (any number of them on PostgreSQL)."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from crmflow.cli.common import console, err_console, reports_errors, state
+
+
+@reports_errors
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Process what is due now, then exit.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Enrollments claimed per batch.")] = 500,
+    lease_seconds: Annotated[
+        float, typer.Option(help="How long a claimed batch is ours before others may take it.")
+    ] = 60.0,
+) -> None:
+    """Run the worker: claim due records in batches, run their steps, write the results.
+    SIGTERM or Ctrl-C stops it after the current batch."""
+    from datetime import timedelta
+
+    from crmflow.worker import Worker, run_once
+
+    ctx = state.context
+    if once:
+        moved = run_once(ctx, limit=batch_size)
+        console.print(f"moved {moved} enrollment(s)", highlight=False)
+        return
+    runner = Worker(ctx, batch_size=batch_size, lease=timedelta(seconds=lease_seconds))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        err_console.print(
+            f"{signal.Signals(signum).name}: finishing the current batch", highlight=False
+        )
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    err_console.print(
+        f"worker {runner.name} on {state.database_label} (batch {batch_size})", highlight=False
+    )
+    runner.run()
+    err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)

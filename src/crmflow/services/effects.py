@@ -1,0 +1,335 @@
+"""Carrying out the engine's commands on crmflow's own data, inside the batch's transaction.
+
+Everything here happens in the transaction that moves the enrollments (DESIGN principle 3): a
+task, a history line or a record change exists exactly when the step that made it is committed.
+External effects only become outbox rows (`ON CONFLICT DO NOTHING` on their idempotency key); the
+dispatcher delivers them. Each kind is applied set-based for the whole batch.
+
+A command that cannot be carried out (a value that no longer fits the record, a follow-up flow
+that refuses the record, a kind not supported yet) is never dropped silently: it comes back as a
+failure, which the caller writes into the step run's action log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.commands import (
+    AddToGroup,
+    AssignOwner,
+    Command,
+    CreateRecord,
+    CreateTask,
+    EndFlow,
+    Notify,
+    OutboxMessage,
+    RemoveFromGroup,
+    RunSql,
+    SetStatus,
+    StartFlow,
+    UpdateRecord,
+    WriteHistory,
+)
+from crmflow.engine.definition import FlowDefinition, ReentryPolicy
+from crmflow.services.context import Actor, Context
+from crmflow.services.records import FieldChange, update_records_in
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import (
+    enrollments,
+    flow_versions,
+    flows,
+    notifications,
+    record_history,
+    records,
+    tasks,
+)
+
+__all__ = [
+    "LOOP_GUARD_LIMIT",
+    "Applied",
+    "apply_commands",
+    "entry_refusal",
+    "loop_guard_tripped",
+]
+
+LOOP_GUARD_LIMIT = 10  # starts of one flow for one record in 24 hours (seed 004)
+
+_NOT_SUPPORTED = {
+    AddToGroup: "adding a record to a group is not supported yet",
+    RemoveFromGroup: "removing a record from a group is not supported yet",
+    CreateRecord: "creating a related record is not supported yet",
+    AssignOwner: "assigning an owner is not supported yet",
+    RunSql: "SQL actions are not supported yet",
+}
+
+
+# (enrollment id, step run, action index): where a failure goes in the step-run log.
+ActionRef = tuple[int, int, int | None]
+
+
+@dataclass
+class Applied:
+    """What applying a batch's commands produced: failures to put in the action logs."""
+
+    failures: dict[ActionRef, str] = field(default_factory=dict)
+
+    def fail(self, command: Command, reason: str) -> None:
+        self.failures[(command.enrollment_id, command.step_run, command.action_index)] = reason
+
+
+def apply_commands(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    commands: Sequence[Command],
+    *,
+    record_of: dict[int, int],
+    flow_of: dict[int, str],
+    now: datetime,
+) -> Applied:
+    """Apply `commands` (in the order the engine gave them) on `conn`.
+
+    `record_of` / `flow_of` map each enrollment id to its record id / flow key. `actor` is who
+    the record changes are attributed to (the system user for the worker).
+    """
+    applied = Applied()
+    changes: list[tuple[Command, FieldChange]] = []
+    history: list[dict[str, Any]] = []
+    new_tasks: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    starts: list[StartFlow] = []
+    for c in commands:
+        record_id = record_of[c.enrollment_id]
+        if isinstance(c, UpdateRecord):
+            changes.append((c, FieldChange(record_id, c.values)))
+        elif isinstance(c, SetStatus):
+            changes.append((c, FieldChange(record_id, {"status": c.status})))
+        elif isinstance(c, WriteHistory):
+            history.append(_history(record_id, c.enrollment_id, c.message, now))
+        elif isinstance(c, CreateTask):
+            new_tasks.append(
+                {
+                    "enrollment_id": c.enrollment_id,
+                    "record_id": record_id,
+                    "step_key": c.step_key,
+                    "run": c.step_run,
+                    "title": c.title,
+                    "description": c.description,
+                    "assignee_kind": c.assignee.kind,
+                    "assignee_ref": str(c.assignee.ref),
+                    "due_at": c.due_at,
+                    "buttons": [list(b) for b in c.buttons],
+                    "status": "open",
+                    "created_at": now,
+                }
+            )
+        elif isinstance(c, Notify):
+            targets = [("user", str(u)) for u in c.users] + [("group", g) for g in c.groups]
+            notes += [
+                _notification(kind, ref, c.message, c.enrollment_id, record_id, now)
+                for kind, ref in targets
+            ]
+        elif isinstance(c, OutboxMessage):
+            messages.append(
+                {
+                    "enrollment_id": c.enrollment_id,
+                    "step_key": c.step_key,
+                    "step_run": c.step_run,
+                    "idempotency_key": c.idempotency_key,
+                    "kind": c.channel,
+                    "payload": c.payload.model_dump(mode="json"),
+                    "status": "pending",
+                    "not_before": c.not_before,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+            )
+        elif isinstance(c, StartFlow):
+            starts.append(c)
+        elif isinstance(c, EndFlow):
+            pass  # the engine has already ended the enrollment, with the reason
+        else:
+            applied.fail(c, _NOT_SUPPORTED.get(type(c), f"{c.kind} is not supported yet"))
+    if changes:
+        results = update_records_in(conn, ctx, actor, [change for _, change in changes])
+        for (command, _), problem in zip(changes, results, strict=True):
+            if problem is not None:
+                applied.fail(command, f"not applied: {problem}")
+    if history:
+        conn.execute(record_history.insert(), history)
+    if new_tasks:
+        conn.execute(tasks.insert(), new_tasks)
+    if notes:
+        conn.execute(notifications.insert(), notes)
+    repo.insert_ignoring_duplicates(conn, messages)
+    if starts:
+        _start_follow_ups(conn, starts, applied, flow_of=flow_of, now=now)
+    return applied
+
+
+def _history(
+    record_id: int, enrollment_id: int | None, message: str, at: datetime
+) -> dict[str, Any]:
+    return {"record_id": record_id, "enrollment_id": enrollment_id, "message": message, "at": at}
+
+
+def _notification(
+    kind: str, ref: str, message: str, enrollment_id: int | None, record_id: int, at: datetime
+) -> dict[str, Any]:
+    return {
+        "target_kind": kind,
+        "target_ref": ref,
+        "message": message,
+        "enrollment_id": enrollment_id,
+        "record_id": record_id,
+        "created_at": at,
+    }
+
+
+# -- entering a flow: the rules shared by manual starts and follow-ups ---------------------------
+
+
+def entry_refusal(
+    conn: sa.Connection,
+    policy: ReentryPolicy,
+    flow_id: int,
+    record_id: int,
+    *,
+    now: datetime,
+) -> str | None:
+    """Why the flow's re-entry policy keeps the record out now, or None when it may enter."""
+    rows = conn.execute(
+        sa.select(enrollments.c.status, enrollments.c.step_key, enrollments.c.entered_at)
+        .where(enrollments.c.flow_id == flow_id, enrollments.c.record_id == record_id)
+        .where(enrollments.c.status != "cancelled")
+        .order_by(enrollments.c.entered_at.desc())
+    ).all()
+    if not rows or policy.mode == "always":
+        return None
+    inside = [r for r in rows if r.status in repo.RUNNING]
+    if policy.mode == "never":
+        return (
+            f"the record already went through this flow (entered {rows[0].entered_at:%Y-%m-%d}) "
+            "and its re-entry policy is 'never'"
+        )
+    if inside:
+        where = f" at step {inside[0].step_key!r}" if inside[0].step_key else ""
+        return f"the record is already inside this flow{where}"
+    if policy.mode == "once_per_days" and policy.days:
+        again = rows[0].entered_at + timedelta(days=policy.days)
+        if again > now:
+            return (
+                f"the record entered this flow on {rows[0].entered_at:%Y-%m-%d} and may enter "
+                f"once every {policy.days} days (again from {again:%Y-%m-%d %H:%M} UTC)"
+            )
+    return None
+
+
+def loop_guard_tripped(conn: sa.Connection, flow_id: int, record_id: int, *, now: datetime) -> bool:
+    """True when the flow already started LOOP_GUARD_LIMIT times for the record in 24 hours."""
+    count = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(enrollments)
+        .where(
+            enrollments.c.flow_id == flow_id,
+            enrollments.c.record_id == record_id,
+            enrollments.c.entered_at > now - timedelta(days=1),
+        )
+    ).scalar_one()
+    return int(count) >= LOOP_GUARD_LIMIT
+
+
+def _start_follow_ups(
+    conn: sa.Connection,
+    starts: list[StartFlow],
+    applied: Applied,
+    *,
+    flow_of: dict[int, str],
+    now: datetime,
+) -> None:
+    """Each follow-up enters its flow at `at` (an enrollment not entered yet, due then), when the
+    flow admits it; otherwise the action fails with the reason and the record's history says so."""
+    keys = sorted({s.flow for s in starts})
+    targets = {
+        r.key: r
+        for r in conn.execute(
+            sa.select(flows.c.id, flows.c.key, flows.c.status, flows.c.current_version).where(
+                flows.c.key.in_(keys)
+            )
+        )
+    }
+    definitions = {
+        r.flow_id: FlowDefinition.model_validate(r.document)
+        for r in conn.execute(
+            sa.select(flow_versions.c.flow_id, flow_versions.c.document).where(
+                sa.tuple_(flow_versions.c.flow_id, flow_versions.c.version).in_(
+                    [(t.id, t.current_version) for t in targets.values()]
+                )
+            )
+        )
+    }
+    existing = {
+        r[0]
+        for r in conn.execute(
+            sa.select(records.c.id).where(records.c.id.in_(sorted({s.record_id for s in starts})))
+        )
+    }
+    refusals: list[dict[str, Any]] = []
+    for start in starts:
+        target = targets.get(start.flow)
+        reason: str | None
+        if target is None:
+            reason = f"there is no flow {start.flow!r}"
+        elif start.record_id not in existing:
+            reason = f"record {start.record_id} does not exist"
+        else:
+            reason = _follow_up_refusal(
+                conn, target, definitions[target.id], flow_of[start.enrollment_id], start, now
+            )
+        if reason is None and target is not None:
+            repo.insert_enrollment(
+                conn,
+                flow_id=target.id,
+                flow_version=target.current_version,
+                record_id=start.record_id,
+                now=now,
+                due_at=start.at,
+            )
+            continue
+        applied.fail(start, f"follow-up flow {start.flow!r} not started: {reason}")
+        refusals.append(
+            _history(
+                start.record_id,
+                start.enrollment_id,
+                f"not entered in flow {start.flow!r}: {reason}",
+                now,
+            )
+        )
+    if refusals:
+        conn.execute(record_history.insert(), refusals)
+
+
+def _follow_up_refusal(
+    conn: sa.Connection,
+    target: Any,
+    definition: FlowDefinition,
+    source: str,
+    start: StartFlow,
+    now: datetime,
+) -> str | None:
+    if target.status != "active":
+        return f"the flow is {target.status} (only active flows admit records)"
+    triggers = [t for t in definition.triggers if t.type == "follow_up"]
+    if not triggers:
+        return "the flow has no follow_up trigger"
+    if not any(not t.from_flows or source in t.from_flows for t in triggers):
+        return f"its follow_up trigger does not accept starts from flow {source!r}"
+    if loop_guard_tripped(conn, target.id, start.record_id, now=now):
+        return f"loop guard: started more than {LOOP_GUARD_LIMIT} times for the record in a day"
+    return entry_refusal(conn, definition.reentry, target.id, start.record_id, now=now)

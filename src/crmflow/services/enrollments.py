@@ -1,0 +1,712 @@
+"""Records going through flows: start one by hand or by API, decide an approval, restart, and
+see where each record is and how a flow is doing.
+
+`move_batch` is the heart shared with the worker: it runs the pure engine for a batch of locked
+enrollments and writes everything they produced (states, step runs, record changes, tasks,
+history, outbox) on the caller's transaction, with a fixed number of statements per batch.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from crmflow.engine.commands import Command
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.runtime import (
+    ActionLog,
+    ActionStatus,
+    DecisionMade,
+    EnrollmentState,
+    EnrollmentStatus,
+    Event,
+    RecordChanged,
+    RecordSnapshot,
+    StepRunLog,
+    StepStatus,
+)
+from crmflow.engine.transition import Outcome, advance, cancel, enter, restart, sequence_progress
+from crmflow.errors import ConflictError, NotFoundError
+from crmflow.services.context import Actor, Context
+from crmflow.services.effects import (
+    LOOP_GUARD_LIMIT,
+    Applied,
+    apply_commands,
+    entry_refusal,
+    loop_guard_tripped,
+)
+from crmflow.services.flows import _flow_row, _visible, _visible_to
+from crmflow.services.record_types import catalog_in
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import (
+    enrollments,
+    flows,
+    notifications,
+    outbox,
+    record_history,
+    records,
+    step_runs,
+    tasks,
+)
+
+__all__ = [
+    "EnrollmentView",
+    "FlowProgress",
+    "RecordStatus",
+    "StepRunView",
+    "decide",
+    "flow_progress",
+    "move_batch",
+    "record_status",
+    "restart_enrollment",
+    "start_record",
+]
+
+Restart = Literal["restart"]
+
+# Definitions parsed once per flow version, per database (tests open many databases).
+_DEFINITIONS: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[int, int], FlowDefinition]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def definitions_cache(ctx: Context) -> dict[tuple[int, int], FlowDefinition]:
+    return _DEFINITIONS.setdefault(ctx.engine, {})
+
+
+# -- moving a batch ------------------------------------------------------------------------------
+
+
+@dataclass
+class Moved:
+    """What `move_batch` did: the outcome of each enrollment it called the engine for."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)  # frozen flows, timers not due
+
+    @property
+    def step_runs(self) -> int:
+        return sum(len(o.log) for o in self.outcomes.values())
+
+
+def _zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
+    return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
+
+
+def _with_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[StepRunLog]:
+    """The step-run logs with the effects that could not be carried out marked as failed."""
+    if not applied.failures:
+        return list(logs)
+    out: list[StepRunLog] = []
+    for log in logs:
+        actions: list[ActionLog] = []
+        failed = 0
+        for a in log.actions:
+            reason = applied.failures.get((log.enrollment_id, log.step_run, a.index))
+            if reason is not None and a.status is ActionStatus.DONE:
+                failed += 1
+                detail = f"{a.detail} — {reason}"
+                actions.append(
+                    a.model_copy(update={"status": ActionStatus.FAILED, "detail": detail})
+                )
+            else:
+                actions.append(a)
+        if not failed:
+            out.append(log)
+            continue
+        failing = sum(1 for a in actions if a.status is ActionStatus.FAILED)
+        status = log.status
+        if status in (StepStatus.DONE, StepStatus.FAILED):
+            # The same words the engine uses when an action fails while the step runs.
+            status, reason = StepStatus.FAILED, f"{failing} of {len(actions)} actions failed"
+        else:
+            reason = "; ".join(r for r in (log.reason, f"{failed} action(s) failed") if r)
+        out.append(
+            log.model_copy(update={"actions": tuple(actions), "status": status, "reason": reason})
+        )
+    return out
+
+
+def move_batch(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    rows: Sequence[repo.EnrollmentRow],
+    *,
+    now: datetime,
+    events: Mapping[int, Event | Restart] | None = None,
+) -> Moved:
+    """Run the engine for locked enrollments `rows` at `now` (a timer, or `events[id]`) and
+    write what it decided. Enrollments of flows that are not running are left as they are."""
+    moved = Moved()
+    if not rows:
+        return moved
+    infos = repo.load_flows(
+        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+    )
+    types = catalog_in(conn)
+    snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+    states: list[EnrollmentState] = []
+    logs: list[StepRunLog] = []
+    commands: list[Command] = []
+    closed_runs: list[dict[str, Any]] = []
+    over: list[int] = []
+    record_of: dict[int, int] = {}
+    flow_of: dict[int, str] = {}
+    for row in rows:
+        info = infos.get((row.flow_id, row.flow_version))
+        if info is None or info.status not in repo.RUNNING_FLOWS:
+            moved.skipped.append(row.id)
+            continue
+        flow = info.definition
+        zone = _zone(ctx, flow)
+        rtype = types.get(flow.record_type)
+        event = (events or {}).get(row.id)
+        record = snapshots.get(row.record_id)
+        if row.state is None:
+            if record is None:
+                gone = EnrollmentState(
+                    enrollment_id=row.id,
+                    flow_key=flow.key,
+                    flow_version=row.flow_version,
+                    record_id=row.record_id,
+                    entered_at=now,
+                )
+                reason = "the record was deleted before it entered"
+                outcome = Outcome(
+                    state=cancel(gone, now=now, reason=reason),
+                    record=RecordSnapshot(row.record_id, flow.record_type, {}),
+                )
+            else:
+                outcome = enter(
+                    flow,
+                    enrollment_id=row.id,
+                    flow_version=row.flow_version,
+                    record=record,
+                    now=now,
+                    zone=zone,
+                    record_type=rtype,
+                )
+        else:
+            if record is None:
+                record = RecordSnapshot(row.record_id, flow.record_type, {})
+                event = RecordChanged(change="deleted")
+            if event == "restart":
+                outcome = restart(flow, row.state, record, now=now, zone=zone, record_type=rtype)
+            else:
+                outcome = advance(
+                    flow,
+                    row.state,
+                    record,
+                    now=now,
+                    zone=zone,
+                    event=event if not isinstance(event, str) else None,
+                    record_type=rtype,
+                )
+        moved.outcomes[row.id] = outcome
+        if outcome.refused or outcome.not_due:
+            moved.skipped.append(row.id)
+            continue
+        snapshots[row.record_id] = outcome.record
+        record_of[row.id] = row.record_id
+        flow_of[row.id] = flow.key
+        states.append(outcome.state)
+        logs += outcome.log
+        commands += outcome.commands
+        old_run = row.state.current_run if row.state is not None else None
+        if old_run is not None and outcome.state.current_run != old_run:
+            # The waiting run (an approval) is over: its task is done.
+            closed_runs.append({"eid": row.id, "r": old_run, "at": now})
+        if outcome.state.is_over:
+            over.append(row.id)
+    applied = apply_commands(
+        conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now
+    )
+    repo.save(conn, states, _with_failures(logs, applied), now=now)
+    _close_tasks(conn, closed_runs, over, now=now)
+    repo.release(conn, moved.skipped)
+    return moved
+
+
+def _close_tasks(
+    conn: sa.Connection, closed_runs: list[dict[str, Any]], over: list[int], *, now: datetime
+) -> None:
+    if closed_runs:
+        conn.execute(
+            tasks.update()
+            .where(
+                tasks.c.enrollment_id == sa.bindparam("eid"),
+                tasks.c.run == sa.bindparam("r"),
+                tasks.c.status == "open",
+            )
+            .values(status="done", closed_at=sa.bindparam("at")),
+            closed_runs,
+        )
+    if over:
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.enrollment_id.in_(over), tasks.c.status == "open")
+            .values(status="cancelled", closed_at=now)
+        )
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class StepRunView:
+    run: int
+    step: str
+    type: str
+    status: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None
+    actions: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "step": self.step,
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "actions": self.actions,
+        }
+
+
+@dataclass(frozen=True)
+class EnrollmentView:
+    id: int
+    flow: str
+    flow_version: int
+    record_id: int
+    status: str
+    step: str | None
+    waiting_for: str  # what the current step waits for, in words
+    buttons: list[str]
+    due_at: datetime | None
+    entered_at: datetime
+    finished_at: datetime | None
+    end_reason: str
+    emails: tuple[int, int]  # (sent, in the flow): "2/5"
+    step_runs: list[StepRunView]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flow": self.flow,
+            "flow_version": self.flow_version,
+            "record_id": self.record_id,
+            "status": self.status,
+            "step": self.step,
+            "waiting_for": self.waiting_for,
+            "buttons": self.buttons,
+            "due_at": _iso(self.due_at),
+            "entered_at": self.entered_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "end_reason": self.end_reason,
+            "emails": f"{self.emails[0]}/{self.emails[1]}",
+            "step_runs": [r.as_dict() for r in self.step_runs],
+        }
+
+
+@dataclass(frozen=True)
+class RecordStatus:
+    record_id: int
+    record_type: str | None  # None: the record was deleted
+    enrollments: list[EnrollmentView]
+    history: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "record_type": self.record_type,
+            "flows": [e.as_dict() for e in self.enrollments],
+            "history": self.history,
+        }
+
+
+@dataclass(frozen=True)
+class FlowProgress:
+    flow: str
+    entered: int
+    inside: int
+    finished: int
+    left: int
+    cancelled: int
+    per_step: dict[str, int]  # records at each step now
+    funnel: dict[str, int]  # records that completed each step (done or failed), in step order
+    emails: int  # email messages written to the outbox
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "entered": self.entered,
+            "inside": self.inside,
+            "finished": self.finished,
+            "left": self.left,
+            "cancelled": self.cancelled,
+            "per_step": self.per_step,
+            "funnel": self.funnel,
+            "emails": self.emails,
+        }
+
+
+def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> list[EnrollmentView]:
+    """Views of enrollments (rows of enrollments joined with flows.key) with their step runs,
+    in a fixed number of queries."""
+    ids = [r.id for r in rows]
+    runs: dict[int, list[StepRunView]] = {}
+    if ids:
+        for s in conn.execute(
+            sa.select(step_runs)
+            .where(step_runs.c.enrollment_id.in_(ids))
+            .order_by(step_runs.c.enrollment_id, step_runs.c.run)
+        ):
+            runs.setdefault(s.enrollment_id, []).append(
+                StepRunView(
+                    s.run,
+                    s.step_key,
+                    s.step_type,
+                    s.status,
+                    s.reason,
+                    s.started_at,
+                    s.finished_at,
+                    list(s.actions),
+                )
+            )
+    infos = repo.load_flows(
+        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+    )
+    out = []
+    for r in rows:
+        state = EnrollmentState.model_validate(r.state) if r.state is not None else None
+        info = infos.get((r.flow_id, r.flow_version))
+        emails = (0, 0)
+        if state is not None and info is not None:
+            emails = sequence_progress(info.definition, state)
+        waiting = state.waiting if state is not None else None
+        waiting_for = waiting.description if waiting is not None else ""
+        if state is None and r.status in repo.RUNNING:
+            waiting_for = "enters the flow when due"
+        out.append(
+            EnrollmentView(
+                id=r.id,
+                flow=r.flow_key,
+                flow_version=r.flow_version,
+                record_id=r.record_id,
+                status=r.status,
+                step=r.step_key,
+                waiting_for=waiting_for,
+                buttons=[b.key for b in waiting.buttons] if waiting is not None else [],
+                due_at=r.due_at,
+                entered_at=state.entered_at if state is not None else r.entered_at,
+                finished_at=r.finished_at,
+                end_reason=state.end_reason if state is not None else "",
+                emails=emails,
+                step_runs=runs.get(r.id, []),
+            )
+        )
+    return out
+
+
+def _enrollment_select() -> sa.Select[Any]:
+    return sa.select(enrollments, flows.c.key.label("flow_key")).join(
+        flows, flows.c.id == enrollments.c.flow_id
+    )
+
+
+def _view(conn: sa.Connection, ctx: Context, enrollment_id: int) -> EnrollmentView:
+    row = conn.execute(_enrollment_select().where(enrollments.c.id == enrollment_id)).one()
+    return _views(conn, ctx, [row])[0]
+
+
+def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
+    """The flows `record_id` is or was in (those `actor` can see), oldest first: current step,
+    what it waits for, each step run with what each action did and why; and its history."""
+    with ctx.engine.connect() as conn:
+        exists = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
+        query = (
+            _enrollment_select()
+            .where(enrollments.c.record_id == record_id, _visible_to(actor))
+            .order_by(enrollments.c.id)
+        )
+        rows = conn.execute(query).all()
+        if exists is None and not rows:
+            raise NotFoundError(f"no record with id {record_id}")
+        visible_ids = [r.id for r in rows]
+        history = [
+            {"at": h.at.isoformat(), "enrollment_id": h.enrollment_id, "message": h.message}
+            for h in conn.execute(
+                sa.select(record_history)
+                .where(record_history.c.record_id == record_id)
+                .where(
+                    sa.or_(
+                        record_history.c.enrollment_id.is_(None),
+                        record_history.c.enrollment_id.in_(visible_ids),
+                    )
+                )
+                .order_by(record_history.c.id)
+            )
+        ]
+        rtype = exists.type if exists is not None else None
+        return RecordStatus(record_id, rtype, _views(conn, ctx, rows), history)
+
+
+def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
+    """How a flow is doing: entered / inside / finished / left / cancelled, records per step now,
+    and how many went through each step."""
+    with ctx.engine.connect() as conn:
+        flow = _flow_row(conn, actor, flow_key)
+        by_status: dict[str, int] = {}
+        per_step: dict[str, int] = {}
+        for r in conn.execute(
+            sa.select(enrollments.c.status, enrollments.c.step_key, sa.func.count())
+            .where(enrollments.c.flow_id == flow.id)
+            .group_by(enrollments.c.status, enrollments.c.step_key)
+        ):
+            by_status[r[0]] = by_status.get(r[0], 0) + int(r[2])
+            if r[0] in repo.RUNNING:
+                step = r[1] or "(not entered yet)"
+                per_step[step] = per_step.get(step, 0) + int(r[2])
+        in_flow = sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow.id)
+        through = {
+            r[0]: int(r[1])
+            for r in conn.execute(
+                sa.select(
+                    step_runs.c.step_key, sa.func.count(sa.distinct(step_runs.c.enrollment_id))
+                )
+                .where(step_runs.c.enrollment_id.in_(in_flow))
+                .where(step_runs.c.status.in_(("done", "failed")))
+                .group_by(step_runs.c.step_key)
+            )
+        }
+        emails = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.enrollment_id.in_(in_flow), outbox.c.kind == "email")
+        ).scalar_one()
+        [info] = repo.load_flows(
+            conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
+        ).values()
+    order = [s.key for s in info.definition.ordered_steps()]
+    funnel = {key: through.get(key, 0) for key in order}
+    funnel.update({k: v for k, v in through.items() if k not in funnel})
+    return FlowProgress(
+        flow=flow_key,
+        entered=sum(by_status.values()),
+        inside=sum(by_status.get(s, 0) for s in repo.RUNNING),
+        finished=by_status.get("finished", 0),
+        left=by_status.get("left", 0),
+        cancelled=by_status.get("cancelled", 0),
+        per_step=per_step,
+        funnel=funnel,
+        emails=int(emails),
+    )
+
+
+# -- use-cases -------------------------------------------------------------------------------------
+
+
+def _admission(flow: sa.Row[Any], definition: FlowDefinition) -> str | None:
+    if flow.status == "draining":
+        return "the flow is draining: records inside finish, no new record enters"
+    if flow.status == "paused":
+        return "the flow is paused: no record enters until it is resumed"
+    if flow.status == "draft":
+        return f"the flow is a draft; start it first (`crmflow flows start {flow.key}`)"
+    if flow.status == "archived":
+        return "the flow is archived; no record enters"
+    if not any(t.type == "manual" for t in definition.triggers):
+        return "the flow has no manual trigger (add `- type: manual` to its triggers)"
+    return None
+
+
+def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> EnrollmentView:
+    """Start flow `flow_key` for one record now (a person's or a program's start): its first
+    steps run at once when they are due. Refused with the reason (ConflictError) when the flow
+    does not admit records now, the record's type is not the flow's, or the re-entry policy
+    keeps it out. The 11th start of a flow for a record within a day trips the loop guard: the
+    start is recorded as cancelled, the record's running enrollment in the flow is cancelled,
+    and the flow's controller and `actor` are notified."""
+    now = ctx.now()
+    refusal: str | None = None
+    with ctx.engine.begin() as conn:
+        # Locking the flow row serialises starts of one flow, so a record cannot enter twice.
+        flow = _flow_row(conn, actor, flow_key, for_update=True)
+        [info] = repo.load_flows(
+            conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
+        ).values()
+        definition = info.definition
+        refusal = _admission(flow, definition)
+        record = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
+        if record is None:
+            raise NotFoundError(f"no record with id {record_id}")
+        if refusal is None and record.type != definition.record_type:
+            refusal = f"the flow runs on {definition.record_type} records, not {record.type}"
+        if refusal is None and loop_guard_tripped(conn, flow.id, record_id, now=now):
+            refusal = _trip_loop_guard(conn, actor, flow, definition, record_id, now=now)
+        elif refusal is None:
+            refusal = entry_refusal(conn, definition.reentry, flow.id, record_id, now=now)
+            if refusal is None:
+                eid = repo.insert_enrollment(
+                    conn,
+                    flow_id=flow.id,
+                    flow_version=flow.current_version,
+                    record_id=record_id,
+                    now=now,
+                    due_at=now,
+                )
+                move_batch(conn, ctx, actor, repo.lock(conn, [eid], owner=None), now=now)
+                repo.notify_due(conn)
+                return _view(conn, ctx, eid)
+        conn.execute(
+            record_history.insert().values(
+                record_id=record_id,
+                message=f"not entered in flow {flow_key!r} (by {actor.username}): {refusal}",
+                at=now,
+            )
+        )
+    raise ConflictError(f"record {record_id} was not entered in flow {flow_key!r}: {refusal}")
+
+
+def _trip_loop_guard(
+    conn: sa.Connection,
+    actor: Actor,
+    flow: sa.Row[Any],
+    definition: FlowDefinition,
+    record_id: int,
+    *,
+    now: datetime,
+) -> str:
+    reason = (
+        f"loop guard: flow {flow.key!r} was started more than {LOOP_GUARD_LIMIT} times "
+        f"for record {record_id} within a day"
+    )
+    eid = repo.insert_enrollment(
+        conn,
+        flow_id=flow.id,
+        flow_version=flow.current_version,
+        record_id=record_id,
+        now=now,
+        due_at=now,
+        status="cancelled",
+    )
+    stopped = EnrollmentState(
+        enrollment_id=eid,
+        flow_key=flow.key,
+        flow_version=flow.current_version,
+        record_id=record_id,
+        entered_at=now,
+    )
+    running = repo.lock(
+        conn,
+        conn.execute(
+            sa.select(enrollments.c.id).where(
+                enrollments.c.flow_id == flow.id,
+                enrollments.c.record_id == record_id,
+                enrollments.c.status.in_(repo.RUNNING),
+            )
+        )
+        .scalars()
+        .all(),
+        owner=None,
+    )
+    states = [cancel(stopped, now=now, reason=reason)]
+    states += [cancel(r.state, now=now, reason=reason) for r in running if r.state is not None]
+    repo.save(conn, states, [], now=now)
+    _close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
+    told = {("user", actor.username)}
+    if definition.controller:
+        told.add(("user", definition.controller))
+    conn.execute(
+        notifications.insert(),
+        [
+            {
+                "target_kind": kind,
+                "target_ref": ref,
+                "message": f"{reason}; the flow was cancelled for this record",
+                "enrollment_id": eid,
+                "record_id": record_id,
+                "created_at": now,
+            }
+            for kind, ref in sorted(told)
+        ],
+    )
+    return reason
+
+
+def _locked(
+    conn: sa.Connection, actor: Actor, enrollment_id: int
+) -> tuple[repo.EnrollmentRow, sa.Row[Any]]:
+    rows = repo.lock(conn, [enrollment_id], owner=None)
+    flow = (
+        conn.execute(sa.select(flows).where(flows.c.id == rows[0].flow_id)).first()
+        if rows
+        else None
+    )
+    if not rows or flow is None or not _visible(conn, actor, flow):
+        raise NotFoundError(f"no enrollment {enrollment_id} that you can see")
+    return rows[0], flow
+
+
+def decide(
+    ctx: Context,
+    actor: Actor,
+    enrollment_id: int,
+    step_key: str,
+    button: str,
+    comment: str | None = None,
+) -> EnrollmentView:
+    """Press `button` on approval step `step_key`: the record goes on along that button's branch
+    (its next steps run at once when due). Refused with the engine's reason (ConflictError)."""
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        row, flow = _locked(conn, actor, enrollment_id)
+        if flow.status not in repo.RUNNING_FLOWS:
+            raise ConflictError(
+                f"flow {flow.key!r} is {flow.status}: decisions wait until it runs again"
+            )
+        if row.state is None:
+            raise ConflictError("the record has not entered the flow yet")
+        event = DecisionMade(
+            step_key=step_key, button=button, by=actor.username, comment=comment or ""
+        )
+        moved = move_batch(conn, ctx, actor, [row], now=now, events={row.id: event})
+        refused = moved.outcomes[row.id].refused
+        if refused:
+            raise ConflictError(f"decision refused: {refused}")
+        repo.notify_due(conn)
+        return _view(conn, ctx, enrollment_id)
+
+
+def restart_enrollment(ctx: Context, actor: Actor, enrollment_id: int) -> EnrollmentView:
+    """Start the record over from the flow's first step (seed 003), also after it finished;
+    the email count starts over. The flow must be running (active or draining)."""
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        row, flow = _locked(conn, actor, enrollment_id)
+        if flow.status not in repo.RUNNING_FLOWS:
+            raise ConflictError(f"flow {flow.key!r} is {flow.status}; restart it when it runs")
+        if row.state is None:
+            raise ConflictError("the record has not entered the flow yet; nothing to restart")
+        if row.state.status is EnrollmentStatus.CANCELLED and row.state.end_reason.startswith(
+            "loop guard"
+        ):
+            raise ConflictError("an enrollment stopped by the loop guard cannot be restarted")
+        move_batch(conn, ctx, actor, [row], now=now, events={row.id: "restart"})
+        repo.notify_due(conn)
+        return _view(conn, ctx, enrollment_id)

@@ -1,0 +1,440 @@
+"""The enrollment repository: due work claimed in batches, loaded and written set-based.
+
+A worker claims a batch in a short transaction: on PostgreSQL `SELECT ... FOR UPDATE SKIP
+LOCKED LIMIT n` (concurrent workers take disjoint batches without waiting for each other), on
+SQLite the single writer (`BEGIN IMMEDIATE`). The claim sets a lease (owner, until) and commits.
+The batch is then processed in one transaction that first locks its rows again *and* checks that
+the lease is still ours: a worker that was too slow (its lease expired and another worker took the
+rows) writes nothing, and a worker that died leaves rows that are free once the lease expires.
+Every read and write of a batch is one statement (or one executemany), never one per enrollment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crmflow.engine.definition import FlowDefinition, FlowStatus
+from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.runtime import EnrollmentState, RecordSnapshot, StepRunLog, StepStatus
+from crmflow.store.schema import (
+    enrollments,
+    flow_versions,
+    flows,
+    outbox,
+    records,
+    step_runs,
+    users,
+)
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "RUNNING",
+    "RUNNING_FLOWS",
+    "EnrollmentRow",
+    "FlowInfo",
+    "StepRunRow",
+    "claim",
+    "insert_enrollment",
+    "insert_ignoring_duplicates",
+    "load_flows",
+    "load_records",
+    "lock",
+    "next_due",
+    "notify_due",
+    "release",
+    "save",
+]
+
+# Statuses of an enrollment that is still inside its flow.
+RUNNING = ("active", "waiting")
+# Only these flows move; a paused or archived flow's records wait where they are, frozen.
+RUNNING_FLOWS = (FlowStatus.ACTIVE.value, FlowStatus.DRAINING.value)
+NOTIFY_CHANNEL = "crmflow_due"  # idle workers LISTEN here on PostgreSQL
+_CHUNK = 10_000  # stay well below SQLite's limit on bound parameters
+
+
+@dataclass(frozen=True)
+class EnrollmentRow:
+    id: int
+    flow_id: int
+    flow_version: int
+    record_id: int
+    status: str
+    step_key: str | None
+    due_at: datetime | None
+    entered_at: datetime
+    state: EnrollmentState | None  # None: not entered yet (a follow-up due at `due_at`)
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    id: int
+    key: str
+    status: str
+    version: int
+    definition: FlowDefinition
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class StepRunRow:
+    """A step run as stored: the logs of one (enrollment, run) merged."""
+
+    enrollment_id: int
+    run: int
+    step_key: str
+    step_type: str
+    status: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None
+    actions: list[dict[str, Any]]
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def _row(r: sa.Row[Any]) -> EnrollmentRow:
+    return EnrollmentRow(
+        id=r.id,
+        flow_id=r.flow_id,
+        flow_version=r.flow_version,
+        record_id=r.record_id,
+        status=r.status,
+        step_key=r.step_key,
+        due_at=r.due_at,
+        entered_at=r.entered_at,
+        state=EnrollmentState.model_validate(r.state) if r.state is not None else None,
+    )
+
+
+def insert_enrollment(
+    conn: sa.Connection,
+    *,
+    flow_id: int,
+    flow_version: int,
+    record_id: int,
+    now: datetime,
+    due_at: datetime,
+    status: str = "active",
+) -> int:
+    """A new enrollment that enters its flow at `due_at` (its state is written when it does)."""
+    over = status not in RUNNING
+    return int(
+        conn.execute(
+            enrollments.insert()
+            .values(
+                flow_id=flow_id,
+                flow_version=flow_version,
+                record_id=record_id,
+                status=status,
+                entered_at=now,
+                finished_at=now if over else None,
+                due_at=None if over else due_at,
+                updated_at=now,
+            )
+            .returning(enrollments.c.id)
+        ).scalar_one()
+    )
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        enrollments.c.status.in_(RUNNING),
+        enrollments.c.due_at <= now,
+        sa.or_(enrollments.c.lease_until.is_(None), enrollments.c.lease_until < now),
+        enrollments.c.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+    )
+
+
+def claim(
+    engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
+) -> list[int]:
+    """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first."""
+    with engine.begin() as conn:
+        query = (
+            sa.select(enrollments.c.id)
+            .where(_due(now))
+            .order_by(enrollments.c.due_at)
+            .limit(limit)
+            # SKIP LOCKED: a row another worker is claiming right now is simply not ours.
+            .with_for_update(skip_locked=True, of=enrollments)
+        )
+        ids = [int(i) for i in conn.execute(query).scalars()]
+        if ids:
+            conn.execute(
+                enrollments.update()
+                .where(enrollments.c.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+    return ids
+
+
+def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
+    """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
+    whose lease is still `owner`'s: the others were taken over and must not be written."""
+    found: list[EnrollmentRow] = []
+    for chunk in _chunks(sorted(ids)):
+        query = sa.select(enrollments).where(enrollments.c.id.in_(chunk))
+        if owner is not None:
+            query = query.where(enrollments.c.lease_owner == owner)
+        found += [_row(r) for r in conn.execute(query.order_by(enrollments.c.id).with_for_update())]
+    return found
+
+
+def release(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Give up the leases of enrollments that were claimed but not moved (nothing to do)."""
+    for chunk in _chunks(sorted(ids)):
+        conn.execute(
+            enrollments.update()
+            .where(enrollments.c.id.in_(chunk))
+            .values(lease_owner=None, lease_until=None)
+        )
+
+
+def load_flows(
+    conn: sa.Connection,
+    pairs: Iterable[tuple[int, int]],
+    cache: dict[tuple[int, int], FlowDefinition],
+) -> dict[tuple[int, int], FlowInfo]:
+    """The flows of (flow id, version) pairs with their status read now; definitions are parsed
+    once per version (`cache`), since a version that has run never changes."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    flow_ids = sorted({f for f, _ in wanted})
+    rows = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(flows.c.id, flows.c.key, flows.c.status, users.c.username)
+            .outerjoin(users, users.c.id == flows.c.owner_id)
+            .where(flows.c.id.in_(flow_ids))
+        )
+    }
+    missing = sorted(p for p in wanted if p not in cache)
+    if missing:
+        documents = conn.execute(
+            sa.select(flow_versions.c.flow_id, flow_versions.c.version, flow_versions.c.document)
+            .where(flow_versions.c.flow_id.in_(sorted({f for f, _ in missing})))
+            .where(flow_versions.c.version.in_(sorted({v for _, v in missing})))
+        )
+        for d in documents:
+            if (d.flow_id, d.version) in wanted:
+                cache[(d.flow_id, d.version)] = FlowDefinition.model_validate(d.document)
+    return {
+        (f, v): FlowInfo(
+            id=f,
+            key=rows[f].key,
+            status=rows[f].status,
+            version=v,
+            definition=cache[(f, v)],
+            owner=rows[f].username,
+        )
+        for f, v in wanted
+        if f in rows and (f, v) in cache
+    }
+
+
+def load_records(
+    conn: sa.Connection, ids: Iterable[int], types: dict[str, RecordType]
+) -> dict[int, RecordSnapshot]:
+    """Records as the engine sees them (every field of the type; the owner's username), in one
+    query per chunk of ids. Deleted records are absent."""
+    out: dict[int, RecordSnapshot] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        query = (
+            sa.select(records, users.c.username.label("owner_name"))
+            .outerjoin(users, users.c.id == records.c.owner_id)
+            .where(records.c.id.in_(chunk))
+        )
+        for r in conn.execute(query):
+            rtype = types.get(r.type)
+            keys = rtype.field_keys if rtype is not None else list(r.data)
+            out[r.id] = RecordSnapshot(
+                id=r.id,
+                type=r.type,
+                values={k: r.data.get(k) for k in keys},
+                owner=r.owner_name,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+    return out
+
+
+def _insert_for(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def insert_ignoring_duplicates(
+    conn: sa.Connection, rows: Sequence[dict[str, Any]], *, key: str = "idempotency_key"
+) -> None:
+    """Outbox rows; a row whose idempotency key is already there is left out (a retried step
+    run produces the same keys, and must not send twice)."""
+    if rows:
+        conn.execute(_insert_for(conn, outbox).on_conflict_do_nothing(index_elements=[key]), rows)
+
+
+def _merge(rows: list[StepRunRow], log: StepRunLog) -> StepRunRow:
+    """Fold `log` into the run's row: a run that waited and then completed is one row."""
+    actions = [a.model_dump(mode="json") for a in log.actions]
+    finished = None if log.status is StepStatus.WAITING else log.at
+    if not rows:
+        return StepRunRow(
+            enrollment_id=log.enrollment_id,
+            run=log.step_run,
+            step_key=log.step_key,
+            step_type=log.step_type,
+            status=log.status.value,
+            reason=log.reason,
+            started_at=log.at,
+            finished_at=finished,
+            actions=actions,
+        )
+    old = rows[-1]
+    # The end of the enrollment is said on the enrollment; the step keeps its own outcome.
+    status = old.status if log.status is StepStatus.ENDED else log.status.value
+    reason = "; ".join(r for r in (old.reason, log.reason) if r)
+    return StepRunRow(
+        enrollment_id=old.enrollment_id,
+        run=old.run,
+        step_key=old.step_key,
+        step_type=old.step_type,
+        status=status,
+        reason=reason,
+        started_at=old.started_at,
+        finished_at=finished or old.finished_at,
+        actions=old.actions + actions,
+    )
+
+
+def _existing_runs(
+    conn: sa.Connection, pairs: set[tuple[int, int]]
+) -> dict[tuple[int, int], StepRunRow]:
+    if not pairs:
+        return {}
+    ids = sorted({e for e, _ in pairs})
+    found: dict[tuple[int, int], StepRunRow] = {}
+    for chunk in _chunks(ids):
+        query = sa.select(step_runs).where(step_runs.c.enrollment_id.in_(chunk))
+        query = query.where(step_runs.c.run.in_(sorted({r for _, r in pairs})))
+        for r in conn.execute(query):
+            if (r.enrollment_id, r.run) in pairs:
+                found[(r.enrollment_id, r.run)] = StepRunRow(
+                    enrollment_id=r.enrollment_id,
+                    run=r.run,
+                    step_key=r.step_key,
+                    step_type=r.step_type,
+                    status=r.status,
+                    reason=r.reason,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    actions=list(r.actions),
+                )
+    return found
+
+
+def save(
+    conn: sa.Connection,
+    states: Sequence[EnrollmentState],
+    logs: Sequence[StepRunLog],
+    *,
+    now: datetime,
+) -> None:
+    """Write the new states (columns + JSON, lease released) and the step runs, in bulk."""
+    if states:
+        conn.execute(
+            enrollments.update()
+            .where(enrollments.c.id == sa.bindparam("eid"))
+            .values(
+                flow_version=sa.bindparam("v_version"),
+                status=sa.bindparam("v_status"),
+                step_key=sa.bindparam("v_step"),
+                due_at=sa.bindparam("v_due"),
+                finished_at=sa.bindparam("v_finished"),
+                state=sa.bindparam("v_state"),
+                updated_at=sa.bindparam("v_updated"),
+                lease_owner=None,
+                lease_until=None,
+            ),
+            [
+                {
+                    "eid": s.enrollment_id,
+                    "v_version": s.flow_version,
+                    "v_status": s.status.value,
+                    "v_step": s.step_key,
+                    "v_due": None if s.is_over else s.due_at,
+                    "v_finished": s.finished_at,
+                    "v_state": s.model_dump(mode="json"),
+                    "v_updated": now,
+                }
+                for s in states
+            ],
+        )
+    if not logs:
+        return
+    pairs = {(log.enrollment_id, log.step_run) for log in logs}
+    merged = _existing_runs(conn, pairs)
+    new: set[tuple[int, int]] = set()
+    for log in logs:
+        key = (log.enrollment_id, log.step_run)
+        if key not in merged:
+            new.add(key)
+        merged[key] = _merge([merged[key]] if key in merged else [], log)
+    rows = [
+        {
+            "enrollment_id": r.enrollment_id,
+            "run": r.run,
+            "step_key": r.step_key,
+            "step_type": r.step_type,
+            "status": r.status,
+            "reason": r.reason,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "actions": r.actions,
+        }
+        for key, r in merged.items()
+        if key in pairs
+    ]
+    insert = _insert_for(conn, step_runs)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["enrollment_id", "run"],
+            set_={
+                "status": insert.excluded.status,
+                "reason": insert.excluded.reason,
+                "finished_at": insert.excluded.finished_at,
+                "actions": insert.excluded.actions,
+            },
+        ),
+        rows,
+    )
+
+
+def next_due(engine: sa.Engine) -> datetime | None:
+    """When the earliest pending enrollment of a running flow can be claimed: its due time, or
+    the end of another worker's lease on it (so an idle worker does not spin on held rows)."""
+    e = enrollments.c
+    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
+    with engine.connect() as conn:
+        value: datetime | None = conn.execute(
+            sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
+                e.status.in_(RUNNING),
+                e.due_at.is_not(None),
+                e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+            )
+        ).scalar_one()
+    return value
+
+
+def notify_due(conn: sa.Connection) -> None:
+    """Wake idle workers: work may be due sooner than they planned (PostgreSQL; sent at commit)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))

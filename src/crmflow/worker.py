@@ -1,0 +1,188 @@
+"""The worker: claim due enrollments in batches -> run the engine -> write the results -> commit.
+
+Any number of workers may run against one PostgreSQL database (claims use SKIP LOCKED); on
+SQLite the single writer serialises them. A claim carries a lease: a worker killed mid-batch
+leaves rows that another worker takes once the lease has expired, and since the batch's writes
+are one transaction that never committed, nothing of it happened; step-run numbers and outbox
+idempotency keys make the retry produce the very same rows.
+
+Idle workers sleep until the next due time (bounded, so work added by another process is seen),
+and wake at once when `Worker.wake()` is called (the in-process signal used by `crmflow serve`)
+or, on PostgreSQL, when a `NOTIFY crmflow_due` arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from crmflow.services.context import Actor, Context
+from crmflow.services.enrollments import move_batch
+from crmflow.services.users import ensure_system_user
+from crmflow.store import enrollments as repo
+from crmflow.store.database import is_postgres
+from crmflow.store.enrollments import NOTIFY_CHANNEL
+
+__all__ = ["BatchResult", "Worker", "run_batch", "run_once"]
+
+log = logging.getLogger("crmflow.worker")
+
+DEFAULT_BATCH = 500
+DEFAULT_LEASE = timedelta(seconds=60)
+MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
+_MAX_ROUNDS = 10_000  # run_once: a guard against a flow that keeps itself due forever
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claimed: int
+    moved: int
+    step_runs: int
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def run_batch(
+    ctx: Context,
+    system: Actor,
+    *,
+    now: datetime,
+    owner: str,
+    limit: int = DEFAULT_BATCH,
+    lease: timedelta = DEFAULT_LEASE,
+) -> BatchResult:
+    """Claim up to `limit` enrollments due at `now`, move them, and commit: one batch."""
+    ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)
+    if not ids:
+        return BatchResult(0, 0, 0)
+    with ctx.engine.begin() as conn:
+        rows = repo.lock(conn, ids, owner=owner)
+        moved = move_batch(conn, ctx, system, rows, now=now)
+    return BatchResult(len(ids), len(moved.outcomes), moved.step_runs)
+
+
+def run_once(
+    ctx: Context, *, now: datetime | None = None, owner: str = "run-once", limit: int = 500
+) -> int:
+    """Process everything due at `now` (default: the context's clock), batch after batch, and
+    return how many enrollments moved. What tests and `crmflow worker --once` use."""
+    at = now or ctx.now()
+    system = ensure_system_user(ctx)
+    total = 0
+    for _ in range(_MAX_ROUNDS):
+        result = run_batch(ctx, system, now=at, owner=owner, limit=limit)
+        total += result.moved
+        if result.claimed == 0:
+            break
+    return total
+
+
+class Worker:
+    """A worker loop; `stop()` ends it after the current batch (SIGTERM / SIGINT call it)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        lease: timedelta = DEFAULT_LEASE,
+        max_idle: float = MAX_IDLE,
+        name: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.lease = lease
+        self.max_idle = max_idle
+        self.name = name or worker_name()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.moved = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """New work may be due now: stop sleeping."""
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        system = ensure_system_user(self.ctx)
+        listener = _Listener(self.ctx.engine, self.wake) if is_postgres(self.ctx.engine) else None
+        log.info("worker %s started", self.name)
+        try:
+            while not self._stop.is_set():
+                try:
+                    result = run_batch(
+                        self.ctx,
+                        system,
+                        now=self.ctx.now(),
+                        owner=self.name,
+                        limit=self.batch_size,
+                        lease=self.lease,
+                    )
+                except sa.exc.OperationalError as exc:
+                    # A database that went away for a moment: the lease protects the batch.
+                    log.warning("worker %s: database error, retrying: %s", self.name, exc)
+                    self._sleep(1.0)
+                    continue
+                self.moved += result.moved
+                if result.claimed == 0:
+                    self._sleep(self._idle_seconds())
+        finally:
+            if listener is not None:
+                listener.close()
+            log.info("worker %s stopped after moving %d enrollments", self.name, self.moved)
+
+    def _idle_seconds(self) -> float:
+        due = repo.next_due(self.ctx.engine)
+        if due is None:
+            return self.max_idle
+        # A due row that another worker holds would make us spin: wait a little at least.
+        return min(self.max_idle, max(0.05, (due - self.ctx.now()).total_seconds()))
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+
+class _Listener:
+    """LISTEN crmflow_due on a dedicated connection; calls `wake` on each notification."""
+
+    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._closed = threading.Event()
+        self._conn = engine.raw_connection()
+        self._thread = threading.Thread(target=self._listen, daemon=True, name="crmflow-listen")
+        self._thread.start()
+
+    def _listen(self) -> None:
+        driver = self._conn.driver_connection
+        try:
+            driver.autocommit = True  # type: ignore[union-attr]
+            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
+            while not self._closed.is_set():
+                for _ in driver.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
+                    self._wake()
+        except Exception as exc:  # a lost connection: the worker's bounded sleep still works
+            if not self._closed.is_set():
+                log.warning("LISTEN %s stopped: %s", NOTIFY_CHANNEL, exc)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=2.0)
+        self._conn.invalidate()

@@ -1,0 +1,407 @@
+"""Workers run flows on time, durably and once, on SQLite and PostgreSQL, with a frozen clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.errors import ConflictError
+from crmflow.services import enrollments as runs
+from crmflow.services import flows, records
+from crmflow.services.context import Actor, Context
+from crmflow.services.users import ensure_system_user
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
+from crmflow.worker import run_batch, run_once
+from tests.conftest import FrozenClock, make_user
+
+THANKS = """\
+schema_version: 1
+key: thanks
+name: Thank donors
+record_type: contact
+owner: system
+triggers:
+  - type: manual
+steps:
+  - key: thank
+    actions:
+      - type: send_email
+        subject: "Merci {{ record.first_name }} !"
+        body: "Bonjour {{ record.first_name }}"
+      - type: history
+        message: "Thanked {{ record.first_name }}"
+      - type: update_record
+        values: {status: donor}
+  - key: two-days-later
+    timing: {type: after, amount: 2, unit: days}
+    actions:
+      - type: send_email
+        subject: "Nos projets"
+        body: "Grâce à vous"
+      - type: history
+        message: "News sent"
+  - key: approve
+    type: approval
+    responsibility: {type: user, user: maria}
+    message: "Make {{ record.first_name }} a client?"
+    buttons:
+      - {key: validate, label: Validate}
+      - {key: refuse, label: Refuse, goto: refused, comment_required: true}
+  - key: client
+    actions:
+      - type: set_status
+        status: client
+    next: finished
+  - key: refused
+    actions:
+      - type: history
+        message: "Refused"
+  - key: finished
+    type: end
+"""
+
+
+def _flow(ctx: Context, admin: Actor, text: str = THANKS) -> None:
+    flows.create_flow(ctx, admin, text)
+    flows.change_status(
+        ctx, admin, text.split("key: ", 1)[1].split("\n", 1)[0], LifecycleAction.START
+    )
+
+
+def _contact(ctx: Context, admin: Actor, name: str = "Claire") -> int:
+    view = records.create_record(
+        ctx, admin, "contact", {"first_name": name, "last_name": "Martin", "email": "c@example.org"}
+    )
+    return view.id
+
+
+def _count(ctx: Context, table: sa.Table, **where: Any) -> int:
+    query = sa.select(sa.func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _history(ctx: Context, record_id: int) -> list[str]:
+    with ctx.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(record_history.c.message)
+                .where(record_history.c.record_id == record_id)
+                .order_by(record_history.c.id)
+            ).scalars()
+        )
+
+
+@pytest.fixture(autouse=True)
+def maria(ctx: Context) -> Actor:
+    return make_user(ctx, "maria", "manager")
+
+
+def test_the_migrations_build_exactly_the_tables_of_the_schema(ctx: Context) -> None:
+    with ctx.engine.connect() as conn:
+        migration = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(migration, metadata) == []
+
+
+def test_a_manual_start_runs_the_first_step_and_the_next_one_exactly_when_due(
+    ctx: Context, admin: Actor, maria: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin)
+    rid = _contact(ctx, admin)
+    started = runs.start_record(ctx, admin, "thanks", rid)
+
+    # The immediate step ran at the start: email in the outbox, history, the record updated.
+    assert started.step == "two-days-later"
+    assert started.status == "active"
+    assert started.due_at == clock.current + timedelta(days=2)
+    assert _history(ctx, rid) == ["Thanked Claire"]
+    assert records.get_record(ctx, rid).data["status"] == "donor"
+    assert _count(ctx, outbox, enrollment_id=started.id) == 1
+
+    # One second early: nothing moves.
+    clock.advance(days=2, seconds=-1)
+    assert run_once(ctx) == 0
+    assert _history(ctx, rid) == ["Thanked Claire"]
+
+    clock.advance(seconds=1)
+    assert run_once(ctx) == 1
+    assert _history(ctx, rid) == ["Thanked Claire", "News sent"]
+    assert _count(ctx, outbox, enrollment_id=started.id) == 2
+
+    # Now it waits for maria's decision, with a task in her list.
+    [status] = runs.record_status(ctx, admin, rid).enrollments
+    assert (status.status, status.step, status.buttons) == (
+        "waiting",
+        "approve",
+        ["validate", "refuse"],
+    )
+    assert status.emails == (2, 2)
+    with ctx.engine.connect() as conn:
+        task = conn.execute(sa.select(tasks)).one()
+    assert (task.assignee_kind, task.assignee_ref, task.status) == ("user", "maria", "open")
+    clock.advance(days=30)
+    assert run_once(ctx) == 0  # a decision, not time, moves it on
+
+    with pytest.raises(ConflictError, match="comment"):
+        runs.decide(ctx, maria, started.id, "approve", "refuse")
+    with pytest.raises(ConflictError, match="not at step 'client'"):
+        runs.decide(ctx, maria, started.id, "client", "validate")
+    done = runs.decide(ctx, maria, started.id, "approve", "validate")
+    assert done.status == "finished"
+    assert records.get_record(ctx, rid).data["status"] == "client"
+    assert _count(ctx, tasks, status="done") == 1
+    assert [r.step for r in done.step_runs] == [
+        "thank",
+        "two-days-later",
+        "approve",
+        "client",
+        "finished",
+    ]
+    approve = done.step_runs[2]
+    assert approve.status == "done"
+    assert approve.finished_at == clock.current
+
+
+def test_a_paused_flow_freezes_its_records_and_resuming_runs_them(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin)
+    rid = _contact(ctx, admin)
+    started = runs.start_record(ctx, admin, "thanks", rid)
+    flows.change_status(ctx, admin, "thanks", LifecycleAction.PAUSE, confirm_inside=1)
+
+    clock.advance(days=3)
+    assert run_once(ctx) == 0
+    with pytest.raises(ConflictError, match="paused"):
+        runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, "Ana"))
+    [frozen] = runs.record_status(ctx, admin, rid).enrollments
+    assert frozen.step == "two-days-later"
+    assert _history(ctx, rid) == ["Thanked Claire"]
+
+    flows.change_status(ctx, admin, "thanks", LifecycleAction.RESUME)
+    assert run_once(ctx) == 1
+    assert _history(ctx, rid)[-1] == "News sent"
+    assert runs.record_status(ctx, admin, rid).enrollments[0].id == started.id
+
+
+def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin)
+    ids = [
+        runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, f"C{i}")).id for i in range(5)
+    ]
+    clock.advance(days=2)
+    now = clock.current
+
+    # A worker claims the batch, runs it, and dies before its commit.
+    claimed = repo.claim(ctx.engine, now=now, owner="dead", limit=100, lease=timedelta(seconds=60))
+    assert sorted(claimed) == ids
+    system = ensure_system_user(ctx)
+    with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
+        runs.move_batch(conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=now)
+        raise RuntimeError("killed")
+
+    # While the lease runs, nobody else takes the rows.
+    assert run_batch(ctx, system, now=now, owner="other").claimed == 0
+    clock.advance(seconds=61)
+    assert run_once(ctx, owner="other") == 5
+    # The dead worker, back, finds its lease gone: it writes nothing.
+    with ctx.engine.begin() as conn:
+        assert repo.lock(conn, claimed, owner="dead") == []
+    assert run_once(ctx) == 0
+
+    assert _count(ctx, outbox) == 10  # two emails per record, each once
+    assert _count(ctx, record_history) == 10
+    with ctx.engine.connect() as conn:
+        runs_per = conn.execute(
+            sa.select(step_runs.c.enrollment_id, sa.func.count()).group_by(
+                step_runs.c.enrollment_id
+            )
+        ).all()
+    assert {count for _, count in runs_per} == {3}  # thank, two-days-later, approve (waiting)
+
+
+def test_the_same_step_run_written_twice_leaves_one_outbox_row(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    """A step run retried from the same state (a crash after a partial write would do that)
+    produces the same idempotency keys: the outbox keeps one row per email."""
+    _flow(ctx, admin)
+    rid = _contact(ctx, admin)
+    started = runs.start_record(ctx, admin, "thanks", rid)
+    with ctx.engine.connect() as conn:
+        row = conn.execute(sa.select(outbox)).one()._asdict()
+    row.pop("id")
+    with ctx.engine.begin() as conn:
+        repo.insert_ignoring_duplicates(conn, [row])
+    assert _count(ctx, outbox, enrollment_id=started.id) == 1
+
+
+def test_actions_that_cannot_be_applied_are_failed_in_the_step_run_not_dropped(
+    ctx: Context, admin: Actor
+) -> None:
+    text = """\
+schema_version: 1
+key: groups
+name: Groups
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: segment
+    actions:
+      - type: add_to_group
+        group: donors
+      - type: history
+        message: "segmented"
+"""
+    _flow(ctx, admin, text)
+    rid = _contact(ctx, admin)
+    view = runs.start_record(ctx, admin, "groups", rid)
+    [run] = view.step_runs
+    assert run.status == "failed"
+    assert run.reason == "1 of 2 actions failed; finished: went through the last step"
+    failed, done = run.actions
+    assert failed["status"] == "failed" and "not supported yet" in failed["detail"]
+    assert done["status"] == "done"
+    assert view.status == "finished"
+
+
+def test_a_follow_up_flow_starts_when_the_first_one_says_and_notifications_are_written(
+    ctx: Context, admin: Actor, maria: Actor, clock: FrozenClock
+) -> None:
+    first = """\
+schema_version: 1
+key: first
+name: First
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: hand-over
+    actions:
+      - type: notify
+        users: [maria]
+        message: "{{ record.first_name }} moves on"
+      - type: start_flow
+        flow: second
+        delay: {amount: 1, unit: days}
+"""
+    second = """\
+schema_version: 1
+key: second
+name: Second
+record_type: contact
+triggers: [{type: follow_up, from_flows: [first]}]
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "second flow ran"
+"""
+    _flow(ctx, admin, second)
+    _flow(ctx, admin, first)
+    rid = _contact(ctx, admin)
+    runs.start_record(ctx, admin, "first", rid)
+    assert _count(ctx, notifications, target_ref="maria") == 1
+    [_, pending] = runs.record_status(ctx, admin, rid).enrollments
+    assert (pending.flow, pending.waiting_for) == ("second", "enters the flow when due")
+
+    clock.advance(hours=23)
+    assert run_once(ctx) == 0
+    clock.advance(hours=1)
+    assert run_once(ctx) == 1
+    assert _history(ctx, rid) == ["second flow ran"]
+    assert runs.flow_progress(ctx, admin, "second").finished == 1
+
+
+BULK = """\
+schema_version: 1
+key: bulk
+name: Bulk
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: hello
+    actions:
+      - type: send_email
+        subject: "Hello {{ record.first_name }}"
+        body: "Hi"
+  - key: later
+    timing: {type: after, amount: 30, unit: minutes}
+    actions:
+      - type: send_email
+        subject: "Later"
+        body: "Hi again"
+      - type: history
+        message: "later ran"
+  - key: done
+    type: end
+"""
+
+
+def test_a_record_deleted_while_in_a_flow_leaves_it_and_the_idle_worker_knows_the_next_due(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin)
+    rid = _contact(ctx, admin)
+    kept = _contact(ctx, admin, "Ana")
+    runs.start_record(ctx, admin, "thanks", rid)
+    runs.start_record(ctx, admin, "thanks", kept)
+    assert repo.next_due(ctx.engine) == clock.current + timedelta(days=2)
+    records.delete_record(ctx, admin, rid)
+    clock.advance(days=2)
+    assert run_once(ctx) == 2
+    [gone] = runs.record_status(ctx, admin, rid).enrollments
+    assert (gone.status, gone.end_reason) == ("left", "the record was deleted")
+    assert _history(ctx, kept)[-1] == "News sent"
+    assert repo.next_due(ctx.engine) is None  # the other one waits for a decision
+
+
+def test_an_idle_worker_wakes_on_notify_and_stops_after_its_batch(
+    ctx: Context, admin: Actor, backend: str
+) -> None:
+    """An idle worker sleeps (here up to 30 s) but new due work wakes it at once: NOTIFY on
+    PostgreSQL, `wake()` in-process (what SQLite's embedded worker relies on)."""
+    import threading
+    import time
+
+    from crmflow.worker import Worker
+
+    _flow(ctx, admin)
+    rid = _contact(ctx, admin)
+    worker = Worker(ctx, max_idle=30.0, name="idle")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the worker found nothing and went to sleep
+        with ctx.engine.begin() as conn:
+            flow_id = conn.execute(sa.text("select id from flows")).scalar_one()
+            repo.insert_enrollment(
+                conn,
+                flow_id=flow_id,
+                flow_version=1,
+                record_id=rid,
+                now=ctx.now(),
+                due_at=ctx.now(),
+            )
+            repo.notify_due(conn)
+        if backend != "postgresql":
+            worker.wake()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _history(ctx, rid) != ["Thanked Claire"]:
+            time.sleep(0.05)
+        assert _history(ctx, rid) == ["Thanked Claire"]
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert worker.moved == 1
