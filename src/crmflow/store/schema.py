@@ -14,6 +14,8 @@ from crmflow.store.types import ID, JSONDoc, UTCDateTime
 __all__ = [
     "api_tokens",
     "enrollments",
+    "entry_decisions",
+    "feed_cursors",
     "flow_members",
     "flow_status_changes",
     "flow_versions",
@@ -24,12 +26,15 @@ __all__ = [
     "notifications",
     "outbox",
     "record_changes",
+    "record_group_members",
+    "record_groups",
     "record_history",
     "record_types",
     "records",
     "saved_queries",
     "step_runs",
     "tasks",
+    "trigger_schedules",
     "users",
 ]
 
@@ -150,6 +155,7 @@ flows = sa.Table(
     sa.Column("start_at", UTCDateTime),
     sa.Column("archive_at", UTCDateTime),
     sa.Column("started_at", UTCDateTime),  # first time it became active; never cleared
+    sa.Column("paused_at", UTCDateTime),  # when the current pause began (catch-up on resume)
     sa.Column("created_by", ID, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -298,4 +304,61 @@ record_history = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index("ix_record_history_record", "record_id", "id"),
+)
+
+# Why a record that was considered for a flow did not enter it ("entry condition false",
+# "already inside", "flow draining", ...): listed per flow and per record.
+entry_decisions = sa.Table(
+    "entry_decisions",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("flow_id", ID, sa.ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("record_id", ID, nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),  # the trigger type that considered it
+    sa.Column("change_id", ID, nullable=True),  # the record change that caused it, if any
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_entry_decisions_flow", "flow_id", "id"),
+    sa.Index("ix_entry_decisions_record", "record_id", "id"),
+)
+
+# Where each consumer of an ordered feed (e.g. the record changes that trigger flows) has got to.
+feed_cursors = sa.Table(
+    "feed_cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The next run of each time-based trigger (daily schedules, date fields reached) of a flow.
+trigger_schedules = sa.Table(
+    "trigger_schedules",
+    metadata,
+    sa.Column("flow_id", ID, sa.ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("trigger_index", sa.Integer, primary_key=True),
+    sa.Column("next_at", UTCDateTime, nullable=True),
+    sa.Column("last_at", UTCDateTime, nullable=True),
+    sa.Index("ix_trigger_schedules_next", "next_at"),
+)
+
+# Static groups of records (a mailing list, "Donors 2026"): the add_to_group action's target.
+record_groups = sa.Table(
+    "record_groups",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+record_group_members = sa.Table(
+    "record_group_members",
+    metadata,
+    sa.Column(
+        "group_id", ID, sa.ForeignKey("record_groups.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("record_id", ID, primary_key=True),
+    sa.Column("added_at", UTCDateTime, nullable=False),
+    sa.Index("ix_record_group_members_record", "record_id"),
 )
