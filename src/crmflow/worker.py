@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import sqlalchemy as sa
 
 from crmflow.services.context import Actor, Context
 from crmflow.services.enrollments import move_batch
+from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
+from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import is_postgres
@@ -38,6 +41,7 @@ log = logging.getLogger("crmflow.worker")
 DEFAULT_BATCH = 500
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
+TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
 _MAX_ROUNDS = 10_000  # run_once: a guard against a flow that keeps itself due forever
 
 
@@ -78,12 +82,18 @@ def run_once(
     return how many enrollments moved. What tests and `crmflow worker --once` use."""
     at = now or ctx.now()
     system = ensure_system_user(ctx)
+    # start_at / archive_at first: a flow archived at `at` runs nothing at `at`.
+    fire_lifecycle_schedule(ctx, now=at)
     total = 0
     for _ in range(_MAX_ROUNDS):
+        # Triggers first, every round: records that enter are then moved by the batches, and
+        # the record changes those batches make may trigger flows in turn.
+        triggered = process_triggers(ctx, now=at)
         result = run_batch(ctx, system, now=at, owner=owner, limit=limit)
         total += result.moved
-        if result.claimed == 0:
+        if result.claimed == 0 and triggered == 0:
             break
+    archive_drained_flows(ctx)
     return total
 
 
@@ -107,6 +117,9 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.moved = 0
+        self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
+        self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
+        self._scheduled_at: datetime | None = None  # the next start_at / archive_at
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,6 +140,8 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
+                    self._flow_schedules()
+                    self._triggers()
                     result = run_batch(
                         self.ctx,
                         system,
@@ -148,8 +163,35 @@ class Worker:
                 listener.close()
             log.info("worker %s stopped after moving %d enrollments", self.name, self.moved)
 
+    def _flow_schedules(self) -> None:
+        """start_at / archive_at and auto-archive of drained flows: at most once a second (they
+        are a few queries, not worth one per batch), and at once when a start_at/archive_at
+        comes."""
+        now = self.ctx.now()
+        if self._lifecycle_at is not None and now < self._lifecycle_at:
+            return
+        scheduled = fire_lifecycle_schedule(self.ctx, now=now)
+        archive_drained_flows(self.ctx)
+        # One that is already past could not be done (retried each second): not a reason to spin.
+        upcoming = scheduled.next_at if scheduled.next_at and scheduled.next_at > now else None
+        self._scheduled_at = upcoming
+        soon = now + timedelta(seconds=1)
+        self._lifecycle_at = min(soon, upcoming) if upcoming else soon
+
+    def _triggers(self) -> None:
+        """Record changes, schedules and dates enter records into flows before due work is
+        claimed; at most every TRIGGERS_EVERY seconds while busy (a few queries each time)."""
+        at = time.monotonic()
+        if at < self._triggers_at:
+            return
+        self._triggers_at = at + TRIGGERS_EVERY
+        process_triggers(self.ctx, now=self.ctx.now())
+
     def _idle_seconds(self) -> float:
         due = repo.next_due(self.ctx.engine)
+        if self._scheduled_at is not None:
+            # An idle worker wakes for a flow's start_at / archive_at as for a due record.
+            due = min(due, self._scheduled_at) if due is not None else self._scheduled_at
         if due is None:
             return self.max_idle
         # A due row that another worker holds would make us spin: wait a little at least.

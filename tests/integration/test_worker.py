@@ -271,7 +271,8 @@ steps:
     assert run.status == "failed"
     assert run.reason == "1 of 2 actions failed; finished: went through the last step"
     failed, done = run.actions
-    assert failed["status"] == "failed" and "not supported yet" in failed["detail"]
+    assert failed["status"] == "failed"
+    assert "no list (record group) named 'donors'" in failed["detail"]
     assert done["status"] == "done"
     assert view.status == "finished"
 

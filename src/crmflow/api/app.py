@@ -10,7 +10,17 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from crmflow import __version__
-from crmflow.api import enrollments, flows, meta, queries, record_types, records, users
+from crmflow.api import (
+    enrollments,
+    flows,
+    meta,
+    queries,
+    record_groups,
+    record_types,
+    records,
+    triggers,
+    users,
+)
 from crmflow.errors import AuthenticationError, CrmflowError
 from crmflow.services.context import Context
 
@@ -49,6 +59,16 @@ def create_app(ctx: Context) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
         return JSONResponse(exc.as_dict(), status_code=exc.status_code, headers=headers)
 
-    for module in (meta, users, record_types, records, queries, flows, enrollments):
+    for module in (
+        meta,
+        users,
+        record_types,
+        records,
+        record_groups,
+        queries,
+        flows,
+        enrollments,
+        triggers,
+    ):
         app.include_router(module.router)
     return app

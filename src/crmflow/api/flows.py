@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, status
+from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, ServiceContext, raw_body
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import flows
+from crmflow.services import flows, lifecycle
 
 router = APIRouter(prefix="/api/flows", tags=["flows"])
 
-Body = Annotated[tuple[str, str], Depends(raw_body)]
+DocBody = Annotated[tuple[str, str], Depends(raw_body)]
 _DOC_BODY = {
     "requestBody": {
         "required": True,
@@ -50,7 +51,7 @@ def list_flows(
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_DOC_BODY)
 def create_flow(
-    ctx: ServiceContext, actor: CurrentActor, body: Body, confirm_count: int | None = None
+    ctx: ServiceContext, actor: CurrentActor, body: DocBody, confirm_count: int | None = None
 ) -> dict[str, Any]:
     text, content_type = body
     view = flows.create_flow(
@@ -65,7 +66,7 @@ def create_flow(
 
 
 @router.post("/validate", openapi_extra=_DOC_BODY)
-def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: Body) -> dict[str, Any]:
+def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> dict[str, Any]:
     """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
     text, content_type = body
     definition = flows.validate_flow_text(
@@ -80,7 +81,9 @@ def get_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, An
 
 
 @router.put("/{key}", openapi_extra=_DOC_BODY)
-def update_flow(ctx: ServiceContext, actor: CurrentActor, key: str, body: Body) -> dict[str, Any]:
+def update_flow(
+    ctx: ServiceContext, actor: CurrentActor, key: str, body: DocBody
+) -> dict[str, Any]:
     text, content_type = body
     return flows.update_flow(
         ctx, actor, key, text, fmt=_format(content_type), source="request body"
@@ -131,9 +134,32 @@ def pause(
     ).as_dict()
 
 
+class ResumeBody(BaseModel):
+    moves: dict[str, str] = Field(
+        default_factory=dict,
+        description='For each step the new version removed: the step its records go to, or "end"',
+    )
+
+
+@router.get("/{key}/impact")
+def impact(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str, Any]]:
+    """What resuming does to the records inside that are on an older version: per step, how
+    many records are there and what happens to them (`removed` steps need a move on resume)."""
+    return [i.as_dict() for i in lifecycle.impact_preview(ctx, actor, key)]
+
+
 @router.post("/{key}/resume")
-def resume(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
-    return flows.change_status(ctx, actor, key, LifecycleAction.RESUME).as_dict()
+def resume(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    body: Annotated[ResumeBody | None, Body()] = None,
+) -> dict[str, Any]:
+    """Resume a paused, draining or archived flow where each record was. After an edit, the
+    records move to the new version by step key; `moves` says where the records of removed
+    steps go (409 listing the steps and counts until every one has a choice)."""
+    moves = body.moves if body is not None else None
+    return flows.change_status(ctx, actor, key, LifecycleAction.RESUME, moves=moves).as_dict()
 
 
 @router.post("/{key}/drain")

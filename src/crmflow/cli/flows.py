@@ -21,7 +21,7 @@ from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.validation import ValidationContext
 from crmflow.errors import CrmflowError, InvalidInputError
-from crmflow.services import flows
+from crmflow.services import flows, lifecycle
 
 app = typer.Typer(help="Flows: definitions, versions and lifecycle.", no_args_is_help=True)
 
@@ -202,11 +202,60 @@ def pause(
     _lifecycle(LifecycleAction.PAUSE, key, confirm_inside)
 
 
+def _moves(values: list[str]) -> dict[str, str]:
+    moves: dict[str, str] = {}
+    for value in values:
+        old, sep, new = value.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise typer.BadParameter(
+                f"{value!r}: write OLD_STEP=NEW_STEP or OLD_STEP=end", param_hint="--move"
+            )
+        moves[old.strip()] = new.strip()
+    return moves
+
+
 @app.command("resume")
 @reports_errors
-def resume(key: str) -> None:
-    """Resume a paused, draining or archived flow where each record was."""
-    _lifecycle(LifecycleAction.RESUME, key)
+def resume(
+    key: str,
+    move: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--move",
+            help="OLD=NEW: where the records of a step the new version removed go "
+            "(a step of the new version, or 'end'); repeat for each such step",
+        ),
+    ] = None,
+) -> None:
+    """Resume a paused, draining or archived flow where each record was. After an edit the
+    records move to the new version by step key (see `crmflow flows impact KEY` first)."""
+    view = flows.change_status(
+        state.context, state.actor, key, LifecycleAction.RESUME, moves=_moves(move or [])
+    )
+    console.print(f"flow {view.key!r} is {view.status.value} ({view.inside} record(s) inside)")
+
+
+@app.command("impact")
+@reports_errors
+def impact(key: str) -> None:
+    """What resuming does to the records inside: per step of the older version, how many
+    records are there and what happens to them."""
+    rows = [
+        (
+            i.step,
+            i.records,
+            ", ".join(map(str, i.versions)),
+            i.fate,
+            i.detail,
+        )
+        for i in lifecycle.impact_preview(state.context, state.actor, key)
+    ]
+    if not rows:
+        console.print(f"every record inside {key!r} is on its current version: nothing moves")
+        return
+    print_table(
+        f"Resuming {key}", ["step", "records", "on version", "what happens", "detail"], rows
+    )
 
 
 @app.command("drain")

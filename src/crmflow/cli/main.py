@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from crmflow.cli import flows, queries, records, runs, simulate, users, worker
+from crmflow.cli import flows, lists, queries, records, runs, simulate, users, worker
 from crmflow.cli.common import console, err_console, print_json, reports_errors, state
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(users.users_app, name="users")
 app.add_typer(users.groups_app, name="groups")
 app.add_typer(records.types_app, name="types")
 app.add_typer(records.records_app, name="records")
+app.add_typer(lists.app, name="lists")
 app.add_typer(queries.app, name="queries")
 app.add_typer(flows.app, name="flows")
 app.command("simulate")(simulate.simulate)

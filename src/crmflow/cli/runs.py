@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from crmflow.cli.common import console, print_json, print_table, reports_errors, state
-from crmflow.services import enrollments
+from crmflow.services import enrollments, triggers
 from crmflow.services.enrollments import EnrollmentView
 
 app = typer.Typer(
@@ -117,3 +117,27 @@ def decide(
 def restart(enrollment: int, as_json: JsonOption = False) -> None:
     """Start a record over from the first step of its flow."""
     _print(enrollments.restart_enrollment(state.context, state.actor, enrollment), as_json)
+
+
+@app.command("not-entered")
+@reports_errors
+def not_entered(
+    flow: Annotated[str | None, typer.Option("--flow", help="Only this flow (its key)")] = None,
+    record: Annotated[
+        int | None, typer.Option("--record", help="Only this record (its id)")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Why records did not enter flows: entry condition false, already inside, flow draining..."""
+    found = triggers.entry_decisions_for(
+        state.context, state.actor, flow_key=flow, record_id=record, limit=limit
+    )
+    if as_json:
+        print_json({"items": [d.as_dict() for d in found]})
+        return
+    if not found:
+        console.print("no record was kept out of a flow you can see", markup=False)
+        return
+    rows = [(f"{d.at:%Y-%m-%d %H:%M}", d.flow, d.record_id, d.trigger, d.reason) for d in found]
+    print_table("Not entered", ["at (UTC)", "flow", "record", "trigger", "why"], rows)

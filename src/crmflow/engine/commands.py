@@ -24,6 +24,7 @@ __all__ = [
     "AddToGroup",
     "AssignOwner",
     "Assignee",
+    "Attachment",
     "Command",
     "CreateRecord",
     "CreateTask",
@@ -238,6 +239,16 @@ class RunSql(_Command):
         return f"run SQL: {self.sql[:80]}"
 
 
+class Attachment(BaseModel):
+    """A file sent with an email (e.g. the .ics invitation of an appointment)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str
+    content_type: str
+    content: str  # text content (an .ics file is text)
+
+
 class EmailPayload(BaseModel):
     """A rendered email; `template` names a stored template the dispatcher renders instead of
     `body` (with `variables` and the record)."""
@@ -257,6 +268,7 @@ class EmailPayload(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     archive: bool = True
     record_id: int | None = None
+    attachments: tuple[Attachment, ...] = ()
 
     def describe(self) -> str:
         text = f"email to {', '.join(self.to)}"

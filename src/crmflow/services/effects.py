@@ -6,8 +6,13 @@ External effects only become outbox rows (`ON CONFLICT DO NOTHING` on their idem
 dispatcher delivers them. Each kind is applied set-based for the whole batch.
 
 A command that cannot be carried out (a value that no longer fits the record, a follow-up flow
-that refuses the record, a kind not supported yet) is never dropped silently: it comes back as a
-failure, which the caller writes into the step run's action log.
+that refuses the record, an unknown list, SQL turned off) is never dropped silently: it comes back
+as a failure, which the caller writes into the step run's action log.
+
+Kinds apply in this order, so that each sees what the earlier ones wrote: record values and
+status, related records, owners, lists, history, tasks, notifications, outbox, follow-ups, and
+SQL last (an administrator's statement may read what the step just did). The larger kinds live in
+modules of their own: `related_records`, `owner_assignment`, `record_groups`, `sql_actions`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ from crmflow.engine.commands import (
 )
 from crmflow.engine.definition import FlowDefinition, ReentryPolicy
 from crmflow.services.context import Actor, Context
+from crmflow.services.owner_assignment import assign_owners
+from crmflow.services.record_groups import GroupChange, apply_group_changes
 from crmflow.services.records import FieldChange, update_records_in
+from crmflow.services.related_records import create_related_records
+from crmflow.services.sql_actions import run_sql_actions
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
     enrollments,
@@ -58,14 +67,6 @@ __all__ = [
 ]
 
 LOOP_GUARD_LIMIT = 10  # starts of one flow for one record in 24 hours (seed 004)
-
-_NOT_SUPPORTED = {
-    AddToGroup: "adding a record to a group is not supported yet",
-    RemoveFromGroup: "removing a record from a group is not supported yet",
-    CreateRecord: "creating a related record is not supported yet",
-    AssignOwner: "assigning an owner is not supported yet",
-    RunSql: "SQL actions are not supported yet",
-}
 
 
 # (enrollment id, step run, action index): where a failure goes in the step-run log.
@@ -104,6 +105,10 @@ def apply_commands(
     notes: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     starts: list[StartFlow] = []
+    group_changes: list[tuple[GroupChange, int]] = []
+    creations: list[tuple[CreateRecord, int]] = []
+    owners: list[tuple[AssignOwner, int]] = []
+    statements: list[RunSql] = []
     for c in commands:
         record_id = record_of[c.enrollment_id]
         if isinstance(c, UpdateRecord):
@@ -152,15 +157,28 @@ def apply_commands(
             )
         elif isinstance(c, StartFlow):
             starts.append(c)
+        elif isinstance(c, AddToGroup | RemoveFromGroup):
+            group_changes.append((c, record_id))
+        elif isinstance(c, CreateRecord):
+            creations.append((c, record_id))
+        elif isinstance(c, AssignOwner):
+            owners.append((c, record_id))
+        elif isinstance(c, RunSql):
+            statements.append(c)
         elif isinstance(c, EndFlow):
             pass  # the engine has already ended the enrollment, with the reason
-        else:
-            applied.fail(c, _NOT_SUPPORTED.get(type(c), f"{c.kind} is not supported yet"))
+        else:  # pragma: no cover - a new command kind must be added above
+            applied.fail(c, f"{c.kind} is not supported by this server")
     if changes:
         results = update_records_in(conn, ctx, actor, [change for _, change in changes])
         for (command, _), problem in zip(changes, results, strict=True):
             if problem is not None:
                 applied.fail(command, f"not applied: {problem}")
+    if creations:
+        _, invitations = create_related_records(conn, ctx, actor, creations, applied.fail, now=now)
+        messages += invitations
+    assign_owners(conn, actor, owners, applied.fail, flow_of=flow_of, now=now)
+    apply_group_changes(conn, group_changes, applied.fail, now=now)
     if history:
         conn.execute(record_history.insert(), history)
     if new_tasks:
@@ -170,6 +188,7 @@ def apply_commands(
     repo.insert_ignoring_duplicates(conn, messages)
     if starts:
         _start_follow_ups(conn, starts, applied, flow_of=flow_of, now=now)
+    run_sql_actions(conn, ctx.settings, statements, applied.fail)
     return applied
 
 

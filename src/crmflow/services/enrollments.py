@@ -66,6 +66,7 @@ __all__ = [
     "record_status",
     "restart_enrollment",
     "start_record",
+    "trip_loop_guard",
 ]
 
 Restart = Literal["restart"]
@@ -170,6 +171,15 @@ def move_batch(
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)
         if row.state is None:
+            entering = event if isinstance(event, RecordChanged) else None
+            if record is None and entering is not None and entering.change == "deleted":
+                # A record_deleted trigger: the first steps see the record as it was.
+                record = RecordSnapshot(
+                    row.record_id,
+                    flow.record_type,
+                    {k: entering.before.get(k) for k in (rtype.field_keys if rtype else ())},
+                    owner=entering.before.get("owner"),
+                )
             if record is None:
                 gone = EnrollmentState(
                     enrollment_id=row.id,
@@ -191,6 +201,7 @@ def move_batch(
                     record=record,
                     now=now,
                     zone=zone,
+                    change=entering,
                     record_type=rtype,
                 )
         else:
@@ -558,7 +569,16 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
         if refusal is None and record.type != definition.record_type:
             refusal = f"the flow runs on {definition.record_type} records, not {record.type}"
         if refusal is None and loop_guard_tripped(conn, flow.id, record_id, now=now):
-            refusal = _trip_loop_guard(conn, actor, flow, definition, record_id, now=now)
+            refusal = trip_loop_guard(
+                conn,
+                flow_id=flow.id,
+                flow_key=flow.key,
+                flow_version=flow.current_version,
+                controller=definition.controller,
+                record_id=record_id,
+                told=actor.username,
+                now=now,
+            )
         elif refusal is None:
             refusal = entry_refusal(conn, definition.reentry, flow.id, record_id, now=now)
             if refusal is None:
@@ -583,23 +603,28 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
     raise ConflictError(f"record {record_id} was not entered in flow {flow_key!r}: {refusal}")
 
 
-def _trip_loop_guard(
+def trip_loop_guard(
     conn: sa.Connection,
-    actor: Actor,
-    flow: sa.Row[Any],
-    definition: FlowDefinition,
-    record_id: int,
     *,
+    flow_id: int,
+    flow_key: str,
+    flow_version: int,
+    controller: str | None,
+    record_id: int,
+    told: str | None,
     now: datetime,
 ) -> str:
+    """The loop guard acts (seed 004): this start is recorded as cancelled, the record's running
+    enrollments in the flow are cancelled, and the controller and `told` (the user who caused
+    it) are notified. Returns the reason, in words."""
     reason = (
-        f"loop guard: flow {flow.key!r} was started more than {LOOP_GUARD_LIMIT} times "
+        f"loop guard: flow {flow_key!r} was started more than {LOOP_GUARD_LIMIT} times "
         f"for record {record_id} within a day"
     )
     eid = repo.insert_enrollment(
         conn,
-        flow_id=flow.id,
-        flow_version=flow.current_version,
+        flow_id=flow_id,
+        flow_version=flow_version,
         record_id=record_id,
         now=now,
         due_at=now,
@@ -607,8 +632,8 @@ def _trip_loop_guard(
     )
     stopped = EnrollmentState(
         enrollment_id=eid,
-        flow_key=flow.key,
-        flow_version=flow.current_version,
+        flow_key=flow_key,
+        flow_version=flow_version,
         record_id=record_id,
         entered_at=now,
     )
@@ -616,7 +641,7 @@ def _trip_loop_guard(
         conn,
         conn.execute(
             sa.select(enrollments.c.id).where(
-                enrollments.c.flow_id == flow.id,
+                enrollments.c.flow_id == flow_id,
                 enrollments.c.record_id == record_id,
                 enrollments.c.status.in_(repo.RUNNING),
             )
@@ -629,23 +654,22 @@ def _trip_loop_guard(
     states += [cancel(r.state, now=now, reason=reason) for r in running if r.state is not None]
     repo.save(conn, states, [], now=now)
     _close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
-    told = {("user", actor.username)}
-    if definition.controller:
-        told.add(("user", definition.controller))
-    conn.execute(
-        notifications.insert(),
-        [
-            {
-                "target_kind": kind,
-                "target_ref": ref,
-                "message": f"{reason}; the flow was cancelled for this record",
-                "enrollment_id": eid,
-                "record_id": record_id,
-                "created_at": now,
-            }
-            for kind, ref in sorted(told)
-        ],
-    )
+    targets = {("user", name) for name in (told, controller) if name}
+    if targets:
+        conn.execute(
+            notifications.insert(),
+            [
+                {
+                    "target_kind": kind,
+                    "target_ref": ref,
+                    "message": f"{reason}; the flow was cancelled for this record",
+                    "enrollment_id": eid,
+                    "record_id": record_id,
+                    "created_at": now,
+                }
+                for kind, ref in sorted(targets)
+            ],
+        )
     return reason
 
 

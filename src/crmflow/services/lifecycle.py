@@ -1,0 +1,617 @@
+"""What the lifecycle of a flow does to the records inside it (seed 000), and the flow's own
+schedule (`start_at`, `archive_at`).
+
+- Pausing or archiving freezes the records where they are (the worker only moves records of
+  active or draining flows) and notes when: `flows.paused_at`.
+- Leaving a frozen status (paused or archived -> active or draining) thaws them: the flow's
+  catch-up policy decides what happens to the time that passed, through the engine's `catch_up`:
+  run_late changes nothing (whatever fell due runs at once); skip_missed moves a missed daily
+  time to its next occurrence after the resume; shift_delays moves every pending due time and
+  deadline by the length of the freeze. An archive is a freeze like a pause: resuming an archived
+  flow continues each record where it was, under the same policy. Records that had finished are
+  not inside, so nothing touches them.
+- A flow edited while frozen has a new version; thawing moves every record inside to it by step
+  key. A record whose step is unchanged (or only its actions changed) stays as it is, due time
+  kept; one whose step changed its type or timing starts that step again at the resume; one
+  whose step is gone goes where the person resuming says (`moves`: a step of the new version, or
+  "end"), and the resume is refused until every removed step with records has a choice.
+- A draining flow whose last record has left is archived by the system user when its definition
+  says `auto_archive_when_drained: true`.
+- `start_at` starts a draft and `archive_at` archives a flow, each once, at or after its instant,
+  through `flows.change_status` as the system user.
+
+Thawing runs in the status change's own transaction (so a refused resume changes nothing), over
+the records that can change only, in chunks of enrollments loaded, computed and written in bulk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from crmflow.engine.commands import Command
+from crmflow.engine.definition import FlowDefinition, FlowStatus
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.engine.runtime import EnrollmentState, RecordSnapshot, StepRunLog
+from crmflow.engine.transition import Outcome, cancel, catch_up, move_to
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.services import flows as flow_service
+from crmflow.services.context import Actor, Context
+from crmflow.services.effects import apply_commands
+from crmflow.services.enrollments import _close_tasks, _with_failures, definitions_cache
+from crmflow.services.record_types import catalog_in
+from crmflow.services.users import ensure_system_user
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import enrollments, flow_status_changes, flow_versions, flows
+
+__all__ = [
+    "END",
+    "MovesRequiredError",
+    "ScheduleResult",
+    "StepImpact",
+    "archive_drained_flows",
+    "fire_lifecycle_schedule",
+    "impact_preview",
+    "on_status_change",
+]
+
+log = logging.getLogger("crmflow.lifecycle")
+
+END = "end"  # a move target: the records of a removed step end (cancelled, with the reason)
+_CHUNK = 2_000  # enrollments loaded, computed and written per round while thawing
+_FROZEN = (FlowStatus.PAUSED, FlowStatus.ARCHIVED)
+_RUNNING = (FlowStatus.ACTIVE, FlowStatus.DRAINING)
+
+Fate = Literal["stays", "restarts", "removed"]
+
+
+@dataclass(frozen=True)
+class StepImpact:
+    """Records at one step of an older version, and what resuming does to them."""
+
+    step: str
+    records: int
+    versions: tuple[int, ...]  # the versions these records are on now
+    fate: Fate
+    detail: str
+    move_to: str | None = None  # for a removed step: the choice given, if any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "records": self.records,
+            "versions": list(self.versions),
+            "fate": self.fate,
+            "detail": self.detail,
+            "move_to": self.move_to,
+        }
+
+
+class MovesRequiredError(ConflictError):
+    """The resume would strand records at steps the new version removed: say where they go."""
+
+    def __init__(self, message: str, *, steps: Sequence[StepImpact]) -> None:
+        super().__init__(message)
+        self.steps = list(steps)
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "steps": [s.as_dict() for s in self.steps]}
+
+
+# -- what a new version does to each step -----------------------------------------------------
+
+
+def _fate(old: FlowDefinition, new: FlowDefinition, key: str, version: int) -> tuple[Fate, str]:
+    before, after = old.step(key), new.step(key)
+    if after is None:
+        return "removed", (
+            f"version {version} has no step {key!r}: choose a step of version {version} "
+            f"for these records (--move {key}=STEP), or end them (--move {key}={END})"
+        )
+    if before is None or before == after:
+        return "stays", "unchanged: each record continues where it is"
+    # What a record waiting at a step holds (its due time, what it waits for) comes from the
+    # step's type and timing, and for waits and approvals from the whole step. When those are
+    # the same the record can keep its place; otherwise its place means nothing in the new step.
+    if before.type == after.type == "action" and before.timing == after.timing:
+        return "stays", "actions changed: each record keeps its due time and runs the new actions"
+    return "restarts", (
+        "its type or timing changed: the step starts again at the resume, its timing counted "
+        "from then"
+    )
+
+
+def _impacts(
+    conn: sa.Connection,
+    ctx: Context,
+    flow_id: int,
+    version: int,
+    moves: Mapping[str, str],
+) -> list[StepImpact]:
+    """Per step, the records inside that are on an older version than `version` (one query)."""
+    counts = conn.execute(
+        sa.select(enrollments.c.flow_version, enrollments.c.step_key, sa.func.count())
+        .where(
+            enrollments.c.flow_id == flow_id,
+            enrollments.c.status.in_(repo.RUNNING),
+            enrollments.c.step_key.is_not(None),
+            enrollments.c.flow_version != version,
+        )
+        .group_by(enrollments.c.flow_version, enrollments.c.step_key)
+    ).all()
+    pairs = {(flow_id, int(v)) for v, _, _ in counts} | {(flow_id, version)}
+    infos = repo.load_flows(conn, pairs, definitions_cache(ctx))
+    new = infos[(flow_id, version)].definition
+    by_step: dict[str, tuple[int, set[int], Fate, str]] = {}
+    for old_version, key, count in counts:
+        fate, detail = _fate(infos[(flow_id, int(old_version))].definition, new, key, version)
+        records, versions, seen_fate, seen_detail = by_step.get(key, (0, set(), fate, detail))
+        if seen_fate == "restarts":  # the strongest consequence is the one to show
+            fate, detail = seen_fate, seen_detail
+        by_step[key] = (records + int(count), versions | {int(old_version)}, fate, detail)
+    return [
+        StepImpact(
+            step=key,
+            records=records,
+            versions=tuple(sorted(versions)),
+            fate=fate,
+            detail=detail,
+            move_to=moves.get(key) if fate == "removed" else None,
+        )
+        for key, (records, versions, fate, detail) in sorted(by_step.items())
+    ]
+
+
+def impact_preview(ctx: Context, actor: Actor, key: str) -> list[StepImpact]:
+    """What resuming flow `key` does to the records inside it that are on an older version: per
+    step, how many records are there and what happens to them (empty: nothing moves)."""
+    with ctx.engine.connect() as conn:
+        row = flow_service._flow_row(conn, actor, key)
+        return _impacts(conn, ctx, row.id, row.current_version, {})
+
+
+def _check_moves(
+    impacts: Sequence[StepImpact], moves: Mapping[str, str], new: FlowDefinition, key: str
+) -> None:
+    """Every removed step with records has a valid choice, and nothing else is mapped."""
+    problems = []
+    for old_step, target in sorted(moves.items()):
+        if new.step(old_step) is not None:
+            problems.append(
+                Problem(
+                    f"moves.{old_step}",
+                    f"step {old_step!r} is still in the new version; its records stay there",
+                    "map only steps that the new version removed",
+                )
+            )
+        elif target != END and new.step(target) is None:
+            steps = ", ".join(s.key for s in new.steps)
+            problems.append(
+                Problem(
+                    f"moves.{old_step}",
+                    f"the new version has no step {target!r}",
+                    f"choose one of: {steps}, or {END}",
+                )
+            )
+    if problems:
+        raise InvalidInputError(f"the moves for resuming {key!r}", problems)
+    missing = [i for i in impacts if i.fate == "removed" and i.step not in moves]
+    if missing:
+        listed = "; ".join(f"{i.records} record(s) are in step {i.step!r}" for i in missing)
+        options = " ".join(f"--move {i.step}=STEP|{END}" for i in missing)
+        raise MovesRequiredError(
+            f"the new version of {key!r} removes steps that have records inside: {listed}. "
+            f"Say where they go: `crmflow flows resume {key} {options}` "
+            f"(see `crmflow flows impact {key}`)",
+            steps=missing,
+        )
+
+
+# -- freezing and thawing -----------------------------------------------------------------------
+
+
+@dataclass
+class _Thawed:
+    caught_up: int = 0
+    kept: int = 0
+    restarted: int = 0
+    moved: int = 0
+    ended: int = 0
+
+    def note(self, policy: str, version: int) -> str:
+        parts = []
+        if self.caught_up:
+            parts.append(f"catch-up {policy}: {self.caught_up} record(s) rescheduled")
+        on_new = self.kept + self.restarted + self.moved + self.ended
+        if on_new:
+            parts.append(
+                f"{on_new} record(s) moved to version {version} ({self.kept} kept their place, "
+                f"{self.restarted} restarted their step, {self.moved} moved to a chosen step, "
+                f"{self.ended} ended)"
+            )
+        return "; ".join(parts)
+
+
+@dataclass
+class _Writes:
+    states: list[EnrollmentState] = field(default_factory=list)
+    logs: list[StepRunLog] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    record_of: dict[int, int] = field(default_factory=dict)
+    flow_of: dict[int, str] = field(default_factory=dict)
+    closed_runs: list[dict[str, Any]] = field(default_factory=list)
+    over: list[int] = field(default_factory=list)
+    unentered: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, old: EnrollmentState, new: EnrollmentState, record_id: int, key: str) -> None:
+        self.states.append(new)
+        self.record_of[new.enrollment_id] = record_id
+        self.flow_of[new.enrollment_id] = key
+        if old.current_run is not None and new.current_run != old.current_run:
+            # The run a person was asked about (an approval) is over: its task is done.
+            self.closed_runs.append({"eid": new.enrollment_id, "r": old.current_run})
+        if new.is_over:
+            self.over.append(new.enrollment_id)
+
+    def outcome(self, old: EnrollmentState, outcome: Outcome, key: str) -> None:
+        self.add(old, outcome.state, outcome.record.id, key)
+        self.logs += outcome.log
+        self.commands += outcome.commands
+
+    def write(self, conn: sa.Connection, ctx: Context, actor: Actor, now: datetime) -> None:
+        applied = apply_commands(
+            conn,
+            ctx,
+            actor,
+            self.commands,
+            record_of=self.record_of,
+            flow_of=self.flow_of,
+            now=now,
+        )
+        repo.save(conn, self.states, _with_failures(self.logs, applied), now=now)
+        _close_tasks(conn, [{**c, "at": now} for c in self.closed_runs], self.over, now=now)
+        if self.unentered:
+            conn.execute(
+                enrollments.update()
+                .where(enrollments.c.id == sa.bindparam("eid"))
+                .values(
+                    flow_version=sa.bindparam("v_version"),
+                    due_at=sa.bindparam("v_due"),
+                    updated_at=now,
+                ),
+                self.unentered,
+            )
+
+
+def _zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
+    return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
+
+
+def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> Any:
+    """The enrollments the catch-up policy can change (the others are not even loaded)."""
+    if paused_at is None or policy == "run_late":
+        return sa.false()
+    if policy == "skip_missed":
+        return enrollments.c.due_at < now
+    return enrollments.c.due_at.is_not(None)
+
+
+def _thaw(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    flow: sa.Row[Any],
+    *,
+    now: datetime,
+    moves: Mapping[str, str],
+) -> str:
+    version = int(flow.current_version)
+    cache = definitions_cache(ctx)
+    new = repo.load_flows(conn, [(flow.id, version)], cache)[(flow.id, version)].definition
+    _check_moves(_impacts(conn, ctx, flow.id, version, moves), moves, new, flow.key)
+    paused_at: datetime | None = flow.paused_at
+    policy = new.catch_up.mode
+    types = catalog_in(conn)
+    thawed = _Thawed()
+    candidates = (
+        sa.select(enrollments.c.id)
+        .where(
+            enrollments.c.flow_id == flow.id,
+            enrollments.c.status.in_(repo.RUNNING),
+            sa.or_(
+                enrollments.c.flow_version != version,
+                _catch_up_filter(policy, paused_at, now),
+            ),
+        )
+        .order_by(enrollments.c.id)
+        .limit(_CHUNK)
+    )
+    last = 0
+    while True:
+        ids = list(conn.execute(candidates.where(enrollments.c.id > last)).scalars())
+        if not ids:
+            break
+        last = ids[-1]
+        rows = repo.lock(conn, ids, owner=None)
+        infos = repo.load_flows(conn, {(flow.id, r.flow_version) for r in rows}, cache)
+        snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+        writes = _Writes()
+        for row in rows:
+            old = infos[(flow.id, row.flow_version)].definition
+            if row.state is None:
+                # Not entered yet (a follow-up due later): it enters the new version, and its
+                # entry time is a pending due time like any other.
+                due = row.due_at
+                if paused_at is not None and policy == "shift_delays" and due is not None:
+                    due = due + (now - paused_at)
+                writes.unentered.append({"eid": row.id, "v_version": version, "v_due": due})
+                continue
+            record = snapshots.get(row.record_id)
+            snapshot = record or RecordSnapshot(row.record_id, old.record_type, {})
+            state = row.state
+            if paused_at is not None:
+                zone = _zone(ctx, old)
+                state = catch_up(
+                    old, state, snapshot, paused_at=paused_at, resumed_at=now, zone=zone
+                )
+                if state != row.state:
+                    thawed.caught_up += 1
+            if row.flow_version == version:
+                if state != row.state:
+                    writes.add(row.state, state, row.record_id, flow.key)
+                continue
+            bumped = state.model_copy(update={"flow_version": version})
+            step_key = state.step_key or ""
+            fate, _ = _fate(old, new, step_key, version) if step_key else ("stays", "")
+            target = moves.get(step_key) if fate == "removed" else step_key
+            if fate == "stays":
+                thawed.kept += 1
+                writes.add(row.state, bumped, row.record_id, flow.key)
+            elif target == END or record is None:
+                thawed.ended += 1
+                why = (
+                    "the record was deleted"
+                    if record is None
+                    else f"step {step_key!r} was removed in version {version}; "
+                    f"ended on resume by {actor.username}"
+                )
+                writes.add(row.state, cancel(bumped, now=now, reason=why), row.record_id, flow.key)
+            else:
+                assert target is not None  # _check_moves made sure every removed step has one
+                if fate == "restarts":
+                    thawed.restarted += 1
+                else:
+                    thawed.moved += 1
+                outcome = move_to(
+                    new,
+                    bumped,
+                    record,
+                    target,
+                    now=now,
+                    zone=_zone(ctx, new),
+                    record_type=types.get(new.record_type),
+                )
+                writes.outcome(row.state, outcome, flow.key)
+        writes.write(conn, ctx, actor, now)
+    repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
+    return thawed.note(policy, version)
+
+
+def on_status_change(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    flow_id: int,
+    current: FlowStatus,
+    target: FlowStatus,
+    *,
+    now: datetime,
+    moves: Mapping[str, str] | None = None,
+) -> str:
+    """Called by `flows.change_status` on its transaction, after the status changed: freeze or
+    thaw the records inside. Returns what it did, for the flow's history (may be empty).
+
+    Raises MovesRequiredError (nothing is changed) when thawing would strand records at steps
+    the new version removed and `moves` does not say where they go.
+    """
+    moves = dict(moves or {})
+    flow = conn.execute(sa.select(flows).where(flows.c.id == flow_id)).one()
+    if target in _FROZEN and current in _RUNNING:
+        # Frozen from now; a paused flow that is archived stays frozen since its pause.
+        conn.execute(flows.update().where(flows.c.id == flow_id).values(paused_at=now))
+    if target in _RUNNING and current in _FROZEN:
+        note = _thaw(conn, ctx, actor, flow, now=now, moves=moves)
+        conn.execute(flows.update().where(flows.c.id == flow_id).values(paused_at=None))
+        return note
+    if moves:
+        raise InvalidInputError(
+            f"the moves for flow {flow.key!r}",
+            [
+                Problem(
+                    "moves",
+                    f"records move to a new version only when a paused or archived flow "
+                    f"resumes; this change goes from {current.value} to {target.value}",
+                    "leave the moves out",
+                )
+            ],
+        )
+    return ""
+
+
+# -- the flow's own schedule ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    started: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+    next_at: datetime | None = None  # the next start_at / archive_at still to come
+
+
+def _archive_satisfied(archive_at: sa.ColumnElement[Any]) -> sa.Exists:
+    """The flow was archived at or after its archive_at already (by it or by a person): the
+    archive_at has done its work, and a flow resumed after it is not archived again."""
+    return (
+        sa.select(flow_status_changes.c.id)
+        .where(
+            flow_status_changes.c.flow_id == flows.c.id,
+            flow_status_changes.c.to_status == FlowStatus.ARCHIVED.value,
+            flow_status_changes.c.at >= archive_at,
+        )
+        .exists()
+    )
+
+
+def _inside(conn: sa.Connection, flow_id: int) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(enrollments)
+            .where(enrollments.c.flow_id == flow_id, enrollments.c.status.in_(repo.RUNNING))
+        ).scalar_one()
+    )
+
+
+def _change(
+    ctx: Context,
+    system: Actor,
+    key: str,
+    action: LifecycleAction,
+    note: str,
+    *,
+    confirm_count: int | None = None,
+    confirm_inside: int | None = None,
+) -> bool:
+    try:
+        flow_service.change_status(
+            ctx,
+            system,
+            key,
+            action,
+            note=note,
+            system=True,
+            confirm_count=confirm_count,
+            confirm_inside=confirm_inside,
+        )
+    except (ConflictError, NotFoundError, InvalidInputError) as exc:
+        # Changed meanwhile (a person was quicker, a count moved): looked at again next round.
+        log.warning("flow %s: %s not done (%s); trying again later", key, action.value, exc)
+        return False
+    return True
+
+
+def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
+    """Start the drafts whose `start_at` has come and archive the flows whose `archive_at` has
+    come, as the system user, through the normal lifecycle path (history note "start_at
+    reached" / "archive_at reached"). Never before the instant; once: a started flow is no
+    longer a draft, and an archive_at is done once the flow was archived at or after it.
+
+    A flow with a start list cannot have its count confirmed by a person at that moment: the
+    list is counted when start_at comes, that count is what enters, and it is written in the
+    history note ("start_at reached; start list counted then: 120 record(s)"). Archiving at
+    archive_at stops the records inside where they are; their number is in the note.
+    """
+    result = ScheduleResult()
+    with ctx.engine.connect() as conn:
+        to_start = conn.execute(
+            sa.select(flows.c.id, flows.c.key, flows.c.current_version)
+            .where(flows.c.status == FlowStatus.DRAFT.value, flows.c.start_at <= now)
+            .order_by(flows.c.start_at, flows.c.id)
+        ).all()
+        documents = {
+            r.flow_id: r.document
+            for r in conn.execute(
+                sa.select(flow_versions.c.flow_id, flow_versions.c.document)
+                .join(flows, flows.c.id == flow_versions.c.flow_id)
+                .where(flow_versions.c.version == flows.c.current_version)
+                .where(flows.c.id.in_([r.id for r in to_start]))
+            )
+        }
+    # Only when there is something to do: looking for the system user is a write transaction.
+    system = ensure_system_user(ctx) if to_start else None
+    for row in to_start:
+        assert system is not None
+        names = flow_service._start_list_names(documents[row.id])
+        count = flow_service._start_list_size(ctx, names) if names else None
+        note = "start_at reached"
+        if count is not None:
+            note += f"; start list counted then: {count} record(s)"
+        if _change(ctx, system, row.key, LifecycleAction.START, note, confirm_count=count):
+            result.started.append(row.key)
+    with ctx.engine.connect() as conn:
+        to_archive = conn.execute(
+            sa.select(flows.c.id, flows.c.key)
+            .where(
+                flows.c.status != FlowStatus.ARCHIVED.value,
+                flows.c.archive_at <= now,
+                ~_archive_satisfied(flows.c.archive_at),
+            )
+            .order_by(flows.c.archive_at, flows.c.id)
+        ).all()
+        inside = {r.id: _inside(conn, r.id) for r in to_archive}
+    system = system or (ensure_system_user(ctx) if to_archive else None)
+    for due in to_archive:
+        assert system is not None
+        note = "archive_at reached"
+        if inside[due.id]:
+            note += f"; {inside[due.id]} record(s) inside stopped where they were"
+        if _change(
+            ctx, system, due.key, LifecycleAction.ARCHIVE, note, confirm_inside=inside[due.id]
+        ):
+            result.archived.append(due.key)
+    return ScheduleResult(result.started, result.archived, _next_scheduled(ctx))
+
+
+def _next_scheduled(ctx: Context) -> datetime | None:
+    """The earliest start_at or archive_at still to fire (a worker sleeps no longer than that)."""
+    with ctx.engine.connect() as conn:
+        start = conn.execute(
+            sa.select(sa.func.min(flows.c.start_at)).where(flows.c.status == FlowStatus.DRAFT.value)
+        ).scalar_one()
+        archive = conn.execute(
+            sa.select(sa.func.min(flows.c.archive_at)).where(
+                flows.c.status != FlowStatus.ARCHIVED.value,
+                ~_archive_satisfied(flows.c.archive_at),
+            )
+        ).scalar_one()
+    found = [t for t in (start, archive) if t is not None]
+    return min(found) if found else None
+
+
+def archive_drained_flows(ctx: Context) -> list[str]:
+    """Archive, as the system user, every draining flow with nobody left inside whose
+    definition says `auto_archive_when_drained: true`. Returns their keys."""
+    running = (
+        sa.select(enrollments.c.id)
+        .where(enrollments.c.flow_id == flows.c.id, enrollments.c.status.in_(repo.RUNNING))
+        .exists()
+    )
+    with ctx.engine.connect() as conn:
+        drained = conn.execute(
+            sa.select(flows.c.key, flow_versions.c.document)
+            .join(
+                flow_versions,
+                sa.and_(
+                    flow_versions.c.flow_id == flows.c.id,
+                    flow_versions.c.version == flows.c.current_version,
+                ),
+            )
+            .where(flows.c.status == FlowStatus.DRAINING.value, ~running)
+            .order_by(flows.c.key)
+        ).all()
+    archived: list[str] = []
+    wanted = [row.key for row in drained if row.document.get("auto_archive_when_drained")]
+    if not wanted:
+        return archived
+    system = ensure_system_user(ctx)
+    note = "drained: nobody is left inside; archived automatically (auto_archive_when_drained)"
+    for key in wanted:
+        if _change(ctx, system, key, LifecycleAction.ARCHIVE, note, confirm_inside=0):
+            archived.append(key)
+    return archived

@@ -1,0 +1,183 @@
+"""Static groups of records ("lists": a mailing list, "Donors 2026"), and the flow actions
+`add_to_group` / `remove_from_group` that fill them.
+
+They are called lists in the CLI (`crmflow lists ...`) and `record-groups` in the API so that they
+are never mistaken for groups of users (`crmflow groups ...`), which decide who does a task.
+
+A flow action never creates a list: a typo in a flow would otherwise quietly fill a new list
+nobody reads. An unknown list fails the action with a message that says how to create it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crmflow.engine.commands import AddToGroup, RemoveFromGroup
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.permissions import require_manager
+from crmflow.services.records import RecordView, record_view
+from crmflow.store.schema import record_group_members, record_groups, records, users
+
+__all__ = [
+    "GroupChange",
+    "apply_group_changes",
+    "create_record_group",
+    "list_record_groups",
+    "record_group_members_page",
+]
+
+GroupChange = AddToGroup | RemoveFromGroup
+Fail = Callable[[Any, str], None]
+NAME_MAX = 100
+
+
+def _unknown(name: str) -> str:
+    return (
+        f"there is no list (record group) named {name!r}; create it with "
+        f"`crmflow lists create {name}` or POST /api/record-groups"
+    )
+
+
+def create_record_group(
+    ctx: Context, actor: Actor, name: str, description: str = ""
+) -> dict[str, Any]:
+    """A new, empty list of records (managers and admins)."""
+    require_manager(actor, "create lists of records")
+    name = name.strip()
+    if not name or len(name) > NAME_MAX:
+        raise InvalidInputError(
+            "the list", [Problem("name", f"must be 1 to {NAME_MAX} characters, got {name!r}")]
+        )
+    now = ctx.now()
+    try:
+        with ctx.engine.begin() as conn:
+            group_id = conn.execute(
+                record_groups.insert()
+                .values(name=name, description=description, created_at=now)
+                .returning(record_groups.c.id)
+            ).scalar_one()
+    except sa.exc.IntegrityError:
+        raise ConflictError(f"a list named {name!r} already exists") from None
+    return {
+        "id": int(group_id),
+        "name": name,
+        "description": description,
+        "members": 0,
+        "created_at": now.isoformat(),
+    }
+
+
+def list_record_groups(ctx: Context) -> list[dict[str, Any]]:
+    """Every list with its number of members, by name (one query)."""
+    counts = (
+        sa.select(record_group_members.c.group_id, sa.func.count().label("n"))
+        .group_by(record_group_members.c.group_id)
+        .subquery()
+    )
+    query = (
+        sa.select(record_groups, sa.func.coalesce(counts.c.n, 0).label("members"))
+        .select_from(record_groups.outerjoin(counts, counts.c.group_id == record_groups.c.id))
+        .order_by(record_groups.c.name)
+    )
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "description": r.description,
+            "members": int(r.members),
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in rows
+    ]
+
+
+def record_group_members_page(
+    ctx: Context, name: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[RecordView]:
+    """The records in list `name`, by record id, `limit` at a time (keyset paging)."""
+    if limit < 1:
+        raise InvalidInputError("the page", [Problem("limit", f"must be at least 1, got {limit}")])
+    size = min(limit, ctx.settings.page_size_max)
+    query = (
+        sa.select(records, users.c.username.label("owner"))
+        .select_from(
+            record_group_members.join(records, records.c.id == record_group_members.c.record_id)
+            .join(record_groups, record_groups.c.id == record_group_members.c.group_id)
+            .outerjoin(users, users.c.id == records.c.owner_id)
+        )
+        .where(record_groups.c.name == name)
+        .order_by(records.c.id)
+        .limit(size + 1)
+    )
+    if after is not None:
+        query = query.where(records.c.id > after)
+    with ctx.engine.connect() as conn:
+        if (
+            conn.execute(sa.select(record_groups.c.id).where(record_groups.c.name == name)).first()
+            is None
+        ):
+            raise NotFoundError(_unknown(name))
+        rows = conn.execute(query).all()
+    items = [record_view(r) for r in rows[:size]]
+    return Page(items, items[-1].id if len(rows) > size else None)
+
+
+def apply_group_changes(
+    conn: sa.Connection,
+    changes: Sequence[tuple[GroupChange, int]],
+    fail: Fail,
+    *,
+    now: datetime,
+) -> None:
+    """Carry out a batch's (command, record id) joins and leaves on the open transaction.
+
+    Commands apply in order: when a batch both adds and removes the same record for the same
+    list, the last one wins, as it would have one by one. Joining a list the record is already
+    in, or leaving one it is not in, is done (nothing to change), not a failure. Set-based: one
+    query for the lists, one INSERT (ON CONFLICT DO NOTHING) and one DELETE per batch.
+    """
+    if not changes:
+        return
+    names = sorted({c.group for c, _ in changes})
+    ids = {
+        r.name: int(r.id)
+        for r in conn.execute(
+            sa.select(record_groups.c.id, record_groups.c.name).where(
+                record_groups.c.name.in_(names)
+            )
+        )
+    }
+    last: dict[tuple[int, int], bool] = {}  # (group, record) -> True: in the list at the end
+    for command, record_id in changes:
+        group_id = ids.get(command.group)
+        if group_id is None:
+            fail(command, _unknown(command.group))
+            continue
+        last[(group_id, record_id)] = isinstance(command, AddToGroup)
+    joins = [
+        {"group_id": g, "record_id": r, "added_at": now} for (g, r), keep in last.items() if keep
+    ]
+    leaves = [(g, r) for (g, r), keep in last.items() if not keep]
+    if joins:
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+            record_group_members
+        )
+        # A record already in the list keeps its first `added_at`: when it joined, not re-joined.
+        conn.execute(insert.on_conflict_do_nothing(), joins)
+    if leaves:
+        conn.execute(
+            record_group_members.delete().where(
+                sa.tuple_(record_group_members.c.group_id, record_group_members.c.record_id).in_(
+                    leaves
+                )
+            )
+        )

@@ -1,0 +1,266 @@
+"""The `create_record` action: a related record (an event, a project...) created by a step, in
+the step's transaction, with its `created` change event like any other record.
+
+The new record belongs to the owner of the record the flow runs on (whoever handles the contact
+handles the appointment), or to the acting user when that record has no owner. With
+`invitation: ics` an .ics invitation for the new event is put into the outbox as an email
+attachment, to the record's email address; the dispatcher sends it (next issue), nothing is sent
+here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.commands import CreateRecord, idempotency_key, message_id
+from crmflow.engine.recordtypes import RecordType
+from crmflow.errors import InvalidInputError
+from crmflow.services.context import Actor, Context
+from crmflow.services.invitations import Invitation, event_uid, ics_text
+from crmflow.services.record_types import catalog_in
+from crmflow.services.records import LinkResolver, snapshot
+from crmflow.store.schema import record_changes, records, users
+
+__all__ = ["Created", "create_related_records", "invitation_key"]
+
+Fail = Callable[[Any, str], None]
+ICS_FILENAME = "invitation.ics"
+
+
+def invitation_key(command: CreateRecord) -> str:
+    """The outbox idempotency key of the invitation a create_record action sends."""
+    return idempotency_key(command.enrollment_id, command.step_run, f"{command.ref}:invitation")
+
+
+@dataclass(frozen=True)
+class Created:
+    command: CreateRecord
+    record_id: int
+
+
+@dataclass
+class _Pending:
+    command: CreateRecord
+    source_id: int
+    data: dict[str, Any]
+    owner_id: int | None
+
+
+def create_related_records(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    items: Sequence[tuple[CreateRecord, int]],
+    fail: Fail,
+    *,
+    now: datetime,
+) -> tuple[list[Created], list[dict[str, Any]]]:
+    """Create the records of (command, record the flow runs on) pairs.
+
+    Returns what was created and the outbox rows of their invitations (for the caller's
+    idempotent outbox insert). A command whose values do not fit its record type fails with the
+    type's own messages and creates nothing. Set-based: one query for the source records, one
+    link check per record type, one INSERT of the records and one of their change events.
+    """
+    if not items:
+        return [], []
+    sources = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(records.c.id, records.c.owner_id, records.c.data).where(
+                records.c.id.in_(sorted({source for _, source in items}))
+            )
+        )
+    }
+    types = catalog_in(conn)
+    by_type: dict[str, list[_Pending]] = {}
+    for command, source_id in items:
+        source = sources.get(source_id)
+        rtype = types.get(command.record_type)
+        if source is None:
+            fail(command, f"record {source_id} no longer exists")
+            continue
+        if rtype is None:
+            fail(command, f"there is no record type {command.record_type!r} any more")
+            continue
+        values = dict(command.values)
+        if command.link_field and command.link_to is not None:
+            values[command.link_field] = command.link_to
+        try:
+            data = rtype.normalise(values, zone=ctx.zone)
+        except InvalidInputError as exc:
+            fail(command, "; ".join(str(p) for p in exc.problems))
+            continue
+        data = {k: v for k, v in data.items() if v is not None}
+        owner = source.owner_id if source.owner_id is not None else actor.id
+        by_type.setdefault(rtype.key, []).append(_Pending(command, source_id, data, owner))
+    created: list[Created] = []
+    invitations: list[tuple[_Pending, int]] = []
+    for type_key, pending in by_type.items():
+        good = _resolve_links(conn, types[type_key], pending, fail)
+        if not good:
+            continue
+        ids = _insert(conn, type_key, good, actor, now)
+        for p, record_id in zip(good, ids, strict=True):
+            created.append(Created(p.command, record_id))
+            if p.command.invitation == "ics":
+                invitations.append((p, record_id))
+    messages = _invitations(conn, invitations, sources, fail, now=now)
+    return created, messages
+
+
+def _resolve_links(
+    conn: sa.Connection, rtype: RecordType, pending: list[_Pending], fail: Fail
+) -> list[_Pending]:
+    """The pending records whose user and reference fields point at existing users and records
+    (usernames become ids, as for any record)."""
+    resolver = LinkResolver(rtype)
+    if not resolver.user_fields and not resolver.ref_fields:
+        return pending
+    _, problems = resolver.resolve(conn, [(p.data, p.owner_id) for p in pending], None)
+    good = []
+    for p, found in zip(pending, problems, strict=True):
+        if found:
+            fail(p.command, "; ".join(str(problem) for problem in found))
+        else:
+            good.append(p)
+    return good
+
+
+def _insert(
+    conn: sa.Connection, type_key: str, good: list[_Pending], actor: Actor, now: datetime
+) -> list[int]:
+    rows = [
+        {
+            "type": type_key,
+            "owner_id": p.owner_id,
+            "data": p.data,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for p in good
+    ]
+    # sort_by_parameter_order: the ids come back in the order of the rows, on both backends.
+    ids = [
+        int(i)
+        for i in conn.execute(
+            records.insert().returning(records.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
+    ]
+    conn.execute(
+        record_changes.insert(),
+        [
+            {
+                "record_id": record_id,
+                "record_type": type_key,
+                "kind": "created",
+                "before": None,
+                "after": snapshot(p.data, p.owner_id),
+                "actor_id": actor.id,
+                "at": now,
+            }
+            for p, record_id in zip(good, ids, strict=True)
+        ],
+    )
+    return ids
+
+
+def _invitations(
+    conn: sa.Connection,
+    items: list[tuple[_Pending, int]],
+    sources: dict[int, Any],
+    fail: Fail,
+    *,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Outbox rows of the .ics invitations: to the email of the record the flow runs on, from
+    the new event's owner (its ORGANIZER). A record without an email address fails the action:
+    the event exists, but nobody can be invited, and the step run says so."""
+    if not items:
+        return []
+    owner_ids = sorted({p.owner_id for p, _ in items if p.owner_id is not None})
+    owners = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(users.c.id, users.c.email, users.c.display_name).where(
+                users.c.id.in_(owner_ids)
+            )
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    for p, record_id in items:
+        source = sources[p.source_id].data
+        to = source.get("email")
+        if not to:
+            fail(
+                p.command,
+                f"the {p.command.record_type} was created (record {record_id}) but no invitation "
+                f"was sent: record {p.source_id} has no email address",
+            )
+            continue
+        owner = owners.get(p.owner_id) if p.owner_id is not None else None
+        key = invitation_key(p.command)
+        name = " ".join(str(source[k]) for k in ("first_name", "last_name") if source.get(k))
+        title = str(p.data.get("title") or p.command.record_type)
+        if not p.data.get("start"):
+            fail(
+                p.command,
+                f"the {p.command.record_type} was created (record {record_id}) but no invitation "
+                "was sent: it has no start",
+            )
+            continue
+        invitation = Invitation(
+            uid=event_uid(key),
+            stamp=now,
+            start=datetime.fromisoformat(str(p.data["start"])),
+            end=datetime.fromisoformat(str(p.data["end"])) if p.data.get("end") else None,
+            summary=title,
+            location=str(p.data.get("location") or ""),
+            attendee_email=str(to),
+            attendee_name=name,
+            organizer_email=owner.email if owner is not None and owner.email else None,
+            organizer_name=owner.display_name if owner is not None else "",
+        )
+        payload: dict[str, Any] = {
+            # An EmailPayload (engine/commands.py) as JSON, with the invitation attached.
+            "channel": "email",
+            "message_id": message_id(key),
+            "from_address": None,
+            "to": [str(to)],
+            "cc": [],
+            "bcc": [],
+            "reply_to": None,
+            "subject": f"Invitation: {title}",
+            "body": f"You are invited: {title}, {p.data['start']} (UTC).",
+            "template": None,
+            "variables": {},
+            "archive": True,
+            "record_id": p.source_id,
+            "attachments": [
+                {
+                    "filename": ICS_FILENAME,
+                    "content_type": f"text/calendar; method={invitation.method}; charset=UTF-8",
+                    "content": ics_text(invitation),
+                }
+            ],
+        }
+        rows.append(
+            {
+                "enrollment_id": p.command.enrollment_id,
+                "step_key": p.command.step_key,
+                "step_run": p.command.step_run,
+                "idempotency_key": key,
+                "kind": "email",
+                "payload": payload,
+                "status": "pending",
+                "not_before": now,
+                "attempts": 0,
+                "created_at": now,
+            }
+        )
+    return rows
