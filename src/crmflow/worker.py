@@ -33,6 +33,7 @@ from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import is_postgres
 from crmflow.store.enrollments import NOTIFY_CHANNEL
+from crmflow.store.schema import flows, trigger_schedules
 
 __all__ = ["BatchResult", "Worker", "run_batch", "run_once"]
 
@@ -189,6 +190,10 @@ class Worker:
 
     def _idle_seconds(self) -> float:
         due = repo.next_due(self.ctx.engine)
+        trigger_due = next_trigger_at(self.ctx.engine)
+        if trigger_due is not None:
+            # Daily schedules and dates reached fire on time, not at the next idle check.
+            due = min(due, trigger_due) if due is not None else trigger_due
         if self._scheduled_at is not None:
             # An idle worker wakes for a flow's start_at / archive_at as for a due record.
             due = min(due, self._scheduled_at) if due is not None else self._scheduled_at
@@ -228,3 +233,14 @@ class _Listener:
         self._closed.set()
         self._thread.join(timeout=2.0)
         self._conn.invalidate()
+
+
+def next_trigger_at(engine: sa.Engine) -> datetime | None:
+    """The next run of a time-based trigger (schedule, date reached) of a running flow."""
+    with engine.connect() as conn:
+        value: datetime | None = conn.execute(
+            sa.select(sa.func.min(trigger_schedules.c.next_at))
+            .join(flows, flows.c.id == trigger_schedules.c.flow_id)
+            .where(flows.c.status == "active")
+        ).scalar()
+    return value

@@ -131,10 +131,14 @@ def serve(
         )
     import threading
 
+    from crmflow.store.wakeups import on_work_committed
     from crmflow.worker import Worker
 
     # The embedded worker: flows run in the same process as the API (the SQLite default).
-    runner = Worker(ctx, max_idle=1.0)
+    runner = Worker(ctx)
+    # A request that changes a record or starts a run wakes the worker at its commit, so the
+    # worker can sleep until its next due time instead of polling.
+    on_work_committed(ctx.engine, runner.wake)
     thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
     thread.start()
     try:

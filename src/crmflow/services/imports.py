@@ -32,6 +32,7 @@ from crmflow.services.record_types import record_type_in
 from crmflow.services.records import IN_CHUNK, OWNER_KEY, LinkResolver
 from crmflow.store.schema import record_changes, records, users
 from crmflow.store.types import UTCDateTime
+from crmflow.store.wakeups import mark_work
 
 __all__ = [
     "MAX_LISTED_ERRORS",
@@ -393,6 +394,7 @@ class _Importer:
             ]
         for where in wheres:
             conn.execute(_created_events(self.dialect, where, self.actor.id, self.now))
+        mark_work(conn)  # new records may trigger flows: wake idle workers
         report.imported += len(good)
 
 

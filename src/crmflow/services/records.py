@@ -27,6 +27,7 @@ from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.store.schema import record_changes as changes
 from crmflow.store.schema import records, users
+from crmflow.store.wakeups import mark_work
 
 __all__ = [
     "OWNER_KEY",
@@ -299,6 +300,7 @@ def _write_change(
             at=ctx.now(),
         )
     )
+    mark_work(conn)  # a change may trigger flows: wake idle workers
 
 
 def _load(conn: sa.Connection, record_id: int, *, for_update: bool = False) -> sa.Row[Any]:
