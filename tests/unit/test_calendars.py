@@ -23,10 +23,20 @@ def paris(
 
 
 class TestBusinessDays:
-    def test_without_a_calendar_every_day_is_a_business_day(self) -> None:
+    def test_without_a_calendar_business_days_are_monday_to_friday(self) -> None:
         bc = BusinessCalendar(None, PARIS)
-        assert all(bc.is_business_day(date(2026, 12, d)) for d in range(20, 32))
+        # 21-25 December 2026 is Monday to Friday; no holidays without a calendar.
+        assert [d for d in range(20, 28) if bc.is_business_day(date(2026, 12, d))] == [
+            21,
+            22,
+            23,
+            24,
+            25,
+        ]
+        # Thursday + 1 business day = Friday (Christmas is not a holiday without a calendar);
+        # Friday + 1 = Monday.
         assert bc.add_business_days(paris(2026, 12, 24, 10), 1) == paris(2026, 12, 25, 10)
+        assert bc.add_business_days(paris(2026, 12, 25, 10), 1) == paris(2026, 12, 28, 10)
         assert bc.quiet_hours is None
 
     @pytest.mark.parametrize(

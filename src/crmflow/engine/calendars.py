@@ -100,7 +100,9 @@ class BusinessCalendar:
         self._subdivision: str | None = None
         self._extra: frozenset[date] = frozenset()
         self._quiet: tuple[time, time] | None = None
-        self._business_weekdays = frozenset(range(7))
+        # Without a calendar, "business days" still means Monday to Friday (what an admin writing
+        # "5 business days" expects), with no holidays and no quiet hours.
+        self._business_weekdays = frozenset(range(5))
         if calendar is None:
             return
         problems = calendar_problems(calendar)
