@@ -2,15 +2,34 @@
 
 python -m bench                      # 1,000,000 rows, 3 runs, both backends
 python -m bench --rows 100000 --runs 5 --backend sqlite
+python -m bench --only steps         # one benchmark
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import bench_import, bench_query_count
+from bench import (
+    bench_crash,
+    bench_enroll,
+    bench_import,
+    bench_memory,
+    bench_query_count,
+    bench_steps,
+    bench_timers,
+)
 
-AIMS = {"import": 3.0, "query count": 3.0}
+AIMS = {"import": 3.0, "query count": 3.0, "enroll": 3.0}
+ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash"]
+STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
+# PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
+# a network round trip there; the rate and ratio are per row either way).
+STEPS_ROWS_POSTGRES = 20_000
+TIMERS = 10_000  # due over TIMER_SECONDS of real time
+TIMER_SECONDS = 60.0
+MEMORY_TIMERS = 1_000_000  # pending timers while the worker runs for MEMORY_SECONDS
+MEMORY_SECONDS = 120.0
+CRASH_ENROLLMENTS = 10_000
 
 
 def main() -> None:
@@ -18,19 +37,35 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--only", choices=["import", "query"], default=None)
+    parser.add_argument("--only", choices=ONLY, default=None)
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+
+    def wanted(name: str) -> bool:
+        return args.only in (None, name)
+
     lines = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
     for backend in backends:
-        if args.only in (None, "import"):
-            result = bench_import.run(backend, args.rows, args.runs)
-            lines.append(result.line(AIMS["import"]))
-            print(lines[-1], flush=True)
-        if args.only in (None, "query"):
-            result = bench_query_count.run(backend, args.rows, args.runs)
-            lines.append(result.line(AIMS["query count"]))
-            print(lines[-1], flush=True)
+        if wanted("import"):
+            report(bench_import.run(backend, args.rows, args.runs).line(AIMS["import"]))
+        if wanted("query"):
+            report(bench_query_count.run(backend, args.rows, args.runs).line(AIMS["query count"]))
+        if wanted("enroll"):
+            report(bench_enroll.run(backend, args.rows, args.runs).line(AIMS["enroll"]))
+        if wanted("steps"):
+            most = STEPS_ROWS if backend == "sqlite" else STEPS_ROWS_POSTGRES
+            report(bench_steps.run(backend, min(args.rows, most), args.runs).line())
+        if wanted("timers"):
+            report(bench_timers.run(backend, TIMERS, TIMER_SECONDS).line())
+        if wanted("memory"):
+            report(bench_memory.run(backend, MEMORY_TIMERS, MEMORY_SECONDS).line())
+    if wanted("crash") and "postgres" in backends:
+        report(bench_crash.run(CRASH_ENROLLMENTS).line())
     print("\nsummary (median of runs; ratio = crmflow / bare baseline in the same run):")
     for line in lines:
         print("  " + line)

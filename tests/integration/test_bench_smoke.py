@@ -1,20 +1,52 @@
 """The benchmarks still run (tiny sizes): `make bench` is not part of `make test`, so without this
-a change could break them unnoticed. No timing is asserted here; `make bench` measures."""
+a change could break them unnoticed. No timing is asserted here; `make bench` measures.
+(`bench_crash` runs in tests/integration/test_crash.py, with its guarantees asserted.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import bench_import, bench_query_count
+from bench import (
+    bench_enroll,
+    bench_import,
+    bench_memory,
+    bench_query_count,
+    bench_steps,
+    bench_timers,
+)
 from tests.conftest import skip_or_fail_without_postgres
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_benchmarks_run_and_compare_against_their_baseline(backend: str) -> None:
-    if backend == "postgres":
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
         skip_or_fail_without_postgres()
-    for bench in (bench_import, bench_query_count):
+    return str(request.param)
+
+
+def test_benchmarks_run_and_compare_against_their_baseline(backend: str) -> None:
+    for bench in (bench_import, bench_query_count, bench_enroll):
         result = bench.run(backend, 2_000, 1)
         assert result.rows == 2_000
         assert len(result.ours) == len(result.baseline) == 1
         assert result.ratio > 0
+
+
+def test_the_steps_benchmark_runs_every_step_and_its_baseline(backend: str) -> None:
+    result = bench_steps.run(backend, 200, 1)
+    assert result.step_runs == 5 * 200
+    assert result.ratio > 0 and result.rate > 0
+    assert "step runs/s" in result.line()
+
+
+def test_the_timers_benchmark_measures_lateness_and_counts_early_runs(backend: str) -> None:
+    result = bench_timers.run(backend, 50, 2.0)
+    assert len(result.lateness) == 50
+    assert result.early == 0
+    assert "p99=" in result.line()
+
+
+def test_the_memory_benchmark_reports_a_worker_rss(backend: str) -> None:
+    result = bench_memory.run(backend, 1_000, 4.0, trickle=20)
+    assert 0 < result.ours["start"] <= result.ours["peak"]
+    assert "RSS" in result.line()

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.recordtypes import RecordType
@@ -31,6 +33,7 @@ from crmflow.store.schema import (
     step_runs,
     users,
 )
+from crmflow.store.wakeups import NOTIFY_CHANNEL, mark_work
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -55,7 +58,6 @@ __all__ = [
 RUNNING = ("active", "waiting")
 # Only these flows move; a paused or archived flow's records wait where they are, frozen.
 RUNNING_FLOWS = (FlowStatus.ACTIVE.value, FlowStatus.DRAINING.value)
-NOTIFY_CHANNEL = "crmflow_due"  # idle workers LISTEN here on PostgreSQL
 _CHUNK = 10_000  # stay well below SQLite's limit on bound parameters
 
 
@@ -102,6 +104,20 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[i : i + _CHUNK]
 
 
+def _json_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
+    """A JSON column read as its text: pydantic and orjson parse text several times faster than
+    the driver's json.loads followed by validating Python objects (a batch reads hundreds)."""
+    if dialect == "postgresql":
+        return sa.cast(column, sa.Text)
+    return sa.type_coerce(column, sa.Text)
+
+
+def _json_param(name: str, dialect: str) -> sa.ColumnElement[Any]:
+    """A bound JSON document given as text already serialised (see `_json_text`)."""
+    param = sa.bindparam(name, type_=sa.Text)
+    return sa.cast(param, JSONB) if dialect == "postgresql" else param
+
+
 def _row(r: sa.Row[Any]) -> EnrollmentRow:
     return EnrollmentRow(
         id=r.id,
@@ -112,7 +128,7 @@ def _row(r: sa.Row[Any]) -> EnrollmentRow:
         step_key=r.step_key,
         due_at=r.due_at,
         entered_at=r.entered_at,
-        state=EnrollmentState.model_validate(r.state) if r.state is not None else None,
+        state=EnrollmentState.model_validate_json(r.state) if r.state is not None else None,
     )
 
 
@@ -182,8 +198,11 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
     """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
     whose lease is still `owner`'s: the others were taken over and must not be written."""
     found: list[EnrollmentRow] = []
+    e = enrollments.c
+    columns: list[sa.ColumnElement[Any]] = [c for c in enrollments.c if c.key != "state"]
+    columns.append(_json_text(e.state, conn.dialect.name).label("state"))
     for chunk in _chunks(sorted(ids)):
-        query = sa.select(enrollments).where(enrollments.c.id.in_(chunk))
+        query: sa.Select[Any] = sa.select(*columns).where(enrollments.c.id.in_(chunk))
         if owner is not None:
             query = query.where(enrollments.c.lease_owner == owner)
         found += [_row(r) for r in conn.execute(query.order_by(enrollments.c.id).with_for_update())]
@@ -249,19 +268,23 @@ def load_records(
     """Records as the engine sees them (every field of the type; the owner's username), in one
     query per chunk of ids. Deleted records are absent."""
     out: dict[int, RecordSnapshot] = {}
+    r_ = records.c
+    data = _json_text(r_.data, conn.dialect.name).label("data")
+    columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at]
     for chunk in _chunks(sorted(set(ids))):
         query = (
-            sa.select(records, users.c.username.label("owner_name"))
+            sa.select(*columns, users.c.username.label("owner_name"))
             .outerjoin(users, users.c.id == records.c.owner_id)
             .where(records.c.id.in_(chunk))
         )
         for r in conn.execute(query):
             rtype = types.get(r.type)
-            keys = rtype.field_keys if rtype is not None else list(r.data)
+            values = orjson.loads(r.data)
+            keys = rtype.field_keys if rtype is not None else list(values)
             out[r.id] = RecordSnapshot(
                 id=r.id,
                 type=r.type,
-                values={k: r.data.get(k) for k in keys},
+                values={k: values.get(k) for k in keys},
                 owner=r.owner_name,
                 created_at=r.created_at,
                 updated_at=r.updated_at,
@@ -349,6 +372,7 @@ def save(
     now: datetime,
 ) -> None:
     """Write the new states (columns + JSON, lease released) and the step runs, in bulk."""
+    dialect = conn.dialect.name
     if states:
         conn.execute(
             enrollments.update()
@@ -359,7 +383,7 @@ def save(
                 step_key=sa.bindparam("v_step"),
                 due_at=sa.bindparam("v_due"),
                 finished_at=sa.bindparam("v_finished"),
-                state=sa.bindparam("v_state"),
+                state=_json_param("v_state", dialect),
                 updated_at=sa.bindparam("v_updated"),
                 lease_owner=None,
                 lease_until=None,
@@ -372,7 +396,9 @@ def save(
                     "v_step": s.step_key,
                     "v_due": None if s.is_over else s.due_at,
                     "v_finished": s.finished_at,
-                    "v_state": s.model_dump(mode="json"),
+                    # pydantic writes JSON text directly, several times faster than a dict
+                    # that the driver then serialises.
+                    "v_state": s.model_dump_json(),
                     "v_updated": now,
                 }
                 for s in states
@@ -435,6 +461,5 @@ def next_due(engine: sa.Engine) -> datetime | None:
 
 
 def notify_due(conn: sa.Connection) -> None:
-    """Wake idle workers: work may be due sooner than they planned (PostgreSQL; sent at commit)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    """Wake idle workers at commit: work may be due sooner than they planned."""
+    mark_work(conn)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2.exceptions import TemplateError
 
-from crmflow.engine.conditions import compile_condition
+from crmflow.engine.conditions import CEL_VARIABLES, compile_condition, condition_reads
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import format_datetime
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
@@ -53,22 +53,29 @@ class Scope:
     def today(self) -> str:
         return self.now.astimezone(self.zone).date().isoformat()
 
-    def _common(self) -> dict[str, Any]:
-        return {
-            "record": self.record.variables(),
-            "change": self.change.variables() if self.change is not None else dict(_NO_CHANGE),
-            "flow": {
+    def _variable(self, name: str) -> Any:
+        if name == "record":
+            return self.record.variables()
+        if name == "change":
+            return self.change.variables() if self.change is not None else dict(_NO_CHANGE)
+        if name == "flow":
+            return {
                 "key": self.flow.key,
                 "name": self.flow.name,
                 "owner": self.flow.owner,
                 "controller": self.flow.controller,
-            },
-            "today": self.today,
-        }
-
-    def cel_variables(self) -> dict[str, Any]:
+            }
+        if name == "today":
+            return self.today
         # CEL compares timestamps, so `now` stays an instant (UTC) there.
-        return {**self._common(), "now": self.now.astimezone(UTC)}
+        return self.now.astimezone(UTC)
+
+    def _common(self) -> dict[str, Any]:
+        return {name: self._variable(name) for name in ("record", "change", "flow", "today")}
+
+    def cel_variables(self, names: frozenset[str] = CEL_VARIABLES) -> dict[str, Any]:
+        """The CEL variables among `names` (default: all of them)."""
+        return {name: self._variable(name) for name in CEL_VARIABLES if name in names}
 
     def template_variables(
         self, step: Mapping[str, Any] | None = None, variables: Mapping[str, str] | None = None
@@ -86,7 +93,12 @@ class Scope:
     def evaluate(self, expression: str) -> Any:
         try:
             program = compile_condition(expression)
-            return program.execute(self.cel_variables())
+            reads = condition_reads(expression)
+            variables = self.cel_variables(reads.names)
+            if reads.record_fields is not None and "record" in variables:
+                whole = variables["record"]
+                variables["record"] = {k: whole[k] for k in reads.record_fields if k in whole}
+            return program.execute(variables)
         except KeyError as exc:
             raise EvaluationError(
                 f"{expression!r} uses {exc.args[0]!r}, which the record has no value for"

@@ -1,0 +1,290 @@
+"""Enrollments through a 5-step flow in virtual time, against a bare batched write of the same rows.
+
+The flow: update the record; one day later write a history entry (the wait is that step's
+timing, a durable timer); decide; set the status; end. One worker (`run_once`) runs what is due
+at a frozen `now`, then the clock jumps a day and it runs the rest: 5 step runs per enrollment,
+1 on day 0 and 4 on day 1. crmflow's side claims batches with a lease, loads enrollments,
+records and flows in bulk, runs the pure engine, writes the states, step runs, record updates
+and history rows, and commits each batch.
+
+The baseline writes what a hand-written batch job would have to write at the least, with the
+same batch size and one transaction per batch: per enrollment and per round one UPDATE of
+`enrollments` (status, step, due time, the JSON state) and INSERTs into `step_runs` of as many
+rows as crmflow wrote, nothing read and nothing computed.
+
+    python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.common import fresh_database, timed
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import flows as flow_service
+from crmflow.services.context import Context
+from crmflow.services.users import actor_by_username
+from crmflow.store.schema import enrollments, records, step_runs
+from crmflow.store.types import UTCDateTime
+from crmflow.worker import run_once
+
+__all__ = [
+    "AIM_RATE",
+    "AIM_RATIO",
+    "FLOW",
+    "StepsResult",
+    "create_flow",
+    "enroll_all",
+    "fill_contacts",
+    "main",
+    "run",
+]
+
+AIM_RATE = 20_000  # step runs per second, SQLite, one worker
+AIM_RATIO = 3.0
+BATCH = 500  # the worker's default batch size
+ROWS = 100_000
+ROWS_POSTGRES = 20_000  # fewer by default: a shared machine's PostgreSQL is slower per row
+STEPS_PER_ENROLLMENT = 5
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+FLOW = """\
+schema_version: 1
+key: five-steps
+name: Five steps
+record_type: contact
+owner: system
+triggers: [{type: manual}]
+steps:
+  - key: touch
+    actions:
+      - type: update_record
+        values: {status: prospect, first_name: "{{ record.first_name | upper }}"}
+  - key: note
+    timing: {type: after, amount: 1, unit: days}
+    actions:
+      - type: history
+        message: "Followed up {{ record.first_name }} {{ record.last_name }}"
+  - key: route
+    type: decision
+    branches:
+      - if: "record.status == 'prospect'"
+        goto: promote
+  - key: promote
+    actions:
+      - type: set_status
+        status: client
+  - key: done
+    type: end
+"""
+
+
+def create_flow(ctx: Context, text: str = FLOW) -> int:
+    """Create and start the flow; its id."""
+    admin = actor_by_username(ctx, "system")
+    view = flow_service.create_flow(ctx, admin, text)
+    flow_service.change_status(ctx, admin, view.key, LifecycleAction.START)
+    with ctx.engine.connect() as conn:
+        flow_id = conn.execute(sa.text("select id from flows where key = :k"), {"k": view.key})
+        return int(flow_id.scalar_one())
+
+
+def fill_contacts(ctx: Context, count: int, *, now: datetime = START) -> None:
+    """`count` contacts written by one INSERT ... SELECT (set-up, not timed)."""
+    stamp = sa.bindparam("now", now, type_=UTCDateTime())
+    if ctx.engine.dialect.name == "postgresql":
+        sql = (
+            "insert into records (type, data, created_at, updated_at) "
+            "select 'contact', jsonb_build_object('first_name', 'F' || i, 'last_name', 'L' || i,"
+            " 'email', 'c' || i || '@example.org', 'status', 'lead'), :now, :now "
+            "from generate_series(1, :n) as i"
+        )
+    else:
+        sql = (
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < :n) "
+            "insert into records (type, data, created_at, updated_at) "
+            "select 'contact', json_object('first_name', 'F' || i, 'last_name', 'L' || i,"
+            " 'email', 'c' || i || '@example.org', 'status', 'lead'), :now, :now from n"
+        )
+    with ctx.engine.begin() as conn:
+        conn.execute(sa.text(sql).bindparams(stamp), {"n": count})
+        if ctx.engine.dialect.name == "postgresql":
+            conn.execute(sa.text("analyze records"))
+
+
+def enroll_all(ctx: Context, flow_id: int, *, now: datetime = START) -> int:
+    """Every contact enters `flow_id` at `now`: one INSERT ... SELECT (set-up, not timed)."""
+    at = sa.bindparam("at", now, type_=UTCDateTime())
+    select = sa.select(
+        sa.literal(flow_id), sa.literal(1), records.c.id, sa.literal("active"), at, at, at
+    ).where(records.c.type == "contact")
+    columns = ["flow_id", "flow_version", "record_id", "status", "entered_at", "due_at"]
+    with ctx.engine.begin() as conn:
+        count = conn.execute(
+            enrollments.insert()
+            .execution_options(preserve_rowcount=True)
+            .from_select([*columns, "updated_at"], select)
+        ).rowcount
+        if ctx.engine.dialect.name == "postgresql":
+            conn.execute(sa.text("analyze enrollments"))
+    return int(count)
+
+
+def _count(ctx: Context, table: sa.Table) -> int:
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _ours(ctx: Context, rows: int) -> Callable[[], None]:
+    def go() -> None:
+        first = run_once(ctx, now=START, limit=BATCH)
+        second = run_once(ctx, now=START + timedelta(days=1), limit=BATCH)
+        if first != rows or second != rows:
+            raise RuntimeError(f"moved {first} then {second} enrollments, expected {rows} twice")
+
+    return go
+
+
+def _bare_batches(ctx: Context, rows: int, runs_per_round: tuple[int, int]) -> Callable[[], None]:
+    """The same number of enrollment UPDATEs and step_runs INSERTs, batch by batch."""
+    update = (
+        enrollments.update()
+        .where(enrollments.c.id == sa.bindparam("eid"))
+        .values(
+            status=sa.bindparam("v_status"),
+            step_key=sa.bindparam("v_step"),
+            due_at=sa.bindparam("v_due"),
+            state=sa.bindparam("v_state"),
+            updated_at=sa.bindparam("v_updated"),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    state: dict[str, Any] = {"status": "active", "step_key": "note", "history": []}
+
+    def go() -> None:
+        with ctx.engine.connect() as conn:
+            ids = [
+                int(i) for i in conn.execute(sa.select(enrollments.c.id).order_by("id")).scalars()
+            ]
+        for round_no, at in enumerate((START, START + timedelta(days=1))):
+            per = runs_per_round[round_no] // rows
+            for i in range(0, len(ids), BATCH):
+                chunk = ids[i : i + BATCH]
+                with ctx.engine.begin() as conn:
+                    conn.execute(
+                        update,
+                        [
+                            {
+                                "eid": eid,
+                                "v_status": "active",
+                                "v_step": "note",
+                                "v_due": at + timedelta(days=1),
+                                "v_state": state,
+                                "v_updated": at,
+                            }
+                            for eid in chunk
+                        ],
+                    )
+                    conn.execute(
+                        step_runs.insert(),
+                        [
+                            {
+                                "enrollment_id": eid,
+                                "run": 10 * round_no + k,
+                                "step_key": "step",
+                                "step_type": "action",
+                                "status": "done",
+                                "reason": "",
+                                "started_at": at,
+                                "finished_at": at,
+                                "actions": [],
+                            }
+                            for eid in chunk
+                            for k in range(per)
+                        ],
+                    )
+
+    return go
+
+
+@dataclass
+class StepsResult:
+    backend: str
+    rows: int
+    step_runs: int
+    ours: list[float]
+    baseline: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.baseline)
+
+    @property
+    def rate(self) -> float:
+        return self.step_runs / statistics.median(self.ours)
+
+    def line(self) -> str:
+        aim = "ok" if self.ratio <= AIM_RATIO else "ABOVE AIM"
+        rate_aim = ""
+        if self.backend == "sqlite":
+            rate_aim = " (aim >= 20,000/s, " + ("ok)" if self.rate >= AIM_RATE else "BELOW AIM)")
+        return (
+            f"{'5-step flow, virtual time':<28} {self.backend:<8} rows={self.rows:>9,}  "
+            f"ratio={self.ratio:5.2f}x (aim <= {AIM_RATIO:g}x, {aim})  "
+            f"{self.rate:,.0f} step runs/s{rate_aim}  "
+            f"median ours={statistics.median(self.ours):.3f}s "
+            f"baseline={statistics.median(self.baseline):.3f}s  runs={len(self.ours)}"
+        )
+
+
+def _prepared(ctx: Context, rows: int) -> None:
+    fill_contacts(ctx, rows)
+    enroll_all(ctx, create_flow(ctx))
+
+
+def run(backend: str, rows: int, runs: int) -> StepsResult:
+    """Each run on a fresh database: crmflow's worker, then the bare batched writes."""
+    result = StepsResult(backend, rows, 0, [], [])
+    for _ in range(runs):
+        with fresh_database(backend) as ctx:
+            ctx.clock = lambda: START
+            _prepared(ctx, rows)
+            result.ours.append(timed(_ours(ctx, rows)))
+            with ctx.engine.connect() as conn:
+                first = conn.execute(
+                    sa.select(sa.func.count()).select_from(step_runs).where(step_runs.c.run == 1)
+                ).scalar_one()
+            total = _count(ctx, step_runs)
+            if total != STEPS_PER_ENROLLMENT * rows:
+                raise RuntimeError(f"{total} step runs, expected {STEPS_PER_ENROLLMENT * rows}")
+            result.step_runs = total
+        with fresh_database(backend) as ctx:
+            _prepared(ctx, rows)
+            result.baseline.append(timed(_bare_batches(ctx, rows, (first, total - first))))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--rows", type=int, default=None, help="default: 100,000 on SQLite, 20,000 on PostgreSQL"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args(argv)
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        rows = args.rows or (ROWS if backend == "sqlite" else ROWS_POSTGRES)
+        print(run(backend, rows, args.runs).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
