@@ -14,12 +14,10 @@ once) and are emptied between runs.
 
 from __future__ import annotations
 
-import argparse
-
 import sqlalchemy as sa
 
 from bench.bench_steps import START, fill_contacts
-from bench.common import Comparison, fresh_database, timed
+from bench.common import Comparison, fresh_database, ratio_main, timed
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Context
 from crmflow.services.queries import save_query
@@ -130,14 +128,7 @@ def run(backend: str, rows: int, runs: int) -> Comparison:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    args = parser.parse_args(argv)
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    for backend in backends:
-        print(run(backend, args.rows, args.runs).line(AIM), flush=True)
+    ratio_main(__doc__, run, AIM, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ and one transaction per batch, and does nothing else.
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from bench.common import Comparison, fresh_database, timed
+from bench.common import Comparison, fresh_database, ratio_main, timed
 from crmflow.services.context import Actor, Context
 from crmflow.services.imports import driver_time, import_records, records_insert
 from crmflow.services.users import actor_by_username, create_user
@@ -142,14 +141,7 @@ def run(backend: str, rows: int, runs: int) -> Comparison:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    args = parser.parse_args(argv)
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    for backend in backends:
-        print(run(backend, args.rows, args.runs).line(AIM), flush=True)
+    ratio_main(__doc__, run, AIM, argv)
 
 
 if __name__ == "__main__":

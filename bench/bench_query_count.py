@@ -10,7 +10,6 @@ filter, compiling it) against a bare `SELECT count(*)` a person would type:
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 import sqlalchemy as sa
 
-from bench.common import Comparison, fresh_database, timed
+from bench.common import Comparison, fresh_database, ratio_main, timed
 from crmflow.services.context import Context
 from crmflow.services.queries import count_query, save_query
 from crmflow.services.users import actor_by_username
@@ -146,15 +145,7 @@ def run(backend: str, rows: int, runs: int) -> Comparison:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    args = parser.parse_args(argv)
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results = [run(b, args.rows, args.runs) for b in backends]
-    for result in results:
-        print(result.line(AIM))
+    ratio_main(__doc__, run, AIM, argv)
 
 
 if __name__ == "__main__":

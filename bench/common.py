@@ -79,3 +79,23 @@ class Comparison:
             f"ratio={self.ratio:5.2f}x (aim <= {aim:g}x, {verdict})  "
             f"median ours={ours:.3f}s baseline={base:.3f}s  runs={len(self.ours)}"
         )
+
+
+def ratio_main(
+    doc: str | None,
+    run: Callable[[str, int, int], Comparison],
+    aim: float,
+    argv: list[str] | None = None,
+) -> None:
+    """The command line of a benchmark that compares a row count against a baseline:
+    `--rows N --runs N --backend sqlite|postgres|both`, one ratio line per backend."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args(argv)
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        print(run(backend, args.rows, args.runs).line(aim), flush=True)
