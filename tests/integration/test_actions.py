@@ -18,10 +18,11 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.invitations import event_uid
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.schema import outbox, record_history
+from crmflow.store.schema import outbox
 from crmflow.store.schema import records as records_table
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
+from tests.integration.helpers import history as _history
 
 
 def _flow(ctx: Context, admin: Actor, text: str) -> str:
@@ -47,17 +48,6 @@ def _actions(ctx: Context, admin: Actor, rid: int, flow: str) -> list[dict[str, 
 
 def _owner(ctx: Context, rid: int) -> str | None:
     return records.get_record(ctx, rid).owner
-
-
-def _history(ctx: Context, rid: int) -> list[str]:
-    with ctx.engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(record_history.c.message)
-                .where(record_history.c.record_id == rid)
-                .order_by(record_history.c.id)
-            ).scalars()
-        )
 
 
 # -- lists of records (add_to_group / remove_from_group) ------------------------------------------

@@ -13,9 +13,10 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, triggers
 from crmflow.services.context import Actor, Context
-from crmflow.store.schema import enrollments, record_history
+from crmflow.store.schema import enrollments
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
+from tests.integration.helpers import history as _history
 
 
 def _flow(
@@ -52,17 +53,6 @@ _HELLO = """\
 def _contact(ctx: Context, admin: Actor, name: str = "Claire", **data: Any) -> int:
     values = {"first_name": name, "last_name": "X", **data}
     return records.create_record(ctx, admin, "contact", values).id
-
-
-def _history(ctx: Context, record_id: int) -> list[str]:
-    with ctx.engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(record_history.c.message)
-                .where(record_history.c.record_id == record_id)
-                .order_by(record_history.c.id)
-            ).scalars()
-        )
 
 
 def _inside(ctx: Context, admin: Actor, key: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +19,8 @@ from crmflow.store import enrollments as repo
 from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
 from crmflow.worker import run_batch, run_once
 from tests.conftest import FrozenClock, make_user
+from tests.integration.helpers import count_rows as _count
+from tests.integration.helpers import history as _history
 
 THANKS = """\
 schema_version: 1
@@ -80,25 +81,6 @@ def _contact(ctx: Context, admin: Actor, name: str = "Claire") -> int:
         ctx, admin, "contact", {"first_name": name, "last_name": "Martin", "email": "c@example.org"}
     )
     return view.id
-
-
-def _count(ctx: Context, table: sa.Table, **where: Any) -> int:
-    query = sa.select(sa.func.count()).select_from(table)
-    for column, value in where.items():
-        query = query.where(table.c[column] == value)
-    with ctx.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
-def _history(ctx: Context, record_id: int) -> list[str]:
-    with ctx.engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(record_history.c.message)
-                .where(record_history.c.record_id == record_id)
-                .order_by(record_history.c.id)
-            ).scalars()
-        )
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,8 @@ from crmflow.services.users import actor_by_username
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import outbox, record_history
 from crmflow.worker import run_once
-from tests.integration.test_worker import BULK, _count, _flow
+from tests.integration.helpers import count_rows as _count
+from tests.integration.test_worker import BULK, _flow
 
 
 def test_two_worker_processes_share_the_work_and_run_every_step_once(
