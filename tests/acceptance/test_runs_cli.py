@@ -125,8 +125,7 @@ def test_the_runs_routes_start_show_decide_restart_and_count(
     assert [r["step"] for r in shown["flows"][0]["step_runs"]] == ["first", "ask", "first", "ask"]
     assert [h["message"] for h in shown["history"]] == [
         "first",
-        "not entered in flow 'remind' (by system): "
-        "the record is already inside this flow at step 'ask'",
+        "not entered in flow 'remind' (by system): already inside this flow at step 'ask'",
         "first",
     ]
     progress = client.get("/api/flows/remind/progress", headers=auth).json()

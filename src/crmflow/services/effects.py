@@ -40,8 +40,9 @@ from crmflow.engine.commands import (
     UpdateRecord,
     WriteHistory,
 )
-from crmflow.engine.definition import FlowDefinition, ReentryPolicy
+from crmflow.engine.definition import FlowDefinition
 from crmflow.services.context import Actor, Context
+from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
 from crmflow.services.owner_assignment import assign_owners
 from crmflow.services.record_groups import GroupChange, apply_group_changes
 from crmflow.services.records import FieldChange, update_records_in
@@ -59,14 +60,10 @@ from crmflow.store.schema import (
 )
 
 __all__ = [
-    "LOOP_GUARD_LIMIT",
     "Applied",
     "apply_commands",
-    "entry_refusal",
     "loop_guard_tripped",
 ]
-
-LOOP_GUARD_LIMIT = 10  # starts of one flow for one record in 24 hours (seed 004)
 
 
 # (enrollment id, step run, action index): where a failure goes in the step-run log.
@@ -214,42 +211,6 @@ def _notification(
 # -- entering a flow: the rules shared by manual starts and follow-ups ---------------------------
 
 
-def entry_refusal(
-    conn: sa.Connection,
-    policy: ReentryPolicy,
-    flow_id: int,
-    record_id: int,
-    *,
-    now: datetime,
-) -> str | None:
-    """Why the flow's re-entry policy keeps the record out now, or None when it may enter."""
-    rows = conn.execute(
-        sa.select(enrollments.c.status, enrollments.c.step_key, enrollments.c.entered_at)
-        .where(enrollments.c.flow_id == flow_id, enrollments.c.record_id == record_id)
-        .where(enrollments.c.status != "cancelled")
-        .order_by(enrollments.c.entered_at.desc())
-    ).all()
-    if not rows or policy.mode == "always":
-        return None
-    inside = [r for r in rows if r.status in repo.RUNNING]
-    if policy.mode == "never":
-        return (
-            f"the record already went through this flow (entered {rows[0].entered_at:%Y-%m-%d}) "
-            "and its re-entry policy is 'never'"
-        )
-    if inside:
-        where = f" at step {inside[0].step_key!r}" if inside[0].step_key else ""
-        return f"the record is already inside this flow{where}"
-    if policy.mode == "once_per_days" and policy.days:
-        again = rows[0].entered_at + timedelta(days=policy.days)
-        if again > now:
-            return (
-                f"the record entered this flow on {rows[0].entered_at:%Y-%m-%d} and may enter "
-                f"once every {policy.days} days (again from {again:%Y-%m-%d %H:%M} UTC)"
-            )
-    return None
-
-
 def loop_guard_tripped(conn: sa.Connection, flow_id: int, record_id: int, *, now: datetime) -> bool:
     """True when the flow already started LOOP_GUARD_LIMIT times for the record in 24 hours."""
     count = conn.execute(
@@ -351,4 +312,4 @@ def _follow_up_refusal(
         return f"its follow_up trigger does not accept starts from flow {source!r}"
     if loop_guard_tripped(conn, target.id, start.record_id, now=now):
         return f"loop guard: started more than {LOOP_GUARD_LIMIT} times for the record in a day"
-    return entry_refusal(conn, definition.reentry, target.id, start.record_id, now=now)
+    return reentry_refusal_of(conn, definition.reentry, target.id, start.record_id, now=now)

@@ -34,13 +34,8 @@ from crmflow.engine.runtime import (
 from crmflow.engine.transition import Outcome, advance, cancel, enter, restart, sequence_progress
 from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services.context import Actor, Context
-from crmflow.services.effects import (
-    LOOP_GUARD_LIMIT,
-    Applied,
-    apply_commands,
-    entry_refusal,
-    loop_guard_tripped,
-)
+from crmflow.services.effects import Applied, apply_commands, loop_guard_tripped
+from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
 from crmflow.services.flows import _flow_row, _visible, _visible_to
 from crmflow.services.record_types import catalog_in
 from crmflow.store import enrollments as repo
@@ -580,7 +575,7 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
                 now=now,
             )
         elif refusal is None:
-            refusal = entry_refusal(conn, definition.reentry, flow.id, record_id, now=now)
+            refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
             if refusal is None:
                 eid = repo.insert_enrollment(
                     conn,

@@ -27,11 +27,11 @@ from crmflow.engine.definition import FlowDefinition, ReentryPolicy
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.steps.scope import EvaluationError, Scope
 from crmflow.services.context import Context
-from crmflow.services.effects import LOOP_GUARD_LIMIT
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import enrollments, entry_decisions
 
 __all__ = [
+    "LOOP_GUARD_LIMIT",
     "Candidate",
     "Decision",
     "FlowRef",
@@ -44,8 +44,11 @@ __all__ = [
     "insert_enrollments",
     "past_entries",
     "reentry_refusal",
+    "reentry_refusal_of",
     "write_decisions",
 ]
+
+LOOP_GUARD_LIMIT = 10  # starts of one flow for one record in 24 hours (seed 004)
 
 _CHUNK = 5_000  # (flow, record) pairs per history query: well below SQLite's parameter limit
 
@@ -164,6 +167,15 @@ def reentry_refusal(
                 f"{rows[0].entered_at:%Y-%m-%d} (may enter again from {again:%Y-%m-%d %H:%M} UTC)"
             )
     return None
+
+
+def reentry_refusal_of(
+    conn: sa.Connection, policy: ReentryPolicy, flow_id: int, record_id: int, *, now: datetime
+) -> str | None:
+    """`reentry_refusal` for one record, reading its past entries (manual and follow-up
+    starts, which come one at a time)."""
+    past = past_entries(conn, [(flow_id, record_id)]).get((flow_id, record_id), [])
+    return reentry_refusal(policy, past, now=now)
 
 
 def past_entries(
