@@ -36,7 +36,7 @@ from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.effects import Applied, apply_commands, loop_guard_tripped
 from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
-from crmflow.services.flows import _flow_row, _visible, _visible_to
+from crmflow.services.flow_access import can_see_flow, visible_flow, visible_flows
 from crmflow.services.record_types import catalog_in
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
@@ -55,6 +55,7 @@ __all__ = [
     "FlowProgress",
     "RecordStatus",
     "StepRunView",
+    "close_tasks",
     "decide",
     "flow_progress",
     "move_batch",
@@ -62,6 +63,7 @@ __all__ = [
     "restart_enrollment",
     "start_record",
     "trip_loop_guard",
+    "with_action_failures",
 ]
 
 Restart = Literal["restart"]
@@ -95,7 +97,7 @@ def _zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
     return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
 
 
-def _with_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[StepRunLog]:
+def with_action_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[StepRunLog]:
     """The step-run logs with the effects that could not be carried out marked as failed."""
     if not applied.failures:
         return list(logs)
@@ -240,9 +242,11 @@ def move_batch(
     return moved
 
 
-def _close_tasks(
+def close_tasks(
     conn: sa.Connection, closed_runs: list[dict[str, Any]], over: list[int], *, now: datetime
 ) -> None:
+    """Close the open tasks of approval runs that are over (`closed_runs`: eid, r, at) as done,
+    and those of enrollments that ended (`over`) as cancelled."""
     if closed_runs:
         conn.execute(
             tasks.update()
@@ -260,6 +264,11 @@ def _close_tasks(
             .where(tasks.c.enrollment_id.in_(over), tasks.c.status == "open")
             .values(status="cancelled", closed_at=now)
         )
+
+
+# The names move_batch still calls these by (it is being reworked elsewhere).
+_with_failures = with_action_failures
+_close_tasks = close_tasks
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -447,7 +456,7 @@ def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
         exists = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
         query = (
             _enrollment_select()
-            .where(enrollments.c.record_id == record_id, _visible_to(actor))
+            .where(enrollments.c.record_id == record_id, visible_flows(actor))
             .order_by(enrollments.c.id)
         )
         rows = conn.execute(query).all()
@@ -476,7 +485,7 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
     """How a flow is doing: entered / inside / finished / left / cancelled, records per step now,
     and how many went through each step."""
     with ctx.engine.connect() as conn:
-        flow = _flow_row(conn, actor, flow_key)
+        flow = visible_flow(conn, actor, flow_key)
         by_status: dict[str, int] = {}
         per_step: dict[str, int] = {}
         for r in conn.execute(
@@ -552,7 +561,7 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
     refusal: str | None = None
     with ctx.engine.begin() as conn:
         # Locking the flow row serialises starts of one flow, so a record cannot enter twice.
-        flow = _flow_row(conn, actor, flow_key, for_update=True)
+        flow = visible_flow(conn, actor, flow_key, for_update=True)
         [info] = repo.load_flows(
             conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
         ).values()
@@ -648,7 +657,7 @@ def trip_loop_guard(
     states = [cancel(stopped, now=now, reason=reason)]
     states += [cancel(r.state, now=now, reason=reason) for r in running if r.state is not None]
     repo.save(conn, states, [], now=now)
-    _close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
+    close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
     targets = {("user", name) for name in (told, controller) if name}
     if targets:
         conn.execute(
@@ -677,7 +686,7 @@ def _locked(
         if rows
         else None
     )
-    if not rows or flow is None or not _visible(conn, actor, flow):
+    if not rows or flow is None or not can_see_flow(conn, actor, flow):
         raise NotFoundError(f"no enrollment {enrollment_id} that you can see")
     return rows[0], flow
 

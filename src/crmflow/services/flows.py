@@ -20,6 +20,7 @@ from crmflow.engine.lifecycle import EditMode, LifecycleAction, edit_mode, next_
 from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
+from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.permissions import require_admin
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog
@@ -50,12 +51,19 @@ __all__ = [
     "list_flows",
     "remove_member",
     "start_list_count",
+    "start_list_names",
+    "start_list_size",
     "update_flow",
     "validate_flow_text",
     "validation_context",
 ]
 
 SourceFormat = Literal["yaml", "json"]
+
+# The old private names of `flow_access.visible_flow` / `visible_flows`, still imported by
+# services/triggers.py: drop them once it imports from `flow_access`.
+_flow_row = visible_flow
+_visible_to = visible_flows
 
 
 class ConfirmationRequiredError(ConflictError):
@@ -138,16 +146,6 @@ def _iso(value: datetime | None) -> str | None:
 # -- validation --------------------------------------------------------------------------------
 
 
-def _visible_to(actor: Actor) -> sa.ColumnElement[bool]:
-    """The flows `actor` can see: every public flow, and private ones they own or belong to."""
-    mine = sa.select(flow_members.c.flow_id).where(flow_members.c.user_id == actor.id)
-    return sa.or_(
-        flows.c.visibility == Visibility.PUBLIC.value,
-        flows.c.owner_id == actor.id,
-        flows.c.id.in_(mine),
-    )
-
-
 def validation_context(
     ctx: Context, actor: Actor, *, excluding_flow: str | None = None
 ) -> ValidationContext:
@@ -164,7 +162,7 @@ def validation_context(
         other_flows = {
             r.key: r.record_type
             for r in conn.execute(
-                sa.select(flows.c.key, flows.c.record_type).where(_visible_to(actor))
+                sa.select(flows.c.key, flows.c.record_type).where(visible_flows(actor))
             )
             if r.key != excluding_flow
         }
@@ -210,28 +208,6 @@ def _detect_format(text: str, fmt: SourceFormat | None) -> SourceFormat:
 
 
 # -- reading -----------------------------------------------------------------------------------
-
-
-def _visible(conn: sa.Connection, actor: Actor, row: sa.Row[Any]) -> bool:
-    if row.visibility != Visibility.PRIVATE.value or row.owner_id == actor.id:
-        return True
-    member = conn.execute(
-        sa.select(flow_members.c.user_id).where(
-            flow_members.c.flow_id == row.id, flow_members.c.user_id == actor.id
-        )
-    ).first()
-    return member is not None
-
-
-def _flow_row(
-    conn: sa.Connection, actor: Actor, key: str, *, for_update: bool = False
-) -> sa.Row[Any]:
-    query = sa.select(flows).where(flows.c.key == key)
-    # FOR UPDATE: an edit and a status change of the same flow happen one after the other.
-    row = conn.execute(query.with_for_update() if for_update else query).first()
-    if row is None or not _visible(conn, actor, row):
-        raise NotFoundError(f"no flow with key {key!r} that you can see (see `crmflow flows list`)")
-    return row
 
 
 def _views(
@@ -303,7 +279,7 @@ def _views(
 
 def get_flow(ctx: Context, actor: Actor, key: str, *, with_document: bool = True) -> FlowView:
     with ctx.engine.connect() as conn:
-        [view] = _views(conn, [_flow_row(conn, actor, key)], with_document=with_document)
+        [view] = _views(conn, [visible_flow(conn, actor, key)], with_document=with_document)
         return view
 
 
@@ -311,7 +287,7 @@ def list_flows(
     ctx: Context, actor: Actor, *, status: FlowStatus | None = None, record_type: str | None = None
 ) -> list[FlowView]:
     """The flows `actor` can see: every public flow, and private flows they own or belong to."""
-    query = sa.select(flows).where(_visible_to(actor)).order_by(flows.c.key)
+    query = sa.select(flows).where(visible_flows(actor)).order_by(flows.c.key)
     if status is not None:
         query = query.where(flows.c.status == status.value)
     if record_type is not None:
@@ -322,7 +298,7 @@ def list_flows(
 
 def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict[str, Any]:
     with ctx.engine.connect() as conn:
-        row = _flow_row(conn, actor, key)
+        row = visible_flow(conn, actor, key)
         found = conn.execute(
             sa.select(flow_versions).where(
                 flow_versions.c.flow_id == row.id, flow_versions.c.version == version
@@ -344,7 +320,7 @@ def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict
 
 def flow_history(ctx: Context, actor: Actor, key: str) -> list[StatusChange]:
     with ctx.engine.connect() as conn:
-        row = _flow_row(conn, actor, key)
+        row = visible_flow(conn, actor, key)
         rows = conn.execute(
             sa.select(flow_status_changes, users.c.username)
             .outerjoin(users, users.c.id == flow_status_changes.c.actor_id)
@@ -420,7 +396,7 @@ def _check_start_list(
     """The start-list size, or ConfirmationRequiredError unless `confirm_count` matches it."""
     if not names:
         return None
-    count = _start_list_size(ctx, names)
+    count = start_list_size(ctx, names)
     if confirm_count == count:
         return count
     if confirm_count is None:
@@ -536,7 +512,7 @@ def update_flow(
     require_admin(actor, "change flows")
     definition = _parse(ctx, actor, text, fmt=fmt, source=source, excluding_flow=key)
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key, for_update=True)
+        row = visible_flow(conn, actor, key, for_update=True)
         current = FlowStatus(row.status)
         mode = edit_mode(current)
         problems = []
@@ -617,7 +593,7 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
     can only be archived."""
     require_admin(actor, "delete flows")
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key)
+        row = visible_flow(conn, actor, key)
         ever = conn.execute(
             sa.select(sa.func.count())
             .select_from(enrollments)
@@ -632,7 +608,7 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
         conn.execute(flows.delete().where(flows.c.id == row.id))
 
 
-def _start_list_size(ctx: Context, names: list[str]) -> int:
+def start_list_size(ctx: Context, names: list[str]) -> int:
     """How many distinct records the saved queries `names` select now (a record in two start
     lists enters once)."""
     with ctx.engine.connect() as conn:
@@ -641,7 +617,8 @@ def _start_list_size(ctx: Context, names: list[str]) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
 
-def _start_list_names(document: Mapping[str, Any]) -> list[str]:
+def start_list_names(document: Mapping[str, Any]) -> list[str]:
+    """The saved queries a flow document starts from (its start_list triggers)."""
     return [
         str(t["query"]) for t in document.get("triggers") or () if t.get("type") == "start_list"
     ]
@@ -651,8 +628,8 @@ def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
     """How many records the flow's start lists hold now (None when it has no start list)."""
     flow = get_flow(ctx, actor, key)
     assert flow.document is not None
-    names = _start_list_names(flow.document)
-    return _start_list_size(ctx, names) if names else None
+    names = start_list_names(flow.document)
+    return start_list_size(ctx, names) if names else None
 
 
 # Pausing freezes the records inside and archiving stops them where they are: both need the
@@ -691,7 +668,7 @@ def change_status(
     current = flow.status
     target = next_status(current, action)
     if action is LifecycleAction.START:
-        count = _check_start_list(ctx, key, _start_list_names(flow.document), confirm_count)
+        count = _check_start_list(ctx, key, start_list_names(flow.document), confirm_count)
         if count is not None:
             note = note or f"start list confirmed: {count} record(s)"
     if action in _STOPS_RECORDS and flow.inside and confirm_inside != flow.inside:
@@ -744,7 +721,7 @@ def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
     """Give `username` access to a (private) flow; recorded in the flow's history."""
     require_admin(actor, "change flow members")
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key, for_update=True)
+        row = visible_flow(conn, actor, key, for_update=True)
         ids = user_ids_by_name(conn, {username})
         if username not in ids:
             raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
@@ -783,7 +760,7 @@ def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowVi
             source=f"flow {key!r} without member {username!r}",
         )
     with ctx.engine.begin() as conn:
-        row = _flow_row(conn, actor, key, for_update=True)
+        row = visible_flow(conn, actor, key, for_update=True)
         ids = user_ids_by_name(conn, {username})
         if username in ids:
             removed = conn.execute(

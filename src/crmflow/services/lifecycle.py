@@ -44,7 +44,8 @@ from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Prob
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.effects import apply_commands
-from crmflow.services.enrollments import _close_tasks, _with_failures, definitions_cache
+from crmflow.services.enrollments import close_tasks, definitions_cache, with_action_failures
+from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -172,7 +173,7 @@ def impact_preview(ctx: Context, actor: Actor, key: str) -> list[StepImpact]:
     """What resuming flow `key` does to the records inside it that are on an older version: per
     step, how many records are there and what happens to them (empty: nothing moves)."""
     with ctx.engine.connect() as conn:
-        row = flow_service._flow_row(conn, actor, key)
+        row = visible_flow(conn, actor, key)
         return _impacts(conn, ctx, row.id, row.current_version, {})
 
 
@@ -274,8 +275,8 @@ class _Writes:
             flow_of=self.flow_of,
             now=now,
         )
-        repo.save(conn, self.states, _with_failures(self.logs, applied), now=now)
-        _close_tasks(conn, [{**c, "at": now} for c in self.closed_runs], self.over, now=now)
+        repo.save(conn, self.states, with_action_failures(self.logs, applied), now=now)
+        close_tasks(conn, [{**c, "at": now} for c in self.closed_runs], self.over, now=now)
         if self.unentered:
             conn.execute(
                 enrollments.update()
@@ -537,8 +538,8 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
     system = ensure_system_user(ctx) if to_start else None
     for row in to_start:
         assert system is not None
-        names = flow_service._start_list_names(documents[row.id])
-        count = flow_service._start_list_size(ctx, names) if names else None
+        names = flow_service.start_list_names(documents[row.id])
+        count = flow_service.start_list_size(ctx, names) if names else None
         note = "start_at reached"
         if count is not None:
             note += f"; start list counted then: {count} record(s)"
