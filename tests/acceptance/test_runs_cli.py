@@ -62,6 +62,17 @@ def test_a_recruitment_is_started_decided_twice_and_shown_from_the_command_line(
 
     progress = json.loads(crmflow("runs", "progress", "recruitment-approval", "--json").stdout)
     assert (progress["entered"], progress["finished"]) == (1, 1)
+    # The record went through every step of its branch, the end step `finished` included.
+    assert progress["funnel"] == {
+        "manager-approval": 1,
+        "management-approval": 1,
+        "approved": 1,
+        "refused": 0,
+        "finished": 1,
+    }
+    table = crmflow("runs", "progress", "recruitment-approval").stdout
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.splitlines()]
+    assert ["finished", "0", "1"] in rows  # step, records there now, went through
     assert crmflow("worker", "--once").stdout.strip() == "moved 0 enrollment(s)"
 
 

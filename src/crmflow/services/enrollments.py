@@ -363,7 +363,8 @@ class FlowProgress:
     left: int
     cancelled: int
     per_step: dict[str, int]  # records at each step now
-    funnel: dict[str, int]  # records that completed each step (done or failed), in step order
+    # Records that went through each step (done or failed; an end step: reached), in step order.
+    funnel: dict[str, int]
     emails: int  # email messages written to the outbox
 
     def as_dict(self) -> dict[str, Any]:
@@ -505,7 +506,14 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
                     step_runs.c.step_key, sa.func.count(sa.distinct(step_runs.c.enrollment_id))
                 )
                 .where(step_runs.c.enrollment_id.in_(in_flow))
-                .where(step_runs.c.status.in_(("done", "failed")))
+                .where(
+                    sa.or_(
+                        step_runs.c.status.in_(("done", "failed")),
+                        # An end step does nothing but end the enrollment: reaching it is going
+                        # through it (its run says "ended", not "done").
+                        sa.and_(step_runs.c.step_type == "end", step_runs.c.status == "ended"),
+                    )
+                )
                 .group_by(step_runs.c.step_key)
             )
         }
