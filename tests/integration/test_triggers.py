@@ -382,3 +382,77 @@ def test_not_entered_from_the_api_and_the_cli(
     result = CliRunner().invoke(cli, ["runs", "not-entered", "--flow", "held", "--json"])
     assert result.exit_code == 0, result.output
     assert '"flow paused' in result.output
+
+
+def test_a_start_list_with_an_entry_condition_still_needs_the_confirmed_count(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    for i in range(6):
+        _contact(ctx, admin, f"D{i}", status="donor", language="fr" if i % 2 else "it")
+    queries.save_query(
+        ctx,
+        admin,
+        name="donors",
+        record_type="contact",
+        filter={"all": [{"field": "status", "op": "=", "value": "donor"}]},
+    )
+    text = """\
+schema_version: 1
+key: french
+name: French donors
+record_type: contact
+triggers: [{type: start_list, query: donors}]
+entry_condition: record.language == 'fr'
+steps:
+  - key: hello
+    actions: [{type: history, message: hi}]
+"""
+    flows.create_flow(ctx, admin, text)
+    with ctx.engine.connect() as conn:
+        flow_id = conn.execute(sa.text("select id from flows where key = 'french'")).scalar_one()
+    # The user confirmed 5, but the list holds 6 when the start's transaction runs (a donor
+    # arrived between the count and the start): refused, with the number to confirm instead.
+    with pytest.raises(flows.ConfirmationRequiredError) as refused, ctx.engine.begin() as conn:
+        triggers.enter_start_lists(conn, ctx, flow_id, expected=5, now=clock.current)
+    assert refused.value.count == 6
+    assert "holds 6 record(s) now, not 5" in str(refused.value)
+    assert _enrollments(ctx) == []
+    assert _reasons(ctx, admin, "french") == []
+    # Confirming the number the list holds starts the flow; the condition keeps the others out.
+    flows.change_status(ctx, admin, "french", LifecycleAction.START, confirm_count=6)
+    assert len(_enrollments(ctx)) == 3
+    assert _reasons(ctx, admin, "french") == ["entry condition false: record.language == 'fr'"] * 3
+
+
+def test_a_daily_schedule_keeps_out_the_records_still_inside_and_says_why(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    clock.current = datetime(2026, 10, 23, 6, 0, tzinfo=UTC)
+    first = _contact(ctx, admin, "First", status="client")
+    queries.save_query(
+        ctx,
+        admin,
+        name="clients",
+        record_type="contact",
+        filter={"all": [{"field": "status", "op": "=", "value": "client"}]},
+    )
+    steps = """\
+  - key: hello
+    actions: [{type: history, message: hi}]
+  - key: later
+    timing: {type: after, amount: 10, unit: days}
+    actions: [{type: history, message: later}]
+"""
+    _flow(ctx, admin, "daily", "{type: schedule, time: '09:00', query: clients}", steps=steps)
+    clock.current = datetime(2026, 10, 23, 9, 0, tzinfo=UTC)
+    run_once(ctx)
+    assert {e.record_id for e in _enrollments(ctx)} == {first}
+    assert _reasons(ctx, admin, "daily") == []
+    second = _contact(ctx, admin, "Second", status="client")
+    clock.current = datetime(2026, 10, 24, 9, 0, tzinfo=UTC)
+    run_once(ctx)
+    # The next day: the new client enters, the first one is still inside and is told so.
+    assert [e.record_id for e in _enrollments(ctx)] == [first, second]
+    [decision] = triggers.entry_decisions_for(ctx, admin, flow_key="daily")
+    assert (decision.record_id, decision.trigger) == (first, "schedule")
+    assert decision.reason == "already inside this flow"

@@ -533,50 +533,68 @@ def enter_start_lists(
 ) -> int:
     """The records of the flow's start lists enter it (on `conn`, the transaction that starts
     the flow): one `INSERT INTO enrollments ... SELECT`, due now, entered by the worker on its
-    first claim. Returns how many entered. Without an entry condition every record of the
-    lists enters, and a number different from `expected` (the count the user confirmed) means
-    the lists changed since: ConfirmationRequiredError, and nothing happens."""
+    first claim. Returns how many entered. The lists must hold `expected` records (the count
+    the user confirmed), with or without an entry condition: a different number means the lists
+    changed since, ConfirmationRequiredError, and nothing happens (the caller's transaction is
+    rolled back)."""
     flow = _flow_ref(conn, ctx, flow_id)
     names = flow.definition.start_list_queries()
     if not names:
         return 0
     ids = _ids_union(ctx, conn, names)
-    entered = _enter_selected(conn, ctx, flow, ids, trigger="start_list", now=now)
-    if expected is not None and not flow.definition.entry_condition and entered != expected:
-        from crmflow.services.flows import ConfirmationRequiredError
-
-        raise ConfirmationRequiredError(
-            f"the start list of {flow.key!r} holds {entered} record(s) now, not {expected}; "
-            f"check the list and confirm {entered} to start",
-            count=entered,
-            confirm_with=f"crmflow flows start {flow.key} --confirm {entered}",
-        )
+    if flow.definition.entry_condition:
+        selected = _selected(conn, ids)
+        _check_confirmed(flow, expected, len(selected))
+        return _enter_records(conn, ctx, flow, selected, trigger="start_list", now=now)
+    considered, entered = _enter_set(conn, flow, ids, trigger="start_list", now=now)
+    _check_confirmed(flow, expected, considered)
     return entered
 
 
-def _blocked(
-    policy: ReentryPolicy, flow_id: int, record_id: sa.ColumnElement[int], now: datetime
-) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[str]] | None:
-    """The re-entry policy as SQL over a column of record ids: (keeps it out, why)."""
+def _check_confirmed(flow: FlowRef, expected: int | None, found: int) -> None:
+    """ConfirmationRequiredError when the start lists hold `found` records, not the `expected`
+    the user confirmed."""
+    if expected is None or found == expected:
+        return
+    from crmflow.services.flows import ConfirmationRequiredError
+
+    raise ConfirmationRequiredError(
+        f"the start list of {flow.key!r} holds {found} record(s) now, not {expected}; "
+        f"check the list and confirm {found} to start",
+        count=found,
+        confirm_with=f"crmflow flows start {flow.key} --confirm {found}",
+    )
+
+
+def _selected(conn: sa.Connection, ids: sa.Subquery) -> list[int]:
+    return [int(i) for i in conn.execute(sa.select(ids.c.id).order_by(ids.c.id)).scalars()]
+
+
+def _refusals(policy: ReentryPolicy, flow_id: int, now: datetime) -> sa.Subquery | None:
+    """The records the re-entry policy keeps out of `flow_id` now, with why: a subquery
+    (record_id, reason) over the flow's own enrollments only (one row per record, whatever the
+    records being considered), or None when the policy keeps nobody out."""
     e = enrollments.c
-
-    def exists(*more: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
-        return sa.exists().where(e.flow_id == flow_id, e.record_id == record_id, *more)
-
-    inside = exists(e.status.in_(repo.RUNNING))
+    running = e.status.in_(repo.RUNNING)
     if policy.mode == "always":
         return None
     if policy.mode == "never":
-        blocked = exists(e.status != "cancelled")
+        counts: sa.ColumnElement[bool] = e.status != "cancelled"
         other = "re-entry: never, and the record already went through this flow"
     elif policy.mode == "once_per_days" and policy.days:
         since = sa.bindparam(None, now - timedelta(days=policy.days), type_=UTCDateTime())
-        blocked = sa.or_(inside, exists(e.status != "cancelled", e.entered_at > since))
+        counts = sa.or_(running, sa.and_(e.status != "cancelled", e.entered_at > since))
         other = f"re-entry: once per {policy.days} days, entered within the last {policy.days}"
     else:
-        blocked, other = inside, ""
+        counts, other = running, ""
+    inside = sa.func.max(sa.case((running, 1), else_=0)) == 1
     why = sa.case((inside, sa.literal("already inside this flow")), else_=sa.literal(other))
-    return blocked, why
+    return (
+        sa.select(e.record_id, why.label("reason"))
+        .where(e.flow_id == flow_id, counts)
+        .group_by(e.record_id)
+        .subquery("refused")
+    )
 
 
 def _enter_selected(
@@ -589,27 +607,47 @@ def _enter_selected(
     now: datetime,
 ) -> int:
     """The records of `ids` (a subquery with an `id` column) enter `flow` now, as far as its
-    re-entry policy allows; the others get an entry decision. Set-based: one INSERT ... SELECT
-    for the refusals and one for the enrollments. A flow with an entry condition needs CEL,
-    which SQL cannot run: its records are judged in Python, a chunk at a time."""
+    re-entry policy allows; the others get an entry decision. A flow with an entry condition
+    needs CEL, which SQL cannot run: its records are judged in Python, a chunk at a time.
+    How many entered."""
     if flow.definition.entry_condition:
-        selected = [int(i) for i in conn.execute(sa.select(ids.c.id)).scalars()]
-        return _enter_records(conn, ctx, flow, selected, trigger=trigger, now=now)
+        return _enter_records(conn, ctx, flow, _selected(conn, ids), trigger=trigger, now=now)
+    return _enter_set(conn, flow, ids, trigger=trigger, now=now)[1]
+
+
+def _enter_set(
+    conn: sa.Connection, flow: FlowRef, ids: sa.Subquery, *, trigger: str, now: datetime
+) -> tuple[int, int]:
+    """`_enter_selected` set-based, for a flow without an entry condition: one
+    `INSERT INTO enrollments ... SELECT` of the records the re-entry policy lets in and, when
+    the flow has enrollments already, one `INSERT INTO entry_decisions ... SELECT` of those it
+    keeps out. (How many records `ids` held, how many entered.)
+
+    The records kept out are found once, from the flow's own enrollments (a flow started for
+    the first time has none, and the selected records go straight in: no anti-join at all)."""
     at = sa.bindparam(None, now, type_=UTCDateTime())
-    rule = _blocked(flow.definition.reentry, flow.id, ids.c.id, now)
+    refused = _refusals(flow.definition.reentry, flow.id, now)
+    if refused is not None and not _has_enrollments(conn, flow.id):
+        refused = None
     source = sa.select(ids.c.id)
-    if rule is not None:
-        blocked, why = rule
-        conn.execute(
-            entry_decisions.insert().from_select(
+    kept_out = 0
+    if refused is not None:
+        kept_out = conn.execute(
+            entry_decisions.insert()
+            .execution_options(preserve_rowcount=True)
+            .from_select(
                 ["flow_id", "record_id", "trigger", "reason", "at"],
-                sa.select(sa.literal(flow.id), ids.c.id, sa.literal(trigger), why, at).where(
-                    blocked
-                ),
+                sa.select(
+                    sa.literal(flow.id),
+                    refused.c.record_id,
+                    sa.literal(trigger),
+                    refused.c.reason,
+                    at,
+                ).where(refused.c.record_id.in_(sa.select(ids.c.id))),
             )
-        )
-        source = source.where(sa.not_(blocked))
-    ins = source.subquery("admitted")
+        ).rowcount
+        source = source.where(_not_among(conn, ids.c.id, refused))
+    admitted = source.subquery("admitted")
     # preserve_rowcount: psycopg's rowcount of an INSERT ... SELECT is otherwise not kept.
     inserted = conn.execute(
         enrollments.insert()
@@ -627,7 +665,7 @@ def _enter_selected(
             sa.select(
                 sa.literal(flow.id),
                 sa.literal(flow.version),
-                ins.c.id,
+                admitted.c.id,
                 sa.literal("active"),
                 at,
                 at,
@@ -635,8 +673,26 @@ def _enter_selected(
             ),
         )
     ).rowcount
-    repo.notify_due(conn)
-    return int(inserted)
+    if inserted:
+        repo.notify_due(conn)
+    return int(inserted) + int(kept_out), int(inserted)
+
+
+def _has_enrollments(conn: sa.Connection, flow_id: int) -> bool:
+    found = conn.execute(
+        sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow_id).limit(1)
+    ).first()
+    return found is not None
+
+
+def _not_among(
+    conn: sa.Connection, record_id: sa.ColumnElement[int], refused: sa.Subquery
+) -> sa.ColumnElement[bool]:
+    """`record_id` is not one of `refused`'s: an anti-join each backend runs in one pass
+    (PostgreSQL: NOT EXISTS, a hash anti-join; SQLite: NOT IN, one ephemeral index)."""
+    if conn.dialect.name == "postgresql":
+        return ~sa.exists().where(refused.c.record_id == record_id)
+    return record_id.not_in(sa.select(refused.c.record_id))
 
 
 def _enter_records(
