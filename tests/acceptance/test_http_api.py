@@ -217,3 +217,43 @@ def test_record_changes_and_import_check_what_they_are_given(
     exported = client.get("/api/records/contact/export?fmt=csv", headers=as_admin)
     assert exported.status_code == 200
     assert "Rusu" in exported.text and "Pop" in exported.text
+
+
+def test_every_paged_list_takes_the_same_page_sizes(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"page_size_max": 2})
+    ids = [
+        client.post(
+            "/api/records/contact", json={"data": {"last_name": name}}, headers=as_admin
+        ).json()["id"]
+        for name in ("Pop", "Rusu", "Dinu")
+    ]
+    query = {"name": "everyone", "record_type": "contact", "filter": {}}
+    assert client.post("/api/queries", json=query, headers=as_admin).status_code == 201
+    assert client.post("/api/record-groups", json={"name": "news"}, headers=as_admin).is_success
+    paged = [
+        "/api/records/contact",
+        f"/api/records/contact/{ids[0]}/changes",
+        "/api/changes",
+        "/api/queries",
+        "/api/queries/everyone/records",
+        "/api/record-groups/news/members",
+    ]
+    for path in paged:
+        assert client.get(f"{path}?limit=2", headers=as_admin).status_code == 200, path
+        for limit in (0, 3):
+            refused = client.get(f"{path}?limit={limit}", headers=as_admin)
+            assert refused.status_code == 422, path
+            [problem] = refused.json()["problems"]
+            assert (problem["path"], problem["message"]) == (
+                "limit",
+                f"must be between 1 and 2, got {limit}",
+            ), path
+
+    first = client.get("/api/queries/everyone/records?limit=2", headers=as_admin).json()
+    assert [r["id"] for r in first["items"]] == ids[:2]
+    rest = client.get(
+        f"/api/queries/everyone/records?limit=2&after={first['next_after']}", headers=as_admin
+    ).json()
+    assert ([r["id"] for r in rest["items"]], rest["next_after"]) == (ids[2:], None)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmflow.errors import AuthenticationError
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
 
-__all__ = ["CurrentActor", "ServiceContext", "raw_body"]
+__all__ = ["CurrentActor", "PageLimit", "ServiceContext", "raw_body"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer crm_...`")
 
@@ -37,6 +37,17 @@ def get_actor(
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+# The range is checked by the services (`services.paging.page_size`), so that the API, the CLI
+# and Python callers refuse the same values with the same message.
+PageLimit = Annotated[
+    int,
+    Query(
+        description="Items per page: from 1 to the server's page_size_max (1000 unless "
+        "configured); other values are refused (422). Follow `next_after` for more."
+    ),
+]
 
 
 async def raw_body(request: Request) -> tuple[str, str]:

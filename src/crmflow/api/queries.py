@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.services import queries
 
 router = APIRouter(prefix="/api/queries", tags=["saved queries"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class QueryCreate(BaseModel):
@@ -34,7 +33,7 @@ class FilterCount(BaseModel):
 
 @router.get("")
 def list_queries(
-    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: Limit = 50
+    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: PageLimit = 50
 ) -> dict[str, Any]:
     return queries.list_queries(ctx, after=after, limit=limit).as_dict(lambda q: q.as_dict())
 
@@ -92,6 +91,6 @@ def preview(
     _actor: CurrentActor,
     name: str,
     after: int | None = None,
-    limit: Limit = 50,
+    limit: PageLimit = 50,
 ) -> dict[str, Any]:
     return queries.preview_query(ctx, name, after=after, limit=limit).as_dict(lambda r: r.as_dict())

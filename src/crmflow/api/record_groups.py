@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.services import record_groups
 from crmflow.services.paging import DEFAULT_PAGE_SIZE
 
@@ -40,7 +40,7 @@ def list_members(
     _actor: CurrentActor,
     name: str,
     after: int | None = None,
-    limit: int = DEFAULT_PAGE_SIZE,
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
 ) -> dict[str, Any]:
     """The records in the list, by id; pass `next_after` back as `after` for the next page."""
     page = record_groups.record_group_members_page(ctx, name, after=after, limit=limit)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO, cast
 
-from fastapi import APIRouter, Query, UploadFile, status
+from fastapi import APIRouter, UploadFile, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
 
 router = APIRouter(prefix="/api", tags=["records"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class RecordWrite(BaseModel):
@@ -38,7 +37,7 @@ def list_records(
     _actor: CurrentActor,
     type_key: str,
     after: int | None = None,
-    limit: Limit = 50,
+    limit: PageLimit = 50,
 ) -> dict[str, Any]:
     """One page of records ordered by id; pass `next_after` back as `after`."""
     page = records.list_records(ctx, type_key, after=after, limit=limit)
@@ -107,7 +106,7 @@ def record_changes(
     type_key: str,
     record_id: int,
     after: int | None = None,
-    limit: Limit = 100,
+    limit: PageLimit = 100,
 ) -> dict[str, Any]:
     page = records.record_changes(ctx, record_id, after=after, limit=limit)
     # The record may be deleted (its changes outlive it), so check the type on the changes.
@@ -118,7 +117,7 @@ def record_changes(
 
 @router.get("/changes")
 def change_feed(
-    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: Limit = 500
+    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: PageLimit = 500
 ) -> dict[str, Any]:
     """Every record change, in order: what triggers flows."""
     page = records.change_feed(ctx, after=after, limit=limit)

@@ -27,7 +27,7 @@ from crmflow.engine.querylang import (
 from crmflow.engine.source import parse_source
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import RecordView, record_view
@@ -278,14 +278,13 @@ def list_queries(
     ctx: Context, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
 ) -> Page[QueryView]:
     """Saved queries by id; pass `next_after` back as `after` for the next page."""
-    limit = _limit(ctx, limit)
-    statement = sa.select(saved_queries).order_by(saved_queries.c.id).limit(limit + 1)
+    size = page_size(ctx, limit)
+    statement = sa.select(saved_queries).order_by(saved_queries.c.id).limit(size + 1)
     if after is not None:
         statement = statement.where(saved_queries.c.id > after)
     with ctx.engine.connect() as conn:
         rows = conn.execute(statement).all()
-    items = [_view(r) for r in rows[:limit]]
-    return Page(items, items[-1].id if len(rows) > limit else None)
+    return keyset_page([_view(r) for r in rows], size)
 
 
 def count_query(ctx: Context, name: str) -> int:
@@ -313,16 +312,15 @@ def preview_query(
     ctx: Context, name: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
 ) -> Page[RecordView]:
     """The records the saved query matches now, by id (keyset paging)."""
-    limit = _limit(ctx, limit)
+    size = page_size(ctx, limit)
     with ctx.engine.connect() as conn:
         checked = _saved_filter(conn, _row(conn, name))
         where = filter_clause(checked, dialect=conn.dialect.name, now=ctx.now(), zone=ctx.zone)
-        statement = sa.select(records).where(where).order_by(records.c.id).limit(limit + 1)
+        statement = sa.select(records).where(where).order_by(records.c.id).limit(size + 1)
         if after is not None:
             statement = statement.where(records.c.id > after)
         rows = conn.execute(statement).all()
-    items = [record_view(r) for r in rows[:limit]]
-    return Page(items, items[-1].id if len(rows) > limit else None)
+    return keyset_page([record_view(r) for r in rows], size)
 
 
 def matching_ids(
@@ -431,12 +429,3 @@ def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
         )
     except InvalidInputError as exc:
         raise located(exc.problems) from None
-
-
-def _limit(ctx: Context, limit: int) -> int:
-    if limit < 1 or limit > ctx.settings.page_size_max:
-        raise InvalidInputError(
-            "the page request",
-            [Problem("limit", f"must be between 1 and {ctx.settings.page_size_max}, got {limit}")],
-        )
-    return limit

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crmflow.engine.commands import AddToGroup, RemoveFromGroup
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.records import RecordView, record_view
 from crmflow.store.schema import record_group_members, record_groups, records, users
@@ -104,9 +104,7 @@ def record_group_members_page(
     ctx: Context, name: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
 ) -> Page[RecordView]:
     """The records in list `name`, by record id, `limit` at a time (keyset paging)."""
-    if limit < 1:
-        raise InvalidInputError("the page", [Problem("limit", f"must be at least 1, got {limit}")])
-    size = min(limit, ctx.settings.page_size_max)
+    size = page_size(ctx, limit)
     query = (
         sa.select(records, users.c.username.label("owner"))
         .select_from(
@@ -127,8 +125,7 @@ def record_group_members_page(
         ):
             raise NotFoundError(_unknown(name))
         rows = conn.execute(query).all()
-    items = [record_view(r) for r in rows[:size]]
-    return Page(items, items[-1].id if len(rows) > size else None)
+    return keyset_page([record_view(r) for r in rows], size)
 
 
 def apply_group_changes(

@@ -22,9 +22,10 @@ import sqlalchemy as sa
 from crmflow.engine.recordtypes import FieldType, RecordType
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
+from crmflow.store.bulk import Writer
 from crmflow.store.schema import record_changes as changes
 from crmflow.store.schema import records, users
 from crmflow.store.wakeups import mark_work
@@ -425,39 +426,25 @@ def get_record(ctx: Context, record_id: int) -> RecordView:
     return record_view(row)
 
 
-def _page_size(ctx: Context, limit: int) -> int:
-    if limit < 1:
-        raise InvalidInputError("the page", [Problem("limit", f"must be at least 1, got {limit}")])
-    return min(limit, ctx.settings.page_size_max)
-
-
-def _page(items: list[Any], limit: int) -> tuple[list[Any], int | None]:
-    if len(items) > limit:
-        items = items[:limit]
-        return items, items[-1].id
-    return items, None
-
-
 def list_records(
     ctx: Context, type_key: str, *, after: int | None = None, limit: int = DEFAULT_PAGE_SIZE
 ) -> Page[RecordView]:
     """Records of one type in id order, `limit` at a time (pass `next_after` back as `after`)."""
-    size = _page_size(ctx, limit)
+    size = page_size(ctx, limit)
     query = _record_select().where(records.c.type == type_key)
     if after is not None:
         query = query.where(records.c.id > after)
     with ctx.engine.connect() as conn:
         record_type_in(conn, type_key)
         rows = conn.execute(query.order_by(records.c.id).limit(size + 1)).all()
-    items, next_after = _page([record_view(r) for r in rows], size)
-    return Page(items, next_after)
+    return keyset_page([record_view(r) for r in rows], size)
 
 
 def record_changes(
     ctx: Context, record_id: int, *, after: int | None = None, limit: int = 100
 ) -> Page[ChangeView]:
     """The change events of one record, oldest first (also after the record was deleted)."""
-    size = _page_size(ctx, limit)
+    size = page_size(ctx, limit)
     query = _change_select().where(changes.c.record_id == record_id)
     if after is not None:
         query = query.where(changes.c.id > after)
@@ -465,8 +452,7 @@ def record_changes(
         rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
         if not rows and after is None:
             _load(conn, record_id)  # NotFoundError for a record that never existed
-    items, next_after = _page([_change_view(r) for r in rows], size)
-    return Page(items, next_after)
+    return keyset_page([_change_view(r) for r in rows], size)
 
 
 def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> Page[ChangeView]:
@@ -475,14 +461,13 @@ def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> 
     On PostgreSQL ids come from a sequence, so two concurrent transactions may commit their events
     out of id order; a reader that must never skip one re-reads a short window behind its cursor.
     """
-    size = _page_size(ctx, limit)
+    size = page_size(ctx, limit)
     query = _change_select()
     if after is not None:
         query = query.where(changes.c.id > after)
     with ctx.engine.connect() as conn:
         rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
-    items, next_after = _page([_change_view(r) for r in rows], size)
-    return Page(items, next_after)
+    return keyset_page([_change_view(r) for r in rows], size)
 
 
 @dataclass(frozen=True)
@@ -574,11 +559,27 @@ def update_records_in(
             }
         )
     if touched:
-        conn.execute(
-            records.update()
-            .where(records.c.id == sa.bindparam("rid"))
-            .values(data=sa.bindparam("new_data"), updated_at=sa.bindparam("new_at")),
-            [{"rid": rid, "new_data": current[rid], "new_at": now} for rid in sorted(touched)],
+        # Driver-level batches: a worker's batch writes hundreds of these (see store.bulk).
+        writer = Writer(conn)
+        json, at = writer.json_placeholder, writer.time(now)
+        writer.executemany(
+            f"update records set data = {json}, updated_at = ? where id = ?",
+            [(writer.json(current[rid]), at, rid) for rid in sorted(touched)],
         )
-        conn.execute(changes.insert(), events)
+        writer.executemany(
+            "insert into record_changes (record_id, record_type, kind, before, after, actor_id,"
+            f" at) values (?, ?, ?, {json}, {json}, ?, ?)",
+            [
+                (
+                    e["record_id"],
+                    e["record_type"],
+                    e["kind"],
+                    writer.json(e["before"]),
+                    writer.json(e["after"]),
+                    e["actor_id"],
+                    at,
+                )
+                for e in events
+            ],
+        )
     return results
