@@ -48,6 +48,9 @@ def test_a_recruitment_is_started_decided_twice_and_shown_from_the_command_line(
     shown = json.loads(crmflow("runs", "show", rid, "--json").stdout)
     [run] = shown["flows"]
     enrollment = str(run["id"])
+    # The manager is named as people know her, though the record holds her user id.
+    assert run["step_runs"][0]["reason"].endswith("asked of maria (the record's manager)")
+    assert "asked of maria (the record's manager)" in crmflow("runs", "show", rid).stdout
 
     refused = crmflow("runs", "decide", enrollment, "management-approval", "validate", check_exit=1)
     assert "not at step 'management-approval'" in refused.stderr

@@ -202,3 +202,35 @@ def test_restart_runs_the_flow_again_from_its_first_step(
     final = runs.record_status(ctx, admin, rid).enrollments[0]
     assert (final.status, final.emails) == ("finished", (2, 2))
     assert runs.flow_progress(ctx, admin, "seq").emails == 4
+
+
+CALL_BACK = """\
+schema_version: 1
+key: call-back
+name: Call back
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: call
+    actions:
+      - type: create_task
+        title: "Call {{ record.first_name }}"
+        assignee: {type: field, field: manager}
+"""
+
+
+def test_a_task_for_the_user_in_a_record_field_names_them_by_username(
+    ctx: Context, admin: Actor
+) -> None:
+    maria = make_user(ctx, "maria", "manager")
+    flows.create_flow(ctx, admin, CALL_BACK)
+    flows.change_status(ctx, admin, "call-back", LifecycleAction.START)
+    rid = records.create_record(
+        ctx, admin, "contact", {"first_name": "Ana", "last_name": "Pop", "manager": "maria"}
+    ).id
+    assert records.get_record(ctx, rid).data["manager"] == maria.id  # records hold user ids
+
+    runs.start_record(ctx, admin, "call-back", rid)
+    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [action] = view.step_runs[0].actions
+    assert action["detail"] == "task for maria (the record's manager): Call Ana"

@@ -48,6 +48,7 @@ from crmflow.store.schema import (
     records,
     step_runs,
     tasks,
+    users,
 )
 
 __all__ = [
@@ -387,21 +388,31 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
     ids = [r.id for r in rows]
     runs: dict[int, list[StepRunView]] = {}
     if ids:
+        named = _assignees_by_id(conn, ids)
         for s in conn.execute(
             sa.select(step_runs)
             .where(step_runs.c.enrollment_id.in_(ids))
             .order_by(step_runs.c.enrollment_id, step_runs.c.run)
         ):
+            reason, actions = s.reason, list(s.actions)
+            for user_id, username in named.get((s.enrollment_id, s.run), {}).items():
+                reason = reason.replace(f"asked of {user_id} (", f"asked of {username} (")
+                actions = [
+                    {**a, "detail": a["detail"].replace(f" for {user_id} (", f" for {username} (")}
+                    if a.get("type") == "create_task"
+                    else a
+                    for a in actions
+                ]
             runs.setdefault(s.enrollment_id, []).append(
                 StepRunView(
                     s.run,
                     s.step_key,
                     s.step_type,
                     s.status,
-                    s.reason,
+                    reason,
                     s.started_at,
                     s.finished_at,
-                    list(s.actions),
+                    actions,
                 )
             )
     infos = repo.load_flows(
@@ -436,6 +447,30 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
                 step_runs=runs.get(r.id, []),
             )
         )
+    return out
+
+
+def _assignees_by_id(
+    conn: sa.Connection, enrollment_ids: Sequence[int]
+) -> dict[tuple[int, int], dict[str, str]]:
+    """The users the tasks of these enrollments were given to by id, with their usernames, per
+    (enrollment, run).
+
+    A responsibility held in a record's user field (the requester's manager) names the user by
+    id, the way records store users; the engine knows no usernames and its step-run log says
+    "asked of 3 (the record's manager)". People read "asked of maria": the log's words are
+    completed here, where users are known. The task keeps the reference it was given.
+    """
+    found = conn.execute(
+        sa.select(tasks.c.enrollment_id, tasks.c.run, tasks.c.assignee_ref, users.c.username)
+        .join(users, sa.cast(users.c.id, sa.String) == tasks.c.assignee_ref)
+        .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
+        # A username made of digits names that user, not the user with that id.
+        .where(tasks.c.assignee_ref.not_in(sa.select(users.c.username)))
+    )
+    out: dict[tuple[int, int], dict[str, str]] = {}
+    for t in found:
+        out.setdefault((t.enrollment_id, t.run), {})[t.assignee_ref] = t.username
     return out
 
 
