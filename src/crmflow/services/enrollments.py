@@ -237,7 +237,8 @@ def move_batch(
     applied = apply_commands(
         conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now
     )
-    repo.save(conn, states, _with_failures(logs, applied), now=now)
+    runs_before = {r.id: r.state.step_runs if r.state is not None else 0 for r in rows}
+    repo.save(conn, states, _with_failures(logs, applied), now=now, runs_before=runs_before)
     _close_tasks(conn, closed_runs, over, now=now)
     repo.release(conn, moved.skipped)
     return moved

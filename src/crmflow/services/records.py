@@ -25,6 +25,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
+from crmflow.store.bulk import Writer
 from crmflow.store.schema import record_changes as changes
 from crmflow.store.schema import records, users
 from crmflow.store.wakeups import mark_work
@@ -558,11 +559,27 @@ def update_records_in(
             }
         )
     if touched:
-        conn.execute(
-            records.update()
-            .where(records.c.id == sa.bindparam("rid"))
-            .values(data=sa.bindparam("new_data"), updated_at=sa.bindparam("new_at")),
-            [{"rid": rid, "new_data": current[rid], "new_at": now} for rid in sorted(touched)],
+        # Driver-level batches: a worker's batch writes hundreds of these (see store.bulk).
+        writer = Writer(conn)
+        json, at = writer.json_placeholder, writer.time(now)
+        writer.executemany(
+            f"update records set data = {json}, updated_at = ? where id = ?",
+            [(writer.json(current[rid]), at, rid) for rid in sorted(touched)],
         )
-        conn.execute(changes.insert(), events)
+        writer.executemany(
+            "insert into record_changes (record_id, record_type, kind, before, after, actor_id,"
+            f" at) values (?, ?, ?, {json}, {json}, ?, ?)",
+            [
+                (
+                    e["record_id"],
+                    e["record_type"],
+                    e["kind"],
+                    writer.json(e["before"]),
+                    writer.json(e["after"]),
+                    e["actor_id"],
+                    at,
+                )
+                for e in events
+            ],
+        )
     return results

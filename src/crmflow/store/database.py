@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-__all__ = ["create_db_engine", "is_postgres", "is_sqlite"]
+__all__ = ["create_db_engine", "is_postgres", "is_sqlite", "json_text"]
+
+
+def json_text(value: Any) -> str:
+    """JSON columns are written with orjson (several times faster than `json.dumps` for the
+    documents a worker's batch writes); what orjson refuses (integers beyond 64 bits) falls back
+    to the standard library, so that nothing that used to be stored is refused now."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -38,14 +50,18 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, **kwargs)
+        engine = sa.create_engine(url, **_json_options(kwargs))
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         # We ship psycopg 3; accept plain postgresql:// URLs.
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    return sa.create_engine(url, pool_pre_ping=True, **_json_options(kwargs))
+
+
+def _json_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"json_serializer": json_text, "json_deserializer": orjson.loads, **kwargs}
 
 
 def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:

@@ -11,7 +11,7 @@ Every read and write of a batch is one statement (or one executemany), never one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,11 +19,17 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.recordtypes import RecordType
-from crmflow.engine.runtime import EnrollmentState, RecordSnapshot, StepRunLog, StepStatus
+from crmflow.engine.runtime import (
+    ActionLog,
+    EnrollmentState,
+    RecordSnapshot,
+    StepRunLog,
+    StepStatus,
+)
+from crmflow.store.bulk import Writer
 from crmflow.store.schema import (
     enrollments,
     flow_versions,
@@ -110,12 +116,6 @@ def _json_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[
     if dialect == "postgresql":
         return sa.cast(column, sa.Text)
     return sa.type_coerce(column, sa.Text)
-
-
-def _json_param(name: str, dialect: str) -> sa.ColumnElement[Any]:
-    """A bound JSON document given as text already serialised (see `_json_text`)."""
-    param = sa.bindparam(name, type_=sa.Text)
-    return sa.cast(param, JSONB) if dialect == "postgresql" else param
 
 
 def _row(r: sa.Row[Any]) -> EnrollmentRow:
@@ -271,6 +271,7 @@ def load_records(
     r_ = records.c
     data = _json_text(r_.data, conn.dialect.name).label("data")
     columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at]
+    blanks: dict[str, dict[str, Any]] = {}  # per record type: its fields, none with a value
     for chunk in _chunks(sorted(set(ids))):
         query = (
             sa.select(*columns, users.c.username.label("owner_name"))
@@ -280,11 +281,19 @@ def load_records(
         for r in conn.execute(query):
             rtype = types.get(r.type)
             values = orjson.loads(r.data)
-            keys = rtype.field_keys if rtype is not None else list(values)
+            if rtype is not None:
+                # Every field of the type (None when empty), and only those.
+                empty = blanks.get(r.type)
+                if empty is None:
+                    empty = blanks[r.type] = dict.fromkeys(rtype.field_keys)
+                if values.keys() <= empty.keys():
+                    values = {**empty, **values}
+                else:
+                    values = {k: values.get(k) for k in empty}
             out[r.id] = RecordSnapshot(
                 id=r.id,
                 type=r.type,
-                values={k: values.get(k) for k in keys},
+                values=values,
                 owner=r.owner_name,
                 created_at=r.created_at,
                 updated_at=r.updated_at,
@@ -305,11 +314,23 @@ def insert_ignoring_duplicates(
         conn.execute(_insert_for(conn, outbox).on_conflict_do_nothing(index_elements=[key]), rows)
 
 
-def _merge(rows: list[StepRunRow], log: StepRunLog) -> StepRunRow:
+def _action_dict(action: ActionLog) -> dict[str, Any]:
+    """An action's log as stored (what `model_dump(mode="json")` gives, built directly: a
+    batch writes one per action run)."""
+    return {
+        "index": action.index,
+        "key": action.key,
+        "type": action.type,
+        "status": action.status.value,
+        "detail": action.detail,
+    }
+
+
+def _merge(old: StepRunRow | None, log: StepRunLog) -> StepRunRow:
     """Fold `log` into the run's row: a run that waited and then completed is one row."""
-    actions = [a.model_dump(mode="json") for a in log.actions]
+    actions = [_action_dict(a) for a in log.actions]
     finished = None if log.status is StepStatus.WAITING else log.at
-    if not rows:
+    if old is None:
         return StepRunRow(
             enrollment_id=log.enrollment_id,
             run=log.step_run,
@@ -321,7 +342,6 @@ def _merge(rows: list[StepRunRow], log: StepRunLog) -> StepRunRow:
             finished_at=finished,
             actions=actions,
         )
-    old = rows[-1]
     # The end of the enrollment is said on the enrollment; the step keeps its own outcome.
     status = old.status if log.status is StepStatus.ENDED else log.status.value
     reason = "; ".join(r for r in (old.reason, log.reason) if r)
@@ -364,71 +384,104 @@ def _existing_runs(
     return found
 
 
+_SAVE_STATE = (
+    "update enrollments set flow_version = ?, status = ?, step_key = ?, due_at = ?,"
+    " finished_at = ?, state = {json}, updated_at = ?, lease_owner = null, lease_until = null"
+    " where id = ?"
+)
+_INSERT_RUN = (
+    "insert into step_runs (enrollment_id, run, step_key, step_type, status, reason,"
+    " started_at, finished_at, actions) values (?, ?, ?, ?, ?, ?, ?, ?, {json})"
+)
+
+
 def save(
     conn: sa.Connection,
     states: Sequence[EnrollmentState],
     logs: Sequence[StepRunLog],
     *,
     now: datetime,
+    runs_before: Mapping[int, int] | None = None,
 ) -> None:
-    """Write the new states (columns + JSON, lease released) and the step runs, in bulk."""
-    dialect = conn.dialect.name
-    if states:
-        conn.execute(
-            enrollments.update()
-            .where(enrollments.c.id == sa.bindparam("eid"))
-            .values(
-                flow_version=sa.bindparam("v_version"),
-                status=sa.bindparam("v_status"),
-                step_key=sa.bindparam("v_step"),
-                due_at=sa.bindparam("v_due"),
-                finished_at=sa.bindparam("v_finished"),
-                state=_json_param("v_state", dialect),
-                updated_at=sa.bindparam("v_updated"),
-                lease_owner=None,
-                lease_until=None,
-            ),
-            [
-                {
-                    "eid": s.enrollment_id,
-                    "v_version": s.flow_version,
-                    "v_status": s.status.value,
-                    "v_step": s.step_key,
-                    "v_due": None if s.is_over else s.due_at,
-                    "v_finished": s.finished_at,
-                    # pydantic writes JSON text directly, several times faster than a dict
-                    # that the driver then serialises.
-                    "v_state": s.model_dump_json(),
-                    "v_updated": now,
-                }
-                for s in states
-            ],
-        )
+    """Write the new states (columns + JSON, lease released) and the step runs, in bulk.
+
+    `runs_before` maps an enrollment to the number of step runs its state had before this batch:
+    a log of a later run is a new row for sure, and only the others (a waiting run that
+    completes) are looked up and merged. Without it every log is looked up.
+    """
+    writer = Writer(conn)
+    time = writer.time
+    writer.executemany(
+        _SAVE_STATE.format(json=writer.json_placeholder),
+        [
+            (
+                s.flow_version,
+                s.status.value,
+                s.step_key,
+                None if s.is_over else time(s.due_at),
+                time(s.finished_at),
+                # pydantic writes JSON text directly, several times faster than a dict that the
+                # driver then serialises.
+                s.model_dump_json(),
+                time(now),
+                s.enrollment_id,
+            )
+            for s in states
+        ],
+    )
     if not logs:
         return
-    pairs = {(log.enrollment_id, log.step_run) for log in logs}
-    merged = _existing_runs(conn, pairs)
-    new: set[tuple[int, int]] = set()
+    fresh: list[StepRunLog] = []
+    merging: list[StepRunLog] = []
+    for log in logs:
+        before = None if runs_before is None else runs_before.get(log.enrollment_id)
+        (fresh if before is not None and log.step_run > before else merging).append(log)
+    _insert_runs(writer, _fold(fresh, {}))
+    if merging:
+        pairs = {(log.enrollment_id, log.step_run) for log in merging}
+        existing = _existing_runs(conn, pairs)
+        _upsert_runs(conn, _fold(merging, existing), existing)
+
+
+def _fold(
+    logs: Sequence[StepRunLog], existing: dict[tuple[int, int], StepRunRow]
+) -> dict[tuple[int, int], StepRunRow]:
+    """The rows the logs make, a run that waited and then went on being one row."""
+    merged: dict[tuple[int, int], StepRunRow] = {}
     for log in logs:
         key = (log.enrollment_id, log.step_run)
-        if key not in merged:
-            new.add(key)
-        merged[key] = _merge([merged[key]] if key in merged else [], log)
-    rows = [
-        {
-            "enrollment_id": r.enrollment_id,
-            "run": r.run,
-            "step_key": r.step_key,
-            "step_type": r.step_type,
-            "status": r.status,
-            "reason": r.reason,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-            "actions": r.actions,
-        }
-        for key, r in merged.items()
-        if key in pairs
-    ]
+        old = merged.get(key) or existing.get(key)
+        merged[key] = _merge(old, log)
+    return merged
+
+
+def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> None:
+    time = writer.time
+    writer.executemany(
+        _INSERT_RUN.format(json=writer.json_placeholder),
+        [
+            (
+                r.enrollment_id,
+                r.run,
+                r.step_key,
+                r.step_type,
+                r.status,
+                r.reason,
+                time(r.started_at),
+                time(r.finished_at),
+                writer.json(r.actions),
+            )
+            for r in rows.values()
+        ],
+    )
+
+
+def _upsert_runs(
+    conn: sa.Connection,
+    rows: dict[tuple[int, int], StepRunRow],
+    existing: dict[tuple[int, int], StepRunRow],
+) -> None:
+    """Runs that may already have a row: inserted, or their row brought up to date."""
     insert = _insert_for(conn, step_runs)
     conn.execute(
         insert.on_conflict_do_update(
@@ -440,7 +493,20 @@ def save(
                 "actions": insert.excluded.actions,
             },
         ),
-        rows,
+        [
+            {
+                "enrollment_id": r.enrollment_id,
+                "run": r.run,
+                "step_key": r.step_key,
+                "step_type": r.step_type,
+                "status": r.status,
+                "reason": r.reason,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "actions": r.actions,
+            }
+            for r in rows.values()
+        ],
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["ID", "JSONDoc", "UTCDateTime"]
+__all__ = ["ID", "JSONDoc", "UTCDateTime", "from_sqlite_text", "sqlite_text"]
 
 # BIGINT identity on PostgreSQL; INTEGER PRIMARY KEY (the rowid alias) on SQLite.
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -18,7 +20,13 @@ JSONDoc = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out; stored as UTC on both backends."""
+    """Aware datetimes in, aware UTC datetimes out; stored as UTC on both backends.
+
+    On SQLite the value is the naive UTC text SQLAlchemy's DATETIME writes
+    (`2026-03-02 09:00:00.000000`, which sorts as it compares). The conversions are one function
+    each way instead of SQLAlchemy's chain of processors and regular expression: a worker's batch
+    converts several thousand date-times.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -42,3 +50,40 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return sqlite_text
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return from_sqlite_text
+        return super().result_processor(dialect, coltype)
+
+
+def sqlite_text(value: datetime | None) -> str | None:
+    """An aware datetime as SQLite keeps it: naive UTC text with microseconds."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone first")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def from_sqlite_text(value: str | datetime | None) -> datetime | None:
+    """The aware UTC datetime of a SQLite date-time text (or of what SQLite computed)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return _parsed(value)
+
+
+# A batch reads the same few instants many times over (its `now`, a flow's start): parsed once.
+@lru_cache(maxsize=4096)
+def _parsed(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
