@@ -201,6 +201,8 @@ def step_due_at(
     field is empty or not a date. An event timing gives its timeout, with `waits_for_event`.
     """
     previous_end = as_utc(previous_end, "previous_end")
+    if calendar is None and (timing is None or isinstance(timing, ImmediateTiming)):
+        return DueTime(previous_end, "immediately")  # no calendar: nothing can move it
     cal = BusinessCalendar(calendar, flow_zone)
     if timing is None or isinstance(timing, ImmediateTiming):
         return _settled(previous_end, "immediately", cal, business_days=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,11 +24,19 @@ class ActionContext:
 
     scope: Scope
     step: Step
-    step_vars: Mapping[str, Any]
+    describe_step: Callable[[], Mapping[str, Any]]  # `step` for templates (see `step_vars`)
     enrollment_id: int
     step_run: int
     calendar: BusinessCalendar
     record_type: RecordType | None = None
+    _step_vars: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def step_vars(self) -> Mapping[str, Any]:
+        """`step` as templates see it, worked out once and only when a template reads it (it
+        resolves who is responsible and computes the deadline)."""
+        if self._step_vars is None:
+            self._step_vars = self.describe_step()
+        return self._step_vars
 
     @property
     def now(self) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -115,11 +116,36 @@ class FlowDefinition(Definition):
 
     def ordered_steps(self) -> list[Step]:
         """Steps in run order: by `order`, a step without one keeping its place in the list."""
+        return list(self._run_order)
+
+    def step(self, key: str) -> Step | None:
+        return self._by_key.get(key)
+
+    def step_after(self, key: str) -> str | None:
+        """The key of the step after `key` in run order (None after the last one)."""
+        return self._following.get(key)
+
+    # A definition never changes once parsed (the model is frozen), and the engine asks these
+    # for every step it runs: worked out once per definition.
+    @cached_property
+    def _run_order(self) -> tuple[Step, ...]:
         placed = sorted(
             enumerate(self.steps),
             key=lambda pair: (pair[1].order if pair[1].order is not None else pair[0], pair[0]),
         )
-        return [step for _, step in placed]
+        return tuple(step for _, step in placed)
 
-    def step(self, key: str) -> Step | None:
-        return next((s for s in self.steps if s.key == key), None)
+    @cached_property
+    def _by_key(self) -> dict[str, Step]:
+        found: dict[str, Step] = {}
+        for s in self.steps:
+            found.setdefault(s.key, s)  # the first of duplicates, as before (validation refuses)
+        return found
+
+    @cached_property
+    def _following(self) -> dict[str, str | None]:
+        order = self._run_order
+        return {
+            step.key: order[i + 1].key if i + 1 < len(order) else None
+            for i, step in reversed(list(enumerate(order)))
+        }

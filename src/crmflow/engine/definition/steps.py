@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -62,6 +63,16 @@ class StepBase(Definition):
 class ActionStep(StepBase):
     type: Literal["action"] = "action"
     actions: list[Action] = Field(default_factory=list)
+
+    @cached_property
+    def run_order(self) -> tuple[tuple[int, Action], ...]:
+        """(index, action) in the order they run: by `order`, else their place in the list."""
+        return tuple(
+            sorted(
+                enumerate(self.actions),
+                key=lambda pair: (pair[1].order if pair[1].order is not None else pair[0], pair[0]),
+            )
+        )
 
 
 class Branch(Definition):

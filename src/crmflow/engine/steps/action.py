@@ -16,19 +16,15 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
     ctx = ActionContext(
         scope=run.scope,
         step=step,
-        step_vars=run.step_vars(step),
+        describe_step=lambda: run.step_vars(step),
         enrollment_id=run.enrollment_id,
         step_run=run.run_number,
         calendar=run.calendar,
         record_type=run.record_type,
     )
-    placed = sorted(
-        enumerate(step.actions),
-        key=lambda pair: (pair[1].order if pair[1].order is not None else pair[0], pair[0]),
-    )
     logs: list[ActionLog] = []
     end_reason: str | None = None
-    for index, action in placed:
+    for index, action in step.run_order:
         if not action.active:
             logs.append(
                 _log(index, action.key, action.type, ActionStatus.SKIPPED, "the action is inactive")

@@ -92,11 +92,7 @@ class StepRun:
 
     def following(self, step: Step) -> str | None:
         """The step after `step` in run order, or None after the last one."""
-        ordered = self.flow.ordered_steps()
-        for position, candidate in enumerate(ordered):
-            if candidate.key == step.key:
-                return ordered[position + 1].key if position + 1 < len(ordered) else None
-        return None
+        return self.flow.step_after(step.key)
 
     def deadline(self, step: Step) -> datetime | None:
         if step.deadline is None:

@@ -9,7 +9,7 @@ action fails, a condition counts as false).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +21,17 @@ from crmflow.engine.conditions import CEL_VARIABLES, compile_condition, conditio
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import format_datetime
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
-from crmflow.engine.templates import is_template, render_template
+from crmflow.engine.templates import (
+    TEMPLATE_VARIABLES,
+    is_template,
+    render_template,
+    template_names,
+)
 
-__all__ = ["EvaluationError", "Scope"]
+__all__ = ["EvaluationError", "Scope", "StepVariables"]
+
+# `step` as templates see it, or a function that computes it when a template reads it.
+StepVariables = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
 
 _NO_CHANGE: dict[str, Any] = {
     "kind": "",
@@ -78,14 +86,24 @@ class Scope:
         return {name: self._variable(name) for name in CEL_VARIABLES if name in names}
 
     def template_variables(
-        self, step: Mapping[str, Any] | None = None, variables: Mapping[str, str] | None = None
+        self,
+        step: StepVariables = None,
+        variables: Mapping[str, str] | None = None,
+        names: Collection[str] = TEMPLATE_VARIABLES,
     ) -> dict[str, Any]:
+        """What a template sees; only the `names` it reads are built (a template that reads
+        `record` alone should not pay for the rest)."""
         # Bare variable names come first so that they can never shadow the documented names.
         out: dict[str, Any] = dict(variables or {})
-        out.update(self._common())
-        out["now"] = self.now.astimezone(self.zone)
-        out["step"] = dict(step or {})
-        out["vars"] = dict(variables or {})
+        for name in ("record", "change", "flow", "today"):
+            if name in names:
+                out[name] = self._variable(name)
+        if "now" in names:
+            out["now"] = self.now.astimezone(self.zone)
+        if "step" in names:
+            out["step"] = dict((step() if callable(step) else step) or {})
+        if "vars" in names:
+            out["vars"] = dict(variables or {})
         return out
 
     # -- evaluation -------------------------------------------------------------------------
@@ -117,20 +135,17 @@ class Scope:
         return result
 
     def render(
-        self,
-        text: str,
-        *,
-        step: Mapping[str, Any] | None = None,
-        variables: Mapping[str, str] | None = None,
+        self, text: str, *, step: StepVariables = None, variables: Mapping[str, str] | None = None
     ) -> str:
         if not is_template(text):
             return text
         try:
-            return render_template(text, self.template_variables(step, variables))
+            names = template_names(text)
+            return render_template(text, self.template_variables(step, variables, names))
         except (TemplateError, ValueError, TypeError, ArithmeticError) as exc:
             raise EvaluationError(f"the template {_short(text)!r} failed: {exc}") from None
 
-    def value(self, raw: Any, *, step: Mapping[str, Any] | None = None) -> Any:
+    def value(self, raw: Any, *, step: StepVariables = None) -> Any:
         """A field value from a flow: a literal, a template string, or `{cel: "..."}`."""
         if isinstance(raw, Mapping) and set(raw) == {"cel"} and isinstance(raw["cel"], str):
             result = self.evaluate(raw["cel"])
