@@ -456,3 +456,34 @@ def test_a_daily_schedule_keeps_out_the_records_still_inside_and_says_why(
     [decision] = triggers.entry_decisions_for(ctx, admin, flow_key="daily")
     assert (decision.record_id, decision.trigger) == (first, "schedule")
     assert decision.reason == "already inside this flow"
+
+
+def test_an_archived_flow_keeps_one_reason_per_record_the_latest(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin, "retired", "type: record_updated")
+    flows.change_status(ctx, admin, "retired", LifecycleAction.ARCHIVE)
+    claire = _contact(ctx, admin, "Claire")
+    marc = _contact(ctx, admin, "Marc")
+    for day in range(3):  # Claire changes every day, twice in one batch, for as long as she likes
+        clock.advance(days=1)
+        records.update_record(ctx, admin, claire, {"status": "lead"})
+        records.update_record(ctx, admin, claire, {"phone": f"+33 1 00 00 00 0{day}"})
+        run_once(ctx)
+    last_seen = clock.current
+    clock.advance(hours=1)
+    records.update_record(ctx, admin, marc, {"status": "client"})
+    run_once(ctx)
+    found = triggers.entry_decisions_for(ctx, admin, flow_key="retired")
+    # One reason per record, newest first, telling the latest change and when it was seen.
+    assert [(d.record_id, d.reason) for d in found] == [
+        (marc, "flow archived: no record enters"),
+        (claire, "flow archived: no record enters"),
+    ]
+    assert found[1].at == last_seen
+    with ctx.engine.connect() as conn:
+        latest = conn.execute(
+            sa.text("select max(id) from record_changes where record_id = :r"), {"r": claire}
+        ).scalar_one()
+    assert found[1].change_id == latest
+    assert len(triggers.entry_decisions_for(ctx, admin, record_id=claire)) == 1

@@ -47,6 +47,7 @@ from crmflow.services.entry import (
     Candidate,
     Decision,
     FlowRef,
+    admission_refusal,
     decide_entries,
     flow_zone,
     insert_enrollments,
@@ -91,6 +92,7 @@ _TIMED_TRIGGERS = frozenset({"schedule", "date_reached"})
 _MAX_CATCH_UP = timedelta(days=7)  # date triggers missed while no worker ran: at most this far
 _DATETIME_POLL = timedelta(minutes=5)  # date-time fields without `time`: how often to look
 _IDS_CHUNK = 5_000
+_ARCHIVED = admission_refusal("archived") or "flow archived"
 _META_DATES = ("created_at", "updated_at")
 ChangeKind = Literal["created", "updated", "deleted"]
 
@@ -406,12 +408,19 @@ def _handle_changes(
 
     candidates: list[Candidate] = []
     refused: list[Decision] = []
+    archived: dict[tuple[int, int], Decision] = {}
     for change in batch:
         for w in watchers.get(change.record_type, ()):
             if w.started_at is None or change.at < w.started_at:
                 continue  # the change happened before the flow ever started
             fired = next((t for t, old, new in w.triggers if _fired(t, old, new, change)), None)
             if fired is None:
+                continue
+            if w.flow.status == "archived":
+                # One reason per (flow, record), the latest change's (see `_write_archived`).
+                archived[(w.flow.id, change.record_id)] = Decision(
+                    w.flow.id, change.record_id, fired.type, _ARCHIVED, change.id
+                )
                 continue
             candidates.append(
                 Candidate(
@@ -440,6 +449,7 @@ def _handle_changes(
         )
     refused += verdict.refused
     write_decisions(conn, refused, now=now)
+    _write_archived(conn, list(archived.values()), now=now)
     admitted = verdict.admitted
     ids = insert_enrollments(
         conn, [(c.flow.id, c.flow.version, c.record_id) for c in admitted], now=now, due_at=now
@@ -448,6 +458,33 @@ def _handle_changes(
         entering = {eid: c.change for eid, c in zip(ids, admitted, strict=True) if c.change}
         move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now, events=entering)
         repo.notify_due(conn)
+
+
+def _write_archived(conn: sa.Connection, decisions: Sequence[Decision], *, now: datetime) -> None:
+    """The reasons of records kept out of archived flows: one row per (flow, record), replaced
+    by each new change, so an archived flow that still hears every change of its record type
+    keeps as many reasons as records that changed since, not one per change forever. The row
+    is written anew (not updated) so that it stays in its place in the newest-first listing."""
+    if not decisions:
+        return
+    d = entry_decisions.c
+    flow_ids = sorted({x.flow_id for x in decisions})
+    record_ids = sorted({x.record_id for x in decisions})
+    wanted = {(x.flow_id, x.record_id) for x in decisions}
+    stale: list[int] = []
+    for i in range(0, len(record_ids), _IDS_CHUNK):
+        stale += [
+            int(r.id)
+            for r in conn.execute(
+                sa.select(d.id, d.flow_id, d.record_id)
+                .where(d.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
+                .where(d.flow_id.in_(flow_ids), d.reason == _ARCHIVED)
+            )
+            if (r.flow_id, r.record_id) in wanted
+        ]
+    for i in range(0, len(stale), _IDS_CHUNK):
+        conn.execute(entry_decisions.delete().where(d.id.in_(stale[i : i + _IDS_CHUNK])))
+    write_decisions(conn, decisions, now=now)
 
 
 def _merge(events: Sequence[RecordChanged]) -> RecordChanged:
