@@ -13,6 +13,7 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, triggers
 from crmflow.services.context import Actor, Context
+from crmflow.services.triggers import change_feed
 from crmflow.store.schema import enrollments
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
@@ -324,7 +325,7 @@ def test_not_entered_hides_private_flows_from_non_members(ctx: Context, admin: A
 
 
 def test_the_feed_waits_for_a_gap_until_its_transactions_are_over() -> None:
-    settle = triggers._settle
+    settle = change_feed.settle
     # SQLite: a gap is a rollback, read past it.
     assert settle([1, 2, 4], 0, (0, 0), snapshot=None) == (4, (0, 0))
     # PostgreSQL: 3 may still commit: stop before the gap and remember the snapshot's xmax.

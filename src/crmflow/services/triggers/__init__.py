@@ -1,0 +1,46 @@
+"""Records entering flows through their triggers, and why they did not.
+
+- **Record changes** (`change_feed.ingest_changes`, `record_changes`): the feed of
+  `record_changes` is read after the cursor `feed_cursors['record_changes']`, a batch at a time.
+  Each change is matched against the triggers of the flows of its record type (created /
+  updated / deleted / field_changed / status_changed); the records that may enter do (their
+  first steps run in the same transaction, through `move_batch`, as a manual start does), and
+  every record that matched a trigger but did not enter leaves an `entry_decisions` row with the
+  reason. The same batch wakes the enrollments of the changed records (`RecordChanged`: wait
+  steps, date timings). The cursor moves in the transaction that did the work, so a crash redoes
+  the batch or none of it.
+- **Start lists** (`start_lists.enter_start_lists`): when a flow starts, its saved queries'
+  records enter with one `INSERT INTO enrollments ... SELECT`; the worker runs their first steps.
+- **Schedules and dates** (`schedules.fire_due_triggers`): `trigger_schedules` holds the next
+  run of each `schedule` and `date_reached` trigger of every active flow; each run enters the
+  records the trigger selects then, set-based, and sets the next run.
+- **Why not** (`not_entered.entry_decisions_for`): the reasons, per flow or per record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from crmflow.services.context import Context
+from crmflow.services.triggers.change_feed import FEED, ingest_changes
+from crmflow.services.triggers.not_entered import MAX_DECISIONS, NotEntered, entry_decisions_for
+from crmflow.services.triggers.schedules import fire_due_triggers
+from crmflow.services.triggers.start_lists import enter_start_lists
+
+__all__ = [
+    "FEED",
+    "MAX_DECISIONS",
+    "NotEntered",
+    "enter_start_lists",
+    "entry_decisions_for",
+    "fire_due_triggers",
+    "ingest_changes",
+    "process_triggers",
+]
+
+
+def process_triggers(ctx: Context, *, now: datetime | None = None) -> int:
+    """Everything triggers have to do at `now`: the change feed, then schedules and dates.
+    How many changes and timed triggers were handled (0: nothing to do). The worker's hook."""
+    at = now or ctx.now()
+    return ingest_changes(ctx, now=at) + fire_due_triggers(ctx, now=at)

@@ -1,0 +1,342 @@
+"""What record changes do to flows: records that enter through change triggers (created /
+updated / deleted / field_changed / status_changed), the reasons of those that do not, and the
+enrollments already inside that hear of their record's changes (wait steps, date timings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from crmflow.engine.definition.triggers import (
+    FieldChangedTrigger,
+    RecordUpdatedTrigger,
+    StatusChangedTrigger,
+    Trigger,
+)
+from crmflow.engine.recordtypes import RecordType, normalise_value
+from crmflow.engine.runtime import RecordChanged, RecordSnapshot
+from crmflow.services.context import Actor, Context
+from crmflow.services.enrollments import definitions_cache, move_batch, trip_loop_guard
+from crmflow.services.entry import (
+    Candidate,
+    Decision,
+    FlowRef,
+    admission_refusal,
+    decide_entries,
+    flow_zone,
+    insert_enrollments,
+    write_decisions,
+)
+from crmflow.services.record_types import catalog_in
+from crmflow.services.records import OWNER_KEY
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import enrollments, entry_decisions, flows, users
+
+__all__ = ["Change", "handle_changes"]
+
+_CHANGE_TRIGGERS = frozenset(
+    {"record_created", "record_updated", "record_deleted", "field_changed", "status_changed"}
+)
+_IDS_CHUNK = 5_000
+ChangeKind = Literal["created", "updated", "deleted"]
+_ARCHIVED = admission_refusal("archived") or "flow archived"
+
+
+@dataclass(frozen=True)
+class Change:
+    id: int
+    record_id: int
+    record_type: str
+    kind: str  # created | updated | deleted
+    before: dict[str, Any]
+    after: dict[str, Any]
+    actor_id: int | None
+    at: datetime
+
+    @property
+    def changed(self) -> set[str]:
+        keys = self.before.keys() | self.after.keys()
+        return {k for k in keys if self.before.get(k) != self.after.get(k)}
+
+    def event(self, names: dict[int, str]) -> RecordChanged:
+        """The change as conditions see it (`change.fields`, `change.before.x`, `change.by`)."""
+
+        def values(snap: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in snap.items() if k != OWNER_KEY}
+            if snap:
+                out["owner"] = names.get(snap.get(OWNER_KEY) or 0)
+            return out
+
+        fields = sorted("owner" if k == OWNER_KEY else k for k in self.changed)
+        return RecordChanged(
+            change=cast(ChangeKind, self.kind),
+            fields=tuple(fields),
+            before=values(self.before),
+            after=values(self.after),
+            by=names.get(self.actor_id or 0),
+            at=self.at,
+        )
+
+
+@dataclass(frozen=True)
+class _Watcher:
+    """A flow whose triggers listen to record changes, with from/to values in stored form."""
+
+    flow: FlowRef
+    started_at: datetime | None
+    triggers: list[tuple[Trigger, Any, Any]]  # (trigger, from, to)
+
+
+def _stored(rtype: RecordType | None, key: str, value: Any, zone: ZoneInfo) -> Any:
+    """A trigger's from/to value as records store it (dates as text, numbers as numbers)."""
+    fdef = rtype.field(key) if rtype is not None else None
+    if value is None or fdef is None:
+        return value
+    try:
+        return normalise_value(fdef, value, zone=zone)
+    except ValueError:  # checked when the flow was saved; a changed type keeps the raw value
+        return value
+
+
+def _watchers(
+    conn: sa.Connection, ctx: Context, types: dict[str, RecordType], record_types: set[str]
+) -> dict[str, list[_Watcher]]:
+    """Per record type, the non-draft flows with change triggers (a paused, draining or
+    archived flow is listed too, so that its refusal can be said)."""
+    rows = conn.execute(
+        sa.select(flows.c.id, flows.c.current_version, flows.c.started_at)
+        .where(flows.c.record_type.in_(sorted(record_types)))
+        .where(flows.c.status != "draft")
+    ).all()
+    infos = repo.load_flows(conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx))
+    started = {r.id: r.started_at for r in rows}
+    out: dict[str, list[_Watcher]] = {}
+    for (flow_id, version), info in sorted(infos.items(), key=lambda item: item[0]):
+        definition = info.definition
+        zone = flow_zone(ctx, definition)
+        rtype = types.get(definition.record_type)
+        found: list[tuple[Trigger, Any, Any]] = []
+        for t in definition.triggers:
+            if t.type not in _CHANGE_TRIGGERS:
+                continue
+            if isinstance(t, FieldChangedTrigger):
+                found.append(
+                    (t, _stored(rtype, t.field, t.from_, zone), _stored(rtype, t.field, t.to, zone))
+                )
+            elif isinstance(t, StatusChangedTrigger):
+                found.append(
+                    (
+                        t,
+                        _stored(rtype, "status", t.from_, zone),
+                        _stored(rtype, "status", t.to, zone),
+                    )
+                )
+            else:
+                found.append((t, None, None))
+        if found:
+            ref = FlowRef(flow_id, info.key, info.status, version, definition)
+            out.setdefault(definition.record_type, []).append(
+                _Watcher(ref, started[flow_id], found)
+            )
+    return out
+
+
+def _fired(trigger: Trigger, old: Any, new: Any, change: Change) -> bool:
+    """Whether `trigger` fires for `change`; `old` / `new` are its from / to in stored form."""
+    if trigger.type == "record_created":
+        return change.kind == "created"
+    if trigger.type == "record_deleted":
+        return change.kind == "deleted"
+    if change.kind != "updated":
+        return False
+    if isinstance(trigger, RecordUpdatedTrigger):
+        return not trigger.fields or bool(set(trigger.fields) & change.changed)
+    key = trigger.field if isinstance(trigger, FieldChangedTrigger) else "status"
+    before, after = change.before.get(key), change.after.get(key)
+    if before == after:
+        return False
+    return (old is None or before == old) and (new is None or after == new)
+
+
+def _snapshot(
+    change: Change, rtype: RecordType | None, current: RecordSnapshot | None, names: dict[int, str]
+) -> RecordSnapshot:
+    """The record as it was right after `change` (before it, for a deletion): what the entry
+    condition is about, even when later changes are already in the feed."""
+    values = change.before if change.kind == "deleted" else change.after
+    keys = rtype.field_keys if rtype is not None else [k for k in values if k != OWNER_KEY]
+    return RecordSnapshot(
+        id=change.record_id,
+        type=change.record_type,
+        values={k: values.get(k) for k in keys},
+        owner=names.get(values.get(OWNER_KEY) or 0),
+        created_at=current.created_at if current is not None else None,
+        updated_at=change.at,
+    )
+
+
+def handle_changes(
+    conn: sa.Connection, ctx: Context, system: Actor, batch: list[Change], *, now: datetime
+) -> None:
+    types = catalog_in(conn)
+    watchers = _watchers(conn, ctx, types, {c.record_type for c in batch})
+    user_ids = {c.actor_id for c in batch if c.actor_id is not None}
+    for c in batch:
+        user_ids |= {int(s[OWNER_KEY]) for s in (c.before, c.after) if s.get(OWNER_KEY)}
+    names: dict[int, str] = {
+        r.id: r.username
+        for r in conn.execute(
+            sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
+        )
+    }
+    current = repo.load_records(conn, {c.record_id for c in batch}, types)
+    events = {c.id: c.event(names) for c in batch}
+
+    # Enrollments inside a flow before this batch hear of their record's changes; those the batch
+    # creates do not hear of the change that made them enter.
+    _wake_enrolled(conn, ctx, system, batch, events, now=now)
+
+    candidates: list[Candidate] = []
+    refused: list[Decision] = []
+    archived: dict[tuple[int, int], Decision] = {}
+    for change in batch:
+        for w in watchers.get(change.record_type, ()):
+            if w.started_at is None or change.at < w.started_at:
+                continue  # the change happened before the flow ever started
+            fired = next((t for t, old, new in w.triggers if _fired(t, old, new, change)), None)
+            if fired is None:
+                continue
+            if w.flow.status == "archived":
+                # One reason per (flow, record), the latest change's (see `_write_archived`).
+                archived[(w.flow.id, change.record_id)] = Decision(
+                    w.flow.id, change.record_id, fired.type, _ARCHIVED, change.id
+                )
+                continue
+            candidates.append(
+                Candidate(
+                    flow=w.flow,
+                    record_id=change.record_id,
+                    trigger=fired.type,
+                    record=_snapshot(
+                        change, types.get(change.record_type), current.get(change.record_id), names
+                    ),
+                    change=events[change.id],
+                    change_id=change.id,
+                    caused_by=names.get(change.actor_id or 0),
+                )
+            )
+    verdict = decide_entries(conn, ctx, candidates, now=now)
+    for tripped in verdict.tripped:
+        trip_loop_guard(
+            conn,
+            flow_id=tripped.flow.id,
+            flow_key=tripped.flow.key,
+            flow_version=tripped.flow.version,
+            controller=tripped.flow.definition.controller,
+            record_id=tripped.record_id,
+            told=tripped.caused_by,
+            now=now,
+        )
+    refused += verdict.refused
+    write_decisions(conn, refused, now=now)
+    _write_archived(conn, list(archived.values()), now=now)
+    admitted = verdict.admitted
+    ids = insert_enrollments(
+        conn, [(c.flow.id, c.flow.version, c.record_id) for c in admitted], now=now, due_at=now
+    )
+    if ids:
+        entering = {eid: c.change for eid, c in zip(ids, admitted, strict=True) if c.change}
+        move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now, events=entering)
+        repo.notify_due(conn)
+
+
+def _write_archived(conn: sa.Connection, decisions: Sequence[Decision], *, now: datetime) -> None:
+    """The reasons of records kept out of archived flows: one row per (flow, record), replaced
+    by each new change, so an archived flow that still hears every change of its record type
+    keeps as many reasons as records that changed since, not one per change forever. The row
+    is written anew (not updated) so that it stays in its place in the newest-first listing."""
+    if not decisions:
+        return
+    d = entry_decisions.c
+    flow_ids = sorted({x.flow_id for x in decisions})
+    record_ids = sorted({x.record_id for x in decisions})
+    wanted = {(x.flow_id, x.record_id) for x in decisions}
+    stale: list[int] = []
+    for i in range(0, len(record_ids), _IDS_CHUNK):
+        stale += [
+            int(r.id)
+            for r in conn.execute(
+                sa.select(d.id, d.flow_id, d.record_id)
+                .where(d.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
+                .where(d.flow_id.in_(flow_ids), d.reason == _ARCHIVED)
+            )
+            if (r.flow_id, r.record_id) in wanted
+        ]
+    for i in range(0, len(stale), _IDS_CHUNK):
+        conn.execute(entry_decisions.delete().where(d.id.in_(stale[i : i + _IDS_CHUNK])))
+    write_decisions(conn, decisions, now=now)
+
+
+def _merge(events: Sequence[RecordChanged]) -> RecordChanged:
+    """Several changes of one record in a batch, told as one: every field that changed, the
+    values before the first and after the last."""
+    if len(events) == 1:
+        return events[0]
+    first, last = events[0], events[-1]
+    kind = "deleted" if any(e.change == "deleted" for e in events) else last.change
+    fields = sorted({f for e in events for f in e.fields})
+    return RecordChanged(
+        change=kind,
+        fields=tuple(fields),
+        before=first.before,
+        after=last.after,
+        by=last.by,
+        at=last.at,
+    )
+
+
+def _wake_enrolled(
+    conn: sa.Connection,
+    ctx: Context,
+    system: Actor,
+    batch: list[Change],
+    events: dict[int, RecordChanged],
+    *,
+    now: datetime,
+) -> None:
+    """Tell each enrollment inside a running flow about its record's changes (one event per
+    enrollment for the whole batch), set-based: one query finds them, one `move_batch`."""
+    by_record: dict[int, list[Change]] = {}
+    for change in batch:
+        by_record.setdefault(change.record_id, []).append(change)
+    running_flows = sa.select(flows.c.id).where(flows.c.status.in_(repo.RUNNING_FLOWS))
+    found: list[tuple[int, int, datetime]] = []
+    record_ids = sorted(by_record)
+    for i in range(0, len(record_ids), _IDS_CHUNK):
+        found += [
+            (int(r.id), int(r.record_id), r.entered_at)
+            for r in conn.execute(
+                sa.select(enrollments.c.id, enrollments.c.record_id, enrollments.c.entered_at)
+                .where(enrollments.c.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
+                .where(enrollments.c.status.in_(repo.RUNNING))
+                .where(enrollments.c.state.is_not(None))
+                .where(enrollments.c.flow_id.in_(running_flows))
+            )
+        ]
+    wake: dict[int, RecordChanged] = {}
+    for eid, record_id, entered_at in found:
+        # A change made before the record entered is not news to the enrollment; one made at
+        # the very instant it entered counts as before (the change that created the record
+        # and the start that followed it, with the same clock reading).
+        heard = [events[c.id] for c in by_record[record_id] if c.at > entered_at]
+        if heard:
+            wake[eid] = _merge(heard)
+    if wake:
+        rows = repo.lock(conn, sorted(wake), owner=None)
+        move_batch(conn, ctx, system, rows, now=now, events=wake)
