@@ -60,11 +60,6 @@ __all__ = [
 
 SourceFormat = Literal["yaml", "json"]
 
-# The old private names of `flow_access.visible_flow` / `visible_flows`, still imported by
-# services/triggers.py: drop them once it imports from `flow_access`.
-_flow_row = visible_flow
-_visible_to = visible_flows
-
 
 class ConfirmationRequiredError(ConflictError):
     """The change needs the user to confirm a number they have seen (ProDon's confirmation)."""
