@@ -163,14 +163,19 @@ def _chaos_until(
     ctx: Context, workers: _Workers, rng: random.Random, done_sql: str, target: int, limit: float
 ) -> None:
     deadline = time.monotonic() + limit
-    while _count(ctx, done_sql) < target:
+    done = last_kill = _count(ctx, done_sql)
+    while done < target:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{_count(ctx, done_sql)} of {target} done after {limit:.0f}s")
-        # A worker takes about 2 s to start (imports): killing more often than that would
-        # mostly kill workers that never claimed anything.
+            raise TimeoutError(f"{done} of {target} done after {limit:.0f}s")
+        # A worker takes about 2 s to start (imports), longer on a busy machine: killing more
+        # often than that would mostly kill workers that never claimed anything. So a kill
+        # comes at a random moment, but only once some work was done since the last one.
         time.sleep(rng.uniform(*KILL_EVERY))
-        workers.kill_one(rng)
-        workers.start()
+        done = _count(ctx, done_sql)
+        if done > last_kill:
+            workers.kill_one(rng)
+            workers.start()
+            last_kill = done
 
 
 def _timers_due_now(ctx: Context) -> None:
