@@ -21,7 +21,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serving(env: dict[str, str], cwd: Path, log: Path) -> Iterator[str]:
+def _serving(
+    env: dict[str, str], cwd: Path, log: Path, *, exit_codes: list[int] | None = None
+) -> Iterator[str]:
+    """`crmflow serve --demo` on a free port; stopped with SIGTERM (its exit code appended to
+    `exit_codes`)."""
     port = _free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -48,7 +52,9 @@ def _serving(env: dict[str, str], cwd: Path, log: Path) -> Iterator[str]:
             yield base
         finally:
             server.terminate()
-            server.wait(timeout=20)
+            code = server.wait(timeout=30)
+            if exit_codes is not None:
+                exit_codes.append(code)
 
 
 def test_serve_demo_answers_with_docs_demo_logins_and_flows(
@@ -83,3 +89,58 @@ def test_serve_demo_answers_with_docs_demo_logins_and_flows(
     with _serving(cli_env, REPO, log) as base:
         pass
     assert "already loaded" in log.read_text()
+
+
+WELCOME = """\
+schema_version: 1
+key: welcome-served
+name: Welcome (served)
+record_type: contact
+triggers:
+  - type: record_created
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Welcome {{ record.first_name }}"
+"""
+
+
+def test_serve_runs_flows_in_its_own_worker_and_stops_cleanly_on_sigterm(
+    crmflow: Run, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`make run` is one process: a record created through the API goes through an active flow
+    without any `crmflow worker` running, and SIGTERM ends the process cleanly."""
+    crmflow("db", "upgrade")
+    log = tmp_path / "serve.log"
+    codes: list[int] = []
+    with _serving(cli_env, REPO, log, exit_codes=codes) as base:
+        auth = {"Authorization": "Bearer crm_demo_alice_admin"}
+        created = httpx.post(
+            f"{base}/api/flows",
+            content=WELCOME,
+            headers={**auth, "Content-Type": "application/yaml"},
+        )
+        assert created.status_code == 201, created.text
+        started = httpx.post(f"{base}/api/flows/welcome-served/start", headers=auth)
+        assert started.json()["status"] == "active", started.text
+        record = httpx.post(
+            f"{base}/api/records/contact",
+            json={
+                "data": {"first_name": "Ioana", "last_name": "Pop", "email": "ioana@example.org"}
+            },
+            headers=auth,
+        )
+        assert record.status_code == 201, record.text
+        runs_url = f"{base}/api/records/contact/{record.json()['id']}/runs"
+        deadline = time.monotonic() + 30
+        while True:
+            runs = httpx.get(runs_url, headers=auth).json()
+            flows = [f for f in runs["flows"] if f["flow"] == "welcome-served"]
+            if flows and flows[0]["status"] == "finished":
+                break
+            assert time.monotonic() < deadline, f"the record did not go through in 30 s: {runs}"
+            time.sleep(0.2)
+        assert [r["step"] for r in flows[0]["step_runs"]] == ["note"]
+        assert any("Welcome Ioana" in str(h) for h in runs["history"]), runs["history"]
+    assert codes == [0], log.read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -141,11 +143,21 @@ def serve(
     on_work_committed(ctx.engine, runner.wake)
     thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
     thread.start()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        runner.stop()
+
+    # uvicorn handles SIGTERM / Ctrl-C itself (it stops serving) and then raises the signal
+    # again with the handlers that were there before it: these, which stop the worker after
+    # its batch instead of letting the default handler kill the process in the middle of it.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
     finally:
-        runner.stop()  # uvicorn has handled SIGTERM / Ctrl-C: finish the batch, then exit
+        runner.stop()  # the server has stopped: finish the batch, then exit
         thread.join(timeout=30)
+    err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)
 
 
 def main() -> None:
