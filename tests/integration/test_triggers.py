@@ -488,3 +488,77 @@ def test_an_archived_flow_keeps_one_reason_per_record_the_latest(
         ).scalar_one()
     assert found[1].change_id == latest
     assert len(triggers.entry_decisions_for(ctx, admin, record_id=claire)) == 1
+
+
+_WAIT_FOR_EMAIL = """\
+  - key: wait_for_email
+    type: wait
+    fields: [email]
+    timeout: {amount: 7, unit: days}
+  - key: thanks
+    actions: [{type: history, message: "email given"}]
+"""
+
+_A_WEEK_LATER = """\
+  - key: hello
+    actions: [{type: history, message: hi}]
+  - key: later
+    timing: {type: after, amount: 7, unit: days}
+    actions: [{type: history, message: later}]
+"""
+
+
+def _feed_position(ctx: Context) -> int:
+    with ctx.engine.connect() as conn:
+        found = conn.execute(
+            sa.text("select position from feed_cursors where name = :n"), {"n": triggers.FEED}
+        ).scalar()
+    return int(found or 0)
+
+
+def _last_change(ctx: Context) -> int:
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(sa.text("select max(id) from record_changes")).scalar_one())
+
+
+def test_without_change_triggers_the_records_inside_still_hear_their_changes(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    # Manual flows only: one waits for an email, one a week; nobody listens to changes otherwise.
+    _flow(ctx, admin, "nudge", "type: manual", steps=_WAIT_FOR_EMAIL)
+    _flow(ctx, admin, "weekly", "type: manual", steps=_A_WEEK_LATER)
+    waiting, timed, gone = (_contact(ctx, admin, n) for n in ("Wanda", "Tim", "Gus"))
+    runs.start_record(ctx, admin, "nudge", waiting)
+    runs.start_record(ctx, admin, "weekly", timed)
+    runs.start_record(ctx, admin, "weekly", gone)
+    run_once(ctx)
+    clock.advance(hours=1)
+    records.update_record(ctx, admin, waiting, {"email": "wanda@example.org"})
+    records.update_record(ctx, admin, timed, {"phone": "+33 1 23 45 67 89"})
+    records.delete_record(ctx, admin, gone)
+    run_once(ctx)
+    # The wait step heard the email; the deleted record left; the timed step still waits.
+    status = {r: runs.record_status(ctx, admin, r).enrollments[0] for r in (waiting, timed, gone)}
+    assert status[waiting].status == "finished"
+    assert _history(ctx, waiting) == ["email given"]
+    assert (status[timed].status, status[timed].step) == ("active", "later")
+    assert status[gone].status == "left"
+    assert _feed_position(ctx) == _last_change(ctx)
+
+
+def test_changes_nobody_listens_to_are_passed_over(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    _flow(ctx, admin, "weekly", "type: manual", steps=_A_WEEK_LATER)
+    rid = _contact(ctx, admin)
+    runs.start_record(ctx, admin, "weekly", rid)
+    run_once(ctx)
+    clock.advance(hours=1)
+    for i in range(3):
+        records.update_record(ctx, admin, rid, {"phone": f"+33 1 00 00 00 0{i}"})
+    assert triggers.ingest_changes(ctx, limit=2) == 3  # consumed, in two batches
+    assert _feed_position(ctx) == _last_change(ctx)
+    assert triggers.ingest_changes(ctx) == 0  # caught up: nothing read again
+    [view] = runs.record_status(ctx, admin, rid).enrollments
+    assert (view.status, view.step) == ("active", "later")
+    assert triggers.entry_decisions_for(ctx, admin, record_id=rid) == []

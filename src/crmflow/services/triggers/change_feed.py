@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.services.context import Actor, Context
-from crmflow.services.triggers.record_changes import Change, handle_changes
+from crmflow.services.triggers.record_changes import Change, handle_changes, listeners
 from crmflow.services.users import ensure_system_user
 from crmflow.store.schema import feed_cursors, record_changes
 
@@ -24,6 +24,7 @@ __all__ = ["FEED", "ingest_changes", "settle"]
 
 
 FEED = "record_changes"
+_IDS_CHUNK = 5_000
 # PostgreSQL only: a gap in the change ids that is being waited for (see `settle`).
 _GAP_HORIZON = "record_changes:gap_horizon"  # xmax of the snapshot that first saw the gap
 _GAP_BELOW = "record_changes:gap_below"  # the highest change id that snapshot saw
@@ -32,6 +33,8 @@ _GAP_BELOW = "record_changes:gap_below"  # the highest change id that snapshot s
 def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 500) -> int:
     """Consume the record changes written since the last call, `limit` per transaction; how many
     were consumed. Safe to call from many workers at once (one of them ingests at a time)."""
+    if _caught_up(ctx):
+        return 0
     at = now or ctx.now()
     system = ensure_system_user(ctx)
     total = 0
@@ -40,6 +43,22 @@ def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 50
         total += consumed
         if not more:
             return total
+
+
+def _caught_up(ctx: Context) -> bool:
+    """Whether the feed has nothing after its cursor and no gap is being waited for: two reads
+    of one row each, no lock and no write (what a worker's loop costs when nothing changed)."""
+    with ctx.engine.connect() as conn:
+        query = sa.select(feed_cursors.c.name, feed_cursors.c.position).where(
+            feed_cursors.c.name.in_([FEED, _GAP_HORIZON])
+        )
+        cursor = {r.name: int(r.position) for r in conn.execute(query)}
+        if len(cursor) < 2 or cursor[_GAP_HORIZON]:
+            return False
+        top = conn.execute(sa.select(sa.func.max(record_changes.c.id))).scalar_one()
+    # An emptied table under a cursor that moved is not "caught up": on SQLite ids start over,
+    # and `_ingest_batch` moves the cursor back to 0 before they do.
+    return int(top or 0) == cursor[FEED]
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -64,11 +83,13 @@ def _cursor_rows(conn: sa.Connection, now: datetime) -> dict[str, int] | None:
 def _read_feed(
     conn: sa.Connection, position: int, limit: int
 ) -> tuple[list[sa.Row[Any]], int, int]:
-    """The changes after `position` in id order, and (PostgreSQL) the xmin / xmax of the very
-    snapshot they were read with (one statement, so one snapshot)."""
+    """The changes after `position` in id order (id, record type and kind: what it takes to
+    know whether anyone listens), and (PostgreSQL) the xmin / xmax of the very snapshot they were
+    read with (one statement, so one snapshot)."""
+    c = record_changes.c
     after = (
-        sa.select(record_changes)
-        .where(record_changes.c.id > position)
+        sa.select(c.id, c.record_type, c.kind)
+        .where(c.id > position)
         .order_by(record_changes.c.id)
         .limit(limit)
         .subquery("c")
@@ -147,18 +168,39 @@ def _ingest_batch(ctx: Context, system: Actor, *, now: datetime, limit: int) -> 
         snapshot = (lo, hi) if conn.dialect.name == "postgresql" else None
         gap = (cursor[_GAP_HORIZON], cursor[_GAP_BELOW])
         new_position, new_gap = settle([r.id for r in rows], position, gap, snapshot=snapshot)
-        batch = [_as_change(r) for r in rows if r.id <= new_position]
-        if batch:
-            handle_changes(conn, ctx, system, batch, now=now)
+        settled = [r for r in rows if r.id <= new_position]
+        if settled:
+            # Only the changes someone listens to are loaded whole (their JSON decoded) and
+            # handled; the others are passed over with the cursor.
+            kinds = {(r.record_type, r.kind) for r in settled}
+            heard = listeners(conn, ctx, {t for t, _ in kinds})
+            kept = {k for k in kinds if heard.hear(*k)}
+            wanted = [r.id for r in settled if (r.record_type, r.kind) in kept] if kept else []
+            if wanted:
+                handle_changes(conn, ctx, system, _load_changes(conn, wanted), heard, now=now)
         values = {FEED: new_position, _GAP_HORIZON: new_gap[0], _GAP_BELOW: new_gap[1]}
-        conn.execute(
-            feed_cursors.update()
-            .where(feed_cursors.c.name == sa.bindparam("n"))
-            .values(position=sa.bindparam("p"), updated_at=now),
-            [{"n": n, "p": p} for n, p in values.items()],
-        )
+        if values != {FEED: cursor[FEED], _GAP_HORIZON: gap[0], _GAP_BELOW: gap[1]}:
+            conn.execute(
+                feed_cursors.update()
+                .where(feed_cursors.c.name == sa.bindparam("n"))
+                .values(position=sa.bindparam("p"), updated_at=now),
+                [{"n": n, "p": p} for n, p in values.items()],
+            )
     more = bool(rows) and len(rows) == limit and new_position == rows[-1].id
-    return len(batch), more
+    return len(settled), more
+
+
+def _load_changes(conn: sa.Connection, ids: Sequence[int]) -> list[Change]:
+    """The changes `ids` (seen in this transaction's read of the feed), whole, in id order."""
+    out: list[Change] = []
+    for i in range(0, len(ids), _IDS_CHUNK):
+        query = (
+            sa.select(record_changes)
+            .where(record_changes.c.id.in_(ids[i : i + _IDS_CHUNK]))
+            .order_by(record_changes.c.id)
+        )
+        out += [_as_change(r) for r in conn.execute(query)]
+    return out
 
 
 def _as_change(row: sa.Row[Any]) -> Change:

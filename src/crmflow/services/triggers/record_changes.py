@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.definition.timing import AtTimeTiming, DateTiming, EventTiming
 from crmflow.engine.definition.triggers import (
     FieldChangedTrigger,
     RecordUpdatedTrigger,
@@ -38,7 +40,7 @@ from crmflow.services.records import OWNER_KEY
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import enrollments, entry_decisions, flows, users
 
-__all__ = ["Change", "handle_changes"]
+__all__ = ["Change", "Listeners", "handle_changes", "hears_changes", "listeners"]
 
 _CHANGE_TRIGGERS = frozenset(
     {"record_created", "record_updated", "record_deleted", "field_changed", "status_changed"}
@@ -104,20 +106,80 @@ def _stored(rtype: RecordType | None, key: str, value: Any, zone: ZoneInfo) -> A
         return value
 
 
-def _watchers(
-    conn: sa.Connection, ctx: Context, types: dict[str, RecordType], record_types: set[str]
-) -> dict[str, list[_Watcher]]:
-    """Per record type, the non-draft flows with change triggers (a paused, draining or
-    archived flow is listed too, so that its refusal can be said)."""
+@dataclass(frozen=True)
+class Listeners:
+    """Who listens to the changes of some record types, read once per batch of the feed.
+
+    `watchers`: per record type, the non-draft flows with change triggers (a paused, draining or
+    archived flow is listed too, so that its refusal can be said). `hearing`: the record types
+    with a running flow whose records inside can be moved by a change of their record (see
+    `hears_changes`). `running`: the record types with a running flow at all (a deletion ends
+    the records inside any of them)."""
+
+    watchers: dict[str, list[_Watcher]]
+    hearing: frozenset[str]
+    running: frozenset[str]
+    types: dict[str, RecordType]  # the catalog, when it was needed for `watchers`
+
+    def hear(self, record_type: str, kind: str) -> bool:
+        """Whether a change of this record type and kind may do anything at all."""
+        return (
+            record_type in self.watchers
+            or record_type in self.hearing
+            or (kind == "deleted" and record_type in self.running)
+        )
+
+
+def hears_changes(definition: FlowDefinition) -> bool:
+    """Whether a record inside a flow of `definition` can be moved by a change of its record
+    (other than its deletion, which ends it in any flow): the flow has a goal, a wait step, a
+    step timed by an event or by a date field, or a daily time in a zone the record holds.
+
+    This is how the engine answers a RecordChanged (`engine.transition`): the goal is checked,
+    a wait or event step looks at the change, a step waiting for its time recomputes that time
+    from its timing and the record; a delay or a daily time in the flow's zone gives the same
+    time again, and an approval waits for its button whatever the record does."""
+    if definition.goal:
+        return True
+    for step in definition.steps:
+        timing = step.timing
+        if step.type == "wait" or isinstance(timing, EventTiming | DateTiming):
+            return True
+        if isinstance(timing, AtTimeTiming) and timing.zone_field:
+            return True
+    return False
+
+
+def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> Listeners:
+    """Who listens to the changes of `record_types` now: a query of `flows` (definitions are
+    cached per version), and the record types' catalog only when some flow listens."""
     rows = conn.execute(
         sa.select(flows.c.id, flows.c.current_version, flows.c.started_at)
         .where(flows.c.record_type.in_(sorted(record_types)))
         .where(flows.c.status != "draft")
     ).all()
+    if not rows:
+        return Listeners({}, frozenset(), frozenset(), {})
     infos = repo.load_flows(conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx))
     started = {r.id: r.started_at for r in rows}
-    out: dict[str, list[_Watcher]] = {}
-    for (flow_id, version), info in sorted(infos.items(), key=lambda item: item[0]):
+    running = {
+        info.definition.record_type for info in infos.values() if info.status in repo.RUNNING_FLOWS
+    }
+    hearing = {
+        info.definition.record_type
+        for info in infos.values()
+        if info.status in repo.RUNNING_FLOWS and hears_changes(info.definition)
+    }
+    listening = [
+        (flow_id, version, info)
+        for (flow_id, version), info in sorted(infos.items(), key=lambda item: item[0])
+        if any(t.type in _CHANGE_TRIGGERS for t in info.definition.triggers)
+    ]
+    if not listening:
+        return Listeners({}, frozenset(hearing), frozenset(running), {})
+    types = catalog_in(conn)
+    watchers: dict[str, list[_Watcher]] = {}
+    for flow_id, version, info in listening:
         definition = info.definition
         zone = flow_zone(ctx, definition)
         rtype = types.get(definition.record_type)
@@ -139,12 +201,11 @@ def _watchers(
                 )
             else:
                 found.append((t, None, None))
-        if found:
-            ref = FlowRef(flow_id, info.key, info.status, version, definition)
-            out.setdefault(definition.record_type, []).append(
-                _Watcher(ref, started[flow_id], found)
-            )
-    return out
+        ref = FlowRef(flow_id, info.key, info.status, version, definition)
+        watchers.setdefault(definition.record_type, []).append(
+            _Watcher(ref, started[flow_id], found)
+        )
+    return Listeners(watchers, frozenset(hearing), frozenset(running), types)
 
 
 def _fired(trigger: Trigger, old: Any, new: Any, change: Change) -> bool:
@@ -182,10 +243,18 @@ def _snapshot(
 
 
 def handle_changes(
-    conn: sa.Connection, ctx: Context, system: Actor, batch: list[Change], *, now: datetime
+    conn: sa.Connection,
+    ctx: Context,
+    system: Actor,
+    batch: list[Change],
+    heard: Listeners,
+    *,
+    now: datetime,
 ) -> None:
-    types = catalog_in(conn)
-    watchers = _watchers(conn, ctx, types, {c.record_type for c in batch})
+    """Records enter the flows whose change triggers `batch` fires (or are told why not), and
+    the enrollments inside hear of their record's changes. `heard`: `listeners` of the batch's
+    record types, read in this transaction."""
+    types, watchers = heard.types or catalog_in(conn), heard.watchers
     user_ids = {c.actor_id for c in batch if c.actor_id is not None}
     for c in batch:
         user_ids |= {int(s[OWNER_KEY]) for s in (c.before, c.after) if s.get(OWNER_KEY)}

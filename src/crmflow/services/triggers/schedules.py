@@ -88,7 +88,7 @@ def _sync_schedules(conn: sa.Connection, ctx: Context, *, now: datetime) -> None
             )
         )
     }
-    types = catalog_in(conn)
+    types: dict[str, RecordType] | None = None  # read only when a new date trigger needs it
     wanted: set[tuple[int, int]] = set()
     new: list[dict[str, Any]] = []
     for (flow_id, _), info in infos.items():
@@ -100,6 +100,8 @@ def _sync_schedules(conn: sa.Connection, ctx: Context, *, now: datetime) -> None
             wanted.add((flow_id, index))
             if (flow_id, index) in existing:
                 continue
+            if types is None:
+                types = catalog_in(conn)
             after = max(as_utc(changed_at[flow_id]), now - timedelta(days=1))
             polls = isinstance(trigger, DateReachedTrigger) and _is_datetime_field(
                 definition, trigger, types
