@@ -28,6 +28,8 @@ from crmflow.engine.commands import Command, OutboxMessage
 from crmflow.engine.definition import (
     ApprovalStep,
     AtTimeTiming,
+    CatchUpPolicy,
+    DateTiming,
     EventTiming,
     FlowDefinition,
     Step,
@@ -62,6 +64,7 @@ __all__ = [
     "enter",
     "move_to",
     "restart",
+    "resume_recheck",
     "sequence_progress",
 ]
 
@@ -333,7 +336,23 @@ class _Call:
             else:
                 self.go(self.start(step))
         else:
+            if kind is WaitKind.TIMER and _timed_by_record(step.timing) and not self.schedule(step):
+                # The record's date moved later since the due time was set (a change not heard
+                # yet, or made while the flow was paused): the step waits for its new time.
+                return
             self.go(self.start(step))
+
+    def retime(self, step: Step) -> None:
+        """Set the due time of `step`, waiting for its time, from its timing and the record as
+        it is now; it does not run here, even when that time has passed."""
+        due = step_due_at(
+            step.timing,
+            previous_end=self._get("step_since") or self.now,
+            record=self.run.scope.record.values,
+            flow_zone=self.run.scope.zone,
+            calendar=self.flow.calendar,
+        )
+        self.update(due_at=due.at, waiting=Waiting(kind=WaitKind.TIMER, description=due.reason))
 
     def on_change(self, step: Step, kind: WaitKind, change: RecordChanged) -> None:
         if kind is WaitKind.CONDITION:
@@ -349,6 +368,13 @@ class _Call:
         elif kind is WaitKind.TIMER and self.schedule(step):
             # The step's date moved (or appeared) and it is now due: it runs.
             self.go(self.start(step))
+
+
+def _timed_by_record(timing: object) -> bool:
+    """Whether a step's time depends on the record: a date field, or a zone the record holds."""
+    return isinstance(timing, DateTiming) or (
+        isinstance(timing, AtTimeTiming) and timing.zone_field is not None
+    )
 
 
 def _call(
@@ -522,16 +548,18 @@ def catch_up(
     paused_at: datetime,
     resumed_at: datetime,
     zone: ZoneInfo,
+    policy: CatchUpPolicy | None = None,
 ) -> EnrollmentState:
-    """The state as the flow's catch-up policy leaves it when the flow resumes after a pause.
+    """The state as the catch-up policy leaves it when the flow resumes after a pause.
 
     run_late: unchanged (what fell due runs at once); shift_delays: the due time and deadline
     move by the pause; skip_missed: a daily time that passed during the pause waits for its
-    next occurrence after the resume (other steps run late).
+    next occurrence after the resume (other steps run late). `policy`: the one the resume
+    applies (the flow's current version, which may be newer than `flow`); absent, `flow`'s.
     """
     if state.is_over or state.due_at is None:
         return state
-    mode = flow.catch_up.mode
+    mode = (policy or flow.catch_up).mode
     if mode == "shift_delays":
         by = resumed_at - paused_at
         deadline = shift(state.deadline_at, by) if state.deadline_at is not None else None
@@ -554,3 +582,50 @@ def catch_up(
         )
         return state.model_copy(update={"due_at": due.at})
     return state
+
+
+def resume_recheck(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    *,
+    change: RecordChanged | None,
+    paused_at: datetime,
+    resumed_at: datetime,
+    zone: ZoneInfo,
+    policy: CatchUpPolicy | None = None,
+    record_type: RecordType | None = None,
+) -> Outcome:
+    """One enrollment of a flow frozen from `paused_at` to `resumed_at`, as the resume leaves it.
+
+    A frozen flow hears nothing, so what happened to the record meanwhile is looked at now
+    (`change`: its changes during the freeze told as one, None when it did not change), as a
+    running flow would have: a deleted record leaves; a goal now met leaves; a wait step whose
+    condition now holds or whose field changed, or a step timed by an event that came, goes on
+    (the next steps run at `resumed_at`); a step waiting for its time has that time recomputed
+    from its timing and the record as it is now (a date moved from 3 to 20 December moves "1 day
+    before" from the 2nd to the 19th). Whatever still waits then goes through the catch-up
+    `policy` (see `catch_up`), a recomputed time like any other, so no step runs before the
+    record's current date says it is due.
+    """
+    if state.is_over:
+        return Outcome(state=state, record=record)
+    if change is not None:
+        call = _call(flow, state, record, resumed_at, zone, change, record_type)
+        step = flow.step(state.step_key) if state.step_key else None
+        if change.change == "deleted":
+            call.end(EnrollmentStatus.LEFT, "the record was deleted")
+        elif step is not None and not call.goal_reached():
+            kind = state.waiting.kind if state.waiting else WaitKind.TIMER
+            if kind is not WaitKind.TIMER:
+                call.on_change(step, kind, change)
+            elif _timed_by_record(step.timing):
+                call.retime(step)
+        outcome = call.outcome()
+        if outcome.log or outcome.state.is_over or outcome.state.step_key != state.step_key:
+            return outcome  # it moved on at the resume: its new times count from then
+        state = outcome.state
+    caught = catch_up(
+        flow, state, record, paused_at=paused_at, resumed_at=resumed_at, zone=zone, policy=policy
+    )
+    return Outcome(state=caught, record=record)
