@@ -2,12 +2,15 @@
 
 crmflow's side is what `crmflow flows start` does in its transaction for a flow with a
 `start_list` trigger: `services.triggers.enter_start_lists` compiles the saved query
-(`status = lead`, which every contact matches), applies the re-entry policy in SQL (records
-already inside are kept out, with the reason written to `entry_decisions` in the same
-set-based way) and enrolls the rest with one `INSERT INTO enrollments ... SELECT`, due now. The
-baseline copies as many record ids with the same constant columns into a plain table without
-indexes, in one `INSERT ... SELECT`, nothing checked. Both run on the same database (filled
-once) and are emptied between runs.
+(`status = lead`, which every contact matches, read from the record's JSON), applies the
+re-entry policy (a flow started for the first time has nobody inside, which one indexed look
+at `enrollments` tells; otherwise the records kept out are found once, their reasons written to
+`entry_decisions` set-based) and enrolls the rest with one `INSERT INTO enrollments ... SELECT`,
+due now, into the real table (its primary key, three indexes used by the worker's claim and by
+the lookups per flow and per record, and the foreign key to `flows`). The baseline copies as
+many record ids with the same constant columns into a plain table without indexes, in one
+`INSERT ... SELECT` filtered on the record type only, nothing checked. Both run on the same
+database (filled once) and are emptied between runs.
 
     python -m bench.bench_enroll [--rows N] [--runs N] [--backend sqlite|postgres|both]
 """
