@@ -3,13 +3,17 @@ schedule (`start_at`, `archive_at`).
 
 - Pausing or archiving freezes the records where they are (the worker only moves records of
   active or draining flows) and notes when: `flows.paused_at`.
-- Leaving a frozen status (paused or archived -> active or draining) thaws them: the flow's
-  catch-up policy decides what happens to the time that passed, through the engine's `catch_up`:
-  run_late changes nothing (whatever fell due runs at once); skip_missed moves a missed daily
-  time to its next occurrence after the resume; shift_delays moves every pending due time and
-  deadline by the length of the freeze. An archive is a freeze like a pause: resuming an archived
-  flow continues each record where it was, under the same policy. Records that had finished are
-  not inside, so nothing touches them.
+- Leaving a frozen status (paused or archived -> active or draining) thaws them. A frozen flow
+  hears no record change, so first each record changed during the freeze is looked at again as
+  it is now, through the engine's `resume_recheck` (its changes told as one): deleted or goal met,
+  it leaves; a wait whose condition now holds or whose field changed goes on; a step waiting for
+  a record's date has its time recomputed from the date as it is now (never the old, earlier
+  one). Then the current version's catch-up policy decides what happens to the time that
+  passed: run_late changes nothing (whatever fell due runs at once); skip_missed moves a missed
+  daily time to its next occurrence after the resume; shift_delays moves every pending due time
+  and deadline by the length of the freeze. An archive is a freeze like a pause: resuming an
+  archived flow continues each record where it was, under the same rules. Records that had
+  finished are not inside, so nothing touches them.
 - A flow edited while frozen has a new version; thawing moves every record inside to it by step
   key. A record whose step is unchanged (or only its actions changed) stays as it is, due time
   kept; one whose step changed its type or timing starts that step again at the resume; one
@@ -37,9 +41,10 @@ import sqlalchemy as sa
 
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition, FlowStatus
+from crmflow.engine.definition.timing import AtTimeTiming, DateTiming, EventTiming
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.engine.runtime import EnrollmentState, RecordSnapshot, StepRunLog
-from crmflow.engine.transition import Outcome, cancel, catch_up, move_to
+from crmflow.engine.runtime import EnrollmentState, RecordChanged, RecordSnapshot, StepRunLog
+from crmflow.engine.transition import Outcome, cancel, move_to, resume_recheck
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
@@ -47,9 +52,20 @@ from crmflow.services.effects import apply_commands
 from crmflow.services.enrollments import close_tasks, definitions_cache, with_action_failures
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
+from crmflow.services.records import OWNER_KEY
+from crmflow.services.triggers.change_feed import FEED
+from crmflow.services.triggers.record_changes import Change
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.schema import enrollments, flow_status_changes, flow_versions, flows
+from crmflow.store.schema import (
+    enrollments,
+    feed_cursors,
+    flow_status_changes,
+    flow_versions,
+    flows,
+    record_changes,
+    users,
+)
 
 __all__ = [
     "END",
@@ -220,6 +236,8 @@ def _check_moves(
 @dataclass
 class _Thawed:
     caught_up: int = 0
+    changed: int = 0  # records changed while frozen, looked at again
+    went_on: int = 0  # of those, the ones that moved on (or left) at the resume
     kept: int = 0
     restarted: int = 0
     moved: int = 0
@@ -227,6 +245,11 @@ class _Thawed:
 
     def note(self, policy: str, version: int) -> str:
         parts = []
+        if self.changed:
+            parts.append(
+                f"{self.changed} record(s) changed while frozen looked at again "
+                f"({self.went_on} went on or left)"
+            )
         if self.caught_up:
             parts.append(f"catch-up {policy}: {self.caught_up} record(s) rescheduled")
         on_new = self.kept + self.restarted + self.moved + self.ended
@@ -303,6 +326,98 @@ def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> 
     return enrollments.c.due_at.is_not(None)
 
 
+def _moved_by_changes(definition: FlowDefinition) -> bool:
+    """Whether a change of a record (other than its deletion) can move it in this flow: a goal,
+    a wait step, a step timed by an event, by a date field or in a zone the record holds."""
+    if definition.goal:
+        return True
+    for step in definition.steps:
+        timing = step.timing
+        if step.type == "wait" or isinstance(timing, EventTiming | DateTiming):
+            return True
+        if isinstance(timing, AtTimeTiming) and timing.zone_field:
+            return True
+    return False
+
+
+def _unheard(
+    conn: sa.Connection, record_type: str, paused_at: datetime, *, moved_by_changes: bool
+) -> sa.Select[Any]:
+    """The changes the frozen flow did not hear: made since the freeze and already passed by the
+    change feed (which skips frozen flows). Those the feed has not reached yet it delivers after
+    the resume, so they are left to it and never heard twice. The feed's cursor is locked until
+    the resume commits: a feed batch running meanwhile ends first (and is counted here), one
+    starting later finds the flow running."""
+    position = conn.execute(
+        sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED).with_for_update()
+    ).scalar_one_or_none()
+    query = sa.select(record_changes.c.record_id).where(
+        record_changes.c.record_type == record_type,
+        record_changes.c.at >= paused_at,
+        record_changes.c.id <= int(position or 0),
+    )
+    if not moved_by_changes:
+        query = query.where(record_changes.c.kind == "deleted")  # it ends them in any flow
+    return query
+
+
+def _unheard_events(
+    conn: sa.Connection, unheard: sa.Select[Any], record_ids: Sequence[int]
+) -> dict[int, RecordChanged]:
+    """Per record of `record_ids`, its unheard changes told as one (every field that changed,
+    the values before the first and after the last), as the feed would have told them."""
+    ids = unheard.where(record_changes.c.record_id.in_(record_ids)).with_only_columns(
+        record_changes.c.id
+    )
+    rows = conn.execute(
+        sa.select(record_changes)
+        .where(record_changes.c.id.in_(ids.scalar_subquery()))
+        .order_by(record_changes.c.id)
+    ).all()
+    if not rows:
+        return {}
+    changes = [
+        Change(
+            id=r.id,
+            record_id=r.record_id,
+            record_type=r.record_type,
+            kind=r.kind,
+            before=dict(r.before or {}),
+            after=dict(r.after or {}),
+            actor_id=r.actor_id,
+            at=r.at,
+        )
+        for r in rows
+    ]
+    user_ids = {c.actor_id for c in changes if c.actor_id is not None}
+    for c in changes:
+        user_ids |= {int(v) for v in (c.before.get(OWNER_KEY), c.after.get(OWNER_KEY)) if v}
+    names: dict[int, str] = {
+        r.id: r.username
+        for r in conn.execute(
+            sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
+        )
+    }
+    by_record: dict[int, list[RecordChanged]] = {}
+    for c in changes:
+        by_record.setdefault(c.record_id, []).append(c.event(names))
+    return {rid: _merged(events) for rid, events in by_record.items()}
+
+
+def _merged(events: Sequence[RecordChanged]) -> RecordChanged:
+    if len(events) == 1:
+        return events[0]
+    first, last = events[0], events[-1]
+    return RecordChanged(
+        change="deleted" if any(e.change == "deleted" for e in events) else last.change,
+        fields=tuple(sorted({f for e in events for f in e.fields})),
+        before=first.before,
+        after=last.after,
+        by=last.by,
+        at=last.at,
+    )
+
+
 def _thaw(
     conn: sa.Connection,
     ctx: Context,
@@ -320,6 +435,11 @@ def _thaw(
     policy = new.catch_up.mode
     types = catalog_in(conn)
     thawed = _Thawed()
+    unheard = (
+        _unheard(conn, new.record_type, paused_at, moved_by_changes=_moved_by_changes(new))
+        if paused_at is not None
+        else None
+    )
     candidates = (
         sa.select(enrollments.c.id)
         .where(
@@ -328,6 +448,7 @@ def _thaw(
             sa.or_(
                 enrollments.c.flow_version != version,
                 _catch_up_filter(policy, paused_at, now),
+                enrollments.c.record_id.in_(unheard) if unheard is not None else sa.false(),
             ),
         )
         .order_by(enrollments.c.id)
@@ -342,6 +463,11 @@ def _thaw(
         rows = repo.lock(conn, ids, owner=None)
         infos = repo.load_flows(conn, {(flow.id, r.flow_version) for r in rows}, cache)
         snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+        heard = (
+            _unheard_events(conn, unheard, sorted({r.record_id for r in rows}))
+            if unheard is not None
+            else {}
+        )
         writes = _Writes()
         for row in rows:
             old = infos[(flow.id, row.flow_version)].definition
@@ -354,51 +480,75 @@ def _thaw(
                 writes.unentered.append({"eid": row.id, "v_version": version, "v_due": due})
                 continue
             record = snapshots.get(row.record_id)
-            snapshot = record or RecordSnapshot(row.record_id, old.record_type, {})
-            state = row.state
-            if paused_at is not None:
-                zone = _zone(ctx, old)
-                state = catch_up(
-                    old, state, snapshot, paused_at=paused_at, resumed_at=now, zone=zone
-                )
-                if state != row.state:
-                    thawed.caught_up += 1
-            if row.flow_version == version:
+            state, definition = row.state, old
+            if row.flow_version != version:
+                step_key = state.step_key or ""
+                fate, _ = _fate(old, new, step_key, version) if step_key else ("stays", "")
+                target = moves.get(step_key) if fate == "removed" else step_key
+                bumped = state.model_copy(update={"flow_version": version})
+                if fate == "stays":
+                    # Same step, same timing: it keeps its place on the new version, and the
+                    # resume looks at it there like at any other record.
+                    thawed.kept += 1
+                    state, definition = bumped, new
+                elif target == END or record is None:
+                    thawed.ended += 1
+                    why = (
+                        "the record was deleted"
+                        if record is None
+                        else f"step {step_key!r} was removed in version {version}; "
+                        f"ended on resume by {actor.username}"
+                    )
+                    writes.add(
+                        row.state, cancel(bumped, now=now, reason=why), row.record_id, flow.key
+                    )
+                    continue
+                else:
+                    # Its step starts again (or a chosen one starts) at the resume, with the
+                    # record as it is now: nothing of the freeze is left to catch up.
+                    assert target is not None  # _check_moves made sure every removed step has one
+                    if fate == "restarts":
+                        thawed.restarted += 1
+                    else:
+                        thawed.moved += 1
+                    outcome = move_to(
+                        new,
+                        bumped,
+                        record,
+                        target,
+                        now=now,
+                        zone=_zone(ctx, new),
+                        record_type=types.get(new.record_type),
+                    )
+                    writes.outcome(row.state, outcome, flow.key)
+                    continue
+            if paused_at is None:
                 if state != row.state:
                     writes.add(row.state, state, row.record_id, flow.key)
                 continue
-            bumped = state.model_copy(update={"flow_version": version})
-            step_key = state.step_key or ""
-            fate, _ = _fate(old, new, step_key, version) if step_key else ("stays", "")
-            target = moves.get(step_key) if fate == "removed" else step_key
-            if fate == "stays":
-                thawed.kept += 1
-                writes.add(row.state, bumped, row.record_id, flow.key)
-            elif target == END or record is None:
-                thawed.ended += 1
-                why = (
-                    "the record was deleted"
-                    if record is None
-                    else f"step {step_key!r} was removed in version {version}; "
-                    f"ended on resume by {actor.username}"
-                )
-                writes.add(row.state, cancel(bumped, now=now, reason=why), row.record_id, flow.key)
-            else:
-                assert target is not None  # _check_moves made sure every removed step has one
-                if fate == "restarts":
-                    thawed.restarted += 1
-                else:
-                    thawed.moved += 1
-                outcome = move_to(
-                    new,
-                    bumped,
-                    record,
-                    target,
-                    now=now,
-                    zone=_zone(ctx, new),
-                    record_type=types.get(new.record_type),
-                )
+            change = heard.get(row.record_id)
+            outcome = resume_recheck(
+                definition,
+                state,
+                record or RecordSnapshot(row.record_id, definition.record_type, {}),
+                change=change,
+                paused_at=paused_at,
+                resumed_at=now,
+                zone=_zone(ctx, definition),
+                policy=new.catch_up,
+                record_type=types.get(definition.record_type),
+            )
+            if change is not None:
+                thawed.changed += 1
+                if outcome.log or outcome.state.step_key != state.step_key:
+                    thawed.went_on += 1
+            if outcome.log or outcome.commands:
                 writes.outcome(row.state, outcome, flow.key)
+                continue
+            if change is None and outcome.state != state:
+                thawed.caught_up += 1
+            if outcome.state != row.state:
+                writes.add(row.state, outcome.state, row.record_id, flow.key)
         writes.write(conn, ctx, actor, now)
     repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
     return thawed.note(policy, version)
