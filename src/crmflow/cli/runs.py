@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,6 +46,16 @@ def start(flow: str, record_id: int, as_json: JsonOption = False) -> None:
     _print(enrollments.start_record(state.context, state.actor, flow, record_id), as_json)
 
 
+def _message_state(message: dict[str, Any] | None) -> str:
+    """What became of the message an external action put in the outbox, in words."""
+    if message is None:
+        return ""
+    text = f" [{message['kind']} {message['status']}"
+    if message["status"] == "pending":
+        text += f", not before {message['not_before']}"
+    return text + "]"
+
+
 @app.command("show")
 @reports_errors
 def show(record_id: int, as_json: JsonOption = False) -> None:
@@ -70,7 +80,8 @@ def show(record_id: int, as_json: JsonOption = False) -> None:
             )
             for action in run.actions:
                 console.print(
-                    f"      {action['type']}: {action['status']} — {action['detail']}",
+                    f"      {action['type']}: {action['status']} — {action['detail']}"
+                    + _message_state(action.get("message")),
                     highlight=False,
                     markup=False,
                 )

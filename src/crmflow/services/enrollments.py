@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from crmflow.engine.commands import Command
+from crmflow.engine.commands import Command, action_ref, idempotency_key
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.runtime import (
     ActionLog,
@@ -248,7 +248,12 @@ def close_tasks(
     conn: sa.Connection, closed_runs: list[dict[str, Any]], over: list[int], *, now: datetime
 ) -> None:
     """Close the open tasks of approval runs that are over (`closed_runs`: eid, r, at) as done,
-    and those of enrollments that ended (`over`) as cancelled."""
+    and those of enrollments that ended (`over`) as cancelled.
+
+    The enrollments of `over` that ended CANCELLED (loop guard, by hand, a missing step) also
+    have their outbox messages still pending cancelled: nothing is sent for a cancelled run.
+    Those that finished or left keep theirs (the thank-you email of a finished run still goes).
+    Their states are already saved, so the enrollments' status column says which ones."""
     if closed_runs:
         conn.execute(
             tasks.update()
@@ -265,6 +270,15 @@ def close_tasks(
             tasks.update()
             .where(tasks.c.enrollment_id.in_(over), tasks.c.status == "open")
             .values(status="cancelled", closed_at=now)
+        )
+        cancelled = sa.select(enrollments.c.id).where(
+            enrollments.c.id.in_(over),
+            enrollments.c.status == EnrollmentStatus.CANCELLED.value,
+        )
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.enrollment_id.in_(cancelled), outbox.c.status == "pending")
+            .values(status="cancelled")
         )
 
 
@@ -390,6 +404,7 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
     runs: dict[int, list[StepRunView]] = {}
     if ids:
         named = _assignees_by_id(conn, ids)
+        messages = _messages_by_key(conn, ids)
         for s in conn.execute(
             sa.select(step_runs)
             .where(step_runs.c.enrollment_id.in_(ids))
@@ -404,6 +419,7 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
                     else a
                     for a in actions
                 ]
+            actions = _with_messages(actions, s.enrollment_id, s.run, messages)
             runs.setdefault(s.enrollment_id, []).append(
                 StepRunView(
                     s.run,
@@ -472,6 +488,53 @@ def _assignees_by_id(
     out: dict[tuple[int, int], dict[str, str]] = {}
     for t in found:
         out.setdefault((t.enrollment_id, t.run), {})[t.assignee_ref] = t.username
+    return out
+
+
+def _messages_by_key(
+    conn: sa.Connection, enrollment_ids: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """The outbox messages of these enrollments by idempotency key, as a person reads them."""
+    found = conn.execute(
+        sa.select(
+            outbox.c.idempotency_key,
+            outbox.c.kind,
+            outbox.c.status,
+            outbox.c.not_before,
+            outbox.c.attempts,
+        ).where(outbox.c.enrollment_id.in_(enrollment_ids))
+    )
+    return {
+        m.idempotency_key: {
+            "kind": m.kind,
+            "status": m.status,
+            "not_before": m.not_before.isoformat(),
+            "attempts": m.attempts,
+        }
+        for m in found
+    }
+
+
+def _with_messages(
+    actions: list[dict[str, Any]],
+    enrollment_id: int,
+    run: int,
+    messages: Mapping[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each external action with the state of the outbox message it wrote (`message`).
+
+    An action that wrote a message is `done` as soon as the message is in the outbox; whether
+    the message went is the outbox's to say: pending, sent, failed or cancelled. The key is the
+    one the engine gave the message (enrollment, step run, action); a create_record action's
+    invitation has that key with `:invitation`.
+    """
+    if not messages:
+        return actions
+    out = []
+    for a in actions:
+        key = idempotency_key(enrollment_id, run, action_ref(a.get("key"), a.get("index")))
+        message = messages.get(key) or messages.get(f"{key}:invitation")
+        out.append({**a, "message": message} if message is not None else a)
     return out
 
 
