@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.errors import NotFoundError
 from crmflow.services import enrollments
 
@@ -31,6 +31,25 @@ def start_record(
     """Start the flow for one record (the flow needs a `manual` trigger); 409 with the reason
     when the record may not enter."""
     return enrollments.start_record(ctx, actor, key, body.record_id).as_dict()
+
+
+@router.get("/api/flows/{key}/runs")
+def list_runs(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    status: str | None = None,
+    step: str | None = None,
+    after: int | None = None,
+    limit: PageLimit = 50,
+) -> dict[str, Any]:
+    """The flow's records, running and ended, in enrollment order: record, status (active,
+    waiting, finished, left, cancelled), step, due time, entered / finished at and the end reason;
+    filter by `status` and `step`, pass `next_after` back as `after` for the next page."""
+    page = enrollments.flow_runs(
+        ctx, actor, key, status=status, step=step, after=after, limit=limit
+    )
+    return page.as_dict(lambda r: r.as_dict())
 
 
 @router.get("/api/flows/{key}/progress")

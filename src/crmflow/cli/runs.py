@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from crmflow.cli.common import console, print_json, print_table, reports_errors, state
+from crmflow.cli.common import (
+    console,
+    err_console,
+    print_json,
+    print_table,
+    reports_errors,
+    state,
+)
 from crmflow.services import enrollments, triggers
 from crmflow.services.enrollments import EnrollmentView
 
@@ -54,6 +61,53 @@ def _message_state(message: dict[str, Any] | None) -> str:
     if message["status"] == "pending":
         text += f", not before {message['not_before']}"
     return text + "]"
+
+
+@app.command("list")
+@reports_errors
+def list_runs(
+    flow: str,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only those with this status: active, waiting, finished, left, cancelled"
+        ),
+    ] = None,
+    step: Annotated[
+        str | None, typer.Option(help="Only the records at this step (its key)")
+    ] = None,
+    after: Annotated[int | None, typer.Option(help="Show enrollments after this id")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, oldest first")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The records that are or were in FLOW: where each is, and why it ended."""
+    page = enrollments.flow_runs(
+        state.context, state.actor, flow, status=status, step=step, after=after, limit=limit
+    )
+    if as_json:
+        print_json(page.as_dict(lambda r: r.as_dict()))
+    elif not page.items:
+        console.print(f"no record in flow {flow!r} matches", highlight=False, markup=False)
+    else:
+        rows = [
+            (
+                r.id,
+                r.record_id,
+                r.record_name,
+                r.status,
+                r.step or "",
+                f"{r.due_at:%Y-%m-%d %H:%M}" if r.due_at else "",
+                f"{r.entered_at:%Y-%m-%d %H:%M}",
+                f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "",
+                r.end_reason,
+            )
+            for r in page.items
+        ]
+        columns = ["enrollment", "record", "name", "status", "step", "due (UTC)", "entered (UTC)"]
+        print_table(f"Runs of {flow}", [*columns, "ended (UTC)", "why it ended"], rows)
+    if page.next_after is not None and not as_json:
+        more = f"more: crmflow runs list {flow} --after {page.next_after}"
+        err_console.print(more, highlight=False, markup=False)
 
 
 @app.command("show")

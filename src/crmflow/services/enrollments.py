@@ -32,11 +32,12 @@ from crmflow.engine.runtime import (
     StepStatus,
 )
 from crmflow.engine.transition import Outcome, advance, cancel, enter, restart, sequence_progress
-from crmflow.errors import ConflictError, NotFoundError
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.effects import Applied, apply_commands, loop_guard_tripped
 from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
 from crmflow.services.flow_access import can_see_flow, visible_flow, visible_flows
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.record_types import catalog_in
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
@@ -55,10 +56,12 @@ __all__ = [
     "EnrollmentView",
     "FlowProgress",
     "RecordStatus",
+    "RunSummary",
     "StepRunView",
     "close_tasks",
     "decide",
     "flow_progress",
+    "flow_runs",
     "move_batch",
     "record_status",
     "restart_enrollment",
@@ -637,6 +640,108 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
         per_step=per_step,
         funnel=funnel,
         emails=int(emails),
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One enrollment in the list of a flow's runs: which record, where it is, how it ended."""
+
+    id: int  # the enrollment
+    record_id: int
+    record_name: str  # first and last name, or name / title; "" when the type has none
+    status: str  # active | waiting | finished | left | cancelled
+    step: str | None
+    due_at: datetime | None
+    entered_at: datetime
+    finished_at: datetime | None
+    end_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "record_name": self.record_name,
+            "status": self.status,
+            "step": self.step,
+            "due_at": _iso(self.due_at),
+            "entered_at": self.entered_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "end_reason": self.end_reason,
+        }
+
+
+RUN_STATUSES = tuple(s.value for s in EnrollmentStatus)
+
+
+def _record_name(data: Mapping[str, Any] | None) -> str:
+    if not data:
+        return ""
+    person = " ".join(str(data[k]) for k in ("first_name", "last_name") if data.get(k))
+    return person or str(data.get("name") or data.get("title") or "")
+
+
+def flow_runs(
+    ctx: Context,
+    actor: Actor,
+    flow_key: str,
+    *,
+    status: str | None = None,
+    step: str | None = None,
+    after: int | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> Page[RunSummary]:
+    """The records that are or were in a flow (its running processes and their ends), in
+    enrollment order, `limit` at a time; only those with `status` / at `step` when given."""
+    size = page_size(ctx, limit)
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidInputError(
+            "the runs filter",
+            [Problem("status", f"unknown status {status!r}", hint=", ".join(RUN_STATUSES))],
+        )
+    with ctx.engine.connect() as conn:
+        flow = visible_flow(conn, actor, flow_key)
+        query = (
+            sa.select(
+                enrollments.c.id,
+                enrollments.c.record_id,
+                enrollments.c.status,
+                enrollments.c.step_key,
+                enrollments.c.due_at,
+                enrollments.c.entered_at,
+                enrollments.c.finished_at,
+                enrollments.c.state,
+                records.c.data,
+            )
+            .outerjoin(records, records.c.id == enrollments.c.record_id)
+            .where(enrollments.c.flow_id == flow.id)
+            .order_by(enrollments.c.id)
+            .limit(size + 1)
+        )
+        if status is not None:
+            query = query.where(enrollments.c.status == status)
+        if step is not None:
+            query = query.where(enrollments.c.step_key == step)
+        if after is not None:
+            query = query.where(enrollments.c.id > after)
+        rows = conn.execute(query).all()
+    return keyset_page(
+        [
+            RunSummary(
+                id=r.id,
+                record_id=r.record_id,
+                record_name=_record_name(r.data),
+                status=r.status,
+                step=r.step_key,
+                # Only a running enrollment is due; an ended one keeps no due time.
+                due_at=r.due_at if r.status in repo.RUNNING else None,
+                entered_at=r.entered_at,
+                finished_at=r.finished_at,
+                end_reason=str((r.state or {}).get("end_reason") or ""),
+            )
+            for r in rows
+        ],
+        size,
     )
 
 
