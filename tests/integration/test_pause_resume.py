@@ -4,13 +4,18 @@ policy of the version the flow resumes on decides; no step ever runs before it i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records, users
+from crmflow.services import flows, queries, records, triggers, users
 from crmflow.services.context import Actor, Context
+from crmflow.store.schema import enrollments, trigger_schedules
+from crmflow.store.schema import flows as flows_table
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock
 from tests.integration.helpers import history
@@ -198,3 +203,185 @@ def test_resuming_after_an_edit_applies_the_new_versions_catch_up_policy(
     clock.current = _at("2026-11-27T08:00:00+00:00")
     run_once(ctx)
     assert history(ctx, rid) == ["Digest v2"]
+
+
+# -- timed triggers while paused or draining, and on resume -------------------------------------
+
+
+NOON = """\
+schema_version: 1
+key: noon
+name: Noon digest
+record_type: contact
+owner: system
+timezone: Europe/Paris
+reentry: {{mode: always}}
+catch_up: {{mode: {mode}}}
+triggers:
+  - {{type: schedule, time: "12:00", query: clients}}
+steps:
+  - key: hello
+    actions: [{{type: history, message: "noon"}}]
+"""
+
+
+def _clients(ctx: Context, admin: Actor, *names: str) -> list[int]:
+    queries.save_query(
+        ctx,
+        admin,
+        name="clients",
+        record_type="contact",
+        filter={"all": [{"field": "status", "op": "=", "value": "client"}]},
+    )
+    return [
+        records.create_record(
+            ctx, admin, "contact", {"first_name": n, "last_name": "M", "status": "client"}
+        ).id
+        for n in names
+    ]
+
+
+def _next_at(ctx: Context, key: str) -> datetime:
+    with ctx.engine.connect() as conn:
+        value: datetime = conn.execute(
+            sa.select(trigger_schedules.c.next_at)
+            .join(flows_table, flows_table.c.id == trigger_schedules.c.flow_id)
+            .where(flows_table.c.key == key)
+        ).scalar_one()
+    return value
+
+
+def _entered_at(ctx: Context, record_id: int) -> list[datetime]:
+    with ctx.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(enrollments.c.entered_at).where(enrollments.c.record_id == record_id)
+            ).scalars()
+        )
+
+
+def _noon_paused_over_noon(ctx: Context, admin: Actor, clock: FrozenClock, mode: str) -> int:
+    """The noon flow (12:00 Paris = 11:00 UTC) paused from 10:00 to 15:00 Paris on 24 Nov, a
+    worker going by at 12:30: returns the client's id."""
+    [claire] = _clients(ctx, admin, "Claire")
+    clock.current = _at("2026-11-24T08:00:00+00:00")  # 09:00 Paris
+    flows.create_flow(ctx, admin, NOON.format(mode=mode))
+    flows.change_status(ctx, admin, "noon", A.START)
+    run_once(ctx)  # the worker schedules the trigger: today at 12:00 Paris
+    assert _next_at(ctx, "noon") == _at("2026-11-24T11:00:00+00:00")
+    clock.current = _at("2026-11-24T09:00:00+00:00")
+    flows.change_status(ctx, admin, "noon", A.PAUSE)
+    clock.current = _at("2026-11-24T11:30:00+00:00")
+    run_once(ctx)
+    # Nobody entered, Claire is told why, and the run is over: the next one is tomorrow.
+    assert _entered_at(ctx, claire) == []
+    [decision] = triggers.entry_decisions_for(ctx, admin, flow_key="noon")
+    assert (decision.record_id, decision.trigger) == (claire, "schedule")
+    assert decision.reason.startswith("flow paused")
+    assert _next_at(ctx, "noon") == _at("2026-11-25T11:00:00+00:00")
+    clock.current = _at("2026-11-24T14:00:00+00:00")  # 15:00 Paris: paused for 5 hours
+    flows.change_status(ctx, admin, "noon", A.RESUME)
+    return claire
+
+
+def test_a_paused_flow_s_schedule_enters_nobody_and_skip_missed_skips_the_run_at_resume(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    claire = _noon_paused_over_noon(ctx, admin, clock, "skip_missed")
+    assert _next_at(ctx, "noon") == _at("2026-11-25T11:00:00+00:00")
+    assert (
+        "1 timed trigger(s) missed a run, skipped"
+        in flows.flow_history(ctx, admin, "noon")[-1].note
+    )
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == []  # the missed noon run does not fire late
+    clock.current = _at("2026-11-25T11:00:00+00:00")
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == [clock()]
+
+
+def test_run_late_runs_the_schedule_missed_while_paused_once_at_the_resume(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    claire = _noon_paused_over_noon(ctx, admin, clock, "run_late")
+    resumed_at = clock()
+    assert _next_at(ctx, "noon") == resumed_at
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == [resumed_at]
+    assert _next_at(ctx, "noon") == _at("2026-11-25T11:00:00+00:00")
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == [resumed_at]  # once
+
+
+def test_shift_delays_runs_the_missed_schedule_as_late_as_the_pause_was_long(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    claire = _noon_paused_over_noon(ctx, admin, clock, "shift_delays")
+    shifted = _at("2026-11-24T16:00:00+00:00")  # 12:00 Paris + 5 hours
+    assert _next_at(ctx, "noon") == shifted
+    clock.current = shifted - timedelta(seconds=1)
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == []
+    clock.current = shifted
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == [shifted]
+
+
+def test_a_draining_flow_s_timed_triggers_say_flow_draining_per_record(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    claire, marc = _clients(ctx, admin, "Claire", "Marc")
+    clock.current = _at("2026-11-24T08:00:00+00:00")
+    flows.create_flow(ctx, admin, NOON.format(mode="run_late"))
+    flows.change_status(ctx, admin, "noon", A.START)
+    run_once(ctx)
+    flows.change_status(ctx, admin, "noon", A.DRAIN)
+    clock.current = _at("2026-11-24T11:00:00+00:00")
+    run_once(ctx)
+    assert _entered_at(ctx, claire) == [] and _entered_at(ctx, marc) == []
+    found = triggers.entry_decisions_for(ctx, admin, flow_key="noon")
+    assert sorted(d.record_id for d in found) == [claire, marc]
+    assert {d.reason.split(":")[0] for d in found} == {"flow draining"}
+    assert _next_at(ctx, "noon") == _at("2026-11-25T11:00:00+00:00")
+
+
+BIRTHDAY = """\
+schema_version: 1
+key: birthday
+name: Birthday
+record_type: contact
+owner: system
+timezone: Europe/Paris
+catch_up: {{mode: {mode}}}
+triggers:
+  - {{type: date_reached, field: birth_date, time: "09:00", ignore_year: true}}
+steps:
+  - key: wish
+    actions: [{{type: history, message: "Happy birthday"}}]
+"""
+
+
+@pytest.mark.parametrize("mode", ["run_late", "skip_missed"])
+def test_a_birthday_reached_while_paused_is_said_then_caught_up_by_the_policy(
+    ctx: Context, admin: Actor, clock: FrozenClock, mode: str
+) -> None:
+    flows.create_flow(ctx, admin, BIRTHDAY.format(mode=mode))
+    flows.change_status(ctx, admin, "birthday", A.START)
+    ana = records.create_record(
+        ctx, admin, "contact", {"first_name": "Ana", "last_name": "M", "birth_date": "1990-11-25"}
+    ).id
+    run_once(ctx)
+    flows.change_status(ctx, admin, "birthday", A.PAUSE)
+    clock.current = _at("2026-11-25T08:00:00+00:00")  # 09:00 Paris on Ana's birthday
+    run_once(ctx)
+    [decision] = triggers.entry_decisions_for(ctx, admin, record_id=ana)
+    assert (decision.trigger, decision.reason.split(":")[0]) == ("date_reached", "flow paused")
+    clock.current = _at("2026-11-26T10:00:00+00:00")
+    flows.change_status(ctx, admin, "birthday", A.RESUME)
+    run_once(ctx)
+    if mode == "run_late":
+        assert history(ctx, ana) == ["Happy birthday"]  # late, at the resume
+        assert _entered_at(ctx, ana) == [clock()]
+    else:
+        assert history(ctx, ana) == []  # skipped: the day passed while paused
+    assert len(triggers.entry_decisions_for(ctx, admin, record_id=ana)) == 1

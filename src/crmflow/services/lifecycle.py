@@ -41,7 +41,6 @@ import sqlalchemy as sa
 
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition, FlowStatus
-from crmflow.engine.definition.timing import AtTimeTiming, DateTiming, EventTiming
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.runtime import EnrollmentState, RecordChanged, RecordSnapshot, StepRunLog
 from crmflow.engine.transition import Outcome, cancel, move_to, resume_recheck
@@ -54,7 +53,8 @@ from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
 from crmflow.services.records import OWNER_KEY
 from crmflow.services.triggers.change_feed import FEED
-from crmflow.services.triggers.record_changes import Change
+from crmflow.services.triggers.record_changes import Change, hears_changes
+from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
@@ -242,9 +242,19 @@ class _Thawed:
     restarted: int = 0
     moved: int = 0
     ended: int = 0
+    triggers: int = 0  # timed triggers (schedules, dates reached) with a run in the freeze
 
     def note(self, policy: str, version: int) -> str:
         parts = []
+        if self.triggers:
+            what = {
+                "run_late": "it runs once now",
+                "skip_missed": "skipped to the next run",
+                "shift_delays": "shifted by the pause",
+            }[policy]
+            parts.append(
+                f"catch-up {policy}: {self.triggers} timed trigger(s) missed a run, {what}"
+            )
         if self.changed:
             parts.append(
                 f"{self.changed} record(s) changed while frozen looked at again "
@@ -326,22 +336,8 @@ def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> 
     return enrollments.c.due_at.is_not(None)
 
 
-def _moved_by_changes(definition: FlowDefinition) -> bool:
-    """Whether a change of a record (other than its deletion) can move it in this flow: a goal,
-    a wait step, a step timed by an event, by a date field or in a zone the record holds."""
-    if definition.goal:
-        return True
-    for step in definition.steps:
-        timing = step.timing
-        if step.type == "wait" or isinstance(timing, EventTiming | DateTiming):
-            return True
-        if isinstance(timing, AtTimeTiming) and timing.zone_field:
-            return True
-    return False
-
-
 def _unheard(
-    conn: sa.Connection, record_type: str, paused_at: datetime, *, moved_by_changes: bool
+    conn: sa.Connection, record_type: str, paused_at: datetime, *, hears: bool
 ) -> sa.Select[Any]:
     """The changes the frozen flow did not hear: made since the freeze and already passed by the
     change feed (which skips frozen flows). Those the feed has not reached yet it delivers after
@@ -356,7 +352,7 @@ def _unheard(
         record_changes.c.at >= paused_at,
         record_changes.c.id <= int(position or 0),
     )
-    if not moved_by_changes:
+    if not hears:
         query = query.where(record_changes.c.kind == "deleted")  # it ends them in any flow
     return query
 
@@ -436,7 +432,7 @@ def _thaw(
     types = catalog_in(conn)
     thawed = _Thawed()
     unheard = (
-        _unheard(conn, new.record_type, paused_at, moved_by_changes=_moved_by_changes(new))
+        _unheard(conn, new.record_type, paused_at, hears=hears_changes(new))
         if paused_at is not None
         else None
     )
@@ -550,6 +546,8 @@ def _thaw(
             if outcome.state != row.state:
                 writes.add(row.state, outcome.state, row.record_id, flow.key)
         writes.write(conn, ctx, actor, now)
+    if paused_at is not None:
+        thawed.triggers = catch_up_schedules(conn, ctx, flow.id, new, paused_at=paused_at, now=now)
     repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
     return thawed.note(policy, version)
 

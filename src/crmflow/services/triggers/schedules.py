@@ -1,6 +1,15 @@
 """Schedules and dates reached: `trigger_schedules` holds the next run of each `schedule` and
 `date_reached` trigger of every active flow; each run enters the records the trigger selects
-then, set-based, and sets the next run."""
+then, set-based, and sets the next run.
+
+A run that comes while the flow is paused or draining enters nobody: each record it selects
+gets the entry decision "flow paused" / "flow draining" (one row per record, written set-based,
+like every other refusal: "why did Claire not get her birthday email" is answered on her record),
+and the next run is set as usual. When a paused (or archived) flow resumes, `catch_up_schedules`
+applies its catch-up policy to the runs that fell in the pause: run_late runs once at the resume
+(a date trigger then looks at the dates reached during the pause, at most a week of them);
+skip_missed goes on with the next run after the resume; shift_delays runs the first missed run
+as late as the pause was long."""
 
 from __future__ import annotations
 
@@ -19,20 +28,22 @@ from crmflow.engine.recordtypes import FieldType, RecordType, format_datetime
 from crmflow.engine.timing import date_trigger_due, next_daily_at, schedule_due
 from crmflow.services.context import Context
 from crmflow.services.enrollments import definitions_cache
-from crmflow.services.entry import FlowRef, flow_zone
+from crmflow.services.entry import FlowRef, admission_refusal, flow_zone
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog_in
 from crmflow.services.triggers.start_lists import enter_records, enter_selected, flow_ref
 from crmflow.store import enrollments as repo
-from crmflow.store.schema import flows, records, trigger_schedules
+from crmflow.store.schema import entry_decisions, flows, records, trigger_schedules
+from crmflow.store.types import UTCDateTime
 
-__all__ = ["fire_due_triggers"]
+__all__ = ["catch_up_schedules", "fire_due_triggers"]
 
 
 _TIMED_TRIGGERS = frozenset({"schedule", "date_reached"})
 _MAX_CATCH_UP = timedelta(days=7)  # date triggers missed while no worker ran: at most this far
 _DATETIME_POLL = timedelta(minutes=5)  # date-time fields without `time`: how often to look
 _META_DATES = ("created_at", "updated_at")
+_HEARING = ("active", "paused", "draining")  # whose timed triggers run (the last two refuse)
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -130,7 +141,8 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
     """Run the schedule and date_reached triggers of active flows that are due at `now`, and
     set their next runs; how many ran. A daily schedule whose runs were missed (no worker was
     running) runs once, not once per missed day; a date trigger catches up the days it missed
-    (up to a week), since each day has other records due."""
+    (up to a week), since each day has other records due. A paused or draining flow's run
+    enters nobody and says so for each record it selects."""
     at = now or ctx.now()
     with ctx.engine.begin() as conn:
         _sync_schedules(conn, ctx, now=at)
@@ -139,7 +151,7 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
             .where(trigger_schedules.c.next_at <= at)
             .where(
                 trigger_schedules.c.flow_id.in_(
-                    sa.select(flows.c.id).where(flows.c.status == "active")
+                    sa.select(flows.c.id).where(flows.c.status.in_(_HEARING))
                 )
             )
             .order_by(trigger_schedules.c.next_at)
@@ -156,9 +168,13 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
             zone = flow_zone(ctx, flow.definition)
             trigger = flow.definition.triggers[row.trigger_index]
             polls = False
+            refusal = admission_refusal(flow.status)
             if isinstance(trigger, ScheduleTrigger):
                 ids = matching_ids(ctx, conn, trigger.query, now=at, zone=zone).subquery("ids")
-                enter_selected(conn, ctx, flow, ids, trigger="schedule", now=at)
+                if refusal is not None:
+                    _refuse(conn, flow.id, sa.select(ids.c.id), "schedule", refusal, now=at)
+                else:
+                    enter_selected(conn, ctx, flow, ids, trigger="schedule", now=at)
             elif isinstance(trigger, DateReachedTrigger):
                 polls = _is_datetime_field(flow.definition, trigger, types)
                 since = max(
@@ -166,7 +182,11 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
                     at - _MAX_CATCH_UP,
                 )
                 reached = _dates_reached(conn, flow, trigger, since=since, until=at, zone=zone)
-                enter_records(conn, ctx, flow, reached, trigger="date_reached", now=at)
+                if refusal is not None:
+                    found = sa.select(records.c.id).where(records.c.id.in_(reached))
+                    _refuse(conn, flow.id, found, "date_reached", refusal, now=at)
+                else:
+                    enter_records(conn, ctx, flow, reached, trigger="date_reached", now=at)
             updates.append(
                 {
                     "f": row.flow_id,
@@ -185,6 +205,82 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
             updates,
         )
     return len(due)
+
+
+def _refuse(
+    conn: sa.Connection,
+    flow_id: int,
+    selected: sa.Select[Any],
+    trigger: str,
+    reason: str,
+    *,
+    now: datetime,
+) -> None:
+    """Each record of `selected` (one id column) gets the entry decision `reason`, in one
+    `INSERT ... SELECT`."""
+    at = sa.bindparam(None, now, type_=UTCDateTime())
+    ids = selected.subquery("refused")
+    conn.execute(
+        entry_decisions.insert().from_select(
+            ["flow_id", "record_id", "trigger", "reason", "at"],
+            sa.select(sa.literal(flow_id), ids.c[0], sa.literal(trigger), sa.literal(reason), at),
+        )
+    )
+
+
+def catch_up_schedules(
+    conn: sa.Connection,
+    ctx: Context,
+    flow_id: int,
+    definition: FlowDefinition,
+    *,
+    paused_at: datetime,
+    now: datetime,
+) -> int:
+    """On resume after a freeze from `paused_at`, set the next run of each timed trigger of
+    `definition` (the version the flow resumes on) by its catch-up policy, when a run fell in
+    the freeze: run_late, once now; skip_missed, the next run after now; shift_delays, the first
+    missed run moved by the length of the freeze. A date trigger's next run then looks at the
+    dates reached since the freeze began (run_late, shift_delays) or since now (skip_missed).
+    How many triggers had a missed run."""
+    query = sa.select(trigger_schedules.c.trigger_index)
+    rows = conn.execute(query.where(trigger_schedules.c.flow_id == flow_id)).scalars().all()
+    mode = definition.catch_up.mode
+    zone = flow_zone(ctx, definition)
+    types: dict[str, RecordType] | None = None
+    paused_at, now = as_utc(paused_at), as_utc(now)
+    updates: list[dict[str, Any]] = []
+    for index in rows:
+        if index >= len(definition.triggers):
+            continue  # the new version has no such trigger: the next sync removes the row
+        trigger = definition.triggers[index]
+        if trigger.type not in _TIMED_TRIGGERS:
+            continue
+        polls = False
+        if isinstance(trigger, DateReachedTrigger):
+            types = types if types is not None else catalog_in(conn)
+            polls = _is_datetime_field(definition, trigger, types)
+        missed = _next_run(trigger, after=paused_at, zone=zone, polls=polls)
+        if missed is None or missed > now:
+            continue  # no run fell in the pause: the next one stands
+        if mode == "skip_missed":
+            next_at, since = _next_run(trigger, after=now, zone=zone, polls=polls), now
+        elif mode == "shift_delays":
+            next_at, since = missed + (now - paused_at), paused_at
+        else:
+            next_at, since = now, paused_at
+        updates.append({"i": index, "n": next_at, "l": since})
+    if updates:
+        conn.execute(
+            trigger_schedules.update()
+            .where(
+                trigger_schedules.c.flow_id == flow_id,
+                trigger_schedules.c.trigger_index == sa.bindparam("i"),
+            )
+            .values(next_at=sa.bindparam("n"), last_at=sa.bindparam("l")),
+            updates,
+        )
+    return len(updates)
 
 
 def _field_text(conn: sa.Connection, key: str) -> sa.ColumnElement[Any]:
