@@ -13,6 +13,7 @@ from crmflow import __version__
 from crmflow.api import (
     enrollments,
     flows,
+    hooks,
     meta,
     queries,
     record_groups,
@@ -35,7 +36,8 @@ def create_app(ctx: Context) -> FastAPI:
         version=__version__,
         description=(
             "Process automation for CRMs. Every call needs `Authorization: Bearer <token>` "
-            "(POST /api/auth/token exchanges a username and password for one)."
+            "(POST /api/auth/token exchanges a username and password for one); an inbound webhook "
+            "(POST /hooks/{key}) whose trigger has a secret takes signed calls instead."
         ),
         # The stock /docs page loads Swagger UI from a CDN; ours serves the vendored copy.
         docs_url=None,
@@ -69,6 +71,7 @@ def create_app(ctx: Context) -> FastAPI:
         flows,
         enrollments,
         triggers,
+        hooks,
     ):
         app.include_router(module.router)
     return app

@@ -1,0 +1,71 @@
+"""Inbound webhooks: `POST /hooks/{key}` starts the flows whose `webhook` trigger has that key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from crmflow.api.deps import ServiceContext
+from crmflow.services import webhooks_in
+
+router = APIRouter(tags=["hooks"])
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="For a hook whose trigger has no secret: an API token of a user who can see "
+    "the flow",
+)
+
+_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The record to start the flows for: by id, or the one record whose fields "
+    "equal `match` (of `record_type`, which may be left out when the hook's flows share one).",
+    "properties": {
+        "record_id": {"type": "integer"},
+        "record_type": {"type": "string"},
+        "match": {"type": "object", "additionalProperties": True},
+    },
+    "examples": [{"record_id": 123}, {"record_type": "contact", "match": {"email": "a@b.org"}}],
+}
+
+
+async def _body(request: Request) -> bytes:
+    """The body exactly as sent: the signature is computed over these bytes."""
+    return await request.body()
+
+
+@router.post(
+    "/hooks/{key}",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
+    responses={
+        401: {"description": "Not signed, badly signed, too old, or no API token: says which"},
+        404: {"description": "No started flow you may call has this hook key, or no record"},
+        409: {"description": "Several records match"},
+    },
+)
+def receive_hook(
+    ctx: ServiceContext,
+    key: str,
+    body: Annotated[bytes, Depends(_body)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    webhook_id: Annotated[
+        str | None, Header(description="Standard Webhooks: the call's id")
+    ] = None,
+    webhook_timestamp: Annotated[
+        str | None, Header(description="Standard Webhooks: Unix seconds when signed")
+    ] = None,
+    webhook_signature: Annotated[
+        str | None, Header(description="Standard Webhooks: `v1,<base64 HMAC-SHA256>`")
+    ] = None,
+) -> dict[str, Any]:
+    """Start, for the record the body names, every started flow whose `webhook` trigger has
+    this key: signed (Standard Webhooks) when the trigger has a `secret`, else with an API token.
+    Answers, per flow, the run the record entered or why it did not (paused, draining, entry
+    condition false, re-entry policy, loop guard)."""
+    signature = webhooks_in.Signature(webhook_id, webhook_timestamp, webhook_signature)
+    token = credentials.credentials if credentials is not None else None
+    return webhooks_in.receive_hook(ctx, key, body, signature=signature, token=token).as_dict()

@@ -1,0 +1,514 @@
+"""Inbound webhooks: a call to `POST /hooks/<key>` starts, for the record it names, every started
+flow whose `webhook` trigger has that key.
+
+Who may call: a flow whose trigger has a `secret` takes calls signed the Standard Webhooks way
+(headers `webhook-id`, `webhook-timestamp`, `webhook-signature`: `v1,` and the base64 HMAC-SHA256
+of `<id>.<timestamp>.<body>` under the secret; a `whsec_<base64>` secret is the bytes it encodes,
+any other secret its UTF-8 bytes; the timestamp within 5 minutes of now, by the context's clock).
+A flow whose trigger has no secret takes calls with an API token (`Authorization: Bearer`) of a
+user who can see the flow, as a manual start does: an unsigned hook is never open to the world.
+A call starts the flows it is authenticated for; the others it is not told about.
+
+What a start does: the same rules as every path into a flow (`services.entry`), in the same order
+as a manual start (`enrollments.start_record`, whose building blocks this calls): the flow must
+admit records (paused, draining: refused, with the reason), the record's type must be the
+flow's, the loop guard, the re-entry policy, the entry condition. A record that enters has its
+first steps run at once; one that does not leaves the reason on the record's history and in the
+flow's not-entered list (trigger 'webhook'). The answer gives, per flow, entered or why not.
+
+The body names the record: `{"record_id": 123}`, or `{"record_type": "contact", "match":
+{"email": "a@b.org"}}` (every field equal; exactly one record must match). Other keys are
+ignored, so a sender may post its own payload as long as it carries one of these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from crmflow.engine.definition import FlowDefinition, WebhookTrigger
+from crmflow.engine.querylang import check_filter, parse_filter
+from crmflow.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    Problem,
+)
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
+from crmflow.services.effects import loop_guard_tripped
+from crmflow.services.enrollments import definitions_cache, move_batch, trip_loop_guard
+from crmflow.services.entry import (
+    Decision,
+    admission_refusal,
+    condition_refusal,
+    flow_zone,
+    reentry_refusal_of,
+    write_decisions,
+)
+from crmflow.services.flow_access import can_see_flow
+from crmflow.services.record_types import catalog_in, record_type_in
+from crmflow.store import enrollments as repo
+from crmflow.store.querysql import filter_clause
+from crmflow.store.schema import enrollments, flows, record_history, records
+
+__all__ = [
+    "SIGNATURE_TOLERANCE",
+    "HookResult",
+    "HookStart",
+    "Signature",
+    "receive_hook",
+    "sign",
+]
+
+SIGNATURE_TOLERANCE = timedelta(minutes=5)
+TRIGGER = "webhook"  # the trigger named in the not-entered list
+# Started flows: an active one admits records, a paused or draining one refuses with its reason.
+_STARTED = ("active", "paused", "draining")
+_SECRET_PREFIX = "whsec_"
+
+HOW_TO_SIGN = (
+    "sign each call the Standard Webhooks way: header webhook-id (a unique id for the call), "
+    "webhook-timestamp (the Unix time in seconds when it is sent) and webhook-signature "
+    "'v1,<base64 of HMAC-SHA256 over \"<webhook-id>.<webhook-timestamp>.<body>\">', keyed with "
+    "the flow's secret (a whsec_ secret: the bytes of the base64 after 'whsec_'; any other: its "
+    "UTF-8 bytes); see 'webhook' in docs/flows.md"
+)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The Standard Webhooks headers of a call, as received (None: absent)."""
+
+    id: str | None = None
+    timestamp: str | None = None
+    signature: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return any((self.id, self.timestamp, self.signature))
+
+
+@dataclass(frozen=True)
+class HookStart:
+    """What the call did in one flow: the record entered (its run) or the reason it did not."""
+
+    flow: str
+    entered: bool
+    reason: str | None = None
+    enrollment_id: int | None = None
+    status: str | None = None  # of the run: active, waiting, finished, ...
+    step: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.entered:
+            return {
+                "flow": self.flow,
+                "entered": True,
+                "run": {"id": self.enrollment_id, "status": self.status, "step": self.step},
+            }
+        return {"flow": self.flow, "entered": False, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class HookResult:
+    key: str
+    record_id: int
+    record_type: str
+    flows: list[HookStart]
+
+    @property
+    def entered(self) -> int:
+        return sum(1 for f in self.flows if f.entered)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hook": self.key,
+            "record_id": self.record_id,
+            "record_type": self.record_type,
+            "entered": self.entered,
+            "flows": [f.as_dict() for f in self.flows],
+            "runs": f"/api/records/{self.record_type}/{self.record_id}/runs",
+        }
+
+
+@dataclass(frozen=True)
+class _HookFlow:
+    row: sa.Row[Any]  # of `flows`
+    definition: FlowDefinition
+    secret: str | None
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+
+def _webhook(secret: str) -> Webhook | None:
+    """The signer for a trigger's secret, or None when the secret cannot be one (a whsec_
+    secret that is not base64, or empty)."""
+    try:
+        key: str | bytes = secret if secret.startswith(_SECRET_PREFIX) else secret.encode()
+        return Webhook(key)
+    except (ValueError, EmptyWebhookSecretError):  # binascii.Error is a ValueError
+        return None
+
+
+def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> str:
+    """The `webhook-signature` value a sender puts on `body` (for tests and examples)."""
+    signer = _webhook(secret)
+    if signer is None:
+        raise InvalidInputError("the secret", [Problem("secret", "not a usable webhook secret")])
+    # The library reads the datetime's fields as UTC: give it UTC.
+    at = timestamp.astimezone(UTC)
+    return signer.sign(msg_id=msg_id, timestamp=at, data=body.decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class _Signed:
+    id: str
+    at: datetime
+    signatures: list[bytes]  # the v1 signatures the call carries
+
+
+def _read_signature(signature: Signature, *, now: datetime) -> _Signed:
+    """The call's signature headers checked for form and time (not yet against a secret)."""
+    missing = [
+        name
+        for name, value in (
+            ("webhook-id", signature.id),
+            ("webhook-timestamp", signature.timestamp),
+            ("webhook-signature", signature.signature),
+        )
+        if not value
+    ]
+    if missing:
+        raise AuthenticationError(
+            f"this hook takes signed calls only, and the call has no {', '.join(missing)} "
+            f"header; {HOW_TO_SIGN}"
+        )
+    assert signature.id and signature.timestamp and signature.signature
+    try:
+        at = datetime.fromtimestamp(int(signature.timestamp.strip()), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise AuthenticationError(
+            f"webhook-timestamp must be the Unix time in seconds (e.g. {int(now.timestamp())}), "
+            f"not {signature.timestamp!r}; {HOW_TO_SIGN}"
+        ) from None
+    if at < now - SIGNATURE_TOLERANCE:
+        raise AuthenticationError(
+            f"webhook-timestamp {signature.timestamp} is {_age(now - at)} old: a signed call is "
+            f"taken for {_age(SIGNATURE_TOLERANCE)} after it is signed (sign each call when it "
+            f"is sent, with the current time; check the sender's clock)"
+        )
+    if at > now + SIGNATURE_TOLERANCE:
+        raise AuthenticationError(
+            f"webhook-timestamp {signature.timestamp} is {_age(at - now)} in the future: more "
+            f"than {_age(SIGNATURE_TOLERANCE)} ahead of this server's clock (check the sender's "
+            "clock)"
+        )
+    found: list[bytes] = []
+    for part in signature.signature.split():
+        version, _, value = part.partition(",")
+        if version != "v1" or not value:
+            continue
+        try:
+            found.append(base64.b64decode(value, validate=True))
+        except binascii.Error:
+            continue
+    if not found:
+        raise AuthenticationError(
+            f"webhook-signature holds no v1 signature (expected 'v1,<base64>', several separated "
+            f"by spaces), got {signature.signature[:80]!r}; {HOW_TO_SIGN}"
+        )
+    return _Signed(signature.id, at, found)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 7200:
+        return f"{seconds // 60} minutes"
+    return f"{seconds // 3600} hours"
+
+
+def _signed_with(secret: str, signed: _Signed, body: str) -> bool:
+    signer = _webhook(secret)
+    if signer is None:
+        return False
+    expected = base64.b64decode(signer.sign(signed.id, signed.at, body).partition(",")[2])
+    return any(hmac.compare_digest(expected, s) for s in signed.signatures)
+
+
+# -- the call ------------------------------------------------------------------------------------
+
+
+def _hook_flows(ctx: Context, key: str) -> list[_HookFlow]:
+    """The started flows with a webhook trigger `key`, by flow key (their current version)."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(flows).where(flows.c.status.in_(_STARTED)).order_by(flows.c.key)
+        ).all()
+        infos = repo.load_flows(
+            conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx)
+        )
+    found: list[_HookFlow] = []
+    for r in rows:
+        info = infos.get((r.id, r.current_version))
+        if info is None:
+            continue
+        trigger = _trigger(info.definition, key)
+        if trigger is not None:
+            found.append(_HookFlow(r, info.definition, trigger.secret or None))
+    return found
+
+
+def _trigger(definition: FlowDefinition, key: str) -> WebhookTrigger | None:
+    return next(
+        (t for t in definition.triggers if isinstance(t, WebhookTrigger) and t.key == key), None
+    )
+
+
+def receive_hook(
+    ctx: Context,
+    key: str,
+    body: bytes,
+    *,
+    signature: Signature,
+    token: str | None,
+) -> HookResult:
+    """Start the flows of hook `key` for the record `body` names (see the module's text).
+
+    Raises AuthenticationError (401) when the call is authenticated for none of them, saying what
+    is wrong and how to sign; NotFoundError (404) when no started flow that the caller may call
+    has the key, or no record matches; ConflictError (409) when several records match;
+    InvalidInputError (422) for a body that names no record."""
+    now = ctx.now()
+    hooked = _hook_flows(ctx, key)
+    nowhere = NotFoundError(
+        f"no started flow has a webhook trigger with key {key!r} "
+        "(a draft or archived flow takes no calls; see `crmflow flows list`)"
+    )
+    if not hooked:
+        raise nowhere
+    signed_flows = [f for f in hooked if f.secret]
+    open_flows = [f for f in hooked if not f.secret]
+
+    targets: list[tuple[_HookFlow, Actor]] = []
+    refused_signature: AuthenticationError | None = None
+    if signed_flows and signature.present:
+        try:
+            signed = _read_signature(signature, now=now)
+            text = _utf8(body)
+            system = users.ensure_system_user(ctx)
+            targets += [
+                (f, system) for f in signed_flows if _signed_with(f.secret or "", signed, text)
+            ]
+        except AuthenticationError as exc:
+            refused_signature = exc
+        else:
+            if not targets:
+                refused_signature = AuthenticationError(
+                    "webhook-signature matches no secret of this hook: sign the body exactly as "
+                    f"it is sent, with the flow's secret; {HOW_TO_SIGN}"
+                )
+    actor: Actor | None = None
+    if open_flows and token:
+        actor = users.authenticate_token(ctx, token)
+        with ctx.engine.connect() as conn:
+            targets += [(f, actor) for f in open_flows if can_see_flow(conn, actor, f.row)]
+    if not targets:
+        if refused_signature is not None:
+            raise refused_signature
+        if signed_flows:
+            _read_signature(signature, now=now)  # unsigned: raises, naming the missing headers
+        if actor is not None:
+            raise nowhere  # a private flow is not there for those who cannot see it
+        raise AuthenticationError(
+            "this hook needs `Authorization: Bearer <token>`: an API token of a user who can see "
+            "the flow (POST /api/auth/token or `crmflow users token USERNAME`); to call it "
+            "without a token, give its trigger a `secret` and sign the calls"
+        )
+
+    record_id, record_type = _record_named(ctx, body, [f for f, _ in targets], now=now)
+    targets.sort(key=lambda t: str(t[0].row.key))
+    started = [_start(ctx, actor_, f, key, record_id) for f, actor_ in targets]
+    return HookResult(key, record_id, record_type, started)
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(
+            "the call", [Problem("body", "is not UTF-8 text", 'send JSON: {"record_id": 123}')]
+        ) from None
+
+
+_BODY_HINT = '{"record_id": 123} or {"record_type": "contact", "match": {"email": "a@b.org"}}'
+
+
+def _record_named(
+    ctx: Context, body: bytes, targets: Sequence[_HookFlow], *, now: datetime
+) -> tuple[int, str]:
+    """The record the body names, with its type: by id, or the one record matching fields."""
+    try:
+        data = json.loads(_utf8(body)) if body.strip() else None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            "the call", [Problem("body", f"is not JSON: {exc.msg} at {exc.pos}", _BODY_HINT)]
+        ) from None
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(
+            "the call", [Problem("body", "must be a JSON object naming the record", _BODY_HINT)]
+        )
+    record_id = data.get("record_id")
+    match = data.get("match")
+    if record_id is not None and match is not None:
+        raise InvalidInputError(
+            "the call", [Problem("match", "give record_id or match, not both", _BODY_HINT)]
+        )
+    if record_id is not None:
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise InvalidInputError(
+                "the call", [Problem("record_id", f"must be a whole number, not {record_id!r}")]
+            )
+        with ctx.engine.connect() as conn:
+            found = conn.execute(sa.select(records.c.type).where(records.c.id == record_id))
+            rtype = found.scalar_one_or_none()
+        if rtype is None:
+            raise NotFoundError(f"no record with id {record_id}")
+        return record_id, str(rtype)
+    if match is None:
+        raise InvalidInputError(
+            "the call", [Problem("record_id", "the body names no record", _BODY_HINT)]
+        )
+    if not isinstance(match, Mapping) or not match:
+        raise InvalidInputError(
+            "the call",
+            [Problem("match", "must be an object of field: value, at least one", _BODY_HINT)],
+        )
+    return _matching_record(ctx, data.get("record_type"), match, targets, now=now)
+
+
+def _matching_record(
+    ctx: Context,
+    record_type: object,
+    match: Mapping[str, Any],
+    targets: Sequence[_HookFlow],
+    *,
+    now: datetime,
+) -> tuple[int, str]:
+    if record_type is None:
+        types = sorted({f.definition.record_type for f in targets})
+        if len(types) != 1:
+            raise InvalidInputError(
+                "the call",
+                [Problem("record_type", "say which record type to match", ", ".join(types))],
+            )
+        record_type = types[0]
+    if not isinstance(record_type, str):
+        raise InvalidInputError(
+            "the call", [Problem("record_type", f"must be a text, not {record_type!r}")]
+        )
+    conditions = [{"field": k, "op": "=", "value": v} for k, v in match.items()]
+    with ctx.engine.connect() as conn:
+        rtype = record_type_in(conn, record_type)
+        try:
+            checked = check_filter(parse_filter({"all": conditions}, path="match"), rtype)
+        except InvalidInputError as exc:
+            raise InvalidInputError("the call's match", exc.problems) from None
+        where = filter_clause(checked, dialect=conn.dialect.name, now=now, zone=ctx.zone)
+        ids = conn.execute(sa.select(records.c.id).where(where).order_by(records.c.id).limit(2))
+        found = [int(i) for i in ids.scalars()]
+    said = " and ".join(f"{k} = {v!r}" for k, v in match.items())
+    if not found:
+        raise NotFoundError(f"no {record_type} record has {said}")
+    if len(found) > 1:
+        raise ConflictError(
+            f"more than one {record_type} record has {said} (records {found[0]}, {found[1]}, "
+            "...): name the record by record_id, or match on a field that is unique"
+        )
+    return found[0], record_type
+
+
+def _start(ctx: Context, actor: Actor, hook: _HookFlow, key: str, record_id: int) -> HookStart:
+    """Start one flow for the record, by the rules and in the order of a manual start."""
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        # Locking the flow row serialises starts of one flow, so a record cannot enter twice.
+        flow = conn.execute(
+            sa.select(flows).where(flows.c.id == hook.row.id).with_for_update()
+        ).first()
+        if flow is None:
+            return HookStart(str(hook.row.key), False, "the flow was deleted")
+        [info] = repo.load_flows(
+            conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
+        ).values()
+        definition = info.definition
+        refusal = admission_refusal(flow.status)
+        if refusal is None and _trigger(definition, key) is None:
+            refusal = f"the flow's current version has no webhook trigger with key {key!r}"
+        rtype = conn.execute(
+            sa.select(records.c.type).where(records.c.id == record_id)
+        ).scalar_one_or_none()
+        if refusal is None and rtype is None:
+            refusal = "the record was deleted"
+        if refusal is None and rtype != definition.record_type:
+            refusal = f"the flow runs on {definition.record_type} records, not {rtype}"
+        if refusal is None and loop_guard_tripped(conn, flow.id, record_id, now=now):
+            refusal = trip_loop_guard(
+                conn,
+                flow_id=flow.id,
+                flow_key=flow.key,
+                flow_version=flow.current_version,
+                controller=definition.controller,
+                record_id=record_id,
+                told=None if actor.username == users.SYSTEM_USERNAME else actor.username,
+                now=now,
+            )
+        elif refusal is None:
+            refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
+            if refusal is None:
+                snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
+                zone = flow_zone(ctx, definition)
+                refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
+            if refusal is None:
+                eid = repo.insert_enrollment(
+                    conn,
+                    flow_id=flow.id,
+                    flow_version=flow.current_version,
+                    record_id=record_id,
+                    now=now,
+                    due_at=now,
+                )
+                move_batch(conn, ctx, actor, repo.lock(conn, [eid], owner=None), now=now)
+                repo.notify_due(conn)
+                run = conn.execute(
+                    sa.select(enrollments.c.status, enrollments.c.step_key).where(
+                        enrollments.c.id == eid
+                    )
+                ).one()
+                return HookStart(flow.key, True, None, eid, run.status, run.step_key)
+        assert refusal is not None
+        if rtype is not None:
+            by = "signed call" if actor.username == users.SYSTEM_USERNAME else actor.username
+            conn.execute(
+                record_history.insert().values(
+                    record_id=record_id,
+                    message=f"not entered in flow {flow.key!r} (webhook {key!r}, {by}): {refusal}",
+                    at=now,
+                )
+            )
+            write_decisions(conn, [Decision(flow.id, record_id, TRIGGER, refusal)], now=now)
+    return HookStart(flow.key, False, refusal)

@@ -1,0 +1,301 @@
+"""Inbound webhooks over HTTP: `POST /hooks/<key>` starts flows for a record, signed the Standard
+Webhooks way or with an API token, on SQLite and PostgreSQL (FastAPI's TestClient)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crmflow.api.app import create_app
+from crmflow.services import users, webhooks_in
+from crmflow.services.context import Actor, Context
+from tests.conftest import FrozenClock, make_user
+
+SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes!!!!").decode()
+
+
+def _flow(
+    key: str,
+    hook: str,
+    *,
+    secret: str | None = SECRET,
+    extra: str = "",
+    record_type: str = "contact",
+) -> str:
+    secret_line = f"\n    secret: {secret}" if secret else ""
+    return f"""\
+schema_version: 1
+key: {key}
+name: {key}
+record_type: {record_type}
+reentry: {{mode: always}}
+{extra}triggers:
+  - type: webhook
+    key: {hook}{secret_line}
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Hooked {{{{ record.first_name }}}}"
+  - key: later
+    timing: {{type: after, amount: 1, unit: days}}
+    actions:
+      - type: history
+        message: "A day later"
+"""
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with TestClient(create_app(ctx)) as test_client:
+        yield test_client
+
+
+def _auth(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
+
+
+@pytest.fixture
+def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
+    return _auth(ctx, admin, admin.username)
+
+
+def _start(client: TestClient, as_admin: dict[str, str], text: str, key: str) -> None:
+    yaml = {**as_admin, "Content-Type": "application/yaml"}
+    created = client.post("/api/flows", content=text, headers=yaml)
+    assert created.status_code == 201, created.text
+    started = client.post(f"/api/flows/{key}/start", headers=as_admin)
+    assert started.status_code == 200, started.text
+
+
+def _contact(client: TestClient, as_admin: dict[str, str], name: str = "Ana", **data: Any) -> int:
+    body = {"first_name": name, "last_name": "Pop", "email": f"{name.lower()}@example.org", **data}
+    created = client.post("/api/records/contact", json={"data": body}, headers=as_admin)
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
+def _signed(
+    ctx: Context, body: dict[str, Any], *, secret: str = SECRET, age: timedelta = timedelta(0)
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers a Standard Webhooks sender sends, computed here by hand (as the
+    docs show), not by crmflow's own code."""
+    raw = json.dumps(body).encode()
+    msg_id = "msg_2mAuWq0BzY"
+    timestamp = str(int((ctx.now() - age).timestamp()))
+    key = (
+        base64.b64decode(secret.removeprefix("whsec_"))
+        if secret.startswith("whsec_")
+        else (secret.encode())
+    )
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + raw, hashlib.sha256).digest()
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+    return raw, headers
+
+
+def test_a_signed_call_enters_the_record_and_runs_its_first_step(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    raw, headers = _signed(ctx, {"record_id": rid})
+    answer = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["entered"] == 1
+    [flow] = result["flows"]
+    assert flow["flow"] == "onboard" and flow["entered"] is True
+    assert flow["run"]["step"] == "later" and flow["run"]["status"] == "active"
+    runs = client.get(result["runs"], headers=as_admin).json()
+    [run] = runs["flows"]
+    assert run["flow"] == "onboard"
+    assert [(r["step"], r["status"]) for r in run["step_runs"]] == [("note", "done")]
+    assert any("Hooked Ana" in h["message"] for h in runs["history"])
+    # crmflow's own helper signs the same way as a sender does by hand.
+    again = {
+        **headers,
+        "webhook-signature": webhooks_in.sign(SECRET, headers["webhook-id"], ctx.now(), raw),
+    }
+    assert client.post("/hooks/new-signup", content=raw, headers=again).json()["entered"] == 1
+
+
+def test_a_raw_secret_and_a_match_on_a_field_name_the_record(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    _start(client, as_admin, _flow("raw", "by-email", secret="not-base64 at all"), "raw")
+    rid = _contact(client, as_admin, "Ioana")
+    _contact(client, as_admin, "Mihai")
+    body = {"record_type": "contact", "match": {"email": "ioana@example.org"}}
+    raw, headers = _signed(ctx, body, secret="not-base64 at all")
+    answer = client.post("/hooks/by-email", content=raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["record_id"] == rid and answer.json()["entered"] == 1
+
+    raw, headers = _signed(
+        ctx, {"match": {"email": "nobody@example.org"}}, secret="not-base64 at all"
+    )
+    nobody = client.post("/hooks/by-email", content=raw, headers=headers)
+    assert nobody.status_code == 404
+    assert "no contact record has email = 'nobody@example.org'" in nobody.json()["message"]
+
+    raw, headers = _signed(ctx, {"match": {"last_name": "Pop"}}, secret="not-base64 at all")
+    several = client.post("/hooks/by-email", content=raw, headers=headers)
+    assert several.status_code == 409
+    assert "more than one contact record" in several.json()["message"]
+
+    raw, headers = _signed(ctx, {"match": {"emial": "x"}}, secret="not-base64 at all")
+    unknown = client.post("/hooks/by-email", content=raw, headers=headers)
+    assert unknown.status_code == 422
+    assert "emial" in json.dumps(unknown.json()["problems"])
+
+
+def test_a_wrong_or_missing_signature_is_refused_with_how_to_sign(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    other = "whsec_" + base64.b64encode(b"another secret, another sender").decode()
+    raw, headers = _signed(ctx, {"record_id": rid}, secret=other)
+    wrong = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert wrong.status_code == 401
+    assert "matches no secret" in wrong.json()["message"]
+    assert "HMAC-SHA256" in wrong.json()["message"]
+
+    raw, headers = _signed(ctx, {"record_id": rid})
+    tampered = client.post("/hooks/new-signup", content=raw.replace(b"}", b" }"), headers=headers)
+    assert tampered.status_code == 401
+
+    unsigned = client.post("/hooks/new-signup", json={"record_id": rid})
+    assert unsigned.status_code == 401
+    message = unsigned.json()["message"]
+    assert "webhook-id, webhook-timestamp, webhook-signature" in message
+    assert "HMAC-SHA256" in message
+    # A token does not stand in for the signature of a hook that has a secret.
+    with_token = client.post("/hooks/new-signup", json={"record_id": rid}, headers=as_admin)
+    assert with_token.status_code == 401
+
+    garbled = {**headers, "webhook-signature": "v1 no comma"}
+    assert (
+        "no v1 signature"
+        in client.post("/hooks/new-signup", content=raw, headers=garbled).json()["message"]
+    )
+    runs = client.get(f"/api/records/contact/{rid}/runs", headers=as_admin).json()
+    assert runs["flows"] == []
+
+
+def test_a_stale_or_future_timestamp_is_refused(
+    ctx: Context, client: TestClient, as_admin: dict[str, str], clock: FrozenClock
+) -> None:
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    raw, headers = _signed(ctx, {"record_id": rid}, age=timedelta(minutes=6))
+    stale = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert stale.status_code == 401
+    assert "6 minutes old" in stale.json()["message"]
+    raw, headers = _signed(ctx, {"record_id": rid}, age=-timedelta(minutes=10))
+    future = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert future.status_code == 401
+    assert "in the future" in future.json()["message"]
+    # Within the tolerance the same call is taken (a sender's clock a little behind).
+    raw, headers = _signed(ctx, {"record_id": rid}, age=timedelta(minutes=4))
+    assert client.post("/hooks/new-signup", content=raw, headers=headers).status_code == 200
+
+
+def test_an_unsigned_hook_needs_an_api_token_of_a_user_who_sees_the_flow(
+    ctx: Context, client: TestClient, as_admin: dict[str, str], admin: Actor
+) -> None:
+    _start(client, as_admin, _flow("open", "crm-call", secret=None), "open")
+    _start(
+        client,
+        as_admin,
+        _flow(
+            "hidden", "secret-call", secret=None, extra="visibility: private\nmembers: [system]\n"
+        ),
+        "hidden",
+    )
+    rid = _contact(client, as_admin)
+    anonymous = client.post("/hooks/crm-call", json={"record_id": rid})
+    assert anonymous.status_code == 401
+    assert "Authorization: Bearer" in anonymous.json()["message"]
+    bad = client.post(
+        "/hooks/crm-call", json={"record_id": rid}, headers={"Authorization": "Bearer crm_nope"}
+    )
+    assert bad.status_code == 401
+
+    make_user(ctx, "andrei", "member")
+    as_andrei = _auth(ctx, admin, "andrei")
+    answer = client.post("/hooks/crm-call", json={"record_id": rid}, headers=as_andrei)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["flows"][0]["entered"] is True
+    # A private flow is not there for a user who is not its member: the same 404 as no hook.
+    hidden = client.post("/hooks/secret-call", json={"record_id": rid}, headers=as_andrei)
+    unknown = client.post("/hooks/no-such-hook", json={"record_id": rid}, headers=as_andrei)
+    assert hidden.status_code == unknown.status_code == 404
+    assert "hidden" not in hidden.text
+    member = client.post("/hooks/secret-call", json={"record_id": rid}, headers=as_admin)
+    assert member.json()["flows"][0]["flow"] == "hidden"
+
+
+def test_an_unknown_key_or_record_is_404_and_a_bad_body_422(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    unknown = client.post("/hooks/nothing-here", json={"record_id": 1})
+    assert unknown.status_code == 404
+    assert (
+        "no started flow has a webhook trigger with key 'nothing-here'"
+        in (unknown.json()["message"])
+    )
+    _start(client, as_admin, _flow("open", "crm-call", secret=None), "open")
+    missing = client.post("/hooks/crm-call", json={"record_id": 999999}, headers=as_admin)
+    assert missing.status_code == 404
+    assert "no record with id 999999" in missing.json()["message"]
+    nameless = client.post("/hooks/crm-call", json={"id": 3}, headers=as_admin)
+    assert nameless.status_code == 422
+    assert nameless.json()["problems"][0]["path"] == "record_id"
+    not_json = client.post("/hooks/crm-call", content=b"record=3", headers=as_admin)
+    assert not_json.status_code == 422
+
+
+def test_refusals_say_why_paused_entry_condition_and_reentry(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    condition = "entry_condition: record.first_name == 'Ana'\n"
+    _start(client, as_admin, _flow("picky", "signup", extra=condition), "picky")
+    _start(client, as_admin, _flow("sleepy", "signup"), "sleepy")
+    assert client.post("/api/flows/sleepy/pause", headers=as_admin).status_code == 200
+    rid = _contact(client, as_admin, "Elena")
+    raw, headers = _signed(ctx, {"record_id": rid})
+    answer = client.post("/hooks/signup", content=raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    by_flow = {f["flow"]: f for f in answer.json()["flows"]}
+    assert answer.json()["entered"] == 0
+    assert by_flow["picky"]["entered"] is False
+    assert by_flow["picky"]["reason"] == "entry condition false: record.first_name == 'Ana'"
+    assert by_flow["sleepy"]["reason"] == "flow paused: no record enters until it is resumed"
+    # The reasons are kept where people look for them: the not-entered list of each flow.
+    why = client.get("/api/flows/picky/not-entered", headers=as_admin).json()["items"]
+    assert [(d["trigger"], d["reason"]) for d in why] == [
+        ("webhook", "entry condition false: record.first_name == 'Ana'")
+    ]
+
+    # A record that may enter does; re-entry 'never' keeps it out the second time.
+    never = _flow("once", "welcome").replace("{mode: always}", "{mode: never}")
+    _start(client, as_admin, never, "once")
+    ana = _contact(client, as_admin, "Ana")
+    raw, headers = _signed(ctx, {"record_id": ana})
+    assert client.post("/hooks/welcome", content=raw, headers=headers).json()["entered"] == 1
+    second = client.post("/hooks/welcome", content=raw, headers=headers).json()
+    assert second["flows"][0]["reason"].startswith("re-entry: never")
