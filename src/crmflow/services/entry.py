@@ -28,7 +28,7 @@ from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.steps.scope import EvaluationError, Scope
 from crmflow.services.context import Context
 from crmflow.store import enrollments as repo
-from crmflow.store.schema import enrollments, entry_decisions
+from crmflow.store.schema import enrollments, entry_decisions, notifications
 
 __all__ = [
     "LOOP_GUARD_LIMIT",
@@ -42,6 +42,8 @@ __all__ = [
     "decide_entries",
     "flow_zone",
     "insert_enrollments",
+    "loop_guard_reason",
+    "notify_loop_guard",
     "past_entries",
     "reentry_refusal",
     "reentry_refusal_of",
@@ -104,6 +106,52 @@ class PastEntry:
 
 def flow_zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
     return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
+
+
+def loop_guard_reason(flow_key: str, record_id: int) -> str:
+    """The words of the loop guard, the same on every path into a flow (seed 004)."""
+    return (
+        f"loop guard: flow {flow_key!r} was started more than {LOOP_GUARD_LIMIT} times "
+        f"for record {record_id} within a day"
+    )
+
+
+def notify_loop_guard(
+    conn: sa.Connection,
+    *,
+    reason: str,
+    controller: str | None,
+    told: str | None,
+    enrollment_id: int,
+    record_id: int,
+    now: datetime,
+    origin: str = "",
+) -> None:
+    """Tell the flow's controller and `told` (the user who caused the start) that the loop
+    guard cancelled the flow for the record. `origin` says where the start came from and who
+    began it; without it, a message with nobody to tell but the controller says the user who
+    caused it is not known."""
+    message = f"{reason}; the flow was cancelled for this record"
+    if origin:
+        message += f" ({origin})"
+    elif not told:
+        message += " (the user who caused it is not known)"
+    targets = sorted({name for name in (told, controller) if name})
+    if targets:
+        conn.execute(
+            notifications.insert(),
+            [
+                {
+                    "target_kind": "user",
+                    "target_ref": name,
+                    "message": message,
+                    "enrollment_id": enrollment_id,
+                    "record_id": record_id,
+                    "created_at": now,
+                }
+                for name in targets
+            ],
+        )
 
 
 def admission_refusal(status: str) -> str | None:
@@ -231,10 +279,7 @@ def decide_entries(
         if reason is None:
             day_ago = now - timedelta(days=1)
             if sum(1 for p in history if p.entered_at > day_ago) >= LOOP_GUARD_LIMIT:
-                reason = (
-                    f"loop guard: flow {c.flow.key!r} was started more than {LOOP_GUARD_LIMIT} "
-                    f"times for record {c.record_id} within a day"
-                )
+                reason = loop_guard_reason(c.flow.key, c.record_id)
                 verdict.tripped.append(c)
                 # The trip cancels what is inside: count it so a second change in the same
                 # batch is refused without tripping again.
