@@ -12,7 +12,7 @@ from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
-from crmflow.store.schema import notifications
+from crmflow.store.schema import notifications, tasks
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
 
@@ -234,3 +234,10 @@ def test_a_task_for_the_user_in_a_record_field_names_them_by_username(
     [view] = runs.record_status(ctx, admin, rid).enrollments
     [action] = view.step_runs[0].actions
     assert action["detail"] == "task for maria (the record's manager): Call Ana"
+    # Maria's task list holds it under her username, like the tasks of every other kind of
+    # responsibility: one list per person.
+    with ctx.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(tasks.c.assignee_kind, tasks.c.assignee_ref).where(tasks.c.record_id == rid)
+        ).one()
+    assert tuple(stored) == ("user", "maria")

@@ -42,21 +42,34 @@ from crmflow.engine.commands import (
 )
 from crmflow.engine.definition import FlowDefinition
 from crmflow.services.context import Actor, Context
-from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
+from crmflow.services.entry import (
+    LOOP_GUARD_LIMIT,
+    Decision,
+    admission_refusal,
+    condition_refusal,
+    flow_zone,
+    loop_guard_reason,
+    notify_loop_guard,
+    reentry_refusal_of,
+    write_decisions,
+)
 from crmflow.services.owner_assignment import assign_owners
 from crmflow.services.record_groups import GroupChange, apply_group_changes
+from crmflow.services.record_types import catalog_in
 from crmflow.services.records import FieldChange, update_records_in
 from crmflow.services.related_records import create_related_records
 from crmflow.services.sql_actions import run_sql_actions
+from crmflow.services.users import SYSTEM_USERNAME
 from crmflow.store import enrollments as repo
+from crmflow.store.bulk import Writer
 from crmflow.store.schema import (
     enrollments,
     flow_versions,
     flows,
     notifications,
     record_history,
-    records,
     tasks,
+    users,
 )
 
 __all__ = [
@@ -124,7 +137,7 @@ def apply_commands(
                     "title": c.title,
                     "description": c.description,
                     "assignee_kind": c.assignee.kind,
-                    "assignee_ref": str(c.assignee.ref),
+                    "assignee_ref": c.assignee.ref,  # a username, or an id: see _users_by_name
                     "due_at": c.due_at,
                     "buttons": [list(b) for b in c.buttons],
                     "status": "open",
@@ -132,7 +145,7 @@ def apply_commands(
                 }
             )
         elif isinstance(c, Notify):
-            targets = [("user", str(u)) for u in c.users] + [("group", g) for g in c.groups]
+            targets = [("user", u) for u in c.users] + [("group", g) for g in c.groups]
             notes += [
                 _notification(kind, ref, c.message, c.enrollment_id, record_id, now)
                 for kind, ref in targets
@@ -177,16 +190,53 @@ def apply_commands(
     assign_owners(conn, actor, owners, applied.fail, flow_of=flow_of, now=now)
     apply_group_changes(conn, group_changes, applied.fail, now=now)
     if history:
-        conn.execute(record_history.insert(), history)
+        writer = Writer(conn)
+        writer.executemany(
+            "insert into record_history (record_id, enrollment_id, message, at)"
+            " values (?, ?, ?, ?)",
+            [
+                (h["record_id"], h["enrollment_id"], h["message"], writer.time(h["at"]))
+                for h in history
+            ],
+        )
+    _users_by_name(conn, new_tasks, notes)
     if new_tasks:
         conn.execute(tasks.insert(), new_tasks)
     if notes:
         conn.execute(notifications.insert(), notes)
     repo.insert_ignoring_duplicates(conn, messages)
     if starts:
-        _start_follow_ups(conn, starts, applied, flow_of=flow_of, now=now)
+        _start_follow_ups(conn, ctx, actor, starts, applied, flow_of=flow_of, now=now)
     run_sql_actions(conn, ctx.settings, statements, applied.fail)
     return applied
+
+
+# Where tasks and notifications name their user: (kind column, reference column).
+_USER_REFS = (("assignee_kind", "assignee_ref"), ("target_kind", "target_ref"))
+
+
+def _users_by_name(conn: sa.Connection, *batches: list[dict[str, Any]]) -> None:
+    """Tasks and notifications for a user are kept under the username, also when the engine
+    named the user by id (a user field of the record, such as the requester's manager, holds the
+    user's id): one task list per user, whatever the responsibility that filled it. A reference
+    is an id only when the engine gave an int; an id that names nobody is kept as it is."""
+    ids = {
+        row[ref]
+        for rows in batches
+        for row in rows
+        for kind, ref in _USER_REFS
+        if row.get(kind) == "user" and isinstance(row.get(ref), int)
+    }
+    names: dict[int, str] = {}
+    if ids:
+        query = sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(ids)))
+        names = {int(r.id): str(r.username) for r in conn.execute(query)}
+    for rows in batches:
+        for row in rows:
+            for _, ref in _USER_REFS:
+                if ref in row:
+                    value = row[ref]
+                    row[ref] = names.get(value, str(value)) if isinstance(value, int) else value
 
 
 def _history(
@@ -196,7 +246,7 @@ def _history(
 
 
 def _notification(
-    kind: str, ref: str, message: str, enrollment_id: int | None, record_id: int, at: datetime
+    kind: str, ref: str | int, message: str, enrollment_id: int | None, record_id: int, at: datetime
 ) -> dict[str, Any]:
     return {
         "target_kind": kind,
@@ -227,6 +277,8 @@ def loop_guard_tripped(conn: sa.Connection, flow_id: int, record_id: int, *, now
 
 def _start_follow_ups(
     conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
     starts: list[StartFlow],
     applied: Applied,
     *,
@@ -234,7 +286,15 @@ def _start_follow_ups(
     now: datetime,
 ) -> None:
     """Each follow-up enters its flow at `at` (an enrollment not entered yet, due then), when the
-    flow admits it; otherwise the action fails with the reason and the record's history says so."""
+    flow admits it now: the rules of every other trigger (active flow, loop guard, re-entry
+    policy, entry condition on the record as it is now). Otherwise the action fails with the
+    reason, the record's history says so, and the flow's not-entered list keeps it.
+
+    The loop guard (seed 004) is the one refusal that acts: the start is written as an
+    enrollment held back (status 'waiting', no state) and due now, whose turn cancels every
+    enrollment of the record in the flow (`enrollments._held_at_entry`); not here, because the
+    enrollment whose step made this start may be that flow's own, and this batch writes its
+    state after the effects. The controller and the user who caused it are told now."""
     keys = sorted({s.flow for s in starts})
     targets = {
         r.key: r
@@ -254,24 +314,36 @@ def _start_follow_ups(
             )
         )
     }
-    existing = {
-        r[0]
-        for r in conn.execute(
-            sa.select(records.c.id).where(records.c.id.in_(sorted({s.record_id for s in starts})))
-        )
-    }
+    # Read after this batch's record changes were applied: the condition sees the record as
+    # the step left it.
+    snapshots = repo.load_records(conn, {s.record_id for s in starts}, catalog_in(conn))
+    # The worker acts as the system user: then who began the chain is not known.
+    told = actor.username if actor.username != SYSTEM_USERNAME else None
     refusals: list[dict[str, Any]] = []
+    decisions: list[Decision] = []
     for start in starts:
         target = targets.get(start.flow)
+        source = flow_of[start.enrollment_id]
+        record = snapshots.get(start.record_id)
         reason: str | None
         if target is None:
             reason = f"there is no flow {start.flow!r}"
-        elif start.record_id not in existing:
+        elif record is None:
             reason = f"record {start.record_id} does not exist"
         else:
-            reason = _follow_up_refusal(
-                conn, target, definitions[target.id], flow_of[start.enrollment_id], start, now
-            )
+            definition = definitions[target.id]
+            reason = _follow_up_refusal(conn, target, definition, source, start, now)
+            if reason is None and loop_guard_tripped(conn, target.id, start.record_id, now=now):
+                reason = _hold_for_loop_guard(
+                    conn, target, definition, source, start, told=told, now=now
+                )
+            if reason is None:
+                reason = reentry_refusal_of(
+                    conn, definition.reentry, target.id, start.record_id, now=now
+                )
+            if reason is None:
+                zone = flow_zone(ctx, definition)
+                reason = condition_refusal(definition, record, change=None, now=now, zone=zone)
         if reason is None and target is not None:
             repo.insert_enrollment(
                 conn,
@@ -291,8 +363,11 @@ def _start_follow_ups(
                 now,
             )
         )
+        if target is not None and record is not None and reason is not None:
+            decisions.append(Decision(target.id, start.record_id, "follow_up", reason))
     if refusals:
         conn.execute(record_history.insert(), refusals)
+    write_decisions(conn, decisions, now=now)
 
 
 def _follow_up_refusal(
@@ -303,13 +378,56 @@ def _follow_up_refusal(
     start: StartFlow,
     now: datetime,
 ) -> str | None:
-    if target.status != "active":
-        return f"the flow is {target.status} (only active flows admit records)"
+    """Why the target flow admits no follow-up from `source` at all (its status, its triggers)."""
+    refusal = admission_refusal(target.status)
+    if refusal is not None:
+        return refusal
     triggers = [t for t in definition.triggers if t.type == "follow_up"]
     if not triggers:
-        return "the flow has no follow_up trigger"
+        return "the flow has no follow_up trigger (add `- type: follow_up` to its triggers)"
     if not any(not t.from_flows or source in t.from_flows for t in triggers):
-        return f"its follow_up trigger does not accept starts from flow {source!r}"
-    if loop_guard_tripped(conn, target.id, start.record_id, now=now):
-        return f"loop guard: started more than {LOOP_GUARD_LIMIT} times for the record in a day"
-    return reentry_refusal_of(conn, definition.reentry, target.id, start.record_id, now=now)
+        return (
+            f"its follow_up trigger does not accept starts from flow {source!r} "
+            f"(add {source!r} to its from_flows)"
+        )
+    return None
+
+
+def _hold_for_loop_guard(
+    conn: sa.Connection,
+    target: Any,
+    definition: FlowDefinition,
+    source: str,
+    start: StartFlow,
+    *,
+    told: str | None,
+    now: datetime,
+) -> str:
+    """The loop guard trips on a follow-up start: the start is written held back (see
+    `_start_follow_ups`), the controller and `told` are notified; the reason, in words."""
+    reason = loop_guard_reason(target.key, start.record_id)
+    eid = repo.insert_enrollment(
+        conn,
+        flow_id=target.id,
+        flow_version=target.current_version,
+        record_id=start.record_id,
+        now=now,
+        due_at=now,
+        status="waiting",
+    )
+    origin = f"started as a follow-up by flow {source!r}"
+    if told:
+        origin += f"; the chain was started by {told}"
+    else:
+        origin += "; the user whose change started the chain is not known"
+    notify_loop_guard(
+        conn,
+        reason=reason,
+        controller=definition.controller,
+        told=told,
+        enrollment_id=eid,
+        record_id=start.record_id,
+        now=now,
+        origin=origin,
+    )
+    return reason

@@ -9,7 +9,7 @@ history, outbox) on the caller's transaction, with a fixed number of statements 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -35,7 +35,15 @@ from crmflow.engine.transition import Outcome, advance, cancel, enter, restart, 
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.effects import Applied, apply_commands, loop_guard_tripped
-from crmflow.services.entry import LOOP_GUARD_LIMIT, reentry_refusal_of
+from crmflow.services.entry import (
+    Decision,
+    admission_refusal,
+    condition_refusal,
+    loop_guard_reason,
+    notify_loop_guard,
+    reentry_refusal_of,
+    write_decisions,
+)
 from crmflow.services.flow_access import can_see_flow, visible_flow, visible_flows
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.record_types import catalog_in
@@ -43,7 +51,6 @@ from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
     enrollments,
     flows,
-    notifications,
     outbox,
     record_history,
     records,
@@ -172,6 +179,22 @@ def move_batch(
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)
         if row.state is None:
+            # The batch's enrollments of the same record in the same flow: this batch writes
+            # their states, so a loop guard held start cancels them here, not in the database.
+            mates = (
+                [r.id for r in rows if (r.flow_id, r.record_id) == (row.flow_id, row.record_id)]
+                if row.status == "waiting"
+                else []
+            )
+            held = _held_at_entry(conn, row, info, now=now, moving=mates)
+            if mates and held is not None:
+                states[:] = [
+                    cancel(s, now=now, reason=held)
+                    if s.enrollment_id in mates and not s.is_over
+                    else s
+                    for s in states
+                ]
+                over += [i for i in mates if i != row.id and i not in over]
             entering = event if isinstance(event, RecordChanged) else None
             if record is None and entering is not None and entering.change == "deleted":
                 # A record_deleted trigger: the first steps see the record as it was.
@@ -181,7 +204,7 @@ def move_batch(
                     {k: entering.before.get(k) for k in (rtype.field_keys if rtype else ())},
                     owner=entering.before.get("owner"),
                 )
-            if record is None:
+            if held is not None or record is None:
                 gone = EnrollmentState(
                     enrollment_id=row.id,
                     flow_key=flow.key,
@@ -189,10 +212,10 @@ def move_batch(
                     record_id=row.record_id,
                     entered_at=now,
                 )
-                reason = "the record was deleted before it entered"
+                reason = held or "the record was deleted before it entered"
                 outcome = Outcome(
                     state=cancel(gone, now=now, reason=reason),
-                    record=RecordSnapshot(row.record_id, flow.record_type, {}),
+                    record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
                 )
             else:
                 outcome = enter(
@@ -473,24 +496,21 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
 def _assignees_by_id(
     conn: sa.Connection, enrollment_ids: Sequence[int]
 ) -> dict[tuple[int, int], dict[str, str]]:
-    """The users the tasks of these enrollments were given to by id, with their usernames, per
-    (enrollment, run).
+    """Per (enrollment, run), the users its tasks were given to: {user id: username}.
 
     A responsibility held in a record's user field (the requester's manager) names the user by
     id, the way records store users; the engine knows no usernames and its step-run log says
-    "asked of 3 (the record's manager)". People read "asked of maria": the log's words are
-    completed here, where users are known. The task keeps the reference it was given.
+    "asked of 3 (the record's manager)". The task itself is stored under the username (see
+    `effects`), and people read "asked of maria": the log's words are completed here.
     """
     found = conn.execute(
-        sa.select(tasks.c.enrollment_id, tasks.c.run, tasks.c.assignee_ref, users.c.username)
-        .join(users, sa.cast(users.c.id, sa.String) == tasks.c.assignee_ref)
+        sa.select(tasks.c.enrollment_id, tasks.c.run, users.c.id, users.c.username)
+        .join(users, users.c.username == tasks.c.assignee_ref)
         .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
-        # A username made of digits names that user, not the user with that id.
-        .where(tasks.c.assignee_ref.not_in(sa.select(users.c.username)))
     )
     out: dict[tuple[int, int], dict[str, str]] = {}
     for t in found:
-        out.setdefault((t.enrollment_id, t.run), {})[t.assignee_ref] = t.username
+        out.setdefault((t.enrollment_id, t.run), {})[str(t.id)] = t.username
     return out
 
 
@@ -749,14 +769,12 @@ def flow_runs(
 
 
 def _admission(flow: sa.Row[Any], definition: FlowDefinition) -> str | None:
-    if flow.status == "draining":
-        return "the flow is draining: records inside finish, no new record enters"
-    if flow.status == "paused":
-        return "the flow is paused: no record enters until it is resumed"
+    # The same words as the other triggers ("flow draining: ..."), kept in the not-entered list.
     if flow.status == "draft":
-        return f"the flow is a draft; start it first (`crmflow flows start {flow.key}`)"
-    if flow.status == "archived":
-        return "the flow is archived; no record enters"
+        return f"flow is a draft; start it first (`crmflow flows start {flow.key}`)"
+    refusal = admission_refusal(flow.status)
+    if refusal is not None:
+        return refusal
     if not any(t.type == "manual" for t in definition.triggers):
         return "the flow has no manual trigger (add `- type: manual` to its triggers)"
     return None
@@ -765,10 +783,11 @@ def _admission(flow: sa.Row[Any], definition: FlowDefinition) -> str | None:
 def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> EnrollmentView:
     """Start flow `flow_key` for one record now (a person's or a program's start): its first
     steps run at once when they are due. Refused with the reason (ConflictError) when the flow
-    does not admit records now, the record's type is not the flow's, or the re-entry policy
-    keeps it out. The 11th start of a flow for a record within a day trips the loop guard: the
-    start is recorded as cancelled, the record's running enrollment in the flow is cancelled,
-    and the flow's controller and `actor` are notified."""
+    does not admit records now, the record's type is not the flow's, the re-entry policy keeps
+    it out or the flow's entry condition is false; the reason is kept on the record and in the
+    flow's not-entered list (trigger 'manual'). The 11th start of a flow for a record within a
+    day trips the loop guard: the start is recorded as cancelled, the record's running
+    enrollment in the flow is cancelled, and the flow's controller and `actor` are notified."""
     now = ctx.now()
     refusal: str | None = None
     with ctx.engine.begin() as conn:
@@ -798,6 +817,10 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
         elif refusal is None:
             refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
             if refusal is None:
+                snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
+                zone = _zone(ctx, definition)
+                refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
+            if refusal is None:
                 eid = repo.insert_enrollment(
                     conn,
                     flow_id=flow.id,
@@ -816,6 +839,7 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
                 at=now,
             )
         )
+        write_decisions(conn, [Decision(flow.id, record_id, "manual", refusal)], now=now)
     raise ConflictError(f"record {record_id} was not entered in flow {flow_key!r}: {refusal}")
 
 
@@ -832,11 +856,9 @@ def trip_loop_guard(
 ) -> str:
     """The loop guard acts (seed 004): this start is recorded as cancelled, the record's running
     enrollments in the flow are cancelled, and the controller and `told` (the user who caused
-    it) are notified. Returns the reason, in words."""
-    reason = (
-        f"loop guard: flow {flow_key!r} was started more than {LOOP_GUARD_LIMIT} times "
-        f"for record {record_id} within a day"
-    )
+    it) are notified. Returns the reason, in words. (A follow-up start trips it in two halves:
+    `effects` notifies when the start is made, `_held_at_entry` cancels when it comes due.)"""
+    reason = loop_guard_reason(flow_key, record_id)
     eid = repo.insert_enrollment(
         conn,
         flow_id=flow_id,
@@ -853,6 +875,35 @@ def trip_loop_guard(
         record_id=record_id,
         entered_at=now,
     )
+    first = [cancel(stopped, now=now, reason=reason)]
+    _cancel_inside(conn, flow_id, flow_key, record_id, reason=reason, now=now, first=first)
+    notify_loop_guard(
+        conn,
+        reason=reason,
+        controller=controller,
+        told=told,
+        enrollment_id=eid,
+        record_id=record_id,
+        now=now,
+    )
+    return reason
+
+
+def _cancel_inside(
+    conn: sa.Connection,
+    flow_id: int,
+    flow_key: str,
+    record_id: int,
+    *,
+    reason: str,
+    now: datetime,
+    first: Sequence[EnrollmentState] = (),
+    keep: Collection[int] = (),
+) -> None:
+    """Write `first` and cancel, with `reason`, every enrollment of the record still inside the
+    flow, those not entered yet included (a pending follow-up of a looping flow must not enter
+    either), except `keep` (the enrollments the caller is moving and writes itself)."""
+    states = list(first)
     running = repo.lock(
         conn,
         conn.execute(
@@ -866,27 +917,59 @@ def trip_loop_guard(
         .all(),
         owner=None,
     )
-    states = [cancel(stopped, now=now, reason=reason)]
-    states += [cancel(r.state, now=now, reason=reason) for r in running if r.state is not None]
+    for r in running:
+        if r.id in keep:
+            continue
+        state = r.state or EnrollmentState(
+            enrollment_id=r.id,
+            flow_key=flow_key,
+            flow_version=r.flow_version,
+            record_id=record_id,
+            entered_at=r.entered_at,
+        )
+        states.append(cancel(state, now=now, reason=reason))
     repo.save(conn, states, [], now=now)
     close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
-    targets = {("user", name) for name in (told, controller) if name}
-    if targets:
-        conn.execute(
-            notifications.insert(),
-            [
-                {
-                    "target_kind": kind,
-                    "target_ref": ref,
-                    "message": f"{reason}; the flow was cancelled for this record",
-                    "enrollment_id": eid,
-                    "record_id": record_id,
-                    "created_at": now,
-                }
-                for kind, ref in sorted(targets)
-            ],
+
+
+def _held_at_entry(
+    conn: sa.Connection,
+    row: repo.EnrollmentRow,
+    info: repo.FlowInfo,
+    *,
+    now: datetime,
+    moving: Sequence[int] = (),
+) -> str | None:
+    """Why an enrollment that comes due to enter (state NULL: a delayed follow-up, a start-list
+    row due later) must not enter after all, or None. Two cases:
+
+    - a follow-up start that tripped the loop guard: `effects` wrote it with status 'waiting'
+      and no state, and already notified and kept the reason. It is cancelled here, with every
+      enrollment of the record still inside the flow, because the start was made inside the
+      batch that moved the flow's own enrollment, whose state that batch wrote afterwards
+      (`moving`: those of this batch, which the caller cancels as it writes them);
+    - a flow that stopped admitting records since the start was made (draining): the record
+      does not enter, and the reason goes to the not-entered list.
+    """
+    if row.status == "waiting":
+        reason = loop_guard_reason(info.key, row.record_id)
+        _cancel_inside(
+            conn,
+            row.flow_id,
+            info.key,
+            row.record_id,
+            reason=reason,
+            now=now,
+            keep={row.id, *moving},
         )
-    return reason
+        return reason
+    refusal = admission_refusal(info.status)
+    if refusal is None:
+        return None
+    kinds = {t.type for t in info.definition.triggers if t.type in ("follow_up", "start_list")}
+    trigger = kinds.pop() if len(kinds) == 1 else "follow_up or start_list"
+    write_decisions(conn, [Decision(row.flow_id, row.record_id, trigger, refusal)], now=now)
+    return f"not entered: {refusal}"
 
 
 def _locked(
@@ -941,6 +1024,13 @@ def restart_enrollment(ctx: Context, actor: Actor, enrollment_id: int) -> Enroll
         row, flow = _locked(conn, actor, enrollment_id)
         if flow.status not in repo.RUNNING_FLOWS:
             raise ConflictError(f"flow {flow.key!r} is {flow.status}; restart it when it runs")
+        if flow.status == "draining":
+            # A restart admits the record again, and a draining flow admits nobody.
+            raise ConflictError(
+                f"flow {flow.key!r} is draining: records inside finish and no record enters "
+                f"again, so enrollment {enrollment_id} cannot restart; reactivate the flow "
+                f"(`crmflow flows resume {flow.key}`) to restart it"
+            )
         if row.state is None:
             raise ConflictError("the record has not entered the flow yet; nothing to restart")
         if row.state.status is EnrollmentStatus.CANCELLED and row.state.end_reason.startswith(
