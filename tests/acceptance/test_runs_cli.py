@@ -78,6 +78,17 @@ def test_a_recruitment_is_started_decided_twice_and_shown_from_the_command_line(
     assert ["finished", "0", "1"] in rows  # step, records there now, went through
     assert crmflow("worker", "--once").stdout.strip() == "moved 0 enrollment(s)"
 
+    # Seed 003: start the record over from the first step, from the command line.
+    again = json.loads(crmflow("--as", "alice", "runs", "restart", enrollment, "--json").stdout)
+    assert (again["status"], again["step"]) == ("waiting", "manager-approval")
+    assert again["id"] == run["id"]  # the same run goes on, its history kept
+    flows_now = json.loads(crmflow("runs", "show", rid, "--json").stdout)["flows"]
+    [rerun] = [f for f in flows_now if f["id"] == run["id"]]
+    assert rerun["status"] == "waiting"
+    steps = [r["step"] for r in rerun["step_runs"]]
+    assert steps[:3] == ["manager-approval", "management-approval", "approved"]
+    assert steps[-1] == "manager-approval"
+
 
 # -- the HTTP API ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import TemplateError
+from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from crmflow.engine.conditions import RECORD_META_FIELDS, did_you_mean
@@ -79,9 +80,16 @@ def render_template(
     compiled = _compiled(text)
     template = compiled.template
     # The globals are merged into the variables once per template, not once per render: a
-    # "shared" context takes the dictionary as it is (Jinja otherwise copies its globals,
-    # a chain of mappings, for every render: two thirds of the time of a short template).
-    context = template.new_context({**compiled.globals, **variables}, shared=True)
+    # "shared" context takes the dictionary as it is (Jinja otherwise copies its globals, a chain
+    # of mappings, twice per render: most of the time of a short template). Jinja keeps the
+    # globals' names only for `{% import %}`, which a template without a loader cannot use.
+    context = new_context(
+        _ENVIRONMENT,
+        template.name,
+        template.blocks,
+        {**compiled.globals, **variables},
+        shared=True,
+    )
     size = 0
     parts: list[str] = []
     # Streaming lets a runaway loop stop at the cap instead of filling memory first.

@@ -259,6 +259,8 @@ class _Call:
 
     def schedule(self, step: Step) -> bool:
         """Set when `step` is due from its timing; True when it should start now."""
+        if step.timing is None and self.flow.calendar is None:
+            return True  # immediately, and no calendar to move it: the common case, kept cheap
         since = self._get("step_since") or self.now
         due = step_due_at(
             step.timing,

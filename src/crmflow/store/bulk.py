@@ -28,10 +28,17 @@ class Writer:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
+        self._texts: dict[datetime, str | None] = {}
 
     def time(self, value: datetime | None) -> Any:
         """A UTC column's value as the driver takes it."""
-        return value if self.postgres else sqlite_text(value)
+        if self.postgres or value is None:
+            return value
+        # A batch writes the same few instants (its `now`) thousands of times: converted once.
+        text = self._texts.get(value)
+        if text is None:
+            text = self._texts[value] = sqlite_text(value)
+        return text
 
     @staticmethod
     def json(value: Any) -> str:

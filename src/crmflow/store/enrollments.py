@@ -11,6 +11,7 @@ Every read and write of a batch is one statement (or one executemany), never one
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -436,7 +437,7 @@ def save(
     for log in logs:
         before = None if runs_before is None else runs_before.get(log.enrollment_id)
         (fresh if before is not None and log.step_run > before else merging).append(log)
-    _insert_runs(writer, _fold(fresh, {}))
+    _insert_fresh_runs(writer, fresh)
     if merging:
         pairs = {(log.enrollment_id, log.step_run) for log in merging}
         existing = _existing_runs(conn, pairs)
@@ -453,6 +454,33 @@ def _fold(
         old = merged.get(key) or existing.get(key)
         merged[key] = _merge(old, log)
     return merged
+
+
+def _insert_fresh_runs(writer: Writer, logs: Sequence[StepRunLog]) -> None:
+    """Runs that have no row yet. Most have one log each (a step that ran and was done): their
+    row is written straight from the log; a run with several logs (it ended the enrollment,
+    say) is folded first."""
+    counts = Counter((log.enrollment_id, log.step_run) for log in logs)
+    several = [log for log in logs if counts[(log.enrollment_id, log.step_run)] > 1]
+    time = writer.time
+    rows = [
+        (
+            log.enrollment_id,
+            log.step_run,
+            log.step_key,
+            log.step_type,
+            log.status.value,
+            log.reason,
+            time(log.at),
+            None if log.status is StepStatus.WAITING else time(log.at),
+            writer.json([_action_dict(a) for a in log.actions]),
+        )
+        for log in logs
+        if counts[(log.enrollment_id, log.step_run)] == 1
+    ]
+    writer.executemany(_INSERT_RUN.format(json=writer.json_placeholder), rows)
+    if several:
+        _insert_runs(writer, _fold(several, {}))
 
 
 def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> None:
