@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-__all__ = ["create_db_engine", "is_postgres", "is_sqlite", "json_text"]
+__all__ = ["create_db_engine", "is_postgres", "is_sqlite", "json_text", "json_value"]
 
 
 def json_text(value: Any) -> str:
@@ -21,6 +22,20 @@ def json_text(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return json.dumps(value)
+
+
+# 19 digits or more may be an integer beyond 64 bits, which orjson would read as a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def json_value(text: str | bytes) -> Any:
+    """A JSON document read back: orjson, except for the rare document holding a number that
+    orjson would round (the standard library keeps such integers exact)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    if _LONG_NUMBER.search(text):
+        return json.loads(text)
+    return orjson.loads(text)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -61,7 +76,7 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 
 def _json_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {"json_serializer": json_text, "json_deserializer": orjson.loads, **kwargs}
+    return {"json_serializer": json_text, "json_deserializer": json_value, **kwargs}
 
 
 def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -31,6 +30,7 @@ from crmflow.engine.runtime import (
     StepStatus,
 )
 from crmflow.store.bulk import Writer
+from crmflow.store.database import json_value
 from crmflow.store.schema import (
     enrollments,
     flow_versions,
@@ -281,7 +281,7 @@ def load_records(
         )
         for r in conn.execute(query):
             rtype = types.get(r.type)
-            values = orjson.loads(r.data)
+            values = json_value(r.data)
             if rtype is not None:
                 # Every field of the type (None when empty), and only those.
                 empty = blanks.get(r.type)
