@@ -69,9 +69,11 @@ __all__ = [
     "decide",
     "flow_progress",
     "flow_runs",
+    "keep_refusal",
     "move_batch",
     "record_status",
     "restart_enrollment",
+    "start_one",
     "start_record",
     "trip_loop_guard",
     "with_action_failures",
@@ -789,58 +791,113 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
     day trips the loop guard: the start is recorded as cancelled, the record's running
     enrollment in the flow is cancelled, and the flow's controller and `actor` are notified."""
     now = ctx.now()
-    refusal: str | None = None
     with ctx.engine.begin() as conn:
         # Locking the flow row serialises starts of one flow, so a record cannot enter twice.
         flow = visible_flow(conn, actor, flow_key, for_update=True)
-        [info] = repo.load_flows(
-            conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
-        ).values()
-        definition = info.definition
-        refusal = _admission(flow, definition)
-        record = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
-        if record is None:
+        record_type = conn.execute(
+            sa.select(records.c.type).where(records.c.id == record_id)
+        ).scalar_one_or_none()
+        if record_type is None:
             raise NotFoundError(f"no record with id {record_id}")
-        if refusal is None and record.type != definition.record_type:
-            refusal = f"the flow runs on {definition.record_type} records, not {record.type}"
-        if refusal is None and loop_guard_tripped(conn, flow.id, record_id, now=now):
-            refusal = trip_loop_guard(
-                conn,
-                flow_id=flow.id,
-                flow_key=flow.key,
-                flow_version=flow.current_version,
-                controller=definition.controller,
-                record_id=record_id,
-                told=actor.username,
-                now=now,
-            )
-        elif refusal is None:
-            refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
-            if refusal is None:
-                snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
-                zone = _zone(ctx, definition)
-                refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
-            if refusal is None:
-                eid = repo.insert_enrollment(
-                    conn,
-                    flow_id=flow.id,
-                    flow_version=flow.current_version,
-                    record_id=record_id,
-                    now=now,
-                    due_at=now,
-                )
-                move_batch(conn, ctx, actor, repo.lock(conn, [eid], owner=None), now=now)
-                repo.notify_due(conn)
-                return _view(conn, ctx, eid)
-        conn.execute(
-            record_history.insert().values(
-                record_id=record_id,
-                message=f"not entered in flow {flow_key!r} (by {actor.username}): {refusal}",
-                at=now,
-            )
+        definition = _definition(conn, ctx, flow)
+        started = start_one(
+            conn,
+            ctx,
+            actor,
+            flow,
+            definition,
+            record_id,
+            record_type,
+            refusal=_admission(flow, definition),
+            told=actor.username,
+            now=now,
         )
-        write_decisions(conn, [Decision(flow.id, record_id, "manual", refusal)], now=now)
-    raise ConflictError(f"record {record_id} was not entered in flow {flow_key!r}: {refusal}")
+        if isinstance(started, int):
+            return _view(conn, ctx, started)
+        keep_refusal(conn, flow, record_id, "manual", started, f"by {actor.username}", now=now)
+    raise ConflictError(f"record {record_id} was not entered in flow {flow_key!r}: {started}")
+
+
+def _definition(conn: sa.Connection, ctx: Context, flow: sa.Row[Any]) -> FlowDefinition:
+    [info] = repo.load_flows(
+        conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
+    ).values()
+    return info.definition
+
+
+def start_one(
+    conn: sa.Connection,
+    ctx: Context,
+    actor: Actor,
+    flow: sa.Row[Any],
+    definition: FlowDefinition,
+    record_id: int,
+    record_type: str,
+    *,
+    refusal: str | None,
+    told: str | None,
+    now: datetime,
+) -> int | str:
+    """The rules of a start for one record, in their order (after `refusal`, the caller's own:
+    the flow's status, its trigger): the record's type, the loop guard (which acts: see
+    `trip_loop_guard`; `told` is the user to tell), the re-entry policy, the entry condition.
+    The new enrollment's id, its first steps run; or why the record did not enter.
+    The caller holds the flow row locked (`FOR UPDATE`), so a record cannot enter twice."""
+    if refusal is None and record_type != definition.record_type:
+        refusal = f"the flow runs on {definition.record_type} records, not {record_type}"
+    if refusal is not None:
+        return refusal
+    if loop_guard_tripped(conn, flow.id, record_id, now=now):
+        return trip_loop_guard(
+            conn,
+            flow_id=flow.id,
+            flow_key=flow.key,
+            flow_version=flow.current_version,
+            controller=definition.controller,
+            record_id=record_id,
+            told=told,
+            now=now,
+        )
+    refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
+    if refusal is None:
+        snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
+        zone = _zone(ctx, definition)
+        refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
+    if refusal is not None:
+        return refusal
+    eid = repo.insert_enrollment(
+        conn,
+        flow_id=flow.id,
+        flow_version=flow.current_version,
+        record_id=record_id,
+        now=now,
+        due_at=now,
+    )
+    move_batch(conn, ctx, actor, repo.lock(conn, [eid], owner=None), now=now)
+    repo.notify_due(conn)
+    return eid
+
+
+def keep_refusal(
+    conn: sa.Connection,
+    flow: sa.Row[Any],
+    record_id: int,
+    trigger: str,
+    refusal: str,
+    source: str,
+    *,
+    now: datetime,
+) -> None:
+    """Why a start did not enter the record: on the record's history (`source` says who or what
+    asked: "by andrei") and in the flow's not-entered list."""
+    conn.execute(
+        record_history.insert().values(
+            record_id=record_id,
+            message=f"not entered in flow {flow.key!r} ({source}): {refusal}",
+            at=now,
+        )
+    )
+    write_decisions(conn, [Decision(flow.id, record_id, trigger, refusal)], now=now)
 
 
 def trip_loop_guard(

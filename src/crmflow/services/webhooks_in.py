@@ -10,7 +10,7 @@ user who can see the flow, as a manual start does: an unsigned hook is never ope
 A call starts the flows it is authenticated for; the others it is not told about.
 
 What a start does: the same rules as every path into a flow (`services.entry`), in the same order
-as a manual start (`enrollments.start_record`, whose building blocks this calls): the flow must
+as a manual start (`enrollments.start_one`, which both call): the flow must
 admit records (paused, draining: refused, with the reason), the record's type must be the
 flow's, the loop guard, the re-entry policy, the entry condition. A record that enters has its
 first steps run at once; one that does not leaves the reason on the record's history and in the
@@ -47,21 +47,13 @@ from crmflow.errors import (
 )
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
-from crmflow.services.effects import loop_guard_tripped
-from crmflow.services.enrollments import definitions_cache, move_batch, trip_loop_guard
-from crmflow.services.entry import (
-    Decision,
-    admission_refusal,
-    condition_refusal,
-    flow_zone,
-    reentry_refusal_of,
-    write_decisions,
-)
+from crmflow.services.enrollments import definitions_cache, keep_refusal, start_one
+from crmflow.services.entry import admission_refusal
 from crmflow.services.flow_access import can_see_flow
-from crmflow.services.record_types import catalog_in, record_type_in
+from crmflow.services.record_types import record_type_in
 from crmflow.store import enrollments as repo
 from crmflow.store.querysql import filter_clause
-from crmflow.store.schema import enrollments, flows, record_history, records
+from crmflow.store.schema import enrollments, flows, records
 
 __all__ = [
     "SIGNATURE_TOLERANCE",
@@ -462,53 +454,28 @@ def _start(ctx: Context, actor: Actor, hook: _HookFlow, key: str, record_id: int
         rtype = conn.execute(
             sa.select(records.c.type).where(records.c.id == record_id)
         ).scalar_one_or_none()
-        if refusal is None and rtype is None:
-            refusal = "the record was deleted"
-        if refusal is None and rtype != definition.record_type:
-            refusal = f"the flow runs on {definition.record_type} records, not {rtype}"
-        if refusal is None and loop_guard_tripped(conn, flow.id, record_id, now=now):
-            refusal = trip_loop_guard(
-                conn,
-                flow_id=flow.id,
-                flow_key=flow.key,
-                flow_version=flow.current_version,
-                controller=definition.controller,
-                record_id=record_id,
-                told=None if actor.username == users.SYSTEM_USERNAME else actor.username,
-                now=now,
-            )
-        elif refusal is None:
-            refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
-            if refusal is None:
-                snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
-                zone = flow_zone(ctx, definition)
-                refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
-            if refusal is None:
-                eid = repo.insert_enrollment(
-                    conn,
-                    flow_id=flow.id,
-                    flow_version=flow.current_version,
-                    record_id=record_id,
-                    now=now,
-                    due_at=now,
+        if rtype is None:
+            return HookStart(flow.key, False, refusal or "the record was deleted")
+        signed = actor.username == users.SYSTEM_USERNAME
+        started = start_one(
+            conn,
+            ctx,
+            actor,
+            flow,
+            definition,
+            record_id,
+            rtype,
+            refusal=refusal,
+            told=None if signed else actor.username,
+            now=now,
+        )
+        if isinstance(started, int):
+            run = conn.execute(
+                sa.select(enrollments.c.status, enrollments.c.step_key).where(
+                    enrollments.c.id == started
                 )
-                move_batch(conn, ctx, actor, repo.lock(conn, [eid], owner=None), now=now)
-                repo.notify_due(conn)
-                run = conn.execute(
-                    sa.select(enrollments.c.status, enrollments.c.step_key).where(
-                        enrollments.c.id == eid
-                    )
-                ).one()
-                return HookStart(flow.key, True, None, eid, run.status, run.step_key)
-        assert refusal is not None
-        if rtype is not None:
-            by = "signed call" if actor.username == users.SYSTEM_USERNAME else actor.username
-            conn.execute(
-                record_history.insert().values(
-                    record_id=record_id,
-                    message=f"not entered in flow {flow.key!r} (webhook {key!r}, {by}): {refusal}",
-                    at=now,
-                )
-            )
-            write_decisions(conn, [Decision(flow.id, record_id, TRIGGER, refusal)], now=now)
-    return HookStart(flow.key, False, refusal)
+            ).one()
+            return HookStart(flow.key, True, None, started, run.status, run.step_key)
+        source = f"webhook {key!r}, {'signed call' if signed else actor.username}"
+        keep_refusal(conn, flow, record_id, TRIGGER, started, source, now=now)
+    return HookStart(flow.key, False, started)
