@@ -51,9 +51,8 @@ from crmflow.services.effects import apply_commands
 from crmflow.services.enrollments import close_tasks, definitions_cache, with_action_failures
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
-from crmflow.services.records import OWNER_KEY
-from crmflow.services.triggers.change_feed import FEED
-from crmflow.services.triggers.record_changes import Change, hears_changes
+from crmflow.services.triggers.change_feed import FEED, as_change
+from crmflow.services.triggers.record_changes import hears_changes, merge_events, user_names
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -64,7 +63,6 @@ from crmflow.store.schema import (
     flow_versions,
     flows,
     record_changes,
-    users,
 )
 
 __all__ = [
@@ -372,46 +370,12 @@ def _unheard_events(
     ).all()
     if not rows:
         return {}
-    changes = [
-        Change(
-            id=r.id,
-            record_id=r.record_id,
-            record_type=r.record_type,
-            kind=r.kind,
-            before=dict(r.before or {}),
-            after=dict(r.after or {}),
-            actor_id=r.actor_id,
-            at=r.at,
-        )
-        for r in rows
-    ]
-    user_ids = {c.actor_id for c in changes if c.actor_id is not None}
-    for c in changes:
-        user_ids |= {int(v) for v in (c.before.get(OWNER_KEY), c.after.get(OWNER_KEY)) if v}
-    names: dict[int, str] = {
-        r.id: r.username
-        for r in conn.execute(
-            sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
-        )
-    }
+    changes = [as_change(r) for r in rows]
+    names = user_names(conn, changes)
     by_record: dict[int, list[RecordChanged]] = {}
     for c in changes:
         by_record.setdefault(c.record_id, []).append(c.event(names))
-    return {rid: _merged(events) for rid, events in by_record.items()}
-
-
-def _merged(events: Sequence[RecordChanged]) -> RecordChanged:
-    if len(events) == 1:
-        return events[0]
-    first, last = events[0], events[-1]
-    return RecordChanged(
-        change="deleted" if any(e.change == "deleted" for e in events) else last.change,
-        fields=tuple(sorted({f for e in events for f in e.fields})),
-        before=first.before,
-        after=last.after,
-        by=last.by,
-        at=last.at,
-    )
+    return {rid: merge_events(events) for rid, events in by_record.items()}
 
 
 def _thaw(

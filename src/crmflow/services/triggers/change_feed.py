@@ -20,7 +20,7 @@ from crmflow.services.triggers.record_changes import Change, handle_changes, lis
 from crmflow.services.users import ensure_system_user
 from crmflow.store.schema import feed_cursors, record_changes
 
-__all__ = ["FEED", "ingest_changes", "settle"]
+__all__ = ["FEED", "as_change", "ingest_changes", "settle"]
 
 
 FEED = "record_changes"
@@ -199,11 +199,12 @@ def _load_changes(conn: sa.Connection, ids: Sequence[int]) -> list[Change]:
             .where(record_changes.c.id.in_(ids[i : i + _IDS_CHUNK]))
             .order_by(record_changes.c.id)
         )
-        out += [_as_change(r) for r in conn.execute(query)]
+        out += [as_change(r) for r in conn.execute(query)]
     return out
 
 
-def _as_change(row: sa.Row[Any]) -> Change:
+def as_change(row: sa.Row[Any]) -> Change:
+    """A row of `record_changes` as the triggers read it."""
     return Change(
         id=row.id,
         record_id=row.record_id,

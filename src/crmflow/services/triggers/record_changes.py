@@ -40,7 +40,15 @@ from crmflow.services.records import OWNER_KEY
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import enrollments, entry_decisions, flows, users
 
-__all__ = ["Change", "Listeners", "handle_changes", "hears_changes", "listeners"]
+__all__ = [
+    "Change",
+    "Listeners",
+    "handle_changes",
+    "hears_changes",
+    "listeners",
+    "merge_events",
+    "user_names",
+]
 
 _CHANGE_TRIGGERS = frozenset(
     {"record_created", "record_updated", "record_deleted", "field_changed", "status_changed"}
@@ -255,15 +263,7 @@ def handle_changes(
     the enrollments inside hear of their record's changes. `heard`: `listeners` of the batch's
     record types, read in this transaction."""
     types, watchers = heard.types or catalog_in(conn), heard.watchers
-    user_ids = {c.actor_id for c in batch if c.actor_id is not None}
-    for c in batch:
-        user_ids |= {int(s[OWNER_KEY]) for s in (c.before, c.after) if s.get(OWNER_KEY)}
-    names: dict[int, str] = {
-        r.id: r.username
-        for r in conn.execute(
-            sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
-        )
-    }
+    names = user_names(conn, batch)
     current = repo.load_records(conn, {c.record_id for c in batch}, types)
     events = {c.id: c.event(names) for c in batch}
 
@@ -352,7 +352,21 @@ def _write_archived(conn: sa.Connection, decisions: Sequence[Decision], *, now: 
     write_decisions(conn, decisions, now=now)
 
 
-def _merge(events: Sequence[RecordChanged]) -> RecordChanged:
+def user_names(conn: sa.Connection, changes: Sequence[Change]) -> dict[int, str]:
+    """The usernames of the users these changes name (who made them, the owners before and
+    after), by id: one query."""
+    user_ids = {c.actor_id for c in changes if c.actor_id is not None}
+    for c in changes:
+        user_ids |= {int(s[OWNER_KEY]) for s in (c.before, c.after) if s.get(OWNER_KEY)}
+    if not user_ids:
+        return {}
+    query = sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
+    return {r.id: r.username for r in conn.execute(query)}
+
+
+def merge_events(events: Sequence[RecordChanged]) -> RecordChanged:
+    """Several changes of one record told as one: every field that changed, the values before
+    the first and after the last."""
     """Several changes of one record in a batch, told as one: every field that changed, the
     values before the first and after the last."""
     if len(events) == 1:
@@ -405,7 +419,7 @@ def _wake_enrolled(
         # and the start that followed it, with the same clock reading).
         heard = [events[c.id] for c in by_record[record_id] if c.at > entered_at]
         if heard:
-            wake[eid] = _merge(heard)
+            wake[eid] = merge_events(heard)
     if wake:
         rows = repo.lock(conn, sorted(wake), owner=None)
         move_batch(conn, ctx, system, rows, now=now, events=wake)
