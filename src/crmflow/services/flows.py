@@ -588,7 +588,9 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
     can only be archived."""
     require_admin(actor, "delete flows")
     with ctx.engine.begin() as conn:
-        row = visible_flow(conn, actor, key)
+        # Locked: a start of this flow waits for the delete, or the delete sees it started (the
+        # enrollments table has no foreign key to flows; this rule is what keeps it whole).
+        row = visible_flow(conn, actor, key, for_update=True)
         ever = conn.execute(
             sa.select(sa.func.count())
             .select_from(enrollments)
