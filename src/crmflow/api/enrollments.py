@@ -18,6 +18,10 @@ class StartBody(BaseModel):
     record_id: int = Field(description="The record to start the flow for")
 
 
+class CancelBody(BaseModel):
+    reason: str | None = Field(default=None, description="Why, kept on the run and the record")
+
+
 class DecisionBody(BaseModel):
     step: str = Field(description="The approval step's key")
     button: str = Field(description="The key of the button pressed (e.g. validate)")
@@ -81,3 +85,14 @@ def decide(
 def restart(ctx: ServiceContext, actor: CurrentActor, enrollment_id: int) -> dict[str, Any]:
     """Start the record over from the flow's first step (seed 003)."""
     return enrollments.restart_enrollment(ctx, actor, enrollment_id).as_dict()
+
+
+@router.post("/api/runs/{enrollment_id}/cancel")
+def cancel(
+    ctx: ServiceContext, actor: CurrentActor, enrollment_id: int, body: CancelBody | None = None
+) -> dict[str, Any]:
+    """Stop one record's run where it is (managers and admins): cancelled, with who and why;
+    its open tasks are cancelled and its messages not yet sent are not sent. 409 when the run
+    has already ended."""
+    reason = body.reason if body is not None else None
+    return enrollments.cancel_enrollment(ctx, actor, enrollment_id, reason).as_dict()

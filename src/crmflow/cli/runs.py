@@ -177,6 +177,18 @@ def decide(
     _print(view, as_json)
 
 
+@app.command("cancel")
+@reports_errors
+def cancel(
+    enrollment: int,
+    reason: Annotated[str | None, typer.Option(help="Why (kept on the run and the record)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop one record's run where it is (managers and admins): its open tasks are cancelled and
+    its emails not yet sent are not sent."""
+    _print(enrollments.cancel_enrollment(state.context, state.actor, enrollment, reason), as_json)
+
+
 @app.command("restart")
 @reports_errors
 def restart(enrollment: int, as_json: JsonOption = False) -> None:

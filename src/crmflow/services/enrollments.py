@@ -46,6 +46,7 @@ from crmflow.services.entry import (
 )
 from crmflow.services.flow_access import can_see_flow, visible_flow, visible_flows
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
+from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import catalog_in
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import (
@@ -65,6 +66,7 @@ __all__ = [
     "RecordStatus",
     "RunSummary",
     "StepRunView",
+    "cancel_enrollment",
     "close_tasks",
     "decide",
     "flow_progress",
@@ -1027,6 +1029,45 @@ def _held_at_entry(
     trigger = kinds.pop() if len(kinds) == 1 else "follow_up or start_list"
     write_decisions(conn, [Decision(row.flow_id, row.record_id, trigger, refusal)], now=now)
     return f"not entered: {refusal}"
+
+
+def cancel_enrollment(
+    ctx: Context, actor: Actor, enrollment_id: int, reason: str | None = None
+) -> EnrollmentView:
+    """Stop one record's run by hand (managers and admins): it ends cancelled where it is, its
+    open tasks are cancelled and its messages not yet sent are not sent; the record's history
+    says who did it and why. A run that has already ended is refused, with how it ended."""
+    require_manager(actor, "cancel a record's run")
+    now = ctx.now()
+    why = f"cancelled by {actor.username}" + (
+        f": {reason.strip()}" if reason and reason.strip() else ""
+    )
+    with ctx.engine.begin() as conn:
+        row, flow = _locked(conn, actor, enrollment_id)
+        if row.status not in repo.RUNNING:
+            ended = row.state.end_reason if row.state is not None else ""
+            raise ConflictError(
+                f"enrollment {enrollment_id} has already ended ({row.status}"
+                + (f": {ended})" if ended else ")")
+            )
+        state = row.state or EnrollmentState(
+            enrollment_id=row.id,
+            flow_key=flow.key,
+            flow_version=row.flow_version,
+            record_id=row.record_id,
+            entered_at=row.entered_at,
+        )
+        repo.save(conn, [cancel(state, now=now, reason=why)], [], now=now)
+        close_tasks(conn, [], [row.id], now=now)
+        conn.execute(
+            record_history.insert().values(
+                record_id=row.record_id,
+                enrollment_id=row.id,
+                message=f"run of flow {flow.key!r} {why}",
+                at=now,
+            )
+        )
+        return _view(conn, ctx, enrollment_id)
 
 
 def _locked(
