@@ -268,8 +268,8 @@ def move_batch(
         conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now
     )
     runs_before = {r.id: r.state.step_runs if r.state is not None else 0 for r in rows}
-    repo.save(conn, states, _with_failures(logs, applied), now=now, runs_before=runs_before)
-    _close_tasks(conn, closed_runs, over, now=now)
+    repo.save(conn, states, with_action_failures(logs, applied), now=now, runs_before=runs_before)
+    close_tasks(conn, closed_runs, over, now=now)
     repo.release(conn, moved.skipped)
     return moved
 
@@ -310,11 +310,6 @@ def close_tasks(
             .where(outbox.c.enrollment_id.in_(cancelled), outbox.c.status == "pending")
             .values(status="cancelled")
         )
-
-
-# The names move_batch still calls these by (it is being reworked elsewhere).
-_with_failures = with_action_failures
-_close_tasks = close_tasks
 
 
 # -- views ---------------------------------------------------------------------------------------
