@@ -47,8 +47,9 @@ from crmflow.engine.transition import Outcome, cancel, move_to, resume_recheck
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
+from crmflow.services.definitions import definitions_cache
 from crmflow.services.effects import apply_commands
-from crmflow.services.enrollments import close_tasks, definitions_cache, with_action_failures
+from crmflow.services.enrollments import close_tasks, with_action_failures
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
 from crmflow.services.triggers.change_feed import FEED, as_change

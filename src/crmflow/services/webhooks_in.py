@@ -47,7 +47,8 @@ from crmflow.errors import (
 )
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import definitions_cache, keep_refusal, start_one
+from crmflow.services.definitions import definitions_cache
+from crmflow.services.enrollments import keep_refusal, start_one
 from crmflow.services.entry import admission_refusal
 from crmflow.services.flow_access import can_see_flow
 from crmflow.services.record_types import record_type_in

@@ -27,7 +27,7 @@ from crmflow.engine.localtime import as_utc, local_date
 from crmflow.engine.recordtypes import FieldType, RecordType, format_datetime
 from crmflow.engine.timing import date_trigger_due, next_daily_at, schedule_due
 from crmflow.services.context import Context
-from crmflow.services.enrollments import definitions_cache
+from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import FlowRef, admission_refusal, flow_zone
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog_in

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from crmflow.engine.definition import ReentryPolicy
 from crmflow.services.context import Context
-from crmflow.services.enrollments import definitions_cache
+from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import (
     Candidate,
     FlowRef,

@@ -1,0 +1,496 @@
+"""What users see of records going through flows: per record, the flows it is or was in with
+each step run (and what became of its messages); per flow, its progress, funnel and the list
+of its records. Built with a fixed number of queries, whatever the number of runs shown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.commands import action_ref, idempotency_key
+from crmflow.engine.runtime import (
+    EnrollmentState,
+    EnrollmentStatus,
+)
+from crmflow.engine.transition import sequence_progress
+from crmflow.errors import InvalidInputError, NotFoundError, Problem
+from crmflow.services.context import Actor, Context
+from crmflow.services.definitions import definitions_cache
+from crmflow.services.flow_access import visible_flow, visible_flows
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
+from crmflow.store import enrollments as repo
+from crmflow.store.schema import (
+    enrollments,
+    flows,
+    outbox,
+    record_history,
+    records,
+    step_runs,
+    tasks,
+    users,
+)
+
+__all__ = [
+    "EnrollmentView",
+    "FlowProgress",
+    "RecordStatus",
+    "RunSummary",
+    "StepRunView",
+    "enrollment_view",
+    "flow_progress",
+    "flow_runs",
+    "record_status",
+]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class StepRunView:
+    run: int
+    step: str
+    type: str
+    status: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None
+    actions: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "step": self.step,
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "actions": self.actions,
+        }
+
+
+@dataclass(frozen=True)
+class EnrollmentView:
+    id: int
+    flow: str
+    flow_version: int
+    record_id: int
+    status: str
+    step: str | None
+    waiting_for: str  # what the current step waits for, in words
+    buttons: list[str]
+    due_at: datetime | None
+    entered_at: datetime
+    finished_at: datetime | None
+    end_reason: str
+    emails: tuple[int, int]  # (sent, in the flow): "2/5"
+    step_runs: list[StepRunView]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flow": self.flow,
+            "flow_version": self.flow_version,
+            "record_id": self.record_id,
+            "status": self.status,
+            "step": self.step,
+            "waiting_for": self.waiting_for,
+            "buttons": self.buttons,
+            "due_at": _iso(self.due_at),
+            "entered_at": self.entered_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "end_reason": self.end_reason,
+            "emails": f"{self.emails[0]}/{self.emails[1]}",
+            "step_runs": [r.as_dict() for r in self.step_runs],
+        }
+
+
+@dataclass(frozen=True)
+class RecordStatus:
+    record_id: int
+    record_type: str | None  # None: the record was deleted
+    enrollments: list[EnrollmentView]
+    history: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "record_type": self.record_type,
+            "flows": [e.as_dict() for e in self.enrollments],
+            "history": self.history,
+        }
+
+
+@dataclass(frozen=True)
+class FlowProgress:
+    flow: str
+    entered: int
+    inside: int
+    finished: int
+    left: int
+    cancelled: int
+    per_step: dict[str, int]  # records at each step now
+    # Records that went through each step (done or failed; an end step: reached), in step order.
+    funnel: dict[str, int]
+    emails: int  # email messages written to the outbox
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "entered": self.entered,
+            "inside": self.inside,
+            "finished": self.finished,
+            "left": self.left,
+            "cancelled": self.cancelled,
+            "per_step": self.per_step,
+            "funnel": self.funnel,
+            "emails": self.emails,
+        }
+
+
+def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> list[EnrollmentView]:
+    """Views of enrollments (rows of enrollments joined with flows.key) with their step runs,
+    in a fixed number of queries."""
+    ids = [r.id for r in rows]
+    runs: dict[int, list[StepRunView]] = {}
+    if ids:
+        named = _assignees_by_id(conn, ids)
+        messages = _messages_by_key(conn, ids)
+        for s in conn.execute(
+            sa.select(step_runs)
+            .where(step_runs.c.enrollment_id.in_(ids))
+            .order_by(step_runs.c.enrollment_id, step_runs.c.run)
+        ):
+            reason, actions = s.reason, list(s.actions)
+            for user_id, username in named.get((s.enrollment_id, s.run), {}).items():
+                reason = reason.replace(f"asked of {user_id} (", f"asked of {username} (")
+                actions = [
+                    {**a, "detail": a["detail"].replace(f" for {user_id} (", f" for {username} (")}
+                    if a.get("type") == "create_task"
+                    else a
+                    for a in actions
+                ]
+            actions = _with_messages(actions, s.enrollment_id, s.run, messages)
+            runs.setdefault(s.enrollment_id, []).append(
+                StepRunView(
+                    s.run,
+                    s.step_key,
+                    s.step_type,
+                    s.status,
+                    reason,
+                    s.started_at,
+                    s.finished_at,
+                    actions,
+                )
+            )
+    infos = repo.load_flows(
+        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+    )
+    out = []
+    for r in rows:
+        state = EnrollmentState.model_validate(r.state) if r.state is not None else None
+        info = infos.get((r.flow_id, r.flow_version))
+        emails = (0, 0)
+        if state is not None and info is not None:
+            emails = sequence_progress(info.definition, state)
+        waiting = state.waiting if state is not None else None
+        waiting_for = waiting.description if waiting is not None else ""
+        if state is None and r.status in repo.RUNNING:
+            waiting_for = "enters the flow when due"
+        out.append(
+            EnrollmentView(
+                id=r.id,
+                flow=r.flow_key,
+                flow_version=r.flow_version,
+                record_id=r.record_id,
+                status=r.status,
+                step=r.step_key,
+                waiting_for=waiting_for,
+                buttons=[b.key for b in waiting.buttons] if waiting is not None else [],
+                due_at=r.due_at,
+                entered_at=state.entered_at if state is not None else r.entered_at,
+                finished_at=r.finished_at,
+                end_reason=state.end_reason if state is not None else "",
+                emails=emails,
+                step_runs=runs.get(r.id, []),
+            )
+        )
+    return out
+
+
+def _assignees_by_id(
+    conn: sa.Connection, enrollment_ids: Sequence[int]
+) -> dict[tuple[int, int], dict[str, str]]:
+    """Per (enrollment, run), the users its tasks were given to: {user id: username}.
+
+    A responsibility held in a record's user field (the requester's manager) names the user by
+    id, the way records store users; the engine knows no usernames and its step-run log says
+    "asked of 3 (the record's manager)". The task itself is stored under the username (see
+    `effects`), and people read "asked of maria": the log's words are completed here.
+    """
+    found = conn.execute(
+        sa.select(tasks.c.enrollment_id, tasks.c.run, users.c.id, users.c.username)
+        .join(users, users.c.username == tasks.c.assignee_ref)
+        .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
+    )
+    out: dict[tuple[int, int], dict[str, str]] = {}
+    for t in found:
+        out.setdefault((t.enrollment_id, t.run), {})[str(t.id)] = t.username
+    return out
+
+
+def _messages_by_key(
+    conn: sa.Connection, enrollment_ids: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """The outbox messages of these enrollments by idempotency key, as a person reads them."""
+    found = conn.execute(
+        sa.select(
+            outbox.c.idempotency_key,
+            outbox.c.kind,
+            outbox.c.status,
+            outbox.c.not_before,
+            outbox.c.attempts,
+        ).where(outbox.c.enrollment_id.in_(enrollment_ids))
+    )
+    return {
+        m.idempotency_key: {
+            "kind": m.kind,
+            "status": m.status,
+            "not_before": m.not_before.isoformat(),
+            "attempts": m.attempts,
+        }
+        for m in found
+    }
+
+
+def _with_messages(
+    actions: list[dict[str, Any]],
+    enrollment_id: int,
+    run: int,
+    messages: Mapping[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each external action with the state of the outbox message it wrote (`message`).
+
+    An action that wrote a message is `done` as soon as the message is in the outbox; whether
+    the message went is the outbox's to say: pending, sent, failed or cancelled. The key is the
+    one the engine gave the message (enrollment, step run, action); a create_record action's
+    invitation has that key with `:invitation`.
+    """
+    if not messages:
+        return actions
+    out = []
+    for a in actions:
+        key = idempotency_key(enrollment_id, run, action_ref(a.get("key"), a.get("index")))
+        message = messages.get(key) or messages.get(f"{key}:invitation")
+        out.append({**a, "message": message} if message is not None else a)
+    return out
+
+
+def _enrollment_select() -> sa.Select[Any]:
+    return sa.select(enrollments, flows.c.key.label("flow_key")).join(
+        flows, flows.c.id == enrollments.c.flow_id
+    )
+
+
+def enrollment_view(conn: sa.Connection, ctx: Context, enrollment_id: int) -> EnrollmentView:
+    row = conn.execute(_enrollment_select().where(enrollments.c.id == enrollment_id)).one()
+    return _views(conn, ctx, [row])[0]
+
+
+def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
+    """The flows `record_id` is or was in (those `actor` can see), oldest first: current step,
+    what it waits for, each step run with what each action did and why; and its history."""
+    with ctx.engine.connect() as conn:
+        exists = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
+        query = (
+            _enrollment_select()
+            .where(enrollments.c.record_id == record_id, visible_flows(actor))
+            .order_by(enrollments.c.id)
+        )
+        rows = conn.execute(query).all()
+        if exists is None and not rows:
+            raise NotFoundError(f"no record with id {record_id}")
+        visible_ids = [r.id for r in rows]
+        history = [
+            {"at": h.at.isoformat(), "enrollment_id": h.enrollment_id, "message": h.message}
+            for h in conn.execute(
+                sa.select(record_history)
+                .where(record_history.c.record_id == record_id)
+                .where(
+                    sa.or_(
+                        record_history.c.enrollment_id.is_(None),
+                        record_history.c.enrollment_id.in_(visible_ids),
+                    )
+                )
+                .order_by(record_history.c.id)
+            )
+        ]
+        rtype = exists.type if exists is not None else None
+        return RecordStatus(record_id, rtype, _views(conn, ctx, rows), history)
+
+
+def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
+    """How a flow is doing: entered / inside / finished / left / cancelled, records per step now,
+    and how many went through each step."""
+    with ctx.engine.connect() as conn:
+        flow = visible_flow(conn, actor, flow_key)
+        by_status: dict[str, int] = {}
+        per_step: dict[str, int] = {}
+        for r in conn.execute(
+            sa.select(enrollments.c.status, enrollments.c.step_key, sa.func.count())
+            .where(enrollments.c.flow_id == flow.id)
+            .group_by(enrollments.c.status, enrollments.c.step_key)
+        ):
+            by_status[r[0]] = by_status.get(r[0], 0) + int(r[2])
+            if r[0] in repo.RUNNING:
+                step = r[1] or "(not entered yet)"
+                per_step[step] = per_step.get(step, 0) + int(r[2])
+        in_flow = sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow.id)
+        through = {
+            r[0]: int(r[1])
+            for r in conn.execute(
+                sa.select(
+                    step_runs.c.step_key, sa.func.count(sa.distinct(step_runs.c.enrollment_id))
+                )
+                .where(step_runs.c.enrollment_id.in_(in_flow))
+                .where(
+                    sa.or_(
+                        step_runs.c.status.in_(("done", "failed")),
+                        # An end step does nothing but end the enrollment: reaching it is going
+                        # through it (its run says "ended", not "done").
+                        sa.and_(step_runs.c.step_type == "end", step_runs.c.status == "ended"),
+                    )
+                )
+                .group_by(step_runs.c.step_key)
+            )
+        }
+        emails = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.enrollment_id.in_(in_flow), outbox.c.kind == "email")
+        ).scalar_one()
+        [info] = repo.load_flows(
+            conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
+        ).values()
+    order = [s.key for s in info.definition.ordered_steps()]
+    funnel = {key: through.get(key, 0) for key in order}
+    funnel.update({k: v for k, v in through.items() if k not in funnel})
+    return FlowProgress(
+        flow=flow_key,
+        entered=sum(by_status.values()),
+        inside=sum(by_status.get(s, 0) for s in repo.RUNNING),
+        finished=by_status.get("finished", 0),
+        left=by_status.get("left", 0),
+        cancelled=by_status.get("cancelled", 0),
+        per_step=per_step,
+        funnel=funnel,
+        emails=int(emails),
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One enrollment in the list of a flow's runs: which record, where it is, how it ended."""
+
+    id: int  # the enrollment
+    record_id: int
+    record_name: str  # first and last name, or name / title; "" when the type has none
+    status: str  # active | waiting | finished | left | cancelled
+    step: str | None
+    due_at: datetime | None
+    entered_at: datetime
+    finished_at: datetime | None
+    end_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "record_name": self.record_name,
+            "status": self.status,
+            "step": self.step,
+            "due_at": _iso(self.due_at),
+            "entered_at": self.entered_at.isoformat(),
+            "finished_at": _iso(self.finished_at),
+            "end_reason": self.end_reason,
+        }
+
+
+RUN_STATUSES = tuple(s.value for s in EnrollmentStatus)
+
+
+def _record_name(data: Mapping[str, Any] | None) -> str:
+    if not data:
+        return ""
+    person = " ".join(str(data[k]) for k in ("first_name", "last_name") if data.get(k))
+    return person or str(data.get("name") or data.get("title") or "")
+
+
+def flow_runs(
+    ctx: Context,
+    actor: Actor,
+    flow_key: str,
+    *,
+    status: str | None = None,
+    step: str | None = None,
+    after: int | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> Page[RunSummary]:
+    """The records that are or were in a flow (its running processes and their ends), in
+    enrollment order, `limit` at a time; only those with `status` / at `step` when given."""
+    size = page_size(ctx, limit)
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidInputError(
+            "the runs filter",
+            [Problem("status", f"unknown status {status!r}", hint=", ".join(RUN_STATUSES))],
+        )
+    with ctx.engine.connect() as conn:
+        flow = visible_flow(conn, actor, flow_key)
+        query = (
+            sa.select(
+                enrollments.c.id,
+                enrollments.c.record_id,
+                enrollments.c.status,
+                enrollments.c.step_key,
+                enrollments.c.due_at,
+                enrollments.c.entered_at,
+                enrollments.c.finished_at,
+                enrollments.c.state,
+                records.c.data,
+            )
+            .outerjoin(records, records.c.id == enrollments.c.record_id)
+            .where(enrollments.c.flow_id == flow.id)
+            .order_by(enrollments.c.id)
+            .limit(size + 1)
+        )
+        if status is not None:
+            query = query.where(enrollments.c.status == status)
+        if step is not None:
+            query = query.where(enrollments.c.step_key == step)
+        if after is not None:
+            query = query.where(enrollments.c.id > after)
+        rows = conn.execute(query).all()
+    return keyset_page(
+        [
+            RunSummary(
+                id=r.id,
+                record_id=r.record_id,
+                record_name=_record_name(r.data),
+                status=r.status,
+                step=r.step_key,
+                # Only a running enrollment is due; an ended one keeps no due time.
+                due_at=r.due_at if r.status in repo.RUNNING else None,
+                entered_at=r.entered_at,
+                finished_at=r.finished_at,
+                end_reason=str((r.state or {}).get("end_reason") or ""),
+            )
+            for r in rows
+        ],
+        size,
+    )
