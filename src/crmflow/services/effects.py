@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,15 +42,14 @@ from crmflow.engine.commands import (
 )
 from crmflow.engine.definition import FlowDefinition
 from crmflow.services.context import Actor, Context
+from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import (
-    LOOP_GUARD_LIMIT,
+    Candidate,
     Decision,
-    admission_refusal,
-    condition_refusal,
-    flow_zone,
+    FlowRef,
+    decide_entries,
     loop_guard_reason,
     notify_loop_guard,
-    reentry_refusal_of,
     write_decisions,
 )
 from crmflow.services.owner_assignment import assign_owners
@@ -63,8 +62,6 @@ from crmflow.services.users import SYSTEM_USERNAME
 from crmflow.store import enrollments as repo
 from crmflow.store.bulk import Writer
 from crmflow.store.schema import (
-    enrollments,
-    flow_versions,
     flows,
     notifications,
     record_history,
@@ -75,7 +72,6 @@ from crmflow.store.schema import (
 __all__ = [
     "Applied",
     "apply_commands",
-    "loop_guard_tripped",
 ]
 
 
@@ -261,20 +257,6 @@ def _notification(
 # -- entering a flow: the rules shared by manual starts and follow-ups ---------------------------
 
 
-def loop_guard_tripped(conn: sa.Connection, flow_id: int, record_id: int, *, now: datetime) -> bool:
-    """True when the flow already started LOOP_GUARD_LIMIT times for the record in 24 hours."""
-    count = conn.execute(
-        sa.select(sa.func.count())
-        .select_from(enrollments)
-        .where(
-            enrollments.c.flow_id == flow_id,
-            enrollments.c.record_id == record_id,
-            enrollments.c.entered_at > now - timedelta(days=1),
-        )
-    ).scalar_one()
-    return int(count) >= LOOP_GUARD_LIMIT
-
-
 def _start_follow_ups(
     conn: sa.Connection,
     ctx: Context,
@@ -296,64 +278,61 @@ def _start_follow_ups(
     enrollment whose step made this start may be that flow's own, and this batch writes its
     state after the effects. The controller and the user who caused it are told now."""
     keys = sorted({s.flow for s in starts})
-    targets = {
-        r.key: r
-        for r in conn.execute(
-            sa.select(flows.c.id, flows.c.key, flows.c.status, flows.c.current_version).where(
-                flows.c.key.in_(keys)
-            )
-        )
-    }
-    definitions = {
-        r.flow_id: FlowDefinition.model_validate(r.document)
-        for r in conn.execute(
-            sa.select(flow_versions.c.flow_id, flow_versions.c.document).where(
-                sa.tuple_(flow_versions.c.flow_id, flow_versions.c.version).in_(
-                    [(t.id, t.current_version) for t in targets.values()]
-                )
-            )
-        )
-    }
+    rows = conn.execute(
+        sa.select(flows.c.id, flows.c.key, flows.c.current_version).where(flows.c.key.in_(keys))
+    )
+    infos = repo.load_flows(conn, {(r.id, r.current_version) for r in rows}, definitions_cache(ctx))
+    targets = {i.key: i for i in infos.values()}
     # Read after this batch's record changes were applied: the condition sees the record as
     # the step left it.
     snapshots = repo.load_records(conn, {s.record_id for s in starts}, catalog_in(conn))
     # The worker acts as the system user: then who began the chain is not known.
     told = actor.username if actor.username != SYSTEM_USERNAME else None
-    refusals: list[dict[str, Any]] = []
-    decisions: list[Decision] = []
-    for start in starts:
+    reasons: dict[int, str] = {}  # position in `starts` -> why it did not start
+    candidates: list[tuple[int, Candidate]] = []
+    for n, start in enumerate(starts):
         target = targets.get(start.flow)
-        source = flow_of[start.enrollment_id]
         record = snapshots.get(start.record_id)
-        reason: str | None
         if target is None:
-            reason = f"there is no flow {start.flow!r}"
+            reasons[n] = f"there is no flow {start.flow!r}"
         elif record is None:
-            reason = f"record {start.record_id} does not exist"
+            reasons[n] = f"record {start.record_id} does not exist"
         else:
-            definition = definitions[target.id]
-            reason = _follow_up_refusal(conn, target, definition, source, start, now)
-            if reason is None and loop_guard_tripped(conn, target.id, start.record_id, now=now):
-                reason = _hold_for_loop_guard(
-                    conn, target, definition, source, start, told=told, now=now
+            source = flow_of[start.enrollment_id]
+            refusal = _follow_up_refusal(target.definition, source)
+            if refusal is not None:
+                reasons[n] = refusal
+            else:
+                flow = FlowRef(
+                    target.id, target.key, target.status, target.version, target.definition
                 )
-            if reason is None:
-                reason = reentry_refusal_of(
-                    conn, definition.reentry, target.id, start.record_id, now=now
-                )
-            if reason is None:
-                zone = flow_zone(ctx, definition)
-                reason = condition_refusal(definition, record, change=None, now=now, zone=zone)
-        if reason is None and target is not None:
+                candidates.append((n, Candidate(flow, start.record_id, "follow_up", record)))
+    # The rules every trigger follows (active flow, loop guard, re-entry, entry condition), for
+    # the whole batch at once.
+    verdict = decide_entries(conn, ctx, [c for _, c in candidates], now=now)
+    admitted = {id(c) for c in verdict.admitted}
+    tripped = {id(c) for c in verdict.tripped}
+    refused = iter(verdict.refused)  # in the candidates' order
+    for n, candidate in candidates:
+        start, target = starts[n], targets[starts[n].flow]
+        if id(candidate) in admitted:
             repo.insert_enrollment(
                 conn,
                 flow_id=target.id,
-                flow_version=target.current_version,
+                flow_version=target.version,
                 record_id=start.record_id,
                 now=now,
                 due_at=start.at,
             )
             continue
+        reasons[n] = next(refused).reason
+        if id(candidate) in tripped:
+            source = flow_of[start.enrollment_id]
+            _hold_for_loop_guard(conn, target, source, start, told=told, now=now)
+    refusals: list[dict[str, Any]] = []
+    decisions: list[Decision] = []
+    for n, reason in sorted(reasons.items()):
+        start = starts[n]
         applied.fail(start, f"follow-up flow {start.flow!r} not started: {reason}")
         refusals.append(
             _history(
@@ -363,25 +342,17 @@ def _start_follow_ups(
                 now,
             )
         )
-        if target is not None and record is not None and reason is not None:
+        target = targets.get(start.flow)
+        if target is not None and start.record_id in snapshots:
             decisions.append(Decision(target.id, start.record_id, "follow_up", reason))
     if refusals:
         conn.execute(record_history.insert(), refusals)
     write_decisions(conn, decisions, now=now)
 
 
-def _follow_up_refusal(
-    conn: sa.Connection,
-    target: Any,
-    definition: FlowDefinition,
-    source: str,
-    start: StartFlow,
-    now: datetime,
-) -> str | None:
-    """Why the target flow admits no follow-up from `source` at all (its status, its triggers)."""
-    refusal = admission_refusal(target.status)
-    if refusal is not None:
-        return refusal
+def _follow_up_refusal(definition: FlowDefinition, source: str) -> str | None:
+    """Why the target flow takes no follow-up from `source` at all (its triggers); its status
+    and the rules of every trigger are `decide_entries`'."""
     triggers = [t for t in definition.triggers if t.type == "follow_up"]
     if not triggers:
         return "the flow has no follow_up trigger (add `- type: follow_up` to its triggers)"
@@ -395,8 +366,7 @@ def _follow_up_refusal(
 
 def _hold_for_loop_guard(
     conn: sa.Connection,
-    target: Any,
-    definition: FlowDefinition,
+    target: repo.FlowInfo,
     source: str,
     start: StartFlow,
     *,
@@ -409,7 +379,7 @@ def _hold_for_loop_guard(
     eid = repo.insert_enrollment(
         conn,
         flow_id=target.id,
-        flow_version=target.current_version,
+        flow_version=target.version,
         record_id=start.record_id,
         now=now,
         due_at=now,
@@ -423,7 +393,7 @@ def _hold_for_loop_guard(
     notify_loop_guard(
         conn,
         reason=reason,
-        controller=definition.controller,
+        controller=target.definition.controller,
         told=told,
         enrollment_id=eid,
         record_id=start.record_id,

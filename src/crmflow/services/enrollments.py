@@ -34,14 +34,15 @@ from crmflow.engine.transition import Outcome, advance, cancel, enter, restart
 from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
-from crmflow.services.effects import Applied, apply_commands, loop_guard_tripped
+from crmflow.services.effects import Applied, apply_commands
 from crmflow.services.entry import (
+    Candidate,
     Decision,
+    FlowRef,
     admission_refusal,
-    condition_refusal,
+    decide_entries,
     loop_guard_reason,
     notify_loop_guard,
-    reentry_refusal_of,
     write_decisions,
 )
 from crmflow.services.flow_access import can_see_flow, visible_flow
@@ -391,7 +392,11 @@ def start_one(
         refusal = f"the flow runs on {definition.record_type} records, not {record_type}"
     if refusal is not None:
         return refusal
-    if loop_guard_tripped(conn, flow.id, record_id, now=now):
+    # The rules every trigger follows (active flow, loop guard, re-entry, entry condition).
+    snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
+    ref = FlowRef(flow.id, flow.key, flow.status, flow.current_version, definition)
+    verdict = decide_entries(conn, ctx, [Candidate(ref, record_id, "manual", snapshot)], now=now)
+    if verdict.tripped:
         return trip_loop_guard(
             conn,
             flow_id=flow.id,
@@ -402,13 +407,8 @@ def start_one(
             told=told,
             now=now,
         )
-    refusal = reentry_refusal_of(conn, definition.reentry, flow.id, record_id, now=now)
-    if refusal is None:
-        snapshot = repo.load_records(conn, [record_id], catalog_in(conn))[record_id]
-        zone = _zone(ctx, definition)
-        refusal = condition_refusal(definition, snapshot, change=None, now=now, zone=zone)
-    if refusal is not None:
-        return refusal
+    if verdict.refused:
+        return verdict.refused[0].reason
     eid = repo.insert_enrollment(
         conn,
         flow_id=flow.id,

@@ -46,7 +46,6 @@ __all__ = [
     "notify_loop_guard",
     "past_entries",
     "reentry_refusal",
-    "reentry_refusal_of",
     "write_decisions",
 ]
 
@@ -215,15 +214,6 @@ def reentry_refusal(
                 f"{rows[0].entered_at:%Y-%m-%d} (may enter again from {again:%Y-%m-%d %H:%M} UTC)"
             )
     return None
-
-
-def reentry_refusal_of(
-    conn: sa.Connection, policy: ReentryPolicy, flow_id: int, record_id: int, *, now: datetime
-) -> str | None:
-    """`reentry_refusal` for one record, reading its past entries (manual and follow-up
-    starts, which come one at a time)."""
-    past = past_entries(conn, [(flow_id, record_id)]).get((flow_id, record_id), [])
-    return reentry_refusal(policy, past, now=now)
 
 
 def past_entries(
