@@ -441,7 +441,7 @@ def save(
     if merging:
         pairs = {(log.enrollment_id, log.step_run) for log in merging}
         existing = _existing_runs(conn, pairs)
-        _upsert_runs(conn, _fold(merging, existing), existing)
+        _upsert_runs(conn, _fold(merging, existing))
 
 
 def _fold(
@@ -504,11 +504,7 @@ def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> Non
     )
 
 
-def _upsert_runs(
-    conn: sa.Connection,
-    rows: dict[tuple[int, int], StepRunRow],
-    existing: dict[tuple[int, int], StepRunRow],
-) -> None:
+def _upsert_runs(conn: sa.Connection, rows: dict[tuple[int, int], StepRunRow]) -> None:
     """Runs that may already have a row: inserted, or their row brought up to date."""
     insert = _insert_for(conn, step_runs)
     conn.execute(
