@@ -62,6 +62,7 @@ __all__ = [
     "catch_up",
     "check_decision",
     "enter",
+    "hears_changes",
     "move_to",
     "restart",
     "resume_recheck",
@@ -376,6 +377,19 @@ def _timed_by_record(timing: object) -> bool:
     """Whether a step's time depends on the record: a date field, or a zone the record holds."""
     return isinstance(timing, DateTiming) or (
         isinstance(timing, AtTimeTiming) and timing.zone_field is not None
+    )
+
+
+def hears_changes(flow: FlowDefinition) -> bool:
+    """Whether a change of its record (other than its deletion, which ends it in any flow) can
+    move a record inside `flow`: the flow has a goal, a wait step, or a step timed by an event or
+    by the record (see `_Call.on_change`: a delay or a daily time in the flow's zone gives the
+    same time again, and an approval waits for its button whatever the record does)."""
+    if flow.goal:
+        return True
+    return any(
+        step.type == "wait" or isinstance(step.timing, EventTiming) or _timed_by_record(step.timing)
+        for step in flow.steps
     )
 
 

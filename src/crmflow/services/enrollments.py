@@ -12,7 +12,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -41,6 +40,7 @@ from crmflow.services.entry import (
     FlowRef,
     admission_refusal,
     decide_entries,
+    flow_zone,
     loop_guard_reason,
     notify_loop_guard,
     write_decisions,
@@ -106,10 +106,6 @@ class Moved:
     @property
     def step_runs(self) -> int:
         return sum(len(o.log) for o in self.outcomes.values())
-
-
-def _zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
-    return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
 
 
 def with_action_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[StepRunLog]:
@@ -178,7 +174,7 @@ def move_batch(
             moved.skipped.append(row.id)
             continue
         flow = info.definition
-        zone = _zone(ctx, flow)
+        zone = flow_zone(ctx, flow)
         rtype = types.get(flow.record_type)
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)

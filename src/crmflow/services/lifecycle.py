@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -43,17 +42,18 @@ from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.runtime import EnrollmentState, RecordChanged, RecordSnapshot, StepRunLog
-from crmflow.engine.transition import Outcome, cancel, move_to, resume_recheck
+from crmflow.engine.transition import Outcome, cancel, hears_changes, move_to, resume_recheck
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.effects import apply_commands
 from crmflow.services.enrollments import close_tasks, with_action_failures
+from crmflow.services.entry import flow_zone
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
 from crmflow.services.triggers.change_feed import FEED, as_change
-from crmflow.services.triggers.record_changes import hears_changes, merge_events, user_names
+from crmflow.services.triggers.record_changes import merge_events, user_names
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -322,10 +322,6 @@ class _Writes:
             )
 
 
-def _zone(ctx: Context, definition: FlowDefinition) -> ZoneInfo:
-    return ZoneInfo(definition.timezone) if definition.timezone else ctx.zone
-
-
 def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> Any:
     """The enrollments the catch-up policy can change (the others are not even loaded)."""
     if paused_at is None or policy == "run_late":
@@ -478,7 +474,7 @@ def _thaw(
                         record,
                         target,
                         now=now,
-                        zone=_zone(ctx, new),
+                        zone=flow_zone(ctx, new),
                         record_type=types.get(new.record_type),
                     )
                     writes.outcome(row.state, outcome, flow.key)
@@ -495,7 +491,7 @@ def _thaw(
                 change=change,
                 paused_at=paused_at,
                 resumed_at=now,
-                zone=_zone(ctx, definition),
+                zone=flow_zone(ctx, definition),
                 policy=new.catch_up,
                 record_type=types.get(definition.record_type),
             )

@@ -13,8 +13,6 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from crmflow.engine.definition import FlowDefinition
-from crmflow.engine.definition.timing import AtTimeTiming, DateTiming, EventTiming
 from crmflow.engine.definition.triggers import (
     FieldChangedTrigger,
     RecordUpdatedTrigger,
@@ -23,6 +21,7 @@ from crmflow.engine.definition.triggers import (
 )
 from crmflow.engine.recordtypes import RecordType, normalise_value
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
+from crmflow.engine.transition import hears_changes
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.enrollments import move_batch, trip_loop_guard
@@ -45,7 +44,6 @@ __all__ = [
     "Change",
     "Listeners",
     "handle_changes",
-    "hears_changes",
     "listeners",
     "merge_events",
     "user_names",
@@ -137,26 +135,6 @@ class Listeners:
             or record_type in self.hearing
             or (kind == "deleted" and record_type in self.running)
         )
-
-
-def hears_changes(definition: FlowDefinition) -> bool:
-    """Whether a record inside a flow of `definition` can be moved by a change of its record
-    (other than its deletion, which ends it in any flow): the flow has a goal, a wait step, a
-    step timed by an event or by a date field, or a daily time in a zone the record holds.
-
-    This is how the engine answers a RecordChanged (`engine.transition`): the goal is checked,
-    a wait or event step looks at the change, a step waiting for its time recomputes that time
-    from its timing and the record; a delay or a daily time in the flow's zone gives the same
-    time again, and an approval waits for its button whatever the record does."""
-    if definition.goal:
-        return True
-    for step in definition.steps:
-        timing = step.timing
-        if step.type == "wait" or isinstance(timing, EventTiming | DateTiming):
-            return True
-        if isinstance(timing, AtTimeTiming) and timing.zone_field:
-            return True
-    return False
 
 
 def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> Listeners:
