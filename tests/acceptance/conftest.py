@@ -1,14 +1,20 @@
-"""Acceptance fixtures: the `crmflow` command run as a subprocess, as a user would run it."""
+"""Acceptance fixtures: the `crmflow` command run as a subprocess, as a user would run it, and
+the HTTP API through a test client with users' tokens."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+
+from crmflow.api.app import create_app
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
 
 REPO = Path(__file__).resolve().parents[2]
 CRMFLOW = str(Path(sys.executable).parent / "crmflow")
@@ -50,3 +56,20 @@ def crmflow(cli_env: dict[str, str], tmp_path: Path) -> Run:
         return done
 
     return run
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    """The HTTP API of `ctx`, in process."""
+    with TestClient(create_app(ctx)) as test_client:
+        yield test_client
+
+
+def auth_headers(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
+    """The headers of a call made as `username` (a new API token, made by `admin`)."""
+    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
+
+
+@pytest.fixture
+def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
+    return auth_headers(ctx, admin, admin.username)

@@ -5,21 +5,18 @@ is cancelled and its email not yet sent will not be sent; members may not do it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records, users
+from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
 from crmflow.services.users import actor_by_username
 from crmflow.settings import Settings
 from crmflow.store.schema import outbox, tasks
-from tests.acceptance.conftest import Run
+from tests.acceptance.conftest import Run, auth_headers
 from tests.conftest import make_user
 
 FLOW = """\
@@ -62,24 +59,14 @@ def _states(ctx: Context, eid: int) -> tuple[list[str], list[str]]:
         return list(task.scalars()), list(sent.scalars())
 
 
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
-
-
-def _auth(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
-
-
 def test_a_manager_cancels_a_run_over_http(ctx: Context, admin: Actor, client: TestClient) -> None:
     rid, eid = _waiting_run(ctx, admin)
     assert _states(ctx, eid) == (["open"], ["pending"])
 
-    member = client.post(f"/api/runs/{eid}/cancel", headers=_auth(ctx, admin, "andrei"))
+    member = client.post(f"/api/runs/{eid}/cancel", headers=auth_headers(ctx, admin, "andrei"))
     assert member.status_code == 403 and "managers and admins" in member.json()["message"]
 
-    as_maria = _auth(ctx, admin, "maria")
+    as_maria = auth_headers(ctx, admin, "maria")
     done = client.post(
         f"/api/runs/{eid}/cancel", json={"reason": "asked to stop"}, headers=as_maria
     )

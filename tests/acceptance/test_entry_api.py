@@ -3,14 +3,10 @@ the flow's not-entered list; a draining flow refuses restarts. On SQLite and Pos
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import flows, users
+from crmflow.services import flows
 from crmflow.services.context import Actor, Context
 
 GATED = """\
@@ -32,17 +28,6 @@ steps:
       - type: history
         message: "later"
 """
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
-    return {"Authorization": f"Bearer {users.create_token(ctx, admin, admin.username).token}"}
 
 
 def _contact(client: TestClient, headers: dict[str, str], name: str) -> int:

@@ -5,7 +5,6 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.simulation import sample_record
 from crmflow.services import enrollments, flows, queries, record_types, records, users
@@ -85,12 +83,6 @@ CASES = [
         start_at=datetime(2026, 11, 23, 7, 0, tzinfo=UTC),  # 08:00 in Rome, before 09:30
     ),
 ]
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
 
 
 def _setup_like_the_demo(ctx: Context) -> Actor:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
-from crmflow.services import users
 from crmflow.services.context import Actor, Context
+from tests.acceptance.conftest import auth_headers
 from tests.conftest import make_user
 
 WELCOME = """\
@@ -26,21 +23,6 @@ steps:
       - type: history
         message: "Welcome {{ record.first_name }}"
 """
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
-
-
-def _auth(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
-
-
-@pytest.fixture
-def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
-    return _auth(ctx, admin, admin.username)
 
 
 def test_every_call_needs_a_valid_token(client: TestClient) -> None:
@@ -149,8 +131,14 @@ def test_private_flow_is_404_for_non_members(
         "/api/flows", content=private, headers={**as_admin, "Content-Type": "application/yaml"}
     )
     assert created.status_code == 201, created.text
-    assert client.get("/api/flows/welcome", headers=_auth(ctx, admin, "bogdan")).status_code == 200
-    assert client.get("/api/flows/welcome", headers=_auth(ctx, admin, "andrei")).status_code == 404
+    assert (
+        client.get("/api/flows/welcome", headers=auth_headers(ctx, admin, "bogdan")).status_code
+        == 200
+    )
+    assert (
+        client.get("/api/flows/welcome", headers=auth_headers(ctx, admin, "andrei")).status_code
+        == 404
+    )
 
 
 def test_members_cannot_change_flows(ctx: Context, admin: Actor, client: TestClient) -> None:
@@ -158,7 +146,7 @@ def test_members_cannot_change_flows(ctx: Context, admin: Actor, client: TestCli
     refused = client.post(
         "/api/flows",
         content=WELCOME,
-        headers={**_auth(ctx, admin, "andrei"), "Content-Type": "application/yaml"},
+        headers={**auth_headers(ctx, admin, "andrei"), "Content-Type": "application/yaml"},
     )
     assert refused.status_code == 403
     assert "only admins" in refused.json()["message"]
@@ -180,11 +168,11 @@ def test_validate_does_not_reveal_private_flows_to_non_members(
         "      - type: start_flow\n        flow: secret-pla\n      - type: history",
     )
     make_user(ctx, "eve", "admin")
-    outsider = {**_auth(ctx, admin, "eve"), **yaml}
+    outsider = {**auth_headers(ctx, admin, "eve"), **yaml}
     answer = client.post("/api/flows/validate", content=probe, headers=outsider)
     assert answer.status_code == 422
     assert "secret-plan" not in answer.text
-    member = {**_auth(ctx, admin, "bogdan"), **yaml}
+    member = {**auth_headers(ctx, admin, "bogdan"), **yaml}
     answer = client.post("/api/flows/validate", content=probe, headers=member)
     assert "secret-plan" in answer.text  # a member is offered the did-you-mean
 

@@ -7,16 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
-from crmflow.services import users, webhooks_in
+from crmflow.services import webhooks_in
 from crmflow.services.context import Actor, Context
+from tests.acceptance.conftest import auth_headers
 from tests.conftest import FrozenClock, make_user
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes!!!!").decode()
@@ -51,21 +49,6 @@ steps:
       - type: history
         message: "A day later"
 """
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
-
-
-def _auth(ctx: Context, admin: Actor, username: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {users.create_token(ctx, admin, username).token}"}
-
-
-@pytest.fixture
-def as_admin(ctx: Context, admin: Actor) -> dict[str, str]:
-    return _auth(ctx, admin, admin.username)
 
 
 def _start(client: TestClient, as_admin: dict[str, str], text: str, key: str) -> None:
@@ -236,7 +219,7 @@ def test_an_unsigned_hook_needs_an_api_token_of_a_user_who_sees_the_flow(
     assert bad.status_code == 401
 
     make_user(ctx, "andrei", "member")
-    as_andrei = _auth(ctx, admin, "andrei")
+    as_andrei = auth_headers(ctx, admin, "andrei")
     answer = client.post("/hooks/crm-call", json={"record_id": rid}, headers=as_andrei)
     assert answer.status_code == 200, answer.text
     assert answer.json()["flows"][0]["entered"] is True

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, records, users
 from crmflow.services.context import Actor, Context
@@ -109,12 +106,6 @@ steps:
     buttons:
       - {key: ok, label: OK}
 """
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
 
 
 def test_the_runs_routes_start_show_decide_restart_and_count(

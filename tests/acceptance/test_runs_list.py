@@ -5,13 +5,11 @@ showing with its reason, and a private flow hidden from those outside it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
 from crmflow.services import enrollments as runs
@@ -159,12 +157,6 @@ def test_runs_list_shows_where_each_record_is_and_why_the_cancelled_ones_stopped
 
 
 # -- the HTTP API -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def client(ctx: Context) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as test_client:
-        yield test_client
 
 
 def test_the_runs_route_lists_filters_and_pages_a_flows_records(
