@@ -214,7 +214,10 @@ class StepStatus(StrEnum):
     ENDED = "ended"  # the enrollment ended here (finished, left or cancelled: see the reason)
 
 
-class ActionLog(_Frozen):
+# The logs are plain slotted dataclasses rather than pydantic models: the engine builds one per
+# step run and one per action run (a worker's batch, thousands), and nothing parses them.
+@dataclass(frozen=True, slots=True)
+class ActionLog:
     index: int  # position in the step's `actions` list
     key: str | None
     type: str
@@ -222,7 +225,8 @@ class ActionLog(_Frozen):
     detail: str  # what it did ("email to a@b.org: Merci Claire !") or why not
 
 
-class StepRunLog(_Frozen):
+@dataclass(frozen=True, slots=True)
+class StepRunLog:
     enrollment_id: int
     step_key: str
     step_run: int

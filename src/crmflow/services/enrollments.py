@@ -9,7 +9,7 @@ history, outbox) on the caller's transaction, with a fixed number of statements 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -121,9 +121,7 @@ def with_action_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[S
             if reason is not None and a.status is ActionStatus.DONE:
                 failed += 1
                 detail = f"{a.detail} — {reason}"
-                actions.append(
-                    a.model_copy(update={"status": ActionStatus.FAILED, "detail": detail})
-                )
+                actions.append(replace(a, status=ActionStatus.FAILED, detail=detail))
             else:
                 actions.append(a)
         if not failed:
@@ -136,9 +134,7 @@ def with_action_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[S
             status, reason = StepStatus.FAILED, f"{failing} of {len(actions)} actions failed"
         else:
             reason = "; ".join(r for r in (log.reason, f"{failed} action(s) failed") if r)
-        out.append(
-            log.model_copy(update={"actions": tuple(actions), "status": status, "reason": reason})
-        )
+        out.append(replace(log, actions=tuple(actions), status=status, reason=reason))
     return out
 
 

@@ -495,8 +495,9 @@ def update_records_in(
     ids = {item.record_id for item in items}
     rows: dict[int, sa.Row[Any]] = {}
     for chunk in _chunks(ids):
-        query = sa.select(records).where(records.c.id.in_(chunk)).with_for_update()
-        rows.update({row.id: row for row in conn.execute(query)})
+        r = records.c
+        query = sa.select(r.id, r.type, r.data, r.owner_id).where(r.id.in_(chunk))
+        rows.update({row.id: row for row in conn.execute(query.with_for_update())})
     types: dict[str, RecordType] = {}
     resolvers: dict[str, LinkResolver] = {}
     given: list[dict[str, Any] | None] = []

@@ -200,8 +200,18 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
     whose lease is still `owner`'s: the others were taken over and must not be written."""
     found: list[EnrollmentRow] = []
     e = enrollments.c
-    columns: list[sa.ColumnElement[Any]] = [c for c in enrollments.c if c.key != "state"]
-    columns.append(_json_text(e.state, conn.dialect.name).label("state"))
+    # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
+    columns: list[sa.ColumnElement[Any]] = [
+        e.id,
+        e.flow_id,
+        e.flow_version,
+        e.record_id,
+        e.status,
+        e.step_key,
+        e.due_at,
+        e.entered_at,
+        _json_text(e.state, conn.dialect.name).label("state"),
+    ]
     for chunk in _chunks(sorted(ids)):
         query: sa.Select[Any] = sa.select(*columns).where(enrollments.c.id.in_(chunk))
         if owner is not None:
