@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -211,6 +213,40 @@ def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
             )
         ).all()
     assert {count for _, count in runs_per} == {3}  # thank, two-days-later, approve (waiting)
+
+
+def test_a_batch_runs_without_the_cycle_collector_and_gives_it_back_as_it_found_it(
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is off while a batch moves its records (it found nothing to free there and
+    cost a fifth of the time), on again afterwards, and left off when the program had it off."""
+    _flow(ctx, admin)
+    for i in range(3):
+        runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, f"C{i}"))
+    clock.advance(days=2)
+    seen: list[bool] = []
+    move = runs.move_batch
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return move(*args, **kwargs)
+
+    monkeypatch.setattr("crmflow.worker.move_batch", watching)
+    system = ensure_system_user(ctx)
+    assert gc.isenabled()
+    assert run_batch(ctx, system, now=clock.current, owner="w").moved == 3
+    assert seen == [False]
+    assert gc.isenabled()
+
+    clock.advance(days=30)
+    runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, "Late"))
+    clock.advance(days=2)
+    gc.disable()
+    try:
+        assert run_batch(ctx, system, now=clock.current, owner="w").moved == 1
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_the_same_step_run_written_twice_leaves_one_outbox_row(
