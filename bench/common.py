@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -65,6 +65,9 @@ class Comparison:
     rows: int
     ours: list[float]
     baseline: list[float]
+    # Optional: the same database work as crmflow's, written by hand as one SQL statement (what
+    # the database itself costs, so that what crmflow adds on top can be told apart).
+    by_hand: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -74,11 +77,17 @@ class Comparison:
         ours = statistics.median(self.ours)
         base = statistics.median(self.baseline)
         verdict = "ok" if self.ratio <= aim else "ABOVE AIM"
-        return (
+        text = (
             f"{self.name:<28} {self.backend:<8} rows={self.rows:>9,}  "
             f"ratio={self.ratio:5.2f}x (aim <= {aim:g}x, {verdict})  "
-            f"median ours={ours:.3f}s baseline={base:.3f}s  runs={len(self.ours)}"
+            f"median ours={ours:.3f}s baseline={base:.3f}s"
         )
+        if self.by_hand:
+            hand = statistics.median(self.by_hand)
+            text += (
+                f" same-SQL-by-hand={hand:.3f}s ({ours / hand:.2f}x of it, {hand / base:.2f}x bare)"
+            )
+        return text + f"  runs={len(self.ours)}"
 
 
 def ratio_main(
