@@ -68,7 +68,19 @@ def run_batch(
     limit: int = DEFAULT_BATCH,
     lease: timedelta = DEFAULT_LEASE,
 ) -> BatchResult:
-    """Claim up to `limit` enrollments due at `now`, move them, and commit: one batch."""
+    """Claim up to `limit` enrollments due at `now`, move them, and commit: one batch.
+
+    On PostgreSQL the claim is a transaction of its own that leases the rows to `owner`, so
+    that other workers pass them over while this one works, and take them over if it dies. On
+    SQLite one transaction writes at a time: the batch is found and moved in one transaction,
+    and a worker that dies leaves nothing behind, so no lease is needed."""
+    if not is_postgres(ctx.engine):
+        with _collector_paused(), ctx.engine.begin() as conn:
+            ids = repo.due_ids(conn, now=now, limit=limit)
+            if not ids:
+                return BatchResult(0, 0, 0)
+            moved = move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now)
+        return BatchResult(len(ids), len(moved.outcomes), moved.step_runs)
     ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)
     if not ids:
         return BatchResult(0, 0, 0)

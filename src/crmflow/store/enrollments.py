@@ -50,6 +50,7 @@ __all__ = [
     "FlowInfo",
     "StepRunRow",
     "claim",
+    "due_ids",
     "insert_enrollment",
     "insert_ignoring_duplicates",
     "load_flows",
@@ -172,20 +173,26 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def due_ids(conn: sa.Connection, *, now: datetime, limit: int) -> list[int]:
+    """Up to `limit` enrollments of running flows due at `now` and not leased, due first.
+
+    On PostgreSQL the rows are locked, skipping those another worker is claiming right now."""
+    query = (
+        sa.select(enrollments.c.id)
+        .where(_due(now))
+        .order_by(enrollments.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=enrollments)
+    )
+    return [int(i) for i in conn.execute(query).scalars()]
+
+
 def claim(
     engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
 ) -> list[int]:
     """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first."""
     with engine.begin() as conn:
-        query = (
-            sa.select(enrollments.c.id)
-            .where(_due(now))
-            .order_by(enrollments.c.due_at)
-            .limit(limit)
-            # SKIP LOCKED: a row another worker is claiming right now is simply not ours.
-            .with_for_update(skip_locked=True, of=enrollments)
-        )
-        ids = [int(i) for i in conn.execute(query).scalars()]
+        ids = due_ids(conn, now=now, limit=limit)
         if ids:
             conn.execute(
                 enrollments.update()
