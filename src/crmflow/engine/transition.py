@@ -52,7 +52,7 @@ from crmflow.engine.runtime import (
 from crmflow.engine.steps import action, approval, decision, end, merge, wait
 from crmflow.engine.steps.base import End, Go, Hold, StepResult, StepRun
 from crmflow.engine.steps.scope import EvaluationError, Scope
-from crmflow.engine.timing import shift, step_due_at
+from crmflow.engine.timing import DueTime, shift, step_due_at
 
 __all__ = [
     "MAX_STEPS_PER_CALL",
@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 MAX_STEPS_PER_CALL = 1000
+_MEMO_SIZE = 1024  # due times kept per flow definition (see `_Call.schedule`)
 
 _STARTERS: dict[str, Any] = {
     "action": action.start,
@@ -262,14 +263,7 @@ class _Call:
         """Set when `step` is due from its timing; True when it should start now."""
         if step.timing is None and self.flow.calendar is None:
             return True  # immediately, and no calendar to move it: the common case, kept cheap
-        since = self._get("step_since") or self.now
-        due = step_due_at(
-            step.timing,
-            previous_end=since,
-            record=self.run.scope.record.values,
-            flow_zone=self.run.scope.zone,
-            calendar=self.flow.calendar,
-        )
+        due = self.due(step, self._get("step_since") or self.now)
         if due.waits_for_event:
             timing = cast(EventTiming, step.timing)
             if timing.condition and self._holds(timing.condition):
@@ -288,6 +282,35 @@ class _Call:
             waiting=Waiting(kind=WaitKind.TIMER, description=due.reason),
         )
         return False
+
+    def due(self, step: Step, since: datetime) -> DueTime:
+        """When `step` is due, its timing counted from `since`.
+
+        A time that does not depend on the record is the same for every record that reaches
+        the step at the same instant (a batch moves hundreds at one `now`): it is worked out
+        once and kept with the definition."""
+        zone = self.run.scope.zone
+        if _timed_by_record(step.timing):
+            return step_due_at(
+                step.timing,
+                previous_end=since,
+                record=self.run.scope.record.values,
+                flow_zone=zone,
+                calendar=self.flow.calendar,
+            )
+        memo, key = self.flow.memo, ("due", step.key, since, zone.key)
+        found: DueTime | None = memo.get(key)
+        if found is None:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            found = memo[key] = step_due_at(
+                step.timing,
+                previous_end=since,
+                record={},
+                flow_zone=zone,
+                calendar=self.flow.calendar,
+            )
+        return found
 
     def new_run(self) -> None:
         runs = self._get("step_runs") + 1
@@ -348,13 +371,7 @@ class _Call:
     def retime(self, step: Step) -> None:
         """Set the due time of `step`, waiting for its time, from its timing and the record as
         it is now; it does not run here, even when that time has passed."""
-        due = step_due_at(
-            step.timing,
-            previous_end=self._get("step_since") or self.now,
-            record=self.run.scope.record.values,
-            flow_zone=self.run.scope.zone,
-            calendar=self.flow.calendar,
-        )
+        due = self.due(step, self._get("step_since") or self.now)
         self.update(due_at=due.at, waiting=Waiting(kind=WaitKind.TIMER, description=due.reason))
 
     def on_change(self, step: Step, kind: WaitKind, change: RecordChanged) -> None:

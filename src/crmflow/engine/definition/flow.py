@@ -143,6 +143,12 @@ class FlowDefinition(Definition):
         return found
 
     @cached_property
+    def memo(self) -> dict[Any, Any]:
+        """What the engine works out from this definition and a few plain values alone, kept
+        for the next record that asks the same (see `transition._Call.schedule`)."""
+        return {}
+
+    @cached_property
     def _following(self) -> dict[str, str | None]:
         order = self._run_order
         return {
