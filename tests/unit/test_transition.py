@@ -171,6 +171,40 @@ def test_a_date_timing_is_recomputed_when_the_date_changes() -> None:
     assert history(ran) == ["happy birthday"]
 
 
+def test_records_of_one_definition_each_get_their_own_due_time() -> None:
+    """One parsed definition serves every record of a batch: a time that depends on the record
+    is its own, and a delay counts from each record's own instant (across a DST change too)."""
+    flow = make_flow(
+        [
+            {"key": "hello", "actions": [{"type": "history", "message": "hi"}]},
+            {
+                "key": "birthday",
+                "timing": {"type": "date", "field": "birth_date", "time": "09:00"},
+                "actions": [{"type": "history", "message": "hb"}],
+            },
+            {
+                "key": "later",
+                "timing": {"type": "after", "amount": 1, "unit": "days"},
+                "actions": [{"type": "history", "message": "later"}],
+            },
+        ]
+    )
+    first = start(flow, make_record(birth_date="2026-03-28"))
+    second = start(flow, make_record(birth_date="2026-03-29"))
+    assert first.next_due == datetime(2026, 3, 28, 8, 0, tzinfo=UTC)  # 09:00 CET
+    assert second.next_due == datetime(2026, 3, 29, 7, 0, tzinfo=UTC)  # 09:00 CEST
+
+    # Paris goes to summer time in the night of 28 to 29 March 2026: 1 day after 09:00 local
+    # is 09:00 local the next day, 23 or 24 hours later depending on the day.
+    before = datetime(2026, 3, 28, 8, 0, tzinfo=UTC)
+    after = datetime(2026, 3, 29, 7, 0, tzinfo=UTC)
+    for _ in range(2):  # asked twice: the answer kept for an instant is that instant's
+        ran_before = timer(flow, first, before)
+        ran_after = timer(flow, second, after)
+        assert ran_before.next_due == datetime(2026, 3, 29, 7, 0, tzinfo=UTC)
+        assert ran_after.next_due == datetime(2026, 3, 30, 7, 0, tzinfo=UTC)
+
+
 def test_a_date_the_record_lacks_holds_the_step_until_it_is_set() -> None:
     flow = make_flow(
         [
