@@ -7,11 +7,15 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from crmflow.api.app import create_app
 from crmflow.services import webhooks_in
 from crmflow.services.context import Actor, Context
 from tests.acceptance.conftest import auth_headers
@@ -67,12 +71,18 @@ def _contact(client: TestClient, as_admin: dict[str, str], name: str = "Ana", **
 
 
 def _signed(
-    ctx: Context, body: dict[str, Any], *, secret: str = SECRET, age: timedelta = timedelta(0)
+    ctx: Context,
+    body: dict[str, Any],
+    *,
+    secret: str = SECRET,
+    age: timedelta = timedelta(0),
+    msg_id: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers a Standard Webhooks sender sends, computed here by hand (as the
-    docs show), not by crmflow's own code."""
+    docs show), not by crmflow's own code; each call its own webhook-id unless one is given (a
+    retry keeps its id)."""
     raw = json.dumps(body).encode()
-    msg_id = "msg_2mAuWq0BzY"
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     timestamp = str(int((ctx.now() - age).timestamp()))
     key = (
         base64.b64decode(secret.removeprefix("whsec_"))
@@ -107,12 +117,14 @@ def test_a_signed_call_enters_the_record_and_runs_its_first_step(
     assert run["flow"] == "onboard"
     assert [(r["step"], r["status"]) for r in run["step_runs"]] == [("note", "done")]
     assert any("Hooked Ana" in h["message"] for h in runs["history"])
-    # crmflow's own helper signs the same way as a sender does by hand.
+    # crmflow's own helper signs the same way as a sender does by hand (another call: its id).
     again = {
         **headers,
-        "webhook-signature": webhooks_in.sign(SECRET, headers["webhook-id"], ctx.now(), raw),
+        "webhook-id": "msg_again",
+        "webhook-signature": webhooks_in.sign(SECRET, "msg_again", ctx.now(), raw),
     }
-    assert client.post("/hooks/new-signup", content=raw, headers=again).json()["entered"] == 1
+    second = client.post("/hooks/new-signup", content=raw, headers=again).json()
+    assert second["entered"] == 1 and "replayed" not in second
 
 
 def test_a_raw_secret_and_a_match_on_a_field_name_the_record(
@@ -280,5 +292,152 @@ def test_refusals_say_why_paused_entry_condition_and_reentry(
     ana = _contact(client, as_admin, "Ana")
     raw, headers = _signed(ctx, {"record_id": ana})
     assert client.post("/hooks/welcome", content=raw, headers=headers).json()["entered"] == 1
+    raw, headers = _signed(ctx, {"record_id": ana})  # another call, not a replay
     second = client.post("/hooks/welcome", content=raw, headers=headers).json()
     assert second["flows"][0]["reason"].startswith("re-entry: never")
+
+
+def _hooked(client: TestClient, as_admin: dict[str, str], rid: int) -> int:
+    """How many times a hook's flow started the record (its first step's history)."""
+    runs = client.get(f"/api/records/contact/{rid}/runs", headers=as_admin).json()
+    return sum("Hooked" in h["message"] for h in runs["history"])
+
+
+def test_a_signed_call_sent_again_is_answered_as_the_first_and_starts_nothing(
+    ctx: Context, client: TestClient, as_admin: dict[str, str], clock: FrozenClock
+) -> None:
+    # Re-entry 'always': only the webhook-id keeps a record from entering twice.
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="msg_retried")
+    first = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["entered"] == 1 and "replayed" not in first.json()
+
+    # The same call replayed as it is, within its signature's 5 minutes.
+    clock.advance(minutes=1)
+    replayed = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert replayed.status_code == 200, replayed.text
+    answer = replayed.json()
+    assert answer["replayed"] is True
+    assert "already received (webhook-id msg_retried" in answer["message"]
+    assert "nothing was started again" in answer["message"]
+    assert {k: v for k, v in answer.items() if k not in ("replayed", "message")} == first.json()
+
+    # A sender's retry half an hour later: same id and body, fresh timestamp and signature;
+    # and through another server on the same database (a restart, or another process).
+    clock.advance(minutes=30)
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="msg_retried")
+    other = Context.from_settings(ctx.settings)
+    other.clock = clock
+    try:
+        with TestClient(create_app(other)) as other_client:
+            retried = other_client.post("/hooks/new-signup", content=raw, headers=headers)
+    finally:
+        other.engine.dispose()
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["replayed"] is True
+    assert retried.json()["flows"] == first.json()["flows"]
+    assert _hooked(client, as_admin, rid) == 1
+
+    # The same id signed but with the wrong secret is refused as any bad signature: only a
+    # sender holding the secret learns that an id was taken.
+    other_secret = "whsec_" + base64.b64encode(b"another secret, another sender").decode()
+    raw, headers = _signed(ctx, {"record_id": rid}, secret=other_secret, msg_id="msg_retried")
+    assert client.post("/hooks/new-signup", content=raw, headers=headers).status_code == 401
+
+    # The same id with another body is a sender reusing ids: a 409, not a silent drop.
+    raw, headers = _signed(ctx, {"record_id": rid, "note": "x"}, msg_id="msg_retried")
+    reused = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert reused.status_code == 409
+    assert "msg_retried was already taken on hook 'new-signup'" in reused.json()["message"]
+    assert "for a different body" in reused.json()["message"]
+
+    # Another call (its own id) with the same body starts the record again: re-entry allows it.
+    raw, headers = _signed(ctx, {"record_id": rid})
+    again = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert again.json()["entered"] == 1 and "replayed" not in again.json()
+    assert _hooked(client, as_admin, rid) == 2
+
+    # Ids are remembered RECEIPT_RETENTION; later calls forget the older ones.
+    clock.advance(seconds=webhooks_in.RECEIPT_RETENTION.total_seconds())
+    raw, headers = _signed(ctx, {"record_id": rid})
+    assert client.post("/hooks/new-signup", content=raw, headers=headers).json()["entered"] == 1
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="msg_retried")
+    forgotten = client.post("/hooks/new-signup", content=raw, headers=headers).json()
+    assert forgotten["entered"] == 1 and "replayed" not in forgotten
+    assert _hooked(client, as_admin, rid) == 4
+
+
+def test_a_signed_call_that_failed_can_be_sent_again_with_its_webhook_id(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    raw, headers = _signed(ctx, {"id": rid}, msg_id="msg_fixed")
+    nameless = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert nameless.status_code == 422
+    raw, headers = _signed(ctx, {"record_id": 999999}, msg_id="msg_fixed")
+    assert client.post("/hooks/new-signup", content=raw, headers=headers).status_code == 404
+    # Fixed by the sender, sent again with the same id: taken (a failed call left no id).
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="msg_fixed")
+    fixed = client.post("/hooks/new-signup", content=raw, headers=headers)
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["entered"] == 1 and "replayed" not in fixed.json()
+    assert client.post("/hooks/new-signup", content=raw, headers=headers).json()["replayed"]
+    assert _hooked(client, as_admin, rid) == 1
+
+    too_long = {**headers, "webhook-id": "m" * 256}
+    too_long["webhook-signature"] = webhooks_in.sign(SECRET, "m" * 256, ctx.now(), raw)
+    refused = client.post("/hooks/new-signup", content=raw, headers=too_long)
+    assert refused.status_code == 422
+    assert refused.json()["problems"][0]["path"] == "webhook-id"
+
+
+def test_two_deliveries_of_one_call_at_once_start_the_record_once(
+    ctx: Context, client: TestClient, as_admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both pass the first look for the id before either is taken: the id written in the
+    transaction of the starts decides (the second waits for the first to end)."""
+    _start(client, as_admin, _flow("onboard", "new-signup"), "onboard")
+    rid = _contact(client, as_admin)
+    raw, headers = _signed(ctx, {"record_id": rid})
+    signature = webhooks_in.Signature(
+        headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"]
+    )
+    both_read = threading.Barrier(2, timeout=30)
+    named = webhooks_in._record_named
+
+    def in_step(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        both_read.wait()
+        return named(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks_in, "_record_named", in_step)
+    answers: list[webhooks_in.HookResult | webhooks_in.HookReplay] = []
+
+    def deliver() -> None:
+        answers.append(
+            webhooks_in.receive_hook(ctx, "new-signup", raw, signature=signature, token=None)
+        )
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(type(a).__name__ for a in answers) == ["HookReplay", "HookResult"]
+    assert _hooked(client, as_admin, rid) == 1
+
+
+def test_a_call_with_an_api_token_is_not_deduplicated_by_its_webhook_id(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    """Nothing binds the header to an unsigned call: such calls are governed, like a manual
+    start, by the flow's re-entry policy ('always' here)."""
+    _start(client, as_admin, _flow("open", "crm-call", secret=None), "open")
+    rid = _contact(client, as_admin)
+    headers = {**as_admin, "webhook-id": "msg_same"}
+    for _ in range(2):
+        answer = client.post("/hooks/crm-call", json={"record_id": rid}, headers=headers)
+        assert answer.json()["entered"] == 1 and "replayed" not in answer.json()
+    assert _hooked(client, as_admin, rid) == 2

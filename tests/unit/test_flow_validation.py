@@ -434,3 +434,74 @@ steps:
         parse_flow(text, context=ValidationContext(record_types=type_catalog()), source="cal.yaml")
     [problem] = [p for p in caught.value.problems if p.path == "calendar.holidays"]
     assert problem.line == 6
+
+
+def _webhook(secret: str) -> dict[str, Any]:
+    return flow(triggers=[{"type": "manual"}, {"type": "webhook", "key": "k", "secret": secret}])
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("", "the secret is empty"),
+        ("   ", "the secret is empty"),
+        ("whsec_", "nothing follows 'whsec_'"),
+        ("whsec_!!!!", "character 7 is '!', which base64 does not use"),
+        ("whsec_c2VjcmV0 dA==", "character 15 is a space"),
+        ("whsec_c2Vj-mV0", "URL-safe base64 is not taken: use + and /"),
+        ("whsec_c2VjcmV0d", "9 base64 characters cannot encode whole bytes"),
+        ("whsec_c2Vj===", "it ends in 3 '=', at most 2"),
+        ("whsec_==", "decodes to no bytes"),
+    ],
+)
+def test_a_webhook_secret_that_cannot_sign_is_refused_when_the_flow_is_saved(
+    secret: str, message: str
+) -> None:
+    [problem] = problems(_webhook(secret))
+    assert problem.path == "triggers[1].secret"
+    assert message in problem.message
+    assert "openssl rand -base64 32" in problem.hint
+    # The secret itself is never repeated: problems are shown and logged.
+    encoded = secret.removeprefix("whsec_").strip()
+    assert len(encoded) < 3 or encoded not in problem.message
+
+
+def test_a_bad_webhook_secret_gets_its_line_and_a_hint_saying_what_a_whsec_secret_is() -> None:
+    text = textwrap.dedent(
+        """\
+        schema_version: 1
+        key: hooked
+        name: Hooked
+        record_type: contact
+        triggers:
+          - type: webhook
+            key: web-form
+            secret: whsec_not*base64
+        steps:
+          - key: note
+            actions: [{type: history, message: hi}]
+        """
+    )
+    with pytest.raises(InvalidInputError) as caught:
+        parse_flow(text, context=CONTEXT, source="hooked.yaml")
+    [problem] = caught.value.problems
+    assert str(problem).startswith(
+        "hooked.yaml:8: triggers[0].secret: what follows 'whsec_' is not base64: character 10 "
+        "is '*'"
+    )
+    assert "a whsec_ secret is 'whsec_' followed by standard base64" in problem.hint
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "change-me",  # any other secret is its UTF-8 bytes
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # as Standard Webhooks libraries make them
+        "whsec_c2VjcmV0",  # unpadded
+        "whsec_c2VjcmV0cw",
+        "whsec_c2VjcmV0cw==",
+        "whsec_+/+/",
+    ],
+)
+def test_usable_webhook_secrets_pass(secret: str) -> None:
+    assert flow_from_data(_webhook(secret), context=CONTEXT).triggers[1].type == "webhook"

@@ -43,8 +43,16 @@ async def _body(request: Request) -> bytes:
     },
     responses={
         401: {"description": "Not signed, badly signed, too old, or no API token: says which"},
+        200: {
+            "description": "Per flow, the run the record entered or why it did not; for a signed "
+            "call whose webhook-id was already taken, that call's answer again, with "
+            '`"replayed": true` and a message: nothing is started twice'
+        },
         404: {"description": "No started flow you may call has this hook key, or no record"},
-        409: {"description": "Several records match"},
+        409: {
+            "description": "Several records match, or the webhook-id was already taken with "
+            "another body"
+        },
     },
 )
 def receive_hook(
@@ -65,7 +73,9 @@ def receive_hook(
     """Start, for the record the body names, every started flow whose `webhook` trigger has
     this key: signed (Standard Webhooks) when the trigger has a `secret`, else with an API token.
     Answers, per flow, the run the record entered or why it did not (paused, draining, entry
-    condition false, re-entry policy, loop guard)."""
+    condition false, re-entry policy, loop guard). A signed call is taken once per webhook-id:
+    a retry or replay of it is answered 200 with the first answer, marked as already received
+    (a sender takes a 2xx as delivered and retries anything else; see services.webhooks_in)."""
     signature = webhooks_in.Signature(webhook_id, webhook_timestamp, webhook_signature)
     token = credentials.credentials if credentials is not None else None
     return webhooks_in.receive_hook(ctx, key, body, signature=signature, token=token).as_dict()

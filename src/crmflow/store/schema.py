@@ -36,6 +36,7 @@ __all__ = [
     "tasks",
     "trigger_schedules",
     "users",
+    "webhook_receipts",
 ]
 
 metadata = sa.MetaData(
@@ -363,4 +364,21 @@ record_group_members = sa.Table(
     sa.Column("record_id", ID, primary_key=True),
     sa.Column("added_at", UTCDateTime, nullable=False),
     sa.Index("ix_record_group_members_record", "record_id"),
+)
+
+# The signed calls to /hooks/<key> that were taken, by (hook key, webhook-id), with a hash of their
+# body and the answer they got: a sender's retry, or a captured call replayed, is answered again
+# instead of starting the records twice (services.webhooks_in). The row is written in the
+# transaction of the call's starts, so a call that failed leaves none and can be retried with its
+# id; `answer` is NULL only inside that transaction. Rows older than webhooks_in.RECEIPT_RETENTION
+# are deleted by later calls.
+webhook_receipts = sa.Table(
+    "webhook_receipts",
+    metadata,
+    sa.Column("hook_key", sa.String(63), primary_key=True),
+    sa.Column("webhook_id", sa.String(255), primary_key=True),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("answer", JSONDoc),
+    sa.Index("ix_webhook_receipts_received_at", "received_at"),
 )

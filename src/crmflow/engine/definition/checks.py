@@ -7,8 +7,10 @@ to one list of problems, so a user sees everything wrong in a single pass.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
+import string
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,40 @@ __all__ = ["CheckScope", "FlowChecker"]
 DATE_TYPES = frozenset({FieldType.DATE, FieldType.DATETIME})
 _SQL_STRING = re.compile(r"'(?:''|[^'])*'")
 _SQL_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+WHSEC_PREFIX = "whsec_"
+_BASE64_ALPHABET = frozenset(string.ascii_letters + string.digits + "+/")
+_NEW_SECRET = 'generate one with: echo "whsec_$(openssl rand -base64 32)"'
+
+
+def whsec_problem(secret: str) -> str | None:
+    """What is wrong with a `whsec_<base64>` webhook secret (Standard Webhooks), or None. The
+    message never repeats the secret: problems are shown and logged."""
+    encoded = secret.removeprefix(WHSEC_PREFIX)
+    if not encoded:
+        return "nothing follows 'whsec_': the secret is empty"
+    data = encoded.rstrip("=")
+    padding = len(encoded) - len(data)
+    bad = next((c for c in data if c not in _BASE64_ALPHABET), None)
+    if bad is not None:
+        where = data.index(bad) + len(WHSEC_PREFIX) + 1
+        what = "a space" if bad.isspace() else repr(bad)
+        urlsafe = " (URL-safe base64 is not taken: use + and /)" if bad in "-_" else ""
+        return (
+            f"what follows 'whsec_' is not base64: character {where} is {what}, which base64 "
+            f"does not use{urlsafe}"
+        )
+    if padding > 2:
+        return f"what follows 'whsec_' is not base64: it ends in {padding} '=', at most 2"
+    if len(data) % 4 == 1:
+        return (
+            f"what follows 'whsec_' is not base64: {len(data)} base64 characters cannot encode "
+            "whole bytes (one is missing, or one too many)"
+        )
+    if not data or not base64.b64decode(data + "=" * (-len(data) % 4), validate=True):
+        return "what follows 'whsec_' decodes to no bytes: the secret is empty"
+    return None
 
 
 @dataclass(frozen=True)
@@ -162,9 +198,31 @@ class FlowChecker:
                 self.add(f"{path}.ignore_year", "ignore_year applies to a date field only")
         elif isinstance(trigger, triggers.ScheduleTrigger | triggers.StartListTrigger):
             self.check_query(f"{path}.query", trigger.query)
+        elif isinstance(trigger, triggers.WebhookTrigger) and trigger.secret is not None:
+            self.check_webhook_secret(f"{path}.secret", trigger.secret)
         # follow_up.from_flows is not checked against existing flows: a follow-up and the flow
         # that starts it name each other, so one of them is always created before the other.
         # The start_flow action, which does the starting, is checked.
+
+    def check_webhook_secret(self, path: str, secret: str) -> None:
+        """A secret a sender can sign with: not blank, and a `whsec_` one holds base64 of some
+        bytes (otherwise every call would be refused, and only then would anyone find out)."""
+        if not secret.strip():
+            self.add(
+                path,
+                "the secret is empty",
+                f"give a secret the sender signs with ({_NEW_SECRET}), or remove `secret` to "
+                "take calls with an API token instead",
+            )
+        elif secret.startswith(WHSEC_PREFIX):
+            problem = whsec_problem(secret)
+            if problem is not None:
+                self.add(
+                    path,
+                    problem,
+                    "a whsec_ secret is 'whsec_' followed by standard base64 (A-Z, a-z, 0-9, "
+                    f"+ and /, '=' padding) of random bytes; {_NEW_SECRET}",
+                )
 
     # -- steps -------------------------------------------------------------------------------
 
