@@ -132,10 +132,11 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         # Which enrollments each batch claimed, and when that batch had committed.
         claimed: dict[int, list[int]] = {}
         done: dict[int, float] = {}
-        original_claim, original_batch = repo.claim, worker_module.run_batch
+        # due_ids finds a batch's enrollments on both backends (on PostgreSQL inside the claim).
+        original_due, original_batch = repo.due_ids, worker_module.run_batch
 
-        def claim(*args: Any, **kwargs: Any) -> list[int]:
-            ids = original_claim(*args, **kwargs)
+        def due_ids(*args: Any, **kwargs: Any) -> list[int]:
+            ids = original_due(*args, **kwargs)
             claimed.setdefault(threading.get_ident(), []).extend(ids)
             return ids
 
@@ -152,7 +153,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         sleeper = multiprocessing.get_context("spawn").Process(
             target=_sleeper, args=([at.timestamp() for at in plan.values()], queue)
         )
-        repo.claim, worker_module.run_batch = claim, run_batch
+        repo.due_ids, worker_module.run_batch = due_ids, run_batch
         thread = threading.Thread(target=runner.run, name="bench-worker")
         try:
             thread.start()
@@ -165,7 +166,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
             runner.stop()
             thread.join(timeout=30)
             sleeper.join(timeout=30)
-            repo.claim, worker_module.run_batch = original_claim, original_batch
+            repo.due_ids, worker_module.run_batch = original_due, original_batch
         if len(done) < timers:
             raise RuntimeError(f"only {len(done)} of {timers} timers ran")
         lateness = [done[e] - at.timestamp() for e, at in plan.items()]

@@ -60,6 +60,7 @@ from crmflow.services.run_views import (
     record_status,
 )
 from crmflow.store import enrollments as repo
+from crmflow.store.idlists import among
 from crmflow.store.schema import (
     enrollments,
     flows,
@@ -290,11 +291,11 @@ def close_tasks(
     if over:
         conn.execute(
             tasks.update()
-            .where(tasks.c.enrollment_id.in_(over), tasks.c.status == "open")
+            .where(among(tasks.c.enrollment_id, over, conn), tasks.c.status == "open")
             .values(status="cancelled", closed_at=now)
         )
         cancelled = sa.select(enrollments.c.id).where(
-            enrollments.c.id.in_(over),
+            among(enrollments.c.id, over, conn),
             enrollments.c.status == EnrollmentStatus.CANCELLED.value,
         )
         conn.execute(

@@ -26,6 +26,7 @@ from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_s
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.store.bulk import Writer
+from crmflow.store.idlists import among
 from crmflow.store.schema import record_changes as changes
 from crmflow.store.schema import records, users
 from crmflow.store.wakeups import mark_work
@@ -493,11 +494,9 @@ def update_records_in(
     if not items:
         return []
     ids = {item.record_id for item in items}
-    rows: dict[int, sa.Row[Any]] = {}
-    for chunk in _chunks(ids):
-        r = records.c
-        query = sa.select(r.id, r.type, r.data, r.owner_id).where(r.id.in_(chunk))
-        rows.update({row.id: row for row in conn.execute(query.with_for_update())})
+    r = records.c
+    query = sa.select(r.id, r.type, r.data, r.owner_id).where(among(r.id, ids, conn))
+    rows = {row.id: row for row in conn.execute(query.with_for_update())}
     types: dict[str, RecordType] = {}
     resolvers: dict[str, LinkResolver] = {}
     given: list[dict[str, Any] | None] = []

@@ -31,6 +31,7 @@ from crmflow.engine.runtime import (
 )
 from crmflow.store.bulk import Writer
 from crmflow.store.database import json_value
+from crmflow.store.idlists import among
 from crmflow.store.schema import (
     enrollments,
     flow_versions,
@@ -66,7 +67,6 @@ __all__ = [
 RUNNING = ("active", "waiting")
 # Only these flows move; a paused or archived flow's records wait where they are, frozen.
 RUNNING_FLOWS = (FlowStatus.ACTIVE.value, FlowStatus.DRAINING.value)
-_CHUNK = 10_000  # stay well below SQLite's limit on bound parameters
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,6 @@ class StepRunRow:
     started_at: datetime
     finished_at: datetime | None
     actions: list[dict[str, Any]]
-
-
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(ids), _CHUNK):
-        yield ids[i : i + _CHUNK]
 
 
 def _json_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
@@ -196,7 +191,7 @@ def claim(
         if ids:
             conn.execute(
                 enrollments.update()
-                .where(enrollments.c.id.in_(ids))
+                .where(among(enrollments.c.id, ids, conn))
                 .values(lease_owner=owner, lease_until=now + lease)
             )
     return ids
@@ -205,7 +200,6 @@ def claim(
 def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
     """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
     whose lease is still `owner`'s: the others were taken over and must not be written."""
-    found: list[EnrollmentRow] = []
     e = enrollments.c
     # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
     columns: list[sa.ColumnElement[Any]] = [
@@ -219,20 +213,18 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
         e.entered_at,
         _json_text(e.state, conn.dialect.name).label("state"),
     ]
-    for chunk in _chunks(sorted(ids)):
-        query: sa.Select[Any] = sa.select(*columns).where(enrollments.c.id.in_(chunk))
-        if owner is not None:
-            query = query.where(enrollments.c.lease_owner == owner)
-        found += [_row(r) for r in conn.execute(query.order_by(enrollments.c.id).with_for_update())]
-    return found
+    query: sa.Select[Any] = sa.select(*columns).where(among(e.id, ids, conn))
+    if owner is not None:
+        query = query.where(e.lease_owner == owner)
+    return [_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
 
 
 def release(conn: sa.Connection, ids: Sequence[int]) -> None:
     """Give up the leases of enrollments that were claimed but not moved (nothing to do)."""
-    for chunk in _chunks(sorted(ids)):
+    if ids:
         conn.execute(
             enrollments.update()
-            .where(enrollments.c.id.in_(chunk))
+            .where(among(enrollments.c.id, ids, conn))
             .values(lease_owner=None, lease_until=None)
         )
 
@@ -284,38 +276,37 @@ def load_records(
     conn: sa.Connection, ids: Iterable[int], types: dict[str, RecordType]
 ) -> dict[int, RecordSnapshot]:
     """Records as the engine sees them (every field of the type; the owner's username), in one
-    query per chunk of ids. Deleted records are absent."""
+    query. Deleted records are absent."""
     out: dict[int, RecordSnapshot] = {}
     r_ = records.c
     data = _json_text(r_.data, conn.dialect.name).label("data")
     columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at]
     blanks: dict[str, dict[str, Any]] = {}  # per record type: its fields, none with a value
-    for chunk in _chunks(sorted(set(ids))):
-        query = (
-            sa.select(*columns, users.c.username.label("owner_name"))
-            .outerjoin(users, users.c.id == records.c.owner_id)
-            .where(records.c.id.in_(chunk))
+    query = (
+        sa.select(*columns, users.c.username.label("owner_name"))
+        .outerjoin(users, users.c.id == records.c.owner_id)
+        .where(among(r_.id, set(ids), conn))
+    )
+    for r in conn.execute(query):
+        rtype = types.get(r.type)
+        values = json_value(r.data)
+        if rtype is not None:
+            # Every field of the type (None when empty), and only those.
+            empty = blanks.get(r.type)
+            if empty is None:
+                empty = blanks[r.type] = dict.fromkeys(rtype.field_keys)
+            if values.keys() <= empty.keys():
+                values = {**empty, **values}
+            else:
+                values = {k: values.get(k) for k in empty}
+        out[r.id] = RecordSnapshot(
+            id=r.id,
+            type=r.type,
+            values=values,
+            owner=r.owner_name,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
         )
-        for r in conn.execute(query):
-            rtype = types.get(r.type)
-            values = json_value(r.data)
-            if rtype is not None:
-                # Every field of the type (None when empty), and only those.
-                empty = blanks.get(r.type)
-                if empty is None:
-                    empty = blanks[r.type] = dict.fromkeys(rtype.field_keys)
-                if values.keys() <= empty.keys():
-                    values = {**empty, **values}
-                else:
-                    values = {k: values.get(k) for k in empty}
-            out[r.id] = RecordSnapshot(
-                id=r.id,
-                type=r.type,
-                values=values,
-                owner=r.owner_name,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-            )
     return out
 
 
@@ -381,24 +372,24 @@ def _existing_runs(
 ) -> dict[tuple[int, int], StepRunRow]:
     if not pairs:
         return {}
-    ids = sorted({e for e, _ in pairs})
     found: dict[tuple[int, int], StepRunRow] = {}
-    for chunk in _chunks(ids):
-        query = sa.select(step_runs).where(step_runs.c.enrollment_id.in_(chunk))
-        query = query.where(step_runs.c.run.in_(sorted({r for _, r in pairs})))
-        for r in conn.execute(query):
-            if (r.enrollment_id, r.run) in pairs:
-                found[(r.enrollment_id, r.run)] = StepRunRow(
-                    enrollment_id=r.enrollment_id,
-                    run=r.run,
-                    step_key=r.step_key,
-                    step_type=r.step_type,
-                    status=r.status,
-                    reason=r.reason,
-                    started_at=r.started_at,
-                    finished_at=r.finished_at,
-                    actions=list(r.actions),
-                )
+    query = sa.select(step_runs).where(
+        among(step_runs.c.enrollment_id, {e for e, _ in pairs}, conn),
+        among(step_runs.c.run, {r for _, r in pairs}, conn),
+    )
+    for r in conn.execute(query):
+        if (r.enrollment_id, r.run) in pairs:
+            found[(r.enrollment_id, r.run)] = StepRunRow(
+                enrollment_id=r.enrollment_id,
+                run=r.run,
+                step_key=r.step_key,
+                step_type=r.step_type,
+                status=r.status,
+                reason=r.reason,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                actions=list(r.actions),
+            )
     return found
 
 
