@@ -133,14 +133,38 @@ def test_a_date_moved_later_while_paused_moves_the_step_at_the_resume(mode: str)
     assert early.not_due and not early.log
 
 
-def test_shift_delays_shifts_the_recomputed_time_by_the_pause() -> None:
+def test_shift_delays_leaves_a_time_set_by_the_records_date_where_the_date_puts_it() -> None:
+    """Shifting a "1 day before the event" reminder by the pause would send it after the event:
+    a date is not a delay, and keeps its time (recomputed from the date as it is now)."""
     flow = make_flow(REMINDER, catch_up={"mode": "shift_delays"})
     entered = enter_at(flow, event("2026-12-03T18:00:00Z"))
     later = event("2026-12-20T18:00:00Z")
     out = recheck(
         flow, entered, later, moved("start", "2026-12-03T18:00:00Z", later.values["start"])
     )
-    assert out.state.due_at == datetime(2026, 12, 19, 18, 0, tzinfo=UTC) + (RESUMED - PAUSED)
+    assert out.state.due_at == datetime(2026, 12, 19, 18, 0, tzinfo=UTC)
+    unchanged = recheck(flow, entered, event("2026-12-03T18:00:00Z"), None)
+    assert unchanged.state.due_at == datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+
+def test_an_unchanged_record_only_goes_through_the_catch_up_policy() -> None:
+    """No change during the pause: the policy alone decides (shift_delays moves a delay)."""
+    flow = make_flow(
+        [
+            {"key": "welcome", "actions": [{"type": "history", "message": "Registered"}]},
+            {
+                "key": "follow-up",
+                "timing": {"type": "after", "amount": 3, "unit": "days"},
+                "actions": [{"type": "history", "message": "How was it?"}],
+            },
+        ],
+        catch_up={"mode": "shift_delays"},
+    )
+    entered = enter_at(flow, event("2026-12-03T18:00:00Z"))
+    due = entered.state.due_at
+    assert due is not None
+    out = recheck(flow, entered, event("2026-12-03T18:00:00Z"), None)
+    assert out.state.due_at == due + (RESUMED - PAUSED)
 
 
 def test_a_date_moved_earlier_into_the_pause_runs_late_not_at_the_old_time() -> None:
@@ -162,13 +186,6 @@ def test_a_date_emptied_while_paused_holds_the_step_until_the_record_has_one() -
     out = recheck(flow, entered, event(""), moved("start", "2026-12-03T18:00:00Z", None))
     assert out.state.due_at is None and out.state.status is EnrollmentStatus.ACTIVE
     assert out.state.waiting is not None and "no start" in out.state.waiting.description
-
-
-def test_an_unchanged_record_only_goes_through_the_catch_up_policy() -> None:
-    flow = make_flow(REMINDER, catch_up={"mode": "shift_delays"})
-    entered = enter_at(flow, event("2026-12-03T18:00:00Z"))
-    out = recheck(flow, entered, event("2026-12-03T18:00:00Z"), None)
-    assert out.state.due_at == datetime(2026, 12, 2, 18, 0, tzinfo=UTC) + (RESUMED - PAUSED)
 
 
 # -- the timer re-checks the date -----------------------------------------------------------------

@@ -585,20 +585,24 @@ def catch_up(
 ) -> EnrollmentState:
     """The state as the catch-up policy leaves it when the flow resumes after a pause.
 
-    run_late: unchanged (what fell due runs at once); shift_delays: the due time and deadline
-    move by the pause; skip_missed: a daily time that passed during the pause waits for its
-    next occurrence after the resume (other steps run late). `policy`: the one the resume
+    run_late: unchanged (what fell due runs at once); shift_delays: a delay's due time and the
+    deadline move by the pause, but a step waiting for a date of the record keeps that date (a
+    reminder "1 day before" an event must not move past the event: if its time passed during
+    the pause it runs at once); skip_missed: a daily time that passed during the pause waits for
+    its next occurrence after the resume (other steps run late). `policy`: the one the resume
     applies (the flow's current version, which may be newer than `flow`); absent, `flow`'s.
     """
     if state.is_over or state.due_at is None:
         return state
     mode = (policy or flow.catch_up).mode
+    step = flow.step(state.step_key) if state.step_key else None
+    kind = state.waiting.kind if state.waiting else WaitKind.TIMER
     if mode == "shift_delays":
         by = resumed_at - paused_at
         deadline = shift(state.deadline_at, by) if state.deadline_at is not None else None
-        return state.model_copy(update={"due_at": shift(state.due_at, by), "deadline_at": deadline})
-    step = flow.step(state.step_key) if state.step_key else None
-    kind = state.waiting.kind if state.waiting else WaitKind.TIMER
+        dated = kind is WaitKind.TIMER and step is not None and isinstance(step.timing, DateTiming)
+        due = state.due_at if dated else shift(state.due_at, by)
+        return state.model_copy(update={"due_at": due, "deadline_at": deadline})
     if (
         mode == "skip_missed"
         and state.due_at < resumed_at

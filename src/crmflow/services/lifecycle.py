@@ -10,10 +10,10 @@ schedule (`start_at`, `archive_at`).
   a record's date has its time recomputed from the date as it is now (never the old, earlier
   one). Then the current version's catch-up policy decides what happens to the time that
   passed: run_late changes nothing (whatever fell due runs at once); skip_missed moves a missed
-  daily time to its next occurrence after the resume; shift_delays moves every pending due time
-  and deadline by the length of the freeze. An archive is a freeze like a pause: resuming an
-  archived flow continues each record where it was, under the same rules. Records that had
-  finished are not inside, so nothing touches them.
+  daily time to its next occurrence after the resume; shift_delays moves every pending delay,
+  timeout and deadline by the length of the freeze (a time set by a date of the record stays).
+  An archive is a freeze like a pause: resuming an archived flow continues each record where it
+  was, under the same rules. Records that had finished are not inside, so nothing touches them.
 - A flow edited while frozen has a new version; thawing moves every record inside to it by step
   key. A record whose step is unchanged (or only its actions changed) stays as it is, due time
   kept; one whose step changed its type or timing starts that step again at the resume; one

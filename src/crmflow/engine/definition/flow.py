@@ -54,7 +54,8 @@ class CatchUpPolicy(Definition):
     """What happens to time that passed while the flow was paused.
 
     run_late: what fell due runs at once on resume; skip_missed: missed daily runs are skipped and
-    the rest waits for its next time; shift_delays: every pending due time moves by the pause.
+    the rest waits for its next time; shift_delays: every pending delay, timeout and deadline
+    moves by the pause (a step timed by a date of the record keeps that date).
     """
 
     mode: Literal["run_late", "skip_missed", "shift_delays"] = "run_late"
