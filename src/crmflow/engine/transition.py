@@ -601,8 +601,8 @@ def catch_up(
         by = resumed_at - paused_at
         deadline = shift(state.deadline_at, by) if state.deadline_at is not None else None
         dated = kind is WaitKind.TIMER and step is not None and isinstance(step.timing, DateTiming)
-        due = state.due_at if dated else shift(state.due_at, by)
-        return state.model_copy(update={"due_at": due, "deadline_at": deadline})
+        shifted = state.due_at if dated else shift(state.due_at, by)
+        return state.model_copy(update={"due_at": shifted, "deadline_at": deadline})
     if (
         mode == "skip_missed"
         and state.due_at < resumed_at
