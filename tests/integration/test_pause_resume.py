@@ -4,6 +4,8 @@ policy of the version the flow resumes on decides; no step ever runs before it i
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, triggers, users
 from crmflow.services.context import Actor, Context
+from crmflow.services.triggers import change_feed
 from crmflow.store.schema import enrollments, trigger_schedules
 from crmflow.store.schema import flows as flows_table
 from crmflow.worker import run_once
@@ -385,3 +388,217 @@ def test_a_birthday_reached_while_paused_is_said_then_caught_up_by_the_policy(
     else:
         assert history(ctx, ana) == []  # skipped: the day passed while paused
     assert len(triggers.entry_decisions_for(ctx, admin, record_id=ana)) == 1
+
+
+# -- which changes a frozen flow did not hear ---------------------------------------------------
+#
+# The change feed reads the record changes a little after they are written and skips frozen
+# flows. What the flow did not hear is what the feed passed between the freeze and the resume:
+# told once at the resume, never twice, including a change made just before the freeze that
+# the feed had not read yet.
+
+
+CALLS = """\
+schema_version: 1
+key: calls
+name: Calls
+record_type: contact
+owner: system
+triggers:
+  - type: manual
+steps:
+  - key: first_email
+    type: wait
+    fields: [email]
+    timeout: {amount: 30, unit: days}
+  - key: second_email
+    type: wait
+    fields: [email]
+    timeout: {amount: 30, unit: days}
+  - key: done
+    actions:
+      - type: history
+        message: "Two emails"
+"""
+
+
+def _waiting_in_calls(ctx: Context, admin: Actor, data: dict[str, Any] | None = None) -> int:
+    flows.create_flow(ctx, admin, CALLS)
+    flows.change_status(ctx, admin, "calls", A.START)
+    rid = records.create_record(
+        ctx, admin, "contact", {"first_name": "Claire", "last_name": "M", **(data or {})}
+    ).id
+    runs.start_record(ctx, admin, "calls", rid)
+    assert _enrollment(ctx, rid)["step"] == "first_email"
+    return rid
+
+
+def _paused_feed_position(ctx: Context, key: str) -> int | None:
+    with ctx.engine.connect() as conn:
+        value: int | None = conn.execute(
+            sa.select(flows_table.c.paused_feed_position).where(flows_table.c.key == key)
+        ).scalar_one()
+    return value
+
+
+@pytest.mark.parametrize("freeze", [A.PAUSE, A.ARCHIVE])
+def test_a_change_made_just_before_the_freeze_and_read_by_the_feed_during_it_is_heard_at_resume(
+    ctx: Context, admin: Actor, clock: FrozenClock, freeze: A
+) -> None:
+    flows.create_flow(ctx, admin, WAIT.format(extra=""))
+    flows.change_status(ctx, admin, "onboarding", A.START)
+    claire = records.create_record(
+        ctx, admin, "contact", {"first_name": "Claire", "last_name": "M", "status": "lead"}
+    ).id
+    runs.start_record(ctx, admin, "onboarding", claire)
+    run_once(ctx)  # the feed has read everything so far
+    clock.advance(hours=1)
+    records.update_record(ctx, admin, claire, {"status": "client"})
+    clock.advance(seconds=1)
+    # Frozen a second later, before any worker went by: the feed has not read the change.
+    flows.change_status(ctx, admin, "onboarding", freeze, confirm_inside=1)
+    run_once(ctx)  # the feed reads it now, and skips the frozen flow
+    assert history(ctx, claire) == []
+    assert _enrollment(ctx, claire)["step"] == "until_client"
+    clock.advance(days=1)
+    flows.change_status(ctx, admin, "onboarding", A.RESUME)
+    assert history(ctx, claire) == ["Welcome aboard"]
+    assert _enrollment(ctx, claire)["status"] == "finished"
+    assert _paused_feed_position(ctx, "onboarding") is None  # forgotten at the resume
+
+
+@pytest.mark.parametrize(
+    ("before_freeze", "feed_before_freeze", "feed_while_frozen"),
+    [
+        (True, True, True),  # heard while running: not again at the resume
+        (True, False, True),  # read by the feed during the freeze: told at the resume
+        (True, False, False),  # still unread at the resume: left to the feed
+        (False, None, True),  # made and read during the freeze: told at the resume
+        (False, None, False),  # made during the freeze, unread at the resume: left to the feed
+    ],
+)
+def test_a_change_is_heard_once_whenever_the_feed_reads_it(
+    ctx: Context,
+    admin: Actor,
+    clock: FrozenClock,
+    before_freeze: bool,
+    feed_before_freeze: bool | None,
+    feed_while_frozen: bool,
+) -> None:
+    # Each email change moves the record one wait on: heard twice, it would reach `done`.
+    rid = _waiting_in_calls(ctx, admin)
+    run_once(ctx)
+    clock.advance(hours=1)
+    if before_freeze:
+        records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
+        if feed_before_freeze:
+            run_once(ctx)
+            assert _enrollment(ctx, rid)["step"] == "second_email"
+        clock.advance(seconds=1)
+    flows.change_status(ctx, admin, "calls", A.PAUSE, confirm_inside=1)
+    if not before_freeze:
+        clock.advance(hours=1)
+        records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
+    if feed_while_frozen:
+        run_once(ctx)
+    clock.advance(days=1)
+    flows.change_status(ctx, admin, "calls", A.RESUME)
+    run_once(ctx)
+    run_once(ctx)
+    view = _enrollment(ctx, rid)
+    assert (view["status"], view["step"]) == ("waiting", "second_email")
+    assert history(ctx, rid) == []
+
+
+def test_a_change_made_before_the_record_entered_is_not_news_at_the_resume(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    # The record is created with its email and enters at once; the feed reads its creation
+    # only during the pause. The resume tells the enrollment what changed after it entered,
+    # as the feed does: nothing.
+    rid = _waiting_in_calls(ctx, admin, {"email": "claire@example.org"})
+    clock.advance(seconds=1)
+    flows.change_status(ctx, admin, "calls", A.PAUSE, confirm_inside=1)
+    run_once(ctx)
+    clock.advance(days=1)
+    flows.change_status(ctx, admin, "calls", A.RESUME)
+    view = _enrollment(ctx, rid)
+    assert (view["status"], view["step"]) == ("waiting", "first_email")
+    assert "changed while frozen" not in flows.flow_history(ctx, admin, "calls")[-1].note
+
+
+def test_a_flow_paused_without_a_feed_position_hears_the_changes_made_since_its_pause(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    # Paused before the position was kept (migration 0006): the changes made since the pause,
+    # and passed by the feed, are told at the resume, once.
+    rid = _waiting_in_calls(ctx, admin)
+    run_once(ctx)
+    flows.change_status(ctx, admin, "calls", A.PAUSE, confirm_inside=1)
+    assert _paused_feed_position(ctx, "calls") is not None
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            flows_table.update()
+            .where(flows_table.c.key == "calls")
+            .values(paused_feed_position=None)
+        )
+    clock.advance(hours=1)
+    records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
+    run_once(ctx)
+    clock.advance(days=1)
+    flows.change_status(ctx, admin, "calls", A.RESUME)
+    assert _enrollment(ctx, rid)["step"] == "second_email"
+    run_once(ctx)
+    assert _enrollment(ctx, rid)["step"] == "second_email"
+    assert history(ctx, rid) == []
+
+
+@pytest.mark.parametrize("told_first", [True, False], ids=["told-then-pause", "pause-then-told"])
+def test_a_feed_batch_running_when_the_flow_is_paused_is_counted_as_heard(
+    ctx: Context,
+    admin: Actor,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    told_first: bool,
+) -> None:
+    # A feed batch has locked its cursor and read the change when the pause starts, and tells
+    # the flow before (told_first) or while the pause is under way: either way the pause waits
+    # for the batch and keeps the position after it, so the resume does not tell the change a
+    # second time (it would move the record past both waits).
+    rid = _waiting_in_calls(ctx, admin)
+    run_once(ctx)
+    clock.advance(hours=1)
+    records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
+    handle, in_batch = change_feed.handle_changes, threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_handle(*args: Any, **kwargs: Any) -> None:
+        if told_first:
+            handle(*args, **kwargs)
+        in_batch.set()
+        time.sleep(0.5)  # the pause starts meanwhile
+        if not told_first:
+            handle(*args, **kwargs)
+
+    def feed() -> None:
+        try:
+            change_feed.ingest_changes(ctx)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    monkeypatch.setattr(change_feed, "handle_changes", slow_handle)
+    thread = threading.Thread(target=feed)
+    thread.start()
+    assert in_batch.wait(5)
+    flows.change_status(ctx, admin, "calls", A.PAUSE, confirm_inside=1)
+    thread.join(10)
+    assert not errors
+    assert _enrollment(ctx, rid)["step"] == "second_email"  # heard by the batch, flow running
+    monkeypatch.undo()
+    run_once(ctx)
+    clock.advance(days=1)
+    flows.change_status(ctx, admin, "calls", A.RESUME)
+    run_once(ctx)
+    view = _enrollment(ctx, rid)
+    assert (view["status"], view["step"]) == ("waiting", "second_email")
+    assert history(ctx, rid) == []

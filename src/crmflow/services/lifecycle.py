@@ -2,7 +2,8 @@
 schedule (`start_at`, `archive_at`).
 
 - Pausing or archiving freezes the records where they are (the worker only moves records of
-  active or draining flows) and notes when: `flows.paused_at`.
+  active or draining flows) and notes when, `flows.paused_at`, and how far the change feed had
+  read then, `flows.paused_feed_position`: the changes after it are what the flow did not hear.
 - Leaving a frozen status (paused or archived -> active or draining) thaws them. A frozen flow
   hears no record change, so first each record changed during the freeze is looked at again as
   it is now, through the engine's `resume_recheck` (its changes told as one): deleted or goal met,
@@ -37,6 +38,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition, FlowStatus
@@ -331,22 +333,63 @@ def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> 
     return enrollments.c.due_at.is_not(None)
 
 
-def _unheard(
-    conn: sa.Connection, record_type: str, paused_at: datetime, *, hears: bool
-) -> sa.Select[Any]:
-    """The changes the frozen flow did not hear: made since the freeze and already passed by the
-    change feed (which skips frozen flows). Those the feed has not reached yet it delivers after
-    the resume, so they are left to it and never heard twice. The feed's cursor is locked until
-    the resume commits: a feed batch running meanwhile ends first (and is counted here), one
-    starting later finds the flow running."""
+def _feed_position(conn: sa.Connection, now: datetime) -> int:
+    """The change feed's position (the last change id it has passed), its cursor row locked
+    until this transaction ends: a feed batch holding it is waited for (its changes then count
+    as passed), and the next one cannot start before this transaction ends. A feed that never
+    ran gets its row, at 0, so that its first batch too waits for, or is waited for by, this
+    transaction (`on conflict do nothing`: the feed makes the row the same way)."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        feed_cursors
+    ).on_conflict_do_nothing(index_elements=["name"])
+    conn.execute(insert, {"name": FEED, "position": 0, "updated_at": now})
     position = conn.execute(
         sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED).with_for_update()
-    ).scalar_one_or_none()
+    ).scalar_one()
+    return int(position)
+
+
+def _unheard(
+    conn: sa.Connection,
+    record_type: str,
+    paused_at: datetime,
+    paused_position: int | None,
+    *,
+    now: datetime,
+    hears: bool,
+) -> sa.Select[Any]:
+    """The changes the frozen flow did not hear: those the change feed passed between the freeze
+    and now, ids after `paused_position` (the feed's position when the flow froze) up to the
+    feed's position now. The feed skips frozen flows, so these are exactly the changes nobody
+    told the flow about, including one made shortly before the freeze that the feed had not read
+    yet (`at` before `paused_at`). Those the feed has not reached yet it delivers after the
+    resume, so they are left to it and never heard twice.
+
+    Why ids and not times: on PostgreSQL the feed's cursor never passes a change id that may
+    still commit (see `change_feed.settle`), so every id up to the position at the freeze was
+    delivered while the flow was running, and every id above it was not.
+
+    Why the cursor row is locked at both ends (`_feed_position`): the freeze and the resume each
+    read the position with FOR UPDATE in the status change's transaction, as a feed batch does
+    for its whole transaction. A batch running at that moment ends first and is counted on the
+    side it saw: at the freeze it saw the flow running (told it its changes, and the position
+    read after it includes them), at the resume it saw the flow frozen (skipped them, and the
+    position includes them here). A batch starting later finds the cursor locked (it skips, the
+    feed having nothing to do while another holds it) until the status change commits, and then
+    sees the new status. On SQLite writers take turns (BEGIN IMMEDIATE), which is the same.
+
+    A flow frozen before the position was kept (`paused_position` None, before migration 0006)
+    falls back to the changes made since the freeze (`at >= paused_at`), which misses one made
+    just before it and not read yet."""
+    position = _feed_position(conn, now)
     query = sa.select(record_changes.c.record_id).where(
         record_changes.c.record_type == record_type,
-        record_changes.c.at >= paused_at,
-        record_changes.c.id <= int(position or 0),
+        record_changes.c.id <= position,
     )
+    if paused_position is not None:
+        query = query.where(record_changes.c.id > paused_position)
+    else:
+        query = query.where(record_changes.c.at >= paused_at)
     if not hears:
         query = query.where(record_changes.c.kind == "deleted")  # it ends them in any flow
     return query
@@ -354,9 +397,8 @@ def _unheard(
 
 def _unheard_events(
     conn: sa.Connection, unheard: sa.Select[Any], record_ids: Sequence[int]
-) -> dict[int, RecordChanged]:
-    """Per record of `record_ids`, its unheard changes told as one (every field that changed,
-    the values before the first and after the last), as the feed would have told them."""
+) -> dict[int, list[RecordChanged]]:
+    """Per record of `record_ids`, its unheard changes in order, as the feed would tell them."""
     ids = unheard.where(record_changes.c.record_id.in_(record_ids)).with_only_columns(
         record_changes.c.id
     )
@@ -372,7 +414,17 @@ def _unheard_events(
     by_record: dict[int, list[RecordChanged]] = {}
     for c in changes:
         by_record.setdefault(c.record_id, []).append(c.event(names))
-    return {rid: merge_events(events) for rid, events in by_record.items()}
+    return by_record
+
+
+def _told(events: Sequence[RecordChanged], entered_at: datetime) -> RecordChanged | None:
+    """What an enrollment that entered at `entered_at` is told of its record's unheard changes:
+    those made after it entered, as one (every field that changed, the values before the first
+    and after the last), None when there is none. A change made before the record entered is not
+    news to it, as the feed tells it too: one made just before the freeze and still unread then
+    is among the unheard changes, and may be older than the enrollment (its record's creation)."""
+    news = [e for e in events if e.at is None or e.at > entered_at]
+    return merge_events(news) if news else None
 
 
 def _thaw(
@@ -393,7 +445,14 @@ def _thaw(
     types = catalog_in(conn)
     thawed = _Thawed()
     unheard = (
-        _unheard(conn, new.record_type, paused_at, hears=hears_changes(new))
+        _unheard(
+            conn,
+            new.record_type,
+            paused_at,
+            flow.paused_feed_position,
+            now=now,
+            hears=hears_changes(new),
+        )
         if paused_at is not None
         else None
     )
@@ -483,7 +542,7 @@ def _thaw(
                 if state != row.state:
                     writes.add(row.state, state, row.record_id, flow.key)
                 continue
-            change = heard.get(row.record_id)
+            change = _told(heard.get(row.record_id, ()), row.entered_at)
             outcome = resume_recheck(
                 definition,
                 state,
@@ -533,11 +592,20 @@ def on_status_change(
     moves = dict(moves or {})
     flow = conn.execute(sa.select(flows).where(flows.c.id == flow_id)).one()
     if target in _FROZEN and current in _RUNNING:
-        # Frozen from now; a paused flow that is archived stays frozen since its pause.
-        conn.execute(flows.update().where(flows.c.id == flow_id).values(paused_at=now))
+        # Frozen from now; a paused flow that is archived stays frozen since its pause. What the
+        # feed passes from here on the flow does not hear (see `_unheard`).
+        conn.execute(
+            flows.update()
+            .where(flows.c.id == flow_id)
+            .values(paused_at=now, paused_feed_position=_feed_position(conn, now))
+        )
     if target in _RUNNING and current in _FROZEN:
         note = _thaw(conn, ctx, actor, flow, now=now, moves=moves)
-        conn.execute(flows.update().where(flows.c.id == flow_id).values(paused_at=None))
+        conn.execute(
+            flows.update()
+            .where(flows.c.id == flow_id)
+            .values(paused_at=None, paused_feed_position=None)
+        )
         return note
     if moves:
         raise InvalidInputError(

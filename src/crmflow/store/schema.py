@@ -157,6 +157,9 @@ flows = sa.Table(
     sa.Column("archive_at", UTCDateTime),
     sa.Column("started_at", UTCDateTime),  # first time it became active; never cleared
     sa.Column("paused_at", UTCDateTime),  # when the current pause began (catch-up on resume)
+    # The change feed's position when the flow froze: the changes after it, up to the feed's
+    # position at the resume, are those the frozen flow did not hear (services.lifecycle).
+    sa.Column("paused_feed_position", sa.BigInteger),
     sa.Column("created_by", ID, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
