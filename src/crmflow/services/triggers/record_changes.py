@@ -344,10 +344,8 @@ def user_names(conn: sa.Connection, changes: Sequence[Change]) -> dict[int, str]
 
 
 def merge_events(events: Sequence[RecordChanged]) -> RecordChanged:
-    """Several changes of one record told as one: every field that changed, the values before
-    the first and after the last."""
-    """Several changes of one record in a batch, told as one: every field that changed, the
-    values before the first and after the last."""
+    """Several changes of one record told as one (a feed batch's, or a freeze's): every field
+    that changed, the values before the first and after the last."""
     if len(events) == 1:
         return events[0]
     first, last = events[0], events[-1]
