@@ -1,10 +1,11 @@
 """The worker: claim due enrollments in batches -> run the engine -> write the results -> commit.
 
 Any number of workers may run against one PostgreSQL database (claims use SKIP LOCKED); on
-SQLite the single writer serialises them. A claim carries a lease: a worker killed mid-batch
-leaves rows that another worker takes once the lease has expired, and since the batch's writes
-are one transaction that never committed, nothing of it happened; step-run numbers and outbox
-idempotency keys make the retry produce the very same rows.
+SQLite the single writer serialises them. On PostgreSQL a claim carries a lease: a worker killed
+mid-batch leaves rows that another worker takes once the lease has expired, and since the
+batch's writes are one transaction that never committed, nothing of it happened; step-run
+numbers and outbox idempotency keys make the retry produce the very same rows. On SQLite the
+batch is found and moved in one transaction, so a killed worker leaves nothing claimed.
 
 Idle workers sleep until the next due time (bounded, so work added by another process is seen),
 and wake at once when `Worker.wake()` is called (the in-process signal used by `crmflow serve`)
