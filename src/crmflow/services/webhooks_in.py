@@ -22,24 +22,7 @@ ignored, so a sender may post its own payload as long as it carries one of these
 
 A call's starts are one transaction: all of them happen, or (an error) none.
 
-Replays: a signed call is taken once per `webhook-id` (per hook key), as the Standard Webhooks
-spec asks of a receiver. A sender retries a call whose answer it did not get (a timeout, a lost
-connection) with the same id and a fresh timestamp and signature, and a captured call can be
-replayed as it is for the 5 minutes of its signature; neither must start the records a second
-time. So the call's id is written (`webhook_receipts`, with a hash of the body and the answer) in
-the transaction of its starts, and a later call with the same id and body is answered 200 with
-the answer the first call got, marked `"replayed": true` and a message saying it was already
-received: nothing is started again. 200 rather than 409 because a sender takes any 2xx as
-delivered and anything else as a failure to retry: the retry exists because the first answer
-was lost, and a 409 would turn one lost answer into a run of failed retries and, with many
-senders, an endpoint disabled for failing. The same id with another body is a sender's bug (ids
-reused across calls), which taking silently would hide: that is a 409 saying so. A call that
-failed (a bad body, no such record, an error) wrote no id, so it can be retried with its id once
-the cause is fixed. The check comes after the signature's, so only a sender holding the secret
-learns whether an id was taken. Ids are kept RECEIPT_RETENTION (3 days: longer than senders'
-retry schedules, e.g. about a day for Svix, not only the 5 minutes in which a captured call
-could be replayed as it is); accepted signed calls delete the older ones, at most once every
-10 minutes per process, in a transaction of their own (see `_prune`).
+Replays: a signed call is taken once per `webhook-id` (see `services.webhook_receipts`).
 
 A call with an API token and no signature is not deduplicated, even if it carries a
 `webhook-id` header: nothing binds that header to the call, the token is a user's, as for any
@@ -51,18 +34,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
-import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
@@ -82,9 +61,19 @@ from crmflow.services.enrollments import keep_refusal, start_one
 from crmflow.services.entry import admission_refusal
 from crmflow.services.flow_access import can_see_flow
 from crmflow.services.record_types import record_type_in
+from crmflow.services.webhook_receipts import (
+    RECEIPT_RETENTION,
+    HookReplay,
+    Receipt,
+    answer_taken,
+    check_webhook_id,
+    keep_answer,
+    prune,
+    take,
+)
 from crmflow.store import enrollments as repo
 from crmflow.store.querysql import filter_clause
-from crmflow.store.schema import enrollments, flows, records, webhook_receipts
+from crmflow.store.schema import enrollments, flows, records
 
 __all__ = [
     "RECEIPT_RETENTION",
@@ -98,16 +87,10 @@ __all__ = [
 ]
 
 SIGNATURE_TOLERANCE = timedelta(minutes=5)
-# How long the id of a signed call that was taken is remembered (see the module's text).
-RECEIPT_RETENTION = timedelta(days=3)
-_PRUNE_EVERY = timedelta(minutes=10)
-_WEBHOOK_ID_MAX = 255  # webhook_receipts.webhook_id
 TRIGGER = "webhook"  # the trigger named in the not-entered list
 # Started flows: an active one admits records, a paused or draining one refuses with its reason.
 _STARTED = ("active", "paused", "draining")
 _SECRET_PREFIX = "whsec_"
-
-log = logging.getLogger("crmflow.webhooks")
 
 HOW_TO_SIGN = (
     "sign each call the Standard Webhooks way: header webhook-id (a unique id for the call), "
@@ -172,33 +155,6 @@ class HookResult:
             "flows": [f.as_dict() for f in self.flows],
             "runs": f"/api/records/{self.record_type}/{self.record_id}/runs",
         }
-
-
-@dataclass(frozen=True)
-class HookReplay:
-    """The answer to a signed call whose webhook-id was already taken: the first call's."""
-
-    webhook_id: str
-    received_at: datetime
-    answer: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.answer,
-            "replayed": True,
-            "message": f"already received (webhook-id {self.webhook_id}, taken at "
-            f"{self.received_at.isoformat()}): nothing was started again; this is the answer "
-            "the first call got",
-        }
-
-
-@dataclass(frozen=True)
-class _Receipt:
-    """What identifies a signed call: its hook key and webhook-id; and its body's hash."""
-
-    key: str
-    webhook_id: str
-    body_sha256: str
 
 
 @dataclass(frozen=True)
@@ -366,7 +322,7 @@ def receive_hook(
 
     targets: list[tuple[_HookFlow, Actor]] = []
     refused_signature: AuthenticationError | None = None
-    receipt: _Receipt | None = None  # set when the call is signed
+    receipt: Receipt | None = None  # set when the call is signed
     if signed_flows and signature.present:
         try:
             signed = _read_signature(signature, now=now)
@@ -379,7 +335,7 @@ def receive_hook(
             refused_signature = exc
         else:
             if targets:
-                receipt = _Receipt(key, signed.id, hashlib.sha256(body).hexdigest())
+                receipt = Receipt.of(key, signed.id, body)
             else:
                 refused_signature = AuthenticationError(
                     "webhook-signature matches no secret of this hook: sign the body exactly as "
@@ -404,9 +360,9 @@ def receive_hook(
         )
 
     if receipt is not None:
-        _check_webhook_id(receipt.webhook_id)
+        check_webhook_id(receipt.webhook_id)
         with ctx.engine.connect() as conn:
-            replay = _replay(conn, receipt)
+            replay = answer_taken(conn, receipt)
         if replay is not None:
             return replay
 
@@ -414,107 +370,19 @@ def receive_hook(
     # One transaction locks the flows in the order of their keys: two calls lock them alike.
     targets.sort(key=lambda t: str(t[0].row.key))
     with ctx.engine.begin() as conn:
-        if receipt is not None and not _claim(conn, receipt, now=now):
+        if receipt is not None and not take(conn, receipt, now=now):
             # Another call with this id was taken while this one was read (its transaction
             # held the id, and this one waited for it to end).
-            replay = _replay(conn, receipt)
+            replay = answer_taken(conn, receipt)
             if replay is not None:
                 return replay
         started = [_start(conn, ctx, actor_, f, key, record_id, now=now) for f, actor_ in targets]
         result = HookResult(key, record_id, record_type, started)
         if receipt is not None:
-            conn.execute(
-                sa.update(webhook_receipts)
-                .where(
-                    webhook_receipts.c.hook_key == receipt.key,
-                    webhook_receipts.c.webhook_id == receipt.webhook_id,
-                )
-                .values(answer=result.as_dict())
-            )
+            keep_answer(conn, receipt, result.as_dict())
     if receipt is not None:
-        _prune(ctx, now=now)
+        prune(ctx, now=now)
     return result
-
-
-# -- replays -------------------------------------------------------------------------------------
-
-
-def _check_webhook_id(webhook_id: str) -> None:
-    if len(webhook_id) > _WEBHOOK_ID_MAX:
-        raise InvalidInputError(
-            "the call",
-            [
-                Problem(
-                    "webhook-id",
-                    f"is {len(webhook_id)} characters long, at most {_WEBHOOK_ID_MAX}",
-                    "a webhook-id is a short id unique to the call, e.g. msg_2mAuWq0BzY",
-                )
-            ],
-        )
-
-
-def _replay(conn: sa.Connection, receipt: _Receipt) -> HookReplay | None:
-    """The answer a call with this id got, if one was taken; ConflictError if it had another
-    body (a sender that reuses ids: taking the call silently would lose it)."""
-    row = conn.execute(
-        sa.select(webhook_receipts).where(
-            webhook_receipts.c.hook_key == receipt.key,
-            webhook_receipts.c.webhook_id == receipt.webhook_id,
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.body_sha256 != receipt.body_sha256:
-        raise ConflictError(
-            f"webhook-id {receipt.webhook_id} was already taken on hook {receipt.key!r} (at "
-            f"{row.received_at.isoformat()}) for a different body: give each call its own "
-            "webhook-id (a retry of a call keeps its id and its body)"
-        )
-    return HookReplay(receipt.webhook_id, row.received_at, dict(row.answer or {}))
-
-
-def _claim(conn: sa.Connection, receipt: _Receipt, *, now: datetime) -> bool:
-    """Write the call's id in this transaction; False when a call with that id was taken. A
-    concurrent call holding the id makes this wait for its end: taken (False) or rolled back
-    (the id is this call's)."""
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        webhook_receipts
-    )
-    written = conn.execute(
-        insert.values(
-            hook_key=receipt.key,
-            webhook_id=receipt.webhook_id,
-            body_sha256=receipt.body_sha256,
-            received_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["hook_key", "webhook_id"])
-        .returning(webhook_receipts.c.webhook_id)  # (rowcount is not told by every driver)
-    )
-    return written.first() is not None
-
-
-# When each database's receipts were last pruned by this process.
-_PRUNED: weakref.WeakKeyDictionary[sa.Engine, datetime] = weakref.WeakKeyDictionary()
-
-
-def _prune(ctx: Context, *, now: datetime) -> None:
-    """Forget the ids taken more than RECEIPT_RETENTION ago: done by accepted signed calls, at
-    most once every _PRUNE_EVERY per process and database, after their own transaction (a
-    delete that several processes may run at once never holds up a call's starts). A failure is
-    logged, not answered: the call itself was taken."""
-    last = _PRUNED.get(ctx.engine)
-    if last is not None and last <= now < last + _PRUNE_EVERY:
-        return
-    _PRUNED[ctx.engine] = now
-    try:
-        with ctx.engine.begin() as conn:
-            conn.execute(
-                sa.delete(webhook_receipts).where(
-                    webhook_receipts.c.received_at < now - RECEIPT_RETENTION
-                )
-            )
-    except sa.exc.DBAPIError:
-        log.warning("could not prune old webhook receipts", exc_info=True)
 
 
 def _utf8(body: bytes) -> str:

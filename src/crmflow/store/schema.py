@@ -371,10 +371,10 @@ record_group_members = sa.Table(
 
 # The signed calls to /hooks/<key> that were taken, by (hook key, webhook-id), with a hash of their
 # body and the answer they got: a sender's retry, or a captured call replayed, is answered again
-# instead of starting the records twice (services.webhooks_in). The row is written in the
+# instead of starting the records twice (services.webhook_receipts). The row is written in the
 # transaction of the call's starts, so a call that failed leaves none and can be retried with its
-# id; `answer` is NULL only inside that transaction. Rows older than webhooks_in.RECEIPT_RETENTION
-# are deleted by later calls.
+# id; `answer` is NULL only inside that transaction. Rows older than RECEIPT_RETENTION are deleted
+# by later calls.
 webhook_receipts = sa.Table(
     "webhook_receipts",
     metadata,
