@@ -4,8 +4,8 @@ The flow: update the record; one day later write a history entry (the wait is th
 timing, a durable timer); decide; set the status; end. One worker (`run_once`) runs what is due
 at a frozen `now`, then the clock jumps a day and it runs the rest: 5 step runs per enrollment,
 1 on day 0 and 4 on day 1. crmflow's side takes batches (on PostgreSQL, claimed with a lease),
-loads enrollments, records and flows in bulk, runs the pure engine, writes the states, step runs, record updates
-and history rows, and commits each batch.
+loads enrollments, records and flows in bulk, runs the pure engine, writes the states, step
+runs, record updates and history rows, and commits each batch.
 
 The baseline writes what a hand-written batch job would have to write at the least, with the
 same batch size and one transaction per batch: per enrollment and per round one UPDATE of
