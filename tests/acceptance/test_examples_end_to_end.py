@@ -242,7 +242,8 @@ def test_seed_flow_runs_end_to_end(
 
 @pytest.fixture(params=CASES, ids=[c.flow for c in CASES])
 def case(request: pytest.FixtureRequest) -> Case:
-    return request.param  # type: ignore[no-any-return]
+    assert isinstance(request.param, Case)
+    return request.param
 
 
 def test_every_seed_flow_has_a_case() -> None:

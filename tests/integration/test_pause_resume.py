@@ -16,7 +16,7 @@ from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, triggers, users
 from crmflow.services.context import Actor, Context
-from crmflow.services.triggers import change_feed
+from crmflow.services.triggers import change_feed, record_changes
 from crmflow.store.schema import enrollments, trigger_schedules
 from crmflow.store.schema import flows as flows_table
 from crmflow.worker import run_once
@@ -569,7 +569,9 @@ def test_a_feed_batch_running_when_the_flow_is_paused_is_counted_as_heard(
     run_once(ctx)
     clock.advance(hours=1)
     records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
-    handle, in_batch = change_feed.handle_changes, threading.Event()
+    # The function the feed calls (change_feed imports it from record_changes; the patch below
+    # replaces change_feed's name for it).
+    handle, in_batch = record_changes.handle_changes, threading.Event()
     errors: list[BaseException] = []
 
     def slow_handle(*args: Any, **kwargs: Any) -> None:

@@ -62,7 +62,9 @@ def add(ctx: Context) -> Add:
                     type=type, owner_id=owner_id, data=data, created_at=at, updated_at=at
                 )
             )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     return insert
 

@@ -141,7 +141,7 @@ def test_type_files_in_yaml_or_json(ctx: Context, admin: Actor, tmp_path: Path) 
     assert record_types.load_record_type_file(ctx, admin, yaml_file).field_keys == ["name", "shift"]
     json_file = tmp_path / "volunteer.json"
     json_file.write_text(
-        json.dumps({**VOLUNTEER, "fields": [*VOLUNTEER["fields"], {"key": "x", "type": "bool"}]})  # type: ignore[list-item]
+        json.dumps({**VOLUNTEER, "fields": [*VOLUNTEER["fields"], {"key": "x", "type": "bool"}]})
     )
     assert "x" in record_types.load_record_type_file(ctx, admin, json_file).field_keys
     broken = tmp_path / "broken.yaml"

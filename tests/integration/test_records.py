@@ -7,6 +7,7 @@ import pytest
 from crmflow.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from crmflow.services import records
 from crmflow.services.context import Actor, Context
+from tests.conftest import FrozenClock
 
 
 def test_a_created_record_belongs_to_its_creator_and_leaves_an_event(
@@ -70,7 +71,8 @@ def test_updates_are_partial_and_only_real_changes_leave_events(
     rec = records.create_record(
         ctx, member, "contact", {"last_name": "Rossi", "status": "lead", "email": "a@b.com"}
     )
-    ctx.clock.advance(hours=1)  # type: ignore[attr-defined]
+    assert isinstance(ctx.clock, FrozenClock)
+    ctx.clock.advance(hours=1)
     updated = records.update_record(ctx, member, rec.id, {"status": "client", "email": None})
     assert updated.data == {"last_name": "Rossi", "status": "client"}
     assert updated.updated_at > rec.updated_at

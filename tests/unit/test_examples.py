@@ -120,7 +120,10 @@ def as_flow(snippet: str) -> str:
         "schema_version: 1\nkey: doc-example\nname: Doc example\n"
         f"record_type: {record_type}\nowner: alice\ncontroller: maria\n"
     )
-    indent = lambda text, n: "\n".join(" " * n + line for line in text.splitlines())  # noqa: E731
+
+    def indent(text: str, n: int) -> str:
+        return "\n".join(" " * n + line for line in text.splitlines())
+
     if where == "triggers":
         return header + "triggers:\n" + indent(body, 2) + "\nsteps:\n  - key: only\n"
     if where == "steps":

@@ -66,7 +66,7 @@ def test_to_document_round_trips_and_keeps_aliases() -> None:
 def test_models_are_immutable() -> None:
     flow = flow_from_data(DOC, context=CONTEXT)
     with pytest.raises(ValueError, match="frozen"):
-        flow.name = "x"  # type: ignore[misc]
+        flow.name = "x"  # type: ignore[misc]  # the assignment is the error under test
 
 
 def test_the_json_schema_covers_every_trigger_step_and_action() -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crmflow.engine.definition.calendar import Calendar, QuietHours
-from crmflow.engine.definition.common import Duration
+from crmflow.engine.definition.common import Duration, DurationUnit
 from crmflow.engine.definition.timing import (
     AfterTiming,
     AtTimeTiming,
@@ -90,8 +90,8 @@ class TestStepDueAt:
             (0, "days", END),
         ],
     )
-    def test_after(self, amount: int, unit: str, expected: datetime) -> None:
-        result = due(AfterTiming(type="after", amount=amount, unit=unit))  # type: ignore[arg-type]
+    def test_after(self, amount: int, unit: DurationUnit, expected: datetime) -> None:
+        result = due(AfterTiming(type="after", amount=amount, unit=unit))
         assert result.at == expected
         assert "after the previous step" in result.reason
 

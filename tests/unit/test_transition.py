@@ -8,7 +8,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmflow.engine.commands import CreateTask, OutboxMessage, StartFlow, UpdateRecord
+from crmflow.engine.commands import (
+    CreateTask,
+    EmailPayload,
+    OutboxMessage,
+    StartFlow,
+    UpdateRecord,
+)
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import type_catalog
 from crmflow.engine.runtime import (
@@ -38,7 +44,10 @@ ZONE = ZoneInfo("Europe/Paris")
 CONTACT = type_catalog()["contact"]
 
 
-def make_flow(steps: list[dict[str, Any]], **extra: Any) -> FlowDefinition:
+Step = dict[str, Any]
+
+
+def make_flow(steps: list[Step], **extra: Any) -> FlowDefinition:
     data = {
         "schema_version": 1,
         "key": "test-flow",
@@ -53,7 +62,7 @@ def make_flow(steps: list[dict[str, Any]], **extra: Any) -> FlowDefinition:
 
 
 def make_record(**values: Any) -> RecordSnapshot:
-    base = {key: None for key in CONTACT.field_keys}
+    base: dict[str, Any] = {key: None for key in CONTACT.field_keys}
     base.update({"first_name": "Claire", "last_name": "Martin", "email": "claire@example.org"})
     base.update(values)
     return RecordSnapshot(id=7, type="contact", values=base, owner="andrei")
@@ -77,7 +86,7 @@ def step_path(*outcomes: Outcome) -> list[tuple[str, str]]:
 
 
 def history(outcome: Outcome) -> list[str]:
-    return [c.message for c in outcome.commands if c.kind == "history"]  # type: ignore[union-attr]
+    return [c.message for c in outcome.commands if c.kind == "history"]
 
 
 def changed(
@@ -227,7 +236,7 @@ def test_a_date_the_record_lacks_holds_the_step_until_it_is_set() -> None:
 # -- decisions, merges, conditions, active flags ------
 
 
-DECISION = [
+DECISION: list[Step] = [
     {
         "key": "size",
         "type": "decision",
@@ -261,7 +270,7 @@ def test_a_decision_takes_the_first_true_branch_else_its_else(amount: int, path:
 
 
 def test_a_decision_without_else_goes_on_and_leaves_when_nothing_follows() -> None:
-    steps = [
+    steps: list[Step] = [
         {
             "key": "check",
             "type": "decision",
@@ -289,7 +298,7 @@ def test_a_decision_without_else_goes_on_and_leaves_when_nothing_follows() -> No
 
 
 def test_a_branch_that_cannot_be_evaluated_counts_as_false_and_says_why() -> None:
-    steps = [
+    steps: list[Step] = [
         {
             "key": "check",
             "type": "decision",
@@ -391,7 +400,7 @@ def test_a_deleted_record_leaves_the_flow() -> None:
 # -- waiting for events ------
 
 
-WAIT = [
+WAIT: list[Step] = [
     {
         "key": "answer",
         "type": "wait",
@@ -468,7 +477,7 @@ def test_event_timing_starts_the_step_on_the_event_or_goes_to_on_timeout() -> No
 # -- approvals ------
 
 
-APPROVAL = [
+APPROVAL: list[Step] = [
     {
         "key": "manager",
         "type": "approval",
@@ -696,7 +705,8 @@ def test_emails_count_towards_the_sequence_progress() -> None:
     assert sequence_progress(flow, first.state) == (1, 2)
     (email,) = first.commands
     assert isinstance(email, OutboxMessage)
-    assert email.payload.to == ("claire@example.org",)  # type: ignore[union-attr]
+    assert isinstance(email.payload, EmailPayload)
+    assert email.payload.to == ("claire@example.org",)
     second = timer(flow, first, NOW + timedelta(days=2))
     assert sequence_progress(flow, second.state) == (2, 2)
     again = restart(flow, second.state, second.record, now=NOW + timedelta(days=3), zone=ZONE)

@@ -330,7 +330,7 @@ def matching_ids(
     *,
     now: datetime | None = None,
     zone: tzinfo | None = None,
-) -> sa.Select[tuple[int]]:
+) -> sa.Select[int]:
     """`SELECT records.id FROM records WHERE <the saved query>`, not executed.
 
     For set-based work in the caller's transaction, e.g. enrolling a start list with one
