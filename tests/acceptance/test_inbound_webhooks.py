@@ -369,6 +369,47 @@ def test_a_signed_call_sent_again_is_answered_as_the_first_and_starts_nothing(
     assert _hooked(client, as_admin, rid) == 4
 
 
+def test_two_senders_on_one_hook_key_each_have_their_own_webhook_ids(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    """Flows with their own secrets may share a hook key; their senders pick ids without
+    knowing of each other, so the same id from both is two calls, and neither sees the other's
+    answer."""
+    other = "whsec_" + base64.b64encode(b"another secret, thirty-two bytes").decode()
+    _start(client, as_admin, _flow("from-shop", "shared"), "from-shop")
+    _start(client, as_admin, _flow("from-forms", "shared", secret=other), "from-forms")
+    rid = _contact(client, as_admin)
+
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="evt_1")
+    shop = client.post("/hooks/shared", content=raw, headers=headers)
+    assert shop.status_code == 200, shop.text
+    assert [f["flow"] for f in shop.json()["flows"]] == ["from-shop"]
+
+    # The second sender's own evt_1, with another body than the first sender's: taken.
+    forms_body = {"record_id": rid, "source": "forms"}
+    raw, headers = _signed(ctx, forms_body, secret=other, msg_id="evt_1")
+    forms = client.post("/hooks/shared", content=raw, headers=headers)
+    assert forms.status_code == 200, forms.text
+    assert "replayed" not in forms.json()
+    assert [(f["flow"], f["entered"]) for f in forms.json()["flows"]] == [("from-forms", True)]
+    assert _hooked(client, as_admin, rid) == 2
+
+    # Each sender's retry is answered as its own first call, and nothing starts again.
+    raw, headers = _signed(ctx, forms_body, secret=other, msg_id="evt_1")
+    again = client.post("/hooks/shared", content=raw, headers=headers)
+    assert again.json()["replayed"] is True
+    assert [f["flow"] for f in again.json()["flows"]] == ["from-forms"]
+    raw, headers = _signed(ctx, {"record_id": rid}, msg_id="evt_1")
+    assert [
+        f["flow"]
+        for f in client.post("/hooks/shared", content=raw, headers=headers).json()["flows"]
+    ] == ["from-shop"]
+    # A sender that reuses its own id for another body is still told so.
+    raw, headers = _signed(ctx, {"record_id": rid}, secret=other, msg_id="evt_1")
+    assert client.post("/hooks/shared", content=raw, headers=headers).status_code == 409
+    assert _hooked(client, as_admin, rid) == 2
+
+
 def test_a_signed_call_that_failed_can_be_sent_again_with_its_webhook_id(
     ctx: Context, client: TestClient, as_admin: dict[str, str]
 ) -> None:

@@ -1,24 +1,24 @@
 """The webhook-ids of signed inbound webhook calls that were taken: a call is taken once.
 
-A signed call is taken once per `webhook-id` (per hook key), as the Standard Webhooks spec asks
-of a receiver. A sender retries a call whose answer it did not get (a timeout, a lost
-connection) with the same id and a fresh timestamp and signature, and a captured call can be
-replayed as it is for the 5 minutes of its signature; neither must start the records a second
-time. So the call's id is written (`webhook_receipts`, with a hash of the body and the answer) in
-the transaction of its starts (`take`, then `keep_answer`), and a later call with the same id and
-body is answered 200 with the answer the first call got, marked `"replayed": true` and a message
-saying it was already received: nothing is started again (`answer_taken`). 200 rather than 409
-because a sender takes any 2xx as delivered and anything else as a failure to retry: the retry
-exists because the first answer was lost, and a 409 would turn one lost answer into a run of
-failed retries and, with many senders, an endpoint disabled for failing. The same id with
-another body is a sender's bug (ids reused across calls), which taking silently would hide: that
-is a 409 saying so. A call that failed (a bad body, no such record, an error) wrote no id, so it
-can be retried with its id once the cause is fixed. The check comes after the signature's (see
-`webhooks_in.receive_hook`), so only a sender holding the secret learns whether an id was taken.
-Ids are kept RECEIPT_RETENTION (3 days: longer than senders' retry schedules, e.g. about a day
-for Svix, not only the 5 minutes in which a captured call could be replayed as it is); accepted
-signed calls delete the older ones, at most once every 10 minutes per process, in a transaction
-of their own (`prune`).
+A signed call is taken once per `webhook-id` (per hook key and sender: the secrets that signed
+it), as the Standard Webhooks spec asks of a receiver. A sender retries a call whose answer it
+did not get (a timeout, a lost connection) with the same id and a fresh timestamp and signature,
+and a captured call can be replayed as it is for the 5 minutes of its signature; neither must
+start the records a second time. So the call's id is written (`webhook_receipts`, with a hash of
+the body and the answer) in the transaction of its starts (`take`, then `keep_answer`), and a
+later call with the same id and body is answered 200 with the answer the first call got, marked
+`"replayed": true` and a message saying it was already received: nothing is started again
+(`answer_taken`). 200 rather than 409 because a sender takes any 2xx as delivered and anything
+else as a failure to retry: the retry exists because the first answer was lost, and a 409 would
+turn one lost answer into a run of failed retries and, with many senders, an endpoint disabled
+for failing. The same id with another body is a sender's bug (ids reused across calls), which
+taking silently would hide: that is a 409 saying so. A call that failed (a bad body, no such
+record, an error) wrote no id, so it can be retried with its id once the cause is fixed. The
+check comes after the signature's (see `webhooks_in.receive_hook`), so only a sender holding the
+secret learns whether an id was taken. Ids are kept RECEIPT_RETENTION (3 days: longer than
+senders' retry schedules, e.g. about a day for Svix, not only the 5 minutes in which a captured
+call could be replayed as it is); accepted signed calls delete the older ones, at most once
+every 10 minutes per process, in a transaction of their own (`prune`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,19 +77,25 @@ class HookReplay:
 
 @dataclass(frozen=True)
 class Receipt:
-    """What identifies a signed call: its hook key and webhook-id; and its body's hash."""
+    """What identifies a signed call: its hook key, its sender and its webhook-id; and its
+    body's hash. The sender is a hash of the secrets that signed the call: flows with their own
+    secrets may share a hook key, and their senders choose their ids without knowing of each
+    other (`evt_1` from two of them are two calls)."""
 
     key: str
+    sender: str
     webhook_id: str
     body_sha256: str
 
     @classmethod
-    def of(cls, key: str, webhook_id: str, body: bytes) -> Receipt:
-        return cls(key, webhook_id, hashlib.sha256(body).hexdigest())
+    def of(cls, key: str, secrets: Iterable[str], webhook_id: str, body: bytes) -> Receipt:
+        sender = hashlib.sha256("\n".join(sorted(set(secrets))).encode()).hexdigest()
+        return cls(key, sender, webhook_id, hashlib.sha256(body).hexdigest())
 
     def where(self) -> sa.ColumnElement[bool]:
         return sa.and_(
             webhook_receipts.c.hook_key == self.key,
+            webhook_receipts.c.sender == self.sender,
             webhook_receipts.c.webhook_id == self.webhook_id,
         )
 
@@ -133,11 +140,12 @@ def take(conn: sa.Connection, receipt: Receipt, *, now: datetime) -> bool:
     written = conn.execute(
         insert.values(
             hook_key=receipt.key,
+            sender=receipt.sender,
             webhook_id=receipt.webhook_id,
             body_sha256=receipt.body_sha256,
             received_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["hook_key", "webhook_id"])
+        .on_conflict_do_nothing(index_elements=["hook_key", "sender", "webhook_id"])
         .returning(webhook_receipts.c.webhook_id)  # (rowcount is not told by every driver)
     )
     return written.first() is not None

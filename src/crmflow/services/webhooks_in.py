@@ -335,7 +335,7 @@ def receive_hook(
             refused_signature = exc
         else:
             if targets:
-                receipt = Receipt.of(key, signed.id, body)
+                receipt = Receipt.of(key, [f.secret or "" for f, _ in targets], signed.id, body)
             else:
                 refused_signature = AuthenticationError(
                     "webhook-signature matches no secret of this hook: sign the body exactly as "

@@ -369,9 +369,9 @@ record_group_members = sa.Table(
     sa.Index("ix_record_group_members_record", "record_id"),
 )
 
-# The signed calls to /hooks/<key> that were taken, by (hook key, webhook-id), with a hash of their
-# body and the answer they got: a sender's retry, or a captured call replayed, is answered again
-# instead of starting the records twice (services.webhook_receipts). The row is written in the
+# The signed calls to /hooks/<key> that were taken, by (hook key, sender, webhook-id), with a hash
+# of their body and the answer they got: a sender's retry, or a captured call replayed, is answered
+# again instead of starting the records twice (services.webhook_receipts). The row is written in the
 # transaction of the call's starts, so a call that failed leaves none and can be retried with its
 # id; `answer` is NULL only inside that transaction. Rows older than RECEIPT_RETENTION are deleted
 # by later calls.
@@ -379,6 +379,8 @@ webhook_receipts = sa.Table(
     "webhook_receipts",
     metadata,
     sa.Column("hook_key", sa.String(63), primary_key=True),
+    # A hash of the secrets that signed the call: senders sharing a hook key may reuse ids.
+    sa.Column("sender", sa.String(64), primary_key=True),
     sa.Column("webhook_id", sa.String(255), primary_key=True),
     sa.Column("body_sha256", sa.String(64), nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
