@@ -72,6 +72,7 @@ from crmflow.store.schema import (
 
 # The views live in `run_views`; their names stay importable from here, where callers met them.
 __all__ = [
+    "BatchWrites",
     "EnrollmentView",
     "FlowProgress",
     "RecordStatus",
@@ -139,6 +140,66 @@ def with_action_failures(logs: Sequence[StepRunLog], applied: Applied) -> list[S
     return out
 
 
+@dataclass
+class BatchWrites:
+    """What the engine decided for some enrollments, gathered to be written together: their new
+    states, step-run logs and commands, and the approval tasks whose run is over. The worker's
+    batches and the resume of a frozen flow write through it."""
+
+    states: list[EnrollmentState] = field(default_factory=list)
+    logs: list[StepRunLog] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    record_of: dict[int, int] = field(default_factory=dict)
+    flow_of: dict[int, str] = field(default_factory=dict)
+    closed_runs: list[tuple[int, int]] = field(default_factory=list)  # (enrollment, run)
+    over: list[int] = field(default_factory=list)
+    # The step runs each state had before (see `repo.save`): a later run's log is a new row.
+    runs_before: dict[int, int] = field(default_factory=dict)
+
+    def add(
+        self, old: EnrollmentState | None, new: EnrollmentState, record_id: int, flow_key: str
+    ) -> None:
+        """`new` replaces `old` (None: the enrollment had not entered yet)."""
+        eid = new.enrollment_id
+        self.states.append(new)
+        self.record_of[eid] = record_id
+        self.flow_of[eid] = flow_key
+        self.runs_before[eid] = old.step_runs if old is not None else 0
+        if old is not None and old.current_run is not None and new.current_run != old.current_run:
+            # The run a person was asked about (an approval) is over: its task is done.
+            self.closed_runs.append((eid, old.current_run))
+        if new.is_over:
+            self.over.append(eid)
+
+    def add_outcome(self, old: EnrollmentState | None, outcome: Outcome, flow_key: str) -> None:
+        self.add(old, outcome.state, outcome.record.id, flow_key)
+        self.logs += outcome.log
+        self.commands += outcome.commands
+
+    def write(self, conn: sa.Connection, ctx: Context, actor: Actor, *, now: datetime) -> None:
+        """Apply the commands (as `actor`), then write the states and the step runs (an action
+        whose effect could not be carried out marked failed), and close the tasks."""
+        applied = apply_commands(
+            conn, ctx, actor, self.commands, record_of=self.record_of, flow_of=self.flow_of, now=now
+        )
+        logs = with_action_failures(self.logs, applied)
+        repo.save(conn, self.states, logs, now=now, runs_before=self.runs_before)
+        closed = [{"eid": eid, "r": run, "at": now} for eid, run in self.closed_runs]
+        close_tasks(conn, closed, self.over, now=now)
+
+
+def _state_of(row: repo.EnrollmentRow, flow_key: str, *, entered_at: datetime) -> EnrollmentState:
+    """The enrollment's state; for one that has not entered yet (a start due later), the state
+    it would have entered with at `entered_at`."""
+    return row.state or EnrollmentState(
+        enrollment_id=row.id,
+        flow_key=flow_key,
+        flow_version=row.flow_version,
+        record_id=row.record_id,
+        entered_at=entered_at,
+    )
+
+
 def move_batch(
     conn: sa.Connection,
     ctx: Context,
@@ -158,13 +219,8 @@ def move_batch(
     )
     types = catalog_in(conn)
     snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
-    states: list[EnrollmentState] = []
-    logs: list[StepRunLog] = []
-    commands: list[Command] = []
-    closed_runs: list[dict[str, Any]] = []
-    over: list[int] = []
-    record_of: dict[int, int] = {}
-    flow_of: dict[int, str] = {}
+    writes = BatchWrites()
+    refusals: list[Decision] = []  # starts due now that the flow no longer admits
     for row in rows:
         info = infos.get((row.flow_id, row.flow_version))
         if info is None or info.status not in repo.RUNNING_FLOWS:
@@ -183,15 +239,15 @@ def move_batch(
                 if row.status == "waiting"
                 else []
             )
-            held = _held_at_entry(conn, row, info, now=now, moving=mates)
+            held = _held_at_entry(conn, row, info, now=now, moving=mates, refusals=refusals)
             if mates and held is not None:
-                states[:] = [
+                writes.states[:] = [
                     cancel(s, now=now, reason=held)
                     if s.enrollment_id in mates and not s.is_over
                     else s
-                    for s in states
+                    for s in writes.states
                 ]
-                over += [i for i in mates if i != row.id and i not in over]
+                writes.over += [i for i in mates if i != row.id and i not in writes.over]
             entering = event if isinstance(event, RecordChanged) else None
             if record is None and entering is not None and entering.change == "deleted":
                 # A record_deleted trigger: the first steps see the record as it was.
@@ -202,16 +258,9 @@ def move_batch(
                     owner=entering.before.get("owner"),
                 )
             if held is not None or record is None:
-                gone = EnrollmentState(
-                    enrollment_id=row.id,
-                    flow_key=flow.key,
-                    flow_version=row.flow_version,
-                    record_id=row.record_id,
-                    entered_at=now,
-                )
                 reason = held or "the record was deleted before it entered"
                 outcome = Outcome(
-                    state=cancel(gone, now=now, reason=reason),
+                    state=cancel(_state_of(row, flow.key, entered_at=now), now=now, reason=reason),
                     record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
                 )
             else:
@@ -246,23 +295,9 @@ def move_batch(
             moved.skipped.append(row.id)
             continue
         snapshots[row.record_id] = outcome.record
-        record_of[row.id] = row.record_id
-        flow_of[row.id] = flow.key
-        states.append(outcome.state)
-        logs += outcome.log
-        commands += outcome.commands
-        old_run = row.state.current_run if row.state is not None else None
-        if old_run is not None and outcome.state.current_run != old_run:
-            # The waiting run (an approval) is over: its task is done.
-            closed_runs.append({"eid": row.id, "r": old_run, "at": now})
-        if outcome.state.is_over:
-            over.append(row.id)
-    applied = apply_commands(
-        conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now
-    )
-    runs_before = {r.id: r.state.step_runs if r.state is not None else 0 for r in rows}
-    repo.save(conn, states, with_action_failures(logs, applied), now=now, runs_before=runs_before)
-    close_tasks(conn, closed_runs, over, now=now)
+        writes.add_outcome(row.state, outcome, flow.key)
+    write_decisions(conn, refusals, now=now)
+    writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped)
     return moved
 
@@ -514,13 +549,7 @@ def _cancel_inside(
     for r in running:
         if r.id in keep:
             continue
-        state = r.state or EnrollmentState(
-            enrollment_id=r.id,
-            flow_key=flow_key,
-            flow_version=r.flow_version,
-            record_id=record_id,
-            entered_at=r.entered_at,
-        )
+        state = _state_of(r, flow_key, entered_at=r.entered_at)
         states.append(cancel(state, now=now, reason=reason))
     repo.save(conn, states, [], now=now)
     close_tasks(conn, [], [s.enrollment_id for s in states], now=now)
@@ -533,6 +562,7 @@ def _held_at_entry(
     *,
     now: datetime,
     moving: Sequence[int] = (),
+    refusals: list[Decision],
 ) -> str | None:
     """Why an enrollment that comes due to enter (state NULL: a delayed follow-up, a start-list
     row due later) must not enter after all, or None. Two cases:
@@ -543,7 +573,8 @@ def _held_at_entry(
       batch that moved the flow's own enrollment, whose state that batch wrote afterwards
       (`moving`: those of this batch, which the caller cancels as it writes them);
     - a flow that stopped admitting records since the start was made (draining): the record
-      does not enter, and the reason goes to the not-entered list.
+      does not enter, and the reason goes to the not-entered list (added to `refusals`, which
+      the caller writes for its whole batch).
     """
     if row.status == "waiting":
         reason = loop_guard_reason(info.key, row.record_id)
@@ -562,7 +593,7 @@ def _held_at_entry(
         return None
     kinds = {t.type for t in info.definition.triggers if t.type in ("follow_up", "start_list")}
     trigger = kinds.pop() if len(kinds) == 1 else "follow_up or start_list"
-    write_decisions(conn, [Decision(row.flow_id, row.record_id, trigger, refusal)], now=now)
+    refusals.append(Decision(row.flow_id, row.record_id, trigger, refusal))
     return f"not entered: {refusal}"
 
 
@@ -585,13 +616,7 @@ def cancel_enrollment(
                 f"enrollment {enrollment_id} has already ended ({row.status}"
                 + (f": {ended})" if ended else ")")
             )
-        state = row.state or EnrollmentState(
-            enrollment_id=row.id,
-            flow_key=flow.key,
-            flow_version=row.flow_version,
-            record_id=row.record_id,
-            entered_at=row.entered_at,
-        )
+        state = _state_of(row, flow.key, entered_at=row.entered_at)
         repo.save(conn, [cancel(state, now=now, reason=why)], [], now=now)
         close_tasks(conn, [], [row.id], now=now)
         conn.execute(

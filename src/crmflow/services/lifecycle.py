@@ -40,17 +40,15 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.engine.runtime import EnrollmentState, RecordChanged, RecordSnapshot, StepRunLog
-from crmflow.engine.transition import Outcome, cancel, hears_changes, move_to, resume_recheck
+from crmflow.engine.runtime import RecordChanged, RecordSnapshot
+from crmflow.engine.transition import cancel, hears_changes, move_to, resume_recheck
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
-from crmflow.services.effects import apply_commands
-from crmflow.services.enrollments import close_tasks, with_action_failures
+from crmflow.services.enrollments import BatchWrites
 from crmflow.services.entry import flow_zone
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
@@ -273,57 +271,6 @@ class _Thawed:
         return "; ".join(parts)
 
 
-@dataclass
-class _Writes:
-    states: list[EnrollmentState] = field(default_factory=list)
-    logs: list[StepRunLog] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)
-    record_of: dict[int, int] = field(default_factory=dict)
-    flow_of: dict[int, str] = field(default_factory=dict)
-    closed_runs: list[dict[str, Any]] = field(default_factory=list)
-    over: list[int] = field(default_factory=list)
-    unentered: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, old: EnrollmentState, new: EnrollmentState, record_id: int, key: str) -> None:
-        self.states.append(new)
-        self.record_of[new.enrollment_id] = record_id
-        self.flow_of[new.enrollment_id] = key
-        if old.current_run is not None and new.current_run != old.current_run:
-            # The run a person was asked about (an approval) is over: its task is done.
-            self.closed_runs.append({"eid": new.enrollment_id, "r": old.current_run})
-        if new.is_over:
-            self.over.append(new.enrollment_id)
-
-    def outcome(self, old: EnrollmentState, outcome: Outcome, key: str) -> None:
-        self.add(old, outcome.state, outcome.record.id, key)
-        self.logs += outcome.log
-        self.commands += outcome.commands
-
-    def write(self, conn: sa.Connection, ctx: Context, actor: Actor, now: datetime) -> None:
-        applied = apply_commands(
-            conn,
-            ctx,
-            actor,
-            self.commands,
-            record_of=self.record_of,
-            flow_of=self.flow_of,
-            now=now,
-        )
-        repo.save(conn, self.states, with_action_failures(self.logs, applied), now=now)
-        close_tasks(conn, [{**c, "at": now} for c in self.closed_runs], self.over, now=now)
-        if self.unentered:
-            conn.execute(
-                enrollments.update()
-                .where(enrollments.c.id == sa.bindparam("eid"))
-                .values(
-                    flow_version=sa.bindparam("v_version"),
-                    due_at=sa.bindparam("v_due"),
-                    updated_at=now,
-                ),
-                self.unentered,
-            )
-
-
 def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> Any:
     """The enrollments the catch-up policy can change (the others are not even loaded)."""
     if paused_at is None or policy == "run_late":
@@ -484,7 +431,8 @@ def _thaw(
             if unheard is not None
             else {}
         )
-        writes = _Writes()
+        writes = BatchWrites()
+        unentered: list[dict[str, Any]] = []
         for row in rows:
             old = infos[(flow.id, row.flow_version)].definition
             if row.state is None:
@@ -493,7 +441,7 @@ def _thaw(
                 due = row.due_at
                 if paused_at is not None and policy == "shift_delays" and due is not None:
                     due = due + (now - paused_at)
-                writes.unentered.append({"eid": row.id, "v_version": version, "v_due": due})
+                unentered.append({"eid": row.id, "v_version": version, "v_due": due})
                 continue
             record = snapshots.get(row.record_id)
             state, definition = row.state, old
@@ -536,7 +484,7 @@ def _thaw(
                         zone=flow_zone(ctx, new),
                         record_type=types.get(new.record_type),
                     )
-                    writes.outcome(row.state, outcome, flow.key)
+                    writes.add_outcome(row.state, outcome, flow.key)
                     continue
             if paused_at is None:
                 if state != row.state:
@@ -559,13 +507,24 @@ def _thaw(
                 if outcome.log or outcome.state.step_key != state.step_key:
                     thawed.went_on += 1
             if outcome.log or outcome.commands:
-                writes.outcome(row.state, outcome, flow.key)
+                writes.add_outcome(row.state, outcome, flow.key)
                 continue
             if change is None and outcome.state != state:
                 thawed.caught_up += 1
             if outcome.state != row.state:
                 writes.add(row.state, outcome.state, row.record_id, flow.key)
-        writes.write(conn, ctx, actor, now)
+        writes.write(conn, ctx, actor, now=now)
+        if unentered:
+            conn.execute(
+                enrollments.update()
+                .where(enrollments.c.id == sa.bindparam("eid"))
+                .values(
+                    flow_version=sa.bindparam("v_version"),
+                    due_at=sa.bindparam("v_due"),
+                    updated_at=now,
+                ),
+                unentered,
+            )
     if paused_at is not None:
         thawed.triggers = catch_up_schedules(conn, ctx, flow.id, new, paused_at=paused_at, now=now)
     repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
