@@ -313,22 +313,17 @@ def _start_follow_ups(
     admitted = {id(c) for c in verdict.admitted}
     tripped = {id(c) for c in verdict.tripped}
     refused = iter(verdict.refused)  # in the candidates' order
+    entering: list[tuple[int, int, int, datetime]] = []
     for n, candidate in candidates:
         start, target = starts[n], targets[starts[n].flow]
         if id(candidate) in admitted:
-            repo.insert_enrollment(
-                conn,
-                flow_id=target.id,
-                flow_version=target.version,
-                record_id=start.record_id,
-                now=now,
-                due_at=start.at,
-            )
+            entering.append((target.id, target.version, start.record_id, start.at))
             continue
         reasons[n] = next(refused).reason
         if id(candidate) in tripped:
             source = flow_of[start.enrollment_id]
             _hold_for_loop_guard(conn, target, source, start, told=told, now=now)
+    repo.insert_starts(conn, entering, now=now)
     refusals: list[dict[str, Any]] = []
     decisions: list[Decision] = []
     for n, reason in sorted(reasons.items()):

@@ -54,6 +54,7 @@ __all__ = [
     "due_ids",
     "insert_enrollment",
     "insert_ignoring_duplicates",
+    "insert_starts",
     "load_flows",
     "load_records",
     "lock",
@@ -140,23 +141,40 @@ def insert_enrollment(
     status: str = "active",
 ) -> int:
     """A new enrollment that enters its flow at `due_at` (its state is written when it does)."""
+    row = _new_row(flow_id, flow_version, record_id, due_at, now=now, status=status)
+    inserted = conn.execute(enrollments.insert().values(row).returning(enrollments.c.id))
+    return int(inserted.scalar_one())
+
+
+def insert_starts(
+    conn: sa.Connection, starts: Sequence[tuple[int, int, int, datetime]], *, now: datetime
+) -> None:
+    """New enrollments, one per (flow id, flow version, record id, due time), each entering its
+    flow at its due time: `insert_enrollment` for many at once, in one statement."""
+    if starts:
+        conn.execute(enrollments.insert(), [_new_row(*start, now=now) for start in starts])
+
+
+def _new_row(
+    flow_id: int,
+    flow_version: int,
+    record_id: int,
+    due_at: datetime,
+    *,
+    now: datetime,
+    status: str = "active",
+) -> dict[str, Any]:
     over = status not in RUNNING
-    return int(
-        conn.execute(
-            enrollments.insert()
-            .values(
-                flow_id=flow_id,
-                flow_version=flow_version,
-                record_id=record_id,
-                status=status,
-                entered_at=now,
-                finished_at=now if over else None,
-                due_at=None if over else due_at,
-                updated_at=now,
-            )
-            .returning(enrollments.c.id)
-        ).scalar_one()
-    )
+    return {
+        "flow_id": flow_id,
+        "flow_version": flow_version,
+        "record_id": record_id,
+        "status": status,
+        "entered_at": now,
+        "finished_at": now if over else None,
+        "due_at": None if over else due_at,
+        "updated_at": now,
+    }
 
 
 def _due(now: datetime) -> sa.ColumnElement[bool]:
