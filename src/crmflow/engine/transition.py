@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 MAX_STEPS_PER_CALL = 1000
-_MEMO_SIZE = 1024  # due times kept per flow definition (see `_Call.schedule`)
+_MEMO_SIZE = 1024  # due times kept per flow definition (see `_Call.due`)
 
 _STARTERS: dict[str, Any] = {
     "action": action.start,
