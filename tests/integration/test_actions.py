@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, record_groups, records, users
+from crmflow.services import flows, record_groups, records, run_views, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.invitations import event_uid
 from crmflow.services.users import ensure_system_user
@@ -42,7 +42,7 @@ def _contact(ctx: Context, admin: Actor, name: str = "Claire", **extra: Any) -> 
 
 def _actions(ctx: Context, admin: Actor, rid: int, flow: str) -> list[dict[str, Any]]:
     """The action logs of the record's last step run in `flow`, as a user sees them."""
-    [view] = [e for e in runs.record_status(ctx, admin, rid).enrollments if e.flow == flow]
+    [view] = [e for e in run_views.record_status(ctx, admin, rid).enrollments if e.flow == flow]
     return view.step_runs[-1].actions
 
 
@@ -423,7 +423,7 @@ def test_run_sql_runs_with_bound_parameters_and_a_failing_statement_fails_only_i
         "points step ran",
         "10 points for Claire'; drop table records; --",
     ]
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     assert (view.status, view.step_runs[-1].reason) == (
         "finished",
         "1 of 3 actions failed; finished: went through the last step",

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records
+from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import notifications, tasks
 from crmflow.worker import run_once
@@ -66,7 +66,7 @@ def test_never_lets_a_record_in_once_only(ctx: Context, admin: Actor, clock: Fro
     with pytest.raises(ConflictError, match=re.escape(never)):
         runs.start_record(ctx, admin, "once", rid)
     # The refusal is kept on the record.
-    history = runs.record_status(ctx, admin, rid).history
+    history = run_views.record_status(ctx, admin, rid).history
     assert history[-1]["message"].endswith(never)
 
 
@@ -127,7 +127,7 @@ def test_the_loop_guard_cancels_the_eleventh_start_in_a_day_and_tells_the_contro
     with pytest.raises(ConflictError, match="loop guard"):
         runs.start_record(ctx, admin, "loopy", rid)
 
-    status = runs.record_status(ctx, admin, rid)
+    status = run_views.record_status(ctx, admin, rid)
     assert len(status.enrollments) == 11
     # Every start of the flow for the record is cancelled, and says why.
     assert {e.status for e in status.enrollments} == {"cancelled"}
@@ -135,7 +135,7 @@ def test_the_loop_guard_cancels_the_eleventh_start_in_a_day_and_tells_the_contro
     with ctx.engine.connect() as conn:
         told = conn.execute(sa.select(notifications.c.target_ref)).scalars().all()
     assert told == ["system"]  # the controller, who is also the user who started it
-    progress = runs.flow_progress(ctx, admin, "loopy")
+    progress = run_views.flow_progress(ctx, admin, "loopy")
     assert (progress.entered, progress.cancelled, progress.inside) == (11, 11, 0)
 
     clock.advance(days=1)
@@ -155,11 +155,11 @@ def test_private_flows_are_hidden_from_non_members(ctx: Context, admin: Actor) -
     with pytest.raises(NotFoundError, match="no flow with key 'secret'"):
         runs.start_record(ctx, outsider, "secret", rid)
     with pytest.raises(NotFoundError):
-        runs.flow_progress(ctx, outsider, "secret")
+        run_views.flow_progress(ctx, outsider, "secret")
     with pytest.raises(NotFoundError):
         runs.restart_enrollment(ctx, outsider, started.id)
-    assert runs.record_status(ctx, outsider, rid).enrollments == []
-    assert [e.flow for e in runs.record_status(ctx, admin, rid).enrollments] == ["secret"]
+    assert run_views.record_status(ctx, outsider, rid).enrollments == []
+    assert [e.flow for e in run_views.record_status(ctx, admin, rid).enrollments] == ["secret"]
 
 
 def test_a_user_reads_where_a_record_is_and_how_a_flow_is_doing(
@@ -173,13 +173,13 @@ def test_a_user_reads_where_a_record_is_and_how_a_flow_is_doing(
     run_once(ctx)
     runs.start_record(ctx, admin, "seq", _contact(ctx, admin, "Cid"))
 
-    [view] = runs.record_status(ctx, admin, first).enrollments
+    [view] = run_views.record_status(ctx, admin, first).enrollments
     assert (view.status, view.emails) == ("finished", (2, 2))
     assert [(r.step, r.status) for r in view.step_runs] == [("hello", "done"), ("later", "done")]
     [action] = view.step_runs[0].actions
     assert action["detail"] == "email to ana@example.org: Hello Ana"
 
-    progress = runs.flow_progress(ctx, admin, "seq")
+    progress = run_views.flow_progress(ctx, admin, "seq")
     assert (progress.entered, progress.inside, progress.finished) == (3, 1, 2)
     assert progress.per_step == {"later": 1}
     assert progress.funnel == {"hello": 3, "later": 2}
@@ -199,9 +199,9 @@ def test_restart_runs_the_flow_again_from_its_first_step(
     assert [r.step for r in again.step_runs] == ["hello", "later", "hello"]
     clock.advance(days=1)
     run_once(ctx)
-    final = runs.record_status(ctx, admin, rid).enrollments[0]
+    final = run_views.record_status(ctx, admin, rid).enrollments[0]
     assert (final.status, final.emails) == ("finished", (2, 2))
-    assert runs.flow_progress(ctx, admin, "seq").emails == 4
+    assert run_views.flow_progress(ctx, admin, "seq").emails == 4
 
 
 CALL_BACK = """\
@@ -231,7 +231,7 @@ def test_a_task_for_the_user_in_a_record_field_names_them_by_username(
     assert records.get_record(ctx, rid).data["manager"] == maria.id  # records hold user ids
 
     runs.start_record(ctx, admin, "call-back", rid)
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     [action] = view.step_runs[0].actions
     assert action["detail"] == "task for maria (the record's manager): Call Ana"
     # Maria's task list holds it under her username, like the tasks of every other kind of

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records
+from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import entry_decisions_for
 from crmflow.store.schema import notifications
@@ -79,13 +79,13 @@ def test_a_flow_that_starts_itself_is_cancelled_by_the_loop_guard_and_the_contro
     runs.start_record(ctx, maria, "looping", rid)
     run_once(ctx)
 
-    status = runs.record_status(ctx, admin, rid)
+    status = run_views.record_status(ctx, admin, rid)
     # Ten starts entered; the eleventh tripped the guard; none is running any more.
     assert len(status.enrollments) == 11
     assert {e.status for e in status.enrollments} == {"cancelled"}
     guard = "loop guard: flow 'looping' was started more than 10 times for record"
     assert all(e.end_reason.startswith(guard) for e in status.enrollments)
-    progress = runs.flow_progress(ctx, admin, "looping")
+    progress = run_views.flow_progress(ctx, admin, "looping")
     assert (progress.entered, progress.cancelled, progress.inside) == (11, 11, 0)
 
     # The controller is told once. The worker made the eleventh start, so who began the chain
@@ -108,7 +108,7 @@ def test_a_flow_that_starts_itself_is_cancelled_by_the_loop_guard_and_the_contro
     # Nothing is left to run: the loop is over, even days later.
     clock.advance(days=3)
     assert run_once(ctx) == 0
-    history = [h["message"] for h in runs.record_status(ctx, admin, rid).history]
+    history = [h["message"] for h in run_views.record_status(ctx, admin, rid).history]
     assert "the loop went on" not in history
 
 
@@ -159,11 +159,11 @@ def test_the_user_whose_start_made_the_eleventh_follow_up_is_told_too(
     told = _told(ctx)
     assert [who for who, _ in told] == ["maria", "system"]
     assert all("the chain was started by maria" in m for _, m in told)
-    pong = [e for e in runs.record_status(ctx, admin, rid).enrollments if e.flow == "pong"]
+    pong = [e for e in run_views.record_status(ctx, admin, rid).enrollments if e.flow == "pong"]
     assert len(pong) == 11
     assert {e.status for e in pong} == {"cancelled"}
     # The step that made the start says why it did not work.
-    last = runs.record_status(ctx, admin, rid).enrollments[-2]
+    last = run_views.record_status(ctx, admin, rid).enrollments[-2]
     assert last.flow == "pang"
     [action] = last.step_runs[0].actions
     assert action["status"] == "failed"
@@ -220,7 +220,9 @@ def test_the_entry_condition_keeps_records_out_of_manual_starts_and_follow_ups(
     # ... and one for Claire enters.
     runs.start_record(ctx, admin, "opener", claire)
     run_once(ctx)
-    gated = [e for e in runs.record_status(ctx, admin, claire).enrollments if e.flow == "gated"]
+    gated = [
+        e for e in run_views.record_status(ctx, admin, claire).enrollments if e.flow == "gated"
+    ]
     assert [e.status for e in gated] == ["finished", "finished"]
 
     # Both refusals are in the not-entered list, newest first, with their trigger.
@@ -296,11 +298,15 @@ def test_a_delayed_follow_up_that_comes_due_while_its_flow_drains_does_not_enter
 
     clock.advance(days=1)
     run_once(ctx)
-    [pending] = [e for e in runs.record_status(ctx, admin, rid).enrollments if e.flow == "target"]
+    [pending] = [
+        e for e in run_views.record_status(ctx, admin, rid).enrollments if e.flow == "target"
+    ]
     assert pending.status == "cancelled"
     assert pending.step_runs == []  # no step ran
     assert pending.end_reason.startswith("not entered: flow draining")
-    assert "target ran" not in [h["message"] for h in runs.record_status(ctx, admin, rid).history]
+    assert "target ran" not in [
+        h["message"] for h in run_views.record_status(ctx, admin, rid).history
+    ]
     [(trigger, reason)] = _not_entered(ctx, admin, "target")
     assert (trigger, reason.split(":")[0]) == ("follow_up", "flow draining")
 
@@ -311,4 +317,4 @@ def test_a_delayed_follow_up_that_comes_due_while_its_flow_drains_does_not_enter
     # The one inside still finishes.
     clock.advance(days=2)
     run_once(ctx)
-    assert runs.flow_progress(ctx, admin, "target").finished == 1
+    assert run_views.flow_progress(ctx, admin, "target").finished == 1

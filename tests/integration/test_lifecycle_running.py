@@ -19,7 +19,7 @@ from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.errors import ConflictError, InvalidInputError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, lifecycle, queries, records, users
+from crmflow.services import flows, lifecycle, queries, records, run_views, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import enrollments, record_history
 from crmflow.store.schema import flows as flows_table
@@ -84,7 +84,7 @@ def _said(ctx: Context, record_id: int) -> list[str]:
 
 
 def _enrollment(ctx: Context, record_id: int) -> dict[str, Any]:
-    [view] = runs.record_status(ctx, _system(ctx), record_id).enrollments
+    [view] = run_views.record_status(ctx, _system(ctx), record_id).enrollments
     return view.as_dict()
 
 

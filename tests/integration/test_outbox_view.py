@@ -15,7 +15,7 @@ from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records, users
+from crmflow.services import flows, records, run_views, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import outbox
 from crmflow.worker import run_once
@@ -59,7 +59,7 @@ def _contact(ctx: Context, admin: Actor) -> int:
 def _actions(ctx: Context, admin: Actor, rid: int) -> list[tuple[str, str, str, str | None]]:
     """(step, action type, action status, message status) of every action the record ran."""
     out = []
-    for view in runs.record_status(ctx, admin, rid).enrollments:
+    for view in run_views.record_status(ctx, admin, rid).enrollments:
         for run in view.step_runs:
             for a in run.actions:
                 message = a.get("message")
@@ -88,7 +88,7 @@ def test_an_email_in_the_outbox_is_pending_until_it_goes_while_its_action_stays_
         ("hello", "history", "done", None),  # crmflow's own data: no message
         ("hello", "send_email", "done", "pending"),
     ]
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     [run] = view.step_runs
     assert run.status == "done"
     message = run.actions[1]["message"]
@@ -149,8 +149,8 @@ def test_a_run_that_finishes_or_leaves_still_sends_what_it_wrote(
     clock.advance(days=1)
     run_once(ctx)
 
-    [finished] = runs.record_status(ctx, admin, finishing).enrollments
-    [left] = runs.record_status(ctx, admin, leaving).enrollments
+    [finished] = run_views.record_status(ctx, admin, finishing).enrollments
+    [left] = run_views.record_status(ctx, admin, leaving).enrollments
     assert (finished.status, left.status) == ("finished", "left")
     assert _actions(ctx, admin, finishing) == [
         ("hello", "history", "done", None),

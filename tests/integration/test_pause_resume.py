@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction as A
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, queries, records, triggers, users
+from crmflow.services import flows, queries, records, run_views, triggers, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import change_feed, record_changes
 from crmflow.store.schema import enrollments, trigger_schedules
@@ -51,7 +51,7 @@ def _at(text: str) -> datetime:
 
 def _enrollment(ctx: Context, record_id: int) -> dict[str, Any]:
     system = users.actor_by_username(ctx, "system")
-    [view] = runs.record_status(ctx, system, record_id).enrollments
+    [view] = run_views.record_status(ctx, system, record_id).enrollments
     return view.as_dict()
 
 

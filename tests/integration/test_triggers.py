@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, queries, records, triggers
+from crmflow.services import flows, queries, records, run_views, triggers
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import change_feed
 from crmflow.store.schema import enrollments
@@ -57,7 +57,7 @@ def _contact(ctx: Context, admin: Actor, name: str = "Claire", **data: Any) -> i
 
 
 def _inside(ctx: Context, admin: Actor, key: str) -> int:
-    return runs.flow_progress(ctx, admin, key).entered
+    return run_views.flow_progress(ctx, admin, key).entered
 
 
 def _reasons(ctx: Context, admin: Actor, key: str) -> list[str]:
@@ -70,7 +70,7 @@ def test_a_created_contact_enters_a_record_created_flow_and_its_first_step_runs(
     _flow(ctx, admin, "welcome", "type: record_created")
     rid = _contact(ctx, admin, "Claire")
     run_once(ctx)
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     assert (view.flow, view.status) == ("welcome", "finished")
     assert [r.step for r in view.step_runs] == ["hello"]
     assert _history(ctx, rid) == ["hello Claire"]
@@ -86,7 +86,7 @@ def test_a_change_before_the_flow_started_does_not_trigger_it(
     clock.advance(minutes=1)
     _flow(ctx, admin, "welcome", "type: record_created")
     run_once(ctx)
-    assert runs.record_status(ctx, admin, rid).enrollments == []
+    assert run_views.record_status(ctx, admin, rid).enrollments == []
 
 
 def test_field_changed_from_to_enters_only_on_that_transition(ctx: Context, admin: Actor) -> None:
@@ -224,7 +224,7 @@ def test_a_start_list_enters_set_based_on_start_with_the_confirmed_count(
     flows.change_status(ctx, admin, "campaign", LifecycleAction.START, confirm_count=count)
     assert len(_enrollments(ctx)) == count
     run_once(ctx)
-    progress = runs.flow_progress(ctx, admin, "campaign")
+    progress = run_views.flow_progress(ctx, admin, "campaign")
     assert (progress.entered, progress.finished) == (count, count)
 
 
@@ -299,12 +299,12 @@ def test_a_change_to_an_enrolled_record_wakes_its_wait_step(
     _flow(ctx, admin, "nudge", "type: record_created", steps=steps)
     rid = _contact(ctx, admin)
     run_once(ctx)
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     assert (view.status, view.step) == ("waiting", "wait_for_email")
     clock.advance(hours=1)
     records.update_record(ctx, admin, rid, {"email": "claire@example.org"})
     run_once(ctx)
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     assert view.status == "finished"
     assert _history(ctx, rid) == ["email given"]
 
@@ -538,7 +538,9 @@ def test_without_change_triggers_the_records_inside_still_hear_their_changes(
     records.delete_record(ctx, admin, gone)
     run_once(ctx)
     # The wait step heard the email; the deleted record left; the timed step still waits.
-    status = {r: runs.record_status(ctx, admin, r).enrollments[0] for r in (waiting, timed, gone)}
+    status = {
+        r: run_views.record_status(ctx, admin, r).enrollments[0] for r in (waiting, timed, gone)
+    }
     assert status[waiting].status == "finished"
     assert _history(ctx, waiting) == ["email given"]
     assert (status[timed].status, status[timed].step) == ("active", "later")
@@ -559,6 +561,6 @@ def test_changes_nobody_listens_to_are_passed_over(
     assert triggers.ingest_changes(ctx, limit=2) == 3  # consumed, in two batches
     assert _feed_position(ctx) == _last_change(ctx)
     assert triggers.ingest_changes(ctx) == 0  # caught up: nothing read again
-    [view] = runs.record_status(ctx, admin, rid).enrollments
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
     assert (view.status, view.step) == ("active", "later")
     assert triggers.entry_decisions_for(ctx, admin, record_id=rid) == []

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records
+from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -122,7 +122,7 @@ def test_a_manual_start_runs_the_first_step_and_the_next_one_exactly_when_due(
     assert _count(ctx, outbox, enrollment_id=started.id) == 2
 
     # Now it waits for maria's decision, with a task in her list.
-    [status] = runs.record_status(ctx, admin, rid).enrollments
+    [status] = run_views.record_status(ctx, admin, rid).enrollments
     assert (status.status, status.step, status.buttons) == (
         "waiting",
         "approve",
@@ -167,14 +167,14 @@ def test_a_paused_flow_freezes_its_records_and_resuming_runs_them(
     assert run_once(ctx) == 0
     with pytest.raises(ConflictError, match="paused"):
         runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, "Ana"))
-    [frozen] = runs.record_status(ctx, admin, rid).enrollments
+    [frozen] = run_views.record_status(ctx, admin, rid).enrollments
     assert frozen.step == "two-days-later"
     assert _history(ctx, rid) == ["Thanked Claire"]
 
     flows.change_status(ctx, admin, "thanks", LifecycleAction.RESUME)
     assert run_once(ctx) == 1
     assert _history(ctx, rid)[-1] == "News sent"
-    assert runs.record_status(ctx, admin, rid).enrollments[0].id == started.id
+    assert run_views.record_status(ctx, admin, rid).enrollments[0].id == started.id
 
 
 def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
@@ -331,7 +331,7 @@ steps:
     rid = _contact(ctx, admin)
     runs.start_record(ctx, admin, "first", rid)
     assert _count(ctx, notifications, target_ref="maria") == 1
-    [_, pending] = runs.record_status(ctx, admin, rid).enrollments
+    [_, pending] = run_views.record_status(ctx, admin, rid).enrollments
     assert (pending.flow, pending.waiting_for) == ("second", "enters the flow when due")
 
     clock.advance(hours=23)
@@ -339,7 +339,7 @@ steps:
     clock.advance(hours=1)
     assert run_once(ctx) == 1
     assert _history(ctx, rid) == ["second flow ran"]
-    assert runs.flow_progress(ctx, admin, "second").finished == 1
+    assert run_views.flow_progress(ctx, admin, "second").finished == 1
 
 
 BULK = """\
@@ -379,7 +379,7 @@ def test_a_record_deleted_while_in_a_flow_leaves_it_and_the_idle_worker_knows_th
     records.delete_record(ctx, admin, rid)
     clock.advance(days=2)
     assert run_once(ctx) == 2
-    [gone] = runs.record_status(ctx, admin, rid).enrollments
+    [gone] = run_views.record_status(ctx, admin, rid).enrollments
     assert (gone.status, gone.end_reason) == ("left", "the record was deleted")
     assert _history(ctx, kept)[-1] == "News sent"
     assert repo.next_due(ctx.engine) is None  # the other one waits for a decision

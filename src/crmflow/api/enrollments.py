@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.errors import NotFoundError
-from crmflow.services import enrollments
+from crmflow.services import enrollments, run_views
 
 router = APIRouter(tags=["runs"])
 
@@ -50,15 +50,13 @@ def list_runs(
     """The flow's records, running and ended, in enrollment order: record, status (active,
     waiting, finished, left, cancelled), step, due time, entered / finished at and the end reason;
     filter by `status` and `step`, pass `next_after` back as `after` for the next page."""
-    page = enrollments.flow_runs(
-        ctx, actor, key, status=status, step=step, after=after, limit=limit
-    )
+    page = run_views.flow_runs(ctx, actor, key, status=status, step=step, after=after, limit=limit)
     return page.as_dict(lambda r: r.as_dict())
 
 
 @router.get("/api/flows/{key}/progress")
 def flow_progress(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
-    return enrollments.flow_progress(ctx, actor, key).as_dict()
+    return run_views.flow_progress(ctx, actor, key).as_dict()
 
 
 @router.get("/api/records/{type_key}/{record_id}/runs")
@@ -66,7 +64,7 @@ def record_status(
     ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int
 ) -> dict[str, Any]:
     """The flows the record is or was in, at which step, and what each step run did."""
-    result = enrollments.record_status(ctx, actor, record_id)
+    result = run_views.record_status(ctx, actor, record_id)
     if result.record_type not in (None, type_key):
         raise NotFoundError(f"no {type_key} record with id {record_id}")
     return result.as_dict()

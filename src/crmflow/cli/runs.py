@@ -14,8 +14,7 @@ from crmflow.cli.common import (
     reports_errors,
     state,
 )
-from crmflow.services import enrollments, triggers
-from crmflow.services.enrollments import EnrollmentView
+from crmflow.services import enrollments, run_views, triggers
 
 app = typer.Typer(
     help="Records in flows: start, where they are, decisions, restart.", no_args_is_help=True
@@ -24,7 +23,7 @@ app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a summary.")]
 
 
-def _summary(view: EnrollmentView) -> str:
+def _summary(view: run_views.EnrollmentView) -> str:
     where = f"at step {view.step!r}" if view.step else "not entered yet"
     text = f"enrollment {view.id}: record {view.record_id} in flow {view.flow!r} {where}"
     text += f" ({view.status}"
@@ -39,7 +38,7 @@ def _summary(view: EnrollmentView) -> str:
     return text + ")"
 
 
-def _print(view: EnrollmentView, as_json: bool) -> None:
+def _print(view: run_views.EnrollmentView, as_json: bool) -> None:
     if as_json:
         print_json(view.as_dict())
     else:
@@ -81,7 +80,7 @@ def list_runs(
     as_json: JsonOption = False,
 ) -> None:
     """The records that are or were in FLOW: where each is, and why it ended."""
-    page = enrollments.flow_runs(
+    page = run_views.flow_runs(
         state.context, state.actor, flow, status=status, step=step, after=after, limit=limit
     )
     if as_json:
@@ -114,7 +113,7 @@ def list_runs(
 @reports_errors
 def show(record_id: int, as_json: JsonOption = False) -> None:
     """The flows a record is or was in, the current step, and what each step run did."""
-    status = enrollments.record_status(state.context, state.actor, record_id)
+    status = run_views.record_status(state.context, state.actor, record_id)
     if as_json:
         print_json(status.as_dict())
         return
@@ -147,7 +146,7 @@ def show(record_id: int, as_json: JsonOption = False) -> None:
 @reports_errors
 def progress(flow: str, as_json: JsonOption = False) -> None:
     """How FLOW is doing: entered / inside / finished / left / cancelled, records per step."""
-    result = enrollments.flow_progress(state.context, state.actor, flow)
+    result = run_views.flow_progress(state.context, state.actor, flow)
     if as_json:
         print_json(result.as_dict())
         return

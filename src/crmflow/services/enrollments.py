@@ -48,17 +48,7 @@ from crmflow.services.entry import (
 from crmflow.services.flow_access import can_see_flow, visible_flow
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import catalog_in
-from crmflow.services.run_views import (
-    EnrollmentView,
-    FlowProgress,
-    RecordStatus,
-    RunSummary,
-    StepRunView,
-    enrollment_view,
-    flow_progress,
-    flow_runs,
-    record_status,
-)
+from crmflow.services.run_views import EnrollmentView, enrollment_view
 from crmflow.store import enrollments as repo
 from crmflow.store.idlists import among
 from crmflow.store.schema import (
@@ -70,22 +60,14 @@ from crmflow.store.schema import (
     tasks,
 )
 
-# The views live in `run_views`; their names stay importable from here, where callers met them.
+# What users see of runs (views, lists, progress) is in `run_views`.
 __all__ = [
     "BatchWrites",
-    "EnrollmentView",
-    "FlowProgress",
-    "RecordStatus",
-    "RunSummary",
-    "StepRunView",
     "cancel_enrollment",
     "close_tasks",
     "decide",
-    "flow_progress",
-    "flow_runs",
     "keep_refusal",
     "move_batch",
-    "record_status",
     "restart_enrollment",
     "start_one",
     "start_record",
