@@ -34,9 +34,11 @@ __all__ = [
     "saved_queries",
     "step_runs",
     "tasks",
+    "trigger_failures",
     "trigger_schedules",
     "users",
     "webhook_receipts",
+    "worker_heartbeats",
 ]
 
 metadata = sa.MetaData(
@@ -112,6 +114,8 @@ records = sa.Table(
     sa.Column("data", JSONDoc, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Counts the changes to the row: If-Match / --if-version compare it (optimistic concurrency).
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_records_type_id", "type", "id"),
 )
 
@@ -140,6 +144,8 @@ saved_queries = sa.Table(
     sa.Column("created_by", ID, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Counts the changes to the row: If-Match / --if-version compare it (optimistic concurrency).
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
 )
 
 flows = sa.Table(
@@ -163,6 +169,8 @@ flows = sa.Table(
     sa.Column("created_by", ID, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Counts the changes to the flow row (current_version names the definition's version).
+    sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
 )
 
 flow_versions = sa.Table(
@@ -346,6 +354,34 @@ trigger_schedules = sa.Table(
     sa.Column("next_at", UTCDateTime, nullable=True),
     sa.Column("last_at", UTCDateTime, nullable=True),
     sa.Index("ix_trigger_schedules_next", "next_at"),
+)
+
+# A trigger of a flow that raised: marked failing with its error and retried with backoff, while
+# the flow's other triggers and every other flow go on (the worker never dies of one trigger).
+trigger_failures = sa.Table(
+    "trigger_failures",
+    metadata,
+    sa.Column("flow_id", ID, sa.ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("trigger_index", sa.Integer, primary_key=True),
+    sa.Column("trigger_type", sa.String(32), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("first_failed_at", UTCDateTime, nullable=False),
+    sa.Column("last_failed_at", UTCDateTime, nullable=False),
+    sa.Column("retry_at", UTCDateTime, nullable=False),
+)
+
+# Each worker / dispatcher loop's sign of life, read by /api/health across processes.
+worker_heartbeats = sa.Table(
+    "worker_heartbeats",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # worker | dispatcher
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("beat_at", UTCDateTime, nullable=False),
+    sa.Column("last_success_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("stopped_at", UTCDateTime),
 )
 
 # Static groups of records (a mailing list, "Donors 2026"): the add_to_group action's target.
