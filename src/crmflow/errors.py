@@ -9,9 +9,13 @@ __all__ = [
     "ConflictError",
     "CrmflowError",
     "InvalidInputError",
+    "LimitExceededError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
     "Problem",
+    "TooManyRequestsError",
 ]
 
 
@@ -103,3 +107,41 @@ class PermissionDeniedError(CrmflowError):
 
 class AuthenticationError(CrmflowError):
     status_code = 401
+
+
+class PreconditionFailedError(CrmflowError):
+    """An update or delete said which version it read (If-Match, --if-version), and the row has
+    changed since: nothing was written; read it again and redo the change on the new version."""
+
+    status_code = 412
+
+
+class PayloadTooLargeError(CrmflowError):
+    """A request body or a document is larger than the configured limit (the message names it)."""
+
+    status_code = 413
+
+
+class TooManyRequestsError(CrmflowError):
+    """Too many attempts (failed sign-ins): `retry_after` says in how many seconds to try again."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "retry_after": self.retry_after}
+
+
+class LimitExceededError(CrmflowError):
+    """An evaluation (a template, a CEL condition) went over one of its budgets: `limit` names
+    which (output size, loop iterations, list size, time), `where` the place in the flow."""
+
+    status_code = 422
+
+    def __init__(self, limit: str, message: str, where: str = "") -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.limit = limit
+        self.where = where
