@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import move_batch
+from crmflow.services.enrollments import Moved, move_batch
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
@@ -54,6 +54,7 @@ class BatchResult:
     claimed: int
     moved: int
     step_runs: int
+    deferred: int = 0  # claimed, but left due for the next batch: the time limit was reached
 
 
 def worker_name() -> str:
@@ -74,21 +75,34 @@ def run_batch(
     On PostgreSQL the claim is a transaction of its own that leases the rows to `owner`, so
     that other workers pass them over while this one works, and take them over if it dies. On
     SQLite one transaction writes at a time: the batch is found and moved in one transaction,
-    and a worker that dies leaves nothing behind, so no lease is needed."""
+    and a worker that dies leaves nothing behind, so no lease is needed.
+
+    A batch stops taking enrollments once settings.batch_time_limit_ms has passed since its
+    write transaction began, commits what it moved, and leaves the rest due for the next batch:
+    the write transaction (SQLite's write lock) lasts at most that limit plus one record's
+    evaluation (each template and condition capped by action_time_limit_ms) and the writes."""
+    limit_seconds = ctx.settings.batch_time_limit_ms / 1000
     if not is_postgres(ctx.engine):
         with _collector_paused(), ctx.engine.begin() as conn:
+            deadline = time.monotonic() + limit_seconds
             ids = repo.due_ids(conn, now=now, limit=limit)
             if not ids:
                 return BatchResult(0, 0, 0)
-            moved = move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now)
-        return BatchResult(len(ids), len(moved.outcomes), moved.step_runs)
+            rows = repo.lock(conn, ids, owner=None)
+            moved = move_batch(conn, ctx, system, rows, now=now, deadline=deadline)
+        return _result(ids, moved)
     ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)
     if not ids:
         return BatchResult(0, 0, 0)
     with _collector_paused(), ctx.engine.begin() as conn:
+        deadline = time.monotonic() + limit_seconds
         rows = repo.lock(conn, ids, owner=owner)
-        moved = move_batch(conn, ctx, system, rows, now=now)
-    return BatchResult(len(ids), len(moved.outcomes), moved.step_runs)
+        moved = move_batch(conn, ctx, system, rows, now=now, deadline=deadline)
+    return _result(ids, moved)
+
+
+def _result(ids: list[int], moved: Moved) -> BatchResult:
+    return BatchResult(len(ids), len(moved.outcomes), moved.step_runs, len(moved.deferred))
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import NotFoundError
 from crmflow.services import flows, imports, queries, record_types, users
 from crmflow.services.context import Actor, Context, Role
+from crmflow.store.database import read_connection
 from crmflow.store.schema import flows as flows_table
 from crmflow.store.schema import groups as groups_table
 from crmflow.store.schema import records as records_table
@@ -68,7 +69,7 @@ def load_demo(ctx: Context) -> str:
             "run it from a clone of crmflow"
         )
     system = users.ensure_system_user(ctx)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         known_users = set(conn.execute(sa.select(users_table.c.username)).scalars())
         known_groups = set(conn.execute(sa.select(groups_table.c.name)).scalars())
         has_records = conn.execute(sa.select(records_table.c.id).limit(1)).first() is not None

@@ -8,6 +8,7 @@ history, outbox) on the caller's transaction, with a fixed number of statements 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -86,6 +87,8 @@ class Moved:
 
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)  # frozen flows, timers not due
+    # Left for the next batch, untouched: the batch had run out of time (`move_batch(deadline=)`).
+    deferred: list[int] = field(default_factory=list)
 
     @property
     def step_runs(self) -> int:
@@ -190,9 +193,17 @@ def move_batch(
     *,
     now: datetime,
     events: Mapping[int, Event | Restart] | None = None,
+    deadline: float | None = None,
 ) -> Moved:
     """Run the engine for locked enrollments `rows` at `now` (a timer, or `events[id]`) and
-    write what it decided. Enrollments of flows that are not running are left as they are."""
+    write what it decided. Enrollments of flows that are not running are left as they are.
+
+    With `deadline` (a `time.monotonic()` value), the batch is cut once it has passed: the
+    enrollments not reached yet are left as they were (`Moved.deferred`, still due, their
+    leases given up) for the next batch, so that the caller's write transaction ends in a
+    bounded time. At least one enrollment is moved, and an enrollment whose record already has
+    one moved in this batch in the same flow is never cut from it: such enrollments decide
+    about each other (the loop guard's cancellations below)."""
     moved = Moved()
     if not rows:
         return moved
@@ -203,7 +214,14 @@ def move_batch(
     snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
     writes = BatchWrites()
     refusals: list[Decision] = []  # starts due now that the flow no longer admits
+    begun: set[tuple[int, int]] = set()  # (flow, record) pairs this batch moves
     for row in rows:
+        if deadline is not None:
+            pair = (row.flow_id, row.record_id)
+            if begun and pair not in begun and time.monotonic() >= deadline:
+                moved.deferred.append(row.id)
+                continue
+            begun.add(pair)
         info = infos.get((row.flow_id, row.flow_version))
         if info is None or info.status not in repo.RUNNING_FLOWS:
             moved.skipped.append(row.id)
@@ -280,7 +298,7 @@ def move_batch(
         writes.add_outcome(row.state, outcome, flow.key)
     write_decisions(conn, refusals, now=now)
     writes.write(conn, ctx, actor, now=now)
-    repo.release(conn, moved.skipped)
+    repo.release(conn, moved.skipped + moved.deferred)
     return moved
 
 

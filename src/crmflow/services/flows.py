@@ -25,6 +25,7 @@ from crmflow.services.permissions import require_admin
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog
 from crmflow.services.users import user_ids_by_name
+from crmflow.store.database import read_connection
 from crmflow.store.enrollments import RUNNING
 from crmflow.store.schema import (
     enrollments,
@@ -147,7 +148,7 @@ def validation_context(
     """What the validator may check names against: this organisation's types, users, groups,
     saved queries, and the other flows `actor` can see (a private flow's name must not leak
     through a "did you mean" to someone who cannot see it)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         usernames = frozenset(conn.execute(sa.select(users.c.username)).scalars())
         group_names = frozenset(conn.execute(sa.select(groups.c.name)).scalars())
         queries = {
@@ -273,7 +274,7 @@ def _views(
 
 
 def get_flow(ctx: Context, actor: Actor, key: str, *, with_document: bool = True) -> FlowView:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         [view] = _views(conn, [visible_flow(conn, actor, key)], with_document=with_document)
         return view
 
@@ -287,12 +288,12 @@ def list_flows(
         query = query.where(flows.c.status == status.value)
     if record_type is not None:
         query = query.where(flows.c.record_type == record_type)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return _views(conn, list(conn.execute(query).all()))
 
 
 def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = visible_flow(conn, actor, key)
         found = conn.execute(
             sa.select(flow_versions).where(
@@ -314,7 +315,7 @@ def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict
 
 
 def flow_history(ctx: Context, actor: Actor, key: str) -> list[StatusChange]:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = visible_flow(conn, actor, key)
         rows = conn.execute(
             sa.select(flow_status_changes, users.c.username)
@@ -608,7 +609,7 @@ def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
 def start_list_size(ctx: Context, names: list[str]) -> int:
     """How many distinct records the saved queries `names` select now (a record in two start
     lists enters once)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         selects = [matching_ids(ctx, conn, name) for name in names]
         ids = (sa.union(*selects) if len(selects) > 1 else selects[0]).subquery()
         return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
@@ -706,7 +707,7 @@ def change_status(
 
 def _any_flow(ctx: Context, key: str) -> FlowView:
     """A flow by key whoever may see it: for changes crmflow makes on its own."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(sa.select(flows).where(flows.c.key == key)).first()
         if row is None:
             raise NotFoundError(f"no flow with key {key!r}")

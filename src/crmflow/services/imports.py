@@ -30,6 +30,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import IN_CHUNK, OWNER_KEY, LinkResolver
+from crmflow.store.database import read_connection
 from crmflow.store.schema import record_changes, records, users
 from crmflow.store.types import UTCDateTime
 from crmflow.store.wakeups import mark_work
@@ -420,7 +421,7 @@ def import_records(
         raise InvalidInputError(
             "the import", [Problem("batch_size", f"must be at least 1, got {batch_size}")]
         )
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, type_key)
     source = _Source(path_or_stream, fmt)
     report = ImportReport(type_key=type_key, source=source.name, all_or_nothing=all_or_nothing)
@@ -511,7 +512,7 @@ def export_records(
         .limit(page_size)
     )
     count = 0
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, type_key)
         keys = rtype.field_keys
         writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None

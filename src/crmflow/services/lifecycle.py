@@ -57,6 +57,7 @@ from crmflow.services.triggers.record_changes import merge_events, user_names
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
+from crmflow.store.database import read_connection
 from crmflow.store.schema import (
     enrollments,
     feed_cursors,
@@ -187,7 +188,7 @@ def _impacts(
 def impact_preview(ctx: Context, actor: Actor, key: str) -> list[StepImpact]:
     """What resuming flow `key` does to the records inside it that are on an older version: per
     step, how many records are there and what happens to them (empty: nothing moves)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = visible_flow(conn, actor, key)
         return _impacts(conn, ctx, row.id, row.current_version, {})
 
@@ -655,7 +656,7 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
     archive_at stops the records inside where they are; their number is in the note.
     """
     result = ScheduleResult()
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         to_start = conn.execute(
             sa.select(flows.c.id, flows.c.key, flows.c.current_version)
             .where(flows.c.status == FlowStatus.DRAFT.value, flows.c.start_at <= now)
@@ -681,7 +682,7 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
             note += f"; start list counted then: {count} record(s)"
         if _change(ctx, system, row.key, LifecycleAction.START, note, confirm_count=count):
             result.started.append(row.key)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         to_archive = conn.execute(
             sa.select(flows.c.id, flows.c.key)
             .where(
@@ -707,7 +708,7 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
 
 def _next_scheduled(ctx: Context) -> datetime | None:
     """The earliest start_at or archive_at still to fire (a worker sleeps no longer than that)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         start = conn.execute(
             sa.select(sa.func.min(flows.c.start_at)).where(flows.c.status == FlowStatus.DRAFT.value)
         ).scalar_one()
@@ -729,7 +730,7 @@ def archive_drained_flows(ctx: Context) -> list[str]:
         .where(enrollments.c.flow_id == flows.c.id, enrollments.c.status.in_(repo.RUNNING))
         .exists()
     )
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         drained = conn.execute(
             sa.select(flows.c.key, flow_versions.c.document)
             .join(

@@ -31,6 +31,7 @@ from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_s
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import RecordView, record_view
+from crmflow.store.database import read_connection
 from crmflow.store.querysql import filter_clause
 from crmflow.store.schema import flow_versions, flows, record_types, records, saved_queries, users
 
@@ -270,7 +271,7 @@ def delete_query(ctx: Context, actor: Actor, name: str) -> None:
 
 
 def get_query(ctx: Context, name: str) -> QueryView:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return _view(_row(conn, name))
 
 
@@ -282,21 +283,21 @@ def list_queries(
     statement = sa.select(saved_queries).order_by(saved_queries.c.id).limit(size + 1)
     if after is not None:
         statement = statement.where(saved_queries.c.id > after)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(statement).all()
     return keyset_page([_view(r) for r in rows], size)
 
 
 def count_query(ctx: Context, name: str) -> int:
     """How many records the saved query matches now (one `SELECT count(*)`)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         checked = _saved_filter(conn, _row(conn, name))
         return _count(conn, checked, ctx.now(), ctx.zone)
 
 
 def count_filter(ctx: Context, record_type: str, filter: Mapping[str, Any]) -> int:
     """How many records an unsaved filter matches now (try a filter before saving it)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         checked, _ = _check(conn, "the filter", record_type=record_type, filter=filter)
         return _count(conn, checked, ctx.now(), ctx.zone)
 
@@ -313,7 +314,7 @@ def preview_query(
 ) -> Page[RecordView]:
     """The records the saved query matches now, by id (keyset paging)."""
     size = page_size(ctx, limit)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         checked = _saved_filter(conn, _row(conn, name))
         where = filter_clause(checked, dialect=conn.dialect.name, now=ctx.now(), zone=ctx.zone)
         statement = sa.select(records).where(where).order_by(records.c.id).limit(size + 1)
@@ -404,7 +405,7 @@ def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
     if problems:
         raise located(problems)
     name, record_type = str(doc["name"]), str(doc["record_type"])
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         exists = (
             conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first()
             is not None

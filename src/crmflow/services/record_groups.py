@@ -23,6 +23,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.records import RecordView, record_view
+from crmflow.store.database import read_connection
 from crmflow.store.schema import record_group_members, record_groups, records, users
 
 __all__ = [
@@ -86,7 +87,7 @@ def list_record_groups(ctx: Context) -> list[dict[str, Any]]:
         .select_from(record_groups.outerjoin(counts, counts.c.group_id == record_groups.c.id))
         .order_by(record_groups.c.name)
     )
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(query).all()
     return [
         {
@@ -118,7 +119,7 @@ def record_group_members_page(
     )
     if after is not None:
         query = query.where(records.c.id > after)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         if (
             conn.execute(sa.select(record_groups.c.id).where(record_groups.c.name == name)).first()
             is None

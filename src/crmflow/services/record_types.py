@@ -26,6 +26,7 @@ from crmflow.engine.recordtypes import (
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.permissions import require_admin
+from crmflow.store.database import read_connection
 from crmflow.store.schema import record_types, records
 
 __all__ = [
@@ -62,7 +63,7 @@ def record_type_in(conn: sa.Connection, key: str) -> RecordType:
 
 def catalog(ctx: Context) -> dict[str, RecordType]:
     """The built-in types (with any fields the organisation added) and the organisation's own."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return catalog_in(conn)
 
 
@@ -71,7 +72,7 @@ def list_record_types(ctx: Context) -> list[RecordType]:
 
 
 def get_record_type(ctx: Context, key: str) -> RecordType:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return record_type_in(conn, key)
 
 
@@ -243,7 +244,7 @@ def load_record_type_file(ctx: Context, actor: Actor, path: str | Path) -> Recor
     document = read_definition_file(file)
     try:
         key = document.get("key") if isinstance(document, Mapping) else None
-        with ctx.engine.connect() as conn:
+        with read_connection(ctx.engine) as conn:
             exists = (
                 isinstance(key, str)
                 and conn.execute(

@@ -26,6 +26,7 @@ from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_s
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.store.bulk import Writer
+from crmflow.store.database import read_connection
 from crmflow.store.idlists import among
 from crmflow.store.schema import record_changes as changes
 from crmflow.store.schema import records, users
@@ -420,7 +421,7 @@ def delete_record(ctx: Context, actor: Actor, record_id: int) -> None:
 
 
 def get_record(ctx: Context, record_id: int) -> RecordView:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(_record_select().where(records.c.id == record_id)).first()
     if row is None:
         raise NotFoundError(f"no record with id {record_id}")
@@ -435,7 +436,7 @@ def list_records(
     query = _record_select().where(records.c.type == type_key)
     if after is not None:
         query = query.where(records.c.id > after)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         record_type_in(conn, type_key)
         rows = conn.execute(query.order_by(records.c.id).limit(size + 1)).all()
     return keyset_page([record_view(r) for r in rows], size)
@@ -449,7 +450,7 @@ def record_changes(
     query = _change_select().where(changes.c.record_id == record_id)
     if after is not None:
         query = query.where(changes.c.id > after)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
         if not rows and after is None:
             _load(conn, record_id)  # NotFoundError for a record that never existed
@@ -466,7 +467,7 @@ def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> 
     query = _change_select()
     if after is not None:
         query = query.where(changes.c.id > after)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
     return keyset_page([_change_view(r) for r in rows], size)
 

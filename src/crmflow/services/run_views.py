@@ -23,6 +23,7 @@ from crmflow.services.definitions import definitions_cache
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.store import enrollments as repo
+from crmflow.store.database import read_connection
 from crmflow.store.schema import (
     enrollments,
     flows,
@@ -306,7 +307,7 @@ def enrollment_view(conn: sa.Connection, ctx: Context, enrollment_id: int) -> En
 def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
     """The flows `record_id` is or was in (those `actor` can see), oldest first: current step,
     what it waits for, each step run with what each action did and why; and its history."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         exists = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
         query = (
             _enrollment_select()
@@ -338,7 +339,7 @@ def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
 def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
     """How a flow is doing: entered / inside / finished / left / cancelled, records per step now,
     and how many went through each step."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         flow = visible_flow(conn, actor, flow_key)
         by_status: dict[str, int] = {}
         per_step: dict[str, int] = {}
@@ -450,7 +451,7 @@ def flow_runs(
             "the runs filter",
             [Problem("status", f"unknown status {status!r}", hint=", ".join(RUN_STATUSES))],
         )
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         flow = visible_flow(conn, actor, flow_key)
         query = (
             sa.select(

@@ -19,6 +19,7 @@ from crmflow.errors import (
 )
 from crmflow.services.context import Actor, Context, Role
 from crmflow.services.permissions import require_admin
+from crmflow.store.database import read_connection
 from crmflow.store.schema import api_tokens, group_members, groups, users
 
 __all__ = [
@@ -230,17 +231,17 @@ def _user_row(conn: sa.Connection, username: str) -> sa.Row[Any]:
 
 
 def get_user(ctx: Context, username: str) -> UserView:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return _view(conn, _user_row(conn, username))
 
 
 def list_users(ctx: Context) -> list[UserView]:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         return _views(conn, list(conn.execute(sa.select(users).order_by(users.c.username))))
 
 
 def actor_by_username(ctx: Context, username: str) -> Actor:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = _user_row(conn, username)
     if not row.active:
         raise AuthenticationError(f"user {username!r} is deactivated")
@@ -298,7 +299,7 @@ def revoke_token(ctx: Context, actor: Actor, token_id: int) -> None:
 
 
 def authenticate_token(ctx: Context, token: str) -> Actor:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(
             sa.select(users.c.id, users.c.username, users.c.role, users.c.active, api_tokens.c.id)
             .join(api_tokens, api_tokens.c.user_id == users.c.id)
@@ -315,7 +316,7 @@ def authenticate_token(ctx: Context, token: str) -> Actor:
 
 def login(ctx: Context, username: str, password: str) -> TokenCreated:
     """Exchange a username and password for a new API token."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
     if (
         row is None
@@ -374,7 +375,7 @@ def remove_group_member(ctx: Context, actor: Actor, group: str, username: str) -
 
 
 def list_groups(ctx: Context) -> list[dict[str, Any]]:
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(sa.select(groups).order_by(groups.c.name)).all()
         members = conn.execute(
             sa.select(group_members.c.group_id, users.c.username)

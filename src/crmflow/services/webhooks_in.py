@@ -72,6 +72,7 @@ from crmflow.services.webhook_receipts import (
     take,
 )
 from crmflow.store import enrollments as repo
+from crmflow.store.database import read_connection
 from crmflow.store.querysql import filter_clause
 from crmflow.store.schema import enrollments, flows, records
 
@@ -269,7 +270,7 @@ def _signed_with(secret: str, signed: _Signed, body: str) -> bool:
 
 def _hook_flows(ctx: Context, key: str) -> list[_HookFlow]:
     """The started flows with a webhook trigger `key`, by flow key (their current version)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rows = conn.execute(
             sa.select(flows).where(flows.c.status.in_(_STARTED)).order_by(flows.c.key)
         ).all()
@@ -344,7 +345,7 @@ def receive_hook(
     actor: Actor | None = None
     if open_flows and token:
         actor = users.authenticate_token(ctx, token)
-        with ctx.engine.connect() as conn:
+        with read_connection(ctx.engine) as conn:
             targets += [(f, actor) for f in open_flows if can_see_flow(conn, actor, f.row)]
     if not targets:
         if refused_signature is not None:
@@ -361,7 +362,7 @@ def receive_hook(
 
     if receipt is not None:
         check_webhook_id(receipt.webhook_id)
-        with ctx.engine.connect() as conn:
+        with read_connection(ctx.engine) as conn:
             replay = answer_taken(conn, receipt)
         if replay is not None:
             return replay
@@ -422,7 +423,7 @@ def _record_named(
             raise InvalidInputError(
                 "the call", [Problem("record_id", f"must be a whole number, not {record_id!r}")]
             )
-        with ctx.engine.connect() as conn:
+        with read_connection(ctx.engine) as conn:
             found = conn.execute(sa.select(records.c.type).where(records.c.id == record_id))
             rtype = found.scalar_one_or_none()
         if rtype is None:
@@ -461,7 +462,7 @@ def _matching_record(
             "the call", [Problem("record_type", f"must be a text, not {record_type!r}")]
         )
     conditions = [{"field": k, "op": "=", "value": v} for k, v in match.items()]
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, record_type)
         try:
             checked = check_filter(parse_filter({"all": conditions}, path="match"), rtype)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,14 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-__all__ = ["create_db_engine", "is_postgres", "is_sqlite", "json_text", "json_value"]
+__all__ = [
+    "create_db_engine",
+    "is_postgres",
+    "is_sqlite",
+    "json_text",
+    "json_value",
+    "read_connection",
+]
 
 
 def json_text(value: Any) -> str:
@@ -52,11 +61,46 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# The execution option that marks a connection opened by `read_connection`.
+_READ_ONLY = "crmflow_read_only"
+
+
 def _sqlite_begin(conn: sa.Connection) -> None:
+    if conn.get_execution_options().get(_READ_ONLY):
+        # A deferred BEGIN on a WAL database is a read transaction: one consistent snapshot,
+        # and no lock that a writer holds (a worker's batch) can make it wait.
+        conn.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE takes the write lock when the transaction starts, so a read-then-write
     # (update a record, edit a flow) cannot interleave with another writer and lose its update:
     # the second transaction waits (busy_timeout) and then reads what the first committed.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for reading only: what every GET, count and preview uses.
+
+    On SQLite its transaction is a deferred BEGIN, which takes no lock, so readers are never
+    blocked by a writer (while the worker's batch holds the write lock, the API still answers);
+    the connection is also `query_only`, so a write slipped into a read path fails at once
+    ("attempt to write a readonly database") instead of upgrading the snapshot to a write,
+    which could lose an update that BEGIN IMMEDIATE would have serialised. On PostgreSQL
+    readers never wait for writers anyway (MVCC): a plain connection."""
+    with engine.connect() as conn:
+        if not is_sqlite(conn):
+            yield conn
+            return
+        conn.execution_options(**{_READ_ONLY: True})
+        driver = conn.connection.driver_connection
+        driver.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
+        try:
+            yield conn
+        finally:
+            # The connection goes back to the pool, where a writer may take it next.
+            conn.rollback()
+            if not conn.invalidated:
+                driver.execute("PRAGMA query_only=OFF")  # type: ignore[union-attr]
 
 
 def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:

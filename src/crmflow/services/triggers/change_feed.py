@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers.record_changes import Change, handle_changes, listeners
 from crmflow.services.users import ensure_system_user
+from crmflow.store.database import read_connection
 from crmflow.store.schema import feed_cursors, record_changes
 
 __all__ = ["FEED", "as_change", "ingest_changes", "settle"]
@@ -48,7 +49,7 @@ def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 50
 def _caught_up(ctx: Context) -> bool:
     """Whether the feed has nothing after its cursor and no gap is being waited for: two reads
     of one row each, no lock and no write (what a worker's loop costs when nothing changed)."""
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         query = sa.select(feed_cursors.c.name, feed_cursors.c.position).where(
             feed_cursors.c.name.in_([FEED, _GAP_HORIZON])
         )

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from crmflow.errors import NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
+from crmflow.store.database import read_connection
 from crmflow.store.schema import entry_decisions, flows, records
 
 __all__ = ["MAX_DECISIONS", "NotEntered", "entry_decisions_for"]
@@ -62,7 +63,7 @@ def entry_decisions_for(
         .order_by(d.id.desc())
         .limit(size)
     )
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         if flow_key is not None:
             query = query.where(d.flow_id == visible_flow(conn, actor, flow_key).id)
         if record_id is not None:
