@@ -22,7 +22,7 @@ from crmflow.api import (
     triggers,
     users,
 )
-from crmflow.errors import AuthenticationError, CrmflowError
+from crmflow.errors import AuthenticationError, CrmflowError, TooManyRequestsError
 from crmflow.services.context import Context
 
 __all__ = ["create_app"]
@@ -59,6 +59,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.exception_handler(CrmflowError)
     def _crmflow_error(_request: Request, exc: CrmflowError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+        if isinstance(exc, TooManyRequestsError):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(exc.as_dict(), status_code=exc.status_code, headers=headers)
 
     for module in (

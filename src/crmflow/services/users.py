@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,9 +18,11 @@ from crmflow.errors import (
     InvalidInputError,
     NotFoundError,
     Problem,
+    TooManyRequestsError,
 )
 from crmflow.services.context import Actor, Context, Role
 from crmflow.services.permissions import require_admin
+from crmflow.services.throttle import Lockout, SignInThrottle
 from crmflow.store.database import read_connection
 from crmflow.store.schema import api_tokens, group_members, groups, users
 
@@ -314,19 +318,76 @@ def authenticate_token(ctx: Context, token: str) -> Actor:
     return Actor(row[0], row.username, Role(row.role))
 
 
-def login(ctx: Context, username: str, password: str) -> TokenCreated:
-    """Exchange a username and password for a new API token."""
-    with read_connection(ctx.engine) as conn:
+def login(
+    ctx: Context,
+    username: str,
+    password: str,
+    *,
+    address: str | None = None,
+    throttle: SignInThrottle | None = None,
+) -> TokenCreated:
+    """Exchange a username and password for a new API token.
+
+    An unknown, deactivated or password-less user costs the same password check as a wrong
+    password (against a dummy hash), so the time of the answer does not tell which usernames exist.
+    With a `throttle`, failures are counted per username and per client `address`; past
+    `settings.login_attempts` of them the sign-in is refused with TooManyRequestsError for
+    `settings.login_lockout_seconds` (doubling while failures go on), even with the right password.
+    """
+    now = ctx.now()
+    if throttle is not None:
+        locked = throttle.check(now, username, address)
+        if locked is not None:
+            raise _too_many(locked)
+    with ctx.engine.connect() as conn:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-    if (
-        row is None
-        or not row.active
-        or not row.password_hash
-        or not _password_hash.verify(password, row.password_hash)
-    ):
-        raise AuthenticationError("wrong username or password")
+    stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
+    matches = _verify_password(password, stored)
+    if row is None or not row.active or not row.password_hash or not matches:
+        if throttle is not None:
+            settings = ctx.settings
+            locked = throttle.failed(
+                now,
+                username,
+                address,
+                attempts=settings.login_attempts,
+                lockout=timedelta(seconds=settings.login_lockout_seconds),
+            )
+            if locked is not None:
+                raise _too_many(locked)
+        raise AuthenticationError(
+            "wrong username or password (the username is case-sensitive; an admin can set a "
+            "password with PATCH /api/users/{username})"
+        )
+    if throttle is not None:
+        throttle.succeeded(username)
     actor = Actor(row.id, row.username, Role(row.role))
     return create_token(ctx, actor, username, name="login")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, made once with the same parameters as real ones."""
+    return _password_hash.hash(secrets.token_urlsafe(16))
+
+
+def _verify_password(password: str, stored: str) -> bool:
+    try:
+        return _password_hash.verify(password, stored)
+    except Exception:
+        # A damaged stored hash must read as a wrong password, not a 500.
+        _password_hash.verify(password, _dummy_hash())
+        return False
+
+
+def _too_many(locked: Lockout) -> TooManyRequestsError:
+    subject = f"user {locked.value!r}" if locked.kind == "user" else f"address {locked.value}"
+    return TooManyRequestsError(
+        f"too many failed sign-ins for {subject}: sign-ins for it are refused for "
+        f"{locked.retry_after} more seconds; wait that long and try again with the right "
+        "password (each further failure doubles the wait)",
+        retry_after=locked.retry_after,
+    )
 
 
 def create_group(ctx: Context, actor: Actor, name: str, description: str = "") -> dict[str, Any]:
