@@ -22,6 +22,7 @@ from crmflow.api import (
     triggers,
     users,
 )
+from crmflow.api.error_responses import declare_error_responses
 from crmflow.errors import AuthenticationError, CrmflowError, TooManyRequestsError
 from crmflow.services.context import Context
 
@@ -76,4 +77,5 @@ def create_app(ctx: Context) -> FastAPI:
         hooks,
     ):
         app.include_router(module.router)
+    declare_error_responses(app)
     return app
