@@ -22,6 +22,7 @@ from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Prob
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.permissions import require_admin
+from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog
 from crmflow.services.users import user_ids_by_name
@@ -92,6 +93,8 @@ class FlowView:
     updated_at: datetime
     inside: int  # records inside the flow now
     document: dict[str, Any] | None = None
+    # One more on every change of the flow (edit, status, members): If-Match compares it.
+    revision: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -100,6 +103,7 @@ class FlowView:
             "record_type": self.record_type,
             "status": self.status.value,
             "version": self.version,
+            "revision": self.revision,
             "owner": self.owner,
             "visibility": self.visibility.value,
             "members": list(self.members),
@@ -261,6 +265,7 @@ def _views(
             created_at=row.created_at,
             updated_at=row.updated_at,
             inside=inside.get(row.id, 0),
+            revision=row.revision,
             # Status and members are kept outside the versioned document; put them back so the
             # document reads as what the flow is now.
             document=(
@@ -502,13 +507,16 @@ def update_flow(
     *,
     fmt: SourceFormat | None = None,
     source: str = "<input>",
+    if_revision: ExpectedVersion = None,
 ) -> FlowView:
     """Edit a flow: a draft is replaced in place; a paused or archived flow gets a new version
-    (the old one is kept); an active or draining flow is locked."""
+    (the old one is kept); an active or draining flow is locked. With `if_revision`,
+    PreconditionFailedError unless the flow is at that revision."""
     require_admin(actor, "change flows")
     definition = _parse(ctx, actor, text, fmt=fmt, source=source, excluding_flow=key)
     with ctx.engine.begin() as conn:
         row = visible_flow(conn, actor, key, for_update=True)
+        _require_revision(key, row.revision, if_revision)
         current = FlowStatus(row.status)
         mode = edit_mode(current)
         problems = []
@@ -573,6 +581,7 @@ def update_flow(
                 start_at=_aware(definition.start_at, definition, ctx),
                 archive_at=_aware(definition.archive_at, definition, ctx),
                 updated_at=now,
+                revision=flows.c.revision + 1,
             )
         )
         if "members" in definition.model_fields_set:
@@ -584,14 +593,18 @@ def update_flow(
     return view
 
 
-def delete_flow(ctx: Context, actor: Actor, key: str) -> None:
+def delete_flow(
+    ctx: Context, actor: Actor, key: str, *, if_revision: ExpectedVersion = None
+) -> None:
     """Delete a flow that never ran. A flow that ever had records inside keeps its history and
-    can only be archived."""
+    can only be archived. With `if_revision`, PreconditionFailedError unless the flow is at that
+    revision."""
     require_admin(actor, "delete flows")
     with ctx.engine.begin() as conn:
         # Locked: a start of this flow waits for the delete, or the delete sees it started (the
         # enrollments table has no foreign key to flows; this rule is what keeps it whole).
         row = visible_flow(conn, actor, key, for_update=True)
+        _require_revision(key, row.revision, if_revision)
         ever = conn.execute(
             sa.select(sa.func.count())
             .select_from(enrollments)
@@ -650,8 +663,10 @@ def change_status(
     note: str = "",
     moves: Mapping[str, str] | None = None,
     system: bool = False,
+    if_revision: ExpectedVersion = None,
 ) -> FlowView:
-    """Apply a lifecycle action.
+    """Apply a lifecycle action (PreconditionFailedError unless the flow is at `if_revision`,
+    when given).
 
     Starting a flow that has a start list needs `confirm_count` equal to the number of records
     the list holds now (ConfirmationRequiredError tells the number). Pausing or archiving a flow
@@ -663,6 +678,7 @@ def change_status(
     require_admin(actor, f"{action.value} flows")
     flow = _any_flow(ctx, key) if system else get_flow(ctx, actor, key)
     assert flow.document is not None
+    _require_revision(key, flow.revision, if_revision)
     current = flow.status
     target = next_status(current, action)
     if action is LifecycleAction.START:
@@ -680,14 +696,21 @@ def change_status(
     with ctx.engine.begin() as conn:
         # Compare-and-set on the status, so two admins cannot both apply a change from the same
         # status: the second one sees the new status and is refused with the reason.
-        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        values: dict[str, Any] = {
+            "status": target.value,
+            "updated_at": now,
+            "revision": flows.c.revision + 1,
+        }
         if target is FlowStatus.ACTIVE and flow.started_at is None:
             values["started_at"] = now
-        changed = conn.execute(
-            flows.update()
-            .where(flows.c.id == flow.id, flows.c.status == current.value)
-            .values(**values)
-        ).rowcount
+        unchanged = [flows.c.id == flow.id, flows.c.status == current.value]
+        if if_revision is not None:
+            # The revision checked above was read before this transaction: set it only if so.
+            unchanged.append(flows.c.revision == flow.revision)
+        changed = conn.execute(flows.update().where(*unchanged).values(**values)).rowcount
+        if changed != 1 and if_revision is not None:
+            now_at = conn.execute(sa.select(flows.c.revision).where(flows.c.id == flow.id))
+            _require_revision(key, now_at.scalar_one(), if_revision)
         if changed != 1:
             raise ConflictError(f"flow {key!r} changed status meanwhile; look again and retry")
         if action is LifecycleAction.START:
@@ -703,6 +726,20 @@ def change_status(
         note = "; ".join(n for n in (note, done) if n)
         _log(conn, ctx, actor, flow.id, current.value, target.value, flow.version, note)
     return _any_flow(ctx, key) if system else get_flow(ctx, actor, key)
+
+
+def _require_revision(key: str, current: int, expected: ExpectedVersion) -> None:
+    require_version(
+        f"flow {key!r}",
+        current,
+        expected,
+        read_again=f"GET /api/flows/{key} or `crmflow flows show {key}`",
+        noun="revision",
+    )
+
+
+def _bump_revision(conn: sa.Connection, flow_id: int) -> None:
+    conn.execute(flows.update().where(flows.c.id == flow_id).values(revision=flows.c.revision + 1))
 
 
 def _any_flow(ctx: Context, key: str) -> FlowView:
@@ -730,6 +767,7 @@ def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
         ).first()
         if present is None:
             conn.execute(flow_members.insert().values(flow_id=row.id, user_id=ids[username]))
+            _bump_revision(conn, row.id)
             _log(
                 conn,
                 ctx,
@@ -740,7 +778,7 @@ def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
                 row.current_version,
                 f"member added: {username}",
             )
-        [view] = _views(conn, [row])
+        [view] = _views(conn, [conn.execute(sa.select(flows).where(flows.c.id == row.id)).one()])
     return view
 
 
@@ -767,6 +805,7 @@ def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowVi
                 )
             ).rowcount
             if removed:
+                _bump_revision(conn, row.id)
                 _log(
                     conn,
                     ctx,
@@ -778,7 +817,7 @@ def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowVi
                     f"member removed: {username}",
                 )
         # Without the visibility check: removing yourself succeeded, and says so once more.
-        [view] = _views(conn, [row])
+        [view] = _views(conn, [conn.execute(sa.select(flows).where(flows.c.id == row.id)).one()])
     return view
 
 

@@ -255,7 +255,11 @@ def _write_owners(
     conn.execute(
         records.update()
         .where(records.c.id == sa.bindparam("rid"))
-        .values(owner_id=sa.bindparam("new_owner"), updated_at=sa.bindparam("new_at")),
+        .values(
+            owner_id=sa.bindparam("new_owner"),
+            updated_at=sa.bindparam("new_at"),
+            version=records.c.version + 1,  # If-Match readers must see the owner changed
+        ),
         [{"rid": rid, "new_owner": owner_now[rid], "new_at": now} for rid in changed],
     )
     conn.execute(

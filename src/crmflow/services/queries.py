@@ -29,6 +29,7 @@ from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Prob
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
+from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import RecordView, record_view
 from crmflow.store.database import read_connection
@@ -64,11 +65,13 @@ class QueryView:
     created_by: int | None
     created_at: datetime
     updated_at: datetime
+    version: int = 1  # one more on every update: If-Match compares it
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
+            "version": self.version,
             "record_type": self.record_type,
             "description": self.description,
             "filter": self.filter,
@@ -88,11 +91,13 @@ def _view(row: sa.Row[Any]) -> QueryView:
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        version=row.version,
     )
 
 
-def _row(conn: sa.Connection, name: str) -> sa.Row[Any]:
-    row = conn.execute(sa.select(saved_queries).where(saved_queries.c.name == name)).first()
+def _row(conn: sa.Connection, name: str, *, for_update: bool = False) -> sa.Row[Any]:
+    query = sa.select(saved_queries).where(saved_queries.c.name == name)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     if row is None:
         raise NotFoundError(
             f"no saved query named {name!r} (see `crmflow queries list` or GET /api/queries)"
@@ -213,11 +218,14 @@ def update_query(
     filter: Mapping[str, Any] | None = None,
     description: str | None = None,
     record_type: str | None = None,
+    if_version: ExpectedVersion = None,
 ) -> QueryView:
-    """Change a saved query (managers and admins); the result is checked whole, as when saved."""
+    """Change a saved query (managers and admins); the result is checked whole, as when saved.
+    With `if_version`, PreconditionFailedError unless the query is at that version."""
     require_manager(actor, "change saved queries")
     with ctx.engine.begin() as conn:
-        row = _row(conn, name)
+        row = _row(conn, name, for_update=True)
+        _require_version(row, if_version)
         new_type = record_type if record_type is not None else row.record_type
         new_filter = filter if filter is not None else row.filter
         _, canonical = _check(
@@ -227,6 +235,7 @@ def update_query(
             "record_type": new_type,
             "filter": canonical,
             "updated_at": ctx.now(),
+            "version": saved_queries.c.version + 1,
         }
         if description is not None:
             values["description"] = description
@@ -234,6 +243,15 @@ def update_query(
         return _view(
             conn.execute(sa.select(saved_queries).where(saved_queries.c.id == row.id)).one()
         )
+
+
+def _require_version(row: sa.Row[Any], expected: ExpectedVersion) -> None:
+    require_version(
+        f"saved query {row.name!r}",
+        row.version,
+        expected,
+        read_again=f"GET /api/queries/{row.name} or `crmflow queries show {row.name}`",
+    )
 
 
 def flows_using(conn: sa.Connection, name: str) -> list[str]:
@@ -256,11 +274,15 @@ def flows_using(conn: sa.Connection, name: str) -> list[str]:
     ]
 
 
-def delete_query(ctx: Context, actor: Actor, name: str) -> None:
-    """Delete a saved query (managers and admins); refused while a flow uses it."""
+def delete_query(
+    ctx: Context, actor: Actor, name: str, *, if_version: ExpectedVersion = None
+) -> None:
+    """Delete a saved query (managers and admins); refused while a flow uses it. With
+    `if_version`, PreconditionFailedError unless the query is at that version."""
     require_manager(actor, "delete saved queries")
     with ctx.engine.begin() as conn:
-        row = _row(conn, name)
+        row = _row(conn, name, for_update=True)
+        _require_version(row, if_version)
         users_of = flows_using(conn, name)
         if users_of:
             raise ConflictError(

@@ -20,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from crmflow.engine.recordtypes import FieldType, RecordType
-from crmflow.errors import InvalidInputError, NotFoundError, Problem
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
+from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.record_types import record_type_in
 from crmflow.store.bulk import Writer
 from crmflow.store.database import read_connection
@@ -64,11 +65,13 @@ class RecordView:
     updated_at: datetime
     data: dict[str, Any]
     owner: str | None = None  # the owner's username, when the query joined it
+    version: int = 1  # one more on every write: If-Match / --if-version compare it
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "type": self.type,
+            "version": self.version,
             "owner_id": self.owner_id,
             "owner": self.owner,
             "created_at": self.created_at.isoformat(),
@@ -88,6 +91,7 @@ def record_view(row: sa.Row[Any]) -> RecordView:
         updated_at=row.updated_at,
         data=dict(row.data),
         owner=mapping.get("owner"),
+        version=row.version,
     )
 
 
@@ -316,6 +320,15 @@ def _load(conn: sa.Connection, record_id: int, *, for_update: bool = False) -> s
     return row
 
 
+def _require_version(row: sa.Row[Any], expected: ExpectedVersion) -> None:
+    require_version(
+        f"record {row.id}",
+        row.version,
+        expected,
+        read_again=f"GET /api/records/{row.type}/{row.id} or `crmflow records get {row.id}`",
+    )
+
+
 def _view(conn: sa.Connection, record_id: int) -> RecordView:
     return record_view(conn.execute(_record_select().where(records.c.id == record_id)).one())
 
@@ -363,13 +376,17 @@ def update_record(
     values: Mapping[str, Any],
     *,
     owner: str | int | None = None,
+    if_version: ExpectedVersion = None,
 ) -> RecordView:
     """Change the given fields (None clears one) and, if given, the owner.
 
-    A change event is written only when something actually changed.
+    A change event is written, and the version bumped, only when something actually changed.
+    With `if_version`, PreconditionFailedError unless the record is at that version (checked on
+    the locked row, in the write's transaction).
     """
     with ctx.engine.begin() as conn:
         row = _load(conn, record_id, for_update=True)
+        _require_version(row, if_version)
         rtype = record_type_in(conn, row.type)
         given = rtype.normalise(values, zone=ctx.zone, partial=True)
         owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], row.owner_id)
@@ -384,11 +401,20 @@ def update_record(
         owner_id = owners[0]
         if after == before and owner_id == row.owner_id:
             return _view(conn, record_id)
-        conn.execute(
+        # Compare-and-set: the row is locked, so this holds; were a lock ever lost, the version
+        # still keeps a concurrent write from being silently overwritten.
+        written = conn.execute(
             records.update()
-            .where(records.c.id == record_id)
-            .values(data=after, owner_id=owner_id, updated_at=ctx.now())
-        )
+            .where(records.c.id == record_id, records.c.version == row.version)
+            .values(
+                data=after, owner_id=owner_id, updated_at=ctx.now(), version=records.c.version + 1
+            )
+        ).rowcount
+        if written != 1:
+            raise ConflictError(
+                f"record {record_id} changed while this update was applied; nothing was "
+                "written: read it again and retry"
+            )
         _write_change(
             conn,
             ctx,
@@ -402,11 +428,15 @@ def update_record(
         return _view(conn, record_id)
 
 
-def delete_record(ctx: Context, actor: Actor, record_id: int) -> None:
-    """Delete a record (managers and admins); its change events and history are kept."""
+def delete_record(
+    ctx: Context, actor: Actor, record_id: int, *, if_version: ExpectedVersion = None
+) -> None:
+    """Delete a record (managers and admins); its change events and history are kept.
+    With `if_version`, PreconditionFailedError unless the record is at that version."""
     require_manager(actor, "delete records")
     with ctx.engine.begin() as conn:
         row = _load(conn, record_id, for_update=True)
+        _require_version(row, if_version)
         conn.execute(records.delete().where(records.c.id == record_id))
         _write_change(
             conn,
@@ -564,7 +594,7 @@ def update_records_in(
         writer = Writer(conn)
         json, at = writer.json_placeholder, writer.time(now)
         writer.executemany(
-            f"update records set data = {json}, updated_at = ? where id = ?",
+            f"update records set data = {json}, updated_at = ?, version = version + 1 where id = ?",
             [(writer.json(current[rid]), at, rid) for rid in sorted(touched)],
         )
         writer.executemany(
