@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, ServiceContext, raw_body
+from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, lifecycle
@@ -76,23 +77,47 @@ def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> di
 
 
 @router.get("/{key}")
-def get_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
-    return flows.get_flow(ctx, actor, key).as_dict()
-
-
-@router.put("/{key}", openapi_extra=_DOC_BODY)
-def update_flow(
-    ctx: ServiceContext, actor: CurrentActor, key: str, body: DocBody
+def get_flow(
+    ctx: ServiceContext, actor: CurrentActor, key: str, response: Response
 ) -> dict[str, Any]:
+    """The flow; its `revision` (one more on every change: edit, status, members) is also the
+    ETag, to send back as If-Match on PUT or DELETE."""
+    flow = flows.get_flow(ctx, actor, key)
+    set_etag(response, flow.revision)
+    return flow.as_dict()
+
+
+@router.put("/{key}", openapi_extra=_DOC_BODY, responses=PRECONDITION_FAILED)
+def update_flow(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    body: DocBody,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Edit the flow; with If-Match, only if it is still at that revision."""
+    expected = expected_version(if_match)
     text, content_type = body
-    return flows.update_flow(
-        ctx, actor, key, text, fmt=_format(content_type), source="request body"
-    ).as_dict()
+    flow = flows.update_flow(
+        ctx,
+        actor,
+        key,
+        text,
+        fmt=_format(content_type),
+        source="request body",
+        if_revision=expected,
+    )
+    set_etag(response, flow.revision)
+    return flow.as_dict()
 
 
-@router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_flow(ctx: ServiceContext, actor: CurrentActor, key: str) -> None:
-    flows.delete_flow(ctx, actor, key)
+@router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT, responses=PRECONDITION_FAILED)
+def delete_flow(
+    ctx: ServiceContext, actor: CurrentActor, key: str, if_match: IfMatch = None
+) -> None:
+    """Delete a flow that never ran; with If-Match, only if it is still at that revision."""
+    flows.delete_flow(ctx, actor, key, if_revision=expected_version(if_match))
 
 
 @router.get("/{key}/versions/{version}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
 from crmflow.services import queries
 
 router = APIRouter(prefix="/api/queries", tags=["saved queries"])
@@ -39,15 +40,19 @@ def list_queries(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def save_query(ctx: ServiceContext, actor: CurrentActor, body: QueryCreate) -> dict[str, Any]:
-    return queries.save_query(
+def save_query(
+    ctx: ServiceContext, actor: CurrentActor, body: QueryCreate, response: Response
+) -> dict[str, Any]:
+    query = queries.save_query(
         ctx,
         actor,
         name=body.name,
         record_type=body.record_type,
         filter=body.filter,
         description=body.description,
-    ).as_dict()
+    )
+    set_etag(response, query.version)
+    return query.as_dict()
 
 
 @router.post("/count")
@@ -57,27 +62,44 @@ def count_filter(ctx: ServiceContext, _actor: CurrentActor, body: FilterCount) -
 
 
 @router.get("/{name}")
-def get_query(ctx: ServiceContext, _actor: CurrentActor, name: str) -> dict[str, Any]:
-    return queries.get_query(ctx, name).as_dict()
-
-
-@router.patch("/{name}")
-def update_query(
-    ctx: ServiceContext, actor: CurrentActor, name: str, body: QueryUpdate
+def get_query(
+    ctx: ServiceContext, _actor: CurrentActor, name: str, response: Response
 ) -> dict[str, Any]:
-    return queries.update_query(
+    """The saved query, with its version in the body and as the ETag (send it as If-Match)."""
+    query = queries.get_query(ctx, name)
+    set_etag(response, query.version)
+    return query.as_dict()
+
+
+@router.patch("/{name}", responses=PRECONDITION_FAILED)
+def update_query(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    name: str,
+    body: QueryUpdate,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Change the saved query; with If-Match, only if it is still at that version."""
+    query = queries.update_query(
         ctx,
         actor,
         name,
         filter=body.filter,
         description=body.description,
         record_type=body.record_type,
-    ).as_dict()
+        if_version=expected_version(if_match),
+    )
+    set_etag(response, query.version)
+    return query.as_dict()
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_query(ctx: ServiceContext, actor: CurrentActor, name: str) -> None:
-    queries.delete_query(ctx, actor, name)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=PRECONDITION_FAILED)
+def delete_query(
+    ctx: ServiceContext, actor: CurrentActor, name: str, if_match: IfMatch = None
+) -> None:
+    """Delete the saved query; with If-Match, only if it is still at that version."""
+    queries.delete_query(ctx, actor, name, if_version=expected_version(if_match))
 
 
 @router.get("/{name}/count")

@@ -7,11 +7,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, Literal, TextIO, cast
 
-from fastapi import APIRouter, UploadFile, status
+from fastapi import APIRouter, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
@@ -46,9 +47,11 @@ def list_records(
 
 @router.post("/records/{type_key}", status_code=status.HTTP_201_CREATED)
 def create_record(
-    ctx: ServiceContext, actor: CurrentActor, type_key: str, body: RecordWrite
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, body: RecordWrite, response: Response
 ) -> dict[str, Any]:
-    return records.create_record(ctx, actor, type_key, body.data, owner=body.owner).as_dict()
+    record = records.create_record(ctx, actor, type_key, body.data, owner=body.owner)
+    set_etag(response, record.version)
+    return record.as_dict()
 
 
 @router.get("/records/{type_key}/export")
@@ -80,23 +83,50 @@ def export_records(
 
 @router.get("/records/{type_key}/{record_id}")
 def get_record(
-    ctx: ServiceContext, _actor: CurrentActor, type_key: str, record_id: int
+    ctx: ServiceContext, _actor: CurrentActor, type_key: str, record_id: int, response: Response
 ) -> dict[str, Any]:
-    return _record_of_type(ctx, type_key, record_id).as_dict()
+    """The record, with its version in the body and as the ETag (send it back as If-Match)."""
+    record = _record_of_type(ctx, type_key, record_id)
+    set_etag(response, record.version)
+    return record.as_dict()
 
 
-@router.patch("/records/{type_key}/{record_id}")
+@router.patch("/records/{type_key}/{record_id}", responses=PRECONDITION_FAILED)
 def update_record(
-    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int, body: RecordWrite
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    type_key: str,
+    record_id: int,
+    body: RecordWrite,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
+    """Change the given fields; with If-Match, only if the record is still at that version."""
+    expected = expected_version(if_match)
     _record_of_type(ctx, type_key, record_id)
-    return records.update_record(ctx, actor, record_id, body.data, owner=body.owner).as_dict()
+    record = records.update_record(
+        ctx, actor, record_id, body.data, owner=body.owner, if_version=expected
+    )
+    set_etag(response, record.version)
+    return record.as_dict()
 
 
-@router.delete("/records/{type_key}/{record_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_record(ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int) -> None:
+@router.delete(
+    "/records/{type_key}/{record_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=PRECONDITION_FAILED,
+)
+def delete_record(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    type_key: str,
+    record_id: int,
+    if_match: IfMatch = None,
+) -> None:
+    """Delete the record; with If-Match, only if it is still at that version."""
+    expected = expected_version(if_match)
     _record_of_type(ctx, type_key, record_id)
-    records.delete_record(ctx, actor, record_id)
+    records.delete_record(ctx, actor, record_id, if_version=expected)
 
 
 @router.get("/records/{type_key}/{record_id}/changes")

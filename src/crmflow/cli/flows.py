@@ -102,7 +102,18 @@ def create(
 
 @app.command("edit")
 @reports_errors
-def edit(key: str, file: FileArg) -> None:
+def edit(
+    key: str,
+    file: FileArg,
+    if_revision: Annotated[
+        int | None,
+        typer.Option(
+            help="Only if the flow is still at this revision (the `revision` show prints); "
+            "otherwise nothing is written and the exit code is 1",
+            min=1,
+        ),
+    ] = None,
+) -> None:
     """Replace a flow's definition: a draft in place; a paused or archived flow gets a new
     version and keeps the old one; an active flow must be paused first."""
     view = flows.update_flow(
@@ -112,6 +123,7 @@ def edit(key: str, file: FileArg) -> None:
         read_text_file(file),
         fmt=_format(file),
         source=str(file),
+        if_revision=if_revision,
     )
     console.print(f"flow {view.key!r} is at version {view.version} ({view.status.value})")
 

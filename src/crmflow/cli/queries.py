@@ -78,6 +78,15 @@ def preview(name: str, after: int | None = None, limit: int = 20) -> None:
 
 @app.command("delete")
 @reports_errors
-def delete(name: str) -> None:
-    queries.delete_query(state.context, state.actor, name)
+def delete(
+    name: str,
+    if_version: Annotated[
+        int | None,
+        typer.Option(
+            help="Only if the query is still at this version (the `version` show prints)",
+            min=1,
+        ),
+    ] = None,
+) -> None:
+    queries.delete_query(state.context, state.actor, name, if_version=if_version)
     console.print(f"deleted saved query {name!r}")

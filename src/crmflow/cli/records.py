@@ -24,6 +24,14 @@ from crmflow.services import imports, record_types, records
 types_app = typer.Typer(help="Record types and their fields.", no_args_is_help=True)
 records_app = typer.Typer(help="Records: create, read, update, delete, import, export.")
 Format = Literal["csv", "jsonl"]
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        help="Only if the record is still at this version (the `version` that get printed); "
+        "otherwise nothing is written and the exit code is 1",
+        min=1,
+    ),
+]
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
@@ -101,17 +109,23 @@ def update(
     record_id: int,
     data: Annotated[str, typer.Option(help="The fields to change, as JSON")] = "{}",
     owner: Annotated[str | None, typer.Option(help="New owner username")] = None,
+    if_version: IfVersion = None,
 ) -> None:
     record = records.update_record(
-        state.context, state.actor, record_id, _json_object(data, "--data"), owner=owner
+        state.context,
+        state.actor,
+        record_id,
+        _json_object(data, "--data"),
+        owner=owner,
+        if_version=if_version,
     )
     print_json(record.as_dict())
 
 
 @records_app.command("delete")
 @reports_errors
-def delete(record_id: int) -> None:
-    records.delete_record(state.context, state.actor, record_id)
+def delete(record_id: int, if_version: IfVersion = None) -> None:
+    records.delete_record(state.context, state.actor, record_id, if_version=if_version)
     console.print(f"deleted record {record_id}")
 
 

@@ -1,0 +1,205 @@
+"""ETag and If-Match through the HTTP API (SQLite and PostgreSQL) and `--if-version` through the
+CLI: a read says the version, a write naming a stale one is answered 412 with the current version
+and writes nothing, the right one (or `*`) goes through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.acceptance.conftest import Run
+
+
+def _refusal(answer: Any, status: int = 412) -> str:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    return str(body["message"])
+
+
+def test_a_record_carries_its_version_as_etag_and_a_stale_if_match_is_refused(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    created = client.post(
+        "/api/records/contact", json={"data": {"last_name": "Pop"}}, headers=as_admin
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["ETag"] == '"1"'
+    url = f"/api/records/contact/{created.json()['id']}"
+    rid = created.json()["id"]
+
+    read = client.get(url, headers=as_admin)
+    assert (read.headers["ETag"], read.json()["version"]) == ('"1"', 1)
+
+    first = client.patch(
+        url, json={"data": {"first_name": "Ana"}}, headers={**as_admin, "If-Match": '"1"'}
+    )
+    assert first.status_code == 200, first.text
+    assert (first.headers["ETag"], first.json()["version"]) == ('"2"', 2)
+
+    # A second client read version 1 too: its write is refused, and says what to do.
+    stale = client.patch(
+        url, json={"data": {"first_name": "Bea"}}, headers={**as_admin, "If-Match": '"1"'}
+    )
+    message = _refusal(stale)
+    assert stale.json()["error"] == "PreconditionFailedError"
+    assert f"record {rid} is at version 2, not 1" in message
+    assert "nothing was written" in message
+    assert f"GET {url}" in message
+    assert client.get(url, headers=as_admin).json()["data"]["first_name"] == "Ana"
+
+    # A weak tag never matches If-Match (strong comparison); `*` matches any version.
+    weak = client.patch(
+        url, json={"data": {"first_name": "Cleo"}}, headers={**as_admin, "If-Match": 'W/"2"'}
+    )
+    _refusal(weak)
+    anyone = client.patch(
+        url, json={"data": {"first_name": "Dan"}}, headers={**as_admin, "If-Match": "*"}
+    )
+    assert (anyone.status_code, anyone.headers["ETag"]) == (200, '"3"')
+    listed = client.patch(
+        url, json={"data": {"first_name": "Eve"}}, headers={**as_admin, "If-Match": '"7", "3"'}
+    )
+    assert listed.status_code == 200, listed.text
+
+    gone = client.delete(url, headers={**as_admin, "If-Match": '"3"'})
+    assert "is at version 4, not 3" in _refusal(gone)
+    assert client.get(url, headers=as_admin).status_code == 200
+    assert client.delete(url, headers={**as_admin, "If-Match": '"4"'}).status_code == 204
+    assert client.get(url, headers=as_admin).status_code == 404
+
+
+@pytest.mark.parametrize("header", ["7", '"7', "", "W/7"])
+def test_an_if_match_that_is_not_an_entity_tag_is_a_422_that_says_how_to_write_one(
+    client: TestClient, as_admin: dict[str, str], header: str
+) -> None:
+    created = client.post(
+        "/api/records/contact", json={"data": {"last_name": "Pop"}}, headers=as_admin
+    )
+    url = f"/api/records/contact/{created.json()['id']}"
+    answer = client.patch(url, json={"data": {}}, headers={**as_admin, "If-Match": header})
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["problems"]
+    assert problem["path"] == "If-Match"
+    assert "is not an entity tag" in problem["message"]
+    assert 'If-Match: "7"' in problem["hint"]
+    assert client.get(url, headers=as_admin).json()["version"] == 1
+
+
+FLOW = """\
+schema_version: 1
+key: welcome
+name: {name}
+record_type: contact
+triggers: [{{type: manual}}]
+steps:
+  - key: hello
+    actions:
+      - type: update_record
+        values: {{first_name: Hello}}
+"""
+YAML = {"Content-Type": "application/yaml"}
+
+
+def test_a_flow_carries_its_revision_as_etag_and_a_stale_if_match_is_refused(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    created = client.post(
+        "/api/flows", content=FLOW.format(name="Welcome"), headers={**as_admin, **YAML}
+    )
+    assert created.status_code == 201, created.text
+    read = client.get("/api/flows/welcome", headers=as_admin)
+    assert (read.headers["ETag"], read.json()["revision"]) == ('"1"', 1)
+
+    edit = {**as_admin, **YAML, "If-Match": '"1"'}
+    edited = client.put("/api/flows/welcome", content=FLOW.format(name="Hi"), headers=edit)
+    assert edited.status_code == 200, edited.text
+    assert (edited.headers["ETag"], edited.json()["revision"]) == ('"2"', 2)
+
+    stale = client.put("/api/flows/welcome", content=FLOW.format(name="Lost"), headers=edit)
+    message = _refusal(stale)
+    assert "flow 'welcome' is at revision 2, not 1" in message
+    assert "GET /api/flows/welcome" in message
+    assert client.get("/api/flows/welcome", headers=as_admin).json()["name"] == "Hi"
+
+    # A status change is a change of the flow: an If-Match read before it is stale.
+    assert client.post("/api/flows/welcome/start", headers=as_admin).status_code == 200
+    assert client.get("/api/flows/welcome", headers=as_admin).headers["ETag"] == '"3"'
+    refused = client.delete("/api/flows/welcome", headers={**as_admin, "If-Match": '"2"'})
+    assert "at revision 3, not 2" in _refusal(refused)
+
+
+def test_a_saved_query_carries_its_version_as_etag_and_a_stale_if_match_is_refused(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    body = {"name": "leads", "record_type": "contact", "filter": {}}
+    created = client.post("/api/queries", json=body, headers=as_admin)
+    assert (created.status_code, created.headers["ETag"]) == (201, '"1"'), created.text
+    read = client.get("/api/queries/leads", headers=as_admin)
+    assert (read.headers["ETag"], read.json()["version"]) == ('"1"', 1)
+
+    changed = client.patch(
+        "/api/queries/leads",
+        json={"description": "every contact"},
+        headers={**as_admin, "If-Match": '"1"'},
+    )
+    assert (changed.status_code, changed.headers["ETag"]) == (200, '"2"'), changed.text
+    stale = client.patch(
+        "/api/queries/leads", json={"description": "lost"}, headers={**as_admin, "If-Match": '"1"'}
+    )
+    assert "saved query 'leads' is at version 2, not 1" in _refusal(stale)
+    assert client.get("/api/queries/leads", headers=as_admin).json()["description"] == (
+        "every contact"
+    )
+    refused = client.delete("/api/queries/leads", headers={**as_admin, "If-Match": '"1"'})
+    _refusal(refused)
+    deleted = client.delete("/api/queries/leads", headers={**as_admin, "If-Match": '"2"'})
+    assert deleted.status_code == 204
+
+
+def test_the_openapi_document_declares_if_match_and_412_on_every_conditional_write(
+    client: TestClient,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    conditional = [
+        ("/api/records/{type_key}/{record_id}", "patch"),
+        ("/api/records/{type_key}/{record_id}", "delete"),
+        ("/api/flows/{key}", "put"),
+        ("/api/flows/{key}", "delete"),
+        ("/api/queries/{name}", "patch"),
+        ("/api/queries/{name}", "delete"),
+    ]
+    for path, method in conditional:
+        operation = paths[path][method]
+        headers = [p["name"].lower() for p in operation["parameters"] if p["in"] == "header"]
+        assert "if-match" in headers, (path, method)
+        assert "412" in operation["responses"], (path, method)
+
+
+def test_cli_records_update_with_a_stale_if_version_exits_1_and_writes_nothing(
+    crmflow: Run,
+) -> None:
+    crmflow("db", "upgrade")
+    created = json.loads(
+        crmflow("records", "create", "contact", "--data", '{"last_name": "Pop"}').stdout
+    )
+    rid = str(created["id"])
+    assert created["version"] == 1
+    updated = crmflow(
+        "records", "update", rid, "--data", '{"first_name": "Ana"}', "--if-version", "1"
+    )
+    assert json.loads(updated.stdout)["version"] == 2
+
+    stale = crmflow(
+        "records", "update", rid, "--data", '{"first_name": "Bea"}', "--if-version", "1",
+        check_exit=1,
+    )  # fmt: skip
+    assert f"record {rid} is at version 2, not 1" in stale.stderr
+    assert f"crmflow records get {rid}" in stale.stderr
+    assert "Traceback" not in stale.stderr
+    assert json.loads(crmflow("records", "get", rid).stdout)["data"]["first_name"] == "Ana"
+
+    refused = crmflow("records", "delete", rid, "--if-version", "1", check_exit=1)
+    assert "is at version 2, not 1" in refused.stderr
