@@ -176,6 +176,11 @@ def test_the_openapi_document_declares_if_match_and_412_on_every_conditional_wri
         headers = [p["name"].lower() for p in operation["parameters"] if p["in"] == "header"]
         assert "if-match" in headers, (path, method)
         assert "412" in operation["responses"], (path, method)
+    for path in ("/api/records/{type_key}/{record_id}", "/api/flows/{key}", "/api/queries/{name}"):
+        read = paths[path]["get"]
+        headers = [p["name"].lower() for p in read["parameters"] if p["in"] == "header"]
+        assert "if-none-match" in headers, path
+        assert "304" in read["responses"], path
 
 
 def test_cli_records_update_with_a_stale_if_version_exits_1_and_writes_nothing(
@@ -203,3 +208,25 @@ def test_cli_records_update_with_a_stale_if_version_exits_1_and_writes_nothing(
 
     refused = crmflow("records", "delete", rid, "--if-version", "1", check_exit=1)
     assert "is at version 2, not 1" in refused.stderr
+
+
+def test_a_get_with_the_current_etag_in_if_none_match_is_a_304_without_a_body(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    created = client.post(
+        "/api/records/contact", json={"data": {"last_name": "Pop"}}, headers=as_admin
+    )
+    url = f"/api/records/contact/{created.json()['id']}"
+    same = client.get(url, headers={**as_admin, "If-None-Match": '"1"'})
+    assert (same.status_code, same.headers["ETag"], same.content) == (304, '"1"', b"")
+    client.patch(url, json={"data": {"first_name": "Ana"}}, headers=as_admin)
+    changed = client.get(url, headers={**as_admin, "If-None-Match": 'W/"1"'})
+    assert (changed.status_code, changed.json()["version"]) == (200, 2)
+
+    client.post("/api/queries", json={"name": "q", "record_type": "contact", "filter": {}},
+                headers=as_admin)  # fmt: skip
+    query = client.get("/api/queries/q", headers={**as_admin, "If-None-Match": '"1"'})
+    assert query.status_code == 304
+    client.post("/api/flows", content=FLOW.format(name="W"), headers={**as_admin, **YAML})
+    flow = client.get("/api/flows/welcome", headers={**as_admin, "If-None-Match": '"0", "1"'})
+    assert flow.status_code == 304

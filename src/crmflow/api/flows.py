@@ -8,7 +8,15 @@ from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, ServiceContext, raw_body
-from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
+from crmflow.api.preconditions import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    IfMatch,
+    IfNoneMatch,
+    expected_version,
+    not_modified,
+    set_etag,
+)
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, lifecycle
@@ -76,13 +84,19 @@ def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> di
     return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
 
 
-@router.get("/{key}")
+@router.get("/{key}", response_model=dict[str, Any], responses=NOT_MODIFIED)
 def get_flow(
-    ctx: ServiceContext, actor: CurrentActor, key: str, response: Response
-) -> dict[str, Any]:
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> dict[str, Any] | Response:
     """The flow; its `revision` (one more on every change: edit, status, members) is also the
-    ETag, to send back as If-Match on PUT or DELETE."""
+    ETag, to send back as If-Match on PUT or DELETE (304 when If-None-Match names it)."""
     flow = flows.get_flow(ctx, actor, key)
+    if (unchanged := not_modified(if_none_match, flow.revision)) is not None:
+        return unchanged
     set_etag(response, flow.revision)
     return flow.as_dict()
 

@@ -16,7 +16,16 @@ from fastapi import Header, Response
 from crmflow.errors import InvalidInputError, Problem
 from crmflow.services.preconditions import ExpectedVersion
 
-__all__ = ["PRECONDITION_FAILED", "IfMatch", "etag", "expected_version", "set_etag"]
+__all__ = [
+    "NOT_MODIFIED",
+    "PRECONDITION_FAILED",
+    "IfMatch",
+    "IfNoneMatch",
+    "etag",
+    "expected_version",
+    "not_modified",
+    "set_etag",
+]
 
 IfMatch = Annotated[
     str | None,
@@ -24,6 +33,14 @@ IfMatch = Annotated[
         description="Update or delete only if the row is still at this version: the ETag a GET "
         'answered, e.g. `"7"` (or `*` for any version). A row that changed since answers 412 '
         "and nothing is written; without If-Match the write applies whatever the version.",
+    ),
+]
+
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        description='The ETag of the copy you hold, e.g. `"7"`: while the row is still at that '
+        "version the answer is 304 Not Modified, with no body.",
     ),
 ]
 
@@ -37,6 +54,17 @@ def etag(version: int) -> str:
 
 def set_etag(response: Response, version: int) -> None:
     response.headers["ETag"] = etag(version)
+
+
+def not_modified(if_none_match: str | None, version: int) -> Response | None:
+    """304 Not Modified when If-None-Match names `version` (compared weakly, as RFC 9110 wants
+    for If-None-Match) or is `*`; None when the whole answer is to be sent."""
+    if if_none_match is None:
+        return None
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    if "*" in tags or etag(version) in tags:
+        return Response(status_code=304, headers={"ETag": etag(version)})
+    return None
 
 
 def expected_version(if_match: str | None) -> ExpectedVersion:
@@ -73,6 +101,11 @@ def _malformed(if_match: str) -> InvalidInputError:
         ],
     )
 
+
+# Declared on each read that takes If-None-Match.
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "If-None-Match names the current version: your copy is current"}
+}
 
 # Declared on each route that takes If-Match, so that the OpenAPI document says it may answer 412.
 PRECONDITION_FAILED: dict[int | str, dict[str, Any]] = {

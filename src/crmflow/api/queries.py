@@ -8,7 +8,15 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
-from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
+from crmflow.api.preconditions import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    IfMatch,
+    IfNoneMatch,
+    expected_version,
+    not_modified,
+    set_etag,
+)
 from crmflow.services import queries
 
 router = APIRouter(prefix="/api/queries", tags=["saved queries"])
@@ -61,12 +69,19 @@ def count_filter(ctx: ServiceContext, _actor: CurrentActor, body: FilterCount) -
     return {"count": queries.count_filter(ctx, body.record_type, body.filter)}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=dict[str, Any], responses=NOT_MODIFIED)
 def get_query(
-    ctx: ServiceContext, _actor: CurrentActor, name: str, response: Response
-) -> dict[str, Any]:
-    """The saved query, with its version in the body and as the ETag (send it as If-Match)."""
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    name: str,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> dict[str, Any] | Response:
+    """The saved query, with its version in the body and as the ETag (send it as If-Match);
+    304 with no body when If-None-Match names that version."""
     query = queries.get_query(ctx, name)
+    if (unchanged := not_modified(if_none_match, query.version)) is not None:
+        return unchanged
     set_etag(response, query.version)
     return query.as_dict()
 

@@ -12,7 +12,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
-from crmflow.api.preconditions import PRECONDITION_FAILED, IfMatch, expected_version, set_etag
+from crmflow.api.preconditions import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    IfMatch,
+    IfNoneMatch,
+    expected_version,
+    not_modified,
+    set_etag,
+)
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
@@ -81,12 +89,22 @@ def export_records(
     )
 
 
-@router.get("/records/{type_key}/{record_id}")
+@router.get(
+    "/records/{type_key}/{record_id}", response_model=dict[str, Any], responses=NOT_MODIFIED
+)
 def get_record(
-    ctx: ServiceContext, _actor: CurrentActor, type_key: str, record_id: int, response: Response
-) -> dict[str, Any]:
-    """The record, with its version in the body and as the ETag (send it back as If-Match)."""
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    type_key: str,
+    record_id: int,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> dict[str, Any] | Response:
+    """The record, with its version in the body and as the ETag (send it back as If-Match);
+    304 with no body when If-None-Match names that version."""
     record = _record_of_type(ctx, type_key, record_id)
+    if (unchanged := not_modified(if_none_match, record.version)) is not None:
+        return unchanged
     set_etag(response, record.version)
     return record.as_dict()
 

@@ -22,7 +22,16 @@ from jinja2.exceptions import TemplateError
 from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 
+from crmflow.engine.budget import (
+    DEFAULT_LIMITS,
+    Budget,
+    EvaluationLimits,
+    activate,
+    deactivate,
+)
 from crmflow.engine.conditions import RECORD_META_FIELDS, did_you_mean
+from crmflow.engine.template_budget import BudgetedEnvironment, check_constant_budgets
+from crmflow.errors import LimitExceededError
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -55,7 +64,7 @@ class TemplateIssue:
     hint: str = ""
 
 
-_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ENVIRONMENT = BudgetedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 def environment() -> SandboxedEnvironment:
@@ -67,14 +76,23 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-class OutputTooLargeError(ValueError):
-    pass
+class OutputTooLargeError(LimitExceededError):
+    """The rendered text is longer than the output budget."""
 
 
 def render_template(
-    text: str, variables: Mapping[str, Any], *, max_chars: int = MAX_OUTPUT_CHARS
+    text: str,
+    variables: Mapping[str, Any],
+    *,
+    max_chars: int | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
+    budget: Budget | None = None,
 ) -> str:
-    """Render `text`; raises TemplateError on an undefined name, ValueError when too large."""
+    """Render `text` within `limits` (or the `budget` of the action it belongs to).
+
+    Raises TemplateError on an undefined name, ValueError when the template is too long, and
+    LimitExceededError when the render goes over a budget (output, size, loops, time).
+    """
     if len(text) > MAX_TEMPLATE_CHARS:
         raise ValueError(f"the template is longer than {MAX_TEMPLATE_CHARS} characters")
     compiled = _compiled(text)
@@ -90,14 +108,31 @@ def render_template(
         {**compiled.globals, **variables},
         shared=True,
     )
+    if budget is None:
+        budget = Budget(limits)
+    cap = budget.limits.max_output_chars if max_chars is None else max_chars
     size = 0
     parts: list[str] = []
-    # Streaming lets a runaway loop stop at the cap instead of filling memory first.
-    for chunk in template.root_render_func(context):
-        size += len(chunk)
-        if size > max_chars:
-            raise OutputTooLargeError(f"the rendered text is longer than {max_chars} characters")
-        parts.append(chunk)
+    token = activate(budget)
+    try:
+        # Streaming lets a runaway loop stop at the cap instead of filling memory first.
+        for chunk in template.root_render_func(context):
+            size += len(chunk)
+            if size > cap:
+                raise OutputTooLargeError(
+                    "output",
+                    f"the template went over its output budget of {cap:,} characters "
+                    "(make the text shorter)",
+                )
+            budget.check_time()
+            parts.append(chunk)
+    except RecursionError:
+        raise LimitExceededError(
+            "nesting",
+            "the template calls itself too deeply (a macro or a recursive loop without an end)",
+        ) from None
+    finally:
+        deactivate(token)
     return "".join(parts)
 
 
@@ -134,8 +169,10 @@ def check_template(
     *,
     record_fields: Collection[str] | None,
     extra_variables: Iterable[str] = (),
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> list[TemplateIssue]:
-    """Every problem with a template: syntax, size, unknown variables and record fields."""
+    """Every problem with a template: syntax, size, unknown variables and record fields, and
+    what is known to go over a budget before it runs (`'a' * 10**9`, `range(10**9)`)."""
     if len(text) > MAX_TEMPLATE_CHARS:
         return [TemplateIssue(f"the template is longer than {MAX_TEMPLATE_CHARS} characters")]
     try:
@@ -170,6 +207,10 @@ def check_template(
         found = _check_attribute(root, attribute, record_fields, extra)
         if found is not None and found not in issues:
             issues.append(found)
+    for refusal in check_constant_budgets(tree, limits):
+        issue = TemplateIssue(refusal.message, "a template must stay within its budgets")
+        if issue not in issues:
+            issues.append(issue)
     return issues
 
 
