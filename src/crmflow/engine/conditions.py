@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "CEL_FUNCTIONS",
     "CEL_VARIABLES",
     "CHANGE_ATTRIBUTES",
     "FLOW_ATTRIBUTES",
@@ -24,9 +25,11 @@ __all__ = [
     "RECORD_META_FIELDS",
     "ConditionIssue",
     "ConditionReads",
+    "ConditionShape",
     "check_condition",
     "compile_condition",
     "condition_reads",
+    "condition_shape",
 ]
 
 MAX_CONDITION_CHARS = 4_000
@@ -61,6 +64,78 @@ def compile_condition(expression: str) -> Any:
     import cel
 
     return cel.compile(expression)
+
+
+# The functions the CEL library (common-expression-language 0.10) evaluates; any other name
+# compiles but fails on every run, so it is refused when the flow is saved.
+CEL_FUNCTIONS = frozenset(
+    {
+        "size", "contains", "startsWith", "endsWith", "matches", "string", "int", "uint",
+        "double", "bytes", "timestamp", "duration", "dyn", "type", "getFullYear", "getMonth",
+        "getDayOfMonth", "getDate", "getDayOfWeek", "getDayOfYear", "getHours", "getMinutes",
+        "getSeconds", "getMilliseconds",
+    }
+)  # fmt: skip
+_COMPREHENSION = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(")
+
+
+@dataclass(frozen=True)
+class ConditionShape:
+    """What bounds the cost of an expression: its comprehension macros (map, filter, all,
+    exists, exists_one), whether one is inside another's body, its `+` (the only way CEL makes
+    a longer string or list) and about how many items its literal lists hold."""
+
+    comprehensions: int
+    nested: bool
+    pluses: int
+    literal_items: int
+    unknown_functions: tuple[str, ...]
+
+    @property
+    def bounded_by_its_text(self) -> bool:
+        """Without comprehensions or `+`, the work is linear in the expression and the data."""
+        return self.comprehensions == 0 and self.pluses == 0
+
+
+@lru_cache(maxsize=4096)
+def condition_shape(expression: str) -> ConditionShape:
+    bare = _STRING_LITERAL.sub('""', expression)
+    spans: list[tuple[int, int]] = []
+    for match in _COMPREHENSION.finditer(bare):
+        spans.append((match.end(), _closing(bare, match.end())))
+    nested = any(
+        outer_start <= inner_start < outer_end
+        for outer_start, outer_end in spans
+        for inner_start, _ in spans
+        if (inner_start, _) != (outer_start, outer_end)
+    )
+    try:
+        called = [str(f) for f in compile_condition(expression).functions()]
+    except Exception:  # a compile error is reported on its own
+        called = []
+    unknown = tuple(
+        sorted({f for f in called if f[:1].isalpha() and f not in CEL_FUNCTIONS and f != "of"})
+    )
+    return ConditionShape(
+        comprehensions=len(spans),
+        nested=nested,
+        pluses=bare.count("+"),
+        literal_items=bare.count(",") + bare.count("[") + 1,
+        unknown_functions=unknown,
+    )
+
+
+def _closing(text: str, start: int) -> int:
+    """The index of the parenthesis closing the one just before `start`."""
+    depth = 1
+    for index in range(start, len(text)):
+        if text[index] == "(":
+            depth += 1
+        elif text[index] == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+    return len(text)
 
 
 @dataclass(frozen=True)
@@ -144,7 +219,26 @@ def check_condition(
         issue = _check_attribute(root, attribute, record_fields)
         if issue is not None and issue not in issues:
             issues.append(issue)
+    shape = condition_shape(expression)
+    for name in shape.unknown_functions:
+        issues.append(
+            ConditionIssue(
+                f"unknown CEL function {name!r} in the condition",
+                did_you_mean(name, CEL_FUNCTIONS) or f"known: {', '.join(sorted(CEL_FUNCTIONS))}",
+            )
+        )
+    if shape.nested:
+        issues.append(ConditionIssue(NESTED_COMPREHENSION, NESTED_COMPREHENSION_HINT))
     return issues
+
+
+NESTED_COMPREHENSION = (
+    "the condition has a map/filter/all/exists/exists_one inside another one, whose cost grows "
+    "with the product of the lists' sizes; nested comprehensions are not allowed"
+)
+NESTED_COMPREHENSION_HINT = (
+    "test the inner list once, outside (e.g. with `in`), or split the condition into two steps"
+)
 
 
 _CEL_HINT = "CEL looks like: record.status == 'client' && record.amount > 100"
