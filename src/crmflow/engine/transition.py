@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
 from crmflow.engine.calendars import BusinessCalendar
 from crmflow.engine.commands import Command, OutboxMessage
 from crmflow.engine.definition import (
@@ -113,6 +114,7 @@ class _Call:
         zone: ZoneInfo,
         change: RecordChanged | None,
         record_type: RecordType | None,
+        limits: EvaluationLimits = DEFAULT_LIMITS,
     ) -> None:
         self.flow = flow
         self._state = state
@@ -121,7 +123,7 @@ class _Call:
         self._pending: dict[str, Any] = {}
         self.run = StepRun(
             flow=flow,
-            scope=Scope(flow=flow, record=record, now=now, zone=zone, change=change),
+            scope=Scope(flow=flow, record=record, now=now, zone=zone, change=change, limits=limits),
             enrollment_id=state.enrollment_id,
             calendar=BusinessCalendar(flow.calendar, zone),
             record_type=record_type,
@@ -418,8 +420,18 @@ def _call(
     zone: ZoneInfo,
     change: RecordChanged | None,
     record_type: RecordType | None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> _Call:
-    return _Call(flow, state, record, now=now, zone=zone, change=change, record_type=record_type)
+    return _Call(
+        flow,
+        state,
+        record,
+        now=now,
+        zone=zone,
+        change=change,
+        record_type=record_type,
+        limits=limits,
+    )
 
 
 def enter(
@@ -432,10 +444,12 @@ def enter(
     zone: ZoneInfo,
     change: RecordChanged | None = None,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """A record enters the flow at `now`: its first steps run if they are due at once.
 
     Whether it may enter (triggers, entry condition, re-entry policy) is decided before.
+    `limits` are the budgets of each template and condition (the settings' time limit).
     """
     state = EnrollmentState(
         enrollment_id=enrollment_id,
@@ -444,7 +458,7 @@ def enter(
         record_id=record.id,
         entered_at=now,
     )
-    call = _call(flow, state, record, now, zone, change, record_type)
+    call = _call(flow, state, record, now, zone, change, record_type, limits)
     if not call.goal_reached():
         call.move(flow.ordered_steps()[0].key)
     return call.outcome()
@@ -476,6 +490,7 @@ def advance(
     zone: ZoneInfo,
     event: Event | None = None,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Move the enrollment on at `now` in answer to `event` (None: a timer).
 
@@ -493,7 +508,7 @@ def advance(
     if isinstance(event, TimerFired) and (state.due_at is None or now < state.due_at):
         return Outcome(state=state, record=record, not_due=True)
     change = event if isinstance(event, RecordChanged) else None
-    call = _call(flow, state, record, now, zone, change, record_type)
+    call = _call(flow, state, record, now, zone, change, record_type, limits)
     step = flow.step(state.step_key) if state.step_key else None
     if step is None:
         call.end(
@@ -516,13 +531,14 @@ def move_to(
     now: datetime,
     zone: ZoneInfo,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Put the record at `step_key` as if the previous step had just ended (a new version's
     step chosen by a person, or a restart); it runs at once when it is due."""
     state = state.model_copy(
         update={"status": EnrollmentStatus.ACTIVE, "finished_at": None, "end_reason": ""}
     )
-    call = _call(flow, state, record, now, zone, None, record_type)
+    call = _call(flow, state, record, now, zone, None, record_type, limits)
     call.move(step_key)
     return call.outcome()
 
@@ -535,11 +551,14 @@ def restart(
     now: datetime,
     zone: ZoneInfo,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Start the record again from the first step (seed 003); the email count starts over."""
     state = state.model_copy(update={"emails_sent": 0})
     first = flow.ordered_steps()[0].key
-    return move_to(flow, state, record, first, now=now, zone=zone, record_type=record_type)
+    return move_to(
+        flow, state, record, first, now=now, zone=zone, record_type=record_type, limits=limits
+    )
 
 
 def cancel(state: EnrollmentState, *, now: datetime, reason: str) -> EnrollmentState:

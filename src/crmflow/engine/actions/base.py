@@ -12,7 +12,7 @@ from crmflow.engine.commands import Command
 from crmflow.engine.definition import Step
 from crmflow.engine.recordtypes import RecordType, normalise_value
 from crmflow.engine.steps.clock import after
-from crmflow.engine.steps.scope import EvaluationError, Scope
+from crmflow.engine.steps.scope import BudgetExceededError, EvaluationError, Scope
 from crmflow.engine.templates import is_template
 
 __all__ = ["ActionContext", "ActionResult"]
@@ -29,6 +29,9 @@ class ActionContext:
     step_run: int
     calendar: BusinessCalendar
     record_type: RecordType | None = None
+    # The action running now, as a path in the flow (`steps.welcome.actions[0]`): an evaluation
+    # over its budget says where it was.
+    where: str = ""
     _step_vars: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
 
     def step_vars(self) -> Mapping[str, Any]:
@@ -52,14 +55,31 @@ class ActionContext:
             "action_key": key,
         }
 
-    def render(self, text: str, variables: Mapping[str, str] | None = None) -> str:
-        return self.scope.render(text, step=self.step_vars, variables=variables)
+    def render(
+        self, text: str, variables: Mapping[str, str] | None = None, *, field: str = ""
+    ) -> str:
+        """`text` rendered; `field` names it in the action (`body`, `to[0]`) for the message of
+        an evaluation over its budget."""
+        try:
+            return self.scope.render(text, step=self.step_vars, variables=variables)
+        except BudgetExceededError as exc:
+            raise exc.at(self._path(field)) from None
 
-    def values(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def value(self, raw: Any, *, field: str = "") -> Any:
+        """A literal, a template or `{cel: ...}` of the action, computed."""
+        try:
+            return self.scope.value(raw, step=self.step_vars)
+        except BudgetExceededError as exc:
+            raise exc.at(self._path(field)) from None
+
+    def _path(self, field: str) -> str:
+        return f"{self.where}.{field}" if self.where and field else self.where or field
+
+    def values(self, raw: Mapping[str, Any], *, field: str = "values") -> dict[str, Any]:
         """Field values computed and, when the record type is known, checked and converted."""
         out: dict[str, Any] = {}
         for name, given in raw.items():
-            value = self.scope.value(given, step=self.step_vars)
+            value = self.value(given, field=f"{field}.{name}")
             out[name] = self.stored(
                 name, value, from_text=isinstance(given, str) and is_template(given)
             )

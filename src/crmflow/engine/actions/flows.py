@@ -35,6 +35,10 @@ def start_flow(action: StartFlowAction, index: int, ctx: ActionContext) -> Actio
 
 
 def end_flow(action: EndFlowAction, index: int, ctx: ActionContext) -> ActionResult:
-    reason = ctx.render(action.reason) if action.reason else "ended by the step's end_flow action"
+    reason = (
+        ctx.render(action.reason, field="reason")
+        if action.reason
+        else "ended by the step's end_flow action"
+    )
     command = EndFlow(**ctx.ids(index, action.key), reason=reason)
     return ActionResult((command,), command.describe(), end_reason=reason)

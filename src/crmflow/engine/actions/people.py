@@ -25,8 +25,8 @@ def create_task(action: CreateTaskAction, index: int, ctx: ActionContext) -> Act
         due_at = ctx.days_later(deadline.days, business_days=deadline.business_days)
     command = CreateTask(
         **ctx.ids(index, action.key),
-        title=ctx.render(action.title),
-        description=ctx.render(action.description),
+        title=ctx.render(action.title, field="title"),
+        description=ctx.render(action.description, field="description"),
         assignee=assignee,
         due_at=due_at,
     )
@@ -47,6 +47,6 @@ def notify(action: NotifyAction, index: int, ctx: ActionContext) -> ActionResult
         **ctx.ids(index, action.key),
         users=tuple(users),
         groups=tuple(str(g) for g in groups),
-        message=ctx.render(action.message),
+        message=ctx.render(action.message, field="message"),
     )
     return ActionResult((command,), command.describe())

@@ -43,14 +43,14 @@ def update_record(action: UpdateRecordAction, index: int, ctx: ActionContext) ->
 
 
 def set_status(action: SetStatusAction, index: int, ctx: ActionContext) -> ActionResult:
-    status = ctx.stored("status", ctx.render(action.status))
+    status = ctx.stored("status", ctx.render(action.status, field="status"))
     command = SetStatus(**ctx.ids(index, action.key), status=str(status))
     return ActionResult((command,), command.describe(), record_updates={"status": status})
 
 
 def create_record(action: CreateRecordAction, index: int, ctx: ActionContext) -> ActionResult:
     # The new record is of another type: its values are checked by the store, which knows it.
-    values = {name: ctx.scope.value(raw, step=ctx.step_vars) for name, raw in action.values.items()}
+    values = {name: ctx.value(raw, field=f"values.{name}") for name, raw in action.values.items()}
     command = CreateRecord(
         **ctx.ids(index, action.key),
         record_type=action.record_type,
@@ -63,14 +63,18 @@ def create_record(action: CreateRecordAction, index: int, ctx: ActionContext) ->
 
 
 def add_to_group(action: AddToGroupAction, index: int, ctx: ActionContext) -> ActionResult:
-    command = AddToGroup(**ctx.ids(index, action.key), group=ctx.render(action.group))
+    command = AddToGroup(
+        **ctx.ids(index, action.key), group=ctx.render(action.group, field="group")
+    )
     return ActionResult((command,), command.describe())
 
 
 def remove_from_group(
     action: RemoveFromGroupAction, index: int, ctx: ActionContext
 ) -> ActionResult:
-    command = RemoveFromGroup(**ctx.ids(index, action.key), group=ctx.render(action.group))
+    command = RemoveFromGroup(
+        **ctx.ids(index, action.key), group=ctx.render(action.group, field="group")
+    )
     return ActionResult((command,), command.describe())
 
 
@@ -86,13 +90,15 @@ def assign_owner(action: AssignOwnerAction, index: int, ctx: ActionContext) -> A
 
 
 def history(action: HistoryAction, index: int, ctx: ActionContext) -> ActionResult:
-    command = WriteHistory(**ctx.ids(index, action.key), message=ctx.render(action.message))
+    command = WriteHistory(
+        **ctx.ids(index, action.key), message=ctx.render(action.message, field="message")
+    )
     return ActionResult((command,), command.describe())
 
 
 def run_sql(action: RunSqlAction, index: int, ctx: ActionContext) -> ActionResult:
     # Parameters are values (literals or CEL), never text pasted into the SQL.
-    params = {name: ctx.scope.value(raw, step=ctx.step_vars) for name, raw in action.params.items()}
+    params = {name: ctx.value(raw, field=f"params.{name}") for name, raw in action.params.items()}
     command = RunSql(
         **ctx.ids(index, action.key),
         sql=action.sql,

@@ -30,8 +30,10 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
                 _log(index, action.key, action.type, ActionStatus.SKIPPED, "the action is inactive")
             )
             continue
+        ctx.where = f"steps.{step.key}.actions[{index}]"
         try:
-            result = run_action(action, index, ctx)
+            with run.scope.action_budget():
+                result = run_action(action, index, ctx)
         except EvaluationError as exc:
             logs.append(_log(index, action.key, action.type, ActionStatus.FAILED, str(exc)))
             continue

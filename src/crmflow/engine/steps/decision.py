@@ -10,7 +10,7 @@ from __future__ import annotations
 from crmflow.engine.definition import DecisionStep
 from crmflow.engine.runtime import EnrollmentStatus, StepStatus
 from crmflow.engine.steps.base import End, Go, StepResult, StepRun
-from crmflow.engine.steps.scope import EvaluationError
+from crmflow.engine.steps.scope import BudgetExceededError, EvaluationError
 
 __all__ = ["start"]
 
@@ -20,6 +20,10 @@ def start(step: DecisionStep, run: StepRun) -> StepResult:
     for number, branch in enumerate(step.branches, start=1):
         try:
             taken = run.scope.holds(branch.if_)
+        except BudgetExceededError as exc:
+            where = f"steps.{step.key}.branches[{number - 1}].if"
+            notes.append(f"branch {number} counted as false: {exc.at(where)}")
+            continue
         except EvaluationError as exc:
             notes.append(f"branch {number} counted as false: {exc}")
             continue

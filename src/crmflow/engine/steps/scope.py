@@ -9,15 +9,26 @@ action fails, a condition counts as false).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2.exceptions import TemplateError
 
-from crmflow.engine.conditions import CEL_VARIABLES, compile_condition, condition_reads
+from crmflow.engine.budget import DEFAULT_LIMITS, Budget, EvaluationLimits
+from crmflow.engine.celsandbox import evaluate_in_sandbox
+from crmflow.engine.conditions import (
+    CEL_VARIABLES,
+    NESTED_COMPREHENSION,
+    ConditionShape,
+    compile_condition,
+    condition_reads,
+    condition_shape,
+)
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import format_datetime
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
@@ -27,8 +38,9 @@ from crmflow.engine.templates import (
     render_template,
     template_names,
 )
+from crmflow.errors import LimitExceededError
 
-__all__ = ["EvaluationError", "Scope", "StepVariables"]
+__all__ = ["BudgetExceededError", "EvaluationError", "Scope", "StepVariables"]
 
 # `step` as templates see it, or a function that computes it when a template reads it.
 StepVariables = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
@@ -47,6 +59,20 @@ class EvaluationError(ValueError):
     """A condition, template or value could not be evaluated; the message says why."""
 
 
+class BudgetExceededError(EvaluationError):
+    """The evaluation went over one of its budgets; `limit` names which (output, size, range,
+    iterations, number, nesting, time, memory). The message says which and how to stay within
+    it; the caller adds where (`steps.welcome.actions[0].body: ...`)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    def at(self, where: str) -> BudgetExceededError:
+        """The same error, its message starting with the place in the flow."""
+        return BudgetExceededError(self.limit, f"{where}: {self}" if where else str(self))
+
+
 @dataclass
 class Scope:
     """One evaluation context; `record` is replaced as the actions of a step change it."""
@@ -56,6 +82,10 @@ class Scope:
     now: datetime
     zone: ZoneInfo
     change: RecordChanged | None = None
+    limits: EvaluationLimits = DEFAULT_LIMITS
+    # While an action runs, the instant its time budget ends: its templates and conditions
+    # share one wall-clock budget (each still has its own size and loop budgets).
+    _deadline: float | None = field(default=None, init=False, repr=False)
 
     @property
     def today(self) -> str:
@@ -108,15 +138,47 @@ class Scope:
 
     # -- evaluation -------------------------------------------------------------------------
 
+    @contextmanager
+    def action_budget(self) -> Iterator[None]:
+        """One action's evaluations share the action's time budget."""
+        outer = self._deadline
+        self._deadline = time.monotonic() + self.limits.time_limit_ms / 1000
+        try:
+            yield
+        finally:
+            self._deadline = outer
+
+    def _budget(self, what: str) -> Budget:
+        return Budget(self.limits, what=what, deadline=self._deadline)
+
     def evaluate(self, expression: str) -> Any:
         try:
             program = compile_condition(expression)
+            shape = condition_shape(expression)
+            if shape.nested:
+                raise BudgetExceededError("nesting", NESTED_COMPREHENSION)
             reads = condition_reads(expression)
             variables = self.cel_variables(reads.names)
             if reads.record_fields is not None and "record" in variables:
                 whole = variables["record"]
                 variables["record"] = {k: whole[k] for k in reads.record_fields if k in whole}
+            if not shape.bounded_by_its_text and self._costly(expression, shape, variables):
+                # The library cannot be stopped once it runs: what might run long or build
+                # large values runs in a process that can be (see crmflow.engine.celsandbox).
+                budget = self._budget("the condition")
+                budget.check_time()
+                return evaluate_in_sandbox(
+                    expression,
+                    variables,
+                    time_limit_ms=budget.remaining_ms(),
+                    memory_mb=self.limits.cel_memory_mb,
+                    stated_limit_ms=self.limits.time_limit_ms,
+                )
             return program.execute(variables)
+        except BudgetExceededError:
+            raise
+        except LimitExceededError as exc:
+            raise BudgetExceededError(exc.limit, str(exc)) from None
         except KeyError as exc:
             raise EvaluationError(
                 f"{expression!r} uses {exc.args[0]!r}, which the record has no value for"
@@ -124,6 +186,19 @@ class Scope:
         except Exception as exc:  # the CEL library raises several types; all mean the same here
             detail = str(exc).split(". ", 1)[0].strip()
             raise EvaluationError(f"{expression!r} could not be evaluated: {detail}") from None
+
+    def _costly(self, expression: str, shape: ConditionShape, variables: Mapping[str, Any]) -> bool:
+        """Whether the expression may do more work than is safe in this process: about
+        (1 + pluses) x characters per pass, and for comprehensions a pass per item (the
+        library's `map` is also quadratic in the list's length)."""
+        cap = self.limits.cel_in_process_work
+        items, chars = _measure(variables, cap)
+        items += shape.literal_items
+        chars += len(expression)
+        per_pass = (1 + shape.pluses) * chars
+        if shape.comprehensions:
+            return shape.comprehensions * items * (items + per_pass) > cap
+        return per_pass > cap
 
     def holds(self, expression: str) -> bool:
         """Whether a CEL condition is true; a non-boolean result is an EvaluationError."""
@@ -141,7 +216,13 @@ class Scope:
             return text
         try:
             names = template_names(text)
-            return render_template(text, self.template_variables(step, variables, names))
+            return render_template(
+                text,
+                self.template_variables(step, variables, names),
+                budget=self._budget("the template"),
+            )
+        except LimitExceededError as exc:
+            raise BudgetExceededError(exc.limit, str(exc)) from None
         except (TemplateError, ValueError, TypeError, ArithmeticError) as exc:
             raise EvaluationError(f"the template {_short(text)!r} failed: {exc}") from None
 
@@ -154,6 +235,24 @@ class Scope:
         if isinstance(raw, str):
             return self.render(raw, step=step)
         return raw
+
+
+def _measure(value: Any, cap: int) -> tuple[int, int]:
+    """How many list and map items, and how many characters, `value` holds (counting stops
+    once either is past `cap`: the answer is then only "too many")."""
+    items = chars = 0
+    stack = [value]
+    while stack and items <= cap and chars <= cap:
+        current = stack.pop()
+        if isinstance(current, (str, bytes)):
+            chars += len(current)
+        elif isinstance(current, Mapping):
+            items += len(current)
+            stack.extend(current.values())
+        elif isinstance(current, (list, tuple, set, frozenset)):
+            items += len(current)
+            stack.extend(current)
+    return items, chars
 
 
 def _short(text: str) -> str:
