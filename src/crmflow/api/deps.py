@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from crmflow.engine.source import decode_document
 from crmflow.errors import AuthenticationError
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
@@ -51,6 +52,10 @@ PageLimit = Annotated[
 
 
 async def raw_body(request: Request) -> tuple[str, str]:
-    """The request body as text, with its content type (flows come as YAML or JSON)."""
+    """The request body as text, with its content type (flows come as YAML or JSON).
+
+    Decoded strictly: a body that is not UTF-8 is refused (422, naming the byte), never saved
+    with its bad bytes replaced."""
     body = await request.body()
-    return body.decode("utf-8", errors="replace"), request.headers.get("content-type", "")
+    text = decode_document(body, source="request body", what="the request body")
+    return text, request.headers.get("content-type", "")

@@ -142,10 +142,8 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int,
 
 
 def read_text_file(path: Path) -> str:
-    """A text file as UTF-8, or a clear error naming the file (never a traceback)."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CrmflowError(
-            f"{path}: is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
-        ) from None
+    """A document file as UTF-8 text within the server's document size, or InvalidInputError
+    naming the file (and the offset of a byte that is not UTF-8), never a traceback."""
+    from crmflow.services.documents import read_document
+
+    return read_document(path, what=str(path), max_chars=state.settings.max_document_chars)

@@ -58,7 +58,11 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
     for path in files:
         try:
             definition = parse_flow(
-                read_text_file(path), context=context, source=str(path), fmt=_format(path)
+                read_text_file(path),
+                context=context,
+                source=str(path),
+                fmt=_format(path),
+                max_chars=state.settings.max_document_chars,
             )
         except InvalidInputError as exc:
             failed += 1

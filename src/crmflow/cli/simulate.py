@@ -6,7 +6,6 @@ record types plus the YAML types in a `types/` folder beside the flow (or `examp
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,13 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from crmflow.cli.common import console, print_json, print_table, reports_errors
+from crmflow.cli.common import (
+    console,
+    print_json,
+    print_table,
+    read_text_file,
+    reports_errors,
+)
 from crmflow.engine.recordtypes import RecordType, type_catalog
 from crmflow.engine.source import parse_source
 from crmflow.engine.validation import ValidationContext, parse_flow
@@ -54,7 +59,7 @@ def _record_types(flow_file: Path) -> dict[str, RecordType]:
     extra: dict[str, RecordType] = {}
     for folder in (Path("examples") / "types", flow_file.parent / "types"):
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            data = parse_source(path.read_text(encoding="utf-8"), source=str(path)).data
+            data = parse_source(read_text_file(path), source=str(path)).data
             extra[data["key"]] = RecordType.from_dict(data)
     return type_catalog(extra.values())
 
@@ -118,7 +123,7 @@ def simulate(
 
     types = _record_types(flow_file)
     definition = parse_flow(
-        flow_file.read_text(encoding="utf-8"),
+        read_text_file(flow_file),
         context=ValidationContext(record_types=types),
         source=str(flow_file),
         fmt="json" if flow_file.suffix.lower() == ".json" else None,
@@ -127,12 +132,9 @@ def simulate(
     begin = _instant(start, zone, "--start") if start else datetime.now(UTC)
     end = parse_until(until, begin, zone)
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"the record file {record}",
-            [Problem("", f"is not JSON: {exc.msg} (line {exc.lineno})")],
-        ) from None
+        data = parse_source(read_text_file(record), source=str(record), fmt="json").data
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"the record file {record}", exc.problems) from None
     record_type = types[definition.record_type]
     snapshot = sample_record(data, record_type, now=begin, zone=zone)
     result = run_simulation(

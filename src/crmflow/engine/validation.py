@@ -22,7 +22,13 @@ from crmflow.engine.definition.checks import CheckScope, FlowChecker
 from crmflow.engine.definition.common import KEY_PATTERN
 from crmflow.engine.definition.flow import SCHEMA_VERSION, FlowDefinition
 from crmflow.engine.recordtypes import RecordType
-from crmflow.engine.source import ParsedSource, join_path, parse_source, plain_data
+from crmflow.engine.source import (
+    MAX_DOCUMENT_CHARS,
+    ParsedSource,
+    join_path,
+    parse_source,
+    plain_data,
+)
 from crmflow.errors import InvalidInputError, Problem
 
 __all__ = ["ValidationContext", "check_flow_data", "flow_from_data", "parse_flow"]
@@ -44,9 +50,10 @@ def parse_flow(
     context: ValidationContext,
     source: str = "<input>",
     fmt: Literal["yaml", "json"] | None = None,
+    max_chars: int = MAX_DOCUMENT_CHARS,
 ) -> FlowDefinition:
     """Parse and check a flow document; raises InvalidInputError listing every problem."""
-    parsed = parse_source(text, source=source, fmt=fmt)
+    parsed = parse_source(text, source=source, fmt=fmt, max_chars=max_chars)
     return _finish(parsed, context)
 
 

@@ -186,7 +186,13 @@ def _parse(
     excluding_flow: str | None = None,
 ) -> FlowDefinition:
     context = validation_context(ctx, actor, excluding_flow=excluding_flow)
-    return parse_flow(source_text, context=context, source=source, fmt=fmt)
+    return parse_flow(
+        source_text,
+        context=context,
+        source=source,
+        fmt=fmt,
+        max_chars=ctx.settings.max_document_chars,
+    )
 
 
 def validate_flow_text(

@@ -27,6 +27,7 @@ from crmflow.engine.querylang import (
 from crmflow.engine.source import parse_source
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
+from crmflow.services.documents import read_document
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.preconditions import ExpectedVersion, require_version
@@ -389,14 +390,13 @@ def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
     require_manager(actor, "save queries")
     file = Path(path)
     what = f"the saved query file {file}"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(
-            what, [Problem("", f"cannot be read: {exc}", source=str(file))]
-        ) from None
+    max_chars = ctx.settings.max_document_chars
+    text = read_document(file, what=what, max_chars=max_chars)
     parsed = parse_source(
-        text, source=str(file), fmt="json" if file.suffix.lower() == ".json" else None
+        text,
+        source=str(file),
+        fmt="json" if file.suffix.lower() == ".json" else None,
+        max_chars=max_chars,
     )
     doc = parsed.data
 

@@ -7,14 +7,11 @@ so that no stored record ever stops matching its type.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from crmflow.engine.recordtypes import (
     BUILTIN_TYPES,
@@ -23,8 +20,10 @@ from crmflow.engine.recordtypes import (
     compare_definitions,
     record_type_from_definition,
 )
+from crmflow.engine.source import MAX_DOCUMENT_CHARS, parse_source
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
+from crmflow.services.documents import read_document
 from crmflow.services.permissions import require_admin
 from crmflow.store.database import read_connection
 from crmflow.store.schema import record_types, records
@@ -217,31 +216,19 @@ def _builtin_problems(new: RecordType) -> list[Problem]:
     return problems
 
 
-def read_definition_file(path: Path) -> Any:
-    """The document in a YAML or JSON type file (YAML 1.2, so `12:30` and `on` stay text)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(
-            f"the record type file {path}", [Problem("", f"cannot be read: {exc.strerror}")]
-        ) from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return YAML(typ="safe", pure=True).load(text)
-    except json.JSONDecodeError as exc:
-        problem = Problem("", f"is not valid JSON: {exc.msg}", line=exc.lineno, source=str(path))
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = Problem("", f"is not valid YAML: {exc}", line=line, source=str(path))
-    raise InvalidInputError(f"the record type file {path}", [problem])
+def read_definition_file(path: Path, *, max_chars: int = MAX_DOCUMENT_CHARS) -> Any:
+    """The document in a YAML or JSON type file (YAML 1.2, so `12:30` and `on` stay text),
+    read within the document limits (size, nesting, aliases, numbers)."""
+    what = f"the record type file {path}"
+    text = read_document(path, what=what, max_chars=max_chars)
+    fmt: Literal["json"] | None = "json" if path.suffix.lower() == ".json" else None
+    return parse_source(text, source=str(path), fmt=fmt, max_chars=max_chars).data
 
 
 def load_record_type_file(ctx: Context, actor: Actor, path: str | Path) -> RecordType:
     """Create the record type a file describes, or update it when it already exists."""
     file = Path(path)
-    document = read_definition_file(file)
+    document = read_definition_file(file, max_chars=ctx.settings.max_document_chars)
     try:
         key = document.get("key") if isinstance(document, Mapping) else None
         with read_connection(ctx.engine) as conn:
