@@ -59,6 +59,12 @@ def test_a_record_carries_its_version_as_etag_and_a_stale_if_match_is_refused(
         url, json={"data": {"first_name": "Dan"}}, headers={**as_admin, "If-Match": "*"}
     )
     assert (anyone.status_code, anyone.headers["ETag"]) == (200, '"3"')
+    # Tags that name no version (not digits, too long to be one) match none: 412, not a 500.
+    for odd in ('"\u00b2"', '"' + "9" * 40 + '"', '"abc"'):
+        other = client.patch(
+            url, json={"data": {}}, headers={**as_admin, "If-Match": odd.encode("latin-1")}
+        )
+        assert "is at version 3" in _refusal(other), odd
     listed = client.patch(
         url, json={"data": {"first_name": "Eve"}}, headers={**as_admin, "If-Match": '"7", "3"'}
     )

@@ -80,7 +80,7 @@ def expected_version(if_match: str | None) -> ExpectedVersion:
         if found is None:
             raise _malformed(if_match)
         weak, opaque = found.groups()
-        if not weak and opaque.isdigit() and len(opaque) <= 18:
+        if not weak and opaque.isascii() and opaque.isdigit() and len(opaque) <= 18:
             versions.add(int(opaque))
         position = found.end()
     if not versions and position == 0:
