@@ -394,6 +394,23 @@ _RELATIVE = re.compile(
 )
 _OFFSET = re.compile(r"\s*([+-])\s*(\d+)\s*([a-z]+)")
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The largest amount of each unit that can stay within the years 1 to 9999 from any day: a
+# larger one can never resolve, so it is refused when the filter is read, whatever the day.
+_MAX_OFFSET = {
+    "minutes": 9999 * 366 * 24 * 60,
+    "hours": 9999 * 366 * 24,
+    "days": 9999 * 366,
+    "weeks": 9999 * 366 // 7,
+    "months": 9999 * 12,
+    "years": 9999,
+}
+_DATE_RANGE_HINT = "dates run from year 1 to year 9999: use a smaller offset"
+
+
+def _shown(text: str, *, quote: bool = True, width: int = 60) -> str:
+    """`text` as an error message quotes it: a value of thousands of characters is cut."""
+    cut = text if len(text) <= width else text[:width] + "..."
+    return repr(cut) if quote else cut
 
 
 @dataclass(frozen=True)
@@ -435,7 +452,7 @@ class RelativeTime:
         normal = " ".join(text.lower().split())
         match = _RELATIVE.match(normal)
         if match is None:
-            raise ValueError(f"{text!r} is not a date: use {RELATIVE_FORMS}")
+            raise ValueError(f"{_shown(text)} is not a date: use {RELATIVE_FORMS}")
         offsets: list[tuple[int, str]] = []
         for sign, amount, unit in _OFFSET.findall(match["offsets"]):
             singular = unit[:-1] if unit.endswith("s") else unit
@@ -444,13 +461,33 @@ class RelativeTime:
                     f"{text!r}: unknown unit {unit!r}; use minutes, hours, days, weeks, months "
                     "or years"
                 )
-            offsets.append((int(amount) * (-1 if sign == "-" else 1), _UNITS[singular]))
+            plural = _UNITS[singular]
+            # Compared as text first: int() of thousands of digits is slow, then refused.
+            limit = _MAX_OFFSET[plural]
+            digits = amount.lstrip("0") or "0"
+            if len(digits) > len(str(limit)) or int(digits) > limit:
+                raise ValueError(
+                    f"{_shown(text)}: {_shown(amount, quote=False)} {plural} is out of range "
+                    f"(at most {limit:,} {plural}); {_DATE_RANGE_HINT}"
+                )
+            offsets.append((int(digits) * (-1 if sign == "-" else 1), plural))
         anchor = " ".join(match["anchor"].split())
         return cls(anchor, tuple(offsets), text)
 
     def resolve(self, now: datetime, zone: tzinfo) -> date | datetime:
+        """The day or instant at `now`; ValueError (never OverflowError) when it falls outside
+        the years 1 to 9999."""
         if now.tzinfo is None:
             raise ValueError("`now` must be an aware datetime")
+        try:
+            return self._resolve(now, zone)
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"{_shown(self.text or self.anchor)} falls outside the years 1 to 9999 on "
+                f"{now.astimezone(zone).date().isoformat()}; {_DATE_RANGE_HINT}"
+            ) from None
+
+    def _resolve(self, now: datetime, zone: tzinfo) -> date | datetime:
         today = now.astimezone(zone).date()
         instant: datetime | None = None
         day = today
@@ -803,15 +840,39 @@ class CheckedFilter:
     root: CheckedNode
 
     def resolve(self, *, now: datetime, zone: tzinfo) -> Pred:
-        """Concrete predicates for `now` (aware) in the organisation's `zone`."""
+        """Concrete predicates for `now` (aware) in the organisation's `zone`.
+
+        A date that falls outside the years 1 to 9999 at `now` (`today - 3000 years`, or a
+        query stored before such values were refused) raises InvalidInputError naming the
+        condition's path, never an OverflowError."""
         if now.tzinfo is None:
             raise ValueError("`now` must be an aware datetime")
-        return _resolve_node(self.root, now, zone)
+        problems: list[Problem] = []
+        pred = _resolve_node(self.root, now, zone, problems)
+        if problems:
+            raise InvalidInputError("the filter", problems)
+        return pred
 
 
-def _resolve_node(node: CheckedNode, now: datetime, zone: tzinfo) -> Pred:
+def _resolve_node(node: CheckedNode, now: datetime, zone: tzinfo, problems: list[Problem]) -> Pred:
     if isinstance(node, CheckedGroup):
-        return PredGroup(node.kind, tuple(_resolve_node(i, now, zone) for i in node.items))
+        items = tuple(_resolve_node(i, now, zone, problems) for i in node.items)
+        return PredGroup(node.kind, items)
+    try:
+        return _resolve_condition(node, now, zone)
+    except (OverflowError, ValueError) as exc:
+        # A day at either end of the range can still overflow once turned into an instant of
+        # the organisation's zone (its first instant, or the start of the next day).
+        if "outside the years" in str(exc):
+            problems.append(Problem(f"{node.path}.value", str(exc)))
+        else:
+            problems.append(
+                Problem(f"{node.path}.value", f"a date out of range: {exc}", _DATE_RANGE_HINT)
+            )
+        return PredGroup("any", ())
+
+
+def _resolve_condition(node: CheckedCondition, now: datetime, zone: tzinfo) -> Pred:
     fref, op = node.field, node.op
     values = [_resolve_operand(fref, o, now, zone) for o in node.operands]
     if op is Op.IS_EMPTY:

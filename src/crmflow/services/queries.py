@@ -112,9 +112,14 @@ def _check(
     *,
     record_type: str,
     filter: object,
+    now: datetime,
+    zone: tzinfo,
     name: str | None = None,
 ) -> tuple[CheckedFilter, dict[str, object]]:
-    """The checked filter and its canonical form; every problem at once, each with its path."""
+    """The checked filter and its canonical form; every problem at once, each with its path.
+
+    The filter is also resolved at `now`, so that a relative date that falls outside the years
+    1 to 9999 (`today - 3000 years`) is refused here, not when a flow runs it."""
     problems: list[Problem] = []
     if name is not None and not _NAME.match(name):
         problems.append(
@@ -147,6 +152,11 @@ def _check(
             checked = check_filter(node, rtype, existing_users=partial(_existing_users, conn))
         except InvalidInputError as exc:
             problems.extend(exc.problems)
+    if checked is not None:
+        try:
+            checked.resolve(now=now, zone=zone)
+        except InvalidInputError as exc:
+            problems.extend(exc.problems)
     if problems or checked is None or node is None:
         raise InvalidInputError(what, problems)
     return checked, filter_to_data(node)
@@ -165,8 +175,26 @@ def _saved_filter(conn: sa.Connection, row: sa.Row[Any]) -> CheckedFilter:
         return check_filter(node, record_type_in(conn, row.record_type))
     except InvalidInputError as exc:
         raise InvalidInputError(
-            f"the saved query {row.name!r} (it no longer fits record type "
-            f"{row.record_type!r}; fix it with `crmflow queries load` or PATCH /api/queries)",
+            f"the saved query {row.name!r} (it no longer passes the checks of record type "
+            f"{row.record_type!r}: the type changed, or the query was saved before a check "
+            "existed; fix it with `crmflow queries load` or PATCH /api/queries/{name})",
+            exc.problems,
+        ) from None
+
+
+def _saved_clause(
+    conn: sa.Connection, row: sa.Row[Any], *, now: datetime, zone: tzinfo
+) -> sa.ColumnElement[bool]:
+    """The WHERE clause of a stored query at `now`: a date that falls outside the years 1 to
+    9999 (a query saved before such dates were refused) is an InvalidInputError naming the
+    query, not an OverflowError."""
+    checked = _saved_filter(conn, row)
+    try:
+        return filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"the saved query {row.name!r} (fix it with `crmflow queries load` or "
+            "PATCH /api/queries/{name})",
             exc.problems,
         ) from None
 
@@ -185,7 +213,13 @@ def save_query(
     now = ctx.now()
     with ctx.engine.begin() as conn:
         _, canonical = _check(
-            conn, "the saved query", name=name, record_type=record_type, filter=filter
+            conn,
+            "the saved query",
+            name=name,
+            record_type=record_type,
+            filter=filter,
+            now=now,
+            zone=ctx.zone,
         )
         if conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first():
             raise ConflictError(
@@ -230,7 +264,12 @@ def update_query(
         new_type = record_type if record_type is not None else row.record_type
         new_filter = filter if filter is not None else row.filter
         _, canonical = _check(
-            conn, f"the saved query {name!r}", record_type=new_type, filter=new_filter
+            conn,
+            f"the saved query {name!r}",
+            record_type=new_type,
+            filter=new_filter,
+            now=ctx.now(),
+            zone=ctx.zone,
         )
         values: dict[str, Any] = {
             "record_type": new_type,
@@ -314,15 +353,20 @@ def list_queries(
 def count_query(ctx: Context, name: str) -> int:
     """How many records the saved query matches now (one `SELECT count(*)`)."""
     with read_connection(ctx.engine) as conn:
-        checked = _saved_filter(conn, _row(conn, name))
-        return _count(conn, checked, ctx.now(), ctx.zone)
+        where = _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(records).where(where)).scalar_one()
+        )
 
 
 def count_filter(ctx: Context, record_type: str, filter: Mapping[str, Any]) -> int:
     """How many records an unsaved filter matches now (try a filter before saving it)."""
     with read_connection(ctx.engine) as conn:
-        checked, _ = _check(conn, "the filter", record_type=record_type, filter=filter)
-        return _count(conn, checked, ctx.now(), ctx.zone)
+        now = ctx.now()
+        checked, _ = _check(
+            conn, "the filter", record_type=record_type, filter=filter, now=now, zone=ctx.zone
+        )
+        return _count(conn, checked, now, ctx.zone)
 
 
 def _count(conn: sa.Connection, checked: CheckedFilter, now: datetime, zone: tzinfo) -> int:
@@ -338,8 +382,7 @@ def preview_query(
     """The records the saved query matches now, by id (keyset paging)."""
     size = page_size(ctx, limit)
     with read_connection(ctx.engine) as conn:
-        checked = _saved_filter(conn, _row(conn, name))
-        where = filter_clause(checked, dialect=conn.dialect.name, now=ctx.now(), zone=ctx.zone)
+        where = _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
         statement = sa.select(records).where(where).order_by(records.c.id).limit(size + 1)
         if after is not None:
             statement = statement.where(records.c.id > after)
@@ -363,12 +406,12 @@ def matching_ids(
     `conn` (so inside the caller's transaction) and compiled for `conn`'s dialect. Relative dates
     are resolved at `now` (default: the context's clock) in `zone` (default: the organisation's
     zone). Raises NotFoundError for an unknown name, InvalidInputError if the query no longer
-    fits its record type. The select is unordered; add `.order_by(records.c.id)` if needed.
+    fits its record type or one of its dates falls outside the years 1 to 9999. The select is
+    unordered; add `.order_by(records.c.id)` if needed.
     """
-    checked = _saved_filter(conn, _row(conn, name))
-    where = filter_clause(
-        checked,
-        dialect=conn.dialect.name,
+    where = _saved_clause(
+        conn,
+        _row(conn, name),
         now=now if now is not None else ctx.now(),
         zone=zone if zone is not None else ctx.zone,
     )
