@@ -20,6 +20,7 @@ from crmflow.api.preconditions import (
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, lifecycle
+from crmflow.services.triggers.failures import failing_triggers
 
 router = APIRouter(prefix="/api/flows", tags=["flows"])
 
@@ -98,7 +99,8 @@ def get_flow(
     if (unchanged := not_modified(if_none_match, flow.revision)) is not None:
         return unchanged
     set_etag(response, flow.revision)
-    return flow.as_dict()
+    # Triggers whose last run raised (a saved query gone bad): the error and the next retry.
+    return {**flow.as_dict(), "failing_triggers": failing_triggers(ctx, flow.id)}
 
 
 @router.put("/{key}", openapi_extra=_DOC_BODY, responses=PRECONDITION_FAILED)

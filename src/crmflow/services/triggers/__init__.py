@@ -19,7 +19,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Collection
 from datetime import datetime
+
+import sqlalchemy as sa
 
 from crmflow.services.context import Context
 from crmflow.services.triggers.change_feed import FEED, ingest_changes
@@ -30,6 +34,7 @@ from crmflow.services.triggers.start_lists import enter_start_lists
 __all__ = [
     "FEED",
     "MAX_DECISIONS",
+    "TRIGGER_PARTS",
     "NotEntered",
     "enter_start_lists",
     "entry_decisions_for",
@@ -38,9 +43,43 @@ __all__ = [
     "process_triggers",
 ]
 
+log = logging.getLogger("crmflow.triggers")
 
-def process_triggers(ctx: Context, *, now: datetime | None = None) -> int:
+
+TRIGGER_PARTS = ("change feed", "schedules")
+
+
+def process_triggers(
+    ctx: Context,
+    *,
+    now: datetime | None = None,
+    skip: Collection[str] = (),
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> int:
     """Everything triggers have to do at `now`: the change feed, then schedules and dates.
-    How many changes and timed triggers were handled (0: nothing to do). The worker's hook."""
+    How many changes and timed triggers were handled (0: nothing to do). The worker's hook.
+
+    Each part runs on its own: one that raises does not keep the other from running. A timed
+    trigger that fails is marked failing by `fire_due_triggers` itself (the others go on); what
+    reaches here is a part that failed whole (the feed's batch, the schedules' bookkeeping). It
+    is passed to `on_error` (the worker backs the part off and reports it), or logged. `skip`:
+    parts (of TRIGGER_PARTS) that wait for their retry."""
     at = now or ctx.now()
-    return ingest_changes(ctx, now=at) + fire_due_triggers(ctx, now=at)
+    parts: tuple[tuple[str, Callable[..., int]], ...] = (
+        ("change feed", ingest_changes),
+        ("schedules", fire_due_triggers),
+    )
+    handled = 0
+    for name, part in parts:
+        if name in skip:
+            continue
+        try:
+            handled += part(ctx, now=at)
+        except Exception as exc:
+            if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                raise  # the database went away: nothing else will work either
+            if on_error is None:
+                log.exception("triggers: the %s failed: %s", name, exc)
+            else:
+                on_error(name, exc)
+    return handled

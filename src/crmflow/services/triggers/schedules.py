@@ -13,6 +13,7 @@ as late as the pause was long."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from crmflow.engine.definition.triggers import DateReachedTrigger, ScheduleTrigg
 from crmflow.engine.localtime import as_utc, local_date
 from crmflow.engine.recordtypes import FieldType, RecordType, format_datetime
 from crmflow.engine.timing import date_trigger_due, next_daily_at, schedule_due
+from crmflow.errors import CrmflowError
 from crmflow.services.context import Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import FlowRef, admission_refusal, flow_zone
@@ -33,10 +35,13 @@ from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog_in
 from crmflow.services.triggers.start_lists import enter_records, enter_selected, flow_ref
 from crmflow.store import enrollments as repo
+from crmflow.store import trigger_failures as failures
 from crmflow.store.schema import entry_decisions, flows, records, trigger_schedules
 from crmflow.store.types import UTCDateTime
 
 __all__ = ["catch_up_schedules", "fire_due_triggers"]
+
+log = logging.getLogger("crmflow.triggers")
 
 
 _TIMED_TRIGGERS = frozenset({"schedule", "date_reached"})
@@ -128,6 +133,7 @@ def _sync_schedules(conn: sa.Connection, ctx: Context, *, now: datetime) -> None
         )
     gone = existing - wanted
     if gone:
+        failures.clear(conn, gone)
         conn.execute(
             trigger_schedules.delete().where(
                 sa.tuple_(trigger_schedules.c.flow_id, trigger_schedules.c.trigger_index).in_(
@@ -146,6 +152,7 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
     at = now or ctx.now()
     with ctx.engine.begin() as conn:
         _sync_schedules(conn, ctx, now=at)
+        key = sa.tuple_(trigger_schedules.c.flow_id, trigger_schedules.c.trigger_index)
         due = conn.execute(
             sa.select(trigger_schedules)
             .where(trigger_schedules.c.next_at <= at)
@@ -154,6 +161,8 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
                     sa.select(flows.c.id).where(flows.c.status.in_(_HEARING))
                 )
             )
+            # A trigger that failed waits for its retry (backoff) instead of failing each loop.
+            .where(key.not_in(failures.blocked(at)))
             .order_by(trigger_schedules.c.next_at)
             # Another worker firing the same trigger skips it rather than firing it twice.
             .with_for_update(skip_locked=True)
@@ -161,50 +170,118 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
         if not due:
             return 0
         types = catalog_in(conn)
-        refs = {flow_id: flow_ref(conn, ctx, flow_id) for flow_id in {r.flow_id for r in due}}
+        refs: dict[int, FlowRef] = {}
         updates: list[dict[str, Any]] = []
         for row in due:
-            flow = refs[row.flow_id]
-            zone = flow_zone(ctx, flow.definition)
-            trigger = flow.definition.triggers[row.trigger_index]
-            polls = False
-            refusal = admission_refusal(flow.status)
-            if isinstance(trigger, ScheduleTrigger):
-                ids = matching_ids(ctx, conn, trigger.query, now=at, zone=zone).subquery("ids")
-                if refusal is not None:
-                    _refuse(conn, flow.id, sa.select(ids.c.id), "schedule", refusal, now=at)
-                else:
-                    enter_selected(conn, ctx, flow, ids, trigger="schedule", now=at)
-            elif isinstance(trigger, DateReachedTrigger):
-                polls = _is_datetime_field(flow.definition, trigger, types)
-                since = max(
-                    as_utc(row.last_at) if row.last_at else as_utc(row.next_at) - timedelta(days=1),
-                    at - _MAX_CATCH_UP,
+            try:
+                # A savepoint per trigger: one that raises (a saved query gone bad, a flow that
+                # no longer loads) is rolled back alone and marked failing; the others go on.
+                with conn.begin_nested():
+                    if row.flow_id not in refs:
+                        refs[row.flow_id] = flow_ref(conn, ctx, row.flow_id)
+                    next_at = _fire(conn, ctx, row, refs[row.flow_id], types, now=at)
+            except Exception as exc:
+                if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                    raise  # the database went away: the worker's loop retries the whole run
+                _failed(conn, row, refs.get(row.flow_id), exc, now=at)
+                continue
+            updates.append({"f": row.flow_id, "i": row.trigger_index, "n": next_at, "l": at})
+        if updates:
+            conn.execute(
+                trigger_schedules.update()
+                .where(
+                    trigger_schedules.c.flow_id == sa.bindparam("f"),
+                    trigger_schedules.c.trigger_index == sa.bindparam("i"),
                 )
-                reached = _dates_reached(conn, flow, trigger, since=since, until=at, zone=zone)
-                if refusal is not None:
-                    found = sa.select(records.c.id).where(records.c.id.in_(reached))
-                    _refuse(conn, flow.id, found, "date_reached", refusal, now=at)
-                else:
-                    enter_records(conn, ctx, flow, reached, trigger="date_reached", now=at)
-            updates.append(
-                {
-                    "f": row.flow_id,
-                    "i": row.trigger_index,
-                    "n": _next_run(trigger, after=at, zone=zone, polls=polls),
-                    "l": at,
-                }
+                .values(next_at=sa.bindparam("n"), last_at=sa.bindparam("l")),
+                updates,
             )
-        conn.execute(
-            trigger_schedules.update()
-            .where(
-                trigger_schedules.c.flow_id == sa.bindparam("f"),
-                trigger_schedules.c.trigger_index == sa.bindparam("i"),
-            )
-            .values(next_at=sa.bindparam("n"), last_at=sa.bindparam("l")),
-            updates,
-        )
+            recovered = failures.clear(conn, [(u["f"], u["i"]) for u in updates])
+            for flow_id, index in recovered:
+                ref = refs[flow_id]
+                log.info("flow %s: trigger %d runs again", ref.key, index)
+                failures.note_in_flow_history(
+                    conn,
+                    flow_id=flow_id,
+                    note=f"trigger {index} ({ref.definition.triggers[index].type}) runs again",
+                    now=at,
+                )
     return len(due)
+
+
+def _fire(
+    conn: sa.Connection,
+    ctx: Context,
+    row: sa.Row[Any],
+    flow: FlowRef,
+    types: dict[str, RecordType],
+    *,
+    now: datetime,
+) -> datetime | None:
+    """One due run of a timed trigger: the records it selects enter `flow` (or are told why
+    not); its next run."""
+    at = now
+    zone = flow_zone(ctx, flow.definition)
+    trigger = flow.definition.triggers[row.trigger_index]
+    polls = False
+    refusal = admission_refusal(flow.status)
+    if isinstance(trigger, ScheduleTrigger):
+        ids = matching_ids(ctx, conn, trigger.query, now=at, zone=zone).subquery("ids")
+        if refusal is not None:
+            _refuse(conn, flow.id, sa.select(ids.c.id), "schedule", refusal, now=at)
+        else:
+            enter_selected(conn, ctx, flow, ids, trigger="schedule", now=at)
+    elif isinstance(trigger, DateReachedTrigger):
+        polls = _is_datetime_field(flow.definition, trigger, types)
+        since = max(
+            as_utc(row.last_at) if row.last_at else as_utc(row.next_at) - timedelta(days=1),
+            at - _MAX_CATCH_UP,
+        )
+        reached = _dates_reached(conn, flow, trigger, since=since, until=at, zone=zone)
+        if refusal is not None:
+            found = sa.select(records.c.id).where(records.c.id.in_(reached))
+            _refuse(conn, flow.id, found, "date_reached", refusal, now=at)
+        else:
+            enter_records(conn, ctx, flow, reached, trigger="date_reached", now=at)
+    return _next_run(trigger, after=at, zone=zone, polls=polls)
+
+
+def _failed(
+    conn: sa.Connection,
+    row: sa.Row[Any],
+    flow: FlowRef | None,
+    exc: Exception,
+    *,
+    now: datetime,
+) -> None:
+    """Mark the trigger of `row` failing: the error, the count, and when it is tried again (its
+    next run stays due, so the retry runs what was missed). Logged, and said once in the flow's
+    history when it starts failing."""
+    index = row.trigger_index
+    triggers = flow.definition.triggers if flow is not None else ()
+    kind = triggers[index].type if index < len(triggers) else "unknown"
+    error = str(exc) if isinstance(exc, CrmflowError) else f"{type(exc).__name__}: {exc}"
+    failure = failures.record_failure(
+        conn, flow_id=row.flow_id, trigger_index=index, trigger_type=kind, error=error, now=now
+    )
+    name = flow.key if flow is not None else f"#{row.flow_id}"
+    log.error(
+        "flow %s: trigger %d (%s) failed %d time(s), retried at %s: %s",
+        name,
+        index,
+        kind,
+        failure.failures,
+        failure.retry_at.isoformat(),
+        error,
+        exc_info=not isinstance(exc, CrmflowError),
+    )
+    if failure.failures == 1:
+        failures.note_in_flow_history(
+            conn,
+            flow_id=row.flow_id,
+            note=f"trigger {index} ({kind}) failed, retried with backoff: {error}",
+            now=now,
+        )
 
 
 def _refuse(
