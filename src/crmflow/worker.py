@@ -25,18 +25,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import sqlalchemy as sa
 
 from crmflow.services.context import Actor, Context
 from crmflow.services.enrollments import Moved, move_batch
+from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import is_postgres
 from crmflow.store.enrollments import NOTIFY_CHANNEL
-from crmflow.store.schema import flows, trigger_schedules
+from crmflow.store.schema import flows, trigger_failures, trigger_schedules
 
 __all__ = ["BatchResult", "Worker", "run_batch", "run_once"]
 
@@ -47,6 +49,11 @@ DEFAULT_LEASE = timedelta(seconds=60)
 MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
 TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
 _MAX_ROUNDS = 10_000  # run_once: a guard against a flow that keeps itself due forever
+ERROR_BACKOFF = 1.0  # seconds: the wait after a round that failed, doubling while they fail
+MAX_ERROR_BACKOFF = 30.0
+PART_FIRST_RETRY = 5.0  # seconds: the change feed failed whole: retried after this, doubling
+PART_MAX_RETRY = 300.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -157,18 +164,28 @@ class Worker:
         lease: timedelta = DEFAULT_LEASE,
         max_idle: float = MAX_IDLE,
         name: str | None = None,
+        error_backoff: float = ERROR_BACKOFF,
     ) -> None:
         self.ctx = ctx
         self.batch_size = batch_size
         self.lease = lease
         self.max_idle = max_idle
         self.name = name or worker_name()
+        self.error_backoff = error_backoff
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.moved = 0
+        self.rounds = 0  # rounds completed without an error (tests and health watch it)
+        self._failed_rounds = 0  # in a row: how long to back off
+        self._system: Actor | None = None
         self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
+        # A part of process_triggers that failed whole (the change feed): its failures in a
+        # row, when (time.monotonic()) it is tried again, and its last error.
+        self._part_failures: dict[str, int] = {}
+        self._part_retry: dict[str, float] = {}
+        self._part_errors: dict[str, str] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -183,34 +200,79 @@ class Worker:
         return self._stop.is_set()
 
     def run(self) -> None:
-        system = ensure_system_user(self.ctx)
-        listener = _Listener(self.ctx.engine, self.wake) if is_postgres(self.ctx.engine) else None
+        """Loop until `stop()`. Nothing that goes wrong in a round ends the loop: each part
+        (flow schedules, triggers, the batch) is caught on its own, logged, noted in the
+        heartbeat, and the next round comes after a short backoff (a timed trigger that fails
+        is marked failing by itself, and a record that fails fails alone)."""
+        monitor = LoopMonitor(self.ctx, name=self.name, kind="worker")
+        monitor.started()
+        listener = self._listener()
         log.info("worker %s started", self.name)
+        escaped: BaseException | None = None
         try:
             while not self._stop.is_set():
-                try:
-                    self._flow_schedules()
-                    self._triggers()
-                    result = run_batch(
-                        self.ctx,
-                        system,
-                        now=self.ctx.now(),
-                        owner=self.name,
-                        limit=self.batch_size,
-                        lease=self.lease,
-                    )
-                except sa.exc.OperationalError as exc:
-                    # A database that went away for a moment: the lease protects the batch.
-                    log.warning("worker %s: database error, retrying: %s", self.name, exc)
-                    self._sleep(1.0)
-                    continue
-                self.moved += result.moved
-                if result.claimed == 0:
-                    self._sleep(self._idle_seconds())
+                self._round(monitor)
+        except BaseException as exc:  # only what no round can catch (e.g. KeyboardInterrupt)
+            escaped = exc
+            log.critical("worker %s died: %s", self.name, exc, exc_info=True)
+            raise
         finally:
             if listener is not None:
                 listener.close()
+            monitor.ended(escaped)
             log.info("worker %s stopped after moving %d enrollments", self.name, self.moved)
+
+    def _listener(self) -> _Listener | None:
+        if not is_postgres(self.ctx.engine):
+            return None
+        try:
+            return _Listener(self.ctx.engine, self.wake)
+        except Exception as exc:  # the bounded idle sleep finds the work without it
+            log.warning("worker %s: LISTEN %s unavailable: %s", self.name, NOTIFY_CHANNEL, exc)
+            return None
+
+    def _round(self, monitor: LoopMonitor) -> None:
+        errors: list[str] = []
+        self._guarded("flow schedules", self._flow_schedules, errors)
+        self._guarded("triggers", self._triggers, errors)
+        result = self._guarded("batch", self._batch, errors)
+        if result is not None:
+            self.moved += result.moved
+        monitor.round_done(errors, degraded=list(self._part_errors.values()))
+        if errors:
+            self._failed_rounds += 1
+            wait = self.error_backoff * 2 ** min(self._failed_rounds - 1, 10)
+            self._sleep(min(wait, MAX_ERROR_BACKOFF))
+            return
+        self._failed_rounds = 0
+        self.rounds += 1
+        if result is not None and result.claimed == 0:
+            self._sleep(self._idle_seconds())
+
+    def _guarded(self, part: str, run: Callable[[], _T], errors: list[str]) -> _T | None:
+        """`run()`, or None when it raised: the error is logged and added to `errors`."""
+        try:
+            return run()
+        except sa.exc.OperationalError as exc:
+            # A database that went away for a moment: the lease protects the batch.
+            log.warning("worker %s: database error in %s, retrying: %s", self.name, part, exc)
+            errors.append(f"{part}: database error: {str(exc).splitlines()[0]}")
+        except Exception as exc:
+            log.error("worker %s: %s failed: %s", self.name, part, exc, exc_info=True)
+            errors.append(f"{part}: {type(exc).__name__}: {exc}")
+        return None
+
+    def _batch(self) -> BatchResult:
+        if self._system is None:
+            self._system = ensure_system_user(self.ctx)
+        return run_batch(
+            self.ctx,
+            self._system,
+            now=self.ctx.now(),
+            owner=self.name,
+            limit=self.batch_size,
+            lease=self.lease,
+        )
 
     def _flow_schedules(self) -> None:
         """start_at / archive_at and auto-archive of drained flows: at most once a second (they
@@ -234,9 +296,39 @@ class Worker:
         if at < self._triggers_at:
             return
         self._triggers_at = at + TRIGGERS_EVERY
-        process_triggers(self.ctx, now=self.ctx.now())
+        waiting = {part for part, retry in self._part_retry.items() if retry > at}
+        failed: set[str] = set()
+
+        def part_failed(part: str, exc: Exception) -> None:
+            failed.add(part)
+            count = self._part_failures[part] = self._part_failures.get(part, 0) + 1
+            wait = min(PART_FIRST_RETRY * 2 ** min(count - 1, 16), PART_MAX_RETRY)
+            self._part_retry[part] = time.monotonic() + wait
+            self._part_errors[part] = f"{part}: {type(exc).__name__}: {exc}"
+            log.error(
+                "worker %s: the %s failed (%d time(s) in a row), retried in %.0f s: %s",
+                self.name,
+                part,
+                count,
+                wait,
+                exc,
+                exc_info=exc,
+            )
+
+        process_triggers(self.ctx, now=self.ctx.now(), skip=waiting, on_error=part_failed)
+        for part in set(self._part_failures) - waiting - failed:
+            log.info("worker %s: the %s runs again", self.name, part)
+            for kept in (self._part_failures, self._part_retry, self._part_errors):
+                kept.pop(part, None)
 
     def _idle_seconds(self) -> float:
+        try:
+            return self._until_due()
+        except Exception as exc:  # sleep the longest: the next round will say what is wrong
+            log.warning("worker %s: next due time unknown: %s", self.name, exc)
+            return self.max_idle
+
+    def _until_due(self) -> float:
         due = repo.next_due(self.ctx.engine)
         trigger_due = next_trigger_at(self.ctx.engine)
         if trigger_due is not None:
@@ -284,11 +376,19 @@ class _Listener:
 
 
 def next_trigger_at(engine: sa.Engine) -> datetime | None:
-    """The next run of a time-based trigger (schedule, date reached) of a running flow."""
+    """The next run of a time-based trigger (schedule, date reached) of a running flow; a
+    failing trigger's next run is its retry, not its missed run (an idle worker would spin)."""
+    s, f = trigger_schedules.c, trigger_failures.c
+    runs_at = sa.case((f.retry_at > s.next_at, f.retry_at), else_=s.next_at)
     with engine.connect() as conn:
         value: datetime | None = conn.execute(
-            sa.select(sa.func.min(trigger_schedules.c.next_at))
-            .join(flows, flows.c.id == trigger_schedules.c.flow_id)
+            sa.select(sa.func.min(runs_at))
+            .select_from(
+                trigger_schedules.join(flows, flows.c.id == s.flow_id).outerjoin(
+                    trigger_failures,
+                    sa.and_(f.flow_id == s.flow_id, f.trigger_index == s.trigger_index),
+                )
+            )
             .where(flows.c.status == "active")
         ).scalar()
     return value

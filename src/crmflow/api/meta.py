@@ -6,11 +6,13 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, ServiceContext
 from crmflow.engine.jsonschema import flow_json_schema
 from crmflow.services import users
+from crmflow.services.health import check_health
 from crmflow.services.throttle import SignInThrottle
 
 router = APIRouter(prefix="/api", tags=["meta"])
@@ -21,11 +23,20 @@ class Login(BaseModel):
     password: str
 
 
-@router.get("/health")
-def health(ctx: ServiceContext) -> dict[str, str]:
-    with ctx.engine.connect() as conn:
-        conn.exec_driver_sql("select 1")
-    return {"status": "ok", "database": ctx.engine.dialect.name}
+@router.get(
+    "/health",
+    responses={
+        200: {"description": "The database answers and the worker (if any) is alive"},
+        503: {"description": "The database does not answer, or a worker is stuck or dead"},
+    },
+)
+def health(ctx: ServiceContext) -> JSONResponse:
+    """Liveness, without signing in: the database, and each worker's (and dispatcher's)
+    heartbeat and last successful round. 503, with `reasons`, when the database does not
+    answer, when this server's worker is stuck or dead, or when every worker is; no worker at
+    all is said (`workers.status: none`) but is not a failure."""
+    report = check_health(ctx)
+    return JSONResponse(report.as_dict(), status_code=report.status_code)
 
 
 _throttle_lock = threading.Lock()
