@@ -195,19 +195,21 @@ def test_export_then_import_round_trips(
     assert [(c.data, c.owner) for c in copies] == [(o.data, o.owner) for o in originals]
 
 
-def test_a_file_that_is_not_utf8_stops_with_what_was_kept(
+def test_a_row_that_is_not_utf8_is_rejected_alone(
     ctx: Context, manager: Actor, tmp_path: Path
 ) -> None:
     file = tmp_path / "latin1.csv"
-    file.write_bytes("last_name\nMüller\n".encode("latin-1"))
-    with pytest.raises(InvalidInputError, match="UTF-8"):
+    # An unreadable header refuses the file: every row would be read against it.
+    file.write_bytes("last_näme\nMuller\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match="not UTF-8") as refused:
         imports.import_records(ctx, manager, "contact", file)
-    # Past the first read, the rows already committed stay and the error says so.
-    file.write_bytes(b"last_name\n" + b"Popescu\n" * 20_000 + "Müller\n".encode("latin-1"))
-    with pytest.raises(imports.ImportInterruptedError, match="UnicodeDecodeError") as exc:
-        imports.import_records(ctx, manager, "contact", file, batch_size=1000)
-    assert exc.value.status_code == 422
-    kept = exc.value.report.imported
-    assert kept > 0
-    assert count(ctx, records_table) == kept
-    assert f"{kept} rows before it are imported" in str(exc.value)
+    assert refused.value.problems[0].line == 1
+    # Past the header, the bad row is rejected at its line and every other row is kept.
+    file.write_bytes(
+        b"last_name\n" + b"Popescu\n" * 2_000 + "Müller\n".encode("latin-1") + b"Rossi\n"
+    )
+    report = imports.import_records(ctx, manager, "contact", file, batch_size=1000)
+    assert (report.imported, report.rejected) == (2_001, 1)
+    assert report.errors[0].line == 2_002
+    assert "byte fc at line 2002, byte 2 of that line, is not UTF-8" in str(report.errors[0])
+    assert count(ctx, records_table) == 2_001

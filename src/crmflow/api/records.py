@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from collections.abc import Iterator
 from typing import Any, Literal, TextIO, cast
@@ -197,8 +196,8 @@ def import_records(
                 ],
             )
         fmt = "csv" if suffix == "csv" else "jsonl"
-    stream = io.TextIOWrapper(file.file, encoding="utf-8-sig", newline="")
+    # Read as bytes and decoded row by row: a bad byte rejects its row, not the file.
     report = imports.import_records(
-        ctx, actor, type_key, stream, fmt=fmt, all_or_nothing=all_or_nothing
+        ctx, actor, type_key, file.file, fmt=fmt, all_or_nothing=all_or_nothing
     )
     return report.as_dict()

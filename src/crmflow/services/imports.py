@@ -4,7 +4,9 @@ Import policy. By default good rows are kept and every bad row is reported with 
 (1-based; a CSV header is line 1) and the reason, field by field. Rows are written in batches, one
 transaction per batch, so a crash loses at most the batch in progress and the report says how far
 the import got. With `all_or_nothing=True` the whole file is one transaction and a single bad row
-refuses the import: nothing is written, and every bad row is still reported.
+refuses the import: nothing is written, and every bad row is still reported. A row is bad also when
+it cannot be read: a byte that is not UTF-8, a cell over `max_field_chars`, a line that is not JSON
+(see `import_rows`, which reads the file as bytes, row by row, in bounded memory).
 
 Per batch there is one query for the users the rows name, one for the records they reference, one
 multi-row INSERT of the records and one INSERT ... SELECT of their `created` change events.
@@ -13,7 +15,6 @@ multi-row INSERT of the records and one INSERT ... SELECT of their `created` cha
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import CrmflowError, InvalidInputError, Problem
 from crmflow.services.context import Actor, Context
+from crmflow.services.import_rows import OWNER_COLUMN, Row, csv_rows, jsonl_rows
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import IN_CHUNK, OWNER_KEY, LinkResolver
@@ -51,7 +53,6 @@ ProgressCallback = Callable[[int, int], None]
 # A file with a million bad rows must not fill memory with their reports: list the first ones
 # and count the rest.
 MAX_LISTED_ERRORS = 1000
-OWNER_COLUMN = "owner"
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,6 @@ class ImportInterruptedError(CrmflowError):
         )
 
 
-# What a reader yields per row: its line, then its values or the problem that makes it unreadable.
-Row = tuple[int, dict[str, Any] | None, Problem | None]
-
-
 class _Source:
     """An open input, whether a path (opened and closed here) or a stream the caller owns."""
 
@@ -186,65 +183,6 @@ class _Source:
     def close(self) -> None:
         if self.owned is not None:
             self.owned.close()
-
-
-def _jsonl_rows(stream: IO[Any]) -> Iterator[Row]:
-    for number, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            values = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield number, None, Problem("", f"is not valid JSON: {exc}")
-            continue
-        if type(values) is not dict:
-            yield number, None, Problem("", "must be a JSON object of field: value")
-            continue
-        yield number, values, None
-
-
-def _csv_header(reader: Any, rtype: RecordType, source: str) -> list[str]:
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return []
-    problems = []
-    seen: set[str] = set()
-    for i, column in enumerate(header):
-        if column in seen:
-            problems.append(Problem(f"column {i + 1}", f"{column!r} appears twice", line=1))
-        seen.add(column)
-        if column != OWNER_COLUMN and rtype.field(column) is None:
-            problems.append(
-                Problem(
-                    f"column {i + 1}",
-                    f"{column!r} is not a field of record type {rtype.key!r}",
-                    f"known fields: {', '.join(rtype.field_keys)}, and owner",
-                    line=1,
-                )
-            )
-    if problems:
-        # Every row would fail the same way: refuse the file before writing anything.
-        raise InvalidInputError(f"the import file {source}", problems)
-    return header
-
-
-def _csv_rows(reader: Any, header: list[str]) -> Iterator[Row]:
-    width = len(header)
-    end = reader.line_num
-    for cells in reader:
-        start, end = end + 1, reader.line_num
-        if not cells:
-            continue
-        if len(cells) != width:
-            yield (
-                start,
-                None,
-                Problem("", f"has {len(cells)} columns, the header has {width}"),
-            )
-            continue
-        # Empty cells are absent values; dropping them here spares the checker most of its work.
-        yield start, {k: v for k, v in zip(header, cells, strict=True) if v}, None
 
 
 def records_insert(dialect: sa.Dialect) -> Any:
@@ -336,7 +274,7 @@ class _Importer:
             report.read += 1
             report.last_line = line
             if values is None:
-                report.add_error(line, [unreadable] if unreadable else [])
+                report.add_error(line, unreadable)
                 continue
             owner = values.pop(OWNER_COLUMN, None)
             data, problems = check(values)
@@ -370,18 +308,14 @@ class _Importer:
                 if found:
                     report.add_error(line, found)
                 else:
-                    good.append((data, owner_id))
+                    good.append((line, data, owner_id))
         else:
-            good = [(data, self.actor.id) for _, data, _ in batch]
+            good = [(line, data, self.actor.id) for line, data, _ in batch]
         if not insert or not good:
             return
-        dumps = orjson.dumps
-        type_key = self.rtype.key
-        now = self.driver_now
-        params = [
-            {"p_type": type_key, "p_owner": owner_id, "p_data": dumps(data).decode(), "p_now": now}
-            for data, owner_id in good
-        ]
+        params = self._params(good)
+        if not params:
+            return
         ids = conn.execute(self.insert, params).scalars().all()
         first, last = min(ids), max(ids)
         if last - first + 1 == len(ids):
@@ -396,7 +330,38 @@ class _Importer:
         for where in wheres:
             conn.execute(_created_events(self.dialect, where, self.actor.id, self.now))
         mark_work(conn)  # new records may trigger flows: wake idle workers
-        report.imported += len(good)
+        report.imported += len(params)
+
+    def _params(self, good: list[tuple[int, Any, int | None]]) -> list[dict[str, Any]]:
+        """The INSERT's parameters; a row whose values the database cannot store is rejected
+        here, alone, rather than failing the whole batch's statement."""
+        dumps = orjson.dumps
+        type_key = self.rtype.key
+        now = self.driver_now
+        params = []
+        for line, data, owner_id in good:
+            try:
+                encoded = dumps(data)
+            except orjson.JSONEncodeError as exc:
+                self.report.add_error(
+                    line, [Problem("", f"a value cannot be stored: {exc}", "use a smaller number")]
+                )
+                continue
+            if b"\\u0000" in encoded:
+                nul = [k for k, v in data.items() if type(v) is str and "\x00" in v]
+                if nul:
+                    self.report.add_error(
+                        line,
+                        [
+                            Problem(key, "contains a NUL character (U+0000)", "remove it")
+                            for key in nul
+                        ],
+                    )
+                    continue
+            params.append(
+                {"p_type": type_key, "p_owner": owner_id, "p_data": encoded.decode(), "p_now": now}
+            )
+        return params
 
 
 def import_records(
@@ -427,7 +392,12 @@ def import_records(
     report = ImportReport(type_key=type_key, source=source.name, all_or_nothing=all_or_nothing)
     importer = _Importer(ctx, actor, rtype, report, from_text=source.fmt == "csv")
     try:
-        rows = _open_rows(source, rtype)
+        max_chars = ctx.settings.max_field_chars
+        rows = (
+            jsonl_rows(source.stream, rtype, max_chars)
+            if source.fmt == "jsonl"
+            else csv_rows(source.stream, rtype, source.name, max_chars)
+        )
         batches = importer.validate(rows, batch_size)
 
         def progress() -> None:
@@ -461,27 +431,6 @@ def import_records(
     finally:
         source.close()
     return report
-
-
-def _open_rows(source: _Source, rtype: RecordType) -> Iterator[Row]:
-    if source.fmt == "jsonl":
-        return _jsonl_rows(source.stream)
-    stream = source.stream
-    text: IO[str]
-    if isinstance(stream, io.TextIOBase):
-        text = stream
-    else:
-        # utf-8-sig: spreadsheets often start their CSV files with a byte-order mark.
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
-    try:
-        header = _csv_header(reader, rtype, source.name)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInputError(
-            f"the import file {source.name}",
-            [Problem("", f"cannot be read as UTF-8 CSV: {exc}", "save it as UTF-8", line=1)],
-        ) from None
-    return _csv_rows(reader, header)
 
 
 def _csv_cell(value: Any) -> str:
