@@ -59,7 +59,7 @@ def _pieces(stream: IO[Any]) -> Iterator[bytes]:
     readline = partial(stream.readline, PIECE_BYTES)
     first = readline()
     if isinstance(first, str):
-        texts = chain([first], iter(readline, ""))
+        texts = chain([first.removeprefix("\ufeff")], iter(readline, ""))
         return (text.encode("utf-8", "surrogatepass") for text in texts)
     # Spreadsheets often start their CSV files with a byte-order mark.
     return chain([first.removeprefix(BOM)] if first else [], iter(readline, b""))
