@@ -124,8 +124,11 @@ def render_template(
                     f"the template went over its output budget of {cap:,} characters "
                     "(make the text shorter)",
                 )
-            budget.check_time()
             parts.append(chunk)
+            # Every hook (loops, calls, operators, filters) looks at the clock already; plain
+            # text between them only needs an occasional look.
+            if not len(parts) & 31:
+                budget.check_time()
     except RecursionError:
         raise LimitExceededError(
             "nesting",
