@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -23,12 +24,14 @@ from crmflow.api import (
     users,
 )
 from crmflow.api.error_responses import declare_error_responses
+from crmflow.api.limits import RequestGuard
 from crmflow.errors import AuthenticationError, CrmflowError, TooManyRequestsError
 from crmflow.services.context import Context
 
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -64,6 +67,23 @@ def create_app(ctx: Context) -> FastAPI:
             headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(exc.as_dict(), status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The last resort: every input crmflow refuses is refused as a CrmflowError where it is
+        # checked; what reaches here is a bug. Starlette re-raises it after this answer, so the
+        # server logs its traceback; the caller gets no traceback.
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse(
+            {
+                "error": "InternalError",
+                "message": "the server failed on this request (a bug, logged with its "
+                "traceback); try again, and report it if it happens again",
+            },
+            status_code=500,
+        )
+
+    # Outermost of the app's own layers: it sees the body before any route reads it.
+    app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_request_bytes)
     for module in (
         meta,
         users,

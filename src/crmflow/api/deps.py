@@ -6,13 +6,16 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
+from crmflow.engine.recordtypes import MAX_ROW_ID
 from crmflow.engine.source import decode_document
 from crmflow.errors import AuthenticationError
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
 
-__all__ = ["CurrentActor", "PageLimit", "ServiceContext", "raw_body"]
+__all__ = ["AfterId", "CurrentActor", "PageLimit", "RowId", "ServiceContext", "raw_body"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer crm_...`")
 
@@ -47,6 +50,47 @@ PageLimit = Annotated[
     Query(
         description="Items per page: from 1 to the server's page_size_max (1000 unless "
         "configured); other values are refused (422). Follow `next_after` for more."
+    ),
+]
+
+
+def _row_id(value: int) -> int:
+    if not 1 <= value <= MAX_ROW_ID:
+        # A custom error, so that the message is ours alone (no "Value error, " before it).
+        raise PydanticCustomError(
+            "row_id",
+            "{value} is out of range: ids and version numbers are whole numbers from 1 to "
+            "{largest} (2^63-1); use one that a list or a create answered",
+            {"value": value, "largest": MAX_ROW_ID},
+        )
+    return value
+
+
+def _position(value: int) -> int:
+    if not 0 <= value <= MAX_ROW_ID:
+        raise PydanticCustomError(
+            "row_position",
+            "{value} is out of range: `after` is 0 (the start) or an id, at most {largest}; "
+            "pass back the `next_after` of the previous page",
+            {"value": value, "largest": MAX_ROW_ID},
+        )
+    return value
+
+
+# Ids in paths, query strings and bodies: 64-bit on both databases. A larger number names no row,
+# and SQLite's driver cannot even bind it, so it is refused (422) before any query is built.
+RowId = Annotated[
+    int,
+    AfterValidator(_row_id),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_ROW_ID}),
+]
+# The keyset cursor of a list (`?after=`): 0 or an id.
+AfterId = Annotated[
+    int,
+    AfterValidator(_position),
+    Field(
+        description="Start after this id: pass back `next_after` from the previous page",
+        json_schema_extra={"minimum": 0, "maximum": MAX_ROW_ID},
     ),
 ]
 

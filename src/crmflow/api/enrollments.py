@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
 from crmflow.errors import NotFoundError
 from crmflow.services import enrollments, run_views
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["runs"])
 
 
 class StartBody(BaseModel):
-    record_id: int = Field(description="The record to start the flow for")
+    record_id: RowId = Field(description="The record to start the flow for")
 
 
 class CancelBody(BaseModel):
@@ -44,7 +44,7 @@ def list_runs(
     key: str,
     status: str | None = None,
     step: str | None = None,
-    after: int | None = None,
+    after: AfterId | None = None,
     limit: PageLimit = 50,
 ) -> dict[str, Any]:
     """The flow's records, running and ended, in enrollment order: record, status (active,
@@ -61,7 +61,7 @@ def flow_progress(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[st
 
 @router.get("/api/records/{type_key}/{record_id}/runs")
 def record_status(
-    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: RowId
 ) -> dict[str, Any]:
     """The flows the record is or was in, at which step, and what each step run did."""
     result = run_views.record_status(ctx, actor, record_id)
@@ -72,7 +72,7 @@ def record_status(
 
 @router.post("/api/runs/{enrollment_id}/decisions")
 def decide(
-    ctx: ServiceContext, actor: CurrentActor, enrollment_id: int, body: DecisionBody
+    ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId, body: DecisionBody
 ) -> dict[str, Any]:
     """Press a button of the approval step the record waits at; 409 with the reason if not."""
     view = enrollments.decide(ctx, actor, enrollment_id, body.step, body.button, body.comment)
@@ -80,14 +80,14 @@ def decide(
 
 
 @router.post("/api/runs/{enrollment_id}/restart")
-def restart(ctx: ServiceContext, actor: CurrentActor, enrollment_id: int) -> dict[str, Any]:
+def restart(ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId) -> dict[str, Any]:
     """Start the record over from the flow's first step (seed 003)."""
     return enrollments.restart_enrollment(ctx, actor, enrollment_id).as_dict()
 
 
 @router.post("/api/runs/{enrollment_id}/cancel")
 def cancel(
-    ctx: ServiceContext, actor: CurrentActor, enrollment_id: int, body: CancelBody | None = None
+    ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId, body: CancelBody | None = None
 ) -> dict[str, Any]:
     """Stop one record's run where it is (managers and admins): cancelled, with who and why;
     its open tasks are cancelled and its messages not yet sent are not sent. 409 when the run

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.deps import AfterId, CurrentActor, PageLimit, ServiceContext
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -42,7 +42,7 @@ class FilterCount(BaseModel):
 
 @router.get("")
 def list_queries(
-    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: PageLimit = 50
+    ctx: ServiceContext, _actor: CurrentActor, after: AfterId | None = None, limit: PageLimit = 50
 ) -> dict[str, Any]:
     return queries.list_queries(ctx, after=after, limit=limit).as_dict(lambda q: q.as_dict())
 
@@ -127,7 +127,7 @@ def preview(
     ctx: ServiceContext,
     _actor: CurrentActor,
     name: str,
-    after: int | None = None,
+    after: AfterId | None = None,
     limit: PageLimit = 50,
 ) -> dict[str, Any]:
     return queries.preview_query(ctx, name, after=after, limit=limit).as_dict(lambda r: r.as_dict())

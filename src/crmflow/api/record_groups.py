@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.deps import AfterId, CurrentActor, PageLimit, ServiceContext
 from crmflow.services import record_groups
 from crmflow.services.paging import DEFAULT_PAGE_SIZE
 
@@ -39,7 +39,7 @@ def list_members(
     ctx: ServiceContext,
     _actor: CurrentActor,
     name: str,
-    after: int | None = None,
+    after: AfterId | None = None,
     limit: PageLimit = DEFAULT_PAGE_SIZE,
 ) -> dict[str, Any]:
     """The records in the list, by id; pass `next_after` back as `after` for the next page."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
+from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -44,7 +44,7 @@ def list_records(
     ctx: ServiceContext,
     _actor: CurrentActor,
     type_key: str,
-    after: int | None = None,
+    after: AfterId | None = None,
     limit: PageLimit = 50,
 ) -> dict[str, Any]:
     """One page of records ordered by id; pass `next_after` back as `after`."""
@@ -95,7 +95,7 @@ def get_record(
     ctx: ServiceContext,
     _actor: CurrentActor,
     type_key: str,
-    record_id: int,
+    record_id: RowId,
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> dict[str, Any] | Response:
@@ -113,7 +113,7 @@ def update_record(
     ctx: ServiceContext,
     actor: CurrentActor,
     type_key: str,
-    record_id: int,
+    record_id: RowId,
     body: RecordWrite,
     response: Response,
     if_match: IfMatch = None,
@@ -137,7 +137,7 @@ def delete_record(
     ctx: ServiceContext,
     actor: CurrentActor,
     type_key: str,
-    record_id: int,
+    record_id: RowId,
     if_match: IfMatch = None,
 ) -> None:
     """Delete the record; with If-Match, only if it is still at that version."""
@@ -151,8 +151,8 @@ def record_changes(
     ctx: ServiceContext,
     _actor: CurrentActor,
     type_key: str,
-    record_id: int,
-    after: int | None = None,
+    record_id: RowId,
+    after: AfterId | None = None,
     limit: PageLimit = 100,
 ) -> dict[str, Any]:
     page = records.record_changes(ctx, record_id, after=after, limit=limit)
@@ -164,7 +164,7 @@ def record_changes(
 
 @router.get("/changes")
 def change_feed(
-    ctx: ServiceContext, _actor: CurrentActor, after: int | None = None, limit: PageLimit = 500
+    ctx: ServiceContext, _actor: CurrentActor, after: AfterId | None = None, limit: PageLimit = 500
 ) -> dict[str, Any]:
     """Every record change, in order: what triggers flows."""
     page = records.change_feed(ctx, after=after, limit=limit)

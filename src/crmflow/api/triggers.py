@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, RowId, ServiceContext
 from crmflow.services import triggers
 
 router = APIRouter(tags=["runs"])
@@ -19,7 +19,7 @@ def flow_not_entered(
     ctx: ServiceContext,
     actor: CurrentActor,
     key: str,
-    record_id: int | None = None,
+    record_id: RowId | None = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:
     """Records a trigger proposed for the flow that did not enter, newest first, with the
@@ -30,7 +30,7 @@ def flow_not_entered(
 
 @router.get("/api/records/{type_key}/{record_id}/not-entered")
 def record_not_entered(
-    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: int, limit: Limit = 100
+    ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: RowId, limit: Limit = 100
 ) -> dict[str, Any]:
     """The flows (that you can see) the record was considered for and did not enter, and why."""
     found = triggers.entry_decisions_for(

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.deps import CurrentActor, RowId, ServiceContext
 from crmflow.services import users
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -69,7 +69,7 @@ def create_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(ctx: ServiceContext, actor: CurrentActor, token_id: int) -> None:
+def revoke_token(ctx: ServiceContext, actor: CurrentActor, token_id: RowId) -> None:
     users.revoke_token(ctx, actor, token_id)
 
 

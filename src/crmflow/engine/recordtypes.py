@@ -22,6 +22,8 @@ from crmflow.errors import InvalidInputError, Problem
 
 __all__ = [
     "BUILTIN_TYPES",
+    "DEFAULT_MAX_FIELD_CHARS",
+    "MAX_ROW_ID",
     "RESERVED_FIELD_KEYS",
     "Converter",
     "FieldChange",
@@ -37,10 +39,19 @@ __all__ = [
     "parse_date",
     "parse_datetime",
     "record_type_from_definition",
+    "text_refusal",
     "type_catalog",
 ]
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Ids are 64-bit signed integers on both backends: a larger one names no row, and SQLite's driver
+# cannot even bind it (OverflowError), so it is refused where it comes in.
+MAX_ROW_ID = 2**63 - 1
+# The longest text a field holds unless the caller says otherwise (settings.max_field_chars).
+DEFAULT_MAX_FIELD_CHARS = 256_000
+# Text no database stores the same way: NUL (PostgreSQL refuses it, SQLite keeps it) and lone
+# UTF-16 surrogates (not characters: they cannot be encoded to UTF-8 at all).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 PHONE_PATTERN = re.compile(r"^\+?[0-9][0-9 ().\-]{3,30}$")
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "on", "oui", "da", "si", "sì"})
@@ -108,7 +119,7 @@ class RecordType:
     fields: tuple[FieldDef, ...]
     builtin: bool = False
     _by_key: dict[str, FieldDef] = field(default_factory=dict, compare=False, repr=False)
-    _checkers: dict[tuple[str, bool], RowChecker] = field(
+    _checkers: dict[tuple[str, bool, int], RowChecker] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -177,12 +188,19 @@ class RecordType:
                 )
         return problems
 
-    def checker(self, *, zone: tzinfo, from_text: bool = False) -> RowChecker:
-        """The compiled checker for this type (built once per zone and input form, then reused)."""
-        cache_key = (str(zone), from_text)
+    def checker(
+        self,
+        *,
+        zone: tzinfo,
+        from_text: bool = False,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    ) -> RowChecker:
+        """The compiled checker for this type (built once per zone, input form and text limit,
+        then reused)."""
+        cache_key = (str(zone), from_text, max_field_chars)
         found = self._checkers.get(cache_key)
         if found is None:
-            found = RowChecker(self, zone=zone, from_text=from_text)
+            found = RowChecker(self, zone=zone, from_text=from_text, max_chars=max_field_chars)
             self._checkers[cache_key] = found
         return found
 
@@ -193,15 +211,18 @@ class RecordType:
         zone: tzinfo,
         partial: bool = False,
         from_text: bool = False,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
     ) -> dict[str, Any]:
         """Check `values` against this type and return them in stored form.
 
         Raises InvalidInputError listing every unknown field, wrong type and missing required field.
         `partial` is for updates (required fields may be absent); `from_text` accepts the string
         forms found in CSV files ("12.5", "yes") and treats empty strings as absent. An empty value
-        comes back as None (for an update, None means "clear this field").
+        comes back as None (for an update, None means "clear this field"). Text longer than
+        `max_field_chars`, or holding a NUL or a lone surrogate, is refused in any field.
         """
-        out, problems = self.checker(zone=zone, from_text=from_text).check(values, partial=partial)
+        checker = self.checker(zone=zone, from_text=from_text, max_field_chars=max_field_chars)
+        out, problems = checker.check(values, partial=partial)
         if problems:
             raise InvalidInputError(f"the {self.key} record", problems)
         return out
@@ -214,11 +235,19 @@ class RowChecker:
     which zone) is decided here once instead of being dispatched on the field type per value.
     """
 
-    def __init__(self, rtype: RecordType, *, zone: tzinfo, from_text: bool) -> None:
+    def __init__(
+        self,
+        rtype: RecordType,
+        *,
+        zone: tzinfo,
+        from_text: bool,
+        max_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    ) -> None:
         self.rtype = rtype
         self.from_text = from_text
         self.converters: dict[str, Converter] = {
-            f.key: field_converter(f, zone=zone, from_text=from_text) for f in rtype.fields
+            f.key: field_converter(f, zone=zone, from_text=from_text, max_chars=max_chars)
+            for f in rtype.fields
         }
         self.required = frozenset(f.key for f in rtype.fields if f.required)
         self._unknown_hint = f"known fields: {', '.join(rtype.field_keys)}"
@@ -423,7 +452,7 @@ def parse_date(raw: object) -> date:
             return date.fromisoformat(raw.strip())
         except ValueError:
             pass
-    raise ValueError(f"expected a date as YYYY-MM-DD, got {raw!r}")
+    raise ValueError(f"expected a date as YYYY-MM-DD, got {_shown(raw)}")
 
 
 def parse_datetime(raw: object, zone: tzinfo) -> datetime:
@@ -440,7 +469,9 @@ def parse_datetime(raw: object, zone: tzinfo) -> datetime:
         except ValueError:
             value = None
     if value is None:
-        raise ValueError(f"expected a date and time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {raw!r}")
+        raise ValueError(
+            f"expected a date and time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {_shown(raw)}"
+        )
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     return value.astimezone(UTC)
@@ -464,20 +495,75 @@ def normalise_email(raw: str) -> str:
     try:
         return validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise ValueError(f"{raw!r} is not a valid email address: {exc}") from None
+        raise ValueError(f"{_shown(raw)} is not a valid email address: {exc}") from None
 
 
-def field_converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) -> Converter:
-    """The function turning one non-empty value of `fdef` into its stored form (or ValueError)."""
+def _shown(raw: object, width: int = 60) -> str:
+    """`raw` as an error message quotes it: a value of thousands of characters is cut."""
+    text = repr(raw)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text):,} characters)"
+
+
+def text_refusal(raw: str, max_chars: int = DEFAULT_MAX_FIELD_CHARS) -> str | None:
+    """Why `raw` may not be stored as a field's text (too long, a NUL, a lone surrogate), or
+    None. The common case costs two C-level scans: `isascii` is constant time, `in` a memchr."""
+    if len(raw) > max_chars:
+        return (
+            f"is {len(raw):,} characters long; a field holds at most {max_chars:,} "
+            "(the server's max_field_chars): shorten it or keep the text in a file elsewhere"
+        )
+    if "\x00" not in raw and (raw.isascii() or _UNSTORABLE.search(raw) is None):
+        return None
+    found = _UNSTORABLE.search(raw)
+    assert found is not None
+    char, at = found.group(), found.start() + 1
+    if char == "\x00":
+        return f"contains a NUL character (\\u0000) at character {at}: remove it"
+    return (
+        f"contains a lone UTF-16 surrogate (\\u{ord(char):04x}) at character {at}, which is not "
+        "a character: send the text as valid UTF-8"
+    )
+
+
+def field_converter(
+    fdef: FieldDef,
+    *,
+    zone: tzinfo,
+    from_text: bool = False,
+    max_chars: int = DEFAULT_MAX_FIELD_CHARS,
+) -> Converter:
+    """The function turning one non-empty value of `fdef` into its stored form (or ValueError).
+
+    Text of any field is checked first (`text_refusal`): a choice, an email or a username that
+    holds a NUL would otherwise reach the database, and a 60 MB value would be quoted whole in
+    the error that refuses it."""
+    convert = _converter(fdef, zone=zone, from_text=from_text, max_chars=max_chars)
+    if fdef.type is FieldType.TEXT:
+        return convert  # checks its text itself: the most common field, one call less
+
+    def checked(raw: Any) -> Any:
+        if type(raw) is str:
+            refusal = text_refusal(raw, max_chars)
+            if refusal is not None:
+                raise ValueError(refusal)
+        return convert(raw)
+
+    return checked
+
+
+def _converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool, max_chars: int) -> Converter:
     kind = fdef.type
     if kind is FieldType.TEXT:
 
         def text(raw: Any) -> Any:
             if type(raw) is str:
+                refusal = text_refusal(raw, max_chars)
+                if refusal is not None:
+                    raise ValueError(refusal)
                 return raw
             if from_text or (isinstance(raw, int | float) and not isinstance(raw, bool)):
                 return str(raw)
-            raise ValueError(f"expected text, got {type(raw).__name__} {raw!r}")
+            raise ValueError(f"expected text, got {type(raw).__name__} {_shown(raw)}")
 
         return text
     if kind is FieldType.NUMBER:
@@ -501,7 +587,7 @@ def field_converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) ->
                     else:
                         if math.isfinite(value):
                             return value
-            raise ValueError(f"expected a number, got {raw!r}")
+            raise ValueError(f"expected a number, got {_shown(raw)}")
 
         return number
     if kind is FieldType.BOOL:
@@ -515,7 +601,7 @@ def field_converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) ->
                     return True
                 if word in FALSE_WORDS:
                     return False
-            raise ValueError(f"expected true or false, got {raw!r}")
+            raise ValueError(f"expected true or false, got {_shown(raw)}")
 
         return boolean
     if kind is FieldType.DATE:
@@ -540,14 +626,14 @@ def field_converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) ->
                     return raw
                 if from_text and raw.strip() in choices:
                     return raw.strip()
-            raise ValueError(f"{raw!r} is not one of the choices: {listed}")
+            raise ValueError(f"{_shown(raw)} is not one of the choices: {listed}")
 
         return choice
     if kind is FieldType.EMAIL:
 
         def email(raw: Any) -> Any:
             if type(raw) is not str:
-                raise ValueError(f"expected an email address, got {raw!r}")
+                raise ValueError(f"expected an email address, got {_shown(raw)}")
             return normalise_email(raw)
 
         return email
@@ -558,30 +644,40 @@ def field_converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) ->
                 text = raw.strip()
                 if PHONE_PATTERN.match(text):
                     return text
-            raise ValueError(f"{raw!r} is not a phone number (digits, spaces, + ( ) . -)")
+            raise ValueError(f"{_shown(raw)} is not a phone number (digits, spaces, + ( ) . -)")
 
         return phone
     is_user = kind is FieldType.USER
     what = "a user id or username" if is_user else f"the id of a {fdef.reference_type}"
 
     def link(raw: Any) -> Any:
-        if type(raw) is int and raw > 0:
+        if type(raw) is int and 0 < raw <= MAX_ROW_ID:
             return raw
         if type(raw) is str:
             text = raw.strip()
-            if from_text and text.isdigit() and int(text) > 0:
+            # 19 digits at most: int() of a long string is slow, and refused past 4,300 digits.
+            if from_text and text.isdigit() and len(text) <= 19 and 0 < int(text) <= MAX_ROW_ID:
                 return int(text)
             if is_user and text:
                 # Usernames are resolved to ids by the service, which knows the users.
                 return text
-        raise ValueError(f"expected {what}, got {raw!r}")
+        if type(raw) is int:
+            raise ValueError(f"expected {what}, got {raw} (ids run from 1 to {MAX_ROW_ID})")
+        raise ValueError(f"expected {what}, got {_shown(raw)}")
 
     return link
 
 
-def normalise_value(fdef: FieldDef, raw: object, *, zone: tzinfo, from_text: bool = False) -> Any:
+def normalise_value(
+    fdef: FieldDef,
+    raw: object,
+    *,
+    zone: tzinfo,
+    from_text: bool = False,
+    max_chars: int = DEFAULT_MAX_FIELD_CHARS,
+) -> Any:
     """One value in stored form (ValueError says what is wrong); None is not accepted here."""
-    return field_converter(fdef, zone=zone, from_text=from_text)(raw)
+    return field_converter(fdef, zone=zone, from_text=from_text, max_chars=max_chars)(raw)
 
 
 def _fields(*specs: tuple[Any, ...]) -> tuple[FieldDef, ...]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crmflow.engine.recordtypes import FieldType, RecordType
+from crmflow.engine.recordtypes import MAX_ROW_ID, FieldType, RecordType
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
@@ -192,7 +192,8 @@ class LinkResolver:
         for data, owner in items:
             if owner is not None:
                 if type(owner) is int:
-                    user_ids.add(owner)
+                    if 0 < owner <= MAX_ROW_ID:  # a larger one names no user (and cannot be bound)
+                        user_ids.add(owner)
                 else:
                     names.add(str(owner))
             for key in user_fields:
@@ -345,7 +346,9 @@ def create_record(
     now = ctx.now()
     with ctx.engine.begin() as conn:
         rtype = record_type_in(conn, type_key)
-        data = _without_nulls(rtype.normalise(values, zone=ctx.zone))
+        data = _without_nulls(
+            rtype.normalise(values, zone=ctx.zone, max_field_chars=ctx.settings.max_field_chars)
+        )
         owners, problems = LinkResolver(rtype).resolve(conn, [(data, owner)], actor.id)
         _refuse(rtype, problems[0])
         owner_id = owners[0]
@@ -388,7 +391,9 @@ def update_record(
         row = _load(conn, record_id, for_update=True)
         _require_version(row, if_version)
         rtype = record_type_in(conn, row.type)
-        given = rtype.normalise(values, zone=ctx.zone, partial=True)
+        given = rtype.normalise(
+            values, zone=ctx.zone, partial=True, max_field_chars=ctx.settings.max_field_chars
+        )
         owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], row.owner_id)
         _refuse(rtype, problems[0])
         before = dict(row.data)
@@ -542,7 +547,14 @@ def update_records_in(
             types[row.type] = record_type_in(conn, row.type)
             resolvers[row.type] = LinkResolver(types[row.type])
         try:
-            given.append(types[row.type].normalise(item.values, zone=ctx.zone, partial=True))
+            given.append(
+                types[row.type].normalise(
+                    item.values,
+                    zone=ctx.zone,
+                    partial=True,
+                    max_field_chars=ctx.settings.max_field_chars,
+                )
+            )
             results.append(None)
         except InvalidInputError as exc:
             given.append(None)

@@ -92,7 +92,9 @@ def create_related_records(
         if command.link_field and command.link_to is not None:
             values[command.link_field] = command.link_to
         try:
-            data = rtype.normalise(values, zone=ctx.zone)
+            data = rtype.normalise(
+                values, zone=ctx.zone, max_field_chars=ctx.settings.max_field_chars
+            )
         except InvalidInputError as exc:
             fail(command, "; ".join(str(p) for p in exc.problems))
             continue
