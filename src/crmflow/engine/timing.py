@@ -7,7 +7,10 @@ The rules a CRM admin relies on (all local times are in the flow's zone unless s
   already past makes the step due at once, and the history says so).
 - **Daily HH:MM across DST.** On the spring-forward day a time inside the gap (02:30 in Paris)
   runs once, at the first valid instant after the gap (03:00); on the fall-back day a time that
-  happens twice runs once, at its first occurrence. Every local day has at most one run.
+  happens twice runs once, at its first occurrence. Every local day has exactly one run, also
+  when its gap runs past midnight (Nuuk jumps from 23:00 to 00:00: that day's 23:30 runs at
+  00:00, the first instant after the gap, on the next date). Only a date the zone skipped
+  altogether (Samoa's 30 December 2011) has no run: it had no instant to run at.
 - **Minutes and hours are elapsed time** ("2 hours after" is 2 real hours, also across a DST
   change). **Days are calendar days**: "1 day after 09:00" is 09:00 the next day, even when that
   day has 23 or 25 hours.
@@ -59,6 +62,7 @@ __all__ = [
     "date_trigger_due",
     "missed_daily_runs",
     "next_daily_at",
+    "next_daily_run",
     "schedule_due",
     "shift",
     "step_due_at",
@@ -76,39 +80,57 @@ class DueTime:
     at: datetime | None
     reason: str = ""
     waits_for_event: bool = False
+    # The time the step was due, when it had already passed at the moment it was worked out
+    # (a date field in the past): `at` is then that moment, and the step's run says so.
+    passed: datetime | None = None
 
 
 def _daily_instant(day: date, clock: time, zone: ZoneInfo) -> datetime | None:
-    # A day whose HH:MM resolves onto another date (a gap running past midnight, or a date the
-    # zone skipped altogether) has no run, so that no local day ever gets two.
-    instant = resolve_local(day, clock, zone)
-    return instant if instant.astimezone(zone).date() == day else None
+    """The run of local day `day` at `clock`; None when the zone skipped that date altogether.
+
+    A gap is resolved to its end even when the end is on the next date (a jump from 23:00 to
+    00:00): the day's run is late, never lost. It is still that day's only run: the next date's
+    own run is at its own `clock`, later."""
+    if resolve_local(day, time(0), zone).astimezone(zone).date() != day:
+        return None  # even the day's first instant resolves past it: the date never happened
+    return resolve_local(day, clock, zone)
+
+
+def next_daily_run(clock: time, after: datetime, zone: ZoneInfo) -> tuple[date, datetime]:
+    """The first daily run strictly after `after`: the local day it belongs to, and its instant
+    (which is on the next date when that day's gap runs past midnight)."""
+    after = as_utc(after, "after")
+    # From the day before: its run may fall on `after`'s date (a gap ending at midnight). Runs
+    # never go backwards from one day to the next, so the first one after `after` is the answer.
+    day = local_date(after, zone) - timedelta(days=1)
+    for _ in range(_MAX_DAYS_AHEAD):
+        candidate = _daily_instant(day, clock, zone)
+        if candidate is not None and candidate > after:
+            return day, candidate
+        day += timedelta(days=1)
+    raise ValueError(f"no {clock:%H:%M} in {zone.key} in the {_MAX_DAYS_AHEAD} days after {after}")
 
 
 def next_daily_at(time_of_day: str, after: datetime, zone: ZoneInfo) -> datetime:
     """The first instant strictly after `after` whose local time in `zone` is `time_of_day`.
 
-    In a DST gap: the first valid instant after the gap that day. Twice in a day (fall back): the
-    first occurrence only. Returns an aware UTC datetime.
+    In a DST gap: the first valid instant after the gap (the next date's midnight when the gap
+    runs past it). Twice in a day (fall back): the first occurrence only. One run per local day.
+    Returns an aware UTC datetime.
     """
-    clock = parse_time_of_day(time_of_day)
-    after = as_utc(after, "after")
-    day = local_date(after, zone)
-    for _ in range(_MAX_DAYS_AHEAD):
-        candidate = _daily_instant(day, clock, zone)
-        if candidate is not None and candidate > after:
-            return candidate
-        day += timedelta(days=1)
-    raise ValueError(f"no {time_of_day} in {zone.key} in the {_MAX_DAYS_AHEAD} days after {after}")
+    return next_daily_run(parse_time_of_day(time_of_day), after, zone)[1]
 
 
 def schedule_due(trigger: ScheduleTrigger, *, after: datetime, zone: ZoneInfo) -> datetime:
     """The next run of a daily schedule trigger (strictly after `after`) on its allowed weekdays."""
     allowed = {WEEKDAYS.index(d) for d in trigger.weekdays} or set(range(7))
+    clock = parse_time_of_day(trigger.time)
     at = as_utc(after, "after")
     for _ in range(_MAX_DAYS_AHEAD):
-        at = next_daily_at(trigger.time, at, zone)
-        if local_date(at, zone).weekday() in allowed:
+        # The weekday is the run's own day, even when a gap past midnight makes it run on the
+        # next date (Saturday's run at Sunday 00:00 is Saturday's).
+        day, at = next_daily_run(clock, at, zone)
+        if day.weekday() in allowed:
             return at
     raise ValueError(f"schedule at {trigger.time} on {trigger.weekdays} never runs")
 
@@ -231,11 +253,12 @@ def step_due_at(
             else:
                 zone = found
                 cal = BusinessCalendar(calendar, zone)
-        at = next_daily_at(timing.time, previous_end, zone)
+        daily = parse_time_of_day(timing.time)
+        day, at = next_daily_run(daily, previous_end, zone)
         for _ in range(MAX_SEARCH_DAYS):
-            if not timing.business_days or cal.is_business_day(local_date(at, zone)):
+            if not timing.business_days or cal.is_business_day(day):
                 break
-            at = next_daily_at(timing.time, at, zone)
+            day, at = next_daily_run(daily, at, zone)
         reason = f"next {timing.time} {zone.key}{note}"
         return _settled(at, reason, cal, business_days=timing.business_days)
     if isinstance(timing, DateTiming):
@@ -257,7 +280,8 @@ def step_due_at(
         reason += f"{timing.field} ({shown}): {format_local(at, flow_zone)}"
         if at < previous_end:
             reason += ", already past, so at once"
-            at = previous_end
+            due = _settled(previous_end, reason, cal, business_days=False)
+            return DueTime(due.at, due.reason, passed=at)
         return _settled(at, reason, cal, business_days=False)
     raise TypeError(f"unknown timing {timing!r}")  # pragma: no cover - the union is closed
 

@@ -36,6 +36,7 @@ from crmflow.engine.definition import (
     Step,
     WaitStep,
 )
+from crmflow.engine.localtime import format_local
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import (
     DecisionMade,
@@ -277,6 +278,11 @@ class _Call:
             )
             return False
         if due.at is not None and due.at <= self.now:
+            if due.passed is not None:
+                self.run.note = (
+                    f"due {format_local(due.passed, self.run.scope.zone)}, already past when "
+                    "the record reached this step: ran at once"
+                )
             return True
         self.update(
             status=EnrollmentStatus.ACTIVE,

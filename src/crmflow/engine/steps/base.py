@@ -65,6 +65,8 @@ class StepRun:
     run_number: int = 0
     commands: list[Command] = field(default_factory=list)
     logs: list[StepRunLog] = field(default_factory=list)
+    # Said first in the next step-run log: why the step ran when it did (a date already past).
+    note: str = ""
 
     @property
     def now(self) -> datetime:
@@ -77,6 +79,9 @@ class StepRun:
         reason: str = "",
         actions: tuple[ActionLog, ...] = (),
     ) -> None:
+        if self.note:
+            reason = f"{self.note}; {reason}" if reason else self.note
+            self.note = ""
         self.logs.append(
             StepRunLog(
                 enrollment_id=self.enrollment_id,
