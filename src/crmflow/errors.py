@@ -75,19 +75,30 @@ class InvalidInputError(CrmflowError):
 
     status_code = 422
 
+    # A refusal lists this many problems at most (an `in` list of 100,000 unknown users would
+    # otherwise answer megabytes); the message says how many more there were.
+    MAX_LISTED = 100
+
     def __init__(self, what: str, problems: list[Problem]) -> None:
         self.what = what
         self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        listed = self.problems[: self.MAX_LISTED]
+        lines = "\n".join(f"  - {p}" for p in listed)
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
-        super().__init__(f"{what} was refused ({count} {noun}):\n{lines}")
+        more = f"\n  ... and {count - len(listed)} more" if count > len(listed) else ""
+        super().__init__(f"{what} was refused ({count} {noun}):\n{lines}{more}")
 
     def as_dict(self) -> dict[str, object]:
+        count = len(self.problems)
+        listed = self.problems[: self.MAX_LISTED]
+        message = f"{self.what} was refused"
+        if count > len(listed):
+            message += f" ({count} problems; the first {len(listed)} are listed)"
         return {
             "error": type(self).__name__,
-            "message": f"{self.what} was refused",
-            "problems": [p.as_dict() for p in self.problems],
+            "message": message,
+            "problems": [p.as_dict() for p in listed],
         }
 
 
