@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from crmflow.cli.common import console, err_console, print_json, print_table, reports_errors, state
+from crmflow.engine.source import parse_source
+from crmflow.errors import InvalidInputError
 from crmflow.services import queries
 
 app = typer.Typer(
@@ -59,9 +61,14 @@ def try_filter(
     Example: '{"all": [{"field": "status", "op": "=", "value": "client"}]}'
     """
     try:
-        data = json.loads(filter_json)
-    except json.JSONDecodeError as exc:
-        err_console.print(f"[red]error:[/red] FILTER is not valid JSON: {exc}")
+        # Bounded like any document: a 100,000-digit number or deep nesting is refused clearly.
+        data = parse_source(filter_json, source="FILTER", fmt="json").data
+    except InvalidInputError as exc:
+        problem = exc.problems[0]
+        where = f" (line {problem.line})" if problem.line else ""
+        err_console.print(
+            f"[red]error:[/red] FILTER: {escape(problem.message)}{where}; {escape(problem.hint)}"
+        )
         raise typer.Exit(1) from None
     print_json({"count": queries.count_filter(state.context, record_type, data)})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 
 from crmflow.cli.common import (
     console,
@@ -18,7 +19,8 @@ from crmflow.cli.common import (
     reports_errors,
     state,
 )
-from crmflow.errors import Problem
+from crmflow.engine.source import parse_source
+from crmflow.errors import InvalidInputError, Problem
 from crmflow.services import imports, record_types, records
 
 types_app = typer.Typer(help="Record types and their fields.", no_args_is_help=True)
@@ -36,9 +38,14 @@ IfVersion = Annotated[
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        err_console.print(f"[red]error:[/red] {option} is not valid JSON: {exc}")
+        # Bounded like any document: a 100,000-digit number or deep nesting is refused clearly.
+        value = parse_source(text, source=option, fmt="json").data
+    except InvalidInputError as exc:
+        problem = exc.problems[0]
+        where = f" (line {problem.line})" if problem.line else ""
+        err_console.print(
+            f"[red]error:[/red] {option}: {escape(problem.message)}{where}; {escape(problem.hint)}"
+        )
         raise typer.Exit(1) from None
     if not isinstance(value, dict):
         err_console.print(f"[red]error:[/red] {option} must be a JSON object {{...}}")
