@@ -41,7 +41,6 @@ from crmflow.errors import InvalidInputError, Problem
 
 __all__ = [
     "MAX_DOCUMENT_CHARS",
-    "MAX_SOURCE_CHARS",
     "DocumentLimits",
     "ParsedSource",
     "decode_document",
@@ -53,7 +52,6 @@ __all__ = [
 
 # Real flows are under 100 KB; the server's setting (max_document_chars) is passed in by callers.
 MAX_DOCUMENT_CHARS = 1_000_000
-MAX_SOURCE_CHARS = MAX_DOCUMENT_CHARS  # the former name, kept for callers outside the engine
 Format = Literal["yaml", "json"]
 
 
