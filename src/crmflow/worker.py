@@ -30,13 +30,13 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import Moved, move_batch
+from crmflow.services.enrollments import Moved, evaluate_batch, move_batch
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.database import is_postgres
+from crmflow.store.database import is_postgres, read_connection
 from crmflow.store.enrollments import NOTIFY_CHANNEL
 from crmflow.store.schema import flows, trigger_failures, trigger_schedules
 
@@ -81,23 +81,37 @@ def run_batch(
 
     On PostgreSQL the claim is a transaction of its own that leases the rows to `owner`, so
     that other workers pass them over while this one works, and take them over if it dies. On
-    SQLite one transaction writes at a time: the batch is found and moved in one transaction,
-    and a worker that dies leaves nothing behind, so no lease is needed.
+    SQLite one writer holds the database's lock at a time: the batch is found and its
+    templates and conditions evaluated on a read snapshot, without the lock (`evaluate_batch`),
+    then moved in one write transaction that reuses every outcome whose enrollment and record
+    are unchanged; a worker that dies leaves nothing behind, so no lease is needed.
 
-    A batch stops taking enrollments once settings.batch_time_limit_ms has passed since its
-    write transaction began, commits what it moved, and leaves the rest due for the next batch:
-    the write transaction (SQLite's write lock) lasts at most that limit plus one record's
-    evaluation (each template and condition capped by action_time_limit_ms) and the writes."""
+    A batch stops taking enrollments once settings.batch_time_limit_ms has passed, commits what
+    it moved, and leaves the rest due for the next batch. The write transaction (on SQLite, the
+    write lock) lasts at most that limit plus one record's evaluation (each template and
+    condition capped by action_time_limit_ms) plus the writes; on SQLite it evaluates only what
+    changed since the snapshot (and the rare start that writes as it enters), so it mostly just
+    writes."""
     limit_seconds = ctx.settings.batch_time_limit_ms / 1000
     if not is_postgres(ctx.engine):
-        with _collector_paused(), ctx.engine.begin() as conn:
-            deadline = time.monotonic() + limit_seconds
-            ids = repo.due_ids(conn, now=now, limit=limit)
-            if not ids:
-                return BatchResult(0, 0, 0)
-            rows = repo.lock(conn, ids, owner=None)
-            moved = move_batch(conn, ctx, system, rows, now=now, deadline=deadline)
-        return _result(ids, moved)
+        with _collector_paused():
+            with read_connection(ctx.engine) as conn:
+                ids = repo.due_ids(conn, now=now, limit=limit)
+                if not ids:
+                    return BatchResult(0, 0, 0)
+                due = repo.lock(conn, ids, owner=None)
+                deadline = time.monotonic() + limit_seconds
+                reached, evaluated = evaluate_batch(conn, ctx, due, now=now, deadline=deadline)
+            as_read = {r.id: r for r in reached}
+            with ctx.engine.begin() as conn:
+                deadline = time.monotonic() + limit_seconds
+                # An enrollment another writer changed since the snapshot (a person cancelled
+                # it, another worker moved it) is left for the next batch to find, if still due.
+                rows = [r for r in repo.lock(conn, list(as_read), owner=None) if r == as_read[r.id]]
+                moved = move_batch(
+                    conn, ctx, system, rows, now=now, deadline=deadline, evaluated=evaluated
+                )
+        return _result(ids, moved, left=len(ids) - len(rows))
     ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)
     if not ids:
         return BatchResult(0, 0, 0)
@@ -108,8 +122,9 @@ def run_batch(
     return _result(ids, moved)
 
 
-def _result(ids: list[int], moved: Moved) -> BatchResult:
-    return BatchResult(len(ids), len(moved.outcomes), moved.step_runs, len(moved.deferred))
+def _result(ids: list[int], moved: Moved, *, left: int = 0) -> BatchResult:
+    deferred = left + len(moved.deferred)
+    return BatchResult(len(ids), len(moved.outcomes), moved.step_runs, deferred)
 
 
 @contextmanager

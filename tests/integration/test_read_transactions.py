@@ -10,6 +10,7 @@ and leaves the rest, intact, to the next batch.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +22,11 @@ import pytest
 import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.engine.transition import advance
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, run_views, users
 from crmflow.services.context import Actor, Context
+from crmflow.services.enrollments import evaluate_batch
 from crmflow.services.users import ensure_system_user
 from crmflow.store.database import read_connection
 from crmflow.store.schema import enrollments, outbox, record_history
@@ -290,3 +293,88 @@ def test_a_cut_never_separates_enrollments_of_one_record_in_one_flow(
     assert (second.claimed, second.moved, second.deferred) == (1, 1, 0)
     assert _history_per_record(ctx, [claire, paul]) == {claire: 2, paul: 1}
     assert run_batch(ctx, system, now=clock.current + timedelta(seconds=1), owner="w").claimed == 0
+
+
+def _sqlite_path(ctx: Context) -> str:
+    database = ctx.engine.url.database
+    assert database is not None
+    return database
+
+
+def test_a_batch_evaluates_its_templates_before_it_takes_the_write_lock_on_sqlite(
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if ctx.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL a batch locks only its own rows: readers and writers go on")
+    _started_flow(ctx, admin)
+    ids = [_contact(ctx, admin, f"C{i}") for i in range(5)]
+    for rid in ids:
+        runs.start_record(ctx, admin, "later", rid)
+    clock.advance(days=1)
+    lock_free_at_evaluation: list[bool] = []
+
+    def advance_probing_the_lock(*args: Any, **kwargs: Any) -> Any:
+        # Could another writer take the write lock while this enrollment is evaluated?
+        probe = sqlite3.connect(_sqlite_path(ctx), timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            lock_free_at_evaluation.append(True)
+        except sqlite3.OperationalError:
+            lock_free_at_evaluation.append(False)
+        finally:
+            probe.close()
+        return advance(*args, **kwargs)
+
+    monkeypatch.setattr("crmflow.services.enrollments.advance", advance_probing_the_lock)
+
+    result = run_batch(ctx, ensure_system_user(ctx), now=clock.current, owner="w")
+
+    assert result.moved == len(ids)
+    # Each enrollment evaluated once, outside the write transaction; the write reused it.
+    assert lock_free_at_evaluation == [True] * len(ids)
+    assert _history_per_record(ctx, ids) == dict.fromkeys(ids, 1)
+
+
+def test_what_changed_between_evaluation_and_write_is_not_written_from_a_stale_snapshot(
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if ctx.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL a batch evaluates under its row locks (no snapshot to check)")
+    _started_flow(ctx, admin)
+    renamed, cancelled, untouched = (_contact(ctx, admin, n) for n in ("Claire", "Paul", "Ana"))
+    enrollment_of = {
+        rid: runs.start_record(ctx, admin, "later", rid).id
+        for rid in (renamed, cancelled, untouched)
+    }
+    clock.advance(days=1)
+
+    def evaluate_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
+        evaluated = evaluate_batch(*args, **kwargs)
+        # Between the snapshot and the batch's write transaction, a person renames one record
+        # and cancels another one's run.
+        records.update_record(ctx, admin, renamed, {"first_name": "Claudia"})
+        runs.cancel_enrollment(ctx, admin, enrollment_of[cancelled], "by hand")
+        return evaluated
+
+    monkeypatch.setattr("crmflow.worker.evaluate_batch", evaluate_then_someone_writes)
+
+    result = run_batch(ctx, ensure_system_user(ctx), now=clock.current, owner="w")
+
+    assert (result.claimed, result.moved, result.deferred) == (3, 2, 1)
+    with ctx.engine.connect() as conn:
+        messages = dict(
+            conn.execute(
+                sa.select(record_history.c.record_id, record_history.c.message).where(
+                    record_history.c.message.like("waited for %")
+                )
+            ).all()
+        )
+        cancelled_status = conn.execute(
+            sa.select(enrollments.c.status).where(enrollments.c.id == enrollment_of[cancelled])
+        ).scalar_one()
+    # The renamed record was evaluated again, with its new name; the cancelled run stays
+    # cancelled (not moved on from what the snapshot said); the untouched one moved as read.
+    assert messages == {renamed: "waited for Claudia", untouched: "waited for Ana"}
+    assert cancelled_status == "cancelled"
+    assert run_once(ctx) == 0

@@ -8,16 +8,19 @@ history, outbox) on the caller's transaction, with a fixed number of statements 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import (
     ActionLog,
     ActionStatus,
@@ -64,9 +67,11 @@ from crmflow.store.schema import (
 # What users see of runs (views, lists, progress) is in `run_views`.
 __all__ = [
     "BatchWrites",
+    "Evaluated",
     "cancel_enrollment",
     "close_tasks",
     "decide",
+    "evaluate_batch",
     "keep_refusal",
     "move_batch",
     "restart_enrollment",
@@ -75,6 +80,8 @@ __all__ = [
     "trip_loop_guard",
     "with_action_failures",
 ]
+
+log = logging.getLogger("crmflow.enrollments")
 
 Restart = Literal["restart"]
 
@@ -194,9 +201,14 @@ def move_batch(
     now: datetime,
     events: Mapping[int, Event | Restart] | None = None,
     deadline: float | None = None,
+    evaluated: Mapping[int, Evaluated] | None = None,
 ) -> Moved:
     """Run the engine for locked enrollments `rows` at `now` (a timer, or `events[id]`) and
     write what it decided. Enrollments of flows that are not running are left as they are.
+
+    `evaluated` (from `evaluate_batch`, before this transaction began): an enrollment whose
+    row and record are still what its outcome was computed from takes that outcome instead of
+    running the engine again, so templates and conditions are not evaluated under the lock.
 
     With `deadline` (a `time.monotonic()` value), the batch is cut once it has passed: the
     enrollments not reached yet are left as they were (`Moved.deferred`, still due, their
@@ -264,32 +276,16 @@ def move_batch(
                     record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
                 )
             else:
-                outcome = enter(
-                    flow,
-                    enrollment_id=row.id,
-                    flow_version=row.flow_version,
-                    record=record,
-                    now=now,
-                    zone=zone,
-                    change=entering,
-                    record_type=rtype,
+                outcome = _reused(evaluated, row, record, rtype) or _engine_outcome(
+                    flow, row, record, entering, zone=zone, record_type=rtype, now=now
                 )
         else:
             if record is None:
                 record = RecordSnapshot(row.record_id, flow.record_type, {})
                 event = RecordChanged(change="deleted")
-            if event == "restart":
-                outcome = restart(flow, row.state, record, now=now, zone=zone, record_type=rtype)
-            else:
-                outcome = advance(
-                    flow,
-                    row.state,
-                    record,
-                    now=now,
-                    zone=zone,
-                    event=event if not isinstance(event, str) else None,
-                    record_type=rtype,
-                )
+            outcome = _reused(evaluated, row, record, rtype) or _engine_outcome(
+                flow, row, record, event, zone=zone, record_type=rtype, now=now
+            )
         moved.outcomes[row.id] = outcome
         if outcome.refused or outcome.not_due:
             moved.skipped.append(row.id)
@@ -300,6 +296,152 @@ def move_batch(
     writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped + moved.deferred)
     return moved
+
+
+def _engine_outcome(
+    flow: FlowDefinition,
+    row: repo.EnrollmentRow,
+    record: RecordSnapshot,
+    event: Event | Restart | None,
+    *,
+    zone: ZoneInfo,
+    record_type: RecordType | None,
+    now: datetime,
+) -> Outcome:
+    """`_engine_move`, or, when the engine raises for this record (a bug: an action that fails
+    is logged on its step, not raised), the enrollment stopped alone with the error as its
+    reason, so that the rest of its batch (or of the change feed's) moves on."""
+    try:
+        return _engine_move(flow, row, record, event, zone=zone, record_type=record_type, now=now)
+    except Exception as exc:
+        log.error(
+            "flow %s: enrollment %d (record %d) stopped, the engine raised: %s",
+            flow.key,
+            row.id,
+            row.record_id,
+            exc,
+            exc_info=True,
+        )
+        reason = (
+            f"crmflow failed on this record ({type(exc).__name__}: {exc}); it was stopped so "
+            "that the others go on: restart it once the cause is fixed"
+        )
+        state = row.state or _state_of(row, flow.key, entered_at=now)
+        return Outcome(state=cancel(state, now=now, reason=reason), record=record)
+
+
+def _engine_move(
+    flow: FlowDefinition,
+    row: repo.EnrollmentRow,
+    record: RecordSnapshot,
+    event: Event | Restart | None,
+    *,
+    zone: ZoneInfo,
+    record_type: RecordType | None,
+    now: datetime,
+) -> Outcome:
+    """The engine's move for one enrollment: it enters (no state yet), restarts or advances."""
+    if row.state is None:
+        change = event if isinstance(event, RecordChanged) else None
+        return enter(
+            flow,
+            enrollment_id=row.id,
+            flow_version=row.flow_version,
+            record=record,
+            now=now,
+            zone=zone,
+            change=change,
+            record_type=record_type,
+        )
+    if event == "restart":
+        return restart(flow, row.state, record, now=now, zone=zone, record_type=record_type)
+    return advance(
+        flow,
+        row.state,
+        record,
+        now=now,
+        zone=zone,
+        event=event if not isinstance(event, str) else None,
+        record_type=record_type,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The engine's outcome for an enrollment, computed from `row`, `record` and `record_type`
+    on a read snapshot: still its outcome if all three are unchanged when the batch writes."""
+
+    row: repo.EnrollmentRow
+    record: RecordSnapshot
+    record_type: RecordType | None
+    outcome: Outcome
+
+
+def _reused(
+    evaluated: Mapping[int, Evaluated] | None,
+    row: repo.EnrollmentRow,
+    record: RecordSnapshot,
+    record_type: RecordType | None,
+) -> Outcome | None:
+    found = evaluated.get(row.id) if evaluated else None
+    if found is None or (found.row, found.record, found.record_type) != (row, record, record_type):
+        return None
+    return found.outcome
+
+
+def evaluate_batch(
+    conn: sa.Connection,
+    ctx: Context,
+    rows: Sequence[repo.EnrollmentRow],
+    *,
+    now: datetime,
+    deadline: float | None = None,
+) -> tuple[list[repo.EnrollmentRow], dict[int, Evaluated]]:
+    """Run the engine for due enrollments `rows` on `conn`, a read connection, without writing
+    anything: what `move_batch` then reuses, so that a batch evaluates its templates and
+    conditions before it takes the write lock rather than while holding it.
+
+    Returns the rows to move (cut at `deadline` as `move_batch` cuts) and the outcomes computed.
+    An enrollment that must write before it enters (a held follow-up start, a flow that stopped
+    admitting) is left to `move_batch`, as is any whose row or record has changed by then."""
+    if not rows:
+        return [], {}
+    infos = repo.load_flows(
+        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+    )
+    types = catalog_in(conn)
+    snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+    reached: list[repo.EnrollmentRow] = []
+    evaluated: dict[int, Evaluated] = {}
+    begun: set[tuple[int, int]] = set()
+    for row in rows:
+        pair = (row.flow_id, row.record_id)
+        if deadline is not None and begun and pair not in begun and time.monotonic() >= deadline:
+            continue
+        begun.add(pair)
+        reached.append(row)
+        info = infos.get((row.flow_id, row.flow_version))
+        if info is None or info.status not in repo.RUNNING_FLOWS:
+            continue
+        held = row.status == "waiting" or admission_refusal(info.status) is not None
+        if row.state is None and held:
+            continue  # it writes as it enters (`_held_at_entry`): move_batch, under the lock
+        flow = info.definition
+        rtype = types.get(flow.record_type)
+        record = snapshots.get(row.record_id)
+        event: Event | None = None
+        if record is None:
+            if row.state is None:
+                continue
+            record = RecordSnapshot(row.record_id, flow.record_type, {})
+            event = RecordChanged(change="deleted")
+        outcome = _engine_outcome(
+            flow, row, record, event, zone=flow_zone(ctx, flow), record_type=rtype, now=now
+        )
+        evaluated[row.id] = Evaluated(row, record, rtype, outcome)
+        if not (outcome.refused or outcome.not_due):
+            snapshots[row.record_id] = outcome.record
+    return reached, evaluated
 
 
 def close_tasks(
