@@ -101,6 +101,7 @@ def serve(
     import uvicorn
 
     from crmflow.api.app import create_app
+    from crmflow.cli.shutdown import GRACEFUL_SECONDS, HARD_STOP_SECONDS, StoppingServer
     from crmflow.services.demo import DEMO_LOGINS, load_demo
     from crmflow.store.migrate import current_revision, head_revision
 
@@ -152,11 +153,20 @@ def serve(
     # its batch instead of letting the default handler kill the process in the middle of it.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    config = uvicorn.Config(
+        create_app(ctx),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+    )
+    # At the signal the worker is told to stop too, and the process ends within
+    # HARD_STOP_SECONDS whatever a request or a batch is doing (cli/shutdown.py).
     try:
-        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+        StoppingServer(config, on_stop=runner.stop).run()
     finally:
         runner.stop()  # the server has stopped: finish the batch, then exit
-        thread.join(timeout=30)
+        thread.join(timeout=HARD_STOP_SECONDS)
     err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)
 
 

@@ -1,0 +1,129 @@
+"""A running `crmflow serve` keeps answering reads while something holds the database's write
+lock (as a long worker batch does), and SIGTERM ends it in a bounded time even while a request
+waits for that lock (SQLite and PostgreSQL).
+
+The SIGTERM test stops the module's server: it is the last test of this module on purpose.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from crmflow.cli.shutdown import HARD_STOP_SECONDS
+from crmflow.store.database import create_db_engine
+from tests.hostile.conftest import LiveServer
+
+# What a process needs, past the hard stop, to be gone (the interpreter's own exit).
+EXIT_MARGIN_SECONDS = 2.0
+
+
+def _first_contact(server: LiveServer) -> dict[str, Any]:
+    answer = httpx.get(
+        f"{server.base}/api/records/contact", params={"limit": 1}, headers=server.headers()
+    )
+    assert answer.status_code == 200, answer.text
+    record: dict[str, Any] = answer.json()["items"][0]
+    return record
+
+
+@contextmanager
+def _write_lock_held(server: LiveServer, record_id: int) -> Iterator[None]:
+    """Another process's write transaction, left open: on SQLite `BEGIN IMMEDIATE` on the
+    server's database file (the one write lock, as a worker's batch holds it); on PostgreSQL
+    an uncommitted update of the record (its row lock)."""
+    url = server.env["CRMFLOW_DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute("UPDATE records SET updated_at = updated_at WHERE id = ?", (record_id,))
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(
+                sa.text("UPDATE records SET updated_at = updated_at WHERE id = :id"),
+                {"id": record_id},
+            )
+            yield
+            transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+def _timed_get(server: LiveServer, path: str) -> tuple[int, float]:
+    started = time.monotonic()
+    answer = httpx.get(f"{server.base}{path}", headers=server.headers(), timeout=40)
+    return answer.status_code, time.monotonic() - started
+
+
+def test_health_and_a_record_answer_within_a_second_while_the_write_lock_is_held(
+    live_server: LiveServer,
+) -> None:
+    record = _first_contact(live_server)
+    paths = ["/api/health", f"/api/records/contact/{record['id']}", "/api/flows"]
+    with _write_lock_held(live_server, record["id"]):
+        held_since = time.monotonic()
+        answers: list[tuple[str, int, float]] = []
+        # Several rounds over a few seconds: a reader that waited for the lock would show.
+        while time.monotonic() - held_since < 3:
+            answers += [(path, *_timed_get(live_server, path)) for path in paths]
+            time.sleep(0.2)
+    failed = [(path, status) for path, status, _ in answers if status != 200]
+    assert not failed, f"reads refused while the lock was held: {failed}"
+    slow = [(path, round(took, 2)) for path, _, took in answers if took >= 1.0]
+    assert not slow, f"reads that waited for the write lock (seconds): {slow}"
+    assert live_server.alive()
+
+
+def test_sigterm_ends_serve_in_bounded_time_while_a_request_waits_for_the_lock(
+    live_server: LiveServer,
+) -> None:
+    record = _first_contact(live_server)
+    finished: list[int | str] = []
+
+    def blocked_update() -> None:
+        try:
+            answer = httpx.patch(
+                f"{live_server.base}/api/records/contact/{record['id']}",
+                json={"data": {"first_name": "Never written"}},
+                headers=live_server.headers(),
+                timeout=60,
+            )
+            finished.append(answer.status_code)
+        except httpx.TransportError as exc:  # the server went away under it: expected
+            finished.append(type(exc).__name__)
+
+    with _write_lock_held(live_server, record["id"]):
+        request = threading.Thread(target=blocked_update, daemon=True)
+        request.start()
+        request.join(timeout=1.0)
+        assert not finished, f"the update did not wait for the lock: {finished}"
+
+        live_server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while live_server.alive() and time.monotonic() - signalled < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - signalled
+
+    assert not live_server.alive(), "crmflow serve still runs 30 s after SIGTERM"
+    bound = HARD_STOP_SECONDS + EXIT_MARGIN_SECONDS
+    assert took < bound, f"crmflow serve took {took:.1f} s to stop after SIGTERM (bound {bound})"
+    log = live_server.log.read_text()
+    # It says why it did not stop cleanly: a request was still waiting.
+    assert "after the stop signal" in log and "exiting now" in log, log[-2000:]
+    request.join(timeout=5)
+    assert finished and finished[0] != 200, f"the waiting update was applied: {finished}"
