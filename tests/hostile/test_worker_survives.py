@@ -17,7 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from crmflow import worker as worker_module
+from crmflow.engine import transition
 from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import enrollments as enrollments_module
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import process_triggers
@@ -25,6 +27,7 @@ from crmflow.store.database import create_db_engine
 from crmflow.store.schema import flows as flows_table
 from crmflow.store.schema import saved_queries, trigger_schedules
 from crmflow.worker import Worker
+from crmflow.worker import run_once as run_worker_once
 from tests.hostile.conftest import MANAGER_TOKEN, LiveServer
 
 POISON = {"all": [{"field": "client_since", "op": "=", "value": "today - 99999999 days"}]}
@@ -105,6 +108,52 @@ steps:
         worker.stop()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_one_record_that_makes_the_engine_raise_fails_alone_and_the_batch_goes_on(
+    ctx: Context, admin: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flows.create_flow(
+        ctx,
+        admin,
+        """\
+schema_version: 1
+key: welcome
+name: welcome
+record_type: contact
+triggers: [{type: record_created}]
+steps:
+  - key: hello
+    actions: [{type: history, message: hello}]
+""",
+    )
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    real_enter = transition.enter
+
+    def enter(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["record"].values.get("last_name") == "Poison":
+            raise RuntimeError("a bug met by this record only")
+        return real_enter(*args, **kwargs)
+
+    monkeypatch.setattr(enrollments_module, "enter", enter)
+    ids = {
+        name: records.create_record(ctx, admin, "contact", {"last_name": name}).id
+        for name in ("Before", "Poison", "After")
+    }
+    run_worker_once(ctx)  # does not raise
+    status = {
+        name: [(r.flow, r.status, r.end_reason) for r in _runs(ctx, admin, rid)]
+        for name, rid in ids.items()
+    }
+    assert status["Before"] == [("welcome", "finished", status["Before"][0][2])]
+    assert status["After"] == [("welcome", "finished", status["After"][0][2])]
+    [(flow, state, reason)] = status["Poison"]
+    assert (flow, state) == ("welcome", "cancelled")
+    assert "RuntimeError: a bug met by this record only" in reason
+
+
+def _runs(ctx: Context, admin: Actor, record_id: int) -> list[Any]:
+    return list(run_views.record_status(ctx, admin, record_id).enrollments)
 
 
 # -- the poisoned saved query on a live server -----------------------------------------------------
