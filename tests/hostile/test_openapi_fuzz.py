@@ -45,6 +45,7 @@ def _schemathesis(server: LiveServer, token: str, seed: int) -> subprocess.Compl
         timeout=600,
         check=False,
         env=server.env,
+        cwd=server.log.parent,  # schemathesis keeps its own files where it runs
     )
 
 
