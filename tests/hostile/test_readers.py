@@ -7,6 +7,7 @@ The SIGTERM test stops the module's server: it is the last test of this module o
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import threading
@@ -17,8 +18,11 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from crmflow.cli.shutdown import HARD_STOP_SECONDS
+from crmflow.services.context import Context
+from crmflow.services.demo import load_demo
 from crmflow.store.database import create_db_engine
 from tests.hostile.conftest import LiveServer
 
@@ -87,6 +91,77 @@ def test_health_and_a_record_answer_within_a_second_while_the_write_lock_is_held
     slow = [(path, round(took, 2)) for path, _, took in answers if took >= 1.0]
     assert not slow, f"reads that waited for the write lock (seconds): {slow}"
     assert live_server.alive()
+
+
+def _path_values(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
+    """A value for each path parameter of the API's GET routes, from the demo data."""
+    record = client.get("/api/records/contact", params={"limit": 1}, headers=headers)
+    flow = client.get("/api/flows", headers=headers)
+    query = client.get("/api/queries", headers=headers)
+    assert record.status_code == flow.status_code == query.status_code == 200
+    flows = flow.json()
+    first_flow = flows[0] if isinstance(flows, list) else flows["items"][0]
+    return {
+        "type_key": "contact",
+        "record_id": str(record.json()["items"][0]["id"]),
+        "flow_key": first_flow["key"],
+        "key": first_flow["key"],
+        "name": query.json()["items"][0]["name"],
+        "username": "alice",
+        "version": "1",
+    }
+
+
+@contextmanager
+def _lock_held_in_process(ctx: Context) -> Iterator[None]:
+    """Another connection's open write transaction, as a worker's batch holds it."""
+    with ctx.engine.connect() as writer:
+        writer.begin()
+        writer.execute(sa.text("UPDATE records SET updated_at = updated_at"))
+        try:
+            yield
+        finally:
+            writer.rollback()
+
+
+def test_every_get_route_answers_within_a_second_while_a_writer_holds_the_lock(
+    ctx: Context, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    load_demo(ctx)
+    headers = as_admin
+    values = _path_values(client, headers)
+    # Under /api/record-types and /api/record-groups, {key} and {name} name those.
+    own_values = {"/api/record-types/": {"key": "contact"}}
+    routes = [
+        path
+        for path, operations in client.get("/openapi.json").json()["paths"].items()
+        if "get" in operations
+    ]
+    urls: list[str] = []
+    for path in routes:
+        given = {**values, **next((v for p, v in own_values.items() if path.startswith(p)), {})}
+        missing = set(re.findall(r"{(\w+)}", path)) - set(given)
+        assert not missing, f"no test value for {missing} of GET {path}: add one above"
+        urls.append(path.format(**given))
+    took: dict[str, tuple[int, float]] = {}
+
+    def read_all() -> None:
+        for url in urls:
+            started = time.monotonic()
+            status = client.get(url, headers=headers).status_code
+            took[url] = (status, time.monotonic() - started)
+
+    with _lock_held_in_process(ctx):
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        reader.join(timeout=20)
+        waiting = [url for url in urls if url not in took]
+    assert not waiting, f"GET routes still waiting for the writer after 20 s: {waiting[:3]}"
+    failed = {url: status for url, (status, _) in took.items() if status >= 500}
+    assert not failed, f"GET routes that failed while a writer held the lock: {failed}"
+    slow = {url: round(seconds, 2) for url, (_, seconds) in took.items() if seconds >= 1.0}
+    assert not slow, f"GET routes that waited for the writer (seconds): {slow}"
+    assert len(took) >= 25, sorted(took)
 
 
 def test_sigterm_ends_serve_in_bounded_time_while_a_request_waits_for_the_lock(
