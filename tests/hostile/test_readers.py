@@ -1,8 +1,9 @@
-"""A running `crmflow serve` keeps answering reads while something holds the database's write
-lock (as a long worker batch does), and SIGTERM ends it in a bounded time even while a request
-waits for that lock (SQLite and PostgreSQL).
+"""A running crmflow keeps answering reads while something holds the database's write lock (as
+a long worker batch does) or while a runaway flow keeps its worker busy, and SIGTERM ends
+`crmflow serve` in a bounded time even while a request waits for that lock (SQLite and
+PostgreSQL).
 
-The SIGTERM test stops the module's server: it is the last test of this module on purpose.
+The SIGTERM test stops the module's live server: it must stay the last test using it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -72,25 +74,6 @@ def _timed_get(server: LiveServer, path: str) -> tuple[int, float]:
     started = time.monotonic()
     answer = httpx.get(f"{server.base}{path}", headers=server.headers(), timeout=40)
     return answer.status_code, time.monotonic() - started
-
-
-def test_health_and_a_record_answer_within_a_second_while_the_write_lock_is_held(
-    live_server: LiveServer,
-) -> None:
-    record = _first_contact(live_server)
-    paths = ["/api/health", f"/api/records/contact/{record['id']}", "/api/flows"]
-    with _write_lock_held(live_server, record["id"]):
-        held_since = time.monotonic()
-        answers: list[tuple[str, int, float]] = []
-        # Several rounds over a few seconds: a reader that waited for the lock would show.
-        while time.monotonic() - held_since < 3:
-            answers += [(path, *_timed_get(live_server, path)) for path in paths]
-            time.sleep(0.2)
-    failed = [(path, status) for path, status, _ in answers if status != 200]
-    assert not failed, f"reads refused while the lock was held: {failed}"
-    slow = [(path, round(took, 2)) for path, _, took in answers if took >= 1.0]
-    assert not slow, f"reads that waited for the write lock (seconds): {slow}"
-    assert live_server.alive()
 
 
 def _path_values(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
@@ -162,6 +145,111 @@ def test_every_get_route_answers_within_a_second_while_a_writer_holds_the_lock(
     slow = {url: round(seconds, 2) for url, (_, seconds) in took.items() if seconds >= 1.0}
     assert not slow, f"GET routes that waited for the writer (seconds): {slow}"
     assert len(took) >= 25, sorted(took)
+
+
+def test_health_and_a_record_answer_within_a_second_while_the_write_lock_is_held(
+    live_server: LiveServer,
+) -> None:
+    record = _first_contact(live_server)
+    paths = ["/api/health", f"/api/records/contact/{record['id']}", "/api/flows"]
+    with _write_lock_held(live_server, record["id"]):
+        held_since = time.monotonic()
+        answers: list[tuple[str, int, float]] = []
+        # Several rounds over a few seconds: a reader that waited for the lock would show.
+        while time.monotonic() - held_since < 3:
+            answers += [(path, *_timed_get(live_server, path)) for path in paths]
+            time.sleep(0.2)
+    failed = [(path, status) for path, status, _ in answers if status != 200]
+    assert not failed, f"reads refused while the lock was held: {failed}"
+    slow = [(path, round(took, 2)) for path, _, took in answers if took >= 1.0]
+    assert not slow, f"reads that waited for the write lock (seconds): {slow}"
+    assert live_server.alive()
+
+
+# Each record's history message runs until the evaluation's wall-clock budget stops it (each
+# call of the macro doubles the work): a runaway that costs the worker about a second a record.
+RUNAWAY = """\
+schema_version: 1
+key: KEY
+name: Runaway
+record_type: contact
+triggers: [{type: start_list, query: QUERY}]
+steps:
+  - key: grow
+    actions:
+      - type: history
+        message: >-
+          {% macro grow(n) %}{% if n %}{{ grow(n - 1) }}{{ grow(n - 1) }}{% endif %}{% endmacro %}
+          {{ grow(60) }}
+"""
+
+
+def _started_runaway(server: LiveServer) -> tuple[str, int]:
+    """A runaway flow started for every contact; its key and how many records entered."""
+    suffix = uuid.uuid4().hex[:8]
+    query, key = f"everyone-{suffix}", f"runaway-{suffix}"
+    admin = server.headers()
+    saved = httpx.post(
+        f"{server.base}/api/queries",
+        json={
+            "name": query,
+            "record_type": "contact",
+            "filter": {"field": "last_name", "op": "is not empty"},
+        },
+        headers=admin,
+    )
+    assert saved.status_code == 201, saved.text
+    document = RUNAWAY.replace("KEY", key).replace("QUERY", query)
+    created = httpx.post(
+        f"{server.base}/api/flows",
+        content=document,
+        headers={**admin, "Content-Type": "application/yaml"},
+    )
+    assert created.status_code == 201, created.text
+    count = httpx.get(f"{server.base}/api/flows/{key}/start-list", headers=admin)
+    assert count.status_code == 200, count.text
+    records = int(count.json()["count"])
+    started = httpx.post(
+        f"{server.base}/api/flows/{key}/start",
+        params={"confirm_count": records},
+        headers=admin,
+        timeout=30,
+    )
+    assert started.status_code == 200, started.text
+    return key, records
+
+
+def _entered(server: LiveServer, key: str) -> int:
+    answer = httpx.get(f"{server.base}/api/flows/{key}/progress", headers=server.headers())
+    assert answer.status_code == 200, answer.text
+    progress: dict[str, Any] = answer.json()
+    return int(progress["finished"]) + int(progress["left"]) + int(progress["cancelled"])
+
+
+def test_health_and_a_record_answer_within_a_second_while_a_runaway_flow_runs(
+    live_server: LiveServer,
+) -> None:
+    record = _first_contact(live_server)
+    key, records = _started_runaway(live_server)
+    assert records >= 5, f"the demo has {records} contacts: too few to keep the worker busy"
+    paths = ["/api/health", f"/api/records/contact/{record['id']}"]
+    answers: list[tuple[str, int, float]] = []
+    watched_since = time.monotonic()
+    while time.monotonic() - watched_since < 4:
+        answers += [(path, *_timed_get(live_server, path)) for path in paths]
+        time.sleep(0.1)
+    busy_after = _entered(live_server, key)
+
+    failed = [(path, status) for path, status, _ in answers if status != 200]
+    assert not failed, f"reads refused while a runaway flow ran: {failed}"
+    slow = [(path, round(took, 2)) for path, _, took in answers if took >= 1.0]
+    assert not slow, f"reads that waited while a runaway flow ran (seconds): {slow}"
+    # The reads above did run while the runaway did: it had not got through every record.
+    assert busy_after < records, f"the runaway flow was over after 4 s ({busy_after} done)"
+    archived = httpx.post(
+        f"{live_server.base}/api/flows/{key}/drain", headers=live_server.headers()
+    )
+    assert archived.status_code == 200, archived.text
 
 
 def test_sigterm_ends_serve_in_bounded_time_while_a_request_waits_for_the_lock(
