@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_sch
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.database import is_postgres, read_connection
+from crmflow.store.database import data_version, is_postgres, read_transaction
 from crmflow.store.enrollments import NOTIFY_CHANNEL
 from crmflow.store.schema import flows, trigger_failures, trigger_schedules
 
@@ -94,22 +94,31 @@ def run_batch(
     writes."""
     limit_seconds = ctx.settings.batch_time_limit_ms / 1000
     if not is_postgres(ctx.engine):
-        with _collector_paused():
-            with read_connection(ctx.engine) as conn:
+        # One connection reads, then writes: SQLite's data_version tells whether anything was
+        # committed in between.
+        with _collector_paused(), ctx.engine.connect() as conn:
+            with read_transaction(conn):
                 ids = repo.due_ids(conn, now=now, limit=limit)
                 if not ids:
                     return BatchResult(0, 0, 0)
                 due = repo.lock(conn, ids, owner=None)
                 deadline = time.monotonic() + limit_seconds
-                reached, evaluated = evaluate_batch(conn, ctx, due, now=now, deadline=deadline)
-            as_read = {r.id: r for r in reached}
-            with ctx.engine.begin() as conn:
+                evaluation = evaluate_batch(conn, ctx, due, now=now, deadline=deadline)
+                read_at = data_version(conn)
+            with conn.begin():
                 deadline = time.monotonic() + limit_seconds
-                # An enrollment another writer changed since the snapshot (a person cancelled
-                # it, another worker moved it) is left for the next batch to find, if still due.
-                rows = [r for r in repo.lock(conn, list(as_read), owner=None) if r == as_read[r.id]]
+                if data_version(conn) == read_at:
+                    rows = evaluation.rows
+                    evaluation = replace(evaluation, unchanged=True)
+                else:
+                    # An enrollment another writer changed since the snapshot (a person
+                    # cancelled it, another worker moved it) is left for the next batch to
+                    # find, if still due; the records and flows are read again.
+                    as_read = {r.id: r for r in evaluation.rows}
+                    locked = repo.lock(conn, list(as_read), owner=None)
+                    rows = [r for r in locked if r == as_read[r.id]]
                 moved = move_batch(
-                    conn, ctx, system, rows, now=now, deadline=deadline, evaluated=evaluated
+                    conn, ctx, system, rows, now=now, deadline=deadline, evaluation=evaluation
                 )
         return _result(ids, moved, left=len(ids) - len(rows))
     ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)

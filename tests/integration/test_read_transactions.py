@@ -29,6 +29,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.enrollments import evaluate_batch
 from crmflow.services.users import ensure_system_user
 from crmflow.store.database import read_connection
+from crmflow.store.enrollments import lock
 from crmflow.store.schema import enrollments, outbox, record_history
 from crmflow.store.schema import records as records_table
 from crmflow.worker import run_batch, run_once
@@ -327,12 +328,21 @@ def test_a_batch_evaluates_its_templates_before_it_takes_the_write_lock_on_sqlit
         return advance(*args, **kwargs)
 
     monkeypatch.setattr("crmflow.services.enrollments.advance", advance_probing_the_lock)
+    reads_of_rows: list[int] = []
+
+    def counted_lock(*args: Any, **kwargs: Any) -> Any:
+        reads_of_rows.append(1)
+        return lock(*args, **kwargs)
+
+    monkeypatch.setattr("crmflow.store.enrollments.lock", counted_lock)
 
     result = run_batch(ctx, ensure_system_user(ctx), now=clock.current, owner="w")
 
     assert result.moved == len(ids)
     # Each enrollment evaluated once, outside the write transaction; the write reused it.
     assert lock_free_at_evaluation == [True] * len(ids)
+    # Nothing was committed in between (the probes rolled back): the rows were read once.
+    assert len(reads_of_rows) == 1
     assert _history_per_record(ctx, ids) == dict.fromkeys(ids, 1)
 
 

@@ -68,6 +68,7 @@ from crmflow.store.schema import (
 __all__ = [
     "BatchWrites",
     "Evaluated",
+    "Evaluation",
     "cancel_enrollment",
     "close_tasks",
     "decide",
@@ -201,14 +202,15 @@ def move_batch(
     now: datetime,
     events: Mapping[int, Event | Restart] | None = None,
     deadline: float | None = None,
-    evaluated: Mapping[int, Evaluated] | None = None,
+    evaluation: Evaluation | None = None,
 ) -> Moved:
     """Run the engine for locked enrollments `rows` at `now` (a timer, or `events[id]`) and
     write what it decided. Enrollments of flows that are not running are left as they are.
 
-    `evaluated` (from `evaluate_batch`, before this transaction began): an enrollment whose
+    `evaluation` (from `evaluate_batch`, before this transaction began): an enrollment whose
     row and record are still what its outcome was computed from takes that outcome instead of
     running the engine again, so templates and conditions are not evaluated under the lock.
+    When nothing was committed since (`evaluation.unchanged`), its reads are used as they are.
 
     With `deadline` (a `time.monotonic()` value), the batch is cut once it has passed: the
     enrollments not reached yet are left as they were (`Moved.deferred`, still due, their
@@ -219,11 +221,14 @@ def move_batch(
     moved = Moved()
     if not rows:
         return moved
-    infos = repo.load_flows(
-        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
-    )
-    types = catalog_in(conn)
-    snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+    if evaluation is not None and evaluation.unchanged:
+        infos, types, snapshots = evaluation.infos, evaluation.types, dict(evaluation.records)
+    else:
+        infos = repo.load_flows(
+            conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+        )
+        types = catalog_in(conn)
+        snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
     writes = BatchWrites()
     refusals: list[Decision] = []  # starts due now that the flow no longer admits
     begun: set[tuple[int, int]] = set()  # (flow, record) pairs this batch moves
@@ -276,14 +281,14 @@ def move_batch(
                     record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
                 )
             else:
-                outcome = _reused(evaluated, row, record, rtype) or _engine_outcome(
+                outcome = _reused(evaluation, row, record, rtype, entering) or _engine_outcome(
                     flow, row, record, entering, zone=zone, record_type=rtype, now=now
                 )
         else:
             if record is None:
                 record = RecordSnapshot(row.record_id, flow.record_type, {})
                 event = RecordChanged(change="deleted")
-            outcome = _reused(evaluated, row, record, rtype) or _engine_outcome(
+            outcome = _reused(evaluation, row, record, rtype, event) or _engine_outcome(
                 flow, row, record, event, zone=zone, record_type=rtype, now=now
             )
         moved.outcomes[row.id] = outcome
@@ -368,23 +373,38 @@ def _engine_move(
 
 @dataclass(frozen=True)
 class Evaluated:
-    """The engine's outcome for an enrollment, computed from `row`, `record` and `record_type`
-    on a read snapshot: still its outcome if all three are unchanged when the batch writes."""
+    """The engine's outcome for an enrollment, computed from its row, record, record type and
+    event on a read snapshot: still its outcome if they are all the same when the batch writes."""
 
-    row: repo.EnrollmentRow
-    record: RecordSnapshot
-    record_type: RecordType | None
+    inputs: tuple[repo.EnrollmentRow, RecordSnapshot, RecordType | None, Event | Restart | None]
     outcome: Outcome
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate_batch` read and computed on its snapshot."""
+
+    rows: list[repo.EnrollmentRow]  # the enrollments to move (cut at the deadline)
+    outcomes: dict[int, Evaluated]
+    infos: dict[tuple[int, int], repo.FlowInfo]
+    types: dict[str, RecordType]
+    records: dict[int, RecordSnapshot]  # as read, before any outcome changed them
+    # Nothing was committed between the snapshot and the write transaction (the caller knows):
+    # the rows, flows, types and records read are still what the database holds.
+    unchanged: bool = False
+
+
 def _reused(
-    evaluated: Mapping[int, Evaluated] | None,
+    evaluation: Evaluation | None,
     row: repo.EnrollmentRow,
     record: RecordSnapshot,
     record_type: RecordType | None,
+    event: Event | Restart | None,
 ) -> Outcome | None:
-    found = evaluated.get(row.id) if evaluated else None
-    if found is None or (found.row, found.record, found.record_type) != (row, record, record_type):
+    found = evaluation.outcomes.get(row.id) if evaluation is not None else None
+    # A tuple compares its items by identity first: the objects of an unchanged evaluation are
+    # matched at once, the values of a re-read one field by field.
+    if found is None or found.inputs != (row, record, record_type, event):
         return None
     return found.outcome
 
@@ -396,21 +416,20 @@ def evaluate_batch(
     *,
     now: datetime,
     deadline: float | None = None,
-) -> tuple[list[repo.EnrollmentRow], dict[int, Evaluated]]:
+) -> Evaluation:
     """Run the engine for due enrollments `rows` on `conn`, a read connection, without writing
     anything: what `move_batch` then reuses, so that a batch evaluates its templates and
     conditions before it takes the write lock rather than while holding it.
 
-    Returns the rows to move (cut at `deadline` as `move_batch` cuts) and the outcomes computed.
-    An enrollment that must write before it enters (a held follow-up start, a flow that stopped
-    admitting) is left to `move_batch`, as is any whose row or record has changed by then."""
-    if not rows:
-        return [], {}
+    The rows to move are cut at `deadline` as `move_batch` cuts. An enrollment that must write
+    before it enters (a held follow-up start, a flow that stopped admitting) is left to
+    `move_batch`, as is any whose row or record has changed by then."""
     infos = repo.load_flows(
         conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
     )
     types = catalog_in(conn)
-    snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+    records = repo.load_records(conn, {r.record_id for r in rows}, types)
+    snapshots = dict(records)
     reached: list[repo.EnrollmentRow] = []
     evaluated: dict[int, Evaluated] = {}
     begun: set[tuple[int, int]] = set()
@@ -438,10 +457,10 @@ def evaluate_batch(
         outcome = _engine_outcome(
             flow, row, record, event, zone=flow_zone(ctx, flow), record_type=rtype, now=now
         )
-        evaluated[row.id] = Evaluated(row, record, rtype, outcome)
+        evaluated[row.id] = Evaluated((row, record, rtype, event), outcome)
         if not (outcome.refused or outcome.not_due):
             snapshots[row.record_id] = outcome.record
-    return reached, evaluated
+    return Evaluation(reached, evaluated, infos, types, records)
 
 
 def close_tasks(

@@ -15,11 +15,13 @@ from sqlalchemy.engine import make_url
 
 __all__ = [
     "create_db_engine",
+    "data_version",
     "is_postgres",
     "is_sqlite",
     "json_text",
     "json_value",
     "read_connection",
+    "read_transaction",
 ]
 
 
@@ -87,20 +89,38 @@ def read_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
     ("attempt to write a readonly database") instead of upgrading the snapshot to a write,
     which could lose an update that BEGIN IMMEDIATE would have serialised. On PostgreSQL
     readers never wait for writers anyway (MVCC): a plain connection."""
-    with engine.connect() as conn:
-        if not is_sqlite(conn):
-            yield conn
-            return
-        conn.execution_options(**{_READ_ONLY: True})
-        driver = conn.connection.driver_connection
-        driver.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
-        try:
-            yield conn
-        finally:
-            # The connection goes back to the pool, where a writer may take it next.
-            conn.rollback()
-            if not conn.invalidated:
-                driver.execute("PRAGMA query_only=OFF")  # type: ignore[union-attr]
+    with engine.connect() as conn, read_transaction(conn):
+        yield conn
+
+
+@contextmanager
+def read_transaction(conn: sa.Connection) -> Iterator[None]:
+    """One read transaction on `conn`, as `read_connection` has it; afterwards `conn` begins
+    write transactions again (the worker reads, then writes, on one connection)."""
+    if not is_sqlite(conn):
+        with conn.begin():
+            yield
+        return
+    conn.execution_options(**{_READ_ONLY: True})
+    driver = conn.connection.driver_connection
+    driver.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
+    try:
+        with conn.begin():
+            yield
+    finally:
+        conn.execution_options(**{_READ_ONLY: False})
+        # The connection goes back to the pool, where a writer may take it next.
+        if not conn.invalidated:
+            driver.execute("PRAGMA query_only=OFF")  # type: ignore[union-attr]
+
+
+def data_version(conn: sa.Connection) -> int | None:
+    """SQLite: a number that differs from the one this connection read in an earlier
+    transaction when, and only when, another connection has committed since (None elsewhere).
+    Read it inside each transaction, after its first read."""
+    if not is_sqlite(conn):
+        return None
+    return int(conn.exec_driver_sql("PRAGMA data_version").scalar_one())
 
 
 def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
