@@ -339,7 +339,7 @@ def login(
         locked = throttle.check(now, username, address)
         if locked is not None:
             raise _too_many(locked)
-    with ctx.engine.connect() as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
     stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
     matches = _verify_password(password, stored)
