@@ -36,7 +36,7 @@ from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_sch
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.database import data_version, is_postgres, read_transaction
+from crmflow.store.database import data_version, is_postgres, read_connection, read_transaction
 from crmflow.store.enrollments import NOTIFY_CHANNEL
 from crmflow.store.schema import flows, trigger_failures, trigger_schedules
 
@@ -404,7 +404,7 @@ def next_trigger_at(engine: sa.Engine) -> datetime | None:
     failing trigger's next run is its retry, not its missed run (an idle worker would spin)."""
     s, f = trigger_schedules.c, trigger_failures.c
     runs_at = sa.case((f.retry_at > s.next_at, f.retry_at), else_=s.next_at)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         value: datetime | None = conn.execute(
             sa.select(sa.func.min(runs_at))
             .select_from(

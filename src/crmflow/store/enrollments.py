@@ -30,7 +30,7 @@ from crmflow.engine.runtime import (
     StepStatus,
 )
 from crmflow.store.bulk import Writer
-from crmflow.store.database import json_value
+from crmflow.store.database import json_value, read_connection
 from crmflow.store.idlists import among
 from crmflow.store.schema import (
     enrollments,
@@ -565,7 +565,7 @@ def next_due(engine: sa.Engine) -> datetime | None:
     the end of another worker's lease on it (so an idle worker does not spin on held rows)."""
     e = enrollments.c
     free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         value: datetime | None = conn.execute(
             sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
                 e.status.in_(RUNNING),
