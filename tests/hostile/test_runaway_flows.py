@@ -117,3 +117,29 @@ def test_a_flow_whose_template_is_known_to_run_away_is_refused_when_saved(
     assert problem.path == "steps[0].actions[0].message"
     assert problem.line == 11
     assert "'a' * 1000000000 would make a value of 1,000,000,000 characters" in problem.message
+
+
+def test_the_action_time_limit_setting_is_the_budget_the_worker_gives_each_action(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    # 9 x 9,999 loop turns: within the loop budget, and some tens of milliseconds of work.
+    slow = CALM.replace(
+        "Noted {{ record.first_name }}",
+        "{% for i in range(9) %}{% for j in range(9999) %}{% endfor %}{% endfor %}Noted",
+    )
+    _flow(ctx, admin, slow)
+    ana = _contact(ctx, admin, "Ana")
+    runs.start_record(ctx, admin, "calm", ana)
+    ctx.settings.action_time_limit_ms = 1
+    clock.advance(hours=1)
+    assert run_once(ctx) == 1
+    [note] = _actions(ctx, admin, ana, "calm")
+    assert note["status"] == "failed"
+    assert "over its time budget of 1 ms" in note["detail"]
+
+    claire = _contact(ctx, admin, "Claire")
+    runs.start_record(ctx, admin, "calm", claire)
+    ctx.settings.action_time_limit_ms = 5_000
+    clock.advance(hours=1)
+    assert run_once(ctx) == 1
+    assert [a["status"] for a in _actions(ctx, admin, claire, "calm")] == ["done"]

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from crmflow.engine.budget import EvaluationLimits
 from crmflow.settings import Settings
 from crmflow.store.database import create_db_engine
 
@@ -59,3 +61,13 @@ class Context:
 
     def now(self) -> datetime:
         return self.clock()
+
+    @property
+    def evaluation_limits(self) -> EvaluationLimits:
+        """The budgets of each template render and condition (CRMFLOW_ACTION_TIME_LIMIT_MS)."""
+        return _limits(self.settings.action_time_limit_ms)
+
+
+@lru_cache(maxsize=8)
+def _limits(time_limit_ms: int) -> EvaluationLimits:
+    return EvaluationLimits(time_limit_ms=time_limit_ms)

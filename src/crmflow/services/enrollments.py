@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from crmflow.engine.budget import EvaluationLimits
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import RecordType
@@ -282,14 +283,28 @@ def move_batch(
                 )
             else:
                 outcome = _reused(evaluation, row, record, rtype, entering) or _engine_outcome(
-                    flow, row, record, entering, zone=zone, record_type=rtype, now=now
+                    flow,
+                    row,
+                    record,
+                    entering,
+                    zone=zone,
+                    record_type=rtype,
+                    now=now,
+                    limits=ctx.evaluation_limits,
                 )
         else:
             if record is None:
                 record = RecordSnapshot(row.record_id, flow.record_type, {})
                 event = RecordChanged(change="deleted")
             outcome = _reused(evaluation, row, record, rtype, event) or _engine_outcome(
-                flow, row, record, event, zone=zone, record_type=rtype, now=now
+                flow,
+                row,
+                record,
+                event,
+                zone=zone,
+                record_type=rtype,
+                now=now,
+                limits=ctx.evaluation_limits,
             )
         moved.outcomes[row.id] = outcome
         if outcome.refused or outcome.not_due:
@@ -312,12 +327,15 @@ def _engine_outcome(
     zone: ZoneInfo,
     record_type: RecordType | None,
     now: datetime,
+    limits: EvaluationLimits,
 ) -> Outcome:
     """`_engine_move`, or, when the engine raises for this record (a bug: an action that fails
     is logged on its step, not raised), the enrollment stopped alone with the error as its
     reason, so that the rest of its batch (or of the change feed's) moves on."""
     try:
-        return _engine_move(flow, row, record, event, zone=zone, record_type=record_type, now=now)
+        return _engine_move(
+            flow, row, record, event, zone=zone, record_type=record_type, now=now, limits=limits
+        )
     except Exception as exc:
         log.error(
             "flow %s: enrollment %d (record %d) stopped, the engine raised: %s",
@@ -344,6 +362,7 @@ def _engine_move(
     zone: ZoneInfo,
     record_type: RecordType | None,
     now: datetime,
+    limits: EvaluationLimits,
 ) -> Outcome:
     """The engine's move for one enrollment: it enters (no state yet), restarts or advances."""
     if row.state is None:
@@ -357,9 +376,12 @@ def _engine_move(
             zone=zone,
             change=change,
             record_type=record_type,
+            limits=limits,
         )
     if event == "restart":
-        return restart(flow, row.state, record, now=now, zone=zone, record_type=record_type)
+        return restart(
+            flow, row.state, record, now=now, zone=zone, record_type=record_type, limits=limits
+        )
     return advance(
         flow,
         row.state,
@@ -368,6 +390,7 @@ def _engine_move(
         zone=zone,
         event=event if not isinstance(event, str) else None,
         record_type=record_type,
+        limits=limits,
     )
 
 
@@ -455,7 +478,14 @@ def evaluate_batch(
             record = RecordSnapshot(row.record_id, flow.record_type, {})
             event = RecordChanged(change="deleted")
         outcome = _engine_outcome(
-            flow, row, record, event, zone=flow_zone(ctx, flow), record_type=rtype, now=now
+            flow,
+            row,
+            record,
+            event,
+            zone=flow_zone(ctx, flow),
+            record_type=rtype,
+            now=now,
+            limits=ctx.evaluation_limits,
         )
         evaluated[row.id] = Evaluated((row, record, rtype, event), outcome)
         if not (outcome.refused or outcome.not_due):

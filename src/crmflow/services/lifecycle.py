@@ -484,6 +484,7 @@ def _thaw(
                         now=now,
                         zone=flow_zone(ctx, new),
                         record_type=types.get(new.record_type),
+                        limits=ctx.evaluation_limits,
                     )
                     writes.add_outcome(row.state, outcome, flow.key)
                     continue
