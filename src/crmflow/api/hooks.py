@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmflow.api.deps import ServiceContext
+from crmflow.api.limits import json_body_problems
+from crmflow.errors import InvalidInputError
 from crmflow.services import webhooks_in
 
 router = APIRouter(tags=["hooks"])
@@ -32,8 +34,14 @@ _BODY_SCHEMA: dict[str, Any] = {
 
 
 async def _body(request: Request) -> bytes:
-    """The body exactly as sent: the signature is computed over these bytes."""
-    return await request.body()
+    """The body exactly as sent: the signature is computed over these bytes. Whatever its
+    content type, it is held to the bounds of every JSON body (depth, number length, text)
+    before the service parses it."""
+    body = await request.body()
+    problems = json_body_problems(body)
+    if problems:
+        raise InvalidInputError("the call", problems)
+    return body
 
 
 @router.post(
