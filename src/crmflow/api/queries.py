@@ -17,6 +17,13 @@ from crmflow.api.preconditions import (
     not_modified,
     set_etag,
 )
+from crmflow.api.responses.queries import (
+    FilterCountResult,
+    QueryCountResult,
+    SavedQuery,
+    SavedQueryPage,
+)
+from crmflow.api.responses.records import RecordPage
 from crmflow.services import queries
 
 router = APIRouter(prefix="/api/queries", tags=["saved queries"])
@@ -40,14 +47,14 @@ class FilterCount(BaseModel):
     filter: dict[str, Any]
 
 
-@router.get("")
+@router.get("", response_model=SavedQueryPage)
 def list_queries(
     ctx: ServiceContext, _actor: CurrentActor, after: AfterId | None = None, limit: PageLimit = 50
 ) -> dict[str, Any]:
     return queries.list_queries(ctx, after=after, limit=limit).as_dict(lambda q: q.as_dict())
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SavedQuery)
 def save_query(
     ctx: ServiceContext, actor: CurrentActor, body: QueryCreate, response: Response
 ) -> dict[str, Any]:
@@ -63,13 +70,13 @@ def save_query(
     return query.as_dict()
 
 
-@router.post("/count")
+@router.post("/count", response_model=FilterCountResult)
 def count_filter(ctx: ServiceContext, _actor: CurrentActor, body: FilterCount) -> dict[str, int]:
     """Count an unsaved filter (try it before saving)."""
     return {"count": queries.count_filter(ctx, body.record_type, body.filter)}
 
 
-@router.get("/{name}", response_model=dict[str, Any], responses=NOT_MODIFIED)
+@router.get("/{name}", response_model=SavedQuery, responses=NOT_MODIFIED)
 def get_query(
     ctx: ServiceContext,
     _actor: CurrentActor,
@@ -86,7 +93,7 @@ def get_query(
     return query.as_dict()
 
 
-@router.patch("/{name}", responses=PRECONDITION_FAILED)
+@router.patch("/{name}", response_model=SavedQuery, responses=PRECONDITION_FAILED)
 def update_query(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -117,12 +124,12 @@ def delete_query(
     queries.delete_query(ctx, actor, name, if_version=expected_version(if_match))
 
 
-@router.get("/{name}/count")
+@router.get("/{name}/count", response_model=QueryCountResult)
 def count_query(ctx: ServiceContext, _actor: CurrentActor, name: str) -> dict[str, Any]:
     return {"name": name, "count": queries.count_query(ctx, name)}
 
 
-@router.get("/{name}/records")
+@router.get("/{name}/records", response_model=RecordPage)
 def preview(
     ctx: ServiceContext,
     _actor: CurrentActor,

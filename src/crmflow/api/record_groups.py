@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, ServiceContext
+from crmflow.api.responses.records import RecordGroup, RecordPage
 from crmflow.services import record_groups
 from crmflow.services.paging import DEFAULT_PAGE_SIZE
 
@@ -20,13 +21,13 @@ class RecordGroupCreate(BaseModel):
     description: str = ""
 
 
-@router.get("")
+@router.get("", response_model=list[RecordGroup])
 def list_record_groups(ctx: ServiceContext, _actor: CurrentActor) -> list[dict[str, Any]]:
     """Every list, with its number of records."""
     return record_groups.list_record_groups(ctx)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RecordGroup)
 def create_record_group(
     ctx: ServiceContext, actor: CurrentActor, body: RecordGroupCreate
 ) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def create_record_group(
     return record_groups.create_record_group(ctx, actor, body.name, body.description)
 
 
-@router.get("/{name}/members")
+@router.get("/{name}/members", response_model=RecordPage)
 def list_members(
     ctx: ServiceContext,
     _actor: CurrentActor,

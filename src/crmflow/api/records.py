@@ -20,6 +20,12 @@ from crmflow.api.preconditions import (
     not_modified,
     set_etag,
 )
+from crmflow.api.responses.records import (
+    ImportReport,
+    Record,
+    RecordChangePage,
+    RecordPage,
+)
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
@@ -39,7 +45,7 @@ def _record_of_type(ctx: Context, type_key: str, record_id: int) -> records.Reco
     return record
 
 
-@router.get("/records/{type_key}")
+@router.get("/records/{type_key}", response_model=RecordPage)
 def list_records(
     ctx: ServiceContext,
     _actor: CurrentActor,
@@ -52,7 +58,7 @@ def list_records(
     return page.as_dict(lambda r: r.as_dict())
 
 
-@router.post("/records/{type_key}", status_code=status.HTTP_201_CREATED)
+@router.post("/records/{type_key}", status_code=status.HTTP_201_CREATED, response_model=Record)
 def create_record(
     ctx: ServiceContext, actor: CurrentActor, type_key: str, body: RecordWrite, response: Response
 ) -> dict[str, Any]:
@@ -88,9 +94,7 @@ def export_records(
     )
 
 
-@router.get(
-    "/records/{type_key}/{record_id}", response_model=dict[str, Any], responses=NOT_MODIFIED
-)
+@router.get("/records/{type_key}/{record_id}", response_model=Record, responses=NOT_MODIFIED)
 def get_record(
     ctx: ServiceContext,
     _actor: CurrentActor,
@@ -108,7 +112,9 @@ def get_record(
     return record.as_dict()
 
 
-@router.patch("/records/{type_key}/{record_id}", responses=PRECONDITION_FAILED)
+@router.patch(
+    "/records/{type_key}/{record_id}", response_model=Record, responses=PRECONDITION_FAILED
+)
 def update_record(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -146,7 +152,7 @@ def delete_record(
     records.delete_record(ctx, actor, record_id, if_version=expected)
 
 
-@router.get("/records/{type_key}/{record_id}/changes")
+@router.get("/records/{type_key}/{record_id}/changes", response_model=RecordChangePage)
 def record_changes(
     ctx: ServiceContext,
     _actor: CurrentActor,
@@ -162,7 +168,7 @@ def record_changes(
     return page.as_dict(lambda c: c.as_dict())
 
 
-@router.get("/changes")
+@router.get("/changes", response_model=RecordChangePage)
 def change_feed(
     ctx: ServiceContext, _actor: CurrentActor, after: AfterId | None = None, limit: PageLimit = 500
 ) -> dict[str, Any]:
@@ -171,7 +177,7 @@ def change_feed(
     return page.as_dict(lambda c: c.as_dict())
 
 
-@router.post("/records/{type_key}/import")
+@router.post("/records/{type_key}/import", response_model=ImportReport)
 def import_records(
     ctx: ServiceContext,
     actor: CurrentActor,

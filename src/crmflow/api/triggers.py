@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from crmflow.api.deps import CurrentActor, RowId, ServiceContext
+from crmflow.api.responses.records import NotEnteredList
 from crmflow.services import triggers
 
 router = APIRouter(tags=["runs"])
@@ -14,7 +15,7 @@ router = APIRouter(tags=["runs"])
 Limit = Annotated[int, Query(ge=1, le=triggers.MAX_DECISIONS, description="At most this many")]
 
 
-@router.get("/api/flows/{key}/not-entered")
+@router.get("/api/flows/{key}/not-entered", response_model=NotEnteredList)
 def flow_not_entered(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -28,7 +29,7 @@ def flow_not_entered(
     return {"items": [d.as_dict() for d in found]}
 
 
-@router.get("/api/records/{type_key}/{record_id}/not-entered")
+@router.get("/api/records/{type_key}/{record_id}/not-entered", response_model=NotEnteredList)
 def record_not_entered(
     ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: RowId, limit: Limit = 100
 ) -> dict[str, Any]:
