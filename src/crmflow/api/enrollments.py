@@ -8,10 +8,14 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
+from crmflow.api.responses.runs import FlowProgress, RecordRuns, RunDetail, RunPage
 from crmflow.errors import NotFoundError
 from crmflow.services import enrollments, run_views
 
 router = APIRouter(tags=["runs"])
+
+# The routes answering runs leave unset keys out (response_model_exclude_unset): an action of a
+# step run carries `message` only when it wrote one.
 
 
 class StartBody(BaseModel):
@@ -28,7 +32,12 @@ class DecisionBody(BaseModel):
     comment: str | None = None
 
 
-@router.post("/api/flows/{key}/runs", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api/flows/{key}/runs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunDetail,
+    response_model_exclude_unset=True,
+)
 def start_record(
     ctx: ServiceContext, actor: CurrentActor, key: str, body: StartBody
 ) -> dict[str, Any]:
@@ -37,7 +46,7 @@ def start_record(
     return enrollments.start_record(ctx, actor, key, body.record_id).as_dict()
 
 
-@router.get("/api/flows/{key}/runs")
+@router.get("/api/flows/{key}/runs", response_model=RunPage)
 def list_runs(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -54,12 +63,16 @@ def list_runs(
     return page.as_dict(lambda r: r.as_dict())
 
 
-@router.get("/api/flows/{key}/progress")
+@router.get("/api/flows/{key}/progress", response_model=FlowProgress)
 def flow_progress(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
     return run_views.flow_progress(ctx, actor, key).as_dict()
 
 
-@router.get("/api/records/{type_key}/{record_id}/runs")
+@router.get(
+    "/api/records/{type_key}/{record_id}/runs",
+    response_model=RecordRuns,
+    response_model_exclude_unset=True,
+)
 def record_status(
     ctx: ServiceContext, actor: CurrentActor, type_key: str, record_id: RowId
 ) -> dict[str, Any]:
@@ -70,7 +83,11 @@ def record_status(
     return result.as_dict()
 
 
-@router.post("/api/runs/{enrollment_id}/decisions")
+@router.post(
+    "/api/runs/{enrollment_id}/decisions",
+    response_model=RunDetail,
+    response_model_exclude_unset=True,
+)
 def decide(
     ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId, body: DecisionBody
 ) -> dict[str, Any]:
@@ -79,13 +96,17 @@ def decide(
     return view.as_dict()
 
 
-@router.post("/api/runs/{enrollment_id}/restart")
+@router.post(
+    "/api/runs/{enrollment_id}/restart", response_model=RunDetail, response_model_exclude_unset=True
+)
 def restart(ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId) -> dict[str, Any]:
     """Start the record over from the flow's first step (seed 003)."""
     return enrollments.restart_enrollment(ctx, actor, enrollment_id).as_dict()
 
 
-@router.post("/api/runs/{enrollment_id}/cancel")
+@router.post(
+    "/api/runs/{enrollment_id}/cancel", response_model=RunDetail, response_model_exclude_unset=True
+)
 def cancel(
     ctx: ServiceContext, actor: CurrentActor, enrollment_id: RowId, body: CancelBody | None = None
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, RowId, ServiceContext
+from crmflow.api.responses.users import CreatedToken, Group, User
 from crmflow.services import users
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -38,29 +39,31 @@ class TokenCreate(BaseModel):
     name: str = "api"
 
 
-@router.get("/users")
+@router.get("/users", response_model=list[User])
 def list_users(ctx: ServiceContext, _actor: CurrentActor) -> list[dict[str, Any]]:
     return [u.as_dict() for u in users.list_users(ctx)]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED)
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=User)
 def create_user(ctx: ServiceContext, actor: CurrentActor, body: UserCreate) -> dict[str, Any]:
     return users.create_user(ctx, actor, **body.model_dump()).as_dict()
 
 
-@router.get("/users/{username}")
+@router.get("/users/{username}", response_model=User)
 def get_user(ctx: ServiceContext, _actor: CurrentActor, username: str) -> dict[str, Any]:
     return users.get_user(ctx, username).as_dict()
 
 
-@router.patch("/users/{username}")
+@router.patch("/users/{username}", response_model=User)
 def update_user(
     ctx: ServiceContext, actor: CurrentActor, username: str, body: UserUpdate
 ) -> dict[str, Any]:
     return users.update_user(ctx, actor, username, **body.model_dump()).as_dict()
 
 
-@router.post("/users/{username}/tokens", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users/{username}/tokens", status_code=status.HTTP_201_CREATED, response_model=CreatedToken
+)
 def create_token(
     ctx: ServiceContext, actor: CurrentActor, username: str, body: TokenCreate
 ) -> dict[str, Any]:
@@ -73,12 +76,12 @@ def revoke_token(ctx: ServiceContext, actor: CurrentActor, token_id: RowId) -> N
     users.revoke_token(ctx, actor, token_id)
 
 
-@router.get("/groups")
+@router.get("/groups", response_model=list[Group])
 def list_groups(ctx: ServiceContext, _actor: CurrentActor) -> list[dict[str, Any]]:
     return users.list_groups(ctx)
 
 
-@router.post("/groups", status_code=status.HTTP_201_CREATED)
+@router.post("/groups", status_code=status.HTTP_201_CREATED, response_model=Group)
 def create_group(ctx: ServiceContext, actor: CurrentActor, body: GroupCreate) -> dict[str, Any]:
     return users.create_group(ctx, actor, body.name, body.description)
 
