@@ -33,7 +33,7 @@ from tests.hostile.conftest import MANAGER_TOKEN, LiveServer
 POISON = {"all": [{"field": "client_since", "op": "=", "value": "today - 99999999 days"}]}
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
