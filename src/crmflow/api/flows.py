@@ -17,6 +17,7 @@ from crmflow.api.preconditions import (
     not_modified,
     set_etag,
 )
+from crmflow.api.responses import flows as answers
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, lifecycle
@@ -47,7 +48,7 @@ def _format(content_type: str) -> Literal["yaml", "json"] | None:
     return None
 
 
-@router.get("")
+@router.get("", response_model=list[answers.FlowSummary])
 def list_flows(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -59,7 +60,12 @@ def list_flows(
     ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_DOC_BODY)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_DOC_BODY,
+    response_model=answers.Flow,
+)
 def create_flow(
     ctx: ServiceContext, actor: CurrentActor, body: DocBody, confirm_count: int | None = None
 ) -> dict[str, Any]:
@@ -75,7 +81,7 @@ def create_flow(
     return view.as_dict()
 
 
-@router.post("/validate", openapi_extra=_DOC_BODY)
+@router.post("/validate", openapi_extra=_DOC_BODY, response_model=answers.FlowValidated)
 def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> dict[str, Any]:
     """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
     text, content_type = body
@@ -85,7 +91,7 @@ def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> di
     return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
 
 
-@router.get("/{key}", response_model=dict[str, Any], responses=NOT_MODIFIED)
+@router.get("/{key}", response_model=answers.FlowDetail, responses=NOT_MODIFIED)
 def get_flow(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -103,7 +109,12 @@ def get_flow(
     return {**flow.as_dict(), "failing_triggers": failing_triggers(ctx, flow.id)}
 
 
-@router.put("/{key}", openapi_extra=_DOC_BODY, responses=PRECONDITION_FAILED)
+@router.put(
+    "/{key}",
+    openapi_extra=_DOC_BODY,
+    responses=PRECONDITION_FAILED,
+    response_model=answers.FlowSummary,
+)
 def update_flow(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -136,26 +147,26 @@ def delete_flow(
     flows.delete_flow(ctx, actor, key, if_revision=expected_version(if_match))
 
 
-@router.get("/{key}/versions/{version}")
+@router.get("/{key}/versions/{version}", response_model=answers.FlowVersion)
 def get_version(
     ctx: ServiceContext, actor: CurrentActor, key: str, version: RowId
 ) -> dict[str, Any]:
     return flows.get_flow_version(ctx, actor, key, version)
 
 
-@router.get("/{key}/history")
+@router.get("/{key}/history", response_model=list[answers.FlowChange])
 def history(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str, Any]]:
     return [c.as_dict() for c in flows.flow_history(ctx, actor, key)]
 
 
-@router.get("/{key}/start-list")
+@router.get("/{key}/start-list", response_model=answers.StartList)
 def start_list(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
     """How many records starting the flow would enter now (confirm it with start)."""
     count = flows.start_list_count(ctx, actor, key)
     return {"key": key, "has_start_list": count is not None, "count": count}
 
 
-@router.post("/{key}/start")
+@router.post("/{key}/start", response_model=answers.Flow)
 def start(
     ctx: ServiceContext, actor: CurrentActor, key: str, confirm_count: int | None = None
 ) -> dict[str, Any]:
@@ -166,7 +177,7 @@ def start(
     ).as_dict()
 
 
-@router.post("/{key}/pause")
+@router.post("/{key}/pause", response_model=answers.Flow)
 def pause(
     ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
 ) -> dict[str, Any]:
@@ -184,14 +195,14 @@ class ResumeBody(BaseModel):
     )
 
 
-@router.get("/{key}/impact")
+@router.get("/{key}/impact", response_model=list[answers.StepImpact])
 def impact(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str, Any]]:
     """What resuming does to the records inside that are on an older version: per step, how
     many records are there and what happens to them (`removed` steps need a move on resume)."""
     return [i.as_dict() for i in lifecycle.impact_preview(ctx, actor, key)]
 
 
-@router.post("/{key}/resume")
+@router.post("/{key}/resume", response_model=answers.Flow)
 def resume(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -205,13 +216,13 @@ def resume(
     return flows.change_status(ctx, actor, key, LifecycleAction.RESUME, moves=moves).as_dict()
 
 
-@router.post("/{key}/drain")
+@router.post("/{key}/drain", response_model=answers.Flow)
 def drain(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
     """Progressive stop: no new entrants; the records inside finish."""
     return flows.change_status(ctx, actor, key, LifecycleAction.DRAIN).as_dict()
 
 
-@router.post("/{key}/archive")
+@router.post("/{key}/archive", response_model=answers.Flow)
 def archive(
     ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
 ) -> dict[str, Any]:
@@ -220,12 +231,12 @@ def archive(
     ).as_dict()
 
 
-@router.put("/{key}/members/{username}")
+@router.put("/{key}/members/{username}", response_model=answers.FlowSummary)
 def add_member(ctx: ServiceContext, actor: CurrentActor, key: str, username: str) -> dict[str, Any]:
     return flows.add_member(ctx, actor, key, username).as_dict()
 
 
-@router.delete("/{key}/members/{username}")
+@router.delete("/{key}/members/{username}", response_model=answers.FlowSummary)
 def remove_member(
     ctx: ServiceContext, actor: CurrentActor, key: str, username: str
 ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmflow.api.deps import ServiceContext
 from crmflow.api.limits import json_body_problems
+from crmflow.api.responses.flows import HookResult
 from crmflow.errors import InvalidInputError
 from crmflow.services import webhooks_in
 
@@ -46,6 +47,7 @@ async def _body(request: Request) -> bytes:
 
 @router.post(
     "/hooks/{key}",
+    response_model=HookResult,
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
     },

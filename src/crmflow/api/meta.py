@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.responses.meta import FlowDocumentSchema, Health, Me, SignedIn
 from crmflow.engine.jsonschema import flow_json_schema
 from crmflow.services import users
 from crmflow.services.health import check_health
@@ -25,9 +26,13 @@ class Login(BaseModel):
 
 @router.get(
     "/health",
+    response_model=Health,
     responses={
         200: {"description": "The database answers and the worker (if any) is alive"},
-        503: {"description": "The database does not answer, or a worker is stuck or dead"},
+        503: {
+            "description": "The database does not answer, or a worker is stuck or dead",
+            "model": Health,
+        },
     },
 )
 def health(ctx: ServiceContext) -> JSONResponse:
@@ -52,7 +57,7 @@ def _sign_in_throttle(request: Request) -> SignInThrottle:
     return throttle
 
 
-@router.post("/auth/token")
+@router.post("/auth/token", response_model=SignedIn)
 def login(ctx: ServiceContext, body: Login, request: Request) -> dict[str, Any]:
     """Exchange a username and password for a new API token (shown once).
 
@@ -70,12 +75,12 @@ def login(ctx: ServiceContext, body: Login, request: Request) -> dict[str, Any]:
     return {"token": created.token, "token_id": created.id, "type": "bearer"}
 
 
-@router.get("/me")
+@router.get("/me", response_model=Me)
 def me(ctx: ServiceContext, actor: CurrentActor) -> dict[str, Any]:
     return users.get_user(ctx, actor.username).as_dict()
 
 
-@router.get("/schema/flow")
+@router.get("/schema/flow", response_model=FlowDocumentSchema)
 def flow_schema(_actor: CurrentActor) -> dict[str, Any]:
     """The JSON Schema of flow documents (also `crmflow schema`)."""
     return flow_json_schema()
