@@ -101,7 +101,7 @@ def get_flow(
 ) -> dict[str, Any] | Response:
     """The flow; its `revision` (one more on every change: edit, status, members) is also the
     ETag, to send back as If-Match on PUT or DELETE (304 when If-None-Match names it)."""
-    flow = flows.get_flow(ctx, actor, key)
+    flow = flows.show_flow(ctx, actor, key)
     if (unchanged := not_modified(if_none_match, flow.revision)) is not None:
         return unchanged
     set_etag(response, flow.revision)

@@ -151,7 +151,7 @@ def list_flows(
 @reports_errors
 def show(key: str) -> None:
     """A flow with its current definition, as JSON."""
-    print_json(flows.get_flow(state.context, state.actor, key).as_dict())
+    print_json(flows.show_flow(state.context, state.actor, key).as_dict())
 
 
 @app.command("export")

@@ -8,7 +8,7 @@ does not exist, so that a private flow's name does not leak.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -287,7 +287,37 @@ def _views(
 def get_flow(ctx: Context, actor: Actor, key: str, *, with_document: bool = True) -> FlowView:
     with read_connection(ctx.engine) as conn:
         [view] = _views(conn, [visible_flow(conn, actor, key)], with_document=with_document)
-        return view
+    return view
+
+
+def show_flow(ctx: Context, actor: Actor, key: str) -> FlowView:
+    """The flow as `actor` may read it: its document without webhook secrets unless an admin."""
+    view = get_flow(ctx, actor, key)
+    if view.document is not None and not actor.is_admin:
+        return replace(view, document=hide_secrets(view.document)[0])
+    return view
+
+
+HIDDEN_SECRET = "(hidden: only admins see a webhook secret)"
+
+
+def hide_secrets(document: dict[str, Any], source: str = "") -> tuple[dict[str, Any], str]:
+    """`document` and its `source` text without the secrets of its webhook triggers: anyone who
+    may see a flow may read its document, but a secret lets its holder start the flow's records
+    as the sender, so only admins (who may edit the flow) see it."""
+    secrets: list[str] = []
+    triggers: list[Any] = []
+    for trigger in document.get("triggers") or ():
+        if isinstance(trigger, dict) and isinstance(trigger.get("secret"), str):
+            secrets.append(trigger["secret"])
+            triggers.append({**trigger, "secret": HIDDEN_SECRET})
+        else:
+            triggers.append(trigger)
+    if not secrets:
+        return document, source
+    for secret in sorted(secrets, key=len, reverse=True):
+        source = source.replace(secret, HIDDEN_SECRET)
+    return {**document, "triggers": triggers}, source
 
 
 def list_flows(
@@ -315,11 +345,14 @@ def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict
             raise NotFoundError(
                 f"flow {key!r} has no version {version} (it has 1 to {row.current_version})"
             )
+        document, source = found.document, found.source
+        if not actor.is_admin:
+            document, source = hide_secrets(document, source)
         return {
             "key": key,
             "version": version,
-            "document": found.document,
-            "source": found.source,
+            "document": document,
+            "source": source,
             "source_format": found.source_format,
             "created_at": found.created_at.isoformat(),
         }
