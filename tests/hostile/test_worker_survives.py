@@ -33,6 +33,24 @@ from tests.hostile.conftest import MANAGER_TOKEN, LiveServer
 POISON = {"all": [{"field": "client_since", "op": "=", "value": "today - 99999999 days"}]}
 
 
+WELCOME = """\
+schema_version: 1
+key: welcome
+name: welcome
+record_type: contact
+triggers: [{type: record_created}]
+steps:
+  - key: hello
+    actions: [{type: history, message: hello}]
+"""
+
+
+def _start_welcome(ctx: Context, admin: Actor) -> None:
+    """A started flow that every new contact enters, to see the worker move records."""
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+
+
 def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -55,21 +73,7 @@ def _flaky(real: Callable[..., Any], failures: list[int], message: str) -> Calla
 def test_the_worker_loop_survives_exceptions_in_its_triggers_and_its_batches(
     ctx: Context, admin: Actor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flows.create_flow(
-        ctx,
-        admin,
-        """\
-schema_version: 1
-key: welcome
-name: welcome
-record_type: contact
-triggers: [{type: record_created}]
-steps:
-  - key: hello
-    actions: [{type: history, message: hello}]
-""",
-    )
-    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    _start_welcome(ctx, admin)
     trigger_failures, batch_failures = [3], [3]
     monkeypatch.setattr(
         worker_module,
@@ -113,21 +117,7 @@ steps:
 def test_one_record_that_makes_the_engine_raise_fails_alone_and_the_batch_goes_on(
     ctx: Context, admin: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flows.create_flow(
-        ctx,
-        admin,
-        """\
-schema_version: 1
-key: welcome
-name: welcome
-record_type: contact
-triggers: [{type: record_created}]
-steps:
-  - key: hello
-    actions: [{type: history, message: hello}]
-""",
-    )
-    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    _start_welcome(ctx, admin)
     real_enter = transition.enter
 
     def enter(*args: Any, **kwargs: Any) -> Any:
