@@ -15,7 +15,15 @@ from crmflow.errors import AuthenticationError
 from crmflow.services import users
 from crmflow.services.context import Actor, Context
 
-__all__ = ["AfterId", "CurrentActor", "PageLimit", "RowId", "ServiceContext", "raw_body"]
+__all__ = [
+    "AfterId",
+    "CurrentActor",
+    "PageLimit",
+    "RowId",
+    "ServiceContext",
+    "VersionNumber",
+    "raw_body",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer crm_...`")
 
@@ -83,6 +91,26 @@ RowId = Annotated[
     int,
     AfterValidator(_row_id),
     Field(json_schema_extra={"minimum": 1, "maximum": MAX_ROW_ID}),
+]
+# A flow's version number: a 32-bit integer column on both databases.
+MAX_VERSION = 2**31 - 1
+
+
+def _version_number(value: int) -> int:
+    if not 1 <= value <= MAX_VERSION:
+        raise PydanticCustomError(
+            "version_number",
+            "{value} is out of range: a version is from 1 to {largest} "
+            "(GET /api/flows/{{key}} says which the flow has)",
+            {"value": value, "largest": MAX_VERSION},
+        )
+    return value
+
+
+VersionNumber = Annotated[
+    int,
+    AfterValidator(_version_number),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_VERSION}),
 ]
 # The keyset cursor of a list (`?after=`): 0 or an id.
 AfterId = Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
-from crmflow.api.deps import CurrentActor, RowId, ServiceContext, raw_body
+from crmflow.api.deps import CurrentActor, ServiceContext, VersionNumber, raw_body
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -149,7 +149,7 @@ def delete_flow(
 
 @router.get("/{key}/versions/{version}", response_model=answers.FlowVersion)
 def get_version(
-    ctx: ServiceContext, actor: CurrentActor, key: str, version: RowId
+    ctx: ServiceContext, actor: CurrentActor, key: str, version: VersionNumber
 ) -> dict[str, Any]:
     return flows.get_flow_version(ctx, actor, key, version)
 
