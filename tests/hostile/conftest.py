@@ -17,6 +17,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from crmflow.services.context import Context
+from crmflow.services.setup import upgrade_database
+from crmflow.settings import Settings
 from crmflow.store.database import create_db_engine
 from tests.acceptance.conftest import (  # noqa: F401  (fixtures shared with acceptance tests)
     CRMFLOW,
@@ -74,9 +77,12 @@ class LiveServer:
 
 
 def _start(env: dict[str, str], cwd: Path, log: Path) -> LiveServer:
-    subprocess.run(
-        [CRMFLOW, "db", "upgrade"], env=env, cwd=cwd, check=True, capture_output=True, timeout=120
+    # Migrated in process: `crmflow db upgrade` as a subprocess would cost a second start-up.
+    ctx = Context.from_settings(
+        Settings(database_url=env["CRMFLOW_DATABASE_URL"], timezone=env["CRMFLOW_TIMEZONE"])
     )
+    upgrade_database(ctx)
+    ctx.engine.dispose()
     port = free_port()
     out = log.open("w")
     process = subprocess.Popen(

@@ -52,7 +52,12 @@ def _schemathesis(server: LiveServer, token: str, seed: int) -> subprocess.Compl
 def test_every_operation_answers_no_server_error_and_only_declared_statuses(
     live_server: LiveServer,
 ) -> None:
-    for token, seed in ((MEMBER_TOKEN, 20261201), (ADMIN_TOKEN, 20261202)):
+    # As an admin on both databases (every route is open to an admin); as a member on SQLite
+    # only (what a member is refused does not depend on the database), to keep the run short.
+    runs = [(ADMIN_TOKEN, 20261202)]
+    if "sqlite" in live_server.env["CRMFLOW_DATABASE_URL"]:
+        runs.append((MEMBER_TOKEN, 20261201))
+    for token, seed in runs:
         done = _schemathesis(live_server, token, seed)
         assert done.returncode == 0, done.stdout[-20_000:] + done.stderr[-5_000:]
         assert "Server error" not in done.stdout
