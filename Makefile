@@ -36,8 +36,11 @@ typecheck:
 contracts:
 	$(BIN)/lint-imports
 
+# Two processes (the machines this runs on have two cores), whole files each, so that a module's
+# live server starts once; PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
