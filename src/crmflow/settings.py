@@ -37,31 +37,38 @@ class Settings(BaseSettings):
     )
     sql_statement_timeout_ms: int = 5000
     max_request_bytes: int = Field(
+        gt=0,
         default=10_000_000,
         description="The largest HTTP request body taken (bytes); larger ones are refused with "
         "413 while being read.",
     )
     max_field_chars: int = Field(
+        gt=0,
         default=256_000,
         description="The longest text a record field may hold (characters).",
     )
     max_document_chars: int = Field(
+        gt=0,
         default=1_000_000,
         description="The largest flow, query or record-type document parsed (characters).",
     )
     login_attempts: int = Field(
+        gt=0,
         default=5,
         description="Failed sign-ins allowed per user (and per address) before waiting.",
     )
     login_lockout_seconds: int = Field(
+        gt=0,
         default=60,
         description="How long sign-ins wait after too many failures (doubles while they go on).",
     )
     action_time_limit_ms: int = Field(
+        gt=0,
         default=1000,
         description="The wall-clock budget of one template render or condition evaluation.",
     )
     batch_time_limit_ms: int = Field(
+        gt=0,
         default=2000,
         description="A worker's batch stops taking more records once it has run this long, so "
         "that no write transaction holds SQLite's lock for longer.",

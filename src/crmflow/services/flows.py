@@ -308,7 +308,11 @@ def hide_secrets(document: dict[str, Any], source: str = "") -> tuple[dict[str, 
     secrets: list[str] = []
     triggers: list[Any] = []
     for trigger in document.get("triggers") or ():
-        if isinstance(trigger, dict) and isinstance(trigger.get("secret"), str):
+        if (
+            isinstance(trigger, dict)
+            and isinstance(trigger.get("secret"), str)
+            and trigger["secret"]
+        ):
             secrets.append(trigger["secret"])
             triggers.append({**trigger, "secret": HIDDEN_SECRET})
         else:

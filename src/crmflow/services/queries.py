@@ -353,9 +353,8 @@ def list_queries(
 def count_query(ctx: Context, name: str) -> int:
     """How many records the saved query matches now (one `SELECT count(*)`)."""
     with read_connection(ctx.engine) as conn:
-        where = _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
-        return int(
-            conn.execute(sa.select(sa.func.count()).select_from(records).where(where)).scalar_one()
+        return _count_where(
+            conn, _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
         )
 
 
@@ -370,7 +369,10 @@ def count_filter(ctx: Context, record_type: str, filter: Mapping[str, Any]) -> i
 
 
 def _count(conn: sa.Connection, checked: CheckedFilter, now: datetime, zone: tzinfo) -> int:
-    where = filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone)
+    return _count_where(conn, filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone))
+
+
+def _count_where(conn: sa.Connection, where: sa.ColumnElement[bool]) -> int:
     return int(
         conn.execute(sa.select(sa.func.count()).select_from(records).where(where)).scalar_one()
     )
