@@ -13,7 +13,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+# The handles services pass around without building SQL themselves: services name these types
+# (from here) and call the store's functions; only `crmflow.store` imports SQLAlchemy.
+Connection = sa.Connection
+Engine = sa.Engine
+Row = sa.Row
+
 __all__ = [
+    "Connection",
+    "Engine",
+    "Row",
     "create_db_engine",
     "data_version",
     "is_postgres",
