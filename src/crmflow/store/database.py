@@ -18,10 +18,16 @@ from sqlalchemy.engine import make_url
 Connection = sa.Connection
 Engine = sa.Engine
 Row = sa.Row
+# The errors services may catch from the store's statements: the database did not answer (or
+# refused), and a unique index refused a row (a name taken already).
+DatabaseError = sa.exc.SQLAlchemyError
+IntegrityError = sa.exc.IntegrityError
 
 __all__ = [
     "Connection",
+    "DatabaseError",
     "Engine",
+    "IntegrityError",
     "Row",
     "create_db_engine",
     "data_version",
