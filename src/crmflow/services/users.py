@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from pwdlib import PasswordHash
 
 from crmflow.errors import (
@@ -23,8 +22,10 @@ from crmflow.errors import (
 from crmflow.services.context import Actor, Context, Role
 from crmflow.services.permissions import require_admin
 from crmflow.services.throttle import Lockout, SignInThrottle
-from crmflow.store.database import read_connection
-from crmflow.store.schema import api_tokens, group_members, groups, users
+from crmflow.store import groups as stored_groups
+from crmflow.store import users as stored_users
+from crmflow.store.database import Connection, IntegrityError, read_connection
+from crmflow.store.users import UserRow, user_ids_by_name  # re-exported: services.flows uses it
 
 __all__ = [
     "SYSTEM_USERNAME",
@@ -95,16 +96,9 @@ def _role(value: str) -> Role:
         ) from None
 
 
-def _views(conn: sa.Connection, rows: list[sa.Row[Any]]) -> list[UserView]:
+def _views(conn: Connection, rows: list[UserRow]) -> list[UserView]:
     """Views of users with their groups, in two queries whatever the number of users."""
-    groups_of: dict[int, list[str]] = {}
-    for m in conn.execute(
-        sa.select(group_members.c.user_id, groups.c.name)
-        .join(groups, groups.c.id == group_members.c.group_id)
-        .where(group_members.c.user_id.in_([r.id for r in rows]))
-        .order_by(groups.c.name)
-    ):
-        groups_of.setdefault(m.user_id, []).append(m.name)
+    groups_of = stored_groups.group_names_by_user(conn, [r.id for r in rows])
     return [
         UserView(
             id=row.id,
@@ -119,25 +113,25 @@ def _views(conn: sa.Connection, rows: list[sa.Row[Any]]) -> list[UserView]:
     ]
 
 
-def _view(conn: sa.Connection, row: sa.Row[Any]) -> UserView:
+def _view(conn: Connection, row: UserRow) -> UserView:
     return _views(conn, [row])[0]
 
 
 def ensure_system_user(ctx: Context) -> Actor:
     """The built-in admin that the command line acts as when no other user is named."""
     with ctx.engine.begin() as conn:
-        row = conn.execute(sa.select(users).where(users.c.username == SYSTEM_USERNAME)).first()
+        row = stored_users.find_user_by_name(conn, SYSTEM_USERNAME)
         if row is None:
-            user_id = conn.execute(
-                users.insert().values(
-                    username=SYSTEM_USERNAME,
-                    display_name="crmflow (system)",
-                    role=Role.ADMIN.value,
-                    active=True,
-                    created_at=ctx.now(),
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            return Actor(int(user_id), SYSTEM_USERNAME, Role.ADMIN)
+            user_id = stored_users.insert_user(
+                conn,
+                username=SYSTEM_USERNAME,
+                display_name="crmflow (system)",
+                email=None,
+                role=Role.ADMIN.value,
+                password_hash=None,
+                created_at=ctx.now(),
+            )
+            return Actor(user_id, SYSTEM_USERNAME, Role.ADMIN)
         return Actor(row.id, row.username, Role(row.role))
 
 
@@ -165,13 +159,13 @@ def create_user(
     try:
         with ctx.engine.begin() as conn:
             return _insert_user(conn, ctx, username, checked_role, display_name, email, password)
-    except sa.exc.IntegrityError:
+    except IntegrityError:
         # Also when two requests create the same username at once: the unique index decides.
         raise ConflictError(f"a user named {username!r} already exists") from None
 
 
 def _insert_user(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     username: str,
     role: Role,
@@ -179,18 +173,16 @@ def _insert_user(
     email: str | None,
     password: str | None,
 ) -> UserView:
-    user_id = conn.execute(
-        users.insert().values(
-            username=username,
-            display_name=display_name or username,
-            email=email,
-            role=role.value,
-            password_hash=_password_hash.hash(password) if password else None,
-            active=True,
-            created_at=ctx.now(),
-        )
-    ).inserted_primary_key[0]  # type: ignore[index]
-    return _view(conn, conn.execute(sa.select(users).where(users.c.id == user_id)).one())
+    user_id = stored_users.insert_user(
+        conn,
+        username=username,
+        display_name=display_name or username,
+        email=email,
+        role=role.value,
+        password_hash=_password_hash.hash(password) if password else None,
+        created_at=ctx.now(),
+    )
+    return _view(conn, stored_users.get_user_by_id(conn, user_id))
 
 
 def update_user(
@@ -205,30 +197,30 @@ def update_user(
     active: bool | None = None,
 ) -> UserView:
     require_admin(actor, "change users")
-    values: dict[str, Any] = {}
-    if role is not None:
-        values["role"] = _role(role).value
-    if display_name is not None:
-        values["display_name"] = display_name
-    if email is not None:
-        values["email"] = email
+    checked_role = _role(role).value if role is not None else None
+    password_hash = None
     if password is not None:
         if len(password) < 8:
             raise InvalidInputError(
                 "the user", [Problem("password", "is shorter than 8 characters")]
             )
-        values["password_hash"] = _password_hash.hash(password)
-    if active is not None:
-        values["active"] = active
+        password_hash = _password_hash.hash(password)
     with ctx.engine.begin() as conn:
         row = _user_row(conn, username)
-        if values:
-            conn.execute(users.update().where(users.c.id == row.id).values(**values))
-        return _view(conn, conn.execute(sa.select(users).where(users.c.id == row.id)).one())
+        stored_users.update_user(
+            conn,
+            row.id,
+            role=checked_role,
+            display_name=display_name,
+            email=email,
+            password_hash=password_hash,
+            active=active,
+        )
+        return _view(conn, stored_users.get_user_by_id(conn, row.id))
 
 
-def _user_row(conn: sa.Connection, username: str) -> sa.Row[Any]:
-    row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+def _user_row(conn: Connection, username: str) -> UserRow:
+    row = stored_users.find_user_by_name(conn, username)
     if row is None:
         raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
     return row
@@ -241,7 +233,7 @@ def get_user(ctx: Context, username: str) -> UserView:
 
 def list_users(ctx: Context) -> list[UserView]:
     with read_connection(ctx.engine) as conn:
-        return _views(conn, list(conn.execute(sa.select(users).order_by(users.c.username))))
+        return _views(conn, stored_users.all_users(conn))
 
 
 def actor_by_username(ctx: Context, username: str) -> Actor:
@@ -252,13 +244,6 @@ def actor_by_username(ctx: Context, username: str) -> Actor:
     return Actor(row.id, row.username, Role(row.role))
 
 
-def user_ids_by_name(conn: sa.Connection, names: set[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    rows = conn.execute(sa.select(users.c.username, users.c.id).where(users.c.username.in_(names)))
-    return {r.username: r.id for r in rows}
-
-
 def create_token(ctx: Context, actor: Actor, username: str, name: str = "api") -> TokenCreated:
     """A new API token for `username` (admins for anyone; every user for themselves)."""
     if username != actor.username:
@@ -266,12 +251,10 @@ def create_token(ctx: Context, actor: Actor, username: str, name: str = "api") -
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with ctx.engine.begin() as conn:
         row = _user_row(conn, username)
-        token_id = conn.execute(
-            api_tokens.insert().values(
-                user_id=row.id, name=name, token_hash=hash_token(token), created_at=ctx.now()
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-    return TokenCreated(id=int(token_id), name=name, token=token)
+        token_id = stored_users.insert_api_token(
+            conn, user_id=row.id, name=name, token_hash=hash_token(token), created_at=ctx.now()
+        )
+    return TokenCreated(id=token_id, name=name, token=token)
 
 
 def store_known_token(ctx: Context, username: str, token: str, name: str) -> None:
@@ -279,43 +262,31 @@ def store_known_token(ctx: Context, username: str, token: str, name: str) -> Non
     with ctx.engine.begin() as conn:
         row = _user_row(conn, username)
         digest = hash_token(token)
-        exists = conn.execute(
-            sa.select(api_tokens.c.id).where(api_tokens.c.token_hash == digest)
-        ).first()
-        if exists is None:
-            conn.execute(
-                api_tokens.insert().values(
-                    user_id=row.id, name=name, token_hash=digest, created_at=ctx.now()
-                )
+        if stored_users.find_token_id_by_hash(conn, digest) is None:
+            stored_users.insert_api_token(
+                conn, user_id=row.id, name=name, token_hash=digest, created_at=ctx.now()
             )
 
 
 def revoke_token(ctx: Context, actor: Actor, token_id: int) -> None:
     with ctx.engine.begin() as conn:
-        row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id)).first()
-        if row is None:
+        owner_id = stored_users.token_user_id(conn, token_id)
+        if owner_id is None:
             raise NotFoundError(f"no API token with id {token_id}")
-        if row.user_id != actor.id:
+        if owner_id != actor.id:
             require_admin(actor, "revoke other users' tokens")
-        conn.execute(
-            api_tokens.update().where(api_tokens.c.id == token_id).values(revoked_at=ctx.now())
-        )
+        stored_users.revoke_api_token(conn, token_id, at=ctx.now())
 
 
 def authenticate_token(ctx: Context, token: str) -> Actor:
     with read_connection(ctx.engine) as conn:
-        row = conn.execute(
-            sa.select(users.c.id, users.c.username, users.c.role, users.c.active, api_tokens.c.id)
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.token_hash == hash_token(token))
-            .where(api_tokens.c.revoked_at.is_(None))
-        ).first()
+        row = stored_users.api_token_owner(conn, hash_token(token))
     if row is None or not row.active:
         raise AuthenticationError(
             "the API token is unknown, revoked, or its user is deactivated "
             "(create one with `crmflow users token USERNAME` or POST /api/auth/token)"
         )
-    return Actor(row[0], row.username, Role(row.role))
+    return Actor(row.user_id, row.username, Role(row.role))
 
 
 def login(
@@ -340,7 +311,7 @@ def login(
         if locked is not None:
             raise _too_many(locked)
     with read_connection(ctx.engine) as conn:
-        row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+        row = stored_users.find_user_by_name(conn, username)
     stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
     matches = _verify_password(password, stored)
     if row is None or not row.active or not row.password_hash or not matches:
@@ -394,58 +365,39 @@ def create_group(ctx: Context, actor: Actor, name: str, description: str = "") -
     require_admin(actor, "create groups")
     try:
         with ctx.engine.begin() as conn:
-            group_id = conn.execute(
-                groups.insert().values(name=name, description=description, created_at=ctx.now())
-            ).inserted_primary_key[0]  # type: ignore[index]
-    except sa.exc.IntegrityError:
+            group_id = stored_groups.insert_group(
+                conn, name=name, description=description, created_at=ctx.now()
+            )
+    except IntegrityError:
         raise ConflictError(f"a group named {name!r} already exists") from None
     return {"id": group_id, "name": name, "description": description, "members": []}
 
 
-def _group_id(conn: sa.Connection, name: str) -> int:
-    gid = conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).scalar()
+def _group_id(conn: Connection, name: str) -> int:
+    gid = stored_groups.find_group_id(conn, name)
     if gid is None:
         raise NotFoundError(f"no group named {name!r} (see `crmflow groups list`)")
-    return int(gid)
+    return gid
 
 
 def add_group_member(ctx: Context, actor: Actor, group: str, username: str) -> None:
     require_admin(actor, "change groups")
     with ctx.engine.begin() as conn:
         gid = _group_id(conn, group)
-        uid = _user_row(conn, username).id
-        present = conn.execute(
-            sa.select(group_members).where(
-                group_members.c.group_id == gid, group_members.c.user_id == uid
-            )
-        ).first()
-        if present is None:
-            conn.execute(group_members.insert().values(group_id=gid, user_id=uid))
+        stored_groups.add_member(conn, gid, _user_row(conn, username).id)
 
 
 def remove_group_member(ctx: Context, actor: Actor, group: str, username: str) -> None:
     require_admin(actor, "change groups")
     with ctx.engine.begin() as conn:
         gid = _group_id(conn, group)
-        uid = _user_row(conn, username).id
-        conn.execute(
-            group_members.delete().where(
-                group_members.c.group_id == gid, group_members.c.user_id == uid
-            )
-        )
+        stored_groups.remove_member(conn, gid, _user_row(conn, username).id)
 
 
 def list_groups(ctx: Context) -> list[dict[str, Any]]:
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(sa.select(groups).order_by(groups.c.name)).all()
-        members = conn.execute(
-            sa.select(group_members.c.group_id, users.c.username)
-            .join(users, users.c.id == group_members.c.user_id)
-            .order_by(users.c.username)
-        ).all()
-    by_group: dict[int, list[str]] = {}
-    for m in members:
-        by_group.setdefault(m.group_id, []).append(m.username)
+        rows = stored_groups.all_groups(conn)
+        by_group = stored_groups.member_usernames_by_group(conn)
     return [
         {
             "id": r.id,

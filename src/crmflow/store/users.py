@@ -1,0 +1,196 @@
+"""Users and their API tokens: the only module that reads or writes `users` and `api_tokens`
+(the groups users belong to are in `store.groups`).
+
+Services decide who may do what and hash passwords and tokens; here are the statements, so that
+a user row is read the same way by sign-in, token checks and the admin pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.store.schema import api_tokens, users
+
+__all__ = [
+    "TokenOwner",
+    "UserRow",
+    "active_users_named",
+    "all_users",
+    "api_token_owner",
+    "find_token_id_by_hash",
+    "find_user_by_name",
+    "get_user_by_id",
+    "insert_api_token",
+    "insert_user",
+    "revoke_api_token",
+    "token_user_id",
+    "update_user",
+    "user_ids_by_name",
+]
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A row of `users`, as stored (the role as its text, the password as its hash)."""
+
+    id: int
+    username: str
+    display_name: str
+    email: str | None
+    role: str
+    password_hash: str | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    """The user an unrevoked API token belongs to."""
+
+    user_id: int
+    username: str
+    role: str
+    active: bool
+
+
+def _user(row: sa.Row[Any]) -> UserRow:
+    return UserRow(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        email=row.email,
+        role=row.role,
+        password_hash=row.password_hash,
+        active=row.active,
+    )
+
+
+def find_user_by_name(conn: sa.Connection, username: str) -> UserRow | None:
+    row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+    return None if row is None else _user(row)
+
+
+def get_user_by_id(conn: sa.Connection, user_id: int) -> UserRow:
+    """The user `user_id`, which the caller knows exists (it just wrote it)."""
+    return _user(conn.execute(sa.select(users).where(users.c.id == user_id)).one())
+
+
+def all_users(conn: sa.Connection) -> list[UserRow]:
+    """Every user, by username."""
+    return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.username))]
+
+
+def user_ids_by_name(conn: sa.Connection, names: set[str]) -> dict[str, int]:
+    """The ids of the users named in `names` that exist (active or not)."""
+    if not names:
+        return {}
+    rows = conn.execute(sa.select(users.c.username, users.c.id).where(users.c.username.in_(names)))
+    return {r.username: r.id for r in rows}
+
+
+def active_users_named(conn: sa.Connection, names: Collection[str]) -> dict[str, int]:
+    """The ids of the active users among `names` (a deactivated user is left out)."""
+    rows = conn.execute(
+        sa.select(users.c.id, users.c.username).where(users.c.username.in_(names), users.c.active)
+    )
+    return {r.username: int(r.id) for r in rows}
+
+
+def insert_user(
+    conn: sa.Connection,
+    *,
+    username: str,
+    display_name: str,
+    email: str | None,
+    role: str,
+    password_hash: str | None,
+    created_at: datetime,
+) -> int:
+    """A new active user; its id. A username taken already raises the unique index's
+    IntegrityError (`store.database.IntegrityError`)."""
+    return int(
+        conn.execute(
+            users.insert().values(
+                username=username,
+                display_name=display_name,
+                email=email,
+                role=role,
+                password_hash=password_hash,
+                active=True,
+                created_at=created_at,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    )
+
+
+def update_user(
+    conn: sa.Connection,
+    user_id: int,
+    *,
+    role: str | None = None,
+    display_name: str | None = None,
+    email: str | None = None,
+    password_hash: str | None = None,
+    active: bool | None = None,
+) -> None:
+    """Change the given columns of user `user_id` (None leaves a column as it is); no
+    statement at all when nothing is given."""
+    given = {
+        "role": role,
+        "display_name": display_name,
+        "email": email,
+        "password_hash": password_hash,
+        "active": active,
+    }
+    values = {column: value for column, value in given.items() if value is not None}
+    if values:
+        conn.execute(users.update().where(users.c.id == user_id).values(**values))
+
+
+def insert_api_token(
+    conn: sa.Connection, *, user_id: int, name: str, token_hash: str, created_at: datetime
+) -> int:
+    """A new API token of `user_id`, stored by its hash only; its id."""
+    return int(
+        conn.execute(
+            api_tokens.insert().values(
+                user_id=user_id, name=name, token_hash=token_hash, created_at=created_at
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    )
+
+
+def find_token_id_by_hash(conn: sa.Connection, token_hash: str) -> int | None:
+    """The id of the token with this hash, revoked or not."""
+    token_id = conn.execute(
+        sa.select(api_tokens.c.id).where(api_tokens.c.token_hash == token_hash)
+    ).scalar()
+    return None if token_id is None else int(token_id)
+
+
+def token_user_id(conn: sa.Connection, token_id: int) -> int | None:
+    """The id of the user token `token_id` belongs to, or None when there is no such token."""
+    row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    return None if row is None else int(row.user_id)
+
+
+def revoke_api_token(conn: sa.Connection, token_id: int, *, at: datetime) -> None:
+    conn.execute(api_tokens.update().where(api_tokens.c.id == token_id).values(revoked_at=at))
+
+
+def api_token_owner(conn: sa.Connection, token_hash: str) -> TokenOwner | None:
+    """The user of the unrevoked token with this hash (active or not: the caller says which
+    may sign in), or None when no such token is in use."""
+    row = conn.execute(
+        sa.select(users.c.id, users.c.username, users.c.role, users.c.active, api_tokens.c.id)
+        .join(api_tokens, api_tokens.c.user_id == users.c.id)
+        .where(api_tokens.c.token_hash == token_hash)
+        .where(api_tokens.c.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    return TokenOwner(user_id=row[0], username=row.username, role=row.role, active=row.active)
