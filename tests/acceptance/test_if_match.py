@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
 from tests.acceptance.conftest import Run
 
 
@@ -176,6 +178,13 @@ def test_the_openapi_document_declares_if_match_and_412_on_every_conditional_wri
         ("/api/flows/{key}", "delete"),
         ("/api/queries/{name}", "patch"),
         ("/api/queries/{name}", "delete"),
+        ("/api/flows/{key}/start", "post"),
+        ("/api/flows/{key}/pause", "post"),
+        ("/api/flows/{key}/resume", "post"),
+        ("/api/flows/{key}/drain", "post"),
+        ("/api/flows/{key}/archive", "post"),
+        ("/api/flows/{key}/members/{username}", "put"),
+        ("/api/flows/{key}/members/{username}", "delete"),
     ]
     for path, method in conditional:
         operation = paths[path][method]
@@ -236,3 +245,46 @@ def test_a_get_with_the_current_etag_in_if_none_match_is_a_304_without_a_body(
     client.post("/api/flows", content=FLOW.format(name="W"), headers={**as_admin, **YAML})
     flow = client.get("/api/flows/welcome", headers={**as_admin, "If-None-Match": '"0", "1"'})
     assert flow.status_code == 304
+
+
+# Each status change and change of members, in an order the lifecycle allows from a draft.
+CONDITIONAL_CHANGES = [
+    ("PUT", "/api/flows/welcome/members/bea", "draft"),
+    ("DELETE", "/api/flows/welcome/members/bea", "draft"),
+    ("POST", "/api/flows/welcome/start", "active"),
+    ("POST", "/api/flows/welcome/pause", "paused"),
+    ("POST", "/api/flows/welcome/resume", "active"),
+    ("POST", "/api/flows/welcome/drain", "draining"),
+    ("POST", "/api/flows/welcome/archive", "archived"),
+]
+
+
+def test_status_changes_and_member_changes_take_if_match_and_answer_the_new_revision(
+    ctx: Context, admin: Actor, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    users.create_user(ctx, admin, username="bea", role="member")
+    created = client.post(
+        "/api/flows", content=FLOW.format(name="Welcome"), headers={**as_admin, **YAML}
+    )
+    assert created.status_code == 201, created.text
+    revision = 1
+    for method, address, status in CONDITIONAL_CHANGES:
+        before = client.get("/api/flows/welcome", headers=as_admin).json()
+        stale = client.request(
+            method, address, headers={**as_admin, "If-Match": f'"{revision - 1}"'}
+        )
+        message = _refusal(stale)
+        assert f"flow 'welcome' is at revision {revision}, not {revision - 1}" in message, address
+        assert "nothing was written" in message
+        # Refused whole: the status, the members and the revision are as they were.
+        assert client.get("/api/flows/welcome", headers=as_admin).json() == before, address
+
+        done = client.request(method, address, headers={**as_admin, "If-Match": f'"{revision}"'})
+        assert done.status_code == 200, f"{address}: {done.text}"
+        revision += 1
+        assert (done.headers["ETag"], done.json()["revision"]) == (f'"{revision}"', revision)
+        assert done.json()["status"] == status, address
+        assert ("bea" in done.json()["members"]) == (method == "PUT"), address
+    # Without If-Match a change applies whatever the revision, and still says the new one.
+    answer = client.put("/api/flows/welcome/members/bea", headers=as_admin)
+    assert answer.headers["ETag"] == f'"{revision + 1}"'

@@ -192,8 +192,8 @@ def test_a_poisoned_query_on_a_live_server_fails_its_trigger_and_the_rest_runs(
             )
 
         def failing() -> list[dict[str, Any]]:
-            page = _get(live_server, "/api/flows/six-month-promotion").json()
-            return list(page["failing_triggers"])
+            failures = _get(live_server, "/api/flows/six-month-promotion/trigger-failures")
+            return list(failures.json())
 
         _wait_for(lambda: bool(failing()))
         [failure] = failing()

@@ -156,13 +156,12 @@ def test_a_poisoned_schedule_is_marked_failing_and_every_other_flow_goes_on(
     assert "'doomed'" in failure.last_error and "out of range" in failure.last_error
     assert failure.retry_at == clock.current + timedelta(seconds=5)
 
-    # The flow's page says which trigger fails, why, and when it is tried again.
+    # The flow's trigger failures say which trigger fails, why, and when it is tried again.
     headers = auth_headers(ctx, admin, admin.username)
-    page = client.get("/api/flows/poisoned", headers=headers).json()
-    [shown] = page["failing_triggers"]
+    [shown] = client.get("/api/flows/poisoned/trigger-failures", headers=headers).json()
     assert shown["trigger_type"] == "schedule" and "out of range" in shown["last_error"]
     assert shown["failures"] == 1 and shown["retry_at"] == failure.retry_at.isoformat()
-    assert client.get("/api/flows/healthy", headers=headers).json()["failing_triggers"] == []
+    assert client.get("/api/flows/healthy/trigger-failures", headers=headers).json() == []
     notes = [c["note"] for c in client.get("/api/flows/poisoned/history", headers=headers).json()]
     assert any("trigger 0 (schedule) failed" in n for n in notes)
 
@@ -181,7 +180,7 @@ def test_a_poisoned_schedule_is_marked_failing_and_every_other_flow_goes_on(
     run_once(ctx)
     assert _entered(ctx, admin, "poisoned") == 1
     assert _failures(ctx) == []
-    assert client.get("/api/flows/poisoned", headers=headers).json()["failing_triggers"] == []
+    assert client.get("/api/flows/poisoned/trigger-failures", headers=headers).json() == []
     notes = [c["note"] for c in client.get("/api/flows/poisoned/history", headers=headers).json()]
     assert "trigger 0 (schedule) runs again" in notes
 

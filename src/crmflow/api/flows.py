@@ -91,7 +91,7 @@ def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> di
     return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
 
 
-@router.get("/{key}", response_model=answers.FlowDetail, responses=NOT_MODIFIED)
+@router.get("/{key}", response_model=answers.Flow, responses=NOT_MODIFIED)
 def get_flow(
     ctx: ServiceContext,
     actor: CurrentActor,
@@ -100,13 +100,28 @@ def get_flow(
     if_none_match: IfNoneMatch = None,
 ) -> dict[str, Any] | Response:
     """The flow; its `revision` (one more on every change: edit, status, members) is also the
-    ETag, to send back as If-Match on PUT or DELETE (304 when If-None-Match names it)."""
+    ETag, to send back as If-Match on PUT, DELETE, a status change or a change of members (304
+    when If-None-Match names it). Failing triggers are not part of it (they change without the
+    revision changing, so a 304 would hide them): see GET /api/flows/{key}/trigger-failures."""
     flow = flows.show_flow(ctx, actor, key)
     if (unchanged := not_modified(if_none_match, flow.revision)) is not None:
         return unchanged
+    return _with_etag(response, flow)
+
+
+@router.get("/{key}/trigger-failures", response_model=list[answers.FailingTrigger])
+def trigger_failures(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str, Any]]:
+    """The flow's triggers whose last runs raised (a saved query gone bad): the error, how many
+    times in a row, and when each is tried again; empty when every trigger runs. Read it each
+    time (no ETag): it changes as the worker runs, not when the flow is edited."""
+    flow = flows.get_flow(ctx, actor, key, with_document=False)
+    return failing_triggers(ctx, flow.id)
+
+
+def _with_etag(response: Response, flow: flows.FlowView) -> dict[str, Any]:
+    """The flow's answer, with its revision as the ETag: the If-Match of the next change."""
     set_etag(response, flow.revision)
-    # Triggers whose last run raised (a saved query gone bad): the error and the next retry.
-    return {**flow.as_dict(), "failing_triggers": failing_triggers(ctx, flow.id)}
+    return flow.as_dict()
 
 
 @router.put(
@@ -135,8 +150,7 @@ def update_flow(
         source="request body",
         if_revision=expected,
     )
-    set_etag(response, flow.revision)
-    return flow.as_dict()
+    return _with_etag(response, flow)
 
 
 @router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT, responses=PRECONDITION_FAILED)
@@ -166,26 +180,53 @@ def start_list(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, 
     return {"key": key, "has_start_list": count is not None, "count": count}
 
 
-@router.post("/{key}/start", response_model=answers.Flow)
+# Every status change and change of members takes If-Match too: a change decided on what a GET
+# showed (pausing a flow whose records were counted, resuming after an impact preview) is refused
+# with 412 when the flow has changed since; the answer's ETag is the new revision.
+
+
+@router.post("/{key}/start", response_model=answers.Flow, responses=PRECONDITION_FAILED)
 def start(
-    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_count: int | None = None
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    response: Response,
+    confirm_count: int | None = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Start a draft. With a start list, first call without `confirm_count`: the 409 answer
     says how many records would enter; call again with `confirm_count` set to that number."""
-    return flows.change_status(
-        ctx, actor, key, LifecycleAction.START, confirm_count=confirm_count
-    ).as_dict()
+    flow = flows.change_status(
+        ctx,
+        actor,
+        key,
+        LifecycleAction.START,
+        confirm_count=confirm_count,
+        if_revision=expected_version(if_match),
+    )
+    return _with_etag(response, flow)
 
 
-@router.post("/{key}/pause", response_model=answers.Flow)
+@router.post("/{key}/pause", response_model=answers.Flow, responses=PRECONDITION_FAILED)
 def pause(
-    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    response: Response,
+    confirm_inside: int | None = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Pause: the records inside are frozen at their step. With records inside, the 409 answer
     says how many; call again with `confirm_inside` set to that number."""
-    return flows.change_status(
-        ctx, actor, key, LifecycleAction.PAUSE, confirm_inside=confirm_inside
-    ).as_dict()
+    flow = flows.change_status(
+        ctx,
+        actor,
+        key,
+        LifecycleAction.PAUSE,
+        confirm_inside=confirm_inside,
+        if_revision=expected_version(if_match),
+    )
+    return _with_etag(response, flow)
 
 
 class ResumeBody(BaseModel):
@@ -202,42 +243,86 @@ def impact(ctx: ServiceContext, actor: CurrentActor, key: str) -> list[dict[str,
     return [i.as_dict() for i in lifecycle.impact_preview(ctx, actor, key)]
 
 
-@router.post("/{key}/resume", response_model=answers.Flow)
+@router.post("/{key}/resume", response_model=answers.Flow, responses=PRECONDITION_FAILED)
 def resume(
     ctx: ServiceContext,
     actor: CurrentActor,
     key: str,
+    response: Response,
     body: Annotated[ResumeBody | None, Body()] = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Resume a paused, draining or archived flow where each record was. After an edit, the
     records move to the new version by step key; `moves` says where the records of removed
-    steps go (409 listing the steps and counts until every one has a choice)."""
-    moves = body.moves if body is not None else None
-    return flows.change_status(ctx, actor, key, LifecycleAction.RESUME, moves=moves).as_dict()
+    steps go (409 listing the steps and counts until every one has a choice). With If-Match,
+    only if the flow is still the one whose impact was previewed."""
+    flow = flows.change_status(
+        ctx,
+        actor,
+        key,
+        LifecycleAction.RESUME,
+        moves=body.moves if body is not None else None,
+        if_revision=expected_version(if_match),
+    )
+    return _with_etag(response, flow)
 
 
-@router.post("/{key}/drain", response_model=answers.Flow)
-def drain(ctx: ServiceContext, actor: CurrentActor, key: str) -> dict[str, Any]:
+@router.post("/{key}/drain", response_model=answers.Flow, responses=PRECONDITION_FAILED)
+def drain(
+    ctx: ServiceContext, actor: CurrentActor, key: str, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     """Progressive stop: no new entrants; the records inside finish."""
-    return flows.change_status(ctx, actor, key, LifecycleAction.DRAIN).as_dict()
+    flow = flows.change_status(
+        ctx, actor, key, LifecycleAction.DRAIN, if_revision=expected_version(if_match)
+    )
+    return _with_etag(response, flow)
 
 
-@router.post("/{key}/archive", response_model=answers.Flow)
+@router.post("/{key}/archive", response_model=answers.Flow, responses=PRECONDITION_FAILED)
 def archive(
-    ctx: ServiceContext, actor: CurrentActor, key: str, confirm_inside: int | None = None
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    response: Response,
+    confirm_inside: int | None = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    return flows.change_status(
-        ctx, actor, key, LifecycleAction.ARCHIVE, confirm_inside=confirm_inside
-    ).as_dict()
+    flow = flows.change_status(
+        ctx,
+        actor,
+        key,
+        LifecycleAction.ARCHIVE,
+        confirm_inside=confirm_inside,
+        if_revision=expected_version(if_match),
+    )
+    return _with_etag(response, flow)
 
 
-@router.put("/{key}/members/{username}", response_model=answers.FlowSummary)
-def add_member(ctx: ServiceContext, actor: CurrentActor, key: str, username: str) -> dict[str, Any]:
-    return flows.add_member(ctx, actor, key, username).as_dict()
+@router.put(
+    "/{key}/members/{username}", response_model=answers.FlowSummary, responses=PRECONDITION_FAILED
+)
+def add_member(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    username: str,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    flow = flows.add_member(ctx, actor, key, username, if_revision=expected_version(if_match))
+    return _with_etag(response, flow)
 
 
-@router.delete("/{key}/members/{username}", response_model=answers.FlowSummary)
+@router.delete(
+    "/{key}/members/{username}", response_model=answers.FlowSummary, responses=PRECONDITION_FAILED
+)
 def remove_member(
-    ctx: ServiceContext, actor: CurrentActor, key: str, username: str
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    key: str,
+    username: str,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    return flows.remove_member(ctx, actor, key, username).as_dict()
+    flow = flows.remove_member(ctx, actor, key, username, if_revision=expected_version(if_match))
+    return _with_etag(response, flow)

@@ -150,8 +150,13 @@ def list_flows(
 @app.command("show")
 @reports_errors
 def show(key: str) -> None:
-    """A flow with its current definition, as JSON."""
-    print_json(flows.show_flow(state.context, state.actor, key).as_dict())
+    """A flow with its current definition, and its failing triggers (each with its error and
+    next retry; empty when all run), as JSON."""
+    # Imported here: the triggers package is only needed by this command.
+    from crmflow.services.triggers.failures import failing_triggers
+
+    flow = flows.show_flow(state.context, state.actor, key)
+    print_json({**flow.as_dict(), "failing_triggers": failing_triggers(state.context, flow.id)})
 
 
 @app.command("export")

@@ -795,11 +795,15 @@ def _any_flow(ctx: Context, key: str) -> FlowView:
         return view
 
 
-def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
-    """Give `username` access to a (private) flow; recorded in the flow's history."""
+def add_member(
+    ctx: Context, actor: Actor, key: str, username: str, *, if_revision: ExpectedVersion = None
+) -> FlowView:
+    """Give `username` access to a (private) flow; recorded in the flow's history.
+    PreconditionFailedError unless the flow is at `if_revision`, when given."""
     require_admin(actor, "change flow members")
     with ctx.engine.begin() as conn:
         row = visible_flow(conn, actor, key, for_update=True)
+        _require_revision(key, row.revision, if_revision)
         ids = user_ids_by_name(conn, {username})
         if username not in ids:
             raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
@@ -825,9 +829,12 @@ def add_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
     return view
 
 
-def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowView:
+def remove_member(
+    ctx: Context, actor: Actor, key: str, username: str, *, if_revision: ExpectedVersion = None
+) -> FlowView:
     """Remove a member; refused when the flow's definition names them as responsible for a
-    step (seed 003), because the flow would then assign work to someone who cannot see it."""
+    step (seed 003), because the flow would then assign work to someone who cannot see it.
+    PreconditionFailedError unless the flow is at `if_revision`, when given."""
     require_admin(actor, "change flow members")
     flow = get_flow(ctx, actor, key)
     assert flow.document is not None
@@ -840,6 +847,7 @@ def remove_member(ctx: Context, actor: Actor, key: str, username: str) -> FlowVi
         )
     with ctx.engine.begin() as conn:
         row = visible_flow(conn, actor, key, for_update=True)
+        _require_revision(key, row.revision, if_revision)
         ids = user_ids_by_name(conn, {username})
         if username in ids:
             removed = conn.execute(

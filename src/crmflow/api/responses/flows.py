@@ -17,7 +17,6 @@ __all__ = [
     "FailingTrigger",
     "Flow",
     "FlowChange",
-    "FlowDetail",
     "FlowSummary",
     "FlowValidated",
     "FlowVersion",
@@ -69,7 +68,9 @@ class Flow(FlowSummary):
 
 
 class FailingTrigger(BaseModel):
-    """A trigger whose last runs raised (e.g. its saved query went bad): retried with backoff."""
+    """A trigger whose last runs raised (e.g. its saved query went bad): retried with backoff.
+    Listed by GET /api/flows/{key}/trigger-failures, apart from the flow, whose ETag (its
+    revision) does not change when a trigger starts or stops failing."""
 
     trigger_index: int = Field(description="0-based position in the document's `triggers`")
     trigger_type: str
@@ -78,12 +79,6 @@ class FailingTrigger(BaseModel):
     first_failed_at: Timestamp
     last_failed_at: Timestamp
     retry_at: Timestamp = Field(description="When the trigger is tried again")
-
-
-class FlowDetail(Flow):
-    """One flow: its document, and the triggers that are failing (empty when all run)."""
-
-    failing_triggers: list[FailingTrigger]
 
 
 class FlowValidated(BaseModel):
