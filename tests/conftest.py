@@ -22,27 +22,13 @@ from crmflow.services.users import actor_by_username, create_user
 from crmflow.settings import Settings
 from crmflow.store.database import create_db_engine
 from crmflow.store.schema import metadata
+from crmflow.testing import FrozenClock as FrozenClock  # noqa: PLC0414 (tests import it here)
 
 PG_ADMIN_URL = os.environ.get(
     "CRMFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("CRMFLOW_REQUIRE_POSTGRES") == "1"
 FROZEN_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-
-
-class FrozenClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: datetime = FROZEN_NOW) -> None:
-        self.current = now
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> None:
-        from datetime import timedelta
-
-        self.current += timedelta(**delta)
 
 
 def postgres_unavailable_reason() -> str | None:
@@ -113,7 +99,7 @@ def _wipe(engine: sa.Engine) -> None:
 
 @pytest.fixture
 def clock() -> FrozenClock:
-    return FrozenClock()
+    return FrozenClock(FROZEN_NOW)
 
 
 @pytest.fixture
