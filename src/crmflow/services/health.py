@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.services.context import Context
 from crmflow.store import heartbeats
-from crmflow.store.database import read_connection
+from crmflow.store.database import DatabaseError, Engine, read_connection
 from crmflow.store.heartbeats import Heartbeat, read_heartbeats
 
 __all__ = [
@@ -79,11 +77,11 @@ class LocalLoop:
 
 # Per engine (one per database): a test suite opens many, and a loop of one database says
 # nothing of another's. Weak keys: an engine disposed of takes its loops with it.
-_LOCAL: weakref.WeakKeyDictionary[sa.Engine, dict[str, LocalLoop]] = weakref.WeakKeyDictionary()
+_LOCAL: weakref.WeakKeyDictionary[Engine, dict[str, LocalLoop]] = weakref.WeakKeyDictionary()
 _LOCAL_LOCK = threading.Lock()
 
 
-def register_loop(engine: sa.Engine, *, name: str, kind: str) -> LocalLoop:
+def register_loop(engine: Engine, *, name: str, kind: str) -> LocalLoop:
     """The calling thread runs the loop `name` of `kind` on `engine`'s database: the health
     check of this process watches it (and answers 503 if the thread dies)."""
     loop = LocalLoop(name, kind, threading.current_thread())
@@ -164,7 +162,7 @@ class LoopMonitor:
             log.warning("%s %s: heartbeat not written: %s", self.kind, self.name, exc)
 
 
-def _local_loops(engine: sa.Engine) -> dict[str, LocalLoop]:
+def _local_loops(engine: Engine) -> dict[str, LocalLoop]:
     with _LOCAL_LOCK:
         return dict(_LOCAL.get(engine, {}))
 
@@ -234,7 +232,7 @@ def check_health(ctx: Context, *, now: datetime | None = None) -> HealthReport:
         # does not hold up the health check.
         with read_connection(ctx.engine) as conn:
             beats = read_heartbeats(conn, since=at - FORGET_AFTER)
-    except sa.exc.SQLAlchemyError as exc:
+    except DatabaseError as exc:
         report.database_ok = False
         report.database_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         report.reasons.append(f"the database does not answer: {report.database_error}")
