@@ -14,17 +14,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-
 from crmflow.engine.commands import AddToGroup, RemoveFromGroup
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.records import RecordView, record_view
-from crmflow.store.database import read_connection
-from crmflow.store.schema import record_group_members, record_groups, records, users
+from crmflow.store import record_groups as stored
+from crmflow.store.database import Connection, IntegrityError, read_connection
 
 __all__ = [
     "GroupChange",
@@ -59,15 +56,13 @@ def create_record_group(
     now = ctx.now()
     try:
         with ctx.engine.begin() as conn:
-            group_id = conn.execute(
-                record_groups.insert()
-                .values(name=name, description=description, created_at=now)
-                .returning(record_groups.c.id)
-            ).scalar_one()
-    except sa.exc.IntegrityError:
+            group_id = stored.insert_record_group(
+                conn, name=name, description=description, created_at=now
+            )
+    except IntegrityError:
         raise ConflictError(f"a list named {name!r} already exists") from None
     return {
-        "id": int(group_id),
+        "id": group_id,
         "name": name,
         "description": description,
         "members": 0,
@@ -77,18 +72,8 @@ def create_record_group(
 
 def list_record_groups(ctx: Context) -> list[dict[str, Any]]:
     """Every list with its number of members, by name (one query)."""
-    counts = (
-        sa.select(record_group_members.c.group_id, sa.func.count().label("n"))
-        .group_by(record_group_members.c.group_id)
-        .subquery()
-    )
-    query = (
-        sa.select(record_groups, sa.func.coalesce(counts.c.n, 0).label("members"))
-        .select_from(record_groups.outerjoin(counts, counts.c.group_id == record_groups.c.id))
-        .order_by(record_groups.c.name)
-    )
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(query).all()
+        rows = stored.record_groups_with_counts(conn)
     return [
         {
             "id": r.id,
@@ -106,31 +91,16 @@ def record_group_members_page(
 ) -> Page[RecordView]:
     """The records in list `name`, by record id, `limit` at a time (keyset paging)."""
     size = page_size(ctx, limit)
-    query = (
-        sa.select(records, users.c.username.label("owner"))
-        .select_from(
-            record_group_members.join(records, records.c.id == record_group_members.c.record_id)
-            .join(record_groups, record_groups.c.id == record_group_members.c.group_id)
-            .outerjoin(users, users.c.id == records.c.owner_id)
-        )
-        .where(record_groups.c.name == name)
-        .order_by(records.c.id)
-        .limit(size + 1)
-    )
-    if after is not None:
-        query = query.where(records.c.id > after)
     with read_connection(ctx.engine) as conn:
-        if (
-            conn.execute(sa.select(record_groups.c.id).where(record_groups.c.name == name)).first()
-            is None
-        ):
+        if stored.find_record_group_id(conn, name) is None:
             raise NotFoundError(_unknown(name))
-        rows = conn.execute(query).all()
+        # One more than a page: keyset_page tells from it whether a next page exists.
+        rows = stored.member_records_page(conn, name, after=after, limit=size + 1)
     return keyset_page([record_view(r) for r in rows], size)
 
 
 def apply_group_changes(
-    conn: sa.Connection,
+    conn: Connection,
     changes: Sequence[tuple[GroupChange, int]],
     fail: Fail,
     *,
@@ -145,15 +115,7 @@ def apply_group_changes(
     """
     if not changes:
         return
-    names = sorted({c.group for c, _ in changes})
-    ids = {
-        r.name: int(r.id)
-        for r in conn.execute(
-            sa.select(record_groups.c.id, record_groups.c.name).where(
-                record_groups.c.name.in_(names)
-            )
-        )
-    }
+    ids = stored.record_group_ids(conn, sorted({c.group for c, _ in changes}))
     last: dict[tuple[int, int], bool] = {}  # (group, record) -> True: in the list at the end
     for command, record_id in changes:
         group_id = ids.get(command.group)
@@ -161,21 +123,5 @@ def apply_group_changes(
             fail(command, _unknown(command.group))
             continue
         last[(group_id, record_id)] = isinstance(command, AddToGroup)
-    joins = [
-        {"group_id": g, "record_id": r, "added_at": now} for (g, r), keep in last.items() if keep
-    ]
-    leaves = [(g, r) for (g, r), keep in last.items() if not keep]
-    if joins:
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-            record_group_members
-        )
-        # A record already in the list keeps its first `added_at`: when it joined, not re-joined.
-        conn.execute(insert.on_conflict_do_nothing(), joins)
-    if leaves:
-        conn.execute(
-            record_group_members.delete().where(
-                sa.tuple_(record_group_members.c.group_id, record_group_members.c.record_id).in_(
-                    leaves
-                )
-            )
-        )
+    stored.add_records(conn, [pair for pair, keep in last.items() if keep], added_at=now)
+    stored.remove_records(conn, [pair for pair, keep in last.items() if not keep])
