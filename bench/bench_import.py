@@ -22,8 +22,9 @@ import sqlalchemy as sa
 
 from bench.common import Comparison, fresh_database, ratio_main, timed
 from crmflow.services.context import Actor, Context
-from crmflow.services.imports import driver_time, import_records, records_insert
+from crmflow.services.imports import import_records
 from crmflow.services.users import actor_by_username, create_user
+from crmflow.store.records import driver_time, records_insert
 from crmflow.store.schema import records
 
 __all__ = ["AIM", "main", "run", "write_contacts"]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from crmflow.errors import InvalidInputError, NotFoundError, PermissionDeniedError
-from crmflow.services import records
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from crmflow.services import enrollments as runs
+from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
+from crmflow.store import records as store
+from crmflow.store.wakeups import on_work_committed
+from crmflow.worker import run_once
 from tests.conftest import FrozenClock
 
 
@@ -128,3 +133,81 @@ def test_lists_and_the_change_feed_page_by_id(ctx: Context, admin: Actor) -> Non
     assert [e.record_type for e in events] == ["contact"] * 5 + ["company"]
     assert [e.id for e in events] == sorted(e.id for e in events)
     assert rest.next_after is None
+
+
+TWO_WRITES = """\
+schema_version: 1
+key: two-writes
+name: Two writes
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: later
+    timing: {type: after, amount: 1, unit: hours}
+    actions:
+      - type: update_record
+        values: {first_name: Written, email: null}
+      - type: set_status
+        status: client
+"""
+
+
+def test_a_flows_writes_go_the_way_of_any_record_change(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    """Two actions of one step change the record: one new version, one event per change, each
+    starting where the one before ended (None clearing a field)."""
+    rec = records.create_record(
+        ctx, admin, "contact", {"first_name": "Ana", "last_name": "Pop", "email": "a@b.org"}
+    )
+    flows.create_flow(ctx, admin, TWO_WRITES)
+    flows.change_status(ctx, admin, "two-writes", LifecycleAction.START)
+    runs.start_record(ctx, admin, "two-writes", rec.id)
+    clock.advance(hours=1)
+    run_once(ctx)
+    after = records.get_record(ctx, rec.id)
+    assert after.version == rec.version + 1
+    assert after.data == {"first_name": "Written", "last_name": "Pop", "status": "client"}
+    created, first, second = records.record_changes(ctx, rec.id).items
+    assert first.before == created.after
+    assert first.changed_fields == ["email", "first_name"]
+    assert second.before == first.after
+    assert second.changed_fields == ["status"]
+    assert second.after == {**after.data, "_owner_id": admin.id}
+
+
+def test_a_change_computed_from_a_stale_read_writes_nothing(ctx: Context, admin: Actor) -> None:
+    """The one write of a record change (whoever makes it: an edit, a flow's batch) compares and
+    sets the version it read, so a concurrent write is never overwritten; a change that is
+    written wakes idle workers at commit (it may start flows), one that is refused does not."""
+    rec = records.create_record(ctx, admin, "contact", {"last_name": "Pop"})
+    with ctx.engine.connect() as conn:
+        stale = store.find_record(conn, rec.id)
+    assert stale is not None
+    records.update_record(ctx, admin, rec.id, {"first_name": "Ana"})
+    woken: list[str] = []
+    on_work_committed(ctx.engine, lambda: woken.append("wake"))
+
+    def write(record: store.StoredRecord) -> None:
+        change = store.RecordUpdate(
+            record, store.merged(record.data, {"status": "lead"}), record.owner_id
+        )
+        with ctx.engine.begin() as conn:
+            store.update_records(conn, [change], actor_id=admin.id, now=ctx.now())
+
+    with pytest.raises(ConflictError, match=f"record {rec.id} changed while"):
+        write(stale)
+    assert records.get_record(ctx, rec.id).data == {"last_name": "Pop", "first_name": "Ana"}
+    assert len(records.record_changes(ctx, rec.id).items) == 2
+    assert woken == []
+    with ctx.engine.connect() as conn:
+        fresh = store.find_record(conn, rec.id)
+    assert fresh is not None
+    write(fresh)
+    assert woken == ["wake"]
+    assert records.get_record(ctx, rec.id).version == 3
+
+
+def test_none_clears_a_field_and_stored_values_hold_no_null() -> None:
+    assert store.merged({"a": 1, "b": 2}, {"a": None, "c": 3, "d": None}) == {"b": 2, "c": 3}
+    assert store.without_nulls({"a": None, "b": 0, "c": ""}) == {"b": 0, "c": ""}

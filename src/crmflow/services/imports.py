@@ -17,13 +17,10 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import CrmflowError, InvalidInputError, Problem
@@ -31,21 +28,17 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.import_rows import OWNER_COLUMN, Row, csv_rows, jsonl_rows
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
-from crmflow.services.records import IN_CHUNK, OWNER_KEY, LinkResolver
-from crmflow.store.database import read_connection
-from crmflow.store.schema import record_changes, records, users
-from crmflow.store.types import UTCDateTime
-from crmflow.store.wakeups import mark_work
+from crmflow.services.records import LinkResolver
+from crmflow.store import records as store
+from crmflow.store.database import Connection, read_connection
 
 __all__ = [
     "MAX_LISTED_ERRORS",
     "ImportInterruptedError",
     "ImportReport",
     "RowError",
-    "driver_time",
     "export_records",
     "import_records",
-    "records_insert",
 ]
 
 Format = Literal["csv", "jsonl"]
@@ -185,59 +178,6 @@ class _Source:
             self.owned.close()
 
 
-def records_insert(dialect: sa.Dialect) -> Any:
-    """A multi-row INSERT into records taking `data` as JSON text already serialised by orjson.
-
-    SQLAlchemy's JSON type would serialise each value with the standard json module, several
-    times slower than orjson on a million rows. The parameter `p_now` is given already converted
-    for the driver (see `driver_time`) so that it is not converted again on every row.
-    """
-    # Parameter names differ from the column names, which SQLAlchemy reserves for itself.
-    data: Any = sa.bindparam("p_data", type_=sa.Text())
-    if dialect.name == "postgresql":
-        data = sa.cast(data, JSONB)
-    # A type without a bind processor of its own (SQLite gets text, PostgreSQL a timestamptz).
-    time_type: Any = sa.String() if dialect.name == "sqlite" else sa.DateTime(timezone=True)
-    now = sa.bindparam("p_now", type_=time_type)
-    return records.insert().values(
-        type=sa.bindparam("p_type", type_=sa.String()),
-        owner_id=sa.bindparam("p_owner", type_=sa.Integer()),
-        data=data,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def driver_time(dialect: sa.Dialect, value: datetime) -> Any:
-    """`value` as the records' timestamp columns hand it to the database driver."""
-    # dialect_impl: on SQLite the column's own processor turns the datetime into the stored text
-    # once here, instead of sqlite3 adapting a datetime on every row.
-    processor = records.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-    return processor(value) if processor is not None else value
-
-
-def _created_events(dialect: str, where: Any, actor_id: int, at: Any) -> Any:
-    """INSERT ... SELECT of the `created` events of the records matched by `where`."""
-    if dialect == "postgresql":
-        after: Any = records.c.data.op("||")(
-            sa.func.jsonb_build_object(OWNER_KEY, records.c.owner_id)
-        )
-    else:
-        after = sa.func.json_set(records.c.data, f"$.{OWNER_KEY}", records.c.owner_id)
-    select = sa.select(
-        records.c.id,
-        records.c.type,
-        sa.literal("created"),
-        sa.null(),
-        after,
-        sa.literal(actor_id, sa.Integer()),
-        sa.literal(at, UTCDateTime()),
-    ).where(where)
-    return record_changes.insert().from_select(
-        ["record_id", "record_type", "kind", "before", "after", "actor_id", "at"], select
-    )
-
-
 class _RefusedError(Exception):
     """Rolls back an all-or-nothing import that met a bad row."""
 
@@ -258,10 +198,9 @@ class _Importer:
         self.report = report
         self.check = rtype.checker(zone=ctx.zone, from_text=from_text).check
         self.resolver = LinkResolver(rtype)
-        self.dialect = ctx.engine.dialect.name
-        self.insert = records_insert(ctx.engine.dialect).returning(records.c.id)
-        self.now = ctx.now()
-        self.driver_now = driver_time(ctx.engine.dialect, self.now)
+        self.insert = store.BulkInsert(
+            ctx.engine.dialect, rtype.key, actor_id=actor.id, now=ctx.now()
+        )
 
     def validate(
         self, rows: Iterator[Row], batch_size: int
@@ -282,7 +221,7 @@ class _Importer:
                 report.add_error(line, problems)
                 continue
             if None in data.values():
-                data = {k: v for k, v in data.items() if v is not None}
+                data = store.without_nulls(data)
             if type(owner) is str:
                 owner = owner.strip() or None
             pending.append((line, data, owner))
@@ -292,9 +231,7 @@ class _Importer:
         if pending:
             yield pending
 
-    def write(
-        self, conn: sa.Connection, batch: list[tuple[int, Any, Any]], *, insert: bool
-    ) -> None:
+    def write(self, conn: Connection, batch: list[tuple[int, Any, Any]], *, insert: bool) -> None:
         """Check the batch's links, then (if `insert`) write its good rows and their events."""
         resolver = self.resolver
         report = self.report
@@ -313,32 +250,13 @@ class _Importer:
             good = [(line, data, self.actor.id) for line, data, _ in batch]
         if not insert or not good:
             return
-        params = self._params(good)
-        if not params:
-            return
-        ids = conn.execute(self.insert, params).scalars().all()
-        first, last = min(ids), max(ids)
-        if last - first + 1 == len(ids):
-            # The batch's ids are contiguous, so no other writer's record lies in between.
-            wheres = [records.c.id.between(first, last)]
-        else:
-            ordered = sorted(ids)
-            wheres = [
-                records.c.id.in_(ordered[i : i + IN_CHUNK])
-                for i in range(0, len(ordered), IN_CHUNK)
-            ]
-        for where in wheres:
-            conn.execute(_created_events(self.dialect, where, self.actor.id, self.now))
-        mark_work(conn)  # new records may trigger flows: wake idle workers
-        report.imported += len(params)
+        report.imported += self.insert.write(conn, self._encoded(good))
 
-    def _params(self, good: list[tuple[int, Any, int | None]]) -> list[dict[str, Any]]:
-        """The INSERT's parameters; a row whose values the database cannot store is rejected
-        here, alone, rather than failing the whole batch's statement."""
+    def _encoded(self, good: list[tuple[int, Any, int | None]]) -> list[tuple[int | None, str]]:
+        """(owner id, data as JSON text) of the rows to insert; a row whose values the database
+        cannot store is rejected here, alone, rather than failing the whole batch's statement."""
         dumps = orjson.dumps
-        type_key = self.rtype.key
-        now = self.driver_now
-        params = []
+        rows: list[tuple[int | None, str]] = []
         for line, data, owner_id in good:
             try:
                 encoded = dumps(data)
@@ -358,10 +276,8 @@ class _Importer:
                         ],
                     )
                     continue
-            params.append(
-                {"p_type": type_key, "p_owner": owner_id, "p_data": encoded.decode(), "p_now": now}
-            )
-        return params
+            rows.append((owner_id, encoded.decode()))
+        return rows
 
 
 def import_records(
@@ -453,13 +369,6 @@ def export_records(
     """
     if fmt not in ("csv", "jsonl"):
         raise InvalidInputError("the export", [Problem("format", f"{fmt!r} is not csv or jsonl")])
-    query = (
-        sa.select(records.c.id, records.c.data, users.c.username)
-        .select_from(records.outerjoin(users, users.c.id == records.c.owner_id))
-        .where(records.c.type == type_key)
-        .order_by(records.c.id)
-        .limit(page_size)
-    )
     count = 0
     with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, type_key)
@@ -469,7 +378,7 @@ def export_records(
             writer.writerow([*keys, OWNER_COLUMN])
         after = 0
         while True:
-            rows = conn.execute(query.where(records.c.id > after)).all()
+            rows = store.export_page(conn, type_key, after=after, limit=page_size)
             if not rows:
                 break
             for row in rows:

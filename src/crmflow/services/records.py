@@ -8,6 +8,11 @@ with a letter), so that reassigning a record is a change like any other.
 
 Stored data never holds nulls: clearing a field removes its key, so "missing" and "empty" are the
 same thing for queries on both backends.
+
+Here are the checks (the record type's fields and values, users and referenced records, versions)
+and the views; every write, whether one record from the API or CLI or many from a flow's batch,
+goes through `crmflow.store.records` (its rows, its change events, waking the workers), where
+`OWNER_KEY` and `snapshot` live too (named here as well for the services that read events).
 """
 
 from __future__ import annotations
@@ -17,21 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.engine.recordtypes import MAX_ROW_ID, FieldType, RecordType
-from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.record_types import record_type_in
-from crmflow.store.bulk import Writer
-from crmflow.store.database import read_connection
-from crmflow.store.idlists import among
-from crmflow.store.schema import record_changes as changes
-from crmflow.store.schema import records, users
-from crmflow.store.wakeups import mark_work
+from crmflow.store import records as store
+from crmflow.store.database import Connection, Row, read_connection
+from crmflow.store.records import OWNER_KEY, NewRecord, RecordUpdate, StoredRecord, snapshot
 
 __all__ = [
     "OWNER_KEY",
@@ -50,10 +50,6 @@ __all__ = [
     "update_record",
     "update_records_in",
 ]
-
-OWNER_KEY = "_owner_id"
-# SQLite refuses statements with more than 32766 parameters; stay well below on both backends.
-IN_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class RecordView:
         }
 
 
-def record_view(row: sa.Row[Any]) -> RecordView:
+def record_view(row: Row) -> RecordView:
     """A view of a row selected from the `records` table (with `owner`, the username, if joined)."""
     mapping = row._mapping
     return RecordView(
@@ -131,24 +127,7 @@ class ChangeView:
         }
 
 
-def snapshot(data: Mapping[str, Any], owner_id: int | None) -> dict[str, Any]:
-    """The form a record takes in a change event."""
-    return {**data, OWNER_KEY: owner_id}
-
-
-def _record_select() -> sa.Select[Any]:
-    return sa.select(records, users.c.username.label("owner")).select_from(
-        records.outerjoin(users, users.c.id == records.c.owner_id)
-    )
-
-
-def _change_select() -> sa.Select[Any]:
-    return sa.select(changes, users.c.username.label("actor")).select_from(
-        changes.outerjoin(users, users.c.id == changes.c.actor_id)
-    )
-
-
-def _change_view(row: sa.Row[Any]) -> ChangeView:
+def _change_view(row: Row) -> ChangeView:
     return ChangeView(
         id=row.id,
         record_id=row.record_id,
@@ -166,7 +145,7 @@ class LinkResolver:
     """Turns usernames into user ids and checks that users and referenced records exist.
 
     Works on a whole batch with one query for users and one for records (chunked only past
-    IN_CHUNK distinct ids), never one query per row.
+    `store.records.IN_CHUNK` distinct ids), never one query per row.
     """
 
     def __init__(self, rtype: RecordType) -> None:
@@ -177,7 +156,7 @@ class LinkResolver:
 
     def resolve(
         self,
-        conn: sa.Connection,
+        conn: Connection,
         items: Sequence[tuple[dict[str, Any], object]],
         default_owner: int | None,
     ) -> tuple[list[int | None], list[list[Problem]]]:
@@ -206,8 +185,10 @@ class LinkResolver:
                 value = data.get(key)
                 if value is not None:
                     ref_ids.add(value)
-        by_name, known_ids = _users(conn, names, user_ids)
-        ref_types = _record_types_of(conn, ref_ids)
+        found_users = store.users_named_or_numbered(conn, names, user_ids)
+        by_name = {username: user_id for user_id, username in found_users}
+        known_ids = {user_id for user_id, _ in found_users}
+        ref_types = store.record_types_of(conn, ref_ids)
 
         owners: list[int | None] = []
         problems: list[list[Problem]] = []
@@ -252,86 +233,45 @@ class LinkResolver:
         return owners, problems
 
 
-def _chunks(values: set[int]) -> list[list[int]]:
-    ordered = sorted(values)
-    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
-
-
-def _users(conn: sa.Connection, names: set[str], ids: set[int]) -> tuple[dict[str, int], set[int]]:
-    if not names and not ids:
-        return {}, set()
-    conditions = []
-    if names:
-        conditions.append(users.c.username.in_(sorted(names)))
-    if ids:
-        conditions.append(users.c.id.in_(sorted(ids)))
-    rows = conn.execute(sa.select(users.c.id, users.c.username).where(sa.or_(*conditions))).all()
-    return {r.username: r.id for r in rows}, {r.id for r in rows}
-
-
-def _record_types_of(conn: sa.Connection, ids: set[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for chunk in _chunks(ids):
-        rows = conn.execute(sa.select(records.c.id, records.c.type).where(records.c.id.in_(chunk)))
-        found.update({r.id: r.type for r in rows})
-    return found
-
-
 def _refuse(rtype: RecordType, problems: list[Problem]) -> None:
     if problems:
         raise InvalidInputError(f"the {rtype.key} record", problems)
 
 
-def _without_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def _load(conn: Connection, record_id: int, *, for_update: bool = False) -> StoredRecord:
+    record = store.find_record(conn, record_id, for_update=for_update)
+    if record is None:
+        raise NotFoundError(f"no record with id {record_id}")
+    return record
 
 
-def _write_change(
-    conn: sa.Connection,
-    ctx: Context,
-    actor: Actor,
-    *,
-    record_id: int,
-    record_type: str,
-    kind: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> None:
-    conn.execute(
-        changes.insert().values(
-            record_id=record_id,
-            record_type=record_type,
-            kind=kind,
-            before=before,
-            after=after,
-            actor_id=actor.id,
-            at=ctx.now(),
-        )
+def _require_version(record: StoredRecord, expected: ExpectedVersion) -> None:
+    require_version(
+        f"record {record.id}",
+        record.version,
+        expected,
+        read_again=(
+            f"GET /api/records/{record.type}/{record.id} or `crmflow records get {record.id}`"
+        ),
     )
-    mark_work(conn)  # a change may trigger flows: wake idle workers
 
 
-def _load(conn: sa.Connection, record_id: int, *, for_update: bool = False) -> sa.Row[Any]:
-    query = sa.select(records).where(records.c.id == record_id)
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+def _view(conn: Connection, record_id: int) -> RecordView:
+    row = store.record_with_owner(conn, record_id)
     if row is None:
         raise NotFoundError(f"no record with id {record_id}")
-    return row
+    return record_view(row)
 
 
-def _require_version(row: sa.Row[Any], expected: ExpectedVersion) -> None:
-    require_version(
-        f"record {row.id}",
-        row.version,
-        expected,
-        read_again=f"GET /api/records/{row.type}/{row.id} or `crmflow records get {row.id}`",
-    )
-
-
-def _view(conn: sa.Connection, record_id: int) -> RecordView:
-    return record_view(conn.execute(_record_select().where(records.c.id == record_id)).one())
+def _change(
+    record: StoredRecord, values: Mapping[str, Any], owner_id: int | None
+) -> RecordUpdate | None:
+    """The change that checked `values` (None clears a field) and `owner_id` make to `record`;
+    None when they change nothing (no event, no new version)."""
+    after = store.merged(record.data, values)
+    if after == record.data and owner_id == record.owner_id:
+        return None
+    return RecordUpdate(record, after, owner_id)
 
 
 def create_record(
@@ -346,28 +286,13 @@ def create_record(
     now = ctx.now()
     with ctx.engine.begin() as conn:
         rtype = record_type_in(conn, type_key)
-        data = _without_nulls(
+        data = store.without_nulls(
             rtype.normalise(values, zone=ctx.zone, max_field_chars=ctx.settings.max_field_chars)
         )
         owners, problems = LinkResolver(rtype).resolve(conn, [(data, owner)], actor.id)
         _refuse(rtype, problems[0])
-        owner_id = owners[0]
-        record_id = int(
-            conn.execute(
-                records.insert()
-                .values(type=type_key, owner_id=owner_id, data=data, created_at=now, updated_at=now)
-                .returning(records.c.id)
-            ).scalar_one()
-        )
-        _write_change(
-            conn,
-            ctx,
-            actor,
-            record_id=record_id,
-            record_type=type_key,
-            kind="created",
-            before=None,
-            after=snapshot(data, owner_id),
+        [record_id] = store.insert_records(
+            conn, type_key, [NewRecord(data, owners[0])], actor_id=actor.id, now=now
         )
         return _view(conn, record_id)
 
@@ -388,48 +313,17 @@ def update_record(
     the locked row, in the write's transaction).
     """
     with ctx.engine.begin() as conn:
-        row = _load(conn, record_id, for_update=True)
-        _require_version(row, if_version)
-        rtype = record_type_in(conn, row.type)
+        record = _load(conn, record_id, for_update=True)
+        _require_version(record, if_version)
+        rtype = record_type_in(conn, record.type)
         given = rtype.normalise(
             values, zone=ctx.zone, partial=True, max_field_chars=ctx.settings.max_field_chars
         )
-        owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], row.owner_id)
+        owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], record.owner_id)
         _refuse(rtype, problems[0])
-        before = dict(row.data)
-        after = dict(before)
-        for key, value in given.items():
-            if value is None:
-                after.pop(key, None)
-            else:
-                after[key] = value
-        owner_id = owners[0]
-        if after == before and owner_id == row.owner_id:
-            return _view(conn, record_id)
-        # Compare-and-set: the row is locked, so this holds; were a lock ever lost, the version
-        # still keeps a concurrent write from being silently overwritten.
-        written = conn.execute(
-            records.update()
-            .where(records.c.id == record_id, records.c.version == row.version)
-            .values(
-                data=after, owner_id=owner_id, updated_at=ctx.now(), version=records.c.version + 1
-            )
-        ).rowcount
-        if written != 1:
-            raise ConflictError(
-                f"record {record_id} changed while this update was applied; nothing was "
-                "written: read it again and retry"
-            )
-        _write_change(
-            conn,
-            ctx,
-            actor,
-            record_id=record_id,
-            record_type=row.type,
-            kind="updated",
-            before=snapshot(before, row.owner_id),
-            after=snapshot(after, owner_id),
-        )
+        change = _change(record, given, owners[0])
+        if change is not None:
+            store.update_records(conn, [change], actor_id=actor.id, now=ctx.now())
         return _view(conn, record_id)
 
 
@@ -440,27 +334,14 @@ def delete_record(
     With `if_version`, PreconditionFailedError unless the record is at that version."""
     require_manager(actor, "delete records")
     with ctx.engine.begin() as conn:
-        row = _load(conn, record_id, for_update=True)
-        _require_version(row, if_version)
-        conn.execute(records.delete().where(records.c.id == record_id))
-        _write_change(
-            conn,
-            ctx,
-            actor,
-            record_id=record_id,
-            record_type=row.type,
-            kind="deleted",
-            before=snapshot(row.data, row.owner_id),
-            after=None,
-        )
+        record = _load(conn, record_id, for_update=True)
+        _require_version(record, if_version)
+        store.delete_record(conn, record, actor_id=actor.id, now=ctx.now())
 
 
 def get_record(ctx: Context, record_id: int) -> RecordView:
     with read_connection(ctx.engine) as conn:
-        row = conn.execute(_record_select().where(records.c.id == record_id)).first()
-    if row is None:
-        raise NotFoundError(f"no record with id {record_id}")
-    return record_view(row)
+        return _view(conn, record_id)
 
 
 def list_records(
@@ -468,12 +349,9 @@ def list_records(
 ) -> Page[RecordView]:
     """Records of one type in id order, `limit` at a time (pass `next_after` back as `after`)."""
     size = page_size(ctx, limit)
-    query = _record_select().where(records.c.type == type_key)
-    if after is not None:
-        query = query.where(records.c.id > after)
     with read_connection(ctx.engine) as conn:
         record_type_in(conn, type_key)
-        rows = conn.execute(query.order_by(records.c.id).limit(size + 1)).all()
+        rows = store.record_page(conn, type_key, after=after, limit=size + 1)
     return keyset_page([record_view(r) for r in rows], size)
 
 
@@ -482,11 +360,8 @@ def record_changes(
 ) -> Page[ChangeView]:
     """The change events of one record, oldest first (also after the record was deleted)."""
     size = page_size(ctx, limit)
-    query = _change_select().where(changes.c.record_id == record_id)
-    if after is not None:
-        query = query.where(changes.c.id > after)
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
+        rows = store.change_page(conn, record_id=record_id, after=after, limit=size + 1)
         if not rows and after is None:
             _load(conn, record_id)  # NotFoundError for a record that never existed
     return keyset_page([_change_view(r) for r in rows], size)
@@ -499,11 +374,8 @@ def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> 
     out of id order; a reader that must never skip one re-reads a short window behind its cursor.
     """
     size = page_size(ctx, limit)
-    query = _change_select()
-    if after is not None:
-        query = query.where(changes.c.id > after)
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(query.order_by(changes.c.id).limit(size + 1)).all()
+        rows = store.change_page(conn, after=after, limit=size + 1)
     return keyset_page([_change_view(r) for r in rows], size)
 
 
@@ -516,7 +388,7 @@ class FieldChange:
 
 
 def update_records_in(
-    conn: sa.Connection, ctx: Context, actor: Actor, items: Sequence[FieldChange]
+    conn: Connection, ctx: Context, actor: Actor, items: Sequence[FieldChange]
 ) -> list[str | None]:
     """Apply many field changes on an open transaction: the checks of `update_record` (the
     record type's fields and values, users and referenced records), one change event per change
@@ -525,14 +397,12 @@ def update_records_in(
     Returns, per item, None when it was applied or the reason it was refused (the record is
     gone, a value does not fit); a refused item changes nothing and the others still apply.
     Set-based: one query loads the records, one per record type resolves links, and the
-    updates and events are written with one executemany each.
+    records and events are written with one executemany each (`store.records.update_records`,
+    the write of every record change).
     """
     if not items:
         return []
-    ids = {item.record_id for item in items}
-    r = records.c
-    query = sa.select(r.id, r.type, r.data, r.owner_id).where(among(r.id, ids, conn))
-    rows = {row.id: row for row in conn.execute(query.with_for_update())}
+    rows = store.lock_records(conn, {item.record_id for item in items})
     types: dict[str, RecordType] = {}
     resolvers: dict[str, LinkResolver] = {}
     given: list[dict[str, Any] | None] = []
@@ -571,58 +441,18 @@ def update_records_in(
             if found:
                 given[i] = None
                 results[i] = "; ".join(str(p) for p in found)
-    current = {rid: dict(row.data) for rid, row in rows.items()}
-    now = ctx.now()
-    events: list[dict[str, Any]] = []
-    touched: set[int] = set()
+    current = dict(rows)  # each record as the changes before have left it
+    updates: list[RecordUpdate] = []
     for item, values in zip(items, given, strict=True):
         if values is None:
             continue
-        row = rows[item.record_id]
-        before = current[item.record_id]
-        after = dict(before)
-        for key, value in values.items():
-            if value is None:
-                after.pop(key, None)
-            else:
-                after[key] = value
-        if after == before:
+        record = current[item.record_id]
+        change = _change(record, values, record.owner_id)
+        if change is None:
             continue
-        current[item.record_id] = after
-        touched.add(item.record_id)
-        events.append(
-            {
-                "record_id": item.record_id,
-                "record_type": row.type,
-                "kind": "updated",
-                "before": snapshot(before, row.owner_id),
-                "after": snapshot(after, row.owner_id),
-                "actor_id": actor.id,
-                "at": now,
-            }
+        updates.append(change)
+        current[record.id] = StoredRecord(
+            record.id, record.type, record.owner_id, change.data, record.version
         )
-    if touched:
-        # Driver-level batches: a worker's batch writes hundreds of these (see store.bulk).
-        writer = Writer(conn)
-        json, at = writer.json_placeholder, writer.time(now)
-        writer.executemany(
-            f"update records set data = {json}, updated_at = ?, version = version + 1 where id = ?",
-            [(writer.json(current[rid]), at, rid) for rid in sorted(touched)],
-        )
-        writer.executemany(
-            "insert into record_changes (record_id, record_type, kind, before, after, actor_id,"
-            f" at) values (?, ?, ?, {json}, {json}, ?, ?)",
-            [
-                (
-                    e["record_id"],
-                    e["record_type"],
-                    e["kind"],
-                    writer.json(e["before"]),
-                    writer.json(e["after"]),
-                    e["actor_id"],
-                    at,
-                )
-                for e in events
-            ],
-        )
+    store.update_records(conn, updates, actor_id=actor.id, now=ctx.now())
     return results

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.engine.commands import CreateRecord, idempotency_key, message_id
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import InvalidInputError
 from crmflow.services.context import Actor, Context
 from crmflow.services.invitations import Invitation, event_uid, ics_text
 from crmflow.services.record_types import catalog_in
-from crmflow.services.records import LinkResolver, snapshot
-from crmflow.store.schema import record_changes, records, users
+from crmflow.services.records import LinkResolver
+from crmflow.store import records as store
+from crmflow.store.database import Connection
+from crmflow.store.records import NewRecord, StoredRecord
 
 __all__ = ["Created", "create_related_records", "invitation_key"]
 
@@ -52,7 +52,7 @@ class _Pending:
 
 
 def create_related_records(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     actor: Actor,
     items: Sequence[tuple[CreateRecord, int]],
@@ -69,14 +69,7 @@ def create_related_records(
     """
     if not items:
         return [], []
-    sources = {
-        r.id: r
-        for r in conn.execute(
-            sa.select(records.c.id, records.c.owner_id, records.c.data).where(
-                records.c.id.in_(sorted({source for _, source in items}))
-            )
-        )
-    }
+    sources = store.find_records(conn, {source for _, source in items})
     types = catalog_in(conn)
     by_type: dict[str, list[_Pending]] = {}
     for command, source_id in items:
@@ -98,7 +91,7 @@ def create_related_records(
         except InvalidInputError as exc:
             fail(command, "; ".join(str(p) for p in exc.problems))
             continue
-        data = {k: v for k, v in data.items() if v is not None}
+        data = store.without_nulls(data)
         owner = source.owner_id if source.owner_id is not None else actor.id
         by_type.setdefault(rtype.key, []).append(_Pending(command, source_id, data, owner))
     created: list[Created] = []
@@ -107,7 +100,13 @@ def create_related_records(
         good = _resolve_links(conn, types[type_key], pending, fail)
         if not good:
             continue
-        ids = _insert(conn, type_key, good, actor, now)
+        ids = store.insert_records(
+            conn,
+            type_key,
+            [NewRecord(p.data, p.owner_id) for p in good],
+            actor_id=actor.id,
+            now=now,
+        )
         for p, record_id in zip(good, ids, strict=True):
             created.append(Created(p.command, record_id))
             if p.command.invitation == "ics":
@@ -117,7 +116,7 @@ def create_related_records(
 
 
 def _resolve_links(
-    conn: sa.Connection, rtype: RecordType, pending: list[_Pending], fail: Fail
+    conn: Connection, rtype: RecordType, pending: list[_Pending], fail: Fail
 ) -> list[_Pending]:
     """The pending records whose user and reference fields point at existing users and records
     (usernames become ids, as for any record)."""
@@ -134,48 +133,10 @@ def _resolve_links(
     return good
 
 
-def _insert(
-    conn: sa.Connection, type_key: str, good: list[_Pending], actor: Actor, now: datetime
-) -> list[int]:
-    rows = [
-        {
-            "type": type_key,
-            "owner_id": p.owner_id,
-            "data": p.data,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for p in good
-    ]
-    # sort_by_parameter_order: the ids come back in the order of the rows, on both backends.
-    ids = [
-        int(i)
-        for i in conn.execute(
-            records.insert().returning(records.c.id, sort_by_parameter_order=True), rows
-        ).scalars()
-    ]
-    conn.execute(
-        record_changes.insert(),
-        [
-            {
-                "record_id": record_id,
-                "record_type": type_key,
-                "kind": "created",
-                "before": None,
-                "after": snapshot(p.data, p.owner_id),
-                "actor_id": actor.id,
-                "at": now,
-            }
-            for p, record_id in zip(good, ids, strict=True)
-        ],
-    )
-    return ids
-
-
 def _invitations(
-    conn: sa.Connection,
+    conn: Connection,
     items: list[tuple[_Pending, int]],
-    sources: dict[int, Any],
+    sources: dict[int, StoredRecord],
     fail: Fail,
     *,
     now: datetime,
@@ -185,15 +146,7 @@ def _invitations(
     the event exists, but nobody can be invited, and the step run says so."""
     if not items:
         return []
-    owner_ids = sorted({p.owner_id for p, _ in items if p.owner_id is not None})
-    owners = {
-        r.id: r
-        for r in conn.execute(
-            sa.select(users.c.id, users.c.email, users.c.display_name).where(
-                users.c.id.in_(owner_ids)
-            )
-        )
-    }
+    owners = store.owner_contacts(conn, {p.owner_id for p, _ in items if p.owner_id is not None})
     rows: list[dict[str, Any]] = []
     for p, record_id in items:
         source = sources[p.source_id].data

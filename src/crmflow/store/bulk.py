@@ -49,10 +49,11 @@ class Writer:
     def json_placeholder(self) -> str:
         return "?::jsonb" if self.postgres else "?"
 
-    def executemany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Run `sql` (with `?` placeholders) once per row, in one driver call."""
+    def executemany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Run `sql` (with `?` placeholders) once per row, in one driver call; the number of
+        rows it changed, summed over the rows (both drivers report the sum)."""
         if not rows:
-            return
+            return 0
         if self.postgres:
             sql = sql.replace("%", "%%").replace("?", "%s")
-        self.conn.exec_driver_sql(sql, list(rows))
+        return int(self.conn.exec_driver_sql(sql, list(rows)).rowcount)
