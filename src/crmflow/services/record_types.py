@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
 from crmflow.engine.recordtypes import (
     BUILTIN_TYPES,
     FieldType,
@@ -25,8 +23,8 @@ from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Prob
 from crmflow.services.context import Actor, Context
 from crmflow.services.documents import read_document
 from crmflow.services.permissions import require_admin
-from crmflow.store.database import read_connection
-from crmflow.store.schema import record_types, records
+from crmflow.store import record_types as store
+from crmflow.store.database import Connection, IntegrityError, Row, read_connection
 
 __all__ = [
     "catalog",
@@ -38,22 +36,21 @@ __all__ = [
 ]
 
 
-def _from_row(row: sa.Row[Any]) -> RecordType:
+def _from_row(row: Row) -> RecordType:
     return RecordType.from_dict(
         {"key": row.key, "name": row.name, "fields": row.fields}, builtin=bool(row.builtin)
     )
 
 
-def catalog_in(conn: sa.Connection) -> dict[str, RecordType]:
+def catalog_in(conn: Connection) -> dict[str, RecordType]:
     """Every record type, read on an open connection (for services inside a transaction)."""
-    rows = conn.execute(sa.select(record_types).order_by(record_types.c.key)).all()
-    return {row.key: _from_row(row) for row in rows}
+    return {row.key: _from_row(row) for row in store.all_record_types(conn)}
 
 
-def record_type_in(conn: sa.Connection, key: str) -> RecordType:
-    row = conn.execute(sa.select(record_types).where(record_types.c.key == key)).first()
+def record_type_in(conn: Connection, key: str) -> RecordType:
+    row = store.find_record_type(conn, key)
     if row is None:
-        known = ", ".join(conn.execute(sa.select(record_types.c.key).order_by("key")).scalars())
+        known = ", ".join(store.record_type_keys(conn))
         raise NotFoundError(
             f"no record type {key!r} (known types: {known}; see `crmflow types list`)"
         )
@@ -117,29 +114,17 @@ def create_record_type(ctx: Context, actor: Actor, definition: Mapping[str, Any]
             problems = _check_references(rtype, known)
             if problems:
                 raise InvalidInputError(f"the record type {rtype.key!r}", problems)
-            conn.execute(
-                record_types.insert().values(
-                    key=rtype.key,
-                    name=rtype.name,
-                    builtin=False,
-                    fields=_fields_json(rtype),
-                    created_at=now,
-                    updated_at=now,
-                )
+            store.insert_record_type(
+                conn,
+                key=rtype.key,
+                name=rtype.name,
+                builtin=False,
+                fields=_fields_json(rtype),
+                now=now,
             )
-    except sa.exc.IntegrityError:
+    except IntegrityError:
         raise exists from None  # created by another request meanwhile
     return RecordType(key=rtype.key, name=rtype.name, fields=rtype.fields)
-
-
-def _count_contradicting(conn: sa.Connection, key: str, field: str, where: Any) -> int:
-    value = records.c.data[field].as_string()
-    condition = where(value)
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).select_from(records).where(records.c.type == key, condition)
-        ).scalar_one()
-    )
 
 
 def update_record_type(
@@ -170,13 +155,11 @@ def update_record_type(
             problems.extend(_builtin_problems(new))
         for change in compare_definitions(old, new):
             if change.change == "choices_removed":
-                count = _count_contradicting(
-                    conn, key, change.key, lambda v, c=change: v.in_(c.removed_choices)
-                )
+                count = store.count_with_value_in(conn, key, change.key, change.removed_choices)
             elif change.change == "now_required":
-                count = _count_contradicting(conn, key, change.key, lambda v: v.is_(None))
+                count = store.count_without_value(conn, key, change.key)
             else:
-                count = _count_contradicting(conn, key, change.key, lambda v: v.is_not(None))
+                count = store.count_with_value(conn, key, change.key)
             if count:
                 noun = "record has" if count == 1 else "records have"
                 problems.append(
@@ -189,11 +172,7 @@ def update_record_type(
                 )
         if problems:
             raise InvalidInputError(f"the change to record type {key!r}", problems)
-        conn.execute(
-            record_types.update()
-            .where(record_types.c.key == key)
-            .values(name=new.name, fields=_fields_json(new), updated_at=ctx.now())
-        )
+        store.update_record_type(conn, key, name=new.name, fields=_fields_json(new), now=ctx.now())
     return RecordType(key=new.key, name=new.name, fields=new.fields, builtin=old.builtin)
 
 
@@ -232,13 +211,7 @@ def load_record_type_file(ctx: Context, actor: Actor, path: str | Path) -> Recor
     try:
         key = document.get("key") if isinstance(document, Mapping) else None
         with read_connection(ctx.engine) as conn:
-            exists = (
-                isinstance(key, str)
-                and conn.execute(
-                    sa.select(record_types.c.key).where(record_types.c.key == key)
-                ).first()
-                is not None
-            )
+            exists = isinstance(key, str) and store.find_record_type(conn, key) is not None
         if exists:
             return update_record_type(ctx, actor, str(key), document)
         return create_record_type(ctx, actor, document)

@@ -1,0 +1,94 @@
+"""Record types as stored (`record_types`), and the counts of records that a change of a type
+would contradict: the one place that writes the table."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.store.schema import record_types, records
+
+__all__ = [
+    "all_record_types",
+    "count_with_value",
+    "count_with_value_in",
+    "count_without_value",
+    "find_record_type",
+    "insert_record_type",
+    "record_type_keys",
+    "update_record_type",
+]
+
+
+def all_record_types(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """Every record type's row (`.key`, `.name`, `.builtin`, `.fields`), by key."""
+    return list(conn.execute(sa.select(record_types).order_by(record_types.c.key)).all())
+
+
+def find_record_type(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
+    """The row of record type `key`, or None."""
+    return conn.execute(sa.select(record_types).where(record_types.c.key == key)).first()
+
+
+def record_type_keys(conn: sa.Connection) -> list[str]:
+    """The keys of every record type, in order (to name them in a message)."""
+    return list(conn.execute(sa.select(record_types.c.key).order_by(record_types.c.key)).scalars())
+
+
+def insert_record_type(
+    conn: sa.Connection,
+    *,
+    key: str,
+    name: str,
+    builtin: bool,
+    fields: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """A new record type; IntegrityError (`store.database`) when `key` is taken."""
+    conn.execute(
+        record_types.insert().values(
+            key=key, name=name, builtin=builtin, fields=fields, created_at=now, updated_at=now
+        )
+    )
+
+
+def update_record_type(
+    conn: sa.Connection, key: str, *, name: str, fields: list[dict[str, Any]], now: datetime
+) -> None:
+    """Replace the name and fields of record type `key`."""
+    conn.execute(
+        record_types.update()
+        .where(record_types.c.key == key)
+        .values(name=name, fields=fields, updated_at=now)
+    )
+
+
+def _count(conn: sa.Connection, type_key: str, condition: sa.ColumnElement[bool]) -> int:
+    query = sa.select(sa.func.count()).select_from(records)
+    return int(conn.execute(query.where(records.c.type == type_key, condition)).scalar_one())
+
+
+def _value(field: str) -> sa.ColumnElement[str]:
+    """The field's value as text (None when the record has none)."""
+    value: sa.ColumnElement[str] = records.c.data[field].as_string()
+    return value
+
+
+def count_with_value(conn: sa.Connection, type_key: str, field: str) -> int:
+    """How many records of `type_key` have a value for `field`."""
+    return _count(conn, type_key, _value(field).is_not(None))
+
+
+def count_without_value(conn: sa.Connection, type_key: str, field: str) -> int:
+    """How many records of `type_key` have no value for `field`."""
+    return _count(conn, type_key, _value(field).is_(None))
+
+
+def count_with_value_in(
+    conn: sa.Connection, type_key: str, field: str, values: Collection[str]
+) -> int:
+    """How many records of `type_key` hold one of `values` in `field`."""
+    return _count(conn, type_key, _value(field).in_(values))
