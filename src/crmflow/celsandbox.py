@@ -7,6 +7,10 @@ with `+`). An expression that may do that much work (see `Scope.evaluate`) is se
 process; the common case (comparisons of a few fields) never comes here and stays in-process.
 Children are kept and reused (starting one costs about half a second, excluded from the
 evaluation's time); one that goes over its time is killed, one that runs out of memory dies.
+
+This is infrastructure, not engine: the pure engine starts no process. It receives a runner
+through `EvaluationLimits.cel_runner` (the engine's `CelRunner`); the services' limits
+(`Context.evaluation_limits`) and `crmflow simulate` give it `SANDBOX`.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import threading
 import time
 from typing import Any
 
+from crmflow.engine.budget import CelEvaluationError
 from crmflow.errors import LimitExceededError
 
-__all__ = ["CelSandboxError", "evaluate_in_sandbox", "warm"]
+__all__ = ["SANDBOX", "CelSandbox"]
 
 _STARTUP_SECONDS = 30.0
 _KEEP_IDLE = 2
@@ -63,14 +68,6 @@ while True:
     except BaseException as exc:
         send(("error", (type(exc).__name__, str(exc))))
 """
-
-
-class CelSandboxError(Exception):
-    """The expression failed in the child (the CEL library's own error): type name, message."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class _Child:
@@ -141,75 +138,68 @@ def _extension_path() -> str:
     raise RuntimeError("the CEL library's native module was not found")  # pragma: no cover
 
 
-_idle: list[_Child] = []
-_lock = threading.Lock()
+class CelSandbox:
+    """A `CelRunner` that evaluates in child processes, a few of which it keeps for reuse."""
 
+    def __init__(self, keep_idle: int = _KEEP_IDLE) -> None:
+        self._keep_idle = keep_idle
+        self._idle: list[_Child] = []
+        self._lock = threading.Lock()
 
-def _take(memory_mb: int) -> _Child:
-    with _lock:
-        while _idle:
-            child = _idle.pop()
-            if child.memory_mb == memory_mb and child.process.poll() is None:
-                return child
+    def _take(self, memory_mb: int) -> _Child:
+        with self._lock:
+            while self._idle:
+                child = self._idle.pop()
+                if child.memory_mb == memory_mb and child.process.poll() is None:
+                    return child
+                child.kill()
+        return _Child(memory_mb)
+
+    def _give_back(self, child: _Child) -> None:
+        with self._lock:
+            if len(self._idle) < self._keep_idle:
+                self._idle.append(child)
+                return
+        child.kill()
+
+    def warm(self, memory_mb: int) -> None:
+        """Start a child ahead of need (a worker may call this once at start-up)."""
+        self._give_back(self._take(memory_mb))
+
+    def evaluate(
+        self, expression: str, variables: dict[str, Any], *, time_limit_ms: int, memory_mb: int
+    ) -> Any:
+        """The value of `expression`, computed in a child process within the time and memory
+        given.
+
+        Raises LimitExceededError ("time" or "memory") when the child goes over, and
+        CelEvaluationError when the expression itself fails.
+        """
+        child = self._take(memory_mb)
+        try:
+            child.send((expression, variables))
+            status, value = child.receive(time.monotonic() + time_limit_ms / 1000)
+        except TimeoutError:
             child.kill()
-    return _Child(memory_mb)
+            raise LimitExceededError(
+                "time", f"the CEL process went over its {time_limit_ms:,} ms"
+            ) from None
+        except (EOFError, BrokenPipeError, OSError):
+            child.kill()
+            raise _over_memory(memory_mb) from None
+        if status == "memory":
+            child.kill()
+            raise _over_memory(memory_mb)
+        self._give_back(child)
+        if status == "error":
+            kind, message = value
+            raise CelEvaluationError(kind, message)
+        return value
 
 
-def _give_back(child: _Child) -> None:
-    with _lock:
-        if len(_idle) < _KEEP_IDLE:
-            _idle.append(child)
-            return
-    child.kill()
+def _over_memory(memory_mb: int) -> LimitExceededError:
+    return LimitExceededError("memory", f"the CEL process went over its {memory_mb:,} MB")
 
 
-def warm(memory_mb: int) -> None:
-    """Start a child ahead of need (a worker may call this once at start-up)."""
-    _give_back(_take(memory_mb))
-
-
-def evaluate_in_sandbox(
-    expression: str,
-    variables: dict[str, Any],
-    *,
-    time_limit_ms: int,
-    memory_mb: int,
-    stated_limit_ms: int | None = None,
-) -> Any:
-    """The value of `expression`, computed in a child process within the time and memory given.
-
-    Raises LimitExceededError ("time" or "memory") when the child goes over, CelSandboxError
-    when the expression itself fails. `stated_limit_ms` is the budget the message names (the
-    action's, of which `time_limit_ms` may be what is left).
-    """
-    child = _take(memory_mb)
-    try:
-        child.send((expression, variables))
-        status, value = child.receive(time.monotonic() + time_limit_ms / 1000)
-    except TimeoutError:
-        child.kill()
-        raise LimitExceededError(
-            "time",
-            f"the condition went over its time budget of {stated_limit_ms or time_limit_ms:,} ms "
-            "(a comprehension "
-            "over a long list: test fewer items, or test them with `in`)",
-        ) from None
-    except (EOFError, BrokenPipeError, OSError):
-        child.kill()
-        raise LimitExceededError(
-            "memory",
-            f"the condition went over its memory budget of {memory_mb:,} MB (it builds values "
-            "that are too large: join or map fewer items)",
-        ) from None
-    if status == "memory":
-        child.kill()
-        raise LimitExceededError(
-            "memory",
-            f"the condition went over its memory budget of {memory_mb:,} MB (it builds values "
-            "that are too large: join or map fewer items)",
-        )
-    _give_back(child)
-    if status == "error":
-        kind, message = value
-        raise CelSandboxError(kind, message)
-    return value
+# One pool for the process: the services and the CLI share its children.
+SANDBOX = CelSandbox()

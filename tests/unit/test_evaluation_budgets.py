@@ -13,12 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmflow.engine import celsandbox
+from crmflow.celsandbox import SANDBOX
 from crmflow.engine.budget import EvaluationLimits
 from crmflow.engine.conditions import check_condition
 from crmflow.engine.recordtypes import type_catalog
 from crmflow.engine.runtime import ActionStatus, RecordSnapshot, StepStatus
-from crmflow.engine.steps import scope as scope_module
 from crmflow.engine.steps.scope import BudgetExceededError, EvaluationError, Scope
 from crmflow.engine.templates import check_template, render_template
 from crmflow.engine.transition import enter
@@ -33,7 +32,7 @@ FAST = 2.0  # seconds: every refusal must come well before anything runs away
 @pytest.fixture(scope="module", autouse=True)
 def _sandbox_started() -> None:
     """The CEL sandbox's child takes a moment to start (outside any budget): once, up front."""
-    celsandbox.warm(EvaluationLimits().cel_memory_mb)
+    SANDBOX.warm(EvaluationLimits().cel_memory_mb)
     check_condition("1 == 1", record_fields=None)  # the CEL library's import, once
 
 
@@ -264,6 +263,11 @@ def test_a_flow_with_runaway_templates_and_conditions_is_refused_with_their_line
 # -- CEL ---------------------------------------------------------------------------------------
 
 
+def sandboxed(**limits: Any) -> EvaluationLimits:
+    """Limits whose heavy conditions run in the sandbox's child process, as the services'."""
+    return EvaluationLimits(cel_runner=SANDBOX, **limits)
+
+
 def make_scope(limits: EvaluationLimits | None = None, **values: Any) -> Scope:
     flow = flow_from_data(
         {
@@ -277,9 +281,7 @@ def make_scope(limits: EvaluationLimits | None = None, **values: Any) -> Scope:
         context=CONTEXT,
     )
     record = RecordSnapshot(id=1, type="contact", values=values, owner="andrei")
-    if limits is None:
-        return Scope(flow=flow, record=record, now=NOW, zone=ZONE)
-    return Scope(flow=flow, record=record, now=NOW, zone=ZONE, limits=limits)
+    return Scope(flow=flow, record=record, now=NOW, zone=ZONE, limits=limits or sandboxed())
 
 
 def literal_list(size: int) -> str:
@@ -300,7 +302,7 @@ def test_nested_comprehensions_are_refused_at_save_and_never_run() -> None:
 
 
 def test_a_comprehension_over_a_long_list_stops_at_the_time_budget() -> None:
-    scope = make_scope(EvaluationLimits(time_limit_ms=300), items=list(range(20_000)))
+    scope = make_scope(sandboxed(time_limit_ms=300), items=list(range(20_000)))
     with quickly(), pytest.raises(BudgetExceededError) as caught:
         scope.holds("record.items.map(x, x * 2).size() > 0")
     assert caught.value.limit == "time"
@@ -309,7 +311,7 @@ def test_a_comprehension_over_a_long_list_stops_at_the_time_budget() -> None:
 
 def test_a_condition_that_grows_strings_stops_at_its_memory_or_time_budget() -> None:
     scope = make_scope(
-        EvaluationLimits(time_limit_ms=1500),
+        sandboxed(time_limit_ms=1500),
         items=list(range(200)),
         text="a" * 2_000_000,
     )
@@ -319,33 +321,63 @@ def test_a_condition_that_grows_strings_stops_at_its_memory_or_time_budget() -> 
     assert "budget" in str(caught.value)
 
 
-def test_a_long_chain_of_pluses_over_large_strings_is_not_run_in_process(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[str] = []
+class FakeRunner:
+    """A CelRunner that runs nothing: it notes what it was given and answers `answer`."""
 
-    def sandbox(expression: str, variables: dict[str, Any], **limits: int | None) -> Any:
-        seen.append(expression)
-        return True
+    def __init__(self, answer: Any = True) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, dict[str, Any], int, int]] = []
 
-    monkeypatch.setattr(scope_module, "evaluate_in_sandbox", sandbox)
+    def evaluate(
+        self, expression: str, variables: dict[str, Any], *, time_limit_ms: int, memory_mb: int
+    ) -> Any:
+        self.calls.append((expression, variables, time_limit_ms, memory_mb))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_a_long_chain_of_pluses_over_large_strings_goes_to_the_injected_runner() -> None:
+    runner = FakeRunner(answer=True)
     expression = " + ".join(["record.text"] * 50) + " != ''"
-    assert make_scope(text="a" * 100_000).holds(expression) is True
-    assert seen == [expression]
+    limits = EvaluationLimits(cel_runner=runner, time_limit_ms=700, cel_memory_mb=64)
+    assert make_scope(limits, text="a" * 100_000).holds(expression) is True
+    [(given, variables, time_limit_ms, memory_mb)] = runner.calls
+    assert given == expression
+    assert variables == {"record": {"text": "a" * 100_000}}
+    assert 0 < time_limit_ms <= 700
+    assert memory_mb == 64
 
 
-def test_ordinary_conditions_stay_in_process_and_give_the_same_answers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def no_sandbox(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("an ordinary condition went to the sandbox")
+def test_the_runner_going_over_is_worded_with_the_actions_budget() -> None:
+    runner = FakeRunner(answer=LimitExceededError("time", "the CEL process went over 12 ms"))
+    limits = EvaluationLimits(cel_runner=runner, time_limit_ms=700)
+    with pytest.raises(BudgetExceededError) as caught:
+        make_scope(limits, items=list(range(20_000))).holds("record.items.map(x, x).size() > 0")
+    assert caught.value.limit == "time"
+    assert str(caught.value).startswith("the condition went over its time budget of 700 ms")
 
-    monkeypatch.setattr(scope_module, "evaluate_in_sandbox", no_sandbox)
-    scope = make_scope(tags=["vip", "new"], first_name="Claire", amount=120)
+
+def test_without_a_runner_a_heavy_condition_is_refused_not_run_in_process() -> None:
+    scope = make_scope(EvaluationLimits(), items=list(range(20_000)))
+    with quickly(), pytest.raises(BudgetExceededError) as caught:
+        scope.holds("record.items.map(x, x * 2).size() > 0")
+    assert caught.value.limit == "work"
+    assert str(caught.value).startswith("this condition may do too much work to run here; ")
+    # The same condition over a short list is cheap and runs in process, runner or not.
+    assert make_scope(EvaluationLimits(), items=[1, 2]).holds("record.items.map(x, x * 2)[1] == 4")
+
+
+def test_ordinary_conditions_stay_in_process_and_give_the_same_answers() -> None:
+    runner = FakeRunner(answer=AssertionError("an ordinary condition went to the runner"))
+    scope = make_scope(
+        EvaluationLimits(cel_runner=runner), tags=["vip", "new"], first_name="Claire", amount=120
+    )
     assert scope.holds("record.tags.exists(t, t == 'vip')") is True
     assert scope.holds("record.tags.all(t, size(t) == 3)") is True
     assert scope.holds("record.first_name + ' ' + 'Martin' == 'Claire Martin'") is True
     assert scope.holds("record.amount > 100 && record.first_name.startsWith('Cl')") is True
+    assert runner.calls == []
 
 
 def test_a_sandboxed_condition_gives_the_same_answer_as_in_process() -> None:
@@ -359,13 +391,11 @@ def test_a_sandboxed_condition_gives_the_same_answer_as_in_process() -> None:
 
 def test_the_sandbox_survives_a_killed_evaluation() -> None:
     scope = make_scope(
-        EvaluationLimits(time_limit_ms=200, max_iterations=10**9), items=list(range(20_000))
+        sandboxed(time_limit_ms=200, max_iterations=10**9), items=list(range(20_000))
     )
     with pytest.raises(BudgetExceededError):
         scope.holds("record.items.map(x, x).size() > 0")
-    value = celsandbox.evaluate_in_sandbox(
-        "[1, 2].exists(x, x == 2)", {}, time_limit_ms=5000, memory_mb=256
-    )
+    value = SANDBOX.evaluate("[1, 2].exists(x, x == 2)", {}, time_limit_ms=5000, memory_mb=256)
     assert value is True
 
 
@@ -445,9 +475,10 @@ def test_an_action_over_its_time_budget_fails_and_says_so() -> None:
 
 
 def test_a_decision_branch_over_its_budget_counts_as_false_and_says_where() -> None:
-    # A literal list of 1,000 items: too much work for the process, sent to the sandbox, which
-    # the library's `map` (quadratic) keeps busy past 50 ms.
-    expression = f"{literal_list(1000)}.map(x, x).size() > 0"
+    # A literal list of 1,900 items (as many as the 4,000 characters of a condition hold): too
+    # much work for the process, sent to the sandbox, which the library's `map` (quadratic)
+    # keeps busy for about 170 ms, well past 50 ms (1,000 items took about 60 ms: too close).
+    expression = "[" + ",".join(["1"] * 1900) + "].map(x, x).size() > 0"
     outcome = run_flow(
         [
             {
@@ -459,7 +490,7 @@ def test_a_decision_branch_over_its_budget_counts_as_false_and_says_where() -> N
             {"key": "a", "type": "end"},
             {"key": "b", "type": "end"},
         ],
-        EvaluationLimits(time_limit_ms=50),
+        sandboxed(time_limit_ms=50),
     )
     [log] = [entry for entry in outcome.log if entry.step_key == "route"]
     assert log.reason.startswith("no branch holds: else, going to 'b'; branch 1 counted as false: ")

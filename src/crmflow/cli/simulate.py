@@ -118,6 +118,8 @@ def simulate(
 
     Nothing is stored or sent.
     """
+    from crmflow.celsandbox import SANDBOX
+    from crmflow.engine.budget import EvaluationLimits
     from crmflow.engine.simulation import sample_record
     from crmflow.engine.simulation import simulate as run_simulation
 
@@ -145,6 +147,8 @@ def simulate(
         zone=zone,
         decisions=_decisions(decide or []),
         record_type=record_type,
+        # Heavy conditions run in the sandbox's child process, as in the worker.
+        limits=EvaluationLimits(cel_runner=SANDBOX),
     )
     if as_json:
         print_json(result.as_dict())

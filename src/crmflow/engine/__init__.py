@@ -1,5 +1,8 @@
 """The pure core of crmflow: definitions, record types, queries, conditions and lifecycle rules.
 
-Nothing in this package reads a clock, touches a database or talks to the network: time and data
-come in as arguments. `make test` checks that contract with import-linter.
+Nothing in this package touches a database, talks to the network or starts a process: time and
+data come in as arguments, and what must run elsewhere (a CEL condition too heavy to run in
+process) goes to a runner the caller injects (`EvaluationLimits.cel_runner`). The only clock
+read is `time.monotonic()`, for the time budgets of an evaluation: it changes no result, only
+whether work may go on. `make test` checks that contract with import-linter.
 """

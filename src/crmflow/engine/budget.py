@@ -7,6 +7,11 @@ the caller (the worker takes it from the settings; the engine only has defaults)
 that counts what the evaluation has used so far and refuses, *before* allocating, what would go
 over. The only clock read is `time.monotonic()` for the time budget: it changes no result, only
 whether an evaluation is allowed to go on.
+
+A CEL expression whose work is not bounded by its text cannot be stopped once the library runs
+it, so it is handed to a `CelRunner` that the caller injects through the limits (the services
+pass one that runs it in a child process: crmflow.celsandbox). The engine starts no process of
+its own: without a runner, such an expression is refused.
 """
 
 from __future__ import annotations
@@ -17,19 +22,42 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn, Protocol, TypeGuard
 
 from crmflow.errors import LimitExceededError
 
 __all__ = [
     "DEFAULT_LIMITS",
     "Budget",
+    "CelEvaluationError",
+    "CelRunner",
     "EvaluationLimits",
     "check_binop",
     "check_size",
     "current_budget",
     "int_bits_of_power",
 ]
+
+
+class CelEvaluationError(Exception):
+    """A `CelRunner` could not evaluate the expression (the CEL library's own error): `kind` is
+    the library's error type, the message its words."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class CelRunner(Protocol):
+    """Evaluates a CEL expression where it can be stopped, within a time and a memory limit.
+
+    Raises LimitExceededError with limit "time" or "memory" when it goes over (the engine words
+    the message the user reads), and CelEvaluationError when the expression itself fails.
+    """
+
+    def evaluate(
+        self, expression: str, variables: dict[str, Any], *, time_limit_ms: int, memory_mb: int
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -49,10 +77,12 @@ class EvaluationLimits:
     max_iterations: int = 100_000
     max_int_bits: int = 65_536
     time_limit_ms: int = 1_000
-    # CEL: an expression whose estimated work is above this runs in a separate process that is
-    # killed at the time limit or when it uses more than `cel_memory_mb`.
+    # CEL: an expression whose estimated work is above this goes to `cel_runner` (a separate
+    # process, killed at the time limit or when it uses more than `cel_memory_mb`); without a
+    # runner it is refused.
     cel_in_process_work: int = 2_000_000
     cel_memory_mb: int = 256
+    cel_runner: CelRunner | None = None
 
 
 DEFAULT_LIMITS = EvaluationLimits()

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import ApprovalStep, FlowDefinition
 from crmflow.engine.localtime import format_local
@@ -196,10 +197,13 @@ def simulate(
     zone: ZoneInfo,
     decisions: Mapping[str, str] | None = None,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Simulation:
     """The timeline of `record` going through `flow` from `start` to `until` (virtual time).
 
     `decisions` maps an approval step's key to the button pressed there (default: the first).
+    `limits` are the budgets of each template and condition, and where heavy conditions run
+    (`cel_runner`; without one they are refused, as they would be in a worker without one).
     Raises InvalidInputError when a decision names an unknown step or button.
     """
     decisions = dict(decisions or {})
@@ -212,6 +216,7 @@ def simulate(
         now=start,
         zone=zone,
         record_type=record_type,
+        limits=limits,
     )
     timeline = _entries(outcome, zone)
     commands = list(outcome.commands)
@@ -238,6 +243,7 @@ def simulate(
                 zone=zone,
                 event=event,
                 record_type=record_type,
+                limits=limits,
             )
         elif state.due_at is None:
             what = waiting.description if waiting else "an event"
@@ -250,7 +256,13 @@ def simulate(
             break
         else:
             outcome = advance(
-                flow, state, outcome.record, now=state.due_at, zone=zone, record_type=record_type
+                flow,
+                state,
+                outcome.record,
+                now=state.due_at,
+                zone=zone,
+                record_type=record_type,
+                limits=limits,
             )
         if outcome.refused:  # pragma: no cover - decisions are checked up front
             stopped = f"a decision was refused: {outcome.refused}"

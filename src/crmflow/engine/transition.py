@@ -657,6 +657,7 @@ def resume_recheck(
     zone: ZoneInfo,
     policy: CatchUpPolicy | None = None,
     record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """One enrollment of a flow frozen from `paused_at` to `resumed_at`, as the resume leaves it.
 
@@ -673,7 +674,7 @@ def resume_recheck(
     if state.is_over:
         return Outcome(state=state, record=record)
     if change is not None:
-        call = _call(flow, state, record, resumed_at, zone, change, record_type)
+        call = _call(flow, state, record, resumed_at, zone, change, record_type, limits)
         step = flow.step(state.step_key) if state.step_key else None
         if change.change == "deleted":
             call.end(EnrollmentStatus.LEFT, "the record was deleted")

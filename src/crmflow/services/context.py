@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from crmflow.celsandbox import SANDBOX
 from crmflow.engine.budget import EvaluationLimits
 from crmflow.settings import Settings
 from crmflow.store.database import create_db_engine
@@ -64,10 +65,11 @@ class Context:
 
     @property
     def evaluation_limits(self) -> EvaluationLimits:
-        """The budgets of each template render and condition (CRMFLOW_ACTION_TIME_LIMIT_MS)."""
+        """The budgets of each template render and condition (CRMFLOW_ACTION_TIME_LIMIT_MS);
+        heavy CEL conditions run in the sandbox's child processes."""
         return _limits(self.settings.action_time_limit_ms)
 
 
 @lru_cache(maxsize=8)
 def _limits(time_limit_ms: int) -> EvaluationLimits:
-    return EvaluationLimits(time_limit_ms=time_limit_ms)
+    return EvaluationLimits(time_limit_ms=time_limit_ms, cel_runner=SANDBOX)

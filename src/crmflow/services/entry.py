@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from crmflow.engine.budget import EvaluationLimits
 from crmflow.engine.definition import FlowDefinition, ReentryPolicy
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.steps.scope import EvaluationError, Scope
@@ -172,12 +173,14 @@ def condition_refusal(
     change: RecordChanged | None,
     now: datetime,
     zone: ZoneInfo,
+    limits: EvaluationLimits,
 ) -> str | None:
-    """Why the entry condition keeps `record` out, or None when there is none or it holds."""
+    """Why the entry condition keeps `record` out, or None when there is none or it holds
+    (evaluated within `limits`, whose runner takes a heavy condition)."""
     expression = definition.entry_condition
     if not expression:
         return None
-    scope = Scope(flow=definition, record=record, now=now, zone=zone, change=change)
+    scope = Scope(flow=definition, record=record, now=now, zone=zone, change=change, limits=limits)
     try:
         if scope.holds(expression):
             return None
@@ -279,7 +282,12 @@ def decide_entries(
         if reason is None and c.record is not None:
             zone = flow_zone(ctx, c.flow.definition)
             reason = condition_refusal(
-                c.flow.definition, c.record, change=c.change, now=now, zone=zone
+                c.flow.definition,
+                c.record,
+                change=c.change,
+                now=now,
+                zone=zone,
+                limits=ctx.evaluation_limits,
             )
         if reason is None:
             verdict.admitted.append(c)

@@ -503,6 +503,7 @@ def _thaw(
                 zone=flow_zone(ctx, definition),
                 policy=new.catch_up,
                 record_type=types.get(definition.record_type),
+                limits=ctx.evaluation_limits,
             )
             if change is not None:
                 thawed.changed += 1

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 from jinja2.exceptions import TemplateError
 
 from crmflow.engine.budget import DEFAULT_LIMITS, Budget, EvaluationLimits
-from crmflow.engine.celsandbox import evaluate_in_sandbox
 from crmflow.engine.conditions import (
     CEL_VARIABLES,
     NESTED_COMPREHENSION,
@@ -61,8 +60,9 @@ class EvaluationError(ValueError):
 
 class BudgetExceededError(EvaluationError):
     """The evaluation went over one of its budgets; `limit` names which (output, size, range,
-    iterations, number, nesting, time, memory). The message says which and how to stay within
-    it; the caller adds where (`steps.welcome.actions[0].body: ...`)."""
+    iterations, number, nesting, time, memory, or work: a condition too heavy to run in process
+    with no runner to send it to). The message says which and how to stay within it; the
+    caller adds where (`steps.welcome.actions[0].body: ...`)."""
 
     def __init__(self, limit: str, message: str) -> None:
         super().__init__(message)
@@ -163,17 +163,7 @@ class Scope:
                 whole = variables["record"]
                 variables["record"] = {k: whole[k] for k in reads.record_fields if k in whole}
             if not shape.bounded_by_its_text and self._costly(expression, shape, variables):
-                # The library cannot be stopped once it runs: what might run long or build
-                # large values runs in a process that can be (see crmflow.engine.celsandbox).
-                budget = self._budget("the condition")
-                budget.check_time()
-                return evaluate_in_sandbox(
-                    expression,
-                    variables,
-                    time_limit_ms=budget.remaining_ms(),
-                    memory_mb=self.limits.cel_memory_mb,
-                    stated_limit_ms=self.limits.time_limit_ms,
-                )
+                return self._evaluate_elsewhere(expression, variables)
             return program.execute(variables)
         except BudgetExceededError:
             raise
@@ -186,6 +176,44 @@ class Scope:
         except Exception as exc:  # the CEL library raises several types; all mean the same here
             detail = str(exc).split(". ", 1)[0].strip()
             raise EvaluationError(f"{expression!r} could not be evaluated: {detail}") from None
+
+    def _evaluate_elsewhere(self, expression: str, variables: dict[str, Any]) -> Any:
+        """The library cannot be stopped once it runs: what might run long or build large
+        values goes to the caller's `CelRunner`, which can stop it (the services' runs it in a
+        child process); with none, it is refused rather than run unbounded here."""
+        runner = self.limits.cel_runner
+        if runner is None:
+            raise BudgetExceededError(
+                "work",
+                "this condition may do too much work to run here; no sandbox that can stop it "
+                "was given (test fewer items, or test them with `in`)",
+            )
+        budget = self._budget("the condition")
+        budget.check_time()
+        try:
+            return runner.evaluate(
+                expression,
+                variables,
+                time_limit_ms=budget.remaining_ms(),
+                memory_mb=self.limits.cel_memory_mb,
+            )
+        except LimitExceededError as exc:
+            raise BudgetExceededError(exc.limit, self._over_message(exc)) from None
+
+    def _over_message(self, exc: LimitExceededError) -> str:
+        """What the user reads when the runner stopped a condition: the action's budget (the
+        runner was given what was left of it) and how to stay within it."""
+        if exc.limit == "time":
+            return (
+                f"the condition went over its time budget of {self.limits.time_limit_ms:,} ms "
+                "(a comprehension over a long list: test fewer items, or test them with `in`)"
+            )
+        if exc.limit == "memory":
+            return (
+                f"the condition went over its memory budget of {self.limits.cel_memory_mb:,} MB "
+                "(it builds values that are too large: join or map fewer items)"
+            )
+        return str(exc)
 
     def _costly(self, expression: str, shape: ConditionShape, variables: Mapping[str, Any]) -> bool:
         """Whether the expression may do more work than is safe in this process: about
