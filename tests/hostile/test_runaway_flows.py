@@ -143,3 +143,41 @@ def test_the_action_time_limit_setting_is_the_budget_the_worker_gives_each_actio
     clock.advance(hours=1)
     assert run_once(ctx) == 1
     assert [a["status"] for a in _actions(ctx, admin, claire, "calm")] == ["done"]
+
+
+# Three steps due one after the other, each some milliseconds of template work.
+WORK = "{% for i in range(9) %}{% for j in range(9999) %}{% endfor %}{% endfor %}"
+CHAIN = """\
+schema_version: 1
+key: chain
+name: Chain
+record_type: contact
+triggers: [{type: manual}]
+steps:
+""" + "".join(
+    f"  - key: {key}\n    actions: [{{type: history, message: '{WORK}{key}'}}]\n"
+    for key in ("one", "two", "three")
+)
+
+
+def test_the_batch_time_limit_cuts_a_records_run_of_steps_and_the_next_batch_goes_on(
+    ctx: Context, admin: Actor
+) -> None:
+    # With a limit of 1 ms, each call of the engine (each write transaction: the manual start,
+    # then each worker batch) runs one step; the next batch takes the record up where the last
+    # one stopped and runs each step once.
+    ctx.settings.batch_time_limit_ms = 1
+    assert ctx.evaluation_limits.call_time_limit_ms == 1
+    _flow(ctx, admin, CHAIN)
+    ana = _contact(ctx, admin, "Ana")
+    runs.start_record(ctx, admin, "chain", ana)
+    [view] = [e for e in run_views.record_status(ctx, admin, ana).enrollments if e.flow == "chain"]
+    assert (view.status, view.step) == ("active", "two")
+    assert view.waiting_for == (
+        "continues in the next batch: this run of steps went over its time budget of 1 ms"
+    )
+    assert run_once(ctx) == 2
+    [view] = [e for e in run_views.record_status(ctx, admin, ana).enrollments if e.flow == "chain"]
+    assert view.status == "finished"
+    assert [(r.run, r.step) for r in view.step_runs] == [(1, "one"), (2, "two"), (3, "three")]
+    assert [r.reason.split(":")[0] for r in view.step_runs[1:]] == ["ran in the next batch"] * 2

@@ -69,6 +69,10 @@ class EvaluationLimits:
     `max_iterations` all loop turns and calls of one render together; `max_int_bits` the size of
     a number (`2 ** 10**9` would take minutes to compute); `time_limit_ms` the wall clock of one
     action (all the templates and conditions it evaluates).
+
+    `call_time_limit_ms` bounds one call of the transition (one record's run of steps, inside
+    the caller's write transaction): once it has passed, the next step waits for the next batch
+    instead of running (None: never cut, as a simulation wants).
     """
 
     max_output_chars: int = 500_000
@@ -77,6 +81,7 @@ class EvaluationLimits:
     max_iterations: int = 100_000
     max_int_bits: int = 65_536
     time_limit_ms: int = 1_000
+    call_time_limit_ms: int | None = 2_000
     # CEL: an expression whose estimated work is above this goes to `cel_runner` (a separate
     # process, killed at the time limit or when it uses more than `cel_memory_mb`); without a
     # runner it is refused.

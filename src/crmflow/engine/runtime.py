@@ -99,6 +99,10 @@ class EnrollmentState(_Frozen):
     current_run: int | None = None
     deadline_at: datetime | None = None  # the current step's deadline, when it has one
     emails_sent: int = 0
+    # Steps run in a row without waiting, kept only while a run of steps cut by its time budget
+    # waits for the next batch: a flow that loops for ever is still caught when each call ends
+    # early (see `MAX_STEPS_PER_CALL`).
+    steps_in_a_row: int = 0
     entered_at: datetime
     finished_at: datetime | None = None
     end_reason: str = ""

@@ -10,7 +10,7 @@ waits for one waits until its timeout, or the simulation stops there and says so
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -204,8 +204,11 @@ def simulate(
     `decisions` maps an approval step's key to the button pressed there (default: the first).
     `limits` are the budgets of each template and condition, and where heavy conditions run
     (`cel_runner`; without one they are refused, as they would be in a worker without one).
+    A simulation has no write transaction to keep short: its runs of steps are never cut by
+    a call's time budget, so the timeline does not depend on how fast the machine is.
     Raises InvalidInputError when a decision names an unknown step or button.
     """
+    limits = replace(limits, call_time_limit_ms=None)
     decisions = dict(decisions or {})
     _check_decisions(flow, decisions)
     outcome = enter(

@@ -1,15 +1,19 @@
 """The step transition function: (flow, enrollment state, record, now, event) -> outcome.
 
-Pure: no clock, no I/O. The worker calls `advance` for every enrollment that is due or woken by an
-event and writes the outcome (new state, commands, step-run log) in one transaction; `simulate`
-calls the same function in virtual time.
+Pure: no I/O, and no clock but `time.monotonic()` for the time budgets (`now` is an argument).
+The worker calls `advance` for every enrollment that is due or woken by an event and writes the
+outcome (new state, commands, step-run log) in one transaction; `simulate` calls the same
+function in virtual time.
 
 The rules, each one a promise to the people who run flows:
 
 - A step never runs before it is due: a timer that fires early changes nothing (`not_due`).
 - Steps run in order, or along `next`, branches, buttons and timeouts. Successive steps that are
-  due run within one call until something waits, with at most `MAX_STEPS_PER_CALL` of them: a
-  flow that loops forever through `goto`s is cancelled, and the reason says so.
+  due run within one call until something waits, with at most `MAX_STEPS_PER_CALL` of them in a
+  row: a flow that loops forever through `goto`s is cancelled, and the reason says so.
+- One call runs for a bounded time (`EvaluationLimits.call_time_limit_ms`: the caller holds a
+  write transaction meanwhile). Once it has passed, the next due step does not start: the record
+  stays on it, due at `now`, and the next batch runs it (once: nothing of it ran yet).
 - An inactive step, or one whose condition is false, is skipped, and the log says which.
 - A record that meets the flow's goal leaves wherever it is.
 - Waits, event timings and approvals hold the record until their event, decision or timeout.
@@ -18,6 +22,7 @@ The rules, each one a promise to the people who run flows:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -73,6 +78,7 @@ __all__ = [
 
 MAX_STEPS_PER_CALL = 1000
 _MEMO_SIZE = 1024  # due times kept per flow definition (see `_Call.due`)
+_CONTINUED = "ran in the next batch: the run of steps before it went over its time budget"
 
 _STARTERS: dict[str, Any] = {
     "action": action.start,
@@ -130,7 +136,18 @@ class _Call:
             record_type=record_type,
             run_number=state.current_run or state.step_runs,
         )
-        self.steps_taken = 0
+        # Counted across calls while a run of steps is cut by the time budget (see `move`).
+        self.steps_taken = state.steps_in_a_row
+        self.continued = state.steps_in_a_row > 0  # the last call was cut: this one goes on
+        if self.continued:
+            self.update(steps_in_a_row=0)
+        self.steps_started = 0  # steps started in this call: the first always runs
+        self.call_time_limit_ms = limits.call_time_limit_ms
+        self.deadline = (
+            None
+            if limits.call_time_limit_ms is None
+            else time.monotonic() + limits.call_time_limit_ms / 1000
+        )
         self.path: list[str] = []
 
     @property
@@ -230,7 +247,8 @@ class _Call:
                 loop = " -> ".join(self.path[-6:])
                 self.end(
                     EnrollmentStatus.CANCELLED,
-                    f"more than {MAX_STEPS_PER_CALL} steps ran at once; the flow loops ({loop})",
+                    f"more than {MAX_STEPS_PER_CALL} steps ran in a row without waiting; "
+                    f"the flow loops ({loop})",
                 )
                 return
             step = self.flow.step(key)
@@ -253,10 +271,39 @@ class _Call:
                 continue
             if not self.schedule(step):
                 return
+            if self.out_of_time():
+                self.continue_next_batch()
+                return
             onward = self.start(step)
             if onward is None:
                 return
             key = onward.target
+
+    def out_of_time(self) -> bool:
+        """Whether this call's time budget has passed (the first step of a call always runs, so
+        that every call moves the record on)."""
+        return (
+            self.steps_started > 0
+            and self.deadline is not None
+            and time.monotonic() > self.deadline
+        )
+
+    def continue_next_batch(self) -> None:
+        """Leave the current step, due now and not started, for the next batch: its timer call
+        runs it (see `on_timer`)."""
+        self.run.note = ""  # said again, if it still holds, when the step runs
+        self.update(
+            status=EnrollmentStatus.ACTIVE,
+            due_at=self.now,
+            waiting=Waiting(
+                kind=WaitKind.TIMER,
+                description=(
+                    "continues in the next batch: this run of steps went over its time budget "
+                    f"of {self.call_time_limit_ms or 0:,} ms"
+                ),
+            ),
+            steps_in_a_row=self.steps_taken,
+        )
 
     def go(self, onward: Go | None) -> None:
         if onward is not None:
@@ -327,6 +374,7 @@ class _Call:
 
     def start(self, step: Step) -> Go | None:
         """Run `step` now (it is due); where to go next, or None when the record stays or ends."""
+        self.steps_started += 1
         if self.goal_reached():
             return None
         self.new_run()
@@ -374,6 +422,8 @@ class _Call:
                 # The record's date moved later since the due time was set (a change not heard
                 # yet, or made while the flow was paused): the step waits for its new time.
                 return
+            if self.continued:
+                self.run.note = "; ".join(filter(None, [self.run.note, _CONTINUED]))
             self.go(self.start(step))
 
     def retime(self, step: Step) -> None:
@@ -542,7 +592,12 @@ def move_to(
     """Put the record at `step_key` as if the previous step had just ended (a new version's
     step chosen by a person, or a restart); it runs at once when it is due."""
     state = state.model_copy(
-        update={"status": EnrollmentStatus.ACTIVE, "finished_at": None, "end_reason": ""}
+        update={
+            "status": EnrollmentStatus.ACTIVE,
+            "finished_at": None,
+            "end_reason": "",
+            "steps_in_a_row": 0,  # a person's move starts a new run of steps
+        }
     )
     call = _call(flow, state, record, now, zone, None, record_type, limits)
     call.move(step_key)

@@ -65,11 +65,14 @@ class Context:
 
     @property
     def evaluation_limits(self) -> EvaluationLimits:
-        """The budgets of each template render and condition (CRMFLOW_ACTION_TIME_LIMIT_MS);
-        heavy CEL conditions run in the sandbox's child processes."""
-        return _limits(self.settings.action_time_limit_ms)
+        """The budgets of each template render and condition (CRMFLOW_ACTION_TIME_LIMIT_MS) and
+        of one record's run of steps (CRMFLOW_BATCH_TIME_LIMIT_MS: it runs inside the batch's
+        write transaction); heavy CEL conditions run in the sandbox's child processes."""
+        return _limits(self.settings.action_time_limit_ms, self.settings.batch_time_limit_ms)
 
 
 @lru_cache(maxsize=8)
-def _limits(time_limit_ms: int) -> EvaluationLimits:
-    return EvaluationLimits(time_limit_ms=time_limit_ms, cel_runner=SANDBOX)
+def _limits(time_limit_ms: int, call_time_limit_ms: int) -> EvaluationLimits:
+    return EvaluationLimits(
+        time_limit_ms=time_limit_ms, call_time_limit_ms=call_time_limit_ms, cel_runner=SANDBOX
+    )
