@@ -12,17 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import NotFoundError
 from crmflow.services import flows, imports, queries, record_types, users
 from crmflow.services.context import Actor, Context, Role
 from crmflow.store.database import read_connection
-from crmflow.store.schema import flows as flows_table
-from crmflow.store.schema import groups as groups_table
-from crmflow.store.schema import records as records_table
-from crmflow.store.schema import users as users_table
+from crmflow.store.demo import present_data
 
 __all__ = ["DEMO_LOGINS", "DemoLogin", "examples_dir", "load_demo"]
 
@@ -70,12 +66,9 @@ def load_demo(ctx: Context) -> str:
         )
     system = users.ensure_system_user(ctx)
     with read_connection(ctx.engine) as conn:
-        known_users = set(conn.execute(sa.select(users_table.c.username)).scalars())
-        known_groups = set(conn.execute(sa.select(groups_table.c.name)).scalars())
-        has_records = conn.execute(sa.select(records_table.c.id).limit(1)).first() is not None
-        known_flows = set(conn.execute(sa.select(flows_table.c.key)).scalars())
+        present = present_data(conn)
     done: list[str] = []
-    new_users = [login for login in DEMO_LOGINS if login.username not in known_users]
+    new_users = [login for login in DEMO_LOGINS if login.username not in present.usernames]
     for login in new_users:
         users.create_user(
             ctx,
@@ -90,7 +83,7 @@ def load_demo(ctx: Context) -> str:
     if new_users:
         done.append(f"{len(new_users)} users")
     for group, members in DEMO_GROUPS.items():
-        if group not in known_groups:
+        if group not in present.group_names:
             users.create_group(ctx, system, group, f"The {group} team")
             for member in members:
                 users.add_group_member(ctx, system, group, member)
@@ -98,12 +91,12 @@ def load_demo(ctx: Context) -> str:
     folder = examples_dir()
     for path in sorted((folder / "types").glob("*.yaml")):
         record_types.load_record_type_file(ctx, alice, path)
-    if not has_records:
+    if not present.has_records:
         counts = _records(ctx, alice)
         done.append("records (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
     for path in sorted((folder / "queries").glob("*.yaml")):
         queries.load_query_file(ctx, alice, path)
-    flow_count = _flows(ctx, alice, folder, known_flows)
+    flow_count = _flows(ctx, alice, folder, present.flow_keys)
     if flow_count:
         done.append(f"{flow_count} flows")
     return "loaded " + ", ".join(done) if done else "already loaded (left as it is)"
@@ -208,7 +201,7 @@ def _records(ctx: Context, owner: Actor) -> dict[str, int]:
     return counts
 
 
-def _flows(ctx: Context, alice: Actor, folder: Path, known: set[str]) -> int:
+def _flows(ctx: Context, alice: Actor, folder: Path, known: frozenset[str]) -> int:
     created = 0
     for path in sorted(folder.glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
