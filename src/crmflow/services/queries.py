@@ -9,14 +9,12 @@ organisation's time zone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
+from typing import Any, TypeVar
 
 from crmflow.engine.querylang import (
     CheckedFilter,
@@ -33,9 +31,12 @@ from crmflow.services.permissions import require_manager
 from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import RecordView, record_view
-from crmflow.store.database import read_connection
-from crmflow.store.querysql import filter_clause
-from crmflow.store.schema import flow_versions, flows, record_types, records, saved_queries, users
+from crmflow.store import flows as flow_store
+from crmflow.store import queries as store
+from crmflow.store.database import Connection, IntegrityError, Row, read_connection
+from crmflow.store.queries import IdSelect
+from crmflow.store.record_types import record_type_keys
+from crmflow.store.users import user_ids_by_name
 
 __all__ = [
     "QueryView",
@@ -52,6 +53,7 @@ __all__ = [
     "update_query",
 ]
 
+T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _FILE_KEYS = ("name", "record_type", "description", "filter")
 
@@ -82,7 +84,7 @@ class QueryView:
         }
 
 
-def _view(row: sa.Row[Any]) -> QueryView:
+def _view(row: Row) -> QueryView:
     return QueryView(
         id=row.id,
         name=row.name,
@@ -96,9 +98,8 @@ def _view(row: sa.Row[Any]) -> QueryView:
     )
 
 
-def _row(conn: sa.Connection, name: str, *, for_update: bool = False) -> sa.Row[Any]:
-    query = sa.select(saved_queries).where(saved_queries.c.name == name)
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+def _row(conn: Connection, name: str, *, for_update: bool = False) -> Row:
+    row = store.find_saved_query(conn, name, for_update=for_update)
     if row is None:
         raise NotFoundError(
             f"no saved query named {name!r} (see `crmflow queries list` or GET /api/queries)"
@@ -107,7 +108,7 @@ def _row(conn: sa.Connection, name: str, *, for_update: bool = False) -> sa.Row[
 
 
 def _check(
-    conn: sa.Connection,
+    conn: Connection,
     what: str,
     *,
     record_type: str,
@@ -133,12 +134,11 @@ def _check(
     try:
         rtype = record_type_in(conn, record_type)
     except NotFoundError:
-        known = conn.execute(sa.select(record_types.c.key).order_by(record_types.c.key)).scalars()
         problems.append(
             Problem(
                 "record_type",
                 f"unknown record type {record_type!r}",
-                f"known types: {', '.join(known)}",
+                f"known types: {', '.join(record_type_keys(conn))}",
             )
         )
     node = None
@@ -162,13 +162,11 @@ def _check(
     return checked, filter_to_data(node)
 
 
-def _existing_users(conn: sa.Connection, names: set[str]) -> list[str]:
-    return list(
-        conn.execute(sa.select(users.c.username).where(users.c.username.in_(names))).scalars()
-    )
+def _existing_users(conn: Connection, names: set[str]) -> list[str]:
+    return list(user_ids_by_name(conn, names))
 
 
-def _saved_filter(conn: sa.Connection, row: sa.Row[Any]) -> CheckedFilter:
+def _saved_filter(conn: Connection, row: Row) -> CheckedFilter:
     """A stored query's filter, re-checked: its record type may have changed since it was saved."""
     try:
         node = parse_filter(row.filter)
@@ -182,15 +180,13 @@ def _saved_filter(conn: sa.Connection, row: sa.Row[Any]) -> CheckedFilter:
         ) from None
 
 
-def _saved_clause(
-    conn: sa.Connection, row: sa.Row[Any], *, now: datetime, zone: tzinfo
-) -> sa.ColumnElement[bool]:
-    """The WHERE clause of a stored query at `now`: a date that falls outside the years 1 to
-    9999 (a query saved before such dates were refused) is an InvalidInputError naming the
-    query, not an OverflowError."""
+def _on_saved(conn: Connection, row: Row, run: Callable[[CheckedFilter], T]) -> T:
+    """`run` on a stored query's filter (re-checked): a date that falls outside the years 1 to
+    9999 when it is resolved (a query saved before such dates were refused) is an
+    InvalidInputError naming the query, not an OverflowError."""
     checked = _saved_filter(conn, row)
     try:
-        return filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone)
+        return run(checked)
     except InvalidInputError as exc:
         raise InvalidInputError(
             f"the saved query {row.name!r} (fix it with `crmflow queries load` or "
@@ -221,28 +217,24 @@ def save_query(
             now=now,
             zone=ctx.zone,
         )
-        if conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first():
+        if store.saved_query_id(conn, name) is not None:
             raise ConflictError(
                 f"a saved query named {name!r} already exists "
                 "(change it with `crmflow queries load` or PATCH /api/queries/{name})"
             )
         try:
-            query_id = conn.execute(
-                saved_queries.insert().values(
-                    name=name,
-                    record_type=record_type,
-                    description=description,
-                    filter=canonical,
-                    created_by=actor.id,
-                    created_at=now,
-                    updated_at=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        except sa.exc.IntegrityError:
+            query_id = store.insert_saved_query(
+                conn,
+                name=name,
+                record_type=record_type,
+                description=description,
+                filter=canonical,
+                created_by=actor.id,
+                now=now,
+            )
+        except IntegrityError:
             raise ConflictError(f"a saved query named {name!r} already exists") from None
-        return _view(
-            conn.execute(sa.select(saved_queries).where(saved_queries.c.id == query_id)).one()
-        )
+        return _view(store.saved_query_by_id(conn, query_id))
 
 
 def update_query(
@@ -271,21 +263,18 @@ def update_query(
             now=ctx.now(),
             zone=ctx.zone,
         )
-        values: dict[str, Any] = {
-            "record_type": new_type,
-            "filter": canonical,
-            "updated_at": ctx.now(),
-            "version": saved_queries.c.version + 1,
-        }
-        if description is not None:
-            values["description"] = description
-        conn.execute(saved_queries.update().where(saved_queries.c.id == row.id).values(**values))
-        return _view(
-            conn.execute(sa.select(saved_queries).where(saved_queries.c.id == row.id)).one()
+        store.update_saved_query(
+            conn,
+            row.id,
+            record_type=new_type,
+            filter=canonical,
+            description=description,
+            now=ctx.now(),
         )
+        return _view(store.saved_query_by_id(conn, row.id))
 
 
-def _require_version(row: sa.Row[Any], expected: ExpectedVersion) -> None:
+def _require_version(row: Row, expected: ExpectedVersion) -> None:
     require_version(
         f"saved query {row.name!r}",
         row.version,
@@ -294,23 +283,12 @@ def _require_version(row: sa.Row[Any], expected: ExpectedVersion) -> None:
     )
 
 
-def flows_using(conn: sa.Connection, name: str) -> list[str]:
+def flows_using(conn: Connection, name: str) -> list[str]:
     """Keys of the flows whose current definition starts or schedules from query `name`."""
-    rows = conn.execute(
-        sa.select(flows.c.key, flow_versions.c.document)
-        .join(
-            flow_versions,
-            sa.and_(
-                flow_versions.c.flow_id == flows.c.id,
-                flow_versions.c.version == flows.c.current_version,
-            ),
-        )
-        .order_by(flows.c.key)
-    )
     return [
-        row.key
-        for row in rows
-        if any(t.get("query") == name for t in row.document.get("triggers") or ())
+        key
+        for key, document in flow_store.current_documents(conn)
+        if any(t.get("query") == name for t in document.get("triggers") or ())
     ]
 
 
@@ -329,7 +307,7 @@ def delete_query(
                 f"saved query {name!r} is used by the flow(s) {', '.join(users_of)}; "
                 "change those flows first"
             )
-        conn.execute(saved_queries.delete().where(saved_queries.c.id == row.id))
+        store.delete_saved_query(conn, row.id)
 
 
 def get_query(ctx: Context, name: str) -> QueryView:
@@ -342,19 +320,19 @@ def list_queries(
 ) -> Page[QueryView]:
     """Saved queries by id; pass `next_after` back as `after` for the next page."""
     size = page_size(ctx, limit)
-    statement = sa.select(saved_queries).order_by(saved_queries.c.id).limit(size + 1)
-    if after is not None:
-        statement = statement.where(saved_queries.c.id > after)
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(statement).all()
+        rows = store.saved_query_page(conn, after=after, limit=size + 1)
     return keyset_page([_view(r) for r in rows], size)
 
 
 def count_query(ctx: Context, name: str) -> int:
     """How many records the saved query matches now (one `SELECT count(*)`)."""
+    now, zone = ctx.now(), ctx.zone
     with read_connection(ctx.engine) as conn:
-        return _count_where(
-            conn, _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
+        return _on_saved(
+            conn,
+            _row(conn, name),
+            lambda checked: store.count_matching(conn, checked, now=now, zone=zone),
         )
 
 
@@ -365,17 +343,7 @@ def count_filter(ctx: Context, record_type: str, filter: Mapping[str, Any]) -> i
         checked, _ = _check(
             conn, "the filter", record_type=record_type, filter=filter, now=now, zone=ctx.zone
         )
-        return _count(conn, checked, now, ctx.zone)
-
-
-def _count(conn: sa.Connection, checked: CheckedFilter, now: datetime, zone: tzinfo) -> int:
-    return _count_where(conn, filter_clause(checked, dialect=conn.dialect.name, now=now, zone=zone))
-
-
-def _count_where(conn: sa.Connection, where: sa.ColumnElement[bool]) -> int:
-    return int(
-        conn.execute(sa.select(sa.func.count()).select_from(records).where(where)).scalar_one()
-    )
+        return store.count_matching(conn, checked, now=now, zone=ctx.zone)
 
 
 def preview_query(
@@ -383,23 +351,26 @@ def preview_query(
 ) -> Page[RecordView]:
     """The records the saved query matches now, by id (keyset paging)."""
     size = page_size(ctx, limit)
+    now, zone = ctx.now(), ctx.zone
     with read_connection(ctx.engine) as conn:
-        where = _saved_clause(conn, _row(conn, name), now=ctx.now(), zone=ctx.zone)
-        statement = sa.select(records).where(where).order_by(records.c.id).limit(size + 1)
-        if after is not None:
-            statement = statement.where(records.c.id > after)
-        rows = conn.execute(statement).all()
+        rows = _on_saved(
+            conn,
+            _row(conn, name),
+            lambda checked: store.matching_records(
+                conn, checked, now=now, zone=zone, after=after, limit=size + 1
+            ),
+        )
     return keyset_page([record_view(r) for r in rows], size)
 
 
 def matching_ids(
     ctx: Context,
-    conn: sa.Connection,
+    conn: Connection,
     name: str,
     *,
     now: datetime | None = None,
     zone: tzinfo | None = None,
-) -> sa.Select[int]:
+) -> IdSelect:
     """`SELECT records.id FROM records WHERE <the saved query>`, not executed.
 
     For set-based work in the caller's transaction, e.g. enrolling a start list with one
@@ -411,13 +382,13 @@ def matching_ids(
     fits its record type or one of its dates falls outside the years 1 to 9999. The select is
     unordered; add `.order_by(records.c.id)` if needed.
     """
-    where = _saved_clause(
+    at = now if now is not None else ctx.now()
+    in_zone = zone if zone is not None else ctx.zone
+    return _on_saved(
         conn,
         _row(conn, name),
-        now=now if now is not None else ctx.now(),
-        zone=zone if zone is not None else ctx.zone,
+        lambda checked: store.matching_ids(conn, checked, now=at, zone=in_zone),
     )
-    return sa.select(records.c.id).where(where)
 
 
 def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
@@ -473,10 +444,7 @@ def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
         raise located(problems)
     name, record_type = str(doc["name"]), str(doc["record_type"])
     with read_connection(ctx.engine) as conn:
-        exists = (
-            conn.execute(sa.select(saved_queries.c.id).where(saved_queries.c.name == name)).first()
-            is not None
-        )
+        exists = store.saved_query_id(conn, name) is not None
     try:
         if exists:
             return update_query(

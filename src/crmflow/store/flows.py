@@ -1,0 +1,47 @@
+"""Flows and their versions, read: the statements the record-side services need about flows
+(the started flows an inbound webhook may start, the flow row a start locks, the current
+definitions that use a saved query).
+
+The table group's module (flows, flow_versions): flows are still written by `services.flows`
+and `services.lifecycle`; their statements belong here when those move to the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.store.schema import flow_versions, flows
+
+__all__ = ["current_documents", "flows_with_status", "lock_flow"]
+
+
+def flows_with_status(conn: sa.Connection, statuses: Collection[str]) -> list[sa.Row[Any]]:
+    """The `flows` rows whose status is one of `statuses`, by key."""
+    query = sa.select(flows).where(flows.c.status.in_(statuses)).order_by(flows.c.key)
+    return list(conn.execute(query).all())
+
+
+def lock_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:
+    """The `flows` row `flow_id`, locked until the transaction ends (None if it was deleted):
+    starts of one flow happen one after the other, so a record cannot enter twice."""
+    query = sa.select(flows).where(flows.c.id == flow_id).with_for_update()
+    return conn.execute(query).first()
+
+
+def current_documents(conn: sa.Connection) -> list[tuple[str, dict[str, Any]]]:
+    """(key, definition document) of every flow's current version, by key."""
+    rows = conn.execute(
+        sa.select(flows.c.key, flow_versions.c.document)
+        .join(
+            flow_versions,
+            sa.and_(
+                flow_versions.c.flow_id == flows.c.id,
+                flow_versions.c.version == flows.c.current_version,
+            ),
+        )
+        .order_by(flows.c.key)
+    )
+    return [(row.key, row.document) for row in rows]
