@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-
 from crmflow.errors import ConflictError, InvalidInputError, Problem
 from crmflow.services.context import Context
-from crmflow.store.schema import webhook_receipts
+from crmflow.store import webhook_receipts as store
+from crmflow.store.database import Connection, DatabaseError, Engine
 
 __all__ = [
     "RECEIPT_RETENTION",
@@ -92,13 +90,6 @@ class Receipt:
         sender = hashlib.sha256("\n".join(sorted(set(secrets))).encode()).hexdigest()
         return cls(key, sender, webhook_id, hashlib.sha256(body).hexdigest())
 
-    def where(self) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            webhook_receipts.c.hook_key == self.key,
-            webhook_receipts.c.sender == self.sender,
-            webhook_receipts.c.webhook_id == self.webhook_id,
-        )
-
 
 def check_webhook_id(webhook_id: str) -> None:
     """InvalidInputError for an id too long to keep."""
@@ -115,10 +106,10 @@ def check_webhook_id(webhook_id: str) -> None:
         )
 
 
-def answer_taken(conn: sa.Connection, receipt: Receipt) -> HookReplay | None:
+def answer_taken(conn: Connection, receipt: Receipt) -> HookReplay | None:
     """The answer a call with this id got, if one was taken; ConflictError if it had another
     body (a sender that reuses ids: taking the call silently would lose it)."""
-    row = conn.execute(sa.select(webhook_receipts).where(receipt.where())).first()
+    row = store.find_receipt(conn, receipt.key, receipt.sender, receipt.webhook_id)
     if row is None:
         return None
     if row.body_sha256 != receipt.body_sha256:
@@ -130,34 +121,27 @@ def answer_taken(conn: sa.Connection, receipt: Receipt) -> HookReplay | None:
     return HookReplay(receipt.webhook_id, row.received_at, dict(row.answer or {}))
 
 
-def take(conn: sa.Connection, receipt: Receipt, *, now: datetime) -> bool:
+def take(conn: Connection, receipt: Receipt, *, now: datetime) -> bool:
     """Write the call's id in this transaction; False when a call with that id was taken. A
     concurrent call holding the id makes this wait for its end: taken (False) or rolled back
     (the id is this call's)."""
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        webhook_receipts
+    return store.insert_receipt(
+        conn,
+        receipt.key,
+        receipt.sender,
+        receipt.webhook_id,
+        body_sha256=receipt.body_sha256,
+        now=now,
     )
-    written = conn.execute(
-        insert.values(
-            hook_key=receipt.key,
-            sender=receipt.sender,
-            webhook_id=receipt.webhook_id,
-            body_sha256=receipt.body_sha256,
-            received_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["hook_key", "sender", "webhook_id"])
-        .returning(webhook_receipts.c.webhook_id)  # (rowcount is not told by every driver)
-    )
-    return written.first() is not None
 
 
-def keep_answer(conn: sa.Connection, receipt: Receipt, answer: dict[str, Any]) -> None:
+def keep_answer(conn: Connection, receipt: Receipt, answer: dict[str, Any]) -> None:
     """The answer the call taken in this transaction got, for its replays."""
-    conn.execute(sa.update(webhook_receipts).where(receipt.where()).values(answer=answer))
+    store.set_answer(conn, receipt.key, receipt.sender, receipt.webhook_id, answer)
 
 
 # When each database's receipts were last pruned by this process.
-_PRUNED: weakref.WeakKeyDictionary[sa.Engine, datetime] = weakref.WeakKeyDictionary()
+_PRUNED: weakref.WeakKeyDictionary[Engine, datetime] = weakref.WeakKeyDictionary()
 
 
 def prune(ctx: Context, *, now: datetime) -> None:
@@ -171,10 +155,6 @@ def prune(ctx: Context, *, now: datetime) -> None:
     _PRUNED[ctx.engine] = now
     try:
         with ctx.engine.begin() as conn:
-            conn.execute(
-                sa.delete(webhook_receipts).where(
-                    webhook_receipts.c.received_at < now - RECEIPT_RETENTION
-                )
-            )
-    except sa.exc.DBAPIError:
+            store.delete_received_before(conn, now - RECEIPT_RETENTION)
+    except DatabaseError:
         log.warning("could not prune old webhook receipts", exc_info=True)

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
@@ -72,9 +71,10 @@ from crmflow.services.webhook_receipts import (
     take,
 )
 from crmflow.store import enrollments as repo
-from crmflow.store.database import read_connection
-from crmflow.store.querysql import filter_clause
-from crmflow.store.schema import enrollments, flows, records
+from crmflow.store import flows as flow_store
+from crmflow.store import queries as query_store
+from crmflow.store import records as record_store
+from crmflow.store.database import Connection, Row, read_connection
 
 __all__ = [
     "RECEIPT_RETENTION",
@@ -160,7 +160,7 @@ class HookResult:
 
 @dataclass(frozen=True)
 class _HookFlow:
-    row: sa.Row[Any]  # of `flows`
+    row: Row  # of `flows`
     definition: FlowDefinition
     secret: str | None
 
@@ -271,9 +271,7 @@ def _signed_with(secret: str, signed: _Signed, body: str) -> bool:
 def _hook_flows(ctx: Context, key: str) -> list[_HookFlow]:
     """The started flows with a webhook trigger `key`, by flow key (their current version)."""
     with read_connection(ctx.engine) as conn:
-        rows = conn.execute(
-            sa.select(flows).where(flows.c.status.in_(_STARTED)).order_by(flows.c.key)
-        ).all()
+        rows = flow_store.flows_with_status(conn, _STARTED)
         infos = repo.load_flows(
             conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx)
         )
@@ -424,8 +422,7 @@ def _record_named(
                 "the call", [Problem("record_id", f"must be a whole number, not {record_id!r}")]
             )
         with read_connection(ctx.engine) as conn:
-            found = conn.execute(sa.select(records.c.type).where(records.c.id == record_id))
-            rtype = found.scalar_one_or_none()
+            rtype = record_store.record_type_of(conn, record_id)
         if rtype is None:
             raise NotFoundError(f"no record with id {record_id}")
         return record_id, str(rtype)
@@ -468,9 +465,10 @@ def _matching_record(
             checked = check_filter(parse_filter({"all": conditions}, path="match"), rtype)
         except InvalidInputError as exc:
             raise InvalidInputError("the call's match", exc.problems) from None
-        where = filter_clause(checked, dialect=conn.dialect.name, now=now, zone=ctx.zone)
-        ids = conn.execute(sa.select(records.c.id).where(where).order_by(records.c.id).limit(2))
-        found = [int(i) for i in ids.scalars()]
+        rows = query_store.matching_records(
+            conn, checked, now=now, zone=ctx.zone, after=None, limit=2
+        )
+        found = [int(r.id) for r in rows]
     said = " and ".join(f"{k} = {v!r}" for k, v in match.items())
     if not found:
         raise NotFoundError(f"no {record_type} record has {said}")
@@ -483,7 +481,7 @@ def _matching_record(
 
 
 def _start(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     actor: Actor,
     hook: _HookFlow,
@@ -495,7 +493,7 @@ def _start(
     """Start one flow for the record, by the rules and in the order of a manual start, in the
     call's transaction."""
     # Locking the flow row serialises starts of one flow, so a record cannot enter twice.
-    flow = conn.execute(sa.select(flows).where(flows.c.id == hook.row.id).with_for_update()).first()
+    flow = flow_store.lock_flow(conn, hook.row.id)
     if flow is None:
         return HookStart(str(hook.row.key), False, "the flow was deleted")
     [info] = repo.load_flows(
@@ -505,9 +503,7 @@ def _start(
     refusal = admission_refusal(flow.status)
     if refusal is None and _trigger(definition, key) is None:
         refusal = f"the flow's current version has no webhook trigger with key {key!r}"
-    rtype = conn.execute(
-        sa.select(records.c.type).where(records.c.id == record_id)
-    ).scalar_one_or_none()
+    rtype = record_store.record_type_of(conn, record_id)
     if rtype is None:
         return HookStart(flow.key, False, refusal or "the record was deleted")
     signed = actor.username == users.SYSTEM_USERNAME
@@ -524,12 +520,8 @@ def _start(
         now=now,
     )
     if isinstance(started, int):
-        run = conn.execute(
-            sa.select(enrollments.c.status, enrollments.c.step_key).where(
-                enrollments.c.id == started
-            )
-        ).one()
-        return HookStart(flow.key, True, None, started, run.status, run.step_key)
+        status, step = repo.position(conn, started)
+        return HookStart(flow.key, True, None, started, status, step)
     source = f"webhook {key!r}, {'signed call' if signed else actor.username}"
     keep_refusal(conn, flow, record_id, TRIGGER, started, source, now=now)
     return HookStart(flow.key, False, started)

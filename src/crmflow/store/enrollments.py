@@ -60,6 +60,7 @@ __all__ = [
     "lock",
     "next_due",
     "notify_due",
+    "position",
     "release",
     "save",
 ]
@@ -235,6 +236,13 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
     if owner is not None:
         query = query.where(e.lease_owner == owner)
     return [_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
+
+
+def position(conn: sa.Connection, enrollment_id: int) -> tuple[str, str | None]:
+    """Where the enrollment `enrollment_id` (which exists) is: its status and step key."""
+    e = enrollments.c
+    row = conn.execute(sa.select(e.status, e.step_key).where(e.id == enrollment_id)).one()
+    return row.status, row.step_key
 
 
 def release(conn: sa.Connection, ids: Sequence[int]) -> None:
