@@ -21,28 +21,19 @@ workers never hand out the same turn (SQLite has a single writer already).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
-
 from crmflow.engine.commands import AssignOwner
 from crmflow.services.context import Actor
-from crmflow.services.records import snapshot
-from crmflow.store.schema import (
-    enrollments,
-    flows,
-    group_members,
-    groups,
-    record_changes,
-    records,
-    step_runs,
-    users,
-)
+from crmflow.store import groups as stored_groups
+from crmflow.store import owner_assignment as stored
+from crmflow.store import records as stored_records
+from crmflow.store import users as stored_users
+from crmflow.store.database import Connection
+from crmflow.store.records import RecordUpdate, StoredRecord
 
 __all__ = ["assign_owners", "smooth_weighted_cycle"]
 
@@ -73,69 +64,18 @@ class _Candidate:
     username: str
 
 
-def _lock_key(flow_id: int, step: str, ref: str) -> int:
-    digest = hashlib.sha256(f"assign_owner:{flow_id}:{step}:{ref}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _turns_taken(conn: sa.Connection, flow_id: int, command: AssignOwner) -> int:
-    """How many times this action has assigned an owner in committed step runs."""
-    if command.action_key:
-        pattern: dict[str, Any] = {"key": command.action_key}
-    else:
-        pattern = {"index": command.action_index}
-    pattern |= {"type": "assign_owner", "status": "done"}
-    if conn.dialect.name == "postgresql":
-        done: Any = step_runs.c.actions.op("@>")(sa.cast(sa.literal([pattern], JSONB), JSONB))
-    else:
-        field, value = next(iter(pattern.items()))
-        done = sa.exists(
-            sa.select(sa.literal(1))
-            .select_from(sa.func.json_each(step_runs.c.actions).table_valued("value").alias("a"))
-            .where(
-                sa.func.json_extract(sa.literal_column("a.value"), f"$.{field}") == value,
-                sa.func.json_extract(sa.literal_column("a.value"), "$.type") == "assign_owner",
-                sa.func.json_extract(sa.literal_column("a.value"), "$.status") == "done",
-            )
-        )
-    query = (
-        sa.select(sa.func.count())
-        .select_from(step_runs.join(enrollments, enrollments.c.id == step_runs.c.enrollment_id))
-        .where(
-            enrollments.c.flow_id == flow_id,
-            step_runs.c.step_key == command.step_key,
-            done,
-        )
-    )
-    return int(conn.execute(query).scalar_one())
-
-
-def _candidates(conn: sa.Connection, commands: Sequence[AssignOwner]) -> list[list[_Candidate]]:
+def _candidates(conn: Connection, commands: Sequence[AssignOwner]) -> list[list[_Candidate]]:
     """The active candidate users of each command, in two queries for the whole batch."""
     names = sorted({u for c in commands for u in c.users})
     group_names = sorted({c.group for c in commands if c.group})
     by_name = {
-        r.username: _Candidate(r.id, r.username)
-        for r in conn.execute(
-            sa.select(users.c.id, users.c.username).where(
-                users.c.username.in_(names), users.c.active
-            )
-        )
+        username: _Candidate(user_id, username)
+        for username, user_id in stored_users.active_users_named(conn, names).items()
     }
     members: dict[str, list[_Candidate]] = {}
     if group_names:
-        rows = conn.execute(
-            sa.select(groups.c.name, users.c.id, users.c.username)
-            .select_from(
-                group_members.join(groups, groups.c.id == group_members.c.group_id).join(
-                    users, users.c.id == group_members.c.user_id
-                )
-            )
-            .where(groups.c.name.in_(group_names), users.c.active)
-            .order_by(users.c.username)
-        )
-        for r in rows:
-            members.setdefault(r.name, []).append(_Candidate(r.id, r.username))
+        for m in stored_groups.active_members_of_groups(conn, group_names):
+            members.setdefault(m.group, []).append(_Candidate(m.user_id, m.username))
     out: list[list[_Candidate]] = []
     for c in commands:
         found = [by_name[u] for u in c.users if u in by_name]
@@ -146,7 +86,7 @@ def _candidates(conn: sa.Connection, commands: Sequence[AssignOwner]) -> list[li
 
 
 def assign_owners(
-    conn: sa.Connection,
+    conn: Connection,
     actor: Actor,
     items: Sequence[tuple[AssignOwner, int]],
     fail: Fail,
@@ -159,23 +99,8 @@ def assign_owners(
         return
     commands = [c for c, _ in items]
     candidates = _candidates(conn, commands)
-    flow_ids = {
-        r.key: int(r.id)
-        for r in conn.execute(
-            sa.select(flows.c.id, flows.c.key).where(
-                flows.c.key.in_(sorted({flow_of[c.enrollment_id] for c in commands}))
-            )
-        )
-    }
-    ids = sorted({rid for _, rid in items})
-    rows = {
-        r.id: r
-        for r in conn.execute(
-            sa.select(records.c.id, records.c.type, records.c.owner_id, records.c.data)
-            .where(records.c.id.in_(ids))
-            .with_for_update()
-        )
-    }
+    flow_ids = stored.flow_ids_by_key(conn, sorted({flow_of[c.enrollment_id] for c in commands}))
+    rows = stored_records.lock_records(conn, sorted({rid for _, rid in items}))
     turns: dict[tuple[int, str, str], int] = {}
     loads: dict[str, dict[int, int]] = {}  # record type -> user id -> records owned
     owner_now = {rid: row.owner_id for rid, row in rows.items()}
@@ -202,9 +127,14 @@ def assign_owners(
         else:
             identity = (flow_ids[flow_of[command.enrollment_id]], command.step_key, command.ref)
             if identity not in turns:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(*identity))))
-                turns[identity] = _turns_taken(conn, identity[0], command)
+                stored.lock_turns(conn, *identity)
+                turns[identity] = stored.turns_taken(
+                    conn,
+                    flow_id=identity[0],
+                    step_key=command.step_key,
+                    action_key=command.action_key,
+                    action_index=command.action_index,
+                )
             turn = turns[identity]
             turns[identity] = turn + 1
             if command.strategy == "weighted":
@@ -217,7 +147,7 @@ def assign_owners(
 
 
 def _loads(
-    conn: sa.Connection,
+    conn: Connection,
     record_type: str,
     commands: Sequence[AssignOwner],
     candidates: list[list[_Candidate]],
@@ -231,49 +161,21 @@ def _loads(
             for u in found
         }
     )
-    rows = conn.execute(
-        sa.select(records.c.owner_id, sa.func.count())
-        .where(records.c.type == record_type, records.c.owner_id.in_(ids))
-        .group_by(records.c.owner_id)
-    )
-    return {int(owner): int(count) for owner, count in rows}
+    return stored.owned_record_counts(conn, record_type, ids)
 
 
 def _write_owners(
-    conn: sa.Connection,
+    conn: Connection,
     actor: Actor,
-    rows: dict[int, Any],
+    rows: dict[int, StoredRecord],
     owner_now: dict[int, int | None],
     *,
     now: datetime,
 ) -> None:
-    """One UPDATE (executemany) and one INSERT of change events for the records whose owner
-    changed; a record given to its current owner is left as it is, with no event."""
+    """The records whose owner changed are written as any record change is
+    (`store.records.update_records`: one executemany of the records, their version one more so
+    that If-Match readers see the owner changed, and one of their change events); a record given
+    to its current owner is left as it is, with no event."""
     changed = sorted(rid for rid, row in rows.items() if owner_now[rid] != row.owner_id)
-    if not changed:
-        return
-    conn.execute(
-        records.update()
-        .where(records.c.id == sa.bindparam("rid"))
-        .values(
-            owner_id=sa.bindparam("new_owner"),
-            updated_at=sa.bindparam("new_at"),
-            version=records.c.version + 1,  # If-Match readers must see the owner changed
-        ),
-        [{"rid": rid, "new_owner": owner_now[rid], "new_at": now} for rid in changed],
-    )
-    conn.execute(
-        record_changes.insert(),
-        [
-            {
-                "record_id": rid,
-                "record_type": rows[rid].type,
-                "kind": "updated",
-                "before": snapshot(rows[rid].data, rows[rid].owner_id),
-                "after": snapshot(rows[rid].data, owner_now[rid]),
-                "actor_id": actor.id,
-                "at": now,
-            }
-            for rid in changed
-        ],
-    )
+    updates = [RecordUpdate(rows[rid], rows[rid].data, owner_now[rid]) for rid in changed]
+    stored_records.update_records(conn, updates, actor_id=actor.id, now=now)
