@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_LISTED_PROBLEMS",
     "AuthenticationError",
     "ConflictError",
     "CrmflowError",
@@ -16,7 +18,21 @@ __all__ = [
     "PreconditionFailedError",
     "Problem",
     "TooManyRequestsError",
+    "listed_problems",
+    "refusal_body",
+    "shown",
 ]
+
+# A refusal lists this many problems at most (an `in` list of 100,000 unknown users would
+# otherwise answer megabytes); the others are counted: "and N more".
+MAX_LISTED_PROBLEMS = 100
+
+
+def shown(value: object, *, quote: bool = True, width: int = 60) -> str:
+    """`value` as an error message quotes it (its repr, or its text when not `quote`): a value
+    of thousands of characters is cut, and says how long it was."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -70,36 +86,59 @@ class CrmflowError(Exception):
         return {"error": type(self).__name__, "message": self.message}
 
 
+def listed_problems(
+    problems: Sequence[Problem], not_listed: int = 0
+) -> tuple[Sequence[Problem], int]:
+    """The problems a refusal shows (the first MAX_LISTED_PROBLEMS) and how many more there
+    were (`not_listed`: those a caller counted without keeping them)."""
+    listed = problems[:MAX_LISTED_PROBLEMS]
+    return listed, len(problems) - len(listed) + not_listed
+
+
+def refusal_body(
+    what: str,
+    problems: Sequence[Problem],
+    *,
+    not_listed: int = 0,
+    error: str = "InvalidInputError",
+) -> dict[str, object]:
+    """The JSON body of a refused input: what was refused, its first MAX_LISTED_PROBLEMS
+    problems, and how many more there were ("and N more"). The one renderer of a list of
+    problems: a service's InvalidInputError, the request guard's refusals and FastAPI's own
+    refusals of a parameter or a body all answer through it, with the same cap and shape."""
+    listed, more = listed_problems(problems, not_listed)
+    message = f"{what} was refused"
+    if more:
+        message += (
+            f" ({len(listed) + more:,} problems: the first {len(listed)} are listed, "
+            f"and {more:,} more)"
+        )
+    return {"error": error, "message": message, "problems": [p.as_dict() for p in listed]}
+
+
 class InvalidInputError(CrmflowError):
-    """The input was refused whole; `problems` lists every reason, each with its place."""
+    """The input was refused whole; `problems` lists every reason, each with its place (or the
+    first ones, and `not_listed` counts the others, when there could be millions)."""
 
     status_code = 422
 
-    # A refusal lists this many problems at most (an `in` list of 100,000 unknown users would
-    # otherwise answer megabytes); the message says how many more there were.
-    MAX_LISTED = 100
+    MAX_LISTED = MAX_LISTED_PROBLEMS
 
-    def __init__(self, what: str, problems: list[Problem]) -> None:
+    def __init__(self, what: str, problems: list[Problem], *, not_listed: int = 0) -> None:
         self.what = what
         self.problems = list(problems)
-        listed = self.problems[: self.MAX_LISTED]
+        self.not_listed = not_listed
+        listed, more = listed_problems(self.problems, not_listed)
         lines = "\n".join(f"  - {p}" for p in listed)
-        count = len(self.problems)
+        count = len(listed) + more
         noun = "problem" if count == 1 else "problems"
-        more = f"\n  ... and {count - len(listed)} more" if count > len(listed) else ""
-        super().__init__(f"{what} was refused ({count} {noun}):\n{lines}{more}")
+        tail = f"\n  ... and {more:,} more" if more else ""
+        super().__init__(f"{what} was refused ({count:,} {noun}):\n{lines}{tail}")
 
     def as_dict(self) -> dict[str, object]:
-        count = len(self.problems)
-        listed = self.problems[: self.MAX_LISTED]
-        message = f"{self.what} was refused"
-        if count > len(listed):
-            message += f" ({count} problems; the first {len(listed)} are listed)"
-        return {
-            "error": type(self).__name__,
-            "message": message,
-            "problems": [p.as_dict() for p in listed],
-        }
+        return refusal_body(
+            self.what, self.problems, not_listed=self.not_listed, error=type(self).__name__
+        )
 
 
 class NotFoundError(CrmflowError):

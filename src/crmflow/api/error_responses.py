@@ -1,8 +1,9 @@
 """The error answers of the API, declared in the OpenAPI document so that clients can be generated.
 
 Every error crmflow refuses a request with has one JSON shape (`ErrorBody`, rendered from the
-exception tree in `crmflow.errors`). Which statuses a route can answer follows from what the route
-is, so they are declared here from the routes themselves rather than by hand on each of them:
+exception tree in `crmflow.errors`; a list of problems always by `crmflow.errors.refusal_body`).
+Which statuses a route can answer follows from what the route is, so they are declared here from
+the routes themselves rather than by hand on each of them:
 
 - 401 and 403 on every route that needs a token (all but the health check and the sign-in);
 - 404 on every route with a path parameter (an unknown key or id, or a private flow you may
@@ -24,32 +25,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crmflow.api.responses.errors import ErrorBody, ProblemBody
+from crmflow.errors import MAX_LISTED_PROBLEMS, Problem, refusal_body
 
 __all__ = ["ErrorBody", "ProblemBody", "declare_error_responses"]
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class ProblemBody(BaseModel):
-    """One thing wrong with an input: where, what, and how to fix it."""
-
-    path: str = Field(description="Where in the input: `steps[2].actions[0].to`; '' for all")
-    message: str
-    hint: str | None = None
-    line: int | None = Field(default=None, description="1-based line in the document, if any")
-    source: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """What every refused request answers: the error's kind, a sentence that says what was
-    wrong and what to do, and for a refused input each of its problems."""
-
-    error: str = Field(description="The kind of error: InvalidInputError, NotFoundError, ...")
-    message: str
-    problems: list[ProblemBody] | None = None
-    retry_after: int | None = Field(default=None, description="429: seconds to wait")
 
 
 _DESCRIPTIONS = {
@@ -135,27 +118,23 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """A parameter or body FastAPI refused, in the shape of every other refused input."""
+    """A parameter or body FastAPI refused, rendered as every other refused input is (the same
+    shape and cap); only the problems that will be listed are converted."""
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for error in exc.errors()[:50]:
-        where = [str(part) for part in error.get("loc", ()) if part != "body"]
-        problems.append(
-            ProblemBody(
-                path=".".join(where),
-                message=str(error.get("msg", "is not valid")),
-                hint=_validation_hint(error),
-            )
+    errors = exc.errors()
+    problems = [
+        Problem(
+            ".".join(str(part) for part in error.get("loc", ()) if part != "body"),
+            str(error.get("msg", "is not valid")),
+            _validation_hint(error),
         )
-    body = ErrorBody(
-        error="InvalidInputError",
-        message="the request was refused: see each problem",
-        problems=problems,
-    )
-    return JSONResponse(body.model_dump(), status_code=422)
+        for error in errors[:MAX_LISTED_PROBLEMS]
+    ]
+    body = refusal_body("the request", problems, not_listed=len(errors) - len(problems))
+    return JSONResponse(body, status_code=422)
 
 
-def _validation_hint(error: Any) -> str | None:
+def _validation_hint(error: Any) -> str:
     location = error.get("loc", ())
     if location and location[0] == "path":
         return "check the address: see /openapi.json for the parameter's type"

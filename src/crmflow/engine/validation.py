@@ -29,7 +29,7 @@ from crmflow.engine.source import (
     parse_source,
     plain_data,
 )
-from crmflow.errors import InvalidInputError, Problem
+from crmflow.errors import InvalidInputError, Problem, shown
 
 __all__ = ["ValidationContext", "check_flow_data", "flow_from_data", "parse_flow"]
 
@@ -244,16 +244,16 @@ def _problem_from_error(error: Mapping[str, Any], data: Any) -> Problem:
         message = "is required"
         hint = "say which kind this is with type: ..."
     elif kind.endswith("_type") or kind in {"model_attributes_type", "dict_type", "list_type"}:
-        message = f"{_expected(kind, message)}, got {_type_name(value)} {_short(value)}"
+        message = f"{_expected(kind, message)}, got {_type_name(value)} {shown(value)}"
     elif kind in {"literal_error", "enum"}:
         expected = str(error.get("ctx", {}).get("expected", ""))
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip()]
-        message = f"{_short(value)} is not allowed: expected {expected}"
+        message = f"{shown(value)} is not allowed: expected {expected}"
         hint = did_you_mean(str(value), options)
     elif kind == "value_error":
         message = message.removeprefix("Value error, ")
     elif kind == "string_pattern_mismatch":
-        message = f"{_short(value)} does not have the expected form ({message.lower()})"
+        message = f"{shown(value)} does not have the expected form ({message.lower()})"
     else:
         message = message[:1].lower() + message[1:]
     return Problem(path, message, hint)
@@ -375,11 +375,6 @@ def _type_name(value: Any) -> str:
         type(None): "nothing",
     }
     return names.get(type(value), type(value).__name__)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from crmflow.api.responses.errors import ProblemBody
 from crmflow.engine.recordtypes import FieldType
 
 __all__ = [
-    "ImportProblem",
     "ImportReport",
     "ImportRowError",
     "NextAfter",
@@ -96,19 +96,9 @@ class RecordChangePage(BaseModel):
     next_after: NextAfter
 
 
-class ImportProblem(BaseModel):
-    """One reason a row was refused."""
-
-    path: str = Field(description="The field (column) at fault; empty for the row as a whole")
-    message: str
-    hint: str | None = Field(description="How to fix it, when known")
-    line: int | None
-    source: str | None
-
-
 class ImportRowError(BaseModel):
     line: int = Field(description="The refused row's line in the file (1-based)")
-    problems: list[ImportProblem]
+    problems: list[ProblemBody]
 
 
 class ImportReport(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from crmflow.api.responses.records import NextAfter
 from crmflow.engine.runtime import EnrollmentStatus
 
 __all__ = [
@@ -120,9 +121,7 @@ class RunPage(BaseModel):
     """A page of a flow's runs, in enrollment order."""
 
     items: list[RunSummary]
-    next_after: int | None = Field(
-        description="Pass it back as `after` for the next page; null on the last page"
-    )
+    next_after: NextAfter
 
 
 class FlowProgress(BaseModel):

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from dateutil.relativedelta import relativedelta
 
 from crmflow.engine.querylang.parse import describe
+from crmflow.errors import shown
 
 __all__ = [
     "DATE_RANGE_HINT",
@@ -63,12 +64,6 @@ _MAX_OFFSET = {
 DATE_RANGE_HINT = "dates run from year 1 to year 9999: use a smaller offset"
 
 
-def _shown(text: str, *, quote: bool = True, width: int = 60) -> str:
-    """`text` as an error message quotes it: a value of thousands of characters is cut."""
-    cut = text if len(text) <= width else text[:width] + "..."
-    return repr(cut) if quote else cut
-
-
 @dataclass(frozen=True)
 class DayValue:
     """An absolute calendar day."""
@@ -108,7 +103,7 @@ class RelativeTime:
         normal = " ".join(text.lower().split())
         match = _RELATIVE.match(normal)
         if match is None:
-            raise ValueError(f"{_shown(text)} is not a date: use {RELATIVE_FORMS}")
+            raise ValueError(f"{shown(text)} is not a date: use {RELATIVE_FORMS}")
         offsets: list[tuple[int, str]] = []
         for sign, amount, unit in _OFFSET.findall(match["offsets"]):
             singular = unit[:-1] if unit.endswith("s") else unit
@@ -123,7 +118,7 @@ class RelativeTime:
             digits = amount.lstrip("0") or "0"
             if len(digits) > len(str(limit)) or int(digits) > limit:
                 raise ValueError(
-                    f"{_shown(text)}: {_shown(amount, quote=False)} {plural} is out of range "
+                    f"{shown(text)}: {shown(amount, quote=False)} {plural} is out of range "
                     f"(at most {limit:,} {plural}); {DATE_RANGE_HINT}"
                 )
             offsets.append((int(digits) * (-1 if sign == "-" else 1), plural))
@@ -139,7 +134,7 @@ class RelativeTime:
             return self._resolve(now, zone)
         except (OverflowError, ValueError):
             raise ValueError(
-                f"{_shown(self.text or self.anchor)} falls outside the years 1 to 9999 on "
+                f"{shown(self.text or self.anchor)} falls outside the years 1 to 9999 on "
                 f"{now.astimezone(zone).date().isoformat()}; {DATE_RANGE_HINT}"
             ) from None
 

@@ -22,6 +22,7 @@ from crmflow.engine.recordtypes.fields import (
     FieldDef,
     FieldType,
 )
+from crmflow.errors import shown
 
 __all__ = [
     "Converter",
@@ -64,7 +65,7 @@ def parse_date(raw: object) -> date:
             return date.fromisoformat(raw.strip())
         except ValueError:
             pass
-    raise ValueError(f"expected a date as YYYY-MM-DD, got {_shown(raw)}")
+    raise ValueError(f"expected a date as YYYY-MM-DD, got {shown(raw)}")
 
 
 def parse_datetime(raw: object, zone: tzinfo) -> datetime:
@@ -82,7 +83,7 @@ def parse_datetime(raw: object, zone: tzinfo) -> datetime:
             value = None
     if value is None:
         raise ValueError(
-            f"expected a date and time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {_shown(raw)}"
+            f"expected a date and time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {shown(raw)}"
         )
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
@@ -107,13 +108,7 @@ def normalise_email(raw: str) -> str:
     try:
         return validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise ValueError(f"{_shown(raw)} is not a valid email address: {exc}") from None
-
-
-def _shown(raw: object, width: int = 60) -> str:
-    """`raw` as an error message quotes it: a value of thousands of characters is cut."""
-    text = repr(raw)
-    return text if len(text) <= width else f"{text[:width]}... ({len(text):,} characters)"
+        raise ValueError(f"{shown(raw)} is not a valid email address: {exc}") from None
 
 
 def text_refusal(raw: str, max_chars: int = DEFAULT_MAX_FIELD_CHARS) -> str | None:
@@ -195,7 +190,7 @@ def _text_converter(*, from_text: bool, max_chars: int) -> Converter:
             return raw
         if from_text or (isinstance(raw, int | float) and not isinstance(raw, bool)):
             return str(raw)
-        raise ValueError(f"expected text, got {type(raw).__name__} {_shown(raw)}")
+        raise ValueError(f"expected text, got {type(raw).__name__} {shown(raw)}")
 
     return text
 
@@ -220,7 +215,7 @@ def _number_converter(*, from_text: bool) -> Converter:
                 else:
                     if math.isfinite(value):
                         return value
-        raise ValueError(f"expected a number, got {_shown(raw)}")
+        raise ValueError(f"expected a number, got {shown(raw)}")
 
     return number
 
@@ -235,7 +230,7 @@ def _bool_converter(*, from_text: bool) -> Converter:
                 return True
             if word in FALSE_WORDS:
                 return False
-        raise ValueError(f"expected true or false, got {_shown(raw)}")
+        raise ValueError(f"expected true or false, got {shown(raw)}")
 
     return boolean
 
@@ -261,14 +256,14 @@ def _choice_converter(choices: tuple[str, ...], *, from_text: bool) -> Converter
                 return raw
             if from_text and raw.strip() in allowed:
                 return raw.strip()
-        raise ValueError(f"{_shown(raw)} is not one of the choices: {listed}")
+        raise ValueError(f"{shown(raw)} is not one of the choices: {listed}")
 
     return choice
 
 
 def _to_email(raw: Any) -> Any:
     if type(raw) is not str:
-        raise ValueError(f"expected an email address, got {_shown(raw)}")
+        raise ValueError(f"expected an email address, got {shown(raw)}")
     return normalise_email(raw)
 
 
@@ -277,7 +272,7 @@ def _to_phone(raw: Any) -> Any:
         text = raw.strip()
         if PHONE_PATTERN.match(text):
             return text
-    raise ValueError(f"{_shown(raw)} is not a phone number (digits, spaces, + ( ) . -)")
+    raise ValueError(f"{shown(raw)} is not a phone number (digits, spaces, + ( ) . -)")
 
 
 def _link_converter(fdef: FieldDef, *, from_text: bool) -> Converter:
@@ -298,7 +293,7 @@ def _link_converter(fdef: FieldDef, *, from_text: bool) -> Converter:
                 return text
         if type(raw) is int:
             raise ValueError(f"expected {what}, got {raw} (ids run from 1 to {MAX_ROW_ID})")
-        raise ValueError(f"expected {what}, got {_shown(raw)}")
+        raise ValueError(f"expected {what}, got {shown(raw)}")
 
     return link
 
