@@ -4,15 +4,21 @@ the size limit (in process on SQLite and PostgreSQL, and against a live server f
 
 from __future__ import annotations
 
+import pkgutil
+import threading
 import time
 from collections.abc import Iterator
+from importlib import import_module
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
+from crmflow import api
 from crmflow.api.app import create_app
+from crmflow.api.limits import GuardedRoute
 from crmflow.services import records, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.querysql import ARRAY_FROM
@@ -252,8 +258,89 @@ def test_a_100000_digit_number_is_a_422_naming_the_field(
         answer = client.post("/api/records/contact", headers={**as_admin, **JSON}, content=body)
         problem = _problem(_refused(answer), "data.total_donations")
         assert "a number of 100,0" in problem["message"]
-        assert "at most 400 characters" in problem["hint"]
+        assert "at most 100 characters" in problem["hint"]
         assert len(answer.text) < 1000
+
+
+@pytest.mark.usefixtures("timed")
+def test_a_json_body_and_a_yaml_document_have_the_same_caps(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    """One set of caps: a number of 101 characters, or nesting 65 deep, is refused in a JSON
+    body and in a YAML flow document alike; 100 characters and 64 levels pass the body check."""
+    long_number, longest = "1" * 101, "1" * 100
+    # With the body's two levels, 64 brackets nest 66 levels deep and 62 nest 64.
+    deep, deepest = "[" * 64 + "]" * 64, "[" * 62 + "]" * 62
+    yaml = {**as_admin, "content-type": "application/yaml"}
+    for value, refusal in ((long_number, "a number of 101 characters"), (deep, "64 levels")):
+        body = '{"data": {"last_name": "A", "notes": ' + value + "}}"
+        answer = client.post("/api/records/contact", headers={**as_admin, **JSON}, content=body)
+        assert refusal in _refused(answer)["problems"][0]["message"]
+        document = f"schema_version: 1\nkey: capped\nname: {value}\n"
+        answer = client.post("/api/flows/validate", headers=yaml, content=document)
+        assert refusal in _refused(answer)["problems"][0]["message"], answer.text
+    for value in (longest, deepest):
+        body = '{"data": {"last_name": "A", "notes": ' + value + "}}"
+        answer = client.post("/api/records/contact", headers={**as_admin, **JSON}, content=body)
+        # Past the guard: the record type refuses what is not text, nothing about the caps.
+        assert "notes" in _refused(answer)["problems"][0]["path"], answer.text
+
+
+def _listed(body: dict[str, Any], count: int) -> None:
+    """A refusal of `count` problems lists the first 100 and says how many more there were."""
+    assert len(body["problems"]) == 100
+    assert (
+        f"({count:,} problems: the first 100 are listed, and {count - 100:,} more)"
+        in (body["message"])
+    )
+
+
+@pytest.mark.usefixtures("timed")
+def test_every_refusal_lists_100_problems_and_says_how_many_more(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    # The request guard: 150 NUL characters in a body (it counts past the ones it lists).
+    texts = ", ".join(f'"a{i}\\u0000"' for i in range(150))
+    answer = client.post(
+        "/api/records/contact", headers={**as_admin, **JSON}, content=f'{{"data": [{texts}]}}'
+    )
+    _listed(_refused(answer), 150)
+    # FastAPI's own refusal of a body that does not fit the route's model.
+    moves = {f"step{i}": i for i in range(150)}
+    answer = client.post("/api/flows/any/resume", headers=as_admin, json={"moves": moves})
+    _listed(_refused(answer), 150)
+    assert _refused(answer)["problems"][0]["path"] == "moves.step0"
+
+
+def test_a_slow_json_body_is_checked_off_the_event_loop(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    """Parsing and checking a large, deeply nested body takes seconds of CPU; meanwhile other
+    requests (here /api/health) are answered at once instead of waiting for it. The routes take
+    the guard's parse: FastAPI would parse the body again, on the event loop."""
+    modules = [import_module(f"crmflow.api.{m.name}") for m in pkgutil.iter_modules(api.__path__)]
+    found = [getattr(module, "router", None) for module in modules]
+    routers = [router for router in found if isinstance(router, APIRouter)]
+    assert len(routers) >= 10 and all(r.route_class is GuardedRoute for r in routers)
+    nested = '{"a": ' * 60 + '"x"' + "}" * 60
+    body = '{"data": {"last_name": "A", "notes": [' + ",".join([nested] * 12_000) + "]}}"
+    assert len(body) > 4_000_000
+    finished: list[float] = []
+
+    def post() -> None:
+        client.post("/api/records/contact", headers={**as_admin, **JSON}, content=body)
+        finished.append(time.monotonic())
+
+    sender = threading.Thread(target=post)
+    sender.start()
+    time.sleep(0.3)  # the body is sent and being checked
+    asked = time.monotonic()
+    health = client.get("/api/health")
+    answered = time.monotonic()
+    sender.join(timeout=60)
+    assert health.status_code == 200, health.text
+    assert answered - asked < 1, f"/api/health took {answered - asked:.2f} s"
+    assert finished and finished[0] > answered, "the body was checked before health was asked"
 
 
 @pytest.mark.usefixtures("timed")

@@ -8,11 +8,12 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.runs import FlowProgress, RecordRuns, RunDetail, RunPage
 from crmflow.errors import NotFoundError
 from crmflow.services import enrollments, run_views
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=GuardedRoute)
 
 # The routes answering runs leave unset keys out (response_model_exclude_unset): an action of a
 # step run carries `message` only when it wrote one.

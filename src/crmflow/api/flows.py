@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, ServiceContext, VersionNumber, raw_body
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -23,7 +24,7 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, lifecycle
 from crmflow.services.triggers.failures import failing_triggers
 
-router = APIRouter(prefix="/api/flows", tags=["flows"])
+router = APIRouter(prefix="/api/flows", tags=["flows"], route_class=GuardedRoute)
 
 DocBody = Annotated[tuple[str, str], Depends(raw_body)]
 _DOC_BODY = {

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmflow.api.deps import ServiceContext
-from crmflow.api.limits import json_body_problems
+from crmflow.api.limits import GuardedRoute, json_body_refusal
 from crmflow.api.responses.flows import HookResult
-from crmflow.errors import InvalidInputError
 from crmflow.services import webhooks_in
 
-router = APIRouter(tags=["hooks"])
+router = APIRouter(tags=["hooks"], route_class=GuardedRoute)
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -39,9 +39,10 @@ async def _body(request: Request) -> bytes:
     content type, it is held to the bounds of every JSON body (depth, number length, text)
     before the service parses it."""
     body = await request.body()
-    problems = json_body_problems(body)
-    if problems:
-        raise InvalidInputError("the call", problems)
+    # In a worker thread, as the request guard checks bodies: the event loop is not held up.
+    refusal = await anyio.to_thread.run_sync(json_body_refusal, body, "the call")
+    if refusal is not None:
+        raise refusal
     return body
 
 

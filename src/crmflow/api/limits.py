@@ -7,11 +7,15 @@ before FastAPI or a route buffers it):
   else as soon as the streamed bytes (chunked bodies too) pass the limit, so the server never
   holds more than the limit of one request in memory;
 - a JSON body is read whole (it is parsed whole anyway) and checked before the route parses it:
-  nesting depth, the length of each number, and text that no database stores the same way (a NUL
-  character, which PostgreSQL refuses and SQLite keeps; a lone UTF-16 surrogate, which is not a
-  character and cannot be encoded) are refused with 422 naming the place in the body. Python's
-  parser would otherwise answer deep nesting with RecursionError and a 100,000-digit number with
-  ValueError, and the text would fail deep in the database driver;
+  nesting depth, the length of each number (the caps of every document, `engine.source`), and
+  text that no database stores the same way (a NUL character, which PostgreSQL refuses and SQLite
+  keeps; a lone UTF-16 surrogate, which is not a character and cannot be encoded) are refused with
+  422 naming the place in the body. Python's parser would otherwise answer deep nesting with
+  RecursionError and a 100,000-digit number with ValueError, and the text would fail deep in the
+  database driver. The check runs in a worker thread, not on the event loop: parsing a 10 MB
+  body takes a second or more, and on the loop every other request (`/api/health` too) would
+  wait for it. The routes (`GuardedRoute`) take the body as the guard parsed it instead of
+  parsing it again on the loop;
 - the address (path and query string) may not hold a NUL character either.
 """
 
@@ -20,18 +24,32 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
 from crmflow.engine.recordtypes import text_refusal
-from crmflow.errors import CrmflowError, InvalidInputError, PayloadTooLargeError, Problem
+from crmflow.engine.source import MAX_NESTING_DEPTH, MAX_NUMBER_CHARS
+from crmflow.errors import (
+    MAX_LISTED_PROBLEMS,
+    CrmflowError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    Problem,
+)
 
 __all__ = [
-    "MAX_JSON_DEPTH",
-    "MAX_NUMBER_CHARS",
+    "CheckedBody",
+    "GuardedRoute",
     "RequestGuard",
-    "json_body_problems",
+    "check_json_body",
+    "json_body_refusal",
     "text_problem",
 ]
 
@@ -41,13 +59,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# No request crmflow takes nests this deep (a saved query's groups are the deepest, a few levels);
-# well below Python's recursion limit, so the check itself can never overflow the stack.
-MAX_JSON_DEPTH = 64
-# A JSON number longer than this is no amount, id or count: refused before int() spends
-# quadratic time on it (Python refuses ints past 4,300 digits with ValueError anyway).
-MAX_NUMBER_CHARS = 400
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Where the guard leaves a JSON body it parsed, in the request's ASGI scope, for the route.
+_PARSED_BODY = "crmflow.parsed_json_body"
 
 
 def text_problem(text: str, where: str) -> Problem | None:
@@ -76,47 +90,91 @@ def _number(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def json_body_problems(body: bytes) -> list[Problem]:
-    """What makes a JSON request body unsafe to hand to the route: each problem with its path.
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """What json.loads makes of an object, as it would by default. Being Python code, it lets
+    the parsing thread hand over the GIL between objects: without it the C parser holds it for
+    the whole body (a second for 5 MB of nested objects), and every other thread, the event
+    loop's included, stands still meanwhile."""
+    return dict(pairs)
 
-    A body that is not JSON at all is not a problem here: the route answers it (422) as it does
-    any malformed body.
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body, object_pairs_hook=_object)
+
+
+@dataclass(frozen=True)
+class CheckedBody:
+    """A JSON request body as the guard read it."""
+
+    refusal: InvalidInputError | None  # why it may not reach the route, if it may not
+    parsed: bool  # False: not JSON at all, which the route answers as any malformed body (422)
+    value: Any = None  # what json.loads makes of it, when parsed and not refused
+
+
+def check_json_body(body: bytes, what: str) -> CheckedBody:
+    """Parse a JSON request body and find what makes it unsafe to hand to the route: each
+    problem with its path, the first MAX_LISTED_PROBLEMS kept and the others counted.
+
+    CPU-bound (a second or more for 10 MB): call it off the event loop.
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [
-            Problem(
-                "",
-                f"the body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}",
-                "send JSON encoded as UTF-8",
-            )
-        ]
+        problem = Problem(
+            "",
+            f"the body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}",
+            "send JSON encoded as UTF-8",
+        )
+        return CheckedBody(InvalidInputError(what, [problem]), parsed=False)
     try:
-        value = json.loads(text, parse_int=_number(int), parse_float=_number(float))
+        value = json.loads(
+            text, parse_int=_number(int), parse_float=_number(float), object_pairs_hook=_object
+        )
     except RecursionError:
-        return [_too_deep_in_text(text)]
+        return CheckedBody(InvalidInputError(what, [_too_deep_in_text(text)]), parsed=False)
     except ValueError:
-        return []
-    problems: list[Problem] = []
-    _walk(value, "", 0, problems)
-    return problems
+        return CheckedBody(None, parsed=False)
+    found = _Found()
+    _walk(value, "", 0, found)
+    if found.problems:
+        refusal = InvalidInputError(what, found.problems, not_listed=found.not_listed)
+        return CheckedBody(refusal, parsed=True)
+    # No problem: no number was too long, so the value is exactly what json.loads makes.
+    return CheckedBody(None, parsed=True, value=value)
+
+
+def json_body_refusal(body: bytes, what: str) -> InvalidInputError | None:
+    """Why a JSON body is unsafe to hand on (see `check_json_body`), or None when it is safe."""
+    return check_json_body(body, what).refusal
+
+
+class _Found:
+    """The problems of a body: the first MAX_LISTED_PROBLEMS kept, the others only counted (a
+    body of a million NUL strings must not make a million Problems)."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.not_listed = 0
+
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_LISTED_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.not_listed += 1
 
 
 # What json.loads makes that is always fine as it is.
 _FINE = frozenset({int, float, bool, type(None)})
 
 
-def _walk(value: Any, path: str, depth: int, problems: list[Problem]) -> None:
-    if len(problems) >= 20:
-        return
+def _walk(value: Any, path: str, depth: int, found: _Found) -> None:
     if isinstance(value, str):
-        found = text_problem(value, path)
-        if found is not None:
-            problems.append(found)
+        problem = text_problem(value, path)
+        if problem is not None:
+            found.add(problem)
         return
     if isinstance(value, _LongNumber):
-        problems.append(
+        found.add(
             Problem(
                 path,
                 f"a number of {value.length:,} characters ({value.start}...)",
@@ -126,11 +184,11 @@ def _walk(value: Any, path: str, depth: int, problems: list[Problem]) -> None:
         return
     if not isinstance(value, dict | list):
         return
-    if depth >= MAX_JSON_DEPTH:
-        problems.append(
+    if depth >= MAX_NESTING_DEPTH:
+        found.add(
             Problem(
                 path,
-                f"the body is nested more than {MAX_JSON_DEPTH} levels deep here",
+                f"the body is nested more than {MAX_NESTING_DEPTH} levels deep here",
                 "flatten it: no request needs that depth",
             )
         )
@@ -139,15 +197,15 @@ def _walk(value: Any, path: str, depth: int, problems: list[Problem]) -> None:
         for index, item in enumerate(value):
             # Long lists of numbers (a saved query's `in` values) cost no call per item.
             if type(item) not in _FINE:
-                _walk(item, f"{path}[{index}]", depth + 1, problems)
+                _walk(item, f"{path}[{index}]", depth + 1, found)
         return
     for key, item in value.items():
-        found = text_problem(key, f"{path}.{key!r}" if path else repr(key))
-        if found is not None:
-            problems.append(found)
+        problem = text_problem(key, f"{path}.{key!r}" if path else repr(key))
+        if problem is not None:
+            found.add(problem)
             continue
         if type(item) not in _FINE:
-            _walk(item, f"{path}.{key}" if path else key, depth + 1, problems)
+            _walk(item, f"{path}.{key}" if path else key, depth + 1, found)
 
 
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -161,7 +219,7 @@ def _too_deep_in_text(text: str) -> Problem:
         mark = token.group()
         if mark in ("[", "{"):
             depth += 1
-            if depth > MAX_JSON_DEPTH:
+            if depth > MAX_NESTING_DEPTH:
                 offset = token.start()
                 break
         elif mark in ("]", "}"):
@@ -169,7 +227,7 @@ def _too_deep_in_text(text: str) -> Problem:
     line = text.count("\n", 0, offset) + 1
     return Problem(
         "",
-        f"the body is nested more than {MAX_JSON_DEPTH} levels deep (at offset {offset})",
+        f"the body is nested more than {MAX_NESTING_DEPTH} levels deep (at offset {offset})",
         "flatten it: no request needs that depth",
         line=line,
     )
@@ -223,10 +281,14 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problems = json_body_problems(body) if body else []
-        if problems:
-            await _answer(send, InvalidInputError("the request body", problems))
-            return
+        if body:
+            # In a worker thread: the event loop goes on serving the other requests meanwhile.
+            checked = await anyio.to_thread.run_sync(check_json_body, body, "the request body")
+            if checked.refusal is not None:
+                await _answer(send, checked.refusal)
+                return
+            if checked.parsed:
+                scope[_PARSED_BODY] = checked.value  # for GuardedRoute: not parsed again
         replayed = False
 
         async def replay() -> Message:
@@ -270,6 +332,32 @@ class RequestGuard:
         except PayloadTooLargeError:
             if not started:
                 await _answer(send, self.too_large())
+
+
+class _GuardedRequest(Request):
+    """A request whose JSON body is the one the guard parsed (in a thread), if it did; else it
+    is parsed in a thread here (never on the event loop)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            if _PARSED_BODY in self.scope:
+                self._json = self.scope[_PARSED_BODY]
+            else:
+                self._json = await anyio.to_thread.run_sync(_loads, await self.body())
+        return self._json
+
+
+class GuardedRoute(APIRoute):
+    """The route class of every router: FastAPI reads a JSON body with `request.json()`, which
+    would parse it again, on the event loop; this route hands it the guard's parse instead."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_GuardedRequest(request.scope, request.receive))
+
+        return handle
 
 
 def _is_json(method: str, content_type: bytes | None) -> bool:

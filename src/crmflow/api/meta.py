@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.meta import FlowDocumentSchema, Health, Me, SignedIn
 from crmflow.engine.jsonschema import flow_json_schema
 from crmflow.services import users
 from crmflow.services.health import check_health
 from crmflow.services.throttle import SignInThrottle
 
-router = APIRouter(prefix="/api", tags=["meta"])
+router = APIRouter(prefix="/api", tags=["meta"], route_class=GuardedRoute)
 
 
 class Login(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -26,7 +27,7 @@ from crmflow.api.responses.queries import (
 from crmflow.api.responses.records import RecordPage
 from crmflow.services import queries
 
-router = APIRouter(prefix="/api/queries", tags=["saved queries"])
+router = APIRouter(prefix="/api/queries", tags=["saved queries"], route_class=GuardedRoute)
 
 
 class QueryCreate(BaseModel):

@@ -9,11 +9,12 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.records import RecordGroup, RecordPage
 from crmflow.services import record_groups
 from crmflow.services.paging import DEFAULT_PAGE_SIZE
 
-router = APIRouter(prefix="/api/record-groups", tags=["record groups"])
+router = APIRouter(prefix="/api/record-groups", tags=["record groups"], route_class=GuardedRoute)
 
 
 class RecordGroupCreate(BaseModel):

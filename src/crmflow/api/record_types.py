@@ -10,10 +10,11 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from crmflow.api.deps import CurrentActor, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.records import RecordType
 from crmflow.services import record_types
 
-router = APIRouter(prefix="/api/record-types", tags=["record types"])
+router = APIRouter(prefix="/api/record-types", tags=["record types"], route_class=GuardedRoute)
 
 
 @router.get("", response_model=list[RecordType], response_model_exclude_unset=True)

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -30,7 +31,7 @@ from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import imports, records
 from crmflow.services.context import Context
 
-router = APIRouter(prefix="/api", tags=["records"])
+router = APIRouter(prefix="/api", tags=["records"], route_class=GuardedRoute)
 
 
 class RecordWrite(BaseModel):

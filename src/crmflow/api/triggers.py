@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from crmflow.api.deps import CurrentActor, RowId, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.records import NotEnteredList
 from crmflow.services import triggers
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=GuardedRoute)
 
 Limit = Annotated[int, Query(ge=1, le=triggers.MAX_DECISIONS, description="At most this many")]
 

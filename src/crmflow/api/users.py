@@ -8,10 +8,11 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from crmflow.api.deps import CurrentActor, RowId, ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.users import CreatedToken, Group, User
 from crmflow.services import users
 
-router = APIRouter(prefix="/api", tags=["users"])
+router = APIRouter(prefix="/api", tags=["users"], route_class=GuardedRoute)
 
 
 class UserCreate(BaseModel):

@@ -41,6 +41,8 @@ from crmflow.errors import InvalidInputError, Problem
 
 __all__ = [
     "MAX_DOCUMENT_CHARS",
+    "MAX_NESTING_DEPTH",
+    "MAX_NUMBER_CHARS",
     "DocumentLimits",
     "ParsedSource",
     "decode_document",
@@ -52,6 +54,15 @@ __all__ = [
 
 # Real flows are under 100 KB; the server's setting (max_document_chars) is passed in by callers.
 MAX_DOCUMENT_CHARS = 1_000_000
+# The caps of every structured input crmflow parses, the same for a YAML or JSON document and for
+# a JSON request body (`api.limits` checks bodies with them), so that a flow is held to the same
+# bounds whether it comes from a file or over the API. No input crmflow takes nests deeper than a
+# few levels (a saved query's groups are the deepest), and 64 stays far below Python's recursion
+# limit; no amount, id or count is written with more than 100 characters, and refusing longer
+# numbers before int() converts them avoids its quadratic time (and its ValueError past 4,300
+# digits).
+MAX_NESTING_DEPTH = 64
+MAX_NUMBER_CHARS = 100
 Format = Literal["yaml", "json"]
 
 
@@ -64,8 +75,8 @@ class DocumentLimits:
     chars: int = MAX_DOCUMENT_CHARS  # the text, and the text once aliases are expanded
     nodes: int = 20_000  # mappings, lists and scalars (keys included), aliases expanded
     aliases: int = 1_000
-    depth: int = 64  # nested mappings and lists
-    number_digits: int = 100  # characters of one number (int or float)
+    depth: int = MAX_NESTING_DEPTH  # nested mappings and lists
+    number_digits: int = MAX_NUMBER_CHARS  # characters of one number (int or float)
 
 
 @dataclass(frozen=True)
