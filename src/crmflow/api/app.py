@@ -27,6 +27,7 @@ from crmflow.api.error_responses import declare_error_responses
 from crmflow.api.limits import RequestGuard
 from crmflow.errors import AuthenticationError, CrmflowError, TooManyRequestsError
 from crmflow.services.context import Context
+from crmflow.services.throttle import SignInThrottle
 
 __all__ = ["create_app"]
 
@@ -48,6 +49,10 @@ def create_app(ctx: Context) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = ctx
+    # Failed sign-ins are counted in memory, per app: per server process (several `crmflow
+    # serve` processes each count on their own, so N of them allow N times the attempts), and
+    # two apps in one process (tests) do not share their counts.
+    app.state.sign_in_throttle = SignInThrottle()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -45,16 +44,11 @@ def health(ctx: ServiceContext) -> JSONResponse:
     return JSONResponse(report.as_dict(), status_code=report.status_code)
 
 
-_throttle_lock = threading.Lock()
-
-
 def _sign_in_throttle(request: Request) -> SignInThrottle:
-    """The app's count of failed sign-ins (one per server process)."""
-    state = request.app.state
-    with _throttle_lock:
-        throttle: SignInThrottle | None = getattr(state, "sign_in_throttle", None)
-        if throttle is None:
-            throttle = state.sign_in_throttle = SignInThrottle()
+    """The app's count of failed sign-ins, made with the app (`create_app`): in the memory of
+    this server process, so several `crmflow serve` processes each count on their own."""
+    throttle = request.app.state.sign_in_throttle
+    assert isinstance(throttle, SignInThrottle)
     return throttle
 
 
