@@ -10,6 +10,10 @@ alone and fails its action, while the batch's other effects and enrollments are 
 timeout is the action's `timeout_seconds`, capped by the server's `sql_statement_timeout_ms`:
 `statement_timeout` on PostgreSQL (transaction-local, restored afterwards), and a progress
 handler on SQLite that interrupts the statement once the deadline has passed.
+
+A statement that updates records need not touch `records.version`: the database adds one to it
+for every UPDATE of a record's type, owner or data that left it as it was (migration 0008's
+trigger), so the record's ETag changes and an If-Match read before the SQL ran is refused.
 """
 
 from __future__ import annotations
