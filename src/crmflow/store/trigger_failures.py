@@ -4,6 +4,12 @@ exponential backoff and removed by its next successful run.
 A failing trigger must not stop the flow's other triggers, the other flows, or the worker: its
 run is rolled back alone, this row says why and when it is tried again, and the timed triggers'
 query (`blocked`) passes it over until then. The flow's page lists these rows.
+
+The change feed writes rows of its own (`services.triggers.change_feed`): the index of the flow's
+change trigger that fired (or FEED_INDEX, -1, when the failure came from the records inside the
+flow hearing their record's changes), tried again with the next change, not after a backoff (the
+feed cannot wait for one flow), so their `retry_at` is the failure's time. `blocked` and the
+timed triggers' schedules never see them: those only look at the indexes of timed triggers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crmflow.store.schema import flow_status_changes, flows, trigger_failures
 
 __all__ = [
+    "FEED_INDEX",
+    "FEED_TYPE",
     "FIRST_RETRY",
     "LAST_ERROR_CHARS",
     "MAX_RETRY",
@@ -35,6 +43,10 @@ __all__ = [
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(hours=1)
 LAST_ERROR_CHARS = 2_000  # an error message can quote a whole document: keep the row small
+# The trigger index of a change-feed failure that no change trigger of the flow owns: the
+# records inside the flow hearing their record's changes (wait steps, date timings).
+FEED_INDEX = -1
+FEED_TYPE = "record_change"  # its trigger type
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,11 @@ def record_failure(
     trigger_type: str,
     error: str,
     now: datetime,
+    retry_at: datetime | None = None,
 ) -> TriggerFailure:
-    """Count one more failure of the trigger and set its next try; the row as it now is."""
+    """Count one more failure of the trigger and set its next try (by default after the backoff
+    of so many failures in a row; `retry_at` when the caller retries on its own terms); the row
+    as it now is."""
     t = trigger_failures.c
     before = conn.execute(
         sa.select(t.failures, t.first_failed_at).where(
@@ -99,7 +114,7 @@ def record_failure(
         "last_error": error[:LAST_ERROR_CHARS],
         "first_failed_at": first,
         "last_failed_at": now,
-        "retry_at": now + backoff(failures),
+        "retry_at": retry_at or now + backoff(failures),
     }
     conn.execute(
         _insert(conn)

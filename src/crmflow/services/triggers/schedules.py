@@ -27,12 +27,12 @@ from crmflow.engine.definition.triggers import DateReachedTrigger, ScheduleTrigg
 from crmflow.engine.localtime import as_utc, local_date
 from crmflow.engine.recordtypes import FieldType, RecordType, format_datetime
 from crmflow.engine.timing import date_trigger_due, next_daily_at, schedule_due
-from crmflow.errors import CrmflowError
 from crmflow.services.context import Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import FlowRef, admission_refusal, flow_zone
 from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog_in
+from crmflow.services.triggers.failures import error_text, trigger_failed, trigger_runs_again
 from crmflow.services.triggers.start_lists import enter_records, enter_selected, flow_ref
 from crmflow.store import enrollments as repo
 from crmflow.store import trigger_failures as failures
@@ -199,11 +199,12 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
             recovered = failures.clear(conn, [(u["f"], u["i"]) for u in updates])
             for flow_id, index in recovered:
                 ref = refs[flow_id]
-                log.info("flow %s: trigger %d runs again", ref.key, index)
-                failures.note_in_flow_history(
+                trigger_runs_again(
                     conn,
                     flow_id=flow_id,
-                    note=f"trigger {index} ({ref.definition.triggers[index].type}) runs again",
+                    flow_name=ref.key,
+                    trigger_index=index,
+                    trigger_type=ref.definition.triggers[index].type,
                     now=at,
                 )
     return len(due)
@@ -259,29 +260,16 @@ def _failed(
     history when it starts failing."""
     index = row.trigger_index
     triggers = flow.definition.triggers if flow is not None else ()
-    kind = triggers[index].type if index < len(triggers) else "unknown"
-    error = str(exc) if isinstance(exc, CrmflowError) else f"{type(exc).__name__}: {exc}"
-    failure = failures.record_failure(
-        conn, flow_id=row.flow_id, trigger_index=index, trigger_type=kind, error=error, now=now
+    trigger_failed(
+        conn,
+        flow_id=row.flow_id,
+        flow_name=flow.key if flow is not None else f"#{row.flow_id}",
+        trigger_index=index,
+        trigger_type=triggers[index].type if index < len(triggers) else "unknown",
+        error=error_text(exc),
+        exc=exc,
+        now=now,
     )
-    name = flow.key if flow is not None else f"#{row.flow_id}"
-    log.error(
-        "flow %s: trigger %d (%s) failed %d time(s), retried at %s: %s",
-        name,
-        index,
-        kind,
-        failure.failures,
-        failure.retry_at.isoformat(),
-        error,
-        exc_info=not isinstance(exc, CrmflowError),
-    )
-    if failure.failures == 1:
-        failures.note_in_flow_history(
-            conn,
-            flow_id=row.flow_id,
-            note=f"trigger {index} ({kind}) failed, retried with backoff: {error}",
-            now=now,
-        )
 
 
 def _refuse(
