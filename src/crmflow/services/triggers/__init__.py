@@ -8,7 +8,8 @@
   every record that matched a trigger but did not enter leaves an `entry_decisions` row with the
   reason. The same batch wakes the enrollments of the changed records (`RecordChanged`: wait
   steps, date timings). The cursor moves in the transaction that did the work, so a crash redoes
-  the batch or none of it.
+  the batch or none of it. A batch stops once settings.batch_time_limit_ms has passed; a flow
+  whose handling raises is marked failing alone while the other flows go on (`change_feed`).
 - **Start lists** (`start_lists.enter_start_lists`): when a flow starts, its saved queries'
   records enter with one `INSERT INTO enrollments ... SELECT`; the worker runs their first steps.
 - **Schedules and dates** (`schedules.fire_due_triggers`): `trigger_schedules` holds the next
@@ -60,8 +61,9 @@ def process_triggers(
     How many changes and timed triggers were handled (0: nothing to do). The worker's hook.
 
     Each part runs on its own: one that raises does not keep the other from running. A timed
-    trigger that fails is marked failing by `fire_due_triggers` itself (the others go on); what
-    reaches here is a part that failed whole (the feed's batch, the schedules' bookkeeping). It
+    trigger that fails is marked failing by `fire_due_triggers` itself, a flow whose handling of
+    changes fails by `ingest_changes` (the others go on); what reaches here is a part that failed
+    whole (the feed's cursor, the database, the schedules' bookkeeping). It
     is passed to `on_error` (the worker backs the part off and reports it), or logged. `skip`:
     parts (of TRIGGER_PARTS) that wait for their retry."""
     at = now or ctx.now()

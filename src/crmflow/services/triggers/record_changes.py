@@ -5,8 +5,8 @@ enrollments already inside that hear of their record's changes (wait steps, date
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
@@ -41,15 +41,18 @@ from crmflow.store import enrollments as repo
 from crmflow.store.schema import enrollments, entry_decisions, flows, users
 
 __all__ = [
+    "CHANGE_TRIGGERS",
     "Change",
     "Listeners",
+    "could_not_enter",
     "handle_changes",
     "listeners",
     "merge_events",
     "user_names",
 ]
 
-_CHANGE_TRIGGERS = frozenset(
+# The trigger types the change feed fires.
+CHANGE_TRIGGERS = frozenset(
     {"record_created", "record_updated", "record_deleted", "field_changed", "status_changed"}
 )
 _IDS_CHUNK = 5_000
@@ -99,7 +102,16 @@ class _Watcher:
 
     flow: FlowRef
     started_at: datetime | None
-    triggers: list[tuple[Trigger, Any, Any]]  # (trigger, from, to)
+    triggers: list[tuple[int, Trigger, Any, Any]]  # (index in the flow's triggers, it, from, to)
+
+    def fired(self, change: Change) -> tuple[int, Trigger] | None:
+        """The first of the flow's change triggers that `change` fires (its index and itself),
+        or None (also when the change happened before the flow ever started)."""
+        if self.started_at is None or change.at < self.started_at:
+            return None
+        return next(
+            ((i, t) for i, t, old, new in self.triggers if _fired(t, old, new, change)), None
+        )
 
 
 def _stored(rtype: RecordType | None, key: str, value: Any, zone: ZoneInfo) -> Any:
@@ -121,12 +133,16 @@ class Listeners:
     archived flow is listed too, so that its refusal can be said). `hearing`: the record types
     with a running flow whose records inside can be moved by a change of their record (see
     `hears_changes`). `running`: the record types with a running flow at all (a deletion ends
-    the records inside any of them)."""
+    the records inside any of them). `flows`: every flow that may act on these changes (watches
+    them, or is running), id -> key. `only`: when set, the flows whose work is done (the others'
+    watchers are left out, and their records inside hear nothing): `restricted_to`."""
 
     watchers: dict[str, list[_Watcher]]
     hearing: frozenset[str]
     running: frozenset[str]
     types: dict[str, RecordType]  # the catalog, when it was needed for `watchers`
+    flows: dict[int, str]
+    only: frozenset[int] | None = None
 
     def hear(self, record_type: str, kind: str) -> bool:
         """Whether a change of this record type and kind may do anything at all."""
@@ -135,6 +151,26 @@ class Listeners:
             or record_type in self.hearing
             or (kind == "deleted" and record_type in self.running)
         )
+
+    def restricted_to(self, flow_ids: Collection[int]) -> Listeners:
+        """The same listeners doing the work of the flows `flow_ids` only: what the change feed
+        redoes flow by flow when handling changes raised, to find the flow at fault and keep
+        the others' work (each flow's entries and records inside are its own)."""
+        only = frozenset(flow_ids) & self.flows.keys()
+        watchers = {
+            record_type: [w for w in found if w.flow.id in only]
+            for record_type, found in self.watchers.items()
+        }
+        return replace(self, watchers={t: w for t, w in watchers.items() if w}, only=only)
+
+    def fired(self, batch: Sequence[Change]) -> Iterator[tuple[_Watcher, Change, int, Trigger]]:
+        """For each change in order, each flow whose change trigger it fires: the flow, the
+        change, the trigger's index and the trigger."""
+        for change in batch:
+            for w in self.watchers.get(change.record_type, ()):
+                found = w.fired(change)
+                if found is not None:
+                    yield w, change, found[0], found[1]
 
 
 def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> Listeners:
@@ -146,7 +182,7 @@ def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> List
         .where(flows.c.status != "draft")
     ).all()
     if not rows:
-        return Listeners({}, frozenset(), frozenset(), {})
+        return Listeners({}, frozenset(), frozenset(), {}, {})
     infos = repo.load_flows(conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx))
     started = {r.id: r.started_at for r in rows}
     running = {
@@ -160,39 +196,36 @@ def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> List
     listening = [
         (flow_id, version, info)
         for (flow_id, version), info in sorted(infos.items(), key=lambda item: item[0])
-        if any(t.type in _CHANGE_TRIGGERS for t in info.definition.triggers)
+        if any(t.type in CHANGE_TRIGGERS for t in info.definition.triggers)
     ]
+    acting = {flow_id: info.key for flow_id, _, info in listening} | {
+        flow_id: info.key
+        for (flow_id, _), info in infos.items()
+        if info.status in repo.RUNNING_FLOWS
+    }
     if not listening:
-        return Listeners({}, frozenset(hearing), frozenset(running), {})
+        return Listeners({}, frozenset(hearing), frozenset(running), {}, acting)
     types = catalog_in(conn)
     watchers: dict[str, list[_Watcher]] = {}
     for flow_id, version, info in listening:
         definition = info.definition
         zone = flow_zone(ctx, definition)
         rtype = types.get(definition.record_type)
-        found: list[tuple[Trigger, Any, Any]] = []
-        for t in definition.triggers:
-            if t.type not in _CHANGE_TRIGGERS:
+        found: list[tuple[int, Trigger, Any, Any]] = []
+        for index, t in enumerate(definition.triggers):
+            if t.type not in CHANGE_TRIGGERS:
                 continue
-            if isinstance(t, FieldChangedTrigger):
-                found.append(
-                    (t, _stored(rtype, t.field, t.from_, zone), _stored(rtype, t.field, t.to, zone))
-                )
-            elif isinstance(t, StatusChangedTrigger):
-                found.append(
-                    (
-                        t,
-                        _stored(rtype, "status", t.from_, zone),
-                        _stored(rtype, "status", t.to, zone),
-                    )
-                )
+            if isinstance(t, FieldChangedTrigger | StatusChangedTrigger):
+                key = t.field if isinstance(t, FieldChangedTrigger) else "status"
+                old, new = _stored(rtype, key, t.from_, zone), _stored(rtype, key, t.to, zone)
+                found.append((index, t, old, new))
             else:
-                found.append((t, None, None))
+                found.append((index, t, None, None))
         ref = FlowRef(flow_id, info.key, info.status, version, definition)
         watchers.setdefault(definition.record_type, []).append(
             _Watcher(ref, started[flow_id], found)
         )
-    return Listeners(watchers, frozenset(hearing), frozenset(running), types)
+    return Listeners(watchers, frozenset(hearing), frozenset(running), types, acting)
 
 
 def _fired(trigger: Trigger, old: Any, new: Any, change: Change) -> bool:
@@ -237,48 +270,43 @@ def handle_changes(
     heard: Listeners,
     *,
     now: datetime,
-) -> None:
+) -> set[int]:
     """Records enter the flows whose change triggers `batch` fires (or are told why not), and
     the enrollments inside hear of their record's changes. `heard`: `listeners` of the batch's
-    record types, read in this transaction."""
-    types, watchers = heard.types or catalog_in(conn), heard.watchers
+    record types, read in this transaction (restricted to some flows: only their work is
+    done). The flows that took part (a trigger fired, or records inside heard a change)."""
+    types = heard.types or catalog_in(conn)
     names = user_names(conn, batch)
     current = repo.load_records(conn, {c.record_id for c in batch}, types)
     events = {c.id: c.event(names) for c in batch}
 
     # Enrollments inside a flow before this batch hear of their record's changes; those the batch
     # creates do not hear of the change that made them enter.
-    _wake_enrolled(conn, ctx, system, batch, events, now=now)
+    took_part = _wake_enrolled(conn, ctx, system, batch, events, only=heard.only, now=now)
 
     candidates: list[Candidate] = []
-    refused: list[Decision] = []
     archived: dict[tuple[int, int], Decision] = {}
-    for change in batch:
-        for w in watchers.get(change.record_type, ()):
-            if w.started_at is None or change.at < w.started_at:
-                continue  # the change happened before the flow ever started
-            fired = next((t for t, old, new in w.triggers if _fired(t, old, new, change)), None)
-            if fired is None:
-                continue
-            if w.flow.status == "archived":
-                # One reason per (flow, record), the latest change's (see `_write_archived`).
-                archived[(w.flow.id, change.record_id)] = Decision(
-                    w.flow.id, change.record_id, fired.type, _ARCHIVED, change.id
-                )
-                continue
-            candidates.append(
-                Candidate(
-                    flow=w.flow,
-                    record_id=change.record_id,
-                    trigger=fired.type,
-                    record=_snapshot(
-                        change, types.get(change.record_type), current.get(change.record_id), names
-                    ),
-                    change=events[change.id],
-                    change_id=change.id,
-                    caused_by=names.get(change.actor_id or 0),
-                )
+    for w, change, _, fired in heard.fired(batch):
+        took_part.add(w.flow.id)
+        if w.flow.status == "archived":
+            # One reason per (flow, record), the latest change's (see `_write_archived`).
+            archived[(w.flow.id, change.record_id)] = Decision(
+                w.flow.id, change.record_id, fired.type, _ARCHIVED, change.id
             )
+            continue
+        candidates.append(
+            Candidate(
+                flow=w.flow,
+                record_id=change.record_id,
+                trigger=fired.type,
+                record=_snapshot(
+                    change, types.get(change.record_type), current.get(change.record_id), names
+                ),
+                change=events[change.id],
+                change_id=change.id,
+                caused_by=names.get(change.actor_id or 0),
+            )
+        )
     verdict = decide_entries(conn, ctx, candidates, now=now)
     for tripped in verdict.tripped:
         trip_loop_guard(
@@ -291,8 +319,7 @@ def handle_changes(
             told=tripped.caused_by,
             now=now,
         )
-    refused += verdict.refused
-    write_decisions(conn, refused, now=now)
+    write_decisions(conn, verdict.refused, now=now)
     _write_archived(conn, list(archived.values()), now=now)
     admitted = verdict.admitted
     ids = insert_enrollments(
@@ -302,6 +329,23 @@ def handle_changes(
         entering = {eid: c.change for eid, c in zip(ids, admitted, strict=True) if c.change}
         move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now, events=entering)
         repo.notify_due(conn)
+    return took_part
+
+
+def could_not_enter(
+    conn: sa.Connection, batch: Sequence[Change], heard: Listeners, reason: str, *, now: datetime
+) -> list[tuple[int, int, Trigger]]:
+    """Each record whose change in `batch` fired a trigger of `heard`'s flows gets the entry
+    decision `reason`: their handling failed and was rolled back (see `change_feed`), so they
+    did not enter and nothing else will say why. What fired: (change id, trigger index,
+    trigger), in change order."""
+    decisions: list[Decision] = []
+    fired: list[tuple[int, int, Trigger]] = []
+    for w, change, index, trigger in heard.fired(batch):
+        decisions.append(Decision(w.flow.id, change.record_id, trigger.type, reason, change.id))
+        fired.append((change.id, index, trigger))
+    write_decisions(conn, decisions, now=now)
+    return fired
 
 
 def _write_archived(conn: sa.Connection, decisions: Sequence[Decision], *, now: datetime) -> None:
@@ -368,35 +412,43 @@ def _wake_enrolled(
     batch: list[Change],
     events: dict[int, RecordChanged],
     *,
+    only: frozenset[int] | None,
     now: datetime,
-) -> None:
-    """Tell each enrollment inside a running flow about its record's changes (one event per
-    enrollment for the whole batch), set-based: one query finds them, one `move_batch`."""
+) -> set[int]:
+    """Tell each enrollment inside a running flow (of the flows `only`, when set) about its
+    record's changes (one event per enrollment for the whole batch), set-based: one query finds
+    them, one `move_batch`. The flows whose enrollments heard something."""
     by_record: dict[int, list[Change]] = {}
     for change in batch:
         by_record.setdefault(change.record_id, []).append(change)
     running_flows = sa.select(flows.c.id).where(flows.c.status.in_(repo.RUNNING_FLOWS))
-    found: list[tuple[int, int, datetime]] = []
+    if only is not None:
+        running_flows = running_flows.where(flows.c.id.in_(sorted(only)))
+    e = enrollments.c
+    found: list[tuple[int, int, int, datetime]] = []
     record_ids = sorted(by_record)
     for i in range(0, len(record_ids), _IDS_CHUNK):
         found += [
-            (int(r.id), int(r.record_id), r.entered_at)
+            (int(r.id), int(r.flow_id), int(r.record_id), r.entered_at)
             for r in conn.execute(
-                sa.select(enrollments.c.id, enrollments.c.record_id, enrollments.c.entered_at)
-                .where(enrollments.c.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
-                .where(enrollments.c.status.in_(repo.RUNNING))
-                .where(enrollments.c.state.is_not(None))
-                .where(enrollments.c.flow_id.in_(running_flows))
+                sa.select(e.id, e.flow_id, e.record_id, e.entered_at)
+                .where(e.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
+                .where(e.status.in_(repo.RUNNING))
+                .where(e.state.is_not(None))
+                .where(e.flow_id.in_(running_flows))
             )
         ]
     wake: dict[int, RecordChanged] = {}
-    for eid, record_id, entered_at in found:
+    woken: set[int] = set()
+    for eid, flow_id, record_id, entered_at in found:
         # A change made before the record entered is not news to the enrollment; one made at
         # the very instant it entered counts as before (the change that created the record
         # and the start that followed it, with the same clock reading).
         heard = [events[c.id] for c in by_record[record_id] if c.at > entered_at]
         if heard:
             wake[eid] = merge_events(heard)
+            woken.add(flow_id)
     if wake:
         rows = repo.lock(conn, sorted(wake), owner=None)
         move_batch(conn, ctx, system, rows, now=now, events=wake)
+    return woken
