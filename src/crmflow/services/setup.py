@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.engine.recordtypes import BUILTIN_TYPES, FieldDef, FieldType, RecordType
 from crmflow.services.context import Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import migrate
-from crmflow.store.schema import record_types
+from crmflow.store import record_types as stored_types
 
 __all__ = ["upgrade_database"]
 
@@ -22,31 +20,17 @@ def upgrade_database(ctx: Context) -> None:
     now = ctx.now()
     with ctx.engine.begin() as conn:
         present = {
-            row.key: row.fields
-            for row in conn.execute(
-                sa.select(record_types.c.key, record_types.c.fields).where(
-                    record_types.c.builtin.is_(True)
-                )
-            )
+            row.key: row.fields for row in stored_types.all_record_types(conn) if row.builtin
         }
         for rtype in BUILTIN_TYPES.values():
             fields = _merged_fields(rtype, present.get(rtype.key) or [])
             if rtype.key in present:
-                conn.execute(
-                    record_types.update()
-                    .where(record_types.c.key == rtype.key)
-                    .values(name=rtype.name, fields=fields, updated_at=now)
+                stored_types.update_record_type(
+                    conn, rtype.key, name=rtype.name, fields=fields, now=now
                 )
             else:
-                conn.execute(
-                    record_types.insert().values(
-                        key=rtype.key,
-                        name=rtype.name,
-                        builtin=True,
-                        fields=fields,
-                        created_at=now,
-                        updated_at=now,
-                    )
+                stored_types.insert_record_type(
+                    conn, key=rtype.key, name=rtype.name, builtin=True, fields=fields, now=now
                 )
     ensure_system_user(ctx)
 
