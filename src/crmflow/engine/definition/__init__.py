@@ -15,11 +15,15 @@ from crmflow.engine.definition.actions import (
     CreateTaskAction,
     EndFlowAction,
     HistoryAction,
+    NotifyAction,
     RemoveFromGroupAction,
     RunSqlAction,
+    SendEmailAction,
+    SendSmsAction,
     SetStatusAction,
     StartFlowAction,
     UpdateRecordAction,
+    WebhookAction,
 )
 from crmflow.engine.definition.calendar import Calendar, QuietHours
 from crmflow.engine.definition.common import Duration
@@ -30,12 +34,6 @@ from crmflow.engine.definition.flow import (
     FlowStatus,
     ReentryPolicy,
     Visibility,
-)
-from crmflow.engine.definition.messaging import (
-    NotifyAction,
-    SendEmailAction,
-    SendSmsAction,
-    WebhookAction,
 )
 from crmflow.engine.definition.people import (
     Deadline,

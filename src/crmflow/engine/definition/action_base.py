@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from crmflow.engine.definition.common import Definition, Key
 
-__all__ = ["ActionBase"]
+__all__ = ["ActionBase", "FieldValues"]
+
+# A value written to a field: a literal, a template string ("{{ ... }}"), or `{cel: "expr"}`.
+FieldValues = dict[str, Any]
 
 
 class ActionBase(Definition):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import re
 import string
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,13 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
-
+from crmflow.engine.actions import registry
 from crmflow.engine.calendars import calendar_problems
 from crmflow.engine.conditions import RECORD_META_FIELDS, check_condition, did_you_mean
-from crmflow.engine.definition import actions as act
-from crmflow.engine.definition import messaging as msg
 from crmflow.engine.definition import people, steps, timing, triggers
+from crmflow.engine.definition.actions import Action
 from crmflow.engine.definition.flow import FlowDefinition, Visibility
 from crmflow.engine.recordtypes import FieldType, RecordType, normalise_value
 from crmflow.engine.templates import check_template, is_template
@@ -32,8 +29,6 @@ from crmflow.errors import Problem
 __all__ = ["CheckScope", "FlowChecker"]
 
 DATE_TYPES = frozenset({FieldType.DATE, FieldType.DATETIME})
-_SQL_STRING = re.compile(r"'(?:''|[^'])*'")
-_SQL_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 WHSEC_PREFIX = "whsec_"
@@ -358,168 +353,9 @@ class FlowChecker:
 
     # -- actions -----------------------------------------------------------------------------
 
-    def check_action(self, path: str, action: act.Action, step: steps.ActionStep) -> None:
-        if isinstance(action, act.UpdateRecordAction):
-            self.check_values(f"{path}.values", action.values, self.record_type)
-        elif isinstance(action, act.SetStatusAction):
-            if self.check_status_field(path) is not None:
-                self.check_status_value(f"{path}.status", action.status)
-        elif isinstance(action, act.CreateTaskAction):
-            self.check_text(f"{path}.title", action.title)
-            self.check_text(f"{path}.description", action.description)
-            if action.assignee is not None:
-                self.check_responsibility(f"{path}.assignee", action.assignee)
-        elif isinstance(action, msg.NotifyAction):
-            self.check_text(f"{path}.message", action.message)
-            for index, user in enumerate(action.users):
-                self.check_user(f"{path}.users[{index}]", user)
-            for index, group in enumerate(action.groups):
-                self.check_group(f"{path}.groups[{index}]", group)
-            if not (action.users or action.groups or action.responsible):
-                self.add(path, "notify has nobody to tell", "give users, groups or responsible")
-        elif isinstance(action, msg.SendEmailAction):
-            self.check_email(path, action)
-        elif isinstance(action, msg.SendSmsAction):
-            if action.to is None:
-                self.check_default_field(path, "phone", FieldType.PHONE, "to")
-            else:
-                self.check_text(f"{path}.to", action.to)
-            self.check_text(f"{path}.message", action.message)
-        elif isinstance(action, msg.WebhookAction):
-            self.check_text(f"{path}.url", action.url)
-            for name, value in action.headers.items():
-                self.check_text(f"{path}.headers.{name}", value)
-            if action.body is not None:
-                self.check_text(f"{path}.body", action.body)
-        elif isinstance(action, act.CreateRecordAction):
-            self.check_create_record(path, action)
-        elif isinstance(action, act.AddToGroupAction | act.RemoveFromGroupAction):
-            if not action.group.strip():
-                self.add(f"{path}.group", "the group name is empty")
-        elif isinstance(action, act.AssignOwnerAction):
-            self.check_assign_owner(path, action)
-        elif isinstance(action, act.StartFlowAction):
-            target_type = self.flow.record_type
-            if action.record_field is not None:
-                fdef = self.check_field(
-                    f"{path}.record_field", action.record_field, {FieldType.REFERENCE}
-                )
-                target_type = fdef.reference_type or "" if fdef is not None else ""
-            self.check_flow_key(f"{path}.flow", action.flow, target_type or None)
-        elif isinstance(action, act.HistoryAction):
-            self.check_text(f"{path}.message", action.message)
-        elif isinstance(action, act.EndFlowAction):
-            self.check_text(f"{path}.reason", action.reason)
-        elif isinstance(action, act.RunSqlAction):
-            self.check_sql(path, action)
-
-    def check_email(self, path: str, action: msg.SendEmailAction) -> None:
-        extra = set(action.variables)
-        for name, value in action.variables.items():
-            if not name.isidentifier():
-                self.add(f"{path}.variables.{name}", f"{name!r} is not a valid variable name")
-            self.check_text(f"{path}.variables.{name}", value)
-        if not action.to:
-            self.check_default_field(path, "email", FieldType.EMAIL, "to")
-        for name in ("to", "cc", "bcc"):
-            for index, address in enumerate(getattr(action, name)):
-                self.check_address(f"{path}.{name}[{index}]", address)
-        for name, address in (("from", action.from_), ("reply_to", action.reply_to)):
-            if address is not None:
-                self.check_address(f"{path}.{name}", address)
-        self.check_text(f"{path}.subject", action.subject, extra)
-        if (action.body is None) == (action.template is None):
-            self.add(
-                path,
-                "an email needs exactly one of body (the text) or template (a stored template)",
-            )
-        if action.body is not None:
-            self.check_text(f"{path}.body", action.body, extra)
-
-    def check_address(self, path: str, value: str) -> None:
-        if is_template(value):
-            self.check_text(path, value)
-            return
-        address = value.rsplit("<", 1)[-1].rstrip(">").strip()
-        try:
-            validate_email(address, check_deliverability=False)
-        except EmailNotValidError as exc:
-            self.add(path, f"{value!r} is not an email address: {exc}", "or use a template")
-
-    def check_create_record(self, path: str, action: act.CreateRecordAction) -> None:
-        target = self.scope.record_types.get(action.record_type)
-        if target is None:
-            self.add(
-                f"{path}.record_type",
-                f"unknown record type {action.record_type!r}",
-                did_you_mean(action.record_type, self.scope.record_types),
-            )
-        self.check_values(f"{path}.values", action.values, target, check_required=True)
-        if target is not None and action.link_field is not None:
-            fdef = target.field(action.link_field)
-            if fdef is None or fdef.type is not FieldType.REFERENCE:
-                self.add(
-                    f"{path}.link_field",
-                    f"{action.link_field!r} is not a reference field of {target.key!r}",
-                    did_you_mean(action.link_field, target.field_keys),
-                )
-            elif fdef.reference_type != self.flow.record_type:
-                self.add(
-                    f"{path}.link_field",
-                    f"{action.link_field!r} points at {fdef.reference_type!r} records, "
-                    f"not at {self.flow.record_type!r}",
-                )
-        if target is not None and action.invitation == "ics":
-            start = target.field("start")
-            if start is None or start.type is not FieldType.DATETIME:
-                self.add(
-                    f"{path}.invitation",
-                    "an .ics invitation needs a record type with a datetime field 'start'",
-                    "create an event",
-                )
-
-    def check_assign_owner(self, path: str, action: act.AssignOwnerAction) -> None:
-        for index, user in enumerate(action.users):
-            self.check_user(f"{path}.users[{index}]", user)
-        if action.group is not None:
-            self.check_group(f"{path}.group", action.group)
-        if not action.users and action.group is None:
-            self.add(path, "assign_owner needs users or a group to choose from")
-        if action.strategy == "weighted":
-            if not action.weights:
-                self.add(f"{path}.weights", "the weighted strategy needs weights", "alice: 2")
-            for name in action.weights:
-                if action.users and name not in action.users:
-                    self.add(f"{path}.weights.{name}", f"{name!r} is not in users")
-            for index, user in enumerate(action.users):
-                if action.weights and user not in action.weights:
-                    self.add(f"{path}.users[{index}]", f"{user!r} has no weight")
-        elif action.weights:
-            self.add(f"{path}.weights", "weights only apply to strategy: weighted")
-
-    def check_sql(self, path: str, action: act.RunSqlAction) -> None:
-        if not self.scope.allow_sql:
-            self.add(
-                path,
-                "run_sql is turned off on this server",
-                "an administrator must allow SQL actions in the server settings",
-            )
-        if is_template(action.sql) or "%s" in action.sql or "%(" in action.sql:
-            self.add(
-                f"{path}.sql",
-                "SQL may not be built from text",
-                "write :name in the SQL and give its value under params",
-            )
-        bare = _SQL_STRING.sub("''", action.sql).strip().rstrip(";")
-        if ";" in bare:
-            self.add(f"{path}.sql", "one SQL statement only", "split it into several actions")
-        used = set(_SQL_PARAMETER.findall(bare))
-        for name in sorted(used - set(action.params)):
-            self.add(f"{path}.params", f"the SQL uses :{name} but params has no {name!r}")
-        for name in sorted(set(action.params) - used):
-            self.add(f"{path}.params.{name}", f"the SQL does not use :{name}")
-        for name, value in action.params.items():
-            self.check_value(f"{path}.params.{name}", value, None)
+    def check_action(self, path: str, action: Action, step: steps.ActionStep) -> None:
+        """Each kind checks its own actions (`crmflow.engine.actions.<type>`)."""
+        registry.ACTION_KINDS.check(self, path, action, step)
 
     # -- values, text, conditions ---------------------------------------------------------------
 

@@ -1,17 +1,30 @@
-"""Actions on flows: start a follow-up flow, end this one."""
+"""start_flow: a follow-up flow, started when this step ends (or a delay after), on this record
+or on one its reference field names (seed 004)."""
 
 from __future__ import annotations
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
-from crmflow.engine.commands import EndFlow, StartFlow
-from crmflow.engine.definition import EndFlowAction, StartFlowAction
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import StartFlow
+from crmflow.engine.definition import ActionStep, StartFlowAction
+from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.clock import after_duration
 from crmflow.engine.steps.scope import EvaluationError
 
-__all__ = ["end_flow", "start_flow"]
+__all__ = ["KIND"]
 
 
-def start_flow(action: StartFlowAction, index: int, ctx: ActionContext) -> ActionResult:
+def check(checker: ActionChecker, path: str, action: StartFlowAction, step: ActionStep) -> None:
+    target_type = checker.flow.record_type
+    if action.record_field is not None:
+        fdef = checker.check_field(
+            f"{path}.record_field", action.record_field, {FieldType.REFERENCE}
+        )
+        target_type = fdef.reference_type or "" if fdef is not None else ""
+    checker.check_flow_key(f"{path}.flow", action.flow, target_type or None)
+
+
+def run(action: StartFlowAction, index: int, ctx: ActionContext) -> ActionResult:
     record = ctx.scope.record
     record_id = record.id
     if action.record_field is not None:
@@ -34,11 +47,4 @@ def start_flow(action: StartFlowAction, index: int, ctx: ActionContext) -> Actio
     return ActionResult((command,), command.describe())
 
 
-def end_flow(action: EndFlowAction, index: int, ctx: ActionContext) -> ActionResult:
-    reason = (
-        ctx.render(action.reason, field="reason")
-        if action.reason
-        else "ended by the step's end_flow action"
-    )
-    command = EndFlow(**ctx.ids(index, action.key), reason=reason)
-    return ActionResult((command,), command.describe(), end_reason=reason)
+KIND = Kind(StartFlowAction, check, run)

@@ -1,0 +1,43 @@
+"""create_task: a task in a person's (or a group's) task list."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import CreateTask
+from crmflow.engine.definition import ActionStep, CreateTaskAction
+from crmflow.engine.steps.people import resolve
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: ActionStep) -> None:
+    checker.check_text(f"{path}.title", action.title)
+    checker.check_text(f"{path}.description", action.description)
+    if action.assignee is not None:
+        checker.check_responsibility(f"{path}.assignee", action.assignee)
+
+
+def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResult:
+    # The documented default: the action's assignee, else the step's responsibility, else the
+    # flow's owner (what `resolve(None, ...)` gives).
+    who = action.assignee or ctx.step.responsibility
+    assignee = resolve(who, ctx.scope.flow, ctx.scope.record)
+    due_at = None
+    if action.due_days is not None:
+        due_at = ctx.days_later(action.due_days)
+    elif ctx.step.deadline is not None:
+        # Without its own due date a task is due when its step is (the step's deadline).
+        deadline = ctx.step.deadline
+        due_at = ctx.days_later(deadline.days, business_days=deadline.business_days)
+    command = CreateTask(
+        **ctx.ids(index, action.key),
+        title=ctx.render(action.title, field="title"),
+        description=ctx.render(action.description, field="description"),
+        assignee=assignee,
+        due_at=due_at,
+    )
+    return ActionResult((command,), command.describe())
+
+
+KIND = Kind(CreateTaskAction, check, run)

@@ -1,0 +1,24 @@
+"""history: a line in the record's history."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import WriteHistory
+from crmflow.engine.definition import ActionStep, HistoryAction
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: HistoryAction, step: ActionStep) -> None:
+    checker.check_text(f"{path}.message", action.message)
+
+
+def run(action: HistoryAction, index: int, ctx: ActionContext) -> ActionResult:
+    command = WriteHistory(
+        **ctx.ids(index, action.key), message=ctx.render(action.message, field="message")
+    )
+    return ActionResult((command,), command.describe())
+
+
+KIND = Kind(HistoryAction, check, run)

@@ -1,0 +1,44 @@
+"""notify: an in-app notification to users, groups and the step's responsible person."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import Notify
+from crmflow.engine.definition import ActionStep, NotifyAction
+from crmflow.engine.steps.people import resolve
+from crmflow.engine.steps.scope import EvaluationError
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: NotifyAction, step: ActionStep) -> None:
+    checker.check_text(f"{path}.message", action.message)
+    for index, user in enumerate(action.users):
+        checker.check_user(f"{path}.users[{index}]", user)
+    for index, group in enumerate(action.groups):
+        checker.check_group(f"{path}.groups[{index}]", group)
+    if not (action.users or action.groups or action.responsible):
+        checker.add(path, "notify has nobody to tell", "give users, groups or responsible")
+
+
+def run(action: NotifyAction, index: int, ctx: ActionContext) -> ActionResult:
+    users: list[str | int] = list(action.users)
+    groups = list(action.groups)
+    if action.responsible:
+        who = resolve(ctx.step.responsibility, ctx.scope.flow, ctx.scope.record)
+        target = groups if who.kind == "group" else users
+        if who.ref not in target:
+            target.append(who.ref)  # type: ignore[arg-type]
+    if not users and not groups:
+        raise EvaluationError("nobody to notify: no users, groups or responsible person")
+    command = Notify(
+        **ctx.ids(index, action.key),
+        users=tuple(users),
+        groups=tuple(str(g) for g in groups),
+        message=ctx.render(action.message, field="message"),
+    )
+    return ActionResult((command,), command.describe())
+
+
+KIND = Kind(NotifyAction, check, run)

@@ -1,0 +1,21 @@
+"""remove_from_group: the record leaves a named list of records."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.add_to_group import check_group_name
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import Kind
+from crmflow.engine.commands import RemoveFromGroup
+from crmflow.engine.definition import RemoveFromGroupAction
+
+__all__ = ["KIND"]
+
+
+def run(action: RemoveFromGroupAction, index: int, ctx: ActionContext) -> ActionResult:
+    command = RemoveFromGroup(
+        **ctx.ids(index, action.key), group=ctx.render(action.group, field="group")
+    )
+    return ActionResult((command,), command.describe())
+
+
+KIND = Kind(RemoveFromGroupAction, check_group_name, run)

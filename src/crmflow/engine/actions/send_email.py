@@ -1,0 +1,101 @@
+"""send_email: a templated email, rendered completely and written to the outbox."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.actions.messaging import message_key, outbox_message
+from crmflow.engine.commands import EmailPayload, message_id
+from crmflow.engine.definition import ActionStep, SendEmailAction
+from crmflow.engine.recordtypes import FieldType
+from crmflow.engine.steps.scope import EvaluationError
+from crmflow.engine.templates import is_template
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: SendEmailAction, step: ActionStep) -> None:
+    extra = set(action.variables)
+    for name, value in action.variables.items():
+        if not name.isidentifier():
+            checker.add(f"{path}.variables.{name}", f"{name!r} is not a valid variable name")
+        checker.check_text(f"{path}.variables.{name}", value)
+    if not action.to:
+        checker.check_default_field(path, "email", FieldType.EMAIL, "to")
+    for name in ("to", "cc", "bcc"):
+        for index, address in enumerate(getattr(action, name)):
+            _check_address(checker, f"{path}.{name}[{index}]", address)
+    for name, address in (("from", action.from_), ("reply_to", action.reply_to)):
+        if address is not None:
+            _check_address(checker, f"{path}.{name}", address)
+    checker.check_text(f"{path}.subject", action.subject, extra)
+    if (action.body is None) == (action.template is None):
+        checker.add(
+            path,
+            "an email needs exactly one of body (the text) or template (a stored template)",
+        )
+    if action.body is not None:
+        checker.check_text(f"{path}.body", action.body, extra)
+
+
+def _check_address(checker: ActionChecker, path: str, value: str) -> None:
+    if is_template(value):
+        checker.check_text(path, value)
+        return
+    address = value.rsplit("<", 1)[-1].rstrip(">").strip()
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        checker.add(path, f"{value!r} is not an email address: {exc}", "or use a template")
+
+
+def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult:
+    # Variables are templates themselves, rendered first without each other.
+    variables = {
+        name: ctx.render(text, field=f"variables.{name}") for name, text in action.variables.items()
+    }
+    to = _addresses(ctx, action.to, variables, "to")
+    if not action.to:
+        default = ctx.scope.record.values.get("email")
+        if not default:
+            raise EvaluationError("no recipient: the email has no `to` and the record no email")
+        to = (str(default),)
+    if not to:
+        raise EvaluationError("no recipient: `to` rendered empty")
+    sender = ctx.render(action.from_, variables, field="from") if action.from_ else None
+    payload = EmailPayload(
+        message_id=message_id(message_key(ctx, index, action.key), sender),
+        from_address=sender,
+        to=to,
+        cc=_addresses(ctx, action.cc, variables, "cc"),
+        bcc=_addresses(ctx, action.bcc, variables, "bcc"),
+        reply_to=(
+            ctx.render(action.reply_to, variables, field="reply_to") if action.reply_to else None
+        ),
+        subject=ctx.render(action.subject, variables, field="subject"),
+        body=(
+            ctx.render(action.body, variables, field="body") if action.body is not None else None
+        ),
+        template=action.template,
+        variables=variables,
+        archive=action.archive,
+        record_id=ctx.scope.record.id,
+    )
+    message = outbox_message(ctx, index, action.key, payload)
+    return ActionResult((message,), message.describe())
+
+
+def _addresses(
+    ctx: ActionContext, items: list[str], variables: dict[str, str], field: str
+) -> tuple[str, ...]:
+    out: list[str] = []
+    for number, item in enumerate(items):
+        # One template may give several addresses ("a@x.org, b@x.org").
+        rendered = ctx.render(item, variables, field=f"{field}[{number}]")
+        out += [a.strip() for a in rendered.split(",") if a.strip()]
+    return tuple(out)
+
+
+KIND = Kind(SendEmailAction, check, run)

@@ -1,0 +1,24 @@
+"""set_status: a new value for the record's `status` field."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import SetStatus
+from crmflow.engine.definition import ActionStep, SetStatusAction
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: SetStatusAction, step: ActionStep) -> None:
+    if checker.check_status_field(path) is not None:
+        checker.check_status_value(f"{path}.status", action.status)
+
+
+def run(action: SetStatusAction, index: int, ctx: ActionContext) -> ActionResult:
+    status = ctx.stored("status", ctx.render(action.status, field="status"))
+    command = SetStatus(**ctx.ids(index, action.key), status=str(status))
+    return ActionResult((command,), command.describe(), record_updates={"status": status})
+
+
+KIND = Kind(SetStatusAction, check, run)

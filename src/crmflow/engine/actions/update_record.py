@@ -1,0 +1,23 @@
+"""update_record: new values for fields of the flow's record, each checked against its field."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.commands import UpdateRecord
+from crmflow.engine.definition import ActionStep, UpdateRecordAction
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: UpdateRecordAction, step: ActionStep) -> None:
+    checker.check_values(f"{path}.values", action.values, checker.record_type)
+
+
+def run(action: UpdateRecordAction, index: int, ctx: ActionContext) -> ActionResult:
+    values = ctx.values(action.values)
+    command = UpdateRecord(**ctx.ids(index, action.key), values=values)
+    return ActionResult((command,), command.describe(), record_updates=values)
+
+
+KIND = Kind(UpdateRecordAction, check, run)

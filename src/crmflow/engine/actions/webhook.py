@@ -1,0 +1,38 @@
+"""webhook: an outbound HTTP call, rendered and written to the outbox."""
+
+from __future__ import annotations
+
+from crmflow.engine.actions.base import ActionContext, ActionResult
+from crmflow.engine.actions.kind import ActionChecker, Kind
+from crmflow.engine.actions.messaging import outbox_message
+from crmflow.engine.commands import WebhookPayload
+from crmflow.engine.definition import ActionStep, WebhookAction
+
+__all__ = ["KIND"]
+
+
+def check(checker: ActionChecker, path: str, action: WebhookAction, step: ActionStep) -> None:
+    checker.check_text(f"{path}.url", action.url)
+    for name, value in action.headers.items():
+        checker.check_text(f"{path}.headers.{name}", value)
+    if action.body is not None:
+        checker.check_text(f"{path}.body", action.body)
+
+
+def run(action: WebhookAction, index: int, ctx: ActionContext) -> ActionResult:
+    payload = WebhookPayload(
+        url=ctx.render(action.url, field="url"),
+        method=action.method,
+        headers={
+            name: ctx.render(value, field=f"headers.{name}")
+            for name, value in action.headers.items()
+        },
+        body=ctx.render(action.body, field="body") if action.body is not None else None,
+        secret=action.secret,
+        timeout_seconds=action.timeout_seconds,
+    )
+    message = outbox_message(ctx, index, action.key, payload)
+    return ActionResult((message,), message.describe())
+
+
+KIND = Kind(WebhookAction, check, run)
