@@ -11,6 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from crmflow.services.context import Context
+from crmflow.settings import Settings
+from crmflow.store import migrate
 from tests.acceptance.conftest import CRMFLOW, REPO, Run
 
 
@@ -22,14 +25,19 @@ def _free_port() -> int:
 
 @contextmanager
 def _serving(
-    env: dict[str, str], cwd: Path, log: Path, *, exit_codes: list[int] | None = None
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    *,
+    exit_codes: list[int] | None = None,
+    demo: bool = True,
 ) -> Iterator[str]:
-    """`crmflow serve --demo` on a free port; stopped with SIGTERM (its exit code appended to
-    `exit_codes`)."""
+    """`crmflow serve --demo` (or without --demo) on a free port; stopped with SIGTERM (its exit
+    code appended to `exit_codes`)."""
     port = _free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [CRMFLOW, "serve", "--demo", "--port", str(port)],
+            [CRMFLOW, "serve", *(["--demo"] if demo else []), "--port", str(port)],
             env=env,
             cwd=cwd,
             stdout=out,
@@ -144,3 +152,24 @@ def test_serve_runs_flows_in_its_own_worker_and_stops_cleanly_on_sigterm(
         assert [r["step"] for r in flows[0]["step_runs"]] == ["note"]
         assert any("Welcome Ioana" in str(h) for h in runs["history"]), runs["history"]
     assert codes == [0], log.read_text()
+
+
+def test_serve_sets_up_a_new_database_itself(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The embedded default just works: no `crmflow db upgrade` before the first start."""
+    log = tmp_path / "serve.log"
+    with _serving(cli_env, tmp_path, log, demo=False) as base:
+        assert httpx.get(f"{base}/api/health").status_code == 200
+        me = httpx.get(f"{base}/api/me", headers={"Authorization": "Bearer crm_unknown"})
+        assert me.status_code == 401  # the tables are there: the token is what is refused
+    assert "set up a new database" in log.read_text()
+
+
+def test_serve_refuses_an_outdated_database_and_says_what_to_run(
+    crmflow: Run, cli_env: dict[str, str]
+) -> None:
+    ctx = Context.from_settings(Settings(database_url=cli_env["CRMFLOW_DATABASE_URL"]))
+    migrate.upgrade(ctx.engine, "+1")  # the first migration only: an older crmflow's database
+    ctx.engine.dispose()
+    refused = crmflow("serve", check_exit=1)
+    assert "run `crmflow db upgrade` first" in refused.stderr
+    assert "needs migration" in refused.stderr

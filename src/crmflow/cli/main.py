@@ -97,22 +97,20 @@ def serve(
         bool, typer.Option("--demo", help="Load the demo data (once; harmless if present).")
     ] = False,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) and the worker.
+
+    A new or empty database is set up first; one at an older migration is refused with the
+    command to run (`crmflow db upgrade`)."""
     import uvicorn
 
     from crmflow.api.app import create_app
     from crmflow.cli.shutdown import GRACEFUL_SECONDS, HARD_STOP_SECONDS, StoppingServer
     from crmflow.services.demo import DEMO_LOGINS, load_demo
-    from crmflow.store.migrate import current_revision, head_revision
+    from crmflow.services.setup import prepare_to_serve
 
     ctx = state.context
-    if current_revision(ctx.engine) != head_revision():
-        err_console.print(
-            "[red]error:[/red] the database is not at the newest migration; "
-            "run `crmflow db upgrade` first",
-            highlight=False,
-        )
-        raise typer.Exit(1)
+    if prepare_to_serve(ctx):
+        err_console.print(f"set up a new database at {state.database_label}", highlight=False)
     host = host or state.settings.host
     port = port or state.settings.port
     if demo:

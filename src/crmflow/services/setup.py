@@ -5,13 +5,34 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import sqlalchemy as sa
+
 from crmflow.engine.recordtypes import BUILTIN_TYPES, FieldDef, FieldType, RecordType
+from crmflow.errors import ConflictError
 from crmflow.services.context import Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import migrate
 from crmflow.store import record_types as stored_types
 
-__all__ = ["upgrade_database"]
+__all__ = ["prepare_to_serve", "upgrade_database"]
+
+
+def prepare_to_serve(ctx: Context) -> bool:
+    """Make the database ready for `crmflow serve`: a new or empty one (no tables at all) is
+    set up, so that the embedded default just works, and True is answered. One at another
+    migration is left alone (upgrading a database that holds data is the operator's decision,
+    after a backup): ConflictError says what to run."""
+    current, head = migrate.current_revision(ctx.engine), migrate.head_revision()
+    if current == head:
+        return False
+    if current is None and not sa.inspect(ctx.engine).get_table_names():
+        upgrade_database(ctx)
+        return True
+    found = f"at migration {current}" if current else "not empty but has no crmflow migration"
+    raise ConflictError(
+        f"the database is {found}, and this crmflow needs migration {head}; "
+        "run `crmflow db upgrade` first (after a backup)"
+    )
 
 
 def upgrade_database(ctx: Context) -> None:
