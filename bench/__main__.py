@@ -3,6 +3,7 @@
 python -m bench                      # 1,000,000 rows, 3 runs, both backends
 python -m bench --rows 100000 --runs 5 --backend sqlite
 python -m bench --only steps         # one benchmark
+python -m bench --only cli           # the command line's start-up (no database)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from bench import (
+    bench_cli_start,
     bench_crash,
     bench_enroll,
     bench_import,
@@ -20,7 +22,7 @@ from bench import (
 )
 
 AIMS = {"import": 3.0, "query count": 3.0, "enroll": 3.0}
-ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash"]
+ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli"]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
 # a network round trip there; the rate and ratio are per row either way).
@@ -30,6 +32,7 @@ TIMER_SECONDS = 60.0
 MEMORY_TIMERS = 1_000_000  # pending timers while the worker runs for MEMORY_SECONDS
 MEMORY_SECONDS = 120.0
 CRASH_ENROLLMENTS = 10_000
+CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
 
 
 def main() -> None:
@@ -66,6 +69,9 @@ def main() -> None:
             report(bench_memory.run(backend, MEMORY_TIMERS, MEMORY_SECONDS).line())
     if wanted("crash") and "postgres" in backends:
         report(bench_crash.run(CRASH_ENROLLMENTS).line())
+    if wanted("cli"):  # no database: once, whatever the backends
+        for line in bench_cli_start.run(CLI_START_RUNS).lines():
+            report(line)
     print("\nsummary (median of runs; ratio = crmflow / bare baseline in the same run):")
     for line in lines:
         print("  " + line)

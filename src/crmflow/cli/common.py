@@ -1,33 +1,44 @@
-"""What every command shares: the context, the acting user, output, and error reporting."""
+"""What every command shares: the context, the acting user, output, and error reporting.
+
+Start-up cost: this module and every command module import only typer, rich and the standard
+library at the top; services, SQLAlchemy, settings and the engine are imported inside the
+functions that use them, so that `crmflow --help` and `crmflow flows validate FILE` start at
+once instead of loading the whole server first (bench/bench_cli_start.py measures it).
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
-from crmflow.errors import CrmflowError
-from crmflow.services.context import Actor, Context
-from crmflow.services.users import actor_by_username
-from crmflow.settings import Settings, get_settings
+from crmflow.errors import CrmflowError, InvalidInputError, Problem
+
+if TYPE_CHECKING:
+    from crmflow.engine.recordtypes import RecordType
+    from crmflow.services.context import Actor, Context
+    from crmflow.settings import Settings
 
 __all__ = [
     "State",
+    "confirmed",
     "console",
     "err_console",
     "print_json",
+    "print_more",
     "print_table",
+    "read_record_type_files",
     "read_text_file",
     "reports_errors",
 ]
@@ -36,6 +47,23 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (`sqlite:///var/crmflow.db` -> var/crmflow.db), or None
+    for another backend or an in-memory database.
+
+    Read without SQLAlchemy (whose import alone takes longer than `flows validate` may), in the
+    URL form SQLAlchemy reads: `sqlite[+driver]://[host]/path[?query]`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.partition("+")[0] != "sqlite":
+        return None
+    database = rest.partition("?")[0].partition("/")[2]
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
 
 
 @dataclass
@@ -47,25 +75,74 @@ class State:
 
     @property
     def settings(self) -> Settings:
+        from crmflow.settings import get_settings
+
         return get_settings()
 
     @property
     def database_label(self) -> str:
         """The database URL as it may be printed: without its password."""
+        from sqlalchemy.engine import make_url
+
         return make_url(self.settings.database_url).render_as_string(hide_password=True)
+
+    @property
+    def database_may_exist(self) -> bool:
+        """False when the database is a SQLite file that is not there: opening it would create
+        it, which a command that only reads (`flows validate`) must not do."""
+        if self._context is not None:
+            return True
+        path = sqlite_file(self.settings.database_url)
+        return path is None or path.is_file()
 
     @property
     def context(self) -> Context:
         if self._context is None:
+            from crmflow.services.context import Context
+
             self._context = Context.from_settings(self.settings)
         return self._context
 
     @property
     def actor(self) -> Actor:
+        from crmflow.services.users import actor_by_username
+
         return actor_by_username(self.context, self.acting_as or self.settings.cli_user)
+
+    def command(self, *words: str) -> str:
+        """`crmflow WORDS...` as the user can paste it: with their `--as USER`, shell-quoted."""
+        acting = ["--as", self.acting_as] if self.acting_as else []
+        return shlex.join(["crmflow", *acting, *words])
 
 
 state = State()
+
+
+def print_problems(refusal: InvalidInputError) -> None:
+    """Every problem of a refused input, one a line, as many as the error lists (its first
+    InvalidInputError.MAX_LISTED), then how many more there were."""
+    count = len(refusal.problems)
+    noun = "problem" if count == 1 else "problems"
+    err_console.print(
+        f"[red]error:[/red] {escape(refusal.what)} was refused ({count} {noun}):", highlight=False
+    )
+    listed = refusal.problems[: refusal.MAX_LISTED]
+    for problem in listed:
+        err_console.print(f"  - {escape(str(problem))}", highlight=False)
+    if count > len(listed):
+        err_console.print(f"  ... and {count - len(listed)} more", highlight=False)
+
+
+def _database_error(exc: Exception) -> str | None:
+    """The first line of what the database answered, when `exc` is a database error that a
+    user can act on (a missing table, a refused connection); None for anything else."""
+    if "sqlalchemy" not in sys.modules:  # no database was opened: not a database error
+        return None
+    import sqlalchemy as sa
+
+    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.ProgrammingError)):
+        return None
+    return str(exc.orig or exc).splitlines()[0]
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -75,25 +152,68 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except InvalidInputError as exc:
+            print_problems(exc)
+            raise typer.Exit(1) from None
         except CrmflowError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
             confirm_with = getattr(exc, "confirm_with", None)
             if confirm_with:
-                err_console.print(f"to confirm: {confirm_with}", highlight=False, soft_wrap=True)
+                # The service's suggestion, as this user would type it (their --as kept).
+                words = shlex.split(confirm_with)[1:]
+                err_console.print(f"to confirm: {escape(state.command(*words))}", highlight=False)
             raise typer.Exit(1) from None
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
-            first = str(exc.orig or exc).splitlines()[0]
+        except Exception as exc:
+            first = _database_error(exc)
+            if first is None:
+                raise
             missing_table = "no such table" in first or "does not exist" in first
             advice = "; run `crmflow db upgrade` first" if missing_table else ""
             err_console.print(
-                f"[red]error:[/red] the database at {state.database_label} answered: "
-                f"{first}{advice}",
+                f"[red]error:[/red] the database at {escape(state.database_label)} answered: "
+                f"{escape(first)}{advice}",
                 highlight=False,
-                soft_wrap=True,
             )
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def confirmed(
+    change: Callable[[int | None], T],
+    given: int | None,
+    *,
+    prompt: Callable[[int], str],
+    command: Sequence[str],
+) -> T:
+    """Make `change`, which a service may refuse until the user confirms a number they have
+    seen (ConfirmationRequiredError: records in a start list, records inside a flow).
+
+    `given` is the user's --confirm N. Without it, in a terminal, the user is asked to type the
+    number (`prompt(count)` asks); elsewhere (a script, a pipe) the change is
+    refused with the exact command that confirms it: `command` (the words after `crmflow`),
+    the user's --as, and `--confirm N`.
+    """
+    from crmflow.services.flows import ConfirmationRequiredError
+
+    try:
+        return change(given)
+    except ConfirmationRequiredError as exc:
+        suggestion = state.command(*command, "--confirm", str(exc.count))
+        if given is not None or not sys.stdin.isatty():
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            err_console.print(f"to confirm: {escape(suggestion)}", highlight=False)
+            raise typer.Exit(1) from None
+        answer = typer.prompt(prompt(exc.count), default="", show_default=False)
+        if answer.strip() != str(exc.count):
+            err_console.print(f"not confirmed: nothing changed (or run: {escape(suggestion)})")
+            raise typer.Exit(1) from None
+        return change(exc.count)
+
+
+def print_more(*words: str) -> None:
+    """The command that shows the next page (`more: crmflow ... --after N`), on stderr."""
+    err_console.print(f"more: {state.command(*words)}", highlight=False, markup=False)
 
 
 def print_json(data: Any) -> None:
@@ -103,12 +223,20 @@ def print_json(data: Any) -> None:
 def print_table(
     title: str, columns: Sequence[str], rows: Iterator[Sequence[Any]] | list[Any]
 ) -> None:
+    """A table; in a terminal it fits the window, and through a pipe or into a file it is as
+    wide as its longest row, so that no value is cut or wrapped (rich would wrap at 80)."""
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Console.print(width=) cannot go past the console's own width: a console as wide as the table.
+    unbounded = console.options.update_width(sys.maxsize)
+    width = table.__rich_measure__(console, unbounded).maximum
+    Console(width=max(width, len(title)), soft_wrap=True).print(table)
 
 
 @contextmanager
@@ -147,3 +275,45 @@ def read_text_file(path: Path) -> str:
     from crmflow.services.documents import read_document
 
     return read_document(path, what=str(path), max_chars=state.settings.max_document_chars)
+
+
+TYPE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_record_type_files(paths: Sequence[Path]) -> list[RecordType]:
+    """The record types that files (or the type files in folders) define, without a database:
+    what `flows validate --types` and `simulate` check flows against. A file that is not a
+    valid type is refused with every problem, located in that file."""
+    from crmflow.engine.recordtypes import record_type_from_definition
+    from crmflow.engine.source import parse_source
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in TYPE_FILE_SUFFIXES))
+        else:
+            files.append(path)
+    found: list[RecordType] = []
+    problems: list[Problem] = []
+    for file in files:
+        fmt: Literal["json"] | None = "json" if file.suffix.lower() == ".json" else None
+        try:
+            parsed = parse_source(
+                read_text_file(file),
+                source=str(file),
+                fmt=fmt,
+                max_chars=state.settings.max_document_chars,
+            )
+        except InvalidInputError as exc:  # not YAML, not UTF-8, too large: already located
+            problems.extend(exc.problems)
+            continue
+        try:
+            found.append(record_type_from_definition(parsed.data))
+        except InvalidInputError as exc:
+            problems.extend(
+                Problem(p.path, p.message, p.hint, parsed.line_of(p.path), str(file))
+                for p in exc.problems
+            )
+    if problems:
+        raise InvalidInputError("the record type files", problems)
+    return found

@@ -1,59 +1,122 @@
-"""`crmflow flows ...`: validate, create, edit, inspect and move flows through their lifecycle."""
+"""`crmflow flows ...`: validate, create, edit, inspect and move flows through their lifecycle.
+
+The services and the engine are imported inside the commands (see cli/common.py): `--help` and
+`flows validate` do not load the database layer.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from crmflow.cli.common import (
+    confirmed,
     console,
     err_console,
     print_json,
     print_table,
+    read_record_type_files,
     read_text_file,
     reports_errors,
+    sqlite_file,
     state,
 )
-from crmflow.engine.definition import FlowStatus
-from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.engine.validation import ValidationContext
 from crmflow.errors import CrmflowError, InvalidInputError
-from crmflow.services import flows, lifecycle
+
+if TYPE_CHECKING:
+    from crmflow.engine.lifecycle import LifecycleAction
+    from crmflow.engine.validation import ValidationContext
 
 app = typer.Typer(help="Flows: definitions, versions and lifecycle.", no_args_is_help=True)
 
-FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE", exists=True, dir_okay=False, readable=True, help="A YAML or JSON flow."
+    ),
+]
+FlowKey = Annotated[str, typer.Argument(metavar="KEY", help="The flow's key.")]
+ConfirmCount = Annotated[
+    int | None,
+    typer.Option(
+        "--confirm",
+        metavar="N",
+        help="The number of records inside, which you confirm (asked for in a terminal)",
+    ),
+]
+# The flag's name before --confirm was the one name for every confirmation; still accepted.
+ConfirmInside = Annotated[int | None, typer.Option("--confirm-inside", hidden=True)]
 
 
 def _format(path: Path) -> Literal["yaml", "json"] | None:
     return "json" if path.suffix.lower() == ".json" else None
 
 
-def _validation_context_or_builtins() -> ValidationContext:
-    """The database's names when it is set up; otherwise the built-in record types only, so
-    that `validate` also works in a Git checkout with no database."""
-    try:
-        return flows.validation_context(state.context, state.actor)
-    except Exception:  # no database, or not migrated
-        from crmflow.engine.recordtypes import type_catalog
+def _offline_context(types: list[Path], why: str) -> ValidationContext:
+    """The built-in record types and those of `types` files; nothing from a database."""
+    from crmflow.engine.recordtypes import type_catalog
+    from crmflow.engine.validation import ValidationContext
 
+    if why:
         err_console.print(
-            "note: no usable database; checking against the built-in record types only "
-            "(users, groups, saved queries and flows are not checked)",
+            f"note: {why}; checking against the built-in record types"
+            f"{' and --types' if types else ''} only (users, groups, saved queries and flows "
+            "are not checked)",
             highlight=False,
         )
-        return ValidationContext(record_types=type_catalog())
+    return ValidationContext(
+        record_types=type_catalog(read_record_type_files(types)),
+        allow_sql=state.settings.allow_sql_actions,
+    )
+
+
+def _validation_context(types: list[Path]) -> ValidationContext:
+    """What flows are checked against. With --types: the built-in types and those files, and no
+    database is opened (a Git checkout, CI). Without: the database's names when it exists and
+    is set up, otherwise the built-in types. Never creates a database."""
+    if types:
+        return _offline_context(types, "")
+    if not state.database_may_exist:
+        path = sqlite_file(state.settings.database_url)
+        return _offline_context([], f"no database at {path} (give --types FILE for your types)")
+    from crmflow.services import flows
+
+    try:
+        return flows.validation_context(state.context, state.actor)
+    except Exception:  # not migrated, not reachable, no such user
+        return _offline_context([], "no usable database")
 
 
 @app.command("validate")
-def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False)]) -> None:
-    """Check flow files; print every problem with its file, line and path. Exit 1 on any."""
+@reports_errors
+def validate(
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", exists=True, dir_okay=False, help="Flow files."),
+    ],
+    types: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--types",
+            metavar="FILE",
+            exists=True,
+            help="A record-type file (YAML or JSON, as for `crmflow types load`) or a folder of "
+            "them; repeat for more. The flows are then checked against these and the built-in "
+            "types, without any database (CI in Git).",
+        ),
+    ] = None,
+) -> None:
+    """Check flow files; print every problem with its file, line and path. Exit 1 on any.
+
+    Never creates a database: without --types the flows are checked against the database's
+    record types, users, groups and saved queries if it exists, else the built-in types.
+    """
     from crmflow.engine.validation import parse_flow
 
-    context = _validation_context_or_builtins()
+    context = _validation_context(types or [])
     failed = 0
     for path in files:
         try:
@@ -89,17 +152,27 @@ def validate(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
 def create(
     file: FileArg,
     confirm: Annotated[
-        int | None, typer.Option(help="When the file says status: active, the start-list count")
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="When the file says status: active, the start-list count "
+            "(asked for in a terminal)",
+        ),
     ] = None,
 ) -> None:
     """Create a flow from a YAML or JSON file (admins only). It starts as a draft."""
-    view = flows.create_flow(
-        state.context,
-        state.actor,
-        read_text_file(file),
-        fmt=_format(file),
-        source=str(file),
-        confirm_count=confirm,
+    from crmflow.services import flows
+
+    ctx, actor, text = state.context, state.actor, read_text_file(file)
+    view = confirmed(
+        lambda count: flows.create_flow(
+            ctx, actor, text, fmt=_format(file), source=str(file), confirm_count=count
+        ),
+        confirm,
+        prompt=lambda n: (
+            f"{file} starts its flow: its start list enters {n} record(s). Type {n} to confirm"
+        ),
+        command=["flows", "create", str(file)],
     )
     console.print(f"created flow {view.key!r} ({view.status.value}, version {view.version})")
 
@@ -107,11 +180,12 @@ def create(
 @app.command("edit")
 @reports_errors
 def edit(
-    key: str,
+    key: FlowKey,
     file: FileArg,
     if_revision: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Only if the flow is still at this revision (the `revision` show prints); "
             "otherwise nothing is written and the exit code is 1",
             min=1,
@@ -120,6 +194,8 @@ def edit(
 ) -> None:
     """Replace a flow's definition: a draft in place; a paused or archived flow gets a new
     version and keeps the old one; an active flow must be paused first."""
+    from crmflow.services import flows
+
     view = flows.update_flow(
         state.context,
         state.actor,
@@ -135,12 +211,28 @@ def edit(
 @app.command("list")
 @reports_errors
 def list_flows(
-    status: Annotated[FlowStatus | None, typer.Option(help="Only flows in this status")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STATUS",
+            help="Only flows in this status: draft, active, paused, draining or archived",
+        ),
+    ] = None,
 ) -> None:
     """The flows you can see (private flows only for their members)."""
+    from crmflow.engine.definition import FlowStatus
+    from crmflow.services import flows
+
+    try:
+        wanted = FlowStatus(status) if status is not None else None
+    except ValueError:
+        known = ", ".join(s.value for s in FlowStatus)
+        raise typer.BadParameter(
+            f"{status!r} is not one of {known}", param_hint="--status"
+        ) from None
     rows = [
         (f.key, f.name, f.record_type, f.status.value, f.version, f.visibility.value, f.inside)
-        for f in flows.list_flows(state.context, state.actor, status=status)
+        for f in flows.list_flows(state.context, state.actor, status=wanted)
     ]
     print_table(
         "Flows", ["key", "name", "record type", "status", "version", "visibility", "inside"], rows
@@ -149,9 +241,11 @@ def list_flows(
 
 @app.command("show")
 @reports_errors
-def show(key: str) -> None:
+def show(key: FlowKey) -> None:
     """A flow with its current definition, and its failing triggers (each with its error and
     next retry; empty when all run), as JSON."""
+    from crmflow.services import flows
+
     # Imported here: the triggers package is only needed by this command.
     from crmflow.services.triggers.failures import failing_triggers
 
@@ -161,8 +255,15 @@ def show(key: str) -> None:
 
 @app.command("export")
 @reports_errors
-def export(key: str, version: Annotated[int | None, typer.Option()] = None) -> None:
+def export(
+    key: FlowKey,
+    version: Annotated[
+        int | None, typer.Option(metavar="N", help="This version (default: the current one)")
+    ] = None,
+) -> None:
     """Print the source text (YAML or JSON) of the current or a given version."""
+    from crmflow.services import flows
+
     flow = flows.get_flow(state.context, state.actor, key, with_document=False)
     found = flows.get_flow_version(state.context, state.actor, key, version or flow.version)
     sys.stdout.write(str(found["source"]))
@@ -170,8 +271,10 @@ def export(key: str, version: Annotated[int | None, typer.Option()] = None) -> N
 
 @app.command("history")
 @reports_errors
-def history(key: str) -> None:
+def history(key: FlowKey) -> None:
     """Every lifecycle change and edit: when, who, from, to."""
+    from crmflow.services import flows
+
     rows = [
         (c.at.isoformat(timespec="seconds"), c.actor, c.from_status, c.to_status, c.version, c.note)
         for c in flows.flow_history(state.context, state.actor, key)
@@ -182,45 +285,76 @@ def history(key: str) -> None:
 @app.command("start")
 @reports_errors
 def start(
-    key: str,
+    key: FlowKey,
     confirm: Annotated[
-        int | None, typer.Option(help="The number of start-list records you confirm")
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="The number of start-list records you confirm (asked for in a terminal)",
+        ),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm the count shown now")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", metavar="", help="Confirm the count, whatever it is now")
+    ] = False,
 ) -> None:
     """Start a draft. A flow with a start list shows how many records will enter and needs
-    that number confirmed (interactively, with --confirm N, or with --yes)."""
+    that number confirmed (typed in a terminal, with --confirm N, or with --yes)."""
+    from crmflow.engine.lifecycle import LifecycleAction
+    from crmflow.services import flows
+
     ctx, actor = state.context, state.actor
-    if confirm is None:
-        count = flows.start_list_count(ctx, actor, key)
-        if count is not None:
-            if yes:
-                confirm = count
-            elif sys.stdin.isatty():
-                if not typer.confirm(f"Starting {key!r} enters {count} record(s). Start?"):
-                    raise typer.Exit(1)
-                confirm = count
-    view = flows.change_status(ctx, actor, key, LifecycleAction.START, confirm_count=confirm)
+    if yes and confirm is None:
+        confirm = flows.start_list_count(ctx, actor, key)
+    view = confirmed(
+        lambda count: flows.change_status(
+            ctx, actor, key, LifecycleAction.START, confirm_count=count
+        ),
+        confirm,
+        prompt=lambda n: (
+            f"Starting {key!r} enters the {n} record(s) of its start list. Type {n} to confirm"
+        ),
+        command=["flows", "start", key],
+    )
     console.print(f"flow {view.key!r} is {view.status.value}")
 
 
-def _lifecycle(action: LifecycleAction, key: str, confirm_inside: int | None = None) -> None:
-    view = flows.change_status(
-        state.context, state.actor, key, action, confirm_inside=confirm_inside
+def _stop_records(
+    action: LifecycleAction,
+    key: str,
+    confirm: int | None,
+    confirm_inside: int | None,
+    *,
+    doing: str,
+) -> None:
+    """Pause or archive: the records inside stop where they are, so their number is confirmed
+    (`doing` begins the question: "Pausing 'x' freezes")."""
+    from crmflow.services import flows
+
+    if confirm_inside is not None:
+        err_console.print("note: --confirm-inside is now --confirm", highlight=False)
+    ctx, actor = state.context, state.actor
+    view = confirmed(
+        lambda count: flows.change_status(ctx, actor, key, action, confirm_inside=count),
+        confirm if confirm is not None else confirm_inside,
+        prompt=lambda n: f"{doing} the {n} record(s) inside. Type {n} to confirm",
+        command=["flows", action.value, key],
     )
-    console.print(f"flow {view.key!r} is {view.status.value} ({view.inside} record(s) inside)")
+    _print_status(view.key, view.status.value, view.inside)
+
+
+def _print_status(key: str, status: str, inside: int) -> None:
+    console.print(f"flow {key!r} is {status} ({inside} record(s) inside)")
 
 
 @app.command("pause")
 @reports_errors
-def pause(
-    key: str,
-    confirm_inside: Annotated[
-        int | None, typer.Option(help="The number of records inside, which are frozen")
-    ] = None,
-) -> None:
-    """Pause: records inside are frozen at their step; nobody enters."""
-    _lifecycle(LifecycleAction.PAUSE, key, confirm_inside)
+def pause(key: FlowKey, confirm: ConfirmCount = None, confirm_inside: ConfirmInside = None) -> None:
+    """Pause: records inside are frozen at their step; nobody enters. With records inside,
+    their number is confirmed (typed in a terminal, or --confirm N)."""
+    from crmflow.engine.lifecycle import LifecycleAction
+
+    doing = f"Pausing {key!r} freezes"
+    _stop_records(LifecycleAction.PAUSE, key, confirm, confirm_inside, doing=doing)
 
 
 def _moves(values: list[str]) -> dict[str, str]:
@@ -238,29 +372,35 @@ def _moves(values: list[str]) -> dict[str, str]:
 @app.command("resume")
 @reports_errors
 def resume(
-    key: str,
+    key: FlowKey,
     move: Annotated[
         list[str] | None,
         typer.Option(
             "--move",
-            help="OLD=NEW: where the records of a step the new version removed go "
+            metavar="OLD=NEW",
+            help="Where the records of a step the new version removed go "
             "(a step of the new version, or 'end'); repeat for each such step",
         ),
     ] = None,
 ) -> None:
     """Resume a paused, draining or archived flow where each record was. After an edit the
     records move to the new version by step key (see `crmflow flows impact KEY` first)."""
+    from crmflow.engine.lifecycle import LifecycleAction
+    from crmflow.services import flows
+
     view = flows.change_status(
         state.context, state.actor, key, LifecycleAction.RESUME, moves=_moves(move or [])
     )
-    console.print(f"flow {view.key!r} is {view.status.value} ({view.inside} record(s) inside)")
+    _print_status(view.key, view.status.value, view.inside)
 
 
 @app.command("impact")
 @reports_errors
-def impact(key: str) -> None:
+def impact(key: FlowKey) -> None:
     """What resuming does to the records inside: per step of the older version, how many
     records are there and what happens to them."""
+    from crmflow.services import lifecycle
+
     rows = [
         (
             i.step,
@@ -281,41 +421,56 @@ def impact(key: str) -> None:
 
 @app.command("drain")
 @reports_errors
-def drain(key: str) -> None:
+def drain(key: FlowKey) -> None:
     """Progressive stop: nobody new enters; the records inside finish."""
-    _lifecycle(LifecycleAction.DRAIN, key)
+    from crmflow.engine.lifecycle import LifecycleAction
+    from crmflow.services import flows
+
+    view = flows.change_status(state.context, state.actor, key, LifecycleAction.DRAIN)
+    _print_status(view.key, view.status.value, view.inside)
 
 
 @app.command("archive")
 @reports_errors
 def archive(
-    key: str,
-    confirm_inside: Annotated[
-        int | None, typer.Option(help="The number of records inside, which stop where they are")
-    ] = None,
+    key: FlowKey, confirm: ConfirmCount = None, confirm_inside: ConfirmInside = None
 ) -> None:
-    """Archive: everything stops where it is (resume restarts it where it was)."""
-    _lifecycle(LifecycleAction.ARCHIVE, key, confirm_inside)
+    """Archive: everything stops where it is (resume restarts it where it was). With records
+    inside, their number is confirmed (typed in a terminal, or --confirm N)."""
+    from crmflow.engine.lifecycle import LifecycleAction
+
+    doing = f"Archiving {key!r} stops"
+    _stop_records(LifecycleAction.ARCHIVE, key, confirm, confirm_inside, doing=doing)
 
 
 @app.command("delete")
 @reports_errors
-def delete(key: str) -> None:
+def delete(key: FlowKey) -> None:
     """Delete a flow that never ran (one that ran can only be archived)."""
+    from crmflow.services import flows
+
     flows.delete_flow(state.context, state.actor, key)
     console.print(f"deleted flow {key!r}")
 
 
+Username = Annotated[str, typer.Argument(metavar="USER", help="A username.")]
+
+
 @app.command("add-member")
 @reports_errors
-def add_member(key: str, username: str) -> None:
+def add_member(key: FlowKey, username: Username) -> None:
     """Give a user access to a private flow."""
+    from crmflow.services import flows
+
     view = flows.add_member(state.context, state.actor, key, username)
     console.print(f"members of {key!r}: {', '.join(view.members)}")
 
 
 @app.command("remove-member")
 @reports_errors
-def remove_member(key: str, username: str) -> None:
+def remove_member(key: FlowKey, username: Username) -> None:
+    """Take a user's access to a private flow away."""
+    from crmflow.services import flows
+
     view = flows.remove_member(state.context, state.actor, key, username)
     console.print(f"members of {key!r}: {', '.join(view.members) or '(none)'}")

@@ -1,9 +1,15 @@
-"""`crmflow`: serve, database, schema, and the sub-command groups."""
+"""`crmflow`: serve, database, schema, and the sub-command groups.
+
+Every sub-command module imports only typer, rich and cli/common at the top, so building this
+app (for `crmflow --help`, or to run one command) loads no service, SQLAlchemy, FastAPI,
+Jinja2 or CEL: each command imports what it uses when it runs (bench/bench_cli_start.py).
+"""
 
 from __future__ import annotations
 
 import signal
-from types import FrameType
+import sys
+from types import FrameType, ModuleType
 from typing import Annotated
 
 import typer
@@ -37,6 +43,7 @@ def _root(
         str | None,
         typer.Option(
             "--as",
+            metavar="USER",
             help="The user this command acts as (default: CRMFLOW_CLI_USER, or 'system').",
         ),
     ] = None,
@@ -91,10 +98,11 @@ def demo() -> None:
 @app.command("serve")
 @reports_errors
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    host: Annotated[str | None, typer.Option(metavar="HOST", help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port to listen on.")] = None,
     demo: Annotated[
-        bool, typer.Option("--demo", help="Load the demo data (once; harmless if present).")
+        bool,
+        typer.Option("--demo", metavar="", help="Load the demo data (once; harmless if present)."),
     ] = False,
 ) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) and the worker.
@@ -169,4 +177,16 @@ def serve(
 
 
 def main() -> None:
+    _without_the_cel_shell()
     app()
+
+
+def _without_the_cel_shell() -> None:
+    """Keep the `cel` package (CEL conditions) from loading its interactive shell.
+
+    `import cel` also imports `cel.cli`, a REPL built on typer, rich, prompt_toolkit and
+    pygments that crmflow never uses: about a tenth of a second of CPU on every command that
+    reads a condition (`flows validate`). An empty module registered under that name first
+    stands in for it; the engine's `import cel` and everything it evaluates are unchanged.
+    """
+    sys.modules.setdefault("cel.cli", ModuleType("cel.cli"))

@@ -1,4 +1,7 @@
-"""`crmflow types ...` and `crmflow records ...`."""
+"""`crmflow types ...` and `crmflow records ...`.
+
+The services are imported inside the commands (see cli/common.py): `--help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.markup import escape
 
 from crmflow.cli.common import (
     console,
     err_console,
     print_json,
+    print_more,
     print_table,
     progress_bar,
     reports_errors,
     state,
 )
-from crmflow.engine.source import parse_source
 from crmflow.errors import InvalidInputError, Problem
-from crmflow.services import imports, record_types, records
 
 types_app = typer.Typer(help="Record types and their fields.", no_args_is_help=True)
 records_app = typer.Typer(help="Records: create, read, update, delete, import, export.")
@@ -29,33 +30,37 @@ Format = Literal["csv", "jsonl"]
 IfVersion = Annotated[
     int | None,
     typer.Option(
+        metavar="N",
         help="Only if the record is still at this version (the `version` that get printed); "
         "otherwise nothing is written and the exit code is 1",
         min=1,
     ),
 ]
+TypeKey = Annotated[str, typer.Argument(metavar="TYPE", help="A record type's key (contact...).")]
+RecordId = Annotated[int, typer.Argument(metavar="ID", help="The record's id.")]
+FileArg = Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False)]
+After = Annotated[int | None, typer.Option(metavar="ID", help="Show records after this id")]
+Limit = Annotated[int, typer.Option(metavar="N", help="At most this many")]
+Owner = Annotated[str | None, typer.Option(metavar="USER", help="Owner username (default: you)")]
 
 
-def _json_object(text: str, option: str) -> dict[str, Any]:
-    try:
-        # Bounded like any document: a 100,000-digit number or deep nesting is refused clearly.
-        value = parse_source(text, source=option, fmt="json").data
-    except InvalidInputError as exc:
-        problem = exc.problems[0]
-        where = f" (line {problem.line})" if problem.line else ""
-        err_console.print(
-            f"[red]error:[/red] {option}: {escape(problem.message)}{where}; {escape(problem.hint)}"
-        )
-        raise typer.Exit(1) from None
+def json_object(text: str, option: str) -> dict[str, Any]:
+    """The JSON object an option holds, read within the document limits (a 100,000-digit
+    number or deep nesting is refused clearly); InvalidInputError with every problem."""
+    from crmflow.engine.source import parse_source
+
+    value = parse_source(text, source=option, fmt="json").data
     if not isinstance(value, dict):
-        err_console.print(f"[red]error:[/red] {option} must be a JSON object {{...}}")
-        raise typer.Exit(1)
+        raise InvalidInputError(option, [Problem("", "must be a JSON object {...}")])
     return value
 
 
 @types_app.command("list")
 @reports_errors
 def list_types() -> None:
+    """Every record type: the built-in ones and yours, with their fields."""
+    from crmflow.services import record_types
+
     rows = [
         (t.key, t.name, "built-in" if t.builtin else "custom", ", ".join(t.field_keys))
         for t in record_types.list_record_types(state.context)
@@ -65,47 +70,58 @@ def list_types() -> None:
 
 @types_app.command("show")
 @reports_errors
-def show_type(key: str) -> None:
+def show_type(key: TypeKey) -> None:
+    """One record type with its fields, as JSON."""
+    from crmflow.services import record_types
+
     print_json(record_types.get_record_type(state.context, key).as_dict())
 
 
 @types_app.command("load")
 @reports_errors
-def load_type(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+def load_type(file: FileArg) -> None:
     """Create or update a record type from a YAML or JSON file (admins only)."""
+    from crmflow.services import record_types
+
     rtype = record_types.load_record_type_file(state.context, state.actor, file)
     console.print(f"record type {rtype.key!r}: {len(rtype.fields)} fields")
 
 
 @records_app.command("list")
 @reports_errors
-def list_records(
-    type_key: str,
-    after: Annotated[int | None, typer.Option(help="Show records after this id")] = None,
-    limit: int = 50,
-) -> None:
+def list_records(type_key: TypeKey, after: After = None, limit: Limit = 50) -> None:
     """One page of records (ids ascending); the last line says how to get the next page."""
+    from crmflow.services import records
+
     page = records.list_records(state.context, type_key, after=after, limit=limit)
     print_json([r.as_dict() for r in page.items])
     if page.next_after is not None:
-        err_console.print(f"more: crmflow records list {type_key} --after {page.next_after}")
+        print_more("records", "list", type_key, "--after", str(page.next_after))
 
 
 @records_app.command("get")
 @reports_errors
-def get(record_id: int) -> None:
+def get(record_id: RecordId) -> None:
+    """One record, as JSON."""
+    from crmflow.services import records
+
     print_json(records.get_record(state.context, record_id).as_dict())
 
 
 @records_app.command("create")
 @reports_errors
 def create(
-    type_key: str,
-    data: Annotated[str, typer.Option(help='Field values as JSON: {"last_name": "Pop"}')],
-    owner: Annotated[str | None, typer.Option(help="Owner username (default: you)")] = None,
+    type_key: TypeKey,
+    data: Annotated[
+        str, typer.Option(metavar="JSON", help='Field values as JSON: {"last_name": "Pop"}')
+    ],
+    owner: Owner = None,
 ) -> None:
+    """Create a record; print it as JSON."""
+    from crmflow.services import records
+
     record = records.create_record(
-        state.context, state.actor, type_key, _json_object(data, "--data"), owner=owner
+        state.context, state.actor, type_key, json_object(data, "--data"), owner=owner
     )
     print_json(record.as_dict())
 
@@ -113,16 +129,21 @@ def create(
 @records_app.command("update")
 @reports_errors
 def update(
-    record_id: int,
-    data: Annotated[str, typer.Option(help="The fields to change, as JSON")] = "{}",
-    owner: Annotated[str | None, typer.Option(help="New owner username")] = None,
+    record_id: RecordId,
+    data: Annotated[
+        str, typer.Option(metavar="JSON", help="The fields to change, as JSON (null clears one)")
+    ] = "{}",
+    owner: Annotated[str | None, typer.Option(metavar="USER", help="New owner username")] = None,
     if_version: IfVersion = None,
 ) -> None:
+    """Change some fields or the owner of a record; print it as JSON."""
+    from crmflow.services import records
+
     record = records.update_record(
         state.context,
         state.actor,
         record_id,
-        _json_object(data, "--data"),
+        json_object(data, "--data"),
         owner=owner,
         if_version=if_version,
     )
@@ -131,31 +152,49 @@ def update(
 
 @records_app.command("delete")
 @reports_errors
-def delete(record_id: int, if_version: IfVersion = None) -> None:
+def delete(record_id: RecordId, if_version: IfVersion = None) -> None:
+    """Delete a record (its change events say who and when)."""
+    from crmflow.services import records
+
     records.delete_record(state.context, state.actor, record_id, if_version=if_version)
     console.print(f"deleted record {record_id}")
 
 
 @records_app.command("changes")
 @reports_errors
-def changes(record_id: int) -> None:
+def changes(record_id: RecordId) -> None:
     """The change events of one record (what triggers flows)."""
+    from crmflow.services import records
+
     page = records.record_changes(state.context, record_id)
     print_json([c.as_dict() for c in page.items])
+
+
+FormatOption = Annotated[
+    Format | None,
+    typer.Option("--format", metavar="csv|jsonl", help="Default: from the file's suffix"),
+]
 
 
 @records_app.command("import")
 @reports_errors
 def import_file(
-    type_key: str,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    fmt: Annotated[Format | None, typer.Option("--format", help="Default: from the suffix")] = None,
+    type_key: TypeKey,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False, readable=True)
+    ],
+    fmt: FormatOption = None,
     all_or_nothing: Annotated[
-        bool, typer.Option(help="Refuse the whole file if any row is bad (default: keep good rows)")
+        bool,
+        typer.Option(
+            metavar="", help="Refuse the whole file if any row is bad (default: keep good rows)"
+        ),
     ] = False,
 ) -> None:
     """Import a CSV (header of field keys) or JSONL file. Good rows are kept and every bad row
     is reported with its line number, unless --all-or-nothing."""
+    from crmflow.services import imports
+
     total = file.stat().st_size
     with progress_bar(f"importing {file.name}", total) as update:
         report = imports.import_records(
@@ -183,11 +222,16 @@ def import_file(
 @records_app.command("export")
 @reports_errors
 def export(
-    type_key: str,
-    fmt: Annotated[Format, typer.Option("--format")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    type_key: TypeKey,
+    fmt: Annotated[Format, typer.Option("--format", metavar="csv|jsonl")] = "jsonl",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Default: standard output"),
+    ] = None,
 ) -> None:
     """Export every record of a type as JSONL or CSV (to stdout or a file)."""
+    from crmflow.services import imports
+
     if output is None:
         count = imports.export_records(state.context, type_key, sys.stdout, fmt=fmt)
     else:

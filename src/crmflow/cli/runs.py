@@ -1,26 +1,41 @@
-"""`crmflow runs ...`: start a flow for a record, see where records are, decide, restart."""
+"""`crmflow runs ...`: start a flow for a record, see where records are, decide, restart.
+
+The services are imported inside the commands (see cli/common.py): `--help` stays fast.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from crmflow.cli.common import (
     console,
-    err_console,
     print_json,
+    print_more,
     print_table,
     reports_errors,
     state,
 )
-from crmflow.services import enrollments, run_views, triggers
+
+if TYPE_CHECKING:
+    from crmflow.services import run_views
 
 app = typer.Typer(
     help="Records in flows: start, where they are, decisions, restart.", no_args_is_help=True
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a summary.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", metavar="", help="Print JSON instead of a summary.")
+]
+FlowKey = Annotated[str, typer.Argument(metavar="FLOW", help="The flow's key.")]
+RecordId = Annotated[int, typer.Argument(metavar="RECORD", help="The record's id.")]
+EnrollmentId = Annotated[
+    int,
+    typer.Argument(
+        metavar="ENROLLMENT", help="The enrollment's id (`crmflow runs show RECORD` prints it)."
+    ),
+]
 
 
 def _summary(view: run_views.EnrollmentView) -> str:
@@ -47,8 +62,10 @@ def _print(view: run_views.EnrollmentView, as_json: bool) -> None:
 
 @app.command("start")
 @reports_errors
-def start(flow: str, record_id: int, as_json: JsonOption = False) -> None:
+def start(flow: FlowKey, record_id: RecordId, as_json: JsonOption = False) -> None:
     """Start FLOW for one record now (the flow needs a `manual` trigger)."""
+    from crmflow.services import enrollments
+
     _print(enrollments.start_record(state.context, state.actor, flow, record_id), as_json)
 
 
@@ -65,21 +82,26 @@ def _message_state(message: dict[str, Any] | None) -> str:
 @app.command("list")
 @reports_errors
 def list_runs(
-    flow: str,
+    flow: FlowKey,
     status: Annotated[
         str | None,
         typer.Option(
-            help="Only those with this status: active, waiting, finished, left, cancelled"
+            metavar="STATUS",
+            help="Only those with this status: active, waiting, finished, left, cancelled",
         ),
     ] = None,
     step: Annotated[
-        str | None, typer.Option(help="Only the records at this step (its key)")
+        str | None, typer.Option(metavar="STEP", help="Only the records at this step (its key)")
     ] = None,
-    after: Annotated[int | None, typer.Option(help="Show enrollments after this id")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, oldest first")] = 50,
+    after: Annotated[
+        int | None, typer.Option(metavar="ID", help="Show enrollments after this id")
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many, oldest first")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """The records that are or were in FLOW: where each is, and why it ended."""
+    from crmflow.services import run_views
+
     page = run_views.flow_runs(
         state.context, state.actor, flow, status=status, step=step, after=after, limit=limit
     )
@@ -105,14 +127,15 @@ def list_runs(
         columns = ["enrollment", "record", "name", "status", "step", "due (UTC)", "entered (UTC)"]
         print_table(f"Runs of {flow}", [*columns, "ended (UTC)", "why it ended"], rows)
     if page.next_after is not None and not as_json:
-        more = f"more: crmflow runs list {flow} --after {page.next_after}"
-        err_console.print(more, highlight=False, markup=False)
+        print_more("runs", "list", flow, "--after", str(page.next_after))
 
 
 @app.command("show")
 @reports_errors
-def show(record_id: int, as_json: JsonOption = False) -> None:
+def show(record_id: RecordId, as_json: JsonOption = False) -> None:
     """The flows a record is or was in, the current step, and what each step run did."""
+    from crmflow.services import run_views
+
     status = run_views.record_status(state.context, state.actor, record_id)
     if as_json:
         print_json(status.as_dict())
@@ -144,8 +167,10 @@ def show(record_id: int, as_json: JsonOption = False) -> None:
 
 @app.command("progress")
 @reports_errors
-def progress(flow: str, as_json: JsonOption = False) -> None:
+def progress(flow: FlowKey, as_json: JsonOption = False) -> None:
     """How FLOW is doing: entered / inside / finished / left / cancelled, records per step."""
+    from crmflow.services import run_views
+
     result = run_views.flow_progress(state.context, state.actor, flow)
     if as_json:
         print_json(result.as_dict())
@@ -165,13 +190,17 @@ def progress(flow: str, as_json: JsonOption = False) -> None:
 @app.command("decide")
 @reports_errors
 def decide(
-    enrollment: int,
-    step: str,
-    button: str,
-    comment: Annotated[str | None, typer.Option(help="Why (some buttons require it)")] = None,
+    enrollment: EnrollmentId,
+    step: Annotated[str, typer.Argument(metavar="STEP", help="The approval step's key.")],
+    button: Annotated[str, typer.Argument(metavar="BUTTON", help="The button to press.")],
+    comment: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Why (some buttons require it)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Press BUTTON on approval STEP of an enrollment (see `crmflow runs show RECORD`)."""
+    from crmflow.services import enrollments
+
     view = enrollments.decide(state.context, state.actor, enrollment, step, button, comment)
     _print(view, as_json)
 
@@ -179,33 +208,43 @@ def decide(
 @app.command("cancel")
 @reports_errors
 def cancel(
-    enrollment: int,
-    reason: Annotated[str | None, typer.Option(help="Why (kept on the run and the record)")] = None,
+    enrollment: EnrollmentId,
+    reason: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Why (kept on the run and the record)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Stop one record's run where it is (managers and admins): its open tasks are cancelled and
     its emails not yet sent are not sent."""
+    from crmflow.services import enrollments
+
     _print(enrollments.cancel_enrollment(state.context, state.actor, enrollment, reason), as_json)
 
 
 @app.command("restart")
 @reports_errors
-def restart(enrollment: int, as_json: JsonOption = False) -> None:
+def restart(enrollment: EnrollmentId, as_json: JsonOption = False) -> None:
     """Start a record over from the first step of its flow."""
+    from crmflow.services import enrollments
+
     _print(enrollments.restart_enrollment(state.context, state.actor, enrollment), as_json)
 
 
 @app.command("not-entered")
 @reports_errors
 def not_entered(
-    flow: Annotated[str | None, typer.Option("--flow", help="Only this flow (its key)")] = None,
-    record: Annotated[
-        int | None, typer.Option("--record", help="Only this record (its id)")
+    flow: Annotated[
+        str | None, typer.Option("--flow", metavar="FLOW", help="Only this flow (its key)")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
+    record: Annotated[
+        int | None, typer.Option("--record", metavar="ID", help="Only this record (its id)")
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many, newest first")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """Why records did not enter flows: entry condition false, already inside, flow draining..."""
+    from crmflow.services import triggers
+
     found = triggers.entry_decisions_for(
         state.context, state.actor, flow_key=flow, record_id=record, limit=limit
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -18,13 +18,14 @@ from crmflow.cli.common import (
     console,
     print_json,
     print_table,
+    read_record_type_files,
     read_text_file,
     reports_errors,
 )
-from crmflow.engine.recordtypes import RecordType, type_catalog
-from crmflow.engine.source import parse_source
-from crmflow.engine.validation import ValidationContext, parse_flow
 from crmflow.errors import InvalidInputError, Problem
+
+if TYPE_CHECKING:
+    from crmflow.engine.recordtypes import RecordType
 
 __all__ = ["parse_until", "simulate"]
 
@@ -56,12 +57,11 @@ def parse_until(text: str, start: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _record_types(flow_file: Path) -> dict[str, RecordType]:
-    extra: dict[str, RecordType] = {}
-    for folder in (Path("examples") / "types", flow_file.parent / "types"):
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            data = parse_source(read_text_file(path), source=str(path)).data
-            extra[data["key"]] = RecordType.from_dict(data)
-    return type_catalog(extra.values())
+    """The built-in types and those of the type folders next to the flow (the later wins)."""
+    from crmflow.engine.recordtypes import type_catalog
+
+    folders = [Path("examples") / "types", flow_file.parent / "types"]
+    return type_catalog(read_record_type_files([f for f in folders if f.is_dir()]))
 
 
 def _decisions(items: list[str]) -> dict[str, str]:
@@ -99,20 +99,30 @@ def simulate(
     record: Annotated[
         Path,
         typer.Option(
-            exists=True, dir_okay=False, help='A record: {"record_type", "owner", "values"}.'
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help='A record (JSON): {"record_type", "owner", "values"}.',
         ),
     ],
     until: Annotated[
-        str, typer.Option(help='How long: "30 days", "2 weeks", or a date-time.')
+        str,
+        typer.Option(metavar="SPAN", help='How long: "30 days", "2 weeks", or a date-time.'),
     ] = "30 days",
     start: Annotated[
-        str | None, typer.Option(help="Virtual start (ISO date-time; default: now).")
+        str | None,
+        typer.Option(metavar="TIME", help="Virtual start (ISO date-time; default: now)."),
     ] = None,
     decide: Annotated[
         list[str] | None,
-        typer.Option(help="step=button: the button pressed at an approval (default: the first)."),
+        typer.Option(
+            metavar="STEP=BUTTON",
+            help="The button pressed at an approval (default: the first); repeat for each.",
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Machine-readable output.")
+    ] = False,
 ) -> None:
     """Run a flow for one record in virtual time and print what would happen, and when.
 
@@ -122,6 +132,8 @@ def simulate(
     from crmflow.engine.budget import EvaluationLimits
     from crmflow.engine.simulation import sample_record
     from crmflow.engine.simulation import simulate as run_simulation
+    from crmflow.engine.source import parse_source
+    from crmflow.engine.validation import ValidationContext, parse_flow
 
     types = _record_types(flow_file)
     definition = parse_flow(

@@ -14,11 +14,16 @@ from crmflow.cli.common import console, err_console, reports_errors, state
 @reports_errors
 def worker(
     once: Annotated[
-        bool, typer.Option("--once", help="Process what is due now, then exit.")
+        bool, typer.Option("--once", metavar="", help="Process what is due now, then exit.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Enrollments claimed per batch.")] = 500,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Enrollments claimed per batch.")
+    ] = 500,
     lease_seconds: Annotated[
-        float, typer.Option(help="How long a claimed batch is ours before others may take it.")
+        float,
+        typer.Option(
+            metavar="SECONDS", help="How long a claimed batch is ours before others may take it."
+        ),
     ] = 60.0,
 ) -> None:
     """Run the worker: claim due records in batches, run their steps, write the results.
