@@ -26,6 +26,7 @@ __all__ = [
     "Assignee",
     "Attachment",
     "Command",
+    "CommandBase",
     "CreateRecord",
     "CreateTask",
     "EmailPayload",
@@ -75,7 +76,9 @@ def message_id(key: str, from_address: str | None = None) -> str:
     return f"<{digest}@{domain}>"
 
 
-class _Command(BaseModel):
+class CommandBase(BaseModel):
+    """What every command carries: the enrollment, step run and action that produced it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enrollment_id: int
@@ -92,7 +95,7 @@ class _Command(BaseModel):
         return self.__class__.__name__
 
 
-class UpdateRecord(_Command):
+class UpdateRecord(CommandBase):
     kind: Literal["update_record"] = "update_record"
     values: dict[str, Any]
 
@@ -100,7 +103,7 @@ class UpdateRecord(_Command):
         return "update " + ", ".join(f"{k} = {v!r}" for k, v in self.values.items())
 
 
-class SetStatus(_Command):
+class SetStatus(CommandBase):
     kind: Literal["set_status"] = "set_status"
     status: str
 
@@ -122,7 +125,7 @@ class Assignee(BaseModel):
         return f"{name} ({self.via})" if self.via else name
 
 
-class CreateTask(_Command):
+class CreateTask(CommandBase):
     """A task in a person's (or a group's) task list; an approval task carries its buttons."""
 
     kind: Literal["create_task"] = "create_task"
@@ -142,7 +145,7 @@ class CreateTask(_Command):
         return text
 
 
-class Notify(_Command):
+class Notify(CommandBase):
     kind: Literal["notify"] = "notify"
     users: tuple[str | int, ...] = ()
     groups: tuple[str, ...] = ()
@@ -153,7 +156,7 @@ class Notify(_Command):
         return f"notify {', '.join(to)}: {self.message}"
 
 
-class WriteHistory(_Command):
+class WriteHistory(CommandBase):
     kind: Literal["history"] = "history"
     message: str
 
@@ -161,7 +164,7 @@ class WriteHistory(_Command):
         return f"history: {self.message}"
 
 
-class AddToGroup(_Command):
+class AddToGroup(CommandBase):
     kind: Literal["add_to_group"] = "add_to_group"
     group: str
 
@@ -169,7 +172,7 @@ class AddToGroup(_Command):
         return f"add to group {self.group!r}"
 
 
-class RemoveFromGroup(_Command):
+class RemoveFromGroup(CommandBase):
     kind: Literal["remove_from_group"] = "remove_from_group"
     group: str
 
@@ -177,7 +180,7 @@ class RemoveFromGroup(_Command):
         return f"remove from group {self.group!r}"
 
 
-class CreateRecord(_Command):
+class CreateRecord(CommandBase):
     """A related record; `link_field` of the new record points at `link_to` (this record)."""
 
     kind: Literal["create_record"] = "create_record"
@@ -193,7 +196,7 @@ class CreateRecord(_Command):
         )
 
 
-class AssignOwner(_Command):
+class AssignOwner(CommandBase):
     """The store picks the owner among the candidates, with its own counts (rotation, load)."""
 
     kind: Literal["assign_owner"] = "assign_owner"
@@ -207,7 +210,7 @@ class AssignOwner(_Command):
         return f"assign an owner ({self.strategy.replace('_', ' ')}) among {', '.join(among)}"
 
 
-class StartFlow(_Command):
+class StartFlow(CommandBase):
     """Start follow-up flow `flow` for record `record_id` at `at` (the end of the step + delay)."""
 
     kind: Literal["start_flow"] = "start_flow"
@@ -219,7 +222,7 @@ class StartFlow(_Command):
         return f"start flow {self.flow!r} for record {self.record_id} at {self.at.isoformat()}"
 
 
-class EndFlow(_Command):
+class EndFlow(CommandBase):
     kind: Literal["end_flow"] = "end_flow"
     reason: str = ""
 
@@ -227,7 +230,7 @@ class EndFlow(_Command):
         return f"end the flow{': ' + self.reason if self.reason else ''}"
 
 
-class RunSql(_Command):
+class RunSql(CommandBase):
     """SQL with bound parameters; the store refuses it unless the server allows SQL actions."""
 
     kind: Literal["run_sql"] = "run_sql"
@@ -304,7 +307,7 @@ class WebhookPayload(BaseModel):
         return f"webhook {self.method} {self.url}"
 
 
-class OutboxMessage(_Command):
+class OutboxMessage(CommandBase):
     """An external effect to deliver once: the dispatcher keys its delivery on `idempotency_key`.
 
     `not_before` is when it may leave (the end of the calendar's quiet hours, else the step's time).

@@ -32,11 +32,11 @@ from crmflow.engine.runtime import (
 from crmflow.store.bulk import Writer
 from crmflow.store.database import json_value, read_connection
 from crmflow.store.idlists import among
+from crmflow.store.outbox import insert_ignoring_duplicates  # moved; still reached from here
 from crmflow.store.schema import (
     enrollments,
     flow_versions,
     flows,
-    outbox,
     records,
     step_runs,
     users,
@@ -338,15 +338,6 @@ def load_records(
 
 def _insert_for(conn: sa.Connection, table: sa.Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def insert_ignoring_duplicates(
-    conn: sa.Connection, rows: Sequence[dict[str, Any]], *, key: str = "idempotency_key"
-) -> None:
-    """Outbox rows; a row whose idempotency key is already there is left out (a retried step
-    run produces the same keys, and must not send twice)."""
-    if rows:
-        conn.execute(_insert_for(conn, outbox).on_conflict_do_nothing(index_elements=[key]), rows)
 
 
 def _action_dict(action: ActionLog) -> dict[str, Any]:

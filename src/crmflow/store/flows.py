@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from crmflow.store.schema import flow_versions, flows
 
-__all__ = ["current_documents", "flows_with_status", "lock_flow"]
+__all__ = ["current_documents", "current_versions_of", "flows_with_status", "lock_flow"]
 
 
 def flows_with_status(conn: sa.Connection, statuses: Collection[str]) -> list[sa.Row[Any]]:
@@ -29,6 +29,14 @@ def lock_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:
     starts of one flow happen one after the other, so a record cannot enter twice."""
     query = sa.select(flows).where(flows.c.id == flow_id).with_for_update()
     return conn.execute(query).first()
+
+
+def current_versions_of(conn: sa.Connection, keys: Collection[str]) -> set[tuple[int, int]]:
+    """(id, current version) of the flows whose key is one of `keys` (unknown keys: none)."""
+    rows = conn.execute(
+        sa.select(flows.c.id, flows.c.current_version).where(flows.c.key.in_(sorted(keys)))
+    )
+    return {(r.id, r.current_version) for r in rows}
 
 
 def current_documents(conn: sa.Connection) -> list[tuple[str, dict[str, Any]]]:

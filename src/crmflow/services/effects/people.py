@@ -1,0 +1,67 @@
+"""create_task and notify (and an approval step's task): what the batch asks of people, written
+to `store.tasks`.
+
+Tasks and notifications for a user are kept under the username, also when the engine named the
+user by id (a user field of the record, such as the requester's manager, holds the user's id):
+one task list per user, whatever the responsibility that filled it. A reference is an id only
+when the engine gave an int; an id that names nobody is kept as it is (as text). The ids of the
+whole batch, tasks and notifications together, are looked up in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from crmflow.engine.commands import CreateTask, Notify
+from crmflow.services.effects.batch import Applies, EffectBatch
+from crmflow.store.records import users_named_or_numbered
+from crmflow.store.tasks import NewNotification, NewTask, insert_notifications, insert_tasks
+
+__all__ = ["PEOPLE"]
+
+
+def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) -> None:
+    targets = [_targets(c) for c in commands]
+    ids = {ref for refs in targets for kind, ref in refs if kind == "user" and isinstance(ref, int)}
+    names = dict(users_named_or_numbered(batch.conn, (), ids)) if ids else {}
+
+    def named(ref: str | int) -> str:
+        return names.get(ref, str(ref)) if isinstance(ref, int) else ref
+
+    new_tasks: list[NewTask] = []
+    notes: list[NewNotification] = []
+    for c, refs in zip(commands, targets, strict=True):
+        record_id = batch.record_id(c)
+        if isinstance(c, CreateTask):
+            new_tasks.append(
+                NewTask(
+                    enrollment_id=c.enrollment_id,
+                    record_id=record_id,
+                    step_key=c.step_key,
+                    run=c.step_run,
+                    title=c.title,
+                    description=c.description,
+                    assignee_kind=c.assignee.kind,
+                    assignee_ref=named(c.assignee.ref),
+                    due_at=c.due_at,
+                    buttons=[list(b) for b in c.buttons],
+                    created_at=batch.now,
+                )
+            )
+        else:
+            notes += [
+                NewNotification(kind, named(ref), c.message, c.enrollment_id, record_id, batch.now)
+                for kind, ref in refs
+            ]
+    insert_tasks(batch.conn, new_tasks)
+    insert_notifications(batch.conn, notes)
+
+
+def _targets(command: CreateTask | Notify) -> list[tuple[str, str | int]]:
+    """(kind, reference) of the task's assignee, or of each user and group notified."""
+    if isinstance(command, CreateTask):
+        return [(command.assignee.kind, command.assignee.ref)]
+    return [("user", u) for u in command.users] + [("group", g) for g in command.groups]
+
+
+PEOPLE = Applies[CreateTask | Notify]((CreateTask, Notify), apply_people)
