@@ -24,7 +24,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.documents import read_document
 from crmflow.services.permissions import require_admin
 from crmflow.store import record_types as store
-from crmflow.store.database import Connection, IntegrityError, Row, read_connection
+from crmflow.store.database import Connection, IntegrityError, read_connection
 
 __all__ = [
     "catalog",
@@ -36,15 +36,9 @@ __all__ = [
 ]
 
 
-def _from_row(row: Row) -> RecordType:
-    return RecordType.from_dict(
-        {"key": row.key, "name": row.name, "fields": row.fields}, builtin=bool(row.builtin)
-    )
-
-
 def catalog_in(conn: Connection) -> dict[str, RecordType]:
     """Every record type, read on an open connection (for services inside a transaction)."""
-    return {row.key: _from_row(row) for row in store.all_record_types(conn)}
+    return store.record_type_catalog(conn)
 
 
 def record_type_in(conn: Connection, key: str) -> RecordType:
@@ -54,7 +48,7 @@ def record_type_in(conn: Connection, key: str) -> RecordType:
         raise NotFoundError(
             f"no record type {key!r} (known types: {known}; see `crmflow types list`)"
         )
-    return _from_row(row)
+    return store.record_type_from_row(row)
 
 
 def catalog(ctx: Context) -> dict[str, RecordType]:

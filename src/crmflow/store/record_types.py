@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crmflow.engine.recordtypes import RecordType
 from crmflow.store.schema import record_types, records
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "count_without_value",
     "find_record_type",
     "insert_record_type",
+    "record_type_catalog",
+    "record_type_from_row",
     "record_type_keys",
     "update_record_type",
 ]
@@ -26,6 +29,19 @@ __all__ = [
 def all_record_types(conn: sa.Connection) -> list[sa.Row[Any]]:
     """Every record type's row (`.key`, `.name`, `.builtin`, `.fields`), by key."""
     return list(conn.execute(sa.select(record_types).order_by(record_types.c.key)).all())
+
+
+def record_type_from_row(row: sa.Row[Any]) -> RecordType:
+    """A row of `all_record_types` / `find_record_type` as the engine's RecordType."""
+    return RecordType.from_dict(
+        {"key": row.key, "name": row.name, "fields": row.fields}, builtin=bool(row.builtin)
+    )
+
+
+def record_type_catalog(conn: sa.Connection) -> dict[str, RecordType]:
+    """Every record type as the engine sees it, by key (the batch runner's and the services'
+    catalogue, read on an open connection)."""
+    return {row.key: record_type_from_row(row) for row in all_record_types(conn)}
 
 
 def find_record_type(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
