@@ -15,13 +15,24 @@ import sqlalchemy as sa
 
 from crmflow.store.schema import flow_versions, flows
 
-__all__ = ["current_documents", "current_versions_of", "flows_with_status", "lock_flow"]
+__all__ = [
+    "current_documents",
+    "current_versions_of",
+    "find_flow",
+    "flows_with_status",
+    "lock_flow",
+]
 
 
 def flows_with_status(conn: sa.Connection, statuses: Collection[str]) -> list[sa.Row[Any]]:
     """The `flows` rows whose status is one of `statuses`, by key."""
     query = sa.select(flows).where(flows.c.status.in_(statuses)).order_by(flows.c.key)
     return list(conn.execute(query).all())
+
+
+def find_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:
+    """The `flows` row `flow_id` (not locked), or None."""
+    return conn.execute(sa.select(flows).where(flows.c.id == flow_id)).first()
 
 
 def lock_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:
