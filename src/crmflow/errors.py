@@ -1,17 +1,42 @@
-"""One exception root for everything crmflow refuses, with what, where and how to fix it."""
+"""One exception root for everything crmflow refuses, with what, where and how to fix it.
+
+Every exception class crmflow raises to a user is defined here, below every other layer, so that
+the API and the command line catch the real class (never by the name of an attribute) without
+importing the service that raises it. The tree, with each class's HTTP status (a unit test checks
+that it names exactly the classes of this module):
+
+    CrmflowError                        400  what, where, what to do
+        InvalidInputError               422  every problem, each with its place
+        NotFoundError                   404
+        ConflictError                   409  the current state does not allow it
+            ConfirmationRequiredError   409  confirm a number seen first (`count`, `confirm_with`)
+            MovesRequiredError          409  say where the records of removed steps go (`steps`)
+        PermissionDeniedError           403
+        AuthenticationError             401
+        PreconditionFailedError         412  the row changed since it was read (If-Match)
+        PayloadTooLargeError            413
+        TooManyRequestsError            429  `retry_after` seconds
+        LimitExceededError              422  an evaluation went over a budget (`limit`, `where`)
+        ImportInterruptedError          500  an import stopped (422: the file is unreadable)
+"""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
     "MAX_LISTED_PROBLEMS",
     "AuthenticationError",
+    "ConfirmationRequiredError",
     "ConflictError",
     "CrmflowError",
+    "ImportInterruptedError",
     "InvalidInputError",
     "LimitExceededError",
+    "MovesRequiredError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -151,6 +176,39 @@ class ConflictError(CrmflowError):
     status_code = 409
 
 
+class ConfirmationRequiredError(ConflictError):
+    """The change needs the user to confirm a number they have seen (ProDon's confirmation):
+    the records a start list enters, the records inside a flow that a pause or an archive stops.
+    `confirm_with` is the command that confirms it, for the command line to suggest."""
+
+    def __init__(self, message: str, *, count: int, confirm_with: str) -> None:
+        super().__init__(message)
+        self.count = count
+        self.confirm_with = confirm_with
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "count": self.count, "confirm_with": self.confirm_with}
+
+
+class _Described(Protocol):
+    """What an error lists in its JSON body (a step's impact): its own `as_dict`. A protocol,
+    because the classes listed live in the layers above this module."""
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+class MovesRequiredError(ConflictError):
+    """The resume would strand records at steps the new version removed: say where they go.
+    `steps`: the removed steps that have records (`engine.version_move.StepImpact`)."""
+
+    def __init__(self, message: str, *, steps: Sequence[_Described]) -> None:
+        super().__init__(message)
+        self.steps = list(steps)
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "steps": [s.as_dict() for s in self.steps]}
+
+
 class PermissionDeniedError(CrmflowError):
     status_code = 403
 
@@ -195,3 +253,36 @@ class LimitExceededError(CrmflowError):
         super().__init__(f"{where}: {message}" if where else message)
         self.limit = limit
         self.where = where
+
+
+class _ImportProgress(Protocol):
+    """How far an import got (`services.imports.ImportReport`): what the error's message says."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def all_or_nothing(self) -> bool: ...
+    @property
+    def imported(self) -> int: ...
+    @property
+    def last_line(self) -> int: ...
+
+
+class ImportInterruptedError(CrmflowError):
+    """The import stopped on an unexpected error; `report` says what was committed before it."""
+
+    status_code = 500
+
+    def __init__(self, report: _ImportProgress, cause: BaseException) -> None:
+        self.report = report
+        if isinstance(cause, UnicodeDecodeError | csv.Error):
+            self.status_code = 422  # the file itself is unreadable past this point
+        kept = (
+            "nothing was written"
+            if report.all_or_nothing
+            else f"{report.imported} rows before it are imported"
+        )
+        super().__init__(
+            f"{report.source}: the import stopped near line {report.last_line} on "
+            f"{type(cause).__name__}: {cause}; {kept}"
+        )

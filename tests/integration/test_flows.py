@@ -307,8 +307,10 @@ def test_pausing_with_records_inside_needs_their_number(ctx: Context, admin: Act
     flows.create_flow(ctx, admin, WELCOME)
     flows.change_status(ctx, admin, "welcome", A.START)
     _enroll(ctx, "welcome", 3)
-    with pytest.raises(flows.ConfirmationRequiredError, match=r"3 record.*frozen"):
+    with pytest.raises(flows.ConfirmationRequiredError, match=r"3 record.*frozen") as asked:
         flows.change_status(ctx, admin, "welcome", A.PAUSE)
+    # The command to confirm takes the one flag name every confirmation takes.
+    assert asked.value.confirm_with == "crmflow flows pause welcome --confirm 3"
     paused = flows.change_status(ctx, admin, "welcome", A.PAUSE, confirm_inside=3)
     assert paused.status is FlowStatus.PAUSED
 

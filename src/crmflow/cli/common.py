@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from crmflow.errors import CrmflowError, InvalidInputError, Problem
+from crmflow.errors import ConfirmationRequiredError, CrmflowError, InvalidInputError, Problem
 
 if TYPE_CHECKING:
     from crmflow.engine.recordtypes import RecordType
@@ -157,10 +157,9 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
         except CrmflowError as exc:
             err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-            confirm_with = getattr(exc, "confirm_with", None)
-            if confirm_with:
+            if isinstance(exc, ConfirmationRequiredError):
                 # The service's suggestion, as this user would type it (their --as kept).
-                words = shlex.split(confirm_with)[1:]
+                words = shlex.split(exc.confirm_with)[1:]
                 err_console.print(f"to confirm: {escape(state.command(*words))}", highlight=False)
             raise typer.Exit(1) from None
         except Exception as exc:
@@ -194,8 +193,6 @@ def confirmed(
     refused with the exact command that confirms it: `command` (the words after `crmflow`),
     the user's --as, and `--confirm N`.
     """
-    from crmflow.services.flows import ConfirmationRequiredError
-
     try:
         return change(given)
     except ConfirmationRequiredError as exc:

@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from crmflow.engine.definition import FlowDefinition, FlowStatus, Visibility
 from crmflow.engine.lifecycle import EditMode, LifecycleAction, edit_mode, next_status
 from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
-from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.errors import (
+    ConfirmationRequiredError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    Problem,
+)
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.permissions import require_admin
@@ -61,18 +67,6 @@ __all__ = [
 ]
 
 SourceFormat = Literal["yaml", "json"]
-
-
-class ConfirmationRequiredError(ConflictError):
-    """The change needs the user to confirm a number they have seen (ProDon's confirmation)."""
-
-    def __init__(self, message: str, *, count: int, confirm_with: str) -> None:
-        super().__init__(message)
-        self.count = count
-        self.confirm_with = confirm_with
-
-    def as_dict(self) -> dict[str, object]:
-        return {**super().as_dict(), "count": self.count, "confirm_with": self.confirm_with}
 
 
 @dataclass(frozen=True)
@@ -733,7 +727,7 @@ def change_status(
             f"{flow.inside} record(s) are inside {key!r} and {_STOPS_RECORDS[action]}; "
             f"confirm that number to {action.value}",
             count=flow.inside,
-            confirm_with=f"crmflow flows {action.value} {key} --confirm-inside {flow.inside}",
+            confirm_with=f"crmflow flows {action.value} {key} --confirm {flow.inside}",
         )
     now = ctx.now()
     with ctx.engine.begin() as conn:

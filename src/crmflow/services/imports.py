@@ -23,7 +23,7 @@ from typing import IO, Any, Literal, TextIO
 import orjson
 
 from crmflow.engine.recordtypes import RecordType
-from crmflow.errors import CrmflowError, InvalidInputError, Problem
+from crmflow.errors import CrmflowError, ImportInterruptedError, InvalidInputError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.import_rows import OWNER_COLUMN, Row, csv_rows, jsonl_rows
 from crmflow.services.permissions import require_manager
@@ -115,26 +115,6 @@ class ImportReport:
             "errors": [e.as_dict() for e in self.errors],
             "errors_not_listed": self.errors_not_listed,
         }
-
-
-class ImportInterruptedError(CrmflowError):
-    """The import stopped on an unexpected error; `report` says what was committed before it."""
-
-    status_code = 500
-
-    def __init__(self, report: ImportReport, cause: BaseException) -> None:
-        self.report = report
-        if isinstance(cause, UnicodeDecodeError | csv.Error):
-            self.status_code = 422  # the file itself is unreadable past this point
-        kept = (
-            "nothing was written"
-            if report.all_or_nothing
-            else f"{report.imported} rows before it are imported"
-        )
-        super().__init__(
-            f"{report.source}: the import stopped near line {report.last_line} on "
-            f"{type(cause).__name__}: {cause}; {kept}"
-        )
 
 
 class _Source:

@@ -44,7 +44,13 @@ from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.transition import cancel, hears_changes, move_to, resume_recheck
-from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.errors import (
+    ConflictError,
+    InvalidInputError,
+    MovesRequiredError,
+    NotFoundError,
+    Problem,
+)
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
@@ -108,17 +114,6 @@ class StepImpact:
             "detail": self.detail,
             "move_to": self.move_to,
         }
-
-
-class MovesRequiredError(ConflictError):
-    """The resume would strand records at steps the new version removed: say where they go."""
-
-    def __init__(self, message: str, *, steps: Sequence[StepImpact]) -> None:
-        super().__init__(message)
-        self.steps = list(steps)
-
-    def as_dict(self) -> dict[str, object]:
-        return {**super().as_dict(), "steps": [s.as_dict() for s in self.steps]}
 
 
 # -- what a new version does to each step -----------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from crmflow.engine.definition import ReentryPolicy
+from crmflow.errors import ConfirmationRequiredError
 from crmflow.services.context import Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import (
@@ -79,8 +80,6 @@ def _check_confirmed(flow: FlowRef, expected: int | None, found: int) -> None:
     the user confirmed."""
     if expected is None or found == expected:
         return
-    from crmflow.services.flows import ConfirmationRequiredError
-
     raise ConfirmationRequiredError(
         f"the start list of {flow.key!r} holds {found} record(s) now, not {expected}; "
         f"check the list and confirm {found} to start",
