@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench import (
+    bench_cli_start,
     bench_enroll,
     bench_import,
     bench_memory,
@@ -50,3 +51,15 @@ def test_the_memory_benchmark_reports_a_worker_rss(backend: str) -> None:
     result = bench_memory.run(backend, 1_000, 4.0, trickle=20)
     assert 0 < result.ours["start"] <= result.ours["peak"]
     assert "RSS" in result.line()
+
+
+def test_the_cli_start_benchmark_times_both_commands_against_python() -> None:
+    """No database: run once, whatever the backends (it raises if `flows validate` made one)."""
+    result = bench_cli_start.run(1)
+    lines = result.lines()
+    assert [start.command for start in result.commands] == [
+        "crmflow --help",
+        "crmflow flows validate donor-thank-you.yaml",
+    ]
+    assert all(len(start.wall) == 1 and start.median_wall > 0 for start in result.commands)
+    assert len(lines) == 2 and all("ratio=" in line and "aim < 0.5s" in line for line in lines)
