@@ -51,6 +51,9 @@ class EnrollmentStatus(StrEnum):
     FINISHED = "finished"  # reached the end (an end step, the last step, or end_flow)
     LEFT = "left"  # left before the end: goal reached, no branch applied, record deleted
     CANCELLED = "cancelled"  # stopped by crmflow or a person: loop guard, missing step, by hand
+    # An enrollment row's status only, never a state's: a start the loop guard tripped on, held
+    # until its turn comes, when it is cancelled with the record's enrollments in the flow.
+    HELD = "held"
 
     @property
     def is_over(self) -> bool:
