@@ -29,8 +29,8 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import Moved, evaluate_batch, move_batch
+from crmflow.context import Actor, Context
+from crmflow.runner import Moved, evaluate_batch, move_batch
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers

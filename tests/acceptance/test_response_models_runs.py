@@ -86,6 +86,7 @@ def test_the_openapi_document_describes_each_success_answer(client: TestClient) 
         "finished",
         "left",
         "cancelled",
+        "held",
     ]
     assert doc["components"]["schemas"]["Role"]["enum"] == ["admin", "manager", "member"]
 

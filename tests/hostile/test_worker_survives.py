@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from crmflow import worker as worker_module
 from crmflow.engine import transition
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import enrollments as enrollments_module
+from crmflow.runner import evaluation as evaluation_module
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import process_triggers
@@ -125,7 +125,7 @@ def test_one_record_that_makes_the_engine_raise_fails_alone_and_the_batch_goes_o
             raise RuntimeError("a bug met by this record only")
         return real_enter(*args, **kwargs)
 
-    monkeypatch.setattr(enrollments_module, "enter", enter)
+    monkeypatch.setattr(evaluation_module, "enter", enter)
     ids = {
         name: records.create_record(ctx, admin, "contact", {"last_name": name}).id
         for name in ("Before", "Poison", "After")

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from crmflow.errors import ConflictError, NotFoundError
+from crmflow.runner import move_batch
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, record_groups, records, run_views, users
 from crmflow.services.context import Actor, Context
@@ -210,9 +211,7 @@ def test_the_invitation_of_a_retried_batch_has_the_same_uid_and_the_event_exists
     system = ensure_system_user(ctx)
     seen: list[dict[str, Any]] = []
     with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
-        runs.move_batch(
-            conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=clock.current
-        )
+        move_batch(conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=clock.current)
         seen += [r.payload for r in conn.execute(sa.select(outbox))]
         raise RuntimeError("killed")
     assert _events(ctx) == [] and _outbox_rows(ctx) == []

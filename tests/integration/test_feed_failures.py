@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.runner import move_batch
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, triggers
 from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import move_batch
 from crmflow.services.triggers.failures import failing_triggers
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import enrollments, flow_status_changes

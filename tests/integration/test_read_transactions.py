@@ -23,10 +23,10 @@ import sqlalchemy as sa
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.transition import advance
+from crmflow.runner import evaluate_batch
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, run_views, users
 from crmflow.services.context import Actor, Context
-from crmflow.services.enrollments import evaluate_batch
 from crmflow.services.users import ensure_system_user
 from crmflow.store.database import read_connection
 from crmflow.store.enrollments import lock
@@ -327,7 +327,7 @@ def test_a_batch_evaluates_its_templates_before_it_takes_the_write_lock_on_sqlit
             probe.close()
         return advance(*args, **kwargs)
 
-    monkeypatch.setattr("crmflow.services.enrollments.advance", advance_probing_the_lock)
+    monkeypatch.setattr("crmflow.runner.evaluation.advance", advance_probing_the_lock)
     reads_of_rows: list[int] = []
 
     def counted_lock(*args: Any, **kwargs: Any) -> Any:

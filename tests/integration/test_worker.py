@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
+from crmflow.runner import move_batch
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
@@ -192,7 +193,7 @@ def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
     assert sorted(claimed) == ids
     system = ensure_system_user(ctx)
     with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
-        runs.move_batch(conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=now)
+        move_batch(conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=now)
         raise RuntimeError("killed")
 
     # While the lease runs, nobody else takes the rows.
@@ -225,7 +226,7 @@ def test_a_batch_runs_without_the_cycle_collector_and_gives_it_back_as_it_found_
         runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, f"C{i}"))
     clock.advance(days=2)
     seen: list[bool] = []
-    move = runs.move_batch
+    move = move_batch
 
     def watching(*args: Any, **kwargs: Any) -> Any:
         seen.append(gc.isenabled())

@@ -51,10 +51,10 @@ from crmflow.errors import (
     NotFoundError,
     Problem,
 )
+from crmflow.runner import BatchWrites
 from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
-from crmflow.services.enrollments import BatchWrites
 from crmflow.services.entry import flow_zone
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus
+from crmflow.engine.entry import INSIDE, PastEntry
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import (
     ActionLog,
@@ -53,20 +54,23 @@ __all__ = [
     "claim",
     "due_ids",
     "insert_enrollment",
+    "insert_enrollments",
     "insert_ignoring_duplicates",
     "insert_starts",
+    "inside_ids",
     "load_flows",
     "load_records",
     "lock",
     "next_due",
     "notify_due",
+    "past_entries",
     "position",
     "release",
     "save",
 ]
 
-# Statuses of an enrollment that is still inside its flow.
-RUNNING = ("active", "waiting")
+# Statuses of an enrollment that is still inside its flow (a start held by the loop guard too).
+RUNNING = INSIDE
 # Only these flows move; a paused or archived flow's records wait where they are, frozen.
 RUNNING_FLOWS = (FlowStatus.ACTIVE.value, FlowStatus.DRAINING.value)
 
@@ -156,6 +160,24 @@ def insert_starts(
         conn.execute(enrollments.insert(), [_new_row(*start, now=now) for start in starts])
 
 
+def insert_enrollments(
+    conn: sa.Connection,
+    rows: Sequence[tuple[int, int, int]],
+    *,
+    now: datetime,
+    due_at: datetime,
+) -> list[int]:
+    """New enrollments (flow id, flow version, record id) that enter at `due_at` (their state is
+    written when they do), in one executemany; their ids, in the order of `rows`."""
+    if not rows:
+        return []
+    result = conn.execute(
+        enrollments.insert().returning(enrollments.c.id, sort_by_parameter_order=True),
+        [_new_row(f, v, r, due_at, now=now) for f, v, r in rows],
+    )
+    return [int(i) for i in result.scalars()]
+
+
 def _new_row(
     flow_id: int,
     flow_version: int,
@@ -238,6 +260,15 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
     return [_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
 
 
+def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
+    """The enrollments of a record still inside a flow (those not entered yet included)."""
+    e = enrollments.c
+    query = sa.select(e.id).where(
+        e.flow_id == flow_id, e.record_id == record_id, e.status.in_(RUNNING)
+    )
+    return list(conn.execute(query).scalars().all())
+
+
 def position(conn: sa.Connection, enrollment_id: int) -> tuple[str, str | None]:
     """Where the enrollment `enrollment_id` (which exists) is: its status and step key."""
     e = enrollments.c
@@ -253,6 +284,39 @@ def release(conn: sa.Connection, ids: Sequence[int]) -> None:
             .where(among(enrollments.c.id, ids, conn))
             .values(lease_owner=None, lease_until=None)
         )
+
+
+_PAST_CHUNK = 5_000  # (flow, record) pairs per history query: well below SQLite's parameter limit
+
+
+def past_entries(
+    conn: sa.Connection, pairs: Iterable[tuple[int, int]], *, since: datetime | None = None
+) -> dict[tuple[int, int], list[PastEntry]]:
+    """The enrollments of each (flow id, record id) pair, newest first, in one query per chunk
+    of records: what the entry rules (`engine.entry`) judge a new start by. With `since`, only
+    those that bear on the policies: inside now, or entered after `since` (the caller passes
+    the longest look-back it needs), or any for 'never'."""
+    wanted = set(pairs)
+    out: dict[tuple[int, int], list[PastEntry]] = {}
+    if not wanted:
+        return out
+    e = enrollments.c
+    flow_ids = sorted({f for f, _ in wanted})
+    record_ids = sorted({r for _, r in wanted})
+    for i in range(0, len(record_ids), _PAST_CHUNK):
+        query = (
+            sa.select(e.flow_id, e.record_id, e.status, e.step_key, e.entered_at)
+            .where(e.record_id.in_(record_ids[i : i + _PAST_CHUNK]))
+            .where(e.flow_id.in_(flow_ids))
+            .order_by(e.entered_at.desc(), e.id.desc())
+        )
+        if since is not None:
+            query = query.where(sa.or_(e.status.in_(RUNNING), e.entered_at > since))
+        for r in conn.execute(query):
+            key = (r.flow_id, r.record_id)
+            if key in wanted:
+                out.setdefault(key, []).append(PastEntry(r.status, r.step_key, r.entered_at))
+    return out
 
 
 def load_flows(

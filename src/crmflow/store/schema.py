@@ -209,7 +209,8 @@ flow_status_changes = sa.Table(
 # Which record is (or was) inside which flow, and where it is. `status`, `step_key` and `due_at`
 # are columns because the worker and the views filter on them; `state` is the engine's whole
 # EnrollmentState as JSON. A row whose `state` is NULL has not entered yet: a follow-up flow
-# started by another flow enters when its `due_at` comes. `lease_owner` / `lease_until` mark a
+# started by another flow enters when its `due_at` comes, unless it is `held` (a start the loop
+# guard tripped on, cancelled when it comes due). `lease_owner` / `lease_until` mark a
 # batch claimed by a worker; an expired lease is free again, so a killed worker's batch is taken
 # over. The id is the distribution key of every hot table below (DESIGN principle 5).
 enrollments = sa.Table(
@@ -221,7 +222,7 @@ enrollments = sa.Table(
     sa.Column("flow_id", ID, nullable=False),
     sa.Column("flow_version", sa.Integer, nullable=False),
     sa.Column("record_id", ID, nullable=False),
-    # active | waiting | finished | left | cancelled
+    # active | waiting | held | finished | left | cancelled
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("step_key", sa.String(100)),
     sa.Column("entered_at", UTCDateTime, nullable=False),

@@ -2,21 +2,30 @@
 
 A task is in a person's (or a group's) task list; an approval task carries its buttons. A
 notification is a message to a user or a group. Both name a user by username (see
-`services.effects.people`). Tasks are closed by `services.enrollments`, and the loop guard's
-notifications are written by `services.entry`: those statements belong here when they move.
+`services.effects.people`). Tasks are closed by the batch runner (`runner.writes.close_tasks`)
+when their run or their enrollment is over; the loop guard's notifications are written by
+`runner.loop_guard`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from crmflow.store.idlists import among
 from crmflow.store.schema import notifications, tasks
 
-__all__ = ["NewNotification", "NewTask", "insert_notifications", "insert_tasks"]
+__all__ = [
+    "NewNotification",
+    "NewTask",
+    "cancel_open_tasks",
+    "close_tasks_of_runs",
+    "insert_notifications",
+    "insert_tasks",
+]
 
 
 class NewTask(NamedTuple):
@@ -54,3 +63,32 @@ def insert_notifications(conn: sa.Connection, new: Sequence[NewNotification]) ->
     """Write `new` notifications, unread, in one statement."""
     if new:
         conn.execute(notifications.insert(), [n._asdict() for n in new])
+
+
+def close_tasks_of_runs(
+    conn: sa.Connection, runs: Sequence[tuple[int, int]], *, now: datetime
+) -> None:
+    """The open tasks of these (enrollment id, run) pairs, whose run is over, closed as done,
+    in one executemany."""
+    if runs:
+        conn.execute(
+            tasks.update()
+            .where(
+                tasks.c.enrollment_id == sa.bindparam("eid"),
+                tasks.c.run == sa.bindparam("r"),
+                tasks.c.status == "open",
+            )
+            .values(status="done", closed_at=sa.bindparam("at")),
+            [{"eid": eid, "r": run, "at": now} for eid, run in runs],
+        )
+
+
+def cancel_open_tasks(
+    conn: sa.Connection, enrollment_ids: Collection[int], *, now: datetime
+) -> None:
+    """The open tasks of these enrollments, which ended, closed as cancelled."""
+    conn.execute(
+        tasks.update()
+        .where(among(tasks.c.enrollment_id, enrollment_ids, conn), tasks.c.status == "open")
+        .values(status="cancelled", closed_at=now)
+    )

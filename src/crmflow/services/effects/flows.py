@@ -8,6 +8,7 @@ from datetime import datetime
 
 from crmflow.engine.commands import EndFlow, StartFlow
 from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.entry import HELD
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.effects.batch import Applies, EffectBatch
 from crmflow.services.entry import (
@@ -36,8 +37,8 @@ def start_follow_ups(batch: EffectBatch, starts: Sequence[StartFlow]) -> None:
     reason, the record's history says so, and the flow's not-entered list keeps it.
 
     The loop guard (seed 004) is the one refusal that acts: the start is written as an
-    enrollment held back (status 'waiting', no state) and due now, whose turn cancels every
-    enrollment of the record in the flow (`enrollments._held_at_entry`); not here, because the
+    enrollment held back (status 'held', no state) and due now, whose turn cancels every
+    enrollment of the record in the flow (`runner.loop_guard.held_at_entry`); not here, because the
     enrollment whose step made this start may be that flow's own, and this batch writes its
     state after the effects. The controller and the user who caused it are told now."""
     if not starts:
@@ -140,7 +141,7 @@ def _hold_for_loop_guard(
         record_id=start.record_id,
         now=now,
         due_at=now,
-        status="waiting",
+        status=HELD,
     )
     origin = f"started as a follow-up by flow {source!r}"
     if told:

@@ -22,9 +22,9 @@ from crmflow.engine.definition.triggers import (
 from crmflow.engine.recordtypes import RecordType, normalise_value
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.transition import hears_changes
+from crmflow.runner import move_batch, trip_loop_guard
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
-from crmflow.services.enrollments import move_batch, trip_loop_guard
 from crmflow.services.entry import (
     Candidate,
     Decision,

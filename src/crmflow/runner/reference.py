@@ -1,0 +1,41 @@
+"""What a batch's engine calls read besides the enrollments themselves: the flows (status and
+parsed definition), the record types and the records as the engine sees them.
+
+It is loaded once per transaction: by `move_batch`, or by its caller when the caller read it
+already in the same transaction (a manual start, the worker's evaluation on an unchanged
+snapshot) and passes it on, so that nothing is read twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from crmflow.context import Context, definitions_cache
+from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.runtime import RecordSnapshot
+from crmflow.store import enrollments as repo
+from crmflow.store.database import Connection
+from crmflow.store.record_types import record_type_catalog
+
+__all__ = ["Reference", "load_reference"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference data of some enrollments, read in one transaction."""
+
+    infos: dict[tuple[int, int], repo.FlowInfo]  # by (flow id, version)
+    types: dict[str, RecordType]  # the whole catalogue, by key
+    records: dict[int, RecordSnapshot]  # by id; a deleted record is absent
+
+
+def load_reference(conn: Connection, ctx: Context, rows: Sequence[repo.EnrollmentRow]) -> Reference:
+    """The flows, record types and records of `rows`: three queries (a flow version's
+    definition is parsed once per process, `definitions_cache`)."""
+    infos = repo.load_flows(
+        conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
+    )
+    types = record_type_catalog(conn)
+    records = repo.load_records(conn, {r.record_id for r in rows}, types)
+    return Reference(infos, types, records)
