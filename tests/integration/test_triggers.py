@@ -13,7 +13,6 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, queries, records, run_views, triggers
 from crmflow.services.context import Actor, Context
-from crmflow.services.triggers import change_feed
 from crmflow.store.schema import enrollments
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
@@ -322,20 +321,6 @@ def test_not_entered_hides_private_flows_from_non_members(ctx: Context, admin: A
     outsider = make_user(ctx, "andrei", "member")
     assert len(triggers.entry_decisions_for(ctx, admin, record_id=rid)) == 1
     assert triggers.entry_decisions_for(ctx, outsider, record_id=rid) == []
-
-
-def test_the_feed_waits_for_a_gap_until_its_transactions_are_over() -> None:
-    settle = change_feed.settle
-    # SQLite: a gap is a rollback, read past it.
-    assert settle([1, 2, 4], 0, (0, 0), snapshot=None) == (4, (0, 0))
-    # PostgreSQL: 3 may still commit: stop before the gap and remember the snapshot's xmax.
-    assert settle([1, 2, 4], 0, (0, 0), snapshot=(100, 105)) == (2, (105, 4))
-    # Transactions of that time still running: keep waiting.
-    assert settle([4], 2, (105, 4), snapshot=(104, 110)) == (2, (105, 4))
-    # All over and 3 still absent: it rolled back, read past it.
-    assert settle([4, 5], 2, (105, 4), snapshot=(105, 110)) == (5, (0, 0))
-    # A new gap above what the horizon covers waits again.
-    assert settle([4, 6], 2, (105, 4), snapshot=(105, 110)) == (4, (110, 6))
 
 
 def test_not_entered_is_listed_per_record_with_its_type(

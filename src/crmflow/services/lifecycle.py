@@ -38,7 +38,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction
@@ -58,19 +57,17 @@ from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import flow_zone
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.record_types import catalog_in
-from crmflow.services.triggers.change_feed import FEED, as_change
-from crmflow.services.triggers.record_changes import merge_events, user_names
+from crmflow.services.triggers.record_changes import change_event, merge_events, user_names
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import read_connection
+from crmflow.store.feed import UnheardChanges, lock_feed_position, unheard_changes, unheard_of
 from crmflow.store.schema import (
     enrollments,
-    feed_cursors,
     flow_status_changes,
     flow_versions,
     flows,
-    record_changes,
 )
 
 __all__ = [
@@ -276,22 +273,6 @@ def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> 
     return enrollments.c.due_at.is_not(None)
 
 
-def _feed_position(conn: sa.Connection, now: datetime) -> int:
-    """The change feed's position (the last change id it has passed), its cursor row locked
-    until this transaction ends: a feed batch holding it is waited for (its changes then count
-    as passed), and the next one cannot start before this transaction ends. A feed that never
-    ran gets its row, at 0, so that its first batch too waits for, or is waited for by, this
-    transaction (`on conflict do nothing`: the feed makes the row the same way)."""
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        feed_cursors
-    ).on_conflict_do_nothing(index_elements=["name"])
-    conn.execute(insert, {"name": FEED, "position": 0, "updated_at": now})
-    position = conn.execute(
-        sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED).with_for_update()
-    ).scalar_one()
-    return int(position)
-
-
 def _unheard(
     conn: sa.Connection,
     record_type: str,
@@ -300,7 +281,7 @@ def _unheard(
     *,
     now: datetime,
     hears: bool,
-) -> sa.Select[Any]:
+) -> UnheardChanges:
     """The changes the frozen flow did not hear: those the change feed passed between the freeze
     and now, ids after `paused_position` (the feed's position when the flow froze) up to the
     feed's position now. The feed skips frozen flows, so these are exactly the changes nobody
@@ -309,54 +290,38 @@ def _unheard(
     resume, so they are left to it and never heard twice.
 
     Why ids and not times: on PostgreSQL the feed's cursor never passes a change id that may
-    still commit (see `change_feed.settle`), so every id up to the position at the freeze was
-    delivered while the flow was running, and every id above it was not.
+    still commit (see `engine.feed_cursor.settle`), so every id up to the position at the freeze
+    was delivered while the flow was running, and every id above it was not.
 
-    Why the cursor row is locked at both ends (`_feed_position`): the freeze and the resume each
-    read the position with FOR UPDATE in the status change's transaction, as a feed batch does
-    for its whole transaction. A batch running at that moment ends first and is counted on the
-    side it saw: at the freeze it saw the flow running (told it its changes, and the position
-    read after it includes them), at the resume it saw the flow frozen (skipped them, and the
-    position includes them here). A batch starting later finds the cursor locked (it skips, the
-    feed having nothing to do while another holds it) until the status change commits, and then
-    sees the new status. On SQLite writers take turns (BEGIN IMMEDIATE), which is the same.
+    Why the cursor row is locked at both ends (`store.feed.lock_feed_position`): the freeze and
+    the resume each read the position with FOR UPDATE in the status change's transaction, as a
+    feed batch does for its whole transaction. A batch running at that moment ends first and is
+    counted on the side it saw: at the freeze it saw the flow running (told it its changes, and
+    the position read after it includes them), at the resume it saw the flow frozen (skipped
+    them, and the position includes them here). A batch starting later finds the cursor locked
+    (it skips, the feed having nothing to do while another holds it) until the status change
+    commits, and then sees the new status. On SQLite writers take turns (BEGIN IMMEDIATE), which
+    is the same.
 
     A flow frozen before the position was kept (`paused_position` None, before migration 0006)
     falls back to the changes made since the freeze (`at >= paused_at`), which misses one made
     just before it and not read yet."""
-    position = _feed_position(conn, now)
-    query = sa.select(record_changes.c.record_id).where(
-        record_changes.c.record_type == record_type,
-        record_changes.c.id <= position,
+    return unheard_changes(
+        conn, record_type, paused_at, paused_position, now=now, deleted_only=not hears
     )
-    if paused_position is not None:
-        query = query.where(record_changes.c.id > paused_position)
-    else:
-        query = query.where(record_changes.c.at >= paused_at)
-    if not hears:
-        query = query.where(record_changes.c.kind == "deleted")  # it ends them in any flow
-    return query
 
 
 def _unheard_events(
-    conn: sa.Connection, unheard: sa.Select[Any], record_ids: Sequence[int]
+    conn: sa.Connection, unheard: UnheardChanges, record_ids: Sequence[int]
 ) -> dict[int, list[RecordChanged]]:
     """Per record of `record_ids`, its unheard changes in order, as the feed would tell them."""
-    ids = unheard.where(record_changes.c.record_id.in_(record_ids)).with_only_columns(
-        record_changes.c.id
-    )
-    rows = conn.execute(
-        sa.select(record_changes)
-        .where(record_changes.c.id.in_(ids.scalar_subquery()))
-        .order_by(record_changes.c.id)
-    ).all()
-    if not rows:
+    changes = unheard_of(conn, unheard, record_ids)
+    if not changes:
         return {}
-    changes = [as_change(r) for r in rows]
     names = user_names(conn, changes)
     by_record: dict[int, list[RecordChanged]] = {}
     for c in changes:
-        by_record.setdefault(c.record_id, []).append(c.event(names))
+        by_record.setdefault(c.record_id, []).append(change_event(c, names))
     return by_record
 
 
@@ -554,7 +519,7 @@ def on_status_change(
         conn.execute(
             flows.update()
             .where(flows.c.id == flow_id)
-            .values(paused_at=now, paused_feed_position=_feed_position(conn, now))
+            .values(paused_at=now, paused_feed_position=lock_feed_position(conn, now))
         )
     if target in _RUNNING and current in _FROZEN:
         note = _thaw(conn, ctx, actor, flow, now=now, moves=moves)

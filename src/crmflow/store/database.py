@@ -29,6 +29,7 @@ __all__ = [
     "Engine",
     "IntegrityError",
     "Row",
+    "connection_lost",
     "create_db_engine",
     "data_version",
     "is_postgres",
@@ -127,6 +128,13 @@ def read_transaction(conn: sa.Connection) -> Iterator[None]:
         # The connection goes back to the pool, where a writer may take it next.
         if not conn.invalidated:
             driver.execute("PRAGMA query_only=OFF")  # type: ignore[union-attr]
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the database went away (the connection was invalidated): nothing else
+    will work either, so the caller stops and its loop retries, instead of carrying on with the
+    next flow or trigger as it does when one of them fails."""
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 def data_version(conn: sa.Connection) -> int | None:

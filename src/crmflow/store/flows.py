@@ -21,6 +21,7 @@ __all__ = [
     "find_flow",
     "flows_with_status",
     "lock_flow",
+    "non_draft_flows_of_types",
 ]
 
 
@@ -33,6 +34,19 @@ def flows_with_status(conn: sa.Connection, statuses: Collection[str]) -> list[sa
 def find_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:
     """The `flows` row `flow_id` (not locked), or None."""
     return conn.execute(sa.select(flows).where(flows.c.id == flow_id)).first()
+
+
+def non_draft_flows_of_types(
+    conn: sa.Connection, record_types: Collection[str]
+) -> list[sa.Row[Any]]:
+    """(id, current version, started at) of the flows of `record_types` that are not drafts:
+    those whose triggers may hear these types' changes, or whose records inside may."""
+    query: sa.Select[Any] = (
+        sa.select(flows.c.id, flows.c.current_version, flows.c.started_at)
+        .where(flows.c.record_type.in_(sorted(record_types)))
+        .where(flows.c.status != "draft")
+    )
+    return list(conn.execute(query).all())
 
 
 def lock_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:

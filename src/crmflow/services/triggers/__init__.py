@@ -24,13 +24,12 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
 
-import sqlalchemy as sa
-
 from crmflow.services.context import Context
 from crmflow.services.triggers.change_feed import FEED, ingest_changes
 from crmflow.services.triggers.not_entered import MAX_DECISIONS, NotEntered, entry_decisions_for
 from crmflow.services.triggers.schedules import fire_due_triggers
 from crmflow.services.triggers.start_lists import enter_start_lists
+from crmflow.store.database import connection_lost
 
 __all__ = [
     "FEED",
@@ -78,7 +77,7 @@ def process_triggers(
         try:
             handled += part(ctx, now=at)
         except Exception as exc:
-            if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            if connection_lost(exc):
                 raise  # the database went away: nothing else will work either
             if on_error is None:
                 log.exception("triggers: the %s failed: %s", name, exc)

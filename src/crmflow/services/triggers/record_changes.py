@@ -9,19 +9,18 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
-from crmflow.engine.definition.triggers import (
-    FieldChangedTrigger,
-    RecordUpdatedTrigger,
-    StatusChangedTrigger,
-    Trigger,
-)
-from crmflow.engine.recordtypes import RecordType, normalise_value
+from crmflow.engine.definition.triggers import Trigger
+from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.transition import hears_changes
+from crmflow.engine.trigger_matching import (
+    CHANGE_TRIGGERS,
+    Change,
+    ChangeTrigger,
+    change_triggers,
+    first_fired,
+)
 from crmflow.runner import move_batch, trip_loop_guard
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
@@ -38,12 +37,16 @@ from crmflow.services.entry import (
 from crmflow.services.record_types import catalog_in
 from crmflow.services.records import OWNER_KEY
 from crmflow.store import enrollments as repo
-from crmflow.store.schema import enrollments, entry_decisions, flows, users
+from crmflow.store.database import Connection
+from crmflow.store.feed import usernames_by_id
+from crmflow.store.flow_enrollments import drop_refusals, enrollments_hearing
+from crmflow.store.flows import non_draft_flows_of_types
 
 __all__ = [
     "CHANGE_TRIGGERS",
     "Change",
     "Listeners",
+    "change_event",
     "could_not_enter",
     "handle_changes",
     "listeners",
@@ -51,49 +54,29 @@ __all__ = [
     "user_names",
 ]
 
-# The trigger types the change feed fires.
-CHANGE_TRIGGERS = frozenset(
-    {"record_created", "record_updated", "record_deleted", "field_changed", "status_changed"}
-)
-_IDS_CHUNK = 5_000
 ChangeKind = Literal["created", "updated", "deleted"]
 _ARCHIVED = admission_refusal("archived") or "flow archived"
 
 
-@dataclass(frozen=True)
-class Change:
-    id: int
-    record_id: int
-    record_type: str
-    kind: str  # created | updated | deleted
-    before: dict[str, Any]
-    after: dict[str, Any]
-    actor_id: int | None
-    at: datetime
+def change_event(change: Change, names: dict[int, str]) -> RecordChanged:
+    """`change` as conditions see it (`change.fields`, `change.before.x`, `change.by`): the
+    stored owner id told as the owner's username, `names` by user id (see `user_names`)."""
 
-    @property
-    def changed(self) -> set[str]:
-        keys = self.before.keys() | self.after.keys()
-        return {k for k in keys if self.before.get(k) != self.after.get(k)}
+    def values(snap: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in snap.items() if k != OWNER_KEY}
+        if snap:
+            out["owner"] = names.get(snap.get(OWNER_KEY) or 0)
+        return out
 
-    def event(self, names: dict[int, str]) -> RecordChanged:
-        """The change as conditions see it (`change.fields`, `change.before.x`, `change.by`)."""
-
-        def values(snap: dict[str, Any]) -> dict[str, Any]:
-            out = {k: v for k, v in snap.items() if k != OWNER_KEY}
-            if snap:
-                out["owner"] = names.get(snap.get(OWNER_KEY) or 0)
-            return out
-
-        fields = sorted("owner" if k == OWNER_KEY else k for k in self.changed)
-        return RecordChanged(
-            change=cast(ChangeKind, self.kind),
-            fields=tuple(fields),
-            before=values(self.before),
-            after=values(self.after),
-            by=names.get(self.actor_id or 0),
-            at=self.at,
-        )
+    fields = sorted("owner" if k == OWNER_KEY else k for k in change.changed)
+    return RecordChanged(
+        change=cast(ChangeKind, change.kind),
+        fields=tuple(fields),
+        before=values(change.before),
+        after=values(change.after),
+        by=names.get(change.actor_id or 0),
+        at=change.at,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,27 +85,7 @@ class _Watcher:
 
     flow: FlowRef
     started_at: datetime | None
-    triggers: list[tuple[int, Trigger, Any, Any]]  # (index in the flow's triggers, it, from, to)
-
-    def fired(self, change: Change) -> tuple[int, Trigger] | None:
-        """The first of the flow's change triggers that `change` fires (its index and itself),
-        or None (also when the change happened before the flow ever started)."""
-        if self.started_at is None or change.at < self.started_at:
-            return None
-        return next(
-            ((i, t) for i, t, old, new in self.triggers if _fired(t, old, new, change)), None
-        )
-
-
-def _stored(rtype: RecordType | None, key: str, value: Any, zone: ZoneInfo) -> Any:
-    """A trigger's from/to value as records store it (dates as text, numbers as numbers)."""
-    fdef = rtype.field(key) if rtype is not None else None
-    if value is None or fdef is None:
-        return value
-    try:
-        return normalise_value(fdef, value, zone=zone)
-    except ValueError:  # checked when the flow was saved; a changed type keeps the raw value
-        return value
+    triggers: list[ChangeTrigger]
 
 
 @dataclass(frozen=True)
@@ -168,19 +131,15 @@ class Listeners:
         change, the trigger's index and the trigger."""
         for change in batch:
             for w in self.watchers.get(change.record_type, ()):
-                found = w.fired(change)
+                found = first_fired(w.triggers, change, started_at=w.started_at)
                 if found is not None:
-                    yield w, change, found[0], found[1]
+                    yield w, change, found.index, found.trigger
 
 
-def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> Listeners:
+def listeners(conn: Connection, ctx: Context, record_types: set[str]) -> Listeners:
     """Who listens to the changes of `record_types` now: a query of `flows` (definitions are
     cached per version), and the record types' catalog only when some flow listens."""
-    rows = conn.execute(
-        sa.select(flows.c.id, flows.c.current_version, flows.c.started_at)
-        .where(flows.c.record_type.in_(sorted(record_types)))
-        .where(flows.c.status != "draft")
-    ).all()
+    rows = non_draft_flows_of_types(conn, record_types)
     if not rows:
         return Listeners({}, frozenset(), frozenset(), {}, {})
     infos = repo.load_flows(conn, [(r.id, r.current_version) for r in rows], definitions_cache(ctx))
@@ -209,40 +168,14 @@ def listeners(conn: sa.Connection, ctx: Context, record_types: set[str]) -> List
     watchers: dict[str, list[_Watcher]] = {}
     for flow_id, version, info in listening:
         definition = info.definition
-        zone = flow_zone(ctx, definition)
-        rtype = types.get(definition.record_type)
-        found: list[tuple[int, Trigger, Any, Any]] = []
-        for index, t in enumerate(definition.triggers):
-            if t.type not in CHANGE_TRIGGERS:
-                continue
-            if isinstance(t, FieldChangedTrigger | StatusChangedTrigger):
-                key = t.field if isinstance(t, FieldChangedTrigger) else "status"
-                old, new = _stored(rtype, key, t.from_, zone), _stored(rtype, key, t.to, zone)
-                found.append((index, t, old, new))
-            else:
-                found.append((index, t, None, None))
+        found = change_triggers(
+            definition, types.get(definition.record_type), flow_zone(ctx, definition)
+        )
         ref = FlowRef(flow_id, info.key, info.status, version, definition)
         watchers.setdefault(definition.record_type, []).append(
             _Watcher(ref, started[flow_id], found)
         )
     return Listeners(watchers, frozenset(hearing), frozenset(running), types, acting)
-
-
-def _fired(trigger: Trigger, old: Any, new: Any, change: Change) -> bool:
-    """Whether `trigger` fires for `change`; `old` / `new` are its from / to in stored form."""
-    if trigger.type == "record_created":
-        return change.kind == "created"
-    if trigger.type == "record_deleted":
-        return change.kind == "deleted"
-    if change.kind != "updated":
-        return False
-    if isinstance(trigger, RecordUpdatedTrigger):
-        return not trigger.fields or bool(set(trigger.fields) & change.changed)
-    key = trigger.field if isinstance(trigger, FieldChangedTrigger) else "status"
-    before, after = change.before.get(key), change.after.get(key)
-    if before == after:
-        return False
-    return (old is None or before == old) and (new is None or after == new)
 
 
 def _snapshot(
@@ -263,7 +196,7 @@ def _snapshot(
 
 
 def handle_changes(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     system: Actor,
     batch: list[Change],
@@ -278,7 +211,7 @@ def handle_changes(
     types = heard.types or catalog_in(conn)
     names = user_names(conn, batch)
     current = repo.load_records(conn, {c.record_id for c in batch}, types)
-    events = {c.id: c.event(names) for c in batch}
+    events = {c.id: change_event(c, names) for c in batch}
 
     # Enrollments inside a flow before this batch hear of their record's changes; those the batch
     # creates do not hear of the change that made them enter.
@@ -333,7 +266,7 @@ def handle_changes(
 
 
 def could_not_enter(
-    conn: sa.Connection, batch: Sequence[Change], heard: Listeners, reason: str, *, now: datetime
+    conn: Connection, batch: Sequence[Change], heard: Listeners, reason: str, *, now: datetime
 ) -> list[tuple[int, int, Trigger]]:
     """Each record whose change in `batch` fired a trigger of `heard`'s flows gets the entry
     decision `reason`: their handling failed and was rolled back (see `change_feed`), so they
@@ -348,43 +281,24 @@ def could_not_enter(
     return fired
 
 
-def _write_archived(conn: sa.Connection, decisions: Sequence[Decision], *, now: datetime) -> None:
+def _write_archived(conn: Connection, decisions: Sequence[Decision], *, now: datetime) -> None:
     """The reasons of records kept out of archived flows: one row per (flow, record), replaced
     by each new change, so an archived flow that still hears every change of its record type
     keeps as many reasons as records that changed since, not one per change forever. The row
     is written anew (not updated) so that it stays in its place in the newest-first listing."""
     if not decisions:
         return
-    d = entry_decisions.c
-    flow_ids = sorted({x.flow_id for x in decisions})
-    record_ids = sorted({x.record_id for x in decisions})
-    wanted = {(x.flow_id, x.record_id) for x in decisions}
-    stale: list[int] = []
-    for i in range(0, len(record_ids), _IDS_CHUNK):
-        stale += [
-            int(r.id)
-            for r in conn.execute(
-                sa.select(d.id, d.flow_id, d.record_id)
-                .where(d.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
-                .where(d.flow_id.in_(flow_ids), d.reason == _ARCHIVED)
-            )
-            if (r.flow_id, r.record_id) in wanted
-        ]
-    for i in range(0, len(stale), _IDS_CHUNK):
-        conn.execute(entry_decisions.delete().where(d.id.in_(stale[i : i + _IDS_CHUNK])))
+    drop_refusals(conn, {(x.flow_id, x.record_id) for x in decisions}, reason=_ARCHIVED)
     write_decisions(conn, decisions, now=now)
 
 
-def user_names(conn: sa.Connection, changes: Sequence[Change]) -> dict[int, str]:
+def user_names(conn: Connection, changes: Sequence[Change]) -> dict[int, str]:
     """The usernames of the users these changes name (who made them, the owners before and
     after), by id: one query."""
     user_ids = {c.actor_id for c in changes if c.actor_id is not None}
     for c in changes:
         user_ids |= {int(s[OWNER_KEY]) for s in (c.before, c.after) if s.get(OWNER_KEY)}
-    if not user_ids:
-        return {}
-    query = sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
-    return {r.id: r.username for r in conn.execute(query)}
+    return usernames_by_id(conn, user_ids)
 
 
 def merge_events(events: Sequence[RecordChanged]) -> RecordChanged:
@@ -406,7 +320,7 @@ def merge_events(events: Sequence[RecordChanged]) -> RecordChanged:
 
 
 def _wake_enrolled(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     system: Actor,
     batch: list[Change],
@@ -421,23 +335,7 @@ def _wake_enrolled(
     by_record: dict[int, list[Change]] = {}
     for change in batch:
         by_record.setdefault(change.record_id, []).append(change)
-    running_flows = sa.select(flows.c.id).where(flows.c.status.in_(repo.RUNNING_FLOWS))
-    if only is not None:
-        running_flows = running_flows.where(flows.c.id.in_(sorted(only)))
-    e = enrollments.c
-    found: list[tuple[int, int, int, datetime]] = []
-    record_ids = sorted(by_record)
-    for i in range(0, len(record_ids), _IDS_CHUNK):
-        found += [
-            (int(r.id), int(r.flow_id), int(r.record_id), r.entered_at)
-            for r in conn.execute(
-                sa.select(e.id, e.flow_id, e.record_id, e.entered_at)
-                .where(e.record_id.in_(record_ids[i : i + _IDS_CHUNK]))
-                .where(e.status.in_(repo.RUNNING))
-                .where(e.state.is_not(None))
-                .where(e.flow_id.in_(running_flows))
-            )
-        ]
+    found = enrollments_hearing(conn, sorted(by_record), only=only)
     wake: dict[int, RecordChanged] = {}
     woken: set[int] = set()
     for eid, flow_id, record_id, entered_at in found:
