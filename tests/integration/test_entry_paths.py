@@ -15,8 +15,9 @@ from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers import entry_decisions_for
+from crmflow.services.users import ensure_system_user
 from crmflow.store.schema import notifications
-from crmflow.worker import run_once
+from crmflow.worker import run_batch, run_once
 from tests.conftest import FrozenClock, make_user
 
 
@@ -110,6 +111,36 @@ def test_a_flow_that_starts_itself_is_cancelled_by_the_loop_guard_and_the_contro
     assert run_once(ctx) == 0
     history = [h["message"] for h in run_views.record_status(ctx, admin, rid).history]
     assert "the loop went on" not in history
+
+
+def test_a_follow_up_start_the_loop_guard_tripped_on_is_shown_held_until_its_turn(
+    ctx: Context, admin: Actor
+) -> None:
+    _flow(ctx, admin, LOOPING)
+    rid = _contact(ctx, admin)
+    runs.start_record(ctx, admin, "looping", rid)
+    system = ensure_system_user(ctx)
+
+    def statuses() -> list[str]:
+        return [e.status for e in run_views.record_status(ctx, admin, rid).enrollments]
+
+    # One batch at a time, each moving the start the previous one made, up to the eleventh.
+    for _ in range(20):
+        if "held" in statuses():
+            break
+        run_batch(ctx, system, now=ctx.now(), owner="w", limit=1)
+    *entered, held = run_views.record_status(ctx, admin, rid).enrollments
+
+    assert (held.status, held.step) == ("held", None)
+    assert held.waiting_for.startswith("held by the loop guard")
+    assert len(entered) == 10 and "held" not in {e.status for e in entered}
+    page = run_views.flow_runs(ctx, admin, "looping", status="held")
+    assert [r.id for r in page.items] == [held.id]
+
+    # Its turn comes: it never enters, and every run of the record in the flow is cancelled.
+    run_once(ctx)
+    assert set(statuses()) == {"cancelled"}
+    assert len(statuses()) == 11
 
 
 PING = """\

@@ -46,7 +46,7 @@ def _summary(view: run_views.EnrollmentView) -> str:
         text += f": {view.waiting_for}"
     if view.buttons:
         text += f"; buttons: {', '.join(view.buttons)}"
-    if view.due_at and view.status in ("active", "waiting"):
+    if view.due_at and view.status in ("active", "waiting", "held"):
         text += f"; due {view.due_at.isoformat()}"
     if view.end_reason:
         text += f": {view.end_reason}"
@@ -87,7 +87,7 @@ def list_runs(
         str | None,
         typer.Option(
             metavar="STATUS",
-            help="Only those with this status: active, waiting, finished, left, cancelled",
+            help="Only those with this status: active, waiting, finished, left, cancelled, held",
         ),
     ] = None,
     step: Annotated[

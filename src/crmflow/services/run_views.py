@@ -9,13 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.engine.commands import action_ref, idempotency_key
-from crmflow.engine.runtime import (
-    EnrollmentState,
-    EnrollmentStatus,
-)
+from crmflow.engine.entry import HELD
+from crmflow.engine.runtime import EnrollmentState, EnrollmentStatus
 from crmflow.engine.transition import sequence_progress
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
@@ -23,17 +19,12 @@ from crmflow.services.definitions import definitions_cache
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.store import enrollments as repo
-from crmflow.store.database import read_connection
-from crmflow.store.schema import (
-    enrollments,
-    flows,
-    outbox,
-    record_history,
-    records,
-    step_runs,
-    tasks,
-    users,
-)
+from crmflow.store.database import Connection, Row, read_connection
+from crmflow.store.history import history_of
+from crmflow.store.outbox import count_emails_of_flow, messages_of
+from crmflow.store.records import record_type_of
+from crmflow.store.step_runs import count_gone_through, step_runs_of
+from crmflow.store.tasks import user_assignees_of
 
 __all__ = [
     "EnrollmentView",
@@ -155,7 +146,7 @@ class FlowProgress:
         }
 
 
-def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> list[EnrollmentView]:
+def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[EnrollmentView]:
     """Views of enrollments (rows of enrollments joined with flows.key) with their step runs,
     in a fixed number of queries."""
     ids = [r.id for r in rows]
@@ -163,11 +154,7 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
     if ids:
         named = _assignees_by_id(conn, ids)
         messages = _messages_by_key(conn, ids)
-        for s in conn.execute(
-            sa.select(step_runs)
-            .where(step_runs.c.enrollment_id.in_(ids))
-            .order_by(step_runs.c.enrollment_id, step_runs.c.run)
-        ):
+        for s in step_runs_of(conn, ids):
             reason, actions = s.reason, list(s.actions)
             for user_id, username in named.get((s.enrollment_id, s.run), {}).items():
                 reason = reason.replace(f"asked of {user_id} (", f"asked of {username} (")
@@ -202,7 +189,9 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
             emails = sequence_progress(info.definition, state)
         waiting = state.waiting if state is not None else None
         waiting_for = waiting.description if waiting is not None else ""
-        if state is None and r.status in repo.RUNNING:
+        if state is None and r.status == HELD:
+            waiting_for = "held by the loop guard: cancelled, with the record's runs in the flow"
+        elif state is None and r.status in repo.RUNNING:
             waiting_for = "enters the flow when due"
         out.append(
             EnrollmentView(
@@ -226,7 +215,7 @@ def _views(conn: sa.Connection, ctx: Context, rows: Sequence[sa.Row[Any]]) -> li
 
 
 def _assignees_by_id(
-    conn: sa.Connection, enrollment_ids: Sequence[int]
+    conn: Connection, enrollment_ids: Sequence[int]
 ) -> dict[tuple[int, int], dict[str, str]]:
     """Per (enrollment, run), the users its tasks were given to: {user id: username}.
 
@@ -235,30 +224,14 @@ def _assignees_by_id(
     "asked of 3 (the record's manager)". The task itself is stored under the username (see
     `effects`), and people read "asked of maria": the log's words are completed here.
     """
-    found = conn.execute(
-        sa.select(tasks.c.enrollment_id, tasks.c.run, users.c.id, users.c.username)
-        .join(users, users.c.username == tasks.c.assignee_ref)
-        .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
-    )
     out: dict[tuple[int, int], dict[str, str]] = {}
-    for t in found:
+    for t in user_assignees_of(conn, enrollment_ids):
         out.setdefault((t.enrollment_id, t.run), {})[str(t.id)] = t.username
     return out
 
 
-def _messages_by_key(
-    conn: sa.Connection, enrollment_ids: Sequence[int]
-) -> dict[str, dict[str, Any]]:
+def _messages_by_key(conn: Connection, enrollment_ids: Sequence[int]) -> dict[str, dict[str, Any]]:
     """The outbox messages of these enrollments by idempotency key, as a person reads them."""
-    found = conn.execute(
-        sa.select(
-            outbox.c.idempotency_key,
-            outbox.c.kind,
-            outbox.c.status,
-            outbox.c.not_before,
-            outbox.c.attempts,
-        ).where(outbox.c.enrollment_id.in_(enrollment_ids))
-    )
     return {
         m.idempotency_key: {
             "kind": m.kind,
@@ -266,7 +239,7 @@ def _messages_by_key(
             "not_before": m.not_before.isoformat(),
             "attempts": m.attempts,
         }
-        for m in found
+        for m in messages_of(conn, enrollment_ids)
     }
 
 
@@ -293,46 +266,23 @@ def _with_messages(
     return out
 
 
-def _enrollment_select() -> sa.Select[Any]:
-    return sa.select(enrollments, flows.c.key.label("flow_key")).join(
-        flows, flows.c.id == enrollments.c.flow_id
-    )
-
-
-def enrollment_view(conn: sa.Connection, ctx: Context, enrollment_id: int) -> EnrollmentView:
-    row = conn.execute(_enrollment_select().where(enrollments.c.id == enrollment_id)).one()
-    return _views(conn, ctx, [row])[0]
+def enrollment_view(conn: Connection, ctx: Context, enrollment_id: int) -> EnrollmentView:
+    return _views(conn, ctx, [repo.enrollment_with_flow_key(conn, enrollment_id)])[0]
 
 
 def record_status(ctx: Context, actor: Actor, record_id: int) -> RecordStatus:
     """The flows `record_id` is or was in (those `actor` can see), oldest first: current step,
     what it waits for, each step run with what each action did and why; and its history."""
     with read_connection(ctx.engine) as conn:
-        exists = conn.execute(sa.select(records.c.type).where(records.c.id == record_id)).first()
-        query = (
-            _enrollment_select()
-            .where(enrollments.c.record_id == record_id, visible_flows(actor))
-            .order_by(enrollments.c.id)
-        )
-        rows = conn.execute(query).all()
-        if exists is None and not rows:
+        rtype = record_type_of(conn, record_id)
+        rows = repo.enrollments_of_record(conn, record_id, visible_flows(actor))
+        if rtype is None and not rows:
             raise NotFoundError(f"no record with id {record_id}")
         visible_ids = [r.id for r in rows]
         history = [
             {"at": h.at.isoformat(), "enrollment_id": h.enrollment_id, "message": h.message}
-            for h in conn.execute(
-                sa.select(record_history)
-                .where(record_history.c.record_id == record_id)
-                .where(
-                    sa.or_(
-                        record_history.c.enrollment_id.is_(None),
-                        record_history.c.enrollment_id.in_(visible_ids),
-                    )
-                )
-                .order_by(record_history.c.id)
-            )
+            for h in history_of(conn, record_id, visible_ids)
         ]
-        rtype = exists.type if exists is not None else None
         return RecordStatus(record_id, rtype, _views(conn, ctx, rows), history)
 
 
@@ -343,39 +293,13 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
         flow = visible_flow(conn, actor, flow_key)
         by_status: dict[str, int] = {}
         per_step: dict[str, int] = {}
-        for r in conn.execute(
-            sa.select(enrollments.c.status, enrollments.c.step_key, sa.func.count())
-            .where(enrollments.c.flow_id == flow.id)
-            .group_by(enrollments.c.status, enrollments.c.step_key)
-        ):
-            by_status[r[0]] = by_status.get(r[0], 0) + int(r[2])
-            if r[0] in repo.RUNNING:
-                step = r[1] or "(not entered yet)"
-                per_step[step] = per_step.get(step, 0) + int(r[2])
-        in_flow = sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow.id)
-        through = {
-            r[0]: int(r[1])
-            for r in conn.execute(
-                sa.select(
-                    step_runs.c.step_key, sa.func.count(sa.distinct(step_runs.c.enrollment_id))
-                )
-                .where(step_runs.c.enrollment_id.in_(in_flow))
-                .where(
-                    sa.or_(
-                        step_runs.c.status.in_(("done", "failed")),
-                        # An end step does nothing but end the enrollment: reaching it is going
-                        # through it (its run says "ended", not "done").
-                        sa.and_(step_runs.c.step_type == "end", step_runs.c.status == "ended"),
-                    )
-                )
-                .group_by(step_runs.c.step_key)
-            )
-        }
-        emails = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(outbox)
-            .where(outbox.c.enrollment_id.in_(in_flow), outbox.c.kind == "email")
-        ).scalar_one()
+        for status, step_key, count in repo.count_by_status_and_step(conn, flow.id):
+            by_status[status] = by_status.get(status, 0) + count
+            if status in repo.RUNNING:
+                step = step_key or "(not entered yet)"
+                per_step[step] = per_step.get(step, 0) + count
+        through = count_gone_through(conn, flow.id)
+        emails = count_emails_of_flow(conn, flow.id)
         [info] = repo.load_flows(
             conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
         ).values()
@@ -391,7 +315,7 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
         cancelled=by_status.get("cancelled", 0),
         per_step=per_step,
         funnel=funnel,
-        emails=int(emails),
+        emails=emails,
     )
 
 
@@ -402,7 +326,7 @@ class RunSummary:
     id: int  # the enrollment
     record_id: int
     record_name: str  # first and last name, or name / title; "" when the type has none
-    status: str  # active | waiting | finished | left | cancelled
+    status: str  # active | waiting | finished | left | cancelled | held
     step: str | None
     due_at: datetime | None
     entered_at: datetime
@@ -453,30 +377,7 @@ def flow_runs(
         )
     with read_connection(ctx.engine) as conn:
         flow = visible_flow(conn, actor, flow_key)
-        query = (
-            sa.select(
-                enrollments.c.id,
-                enrollments.c.record_id,
-                enrollments.c.status,
-                enrollments.c.step_key,
-                enrollments.c.due_at,
-                enrollments.c.entered_at,
-                enrollments.c.finished_at,
-                enrollments.c.state,
-                records.c.data,
-            )
-            .outerjoin(records, records.c.id == enrollments.c.record_id)
-            .where(enrollments.c.flow_id == flow.id)
-            .order_by(enrollments.c.id)
-            .limit(size + 1)
-        )
-        if status is not None:
-            query = query.where(enrollments.c.status == status)
-        if step is not None:
-            query = query.where(enrollments.c.step_key == step)
-        if after is not None:
-            query = query.where(enrollments.c.id > after)
-        rows = conn.execute(query).all()
+        rows = repo.runs_page(conn, flow.id, status=status, step=step, after=after, limit=size + 1)
     return keyset_page(
         [
             RunSummary(

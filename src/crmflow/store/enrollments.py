@@ -11,37 +11,28 @@ Every read and write of a batch is one statement (or one executemany), never one
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus
 from crmflow.engine.entry import INSIDE, PastEntry
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import (
-    ActionLog,
     EnrollmentState,
     RecordSnapshot,
     StepRunLog,
-    StepStatus,
 )
 from crmflow.store.bulk import Writer
 from crmflow.store.database import json_value, read_connection
+from crmflow.store.flow_access import FlowFilter
 from crmflow.store.idlists import among
 from crmflow.store.outbox import insert_ignoring_duplicates  # moved; still reached from here
-from crmflow.store.schema import (
-    enrollments,
-    flow_versions,
-    flows,
-    records,
-    step_runs,
-    users,
-)
+from crmflow.store.schema import enrollments, flow_versions, flows, records, users
+from crmflow.store.step_runs import write_runs
 from crmflow.store.wakeups import NOTIFY_CHANNEL, mark_work
 
 __all__ = [
@@ -50,9 +41,11 @@ __all__ = [
     "RUNNING_FLOWS",
     "EnrollmentRow",
     "FlowInfo",
-    "StepRunRow",
     "claim",
+    "count_by_status_and_step",
     "due_ids",
+    "enrollment_with_flow_key",
+    "enrollments_of_record",
     "insert_enrollment",
     "insert_enrollments",
     "insert_ignoring_duplicates",
@@ -66,6 +59,7 @@ __all__ = [
     "past_entries",
     "position",
     "release",
+    "runs_page",
     "save",
 ]
 
@@ -96,21 +90,6 @@ class FlowInfo:
     version: int
     definition: FlowDefinition
     owner: str | None
-
-
-@dataclass(frozen=True)
-class StepRunRow:
-    """A step run as stored: the logs of one (enrollment, run) merged."""
-
-    enrollment_id: int
-    run: int
-    step_key: str
-    step_type: str
-    status: str
-    reason: str
-    started_at: datetime
-    finished_at: datetime | None
-    actions: list[dict[str, Any]]
 
 
 def _json_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
@@ -400,88 +379,10 @@ def load_records(
     return out
 
 
-def _insert_for(conn: sa.Connection, table: sa.Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def _action_dict(action: ActionLog) -> dict[str, Any]:
-    """An action's log as stored (what `model_dump(mode="json")` gives, built directly: a
-    batch writes one per action run)."""
-    return {
-        "index": action.index,
-        "key": action.key,
-        "type": action.type,
-        "status": action.status.value,
-        "detail": action.detail,
-    }
-
-
-def _merge(old: StepRunRow | None, log: StepRunLog) -> StepRunRow:
-    """Fold `log` into the run's row: a run that waited and then completed is one row."""
-    actions = [_action_dict(a) for a in log.actions]
-    finished = None if log.status is StepStatus.WAITING else log.at
-    if old is None:
-        return StepRunRow(
-            enrollment_id=log.enrollment_id,
-            run=log.step_run,
-            step_key=log.step_key,
-            step_type=log.step_type,
-            status=log.status.value,
-            reason=log.reason,
-            started_at=log.at,
-            finished_at=finished,
-            actions=actions,
-        )
-    # The end of the enrollment is said on the enrollment; the step keeps its own outcome.
-    status = old.status if log.status is StepStatus.ENDED else log.status.value
-    reason = "; ".join(r for r in (old.reason, log.reason) if r)
-    return StepRunRow(
-        enrollment_id=old.enrollment_id,
-        run=old.run,
-        step_key=old.step_key,
-        step_type=old.step_type,
-        status=status,
-        reason=reason,
-        started_at=old.started_at,
-        finished_at=finished or old.finished_at,
-        actions=old.actions + actions,
-    )
-
-
-def _existing_runs(
-    conn: sa.Connection, pairs: set[tuple[int, int]]
-) -> dict[tuple[int, int], StepRunRow]:
-    if not pairs:
-        return {}
-    found: dict[tuple[int, int], StepRunRow] = {}
-    query = sa.select(step_runs).where(
-        among(step_runs.c.enrollment_id, {e for e, _ in pairs}, conn),
-        among(step_runs.c.run, {r for _, r in pairs}, conn),
-    )
-    for r in conn.execute(query):
-        if (r.enrollment_id, r.run) in pairs:
-            found[(r.enrollment_id, r.run)] = StepRunRow(
-                enrollment_id=r.enrollment_id,
-                run=r.run,
-                step_key=r.step_key,
-                step_type=r.step_type,
-                status=r.status,
-                reason=r.reason,
-                started_at=r.started_at,
-                finished_at=r.finished_at,
-                actions=list(r.actions),
-            )
-    return found
-
-
 _SAVE_STATE = (
     "update enrollments set flow_version = ?, status = ?, step_key = ?, due_at = ?,"
     " finished_at = ?, state = {json}, updated_at = ?, lease_owner = null, lease_until = null"
     " where id = ?"
-)
-_INSERT_RUN = (
-    "insert into step_runs (enrollment_id, run, step_key, step_type, status, reason,"
-    " started_at, finished_at, actions) values (?, ?, ?, ?, ?, ?, ?, ?, {json})"
 )
 
 
@@ -519,108 +420,7 @@ def save(
             for s in states
         ],
     )
-    if not logs:
-        return
-    fresh: list[StepRunLog] = []
-    merging: list[StepRunLog] = []
-    for log in logs:
-        before = None if runs_before is None else runs_before.get(log.enrollment_id)
-        (fresh if before is not None and log.step_run > before else merging).append(log)
-    _insert_fresh_runs(writer, fresh)
-    if merging:
-        pairs = {(log.enrollment_id, log.step_run) for log in merging}
-        existing = _existing_runs(conn, pairs)
-        _upsert_runs(conn, _fold(merging, existing))
-
-
-def _fold(
-    logs: Sequence[StepRunLog], existing: dict[tuple[int, int], StepRunRow]
-) -> dict[tuple[int, int], StepRunRow]:
-    """The rows the logs make, a run that waited and then went on being one row."""
-    merged: dict[tuple[int, int], StepRunRow] = {}
-    for log in logs:
-        key = (log.enrollment_id, log.step_run)
-        old = merged.get(key) or existing.get(key)
-        merged[key] = _merge(old, log)
-    return merged
-
-
-def _insert_fresh_runs(writer: Writer, logs: Sequence[StepRunLog]) -> None:
-    """Runs that have no row yet. Most have one log each (a step that ran and was done): their
-    row is written straight from the log; a run with several logs (it ended the enrollment,
-    say) is folded first."""
-    counts = Counter((log.enrollment_id, log.step_run) for log in logs)
-    several = [log for log in logs if counts[(log.enrollment_id, log.step_run)] > 1]
-    time = writer.time
-    rows = [
-        (
-            log.enrollment_id,
-            log.step_run,
-            log.step_key,
-            log.step_type,
-            log.status.value,
-            log.reason,
-            time(log.at),
-            None if log.status is StepStatus.WAITING else time(log.at),
-            writer.json([_action_dict(a) for a in log.actions]),
-        )
-        for log in logs
-        if counts[(log.enrollment_id, log.step_run)] == 1
-    ]
-    writer.executemany(_INSERT_RUN.format(json=writer.json_placeholder), rows)
-    if several:
-        _insert_runs(writer, _fold(several, {}))
-
-
-def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> None:
-    time = writer.time
-    writer.executemany(
-        _INSERT_RUN.format(json=writer.json_placeholder),
-        [
-            (
-                r.enrollment_id,
-                r.run,
-                r.step_key,
-                r.step_type,
-                r.status,
-                r.reason,
-                time(r.started_at),
-                time(r.finished_at),
-                writer.json(r.actions),
-            )
-            for r in rows.values()
-        ],
-    )
-
-
-def _upsert_runs(conn: sa.Connection, rows: dict[tuple[int, int], StepRunRow]) -> None:
-    """Runs that may already have a row: inserted, or their row brought up to date."""
-    insert = _insert_for(conn, step_runs)
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=["enrollment_id", "run"],
-            set_={
-                "status": insert.excluded.status,
-                "reason": insert.excluded.reason,
-                "finished_at": insert.excluded.finished_at,
-                "actions": insert.excluded.actions,
-            },
-        ),
-        [
-            {
-                "enrollment_id": r.enrollment_id,
-                "run": r.run,
-                "step_key": r.step_key,
-                "step_type": r.step_type,
-                "status": r.status,
-                "reason": r.reason,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "actions": r.actions,
-            }
-            for r in rows.values()
-        ],
-    )
+    write_runs(writer, logs, runs_before=runs_before)
 
 
 def next_due(engine: sa.Engine) -> datetime | None:
@@ -642,3 +442,81 @@ def next_due(engine: sa.Engine) -> datetime | None:
 def notify_due(conn: sa.Connection) -> None:
     """Wake idle workers at commit: work may be due sooner than they planned."""
     mark_work(conn)
+
+
+# -- what people see of enrollments (the run views) ---------------------------------------------
+
+
+def _with_flow_key() -> sa.Select[Any]:
+    return sa.select(enrollments, flows.c.key.label("flow_key")).join(
+        flows, flows.c.id == enrollments.c.flow_id
+    )
+
+
+def enrollment_with_flow_key(conn: sa.Connection, enrollment_id: int) -> sa.Row[Any]:
+    """The enrollment `enrollment_id` (which exists): every column, and its flow's `.flow_key`."""
+    return conn.execute(_with_flow_key().where(enrollments.c.id == enrollment_id)).one()
+
+
+def enrollments_of_record(
+    conn: sa.Connection, record_id: int, visible: FlowFilter
+) -> list[sa.Row[Any]]:
+    """The record's enrollments in the flows `visible` lets through, oldest first (as
+    `enrollment_with_flow_key`)."""
+    query = (
+        _with_flow_key()
+        .where(enrollments.c.record_id == record_id, visible)
+        .order_by(enrollments.c.id)
+    )
+    return list(conn.execute(query))
+
+
+def count_by_status_and_step(
+    conn: sa.Connection, flow_id: int
+) -> list[tuple[str, str | None, int]]:
+    """How many of a flow's enrollments there are per (status, step key)."""
+    e = enrollments.c
+    query = (
+        sa.select(e.status, e.step_key, sa.func.count())
+        .where(e.flow_id == flow_id)
+        .group_by(e.status, e.step_key)
+    )
+    return [(r[0], r[1], int(r[2])) for r in conn.execute(query)]
+
+
+def runs_page(
+    conn: sa.Connection,
+    flow_id: int,
+    *,
+    status: str | None,
+    step: str | None,
+    after: int | None,
+    limit: int,
+) -> list[sa.Row[Any]]:
+    """Up to `limit` of a flow's enrollments after id `after`, in id order, with `status` / at
+    `step` when given: their columns for a list, and the record's `.data` (None once deleted)."""
+    e = enrollments.c
+    query = (
+        sa.select(
+            e.id,
+            e.record_id,
+            e.status,
+            e.step_key,
+            e.due_at,
+            e.entered_at,
+            e.finished_at,
+            e.state,
+            records.c.data,
+        )
+        .outerjoin(records, records.c.id == e.record_id)
+        .where(e.flow_id == flow_id)
+        .order_by(e.id)
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(e.status == status)
+    if step is not None:
+        query = query.where(e.step_key == step)
+    if after is not None:
+        query = query.where(e.id > after)
+    return list(conn.execute(query))

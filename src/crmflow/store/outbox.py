@@ -19,7 +19,12 @@ from crmflow.engine.runtime import EnrollmentStatus
 from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, outbox
 
-__all__ = ["cancel_pending_of_cancelled", "insert_ignoring_duplicates"]
+__all__ = [
+    "cancel_pending_of_cancelled",
+    "count_emails_of_flow",
+    "insert_ignoring_duplicates",
+    "messages_of",
+]
 
 
 def insert_ignoring_duplicates(
@@ -45,3 +50,24 @@ def cancel_pending_of_cancelled(conn: sa.Connection, enrollment_ids: Collection[
         .where(outbox.c.enrollment_id.in_(cancelled), outbox.c.status == "pending")
         .values(status="cancelled")
     )
+
+
+def messages_of(conn: sa.Connection, enrollment_ids: Sequence[int]) -> list[sa.Row[Any]]:
+    """The outbox messages of these enrollments: `.idempotency_key`, `.kind`, `.status`,
+    `.not_before`, `.attempts`."""
+    o = outbox.c
+    query = sa.select(o.idempotency_key, o.kind, o.status, o.not_before, o.attempts).where(
+        o.enrollment_id.in_(enrollment_ids)
+    )
+    return list(conn.execute(query))
+
+
+def count_emails_of_flow(conn: sa.Connection, flow_id: int) -> int:
+    """The email messages a flow's enrollments wrote to the outbox."""
+    in_flow = sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow_id)
+    query = (
+        sa.select(sa.func.count())
+        .select_from(outbox)
+        .where(outbox.c.enrollment_id.in_(in_flow), outbox.c.kind == "email")
+    )
+    return int(conn.execute(query).scalar_one())

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from crmflow.store.idlists import among
-from crmflow.store.schema import notifications, tasks
+from crmflow.store.schema import notifications, tasks, users
 
 __all__ = [
     "NewNotification",
@@ -25,6 +25,7 @@ __all__ = [
     "close_tasks_of_runs",
     "insert_notifications",
     "insert_tasks",
+    "user_assignees_of",
 ]
 
 
@@ -92,3 +93,14 @@ def cancel_open_tasks(
         .where(among(tasks.c.enrollment_id, enrollment_ids, conn), tasks.c.status == "open")
         .values(status="cancelled", closed_at=now)
     )
+
+
+def user_assignees_of(conn: sa.Connection, enrollment_ids: Sequence[int]) -> list[sa.Row[Any]]:
+    """The users the tasks of these enrollments were given to: `.enrollment_id`, `.run`, the
+    user's `.id` and `.username`."""
+    query = (
+        sa.select(tasks.c.enrollment_id, tasks.c.run, users.c.id, users.c.username)
+        .join(users, users.c.username == tasks.c.assignee_ref)
+        .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
+    )
+    return list(conn.execute(query))

@@ -21,9 +21,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-_enrollments = sa.table(
-    "enrollments", sa.column("status", sa.String), sa.column("state", sa.JSON)
-)
+_enrollments = sa.table("enrollments", sa.column("status", sa.String), sa.column("state", sa.JSON))
 
 
 def upgrade() -> None:
