@@ -77,3 +77,53 @@ def test_an_unknown_button_exits_1_and_names_the_buttons(crmflow: Run) -> None:
     )
     assert "has no button 'maybe'" in done.stderr
     assert "validate, refuse" in done.stderr
+
+
+def test_a_record_the_re_entry_policy_keeps_out_would_not_enter(crmflow: Run) -> None:
+    """The donor thank-you admits a record once per 30 days: entered 10 days before the start,
+    it would not enter; entered 40 days before, it would."""
+    args = (
+        "simulate",
+        str(EXAMPLES / "donor-thank-you.yaml"),
+        "--record",
+        str(EXAMPLES / "donor-thank-you.record.json"),
+        "--start",
+        "2024-05-01T09:00:00+00:00",
+    )
+    kept_out = crmflow(*args, "--entered", "finished=10 days", "--entered", "left=90 days").stdout
+    let_in = crmflow(*args, "--entered", "finished=40 days", "--json").stdout
+
+    assert "not entered" in kept_out
+    assert (
+        "stopped: would not enter: re-entry: once per 30 days, last entered 2024-04-21" in kept_out
+    )
+    assert json.loads(let_in)["status"] != "not entered"
+
+
+def test_a_paused_flow_lets_no_record_in(crmflow: Run) -> None:
+    done = crmflow(
+        "simulate",
+        str(EXAMPLES / "recruitment-approval.yaml"),
+        "--record",
+        str(EXAMPLES / "recruitment-approval.record.json"),
+        "--flow-status",
+        "paused",
+        "--json",
+    )
+    data = json.loads(done.stdout)
+    assert data["status"] == "not entered"
+    assert data["stopped"] == ("would not enter: flow paused: no record enters until it is resumed")
+    assert data["commands"] == []
+
+
+def test_a_past_entry_that_is_not_status_when_exits_1(crmflow: Run) -> None:
+    done = crmflow(
+        "simulate",
+        str(EXAMPLES / "recruitment-approval.yaml"),
+        "--record",
+        str(EXAMPLES / "recruitment-approval.record.json"),
+        "--entered",
+        "gone=3 days",
+        check_exit=1,
+    )
+    assert "'gone=3 days' is not STATUS=WHEN" in done.stderr

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from crmflow.engine.commands import CreateTask, EmailPayload, OutboxMessage, SetStatus
 from crmflow.engine.definition import FlowDefinition
-from crmflow.engine.runtime import EnrollmentStatus
+from crmflow.engine.entry import PastEntry
+from crmflow.engine.runtime import EnrollmentState, EnrollmentStatus
 from crmflow.engine.simulation import Simulation, sample_record, simulate
 from crmflow.engine.validation import parse_flow
 from crmflow.errors import InvalidInputError
@@ -27,13 +29,21 @@ def load(name: str) -> tuple[FlowDefinition, Path]:
 
 
 def run(
-    path: Path, *, days: int = 60, decisions: dict[str, str] | None = None
+    path: Path,
+    *,
+    days: int = 60,
+    decisions: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+    **entry: Any,
 ) -> tuple[Simulation, ZoneInfo]:
+    """The example at `path` simulated with its sample record (`values` changed), and `entry`:
+    the flow's status and the record's past entries."""
     context = example_context()
     flow = parse_flow(path.read_text(), context=context, source=str(path))
     zone = ZoneInfo(flow.timezone or "Europe/Paris")
     record_type = context.record_types[flow.record_type]
     sample = json.loads(path.with_suffix(".record.json").read_text())
+    sample["values"].update(values or {})
     record = sample_record(sample, record_type, now=START, zone=zone)
     sim = simulate(
         flow,
@@ -43,8 +53,15 @@ def run(
         zone=zone,
         decisions=decisions,
         record_type=record_type,
+        **entry,
     )
     return sim, zone
+
+
+def final_state(sim: Simulation) -> EnrollmentState:
+    """Where the record ended the simulation (it entered the flow)."""
+    assert sim.state is not None, sim.stopped
+    return sim.state
 
 
 def email_payload(message: OutboxMessage) -> EmailPayload:
@@ -83,7 +100,7 @@ def test_event_preparation_happens_seven_days_before_the_start_at_nine() -> None
     closed = next(c for c in sim.commands if isinstance(c, SetStatus))
     assert closed.status == "done"
     assert sim.record.values["status"] == "done"
-    assert sim.state.status is EnrollmentStatus.FINISHED
+    assert final_state(sim).status is EnrollmentStatus.FINISHED
 
 
 def test_recruitment_goes_to_the_manager_then_management() -> None:
@@ -103,7 +120,7 @@ def test_a_refusal_by_the_manager_ends_the_recruitment() -> None:
     assert "management-approval" not in steps
     assert "refused" in steps
     assert sim.record.values["status"] == "refused"
-    assert sim.state.status is EnrollmentStatus.FINISHED
+    assert final_state(sim).status is EnrollmentStatus.FINISHED
 
 
 def test_an_unknown_decision_is_refused_before_anything_runs() -> None:
@@ -126,7 +143,7 @@ def test_the_donor_sequence_thanks_calls_and_writes_again_after_90_days() -> Non
     assert (emails[1].not_before - emails[0].not_before).days == 90
     call = next(c for c in sim.commands if isinstance(c, CreateTask))
     assert call.assignee.ref == "maria"
-    assert sim.state.emails_sent == 2
+    assert final_state(sim).emails_sent == 2
 
     short, _ = run(load("donor-thank-you")[1], days=60)
     assert "after the end of the simulation" in short.stopped
@@ -140,3 +157,38 @@ def test_the_sales_order_goes_to_late_when_it_is_not_packed() -> None:
     # 5 business days from Wednesday 1 May 2024 (no calendar: Monday to Friday, no holidays):
     # Thu 2, Fri 3, Mon 6, Tue 7, Wed 8.
     assert (late.at - START).days == 7
+
+
+def test_a_record_the_entry_condition_keeps_out_would_not_enter() -> None:
+    sim, _ = run(load("donor-thank-you")[1], values={"last_donation_amount": 0})
+
+    assert sim.stopped == (
+        "would not enter: entry condition false: "
+        'record.last_donation_amount > 0 && record.email != ""'
+    )
+    assert sim.state is None and sim.commands == ()
+    [line] = sim.timeline
+    assert (line.at, line.status) == (START, "not entered")
+    assert sim.as_dict()["status"] == "not entered"
+
+
+def test_the_re_entry_policy_judges_the_given_past_entries() -> None:
+    _flow, path = load("donor-thank-you")  # once per 30 days
+    recently = [PastEntry("finished", None, START - timedelta(days=10))]
+    long_ago = [PastEntry("finished", None, START - timedelta(days=40))]
+
+    kept_out, _ = run(path, past=recently)
+    let_in, _ = run(path, past=long_ago)
+
+    assert kept_out.stopped == (
+        "would not enter: re-entry: once per 30 days, last entered 2024-04-21 "
+        "(may enter again from 2024-05-21 07:00 UTC)"
+    )
+    assert final_state(let_in).emails_sent == 1
+
+
+@pytest.mark.parametrize("status", ["paused", "draining", "archived", "draft"])
+def test_a_flow_that_admits_nobody_lets_no_record_in(status: str) -> None:
+    sim, _ = run(load("recruitment-approval")[1], flow_status=status)
+    assert sim.stopped.startswith(f"would not enter: flow {'is a ' if status == 'draft' else ''}")
+    assert sim.state is None

@@ -1,7 +1,10 @@
 """`crmflow simulate FLOW --record FILE --until "30 days"`: a flow in virtual time, for one record.
 
 Nothing is stored or sent, and no database is needed: the flow is checked against the built-in
-record types plus the YAML types in a `types/` folder beside the flow (or `examples/types`).
+record types plus the YAML types in a `types/` folder beside the flow (or `examples/types`). The
+record first meets the entry rules (the flow's status, `--flow-status`; its re-entry policy and
+loop guard over the record's past entries, `--entered`; its entry condition): one they keep out
+"would not enter", and the output says why.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from crmflow.cli.common import (
 from crmflow.errors import InvalidInputError, Problem
 
 if TYPE_CHECKING:
+    from crmflow.engine.entry import PastEntry
     from crmflow.engine.recordtypes import RecordType
 
 __all__ = ["parse_until", "simulate"]
@@ -42,18 +46,47 @@ def _instant(text: str, zone: ZoneInfo, what: str) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
 
 
-def parse_until(text: str, start: datetime, zone: ZoneInfo) -> datetime:
-    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` after `start`, or an ISO date-time."""
+def _span(text: str, zone: ZoneInfo, what: str) -> timedelta | datetime:
+    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` as a timedelta, or an ISO date-time."""
     match = _SPAN.match(text)
     if match is None:
         if text[:1].isdigit() and "-" in text:
-            return _instant(text, zone, "--until")
+            return _instant(text, zone, what)
         raise InvalidInputError(
-            "--until",
+            what,
             [Problem("", f"{text!r} is not a span", 'write "30 days", "2 weeks" or a date-time')],
         )
     amount, unit = int(match.group(1)), match.group(2).lower()
-    return start + timedelta(**{f"{unit}s": amount})
+    return timedelta(**{f"{unit}s": amount})
+
+
+def parse_until(text: str, start: datetime, zone: ZoneInfo) -> datetime:
+    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` after `start`, or an ISO date-time."""
+    span = _span(text, zone, "--until")
+    return start + span if isinstance(span, timedelta) else span
+
+
+def _past(items: list[str], start: datetime, zone: ZoneInfo) -> list[PastEntry]:
+    """The record's past entries in the flow from `STATUS=WHEN` items (`finished=40 days`:
+    entered 40 days before the start and finished; or `finished=2024-03-01T09:00`), newest
+    first."""
+    from crmflow.engine.entry import PastEntry
+    from crmflow.engine.runtime import EnrollmentStatus
+
+    statuses = [s.value for s in EnrollmentStatus]
+    past: list[PastEntry] = []
+    problems: list[Problem] = []
+    for item in items:
+        status, sep, when = (part.strip() for part in item.partition("="))
+        if not sep or status not in statuses or not when:
+            hint = f"e.g. finished=40 days; a status is one of {', '.join(statuses)}"
+            problems.append(Problem("--entered", f"{item!r} is not STATUS=WHEN", hint))
+            continue
+        span = _span(when, zone, "--entered")
+        past.append(PastEntry(status, None, start - span if isinstance(span, timedelta) else span))
+    if problems:
+        raise InvalidInputError("the past entries", problems)
+    return sorted(past, key=lambda p: p.entered_at, reverse=True)
 
 
 def _record_types(flow_file: Path) -> dict[str, RecordType]:
@@ -120,13 +153,30 @@ def simulate(
             help="The button pressed at an approval (default: the first); repeat for each.",
         ),
     ] = None,
+    flow_status: Annotated[
+        str,
+        typer.Option(
+            metavar="STATUS",
+            help="The flow's status: active (the default), paused, draining, archived or draft.",
+        ),
+    ] = "active",
+    entered: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="STATUS=WHEN",
+            help="A past entry of the record in the flow, for its re-entry policy and loop guard: "
+            'how it is or ended, and when it entered ("finished=40 days" before the start, or a '
+            "date-time); repeat for each.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", metavar="", help="Machine-readable output.")
     ] = False,
 ) -> None:
     """Run a flow for one record in virtual time and print what would happen, and when.
 
-    Nothing is stored or sent.
+    Nothing is stored or sent. A record that the flow's entry rules keep out would not enter:
+    the output says why.
     """
     from crmflow.celsandbox import SANDBOX
     from crmflow.engine.budget import EvaluationLimits
@@ -161,6 +211,8 @@ def simulate(
         record_type=record_type,
         # Heavy conditions run in the sandbox's child process, as in the worker.
         limits=EvaluationLimits(cel_runner=SANDBOX),
+        flow_status=flow_status,
+        past=_past(entered or [], begin, zone),
     )
     if as_json:
         print_json(result.as_dict())

@@ -1,15 +1,18 @@
 """Run a flow for one record in virtual time and list what would happen and when.
 
-The same `enter` / `advance` as the worker, jumping from one due instant to the next: nothing is
-stored or sent. Changes to the record (update_record, set_status) apply to an in-memory copy, so
-later conditions see them; every other command is listed. Approvals are answered at once with a
-chosen button (default: the first). A simulation cannot invent record changes, so a step that
-waits for one waits until its timeout, or the simulation stops there and says so.
+First the entry rules every trigger follows (`engine.entry`: the flow's status, the loop guard
+and the re-entry policy over the record's past entries, the entry condition): a record they keep
+out "would not enter", and the simulation says why. Then the same `enter` / `advance` as the
+worker, jumping from one due instant to the next: nothing is stored or sent. Changes to the
+record (update_record, set_status) apply to an in-memory copy, so later conditions see them;
+every other command is listed. Approvals are answered at once with a chosen button (default:
+the first). A simulation cannot invent record changes, so a step that waits for one waits until
+its timeout, or the simulation stops there and says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -18,6 +21,7 @@ from zoneinfo import ZoneInfo
 from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
 from crmflow.engine.commands import Command
 from crmflow.engine.definition import ApprovalStep, FlowDefinition
+from crmflow.engine.entry import PastEntry, entry_refusal
 from crmflow.engine.localtime import format_local
 from crmflow.engine.querylang import day_start, parse_time_value
 from crmflow.engine.recordtypes import FieldType, RecordType
@@ -30,7 +34,14 @@ from crmflow.engine.runtime import (
 from crmflow.engine.transition import Outcome, advance, enter
 from crmflow.errors import InvalidInputError, Problem
 
-__all__ = ["SIMULATED_BY", "Simulation", "TimelineEntry", "sample_record", "simulate"]
+__all__ = [
+    "NOT_ENTERED",
+    "SIMULATED_BY",
+    "Simulation",
+    "TimelineEntry",
+    "sample_record",
+    "simulate",
+]
 
 SIMULATED_BY = "simulation"
 _MAX_CALLS = 10_000  # a flow waking more often than this in one simulation is not worth listing
@@ -39,7 +50,7 @@ _MAX_CALLS = 10_000  # a flow waking more often than this in one simulation is n
 @dataclass(frozen=True)
 class TimelineEntry:
     """One line of the timeline: at `at`, step `step` did `text` (`status`: done, skipped,
-    failed, waiting, ended, or `due` for the next step's due time)."""
+    failed, waiting, ended, `due` for the next step's due time, or `not entered`)."""
 
     at: datetime
     step: str | None
@@ -57,12 +68,15 @@ class TimelineEntry:
         }
 
 
+NOT_ENTERED = "not entered"
+
+
 @dataclass(frozen=True)
 class Simulation:
     flow_key: str
     start: datetime
     until: datetime
-    state: EnrollmentState
+    state: EnrollmentState | None  # None: the record would not enter (`stopped` says why)
     record: RecordSnapshot
     timeline: tuple[TimelineEntry, ...]
     commands: tuple[Command, ...]
@@ -74,8 +88,8 @@ class Simulation:
             "flow": self.flow_key,
             "start": self.start.isoformat(),
             "until": self.until.isoformat(),
-            "status": self.state.status.value,
-            "end_reason": self.state.end_reason,
+            "status": self.state.status.value if self.state else NOT_ENTERED,
+            "end_reason": self.state.end_reason if self.state else self.stopped,
             "stopped": self.stopped,
             "timeline": [entry.as_dict() for entry in self.timeline],
             "commands": [c.model_dump(mode="json") for c in self.commands],
@@ -198,9 +212,14 @@ def simulate(
     decisions: Mapping[str, str] | None = None,
     record_type: RecordType | None = None,
     limits: EvaluationLimits = DEFAULT_LIMITS,
+    flow_status: str = "active",
+    past: Sequence[PastEntry] = (),
 ) -> Simulation:
     """The timeline of `record` going through `flow` from `start` to `until` (virtual time).
 
+    The record first meets the entry rules, as the flow in `flow_status` with its `past`
+    entries in the flow (newest first); one they keep out would not enter: the simulation stops
+    there, `stopped` saying "would not enter: <reason>".
     `decisions` maps an approval step's key to the button pressed there (default: the first).
     `limits` are the budgets of each template and condition, and where heavy conditions run
     (`cel_runner`; without one they are refused, as they would be in a worker without one).
@@ -211,6 +230,20 @@ def simulate(
     limits = replace(limits, call_time_limit_ms=None)
     decisions = dict(decisions or {})
     _check_decisions(flow, decisions)
+    refusal = entry_refusal(
+        flow_status, flow, record, past=past, now=start, zone=zone, limits=limits
+    )
+    if refusal is not None:
+        return Simulation(
+            flow_key=flow.key,
+            start=start,
+            until=until,
+            state=None,
+            record=record,
+            timeline=(TimelineEntry(start, None, NOT_ENTERED, refusal),),
+            commands=(),
+            stopped=f"would not enter: {refusal}",
+        )
     outcome = enter(
         flow,
         enrollment_id=1,
