@@ -30,12 +30,23 @@ class Reference:
     records: dict[int, RecordSnapshot]  # by id; a deleted record is absent
 
 
-def load_reference(conn: Connection, ctx: Context, rows: Sequence[repo.EnrollmentRow]) -> Reference:
+def load_reference(
+    conn: Connection,
+    ctx: Context,
+    rows: Sequence[repo.EnrollmentRow],
+    *,
+    types: dict[str, RecordType] | None = None,
+    records: dict[int, RecordSnapshot] | None = None,
+) -> Reference:
     """The flows, record types and records of `rows`: three queries (a flow version's
-    definition is parsed once per process, `definitions_cache`)."""
+    definition is parsed once per process, `definitions_cache`). `types` and `records` (which
+    must hold every record of `rows` that exists): what the caller read in this transaction
+    and knows to be unchanged since, not read again."""
     infos = repo.load_flows(
         conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
     )
-    types = record_type_catalog(conn)
-    records = repo.load_records(conn, {r.record_id for r in rows}, types)
+    if types is None:
+        types = record_type_catalog(conn)
+    if records is None:
+        records = repo.load_records(conn, {r.record_id for r in rows}, types)
     return Reference(infos, types, records)

@@ -21,7 +21,7 @@ from crmflow.engine.trigger_matching import (
     change_triggers,
     first_fired,
 )
-from crmflow.runner import move_batch, trip_loop_guard
+from crmflow.runner import load_reference, move_batch, trip_loop_guard
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import (
@@ -215,7 +215,11 @@ def handle_changes(
 
     # Enrollments inside a flow before this batch hear of their record's changes; those the batch
     # creates do not hear of the change that made them enter.
-    took_part = _wake_enrolled(conn, ctx, system, batch, events, only=heard.only, now=now)
+    took_part = _wake_enrolled(
+        conn, ctx, system, batch, events, only=heard.only, now=now, types=types, current=current
+    )
+    # Nothing moved: the records are still as read above, and the entering batch takes them.
+    unchanged = current if not took_part else None
 
     candidates: list[Candidate] = []
     archived: dict[tuple[int, int], Decision] = {}
@@ -260,7 +264,9 @@ def handle_changes(
     )
     if ids:
         entering = {eid: c.change for eid, c in zip(ids, admitted, strict=True) if c.change}
-        move_batch(conn, ctx, system, repo.lock(conn, ids, owner=None), now=now, events=entering)
+        rows = repo.lock(conn, ids, owner=None)
+        reference = load_reference(conn, ctx, rows, types=types, records=unchanged)
+        move_batch(conn, ctx, system, rows, now=now, events=entering, reference=reference)
         repo.notify_due(conn)
     return took_part
 
@@ -328,10 +334,13 @@ def _wake_enrolled(
     *,
     only: frozenset[int] | None,
     now: datetime,
+    types: dict[str, RecordType],
+    current: dict[int, RecordSnapshot],
 ) -> set[int]:
     """Tell each enrollment inside a running flow (of the flows `only`, when set) about its
     record's changes (one event per enrollment for the whole batch), set-based: one query finds
-    them, one `move_batch`. The flows whose enrollments heard something."""
+    them, one `move_batch`, given the record types and the batch's records (`current`) read in
+    this transaction. The flows whose enrollments heard something."""
     by_record: dict[int, list[Change]] = {}
     for change in batch:
         by_record.setdefault(change.record_id, []).append(change)
@@ -348,5 +357,6 @@ def _wake_enrolled(
             woken.add(flow_id)
     if wake:
         rows = repo.lock(conn, sorted(wake), owner=None)
-        move_batch(conn, ctx, system, rows, now=now, events=wake)
+        reference = load_reference(conn, ctx, rows, types=types, records=current)
+        move_batch(conn, ctx, system, rows, now=now, events=wake, reference=reference)
     return woken
