@@ -17,16 +17,215 @@ the services while those modules were being reshaped, and belong with them.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
+from crmflow.engine.definition import ReentryPolicy
 from crmflow.store.enrollments import RUNNING, RUNNING_FLOWS
-from crmflow.store.schema import enrollments, entry_decisions, flows
+from crmflow.store.flow_access import FlowFilter
+from crmflow.store.queries import IdSelect
+from crmflow.store.schema import enrollments, entry_decisions, flows, records
+from crmflow.store.types import UTCDateTime
 
-__all__ = ["drop_refusals", "enrollments_hearing"]
+__all__ = [
+    "RecordIds",
+    "count_ids",
+    "drop_refusals",
+    "enrollments_hearing",
+    "enter_set",
+    "record_ids",
+    "refusals_page",
+    "refuse_records",
+    "selected_ids",
+]
 
 _IDS_CHUNK = 5_000
+
+# A set of record ids (a subquery with an `id` column), not executed: what the set-based
+# statements below enter or refuse, read in the caller's transaction.
+RecordIds = sa.Subquery
+
+
+def record_ids(selects: Sequence[IdSelect]) -> RecordIds:
+    """The records any of `selects` (saved queries' `matching_ids`) selects, each once."""
+    union = sa.union(*selects) if len(selects) > 1 else selects[0]
+    return union.subquery("ids")
+
+
+def count_ids(conn: sa.Connection, ids: RecordIds) -> int:
+    """How many records `ids` holds now (one `SELECT count(*)`)."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+
+
+def selected_ids(conn: sa.Connection, ids: RecordIds) -> list[int]:
+    """The ids `ids` holds now, in order."""
+    return [int(i) for i in conn.execute(sa.select(ids.c.id).order_by(ids.c.id)).scalars()]
+
+
+def _refusals(policy: ReentryPolicy, flow_id: int, now: datetime) -> sa.Subquery | None:
+    """The records the re-entry policy keeps out of `flow_id` now, with why: a subquery
+    (record_id, reason) over the flow's own enrollments only (one row per record, whatever the
+    records being considered), or None when the policy keeps nobody out."""
+    e = enrollments.c
+    running = e.status.in_(RUNNING)
+    if policy.mode == "always":
+        return None
+    if policy.mode == "never":
+        counts: sa.ColumnElement[bool] = e.status != "cancelled"
+        other = "re-entry: never, and the record already went through this flow"
+    elif policy.mode == "once_per_days" and policy.days:
+        since = sa.bindparam(None, now - timedelta(days=policy.days), type_=UTCDateTime())
+        counts = sa.or_(running, sa.and_(e.status != "cancelled", e.entered_at > since))
+        other = f"re-entry: once per {policy.days} days, entered within the last {policy.days}"
+    else:
+        counts, other = running, ""
+    inside = sa.func.max(sa.case((running, 1), else_=0)) == 1
+    why = sa.case((inside, sa.literal("already inside this flow")), else_=sa.literal(other))
+    return (
+        sa.select(e.record_id, why.label("reason"))
+        .where(e.flow_id == flow_id, counts)
+        .group_by(e.record_id)
+        .subquery("refused")
+    )
+
+
+def _has_enrollments(conn: sa.Connection, flow_id: int) -> bool:
+    found = conn.execute(
+        sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow_id).limit(1)
+    ).first()
+    return found is not None
+
+
+def _not_among(
+    conn: sa.Connection, record_id: sa.ColumnElement[int], refused: sa.Subquery
+) -> sa.ColumnElement[bool]:
+    """`record_id` is not one of `refused`'s: an anti-join each backend runs in one pass
+    (PostgreSQL: NOT EXISTS, a hash anti-join; SQLite: NOT IN, one ephemeral index)."""
+    if conn.dialect.name == "postgresql":
+        return ~sa.exists().where(refused.c.record_id == record_id)
+    return record_id.not_in(sa.select(refused.c.record_id))
+
+
+def enter_set(
+    conn: sa.Connection,
+    *,
+    flow_id: int,
+    flow_version: int,
+    reentry: ReentryPolicy,
+    ids: RecordIds,
+    trigger: str,
+    now: datetime,
+) -> tuple[int, int]:
+    """The records of `ids` enter the flow (at `flow_version`) now, due now, as far as its
+    re-entry policy allows: one `INSERT INTO enrollments ... SELECT` of those it lets in and,
+    when the flow has enrollments already, one `INSERT INTO entry_decisions ... SELECT` of those
+    it keeps out, with why. (How many records `ids` held, how many entered.)
+
+    The records kept out are found once, from the flow's own enrollments (a flow started for
+    the first time has none, and the selected records go straight in: no anti-join at all)."""
+    at = sa.bindparam(None, now, type_=UTCDateTime())
+    refused = _refusals(reentry, flow_id, now)
+    if refused is not None and not _has_enrollments(conn, flow_id):
+        refused = None
+    source = sa.select(ids.c.id)
+    kept_out = 0
+    if refused is not None:
+        kept_out = conn.execute(
+            entry_decisions.insert()
+            .execution_options(preserve_rowcount=True)
+            .from_select(
+                ["flow_id", "record_id", "trigger", "reason", "at"],
+                sa.select(
+                    sa.literal(flow_id),
+                    refused.c.record_id,
+                    sa.literal(trigger),
+                    refused.c.reason,
+                    at,
+                ).where(refused.c.record_id.in_(sa.select(ids.c.id))),
+            )
+        ).rowcount
+        source = source.where(_not_among(conn, ids.c.id, refused))
+    admitted = source.subquery("admitted")
+    # preserve_rowcount: psycopg's rowcount of an INSERT ... SELECT is otherwise not kept.
+    inserted = conn.execute(
+        enrollments.insert()
+        .execution_options(preserve_rowcount=True)
+        .from_select(
+            [
+                "flow_id",
+                "flow_version",
+                "record_id",
+                "status",
+                "entered_at",
+                "due_at",
+                "updated_at",
+            ],
+            sa.select(
+                sa.literal(flow_id),
+                sa.literal(flow_version),
+                admitted.c.id,
+                sa.literal("active"),
+                at,
+                at,
+                at,
+            ),
+        )
+    ).rowcount
+    return int(inserted) + int(kept_out), int(inserted)
+
+
+def refuse_records(
+    conn: sa.Connection,
+    flow_id: int,
+    ids: RecordIds | Sequence[int],
+    *,
+    trigger: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Each record of `ids` (a set of ids, or a list of record ids: those of them that exist)
+    gets the entry decision `reason`, in one `INSERT ... SELECT`."""
+    if isinstance(ids, sa.Subquery):
+        selected: sa.Select[Any] = sa.select(ids.c.id)
+    else:
+        selected = sa.select(records.c.id).where(records.c.id.in_(ids))
+    at = sa.bindparam(None, now, type_=UTCDateTime())
+    refused = selected.subquery("refused")
+    conn.execute(
+        entry_decisions.insert().from_select(
+            ["flow_id", "record_id", "trigger", "reason", "at"],
+            sa.select(
+                sa.literal(flow_id), refused.c[0], sa.literal(trigger), sa.literal(reason), at
+            ),
+        )
+    )
+
+
+def refusals_page(
+    conn: sa.Connection,
+    visible: FlowFilter,
+    *,
+    flow_id: int | None,
+    record_id: int | None,
+    limit: int,
+) -> list[sa.Row[Any]]:
+    """The newest `limit` entry decisions of the flows `visible` lets through (of flow
+    `flow_id`, of record `record_id`, when given), each with its flow's key as `flow_key`."""
+    d = entry_decisions.c
+    query = (
+        sa.select(entry_decisions, flows.c.key.label("flow_key"))
+        .join(flows, flows.c.id == d.flow_id)
+        .where(visible)
+        .order_by(d.id.desc())
+        .limit(limit)
+    )
+    if flow_id is not None:
+        query = query.where(d.flow_id == flow_id)
+    if record_id is not None:
+        query = query.where(d.record_id == record_id)
+    return list(conn.execute(query).all())
 
 
 def enrollments_hearing(

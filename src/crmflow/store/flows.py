@@ -16,9 +16,11 @@ import sqlalchemy as sa
 from crmflow.store.schema import flow_versions, flows
 
 __all__ = [
+    "active_flows",
     "current_documents",
     "current_versions_of",
     "find_flow",
+    "flow_head",
     "flows_with_status",
     "lock_flow",
     "non_draft_flows_of_types",
@@ -47,6 +49,20 @@ def non_draft_flows_of_types(
         .where(flows.c.status != "draft")
     )
     return list(conn.execute(query).all())
+
+
+def active_flows(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """(id, current version, updated at) of the active flows."""
+    query: sa.Select[Any] = sa.select(
+        flows.c.id, flows.c.current_version, flows.c.updated_at
+    ).where(flows.c.status == "active")
+    return list(conn.execute(query).all())
+
+
+def flow_head(conn: sa.Connection, flow_id: int) -> sa.Row[Any]:
+    """The key, status and current version of flow `flow_id` (which exists)."""
+    query: sa.Select[Any] = sa.select(flows.c.key, flows.c.status, flows.c.current_version)
+    return conn.execute(query.where(flows.c.id == flow_id)).one()
 
 
 def lock_flow(conn: sa.Connection, flow_id: int) -> sa.Row[Any] | None:

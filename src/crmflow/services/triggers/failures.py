@@ -9,11 +9,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.errors import CrmflowError
 from crmflow.services.context import Context
-from crmflow.store.database import read_connection
+from crmflow.store.database import Connection, read_connection
 from crmflow.store.trigger_failures import (
     TriggerFailure,
     failing,
@@ -40,7 +38,7 @@ def error_text(exc: Exception) -> str:
 
 
 def trigger_failed(
-    conn: sa.Connection,
+    conn: Connection,
     *,
     flow_id: int,
     flow_name: str,
@@ -86,7 +84,7 @@ def trigger_failed(
 
 
 def trigger_runs_again(
-    conn: sa.Connection,
+    conn: Connection,
     *,
     flow_id: int,
     flow_name: str,

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.errors import NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.store.database import read_connection
-from crmflow.store.schema import entry_decisions, flows, records
+from crmflow.store.flow_enrollments import refusals_page
+from crmflow.store.records import record_type_of
 
 __all__ = ["MAX_DECISIONS", "NotEntered", "entry_decisions_for"]
 
@@ -55,26 +54,15 @@ def entry_decisions_for(
     Only flows `actor` can see are listed (a private flow's refusals stay private). With
     `record_type`, a record of another type is NotFoundError (the API's /records/{type}/{id})."""
     size = max(1, min(limit, MAX_DECISIONS))
-    d = entry_decisions.c
-    query = (
-        sa.select(entry_decisions, flows.c.key.label("flow_key"))
-        .join(flows, flows.c.id == d.flow_id)
-        .where(visible_flows(actor))
-        .order_by(d.id.desc())
-        .limit(size)
-    )
     with read_connection(ctx.engine) as conn:
-        if flow_key is not None:
-            query = query.where(d.flow_id == visible_flow(conn, actor, flow_key).id)
-        if record_id is not None:
-            if record_type is not None:
-                found = conn.execute(
-                    sa.select(records.c.type).where(records.c.id == record_id)
-                ).scalar()
-                if found is not None and found != record_type:
-                    raise NotFoundError(f"no {record_type} record with id {record_id}")
-            query = query.where(d.record_id == record_id)
-        rows = conn.execute(query).all()
+        flow_id = visible_flow(conn, actor, flow_key).id if flow_key is not None else None
+        if record_id is not None and record_type is not None:
+            found = record_type_of(conn, record_id)
+            if found is not None and found != record_type:
+                raise NotFoundError(f"no {record_type} record with id {record_id}")
+        rows = refusals_page(
+            conn, visible_flows(actor), flow_id=flow_id, record_id=record_id, limit=size
+        )
     return [
         NotEntered(r.id, r.flow_key, r.record_id, r.trigger, r.change_id, r.reason, r.at)
         for r in rows

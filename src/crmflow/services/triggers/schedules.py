@@ -14,13 +14,8 @@ as late as the pause was long."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
-
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.definition.triggers import DateReachedTrigger, ScheduleTrigger, Trigger
@@ -36,8 +31,20 @@ from crmflow.services.triggers.failures import error_text, trigger_failed, trigg
 from crmflow.services.triggers.start_lists import enter_records, enter_selected, flow_ref
 from crmflow.store import enrollments as repo
 from crmflow.store import trigger_failures as failures
-from crmflow.store.schema import entry_decisions, flows, records, trigger_schedules
-from crmflow.store.types import UTCDateTime
+from crmflow.store.database import Connection, Row, connection_lost
+from crmflow.store.flow_enrollments import record_ids, refuse_records
+from crmflow.store.flows import active_flows
+from crmflow.store.schedules import (
+    RECORD_TIMESTAMPS,
+    NextRun,
+    delete_schedules,
+    insert_schedules,
+    lock_due_schedules,
+    records_dated_near,
+    schedule_indexes,
+    scheduled_triggers,
+    set_next_runs,
+)
 
 __all__ = ["catch_up_schedules", "fire_due_triggers"]
 
@@ -47,19 +54,14 @@ log = logging.getLogger("crmflow.triggers")
 _TIMED_TRIGGERS = frozenset({"schedule", "date_reached"})
 _MAX_CATCH_UP = timedelta(days=7)  # date triggers missed while no worker ran: at most this far
 _DATETIME_POLL = timedelta(minutes=5)  # date-time fields without `time`: how often to look
-_META_DATES = ("created_at", "updated_at")
 _HEARING = ("active", "paused", "draining")  # whose timed triggers run (the last two refuse)
-
-
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def _is_datetime_field(
     definition: FlowDefinition, trigger: DateReachedTrigger, types: dict[str, RecordType]
 ) -> bool:
     rtype = types.get(definition.record_type)
-    if trigger.field in _META_DATES:
+    if trigger.field in RECORD_TIMESTAMPS:
         return True
     fdef = rtype.field(trigger.field) if rtype is not None else None
     return fdef is not None and fdef.type is FieldType.DATETIME
@@ -80,33 +82,22 @@ def _next_run(trigger: Trigger, *, after: datetime, zone: ZoneInfo, polls: bool)
     return None
 
 
-def _sync_schedules(conn: sa.Connection, ctx: Context, *, now: datetime) -> None:
+def _sync_schedules(conn: Connection, ctx: Context, *, now: datetime) -> None:
     """Each active flow gets a `trigger_schedules` row per timed trigger (so a flow that became
     active is scheduled on the worker's next look); rows of triggers a new version removed go.
     A new row's first run is the first one after the flow last changed (its start or resume),
     so a worker that looks a little late does not miss the day's run."""
-    active = conn.execute(
-        sa.select(flows.c.id, flows.c.current_version, flows.c.updated_at).where(
-            flows.c.status == "active"
-        )
-    ).all()
+    active = active_flows(conn)
     if not active:
         return
     infos = repo.load_flows(
         conn, [(r.id, r.current_version) for r in active], definitions_cache(ctx)
     )
     changed_at = {r.id: r.updated_at for r in active}
-    existing = {
-        (r.flow_id, r.trigger_index)
-        for r in conn.execute(
-            sa.select(trigger_schedules.c.flow_id, trigger_schedules.c.trigger_index).where(
-                trigger_schedules.c.flow_id.in_([r.id for r in active])
-            )
-        )
-    }
+    existing = scheduled_triggers(conn, [r.id for r in active])
     types: dict[str, RecordType] | None = None  # read only when a new date trigger needs it
     wanted: set[tuple[int, int]] = set()
-    new: list[dict[str, Any]] = []
+    new: list[tuple[int, int, datetime | None]] = []
     for (flow_id, _), info in infos.items():
         definition = info.definition
         zone = flow_zone(ctx, definition)
@@ -123,24 +114,11 @@ def _sync_schedules(conn: sa.Connection, ctx: Context, *, now: datetime) -> None
                 definition, trigger, types
             )
             first = _next_run(trigger, after=min(after, now), zone=zone, polls=polls)
-            new.append({"flow_id": flow_id, "trigger_index": index, "next_at": first})
-    if new:
-        conn.execute(
-            _insert(conn, trigger_schedules).on_conflict_do_nothing(
-                index_elements=["flow_id", "trigger_index"]
-            ),
-            new,
-        )
+            new.append((flow_id, index, first))
+    insert_schedules(conn, new)
     gone = existing - wanted
     if gone:
-        failures.clear(conn, gone)
-        conn.execute(
-            trigger_schedules.delete().where(
-                sa.tuple_(trigger_schedules.c.flow_id, trigger_schedules.c.trigger_index).in_(
-                    sorted(gone)
-                )
-            )
-        )
+        delete_schedules(conn, gone)
 
 
 def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
@@ -152,26 +130,14 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
     at = now or ctx.now()
     with ctx.engine.begin() as conn:
         _sync_schedules(conn, ctx, now=at)
-        key = sa.tuple_(trigger_schedules.c.flow_id, trigger_schedules.c.trigger_index)
-        due = conn.execute(
-            sa.select(trigger_schedules)
-            .where(trigger_schedules.c.next_at <= at)
-            .where(
-                trigger_schedules.c.flow_id.in_(
-                    sa.select(flows.c.id).where(flows.c.status.in_(_HEARING))
-                )
-            )
-            # A trigger that failed waits for its retry (backoff) instead of failing each loop.
-            .where(key.not_in(failures.blocked(at)))
-            .order_by(trigger_schedules.c.next_at)
-            # Another worker firing the same trigger skips it rather than firing it twice.
-            .with_for_update(skip_locked=True)
-        ).all()
+        # A trigger that failed waits for its retry (backoff) instead of failing each loop;
+        # another worker firing the same trigger skips it rather than firing it twice.
+        due = lock_due_schedules(conn, at, statuses=_HEARING)
         if not due:
             return 0
         types = catalog_in(conn)
         refs: dict[int, FlowRef] = {}
-        updates: list[dict[str, Any]] = []
+        updates: list[NextRun] = []
         for row in due:
             try:
                 # A savepoint per trigger: one that raises (a saved query gone bad, a flow that
@@ -181,22 +147,14 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
                         refs[row.flow_id] = flow_ref(conn, ctx, row.flow_id)
                     next_at = _fire(conn, ctx, row, refs[row.flow_id], types, now=at)
             except Exception as exc:
-                if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                if connection_lost(exc):
                     raise  # the database went away: the worker's loop retries the whole run
                 _failed(conn, row, refs.get(row.flow_id), exc, now=at)
                 continue
-            updates.append({"f": row.flow_id, "i": row.trigger_index, "n": next_at, "l": at})
+            updates.append((row.flow_id, row.trigger_index, next_at, at))
         if updates:
-            conn.execute(
-                trigger_schedules.update()
-                .where(
-                    trigger_schedules.c.flow_id == sa.bindparam("f"),
-                    trigger_schedules.c.trigger_index == sa.bindparam("i"),
-                )
-                .values(next_at=sa.bindparam("n"), last_at=sa.bindparam("l")),
-                updates,
-            )
-            recovered = failures.clear(conn, [(u["f"], u["i"]) for u in updates])
+            set_next_runs(conn, updates)
+            recovered = failures.clear(conn, [(f, i) for f, i, _, _ in updates])
             for flow_id, index in recovered:
                 ref = refs[flow_id]
                 trigger_runs_again(
@@ -211,9 +169,9 @@ def fire_due_triggers(ctx: Context, *, now: datetime | None = None) -> int:
 
 
 def _fire(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
-    row: sa.Row[Any],
+    row: Row,
     flow: FlowRef,
     types: dict[str, RecordType],
     *,
@@ -227,9 +185,9 @@ def _fire(
     polls = False
     refusal = admission_refusal(flow.status)
     if isinstance(trigger, ScheduleTrigger):
-        ids = matching_ids(ctx, conn, trigger.query, now=at, zone=zone).subquery("ids")
+        ids = record_ids([matching_ids(ctx, conn, trigger.query, now=at, zone=zone)])
         if refusal is not None:
-            _refuse(conn, flow.id, sa.select(ids.c.id), "schedule", refusal, now=at)
+            refuse_records(conn, flow.id, ids, trigger="schedule", reason=refusal, now=at)
         else:
             enter_selected(conn, ctx, flow, ids, trigger="schedule", now=at)
     elif isinstance(trigger, DateReachedTrigger):
@@ -240,16 +198,15 @@ def _fire(
         )
         reached = _dates_reached(conn, flow, trigger, since=since, until=at, zone=zone)
         if refusal is not None:
-            found = sa.select(records.c.id).where(records.c.id.in_(reached))
-            _refuse(conn, flow.id, found, "date_reached", refusal, now=at)
+            refuse_records(conn, flow.id, reached, trigger="date_reached", reason=refusal, now=at)
         else:
             enter_records(conn, ctx, flow, reached, trigger="date_reached", now=at)
     return _next_run(trigger, after=at, zone=zone, polls=polls)
 
 
 def _failed(
-    conn: sa.Connection,
-    row: sa.Row[Any],
+    conn: Connection,
+    row: Row,
     flow: FlowRef | None,
     exc: Exception,
     *,
@@ -272,29 +229,8 @@ def _failed(
     )
 
 
-def _refuse(
-    conn: sa.Connection,
-    flow_id: int,
-    selected: sa.Select[Any],
-    trigger: str,
-    reason: str,
-    *,
-    now: datetime,
-) -> None:
-    """Each record of `selected` (one id column) gets the entry decision `reason`, in one
-    `INSERT ... SELECT`."""
-    at = sa.bindparam(None, now, type_=UTCDateTime())
-    ids = selected.subquery("refused")
-    conn.execute(
-        entry_decisions.insert().from_select(
-            ["flow_id", "record_id", "trigger", "reason", "at"],
-            sa.select(sa.literal(flow_id), ids.c[0], sa.literal(trigger), sa.literal(reason), at),
-        )
-    )
-
-
 def catch_up_schedules(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     flow_id: int,
     definition: FlowDefinition,
@@ -308,13 +244,12 @@ def catch_up_schedules(
     missed run moved by the length of the freeze. A date trigger's next run then looks at the
     dates reached since the freeze began (run_late, shift_delays) or since now (skip_missed).
     How many triggers had a missed run."""
-    query = sa.select(trigger_schedules.c.trigger_index)
-    rows = conn.execute(query.where(trigger_schedules.c.flow_id == flow_id)).scalars().all()
+    rows = schedule_indexes(conn, flow_id)
     mode = definition.catch_up.mode
     zone = flow_zone(ctx, definition)
     types: dict[str, RecordType] | None = None
     paused_at, now = as_utc(paused_at), as_utc(now)
-    updates: list[dict[str, Any]] = []
+    updates: list[NextRun] = []
     for index in rows:
         if index >= len(definition.triggers):
             continue  # the new version has no such trigger: the next sync removes the row
@@ -334,46 +269,13 @@ def catch_up_schedules(
             next_at, since = missed + (now - paused_at), paused_at
         else:
             next_at, since = now, paused_at
-        updates.append({"i": index, "n": next_at, "l": since})
-    if updates:
-        conn.execute(
-            trigger_schedules.update()
-            .where(
-                trigger_schedules.c.flow_id == flow_id,
-                trigger_schedules.c.trigger_index == sa.bindparam("i"),
-            )
-            .values(next_at=sa.bindparam("n"), last_at=sa.bindparam("l")),
-            updates,
-        )
+        updates.append((flow_id, index, next_at, since))
+    set_next_runs(conn, updates)
     return len(updates)
 
 
-def _field_text(conn: sa.Connection, key: str) -> sa.ColumnElement[Any]:
-    if key in _META_DATES:
-        return records.c[key]
-    if conn.dialect.name == "postgresql":
-        return records.c.data.op("->>", return_type=sa.Text)(sa.literal_column(f"'{key}'"))
-    return sa.func.json_extract(records.c.data, sa.literal_column(f"'$.{key}'"), type_=sa.Text)
-
-
-def _month_day(conn: sa.Connection, key: str) -> sa.ColumnElement[str]:
-    value = _field_text(conn, key)
-    if key not in _META_DATES:
-        return sa.func.substr(value, 6, 5)
-    if conn.dialect.name == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", value), "MM-DD")
-    return sa.func.strftime("%m-%d", value)
-
-
-def _days(first: date, last: date) -> Iterable[date]:
-    day = first
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
-
-
 def _dates_reached(
-    conn: sa.Connection,
+    conn: Connection,
     flow: FlowRef,
     trigger: DateReachedTrigger,
     *,
@@ -389,26 +291,14 @@ def _dates_reached(
     shift = trigger.days if trigger.direction == "before" else -trigger.days
     first = local_date(since, zone) + timedelta(days=shift - 1)
     last = local_date(until, zone) + timedelta(days=shift + 1)
-    key = trigger.field
-    value = _field_text(conn, key)
-    if trigger.ignore_year:
-        month_days = {d.strftime("%m-%d") for d in _days(first, last)}
-        if "02-28" in month_days:
-            month_days.add("02-29")  # a leap-day birthday falls on 28 February in common years
-        near: sa.ColumnElement[bool] = _month_day(conn, key).in_(sorted(month_days))
-    elif key in _META_DATES:
-        lo = datetime.combine(first, datetime.min.time(), UTC)
-        hi = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
-        near = sa.and_(value >= lo, value < hi)
-    else:
-        near = sa.and_(value >= first.isoformat(), value < (last + timedelta(days=1)).isoformat())
-    rows = conn.execute(
-        sa.select(records.c.id, value.label("value"))
-        .where(records.c.type == flow.definition.record_type)
-        .where(value.is_not(None))
-        .where(near)
-        .order_by(records.c.id)
-    ).all()
+    rows = records_dated_near(
+        conn,
+        flow.definition.record_type,
+        trigger.field,
+        first=first,
+        last=last,
+        ignore_year=trigger.ignore_year,
+    )
     out = []
     after = since + timedelta(microseconds=1)
     for r in rows:
