@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-import sqlalchemy as sa
-
 from crmflow.context import Actor, Context
 from crmflow.runner import Moved, evaluate_batch, move_batch
 from crmflow.services.health import LoopMonitor
@@ -36,11 +34,10 @@ from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_sch
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.database import data_version, is_postgres, read_connection, read_transaction
-from crmflow.store.enrollments import NOTIFY_CHANNEL
-from crmflow.store.schema import flows, trigger_failures, trigger_schedules
+from crmflow.store.database import OperationalError, data_version, is_postgres, read_transaction
+from crmflow.store.wakeups import NOTIFY_CHANNEL, WorkListener, next_trigger_at
 
-__all__ = ["BatchResult", "Worker", "run_batch", "run_once"]
+__all__ = ["BatchResult", "Worker", "next_trigger_at", "run_batch", "run_once"]
 
 log = logging.getLogger("crmflow.worker")
 
@@ -246,11 +243,11 @@ class Worker:
             monitor.ended(escaped)
             log.info("worker %s stopped after moving %d enrollments", self.name, self.moved)
 
-    def _listener(self) -> _Listener | None:
+    def _listener(self) -> WorkListener | None:
         if not is_postgres(self.ctx.engine):
             return None
         try:
-            return _Listener(self.ctx.engine, self.wake)
+            return WorkListener(self.ctx.engine, self.wake)
         except Exception as exc:  # the bounded idle sleep finds the work without it
             log.warning("worker %s: LISTEN %s unavailable: %s", self.name, NOTIFY_CHANNEL, exc)
             return None
@@ -277,7 +274,7 @@ class Worker:
         """`run()`, or None when it raised: the error is logged and added to `errors`."""
         try:
             return run()
-        except sa.exc.OperationalError as exc:
+        except OperationalError as exc:
             # A database that went away for a moment: the lease protects the batch.
             log.warning("worker %s: database error in %s, retrying: %s", self.name, part, exc)
             errors.append(f"{part}: database error: {str(exc).splitlines()[0]}")
@@ -369,50 +366,3 @@ class Worker:
     def _sleep(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
-
-
-class _Listener:
-    """LISTEN crmflow_due on a dedicated connection; calls `wake` on each notification."""
-
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self._wake = wake
-        self._closed = threading.Event()
-        self._conn = engine.raw_connection()
-        self._thread = threading.Thread(target=self._listen, daemon=True, name="crmflow-listen")
-        self._thread.start()
-
-    def _listen(self) -> None:
-        driver = self._conn.driver_connection
-        try:
-            driver.autocommit = True  # type: ignore[union-attr]
-            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
-            while not self._closed.is_set():
-                for _ in driver.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
-                    self._wake()
-        except Exception as exc:  # a lost connection: the worker's bounded sleep still works
-            if not self._closed.is_set():
-                log.warning("LISTEN %s stopped: %s", NOTIFY_CHANNEL, exc)
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2.0)
-        self._conn.invalidate()
-
-
-def next_trigger_at(engine: sa.Engine) -> datetime | None:
-    """The next run of a time-based trigger (schedule, date reached) of a running flow; a
-    failing trigger's next run is its retry, not its missed run (an idle worker would spin)."""
-    s, f = trigger_schedules.c, trigger_failures.c
-    runs_at = sa.case((f.retry_at > s.next_at, f.retry_at), else_=s.next_at)
-    with read_connection(engine) as conn:
-        value: datetime | None = conn.execute(
-            sa.select(sa.func.min(runs_at))
-            .select_from(
-                trigger_schedules.join(flows, flows.c.id == s.flow_id).outerjoin(
-                    trigger_failures,
-                    sa.and_(f.flow_id == s.flow_id, f.trigger_index == s.trigger_index),
-                )
-            )
-            .where(flows.c.status == "active")
-        ).scalar()
-    return value

@@ -22,12 +22,15 @@ Row = sa.Row
 # refused), and a unique index refused a row (a name taken already).
 DatabaseError = sa.exc.SQLAlchemyError
 IntegrityError = sa.exc.IntegrityError
+# The database did not answer or went away for a moment (what a worker's round retries).
+OperationalError = sa.exc.OperationalError
 
 __all__ = [
     "Connection",
     "DatabaseError",
     "Engine",
     "IntegrityError",
+    "OperationalError",
     "Row",
     "connection_lost",
     "create_db_engine",
