@@ -200,7 +200,9 @@ def test_two_changes_in_one_batch_enter_once_and_the_second_is_already_inside(
     records.update_record(ctx, admin, rid, {"status": "client"})
     run_once(ctx)
     assert _inside(ctx, admin, "busy") == 1
-    assert _reasons(ctx, admin, "busy") == ["already inside this flow"]
+    # "... at step 'later'" when the feed handled the second change in a later chunk.
+    [reason] = _reasons(ctx, admin, "busy")
+    assert reason.startswith("already inside this flow")
 
 
 def test_a_start_list_enters_set_based_on_start_with_the_confirmed_count(

@@ -61,7 +61,7 @@ __all__ = ["FEED", "FIRST_CHUNK", "ingest_changes"]
 log = logging.getLogger("crmflow.triggers")
 
 
-FIRST_CHUNK = 16  # changes handled in a call before the time they take is known
+FIRST_CHUNK = 16  # at most, the changes handled in a call before the time they take is known
 _GROWTH = 8  # a chunk of changes is at most this many times the one before
 # After a transaction cut by the time limit, the lock is left free this long before the next:
 # SQLite's busy handler tries a waiting writer again at least every 100 ms, so each writer
@@ -78,7 +78,7 @@ def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 50
         return 0
     at = now or ctx.now()
     system = ensure_system_user(ctx)
-    total, careful, pace = 0, False, _Pace()
+    total, careful, pace = 0, False, _Pace.starting(ctx)
     while True:
         try:
             consumed, more, cut = _ingest_batch(
@@ -188,10 +188,13 @@ def _handle_in_chunks(
     runaway flow over 500 changes would hold the lock for minutes. The deadline is checked
     between chunks, so a transaction lasts at most the batch limit plus one chunk. Each chunk
     is sized by `pace` to fit in the time left at the time per change of the chunk before (the
-    first of a call takes FIRST_CHUNK), at most _GROWTH times that chunk (changes that cost
-    little followed by costly ones overshoot by less) and `limit`. `pace` carries over to the
-    next transaction of the call, so that a fast feed takes its 500 changes in one chunk, as
-    before there were chunks (each chunk costs some queries of its own).
+    first of a call is small, see `_Pace.starting`), at most _GROWTH times that chunk (changes
+    that cost little followed by costly ones overshoot by less) and `limit`. `pace` carries over
+    to the next transaction of the call, so that a fast feed takes its 500 changes in one chunk,
+    as before there were chunks (each chunk costs some queries of its own). What chunks cannot
+    bound: a chunk sized from cheap changes that meets costly ones (records that pass through
+    no flow, then a runaway flow's) lasts as long as those take, at most _GROWTH times the
+    chunk before.
 
     Why a chunk boundary changes nothing: it is a batch boundary such as the feed always had
     (every `limit` changes, and wherever a call stopped), inside one transaction that sees its
@@ -224,14 +227,24 @@ class _Pace:
     """How fast the changes of one `ingest_changes` call were handled: the size of the last
     chunk and the seconds per change it took (None before the first)."""
 
-    last: int = FIRST_CHUNK
+    last: int
     per_change: float | None = None
 
+    @classmethod
+    def starting(cls, ctx: Context) -> _Pace:
+        """The pace of a call that has handled nothing yet. Its first chunk is FIRST_CHUNK, or
+        as many changes as the batch time limit holds action time limits if fewer: a record
+        that enters runs at least one template or condition, which a runaway flow makes last
+        its whole budget (by default 2 s / 1 s: 2 changes, not 16 s of lock)."""
+        limits = ctx.settings.batch_time_limit_ms // ctx.settings.action_time_limit_ms
+        return cls(last=max(1, min(FIRST_CHUNK, limits)))
+
     def next_chunk(self, left: float, *, cap: int) -> int:
-        """How many changes the next chunk takes: FIRST_CHUNK at first, then as many as fit in
-        the `left` seconds, at most _GROWTH times the last chunk and `cap`, at least one."""
+        """How many changes the next chunk takes: the first, then as many as fit in the `left`
+        seconds at the last chunk's pace, at most _GROWTH times the last chunk and `cap`, at
+        least one."""
         if self.per_change is None:
-            return min(FIRST_CHUNK, cap)
+            return min(self.last, cap)
         fits = int(left / self.per_change) if self.per_change > 0 else cap
         return max(1, min(fits, self.last * _GROWTH, cap))
 
@@ -249,15 +262,15 @@ class _FeedFailures:
     one flow's write: not a template or condition over its budget, which fails its own action
     inside the engine), the transaction is rolled back and done again `careful`ly: each chunk in
     a savepoint, which, when it raises, is rolled back and the chunk handled again one flow at
-    a time (`Listeners.restricted_to`: that flow's watchers and
-    records inside), each in a savepoint: the other flows' work for those changes is kept; for
-    a flow that raises again, its records that a trigger fired get the entry decision "could
-    not enter", the trigger is marked failing with the change and the error (logged with the
-    traceback, said in the flow's history the first time), and the feed goes on. A flow known
-    to be failing is handled on its own from the start, carefully (so a flow that keeps failing
-    costs one pass more, not a redo of every batch); a successful pass in which it took part
-    clears its failure, and it rejoins the others. Its failures are tried again with the next
-    change, not after a backoff: the feed cannot wait for one flow.
+    a time (`Listeners.restricted_to`: that flow's watchers and records inside), each in a
+    savepoint: the other flows' work for those changes is kept; for a flow that raises again,
+    its records that a trigger fired get the entry decision "could not enter", the trigger is
+    marked failing with the change and the error (logged with the traceback, said in the flow's
+    history the first time), and the feed goes on. A flow known to be failing is handled on its
+    own from the start, carefully (so a flow that keeps failing costs one pass more, not a redo
+    of every batch); a successful pass in which it took part clears its failure, and it rejoins
+    the others. Its failures are tried again with the next change, not after a backoff: the
+    feed cannot wait for one flow.
 
     Why not always a savepoint: on SQLite every page a savepoint's writes touch is also copied
     to a statement journal, which made a feed of entering records 30 % slower; nothing is
