@@ -68,7 +68,22 @@ def create_record(
     return record.as_dict()
 
 
-@router.get("/records/{type_key}/export")
+# The export is a file, not JSON: its two media types are declared so the OpenAPI document
+# describes this answer too.
+_EXPORT_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The records as a file: CSV with a header row, or one JSON object per line.",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.get(
+    "/records/{type_key}/export", response_class=StreamingResponse, responses=_EXPORT_ANSWER
+)
 def export_records(
     ctx: ServiceContext,
     _actor: CurrentActor,
