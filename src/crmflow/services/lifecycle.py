@@ -1,5 +1,10 @@
-"""What the lifecycle of a flow does to the records inside it (seed 000), and the flow's own
+"""The lifecycle of a flow: its status changes (`change_status`, by the rules of
+`engine.lifecycle`), what they do to the records inside it (seed 000), and the flow's own
 schedule (`start_at`, `archive_at`).
+
+- A status change is a compare-and-set on the flow's status, written in the flow's history with
+  what it did. Starting a flow with a start list needs its count confirmed, and the list enters
+  in the same transaction; pausing or archiving a flow with records inside needs their number.
 
 - Pausing or archiving freezes the records where they are (the worker only moves records of
   active or draining flows) and notes when, `flows.paused_at`, and how far the change feed had
@@ -16,17 +21,21 @@ schedule (`start_at`, `archive_at`).
   An archive is a freeze like a pause: resuming an archived flow continues each record where it
   was, under the same rules. Records that had finished are not inside, so nothing touches them.
 - A flow edited while frozen has a new version; thawing moves every record inside to it by step
-  key. A record whose step is unchanged (or only its actions changed) stays as it is, due time
-  kept; one whose step changed its type or timing starts that step again at the resume; one
-  whose step is gone goes where the person resuming says (`moves`: a step of the new version, or
-  "end"), and the resume is refused until every removed step with records has a choice.
+  key (the rules: `engine.version_move`). A record whose step is unchanged (or only its actions
+  changed) stays as it is, due time kept; one whose step changed its type or timing starts that
+  step again at the resume; one whose step is gone goes where the person resuming says (`moves`:
+  a step of the new version, or "end"), and the resume is refused until every removed step with
+  records has a choice.
 - A draining flow whose last record has left is archived by the system user when its definition
   says `auto_archive_when_drained: true`.
 - `start_at` starts a draft and `archive_at` archives a flow, each once, at or after its instant,
-  through `flows.change_status` as the system user.
+  through `change_status` as the system user.
 
 Thawing runs in the status change's own transaction (so a refused resume changes nothing), over
 the records that can change only, in chunks of enrollments loaded, computed and written in bulk.
+
+Imports run one way: `services.flows` builds on this module, which builds on
+`services.flow_views` and `services.triggers`; none of those imports it.
 """
 
 from __future__ import annotations
@@ -35,15 +44,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
 
-import sqlalchemy as sa
-
-from crmflow.engine.definition import FlowDefinition, FlowStatus
-from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.engine.definition import FlowStatus
+from crmflow.engine.lifecycle import LifecycleAction, next_status
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.transition import cancel, hears_changes, move_to, resume_recheck
+from crmflow.engine.version_move import END, StepImpact, check_moves, fate, step_impacts
 from crmflow.errors import (
+    ConfirmationRequiredError,
     ConflictError,
     InvalidInputError,
     MovesRequiredError,
@@ -51,23 +59,36 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.runner import BatchWrites
-from crmflow.services import flows as flow_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import flow_zone
 from crmflow.services.flow_access import visible_flow
+from crmflow.services.flow_views import (
+    FlowView,
+    any_flow,
+    check_start_list,
+    get_flow,
+    log_status_change,
+    require_revision,
+    start_list_names,
+    start_list_size,
+)
+from crmflow.services.permissions import require_admin
+from crmflow.services.preconditions import ExpectedVersion
 from crmflow.services.record_types import catalog_in
+from crmflow.services.triggers import enter_start_lists
 from crmflow.services.triggers.record_changes import change_event, merge_events, user_names
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
-from crmflow.store.database import read_connection
+from crmflow.store import flows as flow_store
+from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.feed import UnheardChanges, lock_feed_position, unheard_changes, unheard_of
-from crmflow.store.schema import (
-    enrollments,
-    flow_status_changes,
-    flow_versions,
-    flows,
+from crmflow.store.flow_enrollments import (
+    inside_counts,
+    move_unentered,
+    steps_on_other_versions,
+    thaw_candidates,
 )
 
 __all__ = [
@@ -76,6 +97,7 @@ __all__ = [
     "ScheduleResult",
     "StepImpact",
     "archive_drained_flows",
+    "change_status",
     "fire_lifecycle_schedule",
     "impact_preview",
     "on_status_change",
@@ -83,98 +105,27 @@ __all__ = [
 
 log = logging.getLogger("crmflow.lifecycle")
 
-END = "end"  # a move target: the records of a removed step end (cancelled, with the reason)
 _CHUNK = 2_000  # enrollments loaded, computed and written per round while thawing
 _FROZEN = (FlowStatus.PAUSED, FlowStatus.ARCHIVED)
 _RUNNING = (FlowStatus.ACTIVE, FlowStatus.DRAINING)
 
-Fate = Literal["stays", "restarts", "removed"]
 
-
-@dataclass(frozen=True)
-class StepImpact:
-    """Records at one step of an older version, and what resuming does to them."""
-
-    step: str
-    records: int
-    versions: tuple[int, ...]  # the versions these records are on now
-    fate: Fate
-    detail: str
-    move_to: str | None = None  # for a removed step: the choice given, if any
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "records": self.records,
-            "versions": list(self.versions),
-            "fate": self.fate,
-            "detail": self.detail,
-            "move_to": self.move_to,
-        }
-
-
-# -- what a new version does to each step -----------------------------------------------------
-
-
-def _fate(old: FlowDefinition, new: FlowDefinition, key: str, version: int) -> tuple[Fate, str]:
-    before, after = old.step(key), new.step(key)
-    if after is None:
-        return "removed", (
-            f"version {version} has no step {key!r}: choose a step of version {version} "
-            f"for these records (--move {key}=STEP), or end them (--move {key}={END})"
-        )
-    if before is None or before == after:
-        return "stays", "unchanged: each record continues where it is"
-    # What a record waiting at a step holds (its due time, what it waits for) comes from the
-    # step's type and timing, and for waits and approvals from the whole step. When those are
-    # the same the record can keep its place; otherwise its place means nothing in the new step.
-    if before.type == after.type == "action" and before.timing == after.timing:
-        return "stays", "actions changed: each record keeps its due time and runs the new actions"
-    return "restarts", (
-        "its type or timing changed: the step starts again at the resume, its timing counted "
-        "from then"
-    )
+# -- what a new version does to each step (the rules: engine.version_move) ---------------------
 
 
 def _impacts(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     flow_id: int,
     version: int,
     moves: Mapping[str, str],
 ) -> list[StepImpact]:
     """Per step, the records inside that are on an older version than `version` (one query)."""
-    counts = conn.execute(
-        sa.select(enrollments.c.flow_version, enrollments.c.step_key, sa.func.count())
-        .where(
-            enrollments.c.flow_id == flow_id,
-            enrollments.c.status.in_(repo.RUNNING),
-            enrollments.c.step_key.is_not(None),
-            enrollments.c.flow_version != version,
-        )
-        .group_by(enrollments.c.flow_version, enrollments.c.step_key)
-    ).all()
-    pairs = {(flow_id, int(v)) for v, _, _ in counts} | {(flow_id, version)}
+    counts = steps_on_other_versions(conn, flow_id, version)
+    pairs = {(flow_id, v) for v, _, _ in counts} | {(flow_id, version)}
     infos = repo.load_flows(conn, pairs, definitions_cache(ctx))
-    new = infos[(flow_id, version)].definition
-    by_step: dict[str, tuple[int, set[int], Fate, str]] = {}
-    for old_version, key, count in counts:
-        fate, detail = _fate(infos[(flow_id, int(old_version))].definition, new, key, version)
-        records, versions, seen_fate, seen_detail = by_step.get(key, (0, set(), fate, detail))
-        if seen_fate == "restarts":  # the strongest consequence is the one to show
-            fate, detail = seen_fate, seen_detail
-        by_step[key] = (records + int(count), versions | {int(old_version)}, fate, detail)
-    return [
-        StepImpact(
-            step=key,
-            records=records,
-            versions=tuple(sorted(versions)),
-            fate=fate,
-            detail=detail,
-            move_to=moves.get(key) if fate == "removed" else None,
-        )
-        for key, (records, versions, fate, detail) in sorted(by_step.items())
-    ]
+    definitions = {v: info.definition for (_, v), info in infos.items()}
+    return step_impacts(counts, definitions, version, moves)
 
 
 def impact_preview(ctx: Context, actor: Actor, key: str) -> list[StepImpact]:
@@ -183,43 +134,6 @@ def impact_preview(ctx: Context, actor: Actor, key: str) -> list[StepImpact]:
     with read_connection(ctx.engine) as conn:
         row = visible_flow(conn, actor, key)
         return _impacts(conn, ctx, row.id, row.current_version, {})
-
-
-def _check_moves(
-    impacts: Sequence[StepImpact], moves: Mapping[str, str], new: FlowDefinition, key: str
-) -> None:
-    """Every removed step with records has a valid choice, and nothing else is mapped."""
-    problems = []
-    for old_step, target in sorted(moves.items()):
-        if new.step(old_step) is not None:
-            problems.append(
-                Problem(
-                    f"moves.{old_step}",
-                    f"step {old_step!r} is still in the new version; its records stay there",
-                    "map only steps that the new version removed",
-                )
-            )
-        elif target != END and new.step(target) is None:
-            steps = ", ".join(s.key for s in new.steps)
-            problems.append(
-                Problem(
-                    f"moves.{old_step}",
-                    f"the new version has no step {target!r}",
-                    f"choose one of: {steps}, or {END}",
-                )
-            )
-    if problems:
-        raise InvalidInputError(f"the moves for resuming {key!r}", problems)
-    missing = [i for i in impacts if i.fate == "removed" and i.step not in moves]
-    if missing:
-        listed = "; ".join(f"{i.records} record(s) are in step {i.step!r}" for i in missing)
-        options = " ".join(f"--move {i.step}=STEP|{END}" for i in missing)
-        raise MovesRequiredError(
-            f"the new version of {key!r} removes steps that have records inside: {listed}. "
-            f"Say where they go: `crmflow flows resume {key} {options}` "
-            f"(see `crmflow flows impact {key}`)",
-            steps=missing,
-        )
 
 
 # -- freezing and thawing -----------------------------------------------------------------------
@@ -264,17 +178,8 @@ class _Thawed:
         return "; ".join(parts)
 
 
-def _catch_up_filter(policy: str, paused_at: datetime | None, now: datetime) -> Any:
-    """The enrollments the catch-up policy can change (the others are not even loaded)."""
-    if paused_at is None or policy == "run_late":
-        return sa.false()
-    if policy == "skip_missed":
-        return enrollments.c.due_at < now
-    return enrollments.c.due_at.is_not(None)
-
-
 def _unheard(
-    conn: sa.Connection,
+    conn: Connection,
     record_type: str,
     paused_at: datetime,
     paused_position: int | None,
@@ -312,7 +217,7 @@ def _unheard(
 
 
 def _unheard_events(
-    conn: sa.Connection, unheard: UnheardChanges, record_ids: Sequence[int]
+    conn: Connection, unheard: UnheardChanges, record_ids: Sequence[int]
 ) -> dict[int, list[RecordChanged]]:
     """Per record of `record_ids`, its unheard changes in order, as the feed would tell them."""
     changes = unheard_of(conn, unheard, record_ids)
@@ -336,10 +241,10 @@ def _told(events: Sequence[RecordChanged], entered_at: datetime) -> RecordChange
 
 
 def _thaw(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     actor: Actor,
-    flow: sa.Row[Any],
+    flow: Row,
     *,
     now: datetime,
     moves: Mapping[str, str],
@@ -347,7 +252,7 @@ def _thaw(
     version = int(flow.current_version)
     cache = definitions_cache(ctx)
     new = repo.load_flows(conn, [(flow.id, version)], cache)[(flow.id, version)].definition
-    _check_moves(_impacts(conn, ctx, flow.id, version, moves), moves, new, flow.key)
+    check_moves(_impacts(conn, ctx, flow.id, version, moves), moves, new, flow.key)
     paused_at: datetime | None = flow.paused_at
     policy = new.catch_up.mode
     types = catalog_in(conn)
@@ -364,23 +269,19 @@ def _thaw(
         if paused_at is not None
         else None
     )
-    candidates = (
-        sa.select(enrollments.c.id)
-        .where(
-            enrollments.c.flow_id == flow.id,
-            enrollments.c.status.in_(repo.RUNNING),
-            sa.or_(
-                enrollments.c.flow_version != version,
-                _catch_up_filter(policy, paused_at, now),
-                enrollments.c.record_id.in_(unheard) if unheard is not None else sa.false(),
-            ),
-        )
-        .order_by(enrollments.c.id)
-        .limit(_CHUNK)
-    )
     last = 0
     while True:
-        ids = list(conn.execute(candidates.where(enrollments.c.id > last)).scalars())
+        ids = thaw_candidates(
+            conn,
+            flow.id,
+            version,
+            catch_up=policy,
+            paused_at=paused_at,
+            now=now,
+            unheard=unheard,
+            after=last,
+            limit=_CHUNK,
+        )
         if not ids:
             break
         last = ids[-1]
@@ -393,7 +294,7 @@ def _thaw(
             else {}
         )
         writes = BatchWrites()
-        unentered: list[dict[str, Any]] = []
+        unentered: list[tuple[int, int, datetime | None]] = []
         for row in rows:
             old = infos[(flow.id, row.flow_version)].definition
             if row.state is None:
@@ -402,16 +303,16 @@ def _thaw(
                 due = row.due_at
                 if paused_at is not None and policy == "shift_delays" and due is not None:
                     due = due + (now - paused_at)
-                unentered.append({"eid": row.id, "v_version": version, "v_due": due})
+                unentered.append((row.id, version, due))
                 continue
             record = snapshots.get(row.record_id)
             state, definition = row.state, old
             if row.flow_version != version:
                 step_key = state.step_key or ""
-                fate, _ = _fate(old, new, step_key, version) if step_key else ("stays", "")
-                target = moves.get(step_key) if fate == "removed" else step_key
+                found, _ = fate(old, new, step_key, version) if step_key else ("stays", "")
+                target = moves.get(step_key) if found == "removed" else step_key
                 bumped = state.model_copy(update={"flow_version": version})
-                if fate == "stays":
+                if found == "stays":
                     # Same step, same timing: it keeps its place on the new version, and the
                     # resume looks at it there like at any other record.
                     thawed.kept += 1
@@ -432,7 +333,7 @@ def _thaw(
                     # Its step starts again (or a chosen one starts) at the resume, with the
                     # record as it is now: nothing of the freeze is left to catch up.
                     assert target is not None  # _check_moves made sure every removed step has one
-                    if fate == "restarts":
+                    if found == "restarts":
                         thawed.restarted += 1
                     else:
                         thawed.moved += 1
@@ -477,25 +378,95 @@ def _thaw(
             if outcome.state != row.state:
                 writes.add(row.state, outcome.state, row.record_id, flow.key)
         writes.write(conn, ctx, actor, now=now)
-        if unentered:
-            conn.execute(
-                enrollments.update()
-                .where(enrollments.c.id == sa.bindparam("eid"))
-                .values(
-                    flow_version=sa.bindparam("v_version"),
-                    due_at=sa.bindparam("v_due"),
-                    updated_at=now,
-                ),
-                unentered,
-            )
+        move_unentered(conn, unentered, now=now)
     if paused_at is not None:
         thawed.triggers = catch_up_schedules(conn, ctx, flow.id, new, paused_at=paused_at, now=now)
     repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
     return thawed.note(policy, version)
 
 
+# -- the status change ---------------------------------------------------------------------------
+
+# Pausing freezes the records inside and archiving stops them where they are: both need the
+# admin to say how many records that is (DESIGN: "cannot be deactivated or archived without
+# saying how many are inside"). Draining lets them finish, so it needs no confirmation.
+_STOPS_RECORDS = {
+    LifecycleAction.PAUSE: "will be frozen at their step",
+    LifecycleAction.ARCHIVE: "will stop where they are (or drain it so they finish first)",
+}
+
+
+def change_status(
+    ctx: Context,
+    actor: Actor,
+    key: str,
+    action: LifecycleAction,
+    *,
+    confirm_count: int | None = None,
+    confirm_inside: int | None = None,
+    note: str = "",
+    moves: Mapping[str, str] | None = None,
+    system: bool = False,
+    if_revision: ExpectedVersion = None,
+) -> FlowView:
+    """Apply a lifecycle action (PreconditionFailedError unless the flow is at `if_revision`,
+    when given).
+
+    Starting a flow that has a start list needs `confirm_count` equal to the number of records
+    the list holds now (ConfirmationRequiredError tells the number). Pausing or archiving a flow
+    with records inside needs `confirm_inside` equal to that number. Resuming a flow edited while
+    paused or archived takes `moves` ({removed step: new step or "end"}) for the records at
+    steps the new version removed (see `on_status_change`). `system`: crmflow itself makes the
+    change (start_at, archive_at, auto-archive), so the flow is found whatever its visibility.
+    """
+    require_admin(actor, f"{action.value} flows")
+    flow = any_flow(ctx, key) if system else get_flow(ctx, actor, key)
+    assert flow.document is not None
+    require_revision(key, flow.revision, if_revision)
+    current = flow.status
+    target = next_status(current, action)
+    if action is LifecycleAction.START:
+        count = check_start_list(ctx, key, start_list_names(flow.document), confirm_count)
+        if count is not None:
+            note = note or f"start list confirmed: {count} record(s)"
+    if action in _STOPS_RECORDS and flow.inside and confirm_inside != flow.inside:
+        raise ConfirmationRequiredError(
+            f"{flow.inside} record(s) are inside {key!r} and {_STOPS_RECORDS[action]}; "
+            f"confirm that number to {action.value}",
+            count=flow.inside,
+            confirm_with=f"crmflow flows {action.value} {key} --confirm {flow.inside}",
+        )
+    now = ctx.now()
+    with ctx.engine.begin() as conn:
+        # Compare-and-set on the status, so two admins cannot both apply a change from the same
+        # status: the second one sees the new status and is refused with the reason. The
+        # revision checked above was read before this transaction: set it only if so.
+        changed = flow_store.set_status(
+            conn,
+            flow.id,
+            from_status=current.value,
+            to_status=target.value,
+            now=now,
+            started=target is FlowStatus.ACTIVE and flow.started_at is None,
+            revision=flow.revision if if_revision is not None else None,
+        )
+        if not changed and if_revision is not None:
+            require_revision(key, flow_store.flow_revision(conn, flow.id), if_revision)
+        if not changed:
+            raise ConflictError(f"flow {key!r} changed status meanwhile; look again and retry")
+        if action is LifecycleAction.START:
+            # The start list enters in this transaction: a start that fails leaves nobody inside.
+            enter_start_lists(conn, ctx, flow.id, expected=count, now=now)
+        done = on_status_change(conn, ctx, actor, flow.id, current, target, now=now, moves=moves)
+        note = "; ".join(n for n in (note, done) if n)
+        log_status_change(
+            conn, ctx, actor, flow.id, current.value, target.value, flow.version, note
+        )
+    return any_flow(ctx, key) if system else get_flow(ctx, actor, key)
+
+
 def on_status_change(
-    conn: sa.Connection,
+    conn: Connection,
     ctx: Context,
     actor: Actor,
     flow_id: int,
@@ -505,29 +476,22 @@ def on_status_change(
     now: datetime,
     moves: Mapping[str, str] | None = None,
 ) -> str:
-    """Called by `flows.change_status` on its transaction, after the status changed: freeze or
+    """Called by `change_status` on its transaction, after the status changed: freeze or
     thaw the records inside. Returns what it did, for the flow's history (may be empty).
 
     Raises MovesRequiredError (nothing is changed) when thawing would strand records at steps
     the new version removed and `moves` does not say where they go.
     """
     moves = dict(moves or {})
-    flow = conn.execute(sa.select(flows).where(flows.c.id == flow_id)).one()
+    flow = flow_store.flow_by_id(conn, flow_id)
     if target in _FROZEN and current in _RUNNING:
         # Frozen from now; a paused flow that is archived stays frozen since its pause. What the
         # feed passes from here on the flow does not hear (see `_unheard`).
-        conn.execute(
-            flows.update()
-            .where(flows.c.id == flow_id)
-            .values(paused_at=now, paused_feed_position=lock_feed_position(conn, now))
-        )
+        position = lock_feed_position(conn, now)
+        flow_store.set_paused(conn, flow_id, paused_at=now, position=position)
     if target in _RUNNING and current in _FROZEN:
         note = _thaw(conn, ctx, actor, flow, now=now, moves=moves)
-        conn.execute(
-            flows.update()
-            .where(flows.c.id == flow_id)
-            .values(paused_at=None, paused_feed_position=None)
-        )
+        flow_store.set_paused(conn, flow_id, paused_at=None, position=None)
         return note
     if moves:
         raise InvalidInputError(
@@ -554,30 +518,6 @@ class ScheduleResult:
     next_at: datetime | None = None  # the next start_at / archive_at still to come
 
 
-def _archive_satisfied(archive_at: sa.ColumnElement[Any]) -> sa.Exists:
-    """The flow was archived at or after its archive_at already (by it or by a person): the
-    archive_at has done its work, and a flow resumed after it is not archived again."""
-    return (
-        sa.select(flow_status_changes.c.id)
-        .where(
-            flow_status_changes.c.flow_id == flows.c.id,
-            flow_status_changes.c.to_status == FlowStatus.ARCHIVED.value,
-            flow_status_changes.c.at >= archive_at,
-        )
-        .exists()
-    )
-
-
-def _inside(conn: sa.Connection, flow_id: int) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(enrollments)
-            .where(enrollments.c.flow_id == flow_id, enrollments.c.status.in_(repo.RUNNING))
-        ).scalar_one()
-    )
-
-
 def _change(
     ctx: Context,
     system: Actor,
@@ -589,7 +529,7 @@ def _change(
     confirm_inside: int | None = None,
 ) -> bool:
     try:
-        flow_service.change_status(
+        change_status(
             ctx,
             system,
             key,
@@ -619,51 +559,30 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
     """
     result = ScheduleResult()
     with read_connection(ctx.engine) as conn:
-        to_start = conn.execute(
-            sa.select(flows.c.id, flows.c.key, flows.c.current_version)
-            .where(flows.c.status == FlowStatus.DRAFT.value, flows.c.start_at <= now)
-            .order_by(flows.c.start_at, flows.c.id)
-        ).all()
-        documents = {
-            r.flow_id: r.document
-            for r in conn.execute(
-                sa.select(flow_versions.c.flow_id, flow_versions.c.document)
-                .join(flows, flows.c.id == flow_versions.c.flow_id)
-                .where(flow_versions.c.version == flows.c.current_version)
-                .where(flows.c.id.in_([r.id for r in to_start]))
-            )
-        }
+        to_start = flow_store.drafts_due(conn, now)
+        documents = flow_store.current_documents_of(conn, [r.id for r in to_start])
     # Only when there is something to do: looking for the system user is a write transaction.
     system = ensure_system_user(ctx) if to_start else None
     for row in to_start:
         assert system is not None
-        names = flow_service.start_list_names(documents[row.id])
-        count = flow_service.start_list_size(ctx, names) if names else None
+        names = start_list_names(documents[row.id])
+        count = start_list_size(ctx, names) if names else None
         note = "start_at reached"
         if count is not None:
             note += f"; start list counted then: {count} record(s)"
         if _change(ctx, system, row.key, LifecycleAction.START, note, confirm_count=count):
             result.started.append(row.key)
     with read_connection(ctx.engine) as conn:
-        to_archive = conn.execute(
-            sa.select(flows.c.id, flows.c.key)
-            .where(
-                flows.c.status != FlowStatus.ARCHIVED.value,
-                flows.c.archive_at <= now,
-                ~_archive_satisfied(flows.c.archive_at),
-            )
-            .order_by(flows.c.archive_at, flows.c.id)
-        ).all()
-        inside = {r.id: _inside(conn, r.id) for r in to_archive}
+        to_archive = flow_store.archives_due(conn, now)
+        inside = inside_counts(conn, [r.id for r in to_archive]) if to_archive else {}
     system = system or (ensure_system_user(ctx) if to_archive else None)
     for due in to_archive:
         assert system is not None
+        count = inside.get(due.id, 0)
         note = "archive_at reached"
-        if inside[due.id]:
-            note += f"; {inside[due.id]} record(s) inside stopped where they were"
-        if _change(
-            ctx, system, due.key, LifecycleAction.ARCHIVE, note, confirm_inside=inside[due.id]
-        ):
+        if count:
+            note += f"; {count} record(s) inside stopped where they were"
+        if _change(ctx, system, due.key, LifecycleAction.ARCHIVE, note, confirm_inside=count):
             result.archived.append(due.key)
     return ScheduleResult(result.started, result.archived, _next_scheduled(ctx))
 
@@ -671,15 +590,7 @@ def fire_lifecycle_schedule(ctx: Context, *, now: datetime) -> ScheduleResult:
 def _next_scheduled(ctx: Context) -> datetime | None:
     """The earliest start_at or archive_at still to fire (a worker sleeps no longer than that)."""
     with read_connection(ctx.engine) as conn:
-        start = conn.execute(
-            sa.select(sa.func.min(flows.c.start_at)).where(flows.c.status == FlowStatus.DRAFT.value)
-        ).scalar_one()
-        archive = conn.execute(
-            sa.select(sa.func.min(flows.c.archive_at)).where(
-                flows.c.status != FlowStatus.ARCHIVED.value,
-                ~_archive_satisfied(flows.c.archive_at),
-            )
-        ).scalar_one()
+        start, archive = flow_store.next_scheduled(conn)
     found = [t for t in (start, archive) if t is not None]
     return min(found) if found else None
 
@@ -687,24 +598,8 @@ def _next_scheduled(ctx: Context) -> datetime | None:
 def archive_drained_flows(ctx: Context) -> list[str]:
     """Archive, as the system user, every draining flow with nobody left inside whose
     definition says `auto_archive_when_drained: true`. Returns their keys."""
-    running = (
-        sa.select(enrollments.c.id)
-        .where(enrollments.c.flow_id == flows.c.id, enrollments.c.status.in_(repo.RUNNING))
-        .exists()
-    )
     with read_connection(ctx.engine) as conn:
-        drained = conn.execute(
-            sa.select(flows.c.key, flow_versions.c.document)
-            .join(
-                flow_versions,
-                sa.and_(
-                    flow_versions.c.flow_id == flows.c.id,
-                    flow_versions.c.version == flows.c.current_version,
-                ),
-            )
-            .where(flows.c.status == FlowStatus.DRAINING.value, ~running)
-            .order_by(flows.c.key)
-        ).all()
+        drained = flow_store.drained_flows(conn)
     archived: list[str] = []
     wanted = [row.key for row in drained if row.document.get("auto_archive_when_drained")]
     if not wanted:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.trigger_matching import Change
-from crmflow.store.schema import feed_cursors, record_changes, users
+from crmflow.store.schema import feed_cursors, record_changes
 
 __all__ = [
     "FEED",
@@ -36,7 +36,6 @@ __all__ = [
     "reading_from",
     "unheard_changes",
     "unheard_of",
-    "usernames_by_id",
 ]
 
 FEED = "record_changes"
@@ -162,14 +161,6 @@ def as_change(row: sa.Row[Any]) -> Change:
         actor_id=row.actor_id,
         at=row.at,
     )
-
-
-def usernames_by_id(conn: sa.Connection, user_ids: Collection[int]) -> dict[int, str]:
-    """The usernames of `user_ids` (the users some changes name), by id: one query."""
-    if not user_ids:
-        return {}
-    query = sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
-    return {r.id: r.username for r in conn.execute(query)}
 
 
 def lock_feed_position(conn: sa.Connection, now: datetime) -> int:

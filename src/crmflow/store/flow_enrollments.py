@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from crmflow.engine.definition import ReentryPolicy
 from crmflow.store.enrollments import RUNNING, RUNNING_FLOWS
+from crmflow.store.feed import UnheardChanges
 from crmflow.store.flow_access import FlowFilter
 from crmflow.store.queries import IdSelect
 from crmflow.store.schema import enrollments, entry_decisions, flows, records
@@ -33,12 +34,17 @@ __all__ = [
     "RecordIds",
     "count_ids",
     "drop_refusals",
+    "enrollments_ever",
     "enrollments_hearing",
     "enter_set",
+    "inside_counts",
+    "move_unentered",
     "record_ids",
     "refusals_page",
     "refuse_records",
     "selected_ids",
+    "steps_on_other_versions",
+    "thaw_candidates",
 ]
 
 _IDS_CHUNK = 5_000
@@ -272,3 +278,104 @@ def drop_refusals(conn: sa.Connection, pairs: Collection[tuple[int, int]], *, re
         ]
     for i in range(0, len(stale), _IDS_CHUNK):
         conn.execute(entry_decisions.delete().where(d.id.in_(stale[i : i + _IDS_CHUNK])))
+
+
+# -- per flow: how many are inside, and what a resume moves ---------------------------------------
+
+
+def inside_counts(conn: sa.Connection, flow_ids: Collection[int]) -> dict[int, int]:
+    """How many records are inside each of `flow_ids` now (a flow with none is left out)."""
+    query = (
+        sa.select(enrollments.c.flow_id, sa.func.count().label("count"))
+        .where(enrollments.c.flow_id.in_(flow_ids), enrollments.c.status.in_(RUNNING))
+        .group_by(enrollments.c.flow_id)
+    )
+    return {r[0]: int(r[1]) for r in conn.execute(query)}
+
+
+def enrollments_ever(conn: sa.Connection, flow_id: int) -> int:
+    """How many enrollments flow `flow_id` ever had (those finished and cancelled too)."""
+    query = sa.select(sa.func.count()).select_from(enrollments)
+    return int(conn.execute(query.where(enrollments.c.flow_id == flow_id)).scalar_one())
+
+
+def steps_on_other_versions(
+    conn: sa.Connection, flow_id: int, version: int
+) -> list[tuple[int, str, int]]:
+    """(flow version, step key, records) of the records inside flow `flow_id` at a step of a
+    version other than `version` (one query)."""
+    e = enrollments.c
+    rows = conn.execute(
+        sa.select(e.flow_version, e.step_key, sa.func.count())
+        .where(
+            e.flow_id == flow_id,
+            e.status.in_(RUNNING),
+            e.step_key.is_not(None),
+            e.flow_version != version,
+        )
+        .group_by(e.flow_version, e.step_key)
+    ).all()
+    return [(int(v), str(key), int(count)) for v, key, count in rows]
+
+
+def _caught_up_by(
+    catch_up: str, paused_at: datetime | None, now: datetime
+) -> sa.ColumnElement[bool]:
+    """The enrollments the catch-up policy can change (the others are not even loaded)."""
+    if paused_at is None or catch_up == "run_late":
+        return sa.false()
+    if catch_up == "skip_missed":
+        return enrollments.c.due_at < now
+    return enrollments.c.due_at.is_not(None)
+
+
+def thaw_candidates(
+    conn: sa.Connection,
+    flow_id: int,
+    version: int,
+    *,
+    catch_up: str,
+    paused_at: datetime | None,
+    now: datetime,
+    unheard: UnheardChanges | None,
+    after: int,
+    limit: int,
+) -> list[int]:
+    """The next `limit` ids after `after`, in order, of the enrollments inside flow `flow_id`
+    that its resume (on `version`, thawing a freeze from `paused_at`) can change: those on
+    another version, those the `catch_up` policy moves, and those whose record changed while
+    the flow did not hear (`unheard`)."""
+    e = enrollments.c
+    query = (
+        sa.select(e.id)
+        .where(
+            e.flow_id == flow_id,
+            e.status.in_(RUNNING),
+            sa.or_(
+                e.flow_version != version,
+                _caught_up_by(catch_up, paused_at, now),
+                e.record_id.in_(unheard) if unheard is not None else sa.false(),
+            ),
+            e.id > after,
+        )
+        .order_by(e.id)
+        .limit(limit)
+    )
+    return [int(i) for i in conn.execute(query).scalars()]
+
+
+def move_unentered(
+    conn: sa.Connection, rows: Sequence[tuple[int, int, datetime | None]], *, now: datetime
+) -> None:
+    """Enrollments not entered yet (id, new flow version, new due time) move to that version
+    and time, in one statement."""
+    if not rows:
+        return
+    conn.execute(
+        enrollments.update()
+        .where(enrollments.c.id == sa.bindparam("eid"))
+        .values(
+            flow_version=sa.bindparam("v_version"), due_at=sa.bindparam("v_due"), updated_at=now
+        ),
+        [{"eid": eid, "v_version": version, "v_due": due} for eid, version, due in rows],
+    )

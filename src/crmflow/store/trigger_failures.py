@@ -22,7 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from crmflow.store.schema import flow_status_changes, flows, trigger_failures
+from crmflow.store.flows import insert_status_change
+from crmflow.store.schema import flows, trigger_failures
 
 __all__ = [
     "FEED_INDEX",
@@ -149,16 +150,15 @@ def note_in_flow_history(conn: sa.Connection, *, flow_id: int, note: str, now: d
     ).first()
     if row is None:
         return
-    conn.execute(
-        flow_status_changes.insert().values(
-            flow_id=flow_id,
-            from_status=row.status,
-            to_status=row.status,
-            version=row.current_version,
-            actor_id=None,
-            at=now,
-            note=note[:LAST_ERROR_CHARS],
-        )
+    insert_status_change(
+        conn,
+        flow_id=flow_id,
+        from_status=row.status,
+        to_status=row.status,
+        version=row.current_version,
+        actor_id=None,
+        at=now,
+        note=note[:LAST_ERROR_CHARS],
     )
 
 

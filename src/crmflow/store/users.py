@@ -31,6 +31,7 @@ __all__ = [
     "token_user_id",
     "update_user",
     "user_ids_by_name",
+    "usernames_by_id",
 ]
 
 
@@ -90,6 +91,15 @@ def user_ids_by_name(conn: sa.Connection, names: set[str]) -> dict[str, int]:
         return {}
     rows = conn.execute(sa.select(users.c.username, users.c.id).where(users.c.username.in_(names)))
     return {r.username: r.id for r in rows}
+
+
+def usernames_by_id(conn: sa.Connection, user_ids: Collection[int]) -> dict[int, str]:
+    """The usernames of the users among `user_ids` that exist, by id (one query; none for no
+    ids)."""
+    if not user_ids:
+        return {}
+    query = sa.select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
+    return {r.id: r.username for r in conn.execute(query)}
 
 
 def active_users_named(conn: sa.Connection, names: Collection[str]) -> dict[str, int]:

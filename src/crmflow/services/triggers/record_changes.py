@@ -38,9 +38,9 @@ from crmflow.services.record_types import catalog_in
 from crmflow.services.records import OWNER_KEY
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
-from crmflow.store.feed import usernames_by_id
 from crmflow.store.flow_enrollments import drop_refusals, enrollments_hearing
 from crmflow.store.flows import non_draft_flows_of_types
+from crmflow.store.users import usernames_by_id
 
 __all__ = [
     "CHANGE_TRIGGERS",
