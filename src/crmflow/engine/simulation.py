@@ -234,15 +234,17 @@ def simulate(
         flow_status, flow, record, past=past, now=start, zone=zone, limits=limits
     )
     if refusal is not None:
+        line = TimelineEntry(start, None, NOT_ENTERED, refusal)
+        stopped = f"would not enter: {refusal}"
         return Simulation(
-            flow_key=flow.key,
-            start=start,
-            until=until,
+            flow.key,
+            start,
+            until,
             state=None,
             record=record,
-            timeline=(TimelineEntry(start, None, NOT_ENTERED, refusal),),
+            timeline=(line,),
             commands=(),
-            stopped=f"would not enter: {refusal}",
+            stopped=stopped,
         )
     outcome = enter(
         flow,

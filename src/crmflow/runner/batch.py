@@ -93,23 +93,7 @@ def move_batch(
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)
         if row.state is None:
-            # The batch's enrollments of the same record in the same flow: this batch writes
-            # their states, so a start the loop guard held cancels them here, not in the
-            # database.
-            mates = (
-                [r.id for r in rows if (r.flow_id, r.record_id) == (row.flow_id, row.record_id)]
-                if row.status == HELD
-                else []
-            )
-            held = held_at_entry(conn, row, info, now=now, moving=mates, refusals=refusals)
-            if mates and held is not None:
-                writes.states[:] = [
-                    cancel(s, now=now, reason=held)
-                    if s.enrollment_id in mates and not s.is_over
-                    else s
-                    for s in writes.states
-                ]
-                writes.over += [i for i in mates if i != row.id and i not in writes.over]
+            held = _held(conn, row, info, rows=rows, writes=writes, refusals=refusals, now=now)
             entering = event if isinstance(event, RecordChanged) else None
             if record is None and entering is not None and entering.change == "deleted":
                 # A record_deleted trigger: the first steps see the record as it was.
@@ -160,3 +144,31 @@ def move_batch(
     writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped + moved.deferred)
     return moved
+
+
+def _held(
+    conn: Connection,
+    row: repo.EnrollmentRow,
+    info: repo.FlowInfo,
+    *,
+    rows: Sequence[repo.EnrollmentRow],
+    writes: BatchWrites,
+    refusals: list[Decision],
+    now: datetime,
+) -> str | None:
+    """Why an enrollment coming due to enter does not after all (`held_at_entry`), or None.
+    A start the loop guard held cancels the batch's own enrollments of the record in the flow
+    too: this batch writes their states, so they are cancelled here, not in the database."""
+    mates = (
+        [r.id for r in rows if (r.flow_id, r.record_id) == (row.flow_id, row.record_id)]
+        if row.status == HELD
+        else []
+    )
+    held = held_at_entry(conn, row, info, now=now, moving=mates, refusals=refusals)
+    if mates and held is not None:
+        writes.states[:] = [
+            cancel(s, now=now, reason=held) if s.enrollment_id in mates and not s.is_over else s
+            for s in writes.states
+        ]
+        writes.over += [i for i in mates if i != row.id and i not in writes.over]
+    return held
