@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -216,8 +217,18 @@ def _history_per_record(ctx: Context, ids: list[int]) -> dict[int, int]:
     return {rid: found.get(rid, 0) for rid in ids}
 
 
+def _batch_limit_only(ctx: Context, monkeypatch: pytest.MonkeyPatch, batch_ms: int) -> None:
+    """Set the batch's time limit to `batch_ms` while one record's run of steps keeps a budget
+    of a minute: these tests are about where a batch is cut, and the per-record budget (derived
+    from the same setting, see Context.evaluation_limits) would otherwise cut every record's
+    chain after its first step as well."""
+    limits = replace(ctx.evaluation_limits, call_time_limit_ms=60_000)
+    ctx.settings = ctx.settings.model_copy(update={"batch_time_limit_ms": batch_ms})
+    monkeypatch.setattr(type(ctx), "evaluation_limits", property(lambda _self: limits))
+
+
 def test_a_batch_past_its_time_limit_commits_what_it_moved_and_leaves_the_rest_due(
-    ctx: Context, admin: Actor, clock: FrozenClock
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _started_flow(ctx, admin)
     ids = [_contact(ctx, admin, f"C{i}") for i in range(30)]
@@ -225,7 +236,7 @@ def test_a_batch_past_its_time_limit_commits_what_it_moved_and_leaves_the_rest_d
         runs.start_record(ctx, admin, "later", rid)
     clock.advance(days=1)
     # No time at all: each batch takes one record and stops (the least a batch does).
-    ctx.settings = ctx.settings.model_copy(update={"batch_time_limit_ms": 0})
+    _batch_limit_only(ctx, monkeypatch, 0)
     system = ensure_system_user(ctx)
 
     first = run_batch(ctx, system, now=clock.current, owner="w", limit=500)
@@ -273,7 +284,7 @@ def test_a_batch_within_its_time_limit_moves_everything_at_once(
 
 
 def test_a_cut_never_separates_enrollments_of_one_record_in_one_flow(
-    ctx: Context, admin: Actor, clock: FrozenClock
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _started_flow(ctx, admin)
     claire, paul = _contact(ctx, admin, "Claire"), _contact(ctx, admin, "Paul")
@@ -281,7 +292,7 @@ def test_a_cut_never_separates_enrollments_of_one_record_in_one_flow(
     for rid in (claire, paul, claire):
         runs.start_record(ctx, admin, "later", rid)
     clock.advance(days=1)
-    ctx.settings = ctx.settings.model_copy(update={"batch_time_limit_ms": 0})
+    _batch_limit_only(ctx, monkeypatch, 0)
     system = ensure_system_user(ctx)
 
     first = run_batch(ctx, system, now=clock.current, owner="w", limit=500)
