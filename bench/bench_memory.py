@@ -32,6 +32,7 @@ from crmflow.services.context import Context, system_clock
 from crmflow.settings import Settings
 from crmflow.store.schema import enrollments, records
 from crmflow.store.types import UTCDateTime
+from crmflow.worker import Worker
 
 __all__ = ["AIM_MB", "MemoryResult", "main", "run"]
 
@@ -68,7 +69,6 @@ def rss_mb() -> float:
 
 def _child(url: str, seconds: float) -> None:
     """The worker under test: runs for `seconds`, prints its RSS as JSON at the end."""
-    from crmflow.worker import Worker
 
     ctx = Context.from_settings(Settings(database_url=url))
     runner = Worker(ctx, max_idle=0.05, name="bench-memory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -98,7 +99,6 @@ def ratio_main(
 ) -> None:
     """The command line of a benchmark that compares a row count against a baseline:
     `--rows N --runs N --backend sqlite|postgres|both`, one ratio line per backend."""
-    import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--rows", type=int, default=1_000_000)

@@ -36,8 +36,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import sqlalchemy as sa
-
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.source import parse_source
 from crmflow.errors import NotFoundError
@@ -50,9 +48,7 @@ from crmflow.services.lifecycle import fire_lifecycle_schedule
 from crmflow.services.setup import upgrade_database
 from crmflow.settings import Settings
 from crmflow.store import enrollments as enrollment_store
-from crmflow.store.schema import enrollments as enrollments_table
-from crmflow.store.schema import flows as flows_table
-from crmflow.store.schema import outbox
+from crmflow.store.outbox import flow_messages
 from crmflow.worker import next_trigger_at, run_once
 
 __all__ = ["FlowHarness", "FrozenClock", "Message", "Run", "StepRun"]
@@ -318,19 +314,7 @@ class FlowHarness:
     def messages(self, record_id: int | None = None) -> list[Message]:
         """The messages the flows wrote (for one record, or all), oldest first."""
         # No service lists outbox rows yet (the dispatcher of a later issue will own them), so
-        # the harness reads the table itself; it is a test helper, not a use-case.
-        query = (
-            sa.select(
-                outbox,
-                enrollments_table.c.record_id,
-                flows_table.c.key.label("flow_key"),
-            )
-            .join(enrollments_table, enrollments_table.c.id == outbox.c.enrollment_id)
-            .join(flows_table, flows_table.c.id == enrollments_table.c.flow_id)
-            .order_by(outbox.c.id)
-        )
-        if record_id is not None:
-            query = query.where(enrollments_table.c.record_id == record_id)
+        # the harness reads them from the store; it is a test helper, not a use-case.
         with self.ctx.engine.connect() as conn:
             return [
                 Message(
@@ -342,7 +326,7 @@ class FlowHarness:
                     not_before=row.not_before,
                     payload=row.payload,
                 )
-                for row in conn.execute(query)
+                for row in flow_messages(conn, record_id)
             ]
 
     # --- setting up -------------------------------------------------------------------------

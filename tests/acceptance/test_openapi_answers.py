@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from crmflow.api.app import create_app
 from crmflow.services.context import Context
+from crmflow.settings import Settings
 
 # Answers that are files or redirects rather than JSON, with the media types they must declare.
 _FILES = {("get", "/api/records/{type_key}/export"): {"text/csv", "application/x-ndjson"}}
@@ -20,7 +21,6 @@ _FREE_FORM = {"FlowDocumentSchema"}
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from crmflow.settings import Settings
 
     url = f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'crmflow.db'}"
     ctx = Context.from_settings(Settings(database_url=url))

@@ -4,13 +4,20 @@ assignment (round robin, weighted, least loaded), and SQL."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
+from crmflow.api.app import create_app
+from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError, NotFoundError
 from crmflow.runner import move_batch
 from crmflow.services import enrollments as runs
@@ -27,7 +34,6 @@ from tests.integration.helpers import history as _history
 
 
 def _flow(ctx: Context, admin: Actor, text: str) -> str:
-    from crmflow.engine.lifecycle import LifecycleAction
 
     key = text.split("key: ", 1)[1].split("\n", 1)[0]
     flows.create_flow(ctx, admin, text)
@@ -490,9 +496,6 @@ steps:
 def test_lists_over_the_api_create_list_and_page_members(
     ctx: Context, admin: Actor, clock: FrozenClock
 ) -> None:
-    from fastapi.testclient import TestClient
-
-    from crmflow.api.app import create_app
 
     member = make_user(ctx, "andrei", "member")
     auth = {"Authorization": f"Bearer {users.create_token(ctx, admin, admin.username).token}"}
@@ -525,10 +528,6 @@ def test_lists_over_the_api_create_list_and_page_members(
 
 
 def test_lists_from_the_command_line(tmp_path: Any) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     crmflow = str(Path(sys.executable).parent / "crmflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMFLOW_")}

@@ -10,6 +10,8 @@ import pytest
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from crmflow.services import record_types, records
 from crmflow.services.context import Actor, Context
+from crmflow.services.record_types import get_record_type, update_record_type
+from crmflow.services.setup import upgrade_database
 
 VOLUNTEER = {
     "key": "volunteer",
@@ -158,8 +160,6 @@ def test_type_files_in_yaml_or_json(ctx: Context, admin: Actor, tmp_path: Path) 
 def test_an_upgrade_keeps_what_the_organisation_added_to_a_built_in_type(
     ctx: Context, admin: Actor
 ) -> None:
-    from crmflow.services.record_types import get_record_type, update_record_type
-    from crmflow.services.setup import upgrade_database
 
     contact = get_record_type(ctx, "contact").as_dict()
     contact["fields"].append({"key": "shoe_size", "type": "number"})

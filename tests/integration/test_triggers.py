@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from crmflow.api.app import create_app
+from crmflow.cli.common import state
+from crmflow.cli.main import app as cli
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, queries, records, run_views, triggers
+from crmflow.services import flows, queries, records, run_views, triggers, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import enrollments
 from crmflow.worker import run_once
@@ -342,13 +347,6 @@ def test_not_entered_is_listed_per_record_with_its_type(
 def test_not_entered_from_the_api_and_the_cli(
     ctx: Context, admin: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fastapi.testclient import TestClient
-    from typer.testing import CliRunner
-
-    from crmflow.api.app import create_app
-    from crmflow.cli.common import state
-    from crmflow.cli.main import app as cli
-    from crmflow.services import users
 
     _flow(ctx, admin, "held", "type: record_created")
     flows.change_status(ctx, admin, "held", LifecycleAction.PAUSE)

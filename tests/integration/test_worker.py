@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +22,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
-from crmflow.worker import run_batch, run_once
+from crmflow.worker import Worker, run_batch, run_once
 from tests.conftest import FrozenClock, make_user
 from tests.integration.helpers import count_rows as _count
 from tests.integration.helpers import history as _history
@@ -391,10 +393,6 @@ def test_an_idle_worker_wakes_on_notify_and_stops_after_its_batch(
 ) -> None:
     """An idle worker sleeps (here up to 30 s) but new due work wakes it at once: NOTIFY on
     PostgreSQL, `wake()` in-process (what SQLite's embedded worker relies on)."""
-    import threading
-    import time
-
-    from crmflow.worker import Worker
 
     _flow(ctx, admin)
     rid = _contact(ctx, admin)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,13 +27,6 @@ def test_two_worker_processes_share_the_work_and_run_every_step_once(
 ) -> None:
     """Two `crmflow worker` processes on one PostgreSQL database: each enrollment's timed step
     runs once, one outbox row per email, every enrollment finishes, and SIGTERM stops both."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from datetime import UTC, datetime
-    from pathlib import Path
 
     # PostgreSQL only (postgres_ctx): SQLite has a single writer by design.
     ctx = postgres_ctx

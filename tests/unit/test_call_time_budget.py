@@ -199,4 +199,5 @@ def test_a_simulation_is_never_cut_by_the_call_budget(clock: SteppedClock) -> No
     done = [(e.step, e.at) for e in sim.timeline if e.status == "done" and e.action is None]
     assert done == [(key, NOW) for key in "abcde"]
     assert "next batch" not in " ".join(e.text for e in sim.timeline)
+    assert sim.state is not None
     assert sim.state.status is EnrollmentStatus.FINISHED

@@ -7,6 +7,7 @@ import inspect
 import re
 
 from crmflow import errors
+from crmflow.services import flows, imports, lifecycle
 
 _LINE = re.compile(r"^(?P<indent> +)(?P<name>[A-Z]\w*Error)\s+(?P<status>\d{3})\b")
 
@@ -49,7 +50,6 @@ def test_each_class_is_drawn_under_its_base_class_with_its_status() -> None:
 
 def test_the_errors_raised_by_services_are_the_ones_the_services_export() -> None:
     # The services keep their names for these (callers catch `flows.ConfirmationRequiredError`).
-    from crmflow.services import flows, imports, lifecycle
 
     assert flows.ConfirmationRequiredError is errors.ConfirmationRequiredError
     assert lifecycle.MovesRequiredError is errors.MovesRequiredError

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import RecordType, type_catalog
+from crmflow.engine.simulation import sample_record
 from crmflow.engine.source import parse_source
 from crmflow.engine.validation import ValidationContext, parse_flow
 
@@ -68,10 +71,6 @@ def test_example_flow_validates_and_round_trips(path: Path) -> None:
 
 @pytest.mark.parametrize("path", FLOW_FILES, ids=lambda p: p.name)
 def test_each_example_has_a_valid_sample_record(path: Path) -> None:
-    from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
-
-    from crmflow.engine.simulation import sample_record
 
     flow = parse_flow(path.read_text(), context=example_context())
     sample = json.loads(path.with_suffix(".record.json").read_text())

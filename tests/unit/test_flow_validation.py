@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crmflow.engine.recordtypes import BUILTIN_TYPES
+from crmflow.engine.recordtypes import BUILTIN_TYPES, type_catalog
 from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
 from crmflow.errors import InvalidInputError, Problem
 
@@ -414,9 +414,6 @@ def test_reentry_and_assign_owner_options() -> None:
 
 
 def test_an_unknown_holiday_country_is_refused_when_the_flow_is_saved() -> None:
-    from crmflow.engine.recordtypes import type_catalog
-    from crmflow.engine.validation import ValidationContext, parse_flow
-    from crmflow.errors import InvalidInputError
 
     text = """\
 schema_version: 1

@@ -82,9 +82,9 @@ class State:
     @property
     def database_label(self) -> str:
         """The database URL as it may be printed: without its password."""
-        from sqlalchemy.engine import make_url
+        from crmflow.store.database import printable_url
 
-        return make_url(self.settings.database_url).render_as_string(hide_password=True)
+        return printable_url(self.settings.database_url)
 
     @property
     def database_may_exist(self) -> bool:
@@ -138,9 +138,9 @@ def _database_error(exc: Exception) -> str | None:
     user can act on (a missing table, a refused connection); None for anything else."""
     if "sqlalchemy" not in sys.modules:  # no database was opened: not a database error
         return None
-    import sqlalchemy as sa
+    from crmflow.store.database import OperationalError, ProgrammingError
 
-    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.ProgrammingError)):
+    if not isinstance(exc, (OperationalError, ProgrammingError)):
         return None
     return str(exc.orig or exc).splitlines()[0]
 

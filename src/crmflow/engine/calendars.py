@@ -43,7 +43,7 @@ def _public_holidays(country: str, subdivision: str | None, year: int) -> frozen
     # keeps the per-step cost of a business-day check to a set lookup.
     # Imported here: the holidays package takes a noticeable part of a second to load, and most
     # commands (and flows without a holiday calendar) never need it.
-    import holidays
+    import holidays  # noqa: PLC0415 - lazy: loading it costs a noticeable part of a second
 
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year).keys())
 

@@ -61,7 +61,7 @@ def compile_condition(expression: str) -> Any:
         raise ValueError(f"the condition is longer than {MAX_CONDITION_CHARS} characters")
     # Imported here: the cel package also loads its interactive shell (prompt_toolkit), half a
     # second that every command would otherwise pay at start-up.
-    import cel
+    import cel  # noqa: PLC0415 - lazy: it loads an interactive shell too (see above)
 
     return cel.compile(expression)
 

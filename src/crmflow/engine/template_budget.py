@@ -31,11 +31,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import _PassArg
 
 from crmflow.engine.budget import (
+    Budget,
     EvaluationLimits,
+    activate,
     check_binop,
     check_format,
     check_size,
     current_budget,
+    deactivate,
 )
 from crmflow.errors import LimitExceededError
 
@@ -297,7 +300,6 @@ def check_constant_budgets(
     tree: nodes.Template, limits: EvaluationLimits
 ) -> list[LimitExceededError]:
     """What the template's constants already put over a budget, one refusal per place."""
-    from crmflow.engine.budget import Budget, activate, deactivate
 
     found: list[LimitExceededError] = []
     token = activate(Budget(limits))

@@ -75,7 +75,7 @@ def _apply_commands(
     imported when a batch writes, not when the runner is imported, so that the services that
     import the runner make no import cycle."""
     # Local on purpose (PLC0415): see the docstring.
-    from crmflow.services.effects import apply_commands
+    from crmflow.services.effects import apply_commands  # noqa: PLC0415 - see the docstring
 
     applied = apply_commands(
         conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now

@@ -198,9 +198,7 @@ def cancel_enrollment(
         return enrollment_view(conn, ctx, enrollment_id)
 
 
-def _locked(
-    conn: Connection, actor: Actor, enrollment_id: int
-) -> tuple[repo.EnrollmentRow, Row]:
+def _locked(conn: Connection, actor: Actor, enrollment_id: int) -> tuple[repo.EnrollmentRow, Row]:
     rows = repo.lock(conn, [enrollment_id], owner=None)
     flow = find_flow(conn, rows[0].flow_id) if rows else None
     if not rows or flow is None or not can_see_flow(conn, actor, flow):

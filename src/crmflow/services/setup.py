@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import sqlalchemy as sa
-
 from crmflow.engine.recordtypes import BUILTIN_TYPES, FieldDef, FieldType, RecordType
 from crmflow.errors import ConflictError
 from crmflow.services.context import Context
@@ -25,7 +23,7 @@ def prepare_to_serve(ctx: Context) -> bool:
     current, head = migrate.current_revision(ctx.engine), migrate.head_revision()
     if current == head:
         return False
-    if current is None and not sa.inspect(ctx.engine).get_table_names():
+    if current is None and not migrate.has_tables(ctx.engine):
         upgrade_database(ctx)
         return True
     found = f"at migration {current}" if current else "not empty but has no crmflow migration"

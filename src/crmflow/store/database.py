@@ -24,6 +24,8 @@ DatabaseError = sa.exc.SQLAlchemyError
 IntegrityError = sa.exc.IntegrityError
 # The database did not answer or went away for a moment (what a worker's round retries).
 OperationalError = sa.exc.OperationalError
+# A statement the database refused as wrong for its schema (a table missing: not migrated).
+ProgrammingError = sa.exc.ProgrammingError
 
 __all__ = [
     "Connection",
@@ -31,6 +33,7 @@ __all__ = [
     "Engine",
     "IntegrityError",
     "OperationalError",
+    "ProgrammingError",
     "Row",
     "connection_lost",
     "create_db_engine",
@@ -39,6 +42,7 @@ __all__ = [
     "is_sqlite",
     "json_text",
     "json_value",
+    "printable_url",
     "read_connection",
     "read_transaction",
 ]
@@ -175,3 +179,8 @@ def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
 
 def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def printable_url(url: str) -> str:
+    """The database URL as it may be printed: without its password."""
+    return make_url(url).render_as_string(hide_password=True)

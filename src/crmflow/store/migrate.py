@@ -34,3 +34,8 @@ def head_revision() -> str | None:
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def has_tables(engine: sa.Engine) -> bool:
+    """Whether the database holds any table at all (a new or empty one holds none)."""
+    return bool(sa.inspect(engine).get_table_names())

@@ -17,11 +17,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.runtime import EnrollmentStatus
 from crmflow.store.idlists import among
-from crmflow.store.schema import enrollments, outbox
+from crmflow.store.schema import enrollments, flows, outbox
 
 __all__ = [
     "cancel_pending_of_cancelled",
     "count_emails_of_flow",
+    "flow_messages",
     "insert_ignoring_duplicates",
     "messages_of",
 ]
@@ -71,3 +72,17 @@ def count_emails_of_flow(conn: sa.Connection, flow_id: int) -> int:
         .where(outbox.c.enrollment_id.in_(in_flow), outbox.c.kind == "email")
     )
     return int(conn.execute(query).scalar_one())
+
+
+def flow_messages(conn: sa.Connection, record_id: int | None = None) -> list[sa.Row[Any]]:
+    """Every outbox message (of one record's runs, or of all), oldest first, with the record and
+    the key of the flow that wrote it (`record_id`, `flow_key`): what `crmflow.testing` shows."""
+    query = (
+        sa.select(outbox, enrollments.c.record_id, flows.c.key.label("flow_key"))
+        .join(enrollments, enrollments.c.id == outbox.c.enrollment_id)
+        .join(flows, flows.c.id == enrollments.c.flow_id)
+        .order_by(outbox.c.id)
+    )
+    if record_id is not None:
+        query = query.where(enrollments.c.record_id == record_id)
+    return list(conn.execute(query))
