@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmflow.engine import transition
+from crmflow.engine import step_loop
 from crmflow.engine.budget import EvaluationLimits
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import type_catalog
@@ -41,15 +41,15 @@ class SteppedClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> SteppedClock:
     clock = SteppedClock()
-    monkeypatch.setattr(transition, "time", clock)
-    run_actions = transition._STARTERS["action"]
+    monkeypatch.setattr(step_loop, "time", clock)
+    run_actions = step_loop._STARTERS["action"]
 
     def slow_actions(step: Any, run: StepRun) -> StepResult:
         clock.seconds += STEP_SECONDS
         result: StepResult = run_actions(step, run)
         return result
 
-    monkeypatch.setitem(transition._STARTERS, "action", slow_actions)
+    monkeypatch.setitem(step_loop._STARTERS, "action", slow_actions)
     return clock
 
 
@@ -168,7 +168,7 @@ def test_the_first_step_of_a_call_always_runs_even_past_the_budget(clock: Steppe
 def test_an_endless_loop_is_still_cancelled_when_every_call_is_cut(
     clock: SteppedClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transition, "MAX_STEPS_PER_CALL", 10)
+    monkeypatch.setattr(step_loop, "MAX_STEPS_PER_CALL", 10)
     flow = chain("ping", "pong", loop=True)
     outcome = enter_at(flow, BUDGET)
     at = NOW

@@ -3,7 +3,9 @@
 Pure: no I/O, and no clock but `time.monotonic()` for the time budgets (`now` is an argument).
 The worker calls `advance` for every enrollment that is due or woken by an event and writes the
 outcome (new state, commands, step-run log) in one transaction; `simulate` calls the same
-function in virtual time.
+function in virtual time. This module is that public API; the loop that runs a record's due
+steps within one call is `crmflow.engine.step_loop`, and what a resume does to a paused or frozen
+flow's records is `crmflow.engine.thaw` (`catch_up` and `resume_recheck`, re-exported here).
 
 The rules, each one a promise to the people who run flows:
 
@@ -22,26 +24,11 @@ The rules, each one a promise to the people who run flows:
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
-from crmflow.engine.calendars import BusinessCalendar
-from crmflow.engine.commands import Command, OutboxMessage
-from crmflow.engine.definition import (
-    ApprovalStep,
-    AtTimeTiming,
-    CatchUpPolicy,
-    DateTiming,
-    EventTiming,
-    FlowDefinition,
-    Step,
-    WaitStep,
-)
-from crmflow.engine.localtime import format_local
+from crmflow.engine.definition import ApprovalStep, EventTiming, FlowDefinition
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import (
     DecisionMade,
@@ -50,16 +37,12 @@ from crmflow.engine.runtime import (
     Event,
     RecordChanged,
     RecordSnapshot,
-    StepRunLog,
-    StepStatus,
     TimerFired,
-    Waiting,
     WaitKind,
 )
-from crmflow.engine.steps import action, approval, decision, end, merge, wait
-from crmflow.engine.steps.base import End, Go, Hold, StepResult, StepRun
-from crmflow.engine.steps.scope import EvaluationError, Scope
-from crmflow.engine.timing import DueTime, shift, step_due_at
+from crmflow.engine.step_loop import MAX_STEPS_PER_CALL, Outcome, start_call, timed_by_record
+from crmflow.engine.steps import approval
+from crmflow.engine.thaw import catch_up, resume_recheck
 
 __all__ = [
     "MAX_STEPS_PER_CALL",
@@ -76,417 +59,17 @@ __all__ = [
     "sequence_progress",
 ]
 
-MAX_STEPS_PER_CALL = 1000
-_MEMO_SIZE = 1024  # due times kept per flow definition (see `_Call.due`)
-_CONTINUED = "ran in the next batch: the run of steps before it went over its time budget"
-
-_STARTERS: dict[str, Any] = {
-    "action": action.start,
-    "decision": decision.start,
-    "wait": wait.start,
-    "approval": approval.start,
-    "merge": merge.start,
-    "end": end.start,
-}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one call decided. `record` is the record as the commands leave it (the store applies
-    the same changes through `UpdateRecord` / `SetStatus`)."""
-
-    state: EnrollmentState
-    record: RecordSnapshot
-    commands: tuple[Command, ...] = ()
-    log: tuple[StepRunLog, ...] = ()
-    not_due: bool = False  # a timer fired before `state.due_at`: nothing happened
-    refused: str | None = None  # a decision that cannot be taken: nothing happened
-
-    @property
-    def next_due(self) -> datetime | None:
-        """When the worker should call again without an event (None: only an event wakes it)."""
-        return None if self.state.is_over else self.state.due_at
-
-
-class _Call:
-    """One call of the transition: the working state, changed as steps run."""
-
-    def __init__(
-        self,
-        flow: FlowDefinition,
-        state: EnrollmentState,
-        record: RecordSnapshot,
-        *,
-        now: datetime,
-        zone: ZoneInfo,
-        change: RecordChanged | None,
-        record_type: RecordType | None,
-        limits: EvaluationLimits = DEFAULT_LIMITS,
-    ) -> None:
-        self.flow = flow
-        self._state = state
-        # Changes not yet folded into `_state`: a step makes several small changes in a row, and
-        # copying the (frozen) state for each one was a fifth of the engine's time.
-        self._pending: dict[str, Any] = {}
-        self.run = StepRun(
-            flow=flow,
-            scope=Scope(flow=flow, record=record, now=now, zone=zone, change=change, limits=limits),
-            enrollment_id=state.enrollment_id,
-            calendar=BusinessCalendar(flow.calendar, zone),
-            record_type=record_type,
-            run_number=state.current_run or state.step_runs,
-        )
-        # Counted across calls while a run of steps is cut by the time budget (see `move`).
-        self.steps_taken = state.steps_in_a_row
-        self.continued = state.steps_in_a_row > 0  # the last call was cut: this one goes on
-        if self.continued:
-            self.update(steps_in_a_row=0)
-        self.steps_started = 0  # steps started in this call: the first always runs
-        self.call_time_limit_ms = limits.call_time_limit_ms
-        self.deadline = (
-            None
-            if limits.call_time_limit_ms is None
-            else time.monotonic() + limits.call_time_limit_ms / 1000
-        )
-        self.path: list[str] = []
-
-    @property
-    def now(self) -> datetime:
-        return self.run.now
-
-    @property
-    def state(self) -> EnrollmentState:
-        """The working state with every change so far (one copy for all pending changes)."""
-        if self._pending:
-            self._state = self._state.model_copy(update=self._pending)
-            self._pending = {}
-        return self._state
-
-    def _get(self, name: str) -> Any:
-        """One field of the working state, without folding the pending changes in."""
-        return self._pending[name] if name in self._pending else getattr(self._state, name)
-
-    def update(self, **changes: Any) -> None:
-        self._pending.update(changes)
-
-    def outcome(self) -> Outcome:
-        emails = sum(
-            1
-            for c in self.run.commands
-            if isinstance(c, OutboxMessage) and c.payload.channel == "email"
-        )
-        if emails:
-            self.update(emails_sent=self.state.emails_sent + emails)
-        return Outcome(
-            state=self.state,
-            record=self.run.scope.record,
-            commands=tuple(self.run.commands),
-            log=tuple(self.run.logs),
-        )
-
-    # -- ending ---------------------------------------------------------------------------
-
-    def end(self, status: EnrollmentStatus, reason: str) -> None:
-        key = self._get("step_key")
-        step = self.flow.step(key) if key else None
-        if step is not None:
-            self.run.log(step, StepStatus.ENDED, f"{status.value}: {reason}")
-        self.update(
-            status=status,
-            finished_at=self.now,
-            end_reason=reason,
-            due_at=None,
-            waiting=None,
-            current_run=None,
-        )
-
-    def goal_reached(self) -> bool:
-        if not self.flow.goal:
-            return False
-        try:
-            reached = self.run.scope.holds(self.flow.goal)
-        except EvaluationError:
-            return False  # a goal that cannot be evaluated is not reached
-        if reached:
-            self.end(EnrollmentStatus.LEFT, f"reached the goal ({self.flow.goal})")
-        return reached
-
-    # -- moving through steps ---------------------------------------------------------------
-
-    def onward(self, step: Step, result: StepResult) -> Go | None:
-        """Carry out a step's result: hold or end (None), or where to go next (a resolved Go)."""
-        if isinstance(result, End):
-            self.end(result.status, result.reason)
-            return None
-        if isinstance(result, Hold):
-            self.update(
-                status=EnrollmentStatus.WAITING,
-                due_at=result.due_at,
-                waiting=Waiting(
-                    kind=result.kind,
-                    description=result.description,
-                    buttons=result.buttons,
-                    asked_of=result.asked_of,
-                ),
-                current_run=self.run.run_number,
-                deadline_at=result.deadline_at,
-            )
-            return None
-        return Go(result.target or step.next or self.run.following(step))
-
-    def move(self, key: str | None) -> None:
-        """Make `key` the current step (its timing counts from now), run it when it is due, and
-        so on while steps are due. A loop rather than recursion: long chains are legitimate."""
-        while True:
-            if key is None:
-                self.end(EnrollmentStatus.FINISHED, "went through the last step")
-                return
-            self.steps_taken += 1
-            self.path.append(key)
-            if self.steps_taken > MAX_STEPS_PER_CALL:
-                loop = " -> ".join(self.path[-6:])
-                self.end(
-                    EnrollmentStatus.CANCELLED,
-                    f"more than {MAX_STEPS_PER_CALL} steps ran in a row without waiting; "
-                    f"the flow loops ({loop})",
-                )
-                return
-            step = self.flow.step(key)
-            if step is None:
-                self.end(EnrollmentStatus.CANCELLED, f"the flow has no step {key!r}")
-                return
-            self.update(
-                status=EnrollmentStatus.ACTIVE,
-                step_key=key,
-                step_since=self.now,
-                due_at=None,
-                waiting=None,
-                current_run=None,
-                deadline_at=None,
-            )
-            if not step.active:
-                self.new_run()
-                self.run.log(step, StepStatus.SKIPPED, "the step is inactive")
-                key = step.next or self.run.following(step)
-                continue
-            if not self.schedule(step):
-                return
-            if self.out_of_time():
-                self.continue_next_batch()
-                return
-            onward = self.start(step)
-            if onward is None:
-                return
-            key = onward.target
-
-    def out_of_time(self) -> bool:
-        """Whether this call's time budget has passed (the first step of a call always runs, so
-        that every call moves the record on)."""
-        return (
-            self.steps_started > 0
-            and self.deadline is not None
-            and time.monotonic() > self.deadline
-        )
-
-    def continue_next_batch(self) -> None:
-        """Leave the current step, due now and not started, for the next batch: its timer call
-        runs it (see `on_timer`)."""
-        self.run.note = ""  # said again, if it still holds, when the step runs
-        self.update(
-            status=EnrollmentStatus.ACTIVE,
-            due_at=self.now,
-            waiting=Waiting(
-                kind=WaitKind.TIMER,
-                description=(
-                    "continues in the next batch: this run of steps went over its time budget "
-                    f"of {self.call_time_limit_ms or 0:,} ms"
-                ),
-            ),
-            steps_in_a_row=self.steps_taken,
-        )
-
-    def go(self, onward: Go | None) -> None:
-        if onward is not None:
-            self.move(onward.target)
-
-    def schedule(self, step: Step) -> bool:
-        """Set when `step` is due from its timing; True when it should start now."""
-        if step.timing is None and self.flow.calendar is None:
-            return True  # immediately, and no calendar to move it: the common case, kept cheap
-        due = self.due(step, self._get("step_since") or self.now)
-        if due.waits_for_event:
-            timing = cast(EventTiming, step.timing)
-            if timing.condition and self._holds(timing.condition):
-                return True
-            self.update(
-                status=EnrollmentStatus.WAITING,
-                due_at=due.at,
-                waiting=Waiting(kind=WaitKind.EVENT, description=due.reason),
-            )
-            return False
-        if due.at is not None and due.at <= self.now:
-            if due.passed is not None:
-                self.run.note = (
-                    f"due {format_local(due.passed, self.run.scope.zone)}, already past when "
-                    "the record reached this step: ran at once"
-                )
-            return True
-        self.update(
-            status=EnrollmentStatus.ACTIVE,
-            due_at=due.at,
-            waiting=Waiting(kind=WaitKind.TIMER, description=due.reason),
-        )
-        return False
-
-    def due(self, step: Step, since: datetime) -> DueTime:
-        """When `step` is due, its timing counted from `since`.
-
-        A time that does not depend on the record is the same for every record that reaches
-        the step at the same instant (a batch moves hundreds at one `now`): it is worked out
-        once and kept with the definition."""
-        zone = self.run.scope.zone
-        if _timed_by_record(step.timing):
-            return step_due_at(
-                step.timing,
-                previous_end=since,
-                record=self.run.scope.record.values,
-                flow_zone=zone,
-                calendar=self.flow.calendar,
-            )
-        memo, key = self.flow.memo, ("due", step.key, since, zone.key)
-        found: DueTime | None = memo.get(key)
-        if found is None:
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            found = memo[key] = step_due_at(
-                step.timing,
-                previous_end=since,
-                record={},
-                flow_zone=zone,
-                calendar=self.flow.calendar,
-            )
-        return found
-
-    def new_run(self) -> None:
-        runs = self._get("step_runs") + 1
-        self.update(step_runs=runs)
-        self.run.run_number = runs
-
-    def start(self, step: Step) -> Go | None:
-        """Run `step` now (it is due); where to go next, or None when the record stays or ends."""
-        self.steps_started += 1
-        if self.goal_reached():
-            return None
-        self.new_run()
-        self.update(due_at=None, waiting=None)
-        if step.condition:
-            try:
-                holds, why = self.run.scope.holds(step.condition), ""
-            except EvaluationError as exc:
-                holds, why = False, f" ({exc})"
-            if not holds:
-                self.run.log(step, StepStatus.SKIPPED, f"condition false: {step.condition}{why}")
-                return Go(step.next or self.run.following(step))
-        return self.onward(step, _STARTERS[step.type](step, self.run))
-
-    def _holds(self, expression: str) -> bool:
-        try:
-            return self.run.scope.holds(expression)
-        except EvaluationError:
-            return False
-
-    # -- events -----------------------------------------------------------------------------
-
-    def handle(self, step: Step, event: Event) -> None:
-        kind = self.state.waiting.kind if self.state.waiting else WaitKind.TIMER
-        if isinstance(event, DecisionMade):
-            self.go(self.onward(step, approval.decide(cast(ApprovalStep, step), self.run, event)))
-        elif isinstance(event, TimerFired):
-            self.on_timer(step, kind)
-        else:
-            self.on_change(step, kind, event)
-
-    def on_timer(self, step: Step, kind: WaitKind) -> None:
-        if kind is WaitKind.CONDITION:
-            self.go(self.onward(step, wait.on_timeout(cast(WaitStep, step), self.run)))
-        elif kind is WaitKind.EVENT and isinstance(step.timing, EventTiming):
-            if step.timing.on_timeout:
-                self.new_run()
-                target = step.timing.on_timeout
-                self.run.log(step, StepStatus.SKIPPED, f"no event in time: going to {target!r}")
-                self.move(target)
-            else:
-                self.go(self.start(step))
-        else:
-            if kind is WaitKind.TIMER and _timed_by_record(step.timing) and not self.schedule(step):
-                # The record's date moved later since the due time was set (a change not heard
-                # yet, or made while the flow was paused): the step waits for its new time.
-                return
-            if self.continued:
-                self.run.note = "; ".join(filter(None, [self.run.note, _CONTINUED]))
-            self.go(self.start(step))
-
-    def retime(self, step: Step) -> None:
-        """Set the due time of `step`, waiting for its time, from its timing and the record as
-        it is now; it does not run here, even when that time has passed."""
-        due = self.due(step, self._get("step_since") or self.now)
-        self.update(due_at=due.at, waiting=Waiting(kind=WaitKind.TIMER, description=due.reason))
-
-    def on_change(self, step: Step, kind: WaitKind, change: RecordChanged) -> None:
-        if kind is WaitKind.CONDITION:
-            result = wait.on_change(cast(WaitStep, step), self.run, change)
-            if result is not None:
-                self.go(self.onward(step, result))
-        elif kind is WaitKind.EVENT and isinstance(step.timing, EventTiming):
-            timing = step.timing
-            if (timing.condition and self._holds(timing.condition)) or any(
-                name in change.fields for name in timing.fields
-            ):
-                self.go(self.start(step))
-        elif kind is WaitKind.TIMER and self.schedule(step):
-            # The step's date moved (or appeared) and it is now due: it runs.
-            self.go(self.start(step))
-
-
-def _timed_by_record(timing: object) -> bool:
-    """Whether a step's time depends on the record: a date field, or a zone the record holds."""
-    return isinstance(timing, DateTiming) or (
-        isinstance(timing, AtTimeTiming) and timing.zone_field is not None
-    )
-
 
 def hears_changes(flow: FlowDefinition) -> bool:
     """Whether a change of its record (other than its deletion, which ends it in any flow) can
     move a record inside `flow`: the flow has a goal, a wait step, or a step timed by an event or
-    by the record (see `_Call.on_change`: a delay or a daily time in the flow's zone gives the
-    same time again, and an approval waits for its button whatever the record does)."""
+    by the record (see `step_loop.Call.on_change`: a delay or a daily time in the flow's zone
+    gives the same time again, and an approval waits for its button whatever the record does)."""
     if flow.goal:
         return True
     return any(
-        step.type == "wait" or isinstance(step.timing, EventTiming) or _timed_by_record(step.timing)
+        step.type == "wait" or isinstance(step.timing, EventTiming) or timed_by_record(step.timing)
         for step in flow.steps
-    )
-
-
-def _call(
-    flow: FlowDefinition,
-    state: EnrollmentState,
-    record: RecordSnapshot,
-    now: datetime,
-    zone: ZoneInfo,
-    change: RecordChanged | None,
-    record_type: RecordType | None,
-    limits: EvaluationLimits = DEFAULT_LIMITS,
-) -> _Call:
-    return _Call(
-        flow,
-        state,
-        record,
-        now=now,
-        zone=zone,
-        change=change,
-        record_type=record_type,
-        limits=limits,
     )
 
 
@@ -514,7 +97,7 @@ def enter(
         record_id=record.id,
         entered_at=now,
     )
-    call = _call(flow, state, record, now, zone, change, record_type, limits)
+    call = start_call(flow, state, record, now, zone, change, record_type, limits)
     if not call.goal_reached():
         call.move(flow.ordered_steps()[0].key)
     return call.outcome()
@@ -564,7 +147,7 @@ def advance(
     if isinstance(event, TimerFired) and (state.due_at is None or now < state.due_at):
         return Outcome(state=state, record=record, not_due=True)
     change = event if isinstance(event, RecordChanged) else None
-    call = _call(flow, state, record, now, zone, change, record_type, limits)
+    call = start_call(flow, state, record, now, zone, change, record_type, limits)
     step = flow.step(state.step_key) if state.step_key else None
     if step is None:
         call.end(
@@ -599,7 +182,7 @@ def move_to(
             "steps_in_a_row": 0,  # a person's move starts a new run of steps
         }
     )
-    call = _call(flow, state, record, now, zone, None, record_type, limits)
+    call = start_call(flow, state, record, now, zone, None, record_type, limits)
     call.move(step_key)
     return call.outcome()
 
@@ -651,99 +234,3 @@ def sequence_progress(flow: FlowDefinition, state: EnrollmentState) -> tuple[int
         if act.active and act.type == "send_email"
     )
     return state.emails_sent, total
-
-
-def catch_up(
-    flow: FlowDefinition,
-    state: EnrollmentState,
-    record: RecordSnapshot,
-    *,
-    paused_at: datetime,
-    resumed_at: datetime,
-    zone: ZoneInfo,
-    policy: CatchUpPolicy | None = None,
-) -> EnrollmentState:
-    """The state as the catch-up policy leaves it when the flow resumes after a pause.
-
-    run_late: unchanged (what fell due runs at once); shift_delays: a delay's due time and the
-    deadline move by the pause, but a step waiting for a date of the record keeps that date (a
-    reminder "1 day before" an event must not move past the event: if its time passed during
-    the pause it runs at once); skip_missed: a daily time that passed during the pause waits for
-    its next occurrence after the resume (other steps run late). `policy`: the one the resume
-    applies (the flow's current version, which may be newer than `flow`); absent, `flow`'s.
-    """
-    if state.is_over or state.due_at is None:
-        return state
-    mode = (policy or flow.catch_up).mode
-    step = flow.step(state.step_key) if state.step_key else None
-    kind = state.waiting.kind if state.waiting else WaitKind.TIMER
-    if mode == "shift_delays":
-        by = resumed_at - paused_at
-        deadline = shift(state.deadline_at, by) if state.deadline_at is not None else None
-        dated = kind is WaitKind.TIMER and step is not None and isinstance(step.timing, DateTiming)
-        shifted = state.due_at if dated else shift(state.due_at, by)
-        return state.model_copy(update={"due_at": shifted, "deadline_at": deadline})
-    if (
-        mode == "skip_missed"
-        and state.due_at < resumed_at
-        and kind is WaitKind.TIMER
-        and step is not None
-        and isinstance(step.timing, AtTimeTiming)
-    ):
-        due = step_due_at(
-            step.timing,
-            previous_end=resumed_at,
-            record=record.values,
-            flow_zone=zone,
-            calendar=flow.calendar,
-        )
-        return state.model_copy(update={"due_at": due.at})
-    return state
-
-
-def resume_recheck(
-    flow: FlowDefinition,
-    state: EnrollmentState,
-    record: RecordSnapshot,
-    *,
-    change: RecordChanged | None,
-    paused_at: datetime,
-    resumed_at: datetime,
-    zone: ZoneInfo,
-    policy: CatchUpPolicy | None = None,
-    record_type: RecordType | None = None,
-    limits: EvaluationLimits = DEFAULT_LIMITS,
-) -> Outcome:
-    """One enrollment of a flow frozen from `paused_at` to `resumed_at`, as the resume leaves it.
-
-    A frozen flow hears nothing, so what happened to the record meanwhile is looked at now
-    (`change`: its changes during the freeze told as one, None when it did not change), as a
-    running flow would have: a deleted record leaves; a goal now met leaves; a wait step whose
-    condition now holds or whose field changed, or a step timed by an event that came, goes on
-    (the next steps run at `resumed_at`); a step waiting for its time has that time recomputed
-    from its timing and the record as it is now (a date moved from 3 to 20 December moves "1 day
-    before" from the 2nd to the 19th). Whatever still waits then goes through the catch-up
-    `policy` (see `catch_up`), a recomputed time like any other, so no step runs before the
-    record's current date says it is due.
-    """
-    if state.is_over:
-        return Outcome(state=state, record=record)
-    if change is not None:
-        call = _call(flow, state, record, resumed_at, zone, change, record_type, limits)
-        step = flow.step(state.step_key) if state.step_key else None
-        if change.change == "deleted":
-            call.end(EnrollmentStatus.LEFT, "the record was deleted")
-        elif step is not None and not call.goal_reached():
-            kind = state.waiting.kind if state.waiting else WaitKind.TIMER
-            if kind is not WaitKind.TIMER:
-                call.on_change(step, kind, change)
-            elif _timed_by_record(step.timing):
-                call.retime(step)
-        outcome = call.outcome()
-        if outcome.log or outcome.state.is_over or outcome.state.step_key != state.step_key:
-            return outcome  # it moved on at the resume: its new times count from then
-        state = outcome.state
-    caught = catch_up(
-        flow, state, record, paused_at=paused_at, resumed_at=resumed_at, zone=zone, policy=policy
-    )
-    return Outcome(state=caught, record=record)

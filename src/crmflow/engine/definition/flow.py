@@ -146,7 +146,7 @@ class FlowDefinition(Definition):
     @cached_property
     def memo(self) -> dict[Any, Any]:
         """What the engine works out from this definition and a few plain values alone, kept
-        for the next record that asks the same (see `transition._Call.due`)."""
+        for the next record that asks the same (see `step_loop.Call.due`)."""
         return {}
 
     @cached_property
