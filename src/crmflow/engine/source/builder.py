@@ -1,28 +1,19 @@
-"""Reading a flow document (YAML 1.2 or JSON text) into plain data and a map of line numbers.
+"""Plain data and the line of each path, built straight from ruamel's event stream while counting.
 
-`12:30` stays a string and `on:` stays a key (YAML 1.2, not PyYAML's 1.1). Every problem found
-later can say on which line it is, because each key and item keeps the line it was read on.
-
-The text comes from anyone who may call the API, so reading it is bounded: its size is checked
-before parsing, and the plain data is built straight from ruamel's event stream (no composed node
-graph, no round-trip objects) while counting. A document is refused, with the line, when it nests
-deeper than `DocumentLimits.depth`, holds more than `.nodes` values once its aliases are expanded,
-uses more than `.aliases` aliases, expands (through aliases) past its size cap, or writes a number
-with more than `.number_digits` characters. A "billion laughs" therefore stops at the alias that
-crosses a cap, before anything is copied, and the CPU spent is bounded by the size and node caps.
+No composed node graph and no round-trip objects: each event is placed into its parent as it
+comes, and every value (aliases expanded), character, alias and level of nesting is counted
+against the document's caps before anything is copied, so a document past a cap is refused at
+the event that crosses it, with its line (see `crmflow.engine.source`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     DocumentStartEvent,
@@ -34,233 +25,12 @@ from ruamel.yaml.events import (
     SequenceStartEvent,
 )
 from ruamel.yaml.resolver import implicit_resolvers
-from ruamel.yaml.scanner import Scanner, ScannerError
 from ruamel.yaml.util import create_timestamp, timestamp_regexp
 
+from crmflow.engine.source.document import DocumentLimits, join_path, key_text
 from crmflow.errors import InvalidInputError, Problem
 
-__all__ = [
-    "MAX_DOCUMENT_CHARS",
-    "MAX_NESTING_DEPTH",
-    "MAX_NUMBER_CHARS",
-    "DocumentLimits",
-    "ParsedSource",
-    "decode_document",
-    "detect_format",
-    "join_path",
-    "parse_source",
-    "plain_data",
-]
-
-# Real flows are under 100 KB; the server's setting (max_document_chars) is passed in by callers.
-MAX_DOCUMENT_CHARS = 1_000_000
-# The caps of every structured input crmflow parses, the same for a YAML or JSON document and for
-# a JSON request body (`api.limits` checks bodies with them), so that a flow is held to the same
-# bounds whether it comes from a file or over the API. No input crmflow takes nests deeper than a
-# few levels (a saved query's groups are the deepest), and 64 stays far below Python's recursion
-# limit; no amount, id or count is written with more than 100 characters, and refusing longer
-# numbers before int() converts them avoids its quadratic time (and its ValueError past 4,300
-# digits).
-MAX_NESTING_DEPTH = 64
-MAX_NUMBER_CHARS = 100
-Format = Literal["yaml", "json"]
-
-
-@dataclass(frozen=True)
-class DocumentLimits:
-    """What one document may hold. The node cap is what bounds the parsing time (ruamel's scanner
-    spends some 50 us per value): at the cap, the worst shape (a flow-style list of tiny items)
-    is refused after about one second. Real flows hold about 100 values per KB."""
-
-    chars: int = MAX_DOCUMENT_CHARS  # the text, and the text once aliases are expanded
-    nodes: int = 20_000  # mappings, lists and scalars (keys included), aliases expanded
-    aliases: int = 1_000
-    depth: int = MAX_NESTING_DEPTH  # nested mappings and lists
-    number_digits: int = MAX_NUMBER_CHARS  # characters of one number (int or float)
-
-
-@dataclass(frozen=True)
-class ParsedSource:
-    """Plain data (dicts, lists, str, int, float, bool, None) and 1-based lines by path."""
-
-    data: Any
-    lines: Mapping[str, int] = field(default_factory=dict)
-    source: str = "<input>"
-
-    def line_of(self, path: str) -> int | None:
-        """The line of `path`, or of its nearest parent that has one (a missing key's mapping)."""
-        while True:
-            if path in self.lines:
-                return self.lines[path]
-            parent = parent_path(path)
-            if not path or parent == path:
-                return None
-            path = parent
-
-
-def join_path(parent: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else key
-
-
-def parent_path(path: str) -> str:
-    if path.endswith("]") and "[" in path:
-        return path[: path.rindex("[")]
-    dot = path.rfind(".")
-    return path[:dot] if dot >= 0 else ""
-
-
-def detect_format(text: str) -> Format:
-    return "json" if text.lstrip().startswith(("{", "[")) else "yaml"
-
-
-def decode_document(data: bytes, *, source: str = "<input>", what: str | None = None) -> str:
-    """`data` as UTF-8 text; a clear error naming the offset of the first bad byte otherwise.
-
-    Strict on purpose: replacing bad bytes with U+FFFD would save a document the sender never
-    wrote. A UTF-8 byte-order mark is dropped (editors on Windows add one)."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        start = exc.start
-        bad = data[start : start + 1].hex()
-        line = data.count(b"\n", 0, start) + 1
-        raise InvalidInputError(
-            what or source,
-            [
-                Problem(
-                    "",
-                    f"is not UTF-8 text: byte {start} (0x{bad}, line {line}) is invalid "
-                    f"({exc.reason})",
-                    "save or send the document encoded as UTF-8",
-                    line,
-                    source,
-                )
-            ],
-        ) from None
-
-
-def parse_source(
-    text: str,
-    *,
-    source: str = "<input>",
-    fmt: Format | None = None,
-    max_chars: int = MAX_DOCUMENT_CHARS,
-    limits: DocumentLimits | None = None,
-) -> ParsedSource:
-    """Parse `text`; raises InvalidInputError (with the line) when it is not YAML / JSON or
-    when it goes past a limit (`max_chars` overrides `limits.chars`)."""
-    limits = limits or DocumentLimits()
-    if max_chars != limits.chars:
-        limits = DocumentLimits(
-            max_chars, limits.nodes, limits.aliases, limits.depth, limits.number_digits
-        )
-    if len(text) > limits.chars:
-        raise InvalidInputError(
-            source,
-            [
-                Problem(
-                    "",
-                    f"the document has {len(text):,} characters, more than the "
-                    f"{limits.chars:,} allowed",
-                    "split it into smaller documents (a flow is rarely over 100 KB)",
-                    source=source,
-                )
-            ],
-        )
-    fmt = fmt or detect_format(text)
-    if fmt == "json":
-        _check_json_syntax(text, source, limits)
-    builder = _Builder(source, limits)
-    try:
-        data = builder.build(_events(text))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise InvalidInputError(
-            source,
-            [Problem("", f"not valid YAML: {message}", _yaml_hint(message), line, source)],
-        ) from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidInputError(
-            source, [Problem("", f"not valid YAML: {exc}", source=source)]
-        ) from None
-    return ParsedSource(data=data, lines=builder.lines, source=source)
-
-
-def plain_data(data: Any, *, max_depth: int = DocumentLimits.depth) -> Any:
-    """A deep copy of `data` with only JSON types, text keys and ISO dates."""
-    return _plain(data, 0, max_depth)
-
-
-def _events(text: str) -> Iterator[Event]:
-    loader = YAML(typ="safe", pure=True)
-    loader.Scanner = _Scanner
-    yield from loader.parse(text)
-
-
-class _Scanner(Scanner):
-    """ruamel's scanner with its simple-key bookkeeping made linear.
-
-    The scanner remembers one possible simple key per flow level and, before every token, checks
-    all of them; a line of 1,000 `[` made that quadratic (seconds for 1 KB). Keys are only added
-    at the reading position, after the key of their level is removed, so the dict holds them in
-    the order they were read: the first one is the oldest, and once one is still fresh (on this
-    line, within 1024 characters) every later one is too."""
-
-    def next_possible_simple_key(self) -> Any:
-        for key in self.possible_simple_keys.values():
-            return key.token_number
-        return None
-
-    def stale_possible_simple_keys(self) -> None:
-        reader = self.reader
-        for level, key in list(self.possible_simple_keys.items()):
-            if key.line == reader.line and reader.index - key.index <= 1024:
-                return
-            if key.required:
-                raise ScannerError(
-                    "while scanning a simple key",
-                    key.mark,
-                    "could not find expected ':'",
-                    reader.get_mark(),
-                )
-            del self.possible_simple_keys[level]
-
-
-def _check_json_syntax(text: str, source: str, limits: DocumentLimits) -> None:
-    """JSON's own messages for JSON syntax errors (the C parser is fast). Numbers and depth
-    past the limits are left to the YAML pass, which says on which line they are."""
-
-    def number(digits: str) -> int:
-        if len(digits) > limits.number_digits:
-            raise _NumberTooLongError
-        return 0
-
-    try:
-        json.loads(text, parse_int=number, parse_float=number)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            source,
-            [Problem("", f"not valid JSON: {exc.msg}", "check the syntax", exc.lineno, source)],
-        ) from None
-    except (_NumberTooLongError, RecursionError):
-        pass
-
-
-class _NumberTooLongError(Exception):
-    pass
-
-
-def _yaml_hint(message: str) -> str:
-    if "duplicate key" in message:
-        return "each key may appear once in a mapping; remove or rename one"
-    if "tab" in message or "\\t" in message:
-        return "indent with spaces, not tabs"
-    return "check the indentation and quote values containing ': ' or '#'"
-
+__all__ = ["DocumentBuilder"]
 
 # YAML 1.2 core schema resolution of plain scalars, as ruamel's resolver defines it.
 _CORE = "tag:yaml.org,2002:"
@@ -301,7 +71,7 @@ class _Collection:
     merges: list[tuple[Any, int]] = field(default_factory=list)  # (value, line of `<<`)
 
 
-class _Builder:
+class DocumentBuilder:
     """Plain data from parser events, counting as it goes (see the module text)."""
 
     def __init__(self, source: str, limits: DocumentLimits) -> None:
@@ -444,7 +214,7 @@ class _Builder:
         if key is _MERGE:
             name = "<<"
         else:
-            name = key if isinstance(key, str) else _key_text(key)
+            name = key if isinstance(key, str) else key_text(key)
             parent.chars += len(name)
         first = parent.key_lines.get(name)
         if first is not None:
@@ -593,43 +363,3 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
-
-
-def _plain(node: Any, depth: int, max_depth: int) -> Any:
-    if depth > max_depth:
-        raise InvalidInputError(
-            "the document",
-            [
-                Problem(
-                    "",
-                    f"nests mappings and lists more than {max_depth} levels deep",
-                    "flatten it",
-                )
-            ],
-        )
-    if isinstance(node, Mapping):
-        return {_key_text(k): _plain(v, depth + 1, max_depth) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [_plain(v, depth + 1, max_depth) for v in node]
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, datetime | date):
-        return node.isoformat()
-    if node is None:
-        return None
-    return str(node)
-
-
-def _key_text(key: Any) -> str:
-    # YAML allows keys such as `true:` or `1:`; the flow document only has text keys.
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if key is None:
-        return "null"
-    return str(key)
