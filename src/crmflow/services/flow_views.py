@@ -21,8 +21,8 @@ from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.triggers.start_lists import start_list_ids
 from crmflow.store import flows as flow_store
 from crmflow.store.database import Connection, Row, read_connection
+from crmflow.store.enrollments import count_ids, inside_counts
 from crmflow.store.flow_access import find_flow_by_key
-from crmflow.store.flow_enrollments import count_ids, inside_counts
 from crmflow.store.users import usernames_by_id
 
 __all__ = [

@@ -46,8 +46,8 @@ from crmflow.services.triggers import enter_start_lists
 from crmflow.services.users import user_ids_by_name
 from crmflow.store import flows as flow_store
 from crmflow.store.database import Connection, IntegrityError, read_connection
+from crmflow.store.enrollments import enrollments_ever
 from crmflow.store.flow_access import is_flow_member
-from crmflow.store.flow_enrollments import enrollments_ever
 
 __all__ = [
     "ConfirmationRequiredError",

@@ -75,8 +75,8 @@ from crmflow.services.triggers import enter_start_lists
 from crmflow.services.users import ensure_system_user
 from crmflow.store import flows as flow_store
 from crmflow.store.database import Connection, read_connection
+from crmflow.store.enrollments import inside_counts
 from crmflow.store.feed import lock_feed_position
-from crmflow.store.flow_enrollments import inside_counts
 
 __all__ = [
     "END",

@@ -34,8 +34,8 @@ from crmflow.services.triggers.record_changes import change_event, merge_events,
 from crmflow.services.triggers.schedules import catch_up_schedules
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row, read_connection
+from crmflow.store.enrollments import move_unentered, steps_on_other_versions, thaw_candidates
 from crmflow.store.feed import UnheardChanges, unheard_changes, unheard_of
-from crmflow.store.flow_enrollments import move_unentered, steps_on_other_versions, thaw_candidates
 
 __all__ = ["impact_preview", "thaw"]
 

@@ -10,7 +10,7 @@ from crmflow.errors import NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.store.database import read_connection
-from crmflow.store.flow_enrollments import refusals_page
+from crmflow.store.entry_decisions import refusals_page
 from crmflow.store.records import record_type_of
 
 __all__ = ["MAX_DECISIONS", "NotEntered", "entry_decisions_for"]

@@ -38,7 +38,8 @@ from crmflow.services.record_types import catalog_in
 from crmflow.services.records import OWNER_KEY
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
-from crmflow.store.flow_enrollments import drop_refusals, enrollments_hearing
+from crmflow.store.enrollments import enrollments_hearing
+from crmflow.store.entry_decisions import drop_refusals
 from crmflow.store.flows import non_draft_flows_of_types
 from crmflow.store.users import usernames_by_id
 

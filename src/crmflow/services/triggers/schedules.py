@@ -32,7 +32,8 @@ from crmflow.services.triggers.start_lists import enter_records, enter_selected,
 from crmflow.store import enrollments as repo
 from crmflow.store import trigger_failures as failures
 from crmflow.store.database import Connection, Row, connection_lost
-from crmflow.store.flow_enrollments import record_ids, refuse_records
+from crmflow.store.enrollments import record_ids
+from crmflow.store.entry_decisions import refuse_records
 from crmflow.store.flows import active_flows
 from crmflow.store.schedules import (
     RECORD_TIMESTAMPS,

@@ -24,7 +24,7 @@ from crmflow.services.queries import matching_ids
 from crmflow.services.record_types import catalog_in
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
-from crmflow.store.flow_enrollments import RecordIds, enter_set, record_ids, selected_ids
+from crmflow.store.enrollments import RecordIds, enter_set, record_ids, selected_ids
 from crmflow.store.flows import flow_head
 
 __all__ = ["enter_records", "enter_selected", "enter_start_lists", "flow_ref", "start_list_ids"]
@@ -107,7 +107,7 @@ def _enter_set(
 ) -> tuple[int, int]:
     """`enter_selected` set-based, for a flow without an entry condition: one `INSERT INTO
     enrollments ... SELECT`, and one `INSERT INTO entry_decisions ... SELECT` of the records the
-    re-entry policy keeps out (see `store.flow_enrollments.enter_set`). (How many records `ids`
+    re-entry policy keeps out (see `store.enrollments.enter_set`). (How many records `ids`
     held, how many entered.)"""
     considered, entered = enter_set(
         conn,

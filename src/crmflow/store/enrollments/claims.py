@@ -1,0 +1,131 @@
+"""Due work claimed in batches, and the rows of a batch locked again when it is written.
+
+A worker claims a batch in a short transaction: on PostgreSQL `SELECT ... FOR UPDATE SKIP
+LOCKED LIMIT n` (concurrent workers take disjoint batches without waiting for each other), on
+SQLite the single writer (`BEGIN IMMEDIATE`). The claim sets a lease (owner, until) and commits.
+The batch is then processed in one transaction that first locks its rows again *and* checks that
+the lease is still ours: a worker that was too slow (its lease expired and another worker took the
+rows) writes nothing, and a worker that died leaves rows that are free once the lease expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.store.database import read_connection
+from crmflow.store.enrollments.rows import (
+    RUNNING,
+    RUNNING_FLOWS,
+    EnrollmentRow,
+    as_text,
+    enrollment_row,
+)
+from crmflow.store.idlists import among
+from crmflow.store.schema import enrollments, flows
+from crmflow.store.wakeups import mark_work
+
+__all__ = ["claim", "due_ids", "inside_ids", "lock", "next_due", "notify_due", "release"]
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        enrollments.c.status.in_(RUNNING),
+        enrollments.c.due_at <= now,
+        sa.or_(enrollments.c.lease_until.is_(None), enrollments.c.lease_until < now),
+        enrollments.c.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+    )
+
+
+def due_ids(conn: sa.Connection, *, now: datetime, limit: int) -> list[int]:
+    """Up to `limit` enrollments of running flows due at `now` and not leased, due first.
+
+    On PostgreSQL the rows are locked, skipping those another worker is claiming right now."""
+    query = (
+        sa.select(enrollments.c.id)
+        .where(_due(now))
+        .order_by(enrollments.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=enrollments)
+    )
+    return [int(i) for i in conn.execute(query).scalars()]
+
+
+def claim(
+    engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
+) -> list[int]:
+    """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first."""
+    with engine.begin() as conn:
+        ids = due_ids(conn, now=now, limit=limit)
+        if ids:
+            conn.execute(
+                enrollments.update()
+                .where(among(enrollments.c.id, ids, conn))
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+    return ids
+
+
+def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
+    """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
+    whose lease is still `owner`'s: the others were taken over and must not be written."""
+    e = enrollments.c
+    # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
+    columns: list[sa.ColumnElement[Any]] = [
+        e.id,
+        e.flow_id,
+        e.flow_version,
+        e.record_id,
+        e.status,
+        e.step_key,
+        e.due_at,
+        e.entered_at,
+        as_text(e.state, conn.dialect.name).label("state"),
+    ]
+    query: sa.Select[Any] = sa.select(*columns).where(among(e.id, ids, conn))
+    if owner is not None:
+        query = query.where(e.lease_owner == owner)
+    return [enrollment_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
+
+
+def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
+    """The enrollments of a record still inside a flow (those not entered yet included)."""
+    e = enrollments.c
+    query = sa.select(e.id).where(
+        e.flow_id == flow_id, e.record_id == record_id, e.status.in_(RUNNING)
+    )
+    return list(conn.execute(query).scalars().all())
+
+
+def release(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Give up the leases of enrollments that were claimed but not moved (nothing to do)."""
+    if ids:
+        conn.execute(
+            enrollments.update()
+            .where(among(enrollments.c.id, ids, conn))
+            .values(lease_owner=None, lease_until=None)
+        )
+
+
+def next_due(engine: sa.Engine) -> datetime | None:
+    """When the earliest pending enrollment of a running flow can be claimed: its due time, or
+    the end of another worker's lease on it (so an idle worker does not spin on held rows)."""
+    e = enrollments.c
+    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
+    with read_connection(engine) as conn:
+        value: datetime | None = conn.execute(
+            sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
+                e.status.in_(RUNNING),
+                e.due_at.is_not(None),
+                e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+            )
+        ).scalar_one()
+    return value
+
+
+def notify_due(conn: sa.Connection) -> None:
+    """Wake idle workers at commit: work may be due sooner than they planned."""
+    mark_work(conn)

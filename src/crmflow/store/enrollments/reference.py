@@ -1,0 +1,111 @@
+"""What a batch of enrollments is moved against, read once per transaction: the flows of its
+(flow, version) pairs with their status now, and its records as the engine sees them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.runtime import RecordSnapshot
+from crmflow.store.database import json_value
+from crmflow.store.enrollments.rows import as_text
+from crmflow.store.idlists import among
+from crmflow.store.schema import flow_versions, flows, records, users
+
+__all__ = ["FlowInfo", "load_flows", "load_records"]
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    id: int
+    key: str
+    status: str
+    version: int
+    definition: FlowDefinition
+    owner: str | None
+
+
+def load_flows(
+    conn: sa.Connection,
+    pairs: Iterable[tuple[int, int]],
+    cache: dict[tuple[int, int], FlowDefinition],
+) -> dict[tuple[int, int], FlowInfo]:
+    """The flows of (flow id, version) pairs with their status read now; definitions are parsed
+    once per version (`cache`), since a version that has run never changes."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    flow_ids = sorted({f for f, _ in wanted})
+    rows = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(flows.c.id, flows.c.key, flows.c.status, users.c.username)
+            .outerjoin(users, users.c.id == flows.c.owner_id)
+            .where(flows.c.id.in_(flow_ids))
+        )
+    }
+    missing = sorted(p for p in wanted if p not in cache)
+    if missing:
+        documents = conn.execute(
+            sa.select(flow_versions.c.flow_id, flow_versions.c.version, flow_versions.c.document)
+            .where(flow_versions.c.flow_id.in_(sorted({f for f, _ in missing})))
+            .where(flow_versions.c.version.in_(sorted({v for _, v in missing})))
+        )
+        for d in documents:
+            if (d.flow_id, d.version) in wanted:
+                cache[(d.flow_id, d.version)] = FlowDefinition.model_validate(d.document)
+    return {
+        (f, v): FlowInfo(
+            id=f,
+            key=rows[f].key,
+            status=rows[f].status,
+            version=v,
+            definition=cache[(f, v)],
+            owner=rows[f].username,
+        )
+        for f, v in wanted
+        if f in rows and (f, v) in cache
+    }
+
+
+def load_records(
+    conn: sa.Connection, ids: Iterable[int], types: dict[str, RecordType]
+) -> dict[int, RecordSnapshot]:
+    """Records as the engine sees them (every field of the type; the owner's username), in one
+    query. Deleted records are absent."""
+    out: dict[int, RecordSnapshot] = {}
+    r_ = records.c
+    data = as_text(r_.data, conn.dialect.name).label("data")
+    columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at]
+    blanks: dict[str, dict[str, Any]] = {}  # per record type: its fields, none with a value
+    query = (
+        sa.select(*columns, users.c.username.label("owner_name"))
+        .outerjoin(users, users.c.id == records.c.owner_id)
+        .where(among(r_.id, set(ids), conn))
+    )
+    for r in conn.execute(query):
+        rtype = types.get(r.type)
+        values = json_value(r.data)
+        if rtype is not None:
+            # Every field of the type (None when empty), and only those.
+            empty = blanks.get(r.type)
+            if empty is None:
+                empty = blanks[r.type] = dict.fromkeys(rtype.field_keys)
+            if values.keys() <= empty.keys():
+                values = {**empty, **values}
+            else:
+                values = {k: values.get(k) for k in empty}
+        out[r.id] = RecordSnapshot(
+            id=r.id,
+            type=r.type,
+            values=values,
+            owner=r.owner_name,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+    return out
