@@ -28,8 +28,11 @@ from crmflow.cli.common import (
 from crmflow.errors import InvalidInputError, Problem
 
 if TYPE_CHECKING:
+    from crmflow.engine.definition import FlowDefinition
     from crmflow.engine.entry import PastEntry
     from crmflow.engine.recordtypes import RecordType
+    from crmflow.engine.runtime import RecordSnapshot
+    from crmflow.engine.simulation import Simulation
 
 __all__ = ["parse_until", "simulate"]
 
@@ -124,54 +127,62 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+FlowFile = Annotated[
+    Path, typer.Argument(metavar="FLOW", exists=True, dir_okay=False, help="A flow file.")
+]
+RecordFile = Annotated[
+    Path,
+    typer.Option(
+        metavar="FILE",
+        exists=True,
+        dir_okay=False,
+        help='A record (JSON): {"record_type", "owner", "values"}.',
+    ),
+]
+Until = Annotated[
+    str,
+    typer.Option(metavar="SPAN", help='How long: "30 days", "2 weeks", or a date-time.'),
+]
+Start = Annotated[
+    str | None,
+    typer.Option(metavar="TIME", help="Virtual start (ISO date-time; default: now)."),
+]
+Decide = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="STEP=BUTTON",
+        help="The button pressed at an approval (default: the first); repeat for each.",
+    ),
+]
+FlowStatus = Annotated[
+    str,
+    typer.Option(
+        metavar="STATUS",
+        help="The flow's status: active (the default), paused, draining, archived or draft.",
+    ),
+]
+Entered = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="STATUS=WHEN",
+        help="A past entry of the record in the flow, for its re-entry policy and loop guard: "
+        'how it is or ended, and when it entered ("finished=40 days" before the start, or a '
+        "date-time); repeat for each.",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", metavar="", help="Machine-readable output.")]
+
+
 @reports_errors
 def simulate(
-    flow_file: Annotated[
-        Path, typer.Argument(metavar="FLOW", exists=True, dir_okay=False, help="A flow file.")
-    ],
-    record: Annotated[
-        Path,
-        typer.Option(
-            metavar="FILE",
-            exists=True,
-            dir_okay=False,
-            help='A record (JSON): {"record_type", "owner", "values"}.',
-        ),
-    ],
-    until: Annotated[
-        str,
-        typer.Option(metavar="SPAN", help='How long: "30 days", "2 weeks", or a date-time.'),
-    ] = "30 days",
-    start: Annotated[
-        str | None,
-        typer.Option(metavar="TIME", help="Virtual start (ISO date-time; default: now)."),
-    ] = None,
-    decide: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="STEP=BUTTON",
-            help="The button pressed at an approval (default: the first); repeat for each.",
-        ),
-    ] = None,
-    flow_status: Annotated[
-        str,
-        typer.Option(
-            metavar="STATUS",
-            help="The flow's status: active (the default), paused, draining, archived or draft.",
-        ),
-    ] = "active",
-    entered: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="STATUS=WHEN",
-            help="A past entry of the record in the flow, for its re-entry policy and loop guard: "
-            'how it is or ended, and when it entered ("finished=40 days" before the start, or a '
-            "date-time); repeat for each.",
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", metavar="", help="Machine-readable output.")
-    ] = False,
+    flow_file: FlowFile,
+    record: RecordFile,
+    until: Until = "30 days",
+    start: Start = None,
+    decide: Decide = None,
+    flow_status: FlowStatus = "active",
+    entered: Entered = None,
+    as_json: AsJson = False,
 ) -> None:
     """Run a flow for one record in virtual time and print what would happen, and when.
 
@@ -180,30 +191,17 @@ def simulate(
     """
     from crmflow.celsandbox import SANDBOX
     from crmflow.engine.budget import EvaluationLimits
-    from crmflow.engine.simulation import sample_record
     from crmflow.engine.simulation import simulate as run_simulation
-    from crmflow.engine.source import parse_source
-    from crmflow.engine.validation import ValidationContext, parse_flow
 
     types = _record_types(flow_file)
-    definition = parse_flow(
-        read_text_file(flow_file),
-        context=ValidationContext(record_types=types),
-        source=str(flow_file),
-        fmt="json" if flow_file.suffix.lower() == ".json" else None,
-    )
+    definition = _flow(flow_file, types)
     zone = _zone(definition.timezone)
     begin = _instant(start, zone, "--start") if start else datetime.now(UTC)
     end = parse_until(until, begin, zone)
-    try:
-        data = parse_source(read_text_file(record), source=str(record), fmt="json").data
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"the record file {record}", exc.problems) from None
     record_type = types[definition.record_type]
-    snapshot = sample_record(data, record_type, now=begin, zone=zone)
     result = run_simulation(
         definition,
-        snapshot,
+        _sample(record, record_type, begin, zone),
         start=begin,
         until=end,
         zone=zone,
@@ -217,6 +215,37 @@ def simulate(
     if as_json:
         print_json(result.as_dict())
         return
+    _print_timeline(result, begin, end, zone)
+
+
+def _flow(flow_file: Path, types: dict[str, RecordType]) -> FlowDefinition:
+    """The flow of `flow_file`, checked against `types` (no database: no users, no queries)."""
+    from crmflow.engine.validation import ValidationContext, parse_flow
+
+    return parse_flow(
+        read_text_file(flow_file),
+        context=ValidationContext(record_types=types),
+        source=str(flow_file),
+        fmt="json" if flow_file.suffix.lower() == ".json" else None,
+    )
+
+
+def _sample(
+    record_file: Path, record_type: RecordType, begin: datetime, zone: ZoneInfo
+) -> RecordSnapshot:
+    """The record of `record_file` (JSON), checked against its type; its relative dates count
+    from the simulation's start."""
+    from crmflow.engine.simulation import sample_record
+    from crmflow.engine.source import parse_source
+
+    try:
+        data = parse_source(read_text_file(record_file), source=str(record_file), fmt="json").data
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"the record file {record_file}", exc.problems) from None
+    return sample_record(data, record_type, now=begin, zone=zone)
+
+
+def _print_timeline(result: Simulation, begin: datetime, end: datetime, zone: ZoneInfo) -> None:
     rows = [
         (
             entry.at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
@@ -228,7 +257,7 @@ def simulate(
         for entry in result.timeline
     ]
     print_table(
-        f"{definition.key}: simulated from {begin.astimezone(zone):%Y-%m-%d %H:%M} to "
+        f"{result.flow_key}: simulated from {begin.astimezone(zone):%Y-%m-%d %H:%M} to "
         f"{end.astimezone(zone):%Y-%m-%d %H:%M} {zone.key} (nothing is stored or sent)",
         ["when", "step", "action", "status", "what"],
         rows,

@@ -234,18 +234,7 @@ def simulate(
         flow_status, flow, record, past=past, now=start, zone=zone, limits=limits
     )
     if refusal is not None:
-        line = TimelineEntry(start, None, NOT_ENTERED, refusal)
-        stopped = f"would not enter: {refusal}"
-        return Simulation(
-            flow.key,
-            start,
-            until,
-            state=None,
-            record=record,
-            timeline=(line,),
-            commands=(),
-            stopped=stopped,
-        )
+        return _not_entered(flow, record, start=start, until=until, refusal=refusal)
     outcome = enter(
         flow,
         enrollment_id=1,
@@ -259,49 +248,20 @@ def simulate(
     timeline = _entries(outcome, zone)
     commands = list(outcome.commands)
     pressed: list[tuple[str, str]] = []
-    stopped = ""
     for _ in range(_MAX_CALLS):
-        state = outcome.state
-        if state.is_over:
-            stopped = f"the record {state.status.value} the flow: {state.end_reason}"
+        stopped = _stop_reason(outcome.state, until)
+        if stopped is not None:
             break
-        waiting = state.waiting
-        if waiting is not None and waiting.kind is WaitKind.APPROVAL and state.step_key:
-            button = decisions.get(state.step_key) or waiting.buttons[0].key
-            pressed.append((state.step_key, button))
-            event = DecisionMade(
-                step_key=state.step_key, button=button, by=SIMULATED_BY, comment="simulated"
-            )
-            now = max(outcome.log[-1].at if outcome.log else start, start)
-            outcome = advance(
-                flow,
-                state,
-                outcome.record,
-                now=now,
-                zone=zone,
-                event=event,
-                record_type=record_type,
-                limits=limits,
-            )
-        elif state.due_at is None:
-            what = waiting.description if waiting else "an event"
-            stopped = (
-                f"the record waits at {state.step_key!r} ({what}); a simulation cannot change it"
-            )
-            break
-        elif state.due_at > until:
-            stopped = f"the next step, {state.step_key!r}, is due after the end of the simulation"
-            break
-        else:
-            outcome = advance(
-                flow,
-                state,
-                outcome.record,
-                now=state.due_at,
-                zone=zone,
-                record_type=record_type,
-                limits=limits,
-            )
+        outcome = _wake(
+            flow,
+            outcome,
+            start=start,
+            zone=zone,
+            decisions=decisions,
+            pressed=pressed,
+            record_type=record_type,
+            limits=limits,
+        )
         if outcome.refused:  # pragma: no cover - decisions are checked up front
             stopped = f"a decision was refused: {outcome.refused}"
             break
@@ -319,4 +279,89 @@ def simulate(
         commands=tuple(commands),
         stopped=stopped,
         decisions=tuple(pressed),
+    )
+
+
+def _not_entered(
+    flow: FlowDefinition, record: RecordSnapshot, *, start: datetime, until: datetime, refusal: str
+) -> Simulation:
+    """The simulation of a record the entry rules keep out: one line saying why, no state."""
+    return Simulation(
+        flow.key,
+        start,
+        until,
+        state=None,
+        record=record,
+        timeline=(TimelineEntry(start, None, NOT_ENTERED, refusal),),
+        commands=(),
+        stopped=f"would not enter: {refusal}",
+    )
+
+
+def _stop_reason(state: EnrollmentState, until: datetime) -> str | None:
+    """Why the simulation stops at `state`, or None when it goes on: a decision to take (the
+    simulation presses a button), or a step due by `until`."""
+    if state.is_over:
+        return f"the record {state.status.value} the flow: {state.end_reason}"
+    if _awaits_decision(state):
+        return None
+    if state.due_at is None:
+        what = state.waiting.description if state.waiting else "an event"
+        return f"the record waits at {state.step_key!r} ({what}); a simulation cannot change it"
+    if state.due_at > until:
+        return f"the next step, {state.step_key!r}, is due after the end of the simulation"
+    return None
+
+
+def _awaits_decision(state: EnrollmentState) -> bool:
+    """Whether the record waits for a button at its step (which the simulation presses)."""
+    return (
+        state.waiting is not None
+        and state.waiting.kind is WaitKind.APPROVAL
+        and bool(state.step_key)
+    )
+
+
+def _wake(
+    flow: FlowDefinition,
+    outcome: Outcome,
+    *,
+    start: datetime,
+    zone: ZoneInfo,
+    decisions: Mapping[str, str],
+    pressed: list[tuple[str, str]],
+    record_type: RecordType | None,
+    limits: EvaluationLimits,
+) -> Outcome:
+    """The next call, as a worker would make it: the button of an approval pressed at once
+    (the one `decisions` names, else the first; added to `pressed`), or the timer of the step
+    due next fired at its due time. `_stop_reason` said the simulation goes on."""
+    state = outcome.state
+    if _awaits_decision(state):
+        assert state.waiting is not None and state.step_key is not None
+        button = decisions.get(state.step_key) or state.waiting.buttons[0].key
+        pressed.append((state.step_key, button))
+        event = DecisionMade(
+            step_key=state.step_key, button=button, by=SIMULATED_BY, comment="simulated"
+        )
+        now = max(outcome.log[-1].at if outcome.log else start, start)
+        return advance(
+            flow,
+            state,
+            outcome.record,
+            now=now,
+            zone=zone,
+            event=event,
+            record_type=record_type,
+            limits=limits,
+        )
+    assert state.due_at is not None  # _stop_reason stops a record with no due time
+    return advance(
+        flow,
+        state,
+        outcome.record,
+        now=state.due_at,
+        zone=zone,
+        record_type=record_type,
+        limits=limits,
     )
