@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crmflow.context import Actor, Context, flow_zone
+from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.entry import HELD, Decision
+from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import Event, RecordChanged, RecordSnapshot
 from crmflow.engine.transition import Outcome, cancel
 from crmflow.runner.evaluation import Evaluation, Restart, engine_outcome, reused, state_of
@@ -88,52 +90,14 @@ def move_batch(
             moved.skipped.append(row.id)
             continue
         flow = info.definition
-        zone = flow_zone(ctx, flow)
         rtype = types.get(flow.record_type)
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)
         if row.state is None:
             held = _held(conn, row, info, rows=rows, writes=writes, refusals=refusals, now=now)
-            entering = event if isinstance(event, RecordChanged) else None
-            if record is None and entering is not None and entering.change == "deleted":
-                # A record_deleted trigger: the first steps see the record as it was.
-                record = RecordSnapshot(
-                    row.record_id,
-                    flow.record_type,
-                    {k: entering.before.get(k) for k in (rtype.field_keys if rtype else ())},
-                    owner=entering.before.get("owner"),
-                )
-            if held is not None or record is None:
-                reason = held or "the record was deleted before it entered"
-                outcome = Outcome(
-                    state=cancel(state_of(row, flow.key, entered_at=now), now=now, reason=reason),
-                    record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
-                )
-            else:
-                outcome = reused(evaluation, row, record, rtype, entering) or engine_outcome(
-                    flow,
-                    row,
-                    record,
-                    entering,
-                    zone=zone,
-                    record_type=rtype,
-                    now=now,
-                    limits=ctx.evaluation_limits,
-                )
+            outcome = _entering(ctx, row, flow, record, event, held, evaluation, rtype, now)
         else:
-            if record is None:
-                record = RecordSnapshot(row.record_id, flow.record_type, {})
-                event = RecordChanged(change="deleted")
-            outcome = reused(evaluation, row, record, rtype, event) or engine_outcome(
-                flow,
-                row,
-                record,
-                event,
-                zone=zone,
-                record_type=rtype,
-                now=now,
-                limits=ctx.evaluation_limits,
-            )
+            outcome = _moving(ctx, row, flow, record, event, evaluation, rtype, now)
         moved.outcomes[row.id] = outcome
         if outcome.refused or outcome.not_due:
             moved.skipped.append(row.id)
@@ -144,6 +108,73 @@ def move_batch(
     writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped + moved.deferred)
     return moved
+
+
+def _entering(
+    ctx: Context,
+    row: repo.EnrollmentRow,
+    flow: FlowDefinition,
+    record: RecordSnapshot | None,
+    event: Event | Restart | None,
+    held: str | None,
+    evaluation: Evaluation | None,
+    rtype: RecordType | None,
+    now: datetime,
+) -> Outcome:
+    """The outcome of an enrollment coming due to enter: cancelled when it is `held` (why) or
+    its record is gone; otherwise its first steps, which see a deleted record as it was (a
+    record_deleted trigger)."""
+    entering = event if isinstance(event, RecordChanged) else None
+    if record is None and entering is not None and entering.change == "deleted":
+        record = RecordSnapshot(
+            row.record_id,
+            flow.record_type,
+            {k: entering.before.get(k) for k in (rtype.field_keys if rtype else ())},
+            owner=entering.before.get("owner"),
+        )
+    if held is not None or record is None:
+        reason = held or "the record was deleted before it entered"
+        return Outcome(
+            state=cancel(state_of(row, flow.key, entered_at=now), now=now, reason=reason),
+            record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
+        )
+    return reused(evaluation, row, record, rtype, entering) or engine_outcome(
+        flow,
+        row,
+        record,
+        entering,
+        zone=flow_zone(ctx, flow),
+        record_type=rtype,
+        now=now,
+        limits=ctx.evaluation_limits,
+    )
+
+
+def _moving(
+    ctx: Context,
+    row: repo.EnrollmentRow,
+    flow: FlowDefinition,
+    record: RecordSnapshot | None,
+    event: Event | Restart | None,
+    evaluation: Evaluation | None,
+    rtype: RecordType | None,
+    now: datetime,
+) -> Outcome:
+    """The outcome of an enrollment inside the flow, woken by its timer or `event`; a record
+    gone from the store is heard as deleted."""
+    if record is None:
+        record = RecordSnapshot(row.record_id, flow.record_type, {})
+        event = RecordChanged(change="deleted")
+    return reused(evaluation, row, record, rtype, event) or engine_outcome(
+        flow,
+        row,
+        record,
+        event,
+        zone=flow_zone(ctx, flow),
+        record_type=rtype,
+        now=now,
+        limits=ctx.evaluation_limits,
+    )
 
 
 def _held(
