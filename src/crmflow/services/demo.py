@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +103,48 @@ def load_demo(ctx: Context) -> str:
 
 
 def _records(ctx: Context, owner: Actor) -> dict[str, int]:
-    """A few hundred records of every built-in type, owned by the demo's non-admin users."""
+    """A few hundred records of every built-in type, owned by the demo's non-admin users.
+
+    One seeded generator draws them all, type after type in this order, so that every demo
+    database holds the same records."""
     rng = random.Random(2026)
     today = ctx.now().astimezone(ctx.zone).date()
     usernames = [login.username for login in DEMO_LOGINS if login.role != Role.ADMIN.value]
-    rows: dict[str, list[dict[str, Any]]] = {}
-
-    def add(kind: str, data: dict[str, Any]) -> None:
-        rows.setdefault(kind, []).append(data)
-
-    for i in range(40):
-        add(
-            "company",
-            {
-                "name": f"{rng.choice(LAST)} & {rng.choice(LAST)} {('SARL', 'SRL', 'SpA')[i % 3]}",
-                "status": rng.choice(["prospect", "client", "former_client"]),
-                "client_since": (today - timedelta(days=rng.randint(10, 900))).isoformat(),
-            },
+    rows: dict[str, list[dict[str, Any]]] = {
+        "company": _companies(rng, today),
+        "contact": _contacts(rng, today),
+        "event": _events(rng, today, ctx.zone),
+        "quote": _quotes(rng, today),
+        "order": _orders(rng),
+        "property": _properties(rng),
+    }
+    counts: dict[str, int] = {}
+    owners = [u for u in usernames if u != "system"] or [owner.username]
+    for kind, items in rows.items():
+        # The demo goes through the same import as a user's file: checks, change events and all.
+        lines = "".join(
+            orjson.dumps({**item, "owner": rng.choice(owners)}).decode() + "\n" for item in items
         )
+        report = imports.import_records(ctx, owner, kind, io.StringIO(lines), fmt="jsonl")
+        if not report.ok:
+            raise RuntimeError(f"demo {kind} records were refused: {report.summary()}")
+        counts[kind] = report.imported
+    return counts
+
+
+def _companies(rng: random.Random, today: date) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"{rng.choice(LAST)} & {rng.choice(LAST)} {('SARL', 'SRL', 'SpA')[i % 3]}",
+            "status": rng.choice(["prospect", "client", "former_client"]),
+            "client_since": (today - timedelta(days=rng.randint(10, 900))).isoformat(),
+        }
+        for i in range(40)
+    ]
+
+
+def _contacts(rng: random.Random, today: date) -> list[dict[str, Any]]:
+    contacts: list[dict[str, Any]] = []
     for i in range(300):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         # Some contacts became clients exactly 180 days ago, so the seed 002 query finds them.
@@ -144,61 +168,60 @@ def _records(ctx: Context, owner: Actor) -> dict[str, int]:
             ).isoformat()
             contact["last_donation_amount"] = rng.choice([10, 25, 50, 100, 500])
             contact["total_donations"] = contact["last_donation_amount"] * rng.randint(1, 10)
-        add("contact", contact)
+        contacts.append(contact)
+    return contacts
+
+
+def _events(rng: random.Random, today: date, zone: tzinfo) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
     for i in range(30):
         start = datetime.combine(today + timedelta(days=rng.randint(-20, 60)), time(18, 0))
-        add(
-            "event",
+        events.append(
             {
                 "title": f"{('Gala', 'Workshop', 'Open day', 'Concert')[i % 4]} #{i + 1}",
-                "start": start.replace(tzinfo=ctx.zone).isoformat(),
-                "end": (start + timedelta(hours=3)).replace(tzinfo=ctx.zone).isoformat(),
+                "start": start.replace(tzinfo=zone).isoformat(),
+                "end": (start + timedelta(hours=3)).replace(tzinfo=zone).isoformat(),
                 "location": rng.choice(CITIES),
                 "status": "planned",
-            },
+            }
         )
-    for i in range(40):
-        add(
-            "quote",
-            {
-                "number": f"Q-2026-{i + 1:04d}",
-                "amount": rng.randint(200, 20000),
-                "status": rng.choice(["draft", "sent", "accepted", "refused"]),
-                "valid_until": (today + timedelta(days=rng.randint(-10, 60))).isoformat(),
-            },
-        )
-    for i in range(40):
-        add(
-            "order",
-            {
-                "number": f"O-2026-{i + 1:04d}",
-                "kind": "sale" if i % 2 else "service",
-                "amount": rng.randint(50, 9000),
-                "status": "new",
-            },
-        )
-    for _ in range(20):
-        add(
-            "property",
-            {
-                "address": f"{rng.randint(1, 200)} rue {rng.choice(LAST)}",
-                "city": rng.choice(CITIES),
-                "price": rng.randint(90, 900) * 1000,
-                "status": rng.choice(["available", "under_offer", "sold"]),
-            },
-        )
-    counts: dict[str, int] = {}
-    owners = [u for u in usernames if u != "system"] or [owner.username]
-    for kind, items in rows.items():
-        # The demo goes through the same import as a user's file: checks, change events and all.
-        lines = "".join(
-            orjson.dumps({**item, "owner": rng.choice(owners)}).decode() + "\n" for item in items
-        )
-        report = imports.import_records(ctx, owner, kind, io.StringIO(lines), fmt="jsonl")
-        if not report.ok:
-            raise RuntimeError(f"demo {kind} records were refused: {report.summary()}")
-        counts[kind] = report.imported
-    return counts
+    return events
+
+
+def _quotes(rng: random.Random, today: date) -> list[dict[str, Any]]:
+    return [
+        {
+            "number": f"Q-2026-{i + 1:04d}",
+            "amount": rng.randint(200, 20000),
+            "status": rng.choice(["draft", "sent", "accepted", "refused"]),
+            "valid_until": (today + timedelta(days=rng.randint(-10, 60))).isoformat(),
+        }
+        for i in range(40)
+    ]
+
+
+def _orders(rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "number": f"O-2026-{i + 1:04d}",
+            "kind": "sale" if i % 2 else "service",
+            "amount": rng.randint(50, 9000),
+            "status": "new",
+        }
+        for i in range(40)
+    ]
+
+
+def _properties(rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "address": f"{rng.randint(1, 200)} rue {rng.choice(LAST)}",
+            "city": rng.choice(CITIES),
+            "price": rng.randint(90, 900) * 1000,
+            "status": rng.choice(["available", "under_offer", "sold"]),
+        }
+        for _ in range(20)
+    ]
 
 
 def _flows(ctx: Context, alice: Actor, folder: Path, known: frozenset[str]) -> int:
