@@ -158,10 +158,6 @@ def _invitations(
                 f"was sent: record {p.source_id} has no email address",
             )
             continue
-        owner = owners.get(p.owner_id) if p.owner_id is not None else None
-        key = invitation_key(p.command)
-        name = " ".join(str(source[k]) for k in ("first_name", "last_name") if source.get(k))
-        title = str(p.data.get("title") or p.command.record_type)
         if not p.data.get("start"):
             fail(
                 p.command,
@@ -169,53 +165,71 @@ def _invitations(
                 "was sent: it has no start",
             )
             continue
-        invitation = Invitation(
-            uid=event_uid(key),
-            stamp=now,
-            start=datetime.fromisoformat(str(p.data["start"])),
-            end=datetime.fromisoformat(str(p.data["end"])) if p.data.get("end") else None,
-            summary=title,
-            location=str(p.data.get("location") or ""),
-            attendee_email=str(to),
-            attendee_name=name,
-            organizer_email=owner.email if owner is not None and owner.email else None,
-            organizer_name=owner.display_name if owner is not None else "",
-        )
-        payload: dict[str, Any] = {
-            # An EmailPayload (engine/commands.py) as JSON, with the invitation attached.
-            "channel": "email",
-            "message_id": message_id(key),
-            "from_address": None,
-            "to": [str(to)],
-            "cc": [],
-            "bcc": [],
-            "reply_to": None,
-            "subject": f"Invitation: {title}",
-            "body": f"You are invited: {title}, {p.data['start']} (UTC).",
-            "template": None,
-            "variables": {},
-            "archive": True,
-            "record_id": p.source_id,
-            "attachments": [
-                {
-                    "filename": ICS_FILENAME,
-                    "content_type": f"text/calendar; method={invitation.method}; charset=UTF-8",
-                    "content": ics_text(invitation),
-                }
-            ],
-        }
-        rows.append(
-            {
-                "enrollment_id": p.command.enrollment_id,
-                "step_key": p.command.step_key,
-                "step_run": p.command.step_run,
-                "idempotency_key": key,
-                "kind": "email",
-                "payload": payload,
-                "status": "pending",
-                "not_before": now,
-                "attempts": 0,
-                "created_at": now,
-            }
-        )
+        owner = owners.get(p.owner_id) if p.owner_id is not None else None
+        key = invitation_key(p.command)
+        invitation = _invitation(p, source, owner, key, now=now)
+        rows.append(_invitation_row(p, key, invitation, now=now))
     return rows
+
+
+def _invitation(
+    p: _Pending, source: dict[str, Any], owner: Any, key: str, *, now: datetime
+) -> Invitation:
+    """The .ics invitation to the new event: the record the flow runs on (`source`) is its
+    attendee, the event's owner (a row with `.email` and `.display_name`, or None) organises."""
+    return Invitation(
+        uid=event_uid(key),
+        stamp=now,
+        start=datetime.fromisoformat(str(p.data["start"])),
+        end=datetime.fromisoformat(str(p.data["end"])) if p.data.get("end") else None,
+        summary=str(p.data.get("title") or p.command.record_type),
+        location=str(p.data.get("location") or ""),
+        attendee_email=str(source["email"]),
+        attendee_name=" ".join(
+            str(source[k]) for k in ("first_name", "last_name") if source.get(k)
+        ),
+        organizer_email=owner.email if owner is not None and owner.email else None,
+        organizer_name=owner.display_name if owner is not None else "",
+    )
+
+
+def _invitation_row(
+    p: _Pending, key: str, invitation: Invitation, *, now: datetime
+) -> dict[str, Any]:
+    """The outbox row of the email carrying `invitation` to its attendee."""
+    title = invitation.summary
+    payload: dict[str, Any] = {
+        # An EmailPayload (engine/commands.py) as JSON, with the invitation attached.
+        "channel": "email",
+        "message_id": message_id(key),
+        "from_address": None,
+        "to": [invitation.attendee_email],
+        "cc": [],
+        "bcc": [],
+        "reply_to": None,
+        "subject": f"Invitation: {title}",
+        "body": f"You are invited: {title}, {p.data['start']} (UTC).",
+        "template": None,
+        "variables": {},
+        "archive": True,
+        "record_id": p.source_id,
+        "attachments": [
+            {
+                "filename": ICS_FILENAME,
+                "content_type": f"text/calendar; method={invitation.method}; charset=UTF-8",
+                "content": ics_text(invitation),
+            }
+        ],
+    }
+    return {
+        "enrollment_id": p.command.enrollment_id,
+        "step_key": p.command.step_key,
+        "step_run": p.command.step_run,
+        "idempotency_key": key,
+        "kind": "email",
+        "payload": payload,
+        "status": "pending",
+        "not_before": now,
+        "attempts": 0,
+        "created_at": now,
+    }
