@@ -18,10 +18,12 @@ written in bulk.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from crmflow.engine.runtime import RecordChanged, RecordSnapshot
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.runtime import EnrollmentState, RecordChanged, RecordSnapshot
 from crmflow.engine.transition import cancel, hears_changes, move_to, resume_recheck
 from crmflow.engine.version_move import END, StepImpact, check_moves, fate, step_impacts
 from crmflow.runner import BatchWrites
@@ -190,9 +192,7 @@ def thaw(
     new = repo.load_flows(conn, [(flow.id, version)], cache)[(flow.id, version)].definition
     check_moves(_impacts(conn, ctx, flow.id, version, moves), moves, new, flow.key)
     paused_at: datetime | None = flow.paused_at
-    policy = new.catch_up.mode
     types = catalog_in(conn)
-    thawed = _Thawed()
     unheard = (
         _unheard(
             conn,
@@ -205,13 +205,14 @@ def thaw(
         if paused_at is not None
         else None
     )
+    run = _Thaw(conn, ctx, actor, flow, new, moves, now, paused_at, types, cache)
     last = 0
     while True:
         ids = thaw_candidates(
             conn,
             flow.id,
             version,
-            catch_up=policy,
+            catch_up=new.catch_up.mode,
             paused_at=paused_at,
             now=now,
             unheard=unheard,
@@ -221,9 +222,42 @@ def thaw(
         if not ids:
             break
         last = ids[-1]
+        run.chunk(ids, unheard)
+    if paused_at is not None:
+        run.done.triggers = catch_up_schedules(
+            conn, ctx, flow.id, new, paused_at=paused_at, now=now
+        )
+    repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
+    return run.done.note(new.catch_up.mode, version)
+
+
+@dataclass
+class _Thaw:
+    """One thaw of `flow` at `now` onto its current version `new`, a chunk of enrollments at a
+    time, and what it did (`done`)."""
+
+    conn: Connection
+    ctx: Context
+    actor: Actor
+    flow: Row
+    new: FlowDefinition
+    moves: Mapping[str, str]
+    now: datetime
+    paused_at: datetime | None
+    types: dict[str, RecordType]
+    cache: dict[tuple[int, int], FlowDefinition]
+    done: _Thawed = field(default_factory=_Thawed)
+
+    @property
+    def version(self) -> int:
+        return int(self.flow.current_version)
+
+    def chunk(self, ids: Sequence[int], unheard: UnheardChanges | None) -> None:
+        """Lock, load, compute and write the enrollments `ids` in bulk."""
+        conn, flow = self.conn, self.flow
         rows = repo.lock(conn, ids, owner=None)
-        infos = repo.load_flows(conn, {(flow.id, r.flow_version) for r in rows}, cache)
-        snapshots = repo.load_records(conn, {r.record_id for r in rows}, types)
+        infos = repo.load_flows(conn, {(flow.id, r.flow_version) for r in rows}, self.cache)
+        snapshots = repo.load_records(conn, {r.record_id for r in rows}, self.types)
         heard = (
             _unheard_events(conn, unheard, sorted({r.record_id for r in rows}))
             if unheard is not None
@@ -234,88 +268,115 @@ def thaw(
         for row in rows:
             old = infos[(flow.id, row.flow_version)].definition
             if row.state is None:
-                # Not entered yet (a follow-up due later): it enters the new version, and its
-                # entry time is a pending due time like any other.
-                due = row.due_at
-                if paused_at is not None and policy == "shift_delays" and due is not None:
-                    due = due + (now - paused_at)
-                unentered.append((row.id, version, due))
+                unentered.append((row.id, self.version, self._entry_due(row)))
                 continue
             record = snapshots.get(row.record_id)
             state, definition = row.state, old
-            if row.flow_version != version:
-                step_key = state.step_key or ""
-                found, _ = fate(old, new, step_key, version) if step_key else ("stays", "")
-                target = moves.get(step_key) if found == "removed" else step_key
-                bumped = state.model_copy(update={"flow_version": version})
-                if found == "stays":
-                    # Same step, same timing: it keeps its place on the new version, and the
-                    # resume looks at it there like at any other record.
-                    thawed.kept += 1
-                    state, definition = bumped, new
-                elif target == END or record is None:
-                    thawed.ended += 1
-                    why = (
-                        "the record was deleted"
-                        if record is None
-                        else f"step {step_key!r} was removed in version {version}; "
-                        f"ended on resume by {actor.username}"
-                    )
-                    writes.add(
-                        row.state, cancel(bumped, now=now, reason=why), row.record_id, flow.key
-                    )
+            if row.flow_version != self.version:
+                bumped = self._onto_new_version(row, row.state, old, record, writes)
+                if bumped is None:
                     continue
-                else:
-                    # Its step starts again (or a chosen one starts) at the resume, with the
-                    # record as it is now: nothing of the freeze is left to catch up.
-                    assert target is not None  # _check_moves made sure every removed step has one
-                    if found == "restarts":
-                        thawed.restarted += 1
-                    else:
-                        thawed.moved += 1
-                    outcome = move_to(
-                        new,
-                        bumped,
-                        record,
-                        target,
-                        now=now,
-                        zone=flow_zone(ctx, new),
-                        record_type=types.get(new.record_type),
-                        limits=ctx.evaluation_limits,
-                    )
-                    writes.add_outcome(row.state, outcome, flow.key)
-                    continue
-            if paused_at is None:
-                if state != row.state:
-                    writes.add(row.state, state, row.record_id, flow.key)
-                continue
-            change = _told(heard.get(row.record_id, ()), row.entered_at)
-            outcome = resume_recheck(
-                definition,
-                state,
-                record or RecordSnapshot(row.record_id, definition.record_type, {}),
-                change=change,
-                paused_at=paused_at,
-                resumed_at=now,
-                zone=flow_zone(ctx, definition),
-                policy=new.catch_up,
-                record_type=types.get(definition.record_type),
-                limits=ctx.evaluation_limits,
+                state, definition = bumped, self.new
+            self._recheck(row, state, definition, record, heard.get(row.record_id, ()), writes)
+        writes.write(conn, self.ctx, self.actor, now=self.now)
+        move_unentered(conn, unentered, now=self.now)
+
+    def _entry_due(self, row: repo.EnrollmentRow) -> datetime | None:
+        """When an enrollment not entered yet (a follow-up due later) enters the new version:
+        its entry time is a pending due time like any other."""
+        due = row.due_at
+        shifted = self.new.catch_up.mode == "shift_delays"
+        if self.paused_at is not None and shifted and due is not None:
+            due = due + (self.now - self.paused_at)
+        return due
+
+    def _onto_new_version(
+        self,
+        row: repo.EnrollmentRow,
+        state: EnrollmentState,
+        old: FlowDefinition,
+        record: RecordSnapshot | None,
+        writes: BatchWrites,
+    ) -> EnrollmentState | None:
+        """Move an enrollment on an older version to the new one, by its step's fate
+        (`engine.version_move`). Its state on the new version when it keeps its place there
+        (the resume then looks at it like at any other record); None when it was ended, or
+        started its step again or a chosen one, here (its outcome added to `writes`)."""
+        new, version, now = self.new, self.version, self.now
+        step_key = state.step_key or ""
+        found, _ = fate(old, new, step_key, version) if step_key else ("stays", "")
+        target = self.moves.get(step_key) if found == "removed" else step_key
+        bumped = state.model_copy(update={"flow_version": version})
+        if found == "stays":
+            # Same step, same timing: it keeps its place on the new version.
+            self.done.kept += 1
+            return bumped
+        if target == END or record is None:
+            self.done.ended += 1
+            why = (
+                "the record was deleted"
+                if record is None
+                else f"step {step_key!r} was removed in version {version}; "
+                f"ended on resume by {self.actor.username}"
             )
-            if change is not None:
-                thawed.changed += 1
-                if outcome.log or outcome.state.step_key != state.step_key:
-                    thawed.went_on += 1
-            if outcome.log or outcome.commands:
-                writes.add_outcome(row.state, outcome, flow.key)
-                continue
-            if change is None and outcome.state != state:
-                thawed.caught_up += 1
-            if outcome.state != row.state:
-                writes.add(row.state, outcome.state, row.record_id, flow.key)
-        writes.write(conn, ctx, actor, now=now)
-        move_unentered(conn, unentered, now=now)
-    if paused_at is not None:
-        thawed.triggers = catch_up_schedules(conn, ctx, flow.id, new, paused_at=paused_at, now=now)
-    repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
-    return thawed.note(policy, version)
+            writes.add(state, cancel(bumped, now=now, reason=why), row.record_id, self.flow.key)
+            return None
+        # Its step starts again (or a chosen one starts) at the resume, with the record as it
+        # is now: nothing of the freeze is left to catch up.
+        assert target is not None  # check_moves made sure every removed step has one
+        if found == "restarts":
+            self.done.restarted += 1
+        else:
+            self.done.moved += 1
+        outcome = move_to(
+            new,
+            bumped,
+            record,
+            target,
+            now=now,
+            zone=flow_zone(self.ctx, new),
+            record_type=self.types.get(new.record_type),
+            limits=self.ctx.evaluation_limits,
+        )
+        writes.add_outcome(state, outcome, self.flow.key)
+        return None
+
+    def _recheck(
+        self,
+        row: repo.EnrollmentRow,
+        state: EnrollmentState,
+        definition: FlowDefinition,
+        record: RecordSnapshot | None,
+        events: Sequence[RecordChanged],
+        writes: BatchWrites,
+    ) -> None:
+        """Look at an enrollment again as the resume finds it (`resume_recheck`: the unheard
+        `events` of its record, then the catch-up policy), and add what changed to `writes`."""
+        if self.paused_at is None:
+            if state != row.state:
+                writes.add(row.state, state, row.record_id, self.flow.key)
+            return
+        change = _told(events, row.entered_at)
+        outcome = resume_recheck(
+            definition,
+            state,
+            record or RecordSnapshot(row.record_id, definition.record_type, {}),
+            change=change,
+            paused_at=self.paused_at,
+            resumed_at=self.now,
+            zone=flow_zone(self.ctx, definition),
+            policy=self.new.catch_up,
+            record_type=self.types.get(definition.record_type),
+            limits=self.ctx.evaluation_limits,
+        )
+        if change is not None:
+            self.done.changed += 1
+            if outcome.log or outcome.state.step_key != state.step_key:
+                self.done.went_on += 1
+        if outcome.log or outcome.commands:
+            writes.add_outcome(row.state, outcome, self.flow.key)
+            return
+        if change is None and outcome.state != state:
+            self.done.caught_up += 1
+        if outcome.state != row.state:
+            writes.add(row.state, outcome.state, row.record_id, self.flow.key)
