@@ -32,17 +32,11 @@ sender that needs each call taken once gives the trigger a secret and signs its 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from crmflow.engine.definition import FlowDefinition, WebhookTrigger
 from crmflow.engine.querylang import check_filter, parse_filter
@@ -70,6 +64,14 @@ from crmflow.services.webhook_receipts import (
     prune,
     take,
 )
+from crmflow.services.webhook_signatures import (
+    HOW_TO_SIGN,
+    SIGNATURE_TOLERANCE,
+    Signature,
+    read_signature,
+    sign,
+    signed_with,
+)
 from crmflow.store import enrollments as repo
 from crmflow.store import flows as flow_store
 from crmflow.store import queries as query_store
@@ -87,32 +89,9 @@ __all__ = [
     "sign",
 ]
 
-SIGNATURE_TOLERANCE = timedelta(minutes=5)
 TRIGGER = "webhook"  # the trigger named in the not-entered list
 # Started flows: an active one admits records, a paused or draining one refuses with its reason.
 _STARTED = ("active", "paused", "draining")
-_SECRET_PREFIX = "whsec_"
-
-HOW_TO_SIGN = (
-    "sign each call the Standard Webhooks way: header webhook-id (a unique id for the call), "
-    "webhook-timestamp (the Unix time in seconds when it is sent) and webhook-signature "
-    "'v1,<base64 of HMAC-SHA256 over \"<webhook-id>.<webhook-timestamp>.<body>\">', keyed with "
-    "the flow's secret (a whsec_ secret: the bytes of the base64 after 'whsec_'; any other: its "
-    "UTF-8 bytes); see 'webhook' in docs/flows.md"
-)
-
-
-@dataclass(frozen=True)
-class Signature:
-    """The Standard Webhooks headers of a call, as received (None: absent)."""
-
-    id: str | None = None
-    timestamp: str | None = None
-    signature: str | None = None
-
-    @property
-    def present(self) -> bool:
-        return any((self.id, self.timestamp, self.signature))
 
 
 @dataclass(frozen=True)
@@ -165,106 +144,6 @@ class _HookFlow:
     secret: str | None
 
 
-# -- signatures ----------------------------------------------------------------------------------
-
-
-def _webhook(secret: str) -> Webhook | None:
-    """The signer for a trigger's secret, or None when the secret cannot be one (a whsec_
-    secret that is not base64, or empty)."""
-    try:
-        key: str | bytes = secret if secret.startswith(_SECRET_PREFIX) else secret.encode()
-        return Webhook(key)
-    except (ValueError, EmptyWebhookSecretError):  # binascii.Error is a ValueError
-        return None
-
-
-def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> str:
-    """The `webhook-signature` value a sender puts on `body` (for tests and examples)."""
-    signer = _webhook(secret)
-    if signer is None:
-        raise InvalidInputError("the secret", [Problem("secret", "not a usable webhook secret")])
-    # The library reads the datetime's fields as UTC: give it UTC.
-    at = timestamp.astimezone(UTC)
-    return signer.sign(msg_id=msg_id, timestamp=at, data=body.decode("utf-8"))
-
-
-@dataclass(frozen=True)
-class _Signed:
-    id: str
-    at: datetime
-    signatures: list[bytes]  # the v1 signatures the call carries
-
-
-def _read_signature(signature: Signature, *, now: datetime) -> _Signed:
-    """The call's signature headers checked for form and time (not yet against a secret)."""
-    missing = [
-        name
-        for name, value in (
-            ("webhook-id", signature.id),
-            ("webhook-timestamp", signature.timestamp),
-            ("webhook-signature", signature.signature),
-        )
-        if not value
-    ]
-    if missing:
-        raise AuthenticationError(
-            f"this hook takes signed calls only, and the call has no {', '.join(missing)} "
-            f"header; {HOW_TO_SIGN}"
-        )
-    assert signature.id and signature.timestamp and signature.signature
-    try:
-        at = datetime.fromtimestamp(int(signature.timestamp.strip()), UTC)
-    except (ValueError, OverflowError, OSError):
-        raise AuthenticationError(
-            f"webhook-timestamp must be the Unix time in seconds (e.g. {int(now.timestamp())}), "
-            f"not {signature.timestamp!r}; {HOW_TO_SIGN}"
-        ) from None
-    if at < now - SIGNATURE_TOLERANCE:
-        raise AuthenticationError(
-            f"webhook-timestamp {signature.timestamp} is {_age(now - at)} old: a signed call is "
-            f"taken for {_age(SIGNATURE_TOLERANCE)} after it is signed (sign each call when it "
-            f"is sent, with the current time; check the sender's clock)"
-        )
-    if at > now + SIGNATURE_TOLERANCE:
-        raise AuthenticationError(
-            f"webhook-timestamp {signature.timestamp} is {_age(at - now)} in the future: more "
-            f"than {_age(SIGNATURE_TOLERANCE)} ahead of this server's clock (check the sender's "
-            "clock)"
-        )
-    found: list[bytes] = []
-    for part in signature.signature.split():
-        version, _, value = part.partition(",")
-        if version != "v1" or not value:
-            continue
-        try:
-            found.append(base64.b64decode(value, validate=True))
-        except binascii.Error:
-            continue
-    if not found:
-        raise AuthenticationError(
-            f"webhook-signature holds no v1 signature (expected 'v1,<base64>', several separated "
-            f"by spaces), got {signature.signature[:80]!r}; {HOW_TO_SIGN}"
-        )
-    return _Signed(signature.id, at, found)
-
-
-def _age(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} seconds"
-    if seconds < 7200:
-        return f"{seconds // 60} minutes"
-    return f"{seconds // 3600} hours"
-
-
-def _signed_with(secret: str, signed: _Signed, body: str) -> bool:
-    signer = _webhook(secret)
-    if signer is None:
-        return False
-    expected = base64.b64decode(signer.sign(signed.id, signed.at, body).partition(",")[2])
-    return any(hmac.compare_digest(expected, s) for s in signed.signatures)
-
-
 # -- the call ------------------------------------------------------------------------------------
 
 
@@ -310,54 +189,9 @@ def receive_hook(
     record, or a webhook-id too long to keep."""
     now = ctx.now()
     hooked = _hook_flows(ctx, key)
-    nowhere = NotFoundError(
-        f"no started flow has a webhook trigger with key {key!r} "
-        "(a draft or archived flow takes no calls; see `crmflow flows list`)"
-    )
     if not hooked:
-        raise nowhere
-    signed_flows = [f for f in hooked if f.secret]
-    open_flows = [f for f in hooked if not f.secret]
-
-    targets: list[tuple[_HookFlow, Actor]] = []
-    refused_signature: AuthenticationError | None = None
-    receipt: Receipt | None = None  # set when the call is signed
-    if signed_flows and signature.present:
-        try:
-            signed = _read_signature(signature, now=now)
-            text = _utf8(body)
-            system = users.ensure_system_user(ctx)
-            targets += [
-                (f, system) for f in signed_flows if _signed_with(f.secret or "", signed, text)
-            ]
-        except AuthenticationError as exc:
-            refused_signature = exc
-        else:
-            if targets:
-                receipt = Receipt.of(key, [f.secret or "" for f, _ in targets], signed.id, body)
-            else:
-                refused_signature = AuthenticationError(
-                    "webhook-signature matches no secret of this hook: sign the body exactly as "
-                    f"it is sent, with the flow's secret; {HOW_TO_SIGN}"
-                )
-    actor: Actor | None = None
-    if open_flows and token:
-        actor = users.authenticate_token(ctx, token)
-        with read_connection(ctx.engine) as conn:
-            targets += [(f, actor) for f in open_flows if can_see_flow(conn, actor, f.row)]
-    if not targets:
-        if refused_signature is not None:
-            raise refused_signature
-        if signed_flows:
-            _read_signature(signature, now=now)  # unsigned: raises, naming the missing headers
-        if actor is not None:
-            raise nowhere  # a private flow is not there for those who cannot see it
-        raise AuthenticationError(
-            "this hook needs `Authorization: Bearer <token>`: an API token of a user who can see "
-            "the flow (POST /api/auth/token or `crmflow users token USERNAME`); to call it "
-            "without a token, give its trigger a `secret` and sign the calls"
-        )
-
+        raise _no_flow(key)
+    targets, receipt = _callers(ctx, key, hooked, body, signature=signature, token=token, now=now)
     if receipt is not None:
         check_webhook_id(receipt.webhook_id)
         with read_connection(ctx.engine) as conn:
@@ -382,6 +216,86 @@ def receive_hook(
     if receipt is not None:
         prune(ctx, now=now)
     return result
+
+
+def _no_flow(key: str) -> NotFoundError:
+    return NotFoundError(
+        f"no started flow has a webhook trigger with key {key!r} "
+        "(a draft or archived flow takes no calls; see `crmflow flows list`)"
+    )
+
+
+def _callers(
+    ctx: Context,
+    key: str,
+    hooked: Sequence[_HookFlow],
+    body: bytes,
+    *,
+    signature: Signature,
+    token: str | None,
+    now: datetime,
+) -> tuple[list[tuple[_HookFlow, Actor]], Receipt | None]:
+    """The flows of `hooked` the call is authenticated for, each with who starts it (the
+    system user for a signed call, the token's user otherwise), and the call's receipt when it
+    is signed. Raises when there is none, saying why (see `receive_hook`)."""
+    signed_flows = [f for f in hooked if f.secret]
+    open_flows = [f for f in hooked if not f.secret]
+    targets: list[tuple[_HookFlow, Actor]] = []
+    refused_signature: AuthenticationError | None = None
+    receipt: Receipt | None = None
+    if signed_flows and signature.present:
+        targets, receipt, refused_signature = _signed_callers(
+            ctx, key, signed_flows, body, signature, now=now
+        )
+    actor: Actor | None = None
+    if open_flows and token:
+        actor = users.authenticate_token(ctx, token)
+        with read_connection(ctx.engine) as conn:
+            targets += [(f, actor) for f in open_flows if can_see_flow(conn, actor, f.row)]
+    if not targets:
+        if refused_signature is not None:
+            raise refused_signature
+        if signed_flows:
+            read_signature(signature, now=now)  # unsigned: raises, naming the missing headers
+        if actor is not None:
+            raise _no_flow(key)  # a private flow is not there for those who cannot see it
+        raise AuthenticationError(
+            "this hook needs `Authorization: Bearer <token>`: an API token of a user who can see "
+            "the flow (POST /api/auth/token or `crmflow users token USERNAME`); to call it "
+            "without a token, give its trigger a `secret` and sign the calls"
+        )
+    return targets, receipt
+
+
+def _signed_callers(
+    ctx: Context,
+    key: str,
+    signed_flows: Sequence[_HookFlow],
+    body: bytes,
+    signature: Signature,
+    *,
+    now: datetime,
+) -> tuple[list[tuple[_HookFlow, Actor]], Receipt | None, AuthenticationError | None]:
+    """The flows of `signed_flows` whose secret signed the call (started by the system user)
+    and the call's receipt; or none, and why the signature was refused."""
+    try:
+        signed = read_signature(signature, now=now)
+        text = _utf8(body)
+        system = users.ensure_system_user(ctx)
+        targets = [(f, system) for f in signed_flows if signed_with(f.secret or "", signed, text)]
+    except AuthenticationError as exc:
+        return [], None, exc
+    if not targets:
+        return (
+            [],
+            None,
+            AuthenticationError(
+                "webhook-signature matches no secret of this hook: sign the body exactly as "
+                f"it is sent, with the flow's secret; {HOW_TO_SIGN}"
+            ),
+        )
+    receipt = Receipt.of(key, [f.secret or "" for f, _ in targets], signed.id, body)
+    return targets, receipt, None
 
 
 def _utf8(body: bytes) -> str:
