@@ -12,6 +12,8 @@ NEVER = {
     "crmflow.services.lifecycle": ["crmflow.services.flows"],
     "crmflow.services.thaw": ["crmflow.services.flows", "crmflow.services.lifecycle"],
     "crmflow.services.flow_views": ["crmflow.services.flows", "crmflow.services.lifecycle"],
+    "crmflow.services.flow_validation": ["crmflow.services.flows", "crmflow.services.lifecycle"],
+    "crmflow.services.flow_members": ["crmflow.services.flows", "crmflow.services.lifecycle"],
     "crmflow.services.triggers": [
         "crmflow.services.flows",
         "crmflow.services.lifecycle",

@@ -5,7 +5,9 @@ from, to). Private flows do not exist for non-members: they get NotFoundError, a
 does not exist, so that a private flow's name does not leak.
 
 The status changes themselves are `services.lifecycle`'s (`change_status`, re-exported here), and
-the view of a flow `services.flow_views`': this module builds on both, neither imports it.
+the view of a flow `services.flow_views`': this module builds on both, neither imports it. So
+does it on `services.flow_validation` (a document checked against this organisation's names) and
+`services.flow_members` (a private flow's members), whose public names it re-exports.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from crmflow.engine.definition import FlowDefinition, FlowStatus, Visibility
 from crmflow.engine.lifecycle import EditMode, edit_mode
-from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
 from crmflow.errors import (
     ConfirmationRequiredError,
     ConflictError,
@@ -28,6 +29,14 @@ from crmflow.errors import (
 )
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow, visible_flows
+from crmflow.services.flow_members import add_member, remove_member
+from crmflow.services.flow_validation import (
+    SourceFormat,
+    parse_flow_text,
+    source_format,
+    validate_flow_text,
+    validation_context,
+)
 from crmflow.services.flow_views import (
     FlowView,
     check_start_list,
@@ -41,13 +50,11 @@ from crmflow.services.flow_views import (
 from crmflow.services.lifecycle import change_status
 from crmflow.services.permissions import require_admin
 from crmflow.services.preconditions import ExpectedVersion
-from crmflow.services.record_types import catalog
 from crmflow.services.triggers import enter_start_lists
 from crmflow.services.users import user_ids_by_name
 from crmflow.store import flows as flow_store
 from crmflow.store.database import Connection, IntegrityError, read_connection
 from crmflow.store.enrollments import enrollments_ever
-from crmflow.store.flow_access import is_flow_member
 
 __all__ = [
     "ConfirmationRequiredError",
@@ -70,8 +77,6 @@ __all__ = [
     "validation_context",
 ]
 
-SourceFormat = Literal["yaml", "json"]
-
 
 @dataclass(frozen=True)
 class StatusChange:
@@ -91,64 +96,6 @@ class StatusChange:
             "version": self.version,
             "note": self.note,
         }
-
-
-# -- validation --------------------------------------------------------------------------------
-
-
-def validation_context(
-    ctx: Context, actor: Actor, *, excluding_flow: str | None = None
-) -> ValidationContext:
-    """What the validator may check names against: this organisation's types, users, groups,
-    saved queries, and the other flows `actor` can see (a private flow's name must not leak
-    through a "did you mean" to someone who cannot see it)."""
-    with read_connection(ctx.engine) as conn:
-        names = flow_store.names_in_use(conn, visible_flows(actor))
-    return ValidationContext(
-        record_types=catalog(ctx),
-        users=names.users,
-        groups=names.groups,
-        queries=names.queries,
-        flows={k: t for k, t in names.flows.items() if k != excluding_flow},
-        allow_sql=ctx.settings.allow_sql_actions,
-    )
-
-
-def _parse(
-    ctx: Context,
-    actor: Actor,
-    source_text: str,
-    *,
-    fmt: SourceFormat | None,
-    source: str,
-    excluding_flow: str | None = None,
-) -> FlowDefinition:
-    context = validation_context(ctx, actor, excluding_flow=excluding_flow)
-    return parse_flow(
-        source_text,
-        context=context,
-        source=source,
-        fmt=fmt,
-        max_chars=ctx.settings.max_document_chars,
-    )
-
-
-def validate_flow_text(
-    ctx: Context,
-    actor: Actor,
-    text: str,
-    *,
-    fmt: SourceFormat | None = None,
-    source: str = "<input>",
-) -> FlowDefinition:
-    """Validate without saving (raises InvalidInputError with every problem)."""
-    return _parse(ctx, actor, text, fmt=fmt, source=source)
-
-
-def _detect_format(text: str, fmt: SourceFormat | None) -> SourceFormat:
-    if fmt:
-        return fmt
-    return "json" if text.lstrip().startswith("{") else "yaml"
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -274,7 +221,7 @@ def _version_fields(
     return flow_store.VersionFields(
         document=_stored_document(definition),
         source=text,
-        source_format=_detect_format(text, fmt),
+        source_format=source_format(text, fmt),
         created_by=actor.id,
         created_at=now,
     )
@@ -303,7 +250,7 @@ def create_flow(
     (checked before anything is written, so a refused start leaves nothing behind).
     The creator of a private flow is added to its members."""
     require_admin(actor, "create flows")
-    definition = _parse(ctx, actor, text, fmt=fmt, source=source)
+    definition = parse_flow_text(ctx, actor, text, fmt=fmt, source=source)
     requested = definition.status
     if requested not in (FlowStatus.DRAFT, FlowStatus.ACTIVE):
         raise InvalidInputError(
@@ -369,7 +316,7 @@ def update_flow(
     (the old one is kept); an active or draining flow is locked. With `if_revision`,
     PreconditionFailedError unless the flow is at that revision."""
     require_admin(actor, "change flows")
-    definition = _parse(ctx, actor, text, fmt=fmt, source=source, excluding_flow=key)
+    definition = parse_flow_text(ctx, actor, text, fmt=fmt, source=source, excluding_flow=key)
     with ctx.engine.begin() as conn:
         row = visible_flow(conn, actor, key, for_update=True)
         require_revision(key, row.revision, if_revision)
@@ -459,74 +406,6 @@ def start_list_count(ctx: Context, actor: Actor, key: str) -> int | None:
     assert flow.document is not None
     names = start_list_names(flow.document)
     return start_list_size(ctx, names) if names else None
-
-
-def add_member(
-    ctx: Context, actor: Actor, key: str, username: str, *, if_revision: ExpectedVersion = None
-) -> FlowView:
-    """Give `username` access to a (private) flow; recorded in the flow's history.
-    PreconditionFailedError unless the flow is at `if_revision`, when given."""
-    require_admin(actor, "change flow members")
-    with ctx.engine.begin() as conn:
-        row = visible_flow(conn, actor, key, for_update=True)
-        require_revision(key, row.revision, if_revision)
-        ids = user_ids_by_name(conn, {username})
-        if username not in ids:
-            raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
-        if not is_flow_member(conn, row.id, ids[username]):
-            flow_store.add_member(conn, row.id, ids[username])
-            flow_store.bump_revision(conn, row.id)
-            log_status_change(
-                conn,
-                ctx,
-                actor,
-                row.id,
-                row.status,
-                row.status,
-                row.current_version,
-                f"member added: {username}",
-            )
-        [view] = views(conn, [flow_store.flow_by_id(conn, row.id)])
-    return view
-
-
-def remove_member(
-    ctx: Context, actor: Actor, key: str, username: str, *, if_revision: ExpectedVersion = None
-) -> FlowView:
-    """Remove a member; refused when the flow's definition names them as responsible for a
-    step (seed 003), because the flow would then assign work to someone who cannot see it.
-    PreconditionFailedError unless the flow is at `if_revision`, when given."""
-    require_admin(actor, "change flow members")
-    flow = get_flow(ctx, actor, key)
-    assert flow.document is not None
-    remaining = [m for m in flow.members if m != username]
-    if flow.visibility is Visibility.PRIVATE:
-        flow_from_data(
-            {**flow.document, "members": remaining},
-            context=validation_context(ctx, actor, excluding_flow=key),
-            source=f"flow {key!r} without member {username!r}",
-        )
-    with ctx.engine.begin() as conn:
-        row = visible_flow(conn, actor, key, for_update=True)
-        require_revision(key, row.revision, if_revision)
-        ids = user_ids_by_name(conn, {username})
-        if username in ids:
-            removed = flow_store.remove_member(conn, row.id, ids[username])
-            if removed:
-                flow_store.bump_revision(conn, row.id)
-                log_status_change(
-                    conn,
-                    ctx,
-                    actor,
-                    row.id,
-                    row.status,
-                    row.status,
-                    row.current_version,
-                    f"member removed: {username}",
-                )
-        # Without the visibility check: removing yourself succeeded, and says so once more.
-        [view] = views(conn, [flow_store.flow_by_id(conn, row.id)])
-    return view
 
 
 def flow_document(ctx: Context, actor: Actor, key: str) -> Mapping[str, Any]:

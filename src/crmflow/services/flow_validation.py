@@ -1,0 +1,85 @@
+"""Checking a flow document against this organisation: the names the validator knows (types,
+users, groups, saved queries, the flows an actor can see), and a document parsed with them.
+
+`services.flows` (create, edit) and `services.flow_members` (a member's removal) validate with
+these; `services.flows` re-exports `validate_flow_text` and `validation_context`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.validation import ValidationContext, parse_flow
+from crmflow.services.context import Actor, Context
+from crmflow.services.flow_access import visible_flows
+from crmflow.services.record_types import catalog
+from crmflow.store import flows as flow_store
+from crmflow.store.database import read_connection
+
+__all__ = [
+    "SourceFormat",
+    "parse_flow_text",
+    "source_format",
+    "validate_flow_text",
+    "validation_context",
+]
+
+SourceFormat = Literal["yaml", "json"]
+
+
+def validation_context(
+    ctx: Context, actor: Actor, *, excluding_flow: str | None = None
+) -> ValidationContext:
+    """What the validator may check names against: this organisation's types, users, groups,
+    saved queries, and the other flows `actor` can see (a private flow's name must not leak
+    through a "did you mean" to someone who cannot see it)."""
+    with read_connection(ctx.engine) as conn:
+        names = flow_store.names_in_use(conn, visible_flows(actor))
+    return ValidationContext(
+        record_types=catalog(ctx),
+        users=names.users,
+        groups=names.groups,
+        queries=names.queries,
+        flows={k: t for k, t in names.flows.items() if k != excluding_flow},
+        allow_sql=ctx.settings.allow_sql_actions,
+    )
+
+
+def parse_flow_text(
+    ctx: Context,
+    actor: Actor,
+    source_text: str,
+    *,
+    fmt: SourceFormat | None,
+    source: str,
+    excluding_flow: str | None = None,
+) -> FlowDefinition:
+    context = validation_context(ctx, actor, excluding_flow=excluding_flow)
+    return parse_flow(
+        source_text,
+        context=context,
+        source=source,
+        fmt=fmt,
+        max_chars=ctx.settings.max_document_chars,
+    )
+
+
+def validate_flow_text(
+    ctx: Context,
+    actor: Actor,
+    text: str,
+    *,
+    fmt: SourceFormat | None = None,
+    source: str = "<input>",
+) -> FlowDefinition:
+    """Validate without saving (raises InvalidInputError with every problem)."""
+    return parse_flow_text(ctx, actor, text, fmt=fmt, source=source)
+
+
+def source_format(text: str, fmt: SourceFormat | None) -> SourceFormat:
+    """The format a version is kept as: `fmt` when given, else JSON for a text that opens an
+    object, YAML otherwise."""
+    if fmt:
+        return fmt
+    return "json" if text.lstrip().startswith("{") else "yaml"
