@@ -3,9 +3,9 @@
 Every exception class crmflow raises to a user is defined here, below every other layer, so that
 the API and the command line catch the real class (never by the name of an attribute) without
 importing the service that raises it. The tree, with each class's HTTP status (a unit test checks
-that it names exactly the classes of this module):
+that it names exactly the classes of this module, and that no other module defines one):
 
-    CrmflowError                        400  what, where, what to do
+    CrmflowError(Exception)             400  what, where, what to do
         InvalidInputError               422  every problem, each with its place
         NotFoundError                   404
         ConflictError                   409  the current state does not allow it
@@ -17,7 +17,17 @@ that it names exactly the classes of this module):
         PayloadTooLargeError            413
         TooManyRequestsError            429  `retry_after` seconds
         LimitExceededError              422  an evaluation went over a budget (`limit`, `where`)
+            OutputTooLargeError         422  a rendered text longer than its output budget
         ImportInterruptedError          500  an import stopped (422: the file is unreadable)
+
+Inside the engine, evaluating a flow's conditions and templates, and never an answer by
+themselves (no status): the engine turns them into an action that failed, a condition that
+counts as false, or one of the errors above. They are importable from the engine modules that
+raise them too (`engine.steps.scope`, `engine.budget`).
+
+    EvaluationError(ValueError)         -    a condition, template or value could not be evaluated
+        BudgetExceededError             -    it went over one of its budgets (`limit`)
+    CelEvaluationError(Exception)       -    the CEL library's own error (`kind`)
 """
 
 from __future__ import annotations
@@ -30,14 +40,18 @@ from typing import Protocol
 __all__ = [
     "MAX_LISTED_PROBLEMS",
     "AuthenticationError",
+    "BudgetExceededError",
+    "CelEvaluationError",
     "ConfirmationRequiredError",
     "ConflictError",
     "CrmflowError",
+    "EvaluationError",
     "ImportInterruptedError",
     "InvalidInputError",
     "LimitExceededError",
     "MovesRequiredError",
     "NotFoundError",
+    "OutputTooLargeError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PreconditionFailedError",
@@ -255,6 +269,10 @@ class LimitExceededError(CrmflowError):
         self.where = where
 
 
+class OutputTooLargeError(LimitExceededError):
+    """The rendered text is longer than the output budget."""
+
+
 class _ImportProgress(Protocol):
     """How far an import got (`services.imports.ImportReport`): what the error's message says."""
 
@@ -286,3 +304,34 @@ class ImportInterruptedError(CrmflowError):
             f"{report.source}: the import stopped near line {report.last_line} on "
             f"{type(cause).__name__}: {cause}; {kept}"
         )
+
+
+# -- inside the engine ----------------------------------------------------------------------------
+
+
+class EvaluationError(ValueError):
+    """A condition, template or value could not be evaluated; the message says why."""
+
+
+class BudgetExceededError(EvaluationError):
+    """The evaluation went over one of its budgets; `limit` names which (output, size, range,
+    iterations, number, nesting, time, memory, or work: a condition too heavy to run in process
+    with no runner to send it to). The message says which and how to stay within it; the
+    caller adds where (`steps.welcome.actions[0].body: ...`)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    def at(self, where: str) -> BudgetExceededError:
+        """The same error, its message starting with the place in the flow."""
+        return BudgetExceededError(self.limit, f"{where}: {self}" if where else str(self))
+
+
+class CelEvaluationError(Exception):
+    """A `CelRunner` could not evaluate the expression (the CEL library's own error): `kind` is
+    the library's error type, the message its words."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeGuard
 
-from crmflow.errors import LimitExceededError
+from crmflow.errors import CelEvaluationError, LimitExceededError
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -37,15 +37,6 @@ __all__ = [
     "current_budget",
     "int_bits_of_power",
 ]
-
-
-class CelEvaluationError(Exception):
-    """A `CelRunner` could not evaluate the expression (the CEL library's own error): `kind` is
-    the library's error type, the message its words."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class CelRunner(Protocol):

@@ -279,6 +279,7 @@ class BudgetedEnvironment(SandboxedEnvironment):
 # -- at save time ------------------------------------------------------------------------------
 
 
+# Private control flow of `_constant` below, caught by its callers here: not in errors.py.
 class _NotConstantError(Exception):
     pass
 

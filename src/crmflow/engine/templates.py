@@ -31,7 +31,7 @@ from crmflow.engine.budget import (
 )
 from crmflow.engine.conditions import RECORD_META_FIELDS, did_you_mean
 from crmflow.engine.template_budget import BudgetedEnvironment, check_constant_budgets
-from crmflow.errors import LimitExceededError
+from crmflow.errors import LimitExceededError, OutputTooLargeError
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -74,10 +74,6 @@ def environment() -> SandboxedEnvironment:
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
-
-
-class OutputTooLargeError(LimitExceededError):
-    """The rendered text is longer than the output budget."""
 
 
 def render_template(

@@ -158,6 +158,7 @@ class _Source:
             self.owned.close()
 
 
+# Private control flow, raised and caught in `import_records`: not in errors.py.
 class _RefusedError(Exception):
     """Rolls back an all-or-nothing import that met a bad row."""
 

@@ -37,7 +37,7 @@ from crmflow.engine.templates import (
     render_template,
     template_names,
 )
-from crmflow.errors import LimitExceededError
+from crmflow.errors import BudgetExceededError, EvaluationError, LimitExceededError
 
 __all__ = ["BudgetExceededError", "EvaluationError", "Scope", "StepVariables"]
 
@@ -52,25 +52,6 @@ _NO_CHANGE: dict[str, Any] = {
     "by": None,
     "at": None,
 }
-
-
-class EvaluationError(ValueError):
-    """A condition, template or value could not be evaluated; the message says why."""
-
-
-class BudgetExceededError(EvaluationError):
-    """The evaluation went over one of its budgets; `limit` names which (output, size, range,
-    iterations, number, nesting, time, memory, or work: a condition too heavy to run in process
-    with no runner to send it to). The message says which and how to stay within it; the
-    caller adds where (`steps.welcome.actions[0].body: ...`)."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-    def at(self, where: str) -> BudgetExceededError:
-        """The same error, its message starting with the place in the flow."""
-        return BudgetExceededError(self.limit, f"{where}: {self}" if where else str(self))
 
 
 @dataclass
