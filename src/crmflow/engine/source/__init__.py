@@ -159,6 +159,7 @@ def _check_json_syntax(text: str, source: str, limits: DocumentLimits) -> None:
         pass
 
 
+# Private control flow, raised and caught in `_check_json_syntax`: not in errors.py.
 class _NumberTooLongError(Exception):
     pass
 
