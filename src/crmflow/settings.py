@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         "that no write transaction holds SQLite's lock for longer.",
     )
 
+    sync_secret: str | None = Field(
+        default=None,
+        description="The secret an existing CRM signs its record changes with (Standard "
+        "Webhooks) to call POST /api/records/{type}/changes without a user token "
+        "(docs/integrations.md); unset: only manager and admin tokens may.",
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
