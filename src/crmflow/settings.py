@@ -80,6 +80,28 @@ class Settings(BaseSettings):
         "Webhooks) to call POST /api/records/{type}/changes without a user token "
         "(docs/integrations.md); unset: only manager and admin tokens may.",
     )
+    smtp_url: str | None = Field(
+        default=None,
+        description="Where emails go: smtp://user:password@host:port (plain, port 25), "
+        "smtp+starttls://... (STARTTLS, port 587; or smtp://...?starttls=1), smtps://... "
+        "(TLS from the start, port 465). None: the mail catcher keeps them in the database "
+        "(`crmflow mail list`).",
+    )
+    mail_from: str = Field(
+        default="crmflow@localhost",
+        description="The sender of an email whose action names none.",
+    )
+    delivery_max_attempts: int = Field(
+        gt=0, default=8, description="Attempts at a message before it is failed."
+    )
+    delivery_retry_seconds: float = Field(
+        gt=0,
+        default=30.0,
+        description="The wait before the first retry; each next one doubles it (with jitter).",
+    )
+    delivery_retry_max_seconds: float = Field(
+        gt=0, default=6 * 3600.0, description="The longest wait between two attempts."
+    )
 
     @field_validator("timezone")
     @classmethod

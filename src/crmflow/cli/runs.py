@@ -74,8 +74,15 @@ def _message_state(message: dict[str, Any] | None) -> str:
     if message is None:
         return ""
     text = f" [{message['kind']} {message['status']}"
-    if message["status"] == "pending":
+    status = message["status"]
+    if status == "pending":
         text += f", not before {message['not_before']}"
+    elif status in ("delivered", "caught") and "delivered_at" in message:
+        text += f" at {message['delivered_at']}"
+    elif status == "retrying":
+        text += f", attempt {message['attempts']} failed, next at {message['next_attempt_at']}"
+    if status in ("retrying", "failed") and message.get("last_error"):
+        text += f": {message['last_error']}"
     return text + "]"
 
 

@@ -231,16 +231,26 @@ def _assignees_by_id(
 
 
 def _messages_by_key(conn: Connection, enrollment_ids: Sequence[int]) -> dict[str, dict[str, Any]]:
-    """The outbox messages of these enrollments by idempotency key, as a person reads them."""
-    return {
-        m.idempotency_key: {
+    """The outbox messages of these enrollments by idempotency key, as a person reads them:
+    its state, and what delivery gives to know (delivered at and the server's reply; the
+    next attempt and the last error of a retry; the error of a failure), only when there is
+    something to say."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in messages_of(conn, enrollment_ids):
+        message: dict[str, Any] = {
             "kind": m.kind,
             "status": m.status,
             "not_before": m.not_before.isoformat(),
             "attempts": m.attempts,
         }
-        for m in messages_of(conn, enrollment_ids)
-    }
+        for name in ("delivered_at", "next_attempt_at"):
+            if (value := getattr(m, name)) is not None and m.status != "failed":
+                message[name] = value.isoformat()
+        for name in ("last_error", "server_reply"):
+            if (value := getattr(m, name)) is not None:
+                message[name] = value
+        out[m.idempotency_key] = message
+    return out
 
 
 def _with_messages(
@@ -252,7 +262,8 @@ def _with_messages(
     """Each external action with the state of the outbox message it wrote (`message`).
 
     An action that wrote a message is `done` as soon as the message is in the outbox; whether
-    the message went is the outbox's to say: pending, sent, failed or cancelled. The key is the
+    the message went is the outbox's to say: pending, sending, delivered (or caught by the
+    mail catcher), retrying, failed or cancelled. The key is the
     one the engine gave the message (enrollment, step run, action); a create_record action's
     invitation has that key with `:invitation`.
     """

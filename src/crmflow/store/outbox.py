@@ -1,5 +1,6 @@
 """The outbox (`outbox`): the external effects (email, SMS, webhooks) a step run decided, each
-to deliver once; the dispatcher (next issue) sends them.
+to deliver once; the dispatcher (`crmflow.delivery`) sends them and writes each outcome on
+the row (the functions at the end of this module).
 
 A message's idempotency key is made of (enrollment, step run, action), so a step run retried
 after a crash writes the same key, and the row already there is kept. Read by
@@ -10,6 +11,8 @@ writes its end (`cancel_pending_of_cancelled`).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,11 +23,21 @@ from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, flows, outbox
 
 __all__ = [
+    "CaughtMail",
+    "ClaimedMessage",
     "cancel_pending_of_cancelled",
+    "caught_mail",
+    "caught_mails",
+    "claim_due",
     "count_emails_of_flow",
     "flow_messages",
     "insert_ignoring_duplicates",
+    "mark_caught",
+    "mark_delivered",
+    "mark_failed",
+    "mark_retrying",
     "messages_of",
+    "next_due_at",
 ]
 
 
@@ -55,11 +68,20 @@ def cancel_pending_of_cancelled(conn: sa.Connection, enrollment_ids: Collection[
 
 def messages_of(conn: sa.Connection, enrollment_ids: Sequence[int]) -> list[sa.Row[Any]]:
     """The outbox messages of these enrollments: `.idempotency_key`, `.kind`, `.status`,
-    `.not_before`, `.attempts`."""
+    `.not_before`, `.attempts`, and how delivery went: `.delivered_at`, `.next_attempt_at`,
+    `.last_error`, `.server_reply`."""
     o = outbox.c
-    query = sa.select(o.idempotency_key, o.kind, o.status, o.not_before, o.attempts).where(
-        o.enrollment_id.in_(enrollment_ids)
-    )
+    query = sa.select(
+        o.idempotency_key,
+        o.kind,
+        o.status,
+        o.not_before,
+        o.attempts,
+        o.delivered_at,
+        o.next_attempt_at,
+        o.last_error,
+        o.server_reply,
+    ).where(o.enrollment_id.in_(enrollment_ids))
     return list(conn.execute(query))
 
 
@@ -86,3 +108,192 @@ def flow_messages(conn: sa.Connection, record_id: int | None = None) -> list[sa.
     if record_id is not None:
         query = query.where(enrollments.c.record_id == record_id)
     return list(conn.execute(query))
+
+
+# --- Delivery (crmflow.delivery): claims, outcomes, the mail catcher's messages ---------------
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """An outbox message leased to a dispatcher: what it needs to send it. `attempts` counts
+    this one."""
+
+    id: int
+    idempotency_key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CaughtMail:
+    """A message the mail catcher kept instead of sending (no CRMFLOW_SMTP_URL)."""
+
+    id: int
+    enrollment_id: int
+    record_id: int | None
+    flow_key: str | None
+    subject: str
+    to: tuple[str, ...]
+    caught_at: datetime | None
+    rendered: str
+
+
+def _due(now: datetime, kinds: Collection[str]) -> sa.ColumnElement[bool]:
+    """Messages of `kinds` a dispatcher may take at `now`: pending ones past `not_before`,
+    retries whose time has come, and those leased to a dispatcher whose lease ran out (it
+    died while sending)."""
+    o = outbox.c
+    return sa.and_(
+        o.kind.in_(kinds),
+        sa.or_(
+            sa.and_(o.status == "pending", o.not_before <= now),
+            sa.and_(o.status == "retrying", o.next_attempt_at <= now),
+            sa.and_(o.status == "sending", o.lease_until <= now),
+        ),
+    )
+
+
+def claim_due(
+    engine: sa.Engine,
+    *,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    kinds: Collection[str],
+) -> list[ClaimedMessage]:
+    """Lease up to `limit` due messages of `kinds` to `owner` (status `sending`, one more
+    attempt), oldest first, in a transaction of their own.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent dispatchers take
+    different rows; on SQLite the transaction holds the single writer's lock. A dispatcher that
+    dies leaves its rows `sending` until `lease_until`, when another one takes them over."""
+    o = outbox.c
+    with engine.begin() as conn:
+        query = sa.select(o.id).where(_due(now, kinds)).order_by(o.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(conn.execute(query).scalars())
+        if not ids:
+            return []
+        rows = conn.execute(
+            outbox.update()
+            .where(among(o.id, ids, conn))
+            .values(
+                status="sending",
+                lease_owner=owner,
+                lease_until=now + lease,
+                attempts=o.attempts + 1,
+            )
+            .returning(o.id, o.idempotency_key, o.kind, o.payload, o.attempts)
+        )
+        claimed = [
+            ClaimedMessage(r.id, r.idempotency_key, r.kind, r.payload, r.attempts) for r in rows
+        ]
+    return sorted(claimed, key=lambda m: m.id)
+
+
+def _leased(conn: sa.Connection, message_id: int, owner: str, values: dict[str, Any]) -> bool:
+    """Write `values` on the message if it is still `owner`'s (not taken over after its lease
+    ran out); whether it was."""
+    o = outbox.c
+    result = conn.execute(
+        outbox.update()
+        .where(o.id == message_id, o.status == "sending", o.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None, **values)
+    )
+    return result.rowcount == 1
+
+
+def mark_delivered(
+    conn: sa.Connection, message_id: int, *, owner: str, at: datetime, reply: str
+) -> bool:
+    """The server accepted the message: `delivered`, with its reply."""
+    values = {"status": "delivered", "delivered_at": at, "server_reply": reply, "last_error": None}
+    return _leased(conn, message_id, owner, values)
+
+
+def mark_caught(
+    conn: sa.Connection, message_id: int, *, owner: str, at: datetime, rendered: str
+) -> bool:
+    """The mail catcher kept the message (`caught`, the message as it would have gone)."""
+    values = {"status": "caught", "delivered_at": at, "rendered": rendered, "last_error": None}
+    return _leased(conn, message_id, owner, values)
+
+
+def mark_retrying(
+    conn: sa.Connection, message_id: int, *, owner: str, next_attempt_at: datetime, error: str
+) -> bool:
+    """The attempt failed for a reason that may pass: tried again at `next_attempt_at`."""
+    values = {"status": "retrying", "next_attempt_at": next_attempt_at, "last_error": error}
+    return _leased(conn, message_id, owner, values)
+
+
+def mark_failed(conn: sa.Connection, message_id: int, *, owner: str, error: str) -> bool:
+    """The message will not go: a permanent refusal, or the last attempt failed."""
+    values = {"status": "failed", "next_attempt_at": None, "last_error": error}
+    return _leased(conn, message_id, owner, values)
+
+
+def next_due_at(conn: sa.Connection, kinds: Collection[str]) -> datetime | None:
+    """When the next message of `kinds` becomes due (pending, retrying, or a lease running
+    out); None when none waits."""
+    o = outbox.c
+    in_kinds = o.kind.in_(kinds)
+    times = [
+        sa.select(sa.func.min(o.not_before)).where(in_kinds, o.status == "pending"),
+        sa.select(sa.func.min(o.next_attempt_at)).where(in_kinds, o.status == "retrying"),
+        sa.select(sa.func.min(o.lease_until)).where(in_kinds, o.status == "sending"),
+    ]
+    found = [t for t in (conn.execute(q).scalar_one() for q in times) if t is not None]
+    return min(found) if found else None
+
+
+def _caught_query() -> sa.Select[Any]:
+    return (
+        sa.select(
+            outbox.c.id,
+            outbox.c.enrollment_id,
+            enrollments.c.record_id,
+            flows.c.key.label("flow_key"),
+            outbox.c.payload,
+            outbox.c.delivered_at,
+            outbox.c.rendered,
+        )
+        .outerjoin(enrollments, enrollments.c.id == outbox.c.enrollment_id)
+        .outerjoin(flows, flows.c.id == enrollments.c.flow_id)
+        .where(outbox.c.status == "caught")
+    )
+
+
+def _caught(row: sa.Row[Any]) -> CaughtMail:
+    payload = row.payload or {}
+    return CaughtMail(
+        id=row.id,
+        enrollment_id=row.enrollment_id,
+        record_id=row.record_id,
+        flow_key=row.flow_key,
+        subject=str(payload.get("subject", "")),
+        to=tuple(payload.get("to", ())),
+        caught_at=row.delivered_at,
+        rendered=row.rendered or "",
+    )
+
+
+def caught_mails(
+    conn: sa.Connection, *, limit: int, flow_ids: Collection[int] | None = None
+) -> list[CaughtMail]:
+    """The newest `limit` messages the mail catcher kept, newest first (of `flow_ids`' runs
+    only, when given)."""
+    query = _caught_query().order_by(outbox.c.id.desc()).limit(limit)
+    if flow_ids is not None:
+        query = query.where(enrollments.c.flow_id.in_(flow_ids))
+    return [_caught(r) for r in conn.execute(query)]
+
+
+def caught_mail(conn: sa.Connection, message_id: int) -> tuple[CaughtMail, int | None] | None:
+    """One message the mail catcher kept and the flow that wrote it (its id), or None."""
+    query = _caught_query().add_columns(enrollments.c.flow_id).where(outbox.c.id == message_id)
+    row = conn.execute(query).first()
+    return (_caught(row), row.flow_id) if row is not None else None

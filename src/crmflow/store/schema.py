@@ -254,8 +254,11 @@ step_runs = sa.Table(
     sa.Column("actions", JSONDoc, nullable=False),
 )
 
-# External effects to deliver once (the dispatcher, next issue). The idempotency key is made of
+# External effects to deliver once (crmflow.delivery). The idempotency key is made of
 # (enrollment, step run, action), so a step run retried after a crash writes no second row.
+# status: pending -> sending (leased to a dispatcher until lease_until) -> delivered | caught
+# (kept by the mail catcher, `rendered` holds the message) | retrying (at next_attempt_at) |
+# failed; cancelled when its run was cancelled before it went.
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -270,7 +273,15 @@ outbox = sa.Table(
     sa.Column("not_before", UTCDateTime, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("server_reply", sa.Text),
+    sa.Column("rendered", sa.Text),
     sa.Index("ix_outbox_status_not_before", "status", "not_before"),
+    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_outbox_enrollment", "enrollment_id"),
 )
 

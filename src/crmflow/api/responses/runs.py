@@ -32,9 +32,24 @@ class ActionMessage(BaseModel):
     """The outbox message an action wrote, as it stands now."""
 
     kind: str = Field(description="email, sms, webhook, ...")
-    status: str = Field(description="pending, sent, failed or cancelled")
+    status: str = Field(
+        description="pending, sending, delivered, caught (kept by the mail catcher), retrying, "
+        "failed or cancelled"
+    )
     not_before: Timestamp = Field(description="Not sent before this time")
     attempts: int = Field(description="Delivery attempts made so far")
+    delivered_at: Timestamp | None = Field(
+        default=None, description="When the server accepted it (or the mail catcher kept it)"
+    )
+    next_attempt_at: Timestamp | None = Field(
+        default=None, description="A retrying message: when it is tried again"
+    )
+    last_error: str | None = Field(
+        default=None, description="Why the last attempt did not deliver (retrying, failed)"
+    )
+    server_reply: str | None = Field(
+        default=None, description="The server's reply when it accepted the message"
+    )
 
 
 class StepAction(BaseModel):

@@ -1,0 +1,241 @@
+"""The dispatcher: claim due outbox emails in batches -> send each -> write its outcome on its
+row, one message at a time.
+
+Claims lease the rows to this dispatcher (`store.outbox.claim_due`): on PostgreSQL with SKIP
+LOCKED, so any number of dispatchers take different rows; on SQLite the claim holds the single
+writer's lock. Each outcome is committed as soon as the server has answered, which keeps the
+at-least-once window (the server accepted, the row is not marked yet) to one commit; a
+dispatcher that dies in it leaves the row `sending` until its lease runs out, and the next
+attempt sends the same Message-ID again (docs/delivery.md).
+
+Retries wait `backoff(attempts)`: exponential with jitter, stored on the row as
+`next_attempt_at`, so they survive a restart. A permanent refusal (SMTP 5xx on MAIL, RCPT or
+DATA, an invalid address) fails the message at once; so does the last allowed attempt
+(CRMFLOW_DELIVERY_MAX_ATTEMPTS).
+
+Only emails are delivered so far: SMS and webhooks stay pending (issue 10, next parts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+
+from crmflow.context import Context
+from crmflow.delivery.email import (
+    CatchingSender,
+    DeliveryError,
+    Sender,
+    SmtpSender,
+    build_email,
+    envelope_recipients,
+    envelope_sender,
+    parse_smtp_url,
+)
+from crmflow.engine.commands import EmailPayload
+from crmflow.settings import Settings
+from crmflow.store.database import OperationalError, read_connection
+from crmflow.store.outbox import (
+    ClaimedMessage,
+    claim_due,
+    mark_caught,
+    mark_delivered,
+    mark_failed,
+    mark_retrying,
+    next_due_at,
+)
+
+__all__ = ["DispatchResult", "Dispatcher", "backoff", "sender_for"]
+
+log = logging.getLogger("crmflow.delivery")
+
+KINDS = ("email",)  # the channels delivered so far
+DEFAULT_BATCH = 50
+DEFAULT_LEASE = timedelta(minutes=5)
+MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
+_MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    claimed: int = 0
+    delivered: int = 0  # delivered or caught by the mail catcher
+    retrying: int = 0
+    failed: int = 0
+
+    def __add__(self, other: DispatchResult) -> DispatchResult:
+        return DispatchResult(
+            self.claimed + other.claimed,
+            self.delivered + other.delivered,
+            self.retrying + other.retrying,
+            self.failed + other.failed,
+        )
+
+
+def backoff(attempts: int, settings: Settings, rand: random.Random) -> timedelta:
+    """The wait after the `attempts`th failed attempt: the first wait doubled for each attempt
+    before, capped, then a random half of it taken off (jitter: messages that failed together,
+    a server down, do not all come back at the same second)."""
+    wait = settings.delivery_retry_seconds * 2 ** min(attempts - 1, 30)
+    wait = min(wait, settings.delivery_retry_max_seconds)
+    return timedelta(seconds=wait * rand.uniform(0.5, 1.0))
+
+
+def sender_for(settings: Settings) -> Sender:
+    """An SMTP sender for CRMFLOW_SMTP_URL, or the mail catcher when there is none."""
+    if settings.smtp_url:
+        return SmtpSender(parse_smtp_url(settings.smtp_url))
+    return CatchingSender()
+
+
+def dispatcher_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:dispatch-{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    """Delivers due outbox emails; `run()` loops until `stop()`, `run_once()` delivers what is
+    due now and returns. One sender (one SMTP connection) per dispatcher: run several
+    dispatchers (threads or processes) for concurrency."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        lease: timedelta = DEFAULT_LEASE,
+        max_idle: float = MAX_IDLE,
+        name: str | None = None,
+        sender: Sender | None = None,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.lease = lease
+        self.max_idle = max_idle
+        self.name = name or dispatcher_name()
+        self.sender = sender if sender is not None else sender_for(ctx.settings)
+        self.rand = rand or random.Random()
+        self.total = DispatchResult()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Messages may be due now: stop sleeping."""
+        self._wake.set()
+
+    def deliver_batch(self) -> DispatchResult:
+        """Claim up to `batch_size` due messages and deliver them, each outcome committed as
+        soon as it is known."""
+        now = self.ctx.now()
+        claimed = claim_due(
+            self.ctx.engine,
+            now=now,
+            owner=self.name,
+            limit=self.batch_size,
+            lease=self.lease,
+            kinds=KINDS,
+        )
+        result = DispatchResult(claimed=len(claimed))
+        for message in claimed:
+            if self._stop.is_set():
+                break  # the rest go back to others when the lease runs out
+            result += self._deliver(message)
+        self.total += result
+        return result
+
+    def run_once(self) -> DispatchResult:
+        """Deliver everything due now, batch after batch (what `crmflow dispatch --once` and
+        tests use); messages retried later are left for later."""
+        total = DispatchResult()
+        try:
+            for _ in range(_MAX_ROUNDS):
+                result = self.deliver_batch()
+                total += result
+                if result.claimed < self.batch_size:
+                    break
+        finally:
+            self.sender.close()
+        return total
+
+    def run(self) -> None:
+        """Loop until `stop()`; a round that fails (the database away) is logged and tried
+        again after a pause, and the SMTP connection is closed at the end."""
+        log.info("dispatcher %s started", self.name)
+        try:
+            while not self._stop.is_set():
+                try:
+                    result = self.deliver_batch()
+                except OperationalError as exc:
+                    log.warning("dispatcher %s: database error, retrying: %s", self.name, exc)
+                    self._sleep(self.max_idle)
+                    continue
+                except Exception as exc:
+                    log.error("dispatcher %s: round failed: %s", self.name, exc, exc_info=True)
+                    self._sleep(self.max_idle)
+                    continue
+                if result.claimed == 0:
+                    self._sleep(self._idle_seconds())
+        finally:
+            self.sender.close()
+            log.info("dispatcher %s stopped: %s", self.name, self.total)
+
+    def _deliver(self, message: ClaimedMessage) -> DispatchResult:
+        try:
+            payload = EmailPayload.model_validate(message.payload)
+            email = build_email(payload, self.ctx.settings.mail_from)
+            sent = self.sender.send(email, envelope_sender(email), envelope_recipients(payload))
+        except ValidationError as exc:
+            return self._failed(message, f"not an email payload: {exc}", permanent=True)
+        except DeliveryError as exc:
+            return self._failed(message, str(exc), permanent=exc.permanent)
+        with self.ctx.engine.begin() as conn:
+            at = self.ctx.now()
+            if sent.caught is not None:
+                kept = mark_caught(conn, message.id, owner=self.name, at=at, rendered=sent.caught)
+            else:
+                kept = mark_delivered(conn, message.id, owner=self.name, at=at, reply=sent.reply)
+        if not kept:
+            log.warning("dispatcher %s: message %d was taken over meanwhile", self.name, message.id)
+        return DispatchResult(delivered=1)
+
+    def _failed(self, message: ClaimedMessage, error: str, *, permanent: bool) -> DispatchResult:
+        settings = self.ctx.settings
+        last = message.attempts >= settings.delivery_max_attempts
+        with self.ctx.engine.begin() as conn:
+            if permanent or last:
+                if last and not permanent:
+                    error = f"{error} (attempt {message.attempts} of {message.attempts}: no more)"
+                mark_failed(conn, message.id, owner=self.name, error=error)
+                log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
+                return DispatchResult(failed=1)
+            at = self.ctx.now() + backoff(message.attempts, settings, self.rand)
+            mark_retrying(conn, message.id, owner=self.name, next_attempt_at=at, error=error)
+        log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        return DispatchResult(retrying=1)
+
+    def _idle_seconds(self) -> float:
+        try:
+            with read_connection(self.ctx.engine) as conn:
+                due: datetime | None = next_due_at(conn, KINDS)
+        except Exception as exc:  # sleep the longest: the next round will say what is wrong
+            log.warning("dispatcher %s: next due time unknown: %s", self.name, exc)
+            return self.max_idle
+        if due is None:
+            return self.max_idle
+        return min(self.max_idle, max(0.05, (due - self.ctx.now()).total_seconds()))
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()

@@ -1,0 +1,277 @@
+"""Emails: an outbox payload -> an `email.message.EmailMessage` -> an SMTP server over one
+connection kept open for many messages, or the mail catcher.
+
+The Message-ID is the one the engine wrote in the payload, made from the message's idempotency
+key, so every attempt at a message carries the same one and a receiver can tell a second copy
+(docs/delivery.md). Bcc recipients are envelope recipients only, never a header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, getaddresses
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from crmflow.engine.commands import EmailPayload
+
+__all__ = [
+    "CatchingSender",
+    "DeliveryError",
+    "Sender",
+    "Sent",
+    "SmtpSender",
+    "SmtpTarget",
+    "build_email",
+    "envelope_recipients",
+    "parse_smtp_url",
+]
+
+_TIMEOUT = 30.0  # seconds: connect, and each reply of the server
+_IDLE_CHECK = 5.0  # seconds: a kept connection idle longer is checked with NOOP before use
+
+
+class DeliveryError(Exception):
+    """An attempt that did not deliver; `permanent`: trying again cannot help (a 5xx refusal,
+    an invalid address), so the message fails at once."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A delivered message: the server's reply, or (`caught`) the message the catcher kept."""
+
+    reply: str
+    caught: str | None = None
+
+
+class Sender(Protocol):
+    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> Sent: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where CRMFLOW_SMTP_URL points: `security` is plain, starttls or tls."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None = None
+    password: str | None = None
+
+
+_SCHEMES = {"smtp": ("plain", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """`smtp://user:password@host:port` (plain), `smtp+starttls://...` or
+    `smtp://...?starttls=1` (STARTTLS), `smtps://...` (TLS from the start); user and
+    password percent-encoded, the port defaulting to 25, 587 and 465."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise ValueError(
+            f"CRMFLOW_SMTP_URL {parts.scheme}://... is not an SMTP URL: use "
+            "smtp://user:password@host:port, smtp+starttls://... or smtps://..."
+        )
+    security, port = _SCHEMES[parts.scheme]
+    if parse_qs(parts.query).get("starttls", ["0"])[0] in ("1", "true", "yes"):
+        security = "starttls"
+    return SmtpTarget(
+        host=parts.hostname,
+        port=parts.port or port,
+        security=security,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def build_email(payload: EmailPayload, default_sender: str) -> EmailMessage:
+    """The message of an email payload: text body, attachments as MIME parts, the payload's
+    Message-ID; raises DeliveryError (permanent) for an address that is not one."""
+    if payload.body is None:
+        # Stored templates come with a later part of issue 10: the message waits for them.
+        raise DeliveryError(
+            f"stored email templates are not delivered yet (template {payload.template!r})",
+            permanent=False,
+        )
+    message = EmailMessage(policy=SMTP)
+    message["From"] = payload.from_address or default_sender
+    message["To"] = ", ".join(payload.to)
+    if payload.cc:
+        message["Cc"] = ", ".join(payload.cc)
+    if payload.reply_to:
+        message["Reply-To"] = payload.reply_to
+    message["Subject"] = payload.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = payload.message_id
+    message.set_content(payload.body)
+    for attachment in payload.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(
+            attachment.content.encode(),
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
+    return message
+
+
+def envelope_recipients(payload: EmailPayload) -> list[str]:
+    """Every address the message goes to (To, Cc and Bcc), bare, each checked: an invalid one
+    fails the message for good."""
+    out: list[str] = []
+    for _, address in getaddresses([*payload.to, *payload.cc, *payload.bcc]):
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise DeliveryError(
+                f"{address!r} is not an email address: {exc}", permanent=True
+            ) from exc
+        if address not in out:
+            out.append(address)
+    return out
+
+
+def envelope_sender(message: EmailMessage) -> str:
+    return getaddresses([str(message["From"])])[0][1]
+
+
+class SmtpSender:
+    """Sends over one SMTP connection, opened at the first message and kept for the next ones;
+    one that the server closed in the meantime is opened again (once per message)."""
+
+    def __init__(self, target: SmtpTarget, *, timeout: float = _TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._smtp: smtplib.SMTP | None = None
+        self._used_at = 0.0  # time.monotonic() of the last command on the kept connection
+        self.connections = 0  # opened so far (tests check that one carries many messages)
+
+    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> Sent:
+        try:
+            return self._send(self._connection(), message, sender, recipients)
+        except (smtplib.SMTPException, OSError) as exc:
+            # The connection is in an unknown state: the next message opens a new one.
+            self.close()
+            raise DeliveryError(_describe(exc), permanent=False) from exc
+
+    def _send(
+        self, smtp: smtplib.SMTP, message: EmailMessage, sender: str, recipients: list[str]
+    ) -> Sent:
+        """MAIL, RCPT for each, DATA: the replies are read one by one so that a 5xx refusal
+        fails the message for good and the server's final reply (its queue id) is kept."""
+        code, reply = smtp.mail(sender)
+        if code != 250:
+            self._refused(smtp, code, reply, "MAIL FROM")
+        refused: dict[str, tuple[int, bytes]] = {}
+        for address in recipients:
+            code, reply = smtp.rcpt(address)
+            if code not in (250, 251):
+                refused[address] = (code, reply)
+        if len(refused) == len(recipients):
+            # Permanent only if every refusal is: a 4xx one may pass.
+            code = min(c for c, _ in refused.values())
+            detail = "; ".join(
+                f"{a}: {c} {r.decode(errors='replace')}" for a, (c, r) in refused.items()
+            )
+            self._refused(smtp, code, detail.encode(), "RCPT TO")
+        code, reply = smtp.data(message.as_bytes(policy=SMTP))
+        if code != 250:
+            self._refused(smtp, code, reply, "DATA")
+        text = f"{code} {reply.decode(errors='replace')}"
+        if refused:
+            text += "; refused: " + ", ".join(f"{a} {c}" for a, (c, _) in refused.items())
+        return Sent(text)
+
+    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes, command: str) -> None:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+        raise DeliveryError(
+            f"{command} refused: {code} {reply.decode(errors='replace')}",
+            permanent=500 <= code < 600,
+        )
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None and not self._dropped_while_idle(self._smtp):
+            self._used_at = time.monotonic()
+            return self._smtp
+        t = self.target
+        smtp: smtplib.SMTP
+        if t.security == "tls":
+            smtp = smtplib.SMTP_SSL(
+                t.host, t.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(t.host, t.port, timeout=self.timeout)
+        try:
+            smtp.ehlo()
+            if t.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if t.username:
+                smtp.login(t.username, t.password or "")
+        except BaseException:
+            _quietly_close(smtp)
+            raise
+        self._smtp = smtp
+        self._used_at = time.monotonic()
+        self.connections += 1
+        return smtp
+
+    def _dropped_while_idle(self, smtp: smtplib.SMTP) -> bool:
+        """Whether the kept connection, idle for a while, was closed by the server (servers
+        drop idle clients after a minute or so): a NOOP tells before a message is started on
+        it, so that a dropped connection is not mistaken for a failed delivery."""
+        if time.monotonic() - self._used_at < _IDLE_CHECK:
+            return False
+        try:
+            code, _ = smtp.noop()
+        except (smtplib.SMTPException, OSError):
+            code = 0
+        if code == 250:
+            return False
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                _quietly_close(smtp)
+
+
+class CatchingSender:
+    """The mail catcher: with no CRMFLOW_SMTP_URL, the message "goes" to the database, kept as
+    it would have been sent (`crmflow mail list`), so a new user sees what the flows send."""
+
+    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> Sent:
+        return Sent("caught by the mail catcher", caught=message.as_string())
+
+    def close(self) -> None:
+        pass
+
+
+def _quietly_close(smtp: Any) -> None:
+    with contextlib.suppress(OSError):
+        smtp.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
