@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from typing import Any, Literal, TextIO, cast
+from typing import Annotated, Any, Literal, TextIO, cast
 
-from fastapi import APIRouter, Response, UploadFile, status
+from fastapi import APIRouter, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -201,9 +201,18 @@ def import_records(
     file: UploadFile,
     fmt: Literal["csv", "jsonl"] | None = None,
     all_or_nothing: bool = False,
+    upsert_by: Annotated[
+        str | None,
+        Query(
+            description="`external_id` or a field key: a row naming an existing record (by its "
+            "`external_id` column, or by that field's value, unique among the type's records) "
+            "updates it instead of adding a copy"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Bulk import a CSV or JSONL file. Good rows are kept and each bad row is reported with its
-    line number, unless `all_or_nothing` is set: then any bad row refuses the whole file."""
+    line number, unless `all_or_nothing` is set: then any bad row refuses the whole file. With
+    `upsert_by`, importing the same file again updates the records, it does not duplicate them."""
     if fmt is None:
         suffix = (file.filename or "").rsplit(".", 1)[-1].lower()
         if suffix not in ("csv", "jsonl", "ndjson"):
@@ -220,6 +229,6 @@ def import_records(
         fmt = "csv" if suffix == "csv" else "jsonl"
     # Read as bytes and decoded row by row: a bad byte rejects its row, not the file.
     report = imports.import_records(
-        ctx, actor, type_key, file.file, fmt=fmt, all_or_nothing=all_or_nothing
+        ctx, actor, type_key, file.file, fmt=fmt, all_or_nothing=all_or_nothing, upsert_by=upsert_by
     )
     return report.as_dict()

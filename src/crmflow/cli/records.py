@@ -190,9 +190,20 @@ def import_file(
             metavar="", help="Refuse the whole file if any row is bad (default: keep good rows)"
         ),
     ] = False,
+    upsert_by: Annotated[
+        str | None,
+        typer.Option(
+            "--upsert-by",
+            metavar="external_id|FIELD",
+            help="A row naming an existing record (by its external_id column, or by a field "
+            "whose values are unique) updates it instead of adding a copy",
+        ),
+    ] = None,
 ) -> None:
-    """Import a CSV (header of field keys) or JSONL file. Good rows are kept and every bad row
-    is reported with its line number, unless --all-or-nothing."""
+    """Import a CSV (header of field keys, and optionally owner and external_id) or JSONL file.
+    Good rows are kept and every bad row is reported with its line number, unless
+    --all-or-nothing. With --upsert-by a second import of the same file updates, it does not
+    duplicate."""
     from crmflow.services import imports
 
     total = file.stat().st_size
@@ -205,6 +216,7 @@ def import_file(
             fmt=fmt,
             on_progress=update,
             all_or_nothing=all_or_nothing,
+            upsert_by=upsert_by,
         )
     for row_error in report.errors:
         for problem in row_error.problems:

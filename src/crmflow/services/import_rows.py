@@ -26,9 +26,11 @@ import orjson
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import InvalidInputError, Problem
 
-__all__ = ["OWNER_COLUMN", "PIECE_BYTES", "Row", "csv_rows", "jsonl_rows"]
+__all__ = ["EXTERNAL_ID_COLUMN", "OWNER_COLUMN", "PIECE_BYTES", "Row", "csv_rows", "jsonl_rows"]
 
 OWNER_COLUMN = "owner"
+# The id an existing CRM knows a record by (unless the record type has a field of that name).
+EXTERNAL_ID_COLUMN = "external_id"
 PIECE_BYTES = 1 << 20
 LIMIT_HINT = "shorten the value, or raise the limit with CRMFLOW_MAX_FIELD_CHARS"
 UTF8_HINT = "save the file as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
@@ -244,12 +246,12 @@ def _csv_header(
         if column in seen:
             problems.append(Problem(f"column {i + 1}", f"{column!r} appears twice", line=1))
         seen.add(column)
-        if column != OWNER_COLUMN and rtype.field(column) is None:
+        if column not in (OWNER_COLUMN, EXTERNAL_ID_COLUMN) and rtype.field(column) is None:
             problems.append(
                 Problem(
                     f"column {i + 1}",
                     f"{column!r} is not a field of record type {rtype.key!r}",
-                    f"known fields: {', '.join(rtype.field_keys)}, and owner",
+                    f"known fields: {', '.join(rtype.field_keys)}, and owner, external_id",
                     line=1,
                 )
             )

@@ -10,27 +10,45 @@ it cannot be read: a byte that is not UTF-8, a cell over `max_field_chars`, a li
 
 Per batch there is one query for the users the rows name, one for the records they reference, one
 multi-row INSERT of the records and one INSERT ... SELECT of their `created` change events.
+
+Upserting (`upsert_by`). A row may carry an `external_id` column, the id an existing CRM knows the
+record by (unique per record type). With `upsert_by="external_id"` a row whose external id is
+already a record's updates that record, the others are created: importing the same file twice
+updates, it does not duplicate. With `upsert_by=FIELD` the record is found by that field's value,
+which must be unique among the type's records (the import is refused up front if two records
+share a value). An update sets the fields the row gives (an empty cell leaves a field as it is)
+and the owner if the row names one; a row that changes nothing writes nothing. Per batch one
+more query finds the records the rows name (locked), and one executemany updates them, through
+the same write as every record change (`store.records.update_records`), so updates trigger flows.
+Without `upsert_by`, a row whose external id is already taken is refused.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
 import orjson
 
-from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.recordtypes import FieldType, RecordType
 from crmflow.errors import CrmflowError, ImportInterruptedError, InvalidInputError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.import_rows import OWNER_COLUMN, Row, csv_rows, jsonl_rows
+from crmflow.services.import_rows import (
+    EXTERNAL_ID_COLUMN,
+    OWNER_COLUMN,
+    Row,
+    csv_rows,
+    jsonl_rows,
+)
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import LinkResolver
 from crmflow.store import records as store
 from crmflow.store.database import Connection, read_connection
+from crmflow.store.records import EXTERNAL_ID_CHARS, RecordUpdate, StoredRecord
 
 __all__ = [
     "MAX_LISTED_ERRORS",
@@ -42,6 +60,8 @@ __all__ = [
 ]
 
 Format = Literal["csv", "jsonl"]
+# A row past the per-row checks: its line, stored values, owner as given, and external id.
+_Pending = tuple[int, dict[str, Any], Any, str | None]
 ProgressCallback = Callable[[int, int], None]
 # A file with a million bad rows must not fill memory with their reports: list the first ones
 # and count the rest.
@@ -69,8 +89,11 @@ class ImportReport:
     type_key: str
     source: str
     all_or_nothing: bool = False
+    upsert_by: str | None = None
     read: int = 0
-    imported: int = 0
+    imported: int = 0  # records created
+    updated: int = 0  # records an upserting import changed
+    unchanged: int = 0  # rows an upserting import found already as they are
     rejected: int = 0
     last_line: int = 0  # the last line read: how far the import got
     errors: list[RowError] = field(default_factory=list)
@@ -83,7 +106,7 @@ class ImportReport:
     @property
     def written(self) -> bool:
         """Whether anything was written (all-or-nothing imports write nothing on a bad row)."""
-        return self.imported > 0
+        return self.imported > 0 or self.updated > 0
 
     def add_error(self, line: int, problems: list[Problem]) -> None:
         self.rejected += 1
@@ -98,8 +121,13 @@ class ImportReport:
                 f"{self.source}: import refused, nothing written: {self.rejected} of "
                 f"{self.read} rows are bad (all-or-nothing)"
             )
+        updated = (
+            f"{self.updated} updated, {self.unchanged} unchanged, "
+            if self.upsert_by is not None
+            else ""
+        )
         return (
-            f"{self.source}: {self.imported} {self.type_key} records imported, "
+            f"{self.source}: {self.imported} {self.type_key} records imported, {updated}"
             f"{self.rejected} rows rejected, {self.read} read"
         )
 
@@ -108,8 +136,11 @@ class ImportReport:
             "type": self.type_key,
             "source": self.source,
             "all_or_nothing": self.all_or_nothing,
+            "upsert_by": self.upsert_by,
             "read": self.read,
             "imported": self.imported,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
             "rejected": self.rejected,
             "last_line": self.last_line,
             "errors": [e.as_dict() for e in self.errors],
@@ -172,24 +203,27 @@ class _Importer:
         report: ImportReport,
         *,
         from_text: bool,
+        upsert_by: str | None = None,
     ) -> None:
         self.ctx = ctx
         self.actor = actor
         self.rtype = rtype
         self.report = report
+        self.upsert_by = upsert_by
         self.check = rtype.checker(zone=ctx.zone, from_text=from_text).check
         self.resolver = LinkResolver(rtype)
         self.insert = store.BulkInsert(
             ctx.engine.dialect, rtype.key, actor_id=actor.id, now=ctx.now()
         )
+        # A field of the type named `external_id` is a field, not the column of external ids.
+        self.external_column = rtype.field(EXTERNAL_ID_COLUMN) is None
 
-    def validate(
-        self, rows: Iterator[Row], batch_size: int
-    ) -> Iterator[list[tuple[int, Any, Any]]]:
-        """Batches of (line, stored values, owner) for the rows that pass the per-row checks."""
+    def validate(self, rows: Iterator[Row], batch_size: int) -> Iterator[list[_Pending]]:
+        """Batches of (line, stored values, owner, external id) for the rows that pass the
+        per-row checks."""
         report = self.report
         check = self.check
-        pending: list[tuple[int, Any, Any]] = []
+        pending: list[_Pending] = []
         for line, values, unreadable in rows:
             report.read += 1
             report.last_line = line
@@ -197,7 +231,12 @@ class _Importer:
                 report.add_error(line, unreadable)
                 continue
             owner = values.pop(OWNER_COLUMN, None)
+            external_id = values.pop(EXTERNAL_ID_COLUMN, None) if self.external_column else None
             data, problems = check(values)
+            external_id, external_problems = _external_id(external_id)
+            problems = [*problems, *external_problems]
+            if not problems:
+                problems = self._key_problems(data, external_id)
             if problems:
                 report.add_error(line, problems)
                 continue
@@ -205,60 +244,240 @@ class _Importer:
                 data = store.without_nulls(data)
             if type(owner) is str:
                 owner = owner.strip() or None
-            pending.append((line, data, owner))
+            pending.append((line, data, owner, external_id))
             if len(pending) >= batch_size:
                 yield pending
                 pending = []
         if pending:
             yield pending
 
-    def write(self, conn: Connection, batch: list[tuple[int, Any, Any]], *, insert: bool) -> None:
-        """Check the batch's links, then (if `insert`) write its good rows and their events."""
+    def _key_problems(self, data: dict[str, Any], external_id: str | None) -> list[Problem]:
+        """Why an upserting import cannot tell which record the row is (it lacks the key)."""
+        if self.upsert_by is None:
+            return []
+        if self.upsert_by == EXTERNAL_ID_COLUMN and self.external_column:
+            if external_id is None:
+                return [Problem(EXTERNAL_ID_COLUMN, "is empty: --upsert-by external_id needs it")]
+        elif data.get(self.upsert_by) is None:
+            return [Problem(self.upsert_by, f"is empty: --upsert-by {self.upsert_by} needs it")]
+        return []
+
+    def _key(self, data: Mapping[str, Any], external_id: str | None) -> str | None:
+        """The text the row's record is found by, when the import upserts."""
+        if self.upsert_by is None:
+            return None
+        if self.upsert_by == EXTERNAL_ID_COLUMN and self.external_column:
+            return external_id
+        return _as_key(data[self.upsert_by])
+
+    def write(self, conn: Connection, batch: list[_Pending], *, insert: bool) -> None:
+        """Check the batch's links, then (if `insert`) write its good rows and their events:
+        new records, and with `upsert_by` updates of the records the rows name."""
         resolver = self.resolver
         report = self.report
-        has_owner = any(owner is not None for _, _, owner in batch)
+        has_owner = any(owner is not None for _, _, owner, _ in batch)
+        good: list[tuple[int, dict[str, Any], int | None, bool, str | None]] = []
         if resolver.user_fields or resolver.ref_fields or has_owner:
             owners, problems = resolver.resolve(
-                conn, [(data, owner) for _, data, owner in batch], self.actor.id
+                conn, [(data, owner) for _, data, owner, _ in batch], self.actor.id
             )
-            good = []
-            for (line, data, _), owner_id, found in zip(batch, owners, problems, strict=True):
+            for (line, data, owner, external_id), owner_id, found in zip(
+                batch, owners, problems, strict=True
+            ):
                 if found:
                     report.add_error(line, found)
                 else:
-                    good.append((line, data, owner_id))
+                    good.append((line, data, owner_id, owner is not None, external_id))
         else:
-            good = [(line, data, self.actor.id) for line, data, _ in batch]
+            good = [(line, data, self.actor.id, False, ext) for line, data, _, ext in batch]
         if not insert or not good:
             return
-        report.imported += self.insert.write(conn, self._encoded(good))
+        if self.upsert_by is None and not any(ext is not None for *_, ext in good):
+            report.imported += self.insert.write(conn, self._encoded(good)[0])
+            return
+        self._upsert(conn, good)
 
-    def _encoded(self, good: list[tuple[int, Any, int | None]]) -> list[tuple[int | None, str]]:
-        """(owner id, data as JSON text) of the rows to insert; a row whose values the database
-        cannot store is rejected here, alone, rather than failing the whole batch's statement."""
-        dumps = orjson.dumps
-        rows: list[tuple[int | None, str]] = []
-        for line, data, owner_id in good:
-            try:
-                encoded = dumps(data)
-            except orjson.JSONEncodeError as exc:
-                self.report.add_error(
-                    line, [Problem("", f"a value cannot be stored: {exc}", "use a smaller number")]
-                )
-                continue
-            if b"\\u0000" in encoded:
-                nul = [k for k, v in data.items() if type(v) is str and "\x00" in v]
-                if nul:
-                    self.report.add_error(
+    def _upsert(
+        self, conn: Connection, good: list[tuple[int, dict[str, Any], int | None, bool, str | None]]
+    ) -> None:
+        """Write a batch whose rows carry keys: the rows naming a record update it (in order,
+        each seeing the one before), the others are created (several rows with one new key make
+        one record, with the values of them all)."""
+        report = self.report
+        taken = store.find_by_external_ids(
+            conn, self.rtype.key, {ext for *_, ext in good if ext is not None}
+        )
+        by_field: dict[str, list[StoredRecord]] = {}
+        keys = [self._key(data, ext) for _, data, _, _, ext in good]
+        if self.upsert_by is not None and not (
+            self.upsert_by == EXTERNAL_ID_COLUMN and self.external_column
+        ):
+            by_field = store.find_by_field_values(
+                conn, self.rtype.key, self.upsert_by, {k for k in keys if k is not None}
+            )
+        else:
+            by_field = {ext: [record] for ext, record in taken.items()}
+        current: dict[int, StoredRecord] = {}
+        new: dict[str, int] = {}  # a new record's key (or external id) -> its place in `created`
+        new_externals: set[str] = set()
+        created: list[tuple[int, dict[str, Any], int | None, str | None]] = []
+        updates: list[tuple[int, RecordUpdate]] = []
+        for (line, data, owner_id, owner_given, ext), key in zip(good, keys, strict=True):
+            if key is None or key not in by_field:
+                if ext is not None and ext in taken:
+                    report.add_error(
                         line,
                         [
-                            Problem(key, "contains a NUL character (U+0000)", "remove it")
-                            for key in nul
+                            Problem(
+                                EXTERNAL_ID_COLUMN,
+                                f"{ext!r} is already record {taken[ext].id}",
+                                "import with --upsert-by external_id to update it",
+                            )
                         ],
                     )
                     continue
-            rows.append((owner_id, encoded.decode()))
-        return rows
+                ident = key if key is not None else ext  # what ties rows of one new record
+                place = new.get(ident) if ident is not None else None
+                if place is not None:
+                    line0, data0, owner0, ext0 = created[place]
+                    merged_owner = owner_id if owner_given else owner0
+                    created[place] = (line0, {**data0, **data}, merged_owner, ext0 or ext)
+                    continue
+                if ext is not None and ext in new_externals:
+                    report.add_error(
+                        line,
+                        [Problem(EXTERNAL_ID_COLUMN, f"{ext!r} is given to another new record")],
+                    )
+                    continue
+                if ident is not None:
+                    new[ident] = len(created)
+                if ext is not None:
+                    new_externals.add(ext)
+                created.append((line, data, owner_id, ext))
+                continue
+            matches = by_field[key]
+            if len(matches) > 1:
+                ids = ", ".join(str(r.id) for r in matches[:5])
+                report.add_error(
+                    line,
+                    [
+                        Problem(
+                            self.upsert_by or "",
+                            f"{key!r} is the value of several records ({ids})",
+                            "upsert by a field whose values are unique, or by external_id",
+                        )
+                    ],
+                )
+                continue
+            record = current.get(matches[0].id, matches[0])
+            after = store.merged(record.data, data)
+            owner = owner_id if owner_given else record.owner_id
+            if after == record.data and owner == record.owner_id:
+                report.unchanged += 1
+                continue
+            if self._storable(line, after) is None:
+                continue
+            updates.append((line, RecordUpdate(record, after, owner)))
+            current[record.id] = StoredRecord(record.id, record.type, owner, after, record.version)
+        store.update_records(
+            conn, [u for _, u in updates], actor_id=self.actor.id, now=self.insert.now
+        )
+        report.updated += len({u.record.id for _, u in updates})
+        rows, external_ids = self._encoded(
+            [(line, data, owner, True, ext) for line, data, owner, ext in created]
+        )
+        report.imported += self.insert.write(conn, rows, external_ids)
+
+    def _storable(self, line: int, data: dict[str, Any]) -> bytes | None:
+        """The values as JSON, or None (the row reported) when the database cannot store them."""
+        try:
+            encoded = orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:
+            self.report.add_error(
+                line, [Problem("", f"a value cannot be stored: {exc}", "use a smaller number")]
+            )
+            return None
+        if b"\\u0000" in encoded:
+            nul = [k for k, v in data.items() if type(v) is str and "\x00" in v]
+            if nul:
+                self.report.add_error(
+                    line,
+                    [Problem(key, "contains a NUL character (U+0000)", "remove it") for key in nul],
+                )
+                return None
+        return encoded
+
+    def _encoded(
+        self, good: list[tuple[int, dict[str, Any], int | None, bool, str | None]]
+    ) -> tuple[list[tuple[int | None, str]], list[str | None]]:
+        """(owner id, data as JSON text) of the rows to insert, and their external ids; a row
+        whose values the database cannot store is rejected here, alone, rather than failing the
+        whole batch's statement."""
+        rows: list[tuple[int | None, str]] = []
+        external_ids: list[str | None] = []
+        for line, data, owner_id, _, ext in good:
+            encoded = self._storable(line, data)
+            if encoded is not None:
+                rows.append((owner_id, encoded.decode()))
+                external_ids.append(ext)
+        return rows, external_ids
+
+
+def _external_id(value: object) -> tuple[str | None, list[Problem]]:
+    """An external id as given in a row (text, or a whole number), checked: None when empty."""
+    if value is None:
+        return None, []
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str):
+        return None, [Problem(EXTERNAL_ID_COLUMN, "must be a text (or a whole number)")]
+    value = value.strip()
+    if len(value) > EXTERNAL_ID_CHARS:
+        return None, [Problem(EXTERNAL_ID_COLUMN, f"is longer than {EXTERNAL_ID_CHARS} characters")]
+    return value or None, []
+
+
+def _as_key(value: object) -> str:
+    """A field's stored value as the text the store compares it by (`find_by_field_values`)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def check_upsert_by(conn: Connection, rtype: RecordType, upsert_by: str) -> None:
+    """Refuse an `upsert_by` that cannot name one record per row: a field the type does not
+    have, a yes/no field, or a field whose value several records of the type share."""
+    where = "the import's upsert_by"
+    if upsert_by == EXTERNAL_ID_COLUMN and rtype.field(EXTERNAL_ID_COLUMN) is None:
+        return
+    field = rtype.field(upsert_by)
+    if field is None:
+        raise InvalidInputError(
+            where,
+            [
+                Problem(
+                    "upsert_by",
+                    f"{upsert_by!r} is not a field of record type {rtype.key!r}",
+                    f"use external_id or one of: {', '.join(rtype.field_keys)}",
+                )
+            ],
+        )
+    if field.type is FieldType.BOOL:
+        raise InvalidInputError(
+            where, [Problem("upsert_by", f"{upsert_by!r} is a yes/no field: it names no record")]
+        )
+    shared = store.duplicated_field_values(conn, rtype.key, upsert_by, limit=3)
+    if shared:
+        said = "; ".join(f"{value!r} is held by {n} records" for value, n in shared)
+        raise InvalidInputError(
+            where,
+            [
+                Problem(
+                    "upsert_by",
+                    f"the values of {upsert_by!r} are not unique among the {rtype.key} "
+                    f"records: {said}",
+                    "make them unique first, or upsert by external_id",
+                )
+            ],
+        )
 
 
 def import_records(
@@ -271,12 +490,14 @@ def import_records(
     on_progress: ProgressCallback | None = None,
     all_or_nothing: bool = False,
     batch_size: int = 5000,
+    upsert_by: str | None = None,
 ) -> ImportReport:
     """Import records of `type_key` from a CSV or JSONL file (or open stream); managers and admins.
 
     `fmt` defaults to the file's suffix. `on_progress(rows_read, position)` is called after each
     batch, `position` being the bytes read so far when the input is a path (compare it with the
-    file's size) and the rows read otherwise.
+    file's size) and the rows read otherwise. `upsert_by` (`external_id` or a field key) makes
+    rows that name an existing record update it (see the module's text).
     """
     require_manager(actor, "import records")
     if batch_size < 1:
@@ -285,9 +506,18 @@ def import_records(
         )
     with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, type_key)
+        if upsert_by is not None:
+            check_upsert_by(conn, rtype, upsert_by)
     source = _Source(path_or_stream, fmt)
-    report = ImportReport(type_key=type_key, source=source.name, all_or_nothing=all_or_nothing)
-    importer = _Importer(ctx, actor, rtype, report, from_text=source.fmt == "csv")
+    report = ImportReport(
+        type_key=type_key,
+        source=source.name,
+        all_or_nothing=all_or_nothing,
+        upsert_by=upsert_by,
+    )
+    importer = _Importer(
+        ctx, actor, rtype, report, from_text=source.fmt == "csv", upsert_by=upsert_by
+    )
     try:
         max_chars = ctx.settings.max_field_chars
         rows = (
@@ -312,7 +542,7 @@ def import_records(
                         if report.rejected:
                             raise _RefusedError
                 except _RefusedError:
-                    report.imported = 0
+                    report.imported = report.updated = report.unchanged = 0
             else:
                 for batch in batches:
                     with ctx.engine.begin() as conn:
@@ -323,7 +553,7 @@ def import_records(
             raise
         except Exception as exc:
             if all_or_nothing:
-                report.imported = 0
+                report.imported = report.updated = report.unchanged = 0
             raise ImportInterruptedError(report, exc) from exc
     finally:
         source.close()

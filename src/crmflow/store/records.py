@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from crmflow.engine.recordtypes.fields import KEY_PATTERN
 from crmflow.errors import ConflictError
 from crmflow.store.bulk import Writer
 from crmflow.store.idlists import among
@@ -32,6 +33,7 @@ from crmflow.store.types import UTCDateTime
 from crmflow.store.wakeups import mark_work
 
 __all__ = [
+    "EXTERNAL_ID_CHARS",
     "IN_CHUNK",
     "OWNER_KEY",
     "BulkInsert",
@@ -41,7 +43,10 @@ __all__ = [
     "change_page",
     "delete_record",
     "driver_time",
+    "duplicated_field_values",
     "export_page",
+    "find_by_external_ids",
+    "find_by_field_values",
     "find_record",
     "find_records",
     "insert_records",
@@ -62,6 +67,8 @@ __all__ = [
 OWNER_KEY = "_owner_id"
 # SQLite refuses statements with more than 32766 parameters; stay well below on both backends.
 IN_CHUNK = 10_000
+# The longest external id (the id an existing CRM knows a record by).
+EXTERNAL_ID_CHARS: int = records.c.external_id.type.length  # type: ignore[attr-defined]
 
 
 # The three shapes below are NamedTuples, immutable like a frozen dataclass: a worker's batch
@@ -79,10 +86,12 @@ class StoredRecord(NamedTuple):
 
 
 class NewRecord(NamedTuple):
-    """A record to create: its stored values (no None among them) and its owner."""
+    """A record to create: its stored values (no None among them), its owner, and the id an
+    existing CRM knows it by (None: it has none)."""
 
     data: Mapping[str, Any]
     owner_id: int | None
+    external_id: str | None = None
 
 
 class RecordUpdate(NamedTuple):
@@ -157,6 +166,7 @@ def insert_records(
             "type": type_key,
             "owner_id": n.owner_id,
             "data": n.data,
+            "external_id": n.external_id,
             "created_at": now,
             "updated_at": now,
         }
@@ -319,9 +329,20 @@ class BulkInsert:
         self.now = now
         self._driver_now = driver_time(dialect, now)
         self._insert = records_insert(dialect).returning(records.c.id)
+        self._insert_external = (
+            records_insert(dialect)
+            .values(external_id=sa.bindparam("p_external", type_=sa.String()))
+            .returning(records.c.id)
+        )
 
-    def write(self, conn: sa.Connection, rows: Sequence[tuple[int | None, str]]) -> int:
-        """Insert the (owner id, data as JSON text) rows with their events; how many."""
+    def write(
+        self,
+        conn: sa.Connection,
+        rows: Sequence[tuple[int | None, str]],
+        external_ids: Sequence[str | None] | None = None,
+    ) -> int:
+        """Insert the (owner id, data as JSON text) rows with their events, each with its
+        external id when `external_ids` are given (one per row); how many."""
         if not rows:
             return 0
         type_key, now = self.type_key, self._driver_now
@@ -329,7 +350,12 @@ class BulkInsert:
             {"p_type": type_key, "p_owner": owner, "p_data": data, "p_now": now}
             for owner, data in rows
         ]
-        ids = conn.execute(self._insert, params).scalars().all()
+        insert = self._insert
+        if external_ids is not None:
+            insert = self._insert_external
+            for param, external_id in zip(params, external_ids, strict=True):
+                param["p_external"] = external_id
+        ids = conn.execute(insert, params).scalars().all()
         first, last = min(ids), max(ids)
         if last - first + 1 == len(ids):
             # The batch's ids are contiguous, so no other writer's record lies in between.
@@ -376,6 +402,73 @@ def find_records(conn: sa.Connection, ids: Collection[int]) -> dict[int, StoredR
     """The records among `ids` that exist, in one query (not locked)."""
     query: sa.Select[Any] = sa.select(*_STORED).where(records.c.id.in_(sorted(ids)))
     return {row[0]: StoredRecord(*row) for row in conn.execute(query)}
+
+
+def find_by_external_ids(
+    conn: sa.Connection, type_key: str, external_ids: Collection[str]
+) -> dict[str, StoredRecord]:
+    """The records of `type_key` whose external id is among `external_ids`, by external id,
+    locked for this transaction (one query per IN_CHUNK ids)."""
+    found: dict[str, StoredRecord] = {}
+    for i in range(0, len(ordered := sorted(external_ids)), IN_CHUNK):
+        query: sa.Select[Any] = (
+            sa.select(records.c.external_id, *_STORED)
+            .where(records.c.type == type_key)
+            .where(records.c.external_id.in_(ordered[i : i + IN_CHUNK]))
+            .with_for_update()
+        )
+        found.update({row[0]: StoredRecord(*row[1:]) for row in conn.execute(query)})
+    return found
+
+
+def _field_text(conn: sa.Connection, field_key: str) -> sa.ColumnElement[Any]:
+    """A field's stored value as text (a number as its digits), on either backend."""
+    if not KEY_PATTERN.match(field_key):
+        raise ValueError(f"unsafe field key {field_key!r}")  # record types forbid these
+    if conn.dialect.name == "postgresql":
+        return records.c.data.op("->>", return_type=sa.Text)(sa.literal_column(f"'{field_key}'"))
+    return sa.cast(
+        sa.func.json_extract(records.c.data, sa.literal_column(f"'$.{field_key}'")), sa.Text
+    )
+
+
+def find_by_field_values(
+    conn: sa.Connection, type_key: str, field_key: str, values: Collection[str]
+) -> dict[str, list[StoredRecord]]:
+    """The records of `type_key` whose field `field_key` holds one of `values` (compared as
+    text: a number by its digits), by that text, locked for this transaction (one query per
+    IN_CHUNK values). Several records under one value: the field does not tell them apart."""
+    found: dict[str, list[StoredRecord]] = {}
+    text = _field_text(conn, field_key)
+    for i in range(0, len(ordered := sorted(values)), IN_CHUNK):
+        query: sa.Select[Any] = (
+            sa.select(text, *_STORED)
+            .where(records.c.type == type_key)
+            .where(text.in_(ordered[i : i + IN_CHUNK]))
+            .order_by(records.c.id)
+            .with_for_update()
+        )
+        for row in conn.execute(query):
+            found.setdefault(row[0], []).append(StoredRecord(*row[1:]))
+    return found
+
+
+def duplicated_field_values(
+    conn: sa.Connection, type_key: str, field_key: str, *, limit: int
+) -> list[tuple[str, int]]:
+    """Up to `limit` values (as text) that several records of `type_key` hold in the field
+    `field_key`, with how many records hold each (one GROUP BY query)."""
+    text = _field_text(conn, field_key)
+    count = sa.func.count().label("n")
+    query: sa.Select[Any] = (
+        sa.select(text.label("value"), count)
+        .where(records.c.type == type_key, text.is_not(None))
+        .group_by(text)
+        .having(sa.func.count() > 1)
+        .order_by(text)
+        .limit(limit)
+    )
+    return [(str(row.value), int(row.n)) for row in conn.execute(query)]
 
 
 def record_type_of(conn: sa.Connection, record_id: int) -> str | None:

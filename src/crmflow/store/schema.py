@@ -116,7 +116,17 @@ records = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # Counts the changes to the row: If-Match / --if-version compare it (optimistic concurrency).
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    # The id an existing CRM knows the record by (sync, upserting imports): unique per type.
+    sa.Column("external_id", sa.String(255), nullable=True),
     sa.Index("ix_records_type_id", "type", "id"),
+    sa.Index(
+        "ux_records_type_external_id",
+        "type",
+        "external_id",
+        unique=True,
+        sqlite_where=sa.text("external_id IS NOT NULL"),
+        postgresql_where=sa.text("external_id IS NOT NULL"),
+    ),
 )
 
 record_changes = sa.Table(

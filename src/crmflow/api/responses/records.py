@@ -107,8 +107,14 @@ class ImportReport(BaseModel):
     type: str = Field(description="The record type imported into")
     source: str = Field(description="The name of the file imported")
     all_or_nothing: bool = Field(description="Whether one bad row refused the whole file")
+    upsert_by: str | None = Field(
+        description="What names an existing record to update (`external_id` or a field key); "
+        "null: every good row adds a record"
+    )
     read: int = Field(description="Rows read")
-    imported: int = Field(description="Rows written")
+    imported: int = Field(description="Records created")
+    updated: int = Field(description="Records updated (with `upsert_by`)")
+    unchanged: int = Field(description="Rows that named a record already as they are")
     rejected: int = Field(description="Rows refused")
     last_line: int = Field(description="The last line read: how far the import got")
     errors: list[ImportRowError] = Field(description="The refused rows, the first 1000 of them")
