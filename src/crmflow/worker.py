@@ -186,8 +186,12 @@ class Worker:
         max_idle: float = MAX_IDLE,
         name: str | None = None,
         error_backoff: float = ERROR_BACKOFF,
+        on_moved: Callable[[], None] | None = None,
     ) -> None:
+        """`on_moved` is called after each batch that moved enrollments (the dispatcher's
+        `wake`: the messages they wrote are delivered at once)."""
         self.ctx = ctx
+        self.on_moved = on_moved
         self.batch_size = batch_size
         self.lease = lease
         self.max_idle = max_idle
@@ -259,6 +263,8 @@ class Worker:
         result = self._guarded("batch", self._batch, errors)
         if result is not None:
             self.moved += result.moved
+            if result.moved and self.on_moved is not None:
+                self.on_moved()
         monitor.round_done(errors, degraded=list(self._part_errors.values()))
         if errors:
             self._failed_rounds += 1

@@ -15,6 +15,7 @@ from crmflow.api import (
     enrollments,
     flows,
     hooks,
+    mail,
     meta,
     queries,
     record_groups,
@@ -100,6 +101,7 @@ def create_app(ctx: Context) -> FastAPI:
         enrollments,
         triggers,
         hooks,
+        mail,
     ):
         app.include_router(module.router)
     declare_error_responses(app)

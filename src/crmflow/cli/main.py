@@ -14,7 +14,18 @@ from typing import Annotated
 
 import typer
 
-from crmflow.cli import flows, lists, queries, records, runs, simulate, users, worker
+from crmflow.cli import (
+    dispatch,
+    flows,
+    lists,
+    mail,
+    queries,
+    records,
+    runs,
+    simulate,
+    users,
+    worker,
+)
 from crmflow.cli.common import console, err_console, print_json, reports_errors, state
 
 app = typer.Typer(
@@ -35,6 +46,8 @@ app.add_typer(flows.app, name="flows")
 app.command("simulate")(simulate.simulate)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.command("dispatch")(dispatch.dispatch)
+app.add_typer(mail.app, name="mail")
 
 
 @app.callback()
@@ -105,7 +118,8 @@ def serve(
         typer.Option("--demo", metavar="", help="Load the demo data (once; harmless if present)."),
     ] = False,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) and the worker.
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs), the worker and the
+    dispatcher (emails to CRMFLOW_SMTP_URL, or the mail catcher: `crmflow mail list`).
 
     A new or empty database is set up first; one at an older migration is refused with the
     command to run (`crmflow db upgrade`)."""
@@ -140,11 +154,15 @@ def serve(
         )
     import threading
 
+    from crmflow.cli.dispatch import start_dispatcher
     from crmflow.store.wakeups import on_work_committed
     from crmflow.worker import Worker
 
+    # The embedded dispatcher: what the flows send goes (to CRMFLOW_SMTP_URL or the mail
+    # catcher), woken by each batch that moved records.
+    dispatcher, dispatching = start_dispatcher(ctx)
     # The embedded worker: flows run in the same process as the API (the SQLite default).
-    runner = Worker(ctx)
+    runner = Worker(ctx, on_moved=dispatcher.wake)
     # A request that changes a record or starts a run wakes the worker at its commit, so the
     # worker can sleep until its next due time instead of polling.
     on_work_committed(ctx.engine, runner.wake)
@@ -153,6 +171,7 @@ def serve(
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         runner.stop()
+        dispatcher.stop()
 
     # uvicorn handles SIGTERM / Ctrl-C itself (it stops serving) and then raises the signal
     # again with the handlers that were there before it: these, which stop the worker after
@@ -172,7 +191,9 @@ def serve(
         StoppingServer(config, on_stop=runner.stop).run()
     finally:
         runner.stop()  # the server has stopped: finish the batch, then exit
+        dispatcher.stop()  # and the message being sent
         thread.join(timeout=HARD_STOP_SECONDS)
+        dispatching.join(timeout=HARD_STOP_SECONDS)
     err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)
 
 

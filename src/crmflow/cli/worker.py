@@ -25,11 +25,20 @@ def worker(
             metavar="SECONDS", help="How long a claimed batch is ours before others may take it."
         ),
     ] = 60.0,
+    dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch/--no-dispatch",
+            help="Run the dispatcher too (deliver the outbox's emails) in this process.",
+        ),
+    ] = True,
 ) -> None:
-    """Run the worker: claim due records in batches, run their steps, write the results.
-    SIGTERM or Ctrl-C stops it after the current batch."""
+    """Run the worker: claim due records in batches, run their steps, write the results; and
+    the dispatcher beside it (the emails go; `--no-dispatch` leaves them to `crmflow
+    dispatch`). SIGTERM or Ctrl-C stops both after the current batch."""
     from datetime import timedelta
 
+    from crmflow.cli.dispatch import start_dispatcher
     from crmflow.worker import Worker, run_once
 
     ctx = state.context
@@ -37,18 +46,31 @@ def worker(
         moved = run_once(ctx, limit=batch_size)
         console.print(f"moved {moved} enrollment(s)", highlight=False)
         return
-    runner = Worker(ctx, batch_size=batch_size, lease=timedelta(seconds=lease_seconds))
+    dispatcher, dispatching = start_dispatcher(ctx) if dispatch else (None, None)
+    runner = Worker(
+        ctx,
+        batch_size=batch_size,
+        lease=timedelta(seconds=lease_seconds),
+        on_moved=dispatcher.wake if dispatcher else None,
+    )
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         err_console.print(
             f"{signal.Signals(signum).name}: finishing the current batch", highlight=False
         )
         runner.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     err_console.print(
         f"worker {runner.name} on {state.database_label} (batch {batch_size})", highlight=False
     )
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        if dispatcher is not None and dispatching is not None:
+            dispatcher.stop()
+            dispatching.join(timeout=30)
     err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)

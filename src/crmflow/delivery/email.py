@@ -117,7 +117,8 @@ def build_email(payload: EmailPayload, default_sender: str) -> EmailMessage:
     message["Subject"] = payload.subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = payload.message_id
-    message.set_content(payload.body)
+    # Quoted-printable: readable as it is, and 7-bit clean for any server (no 8BITMIME needed).
+    message.set_content(payload.body, cte="quoted-printable")
     for attachment in payload.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(

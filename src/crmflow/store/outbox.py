@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.runtime import EnrollmentStatus
+from crmflow.store.flow_access import FlowFilter
 from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, flows, outbox
 
@@ -137,6 +138,21 @@ class CaughtMail:
     to: tuple[str, ...]
     caught_at: datetime | None
     rendered: str
+
+    def summary(self) -> dict[str, Any]:
+        """What a list shows of it."""
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "flow": self.flow_key,
+            "to": list(self.to),
+            "subject": self.subject,
+            "caught_at": self.caught_at.isoformat() if self.caught_at else None,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """All of it: the summary, the run, and the message as it would have gone."""
+        return {**self.summary(), "enrollment_id": self.enrollment_id, "message": self.rendered}
 
 
 def _due(now: datetime, kinds: Collection[str]) -> sa.ColumnElement[bool]:
@@ -281,19 +297,14 @@ def _caught(row: sa.Row[Any]) -> CaughtMail:
     )
 
 
-def caught_mails(
-    conn: sa.Connection, *, limit: int, flow_ids: Collection[int] | None = None
-) -> list[CaughtMail]:
-    """The newest `limit` messages the mail catcher kept, newest first (of `flow_ids`' runs
-    only, when given)."""
-    query = _caught_query().order_by(outbox.c.id.desc()).limit(limit)
-    if flow_ids is not None:
-        query = query.where(enrollments.c.flow_id.in_(flow_ids))
+def caught_mails(conn: sa.Connection, *, visible: FlowFilter, limit: int) -> list[CaughtMail]:
+    """The newest `limit` messages the mail catcher kept of the runs of the flows `visible`
+    selects, newest first."""
+    query = _caught_query().where(visible).order_by(outbox.c.id.desc()).limit(limit)
     return [_caught(r) for r in conn.execute(query)]
 
 
-def caught_mail(conn: sa.Connection, message_id: int) -> tuple[CaughtMail, int | None] | None:
-    """One message the mail catcher kept and the flow that wrote it (its id), or None."""
-    query = _caught_query().add_columns(enrollments.c.flow_id).where(outbox.c.id == message_id)
-    row = conn.execute(query).first()
-    return (_caught(row), row.flow_id) if row is not None else None
+def caught_mail(conn: sa.Connection, message_id: int, *, visible: FlowFilter) -> CaughtMail | None:
+    """One message the mail catcher kept, if it is of a run of a flow `visible` selects."""
+    row = conn.execute(_caught_query().where(outbox.c.id == message_id, visible)).first()
+    return _caught(row) if row is not None else None

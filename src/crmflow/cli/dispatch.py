@@ -1,0 +1,75 @@
+"""`crmflow dispatch`: deliver the outbox's emails (to CRMFLOW_SMTP_URL, or to the mail catcher
+when none is set); `--once` delivers what is due now and exits."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from crmflow.cli.common import console, err_console, reports_errors, state
+
+if TYPE_CHECKING:
+    import threading
+
+    from crmflow.delivery.dispatcher import Dispatcher
+    from crmflow.services.context import Context
+
+
+@reports_errors
+def dispatch(
+    once: Annotated[
+        bool, typer.Option("--once", metavar="", help="Deliver what is due now, then exit.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Messages claimed per batch.")] = 50,
+) -> None:
+    """Deliver due outbox emails: claim them in batches, send each, record how it went
+    (delivered, retrying later, failed). SIGTERM or Ctrl-C stops it after the current message."""
+    from crmflow.delivery.dispatcher import Dispatcher
+
+    ctx = state.context
+    dispatcher = Dispatcher(ctx, batch_size=batch_size)
+    target = "the mail catcher" if ctx.settings.smtp_url is None else "SMTP"
+    if once:
+        result = dispatcher.run_once()
+        console.print(
+            f"delivered {result.delivered} ({target}), retrying {result.retrying}, "
+            f"failed {result.failed}",
+            highlight=False,
+        )
+        return
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        err_console.print(
+            f"{signal.Signals(signum).name}: finishing the current message", highlight=False
+        )
+        dispatcher.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    err_console.print(
+        f"dispatcher {dispatcher.name} on {state.database_label} to {target}", highlight=False
+    )
+    dispatcher.run()
+    total = dispatcher.total
+    err_console.print(
+        f"dispatcher stopped; delivered {total.delivered}, retrying {total.retrying}, "
+        f"failed {total.failed}",
+        highlight=False,
+    )
+
+
+def start_dispatcher(ctx: Context) -> tuple[Dispatcher, threading.Thread]:
+    """A dispatcher running in a thread of this process: what `crmflow serve` and `crmflow
+    worker` run beside their worker, so that what the flows send goes without a second
+    command. Stop it with `.stop()`, then join the thread."""
+    import threading
+
+    from crmflow.delivery.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(ctx)
+    thread = threading.Thread(target=dispatcher.run, name="crmflow-dispatcher", daemon=True)
+    thread.start()
+    return dispatcher, thread
