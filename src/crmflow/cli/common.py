@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -42,6 +43,28 @@ __all__ = [
     "read_text_file",
     "reports_errors",
 ]
+
+
+def _help_shows_metavars_not_python_types() -> None:
+    """`--help` names what to give (FILE, KEY, N), not the Python type behind it.
+
+    This typer prints a parameter's Python type beside it (`KEY <str>`, `FILE <list[Path]>`,
+    `--help <bool>`), with no setting to turn it off: an argument's metavar is already in its first
+    column, and a flag takes no value, so for those the type column is left empty. An option
+    keeps its metavar (every option here names one)."""
+    option_type = typer.core.TyperOption.display_type_rich
+
+    def argument(self: typer.core.TyperArgument, ctx: Any) -> str | None:
+        return None
+
+    def option(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else option_type(self, ctx)
+
+    typer.core.TyperArgument.display_type_rich = argument  # type: ignore[method-assign,assignment]
+    typer.core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
+
+
+_help_shows_metavars_not_python_types()
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
