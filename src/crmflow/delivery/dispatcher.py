@@ -23,6 +23,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,9 +149,13 @@ class Dispatcher:
             kinds=KINDS,
         )
         result = DispatchResult(claimed=len(claimed))
+        # No message is started once half the lease has passed: one started later could still
+        # be sending when the lease runs out and another dispatcher takes it. Those left go to
+        # whoever claims them when the lease has run out.
+        deadline = time.monotonic() + self.lease.total_seconds() / 2
         for message in claimed:
-            if self._stop.is_set():
-                break  # the rest go back to others when the lease runs out
+            if self._stop.is_set() or time.monotonic() > deadline:
+                break
             result += self._deliver(message)
         self.total += result
         return result
