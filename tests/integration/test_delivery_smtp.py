@@ -70,8 +70,10 @@ class SmtpServer:
     """An aiosmtpd server on 127.0.0.1 that keeps what it receives; it refuses the recipients in
     `refuse` with 550 and answers the next `fail_data` DATA commands with 451."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, **options: Any) -> None:
+        """`options`: aiosmtpd's (TLS, authentication)."""
         self.port = port or _free_port()
+        self.options = options
         self.received: list[Received] = []
         self.refuse: set[str] = set()
         self.fail_data = 0
@@ -82,7 +84,7 @@ class SmtpServer:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **self.options)
         self._controller.start()
 
     def stop(self) -> None:

@@ -154,9 +154,18 @@ class SmtpSender:
     """Sends over one SMTP connection, opened at the first message and kept for the next ones;
     one that the server closed in the meantime is opened again (once per message)."""
 
-    def __init__(self, target: SmtpTarget, *, timeout: float = _TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: SmtpTarget,
+        *,
+        timeout: float = _TIMEOUT,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls_context`: how the server's certificate is checked (default: against the
+        system's trusted roots, with its host name)."""
         self.target = target
         self.timeout = timeout
+        self.tls_context = tls_context or ssl.create_default_context()
         self._smtp: smtplib.SMTP | None = None
         self._used_at = 0.0  # time.monotonic() of the last command on the kept connection
         self.connections = 0  # opened so far (tests check that one carries many messages)
@@ -214,15 +223,13 @@ class SmtpSender:
         t = self.target
         smtp: smtplib.SMTP
         if t.security == "tls":
-            smtp = smtplib.SMTP_SSL(
-                t.host, t.port, timeout=self.timeout, context=ssl.create_default_context()
-            )
+            smtp = smtplib.SMTP_SSL(t.host, t.port, timeout=self.timeout, context=self.tls_context)
         else:
             smtp = smtplib.SMTP(t.host, t.port, timeout=self.timeout)
         try:
             smtp.ehlo()
             if t.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=self.tls_context)
                 smtp.ehlo()
             if t.username:
                 smtp.login(t.username, t.password or "")
