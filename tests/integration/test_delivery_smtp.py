@@ -27,7 +27,7 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
-from crmflow.store.outbox import insert_ignoring_duplicates
+from crmflow.store.outbox import claim_due, insert_ignoring_duplicates
 from crmflow.store.schema import outbox
 from tests.conftest import FrozenClock
 
@@ -332,3 +332,25 @@ def test_two_dispatchers_on_postgres_never_deliver_a_message_twice(
     assert len(ids) == len(set(ids)) == count
     assert all(d.total.delivered > 0 for d in dispatchers), [d.total for d in dispatchers]
     assert {r.status for r in _rows(ctx)} == {"delivered"}
+
+
+def test_a_message_left_sending_by_a_dead_dispatcher_goes_once_its_lease_ran_out(
+    ctx: Context, admin: Actor, clock: FrozenClock, smtp: SmtpServer
+) -> None:
+    _welcome(ctx, admin, "Claire")
+    # A dispatcher claims the message and dies before it could say how it went.
+    [claimed] = claim_due(
+        ctx.engine,
+        now=ctx.now(),
+        owner="dead",
+        limit=10,
+        lease=timedelta(minutes=5),
+        kinds=("email",),
+    )
+    dispatched = with_smtp(ctx, smtp.url)
+    assert Dispatcher(dispatched).run_once().claimed == 0  # still leased to the dead one
+    clock.advance(minutes=5)
+    assert Dispatcher(dispatched).run_once().delivered == 1
+    [row] = _rows(ctx)
+    assert (row.status, row.attempts, row.lease_owner) == ("delivered", 2, None)
+    assert smtp.message_ids() == [claimed.payload["message_id"]]
