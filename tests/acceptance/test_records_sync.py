@@ -3,12 +3,17 @@ the command line, one record by external id, and batches of changes (signed or w
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.acceptance.conftest import Run
+from crmflow.services import users
+from crmflow.services.context import Actor, Context
+from crmflow.services.webhook_signatures import sign
+from tests.acceptance.conftest import Run, auth_headers
 
 CSV = b"external_id,first_name,last_name\ncrm-1,Ana,Pop\ncrm-2,Ion,Rusu\n"
 
@@ -54,3 +59,84 @@ def test_the_cli_import_upserts_by_external_id(crmflow: Run, tmp_path: Path) -> 
     assert '"updated": 1' in done.stderr and '"imported": 0' in done.stderr
     exported = crmflow("records", "export", "contact").stdout.splitlines()
     assert sorted(json.loads(line)["last_name"] for line in exported) == ["Popescu", "Rusu"]
+
+
+def test_put_by_external_id_creates_then_updates_with_etags(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    url = "/api/records/contact/external/crm-42"
+    assert client.get(url, headers=as_admin).status_code == 404
+    created = client.put(url, json={"data": {"last_name": "Pop"}}, headers=as_admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["external_id"] == "crm-42" and created.headers["ETag"] == '"1"'
+
+    stale = {**as_admin, "If-Match": '"7"'}
+    refused = client.put(url, json={"data": {"first_name": "Ana"}}, headers=stale)
+    assert refused.status_code == 412
+    fresh = {**as_admin, "If-Match": '"1"'}
+    updated = client.put(url, json={"data": {"first_name": "Ana"}}, headers=fresh)
+    assert updated.status_code == 200 and updated.headers["ETag"] == '"2"'
+    assert updated.json()["data"] == {"first_name": "Ana", "last_name": "Pop"}
+    read = client.get(url, headers=as_admin)
+    assert read.json() == updated.json()
+    assert client.get(url, headers={**as_admin, "If-None-Match": '"2"'}).status_code == 304
+    by_id = client.get(f"/api/records/contact/{created.json()['id']}", headers=as_admin)
+    assert by_id.json()["external_id"] == "crm-42"
+
+
+CHANGES = (
+    b'{"op": "upsert", "external_id": "a", "data": {"last_name": "Ana"}}\n'
+    b'{"op": "upsert", "external_id": "b", "data": {"last_name": "B", "email": "nope"}}\n'
+    b'{"op": "delete", "external_id": "zz"}\n'
+)
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def test_a_batch_of_changes_with_a_manager_token_reports_bad_lines(
+    ctx: Context, client: TestClient, admin: Actor, manager: Actor, member: Actor
+) -> None:
+    url = "/api/records/contact/changes"
+    as_member = {**auth_headers(ctx, admin, member.username), **NDJSON}
+    assert client.post(url, content=CHANGES, headers=as_member).status_code == 403
+    assert client.post(url, content=CHANGES, headers=NDJSON).status_code == 401
+    as_manager = {**auth_headers(ctx, admin, manager.username), **NDJSON}
+    answer = client.post(url, content=CHANGES, headers=as_manager)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["created"], report["absent"], report["rejected"]) == (1, 1, 1)
+    assert report["errors"][0]["line"] == 2
+    assert report["errors"][0]["problems"][0]["path"] == "email"
+
+
+def _signed(secret: str, body: bytes, at: datetime) -> dict[str, str]:
+    return {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": sign(secret, "msg_1", at, body),
+        **NDJSON,
+    }
+
+
+def test_a_signed_batch_needs_no_token(ctx: Context, client: TestClient) -> None:
+    url = "/api/records/contact/changes"
+    secret = "whsec_" + base64.b64encode(b"a sync secret of 32 bytes.......").decode()
+    headers = _signed(secret, CHANGES, ctx.now())
+    unset = client.post(url, content=CHANGES, headers=headers)
+    assert unset.status_code == 401 and "CRMFLOW_SYNC_SECRET" in unset.text
+
+    ctx.settings = ctx.settings.model_copy(update={"sync_secret": secret})
+    answer = client.post(url, content=CHANGES, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["created"] == 1
+    record = client.get("/api/records/contact/external/a", headers=headers | _token(ctx))
+    assert record.json()["owner"] == "system"
+
+    tampered = client.post(url, content=CHANGES.replace(b"Ana", b"Eve"), headers=headers)
+    assert tampered.status_code == 401 and "does not match" in tampered.text
+    old = _signed(secret, CHANGES, ctx.now() - timedelta(hours=1))
+    assert client.post(url, content=CHANGES, headers=old).status_code == 401
+
+
+def _token(ctx: Context) -> dict[str, str]:
+    system = users.ensure_system_user(ctx)
+    return auth_headers(ctx, system, system.username)

@@ -6,8 +6,19 @@ import tempfile
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, TextIO, cast
 
-from fastapi import APIRouter, Query, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
@@ -26,9 +37,10 @@ from crmflow.api.responses.records import (
     Record,
     RecordChangePage,
     RecordPage,
+    SyncReport,
 )
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
-from crmflow.services import imports, records
+from crmflow.services import imports, record_sync, records
 from crmflow.services.context import Context
 
 router = APIRouter(prefix="/api", tags=["records"], route_class=GuardedRoute)
@@ -108,6 +120,118 @@ def export_records(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{type_key}.{fmt}"'},
     )
+
+
+ExternalId = Annotated[
+    str,
+    Path(
+        description="The id the existing CRM knows the record by (unique per record type)",
+        max_length=record_sync.EXTERNAL_ID_CHARS,
+    ),
+]
+
+
+@router.get(
+    "/records/{type_key}/external/{external_id}", response_model=Record, responses=NOT_MODIFIED
+)
+def get_external_record(
+    ctx: ServiceContext,
+    _actor: CurrentActor,
+    type_key: str,
+    external_id: ExternalId,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> dict[str, Any] | Response:
+    """The record with this external id; its version is the ETag, as for a record by id."""
+    record = record_sync.get_external(ctx, type_key, external_id)
+    if (unchanged := not_modified(if_none_match, record.version)) is not None:
+        return unchanged
+    set_etag(response, record.version)
+    return record.as_dict()
+
+
+@router.put(
+    "/records/{type_key}/external/{external_id}",
+    response_model=Record,
+    responses={
+        **PRECONDITION_FAILED,
+        201: {"model": Record, "description": "No record had this external id: created"},
+    },
+)
+def upsert_external_record(
+    ctx: ServiceContext,
+    actor: CurrentActor,
+    type_key: str,
+    external_id: ExternalId,
+    body: RecordWrite,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Create the record with this external id (201; `data` is then a whole record), or change
+    the fields `data` gives on the one that has it (200; null clears a field, the others keep
+    their value). With If-Match, only if the record exists at that version."""
+    expected = expected_version(if_match)
+    done = record_sync.upsert_external(
+        ctx, actor, type_key, external_id, body.data, owner=body.owner, if_version=expected
+    )
+    response.status_code = status.HTTP_201_CREATED if done.created else status.HTTP_200_OK
+    set_etag(response, done.record.version)
+    return done.record.as_dict()
+
+
+_sync_bearer = HTTPBearer(
+    auto_error=False,
+    description="A manager's or admin's API token, unless the body is signed with the server's "
+    "CRMFLOW_SYNC_SECRET",
+)
+
+
+async def _changes_body(request: Request) -> bytes:
+    """The body exactly as sent (the signature is over these bytes), within the request cap."""
+    return await request.body()
+
+
+@router.post(
+    "/records/{type_key}/changes",
+    response_model=SyncReport,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            # Declared as text/plain, which every client (and OpenAPI tool) can send; any
+            # content type is read the same way, application/x-ndjson included.
+            "description": "JSON Lines, one change per line: "
+            '{"op": "upsert", "external_id": "crm-42", "data": {...}, "owner": "maria"} or '
+            '{"op": "delete", "external_id": "crm-17"} (application/x-ndjson or text/plain)',
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    responses={
+        401: {"description": "Neither a valid signature nor a token: says which"},
+        403: {"description": "The token's user is not a manager or an admin"},
+    },
+)
+def apply_record_changes(
+    ctx: ServiceContext,
+    type_key: str,
+    body: Annotated[bytes, Depends(_changes_body)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_sync_bearer)],
+    webhook_id: Annotated[
+        str | None, Header(description="Standard Webhooks: the call's id")
+    ] = None,
+    webhook_timestamp: Annotated[
+        str | None, Header(description="Standard Webhooks: Unix seconds when signed")
+    ] = None,
+    webhook_signature: Annotated[
+        str | None, Header(description="Standard Webhooks: `v1,<base64 HMAC-SHA256>`")
+    ] = None,
+) -> dict[str, Any]:
+    """Apply a batch of changes by external id, JSON Lines (see docs/integrations.md): each bad
+    line is reported with its number and why, the others are applied, in one transaction. Every
+    change is made as a change in crmflow is, so it triggers flows."""
+    signature = record_sync.Signature(webhook_id, webhook_timestamp, webhook_signature)
+    token = credentials.credentials if credentials is not None else None
+    actor = record_sync.authenticate_sync(ctx, body, signature, token)
+    return record_sync.apply_changes(ctx, actor, type_key, body).as_dict()
 
 
 @router.get("/records/{type_key}/{record_id}", response_model=Record, responses=NOT_MODIFIED)

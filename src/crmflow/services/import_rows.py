@@ -25,8 +25,17 @@ import orjson
 
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import InvalidInputError, Problem
+from crmflow.store.records import EXTERNAL_ID_CHARS
 
-__all__ = ["EXTERNAL_ID_COLUMN", "OWNER_COLUMN", "PIECE_BYTES", "Row", "csv_rows", "jsonl_rows"]
+__all__ = [
+    "EXTERNAL_ID_COLUMN",
+    "OWNER_COLUMN",
+    "PIECE_BYTES",
+    "Row",
+    "csv_rows",
+    "external_id_of",
+    "jsonl_rows",
+]
 
 OWNER_COLUMN = "owner"
 # The id an existing CRM knows a record by (unless the record type has a field of that name).
@@ -353,3 +362,18 @@ def jsonl_rows(stream: IO[Any], rtype: RecordType, max_field_chars: int) -> Iter
             yield line, None, too_long
             continue
         yield line, values, []
+
+
+def external_id_of(value: object) -> tuple[str | None, list[Problem]]:
+    """An external id as a row or a change gives it (a text, or a whole number), checked:
+    None when empty, and the problems that refuse it."""
+    if value is None:
+        return None, []
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str):
+        return None, [Problem(EXTERNAL_ID_COLUMN, "must be a text (or a whole number)")]
+    value = value.strip()
+    if len(value) > EXTERNAL_ID_CHARS:
+        return None, [Problem(EXTERNAL_ID_COLUMN, f"is longer than {EXTERNAL_ID_CHARS} characters")]
+    return value or None, []

@@ -41,6 +41,7 @@ from crmflow.services.import_rows import (
     OWNER_COLUMN,
     Row,
     csv_rows,
+    external_id_of,
     jsonl_rows,
 )
 from crmflow.services.permissions import require_manager
@@ -48,7 +49,7 @@ from crmflow.services.record_types import record_type_in
 from crmflow.services.records import LinkResolver
 from crmflow.store import records as store
 from crmflow.store.database import Connection, read_connection
-from crmflow.store.records import EXTERNAL_ID_CHARS, RecordUpdate, StoredRecord
+from crmflow.store.records import RecordUpdate, StoredRecord
 
 __all__ = [
     "MAX_LISTED_ERRORS",
@@ -233,7 +234,7 @@ class _Importer:
             owner = values.pop(OWNER_COLUMN, None)
             external_id = values.pop(EXTERNAL_ID_COLUMN, None) if self.external_column else None
             data, problems = check(values)
-            external_id, external_problems = _external_id(external_id)
+            external_id, external_problems = external_id_of(external_id)
             problems = [*problems, *external_problems]
             if not problems:
                 problems = self._key_problems(data, external_id)
@@ -421,20 +422,6 @@ class _Importer:
                 rows.append((owner_id, encoded.decode()))
                 external_ids.append(ext)
         return rows, external_ids
-
-
-def _external_id(value: object) -> tuple[str | None, list[Problem]]:
-    """An external id as given in a row (text, or a whole number), checked: None when empty."""
-    if value is None:
-        return None, []
-    if type(value) is int:
-        value = str(value)
-    if not isinstance(value, str):
-        return None, [Problem(EXTERNAL_ID_COLUMN, "must be a text (or a whole number)")]
-    value = value.strip()
-    if len(value) > EXTERNAL_ID_CHARS:
-        return None, [Problem(EXTERNAL_ID_COLUMN, f"is longer than {EXTERNAL_ID_CHARS} characters")]
-    return value or None, []
 
 
 def _as_key(value: object) -> str:

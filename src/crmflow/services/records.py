@@ -40,15 +40,18 @@ __all__ = [
     "LinkResolver",
     "RecordView",
     "change_feed",
+    "change_of",
     "create_record",
     "delete_record",
     "get_record",
     "list_records",
     "record_changes",
     "record_view",
+    "refuse",
     "snapshot",
     "update_record",
     "update_records_in",
+    "view_in",
 ]
 
 
@@ -62,12 +65,14 @@ class RecordView:
     data: dict[str, Any]
     owner: str | None = None  # the owner's username, when the query joined it
     version: int = 1  # one more on every write: If-Match / --if-version compare it
+    external_id: str | None = None  # the id an existing CRM knows the record by
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "type": self.type,
             "version": self.version,
+            "external_id": self.external_id,
             "owner_id": self.owner_id,
             "owner": self.owner,
             "created_at": self.created_at.isoformat(),
@@ -88,6 +93,7 @@ def record_view(row: Row) -> RecordView:
         data=dict(row.data),
         owner=mapping.get("owner"),
         version=row.version,
+        external_id=mapping.get("external_id"),
     )
 
 
@@ -233,7 +239,8 @@ class LinkResolver:
         return owners, problems
 
 
-def _refuse(rtype: RecordType, problems: list[Problem]) -> None:
+def refuse(rtype: RecordType, problems: list[Problem]) -> None:
+    """InvalidInputError naming the record type, when there are problems."""
     if problems:
         raise InvalidInputError(f"the {rtype.key} record", problems)
 
@@ -256,14 +263,15 @@ def _require_version(record: StoredRecord, expected: ExpectedVersion) -> None:
     )
 
 
-def _view(conn: Connection, record_id: int) -> RecordView:
+def view_in(conn: Connection, record_id: int) -> RecordView:
+    """The record `record_id` as the API shows it, read on `conn`."""
     row = store.record_with_owner(conn, record_id)
     if row is None:
         raise NotFoundError(f"no record with id {record_id}")
     return record_view(row)
 
 
-def _change(
+def change_of(
     record: StoredRecord, values: Mapping[str, Any], owner_id: int | None
 ) -> RecordUpdate | None:
     """The change that checked `values` (None clears a field) and `owner_id` make to `record`;
@@ -290,11 +298,11 @@ def create_record(
             rtype.normalise(values, zone=ctx.zone, max_field_chars=ctx.settings.max_field_chars)
         )
         owners, problems = LinkResolver(rtype).resolve(conn, [(data, owner)], actor.id)
-        _refuse(rtype, problems[0])
+        refuse(rtype, problems[0])
         [record_id] = store.insert_records(
             conn, type_key, [NewRecord(data, owners[0])], actor_id=actor.id, now=now
         )
-        return _view(conn, record_id)
+        return view_in(conn, record_id)
 
 
 def update_record(
@@ -320,11 +328,11 @@ def update_record(
             values, zone=ctx.zone, partial=True, max_field_chars=ctx.settings.max_field_chars
         )
         owners, problems = LinkResolver(rtype).resolve(conn, [(given, owner)], record.owner_id)
-        _refuse(rtype, problems[0])
-        change = _change(record, given, owners[0])
+        refuse(rtype, problems[0])
+        change = change_of(record, given, owners[0])
         if change is not None:
             store.update_records(conn, [change], actor_id=actor.id, now=ctx.now())
-        return _view(conn, record_id)
+        return view_in(conn, record_id)
 
 
 def delete_record(
@@ -341,7 +349,7 @@ def delete_record(
 
 def get_record(ctx: Context, record_id: int) -> RecordView:
     with read_connection(ctx.engine) as conn:
-        return _view(conn, record_id)
+        return view_in(conn, record_id)
 
 
 def list_records(
@@ -447,7 +455,7 @@ def update_records_in(
         if values is None:
             continue
         record = current[item.record_id]
-        change = _change(record, values, record.owner_id)
+        change = change_of(record, values, record.owner_id)
         if change is None:
             continue
         updates.append(change)

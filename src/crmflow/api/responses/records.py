@@ -27,6 +27,7 @@ __all__ = [
     "RecordPage",
     "RecordType",
     "RecordTypeField",
+    "SyncReport",
     "Timestamp",
 ]
 
@@ -50,6 +51,10 @@ class Record(BaseModel):
     type: str = Field(description="The record type's key (contact, company, ...)")
     version: int = Field(
         description="One more on every write; also the ETag: send it back as If-Match"
+    )
+    external_id: str | None = Field(
+        default=None,
+        description="The id an existing CRM knows the record by (unique per type); null if none",
     )
     owner_id: int | None = Field(description="The owning user's id; null when nobody owns it")
     owner: str | None = Field(description="The owning user's username; null when nobody owns it")
@@ -119,6 +124,23 @@ class ImportReport(BaseModel):
     last_line: int = Field(description="The last line read: how far the import got")
     errors: list[ImportRowError] = Field(description="The refused rows, the first 1000 of them")
     errors_not_listed: int = Field(description="Refused rows past the ones listed in `errors`")
+
+
+class SyncReport(BaseModel):
+    """What a batch of changes from an existing CRM did (docs/integrations.md)."""
+
+    type: str = Field(description="The record type the changes are to")
+    read: int = Field(description="Lines read (blank lines are skipped)")
+    created: int = Field(description="Records created by an upsert")
+    updated: int = Field(description="Records changed by an upsert")
+    unchanged: int = Field(description="Upserts that found the record already as they say")
+    deleted: int = Field(description="Records deleted")
+    absent: int = Field(description="Deletes of an external id no record has (nothing to do)")
+    rejected: int = Field(description="Lines refused; every other line was applied")
+    errors: list[ImportRowError] = Field(
+        description="The refused lines, by line number, the first 1000 of them"
+    )
+    errors_not_listed: int = Field(description="Refused lines past the ones listed in `errors`")
 
 
 class RecordTypeField(BaseModel):
