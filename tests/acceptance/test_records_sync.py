@@ -140,3 +140,16 @@ def test_a_signed_batch_needs_no_token(ctx: Context, client: TestClient) -> None
 def _token(ctx: Context) -> dict[str, str]:
     system = users.ensure_system_user(ctx)
     return auth_headers(ctx, system, system.username)
+
+
+def test_the_cli_syncs_a_batch_and_reports_bad_lines(crmflow: Run, tmp_path: Path) -> None:
+    crmflow("db", "upgrade")
+    file = tmp_path / "changes.jsonl"
+    file.write_bytes(CHANGES)
+    done = crmflow("records", "sync", "contact", str(file), check_exit=1)
+    assert f"{file}:2: email:" in done.stdout
+    assert '"created": 1' in done.stderr and '"absent": 1' in done.stderr
+    file.write_bytes(b'{"op": "delete", "external_id": "a"}\n')
+    deleted = crmflow("records", "sync", "contact", str(file))
+    assert '"deleted": 1' in deleted.stderr
+    assert crmflow("records", "export", "contact").stdout == ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -25,6 +25,10 @@ from crmflow.cli.common import (
 from crmflow.errors import InvalidInputError, Problem
 
 types_app = typer.Typer(help="Record types and their fields.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from crmflow.services.imports import ImportReport
+    from crmflow.services.record_sync import SyncReport
+
 records_app = typer.Typer(help="Records: create, read, update, delete, import, export.")
 Format = Literal["csv", "jsonl"]
 IfVersion = Annotated[
@@ -176,6 +180,22 @@ FormatOption = Annotated[
 ]
 
 
+def _report_lines(command: str, report: ImportReport | SyncReport, file: Path) -> None:
+    """Each refused line as `FILE:LINE: field: why` on stdout, the counts on stderr; exit 1
+    when a line was refused."""
+    for row_error in report.errors:
+        for problem in row_error.problems:
+            located = Problem(
+                problem.path, problem.message, problem.hint, line=row_error.line, source=str(file)
+            )
+            sys.stdout.write(f"{located}\n")
+    summary = report.as_dict()
+    summary.pop("errors", None)
+    err_console.print(f"{command}: {json.dumps(summary)}", highlight=False)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
 @records_app.command("import")
 @reports_errors
 def import_file(
@@ -218,17 +238,38 @@ def import_file(
             all_or_nothing=all_or_nothing,
             upsert_by=upsert_by,
         )
-    for row_error in report.errors:
-        for problem in row_error.problems:
-            located = Problem(
-                problem.path, problem.message, problem.hint, line=row_error.line, source=str(file)
-            )
-            sys.stdout.write(f"{located}\n")
-    summary = report.as_dict()
-    summary.pop("errors", None)
-    err_console.print(f"import: {json.dumps(summary)}", highlight=False)
-    if report.rejected:
-        raise typer.Exit(1)
+    _report_lines("import", report, file)
+
+
+@records_app.command("sync")
+@reports_errors
+def sync(
+    type_key: TypeKey,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.jsonl", exists=True, dir_okay=False, readable=True)
+    ],
+) -> None:
+    """Apply a batch of changes by external id, as POST /api/records/TYPE/changes does: one JSON
+    object per line, {"op": "upsert"|"delete", "external_id": ..., "data": {...}, "owner": ...}
+    (docs/integrations.md). Bad lines are reported with their number, the others applied."""
+    from crmflow.services import record_sync
+
+    limit = state.context.settings.max_request_bytes
+    if file.stat().st_size > limit:
+        raise InvalidInputError(
+            f"the batch {file}",
+            [
+                Problem(
+                    "",
+                    f"is over {limit:,} bytes (CRMFLOW_MAX_REQUEST_BYTES), as the API would refuse",
+                    "split it into several batches",
+                )
+            ],
+        )
+    report = record_sync.apply_changes(
+        state.context, state.actor, type_key, file.read_bytes(), source=f"the batch {file}"
+    )
+    _report_lines("sync", report, file)
 
 
 @records_app.command("export")
