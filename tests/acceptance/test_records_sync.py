@@ -153,3 +153,22 @@ def test_the_cli_syncs_a_batch_and_reports_bad_lines(crmflow: Run, tmp_path: Pat
     deleted = crmflow("records", "sync", "contact", str(file))
     assert '"deleted": 1' in deleted.stderr
     assert crmflow("records", "export", "contact").stdout == ""
+
+
+def test_hostile_lines_are_reported_by_number_and_the_rest_applied(
+    client: TestClient, as_admin: dict[str, str]
+) -> None:
+    deep = b'{"external_id": "d", "data": {"last_name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    long_number = b'{"external_id": "n", "data": {"last_name": "N", "total_donations": ' + (
+        b"9" * 5000 + b"}}"
+    )
+    nul = b'{"external_id": "z", "data": {"last_name": "a\\u0000b"}}'
+    good = b'{"external_id": "ok", "data": {"last_name": "Fine"}}'
+    body = b"\n".join([deep, long_number, nul, b"\xff\xfe", good]) + b"\n"
+    answer = client.post(
+        "/api/records/contact/changes", content=body, headers={**as_admin, **NDJSON}
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert [e["line"] for e in report["errors"]] == [1, 2, 3, 4]
+    assert report["created"] == 1

@@ -10,6 +10,7 @@ import pytest
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import (
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
@@ -128,3 +129,17 @@ def test_a_synced_record_enters_a_flow_triggered_by_creation(
     run_once(ctx)
     record = record_sync.get_external(ctx, "contact", "crm-9")
     assert history(ctx, record.id)[-1] == "welcome Synced"
+
+
+def test_a_record_given_the_same_external_id_meanwhile_is_a_conflict_not_a_crash(
+    ctx: Context, manager: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_sync.upsert_external(ctx, manager, "contact", "crm-1", {"last_name": "First"})
+    # As if another sender created crm-1 between this sender's lookup and its insert.
+    monkeypatch.setattr(record_sync.store, "find_by_external_ids", lambda *_a, **_k: {})
+    with pytest.raises(ConflictError, match="send the change again"):
+        record_sync.upsert_external(ctx, manager, "contact", "crm-1", {"last_name": "Second"})
+    body = batch({"external_id": "crm-1", "data": {"last_name": "Third"}})
+    with pytest.raises(ConflictError):
+        record_sync.apply_changes(ctx, manager, "contact", body)
+    assert [r.data["last_name"] for r in records.list_records(ctx, "contact").items] == ["First"]

@@ -17,7 +17,8 @@ executemany (see `store.bulk`), never one statement per record.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -67,6 +68,7 @@ __all__ = [
 OWNER_KEY = "_owner_id"
 # SQLite refuses statements with more than 32766 parameters; stay well below on both backends.
 IN_CHUNK = 10_000
+_EXTERNAL_ID_INDEX = "ux_records_type_external_id"
 # The longest external id (the id an existing CRM knows a record by).
 EXTERNAL_ID_CHARS: int = records.c.external_id.type.length  # type: ignore[attr-defined]
 
@@ -148,6 +150,21 @@ def _write_changes(conn: sa.Connection, events: Sequence[tuple[Any, ...]], now: 
     mark_work(conn)
 
 
+@contextmanager
+def _external_ids_unique(type_key: str) -> Iterator[None]:
+    """A record given an external id that another record of its type took meanwhile (between
+    the caller's lookup and this insert): ConflictError, not a database error."""
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        if _EXTERNAL_ID_INDEX not in str(exc.orig) and "records.external_id" not in str(exc.orig):
+            raise
+        raise ConflictError(
+            f"another {type_key} record was given one of these external ids meanwhile; "
+            "nothing was written: send the change again (it then updates that record)"
+        ) from None
+
+
 def insert_records(
     conn: sa.Connection,
     type_key: str,
@@ -174,7 +191,8 @@ def insert_records(
     ]
     # sort_by_parameter_order: the ids come back in the order of the rows, on both backends.
     statement = records.insert().returning(records.c.id, sort_by_parameter_order=True)
-    ids = [int(i) for i in conn.execute(statement, rows).scalars()]
+    with _external_ids_unique(type_key):
+        ids = [int(i) for i in conn.execute(statement, rows).scalars()]
     _write_changes(
         conn,
         [
@@ -355,7 +373,8 @@ class BulkInsert:
             insert = self._insert_external
             for param, external_id in zip(params, external_ids, strict=True):
                 param["p_external"] = external_id
-        ids = conn.execute(insert, params).scalars().all()
+        with _external_ids_unique(type_key):
+            ids = conn.execute(insert, params).scalars().all()
         first, last = min(ids), max(ids)
         if last - first + 1 == len(ids):
             # The batch's ids are contiguous, so no other writer's record lies in between.
