@@ -102,24 +102,25 @@ def test_crmflow_dispatch_once_delivers_to_the_smtp_server(
     crmflow: Run, cli_env: dict[str, str]
 ) -> None:
     ctx, admin = _cli_context(crmflow, cli_env)
-    _welcome(ctx, admin, "Anna", "Bruno")
+    names = ["Anna", "Bruno", "Chloe", "David", "Emma", "Felix"]
+    _welcome(ctx, admin, *names)
     ctx.engine.dispose()
     server = SmtpServer()
     server.start()
     try:
         cli_env["CRMFLOW_SMTP_URL"] = server.url
-        done = crmflow("dispatch", "--once")
+        # Three dispatchers in threads, on SQLite: they share the messages, none twice.
+        done = crmflow("dispatch", "--once", "--threads", "3", "--batch-size", "1")
     finally:
         server.stop()
-    assert done.stdout.strip() == "delivered 2 (SMTP), retrying 0, failed 0"
+    assert done.stdout.strip() == "delivered 6 (SMTP), retrying 0, failed 0"
     assert sorted(r.message["To"] for r in server.received) == [
-        "anna@example.org",
-        "bruno@example.org",
+        f"{name.lower()}@example.org" for name in names
     ]
     database = cli_env["CRMFLOW_DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(database) as conn:
         statuses = [r[0] for r in conn.execute("select status from outbox")]
-    assert statuses == ["delivered", "delivered"]
+    assert statuses == ["delivered"] * 6
 
 
 @contextmanager

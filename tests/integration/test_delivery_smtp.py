@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from crmflow.delivery.dispatcher import Dispatcher
+from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
 from crmflow.engine.commands import EmailPayload, message_id
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
@@ -323,11 +322,7 @@ def test_two_dispatchers_on_postgres_never_deliver_a_message_twice(
         insert_ignoring_duplicates(conn, rows)
     dispatched = with_smtp(ctx, smtp.url)
     dispatchers = [Dispatcher(dispatched, batch_size=7, name=f"d{n}") for n in range(2)]
-    threads = [threading.Thread(target=d.run_once) for d in dispatchers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    assert run_in_threads(dispatchers, once=True).delivered == count
     ids = smtp.message_ids()
     assert len(ids) == len(set(ids)) == count
     assert all(d.total.delivered > 0 for d in dispatchers), [d.total for d in dispatchers]

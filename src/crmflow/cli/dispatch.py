@@ -24,41 +24,46 @@ def dispatch(
         bool, typer.Option("--once", metavar="", help="Deliver what is due now, then exit.")
     ] = False,
     batch_size: Annotated[int, typer.Option(metavar="N", help="Messages claimed per batch.")] = 50,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=32,
+            metavar="N",
+            help="Dispatchers in this process, each with its own SMTP connection.",
+        ),
+    ] = 1,
 ) -> None:
     """Deliver due outbox emails: claim them in batches, send each, record how it went
     (delivered, retrying later, failed). SIGTERM or Ctrl-C stops it after the current message."""
-    from crmflow.delivery.dispatcher import Dispatcher
+    from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
 
     ctx = state.context
-    dispatcher = Dispatcher(ctx, batch_size=batch_size)
+    dispatchers = [Dispatcher(ctx, batch_size=batch_size) for _ in range(threads)]
     target = "the mail catcher" if ctx.settings.smtp_url is None else "SMTP"
-    if once:
-        result = dispatcher.run_once()
-        console.print(
-            f"delivered {result.delivered} ({target}), retrying {result.retrying}, "
-            f"failed {result.failed}",
-            highlight=False,
-        )
-        return
+    if not once:
 
-    def _stop(signum: int, _frame: FrameType | None) -> None:
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            err_console.print(
+                f"{signal.Signals(signum).name}: finishing the current message", highlight=False
+            )
+            for dispatcher in dispatchers:
+                dispatcher.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        names = ", ".join(d.name for d in dispatchers)
         err_console.print(
-            f"{signal.Signals(signum).name}: finishing the current message", highlight=False
+            f"dispatcher {names} on {state.database_label} to {target}", highlight=False
         )
-        dispatcher.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    err_console.print(
-        f"dispatcher {dispatcher.name} on {state.database_label} to {target}", highlight=False
+    total = run_in_threads(dispatchers, once=once)
+    words = (
+        f"delivered {total.delivered} ({target}), retrying {total.retrying}, failed {total.failed}"
     )
-    dispatcher.run()
-    total = dispatcher.total
-    err_console.print(
-        f"dispatcher stopped; delivered {total.delivered}, retrying {total.retrying}, "
-        f"failed {total.failed}",
-        highlight=False,
-    )
+    if once:
+        console.print(words, highlight=False)
+    else:
+        err_console.print(f"dispatcher stopped; {words}", highlight=False)
 
 
 def start_dispatcher(ctx: Context) -> tuple[Dispatcher, threading.Thread]:

@@ -54,7 +54,7 @@ from crmflow.store.outbox import (
     next_due_at,
 )
 
-__all__ = ["DispatchResult", "Dispatcher", "backoff", "sender_for"]
+__all__ = ["DispatchResult", "Dispatcher", "backoff", "run_in_threads", "sender_for"]
 
 log = logging.getLogger("crmflow.delivery")
 
@@ -244,3 +244,22 @@ class Dispatcher:
     def _sleep(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
+
+
+def run_in_threads(dispatchers: list[Dispatcher], *, once: bool) -> DispatchResult:
+    """Run each dispatcher in a thread of its own (`run_once`, or `run` until each is stopped)
+    and wait for them all: bounded concurrency, one SMTP connection per thread. What they
+    delivered, together."""
+    threads = [
+        threading.Thread(target=d.run_once if once else d.run, name=f"crmflow-dispatcher-{n}")
+        for n, d in enumerate(dispatchers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)  # a signal handler (stop) runs between the waits
+    total = DispatchResult()
+    for dispatcher in dispatchers:
+        total += dispatcher.total
+    return total
