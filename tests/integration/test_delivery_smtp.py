@@ -239,6 +239,9 @@ def test_a_server_down_is_retried_later_and_the_email_arrives_once(
     assert len(server.received) == 1
     [row] = _rows(ctx)
     assert (row.status, row.attempts, row.last_error) == ("delivered", 2, None)
+    assert row.next_attempt_at is None
+    shown = _email_message(ctx, admin, rid)
+    assert shown["status"] == "delivered" and "next_attempt_at" not in shown
 
 
 def test_a_retried_email_carries_the_same_message_id(
@@ -272,6 +275,18 @@ def test_a_recipient_refused_with_550_fails_at_once(
     assert smtp.received == []
 
 
+def test_an_address_that_is_not_one_fails_at_once(
+    ctx: Context, smtp: SmtpServer, clock: FrozenClock
+) -> None:
+    payload = {**_payload(1), "to": ["Claire Martin <claire-at-example.org>"]}
+    _insert(ctx, [payload])
+    assert Dispatcher(with_smtp(ctx, smtp.url)).run_once().failed == 1
+    [row] = _rows(ctx)
+    assert row.status == "failed"
+    assert row.last_error.startswith("'claire-at-example.org' is not an email address")
+    assert smtp.received == []
+
+
 def test_a_message_fails_after_its_last_attempt(
     ctx: Context, admin: Actor, clock: FrozenClock
 ) -> None:
@@ -297,11 +312,9 @@ def _payload(number: int) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def test_two_dispatchers_on_postgres_never_deliver_a_message_twice(
-    postgres_ctx: Context, smtp: SmtpServer
-) -> None:
-    ctx = postgres_ctx
-    count = 300
+def _insert(ctx: Context, payloads: list[dict[str, Any]]) -> None:
+    """Outbox rows of these email payloads, due now (without a flow: what the dispatcher
+    reads of a row is its payload)."""
     now = ctx.now()
     rows = [
         {
@@ -310,16 +323,24 @@ def test_two_dispatchers_on_postgres_never_deliver_a_message_twice(
             "step_run": number,
             "idempotency_key": f"load:{number}",
             "kind": "email",
-            "payload": _payload(number),
+            "payload": payload,
             "status": "pending",
             "not_before": now,
             "attempts": 0,
             "created_at": now,
         }
-        for number in range(count)
+        for number, payload in enumerate(payloads)
     ]
     with ctx.engine.begin() as conn:
         insert_ignoring_duplicates(conn, rows)
+
+
+def test_two_dispatchers_on_postgres_never_deliver_a_message_twice(
+    postgres_ctx: Context, smtp: SmtpServer
+) -> None:
+    ctx = postgres_ctx
+    count = 300
+    _insert(ctx, [_payload(number) for number in range(count)])
     dispatched = with_smtp(ctx, smtp.url)
     dispatchers = [Dispatcher(dispatched, batch_size=7, name=f"d{n}") for n in range(2)]
     assert run_in_threads(dispatchers, once=True).delivered == count

@@ -222,11 +222,15 @@ def _leased(conn: sa.Connection, message_id: int, owner: str, values: dict[str, 
     return result.rowcount == 1
 
 
+# A message that went keeps no trace of the retries before (their errors are in the log).
+_NO_RETRY: dict[str, Any] = {"next_attempt_at": None, "last_error": None}
+
+
 def mark_delivered(
     conn: sa.Connection, message_id: int, *, owner: str, at: datetime, reply: str
 ) -> bool:
     """The server accepted the message: `delivered`, with its reply."""
-    values = {"status": "delivered", "delivered_at": at, "server_reply": reply, "last_error": None}
+    values = {"status": "delivered", "delivered_at": at, "server_reply": reply, **_NO_RETRY}
     return _leased(conn, message_id, owner, values)
 
 
@@ -234,7 +238,7 @@ def mark_caught(
     conn: sa.Connection, message_id: int, *, owner: str, at: datetime, rendered: str
 ) -> bool:
     """The mail catcher kept the message (`caught`, the message as it would have gone)."""
-    values = {"status": "caught", "delivered_at": at, "rendered": rendered, "last_error": None}
+    values = {"status": "caught", "delivered_at": at, "rendered": rendered, **_NO_RETRY}
     return _leased(conn, message_id, owner, values)
 
 
