@@ -32,6 +32,7 @@ from bench.bench_steps import create_flow, enroll_all, fill_contacts
 from bench.common import fresh_database
 from crmflow.services.context import Context, system_clock
 from crmflow.store import enrollments as repo
+from crmflow.store.enrollments import claims
 from crmflow.store.schema import enrollments, step_runs
 from crmflow.worker import Worker, run_once
 
@@ -132,7 +133,8 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         # Which enrollments each batch claimed, and when that batch had committed.
         claimed: dict[int, list[int]] = {}
         done: dict[int, float] = {}
-        # due_ids finds a batch's enrollments on both backends (on PostgreSQL inside the claim).
+        # due_ids finds a batch's enrollments on both backends: the worker calls it on SQLite
+        # (store.enrollments), the claim calls it on PostgreSQL (store.enrollments.claims).
         original_due, original_batch = repo.due_ids, worker_module.run_batch
 
         def due_ids(*args: Any, **kwargs: Any) -> list[int]:
@@ -153,7 +155,8 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         sleeper = multiprocessing.get_context("spawn").Process(
             target=_sleeper, args=([at.timestamp() for at in plan.values()], queue)
         )
-        repo.due_ids, worker_module.run_batch = due_ids, run_batch
+        repo.due_ids = claims.due_ids = due_ids
+        worker_module.run_batch = run_batch
         thread = threading.Thread(target=runner.run, name="bench-worker")
         try:
             thread.start()
@@ -166,7 +169,8 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
             runner.stop()
             thread.join(timeout=30)
             sleeper.join(timeout=30)
-            repo.due_ids, worker_module.run_batch = original_due, original_batch
+            repo.due_ids = claims.due_ids = original_due
+            worker_module.run_batch = original_batch
         if len(done) < timers:
             raise RuntimeError(f"only {len(done)} of {timers} timers ran")
         lateness = [done[e] - at.timestamp() for e, at in plan.items()]
