@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -131,3 +131,13 @@ async def raw_body(request: Request) -> tuple[str, str]:
     body = await request.body()
     text = decode_document(body, source="request body", what="the request body")
     return text, request.headers.get("content-type", "")
+
+
+# The three headers of a Standard Webhooks signature, as every signed route takes them.
+WebhookId = Annotated[str | None, Header(description="Standard Webhooks: the call's id")]
+WebhookTimestamp = Annotated[
+    str | None, Header(description="Standard Webhooks: Unix seconds when signed")
+]
+WebhookSignature = Annotated[
+    str | None, Header(description="Standard Webhooks: `v1,<base64 HMAC-SHA256>`")
+]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from crmflow.api.deps import ServiceContext
+from crmflow.api.deps import ServiceContext, WebhookId, WebhookSignature, WebhookTimestamp
 from crmflow.api.limits import GuardedRoute, json_body_refusal
 from crmflow.api.responses.flows import HookResult
 from crmflow.services import webhooks_in
@@ -71,15 +71,9 @@ def receive_hook(
     key: str,
     body: Annotated[bytes, Depends(_body)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    webhook_id: Annotated[
-        str | None, Header(description="Standard Webhooks: the call's id")
-    ] = None,
-    webhook_timestamp: Annotated[
-        str | None, Header(description="Standard Webhooks: Unix seconds when signed")
-    ] = None,
-    webhook_signature: Annotated[
-        str | None, Header(description="Standard Webhooks: `v1,<base64 HMAC-SHA256>`")
-    ] = None,
+    webhook_id: WebhookId = None,
+    webhook_timestamp: WebhookTimestamp = None,
+    webhook_signature: WebhookSignature = None,
 ) -> dict[str, Any]:
     """Start, for the record the body names, every started flow whose `webhook` trigger has
     this key: signed (Standard Webhooks) when the trigger has a `secret`, else with an API token.

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal, TextIO, cast
 from fastapi import (
     APIRouter,
     Depends,
-    Header,
     Path,
     Query,
     Request,
@@ -21,7 +20,16 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from crmflow.api.deps import AfterId, CurrentActor, PageLimit, RowId, ServiceContext
+from crmflow.api.deps import (
+    AfterId,
+    CurrentActor,
+    PageLimit,
+    RowId,
+    ServiceContext,
+    WebhookId,
+    WebhookSignature,
+    WebhookTimestamp,
+)
 from crmflow.api.limits import GuardedRoute
 from crmflow.api.preconditions import (
     NOT_MODIFIED,
@@ -215,15 +223,9 @@ def apply_record_changes(
     type_key: str,
     body: Annotated[bytes, Depends(_changes_body)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_sync_bearer)],
-    webhook_id: Annotated[
-        str | None, Header(description="Standard Webhooks: the call's id")
-    ] = None,
-    webhook_timestamp: Annotated[
-        str | None, Header(description="Standard Webhooks: Unix seconds when signed")
-    ] = None,
-    webhook_signature: Annotated[
-        str | None, Header(description="Standard Webhooks: `v1,<base64 HMAC-SHA256>`")
-    ] = None,
+    webhook_id: WebhookId = None,
+    webhook_timestamp: WebhookTimestamp = None,
+    webhook_signature: WebhookSignature = None,
 ) -> dict[str, Any]:
     """Apply a batch of changes by external id, JSON Lines (see docs/integrations.md): each bad
     line is reported with its number and why, the others are applied, in one transaction. Every
