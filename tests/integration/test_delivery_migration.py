@@ -60,7 +60,7 @@ def test_the_outbox_gets_its_delivery_columns_and_loses_them_on_downgrade(
         conn.execute(table.insert(), [row])
 
     upgrade(engine, revision)
-    assert DELIVERY_COLUMNS <= _columns(engine)
+    assert _columns(engine) >= DELIVERY_COLUMNS
     with engine.connect() as conn:
         [got] = conn.execute(sa.text("select status, attempts, delivered_at from outbox"))
     assert tuple(got) == ("pending", 0, None)

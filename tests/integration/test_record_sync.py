@@ -18,6 +18,7 @@ from crmflow.errors import (
 )
 from crmflow.services import flows, record_sync, records
 from crmflow.services.context import Actor, Context
+from crmflow.store import records as stored_records
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock
 from tests.integration.helpers import history
@@ -136,7 +137,7 @@ def test_a_record_given_the_same_external_id_meanwhile_is_a_conflict_not_a_crash
 ) -> None:
     record_sync.upsert_external(ctx, manager, "contact", "crm-1", {"last_name": "First"})
     # As if another sender created crm-1 between this sender's lookup and its insert.
-    monkeypatch.setattr(record_sync.store, "find_by_external_ids", lambda *_a, **_k: {})
+    monkeypatch.setattr(stored_records, "find_by_external_ids", lambda *_a, **_k: {})
     with pytest.raises(ConflictError, match="send the change again"):
         record_sync.upsert_external(ctx, manager, "contact", "crm-1", {"last_name": "Second"})
     body = batch({"external_id": "crm-1", "data": {"last_name": "Third"}})
