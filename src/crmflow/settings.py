@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -9,7 +10,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def allowed_networks(setting: str | None) -> tuple[IpNetwork, ...]:
+    """The networks CRMFLOW_WEBHOOK_ALLOW lists ("127.0.0.1/32,10.0.0.0/8"); ValueError names
+    an entry that is not one."""
+    networks: list[IpNetwork] = []
+    for entry in (setting or "").split(","):
+        if entry.strip():
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{entry.strip()!r} is not an address or network (e.g. 10.0.0.0/8)"
+                ) from None
+    return tuple(networks)
+
+
+__all__ = ["IpNetwork", "Settings", "allowed_networks", "get_settings"]
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -102,6 +121,53 @@ class Settings(BaseSettings):
     delivery_retry_max_seconds: float = Field(
         gt=0, default=6 * 3600.0, description="The longest wait between two attempts."
     )
+
+    webhook_connect_timeout: float = Field(
+        gt=0,
+        default=5.0,
+        description="Seconds a webhook or SMS provider call waits to connect.",
+    )
+    webhook_read_timeout: float = Field(
+        gt=0,
+        le=300,
+        default=30.0,
+        description="Seconds a webhook or SMS provider call waits for each read of the answer "
+        "(at most: a webhook action's own timeout_seconds, when shorter, wins).",
+    )
+    webhook_allow: str | None = Field(
+        default=None,
+        description="Addresses and networks webhooks and the SMS provider may call although they "
+        "are loopback, private or link-local, comma-separated (e.g. 127.0.0.1/32,10.0.0.0/8); "
+        "unset: public addresses only (docs/delivery.md).",
+    )
+    sms_url: str | None = Field(
+        default=None,
+        description="The generic HTTP SMS provider's URL (a POST per message); unset: the SMS "
+        "log keeps every SMS in the database (status `caught`).",
+    )
+    sms_auth_header: str | None = Field(
+        default=None,
+        description="A header sent with each SMS provider call, 'Name: value' (e.g. "
+        "'Authorization: Bearer ...').",
+    )
+    sms_body: str = Field(
+        default='{"to": "{to}", "text": "{text}"}',
+        description="The SMS provider call's body, {to} (E.164) and {text} replaced: JSON-escaped "
+        "when the body starts with { or [ (sent as JSON), else URL-encoded (sent as a form).",
+    )
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        allowed_networks(value)
+        return value
+
+    @field_validator("sms_auth_header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value is not None and not value.partition(":")[0].strip():
+            raise ValueError("write the header as 'Name: value'")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -21,6 +21,7 @@ from crmflow.api import (
     record_groups,
     record_types,
     records,
+    templates,
     triggers,
     users,
 )
@@ -102,6 +103,7 @@ def create_app(ctx: Context) -> FastAPI:
         triggers,
         hooks,
         mail,
+        templates,
     ):
         app.include_router(module.router)
     declare_error_responses(app)

@@ -23,6 +23,7 @@ from crmflow.cli import (
     records,
     runs,
     simulate,
+    templates,
     users,
     worker,
 )
@@ -48,6 +49,7 @@ app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
 app.add_typer(mail.app, name="mail")
+app.add_typer(templates.app, name="templates")
 
 
 @app.callback()

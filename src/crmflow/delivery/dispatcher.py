@@ -1,5 +1,5 @@
-"""The dispatcher: claim due outbox emails in batches -> send each -> write its outcome on its
-row, one message at a time.
+"""The dispatcher: claim due outbox messages (emails, SMS, webhooks) in batches -> send each ->
+write its outcome on its row, one message at a time.
 
 Claims lease the rows to this dispatcher (`store.outbox.claim_due`): on PostgreSQL with SKIP
 LOCKED, so any number of dispatchers take different rows; on SQLite the claim holds the single
@@ -10,10 +10,9 @@ attempt sends the same Message-ID again (docs/delivery.md).
 
 Retries wait `backoff(attempts)`: exponential with jitter, stored on the row as
 `next_attempt_at`, so they survive a restart. A permanent refusal (SMTP 5xx on MAIL, RCPT or
-DATA, an invalid address) fails the message at once; so does the last allowed attempt
-(CRMFLOW_DELIVERY_MAX_ATTEMPTS).
-
-Only emails are delivered so far: SMS and webhooks stay pending (issue 10, next parts).
+DATA, an invalid address or phone number, an HTTP 4xx other than 408 and 429, a refused
+address) fails the message at once; so does the last allowed attempt
+(CRMFLOW_DELIVERY_MAX_ATTEMPTS). A Retry-After on an HTTP 429 or 503 sets the next attempt.
 """
 
 from __future__ import annotations
@@ -35,13 +34,17 @@ from crmflow.delivery.email import (
     CatchingSender,
     DeliveryError,
     Sender,
+    Sent,
     SmtpSender,
     build_email,
     envelope_recipients,
     envelope_sender,
     parse_smtp_url,
 )
-from crmflow.engine.commands import EmailPayload
+from crmflow.delivery.http import RetryLaterError
+from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
+from crmflow.delivery.webhook import WebhookSender
+from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
 from crmflow.settings import Settings
 from crmflow.store.database import OperationalError, read_connection
 from crmflow.store.outbox import (
@@ -58,7 +61,7 @@ __all__ = ["DispatchResult", "Dispatcher", "backoff", "run_in_threads", "sender_
 
 log = logging.getLogger("crmflow.delivery")
 
-KINDS = ("email",)  # the channels delivered so far
+KINDS = ("email", "sms", "webhook")  # the channels delivered
 DEFAULT_BATCH = 50
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
@@ -102,9 +105,10 @@ def dispatcher_name() -> str:
 
 
 class Dispatcher:
-    """Delivers due outbox emails; `run()` loops until `stop()`, `run_once()` delivers what is
-    due now and returns. One sender (one SMTP connection) per dispatcher: run several
-    dispatchers (threads or processes) for concurrency."""
+    """Delivers due outbox messages; `run()` loops until `stop()`, `run_once()` delivers what is
+    due now and returns. One sender (one SMTP connection, one HTTP client each for webhooks and
+    the SMS provider) per dispatcher: run several dispatchers (threads or processes) for
+    concurrency."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class Dispatcher:
         max_idle: float = MAX_IDLE,
         name: str | None = None,
         sender: Sender | None = None,
+        sms_provider: SmsProvider | None = None,
         rand: random.Random | None = None,
     ) -> None:
         self.ctx = ctx
@@ -123,6 +128,8 @@ class Dispatcher:
         self.max_idle = max_idle
         self.name = name or dispatcher_name()
         self.sender = sender if sender is not None else sender_for(ctx.settings)
+        self.webhooks = WebhookSender(ctx.settings)
+        self.sms = SmsSender(sms_provider or sms_provider_for(ctx.settings))
         self.rand = rand or random.Random()
         self.total = DispatchResult()
         self._stop = threading.Event()
@@ -171,7 +178,7 @@ class Dispatcher:
                 if result.claimed < self.batch_size:
                     break
         finally:
-            self.sender.close()
+            self._close()
         return total
 
     def run(self) -> None:
@@ -193,18 +200,38 @@ class Dispatcher:
                 if result.claimed == 0:
                     self._sleep(self._idle_seconds())
         finally:
-            self.sender.close()
+            self._close()
             log.info("dispatcher %s stopped: %s", self.name, self.total)
+
+    def _close(self) -> None:
+        self.sender.close()
+        self.webhooks.close()
+        self.sms.close()
+
+    def _send(self, message: ClaimedMessage) -> Sent:
+        """One message handed to its channel's sender."""
+        key = message.idempotency_key
+        if message.kind == "webhook":
+            webhook = WebhookPayload.model_validate(message.payload)
+            return self.webhooks.send(webhook, key, self.ctx.now())
+        if message.kind == "sms":
+            return self.sms.send(SmsPayload.model_validate(message.payload), key, self.ctx.now())
+        payload = EmailPayload.model_validate(message.payload)
+        email = build_email(payload, self.ctx.settings.mail_from)
+        return self.sender.send(email, envelope_sender(email), envelope_recipients(payload))
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
         try:
-            payload = EmailPayload.model_validate(message.payload)
-            email = build_email(payload, self.ctx.settings.mail_from)
-            sent = self.sender.send(email, envelope_sender(email), envelope_recipients(payload))
+            sent = self._send(message)
         except ValidationError as exc:
-            return self._failed(message, f"not an email payload: {exc}", permanent=True)
+            return self._failed(message, f"not an {message.kind} payload: {exc}", permanent=True)
+        except RetryLaterError as exc:
+            return self._failed(message, str(exc), permanent=False, wait=exc.retry_after)
         except DeliveryError as exc:
             return self._failed(message, str(exc), permanent=exc.permanent)
+        except Exception as exc:  # one message's unforeseen error fails it alone, for now
+            log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
+            return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
         with self.ctx.engine.begin() as conn:
             at = self.ctx.now()
             if sent.caught is not None:
@@ -215,7 +242,16 @@ class Dispatcher:
             log.warning("dispatcher %s: message %d was taken over meanwhile", self.name, message.id)
         return DispatchResult(delivered=1)
 
-    def _failed(self, message: ClaimedMessage, error: str, *, permanent: bool) -> DispatchResult:
+    def _failed(
+        self,
+        message: ClaimedMessage,
+        error: str,
+        *,
+        permanent: bool,
+        wait: timedelta | None = None,
+    ) -> DispatchResult:
+        """Record a failed attempt: failed for good, or retried after `wait` (the server said
+        when: Retry-After) or else the backoff."""
         settings = self.ctx.settings
         last = message.attempts >= settings.delivery_max_attempts
         with self.ctx.engine.begin() as conn:
@@ -225,7 +261,7 @@ class Dispatcher:
                 mark_failed(conn, message.id, owner=self.name, error=error)
                 log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
                 return DispatchResult(failed=1)
-            at = self.ctx.now() + backoff(message.attempts, settings, self.rand)
+            at = self.ctx.now() + (wait or backoff(message.attempts, settings, self.rand))
             mark_retrying(conn, message.id, owner=self.name, next_attempt_at=at, error=error)
         log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
         return DispatchResult(retrying=1)

@@ -283,7 +283,7 @@ def _caught_query() -> sa.Select[Any]:
         )
         .outerjoin(enrollments, enrollments.c.id == outbox.c.enrollment_id)
         .outerjoin(flows, flows.c.id == enrollments.c.flow_id)
-        .where(outbox.c.status == "caught")
+        .where(outbox.c.status == "caught", outbox.c.kind == "email")  # caught SMS: not mail
     )
 
 

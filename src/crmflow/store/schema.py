@@ -13,6 +13,7 @@ from crmflow.store.types import ID, JSONDoc, UTCDateTime
 
 __all__ = [
     "api_tokens",
+    "email_templates",
     "enrollments",
     "entry_decisions",
     "feed_cursors",
@@ -444,4 +445,17 @@ webhook_receipts = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("answer", JSONDoc),
     sa.Index("ix_webhook_receipts_received_at", "received_at"),
+)
+
+# Stored email templates by name (`crmflow templates load`, PUT /api/templates/{name}): a flow's
+# send_email names one with `template:` and the dispatcher renders it when it sends
+# (services.templates). `document` is the whole template as loaded (subject, text, html,
+# from, reply_to, locale, defaults), so that new optional keys need no migration.
+email_templates = sa.Table(
+    "email_templates",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("document", JSONDoc, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(64)),
 )

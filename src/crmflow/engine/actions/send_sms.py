@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import phonenumbers
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import outbox_message
@@ -9,15 +11,42 @@ from crmflow.engine.commands import SmsPayload
 from crmflow.engine.definition import ActionStep, SendSmsAction
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
+from crmflow.engine.templates import is_template
 
-__all__ = ["KIND"]
+__all__ = ["KIND", "to_e164"]
+
+
+def to_e164(number: str) -> str:
+    """`number` in E.164 (+40721234567), the form SMS providers take; ValueError says why it is
+    not a number a message can go to. Numbers are written with their country code (+40 ...,
+    0040 ...): there is no default country to guess one from."""
+    text = number.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(
+            f"{number!r} is not a phone number with its country code (+40 721 234 567): {exc}"
+        ) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(
+            f"{number!r} is not a valid phone number (wrong length or no such number range "
+            f"for +{parsed.country_code})"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def check(checker: ActionChecker, path: str, action: SendSmsAction, step: ActionStep) -> None:
     if action.to is None:
         checker.check_default_field(path, "phone", FieldType.PHONE, "to")
-    else:
+    elif is_template(action.to):
         checker.check_text(f"{path}.to", action.to)
+    else:
+        try:
+            to_e164(action.to)
+        except ValueError as exc:
+            checker.add(f"{path}.to", str(exc), "or use a template")
     checker.check_text(f"{path}.message", action.message)
 
 

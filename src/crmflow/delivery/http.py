@@ -1,0 +1,236 @@
+"""Outbound HTTP for webhooks and the SMS provider: only http(s), only public addresses unless
+CRMFLOW_WEBHOOK_ALLOW permits others, explicit timeouts, and each answer sorted into delivered,
+retried or failed.
+
+The address check is made on the RESOLVED addresses at send time, not on the URL's text: a
+host name that resolves to 127.0.0.1, 10.x or 169.254.169.254 (a cloud's metadata service) is
+refused like the address itself. Every address the name resolves to is checked, and the request
+then goes to the checked address (the URL's host is kept in the Host header and, for https, in
+SNI and the certificate check), so the name cannot resolve to another address between the check
+and the connection (DNS rebinding). Redirects are not followed: a redirect could point anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from crmflow.delivery.email import DeliveryError, Sent
+from crmflow.settings import IpNetwork, Settings, allowed_networks
+
+__all__ = [
+    "ALLOW_SETTING",
+    "HttpTarget",
+    "RetryLaterError",
+    "new_client",
+    "outcome",
+    "post_checked",
+    "resolve_checked",
+]
+
+ALLOW_SETTING = "CRMFLOW_WEBHOOK_ALLOW"
+REPLY_CHARS = 500  # how much of a server's answer is kept on the row (server_reply)
+_READ_BYTES = 64 * 1024  # how much of an answer is read at most; the rest is not waited for
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RetryLaterError(DeliveryError):
+    """A temporary refusal that says when to come back (429 or 503 with Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message, permanent=False)
+        self.retry_after = retry_after
+
+
+def _refusal(address: IpAddress) -> str | None:
+    """Why a call may not go to `address` by default, or None when it may (a public address)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _refusal(address.ipv4_mapped)
+    if address.is_unspecified or address.is_multicast:
+        return "not a public address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:  # 169.254.169.254 (cloud metadata) among them
+        return "a link-local address (cloud metadata services live there)"
+    if address.is_private:  # fd00:ec2::254, the other metadata address, among them
+        return "a private address"
+    if not address.is_global:
+        return "not a public address"
+    return None
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """A URL checked and resolved: where to connect (`address`) and what to call it (`host`)."""
+
+    url: str  # the URL with the checked address in place of the host name
+    host_header: str
+    host: str
+    https: bool
+
+
+def resolve_checked(url: str, allow: tuple[IpNetwork, ...]) -> HttpTarget:
+    """Resolve `url`'s host now and check every address it has; the first one is where the call
+    goes. A URL that is not http(s), a host that does not resolve (temporary: DNS may come
+    back) or one with a refused address raises DeliveryError saying why."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeliveryError(
+            f"only http:// and https:// URLs are called, not {url!r}", permanent=True
+        )
+    host = parts.hostname
+    https = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if https else 80)
+    except ValueError:
+        raise DeliveryError(f"{url!r} has an invalid port", permanent=True) from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DeliveryError(f"{host} does not resolve: {exc}", permanent=False) from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not addresses:
+        raise DeliveryError(f"{host} resolves to no address", permanent=False)
+    for address in addresses:
+        why = _refusal(address)
+        if why is not None and not any(address in network for network in allow):
+            raise DeliveryError(
+                f"refused: {host} resolves to {address}, {why}; calls go to public addresses "
+                f"only unless {ALLOW_SETTING} lists it (e.g. {ALLOW_SETTING}={address}/"
+                f"{address.max_prefixlen})",
+                permanent=True,
+            )
+    chosen = addresses[0]
+    netloc = f"[{chosen}]" if chosen.version == 6 else str(chosen)
+    netloc = f"{netloc}:{port}"
+    default_port = 443 if https else 80
+    host_header = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    if ":" in host and not host_header.startswith("["):  # an IPv6 literal in the URL
+        host_header = f"[{host}]" + (f":{parts.port}" if parts.port else "")
+    checked = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    return HttpTarget(checked, host_header, host, https)
+
+
+def timeouts(settings: Settings, read_seconds: float | None = None) -> httpx.Timeout:
+    """Connect within CRMFLOW_WEBHOOK_CONNECT_TIMEOUT; each read of the answer within the
+    action's own timeout when it gives one, at most CRMFLOW_WEBHOOK_READ_TIMEOUT."""
+    read = settings.webhook_read_timeout
+    if read_seconds is not None:
+        read = min(read, read_seconds)
+    return httpx.Timeout(connect=settings.webhook_connect_timeout, read=read, write=read, pool=read)
+
+
+def post_checked(
+    client: httpx.Client,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    settings: Settings,
+    read_seconds: float | None = None,
+    now: datetime,
+) -> Sent:
+    """Call `url` (checked and resolved first) and sort the answer: 2xx delivered (the status
+    and the start of the body as the reply); 408, 429, 5xx, timeouts and connection errors
+    retried; any other answer a permanent failure."""
+    target = resolve_checked(url, allowed_networks(settings.webhook_allow))
+    sent_headers = {**headers, "Host": target.host_header}
+    extensions = {"sni_hostname": target.host} if target.https else {}
+    request = client.build_request(
+        method,
+        target.url,
+        headers=sent_headers,
+        content=body,
+        timeout=timeouts(settings, read_seconds),
+        extensions=extensions,
+    )
+    try:
+        response = client.send(request, stream=True)
+        try:
+            text = _read_start(response)
+        finally:
+            response.close()
+    except httpx.TimeoutException as exc:
+        raise DeliveryError(f"{url}: timed out ({type(exc).__name__})", permanent=False) from None
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{url}: {type(exc).__name__}: {exc}", permanent=False) from None
+    return outcome(url, response.status_code, response.headers, text, settings, now=now)
+
+
+def _read_start(response: httpx.Response) -> str:
+    """The first bytes of the answer as text; a longer answer is not read to its end."""
+    data = bytearray()
+    for chunk in response.iter_raw():
+        data += chunk
+        if len(data) >= _READ_BYTES:
+            break
+    return bytes(data[:_READ_BYTES]).decode("utf-8", errors="replace")
+
+
+def outcome(
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    text: str,
+    settings: Settings,
+    *,
+    now: datetime,
+) -> Sent:
+    """An answer sorted: Sent for a 2xx, else the DeliveryError the dispatcher acts on."""
+    reply = f"{status} {text.strip()[:REPLY_CHARS]}".strip()
+    if 200 <= status < 300:
+        return Sent(reply=reply)
+    said = f"{url} answered {reply}"
+    if status in (429, 503):
+        wait = retry_after(headers.get("retry-after"), now, settings)
+        if wait is not None:
+            raise RetryLaterError(
+                f"{said} (Retry-After: {wait.total_seconds():.0f}s)", retry_after=wait
+            )
+    if status in (408, 429) or status >= 500:
+        raise DeliveryError(said, permanent=False)
+    if 300 <= status < 400:
+        said += " (a redirect: not followed, call the final URL)"
+    raise DeliveryError(said, permanent=True)
+
+
+def retry_after(value: str | None, now: datetime, settings: Settings) -> timedelta | None:
+    """The wait a Retry-After header asks for (seconds, or an HTTP date), at most
+    CRMFLOW_DELIVERY_RETRY_MAX_SECONDS and at least a second; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    seconds: float
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            at = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        seconds = (at - now).total_seconds()
+    seconds = min(max(seconds, 1.0), settings.delivery_retry_max_seconds)
+    return timedelta(seconds=seconds)
+
+
+def new_client() -> httpx.Client:
+    """One client (one connection pool) per dispatcher: no redirects followed, no proxy taken
+    from the environment (it would connect elsewhere than to the checked address)."""
+    # No kept connections: the pool knows a connection by its address only, and one opened for
+    # one host name (its TLS certificate checked for that name) must not carry another's call.
+    return httpx.Client(
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )

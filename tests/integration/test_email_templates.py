@@ -1,0 +1,123 @@
+"""Stored email templates: saved and read by name (admins write), checked when loaded, and
+rendered for a record: the seed syntax %ab_firstname%, an empty field as its default or as
+empty text (never "None"), an undefined name refused by name, the output budget. On SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from crmflow.engine.commands import EmailPayload
+from crmflow.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from crmflow.services import templates
+from crmflow.services.context import Actor, Context
+from crmflow.services.templates import TemplateDocument, render_email
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+NEWS = {
+    "name": "news",
+    "subject": "Hello %ab_firstname%",
+    "text": "Dear {{ record.first_name }} {{ record.last_name }}, code {{ vars.code }}",
+    "html": "<p>Dear %ab_FirstName%</p>",
+    "defaults": {"first_name": "friend"},
+    "variables": ["code"],
+}
+
+
+def _payload(subject: str = "", **variables: str) -> EmailPayload:
+    return EmailPayload(
+        message_id="<1@example.org>",
+        to=("ana@example.org",),
+        subject=subject,
+        template="news",
+        variables=variables,
+        record_id=1,
+    )
+
+
+def _render(document: dict[str, Any], record: dict[str, Any], **variables: str) -> Any:
+    return render_email(
+        TemplateDocument.model_validate(document), _payload(**variables), record, now=NOW
+    )
+
+
+def test_a_template_is_saved_listed_and_shown_by_name(ctx: Context, admin: Actor) -> None:
+    _, created = templates.save_template(ctx, admin, "news", NEWS)
+    assert created
+    _, created = templates.save_template(ctx, admin, "news", {**NEWS, "subject": "Hi"})
+    assert not created
+    [listed] = templates.list_templates(ctx, admin)
+    assert (listed.name, listed.document.subject, listed.updated_by) == (
+        "news",
+        "Hi",
+        admin.username,
+    )
+    shown = templates.get_template(ctx, admin, "news").as_dict()
+    assert shown["document"]["defaults"] == {"first_name": "friend"}
+    with pytest.raises(NotFoundError, match=r"no email template 'newz'.*did you mean 'news'"):
+        templates.get_template(ctx, admin, "newz")
+
+
+def test_only_admins_change_templates(ctx: Context, member: Actor) -> None:
+    with pytest.raises(PermissionDeniedError, match="only admins"):
+        templates.save_template(ctx, member, "news", NEWS)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("Dear {{ record.first_name", "does not parse"),
+        ("From {{ flow.name }}", "'flow' is not available in a stored template"),
+        ("Code {{ vars.coupon }}", "vars has no attribute 'coupon'"),
+        ("{{ 'x' * 10**9 }}", "budget"),
+    ],
+)
+def test_a_template_that_cannot_render_is_refused_when_loaded(
+    ctx: Context, admin: Actor, text: str, why: str
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        templates.save_template(ctx, admin, "news", {**NEWS, "text": text})
+    assert any(p.path == "text" and why in p.message for p in refused.value.problems), (
+        refused.value.problems
+    )
+    assert templates.list_templates(ctx, admin) == []
+
+
+def test_the_seed_syntax_names_a_record_field() -> None:
+    done = _render(NEWS, {"first_name": "Ana", "last_name": "Pop"}, code="X1")
+    assert done.payload.subject == "Hello Ana"  # the action gave none: the template's
+    assert done.payload.body == "Dear Ana Pop, code X1"
+    assert done.html == "<p>Dear Ana</p>"  # case and underscores ignored
+
+
+def test_an_empty_field_renders_as_its_default_or_as_empty_text() -> None:
+    done = _render(NEWS, {"first_name": None, "last_name": ""}, code="X1")
+    assert done.payload.subject == "Hello friend"
+    assert done.payload.body == "Dear friend , code X1"
+    assert "None" not in done.payload.body
+
+
+def test_the_flows_subject_wins_over_the_templates() -> None:
+    document = TemplateDocument.model_validate(NEWS)
+    record = {"first_name": "Ana", "last_name": "Pop"}
+    done = render_email(document, _payload("Yours, Ana", code="1"), record, now=NOW)
+    assert done.payload.subject == "Yours, Ana"
+
+
+def test_an_undefined_name_is_refused_by_its_name() -> None:
+    with pytest.raises(Exception, match="nickname"):
+        _render({**NEWS, "text": "Hi {{ record.nickname }}"}, {"first_name": "Ana"}, code="1")
+
+
+def test_a_render_over_the_output_budget_stops() -> None:
+    text = "{% for i in range(1000) %}{{ record.notes }}{% endfor %}"
+    with pytest.raises(LimitExceededError, match="output budget"):
+        _render({**NEWS, "text": text}, {"first_name": "Ana", "notes": "x" * 1000}, code="1")
