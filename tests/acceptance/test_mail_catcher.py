@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.services.context import Actor, Context
+from crmflow.services.templates import load_template_file
 from crmflow.services.users import actor_by_username
 from crmflow.settings import Settings
 from crmflow.store.outbox import flow_messages
@@ -169,12 +170,25 @@ def test_the_donor_thank_you_flow_emails_the_donor() -> None:
         assert mail["Message-ID"] == sent.payload["message_id"]
         assert mail["Message-ID"].endswith("@example.org>")
 
-        # Three months later the news comes from a stored template: not delivered yet (a
-        # later part of issue 10), it waits as a retry and says why.
+        # Three months later the news comes from the stored template donor-news, rendered
+        # when it is sent: her first name changed meanwhile, and the email says the new one.
+        admin = actor_by_username(flow.ctx, "system")
+        load_template_file(flow.ctx, admin, EXAMPLES / "templates" / "donor-news.yaml")
         flow.advance(days=91)
-        assert Dispatcher(with_smtp(flow.ctx, server.url)).run_once().retrying == 1
-        assert [m.status for m in flow.messages()] == ["delivered", "retrying"]
-        assert len(server.received) == 1
+        rid = flow.messages()[0].record_id
+        flow.update_record(rid, {"first_name": "Clara"})
+        assert Dispatcher(with_smtp(flow.ctx, server.url)).run_once().delivered == 1
+        assert [m.status for m in flow.messages()] == ["delivered", "delivered"]
+        news = server.received[1].message
+        assert news["Subject"] == "Claire, nos projets avancent grâce à vous"  # the flow's
+        assert news["Reply-To"] == "dons@example.org"  # the template's
+        text = news.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert text.startswith("Bonjour Clara,\n")  # %ab_firstname%, at send time
+        assert "votre don de 120 EUR" in text
+        assert "<p>Bonjour Clara,</p>" in news.get_body(("html",)).get_content()
+        assert "Email sent to claire@example.org: Claire, nos projets avancent grâce à vous" in (
+            flow.history(rid)
+        )
 
 
 def test_crmflow_worker_delivers_the_emails_its_runs_write(

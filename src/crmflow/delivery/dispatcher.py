@@ -36,7 +36,8 @@ from crmflow.delivery.email import (
     Sender,
     Sent,
     SmtpSender,
-    build_email,
+    archive_sent,
+    email_of,
     envelope_recipients,
     envelope_sender,
     parse_smtp_url,
@@ -216,8 +217,8 @@ class Dispatcher:
             return self.webhooks.send(webhook, key, self.ctx.now())
         if message.kind == "sms":
             return self.sms.send(SmsPayload.model_validate(message.payload), key, self.ctx.now())
-        payload = EmailPayload.model_validate(message.payload)
-        email = build_email(payload, self.ctx.settings.mail_from)
+        # A stored template is rendered now, for the record as it is now (docs/delivery.md).
+        email, payload = email_of(self.ctx, EmailPayload.model_validate(message.payload))
         return self.sender.send(email, envelope_sender(email), envelope_recipients(payload))
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
@@ -238,6 +239,8 @@ class Dispatcher:
                 kept = mark_caught(conn, message.id, owner=self.name, at=at, rendered=sent.caught)
             else:
                 kept = mark_delivered(conn, message.id, owner=self.name, at=at, reply=sent.reply)
+            if kept:
+                archive_sent(conn, message, sent, at)
         if not kept:
             log.warning("dispatcher %s: message %d was taken over meanwhile", self.name, message.id)
         return DispatchResult(delivered=1)

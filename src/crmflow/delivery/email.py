@@ -13,6 +13,7 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, getaddresses
@@ -20,8 +21,15 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from email_validator import EmailNotValidError, validate_email
+from jinja2 import TemplateError
 
 from crmflow.engine.commands import EmailPayload
+from crmflow.errors import CrmflowError
+from crmflow.services.context import Context
+from crmflow.services.templates import render_stored_email
+from crmflow.store.database import Connection
+from crmflow.store.history import HistoryEntry, insert_history
+from crmflow.store.outbox import ClaimedMessage
 
 __all__ = [
     "CatchingSender",
@@ -30,7 +38,9 @@ __all__ = [
     "Sent",
     "SmtpSender",
     "SmtpTarget",
+    "archive_sent",
     "build_email",
+    "email_of",
     "envelope_recipients",
     "parse_smtp_url",
 ]
@@ -54,6 +64,7 @@ class Sent:
 
     reply: str
     caught: str | None = None
+    subject: str | None = None  # an email's subject as sent (the record's history keeps it)
 
 
 class Sender(Protocol):
@@ -98,14 +109,17 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
-def build_email(payload: EmailPayload, default_sender: str) -> EmailMessage:
-    """The message of an email payload: text body, attachments as MIME parts, the payload's
-    Message-ID; raises DeliveryError (permanent) for an address that is not one."""
+def build_email(
+    payload: EmailPayload, default_sender: str, *, html: str | None = None
+) -> EmailMessage:
+    """The message of an email payload: text body (and `html` as its alternative part),
+    attachments as MIME parts, the payload's Message-ID; raises DeliveryError (permanent) for
+    an address that is not one, or for a stored template's payload not rendered yet
+    (`services.templates.render_stored_email` fills its body)."""
     if payload.body is None:
-        # Stored templates come with a later part of issue 10: the message waits for them.
         raise DeliveryError(
-            f"stored email templates are not delivered yet (template {payload.template!r})",
-            permanent=False,
+            f"the email names the stored template {payload.template!r} but was not rendered",
+            permanent=True,
         )
     message = EmailMessage(policy=SMTP)
     message["From"] = payload.from_address or default_sender
@@ -119,6 +133,8 @@ def build_email(payload: EmailPayload, default_sender: str) -> EmailMessage:
     message["Message-ID"] = payload.message_id
     # Quoted-printable: readable as it is, and 7-bit clean for any server (no 8BITMIME needed).
     message.set_content(payload.body, cte="quoted-printable")
+    if html is not None:
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
     for attachment in payload.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(
@@ -128,6 +144,38 @@ def build_email(payload: EmailPayload, default_sender: str) -> EmailMessage:
             filename=attachment.filename,
         )
     return message
+
+
+def email_of(ctx: Context, payload: EmailPayload) -> tuple[EmailMessage, EmailPayload]:
+    """The message to send for `payload`, with its stored template (if it names one) rendered
+    now, for the record as it is now; a template or record that is gone, a name the template
+    does not know or a budget gone over fails the message for good (another attempt would
+    render the same)."""
+    if payload.template is not None:
+        try:
+            rendered = render_stored_email(ctx, payload)
+        except (CrmflowError, TemplateError, ValueError) as exc:
+            raise DeliveryError(
+                f"the template {payload.template!r} did not render: {exc}", permanent=True
+            ) from exc
+        payload, html = rendered.payload, rendered.html
+    else:
+        html = None
+    return build_email(payload, ctx.settings.mail_from, html=html), payload
+
+
+def archive_sent(conn: Connection, message: ClaimedMessage, sent: Sent, at: datetime) -> None:
+    """The archive in the CRM: an email sent (or caught) with `archive: true` leaves a line in
+    its record's history with the subject it went with, in the outcome's transaction."""
+    payload = message.payload
+    if message.kind != "email" or sent.subject is None or not payload.get("archive", True):
+        return
+    record_id = payload.get("record_id")
+    if record_id is None:
+        return
+    to = ", ".join(payload.get("to", ()))
+    entry = HistoryEntry(record_id, None, f"Email sent to {to}: {sent.subject}", at)
+    insert_history(conn, [entry])
 
 
 def envelope_recipients(payload: EmailPayload) -> list[str]:
@@ -204,7 +252,7 @@ class SmtpSender:
         text = f"{code} {reply.decode(errors='replace')}"
         if refused:
             text += "; refused: " + ", ".join(f"{a} {c}" for a, (c, _) in refused.items())
-        return Sent(text)
+        return Sent(text, subject=str(message["Subject"]))
 
     def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes, command: str) -> None:
         try:
@@ -270,7 +318,11 @@ class CatchingSender:
     it would have been sent (`crmflow mail list`), so a new user sees what the flows send."""
 
     def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> Sent:
-        return Sent("caught by the mail catcher", caught=message.as_string())
+        return Sent(
+            "caught by the mail catcher",
+            caught=message.as_string(),
+            subject=str(message["Subject"]),
+        )
 
     def close(self) -> None:
         pass
