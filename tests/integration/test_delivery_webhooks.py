@@ -8,11 +8,14 @@ them (tests allow 127.0.0.1/32; one shows it refused by default)."""
 from __future__ import annotations
 
 import dataclasses
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +24,9 @@ from standardwebhooks import Webhook
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.delivery.email import DeliveryError
-from crmflow.delivery.http import resolve_checked
+from crmflow.delivery.http import new_client, resolve_checked
+from crmflow.delivery.webhook import WebhookSender
+from crmflow.engine.commands import WebhookPayload
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records
@@ -73,7 +78,7 @@ class HttpServer:
     """An HTTP server on 127.0.0.1 that keeps every request and answers with the next of
     `replies` (then 200 ok)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Request] = []
         self.replies: list[Reply] = []
         server = self
@@ -104,6 +109,8 @@ class HttpServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -286,3 +293,105 @@ def test_the_allow_list_lets_listed_networks_through() -> None:
         resolve_checked("file:///etc/passwd", allow)
     with pytest.raises(ValueError, match="not an address or network"):
         allowed_networks("10.0.0.0/8,intranet")
+
+
+@pytest.fixture(scope="module")
+def localhost_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a self-signed certificate for the name `localhost` only (no IP in
+    it), and the certificate, for the client to trust."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+    subprocess.run(
+        ["openssl", *request, *subject, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, cert
+
+
+def test_https_goes_to_the_checked_address_with_the_name_for_tls(
+    ctx: Context, localhost_tls: tuple[ssl.SSLContext, Path]
+) -> None:
+    server_tls, cert = localhost_tls
+    server = HttpServer(tls=server_tls)
+    server.start()
+    try:
+        trusting = new_client(verify=ssl.create_default_context(cafile=str(cert)))
+        settings = ctx.settings.model_copy(update={"webhook_allow": "127.0.0.1/32,::1/128"})
+        sender = WebhookSender(settings, trusting)
+        # The name resolves to 127.0.0.1; the call goes there, and TLS checks `localhost`.
+        payload = WebhookPayload(url=f"https://localhost:{server.port}/tls", body='{"a": 1}')
+        assert sender.send(payload, "key-1", ctx.now()).reply == "200 ok"
+        [got] = server.requests
+        assert (got.path, got.headers["host"]) == ("/tls", f"localhost:{server.port}")
+        # The certificate names no address: called by its address, the check refuses it.
+        by_address = WebhookPayload(url=f"https://127.0.0.1:{server.port}/tls")
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            sender.send(by_address, "key-2", ctx.now())
+        sender.close()
+    finally:
+        server.stop()
+
+
+ALL_CHANNELS = """\
+schema_version: 1
+key: everything
+name: Everything
+record_type: contact
+triggers: [{{type: manual}}]
+steps:
+  - key: all
+    actions:
+      - type: send_email
+        key: mail
+        subject: "Hello"
+        body: "Hi"
+      - type: webhook
+        key: hook
+        url: "{url}/refuse"
+      - type: send_sms
+        key: sms
+        message: "Hi"
+"""
+
+
+def _everything(ctx: Context, admin: Actor, url: str) -> None:
+    flows.create_flow(ctx, admin, ALL_CHANNELS.format(url=url))
+    flows.change_status(ctx, admin, "everything", LifecycleAction.START)
+    data = {"first_name": "Ana", "last_name": "Pop", "email": "ana@x.org", "phone": "+40721234567"}
+    rid = records.create_record(ctx, admin, "contact", data).id
+    runs.start_record(ctx, admin, "everything", rid)
+
+
+def _statuses(ctx: Context) -> dict[str, str]:
+    with ctx.engine.connect() as conn:
+        return {r.kind: r.status for r in conn.execute(sa.select(outbox.c.kind, outbox.c.status))}
+
+
+def test_one_dispatcher_delivers_all_three_channels_and_a_failure_stays_alone(
+    ctx: Context, admin: Actor, http_server: HttpServer
+) -> None:
+    _everything(ctx, admin, http_server.url)
+    http_server.replies = [Reply(404, "no such hook")]
+    result = Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once()
+    assert (result.claimed, result.delivered, result.failed) == (3, 2, 1)
+    assert _statuses(ctx) == {"email": "caught", "webhook": "failed", "sms": "caught"}
+
+
+def test_an_unforeseen_error_in_one_message_leaves_the_others_delivered(
+    ctx: Context, admin: Actor, http_server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _everything(ctx, admin, http_server.url)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(WebhookSender, "send", broken)
+    result = Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once()
+    assert (result.delivered, result.retrying) == (2, 1)
+    assert _statuses(ctx) == {"email": "caught", "webhook": "retrying", "sms": "caught"}
+    assert _row(ctx).last_error == "RuntimeError: a bug"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -224,13 +225,15 @@ def retry_after(value: str | None, now: datetime, settings: Settings) -> timedel
     return timedelta(seconds=seconds)
 
 
-def new_client() -> httpx.Client:
+def new_client(verify: ssl.SSLContext | bool = True) -> httpx.Client:
     """One client (one connection pool) per dispatcher: no redirects followed, no proxy taken
-    from the environment (it would connect elsewhere than to the checked address)."""
+    from the environment (it would connect elsewhere than to the checked address). `verify`:
+    the TLS check (default: the system's trusted roots; tests give their own)."""
     # No kept connections: the pool knows a connection by its address only, and one opened for
     # one host name (its TLS certificate checked for that name) must not carry another's call.
     return httpx.Client(
         follow_redirects=False,
         trust_env=False,
+        verify=verify,
         limits=httpx.Limits(max_keepalive_connections=0),
     )
