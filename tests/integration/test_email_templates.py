@@ -17,7 +17,7 @@ from crmflow.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from crmflow.services import templates
+from crmflow.services import flows, templates
 from crmflow.services.context import Actor, Context
 from crmflow.services.templates import TemplateDocument, render_email
 
@@ -121,3 +121,43 @@ def test_a_render_over_the_output_budget_stops() -> None:
     text = "{% for i in range(1000) %}{{ record.notes }}{% endfor %}"
     with pytest.raises(LimitExceededError, match="output budget"):
         _render({**NEWS, "text": text}, {"first_name": "Ana", "notes": "x" * 1000}, code="1")
+
+
+def _flow_naming(template: str, variables: str = "") -> str:
+    return f"""
+schema_version: 1
+key: news
+name: News
+record_type: contact
+triggers: [{{type: record_created}}]
+steps:
+  - key: send
+    actions:
+      - type: send_email
+        subject: ""
+        template: {template}
+{variables}
+"""
+
+
+def test_a_flow_naming_a_template_is_checked_against_its_record_type_and_variables(
+    ctx: Context, admin: Actor
+) -> None:
+    templates.save_template(ctx, admin, "news", NEWS)
+    given = '        variables: {code: "X-{{ record.id }}"}'
+    flows.validate_flow_text(ctx, admin, _flow_naming("news", given))  # %ab_firstname% is a field
+
+    with pytest.raises(InvalidInputError) as refused:
+        flows.validate_flow_text(ctx, admin, _flow_naming("news"))
+    [problem, *_] = refused.value.problems
+    assert problem.path == "steps[0].actions[0].template"
+    assert "the template 'news': variables: the template 'news' needs the variable 'code'" in (
+        problem.message
+    )
+
+    templates.save_template(ctx, admin, "nick", {"name": "nick", "text": "Hi %ab_nickname%"})
+    with pytest.raises(InvalidInputError) as refused:
+        flows.validate_flow_text(ctx, admin, _flow_naming("nick"))
+    assert [p.message for p in refused.value.problems] == [
+        "the template 'nick': text: the record type has no field 'nickname' (record.nickname)"
+    ]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition.checks import CheckScope, FlowChecker
 from crmflow.engine.definition.common import KEY_PATTERN
+from crmflow.engine.definition.context_checks import TemplateCheck
 from crmflow.engine.definition.flow import SCHEMA_VERSION, FlowDefinition
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.source import (
@@ -42,6 +43,9 @@ class ValidationContext:
     queries: Mapping[str, str] | None = None  # saved query name -> its record type; None = skip
     flows: Mapping[str, str] | None = None  # other flows' key -> record type; None = skip
     allow_sql: bool = False  # run_sql actions allowed (a server setting)
+    # The problems of a stored email template used by a flow of a record type with given
+    # variables; None = the template is not loaded (the services pass their own check).
+    email_templates: TemplateCheck | None = None
 
 
 def parse_flow(
@@ -131,6 +135,7 @@ def _check(data: Any, context: ValidationContext) -> tuple[FlowDefinition | None
         queries=context.queries,
         flows=context.flows,
         allow_sql=context.allow_sql,
+        email_templates=context.email_templates,
         skipped=skipped,
         unreadable_step_keys=frozenset(
             _raw_step_key(data, path) for path in skipped if path.count("[") == 1

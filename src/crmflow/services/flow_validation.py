@@ -14,6 +14,7 @@ from crmflow.engine.validation import ValidationContext, parse_flow
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flows
 from crmflow.services.record_types import catalog
+from crmflow.services.templates import template_check
 from crmflow.store import flows as flow_store
 from crmflow.store.database import read_connection
 
@@ -43,6 +44,7 @@ def validation_context(
         queries=names.queries,
         flows={k: t for k, t in names.flows.items() if k != excluding_flow},
         allow_sql=ctx.settings.allow_sql_actions,
+        email_templates=template_check(ctx),
     )
 
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crmflow.engine.commands import EmailPayload
 from crmflow.engine.conditions import did_you_mean
+from crmflow.engine.definition.context_checks import TemplateCheck, TemplateProblems
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.source import parse_source
 from crmflow.engine.templates import (
@@ -68,6 +69,7 @@ __all__ = [
     "render_stored_email",
     "save_template",
     "seed_syntax",
+    "template_check",
     "template_problems",
 ]
 
@@ -293,6 +295,25 @@ def _template_in(conn: Connection, name: str) -> TemplateView:
 def get_template(ctx: Context, actor: Actor, name: str) -> TemplateView:
     with read_connection(ctx.engine) as conn:
         return _template_in(conn, name)
+
+
+def template_check(ctx: Context) -> TemplateCheck:
+    """The validator's check of the stored templates a flow names (services.flow_validation):
+    their texts against the flow's record type and the action's variables. The templates are
+    read once, here."""
+    with read_connection(ctx.engine) as conn:
+        documents = {row.name: _view(row).document for row in store.list_templates(conn)}
+
+    def check(
+        name: str, record_type: RecordType | None, variables: Collection[str]
+    ) -> TemplateProblems | None:
+        document = documents.get(name)
+        if document is None:
+            return None
+        found = template_problems(document, record_type=record_type, variables=variables)
+        return [(p.path, p.message, p.hint) for p in found]
+
+    return check
 
 
 def _record_variables(

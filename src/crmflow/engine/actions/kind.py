@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.definition import ActionStep, FlowDefinition, Responsibility
 from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.context_checks import TemplateCheck
 from crmflow.engine.recordtypes import FieldType, RecordType
 
 __all__ = ["ActionChecker", "ActionKind", "Kind", "KnownNames"]
@@ -37,6 +38,9 @@ class KnownNames(Protocol):
 
     @property
     def allow_sql(self) -> bool: ...
+
+    @property
+    def email_templates(self) -> TemplateCheck | None: ...
 
 
 class ActionChecker(Protocol):

@@ -38,6 +38,21 @@ def check(checker: ActionChecker, path: str, action: SendEmailAction, step: Acti
         )
     if action.body is not None:
         checker.check_text(f"{path}.body", action.body, extra)
+    if action.template is not None:
+        _check_stored_template(checker, path, action.template, extra)
+
+
+def _check_stored_template(
+    checker: ActionChecker, path: str, name: str, variables: set[str]
+) -> None:
+    """The stored template's texts against the flow's record type and the action's variables,
+    when the validator knows the templates (a template not loaded is only found at send)."""
+    check = checker.scope.email_templates
+    if check is None:
+        return
+    problems = check(name, checker.record_type, variables)
+    for where, message, hint in problems or ():
+        checker.add(f"{path}.template", f"the template {name!r}: {where}: {message}", hint)
 
 
 def _check_address(checker: ActionChecker, path: str, value: str) -> None:

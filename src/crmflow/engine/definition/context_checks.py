@@ -9,7 +9,7 @@ and adds what is wrong to the one list of problems. The walk over the flow docum
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -21,9 +21,16 @@ from crmflow.engine.recordtypes import FieldType, RecordType, normalise_value
 from crmflow.engine.templates import check_template, is_template
 from crmflow.errors import Problem
 
-__all__ = ["DATE_TYPES", "CheckScope", "ContextChecks"]
+__all__ = ["DATE_TYPES", "CheckScope", "ContextChecks", "TemplateCheck"]
 
 DATE_TYPES = frozenset({FieldType.DATE, FieldType.DATETIME})
+
+
+# The check of a stored email template that a send_email names: (template name, the flow's record
+# type, the action's variable names) -> the problems (path inside the template, message, hint),
+# or None when no template has that name. Given by the services, which keep the templates.
+TemplateProblems = list[tuple[str, str, str]]
+TemplateCheck = Callable[[str, RecordType | None, Collection[str]], TemplateProblems | None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class CheckScope:
     queries: Mapping[str, str] | None = None
     flows: Mapping[str, str] | None = None
     allow_sql: bool = False
+    email_templates: TemplateCheck | None = None
     # Parts replaced by placeholders because their shape was wrong: not checked again.
     skipped: frozenset[str] = frozenset()
     # Step keys present in the document but whose step could not be read.
