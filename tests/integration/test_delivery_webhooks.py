@@ -230,6 +230,15 @@ def test_a_retry_after_is_bounded(ctx: Context, admin: Actor, http_server: HttpS
     assert _row(ctx).next_attempt_at == ctx.now() + timedelta(seconds=600)
 
 
+def test_of_a_long_answer_only_the_start_is_kept(
+    ctx: Context, admin: Actor, http_server: HttpServer
+) -> None:
+    _notify(ctx, admin, http_server.url)
+    http_server.replies = [Reply(200, "x" * 5_000_000)]
+    assert Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once().delivered == 1
+    assert _row(ctx).server_reply == "200 " + "x" * 500
+
+
 def test_a_400_fails_at_once(ctx: Context, admin: Actor, http_server: HttpServer) -> None:
     _notify(ctx, admin, http_server.url)
     http_server.replies = [Reply(400, "unknown field name")]

@@ -38,7 +38,9 @@ __all__ = [
 
 ALLOW_SETTING = "CRMFLOW_WEBHOOK_ALLOW"
 REPLY_CHARS = 500  # how much of a server's answer is kept on the row (server_reply)
-_READ_BYTES = 64 * 1024  # how much of an answer is read at most; the rest is not waited for
+# How much of an answer is read at most: enough for the REPLY_CHARS kept; the rest is not waited
+# for (the status is known from the headers), so a huge or endless answer holds nothing up.
+_READ_BYTES = 4 * 1024
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
