@@ -28,6 +28,13 @@ raise them too (`engine.steps.scope`, `engine.budget`).
     EvaluationError(ValueError)         -    a condition, template or value could not be evaluated
         BudgetExceededError             -    it went over one of its budgets (`limit`)
     CelEvaluationError(Exception)       -    the CEL library's own error (`kind`)
+
+Inside the dispatcher, an attempt to deliver one outbox message that did not deliver: the
+dispatcher writes it on the message's row (retrying, or failed when `permanent`), never an answer
+by itself. Importable from `delivery.email` too.
+
+    DeliveryError(Exception)            -    not delivered; `permanent`: trying again cannot help
+        RetryLaterError                 -    a temporary refusal that says when (`retry_after`)
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "ConfirmationRequiredError",
     "ConflictError",
     "CrmflowError",
+    "DeliveryError",
     "EvaluationError",
     "ImportInterruptedError",
     "InvalidInputError",
@@ -56,6 +65,7 @@ __all__ = [
     "PermissionDeniedError",
     "PreconditionFailedError",
     "Problem",
+    "RetryLaterError",
     "TooManyRequestsError",
     "listed_problems",
     "refusal_body",
@@ -335,3 +345,20 @@ class CelEvaluationError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class DeliveryError(Exception):
+    """An attempt that did not deliver; `permanent`: trying again cannot help (a 5xx refusal,
+    an invalid address), so the message fails at once."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class RetryLaterError(DeliveryError):
+    """A temporary refusal that says when to come back (429 or 503 with Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message, permanent=False)
+        self.retry_after = retry_after

@@ -24,7 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateError
 
 from crmflow.engine.commands import EmailPayload
-from crmflow.errors import CrmflowError
+from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
 from crmflow.services.templates import render_stored_email
 from crmflow.store.database import Connection
@@ -47,15 +47,6 @@ __all__ = [
 
 _TIMEOUT = 30.0  # seconds: connect, and each reply of the server
 _IDLE_CHECK = 5.0  # seconds: a kept connection idle longer is checked with NOOP before use
-
-
-class DeliveryError(Exception):
-    """An attempt that did not deliver; `permanent`: trying again cannot help (a 5xx refusal,
-    an invalid address), so the message fails at once."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 @dataclass(frozen=True)
