@@ -9,17 +9,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.commands import EmailPayload
+from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
     PermissionDeniedError,
 )
-from crmflow.services import flows, templates
+from crmflow.services import enrollments as runs
+from crmflow.services import flows, records, templates
 from crmflow.services.context import Actor, Context
 from crmflow.services.templates import TemplateDocument, render_email
+from crmflow.store.schema import outbox
+from tests.integration.test_delivery_smtp import with_smtp
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 NEWS = {
@@ -129,7 +135,7 @@ schema_version: 1
 key: news
 name: News
 record_type: contact
-triggers: [{{type: record_created}}]
+triggers: [{{type: manual}}]
 steps:
   - key: send
     actions:
@@ -161,3 +167,23 @@ def test_a_flow_naming_a_template_is_checked_against_its_record_type_and_variabl
     assert [p.message for p in refused.value.problems] == [
         "the template 'nick': text: the record type has no field 'nickname' (record.nickname)"
     ]
+
+
+def test_a_template_email_that_cannot_render_at_send_fails_at_once_saying_why(
+    ctx: Context, admin: Actor
+) -> None:
+    # The flow is saved before the template is loaded, so only sending can find the mistake.
+    flows.create_flow(ctx, admin, _flow_naming("nick"))
+    flows.change_status(ctx, admin, "news", LifecycleAction.START)
+    templates.save_template(ctx, admin, "nick", {"name": "nick", "text": "Hi %ab_nickname%"})
+    data = {"first_name": "Ana", "last_name": "Pop", "email": "ana@example.org"}
+    rid = records.create_record(ctx, admin, "contact", data).id
+    runs.start_record(ctx, admin, "news", rid)
+
+    result = Dispatcher(with_smtp(ctx, None)).run_once()
+    assert (result.delivered, result.retrying, result.failed) == (0, 0, 1)
+    with ctx.engine.connect() as conn:
+        [(status, error)] = conn.execute(sa.select(outbox.c.status, outbox.c.last_error))
+    assert status == "failed"
+    assert "the template 'nick' did not render" in error
+    assert "nickname" in error
