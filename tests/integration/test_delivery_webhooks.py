@@ -64,6 +64,7 @@ class Reply:
     body: str = "ok"
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between two bytes of the body
 
 
 @dataclasses.dataclass
@@ -98,7 +99,13 @@ class HttpServer:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.trickle:
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    else:
+                        self.wfile.write(data)
                 except OSError:  # the client gave up (a timeout test)
                     pass
 
@@ -237,6 +244,17 @@ def test_of_a_long_answer_only_the_start_is_kept(
     http_server.replies = [Reply(200, "x" * 5_000_000)]
     assert Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once().delivered == 1
     assert _row(ctx).server_reply == "200 " + "x" * 500
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_read_for_one_read_timeout_at_most(
+    ctx: Context, admin: Actor, http_server: HttpServer
+) -> None:
+    _notify(ctx, admin, http_server.url, timeout=0.5)
+    http_server.replies = [Reply(200, "x" * 100, trickle=0.1)]  # 10 s in all
+    started = time.monotonic()
+    assert Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once().delivered == 1
+    assert time.monotonic() - started < 2.0
+    assert _row(ctx).server_reply.startswith("200 x")
 
 
 def test_a_400_fails_at_once(ctx: Context, admin: Actor, http_server: HttpServer) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -148,18 +149,19 @@ def post_checked(
     target = resolve_checked(url, allowed_networks(settings.webhook_allow))
     sent_headers = {**headers, "Host": target.host_header}
     extensions = {"sni_hostname": target.host} if target.https else {}
+    timeout = timeouts(settings, read_seconds)
     request = client.build_request(
         method,
         target.url,
         headers=sent_headers,
         content=body,
-        timeout=timeouts(settings, read_seconds),
+        timeout=timeout,
         extensions=extensions,
     )
     try:
         response = client.send(request, stream=True)
         try:
-            text = _read_start(response)
+            text = _read_start(response, seconds=timeout.read or 0.0)
         finally:
             response.close()
     except httpx.TimeoutException as exc:
@@ -169,12 +171,15 @@ def post_checked(
     return outcome(url, response.status_code, response.headers, text, settings, now=now)
 
 
-def _read_start(response: httpx.Response) -> str:
-    """The first bytes of the answer as text; a longer answer is not read to its end."""
+def _read_start(response: httpx.Response, *, seconds: float) -> str:
+    """The first bytes of the answer's body as text, read for at most `seconds` in all (each read
+    has its own timeout; this bounds a body trickled a byte at a time): the status is already
+    known, the body only fills server_reply."""
     data = bytearray()
+    deadline = time.monotonic() + seconds
     for chunk in response.iter_raw():
         data += chunk
-        if len(data) >= _READ_BYTES:
+        if len(data) >= _READ_BYTES or time.monotonic() > deadline:
             break
     return bytes(data[:_READ_BYTES]).decode("utf-8", errors="replace")
 
