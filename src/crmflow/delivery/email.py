@@ -165,7 +165,9 @@ def archive_sent(conn: Connection, message: ClaimedMessage, sent: Sent, at: date
     if record_id is None:
         return
     to = ", ".join(payload.get("to", ()))
-    entry = HistoryEntry(record_id, None, f"Email sent to {to}: {sent.subject}", at)
+    # Named by its run, so that only those who may see the run read it (store.history).
+    text = f"Email sent to {to}: {sent.subject}"
+    entry = HistoryEntry(record_id, message.enrollment_id, text, at)
     insert_history(conn, [entry])
 
 

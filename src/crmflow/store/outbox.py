@@ -124,6 +124,7 @@ class ClaimedMessage:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    enrollment_id: int | None = None  # the run that wrote it (its archive line names it)
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,11 @@ def claim_due(
                 lease_until=now + lease,
                 attempts=o.attempts + 1,
             )
-            .returning(o.id, o.idempotency_key, o.kind, o.payload, o.attempts)
+            .returning(o.id, o.idempotency_key, o.kind, o.payload, o.attempts, o.enrollment_id)
         )
         claimed = [
-            ClaimedMessage(r.id, r.idempotency_key, r.kind, r.payload, r.attempts) for r in rows
+            ClaimedMessage(r.id, r.idempotency_key, r.kind, r.payload, r.attempts, r.enrollment_id)
+            for r in rows
         ]
     return sorted(claimed, key=lambda m: m.id)
 
