@@ -182,10 +182,12 @@ def test_the_donor_thank_you_flow_emails_the_donor() -> None:
         news = server.received[1].message
         assert news["Subject"] == "Claire, nos projets avancent grâce à vous"  # the flow's
         assert news["Reply-To"] == "dons@example.org"  # the template's
-        text = news.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        plain, html = news.get_body(("plain",)), news.get_body(("html",))
+        assert plain is not None and html is not None
+        text = plain.get_content().replace("\r\n", "\n")
         assert text.startswith("Bonjour Clara,\n")  # %ab_firstname%, at send time
         assert "votre don de 120 EUR" in text
-        assert "<p>Bonjour Clara,</p>" in news.get_body(("html",)).get_content()
+        assert "<p>Bonjour Clara,</p>" in html.get_content()
         assert "Email sent to claire@example.org: Claire, nos projets avancent grâce à vous" in (
             flow.history(rid)
         )

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from crmflow.delivery.email import DeliveryError, Sent
+from crmflow.delivery.email import Sent
+from crmflow.errors import DeliveryError, RetryLaterError
 from crmflow.settings import IpNetwork, Settings, allowed_networks
 
 __all__ = [
@@ -44,14 +45,6 @@ REPLY_CHARS = 500  # how much of a server's answer is kept on the row (server_re
 _READ_BYTES = 4 * 1024
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class RetryLaterError(DeliveryError):
-    """A temporary refusal that says when to come back (429 or 503 with Retry-After)."""
-
-    def __init__(self, message: str, *, retry_after: timedelta) -> None:
-        super().__init__(message, permanent=False)
-        self.retry_after = retry_after
 
 
 def _refusal(address: IpAddress) -> str | None:
