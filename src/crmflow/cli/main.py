@@ -129,7 +129,7 @@ def serve(
 
     from crmflow.api.app import create_app
     from crmflow.cli.shutdown import GRACEFUL_SECONDS, HARD_STOP_SECONDS, StoppingServer
-    from crmflow.services.demo import DEMO_LOGINS, load_demo
+    from crmflow.services.demo import load_demo
     from crmflow.services.setup import prepare_to_serve
 
     ctx = state.context
@@ -140,20 +140,7 @@ def serve(
     if demo:
         summary = load_demo(ctx)
         console.print(f"demo data: {summary}", highlight=False)
-    base = f"http://{host}:{port}"
-    console.print(f"crmflow on {base}  (database: {state.database_label})", highlight=False)
-    console.print(f"  API docs:  {base}/docs     OpenAPI: {base}/openapi.json", highlight=False)
-    if demo:
-        console.print("  log in with a demo user (username / password / API token):")
-        for login in DEMO_LOGINS:
-            console.print(
-                f"    {login.username:<7} {login.role:<8} {login.password:<14} {login.token}",
-                highlight=False,
-            )
-        console.print(
-            f'  try:  curl -H "Authorization: Bearer {DEMO_LOGINS[0].token}" {base}/api/flows',
-            highlight=False,
-        )
+    _print_where_to_look(f"http://{host}:{port}", demo=demo)
     import threading
 
     from crmflow.cli.dispatch import start_dispatcher
@@ -197,6 +184,26 @@ def serve(
         thread.join(timeout=HARD_STOP_SECONDS)
         dispatching.join(timeout=HARD_STOP_SECONDS)
     err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)
+
+
+def _print_where_to_look(base: str, *, demo: bool) -> None:
+    """What `serve` prints first: its address, the API docs, and with the demo how to log in."""
+    from crmflow.services.demo import DEMO_LOGINS
+
+    console.print(f"crmflow on {base}  (database: {state.database_label})", highlight=False)
+    console.print(f"  API docs:  {base}/docs     OpenAPI: {base}/openapi.json", highlight=False)
+    if not demo:
+        return
+    console.print("  log in with a demo user (username / password / API token):")
+    for login in DEMO_LOGINS:
+        console.print(
+            f"    {login.username:<7} {login.role:<8} {login.password:<14} {login.token}",
+            highlight=False,
+        )
+    console.print(
+        f'  try:  curl -H "Authorization: Bearer {DEMO_LOGINS[0].token}" {base}/api/flows',
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Bulk import and export of records as CSV or JSONL, streamed and set-based.
+"""Bulk import of records as CSV or JSONL, streamed and set-based (the export, which writes
+what this reads back, is `services.exports`).
 
 Import policy. By default good rows are kept and every bad row is reported with its line number
 (1-based; a CSV header is line 1) and the reason, field by field. Rows are written in batches, one
@@ -25,17 +26,17 @@ Without `upsert_by`, a row whose external id is already taken is refused.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any
 
 import orjson
 
-from crmflow.engine.recordtypes import FieldType, RecordType
+from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import CrmflowError, ImportInterruptedError, InvalidInputError, Problem
 from crmflow.services.context import Actor, Context
+from crmflow.services.exports import Format, export_records
 from crmflow.services.import_rows import (
     EXTERNAL_ID_COLUMN,
     OWNER_COLUMN,
@@ -44,6 +45,7 @@ from crmflow.services.import_rows import (
     external_id_of,
     jsonl_rows,
 )
+from crmflow.services.import_upsert import check_upsert_by, upsert_key
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
 from crmflow.services.records import LinkResolver
@@ -60,7 +62,6 @@ __all__ = [
     "import_records",
 ]
 
-Format = Literal["csv", "jsonl"]
 # A row past the per-row checks: its line, stored values, owner as given, and external id.
 _Pending = tuple[int, dict[str, Any], Any, str | None]
 ProgressCallback = Callable[[int, int], None]
@@ -269,7 +270,7 @@ class _Importer:
             return None
         if self.upsert_by == EXTERNAL_ID_COLUMN and self.external_column:
             return external_id
-        return _as_key(data[self.upsert_by])
+        return upsert_key(data[self.upsert_by])
 
     def write(self, conn: Connection, batch: list[_Pending], *, insert: bool) -> None:
         """Check the batch's links, then (if `insert`) write its good rows and their events:
@@ -303,7 +304,11 @@ class _Importer:
     ) -> None:
         """Write a batch whose rows carry keys: the rows naming a record update it (in order,
         each seeing the one before), the others are created (several rows with one new key make
-        one record, with the values of them all)."""
+        one record, with the values of them all).
+
+        Long on purpose: one pass decides each row in file order against five running tallies
+        (the records as updated so far, the new keys and external ids seen, what is created and
+        updated); split, each part would take and give back all five."""
         report = self.report
         taken = store.find_by_external_ids(
             conn, self.rtype.key, {ext for *_, ext in good if ext is not None}
@@ -424,49 +429,6 @@ class _Importer:
         return rows, external_ids
 
 
-def _as_key(value: object) -> str:
-    """A field's stored value as the text the store compares it by (`find_by_field_values`)."""
-    return value if isinstance(value, str) else str(value)
-
-
-def check_upsert_by(conn: Connection, rtype: RecordType, upsert_by: str) -> None:
-    """Refuse an `upsert_by` that cannot name one record per row: a field the type does not
-    have, a yes/no field, or a field whose value several records of the type share."""
-    where = "the import's upsert_by"
-    if upsert_by == EXTERNAL_ID_COLUMN and rtype.field(EXTERNAL_ID_COLUMN) is None:
-        return
-    field = rtype.field(upsert_by)
-    if field is None:
-        raise InvalidInputError(
-            where,
-            [
-                Problem(
-                    "upsert_by",
-                    f"{upsert_by!r} is not a field of record type {rtype.key!r}",
-                    f"use external_id or one of: {', '.join(rtype.field_keys)}",
-                )
-            ],
-        )
-    if field.type is FieldType.BOOL:
-        raise InvalidInputError(
-            where, [Problem("upsert_by", f"{upsert_by!r} is a yes/no field: it names no record")]
-        )
-    shared = store.duplicated_field_values(conn, rtype.key, upsert_by, limit=3)
-    if shared:
-        said = "; ".join(f"{value!r} is held by {n} records" for value, n in shared)
-        raise InvalidInputError(
-            where,
-            [
-                Problem(
-                    "upsert_by",
-                    f"the values of {upsert_by!r} are not unique among the {rtype.key} "
-                    f"records: {said}",
-                    "make them unique first, or upsert by external_id",
-                )
-            ],
-        )
-
-
 def import_records(
     ctx: Context,
     actor: Actor,
@@ -545,50 +507,3 @@ def import_records(
     finally:
         source.close()
     return report
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return str(value)
-
-
-def export_records(
-    ctx: Context, type_key: str, out: TextIO, *, fmt: Format, page_size: int = 5000
-) -> int:
-    """Write every record of `type_key` to `out` as CSV or JSONL; returns the number written.
-
-    Streams in keyset pages. Columns are the type's fields and `owner` (a username), which is
-    exactly what `import_records` reads back.
-    """
-    if fmt not in ("csv", "jsonl"):
-        raise InvalidInputError("the export", [Problem("format", f"{fmt!r} is not csv or jsonl")])
-    count = 0
-    with read_connection(ctx.engine) as conn:
-        rtype = record_type_in(conn, type_key)
-        keys = rtype.field_keys
-        writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-        if writer is not None:
-            writer.writerow([*keys, OWNER_COLUMN])
-        after = 0
-        while True:
-            rows = store.export_page(conn, type_key, after=after, limit=page_size)
-            if not rows:
-                break
-            for row in rows:
-                data = row.data
-                if writer is not None:
-                    writer.writerow([*(_csv_cell(data.get(k)) for k in keys), row.username or ""])
-                else:
-                    document = dict(data)
-                    if row.username:
-                        document[OWNER_COLUMN] = row.username
-                    out.write(orjson.dumps(document).decode())
-                    out.write("\n")
-            count += len(rows)
-            after = rows[-1].id
-    return count
