@@ -21,9 +21,21 @@ from crmflow.services.permissions import require_admin
 from crmflow.services.preconditions import ExpectedVersion
 from crmflow.services.users import user_ids_by_name
 from crmflow.store import flows as flow_store
+from crmflow.store.database import Connection, Row
 from crmflow.store.flow_access import is_flow_member
 
 __all__ = ["add_member", "remove_member"]
+
+
+def _record_member_change(
+    conn: Connection, ctx: Context, actor: Actor, flow: Row, note: str
+) -> None:
+    """A membership change is a new revision of the flow (If-Match sees it) and a line in its
+    history; the status and version stay as they were."""
+    flow_store.bump_revision(conn, flow.id)
+    log_status_change(
+        conn, ctx, actor, flow.id, flow.status, flow.status, flow.current_version, note
+    )
 
 
 def add_member(
@@ -40,17 +52,7 @@ def add_member(
             raise NotFoundError(f"no user named {username!r} (see `crmflow users list`)")
         if not is_flow_member(conn, row.id, ids[username]):
             flow_store.add_member(conn, row.id, ids[username])
-            flow_store.bump_revision(conn, row.id)
-            log_status_change(
-                conn,
-                ctx,
-                actor,
-                row.id,
-                row.status,
-                row.status,
-                row.current_version,
-                f"member added: {username}",
-            )
+            _record_member_change(conn, ctx, actor, row, f"member added: {username}")
         [view] = views(conn, [flow_store.flow_by_id(conn, row.id)])
     return view
 
@@ -78,17 +80,7 @@ def remove_member(
         if username in ids:
             removed = flow_store.remove_member(conn, row.id, ids[username])
             if removed:
-                flow_store.bump_revision(conn, row.id)
-                log_status_change(
-                    conn,
-                    ctx,
-                    actor,
-                    row.id,
-                    row.status,
-                    row.status,
-                    row.current_version,
-                    f"member removed: {username}",
-                )
+                _record_member_change(conn, ctx, actor, row, f"member removed: {username}")
         # Without the visibility check: removing yourself succeeded, and says so once more.
         [view] = views(conn, [flow_store.flow_by_id(conn, row.id)])
     return view
