@@ -18,11 +18,11 @@ of an import's JSONL line (`import_rows.jsonl_rows`). Lines naming one external 
 order, each seeing the one before.
 
 Every change goes through the write of every record change (`store.records`: insert_records,
-update_records, delete_record, with their change events and `mark_work`), so synced records
+update_records, delete_records, with their change events and `mark_work`), so synced records
 trigger flows like any other. Writes are set-based: one query finds the batch's records (locked),
 one resolves its users and references, and the changes are written a segment at a time, a
 segment being a run of lines that name each external id once (one INSERT, one UPDATE
-executemany, and the deletes).
+executemany, one DELETE).
 
 Who may sync: a manager or an admin with a token, or a sender that signs the body the Standard
 Webhooks way with the server's `CRMFLOW_SYNC_SECRET` (`authenticate_sync`); its changes are
@@ -399,8 +399,8 @@ class _Segment:
             self.current[external_id] = StoredRecord(
                 record.id, record.type, update.owner_id, update.data, record.version + 1
             )
-        for external_id, record in self.deletes:
-            store.delete_record(conn, record, actor_id=actor_id, now=now)
+        store.delete_records(conn, [r for _, r in self.deletes], actor_id=actor_id, now=now)
+        for external_id, _ in self.deletes:
             self.current[external_id] = None
         self.report.created += len(self.new)
         self.report.updated += len(self.updates)
