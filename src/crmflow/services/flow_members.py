@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from crmflow.engine.definition import Visibility
 from crmflow.engine.validation import flow_from_data
-from crmflow.errors import NotFoundError
+from crmflow.errors import ConflictError, NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flow
 from crmflow.services.flow_validation import validation_context
@@ -76,6 +76,12 @@ def remove_member(
     with ctx.engine.begin() as conn:
         row = visible_flow(conn, actor, key, for_update=True)
         require_revision(key, row.revision, if_revision)
+        if row.revision != flow.revision:
+            # The document checked above (outside this lock) is no longer the flow's: what it
+            # said about who may be responsible could be out of date.
+            raise ConflictError(
+                f"flow {key!r} changed while removing {username!r} was checked; try again"
+            )
         ids = user_ids_by_name(conn, {username})
         if username in ids:
             removed = flow_store.remove_member(conn, row.id, ids[username])
