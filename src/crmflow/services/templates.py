@@ -53,9 +53,9 @@ from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
 from crmflow.services.documents import read_document
 from crmflow.services.permissions import require_admin
-from crmflow.services.record_types import catalog_in
 from crmflow.store import templates as store
 from crmflow.store.database import Connection, read_connection
+from crmflow.store.record_types import find_record_type, record_type_from_row
 from crmflow.store.records import find_record
 
 __all__ = [
@@ -387,7 +387,9 @@ def render_stored_email(ctx: Context, payload: EmailPayload) -> RenderedEmail:
         stored = find_record(conn, payload.record_id) if payload.record_id is not None else None
         if payload.record_id is not None and stored is None:
             raise NotFoundError(f"the record {payload.record_id} of this email was deleted")
-        record_type = catalog_in(conn).get(stored.type) if stored is not None else None
+        # Only the record's own type: the whole catalogue would be read for every email sent.
+        type_row = find_record_type(conn, stored.type) if stored is not None else None
+    record_type = record_type_from_row(type_row) if type_row is not None else None
     record = (
         _record_variables(stored.data, record_type, record_id=stored.id, type_key=stored.type)
         if stored is not None
