@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmflow.api.deps import ServiceContext, WebhookId, WebhookSignature, WebhookTimestamp
-from crmflow.api.limits import GuardedRoute, json_body_refusal
+from crmflow.api.limits import GuardedRoute, checked_raw_body
 from crmflow.api.responses.flows import HookResult
 from crmflow.services import webhooks_in
 
@@ -38,12 +37,7 @@ async def _body(request: Request) -> bytes:
     """The body exactly as sent: the signature is computed over these bytes. Whatever its
     content type, it is held to the bounds of every JSON body (depth, number length, text)
     before the service parses it."""
-    body = await request.body()
-    # In a worker thread, as the request guard checks bodies: the event loop is not held up.
-    refusal = await anyio.to_thread.run_sync(json_body_refusal, body, "the call")
-    if refusal is not None:
-        raise refusal
-    return body
+    return await checked_raw_body(request, "the call")
 
 
 @router.post(

@@ -49,6 +49,7 @@ __all__ = [
     "GuardedRoute",
     "RequestGuard",
     "check_json_body",
+    "checked_raw_body",
     "json_body_refusal",
     "text_problem",
 ]
@@ -62,6 +63,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Where the guard leaves a JSON body it parsed, in the request's ASGI scope, for the route.
 _PARSED_BODY = "crmflow.parsed_json_body"
+# Set in the scope when the guard checked the body (a JSON content type): not checked again.
+_CHECKED_BODY = "crmflow.checked_json_body"
 
 
 def text_problem(text: str, where: str) -> Problem | None:
@@ -146,6 +149,18 @@ def check_json_body(body: bytes, what: str) -> CheckedBody:
 def json_body_refusal(body: bytes, what: str) -> InvalidInputError | None:
     """Why a JSON body is unsafe to hand on (see `check_json_body`), or None when it is safe."""
     return check_json_body(body, what).refusal
+
+
+async def checked_raw_body(request: Request, what: str) -> bytes:
+    """The body exactly as sent, held to the bounds of every JSON body whatever its content
+    type: checked here, in a worker thread, unless the guard already checked it (a JSON
+    content type), so that a large body is not parsed twice for nothing."""
+    body = await request.body()
+    if body and not request.scope.get(_CHECKED_BODY):
+        refusal = await anyio.to_thread.run_sync(json_body_refusal, body, what)
+        if refusal is not None:
+            raise refusal
+    return body
 
 
 class _Found:
@@ -287,6 +302,7 @@ class RequestGuard:
             if checked.refusal is not None:
                 await _answer(send, checked.refusal)
                 return
+            scope[_CHECKED_BODY] = True
             if checked.parsed:
                 scope[_PARSED_BODY] = checked.value  # for GuardedRoute: not parsed again
         replayed = False
