@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crmflow.context import Actor, Context, flow_zone
+from crmflow.context import Actor, Context
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.entry import HELD, Decision
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import Event, RecordChanged, RecordSnapshot
 from crmflow.engine.transition import Outcome, cancel
-from crmflow.runner.evaluation import Evaluation, Restart, engine_outcome, reused, state_of
+from crmflow.runner.evaluation import Evaluation, Restart, outcome_for, state_of
 from crmflow.runner.loop_guard import held_at_entry
 from crmflow.runner.reference import Reference, load_reference
 from crmflow.runner.writes import BatchWrites
@@ -138,16 +138,7 @@ def _entering(
             state=cancel(state_of(row, flow.key, entered_at=now), now=now, reason=reason),
             record=record or RecordSnapshot(row.record_id, flow.record_type, {}),
         )
-    return reused(evaluation, row, record, rtype, entering) or engine_outcome(
-        flow,
-        row,
-        record,
-        entering,
-        zone=flow_zone(ctx, flow),
-        record_type=rtype,
-        now=now,
-        limits=ctx.evaluation_limits,
-    )
+    return outcome_for(ctx, flow, row, record, entering, rtype, now=now, evaluation=evaluation)
 
 
 def _moving(
@@ -165,16 +156,7 @@ def _moving(
     if record is None:
         record = RecordSnapshot(row.record_id, flow.record_type, {})
         event = RecordChanged(change="deleted")
-    return reused(evaluation, row, record, rtype, event) or engine_outcome(
-        flow,
-        row,
-        record,
-        event,
-        zone=flow_zone(ctx, flow),
-        record_type=rtype,
-        now=now,
-        limits=ctx.evaluation_limits,
-    )
+    return outcome_for(ctx, flow, row, record, event, rtype, now=now, evaluation=evaluation)
 
 
 def _held(

@@ -34,6 +34,7 @@ __all__ = [
     "Restart",
     "engine_outcome",
     "evaluate_batch",
+    "outcome_for",
     "reused",
     "state_of",
 ]
@@ -168,6 +169,32 @@ def reused(
     return found.outcome
 
 
+def outcome_for(
+    ctx: Context,
+    flow: FlowDefinition,
+    row: repo.EnrollmentRow,
+    record: RecordSnapshot,
+    event: Event | Restart | None,
+    rtype: RecordType | None,
+    *,
+    now: datetime,
+    evaluation: Evaluation | None = None,
+) -> Outcome:
+    """The outcome `evaluation` already computed from these inputs (`reused`), else
+    `engine_outcome` with the flow's zone and the context's limits: the one place the runner
+    turns a context into the engine's arguments."""
+    return reused(evaluation, row, record, rtype, event) or engine_outcome(
+        flow,
+        row,
+        record,
+        event,
+        zone=flow_zone(ctx, flow),
+        record_type=rtype,
+        now=now,
+        limits=ctx.evaluation_limits,
+    )
+
+
 def evaluate_batch(
     conn: Connection,
     ctx: Context,
@@ -210,16 +237,7 @@ def evaluate_batch(
                 continue
             record = RecordSnapshot(row.record_id, flow.record_type, {})
             event = RecordChanged(change="deleted")
-        outcome = engine_outcome(
-            flow,
-            row,
-            record,
-            event,
-            zone=flow_zone(ctx, flow),
-            record_type=rtype,
-            now=now,
-            limits=ctx.evaluation_limits,
-        )
+        outcome = outcome_for(ctx, flow, row, record, event, rtype, now=now)
         evaluated[row.id] = Evaluated((row, record, rtype, event), outcome)
         if not (outcome.refused or outcome.not_due):
             snapshots[row.record_id] = outcome.record
