@@ -1,5 +1,5 @@
 """`crmflow dispatch`: deliver the outbox's emails (to CRMFLOW_SMTP_URL, or to the mail catcher
-when none is set); `--once` delivers what is due now and exits."""
+when none is set), SMS and webhooks; `--once` delivers what is due now and exits."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def dispatch(
         ),
     ] = 1,
 ) -> None:
-    """Deliver due outbox emails: claim them in batches, send each, record how it went
-    (delivered, retrying later, failed). SIGTERM or Ctrl-C stops it after the current message."""
+    """Deliver due outbox emails, SMS and webhooks: claim them in batches, send each, record
+    how it went (delivered, retrying later, failed). SIGTERM or Ctrl-C stops it after the
+    current message."""
     from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
 
     ctx = state.context
