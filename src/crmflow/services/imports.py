@@ -48,7 +48,7 @@ from crmflow.services.import_rows import (
 from crmflow.services.import_upsert import check_upsert_by, upsert_key
 from crmflow.services.permissions import require_manager
 from crmflow.services.record_types import record_type_in
-from crmflow.services.records import LinkResolver
+from crmflow.services.records import LinkResolver, change_of
 from crmflow.store import records as store
 from crmflow.store.database import Connection, read_connection
 from crmflow.store.records import RecordUpdate, StoredRecord
@@ -376,15 +376,17 @@ class _Importer:
                 )
                 continue
             record = current.get(matches[0].id, matches[0])
-            after = store.merged(record.data, data)
             owner = owner_id if owner_given else record.owner_id
-            if after == record.data and owner == record.owner_id:
+            update = change_of(record, data, owner)
+            if update is None:
                 report.unchanged += 1
                 continue
-            if self._storable(line, after) is None:
+            if self._storable(line, update.data) is None:
                 continue
-            updates.append((line, RecordUpdate(record, after, owner)))
-            current[record.id] = StoredRecord(record.id, record.type, owner, after, record.version)
+            updates.append((line, update))
+            current[record.id] = StoredRecord(
+                record.id, record.type, owner, update.data, record.version
+            )
         store.update_records(
             conn, [u for _, u in updates], actor_id=self.actor.id, now=self.insert.now
         )
