@@ -48,7 +48,7 @@ from crmflow.engine.steps.base import End, Go, Hold, StepResult, StepRun
 from crmflow.engine.steps.scope import EvaluationError, Scope
 from crmflow.engine.timing import DueTime, step_due_at
 
-__all__ = ["MAX_STEPS_PER_CALL", "Call", "Outcome", "start_call", "timed_by_record"]
+__all__ = ["MAX_STEPS_PER_CALL", "Call", "Outcome", "timed_by_record"]
 
 MAX_STEPS_PER_CALL = 1000
 _MEMO_SIZE = 1024  # due times kept per flow definition (see `Call.due`)
@@ -426,28 +426,4 @@ def timed_by_record(timing: object) -> bool:
     """Whether a step's time depends on the record: a date field, or a zone the record holds."""
     return isinstance(timing, DateTiming) or (
         isinstance(timing, AtTimeTiming) and timing.zone_field is not None
-    )
-
-
-def start_call(
-    flow: FlowDefinition,
-    state: EnrollmentState,
-    record: RecordSnapshot,
-    now: datetime,
-    zone: ZoneInfo,
-    change: RecordChanged | None,
-    record_type: RecordType | None,
-    limits: EvaluationLimits = DEFAULT_LIMITS,
-) -> Call:
-    """A call for one enrollment; the callers (enter, advance, move_to, the resume) each have
-    these eight things at hand, positionally."""
-    return Call(
-        flow,
-        state,
-        record,
-        now=now,
-        zone=zone,
-        change=change,
-        record_type=record_type,
-        limits=limits,
     )

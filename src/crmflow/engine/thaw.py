@@ -22,7 +22,7 @@ from crmflow.engine.runtime import (
     RecordSnapshot,
     WaitKind,
 )
-from crmflow.engine.step_loop import Outcome, start_call, timed_by_record
+from crmflow.engine.step_loop import Call, Outcome, timed_by_record
 from crmflow.engine.timing import shift, step_due_at
 
 __all__ = ["catch_up", "resume_recheck"]
@@ -104,7 +104,16 @@ def resume_recheck(
     if state.is_over:
         return Outcome(state=state, record=record)
     if change is not None:
-        call = start_call(flow, state, record, resumed_at, zone, change, record_type, limits)
+        call = Call(
+            flow,
+            state,
+            record,
+            now=resumed_at,
+            zone=zone,
+            change=change,
+            record_type=record_type,
+            limits=limits,
+        )
         step = flow.step(state.step_key) if state.step_key else None
         if change.change == "deleted":
             call.end(EnrollmentStatus.LEFT, "the record was deleted")

@@ -40,7 +40,7 @@ from crmflow.engine.runtime import (
     TimerFired,
     WaitKind,
 )
-from crmflow.engine.step_loop import MAX_STEPS_PER_CALL, Outcome, start_call, timed_by_record
+from crmflow.engine.step_loop import MAX_STEPS_PER_CALL, Call, Outcome, timed_by_record
 from crmflow.engine.steps import approval
 from crmflow.engine.thaw import catch_up, resume_recheck
 
@@ -97,7 +97,16 @@ def enter(
         record_id=record.id,
         entered_at=now,
     )
-    call = start_call(flow, state, record, now, zone, change, record_type, limits)
+    call = Call(
+        flow,
+        state,
+        record,
+        now=now,
+        zone=zone,
+        change=change,
+        record_type=record_type,
+        limits=limits,
+    )
     if not call.goal_reached():
         call.move(flow.ordered_steps()[0].key)
     return call.outcome()
@@ -147,7 +156,16 @@ def advance(
     if isinstance(event, TimerFired) and (state.due_at is None or now < state.due_at):
         return Outcome(state=state, record=record, not_due=True)
     change = event if isinstance(event, RecordChanged) else None
-    call = start_call(flow, state, record, now, zone, change, record_type, limits)
+    call = Call(
+        flow,
+        state,
+        record,
+        now=now,
+        zone=zone,
+        change=change,
+        record_type=record_type,
+        limits=limits,
+    )
     step = flow.step(state.step_key) if state.step_key else None
     if step is None:
         call.end(
@@ -182,7 +200,9 @@ def move_to(
             "steps_in_a_row": 0,  # a person's move starts a new run of steps
         }
     )
-    call = start_call(flow, state, record, now, zone, None, record_type, limits)
+    call = Call(
+        flow, state, record, now=now, zone=zone, change=None, record_type=record_type, limits=limits
+    )
     call.move(step_key)
     return call.outcome()
 
