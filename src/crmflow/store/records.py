@@ -30,6 +30,7 @@ from crmflow.store.bulk import Writer
 
 # The reads live in their own module (this one holds the writes, the only ones of the two tables);
 # they are importable from here too, as the records group's one entry point.
+from crmflow.store.idlists import among
 from crmflow.store.record_reads import (
     IN_CHUNK,
     StoredRecord,
@@ -281,7 +282,7 @@ def delete_records(
     batch may delete thousands: not three statements each)."""
     if not gone:
         return
-    conn.execute(records.delete().where(records.c.id.in_([r.id for r in gone])))
+    conn.execute(records.delete().where(among(records.c.id, [r.id for r in gone], conn)))
     _write_changes(
         conn,
         [(r.id, r.type, "deleted", snapshot(r.data, r.owner_id), None, actor_id) for r in gone],
