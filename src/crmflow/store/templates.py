@@ -51,17 +51,23 @@ def save_template(
     conn: sa.Connection, name: str, document: dict[str, Any], *, at: datetime, by: str | None
 ) -> bool:
     """Write the template `name` (replacing the one of that name); True when it is new."""
-    t = email_templates.c
-    updated = conn.execute(
+    replace = (
         sa.update(email_templates)
-        .where(t.name == name)
+        .where(email_templates.c.name == name)
         .values(document=document, updated_at=at, updated_by=by)
-    ).rowcount
-    if updated:
-        return False
-    conn.execute(
-        sa.insert(email_templates).values(
-            name=name, document=document, updated_at=at, updated_by=by
-        )
     )
+    if conn.execute(replace).rowcount:
+        return False
+    try:
+        # A savepoint: another writer may create the same name between the update and this
+        # insert; then theirs is replaced, as if this write had come second.
+        with conn.begin_nested():
+            conn.execute(
+                sa.insert(email_templates).values(
+                    name=name, document=document, updated_at=at, updated_by=by
+                )
+            )
+    except sa.exc.IntegrityError:
+        conn.execute(replace)
+        return False
     return True
