@@ -260,7 +260,8 @@ class Dispatcher:
         with self.ctx.engine.begin() as conn:
             if permanent or last:
                 if last and not permanent:
-                    error = f"{error} (attempt {message.attempts} of {message.attempts}: no more)"
+                    most = settings.delivery_max_attempts
+                    error = f"{error} (attempt {message.attempts} of {most}: no more)"
                 mark_failed(conn, message.id, owner=self.name, error=error)
                 log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
                 return DispatchResult(failed=1)
