@@ -107,6 +107,20 @@ def test_a_batch_applies_its_good_lines_and_reports_the_bad_ones_by_number(
     assert (again.created, again.updated, again.unchanged, again.absent) == (0, 0, 4, 2)
 
 
+def test_a_batch_deletes_several_records_at_once_each_with_its_deleted_event(
+    ctx: Context, manager: Actor
+) -> None:
+    made = batch(*({"external_id": k, "data": {"last_name": k}} for k in ("x", "y", "z")))
+    assert record_sync.apply_changes(ctx, manager, "contact", made).created == 3
+    ids = {r.external_id: r.id for r in records.list_records(ctx, "contact").items}
+    gone = batch({"op": "delete", "external_id": "x"}, {"op": "delete", "external_id": "z"})
+    assert record_sync.apply_changes(ctx, manager, "contact", gone).deleted == 2
+    assert [r.external_id for r in records.list_records(ctx, "contact").items] == ["y"]
+    for key in ("x", "z"):
+        kinds = [c.kind for c in records.record_changes(ctx, ids[key]).items]
+        assert kinds == ["created", "deleted"]
+
+
 def test_a_batch_is_bounded_and_only_managers_send_it(
     ctx: Context, manager: Actor, member: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
