@@ -33,14 +33,26 @@ def dispatch(
             help="Dispatchers in this process, each with its own SMTP connection.",
         ),
     ] = 1,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            metavar="SECONDS",
+            help="How long claimed messages are ours before another dispatcher may take them "
+            "(a dispatcher that died: they are sent again after this).",
+        ),
+    ] = 300.0,
 ) -> None:
     """Deliver due outbox emails, SMS and webhooks: claim them in batches, send each, record
     how it went (delivered, retrying later, failed). SIGTERM or Ctrl-C stops it after the
     current message."""
+    from datetime import timedelta
+
     from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
 
     ctx = state.context
-    dispatchers = [Dispatcher(ctx, batch_size=batch_size) for _ in range(threads)]
+    lease = timedelta(seconds=lease_seconds)
+    dispatchers = [Dispatcher(ctx, batch_size=batch_size, lease=lease) for _ in range(threads)]
     target = "the mail catcher" if ctx.settings.smtp_url is None else "SMTP"
     if not once:
 
