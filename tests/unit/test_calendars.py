@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from itertools import product
+from string import ascii_uppercase
 from zoneinfo import ZoneInfo
 
+import holidays
 import pytest
 
 from crmflow.engine.calendars import BusinessCalendar, calendar_problems
@@ -174,6 +177,17 @@ class TestProblems:
     def test_a_good_calendar_has_none(self) -> None:
         assert calendar_problems(Calendar(holidays="RO")) == []
         assert calendar_problems(Calendar(holidays="FR", holiday_subdivision="57")) == []
+
+    def test_a_country_is_refused_exactly_when_the_holidays_package_refuses_it(self) -> None:
+        # The check reads the package's list of names instead of computing a year of holidays
+        # (which loads every country): the same answer, in the same words, for every code.
+        for code in map("".join, product(ascii_uppercase, repeat=2)):
+            try:
+                holidays.country_holidays(code, years=2000)
+                refusal = []
+            except NotImplementedError as exc:
+                refusal = [str(exc)]
+            assert [p.message for p in calendar_problems(Calendar(holidays=code))] == refusal
 
     @pytest.mark.parametrize(
         ("calendar", "path"),
