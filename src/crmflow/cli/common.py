@@ -27,6 +27,7 @@ from rich.table import Table
 from crmflow.errors import ConfirmationRequiredError, CrmflowError, InvalidInputError, Problem
 
 if TYPE_CHECKING:
+    from crmflow.cli.offline_settings import OfflineSettings
     from crmflow.engine.recordtypes import RecordType
     from crmflow.services.context import Actor, Context
     from crmflow.settings import Settings
@@ -103,6 +104,16 @@ class State:
         return get_settings()
 
     @property
+    def offline(self) -> OfflineSettings:
+        """The database URL and document limits, read without building Settings when they are
+        plainly given (cli/offline_settings.py): what `flows validate` needs."""
+        from crmflow.cli.offline_settings import OfflineSettings, read_offline_settings
+
+        if self._context is None and (found := read_offline_settings()) is not None:
+            return found
+        return OfflineSettings.of(self.settings)
+
+    @property
     def database_label(self) -> str:
         """The database URL as it may be printed: without its password."""
         from crmflow.store.database import printable_url
@@ -115,7 +126,7 @@ class State:
         it, which a command that only reads (`flows validate`) must not do."""
         if self._context is not None:
             return True
-        path = sqlite_file(self.settings.database_url)
+        path = sqlite_file(self.offline.database_url)
         return path is None or path.is_file()
 
     @property
@@ -294,7 +305,7 @@ def read_text_file(path: Path) -> str:
     naming the file (and the offset of a byte that is not UTF-8), never a traceback."""
     from crmflow.services.documents import read_document
 
-    return read_document(path, what=str(path), max_chars=state.settings.max_document_chars)
+    return read_document(path, what=str(path), max_chars=state.offline.max_document_chars)
 
 
 TYPE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -322,7 +333,7 @@ def read_record_type_files(paths: Sequence[Path]) -> list[RecordType]:
                 read_text_file(file),
                 source=str(file),
                 fmt=fmt,
-                max_chars=state.settings.max_document_chars,
+                max_chars=state.offline.max_document_chars,
             )
         except InvalidInputError as exc:  # not YAML, not UTF-8, too large: already located
             problems.extend(exc.problems)

@@ -69,7 +69,7 @@ def _offline_context(types: list[Path], why: str) -> ValidationContext:
         )
     return ValidationContext(
         record_types=type_catalog(read_record_type_files(types)),
-        allow_sql=state.settings.allow_sql_actions,
+        allow_sql=state.offline.allow_sql_actions,
     )
 
 
@@ -80,7 +80,7 @@ def _validation_context(types: list[Path]) -> ValidationContext:
     if types:
         return _offline_context(types, "")
     if not state.database_may_exist:
-        path = sqlite_file(state.settings.database_url)
+        path = sqlite_file(state.offline.database_url)
         return _offline_context([], f"no database at {path} (give --types FILE for your types)")
     from crmflow.services import flows
 
@@ -125,7 +125,7 @@ def validate(
                 context=context,
                 source=str(path),
                 fmt=_format(path),
-                max_chars=state.settings.max_document_chars,
+                max_chars=state.offline.max_document_chars,
             )
         except InvalidInputError as exc:
             failed += 1
