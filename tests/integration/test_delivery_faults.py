@@ -19,6 +19,8 @@ it answers 250; and a line when a client says QUIT. At the end:
   server kill cuts one per running dispatcher). A second copy sent for any other reason (a live
   dispatcher's lease ran out and another took the message, a claim that leased a row twice) is
   sent while the first connection goes on, and fails the test.
+  The database stays up here: the window's other cause, a commit that fails after the server
+  accepted, is not exercised (its copy would come on a connection that goes on).
 
 Each test takes about 45 s (SQLite) and 90 s (PostgreSQL) on a busy shared 2-core machine:
 the dispatchers' CPU (about 8 ms a message) is what bounds them; marked `slow`, still run.

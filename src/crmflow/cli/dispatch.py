@@ -39,7 +39,9 @@ def dispatch(
             min=1,
             metavar="SECONDS",
             help="How long claimed messages are ours before another dispatcher may take them "
-            "(a dispatcher that died: they are sent again after this).",
+            "(a dispatcher that died: they are sent again after this). Keep it well above "
+            "twice the time one message may take (each SMTP reply may take 30 s): a message "
+            "still sending when its lease runs out may be sent again.",
         ),
     ] = 300.0,
 ) -> None:
