@@ -4,6 +4,7 @@ python -m bench                      # 1,000,000 rows, 3 runs, both backends
 python -m bench --rows 100000 --runs 5 --backend sqlite
 python -m bench --only steps         # one benchmark
 python -m bench --only cli           # the command line's start-up (no database)
+python -m bench --only delivery      # emails to a local SMTP server, against bare smtplib
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 from bench import (
     bench_cli_start,
     bench_crash,
+    bench_delivery,
     bench_enroll,
     bench_import,
     bench_memory,
@@ -22,7 +24,7 @@ from bench import (
 )
 
 AIMS = {"import": 3.0, "query count": 3.0, "enroll": 3.0}
-ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli"]
+ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli", "delivery"]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
 # a network round trip there; the rate and ratio are per row either way).
@@ -32,6 +34,8 @@ TIMER_SECONDS = 60.0
 MEMORY_TIMERS = 1_000_000  # pending timers while the worker runs for MEMORY_SECONDS
 MEMORY_SECONDS = 120.0
 CRASH_ENROLLMENTS = 10_000
+DELIVERY_EMAILS = 1_000  # per run, through 1 and 4 dispatcher threads and the bare loop
+DELIVERY_LATENCY = (1_000, 20.0)  # emails due evenly over so many seconds, at rest
 CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
 
 
@@ -67,6 +71,17 @@ def main() -> None:
             report(bench_timers.run(backend, TIMERS, TIMER_SECONDS).line())
         if wanted("memory"):
             report(bench_memory.run(backend, MEMORY_TIMERS, MEMORY_SECONDS).line())
+        if wanted("delivery"):
+            emails, seconds = DELIVERY_LATENCY
+            delivery = bench_delivery.run(
+                backend,
+                DELIVERY_EMAILS,
+                max(args.runs, 3),
+                latency_emails=emails,
+                latency_seconds=seconds,
+            )
+            for line in delivery.lines():
+                report(line)
     if wanted("crash") and "postgres" in backends:
         report(bench_crash.run(CRASH_ENROLLMENTS).line())
     if wanted("cli"):  # no database: once, whatever the backends

@@ -8,6 +8,7 @@ import pytest
 
 from bench import (
     bench_cli_start,
+    bench_delivery,
     bench_enroll,
     bench_import,
     bench_memory,
@@ -51,6 +52,18 @@ def test_the_memory_benchmark_reports_a_worker_rss(backend: str) -> None:
     result = bench_memory.run(backend, 1_000, 4.0, trickle=20)
     assert 0 < result.ours["start"] <= result.ours["peak"]
     assert "RSS" in result.line()
+
+
+def test_the_delivery_benchmark_sends_every_email_and_times_it_against_bare_smtplib(
+    backend: str,
+) -> None:
+    result = bench_delivery.run(backend, 30, 1, latency_emails=20, latency_seconds=1.0)
+    assert list(result.threads) == [1, 4]
+    assert all(len(times) == 1 for times in result.threads.values())
+    assert len(result.bare) == 1 and result.ratio(1) > 0
+    assert len(result.latency) == 20 and min(result.latency) > 0
+    lines = result.lines()
+    assert len(lines) == 3 and "ratio=" in lines[0] and "p99=" in lines[2]
 
 
 def test_the_cli_start_benchmark_times_both_commands_against_python() -> None:
