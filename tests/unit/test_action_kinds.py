@@ -39,6 +39,16 @@ def test_the_union_and_the_registry_list_the_same_kinds_in_the_same_order() -> N
     assert [kind.model for kind in registry.KINDS] == union_models()
 
 
+@pytest.mark.parametrize("kind", registry.KINDS, ids=lambda kind: kind.type)
+def test_each_kind_keeps_its_model_checks_and_runner_in_one_module(kind: Any) -> None:
+    home = f"crmflow.engine.actions.{kind.type}"
+    assert kind.model.__module__ == home
+    assert kind.checks.__module__ == home or kind.checks.__module__.startswith(
+        "crmflow.engine.actions."
+    )  # remove_from_group shares add_to_group's name check
+    assert kind.runner.__module__ == home
+
+
 def test_each_kind_is_written_with_its_own_type() -> None:
     types = [kind.type for kind in registry.KINDS]
     written = [typing.get_args(m.model_fields["type"].annotation) for m in union_models()]

@@ -6,8 +6,3 @@ for the step to record as a failed action.
 """
 
 from __future__ import annotations
-
-from crmflow.engine.actions.base import ActionContext, ActionResult
-from crmflow.engine.actions.registry import run_action
-
-__all__ = ["ActionContext", "ActionResult", "run_action"]

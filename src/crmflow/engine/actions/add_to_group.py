@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import AddToGroup
-from crmflow.engine.definition import ActionStep, AddToGroupAction, RemoveFromGroupAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND", "check_group_name"]
+if TYPE_CHECKING:
+    from crmflow.engine.actions.remove_from_group import RemoveFromGroupAction
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "AddToGroupAction", "check_group_name"]
+
+
+class AddToGroupAction(ActionBase):
+    """Adds the record to a named group of records (a list, e.g. a mailing list)."""
+
+    type: Literal["add_to_group"]
+    group: str
 
 
 def check_group_name(

@@ -3,12 +3,29 @@ candidates (round robin, weighted or least loaded), with its own counts."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import AssignOwner
-from crmflow.engine.definition import ActionStep, AssignOwnerAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "AssignOwnerAction"]
+
+
+class AssignOwnerAction(ActionBase):
+    """A lead distributor: picks the record's new owner among `users` and the `group`'s members."""
+
+    type: Literal["assign_owner"]
+    strategy: Literal["round_robin", "weighted", "least_loaded"] = "round_robin"
+    users: list[str] = Field(default_factory=list)
+    group: str | None = None
+    weights: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)
 
 
 def check(checker: ActionChecker, path: str, action: AssignOwnerAction, step: ActionStep) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crmflow.engine.calendars import BusinessCalendar
 from crmflow.engine.commands import Command
-from crmflow.engine.definition import Step
 from crmflow.engine.recordtypes import RecordType, normalise_value
 from crmflow.engine.steps.clock import after
 from crmflow.engine.steps.scope import BudgetExceededError, EvaluationError, Scope
 from crmflow.engine.templates import is_template
+
+if TYPE_CHECKING:
+    from crmflow.engine.definition import Step
 
 __all__ = ["ActionContext", "ActionResult"]
 

@@ -3,14 +3,34 @@ linked back to the flow's record."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import CreateRecord
 from crmflow.engine.conditions import did_you_mean
-from crmflow.engine.definition import ActionStep, CreateRecordAction
+from crmflow.engine.definition.action_base import ActionBase, FieldValues
 from crmflow.engine.recordtypes import FieldType
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "CreateRecordAction"]
+
+
+class CreateRecordAction(ActionBase):
+    """A related record; `link_field` on the new record points back at this one.
+
+    `invitation: ics` sends an .ics invitation for an appointment (an event).
+    """
+
+    type: Literal["create_record"]
+    record_type: str
+    values: FieldValues = Field(default_factory=dict)
+    link_field: str | None = None
+    invitation: Literal["ics"] | None = None
 
 
 def check(checker: ActionChecker, path: str, action: CreateRecordAction, step: ActionStep) -> None:

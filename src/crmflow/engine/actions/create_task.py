@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import CreateTask
-from crmflow.engine.definition import ActionStep, CreateTaskAction
+from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.people import Responsibility
 from crmflow.engine.steps.people import resolve
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "CreateTaskAction"]
+
+
+class CreateTaskAction(ActionBase):
+    """A task in someone's task list; `assignee` defaults to the step's responsibility."""
+
+    type: Literal["create_task"]
+    title: str
+    description: str = ""
+    assignee: Responsibility | None = None
+    due_days: Annotated[int, Field(ge=0, le=3650)] | None = None
 
 
 def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: ActionStep) -> None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import WriteHistory
-from crmflow.engine.definition import ActionStep, HistoryAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "HistoryAction"]
+
+
+class HistoryAction(ActionBase):
+    type: Literal["history"]
+    message: str
 
 
 def check(checker: ActionChecker, path: str, action: HistoryAction, step: ActionStep) -> None:

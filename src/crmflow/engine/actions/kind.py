@@ -1,7 +1,7 @@
 """What an action kind is: the model of its `type`, its meaning checks and its runner.
 
-Each kind is a module of its own, `crmflow.engine.actions.<type>`, which builds one `Kind` from its
-model (in `crmflow.engine.definition.actions.<type>`), its `check` and its `run`;
+Each kind is a module of its own, `crmflow.engine.actions.<type>`, which holds its model and
+builds one `Kind` from it, its `check` and its `run`;
 `crmflow.engine.actions.registry` lists them in one tuple, and both the validator and the step
 runner find a kind there. What the service side does with the kind's commands is registered
 apart, by command type (`crmflow.services.effects`).
@@ -17,13 +17,15 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
-from crmflow.engine.definition import ActionStep, FlowDefinition, Responsibility
 from crmflow.engine.definition.action_base import ActionBase
-from crmflow.engine.definition.context_checks import TemplateCheck
 from crmflow.engine.recordtypes import FieldType, RecordType
+
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep, FlowDefinition, Responsibility
+    from crmflow.engine.definition.context_checks import TemplateCheck
 
 __all__ = ["ActionChecker", "ActionKind", "Kind", "KnownNames"]
 

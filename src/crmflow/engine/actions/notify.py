@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import Notify
-from crmflow.engine.definition import ActionStep, NotifyAction
+from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.steps.people import resolve
 from crmflow.engine.steps.scope import EvaluationError
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "NotifyAction"]
+
+
+class NotifyAction(ActionBase):
+    """An in-app notification to users and groups (and the step's responsible person)."""
+
+    type: Literal["notify"]
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    responsible: bool = False
+    message: str
 
 
 def check(checker: ActionChecker, path: str, action: NotifyAction, step: ActionStep) -> None:

@@ -1,10 +1,10 @@
 """The action kinds, in one tuple: the validator checks an action and the step runs it through
 the kind registered for its model.
 
-Adding a kind is a module `crmflow.engine.actions.<type>` that builds its `KIND`, one line in
-`KINDS` below, and its model in `crmflow.engine.definition.actions` (see README.md, "Adding an
-action kind"). What becomes of its commands is the service side's registry
-(`crmflow.services.effects.registry`).
+Adding a kind is a module `crmflow.engine.actions.<type>` (its model, checks and runner) that
+builds its `KIND`, one line in `KINDS` below, and its model in the `Action` union of
+`crmflow.engine.definition.actions` (see README.md, "Adding an action kind"). What becomes of
+its commands is the service side's registry (`crmflow.services.effects.registry`).
 """
 
 from __future__ import annotations

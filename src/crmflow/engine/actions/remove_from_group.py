@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from crmflow.engine.actions.add_to_group import check_group_name
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import Kind
 from crmflow.engine.commands import RemoveFromGroup
-from crmflow.engine.definition import RemoveFromGroupAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND"]
+__all__ = ["KIND", "RemoveFromGroupAction"]
+
+
+class RemoveFromGroupAction(ActionBase):
+    type: Literal["remove_from_group"]
+    group: str
 
 
 def run(action: RemoveFromGroupAction, index: int, ctx: ActionContext) -> ActionResult:

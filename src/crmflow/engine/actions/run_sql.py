@@ -4,14 +4,30 @@ allows it); parameters are values (literals or CEL), never text pasted into the 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import RunSql
-from crmflow.engine.definition import ActionStep, RunSqlAction
+from crmflow.engine.definition.action_base import ActionBase, FieldValues
 from crmflow.engine.templates import is_template
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "RunSqlAction"]
+
+
+class RunSqlAction(ActionBase):
+    """SQL with named bound parameters (`:name`) only; needs the server's allow-SQL setting."""
+
+    type: Literal["run_sql"]
+    sql: Annotated[str, Field(min_length=1, max_length=20_000)]
+    params: FieldValues = Field(default_factory=dict)
+    timeout_seconds: Annotated[float, Field(gt=0, le=60, strict=False)] = 5.0
+
 
 _SQL_STRING = re.compile(r"'(?:''|[^'])*'")
 _SQL_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

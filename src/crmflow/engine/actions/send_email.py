@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal
+
 from email_validator import EmailNotValidError, validate_email
+from pydantic import Field, field_validator
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import message_key, outbox_message
 from crmflow.engine.commands import EmailPayload, message_id
-from crmflow.engine.definition import ActionStep, SendEmailAction
+from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "SendEmailAction"]
+
+
+def _one_or_many(value: Any) -> Any:
+    # `to: someone@example.org` reads more naturally than a one-item list.
+    return [value] if isinstance(value, str) else value
+
+
+class SendEmailAction(ActionBase):
+    """A templated email; `to` defaults to the record's `email` field.
+
+    `body` is the template text; `template` names a stored email template instead.
+    """
+
+    type: Literal["send_email"]
+    from_: str | None = Field(default=None, alias="from")
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = None
+    subject: str
+    body: str | None = None
+    template: str | None = None
+    variables: dict[str, str] = Field(default_factory=dict)
+    archive: bool = True
+
+    _one_or_many = field_validator("to", "cc", "bcc", mode="before")(_one_or_many)
 
 
 def check(checker: ActionChecker, path: str, action: SendEmailAction, step: ActionStep) -> None:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Literal
+
 import phonenumbers
+from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import outbox_message
 from crmflow.engine.commands import SmsPayload
-from crmflow.engine.definition import ActionStep, SendSmsAction
+from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
 
-__all__ = ["KIND", "to_e164"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "SendSmsAction", "to_e164"]
+
+
+class SendSmsAction(ActionBase):
+    """An SMS; `to` defaults to the record's `phone` field."""
+
+    type: Literal["send_sms"]
+    to: str | None = None
+    message: Annotated[str, Field(min_length=1, max_length=1600)]
 
 
 def to_e164(number: str) -> str:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import SetStatus
-from crmflow.engine.definition import ActionStep, SetStatusAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "SetStatusAction"]
+
+
+class SetStatusAction(ActionBase):
+    type: Literal["set_status"]
+    status: str
 
 
 def check(checker: ActionChecker, path: str, action: SetStatusAction, step: ActionStep) -> None:

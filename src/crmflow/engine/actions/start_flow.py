@@ -3,15 +3,33 @@ or on one its reference field names (seed 004)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import StartFlow
-from crmflow.engine.definition import ActionStep, StartFlowAction
+from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.common import Duration
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.clock import after_duration
 from crmflow.engine.steps.scope import EvaluationError
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "StartFlowAction"]
+
+
+class StartFlowAction(ActionBase):
+    """Starts a follow-up flow when this step ends, or `delay` after (seed 004).
+
+    `record_field` names a reference field: the follow-up then runs on the referenced record.
+    """
+
+    type: Literal["start_flow"]
+    flow: str
+    delay: Duration | None = None
+    record_field: str | None = None
 
 
 def check(checker: ActionChecker, path: str, action: StartFlowAction, step: ActionStep) -> None:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import UpdateRecord
-from crmflow.engine.definition import ActionStep, UpdateRecordAction
+from crmflow.engine.definition.action_base import ActionBase, FieldValues
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "UpdateRecordAction"]
+
+
+class UpdateRecordAction(ActionBase):
+    type: Literal["update_record"]
+    values: FieldValues = Field(min_length=1)
 
 
 def check(checker: ActionChecker, path: str, action: UpdateRecordAction, step: ActionStep) -> None:

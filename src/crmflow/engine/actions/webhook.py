@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
+
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import outbox_message
 from crmflow.engine.commands import WebhookPayload
-from crmflow.engine.definition import ActionStep, WebhookAction
+from crmflow.engine.definition.action_base import ActionBase
 
-__all__ = ["KIND"]
+if TYPE_CHECKING:
+    from crmflow.engine.definition import ActionStep
+
+__all__ = ["KIND", "WebhookAction"]
+
+
+class WebhookAction(ActionBase):
+    """An outbound HTTP call, signed with `secret` (Standard Webhooks) when given."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    secret: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=60, strict=False)] = 10.0
 
 
 def check(checker: ActionChecker, path: str, action: WebhookAction, step: ActionStep) -> None:

@@ -3,7 +3,8 @@ before it left it (an update_record then a history entry sees the new value)."""
 
 from __future__ import annotations
 
-from crmflow.engine.actions import ActionContext, run_action
+from crmflow.engine.actions.base import ActionContext
+from crmflow.engine.actions.registry import run_action
 from crmflow.engine.definition import ActionStep
 from crmflow.engine.runtime import ActionLog, ActionStatus, EnrollmentStatus, StepStatus
 from crmflow.engine.steps.base import End, Go, StepResult, StepRun

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crmflow.engine.definition import AfterTiming, Calendar, Duration
+from crmflow.engine.definition.calendar import Calendar
+from crmflow.engine.definition.common import Duration
+from crmflow.engine.definition.timing import AfterTiming
 from crmflow.engine.timing import step_due_at
 
 __all__ = ["after", "after_duration"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crmflow.engine.commands import Assignee
-from crmflow.engine.definition import FlowDefinition, Responsibility
 from crmflow.engine.runtime import RecordSnapshot
 from crmflow.engine.steps.scope import EvaluationError
+
+if TYPE_CHECKING:
+    from crmflow.engine.definition import FlowDefinition, Responsibility
 
 __all__ = ["resolve"]
 

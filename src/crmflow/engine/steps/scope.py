@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2.exceptions import TemplateError
@@ -28,7 +28,6 @@ from crmflow.engine.conditions import (
     condition_reads,
     condition_shape,
 )
-from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import format_datetime
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
 from crmflow.engine.templates import (
@@ -38,6 +37,9 @@ from crmflow.engine.templates import (
     template_names,
 )
 from crmflow.errors import BudgetExceededError, EvaluationError, LimitExceededError
+
+if TYPE_CHECKING:
+    from crmflow.engine.definition.flow import FlowDefinition
 
 __all__ = ["BudgetExceededError", "EvaluationError", "Scope", "StepVariables"]
 
