@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
+from holidays.registry import COUNTRIES
 
-from crmflow.engine.calendars import BusinessCalendar, calendar_problems
+from crmflow.engine.calendars import KNOWN_COUNTRIES, BusinessCalendar, calendar_problems
 from crmflow.engine.definition.calendar import Calendar, QuietHours
 from crmflow.errors import InvalidInputError
 
@@ -188,6 +189,11 @@ class TestProblems:
             except NotImplementedError as exc:
                 refusal = [str(exc)]
             assert [p.message for p in calendar_problems(Calendar(holidays=code))] == refusal
+
+    def test_the_countries_known_without_the_package_are_all_known_by_it(self) -> None:
+        known = {code for names in COUNTRIES.values() for code in names}
+        assert KNOWN_COUNTRIES.issubset(known)
+        assert {"FR", "RO", "IT", "DE", "US", "UK"} <= KNOWN_COUNTRIES
 
     @pytest.mark.parametrize(
         ("calendar", "path"),

@@ -37,6 +37,25 @@ __all__ = ["MAX_SEARCH_DAYS", "BusinessCalendar", "calendar_problems"]
 MAX_SEARCH_DAYS = 3 * 366
 
 
+# The two-letter names the holidays package (0.109) knows, checked without importing it: its
+# calendars (Hebrew, Islamic, Hindu, ...) take 20 ms to load, a twentieth of `flows validate`.
+# A code not listed is looked up in the package itself, which may be newer; a unit test checks
+# that the package still knows every code listed.
+KNOWN_COUNTRIES = frozenset(
+    (  # noqa: SIM905 - 251 codes read better as words than as a list of strings
+        "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ "
+        "BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM "
+        "DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS "
+        "GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN "
+        "KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ "
+        "MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM "
+        "PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV "
+        "SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UK UM US UY UZ VA VC VE VG "
+        "VI VN VU WF WS XK YE YT ZA ZM ZW"
+    ).split()
+)
+
+
 @lru_cache(maxsize=1024)
 def _public_holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
     # Holidays are pure data, so memoising them per (country, subdivision, year) is safe and
@@ -52,9 +71,11 @@ def _known_country(country: str) -> None:
     """NotImplementedError, worded as `holidays.country_holidays` words it, unless the holidays
     package knows `country`.
 
-    Read from the package's registry of names: computing one year of holidays to find out
-    (what the business-day arithmetic does) imports every country module of the package, a
-    part of a second (60 ms) that `crmflow flows validate` would pay for a flow with a calendar."""
+    Read from KNOWN_COUNTRIES, else from the package's registry of names: computing one year of
+    holidays to find out (what the business-day arithmetic does) imports every country module
+    of the package, 60 ms that `crmflow flows validate` would pay for a flow with a calendar."""
+    if country in KNOWN_COUNTRIES:
+        return
     from holidays.registry import COUNTRIES  # noqa: PLC0415 - lazy, as in _public_holidays
 
     if not any(country in names for names in COUNTRIES.values()):
@@ -190,30 +211,33 @@ class BusinessCalendar:
 
     # -- quiet hours ---------------------------------------------------------------------------
 
-    def in_quiet_hours(self, at: datetime) -> bool:
-        """Whether `at`'s local wall time is within [start, end) of the quiet hours."""
+    def in_quiet_hours(self, at: datetime, zone: ZoneInfo | None = None) -> bool:
+        """Whether `at`'s local wall time (in `zone`, default the calendar's) is within
+        [start, end) of the quiet hours."""
         if self._quiet is None:
             return False
         start, end = self._quiet
-        clock = as_utc(at).astimezone(self.zone).time()
+        clock = as_utc(at).astimezone(zone or self.zone).time()
         if start < end:
             return start <= clock < end
         return clock >= start or clock < end
 
-    def out_of_quiet_hours(self, at: datetime) -> datetime:
-        """`at`, or, when it falls inside the quiet hours, the instant they end (local time)."""
+    def out_of_quiet_hours(self, at: datetime, zone: ZoneInfo | None = None) -> datetime:
+        """`at`, or, when it falls inside the quiet hours, the instant they end (local time in
+        `zone`: a message's recipient's time zone; default the calendar's)."""
         at = as_utc(at)
-        if self._quiet is None or not self.in_quiet_hours(at):
+        zone = zone or self.zone
+        if self._quiet is None or not self.in_quiet_hours(at, zone):
             return at
         start, end = self._quiet
-        local = at.astimezone(self.zone)
+        local = at.astimezone(zone)
         day = local.date()
         if start > end and local.time() >= start:
             day += timedelta(days=1)  # late evening: the quiet hours end tomorrow morning
         # On a fall-back night the end time can happen twice; `at` may already be past the first
         # one (in the repeated hour), and the wait must never end before `at`.
         for fold in (0, 1):
-            candidate = resolve_local(day, end, self.zone, fold=fold)
+            candidate = resolve_local(day, end, zone, fold=fold)
             if candidate > at:
                 return candidate
         return at  # unreachable in practice: the end is always ahead of a quiet moment
