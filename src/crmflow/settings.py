@@ -110,6 +110,18 @@ class Settings(BaseSettings):
         default="crmflow@localhost",
         description="The sender of an email whose action names none.",
     )
+    secret_key: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Signs the unsubscribe links of marketing emails (HMAC-SHA256); changing "
+        "it voids the links already sent. Unset: a random key made once and kept in the "
+        "database.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address people reach this server at (https://crm.example.org), for "
+        "the links in emails (unsubscribe). Unset: http://HOST:PORT.",
+    )
     delivery_max_attempts: int = Field(
         gt=0, default=8, description="Attempts at a message before it is failed."
     )
