@@ -182,7 +182,7 @@ def test_export_then_import_round_trips(
     assert imports.export_records(ctx, "contact", out, fmt=fmt, page_size=3) == 7
     text = out.getvalue()
     if fmt == "csv":
-        assert text.splitlines()[0].endswith(",owner")
+        assert text.splitlines()[0].endswith(",owner,external_id")
     report = imports.import_records(
         ctx,
         admin,

@@ -282,7 +282,8 @@ def export(
         typer.Option("--output", "-o", metavar="FILE", help="Default: standard output"),
     ] = None,
 ) -> None:
-    """Export every record of a type as JSONL or CSV (to stdout or a file)."""
+    """Export every record of a type as JSONL or CSV (to stdout or a file), with its owner and
+    external id: importing it again with --upsert-by external_id updates, not duplicates."""
     from crmflow.services import imports
 
     if output is None:

@@ -1,5 +1,6 @@
 """Export of records as CSV or JSONL: every record of a type, streamed in keyset pages, in
-exactly the form `services.imports` reads back (the type's fields and `owner`, a username)."""
+exactly the form `services.imports` reads back (the type's fields, `owner`, a username, and
+`external_id`, the id an existing CRM knows the record by)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import orjson
 
 from crmflow.errors import InvalidInputError, Problem
 from crmflow.services.context import Context
-from crmflow.services.import_rows import OWNER_COLUMN
+from crmflow.services.import_rows import EXTERNAL_ID_COLUMN, OWNER_COLUMN
 from crmflow.services.record_types import record_type_in
 from crmflow.store import records as store
 from crmflow.store.database import read_connection
@@ -35,8 +36,10 @@ def export_records(
 ) -> int:
     """Write every record of `type_key` to `out` as CSV or JSONL; returns the number written.
 
-    Streams in keyset pages. Columns are the type's fields and `owner` (a username), which is
-    exactly what `import_records` reads back.
+    Streams in keyset pages. Columns are the type's fields, `owner` (a username) and
+    `external_id` (empty when the record has none; left out when the type has a field of that
+    name), which is exactly what `import_records` reads back: importing the file again with
+    `upsert_by="external_id"` updates the records that have one instead of duplicating them.
     """
     if fmt not in ("csv", "jsonl"):
         raise InvalidInputError("the export", [Problem("format", f"{fmt!r} is not csv or jsonl")])
@@ -44,9 +47,11 @@ def export_records(
     with read_connection(ctx.engine) as conn:
         rtype = record_type_in(conn, type_key)
         keys = rtype.field_keys
+        # A field named external_id is the type's own: the import reads that column as the field.
+        external = rtype.field(EXTERNAL_ID_COLUMN) is None
         writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
         if writer is not None:
-            writer.writerow([*keys, OWNER_COLUMN])
+            writer.writerow([*keys, OWNER_COLUMN, *([EXTERNAL_ID_COLUMN] if external else [])])
         after = 0
         while True:
             rows = store.export_page(conn, type_key, after=after, limit=page_size)
@@ -55,11 +60,16 @@ def export_records(
             for row in rows:
                 data = row.data
                 if writer is not None:
-                    writer.writerow([*(_csv_cell(data.get(k)) for k in keys), row.username or ""])
+                    cells = [*(_csv_cell(data.get(k)) for k in keys), row.username or ""]
+                    if external:
+                        cells.append(row.external_id or "")
+                    writer.writerow(cells)
                 else:
                     document = dict(data)
                     if row.username:
                         document[OWNER_COLUMN] = row.username
+                    if external and row.external_id is not None:
+                        document[EXTERNAL_ID_COLUMN] = row.external_id
                     out.write(orjson.dumps(document).decode())
                     out.write("\n")
             count += len(rows)

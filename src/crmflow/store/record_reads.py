@@ -225,10 +225,10 @@ def change_page(
 
 
 def export_page(conn: sa.Connection, type_key: str, *, after: int, limit: int) -> list[sa.Row[Any]]:
-    """Up to `limit` records of one type after id `after`, in id order: `.id`, `.data` and
-    `.username` (the owner's)."""
+    """Up to `limit` records of one type after id `after`, in id order: `.id`, `.data`,
+    `.username` (the owner's) and `.external_id`."""
     query: sa.Select[Any] = (
-        sa.select(records.c.id, records.c.data, users.c.username)
+        sa.select(records.c.id, records.c.data, users.c.username, records.c.external_id)
         .select_from(records.outerjoin(users, users.c.id == records.c.owner_id))
         .where(records.c.type == type_key)
         .order_by(records.c.id)
