@@ -133,6 +133,20 @@ class Settings(BaseSettings):
     delivery_retry_max_seconds: float = Field(
         gt=0, default=6 * 3600.0, description="The longest wait between two attempts."
     )
+    delivery_commit_every: int = Field(
+        gt=0,
+        le=1000,
+        default=1,
+        description="A dispatcher commits the outcomes of this many sent messages together (or "
+        "what it has after delivery_commit_seconds): faster, but a dispatcher that dies sends "
+        "up to this many again (docs/delivery.md). 1: each message's outcome on its own.",
+    )
+    delivery_commit_seconds: float = Field(
+        gt=0,
+        le=10,
+        default=0.1,
+        description="The longest a sent message's outcome waits for the others of its group.",
+    )
 
     webhook_connect_timeout: float = Field(
         gt=0,

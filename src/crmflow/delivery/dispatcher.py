@@ -6,7 +6,8 @@ LOCKED, so any number of dispatchers take different rows; on SQLite the claim ho
 writer's lock. Each outcome is committed as soon as the server has answered, which keeps the
 at-least-once window (the server accepted, the row is not marked yet) to one commit; a
 dispatcher that dies in it leaves the row `sending` until its lease runs out, and the next
-attempt sends the same Message-ID again (docs/delivery.md).
+attempt sends the same Message-ID again (docs/delivery.md). CRMFLOW_DELIVERY_COMMIT_EVERY=N
+commits the outcomes of up to N sent messages together (faster; the window is then those N).
 
 Retries wait `backoff(attempts)`: exponential with jitter, stored on the row as
 `next_attempt_at`, so they survive a restart. A permanent refusal (SMTP 5xx on MAIL, RCPT or
@@ -36,7 +37,7 @@ from crmflow.delivery.email import (
     Sender,
     Sent,
     SmtpSender,
-    archive_sent,
+    archive_entry,
     email_of,
     envelope_recipients,
     envelope_sender,
@@ -44,17 +45,19 @@ from crmflow.delivery.email import (
 )
 from crmflow.delivery.http import RetryLaterError
 from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
+from crmflow.delivery.suppression import note_hard_bounce, set_aside_suppressed
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
 from crmflow.settings import Settings
 from crmflow.store.database import OperationalError, read_connection
+from crmflow.store.history import insert_history
 from crmflow.store.outbox import (
     ClaimedMessage,
+    SentOutcome,
     claim_due,
-    mark_caught,
-    mark_delivered,
     mark_failed,
     mark_retrying,
+    mark_sent,
     next_due_at,
 )
 
@@ -133,6 +136,10 @@ class Dispatcher:
         self.sms = SmsSender(sms_provider or sms_provider_for(ctx.settings))
         self.rand = rand or random.Random()
         self.total = DispatchResult()
+        # Sent messages whose outcome is not committed yet (CRMFLOW_DELIVERY_COMMIT_EVERY), and
+        # time.monotonic() when the first of them was sent.
+        self._unsaved: list[tuple[ClaimedMessage, Sent, datetime]] = []
+        self._unsaved_since = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
 
@@ -157,14 +164,19 @@ class Dispatcher:
             kinds=KINDS,
         )
         result = DispatchResult(claimed=len(claimed))
+        claimed = set_aside_suppressed(self.ctx, claimed, owner=self.name)  # unsubscribed...
         # No message is started once half the lease has passed: one started later could still
         # be sending when the lease runs out and another dispatcher takes it. Those left go to
         # whoever claims them when the lease has run out.
         deadline = time.monotonic() + self.lease.total_seconds() / 2
-        for message in claimed:
-            if self._stop.is_set() or time.monotonic() > deadline:
-                break
-            result += self._deliver(message)
+        try:
+            for message in claimed:
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    break
+                result += self._deliver(message)
+        finally:
+            self._unsaved, unsaved = [], self._unsaved
+            self._save(unsaved)  # what is left of the batch (raises with the database away)
         self.total += result
         return result
 
@@ -229,21 +241,40 @@ class Dispatcher:
         except RetryLaterError as exc:
             return self._failed(message, str(exc), permanent=False, wait=exc.retry_after)
         except DeliveryError as exc:
+            note_hard_bounce(self.ctx, message, exc)  # a 5xx at RCPT: no more emails there
             return self._failed(message, str(exc), permanent=exc.permanent)
         except Exception as exc:  # one message's unforeseen error fails it alone, for now
             log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
             return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
-        with self.ctx.engine.begin() as conn:
-            at = self.ctx.now()
-            if sent.caught is not None:
-                kept = mark_caught(conn, message.id, owner=self.name, at=at, rendered=sent.caught)
-            else:
-                kept = mark_delivered(conn, message.id, owner=self.name, at=at, reply=sent.reply)
-            if kept:
-                archive_sent(conn, message, sent, at)
-        if not kept:
-            log.warning("dispatcher %s: message %d was taken over meanwhile", self.name, message.id)
+        if not self._unsaved:
+            self._unsaved_since = time.monotonic()
+        self._unsaved.append((message, sent, self.ctx.now()))
+        settings = self.ctx.settings
+        if (
+            len(self._unsaved) >= settings.delivery_commit_every
+            or time.monotonic() - self._unsaved_since >= settings.delivery_commit_seconds
+        ):
+            self._unsaved, unsaved = [], self._unsaved
+            self._save(unsaved)
         return DispatchResult(delivered=1)
+
+    def _save(self, unsaved: list[tuple[ClaimedMessage, Sent, datetime]]) -> None:
+        """Commit the outcomes of sent messages, with their archive lines, in one transaction:
+        those still leased to this dispatcher (one whose lease ran out may have been taken
+        over). If this fails, the messages stay `sending` and go again once their lease has
+        run out: the at-least-once window (docs/delivery.md)."""
+        if not unsaved:
+            return
+        outcomes = [SentOutcome(m.id, at, reply=s.reply, rendered=s.caught) for m, s, at in unsaved]
+        with self.ctx.engine.begin() as conn:
+            kept = mark_sent(conn, outcomes, owner=self.name)
+            entries = [archive_entry(m, s, at) for m, s, at in unsaved if m.id in kept]
+            insert_history(conn, [e for e in entries if e is not None])
+        for message, _, _ in unsaved:
+            if message.id not in kept:
+                log.warning(
+                    "dispatcher %s: message %d was taken over meanwhile", self.name, message.id
+                )
 
     def _failed(
         self,

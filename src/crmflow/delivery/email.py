@@ -26,6 +26,7 @@ from jinja2 import TemplateError
 from crmflow.engine.commands import EmailPayload
 from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
+from crmflow.services.suppressions import add_unsubscribe_headers, with_unsubscribe_link
 from crmflow.services.templates import render_stored_email
 from crmflow.store.database import Connection
 from crmflow.store.history import HistoryEntry, insert_history
@@ -38,6 +39,7 @@ __all__ = [
     "Sent",
     "SmtpSender",
     "SmtpTarget",
+    "archive_entry",
     "archive_sent",
     "build_email",
     "email_of",
@@ -152,23 +154,33 @@ def email_of(ctx: Context, payload: EmailPayload) -> tuple[EmailMessage, EmailPa
         payload, html = rendered.payload, rendered.html
     else:
         html = None
-    return build_email(payload, ctx.settings.mail_from, html=html), payload
+    # A marketing email's unsubscribe link: in its texts and its headers (docs/delivery.md).
+    payload, html = with_unsubscribe_link(ctx, payload, html)
+    message = build_email(payload, ctx.settings.mail_from, html=html)
+    add_unsubscribe_headers(ctx, message, payload)
+    return message, payload
 
 
 def archive_sent(conn: Connection, message: ClaimedMessage, sent: Sent, at: datetime) -> None:
     """The archive in the CRM: an email sent (or caught) with `archive: true` leaves a line in
     its record's history with the subject it went with, in the outcome's transaction."""
+    entry = archive_entry(message, sent, at)
+    if entry is not None:
+        insert_history(conn, [entry])
+
+
+def archive_entry(message: ClaimedMessage, sent: Sent, at: datetime) -> HistoryEntry | None:
+    """The history line `archive_sent` writes for a message sent, if it leaves one."""
     payload = message.payload
     if message.kind != "email" or sent.subject is None or not payload.get("archive", True):
-        return
+        return None
     record_id = payload.get("record_id")
     if record_id is None:
-        return
+        return None
     to = ", ".join(payload.get("to", ()))
     # Named by its run, so that only those who may see the run read it (store.history).
     text = f"Email sent to {to}: {sent.subject}"
-    entry = HistoryEntry(record_id, message.enrollment_id, text, at)
-    insert_history(conn, [entry])
+    return HistoryEntry(record_id, message.enrollment_id, text, at)
 
 
 def envelope_recipients(payload: EmailPayload) -> list[str]:

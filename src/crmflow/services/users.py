@@ -6,7 +6,7 @@ import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pwdlib import PasswordHash
@@ -44,6 +44,7 @@ __all__ = [
     "login",
     "remove_group_member",
     "revoke_token",
+    "system_actor",
     "update_user",
     "user_ids_by_name",
 ]
@@ -120,19 +121,24 @@ def _view(conn: Connection, row: UserRow) -> UserView:
 def ensure_system_user(ctx: Context) -> Actor:
     """The built-in admin that the command line acts as when no other user is named."""
     with ctx.engine.begin() as conn:
-        row = stored_users.find_user_by_name(conn, SYSTEM_USERNAME)
-        if row is None:
-            user_id = stored_users.insert_user(
-                conn,
-                username=SYSTEM_USERNAME,
-                display_name="crmflow (system)",
-                email=None,
-                role=Role.ADMIN.value,
-                password_hash=None,
-                created_at=ctx.now(),
-            )
-            return Actor(user_id, SYSTEM_USERNAME, Role.ADMIN)
-        return Actor(row.id, row.username, Role(row.role))
+        return system_actor(conn, now=ctx.now())
+
+
+def system_actor(conn: Connection, *, now: datetime) -> Actor:
+    """`ensure_system_user` on the caller's transaction (the dispatcher acting on a run)."""
+    row = stored_users.find_user_by_name(conn, SYSTEM_USERNAME)
+    if row is None:
+        user_id = stored_users.insert_user(
+            conn,
+            username=SYSTEM_USERNAME,
+            display_name="crmflow (system)",
+            email=None,
+            role=Role.ADMIN.value,
+            password_hash=None,
+            created_at=now,
+        )
+        return Actor(user_id, SYSTEM_USERNAME, Role.ADMIN)
+    return Actor(row.id, row.username, Role(row.role))
 
 
 def create_user(

@@ -26,6 +26,7 @@ from crmflow.store.schema import enrollments, flows, outbox
 __all__ = [
     "CaughtMail",
     "ClaimedMessage",
+    "SentOutcome",
     "cancel_pending_of_cancelled",
     "caught_mail",
     "caught_mails",
@@ -37,6 +38,8 @@ __all__ = [
     "mark_delivered",
     "mark_failed",
     "mark_retrying",
+    "mark_sent",
+    "mark_suppressed",
     "messages_of",
     "next_due_at",
 ]
@@ -244,6 +247,67 @@ def mark_caught(
     return _leased(conn, message_id, owner, values)
 
 
+@dataclass(frozen=True)
+class SentOutcome:
+    """A message the server accepted (`reply`) or the catcher kept (`rendered`), at `at`."""
+
+    id: int
+    at: datetime
+    reply: str | None = None
+    rendered: str | None = None
+
+
+def mark_sent(conn: sa.Connection, outcomes: Sequence[SentOutcome], *, owner: str) -> set[int]:
+    """Messages delivered or caught, written together (as `mark_delivered` or `mark_caught`
+    each, by one batched UPDATE): the ids of those still `owner`'s, the only ones written. On
+    PostgreSQL those rows are locked until the commit; on SQLite the transaction holds the
+    writer's lock."""
+    if len(outcomes) <= 1:  # one statement, as when each outcome is committed on its own
+        return {out.id for out in outcomes if _leased(conn, out.id, owner, _sent_values(out))}
+    o = outbox.c
+    mine = sa.select(o.id).where(
+        among(o.id, [out.id for out in outcomes], conn),
+        o.status == "sending",
+        o.lease_owner == owner,
+    )
+    if conn.dialect.name == "postgresql":
+        mine = mine.with_for_update()
+    kept = {int(i) for i in conn.execute(mine).scalars()}
+    update = (
+        outbox.update()
+        .where(o.id == sa.bindparam("b_id"))
+        .values(
+            status=sa.bindparam("b_status"),
+            delivered_at=sa.bindparam("b_at"),
+            server_reply=sa.bindparam("b_reply"),
+            rendered=sa.bindparam("b_rendered"),
+            lease_owner=None,
+            lease_until=None,
+            **_NO_RETRY,
+        )
+    )
+    rows = [
+        {
+            "b_id": out.id,
+            "b_status": "caught" if out.rendered is not None else "delivered",
+            "b_at": out.at,
+            "b_reply": out.reply if out.rendered is None else None,
+            "b_rendered": out.rendered,
+        }
+        for out in outcomes
+        if out.id in kept
+    ]
+    if rows:
+        conn.execute(update, rows)
+    return kept
+
+
+def _sent_values(out: SentOutcome) -> dict[str, Any]:
+    if out.rendered is not None:
+        return {"status": "caught", "delivered_at": out.at, "rendered": out.rendered, **_NO_RETRY}
+    return {"status": "delivered", "delivered_at": out.at, "server_reply": out.reply, **_NO_RETRY}
+
+
 def mark_retrying(
     conn: sa.Connection, message_id: int, *, owner: str, next_attempt_at: datetime, error: str
 ) -> bool:
@@ -255,6 +319,12 @@ def mark_retrying(
 def mark_failed(conn: sa.Connection, message_id: int, *, owner: str, error: str) -> bool:
     """The message will not go: a permanent refusal, or the last attempt failed."""
     values = {"status": "failed", "next_attempt_at": None, "last_error": error}
+    return _leased(conn, message_id, owner, values)
+
+
+def mark_suppressed(conn: sa.Connection, message_id: int, *, owner: str, reason: str) -> bool:
+    """Not sent: a recipient is on the suppression list (`reason` says who and why)."""
+    values = {"status": "suppressed", "next_attempt_at": None, "last_error": reason}
     return _leased(conn, message_id, owner, values)
 
 
