@@ -149,3 +149,59 @@ def test_an_unregistered_kind_is_named_when_it_runs() -> None:
     flow = flow_with(PingAction(type="ping", message="hello"))
     with pytest.raises(LookupError, match="no action kind is registered for PingAction"):
         FlowChecker(flow, CheckScope(record_types=type_catalog())).run()
+
+
+# -- quiet hours in the recipient's time zone -----------------------------------------------
+
+
+def quiet_flow() -> FlowDefinition:
+    data: dict[str, Any] = {
+        "schema_version": 1,
+        "key": "quiet",
+        "name": "Quiet",
+        "record_type": "contact",
+        "timezone": "Europe/Paris",
+        "calendar": {"quiet_hours": {"start": "20:00", "end": "08:00"}},
+        "triggers": [{"type": "manual"}],
+        "steps": [
+            {"key": "hello", "actions": [{"type": "send_email", "subject": "Hi", "body": "x"}]}
+        ],
+    }
+    return flow_from_data(data, context=ValidationContext(record_types=type_catalog()))
+
+
+@pytest.mark.parametrize(
+    ("zone", "held_until", "note"),
+    [
+        # 12:00 UTC is 13:00 in Paris (not quiet) but 07:00 in New York: held until 08:00 there.
+        ("America/New_York", datetime(2026, 3, 2, 13, 0, tzinfo=UTC), "the recipient's time zone"),
+        # Without a zone of their own the flow's applies: 13:00 in Paris, not held.
+        (None, NOW.replace(hour=12), None),
+        # A value that is not a zone name is ignored, not an error.
+        ("../../etc/passwd", NOW.replace(hour=12), None),
+    ],
+)
+def test_quiet_hours_hold_a_message_in_the_recipients_time_zone(
+    zone: str | None, held_until: datetime, note: str | None
+) -> None:
+    values: dict[str, Any] = {"email": "ana@example.org", "last_name": "Pop"}
+    if zone is not None:
+        values["timezone"] = zone
+    record = RecordSnapshot(id=7, type="contact", values=values, owner=None)
+    outcome = enter(
+        quiet_flow(),
+        enrollment_id=3,
+        flow_version=1,
+        record=record,
+        now=NOW.replace(hour=12),
+        zone=ZoneInfo("Europe/Paris"),
+        record_type=CONTACT,
+    )
+    (message,) = outcome.commands
+    assert message.not_before == held_until
+    described = [a.detail for log in outcome.log for a in log.actions]
+    if note is None:
+        assert "held" not in described[0]
+    else:
+        assert "held by quiet hours (20:00-08:00 America/New_York" in described[0]
+        assert note in described[0] and "until 2026-03-02 08:00" in described[0]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "COMMANDS",
+    "UNSUBSCRIBE_URL_MARKER",
     "AddToGroup",
     "AssignOwner",
     "Assignee",
@@ -252,6 +253,11 @@ class Attachment(BaseModel):
     content: str  # text content (an .ics file is text)
 
 
+# What `{{ unsubscribe_url }}` renders to in the engine; the dispatcher puts the recipient's
+# signed link in its place (services.suppressions), the engine knowing no secret nor server.
+UNSUBSCRIBE_URL_MARKER = "[[unsubscribe_url]]"
+
+
 class EmailPayload(BaseModel):
     """A rendered email; `template` names a stored template the dispatcher renders instead of
     `body` (with `variables` and the record)."""
@@ -272,6 +278,9 @@ class EmailPayload(BaseModel):
     archive: bool = True
     record_id: int | None = None
     attachments: tuple[Attachment, ...] = ()
+    # marketing: List-Unsubscribe headers, not sent to an address that unsubscribed;
+    # transactional: neither (a hard bounce still stops it). docs/delivery.md.
+    category: Literal["marketing", "transactional"] = "marketing"
 
     def describe(self) -> str:
         text = f"email to {', '.join(self.to)}"
@@ -317,13 +326,15 @@ class OutboxMessage(CommandBase):
     idempotency_key: str
     not_before: datetime
     payload: Annotated[EmailPayload | SmsPayload | WebhookPayload, Field(discriminator="channel")]
+    held: str | None = None  # why it waits past the step's time, in words (quiet hours)
 
     @property
     def channel(self) -> str:
         return self.payload.channel
 
     def describe(self) -> str:
-        return self.payload.describe()
+        described = self.payload.describe()
+        return f"{described}, {self.held}" if self.held else described
 
 
 Command = Annotated[

@@ -54,6 +54,8 @@ BUILTIN_TYPES: dict[str, RecordType] = {
             ("last_donation_amount", "number"),
             ("total_donations", "number"),
             ("newsletter", "bool"),
+            # Quiet hours hold a message until they end in this zone (engine/actions/messaging).
+            ("timezone", "text", {"label": "Time zone (e.g. Europe/Paris)"}),
         ),
         _builtin(
             "company",
