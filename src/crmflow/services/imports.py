@@ -35,6 +35,7 @@ import orjson
 
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import CrmflowError, ImportInterruptedError, InvalidInputError, Problem
+from crmflow.services import invitations
 from crmflow.services.context import Actor, Context
 from crmflow.services.exports import Format, export_records
 from crmflow.services.import_rows import (
@@ -390,6 +391,7 @@ class _Importer:
         store.update_records(
             conn, [u for _, u in updates], actor_id=self.actor.id, now=self.insert.now
         )
+        invitations.follow_updates(conn, [u for _, u in updates], now=self.insert.now)
         report.updated += len({u.record.id for _, u in updates})
         rows, external_ids = self._encoded(
             [(line, data, owner, True, ext) for line, data, owner, ext in created]

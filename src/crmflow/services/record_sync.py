@@ -38,7 +38,7 @@ from typing import Any
 
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import AuthenticationError, InvalidInputError, NotFoundError, Problem
-from crmflow.services import users
+from crmflow.services import invitations, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.import_rows import EXTERNAL_ID_COLUMN, external_id_of, jsonl_rows
 from crmflow.services.imports import MAX_LISTED_ERRORS, RowError
@@ -147,6 +147,7 @@ def upsert_external(
         change = change_of(found, given, owners[0])
         if change is not None:
             store.update_records(conn, [change], actor_id=actor.id, now=now)
+            invitations.follow_updates(conn, [change], now=now)
         return Upserted(view_in(conn, found.id), created=False)
 
 
@@ -394,12 +395,14 @@ class _Segment:
                 record_id, self.type_key, new.owner_id, dict(new.data), 1
             )
         store.update_records(conn, [u for _, u in self.updates], actor_id=actor_id, now=now)
+        invitations.follow_updates(conn, [u for _, u in self.updates], now=now)
         for external_id, update in self.updates:
             record = update.record
             self.current[external_id] = StoredRecord(
                 record.id, record.type, update.owner_id, update.data, record.version + 1
             )
         store.delete_records(conn, [r for _, r in self.deletes], actor_id=actor_id, now=now)
+        invitations.follow_deletes(conn, [r for _, r in self.deletes], now=now)
         for external_id, _ in self.deletes:
             self.current[external_id] = None
         self.report.created += len(self.new)

@@ -24,6 +24,7 @@ from typing import Any
 
 from crmflow.engine.recordtypes import MAX_ROW_ID, FieldType, RecordType
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
+from crmflow.services import invitations
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
@@ -332,6 +333,7 @@ def update_record(
         change = change_of(record, given, owners[0])
         if change is not None:
             store.update_records(conn, [change], actor_id=actor.id, now=ctx.now())
+            invitations.follow_updates(conn, [change], now=ctx.now())
         return view_in(conn, record_id)
 
 
@@ -345,6 +347,7 @@ def delete_record(
         record = _load(conn, record_id, for_update=True)
         _require_version(record, if_version)
         store.delete_record(conn, record, actor_id=actor.id, now=ctx.now())
+        invitations.follow_deletes(conn, [record], now=ctx.now())
 
 
 def get_record(ctx: Context, record_id: int) -> RecordView:
@@ -463,4 +466,5 @@ def update_records_in(
             record.id, record.type, record.owner_id, change.data, record.version
         )
     store.update_records(conn, updates, actor_id=actor.id, now=ctx.now())
+    invitations.follow_updates(conn, updates, now=ctx.now())
     return results

@@ -4,8 +4,9 @@ the step's transaction, with its `created` change event like any other record.
 The new record belongs to the owner of the record the flow runs on (whoever handles the contact
 handles the appointment), or to the acting user when that record has no owner. With
 `invitation: ics` an .ics invitation for the new event is put into the outbox as an email
-attachment, to the record's email address; the dispatcher sends it (next issue), nothing is sent
-here.
+attachment, to the record's email address; the dispatcher sends it, nothing is sent here. Its
+UID and SEQUENCE are kept (`store.invitations`): moving or cancelling the event later sends the
+next version (`services.invitations`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crmflow.engine.commands import CreateRecord, idempotency_key, message_id
+from crmflow.engine.commands import CreateRecord, idempotency_key
 from crmflow.engine.recordtypes import RecordType
 from crmflow.errors import InvalidInputError
 from crmflow.services.context import Actor, Context
-from crmflow.services.invitations import Invitation, event_uid, ics_text
+from crmflow.services.invitations import Invitation, event_uid, invitation_email
 from crmflow.services.record_types import catalog_in
 from crmflow.services.records import LinkResolver
 from crmflow.store import records as store
 from crmflow.store.database import Connection
+from crmflow.store.invitations import ACTIVE, add_invitations
 from crmflow.store.records import NewRecord, StoredRecord
 
 __all__ = ["Created", "create_related_records", "invitation_key"]
 
 Fail = Callable[[Any, str], None]
-ICS_FILENAME = "invitation.ics"
 
 
 def invitation_key(command: CreateRecord) -> str:
@@ -111,7 +112,7 @@ def create_related_records(
             created.append(Created(p.command, record_id))
             if p.command.invitation == "ics":
                 invitations.append((p, record_id))
-    messages = _invitations(conn, invitations, sources, fail, now=now)
+    messages = _invitations(conn, ctx, invitations, sources, fail, now=now)
     return created, messages
 
 
@@ -135,6 +136,7 @@ def _resolve_links(
 
 def _invitations(
     conn: Connection,
+    ctx: Context,
     items: list[tuple[_Pending, int]],
     sources: dict[int, StoredRecord],
     fail: Fail,
@@ -142,41 +144,46 @@ def _invitations(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """Outbox rows of the .ics invitations: to the email of the record the flow runs on, from
-    the new event's owner (its ORGANIZER). A record without an email address fails the action:
-    the event exists, but nobody can be invited, and the step run says so."""
+    the new event's owner (its ORGANIZER; the sender of emails when the owner has no address).
+    Each invitation's UID and SEQUENCE 0 are stored, so that moving or cancelling the event
+    later sends its next version (`services.invitations`). A record without an email address
+    fails the action: the event exists, but nobody can be invited, and the step run says so."""
     if not items:
         return []
     owners = store.owner_contacts(conn, {p.owner_id for p, _ in items if p.owner_id is not None})
     rows: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     for p, record_id in items:
         source = sources[p.source_id].data
-        to = source.get("email")
-        if not to:
+        problem = ""
+        if not source.get("email"):
+            problem = f"record {p.source_id} has no email address"
+        elif not p.data.get("start"):
+            problem = "it has no start"
+        if problem:
             fail(
                 p.command,
                 f"the {p.command.record_type} was created (record {record_id}) but no invitation "
-                f"was sent: record {p.source_id} has no email address",
-            )
-            continue
-        if not p.data.get("start"):
-            fail(
-                p.command,
-                f"the {p.command.record_type} was created (record {record_id}) but no invitation "
-                "was sent: it has no start",
+                f"was sent: {problem}",
             )
             continue
         owner = owners.get(p.owner_id) if p.owner_id is not None else None
         key = invitation_key(p.command)
-        invitation = _invitation(p, source, owner, key, now=now)
-        rows.append(_invitation_row(p, key, invitation, now=now))
+        invitation = _invitation(p, source, owner, key, ctx.settings.mail_from, now=now)
+        run = (p.command.enrollment_id, p.command.step_key, p.command.step_run)
+        rows.append(invitation_email(invitation, key, record_id=p.source_id, run=run, now=now))
+        kept.append(_stored(invitation, record_id, p, run, now=now))
+    add_invitations(conn, kept)
     return rows
 
 
 def _invitation(
-    p: _Pending, source: dict[str, Any], owner: Any, key: str, *, now: datetime
+    p: _Pending, source: dict[str, Any], owner: Any, key: str, sender: str, *, now: datetime
 ) -> Invitation:
     """The .ics invitation to the new event: the record the flow runs on (`source`) is its
-    attendee, the event's owner (a row with `.email` and `.display_name`, or None) organises."""
+    attendee, the event's owner (a row with `.email` and `.display_name`, or None) organises,
+    or `sender` (the address emails come from) when the owner has no email address."""
+    has_email = owner is not None and bool(owner.email)
     return Invitation(
         uid=event_uid(key),
         stamp=now,
@@ -188,48 +195,28 @@ def _invitation(
         attendee_name=" ".join(
             str(source[k]) for k in ("first_name", "last_name") if source.get(k)
         ),
-        organizer_email=owner.email if owner is not None and owner.email else None,
-        organizer_name=owner.display_name if owner is not None else "",
+        organizer_email=owner.email if has_email else sender,
+        organizer_name=(owner.display_name or "") if has_email else "",
     )
 
 
-def _invitation_row(
-    p: _Pending, key: str, invitation: Invitation, *, now: datetime
+def _stored(
+    inv: Invitation, record_id: int, p: _Pending, run: tuple[int, str, int], *, now: datetime
 ) -> dict[str, Any]:
-    """The outbox row of the email carrying `invitation` to its attendee."""
-    title = invitation.summary
-    payload: dict[str, Any] = {
-        # An EmailPayload (engine/commands.py) as JSON, with the invitation attached.
-        "channel": "email",
-        "message_id": message_id(key),
-        "from_address": None,
-        "to": [invitation.attendee_email],
-        "cc": [],
-        "bcc": [],
-        "reply_to": None,
-        "subject": f"Invitation: {title}",
-        "body": f"You are invited: {title}, {p.data['start']} (UTC).",
-        "template": None,
-        "variables": {},
-        "archive": True,
-        "record_id": p.source_id,
-        "attachments": [
-            {
-                "filename": ICS_FILENAME,
-                "content_type": f"text/calendar; method={invitation.method}; charset=UTF-8",
-                "content": ics_text(invitation),
-            }
-        ],
-    }
+    """The `invitations` row of a new invitation (SEQUENCE 0)."""
+    enrollment_id, step_key, step_run = run
     return {
-        "enrollment_id": p.command.enrollment_id,
-        "step_key": p.command.step_key,
-        "step_run": p.command.step_run,
-        "idempotency_key": key,
-        "kind": "email",
-        "payload": payload,
-        "status": "pending",
-        "not_before": now,
-        "attempts": 0,
-        "created_at": now,
+        "record_id": record_id,
+        "uid": inv.uid,
+        "sequence": inv.sequence,
+        "status": ACTIVE,
+        "attendee_record_id": p.source_id,
+        "attendee_email": inv.attendee_email,
+        "attendee_name": inv.attendee_name,
+        "organizer_email": inv.organizer_email,
+        "organizer_name": inv.organizer_name,
+        "enrollment_id": enrollment_id,
+        "step_key": step_key,
+        "step_run": step_run,
+        "updated_at": now,
     }

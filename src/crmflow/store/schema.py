@@ -23,6 +23,7 @@ __all__ = [
     "flows",
     "group_members",
     "groups",
+    "invitations",
     "metadata",
     "notifications",
     "outbox",
@@ -458,4 +459,27 @@ email_templates = sa.Table(
     sa.Column("document", JSONDoc, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("updated_by", sa.String(64)),
+)
+
+
+# The calendar invitation of an appointment (an event record created by a flow with
+# `invitation: ics`): its UID, the SEQUENCE of the last version sent, who was invited and by
+# whom, and the run whose outbox carries its messages. status: active | cancelled (a CANCEL
+# was sent: later changes of the event send nothing). Written by store.invitations.
+invitations = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("record_id", ID, primary_key=True),  # the event record
+    sa.Column("uid", sa.String(200), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attendee_record_id", ID, nullable=False),
+    sa.Column("attendee_email", sa.String(320), nullable=False),
+    sa.Column("attendee_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("organizer_email", sa.String(320), nullable=False),
+    sa.Column("organizer_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("enrollment_id", ID, nullable=False),
+    sa.Column("step_key", sa.String(100), nullable=False),
+    sa.Column("step_run", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
