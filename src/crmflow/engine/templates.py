@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +32,15 @@ from crmflow.engine.budget import (
 )
 from crmflow.engine.conditions import RECORD_META_FIELDS, did_you_mean
 from crmflow.engine.template_budget import BudgetedEnvironment, check_constant_budgets
+from crmflow.engine.template_filters import (
+    FORMAT_FILTERS,
+    check_currency,
+    check_format,
+    check_locale,
+    empty_as_text,
+    end_formatting,
+    start_formatting,
+)
 from crmflow.errors import LimitExceededError, OutputTooLargeError
 
 __all__ = [
@@ -64,7 +74,10 @@ class TemplateIssue:
     hint: str = ""
 
 
-_ENVIRONMENT = BudgetedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ENVIRONMENT = BudgetedEnvironment(
+    undefined=StrictUndefined, autoescape=False, finalize=empty_as_text
+)
+_ENVIRONMENT.add_filters(FORMAT_FILTERS)
 
 
 def environment() -> SandboxedEnvironment:
@@ -83,8 +96,12 @@ def render_template(
     max_chars: int | None = None,
     limits: EvaluationLimits = DEFAULT_LIMITS,
     budget: Budget | None = None,
+    locales: tuple[str | None, ...] = (),
+    zone: tzinfo | None = None,
 ) -> str:
-    """Render `text` within `limits` (or the `budget` of the action it belongs to).
+    """Render `text` within `limits` (or the `budget` of the action it belongs to); the
+    `| date`, `| number`... filters format in the first of `locales` that is known (see
+    engine.template_filters) and date-times in `zone`.
 
     Raises TemplateError on an undefined name, ValueError when the template is too long, and
     LimitExceededError when the render goes over a budget (output, size, loops, time).
@@ -110,6 +127,7 @@ def render_template(
     size = 0
     parts: list[str] = []
     token = activate(budget)
+    shown_as = start_formatting(locales, zone)
     try:
         # Streaming lets a runaway loop stop at the cap instead of filling memory first.
         for chunk in template.root_render_func(context):
@@ -131,6 +149,7 @@ def render_template(
             "the template calls itself too deeply (a macro or a recursive loop without an end)",
         ) from None
     finally:
+        end_formatting(shown_as)
         deactivate(token)
     return "".join(parts)
 
@@ -206,11 +225,61 @@ def check_template(
         found = _check_attribute(root, attribute, record_fields, extra)
         if found is not None and found not in issues:
             issues.append(found)
+    for found in _filter_issues(tree):
+        if found not in issues:
+            issues.append(found)
     for refusal in check_constant_budgets(tree, limits):
         issue = TemplateIssue(refusal.message, "a template must stay within its budgets")
         if issue not in issues:
             issues.append(issue)
     return issues
+
+
+def _filter_issues(tree: nodes.Template) -> list[TemplateIssue]:
+    """Filters and tests Jinja does not know, and the constant arguments of the formatting
+    filters (`| date('long')`, `| currency('EUR')`, `locale='fr_FR'`) that cannot work."""
+    issues: list[TemplateIssue] = []
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = _ENVIRONMENT.filters if isinstance(node, nodes.Filter) else _ENVIRONMENT.tests
+        what = "filter" if isinstance(node, nodes.Filter) else "test"
+        if node.name not in known:
+            issues.append(
+                TemplateIssue(
+                    f"unknown template {what} {node.name!r}",
+                    did_you_mean(node.name, known) or "see docs/flows.md, Templates",
+                )
+            )
+            continue
+        problem = _argument_problem(node) if isinstance(node, nodes.Filter) else None
+        if problem is not None:
+            issues.append(TemplateIssue(f"| {node.name}: {problem}", _FORMAT_HINT))
+    return issues
+
+
+_FORMAT_HINT = "e.g. | date('long'), | number, | currency('EUR'), locale='fr_FR'"
+# The checks of each formatting filter's positional arguments, then of `locale=`.
+_ARGUMENT_CHECKS = {
+    "date": (check_format, check_locale),
+    "datetime": (check_format, check_locale),
+    "time": (check_format, check_locale),
+    "number": (check_locale,),
+    "currency": (check_currency, check_locale),
+}
+
+
+def _argument_problem(node: nodes.Filter) -> str | None:
+    checks = _ARGUMENT_CHECKS.get(node.name)
+    if checks is None:
+        return None
+    given = [(check, arg) for check, arg in zip(checks, node.args, strict=False)]
+    given += [(check_locale, kw.value) for kw in node.kwargs if kw.key == "locale"]
+    for check, arg in given:
+        if isinstance(arg, nodes.Const):
+            try:
+                check(arg.value)
+            except ValueError as exc:
+                return str(exc)
+    return None
 
 
 def _assigned_names(tree: nodes.Template) -> set[str]:

@@ -38,11 +38,12 @@ from typing import Any
 from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from crmflow.engine.commands import EmailPayload
+from crmflow.engine.commands import UNSUBSCRIBE_URL_MARKER, EmailPayload
 from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition.context_checks import TemplateCheck, TemplateProblems
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.source import parse_source
+from crmflow.engine.template_filters import locale_problem
 from crmflow.engine.templates import (
     TEMPLATE_VARIABLES,
     check_template,
@@ -161,9 +162,12 @@ def template_problems(
     send time cannot see, and (given `record_type`) fields the record type does not have and
     (given `variables`: the action's) variables the action does not give."""
     fields = record_type.field_keys if record_type is not None else None
-    given = set(document.variables if variables is None else variables)
+    # `unsubscribe_url`: the recipient's unsubscribe link, always given (services.suppressions)
+    given = {*(document.variables if variables is None else variables), "unsubscribe_url"}
     problems: list[Problem] = []
     prefix = f"{path}." if path else ""
+    if document.locale is not None and (wrong := locale_problem(document.locale)) is not None:
+        problems.append(Problem(f"{prefix}locale", wrong, "or leave locale out: en"))
     if variables is not None:
         for name in document.variables:
             if name not in given:
@@ -352,6 +356,7 @@ def render_email(
     `render_template` raises (an undefined name, a budget gone over)."""
     fields = [k for k in record if k not in ("id", "type")]
     variables: dict[str, Any] = {
+        "unsubscribe_url": UNSUBSCRIBE_URL_MARKER,  # the link, put in by the dispatcher
         **payload.variables,
         "record": _with_defaults(record, document.defaults),
         "vars": dict(payload.variables),
@@ -359,8 +364,13 @@ def render_email(
         "today": now.date().isoformat(),
     }
 
+    # Dates and numbers in the record's locale, else the template's (engine.template_filters).
+    locales = (record.get("locale"), record.get("language"), document.locale)
+
     def rendered(text: str) -> str:
-        return render_template(seed_syntax(text, fields), variables)
+        return render_template(
+            seed_syntax(text, fields), variables, locales=locales, zone=now.tzinfo
+        )
 
     subject = payload.subject
     if not subject.strip() and document.subject is not None:

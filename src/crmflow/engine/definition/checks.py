@@ -23,6 +23,7 @@ from crmflow.engine.definition.actions import Action
 from crmflow.engine.definition.context_checks import DATE_TYPES, CheckScope, ContextChecks
 from crmflow.engine.definition.flow import Visibility
 from crmflow.engine.recordtypes import FieldType
+from crmflow.engine.template_filters import locale_problem
 from crmflow.errors import Problem
 
 __all__ = ["CheckScope", "FlowChecker"]
@@ -103,6 +104,8 @@ class FlowChecker(ContextChecks):
             )
         if flow.timezone is not None:
             self.check_zone("timezone", flow.timezone)
+        if flow.locale is not None and (problem := locale_problem(flow.locale)) is not None:
+            self.add("locale", problem, "or leave locale out: en")
         if (
             flow.start_at is not None
             and flow.archive_at is not None

@@ -86,6 +86,7 @@ class FlowDefinition(Definition):
     visibility: Annotated[Visibility, Field(strict=False)] = Visibility.PUBLIC
     members: list[str] = Field(default_factory=list)
     timezone: str | None = None
+    locale: str | None = None  # dates and numbers in templates (fr_FR, de_DE, en_US...)
     start_at: Datetime | None = None
     archive_at: Datetime | None = None
     triggers: list[Trigger] = Field(default_factory=list)

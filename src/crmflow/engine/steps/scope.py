@@ -220,6 +220,12 @@ class Scope:
             )
         return result
 
+    def locales(self) -> tuple[str | None, ...]:
+        """Where a template's `| date`, `| number`... look for their locale, in order: the
+        record's `locale` field, its `language` field, the flow's `locale` (then `en`)."""
+        values = self.record.values
+        return (values.get("locale"), values.get("language"), self.flow.locale)
+
     def render(
         self, text: str, *, step: StepVariables = None, variables: Mapping[str, str] | None = None
     ) -> str:
@@ -231,6 +237,8 @@ class Scope:
                 text,
                 self.template_variables(step, variables, names),
                 budget=self._budget("the template"),
+                locales=self.locales(),
+                zone=self.zone,
             )
         except LimitExceededError as exc:
             raise BudgetExceededError(exc.limit, str(exc)) from None
