@@ -24,6 +24,7 @@ from crmflow.engine.definition.context_checks import DATE_TYPES, CheckScope, Con
 from crmflow.engine.definition.flow import Visibility
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.template_filters import locale_problem
+from crmflow.engine.test_mode import recipient_problems
 from crmflow.errors import Problem
 
 __all__ = ["CheckScope", "FlowChecker"]
@@ -133,6 +134,7 @@ class FlowChecker(ContextChecks):
             self.add("reentry.days", "once_per_days needs days", "e.g. days: 30")
         if reentry.mode != "once_per_days" and reentry.days is not None:
             self.add("reentry.days", "days only applies to mode once_per_days")
+        self.problems.extend(recipient_problems(flow.test_recipients))
         calendar = flow.calendar
         if calendar is not None:
             # Unknown countries and subdivisions are caught at save time, not when a step runs.

@@ -96,6 +96,10 @@ class FlowDefinition(Definition):
     catch_up: CatchUpPolicy = Field(default_factory=CatchUpPolicy)
     calendar: Calendar | None = None
     auto_archive_when_drained: bool = False
+    # Where a run started in test mode sends every message instead (engine.test_mode).
+    test_recipients: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
+        default_factory=list
+    )
     steps: list[Step] = Field(min_length=1)
 
     _steps_default_type = field_validator("steps", mode="before")(_default_action_type)
