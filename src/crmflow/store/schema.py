@@ -292,9 +292,12 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("server_reply", sa.Text),
     sa.Column("rendered", sa.Text),
+    # Claimed first when higher (then oldest first): 1 transactional, 0 bulk (docs/delivery.md).
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_outbox_status_not_before", "status", "not_before"),
     sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_outbox_enrollment", "enrollment_id"),
+    sa.Index("ix_outbox_priority", "priority", "id"),
 )
 
 tasks = sa.Table(
