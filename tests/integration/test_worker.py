@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
 from crmflow.runner import move_batch
@@ -131,7 +132,9 @@ def test_a_manual_start_runs_the_first_step_and_the_next_one_exactly_when_due(
         "approve",
         ["validate", "refuse"],
     )
-    assert status.emails == (2, 2)
+    assert status.emails == (0, 2)  # written, not delivered yet
+    Dispatcher(ctx).run_once()
+    assert run_views.record_status(ctx, admin, rid).enrollments[0].emails == (2, 2)
     with ctx.engine.connect() as conn:
         task = conn.execute(sa.select(tasks)).one()
     assert (task.assignee_kind, task.assignee_ref, task.status) == ("user", "maria", "open")

@@ -62,26 +62,46 @@ def _print(view: run_views.EnrollmentView, as_json: bool) -> None:
 
 @app.command("start")
 @reports_errors
-def start(flow: FlowKey, record_id: RecordId, as_json: JsonOption = False) -> None:
-    """Start FLOW for one record now (the flow needs a `manual` trigger)."""
+def start(
+    flow: FlowKey,
+    record_id: RecordId,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test",
+            metavar="",
+            help="Test mode: every message goes to the flow's test_recipients instead",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start FLOW for one record now (the flow needs a `manual` trigger); with --test, in test
+    mode (try it on your own contact first)."""
     from crmflow.services import enrollments
 
-    _print(enrollments.start_record(state.context, state.actor, flow, record_id), as_json)
+    view = enrollments.start_record(state.context, state.actor, flow, record_id, test=test)
+    _print(view, as_json)
 
 
 def _message_state(message: dict[str, Any] | None) -> str:
-    """What became of the message an external action put in the outbox, in words."""
+    """What became of the message an external action put in the outbox, in words: its state,
+    whatever it is (pending, sending, delivered, caught, retrying, failed, cancelled, or a state
+    delivery adds: suppressed, test), then what the row says of it."""
     if message is None:
         return ""
-    text = f" [{message['kind']} {message['status']}"
     status = message["status"]
+    text = f" [{message['kind']} {status}"
     if status == "pending":
         text += f", not before {message['not_before']}"
-    elif status in ("delivered", "caught") and "delivered_at" in message:
+    elif status == "sending":
+        text += f", attempt {message['attempts']}"
+    if message.get("delivered_at"):
         text += f" at {message['delivered_at']}"
-    elif status == "retrying":
+    if status == "retrying":
         text += f", attempt {message['attempts']} failed, next at {message['next_attempt_at']}"
-    if status in ("retrying", "failed") and message.get("last_error"):
+    if message.get("server_reply"):
+        text += f", server said {message['server_reply']!r}"
+    if message.get("last_error"):
         text += f": {message['last_error']}"
     return text + "]"
 

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+# The outbox states of a message that went: the server accepted it, or the mail catcher kept it.
+DELIVERED = frozenset({"delivered", "caught"})
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -81,7 +85,7 @@ class EnrollmentView:
     entered_at: datetime
     finished_at: datetime | None
     end_reason: str
-    emails: tuple[int, int]  # (sent, in the flow): "2/5"
+    emails: tuple[int, int]  # (delivered, in the flow): "2/5"
     step_runs: list[StepRunView]
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,6 +155,7 @@ def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[Enrollme
     in a fixed number of queries."""
     ids = [r.id for r in rows]
     runs: dict[int, list[StepRunView]] = {}
+    emails: dict[int, list[str]] = {}  # the statuses of each enrollment's emails, in run order
     if ids:
         named = _assignees_by_id(conn, ids)
         messages = _messages_by_key(conn, ids)
@@ -165,6 +170,11 @@ def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[Enrollme
                     for a in actions
                 ]
             actions = _with_messages(actions, s.enrollment_id, s.run, messages)
+            emails.setdefault(s.enrollment_id, []).extend(
+                a["message"]["status"]
+                for a in actions
+                if a.get("message") is not None and a["message"]["kind"] == "email"
+            )
             runs.setdefault(s.enrollment_id, []).append(
                 StepRunView(
                     s.run,
@@ -184,9 +194,11 @@ def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[Enrollme
     for r in rows:
         state = EnrollmentState.model_validate(r.state) if r.state is not None else None
         info = infos.get((r.flow_id, r.flow_version))
-        emails = (0, 0)
+        progress = (0, 0)
         if state is not None and info is not None:
-            emails = sequence_progress(info.definition, state)
+            progress = _delivered_progress(
+                sequence_progress(info.definition, state), emails.get(r.id, [])
+            )
         waiting = state.waiting if state is not None else None
         waiting_for = waiting.description if waiting is not None else ""
         if state is None and r.status == HELD:
@@ -207,11 +219,20 @@ def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[Enrollme
                 entered_at=state.entered_at if state is not None else r.entered_at,
                 finished_at=r.finished_at,
                 end_reason=state.end_reason if state is not None else "",
-                emails=emails,
+                emails=progress,
                 step_runs=runs.get(r.id, []),
             )
         )
     return out
+
+
+def _delivered_progress(progress: tuple[int, int], statuses: Sequence[str]) -> tuple[int, int]:
+    """The sequence's progress counting the emails delivered (or caught by the mail catcher),
+    not those written: of the emails the run wrote since its count last started over (the
+    engine counts `written`; a restart starts it over), the last `written` in run order."""
+    written, total = progress
+    recent = statuses[max(len(statuses) - written, 0) :] if written else []
+    return sum(1 for status in recent if status in DELIVERED), total
 
 
 def _assignees_by_id(
@@ -243,9 +264,10 @@ def _messages_by_key(conn: Connection, enrollment_ids: Sequence[int]) -> dict[st
             "not_before": m.not_before.isoformat(),
             "attempts": m.attempts,
         }
-        for name in ("delivered_at", "next_attempt_at"):
-            if (value := getattr(m, name)) is not None and m.status != "failed":
-                message[name] = value.isoformat()
+        if m.delivered_at is not None and m.status != "failed":
+            message["delivered_at"] = m.delivered_at.isoformat()
+        if m.next_attempt_at is not None and m.status == "retrying":  # else it is past
+            message["next_attempt_at"] = m.next_attempt_at.isoformat()
         for name in ("last_error", "server_reply"):
             if (value := getattr(m, name)) is not None:
                 message[name] = value

@@ -34,7 +34,8 @@ class ActionMessage(BaseModel):
     kind: str = Field(description="email, sms, webhook, ...")
     status: str = Field(
         description="pending, sending, delivered, caught (kept by the mail catcher), retrying, "
-        "failed or cancelled"
+        "failed, cancelled, or another state delivery gives (suppressed, test); what there is "
+        "to know of it is in the fields below"
     )
     not_before: Timestamp = Field(description="Not sent before this time")
     attempts: int = Field(description="Delivery attempts made so far")
@@ -95,7 +96,10 @@ class RunDetail(BaseModel):
     entered_at: Timestamp
     finished_at: Timestamp | None = Field(description="null while the run goes on")
     end_reason: str = Field(description="Why the run ended, in words; empty while it goes on")
-    emails: str = Field(description="Emails sent / emails in the flow's sequence, e.g. '2/5'")
+    emails: str = Field(
+        description="Emails delivered (or kept by the mail catcher) / emails in the flow's "
+        "sequence, e.g. '2/5'; an email written but not sent yet is not counted"
+    )
     step_runs: list[StepRun] = Field(description="Each step run, oldest first")
 
 
