@@ -270,6 +270,8 @@ def _path_of(loc: tuple[Any, ...], data: Any) -> tuple[str, list[Any]]:
     clean: list[Any] = []
     current: Any = data
     for element in loc:
+        if isinstance(element, str) and element.startswith("~"):
+            continue  # the tag of a form chosen by a callable discriminator (`~word`)
         if isinstance(current, list) and isinstance(element, int):
             path = join_path(path, element)
             clean.append(element)

@@ -10,8 +10,9 @@ from pydantic import Field, field_validator
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import message_key, outbox_message
+from crmflow.engine.actions.on_failure import check_on_failure
 from crmflow.engine.commands import EmailPayload, message_id
-from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
@@ -27,7 +28,7 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class SendEmailAction(ActionBase):
+class SendEmailAction(MessagingActionBase):
     """A templated email; `to` defaults to the record's `email` field.
 
     `body` is the template text; `template` names a stored email template instead.
@@ -49,6 +50,7 @@ class SendEmailAction(ActionBase):
 
 
 def check(checker: ActionChecker, path: str, action: SendEmailAction, step: ActionStep) -> None:
+    check_on_failure(checker, path, action, step)
     extra = set(action.variables)
     for name, value in action.variables.items():
         if not name.isidentifier():

@@ -10,8 +10,9 @@ from pydantic import Field
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import outbox_message
+from crmflow.engine.actions.on_failure import check_on_failure
 from crmflow.engine.commands import SmsPayload
-from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "SendSmsAction", "to_e164"]
 
 
-class SendSmsAction(ActionBase):
+class SendSmsAction(MessagingActionBase):
     """An SMS; `to` defaults to the record's `phone` field."""
 
     type: Literal["send_sms"]
@@ -52,6 +53,7 @@ def to_e164(number: str) -> str:
 
 
 def check(checker: ActionChecker, path: str, action: SendSmsAction, step: ActionStep) -> None:
+    check_on_failure(checker, path, action, step)
     if action.to is None:
         checker.check_default_field(path, "phone", FieldType.PHONE, "to")
     elif is_template(action.to):

@@ -9,8 +9,9 @@ from pydantic import Field
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import outbox_message
+from crmflow.engine.actions.on_failure import check_on_failure
 from crmflow.engine.commands import WebhookPayload
-from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.delivery_policy import MessagingActionBase
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "WebhookAction"]
 
 
-class WebhookAction(ActionBase):
+class WebhookAction(MessagingActionBase):
     """An outbound HTTP call, signed with `secret` (Standard Webhooks) when given."""
 
     type: Literal["webhook"]
@@ -31,6 +32,7 @@ class WebhookAction(ActionBase):
 
 
 def check(checker: ActionChecker, path: str, action: WebhookAction, step: ActionStep) -> None:
+    check_on_failure(checker, path, action, step)
     checker.check_text(f"{path}.url", action.url)
     for name, value in action.headers.items():
         checker.check_text(f"{path}.headers.{name}", value)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from crmflow.engine.definition.actions import Action
 from crmflow.engine.definition.common import Definition, Duration, Key
+from crmflow.engine.definition.delivery_policy import FailureGoto, MessagingActionBase
 from crmflow.engine.definition.people import Deadline, Responsibility
 from crmflow.engine.definition.timing import Timing
 
@@ -63,6 +64,16 @@ class StepBase(Definition):
 class ActionStep(StepBase):
     type: Literal["action"] = "action"
     actions: list[Action] = Field(default_factory=list)
+
+    def targets(self) -> list[tuple[str, str]]:
+        out = super().targets()
+        for i, action in enumerate(self.actions):
+            if isinstance(action, MessagingActionBase) and isinstance(
+                action.on_failure, FailureGoto
+            ):
+                # A failure branch: taken when the action's message fails for good.
+                out.append((f"actions[{i}].on_failure.goto", action.on_failure.goto))
+        return out
 
     @cached_property
     def run_order(self) -> tuple[tuple[int, Action], ...]:
