@@ -147,6 +147,26 @@ class Settings(BaseSettings):
         default=0.1,
         description="The longest a sent message's outcome waits for the others of its group.",
     )
+    rate_limit_email: str | None = Field(
+        default=None,
+        description="Emails sent at most so fast, e.g. 100/s, 3000/m, 50000/h (bursts up to "
+        "the number); a message over the limit waits, pending, for its turn. None: no limit.",
+    )
+    rate_limit_sms: str | None = Field(default=None, description="SMS at most so fast (N/s|m|h).")
+    rate_limit_webhook: str | None = Field(
+        default=None, description="Webhook calls at most so fast (N/s|m|h)."
+    )
+    rate_limit_domains: str | None = Field(
+        default=None,
+        description="Per destination domain (an email's recipients', a webhook's host), "
+        "comma-separated: gmail.com=20/s,yahoo.com=600/m.",
+    )
+    rate_limit_processes: int = Field(
+        gt=0,
+        default=1,
+        description="The dispatcher processes you run: each keeps to this share of every rate "
+        "limit (the threads of one process share it exactly).",
+    )
 
     webhook_connect_timeout: float = Field(
         gt=0,
@@ -188,6 +208,19 @@ class Settings(BaseSettings):
         allowed_networks(value)
         return value
 
+    @field_validator("rate_limit_email", "rate_limit_sms", "rate_limit_webhook")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value:
+            parse_rate(value)
+        return value
+
+    @field_validator("rate_limit_domains")
+    @classmethod
+    def _domain_rates(cls, value: str | None) -> str | None:
+        parse_domain_rates(value)
+        return value
+
     @field_validator("sms_auth_header")
     @classmethod
     def _header(cls, value: str | None) -> str | None:
@@ -209,6 +242,39 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """'100/s' -> (100, 1.0): a number of messages per second (s), minute (m) or hour (h)."""
+    count, _, unit = text.strip().partition("/")
+    try:
+        number = float(count)
+    except ValueError:
+        number = 0.0
+    if number <= 0 or unit.strip() not in _UNITS:
+        raise ValueError(
+            f"rate limit {text!r}: write a number of messages per s, m or h, e.g. 100/s or 3000/m"
+        )
+    return number, _UNITS[unit.strip()]
+
+
+def parse_domain_rates(text: str | None) -> dict[str, tuple[float, float]]:
+    """'gmail.com=20/s,yahoo.com=600/m' -> {'gmail.com': (20, 1.0), 'yahoo.com': (600, 60.0)}."""
+    rates: dict[str, tuple[float, float]] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        domain, equals, rate = part.partition("=")
+        if not equals or not domain.strip():
+            raise ValueError(
+                f"CRMFLOW_RATE_LIMIT_DOMAINS: {part.strip()!r} is not domain=rate, "
+                "e.g. gmail.com=20/s"
+            )
+        rates[domain.strip().lower()] = parse_rate(rate)
+    return rates
 
 
 @lru_cache(maxsize=1)

@@ -44,6 +44,7 @@ from crmflow.delivery.email import (
     parse_smtp_url,
 )
 from crmflow.delivery.http import RetryLaterError
+from crmflow.delivery.rate_limits import RateLimiter, limit_keys, shared_limiter
 from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
 from crmflow.delivery.suppression import note_hard_bounce, set_aside_suppressed
 from crmflow.delivery.webhook import WebhookSender
@@ -59,6 +60,7 @@ from crmflow.store.outbox import (
     mark_retrying,
     mark_sent,
     next_due_at,
+    put_back,
 )
 
 __all__ = ["DispatchResult", "Dispatcher", "backoff", "run_in_threads", "sender_for"]
@@ -78,6 +80,7 @@ class DispatchResult:
     delivered: int = 0  # delivered or caught by the mail catcher
     retrying: int = 0
     failed: int = 0
+    deferred: int = 0  # over a rate limit: put back, due when its turn comes
 
     def __add__(self, other: DispatchResult) -> DispatchResult:
         return DispatchResult(
@@ -85,6 +88,7 @@ class DispatchResult:
             self.delivered + other.delivered,
             self.retrying + other.retrying,
             self.failed + other.failed,
+            self.deferred + other.deferred,
         )
 
 
@@ -125,7 +129,9 @@ class Dispatcher:
         sender: Sender | None = None,
         sms_provider: SmsProvider | None = None,
         rand: random.Random | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        """`limiter`: the rate limits (default: the one this process's dispatchers share)."""
         self.ctx = ctx
         self.batch_size = batch_size
         self.lease = lease
@@ -135,6 +141,8 @@ class Dispatcher:
         self.webhooks = WebhookSender(ctx.settings)
         self.sms = SmsSender(sms_provider or sms_provider_for(ctx.settings))
         self.rand = rand or random.Random()
+        self.limiter = limiter or shared_limiter(ctx.settings)
+        self._deferred: list[tuple[int, datetime]] = []  # over a rate limit: (id, due at)
         self.total = DispatchResult()
         # Sent messages whose outcome is not committed yet (CRMFLOW_DELIVERY_COMMIT_EVERY), and
         # time.monotonic() when the first of them was sent.
@@ -173,10 +181,17 @@ class Dispatcher:
             for message in claimed:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     break
+                if self._over_rate_limit(message):
+                    result += DispatchResult(deferred=1)
+                    continue
                 result += self._deliver(message)
         finally:
             self._unsaved, unsaved = [], self._unsaved
             self._save(unsaved)  # what is left of the batch (raises with the database away)
+            self._deferred, deferred = [], self._deferred
+            if deferred:
+                with self.ctx.engine.begin() as conn:
+                    put_back(conn, deferred, owner=self.name)
         self.total += result
         return result
 
@@ -220,6 +235,19 @@ class Dispatcher:
         self.sender.close()
         self.webhooks.close()
         self.sms.close()
+
+    def _over_rate_limit(self, message: ClaimedMessage) -> bool:
+        """Whether the message must wait for its turn under a rate limit (CRMFLOW_RATE_LIMIT_*):
+        it is then put back at the end of the batch, due at that turn, its attempt not counted."""
+        if not self.limiter.active:
+            return False
+        now = self.ctx.now()
+        keys = limit_keys(message.kind, message.payload)
+        turn = self.limiter.reserve(keys, now, message.id)
+        if turn <= now:
+            return False
+        self._deferred.append((message.id, turn))
+        return True
 
     def _send(self, message: ClaimedMessage) -> Sent:
         """One message handed to its channel's sender."""

@@ -42,6 +42,7 @@ __all__ = [
     "mark_suppressed",
     "messages_of",
     "next_due_at",
+    "put_back",
 ]
 
 
@@ -328,6 +329,32 @@ def mark_retrying(
     """The attempt failed for a reason that may pass: tried again at `next_attempt_at`."""
     values = {"status": "retrying", "next_attempt_at": next_attempt_at, "last_error": error}
     return _leased(conn, message_id, owner, values)
+
+
+def put_back(conn: sa.Connection, due: Sequence[tuple[int, datetime]], *, owner: str) -> int:
+    """Messages claimed but not sent (over a rate limit): back to what they were, due at the
+    time given for each (a pending message's `not_before`, a retry's `next_attempt_at`), the
+    attempt not counted; those still `owner`'s. How many were put back."""
+    if not due:
+        return 0
+    o = outbox.c
+    at = sa.bindparam("b_at", type_=o.not_before.type)
+    was_retry = o.next_attempt_at.is_not(None)
+    update = (
+        outbox.update()
+        .where(o.id == sa.bindparam("b_id"), o.status == "sending", o.lease_owner == owner)
+        .values(
+            status=sa.case((was_retry, "retrying"), else_="pending"),
+            not_before=sa.case((was_retry, o.not_before), else_=at),
+            next_attempt_at=sa.case((was_retry, at), else_=None),
+            attempts=o.attempts - 1,
+            lease_owner=None,
+            lease_until=None,
+        )
+        .execution_options(preserve_rowcount=True)
+    )
+    result = conn.execute(update, [{"b_id": i, "b_at": when} for i, when in due])
+    return int(result.rowcount)
 
 
 def mark_failed(conn: sa.Connection, message_id: int, *, owner: str, error: str) -> bool:
