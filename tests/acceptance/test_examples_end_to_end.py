@@ -5,6 +5,7 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,15 @@ from fastapi.testclient import TestClient
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.engine.simulation import sample_record
-from crmflow.services import enrollments, flows, queries, record_types, records, users
+from crmflow.services import (
+    enrollments,
+    flows,
+    queries,
+    record_types,
+    records,
+    templates,
+    users,
+)
 from crmflow.services.context import Actor, Context
 from crmflow.services.demo import DEMO_GROUPS, DEMO_LOGINS, examples_dir
 from crmflow.store.schema import enrollments as enrollments_table
@@ -86,7 +95,8 @@ CASES = [
 
 
 def _setup_like_the_demo(ctx: Context) -> Actor:
-    """The demo's users, groups, record types and saved queries, without its records."""
+    """The demo's users, groups, record types, saved queries and email templates, without its
+    records."""
     system = users.ensure_system_user(ctx)
     for login in DEMO_LOGINS:
         users.create_user(
@@ -107,6 +117,8 @@ def _setup_like_the_demo(ctx: Context) -> Actor:
         record_types.load_record_type_file(ctx, alice, path)
     for path in sorted((EXAMPLES / "queries").glob("*.yaml")):
         queries.load_query_file(ctx, alice, path)
+    for path in sorted((EXAMPLES / "templates").glob("*.yaml")):
+        templates.load_template_file(ctx, alice, path)
     return system
 
 
@@ -146,9 +158,16 @@ def _next_due(ctx: Context, record_id: int) -> datetime | None:
     return min(times) if times else None
 
 
-def test_seed_flow_runs_end_to_end(
-    ctx: Context, clock: FrozenClock, client: TestClient, case: Case
-) -> None:
+def drive(
+    ctx: Context,
+    clock: FrozenClock,
+    client: TestClient,
+    case: Case,
+    each_round: Callable[[], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the case's flows on its sample record until they all ended (or HORIZON passed),
+    deciding approvals and making the case's changes as people would; `each_round` runs after
+    each round of the worker (the dispatcher, in the delivery test). The record's runs."""
     if case.start_at is not None:
         clock.current = case.start_at
     system = _setup_like_the_demo(ctx)
@@ -178,6 +197,8 @@ def test_seed_flow_runs_end_to_end(
     decisions: list[tuple[str, Any]] = []
     while clock() < end:
         run_once(ctx, now=clock())
+        if each_round is not None:
+            each_round()
         current = runs()
         waiting = [e for e in current if e["status"] not in ENDED and e["buttons"]]
         if waiting:
@@ -212,8 +233,13 @@ def test_seed_flow_runs_end_to_end(
         due = _next_due(ctx, record_id)
         step_min = clock() + timedelta(minutes=1)
         clock.current = max(due, step_min) if due else clock() + timedelta(days=1)
+    return runs()
 
-    current = runs()
+
+def test_seed_flow_runs_end_to_end(
+    ctx: Context, clock: FrozenClock, client: TestClient, case: Case
+) -> None:
+    current = drive(ctx, clock, client, case)
     by_flow = {e["flow"]: e for e in current}
     summary = [
         (

@@ -21,6 +21,10 @@ router = APIRouter(tags=["runs"], route_class=GuardedRoute)
 
 class StartBody(BaseModel):
     record_id: RowId = Field(description="The record to start the flow for")
+    test: bool = Field(
+        default=False,
+        description="Test mode: every message goes to the flow's test_recipients instead",
+    )
 
 
 class CancelBody(BaseModel):
@@ -44,7 +48,7 @@ def start_record(
 ) -> dict[str, Any]:
     """Start the flow for one record (the flow needs a `manual` trigger); 409 with the reason
     when the record may not enter."""
-    return enrollments.start_record(ctx, actor, key, body.record_id).as_dict()
+    return enrollments.start_record(ctx, actor, key, body.record_id, test=body.test).as_dict()
 
 
 @router.get("/api/flows/{key}/runs", response_model=RunPage)

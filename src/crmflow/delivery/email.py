@@ -24,6 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateError
 
 from crmflow.engine.commands import EmailPayload
+from crmflow.engine.test_mode import TEST_PREFIX, prefixed_subject
 from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
 from crmflow.services.suppressions import add_unsubscribe_headers, with_unsubscribe_link
@@ -151,7 +152,11 @@ def email_of(ctx: Context, payload: EmailPayload) -> tuple[EmailMessage, EmailPa
             raise DeliveryError(
                 f"the template {payload.template!r} did not render: {exc}", permanent=True
             ) from exc
-        payload, html = rendered.payload, rendered.html
+        # A test run's subject keeps its "[TEST] " when the template gives the subject.
+        subject = rendered.payload.subject
+        if payload.subject.startswith(TEST_PREFIX):
+            subject = prefixed_subject(subject)
+        payload, html = rendered.payload.model_copy(update={"subject": subject}), rendered.html
     else:
         html = None
     # A marketing email's unsubscribe link: in its texts and its headers (docs/delivery.md).

@@ -14,7 +14,7 @@ from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.entry import Candidate, Decision, FlowRef, admission_refusal
 from crmflow.engine.runtime import DecisionMade, EnrollmentStatus
 from crmflow.engine.transition import cancel
-from crmflow.errors import ConflictError, NotFoundError
+from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.runner import Reference, close_tasks, move_batch, state_of, trip_loop_guard
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
@@ -55,9 +55,13 @@ def _admission(flow: Row, definition: FlowDefinition) -> str | None:
     return None
 
 
-def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> EnrollmentView:
+def start_record(
+    ctx: Context, actor: Actor, flow_key: str, record_id: int, *, test: bool = False
+) -> EnrollmentView:
     """Start flow `flow_key` for one record now (a person's or a program's start): its first
-    steps run at once when they are due. Refused with the reason (ConflictError) when the flow
+    steps run at once when they are due. With `test`, in test mode: every message of the run
+    goes to the flow's test recipients instead (`engine.test_mode`); a flow without any is
+    refused (InvalidInputError). Refused with the reason (ConflictError) when the flow
     does not admit records now, the record's type is not the flow's, the re-entry policy keeps
     it out or the flow's entry condition is false; the reason is kept on the record and in the
     flow's not-entered list (trigger 'manual'). The 11th start of a flow for a record within a
@@ -71,6 +75,18 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
         if record_type is None:
             raise NotFoundError(f"no record with id {record_id}")
         definition = _definition(conn, ctx, flow)
+        if test and not definition.test_recipients:
+            raise InvalidInputError(
+                f"a test start of flow {flow_key!r}",
+                [
+                    Problem(
+                        "test_recipients",
+                        "the flow has no test recipients, so a test run would message nobody",
+                        "add e.g. `test_recipients: [you@example.org, +40 721 000 000]` to the "
+                        "flow's document and save it, then start it again with test",
+                    )
+                ],
+            )
         started = start_one(
             conn,
             ctx,
@@ -82,6 +98,7 @@ def start_record(ctx: Context, actor: Actor, flow_key: str, record_id: int) -> E
             refusal=_admission(flow, definition),
             told=actor.username,
             now=now,
+            test_to=definition.test_recipients if test else None,
         )
         if isinstance(started, int):
             return enrollment_view(conn, ctx, started)
@@ -108,6 +125,7 @@ def start_one(
     refusal: str | None,
     told: str | None,
     now: datetime,
+    test_to: list[str] | None = None,
 ) -> int | str:
     """The rules of a start for one record, in their order (after `refusal`, the caller's own:
     the flow's status, its trigger): the record's type, the loop guard (which acts: see
@@ -144,6 +162,7 @@ def start_one(
         record_id=record_id,
         now=now,
         due_at=now,
+        test_to=test_to,
     )
     # The batch runner reads what was read above (nothing changed the record since): it is
     # given, with the flow, rather than read twice.

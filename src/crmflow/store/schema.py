@@ -244,6 +244,8 @@ enrollments = sa.Table(
     sa.Column("lease_owner", sa.String(64)),
     sa.Column("lease_until", UTCDateTime),
     sa.Column("updated_at", UTCDateTime),
+    # A run started in test mode: the flow's test recipients then (null: a real run).
+    sa.Column("test_to", JSONDoc),
     sa.Index("ix_enrollments_flow_status", "flow_id", "status"),
     sa.Index("ix_enrollments_record", "record_id"),
     sa.Index("ix_enrollments_status_due", "status", "due_at"),
@@ -292,6 +294,8 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("server_reply", sa.Text),
     sa.Column("rendered", sa.Text),
+    # Written by a run in test mode, rewritten for its test recipients (engine.test_mode).
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
     # Claimed first when higher (then oldest first): 1 transactional, 0 bulk (docs/delivery.md).
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_outbox_status_not_before", "status", "not_before"),

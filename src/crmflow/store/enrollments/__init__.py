@@ -35,6 +35,7 @@ from crmflow.store.enrollments.entering import (
     past_entries,
     record_ids,
     selected_ids,
+    test_recipients_of,
 )
 from crmflow.store.enrollments.moves import (
     enrollments_hearing,
@@ -93,5 +94,6 @@ __all__ = [
     "save",
     "selected_ids",
     "steps_on_other_versions",
+    "test_recipients_of",
     "thaw_candidates",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "past_entries",
     "record_ids",
     "selected_ids",
+    "test_recipients_of",
 ]
 
 # A set of record ids (a subquery with an `id` column), not executed: what the set-based
@@ -45,11 +46,26 @@ def insert_enrollment(
     now: datetime,
     due_at: datetime,
     status: str = "active",
+    test_to: Sequence[str] | None = None,
 ) -> int:
-    """A new enrollment that enters its flow at `due_at` (its state is written when it does)."""
+    """A new enrollment that enters its flow at `due_at` (its state is written when it does);
+    `test_to`: a run in test mode, its messages going to these test recipients."""
     row = _new_row(flow_id, flow_version, record_id, due_at, now=now, status=status)
+    if test_to is not None:
+        row["test_to"] = list(test_to)
     inserted = conn.execute(enrollments.insert().values(row).returning(enrollments.c.id))
     return int(inserted.scalar_one())
+
+
+def test_recipients_of(conn: sa.Connection, enrollment_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The test recipients of those of `enrollment_ids` that run in test mode (most runs do
+    not: one indexed lookup by id, usually empty)."""
+    ids = sorted(set(enrollment_ids))
+    if not ids:
+        return {}
+    e = enrollments.c
+    query = sa.select(e.id, e.test_to).where(e.id.in_(ids), e.test_to.is_not(None))
+    return {int(r.id): list(r.test_to) for r in conn.execute(query)}
 
 
 def insert_starts(
