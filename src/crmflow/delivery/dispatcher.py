@@ -49,6 +49,7 @@ from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
 from crmflow.delivery.suppression import note_hard_bounce, set_aside_suppressed
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
+from crmflow.services.delivery_failures import message_failed
 from crmflow.settings import Settings
 from crmflow.store.database import OperationalError, read_connection
 from crmflow.store.history import insert_history
@@ -321,7 +322,9 @@ class Dispatcher:
                 if last and not permanent:
                     most = settings.delivery_max_attempts
                     error = f"{error} (attempt {message.attempts} of {most}: no more)"
-                mark_failed(conn, message.id, owner=self.name, error=error)
+                if mark_failed(conn, message.id, owner=self.name, error=error):
+                    # Its run's failure policy and the controller told, in this transaction.
+                    message_failed(conn, self.ctx, message, error, now=self.ctx.now())
                 log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
                 return DispatchResult(failed=1)
             at = self.ctx.now() + (wait or backoff(message.attempts, settings, self.rand))
