@@ -34,7 +34,9 @@ __all__ = [
     "record_types",
     "records",
     "saved_queries",
+    "signing_keys",
     "step_runs",
+    "suppressions",
     "tasks",
     "trigger_failures",
     "trigger_schedules",
@@ -272,7 +274,8 @@ step_runs = sa.Table(
 # (enrollment, step run, action), so a step run retried after a crash writes no second row.
 # status: pending -> sending (leased to a dispatcher until lease_until) -> delivered | caught
 # (kept by the mail catcher, `rendered` holds the message) | retrying (at next_attempt_at) |
-# failed; cancelled when its run was cancelled before it went.
+# failed | suppressed (to an address on the suppression list: not sent, `last_error` says
+# why); cancelled when its run was cancelled before it went.
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -302,6 +305,28 @@ outbox = sa.Table(
     sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_outbox_enrollment", "enrollment_id"),
     sa.Index("ix_outbox_priority", "priority", "id"),
+)
+
+# Addresses no flow emails any more (`store.suppressions`, the one writer): each normalised to
+# lower case, with why (unsubscribed | hard_bounce | admin), when, and what caused it (the
+# message or the admin). Checked by the dispatcher before each email (docs/delivery.md).
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("address", sa.String(320), primary_key=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("source", sa.Text, nullable=False, server_default=""),
+)
+
+# Keys the server made for itself and keeps (`store.suppressions`): the unsubscribe links'
+# signing key when CRMFLOW_SECRET_KEY is not set.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
 tasks = sa.Table(
