@@ -21,6 +21,7 @@ from crmflow.api import (
     record_groups,
     record_types,
     records,
+    suppressions,
     templates,
     triggers,
     users,
@@ -104,6 +105,7 @@ def create_app(ctx: Context) -> FastAPI:
         hooks,
         mail,
         templates,
+        suppressions,
     ):
         app.include_router(module.router)
     declare_error_responses(app)

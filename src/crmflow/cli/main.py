@@ -25,6 +25,7 @@ from crmflow.cli import (
     records,
     runs,
     simulate,
+    suppressions,
     templates,
     users,
     worker,
@@ -52,6 +53,7 @@ app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
 app.add_typer(mail.app, name="mail")
 app.add_typer(templates.app, name="templates")
+app.add_typer(suppressions.app, name="suppressions")
 
 
 @app.callback()

@@ -11,7 +11,7 @@ from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import message_key, outbox_message
 from crmflow.engine.actions.on_failure import check_on_failure
-from crmflow.engine.commands import EmailPayload, message_id
+from crmflow.engine.commands import UNSUBSCRIBE_URL_MARKER, EmailPayload, message_id
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.scope import EvaluationError
@@ -45,6 +45,8 @@ class SendEmailAction(MessagingActionBase):
     template: str | None = None
     variables: dict[str, str] = Field(default_factory=dict)
     archive: bool = True
+    # marketing: List-Unsubscribe headers, suppressed for an address that unsubscribed.
+    category: Literal["marketing", "transactional"] = "marketing"
 
     _one_or_many = field_validator("to", "cc", "bcc", mode="before")(_one_or_many)
 
@@ -71,9 +73,9 @@ def check(checker: ActionChecker, path: str, action: SendEmailAction, step: Acti
             "an email needs exactly one of body (the text) or template (a stored template)",
         )
     if action.body is not None:
-        checker.check_text(f"{path}.body", action.body, extra)
+        checker.check_text(f"{path}.body", action.body, {*extra, "unsubscribe_url"})
     if action.template is not None:
-        _check_stored_template(checker, path, action.template, extra)
+        _check_stored_template(checker, path, action.template, {*extra, "unsubscribe_url"})
 
 
 def _check_stored_template(
@@ -105,6 +107,8 @@ def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult
     variables = {
         name: ctx.render(text, field=f"variables.{name}") for name, text in action.variables.items()
     }
+    # `{{ unsubscribe_url }}`: the recipient's link, put in at send (services.suppressions).
+    texts = {"unsubscribe_url": UNSUBSCRIBE_URL_MARKER, **variables}
     to = _addresses(ctx, action.to, variables, "to")
     if not action.to:
         default = ctx.scope.record.values.get("email")
@@ -124,13 +128,12 @@ def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult
             ctx.render(action.reply_to, variables, field="reply_to") if action.reply_to else None
         ),
         subject=ctx.render(action.subject, variables, field="subject"),
-        body=(
-            ctx.render(action.body, variables, field="body") if action.body is not None else None
-        ),
+        body=ctx.render(action.body, texts, field="body") if action.body is not None else None,
         template=action.template,
         variables=variables,
         archive=action.archive,
         record_id=ctx.scope.record.id,
+        category=action.category,
     )
     message = outbox_message(ctx, index, action.key, payload)
     return ActionResult((message,), message.describe())
