@@ -108,3 +108,24 @@ def test_an_event_created_by_hand_has_no_invitation_to_follow(ctx: Context, admi
     _update(ctx, admin, event.id, start="2026-12-02T10:00")
     records.delete_record(ctx, admin, event.id)
     assert _invitations(ctx) == []
+
+
+def test_the_invitation_of_a_test_run_and_its_next_versions_go_to_the_test_address(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    text = APPOINTMENT.replace("steps:", "test_recipients: [qa@example.org]\nsteps:")
+    _flow(ctx, admin, text)
+    runs.start_record(ctx, admin, "appointment", _contact(ctx, admin), test=True)
+    clock.advance(hours=1)
+    assert run_once(ctx) == 1
+    with ctx.engine.connect() as conn:
+        event_id = conn.execute(
+            sa.select(records_table.c.id).where(records_table.c.type == "event")
+        ).scalar_one()
+    _update(ctx, admin, event_id, start="2026-12-03T15:00")
+    with ctx.engine.connect() as conn:
+        rows = list(conn.execute(sa.select(outbox).order_by(outbox.c.id)))
+    assert [(r.test, r.payload["to"], r.payload["subject"]) for r in rows] == [
+        (True, ["qa@example.org"], "[TEST] Invitation: Meeting with Claire, Martin & co"),
+        (True, ["qa@example.org"], "[TEST] Updated: Meeting with Claire, Martin & co"),
+    ]
