@@ -66,9 +66,7 @@ def http_server() -> Iterator[HttpServer]:
 def _start(ctx: Context, admin: Actor, url: str, policy: str) -> tuple[int, int]:
     """The controller carla (with an email address), the flow with `policy`, a run started:
     (record id, enrollment id)."""
-    create_user(
-        ctx, admin, username="carla", role="manager", password="password123", email="carla@ex.org"
-    )
+    create_user(ctx, admin, username="carla", role="manager", email="carla@ex.org")
     flows.create_flow(ctx, admin, FLOW.format(url=url, policy=policy))
     flows.change_status(ctx, admin, "notify", LifecycleAction.START)
     data = {"first_name": "Claire", "last_name": "Martin", "email": "claire@example.org"}
