@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from crmflow.engine.approvals import Decider, decision_refusal
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.entry import Candidate, Decision, FlowRef, admission_refusal
-from crmflow.engine.runtime import DecisionMade, EnrollmentStatus
+from crmflow.engine.runtime import DecisionMade, EnrollmentState, EnrollmentStatus, WaitKind
 from crmflow.engine.transition import cancel
-from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from crmflow.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    Problem,
+)
 from crmflow.runner import Reference, close_tasks, move_batch, state_of, trip_loop_guard
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
@@ -25,9 +32,11 @@ from crmflow.services.run_views import EnrollmentView, enrollment_view
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row
 from crmflow.store.flows import find_flow
+from crmflow.store.groups import group_names_by_user
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.record_types import record_type_catalog
 from crmflow.store.records import record_type_of
+from crmflow.store.users import usernames_by_id
 
 # What users see of runs (views, lists, progress) is in `run_views`; the batch runner is
 # `crmflow.runner`.
@@ -244,6 +253,7 @@ def decide(
             )
         if row.state is None:
             raise ConflictError("the record has not entered the flow yet")
+        _require_decider(conn, actor, row.state, step_key)
         event = DecisionMade(
             step_key=step_key, button=button, by=actor.username, comment=comment or ""
         )
@@ -253,6 +263,22 @@ def decide(
             raise ConflictError(f"decision refused: {refused}")
         repo.notify_due(conn)
         return enrollment_view(conn, ctx, enrollment_id)
+
+
+def _require_decider(conn: Connection, actor: Actor, state: EnrollmentState, step_key: str) -> None:
+    """Only the person or group the approval step asks (or an admin) may press its buttons
+    (`engine.approvals`); a decision on another step is left to the engine to refuse."""
+    waiting = state.waiting
+    if waiting is None or waiting.kind is not WaitKind.APPROVAL or state.step_key != step_key:
+        return
+    asked_of = waiting.asked_of
+    if asked_of is not None and asked_of.isdigit():  # a user field holds the user's id
+        asked_of = usernames_by_id(conn, [int(asked_of)]).get(int(asked_of), asked_of)
+    groups = group_names_by_user(conn, [actor.id]).get(actor.id, [])
+    decider = Decider(actor.username, groups=groups, is_admin=actor.is_admin)
+    refusal = decision_refusal(asked_of, decider)
+    if refusal is not None:
+        raise PermissionDeniedError(refusal)
 
 
 def restart_enrollment(ctx: Context, actor: Actor, enrollment_id: int) -> EnrollmentView:
