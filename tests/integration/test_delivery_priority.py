@@ -1,6 +1,7 @@
 """The priority lane: a transactional message (outbox `priority` 1) written after a campaign's
 thousands of due emails is claimed and delivered in the dispatcher's first batch, on SQLite and
-PostgreSQL; among messages of the same priority the oldest goes first."""
+PostgreSQL; among messages of the same priority the oldest goes first. Which messages are
+transactional: one recipient, of a flow only people or other systems start."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import sqlalchemy as sa
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.commands import EmailPayload, message_id
-from crmflow.services.context import Context
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import enrollments as runs
+from crmflow.services import flows, records
+from crmflow.services.context import Actor, Context
 from crmflow.store.outbox import insert_ignoring_duplicates
 from crmflow.store.schema import outbox
 from tests.integration.test_delivery_smtp import SmtpServer, with_smtp
@@ -67,3 +71,49 @@ def test_a_transactional_email_goes_in_the_first_batch_ahead_of_a_campaign(
             sa.select(outbox.c.status).where(outbox.c.idempotency_key == "reset:1")
         ).scalar_one()
     assert status == "delivered"
+
+
+FLOW = """\
+schema_version: 1
+key: {key}
+name: {key}
+record_type: contact
+reentry: {{mode: always}}
+triggers: {triggers}
+steps:
+  - key: hello
+    actions:
+      - type: send_email
+        to: ["{{{{ record.email }}}}"{cc}]
+        subject: "Your code"
+        body: "1234"
+"""
+
+
+def _priority_of_email(ctx: Context, admin: Actor, key: str, triggers: str, cc: str = "") -> int:
+    flows.create_flow(ctx, admin, FLOW.format(key=key, triggers=triggers, cc=cc))
+    flows.change_status(ctx, admin, key, LifecycleAction.START)
+    data = {"first_name": "Ana", "last_name": "Pop", "email": f"ana.{key}@example.org"}
+    rid = records.create_record(ctx, admin, "contact", data).id
+    runs.start_record(ctx, admin, key, rid)
+    with ctx.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(outbox.c.priority)
+                .where(outbox.c.idempotency_key.contains(":"))
+                .order_by(outbox.c.id.desc())
+                .limit(1)
+            ).scalar_one()
+        )
+
+
+def test_a_one_recipient_email_of_a_flow_people_start_is_transactional(
+    ctx: Context, admin: Actor
+) -> None:
+    assert _priority_of_email(ctx, admin, "code", "[{type: manual}]") == 1
+    assert _priority_of_email(ctx, admin, "hook", "[{type: webhook, key: hook}, {type: manual}]") == 1
+    # Bulk: a flow records entering by the thousand may start, or a second recipient.
+    both = "[{type: manual}, {type: record_created}]"
+    assert _priority_of_email(ctx, admin, "welcome", both) == 0
+    cc = ', "office@example.org"'
+    assert _priority_of_email(ctx, admin, "copied", "[{type: manual}]", cc=cc) == 0

@@ -311,6 +311,9 @@ class WebhookPayload(BaseModel):
     body: str | None = None
     secret: str | None = None  # signs the call (Standard Webhooks); kept out of describe()
     timeout_seconds: float = 10.0
+    # field -> "$.json.path": values of a 2xx JSON answer written to the record (`record_id`)
+    write_back: dict[str, str] = Field(default_factory=dict)
+    record_id: int | None = None
 
     def describe(self) -> str:
         return f"webhook {self.method} {self.url}"
@@ -327,6 +330,7 @@ class OutboxMessage(CommandBase):
     not_before: datetime
     payload: Annotated[EmailPayload | SmsPayload | WebhookPayload, Field(discriminator="channel")]
     held: str | None = None  # why it waits past the step's time, in words (quiet hours)
+    priority: int = 0  # 1: transactional, claimed before the bulk ones (docs/delivery.md)
 
     @property
     def channel(self) -> str:

@@ -27,10 +27,13 @@ def apply_outbox(batch: EffectBatch, commands: Sequence[OutboxMessage]) -> None:
             "not_before": c.not_before,
             "attempts": 0,
             "created_at": batch.now,
+            "priority": c.priority,
         }
         for c in commands
     ]
-    insert_ignoring_duplicates(batch.conn, as_tests(batch.conn, rows + batch.outbox_rows))
+    # One executemany needs the same columns in every row: the other appliers' rows are bulk.
+    others = [{"priority": 0, **row} for row in batch.outbox_rows]
+    insert_ignoring_duplicates(batch.conn, as_tests(batch.conn, rows + others))
 
 
 OUTBOX = Applies((OutboxMessage,), apply_outbox)
