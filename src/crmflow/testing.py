@@ -230,9 +230,10 @@ class FlowHarness:
         records.update_record(self.ctx, self.system, record_id, values)
         self.run_due()
 
-    def start_record(self, record_id: int) -> Run:
-        """Start the flow for one record by hand (a manual trigger); the run."""
-        enrollments.start_record(self.ctx, self.system, self.flow_key, record_id)
+    def start_record(self, record_id: int, *, test: bool = False) -> Run:
+        """Start the flow for one record by hand (a manual trigger); the run. With `test`, in
+        test mode: its messages go to the flow's test_recipients (docs/flows.md, "Test mode")."""
+        enrollments.start_record(self.ctx, self.system, self.flow_key, record_id, test=test)
         self.run_due()
         return self.run(record_id)
 

@@ -4,6 +4,8 @@ test recipients is refused a test start. Service, CLI and API; SQLite and Postgr
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import outbox
+from crmflow.testing import FlowHarness
 from tests.integration.helpers import history
 
 FLOW = """\
@@ -163,3 +166,16 @@ def test_the_cli_and_the_api_start_a_test_run(
     assert answer.status_code == 201, answer.text
     emails = [r for r in _rows(ctx) if r.kind == "email"]
     assert [(r.test, r.payload["to"]) for r in emails] == [(True, ["qa@example.org"])] * 2
+
+
+def test_the_flow_harness_starts_a_test_run(tmp_path: Path) -> None:
+    path = tmp_path / "welcome.yaml"
+    path.write_text(FLOW, encoding="utf-8")
+    with FlowHarness(path, now=datetime(2026, 11, 23, 10, 0, tzinfo=UTC)) as flow:
+        flow.start()
+        rid = flow.create_record(
+            {"first_name": "Claire", "last_name": "Martin", "email": "claire@example.org"}
+        )
+        flow.start_record(rid, test=True)
+        [email] = [m for m in flow.messages(rid) if m.kind == "email"]
+        assert (email.payload["to"], email.subject) == (["qa@example.org"], "[TEST] Welcome Claire")
