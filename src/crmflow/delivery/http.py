@@ -32,6 +32,7 @@ __all__ = [
     "ALLOW_SETTING",
     "HttpTarget",
     "RetryLaterError",
+    "call_checked",
     "new_client",
     "outcome",
     "post_checked",
@@ -139,6 +140,33 @@ def post_checked(
     """Call `url` (checked and resolved first) and sort the answer: 2xx delivered (the status
     and the start of the body as the reply); 408, 429, 5xx, timeouts and connection errors
     retried; any other answer a permanent failure."""
+    sent, _ = call_checked(
+        client,
+        method=method,
+        url=url,
+        headers=headers,
+        body=body,
+        settings=settings,
+        read_seconds=read_seconds,
+        now=now,
+    )
+    return sent
+
+
+def call_checked(
+    client: httpx.Client,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    settings: Settings,
+    read_seconds: float | None = None,
+    now: datetime,
+    read_bytes: int = _READ_BYTES,
+) -> tuple[Sent, str | None]:
+    """`post_checked`, with the answer's body as text as well (its first `read_bytes`; None
+    when the answer was longer: cut, it is no whole document)."""
     target = resolve_checked(url, allowed_networks(settings.webhook_allow))
     sent_headers = {**headers, "Host": target.host_header}
     extensions = {"sni_hostname": target.host} if target.https else {}
@@ -154,27 +182,31 @@ def post_checked(
     try:
         response = client.send(request, stream=True)
         try:
-            text = _read_start(response, seconds=timeout.read or 0.0)
+            text, whole = _read_start(response, seconds=timeout.read or 0.0, limit=read_bytes)
         finally:
             response.close()
     except httpx.TimeoutException as exc:
         raise DeliveryError(f"{url}: timed out ({type(exc).__name__})", permanent=False) from None
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{url}: {type(exc).__name__}: {exc}", permanent=False) from None
-    return outcome(url, response.status_code, response.headers, text, settings, now=now)
+    sent = outcome(url, response.status_code, response.headers, text, settings, now=now)
+    return sent, text if whole else None
 
 
-def _read_start(response: httpx.Response, *, seconds: float) -> str:
-    """The first bytes of the answer's body as text, read for at most `seconds` in all (each read
-    has its own timeout; this bounds a body trickled a byte at a time): the status is already
-    known, the body only fills server_reply."""
+def _read_start(response: httpx.Response, *, seconds: float, limit: int) -> tuple[str, bool]:
+    """The first `limit` bytes of the answer's body as text, read for at most `seconds` in all
+    (each read has its own timeout; this bounds a body trickled a byte at a time), and whether
+    that is the whole body: the status is already known, the body fills server_reply (and a
+    webhook's write-back)."""
     data = bytearray()
     deadline = time.monotonic() + seconds
-    for chunk in response.iter_raw():
+    whole = True
+    for chunk in response.iter_raw():  # as sent: a compressed answer is not inflated here
         data += chunk
-        if len(data) >= _READ_BYTES or time.monotonic() > deadline:
+        if len(data) > limit or time.monotonic() > deadline:
+            whole = False
             break
-    return bytes(data[:_READ_BYTES]).decode("utf-8", errors="replace")
+    return bytes(data[:limit]).decode("utf-8", errors="replace"), whole
 
 
 def outcome(

@@ -14,7 +14,8 @@ from datetime import datetime
 import httpx
 
 from crmflow.delivery.email import DeliveryError, Sent
-from crmflow.delivery.http import new_client, post_checked
+from crmflow.delivery.http import call_checked, new_client, post_checked
+from crmflow.delivery.write_back import MAX_ANSWER_BYTES, WebhookSent
 from crmflow.engine.commands import WebhookPayload
 from crmflow.errors import InvalidInputError
 from crmflow.services.webhook_signatures import sign
@@ -56,16 +57,33 @@ class WebhookSender:
 
     def send(self, payload: WebhookPayload, key: str, now: datetime) -> Sent:
         body = (payload.body or "").encode("utf-8")
-        return post_checked(
+        headers = webhook_headers(payload, key, now, body)
+        if not payload.write_back:
+            return post_checked(
+                self.client,
+                method=payload.method,
+                url=payload.url,
+                headers=headers,
+                body=body or None,
+                settings=self.settings,
+                read_seconds=payload.timeout_seconds,
+                now=now,
+            )
+        # The answer is written back (crmflow.delivery.write_back): read it whole (bounded),
+        # as sent (the body is not inflated here: ask for none compressed).
+        headers.setdefault("accept-encoding", "identity")
+        sent, answer = call_checked(
             self.client,
             method=payload.method,
             url=payload.url,
-            headers=webhook_headers(payload, key, now, body),
+            headers=headers,
             body=body or None,
             settings=self.settings,
             read_seconds=payload.timeout_seconds,
             now=now,
+            read_bytes=MAX_ANSWER_BYTES,
         )
+        return WebhookSent(sent.reply, payload=payload, answer=answer)
 
     def close(self) -> None:
         self.client.close()
