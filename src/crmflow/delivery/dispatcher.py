@@ -48,6 +48,7 @@ from crmflow.delivery.rate_limits import RateLimiter, limit_keys, shared_limiter
 from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
 from crmflow.delivery.suppression import note_hard_bounce, set_aside_suppressed
 from crmflow.delivery.webhook import WebhookSender
+from crmflow.delivery.write_back import apply_write_backs, prepare_write_backs
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
 from crmflow.services.delivery_failures import message_failed
 from crmflow.settings import Settings
@@ -294,9 +295,11 @@ class Dispatcher:
         run out: the at-least-once window (docs/delivery.md)."""
         if not unsaved:
             return
-        outcomes = [SentOutcome(m.id, at, reply=s.reply, rendered=s.caught) for m, s, at in unsaved]
         with self.ctx.engine.begin() as conn:
+            unsaved, write_backs = prepare_write_backs(conn, self.ctx, unsaved)
+            outcomes = [SentOutcome(m.id, at, s.reply, rendered=s.caught) for m, s, at in unsaved]
             kept = mark_sent(conn, outcomes, owner=self.name)
+            apply_write_backs(conn, self.ctx, write_backs, kept)  # webhooks' answers
             entries = [archive_entry(m, s, at) for m, s, at in unsaved if m.id in kept]
             insert_history(conn, [e for e in entries if e is not None])
         for message, _, _ in unsaved:
