@@ -10,8 +10,9 @@ from typing import Any
 import icalendar
 import sqlalchemy as sa
 
+from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
-from crmflow.services import records
+from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import outbox
 from crmflow.store.schema import records as records_table
@@ -129,3 +130,30 @@ def test_the_invitation_of_a_test_run_and_its_next_versions_go_to_the_test_addre
         (True, ["qa@example.org"], "[TEST] Invitation: Meeting with Claire, Martin & co"),
         (True, ["qa@example.org"], "[TEST] Updated: Meeting with Claire, Martin & co"),
     ]
+
+
+RESCHEDULE = """\
+schema_version: 1
+key: reschedule
+name: Reschedule
+record_type: event
+triggers: [{type: manual}]
+steps:
+  - key: move
+    actions:
+      - type: update_record
+        values: {start: "2026-12-05T09:00"}
+"""
+
+
+def test_a_flow_that_moves_the_appointment_sends_the_next_version(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    event_id = _booked(ctx, admin, clock)
+    flows.create_flow(ctx, admin, RESCHEDULE)
+    flows.change_status(ctx, admin, "reschedule", LifecycleAction.START)
+    runs.start_record(ctx, admin, "reschedule", event_id)
+    subject, calendar, moved = _invitations(ctx)[-1]
+    assert subject.startswith("Updated: ") and str(calendar["METHOD"]) == "REQUEST"
+    assert moved.decoded("SEQUENCE") == 1
+    assert "DTSTART:20261205T080000Z" in moved.to_ical().decode()
