@@ -19,7 +19,7 @@ from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import CrmflowError, PermissionDeniedError
 from crmflow.services import enrollments as runs
-from crmflow.services import flows, records, run_views, suppressions, users
+from crmflow.services import flows, records, run_views, suppressions, templates, users
 from crmflow.services.context import Actor, Context
 from tests.conftest import make_user
 from tests.integration.test_delivery_smtp import SmtpServer, with_smtp
@@ -242,3 +242,41 @@ def test_the_unsubscribe_key_is_made_once_and_kept_without_a_secret_setting(
     )
     with pytest.raises(CrmflowError, match="not valid"):
         suppressions.address_of_token(keyed, token)
+
+
+STORED = """\
+schema_version: 1
+key: stored
+name: stored
+record_type: contact
+reentry: {mode: always}
+triggers: [{type: manual}]
+steps:
+  - key: hello
+    actions:
+      - type: send_email
+        subject: ""
+        template: spring
+"""
+
+
+def test_a_stored_template_shows_the_link_in_its_text_and_html_parts(
+    sending: Context, admin: Actor, smtp: SmtpServer
+) -> None:
+    document = {
+        "subject": "Spring news",
+        "text": "Hi {{ record.first_name }}. Unsubscribe: {{ unsubscribe_url }}",
+        "html": '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
+    }
+    templates.save_template(sending, admin, "spring", document)
+    flows.create_flow(sending, admin, STORED)
+    flows.change_status(sending, admin, "stored", LifecycleAction.START)
+    _send(sending, admin, "stored", _contact(sending, admin, "lea"))
+
+    link = _link(smtp)
+    mail = smtp.received[-1].message
+    text = mail.get_body(("plain",))
+    html = mail.get_body(("html",))
+    assert text is not None and html is not None
+    assert text.get_content().strip() == f"Hi lea. Unsubscribe: {link}"
+    assert f'<a href="{link}">' in html.get_content()
