@@ -184,3 +184,55 @@ def test_a_run_that_has_ended_is_not_brought_back_by_its_failure_branch(
         "(finished: went through the last step)"
     )
     assert len(_told(ctx)) == 1
+
+
+TWO_HOOKS = """\
+schema_version: 1
+key: twice
+name: Twice
+record_type: contact
+controller: carla
+triggers: [{type: manual}]
+steps:
+  - key: tell
+    actions:
+      - {type: webhook, key: first, url: "URL/a", on_failure: {goto: fix}}
+      - {type: webhook, key: second, url: "URL/b", on_failure: {goto: fix}}
+  - key: wait
+    type: wait
+    until: "record.first_name == 'never'"
+    timeout: {amount: 30, unit: days}
+  - key: fix
+    actions:
+      - type: history
+        message: "failure branch taken"
+  - key: after-fix
+    type: wait
+    until: "record.first_name == 'never'"
+    timeout: {amount: 30, unit: days}
+"""
+
+
+def test_a_step_run_takes_its_failure_branch_once_and_a_controller_without_email_is_told_so(
+    ctx: Context, admin: Actor, http_server: HttpServer
+) -> None:
+    create_user(ctx, admin, username="carla", role="manager")  # no email address
+    flows.create_flow(ctx, admin, TWO_HOOKS.replace("URL", http_server.url))
+    flows.change_status(ctx, admin, "twice", LifecycleAction.START)
+    rid = records.create_record(ctx, admin, "contact", {"first_name": "Ana", "last_name": "P"}).id
+    eid = runs.start_record(ctx, admin, "twice", rid).id
+    http_server.replies = [Reply(400, "no"), Reply(410, "gone")]
+    dispatched = with_settings(ctx, webhook_allow=LOOPBACK)
+    assert Dispatcher(dispatched).run_once().failed == 2
+
+    assert _run(ctx, eid).step_key == "after-fix"
+    lines = history(ctx, rid)
+    assert sum("failure branch taken" in x for x in lines) == 1
+    assert lines[-1].endswith(
+        "on_failure: goto fix not applied: another message of the same step run had already "
+        "failed and its policy was applied"
+    )
+    told = _told(ctx)
+    assert len(told) == 2
+    assert all(t.endswith("(no email sent to carla: no email)") for t in told)
+    assert Dispatcher(dispatched).run_once().claimed == 0  # no notice email
