@@ -192,3 +192,27 @@ def test_in_a_paused_flow_a_failure_branch_waits_not_but_stop_still_stops() -> N
         "'later'",
     )
     assert decide("stop", state, flow_running=False, already_applied=False).kind == "stop"
+
+
+# -- the flow's default ----------------------------------------------------------------------------
+
+
+def test_an_action_without_on_failure_takes_the_flows_on_delivery_failure() -> None:
+    doc = flow(steps=steps("stop"), on_delivery_failure={"goto": "fix"})
+    del doc["steps"][0]["actions"][0]["on_failure"]
+    del doc["steps"][1]["on_timeout"]  # fix is reached through the flow's failure branch alone
+    definition = flow_from_data(doc, context=CONTEXT)
+    assert policy_of(definition, "tell", "mail") == FailureGoto(goto="fix")
+    doc["steps"][0]["actions"][0]["on_failure"] = "continue"  # the action's own wins
+    assert "steps[3]" in paths(doc)  # and nothing leads to fix any more
+    doc["steps"][1]["on_timeout"] = "fix"
+    assert policy_of(flow_from_data(doc, context=CONTEXT), "tell", "mail") == "continue"
+
+
+def test_the_flows_failure_branch_is_checked_too() -> None:
+    unknown = paths(flow(steps=steps("stop"), on_delivery_failure={"goto": "fixx"}))
+    assert unknown["on_delivery_failure.goto"].message == "there is no step 'fixx'"
+    doc = flow(steps=steps("stop"), on_delivery_failure={"goto": "tell"})
+    del doc["steps"][0]["actions"][0]["on_failure"]
+    problem = paths(doc)["steps[0].actions[0].type"]
+    assert problem.message.startswith("the flow's on_delivery_failure goes back to step 'tell'")

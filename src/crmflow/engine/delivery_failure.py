@@ -8,8 +8,9 @@ module decides in the transaction that marks the message failed, so a failure is
 The rules, in `decide`:
 
 - The policy is the one of the action in the version of the flow the run is on now, found by its
-  step key and its action key (or its place in the step, `#2`). An action no longer there, and a
-  message no action wrote (an invitation), continue.
+  step key and its action key (or its place in the step, `#2`), else the flow's
+  `on_delivery_failure`. An action no longer there, and a message no action wrote (an
+  invitation), continue.
 - continue: the run goes on as if the message had gone.
 - stop: a run still inside the flow is cancelled, the failure as its reason; its messages not
   sent yet are not sent. A run that has ended stays as it ended.
@@ -92,15 +93,15 @@ def action_ref_of(idempotency_key: str) -> str | None:
 
 
 def policy_of(flow: FlowDefinition, step_key: str, ref: str | None) -> OnFailure:
-    """The `on_failure` of the action `ref` of step `step_key` in `flow` ("continue" when there
-    is no such sending action)."""
+    """The `on_failure` of the action `ref` of step `step_key` in `flow`, else the flow's
+    `on_delivery_failure`; "continue" when there is no such sending action."""
     step = flow.step(step_key)
     if ref is None or not isinstance(step, ActionStep):
         return "continue"
     for index, action in enumerate(step.actions):
         if action_ref(action.key, index) == ref:
             if isinstance(action, MessagingActionBase):
-                return action.on_failure
+                return action.on_failure or flow.on_delivery_failure
             break
     return "continue"
 

@@ -21,6 +21,7 @@ from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition import people, steps, timing, triggers
 from crmflow.engine.definition.actions import Action
 from crmflow.engine.definition.context_checks import DATE_TYPES, CheckScope, ContextChecks
+from crmflow.engine.definition.delivery_policy import FailureGoto, default_branch
 from crmflow.engine.definition.flow import Visibility
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.template_filters import locale_problem
@@ -135,6 +136,14 @@ class FlowChecker(ContextChecks):
         if reentry.mode != "once_per_days" and reentry.days is not None:
             self.add("reentry.days", "days only applies to mode once_per_days")
         self.problems.extend(recipient_problems(flow.test_recipients))
+        default = flow.on_delivery_failure
+        if isinstance(default, FailureGoto) and flow.step(default.goto) is None:
+            known = [step.key for step in flow.steps]
+            self.add(
+                "on_delivery_failure.goto",
+                f"there is no step {default.goto!r}",
+                did_you_mean(default.goto, known) or f"steps: {', '.join(sorted(known))}",
+            )
         calendar = flow.calendar
         if calendar is not None:
             # Unknown countries and subdivisions are caught at save time, not when a step runs.
@@ -237,6 +246,7 @@ class FlowChecker(ContextChecks):
             if step is None:
                 continue
             pending += [target for _, target in step.targets()]
+            pending += default_branch(step, self.flow.on_delivery_failure)
             if step.falls_through and key in following:
                 pending.append(following[key])
         for index, step in enumerate(self.flow.steps):

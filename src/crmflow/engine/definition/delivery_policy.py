@@ -5,8 +5,9 @@ of the kinds that send something out (send_email, send_sms, webhook).
 - `stop`: the record leaves the flow, its run cancelled with the failure as the reason;
 - `{goto: STEP}`: the run moves to STEP, a failure branch.
 
-The flow's controller is told in every case. What the policy does to a run, once the message
-has failed, is `crmflow.engine.delivery_failure`.
+An action without `on_failure` takes the flow's `on_delivery_failure` (itself `continue` by
+default). The flow's controller is told in every case. What the policy does to a run, once the
+message has failed, is `crmflow.engine.delivery_failure`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Discriminator, Tag
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.definition.common import Definition, Key
 
-__all__ = ["FailureGoto", "MessagingActionBase", "OnFailure"]
+__all__ = ["FailureGoto", "MessagingActionBase", "OnFailure", "default_branch"]
 
 
 class FailureGoto(Definition):
@@ -43,4 +44,14 @@ OnFailure = Annotated[
 class MessagingActionBase(ActionBase):
     """What every action that becomes an outbox message has besides the common fields."""
 
-    on_failure: OnFailure = "continue"
+    on_failure: OnFailure | None = None  # None: the flow's on_delivery_failure
+
+
+def default_branch(step: object, default: OnFailure) -> list[str]:
+    """The failure branch the flow's `on_delivery_failure` (`default`) gives `step`: its step
+    when it is a goto and one of the step's sending actions has no `on_failure` of its own."""
+    if not isinstance(default, FailureGoto):
+        return []
+    actions = getattr(step, "actions", ())
+    uses = any(isinstance(a, MessagingActionBase) and a.on_failure is None for a in actions)
+    return [default.goto] if uses else []

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from crmflow.engine.definition.calendar import Calendar
 from crmflow.engine.definition.common import Definition, Key
+from crmflow.engine.definition.delivery_policy import OnFailure
 from crmflow.engine.definition.steps import Step
 from crmflow.engine.definition.triggers import Trigger
 
@@ -96,6 +97,9 @@ class FlowDefinition(Definition):
     catch_up: CatchUpPolicy = Field(default_factory=CatchUpPolicy)
     calendar: Calendar | None = None
     auto_archive_when_drained: bool = False
+    # What a message that fails for good does to its run, for the sending actions that do not
+    # say (their `on_failure`): continue, stop or {goto: STEP} (docs/flows.md).
+    on_delivery_failure: OnFailure = "continue"
     # Where a run started in test mode sends every message instead (engine.test_mode).
     test_recipients: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
         default_factory=list
