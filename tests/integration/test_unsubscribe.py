@@ -280,3 +280,21 @@ def test_a_stored_template_shows_the_link_in_its_text_and_html_parts(
     assert text is not None and html is not None
     assert text.get_content().strip() == f"Hi lea. Unsubscribe: {link}"
     assert f'<a href="{link}">' in html.get_content()
+
+
+def test_a_cc_refused_for_good_is_listed_while_the_email_goes_to_the_others(
+    sending: Context, admin: Actor, smtp: SmtpServer
+) -> None:
+    flow = NEWS.format(key="copy", category="marketing").replace(
+        "        category:", "        cc: [old-office@example.org]\n        category:"
+    )
+    flows.create_flow(sending, admin, flow)
+    flows.change_status(sending, admin, "copy", LifecycleAction.START)
+    smtp.refuse.add("old-office@example.org")
+    rid = _contact(sending, admin, "noe")
+    _send(sending, admin, "copy", rid)
+    assert [r.rcpt_tos for r in smtp.received] == [["noe@example.org"]]
+    assert _last_email(sending, admin, rid)["status"] == "delivered"
+    [entry], _ = suppressions.list_page(sending, admin)
+    assert (entry.address, entry.reason) == ("old-office@example.org", "hard_bounce")
+    assert entry.source.startswith("550 at RCPT TO, message ")

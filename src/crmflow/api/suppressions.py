@@ -53,7 +53,7 @@ def unsubscribe_page(ctx: ServiceContext, token: str) -> HTMLResponse:
         return _refused(exc)
     form = (
         f"<p>Stop the emails to <strong>{html.escape(address)}</strong>?</p>"
-        f'<form method="post" action="/u/{html.escape(token)}">'
+        '<form method="post">'  # to this same address, whatever prefix a proxy gives it
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
     )

@@ -46,7 +46,11 @@ from crmflow.delivery.email import (
 from crmflow.delivery.http import RetryLaterError
 from crmflow.delivery.rate_limits import RateLimiter, limit_keys, shared_limiter
 from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
-from crmflow.delivery.suppression import note_hard_bounce, set_aside_suppressed
+from crmflow.delivery.suppression import (
+    note_hard_bounce,
+    note_refused_recipients,
+    set_aside_suppressed,
+)
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.delivery.write_back import apply_write_backs, prepare_write_backs
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
@@ -276,6 +280,7 @@ class Dispatcher:
         except Exception as exc:  # one message's unforeseen error fails it alone, for now
             log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
             return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
+        note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
         if not self._unsaved:
             self._unsaved_since = time.monotonic()
         self._unsaved.append((message, sent, self.ctx.now()))

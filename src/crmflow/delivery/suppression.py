@@ -5,8 +5,9 @@ become `suppressed` (not sent), and the record's history says why ("Email to x n
 unsubscribed on 2026-12-02"): one query per batch. A marketing email is stopped by any entry of
 one of its recipients (To, Cc, Bcc); a transactional one by a hard bounce or an admin's entry.
 
-`note_hard_bounce`: a permanent SMTP refusal (5xx) of a recipient at RCPT TO puts that address
-on the list (`hard_bounce`), so no flow emails it again.
+`note_hard_bounce`, `note_refused_recipients`: a permanent SMTP refusal (5xx) of a recipient at
+RCPT TO puts that address on the list (`hard_bounce`), so no flow emails it again: whether the
+message failed (every recipient refused) or went to the others.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from crmflow.store.suppressions import (
     normalise_address,
 )
 
-__all__ = ["hard_bounced", "note_hard_bounce", "set_aside_suppressed"]
+__all__ = [
+    "hard_bounced",
+    "note_hard_bounce",
+    "note_refused_recipients",
+    "set_aside_suppressed",
+]
 
 log = logging.getLogger("crmflow.delivery")
 
@@ -99,9 +105,25 @@ def hard_bounced(error: DeliveryError) -> dict[str, str]:
 
 def note_hard_bounce(ctx: Context, message: ClaimedMessage, error: DeliveryError) -> None:
     """Put the addresses a permanent RCPT refusal names on the list (`hard_bounce`)."""
-    if message.kind != "email":
+    if message.kind == "email":
+        _bounced(ctx, message, hard_bounced(error))
+
+
+# "250 2.0.0 queued as Q1; refused: a@x.org 550, b@x.org 451" (delivery.email: some refused)
+_PARTLY = re.compile(r"([^\s,;]+@[^\s,;]+) (5\d\d)\b")
+
+
+def note_refused_recipients(ctx: Context, message: ClaimedMessage, reply: str) -> None:
+    """A message the server took for some recipients and refused for good (5xx at RCPT TO)
+    for others: those others are put on the list (`hard_bounce`)."""
+    if message.kind != "email" or "; refused: " not in reply:
         return
-    addresses = hard_bounced(error)
+    refused = reply.split("; refused: ", 1)[1]
+    found = {m.group(1): f"{m.group(2)} at RCPT TO" for m in _PARTLY.finditer(refused)}
+    _bounced(ctx, message, found)
+
+
+def _bounced(ctx: Context, message: ClaimedMessage, addresses: dict[str, str]) -> None:
     if not addresses:
         return
     with ctx.engine.begin() as conn:
