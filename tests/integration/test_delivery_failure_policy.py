@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from crmflow import worker
-from crmflow.delivery.dispatcher import Dispatcher
+from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
-from crmflow.services.users import create_user
+from crmflow.services.users import actor_by_username, create_user
 from crmflow.store.schema import enrollments, notifications, outbox
 from tests.conftest import FrozenClock
 from tests.integration.helpers import history
@@ -236,3 +236,27 @@ def test_a_step_run_takes_its_failure_branch_once_and_a_controller_without_email
     assert len(told) == 2
     assert all(t.endswith("(no email sent to carla: no email)") for t in told)
     assert Dispatcher(dispatched).run_once().claimed == 0  # no notice email
+
+
+def test_two_dispatchers_failing_two_messages_of_a_step_run_at_once_take_its_branch_once(
+    postgres_ctx: Context, http_server: HttpServer
+) -> None:
+    """PostgreSQL, two dispatchers in threads: each fails one of the step's two webhooks at the
+    same moment (the server answers both after a pause); the run is locked before the earlier
+    failures are read, so the second to get the lock sees the first's and does nothing more."""
+    ctx = postgres_ctx
+    admin = actor_by_username(ctx, "system")
+    create_user(ctx, admin, username="carla", role="manager", email="carla@ex.org")
+    flows.create_flow(ctx, admin, TWO_HOOKS.replace("URL", http_server.url))
+    flows.change_status(ctx, admin, "twice", LifecycleAction.START)
+    rid = records.create_record(ctx, admin, "contact", {"first_name": "Ana", "last_name": "P"}).id
+    eid = runs.start_record(ctx, admin, "twice", rid).id
+    http_server.replies = [Reply(400, "no", delay=0.5), Reply(400, "no", delay=0.5)]
+    dispatched = with_settings(ctx, webhook_allow=LOOPBACK)
+    pair = [Dispatcher(dispatched, batch_size=1, name=f"d{n}") for n in (1, 2)]
+    assert run_in_threads(pair, once=True).failed == 2
+    assert all(d.total.failed == 1 for d in pair)  # each failed one, at the same time
+
+    assert _run(ctx, eid).step_key == "after-fix"
+    assert sum("failure branch taken" in x for x in history(ctx, rid)) == 1
+    assert len(_told(ctx)) == 2
