@@ -79,7 +79,7 @@ def set_aside_suppressed(
         for message in claimed:
             if message.id not in stopped:
                 continue
-            why = because(stopped[message.id][1])
+            why = because(stopped[message.id][1], ctx.zone)
             if not mark_suppressed(conn, message.id, owner=owner, reason=why):
                 continue  # taken over after its lease ran out: the other dispatcher decides
             to = ", ".join(message.payload.get("to", ()))

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from datetime import tzinfo
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
@@ -169,9 +170,10 @@ def blocks(suppression: Suppression, category: str) -> bool:
     return category == "marketing" or suppression.reason != "unsubscribed"
 
 
-def because(suppression: Suppression) -> str:
-    """Why an address gets nothing, as the history says it."""
-    day = suppression.at.date().isoformat()
+def because(suppression: Suppression, zone: tzinfo) -> str:
+    """Why an address gets nothing, as the history says it (the day in `zone`, the
+    organisation's)."""
+    day = suppression.at.astimezone(zone).date().isoformat()
     who = suppression.address
     if suppression.reason == "unsubscribed":
         return f"{who} unsubscribed on {day}"
