@@ -42,6 +42,7 @@ from crmflow.errors import NotFoundError
 from crmflow.services import enrollments, flows, records, run_views
 from crmflow.services import queries as query_service
 from crmflow.services import record_types as record_type_service
+from crmflow.services import templates as template_service
 from crmflow.services import users as user_service
 from crmflow.services.context import Actor, Context
 from crmflow.services.lifecycle import fire_lifecycle_schedule
@@ -146,8 +147,9 @@ class Message:
 class FlowHarness:
     """One flow on a fresh, migrated SQLite database in a temporary folder, with a frozen clock.
 
-    `record_types` and `queries` are documents (as for `crmflow types load` / `queries load`)
-    created before the flow; `users` are created first (`{"maria": "manager"}`, or names, who
+    `record_types`, `queries` and the email `templates` its send_email actions name are
+    documents (as for `crmflow types load` / `queries load` / `templates load`) created before
+    the flow; `users` are created first (`{"maria": "manager"}`, or names, who
     are members), so the flow may name them. Everything is done as the `system` admin unless a
     method takes a user. Use it as a context manager, or call `close()`.
     """
@@ -161,6 +163,7 @@ class FlowHarness:
         queries: Iterable[Document] = (),
         users: Mapping[str, str] | Iterable[str] = (),
         timezone: str = "UTC",
+        templates: Iterable[Document] = (),
     ) -> None:
         self.clock = FrozenClock(now)
         self._folder = tempfile.TemporaryDirectory(prefix="crmflow-test-")
@@ -176,6 +179,8 @@ class FlowHarness:
                 self._load_record_type(document)
             for document in queries:
                 self._load_query(document)
+            for document in templates:
+                self._load_template(document)
             text, source = _text_of(flow)
             view = flows.create_flow(self.ctx, self.system, text, source=source)
         except BaseException:
@@ -348,6 +353,13 @@ class FlowHarness:
             record_type_service.load_record_type_file(self.ctx, self.system, document)
         else:
             record_type_service.create_record_type(self.ctx, self.system, _data_of(document))
+
+    def _load_template(self, document: Document) -> None:
+        if isinstance(document, Path):
+            template_service.load_template_file(self.ctx, self.system, document)
+            return
+        data = _data_of(document)
+        template_service.save_template(self.ctx, self.system, str(data.get("name")), data)
 
     def _load_query(self, document: Document) -> None:
         if isinstance(document, Path):

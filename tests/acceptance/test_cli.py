@@ -91,6 +91,7 @@ def test_start_list_flow_needs_the_count_confirmed(crmflow: Run, tmp_path: Path)
     crmflow("queries", "load", str(EXAMPLES / "queries" / "recent-donors.yaml"))
     counted = json.loads(crmflow("queries", "count", "recent-donors").stdout)
     assert counted["count"] == 7
+    crmflow("templates", "load", str(EXAMPLES / "templates" / "donor-news.yaml"))
     crmflow("flows", "create", str(EXAMPLES / "donor-thank-you.yaml"))
     asked = crmflow("flows", "start", "donor-thank-you", check_exit=1)
     assert "7 record(s)" in asked.stderr and "--confirm 7" in asked.stderr

@@ -141,6 +141,7 @@ def test_the_donor_thank_you_flow_emails_the_donor() -> None:
             EXAMPLES / "donor-thank-you.yaml",
             now=MONDAY,
             queries=[EXAMPLES / "queries" / "recent-donors.yaml"],
+            templates=[EXAMPLES / "templates" / "donor-news.yaml"],
             users={"maria": "manager"},
             timezone="Europe/Paris",
         ) as flow,

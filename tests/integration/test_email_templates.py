@@ -172,7 +172,9 @@ def test_a_flow_naming_a_template_is_checked_against_its_record_type_and_variabl
 def test_a_template_email_that_cannot_render_at_send_fails_at_once_saying_why(
     ctx: Context, admin: Actor
 ) -> None:
-    # The flow is saved before the template is loaded, so only sending can find the mistake.
+    # The template is changed after the flow was validated against it (a template knows no
+    # record type), so only sending can find the mistake.
+    templates.save_template(ctx, admin, "nick", {"name": "nick", "text": "Hi %ab_firstname%"})
     flows.create_flow(ctx, admin, _flow_naming("nick"))
     flows.change_status(ctx, admin, "news", LifecycleAction.START)
     templates.save_template(ctx, admin, "nick", {"name": "nick", "text": "Hi %ab_nickname%"})

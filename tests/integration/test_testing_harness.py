@@ -20,6 +20,7 @@ def _donor_flow() -> FlowHarness:
         EXAMPLES / "donor-thank-you.yaml",
         now=MONDAY,
         queries=[EXAMPLES / "queries" / "recent-donors.yaml"],
+        templates=[EXAMPLES / "templates" / "donor-news.yaml"],
         users={"maria": "manager"},
         timezone="Europe/Paris",
     )

@@ -86,10 +86,16 @@ def create_flow(
 def validate_flow(ctx: ServiceContext, actor: CurrentActor, body: DocBody) -> dict[str, Any]:
     """Validate a document without saving it: 200 when valid, 422 with every problem if not."""
     text, content_type = body
-    definition = flows.validate_flow_text(
+    checked = flows.check_flow_text(
         ctx, actor, text, fmt=_format(content_type), source="request body"
     )
-    return {"valid": True, "key": definition.key, "steps": len(definition.steps)}
+    definition = checked.definition
+    return {
+        "valid": True,
+        "key": definition.key,
+        "steps": len(definition.steps),
+        "warnings": [warning.as_dict() for warning in checked.warnings],
+    }
 
 
 @router.get("/{key}", response_model=answers.Flow, responses=NOT_MODIFIED)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from crmflow.cli.common import (
+    TYPE_FILE_SUFFIXES,
     confirmed,
     console,
     err_console,
@@ -24,9 +25,11 @@ from crmflow.cli.common import (
     sqlite_file,
     state,
 )
-from crmflow.errors import CrmflowError, InvalidInputError
+from crmflow.errors import CrmflowError, InvalidInputError, Problem
 
 if TYPE_CHECKING:
+    from crmflow.engine.definition import FlowDefinition
+    from crmflow.engine.definition.context_checks import TemplateCheck
     from crmflow.engine.lifecycle import LifecycleAction
     from crmflow.engine.validation import ValidationContext
 
@@ -55,7 +58,9 @@ def _format(path: Path) -> Literal["yaml", "json"] | None:
     return "json" if path.suffix.lower() == ".json" else None
 
 
-def _offline_context(types: list[Path], why: str) -> ValidationContext:
+def _offline_context(
+    types: list[Path], why: str, templates: TemplateCheck | None = None
+) -> ValidationContext:
     """The built-in record types and those of `types` files; nothing from a database."""
     from crmflow.engine.recordtypes import type_catalog
     from crmflow.engine.validation import ValidationContext
@@ -70,24 +75,66 @@ def _offline_context(types: list[Path], why: str) -> ValidationContext:
     return ValidationContext(
         record_types=type_catalog(read_record_type_files(types)),
         allow_sql=state.offline.allow_sql_actions,
+        email_templates=templates,
     )
 
 
-def _validation_context(types: list[Path]) -> ValidationContext:
+def _template_files(paths: list[Path]) -> TemplateCheck:
+    """The email templates that files (or the template files in folders) define, as `crmflow
+    templates load` reads them; a file that is not a valid template is refused, located."""
+    from crmflow.engine.source import parse_source
+    from crmflow.engine.stored_templates import template_catalog, template_document
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in TYPE_FILE_SUFFIXES))
+        else:
+            files.append(path)
+    documents = {}
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            parsed = parse_source(
+                read_text_file(file),
+                source=str(file),
+                fmt=_format(file),
+                max_chars=state.offline.max_document_chars,
+            )
+            document = template_document(
+                parsed.data, f"the email template file {file}", parsed.line_of, str(file)
+            )
+        except InvalidInputError as exc:
+            problems.extend(exc.problems)
+            continue
+        documents[document.name] = document
+    if problems:
+        raise InvalidInputError("the email template files", problems)
+    return template_catalog(documents)
+
+
+def _validation_context(types: list[Path], templates: list[Path]) -> ValidationContext:
     """What flows are checked against. With --types: the built-in types and those files, and no
     database is opened (a Git checkout, CI). Without: the database's names when it exists and
-    is set up, otherwise the built-in types. Never creates a database."""
+    is set up, otherwise the built-in types. Never creates a database. With --templates: the
+    stored email templates are those files (else the database's, else not checked)."""
+    from_files = _template_files(templates) if templates else None
     if types:
-        return _offline_context(types, "")
+        return _offline_context(types, "", from_files)
     if not state.database_may_exist:
         path = sqlite_file(state.offline.database_url)
-        return _offline_context([], f"no database at {path} (give --types FILE for your types)")
+        return _offline_context(
+            [], f"no database at {path} (give --types FILE for your types)", from_files
+        )
+    from dataclasses import replace
+
     from crmflow.services import flows
 
     try:
-        return flows.validation_context(state.context, state.actor)
+        context = flows.validation_context(state.context, state.actor)
     except Exception:  # not migrated, not reachable, no such user
-        return _offline_context([], "no usable database")
+        return _offline_context([], "no usable database", from_files)
+    return context if from_files is None else replace(context, email_templates=from_files)
 
 
 @app.command("validate")
@@ -108,19 +155,32 @@ def validate(
             "types, without any database (CI in Git).",
         ),
     ] = None,
+    templates: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--templates",
+            metavar="DIR",
+            exists=True,
+            help="A folder of email template files (as for `crmflow templates load`) or one "
+            "file; repeat for more. A send_email naming a template is checked against these "
+            "instead of the database's (without a database and this option: not checked).",
+        ),
+    ] = None,
 ) -> None:
     """Check flow files; print every problem with its file, line and path. Exit 1 on any.
+    Warnings (a field a template may show empty) are printed too, and do not fail.
 
     Never creates a database: without --types the flows are checked against the database's
-    record types, users, groups and saved queries if it exists, else the built-in types.
+    record types, users, groups, saved queries and email templates if it exists, else the
+    built-in types.
     """
-    from crmflow.engine.validation import parse_flow
+    from crmflow.engine.validation import check_flow_text
 
-    context = _validation_context(types or [])
+    context = _validation_context(types or [], templates or [])
     failed = 0
     for path in files:
         try:
-            definition = parse_flow(
+            checked = check_flow_text(
                 read_text_file(path),
                 context=context,
                 source=str(path),
@@ -138,13 +198,29 @@ def validate(
             failed += 1
             err_console.print(f"[red]{exc.message}[/red]", highlight=False)
             continue
+        definition = checked.definition
+        count = len(checked.warnings)
+        warned = f", {count} warning{'s' * (count != 1)}" if count else ""
         console.print(
             f"[green]{path}: valid[/green] "
-            f"(flow {definition.key!r}, {len(definition.steps)} steps)",
+            f"(flow {definition.key!r}, {len(definition.steps)} steps{warned})",
             highlight=False,
         )
+        for warning in checked.warnings:
+            sys.stdout.write(f"warning: {warning}\n")
+        if context.email_templates is None and _names_a_template(definition):
+            err_console.print(
+                f"note: {path}: the stored email templates it names are not checked "
+                "(no database: give --templates DIR)",
+                highlight=False,
+            )
     if failed:
         raise typer.Exit(1)
+
+
+def _names_a_template(definition: FlowDefinition) -> bool:
+    actions = (a for step in definition.steps for a in getattr(step, "actions", ()))
+    return any(getattr(action, "template", None) for action in actions)
 
 
 @app.command("create")

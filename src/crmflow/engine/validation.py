@@ -32,7 +32,14 @@ from crmflow.engine.source import (
 )
 from crmflow.errors import InvalidInputError, Problem, shown
 
-__all__ = ["ValidationContext", "check_flow_data", "flow_from_data", "parse_flow"]
+__all__ = [
+    "CheckedFlow",
+    "ValidationContext",
+    "check_flow_data",
+    "check_flow_text",
+    "flow_from_data",
+    "parse_flow",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,15 @@ class ValidationContext:
     email_templates: TemplateCheck | None = None
 
 
+@dataclass(frozen=True)
+class CheckedFlow:
+    """A valid flow and its warnings: what does not make it invalid but may surprise (a
+    template showing a field that may be empty), each with its path, line and hint."""
+
+    definition: FlowDefinition
+    warnings: list[Problem]
+
+
 def parse_flow(
     text: str,
     *,
@@ -57,6 +73,20 @@ def parse_flow(
     max_chars: int = MAX_DOCUMENT_CHARS,
 ) -> FlowDefinition:
     """Parse and check a flow document; raises InvalidInputError listing every problem."""
+    return check_flow_text(
+        text, context=context, source=source, fmt=fmt, max_chars=max_chars
+    ).definition
+
+
+def check_flow_text(
+    text: str,
+    *,
+    context: ValidationContext,
+    source: str = "<input>",
+    fmt: Literal["yaml", "json"] | None = None,
+    max_chars: int = MAX_DOCUMENT_CHARS,
+) -> CheckedFlow:
+    """`parse_flow`, keeping the warnings of a valid flow (`crmflow flows validate`, the API)."""
     parsed = parse_source(text, source=source, fmt=fmt, max_chars=max_chars)
     return _finish(parsed, context)
 
@@ -65,38 +95,48 @@ def flow_from_data(
     data: Mapping[str, Any], *, context: ValidationContext, source: str = "<input>"
 ) -> FlowDefinition:
     """The same checks on data already parsed (an API body); problems carry no line numbers."""
-    return _finish(ParsedSource(data=plain_data(data), source=source), context)
+    return _finish(ParsedSource(data=plain_data(data), source=source), context).definition
 
 
 def check_flow_data(
     data: Any, *, context: ValidationContext
 ) -> tuple[FlowDefinition | None, list[Problem]]:
     """The flow and no problems, or None and every problem (without source or line)."""
-    return _check(data, context)
+    flow, problems, _ = _check(data, context)
+    return flow, problems
 
 
-def _finish(parsed: ParsedSource, context: ValidationContext) -> FlowDefinition:
-    flow, problems = _check(parsed.data, context)
-    if problems or flow is None:
-        located = [
-            Problem(p.path, p.message, p.hint, parsed.line_of(p.path), parsed.source)
-            for p in problems
+def _finish(parsed: ParsedSource, context: ValidationContext) -> CheckedFlow:
+    flow, problems, warnings = _check(parsed.data, context)
+
+    def located(found: list[Problem]) -> list[Problem]:
+        out = [
+            Problem(p.path, p.message, p.hint, parsed.line_of(p.path), parsed.source) for p in found
         ]
-        located.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
-        raise InvalidInputError(f"the flow {parsed.source}", located)
-    return flow
+        out.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
+        return out
+
+    if problems or flow is None:
+        raise InvalidInputError(f"the flow {parsed.source}", located(problems))
+    return CheckedFlow(flow, located(warnings))
 
 
-def _check(data: Any, context: ValidationContext) -> tuple[FlowDefinition | None, list[Problem]]:
+def _check(
+    data: Any, context: ValidationContext
+) -> tuple[FlowDefinition | None, list[Problem], list[Problem]]:
     if not isinstance(data, dict):
         kind = "nothing" if data is None else f"a {_type_name(data)}"
-        return None, [
-            Problem(
-                "",
-                f"a flow document is a mapping of keys, got {kind}",
-                "start with schema_version: 1",
-            )
-        ]
+        return (
+            None,
+            [
+                Problem(
+                    "",
+                    f"a flow document is a mapping of keys, got {kind}",
+                    "start with schema_version: 1",
+                )
+            ],
+            [],
+        )
     data = dict(data)
     problems: list[Problem] = []
     version = data.get("schema_version")
@@ -117,7 +157,7 @@ def _check(data: Any, context: ValidationContext) -> tuple[FlowDefinition | None
         )
         if isinstance(version, int) and not isinstance(version, bool):
             # Another version means other rules: checking it against these ones would mislead.
-            return None, problems
+            return None, problems, []
         data["schema_version"] = SCHEMA_VERSION
     try:
         flow: FlowDefinition | None = FlowDefinition.model_validate(data)
@@ -127,7 +167,7 @@ def _check(data: Any, context: ValidationContext) -> tuple[FlowDefinition | None
         problems += _unique(shape)
         flow, skipped = _validate_readable_part(data, [p.path for p in shape])
     if flow is None:
-        return None, problems
+        return None, problems, []
     scope = CheckScope(
         record_types=context.record_types,
         users=context.users,
@@ -142,10 +182,11 @@ def _check(data: Any, context: ValidationContext) -> tuple[FlowDefinition | None
         )
         - {""},
     )
-    problems += FlowChecker(flow, scope).run()
+    checker = FlowChecker(flow, scope)
+    problems += checker.run()
     if problems:
-        return None, _unique(problems)
-    return flow, []
+        return None, _unique(problems), []
+    return flow, [], _unique(checker.warnings)
 
 
 # -- setting aside the parts with a wrong shape -----------------------------------------------

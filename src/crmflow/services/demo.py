@@ -15,7 +15,7 @@ import orjson
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import NotFoundError
-from crmflow.services import flows, imports, queries, record_types, users
+from crmflow.services import flows, imports, queries, record_types, templates, users
 from crmflow.services.context import Actor, Context, Role
 from crmflow.store.database import read_connection
 from crmflow.store.demo import present_data
@@ -96,6 +96,9 @@ def load_demo(ctx: Context) -> str:
         done.append("records (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
     for path in sorted((folder / "queries").glob("*.yaml")):
         queries.load_query_file(ctx, alice, path)
+    # Before the flows: a send_email naming a template that is not loaded is refused.
+    for path in sorted((folder / "templates").glob("*.yaml")):
+        templates.load_template_file(ctx, alice, path)
     flow_count = _flows(ctx, alice, folder, present.flow_keys)
     if flow_count:
         done.append(f"{flow_count} flows")

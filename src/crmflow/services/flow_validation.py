@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from crmflow.engine import validation
 from crmflow.engine.definition import FlowDefinition
-from crmflow.engine.validation import ValidationContext, parse_flow
+from crmflow.engine.validation import CheckedFlow, ValidationContext, parse_flow
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flows
 from crmflow.services.record_types import catalog
@@ -20,6 +21,7 @@ from crmflow.store.database import read_connection
 
 __all__ = [
     "SourceFormat",
+    "check_flow_text",
     "parse_flow_text",
     "source_format",
     "validate_flow_text",
@@ -61,6 +63,25 @@ def parse_flow_text(
     return parse_flow(
         source_text,
         context=context,
+        source=source,
+        fmt=fmt,
+        max_chars=ctx.settings.max_document_chars,
+    )
+
+
+def check_flow_text(
+    ctx: Context,
+    actor: Actor,
+    text: str,
+    *,
+    fmt: SourceFormat | None = None,
+    source: str = "<input>",
+) -> CheckedFlow:
+    """Validate without saving, keeping the warnings of a valid flow (InvalidInputError with
+    every problem otherwise)."""
+    return validation.check_flow_text(
+        text,
+        context=validation_context(ctx, actor),
         source=source,
         fmt=fmt,
         max_chars=ctx.settings.max_document_chars,

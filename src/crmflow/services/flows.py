@@ -32,6 +32,7 @@ from crmflow.services.flow_access import visible_flow, visible_flows
 from crmflow.services.flow_members import add_member, remove_member
 from crmflow.services.flow_validation import (
     SourceFormat,
+    check_flow_text,
     parse_flow_text,
     source_format,
     validate_flow_text,
@@ -62,6 +63,7 @@ __all__ = [
     "StatusChange",
     "add_member",
     "change_status",
+    "check_flow_text",
     "create_flow",
     "delete_flow",
     "flow_history",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from crmflow.api.responses.errors import ProblemBody
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.definition.flow import Visibility
 from crmflow.engine.runtime import EnrollmentStatus
@@ -87,6 +88,11 @@ class FlowValidated(BaseModel):
     valid: Literal[True]
     key: str
     steps: int = Field(description="How many steps the document has")
+    warnings: list[ProblemBody] = Field(
+        default_factory=list,
+        description="What does not make the flow invalid but may surprise (a template showing "
+        "a field that may be empty), each with its path and a hint",
+    )
 
 
 class FlowVersion(BaseModel):

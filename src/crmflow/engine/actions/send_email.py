@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, field_validator
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
@@ -14,6 +13,7 @@ from crmflow.engine.actions.on_failure import check_on_failure
 from crmflow.engine.commands import UNSUBSCRIBE_URL_MARKER, EmailPayload, message_id
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
+from crmflow.engine.recordtypes.values import normalise_email
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
 
@@ -82,13 +82,18 @@ def _check_stored_template(
     checker: ActionChecker, path: str, name: str, variables: set[str]
 ) -> None:
     """The stored template's texts against the flow's record type and the action's variables,
-    when the validator knows the templates (a template not loaded is only found at send)."""
-    check = checker.scope.email_templates
-    if check is None:
+    when the validator knows the templates (offline without --templates: not checked)."""
+    templates = checker.scope.email_templates
+    if templates is None:
         return
-    problems = check(name, checker.record_type, variables)
-    for where, message, hint in problems or ():
+    found = templates.check(name, checker.record_type, variables)
+    if found is None:
+        checker.add(f"{path}.template", *templates.unknown(name))
+        return
+    for where, message, hint in found.problems:
         checker.add(f"{path}.template", f"the template {name!r}: {where}: {message}", hint)
+    for where, message, hint in found.warnings:
+        checker.warn(f"{path}.template", f"the template {name!r}: {where}: {message}", hint)
 
 
 def _check_address(checker: ActionChecker, path: str, value: str) -> None:
@@ -97,9 +102,10 @@ def _check_address(checker: ActionChecker, path: str, value: str) -> None:
         return
     address = value.rsplit("<", 1)[-1].rstrip(">").strip()
     try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError as exc:
-        checker.add(path, f"{value!r} is not an email address: {exc}", "or use a template")
+        normalise_email(address)  # plain addresses without loading email-validator (start-up)
+    except ValueError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        checker.add(path, f"{value!r} is not an email address: {reason}", "or use a template")
 
 
 def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult:

@@ -18,19 +18,48 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from crmflow.engine.conditions import RECORD_META_FIELDS, check_condition, did_you_mean
 from crmflow.engine.definition.flow import FlowDefinition, Visibility
 from crmflow.engine.recordtypes import FieldType, RecordType, normalise_value
+from crmflow.engine.template_empties import empty_field_warning, fields_shown_empty
 from crmflow.engine.templates import check_template, is_template
 from crmflow.errors import Problem
 
-__all__ = ["DATE_TYPES", "CheckScope", "ContextChecks", "TemplateCheck"]
+__all__ = ["DATE_TYPES", "CheckScope", "ContextChecks", "TemplateCheck", "TemplateFindings"]
 
 DATE_TYPES = frozenset({FieldType.DATE, FieldType.DATETIME})
 
 
-# The check of a stored email template that a send_email names: (template name, the flow's record
-# type, the action's variable names) -> the problems (path inside the template, message, hint),
-# or None when no template has that name. Given by the services, which keep the templates.
+# One finding inside a stored template: (its path there, message, hint).
 TemplateProblems = list[tuple[str, str, str]]
-TemplateCheck = Callable[[str, RecordType | None, Collection[str]], TemplateProblems | None]
+
+
+@dataclass(frozen=True)
+class TemplateFindings:
+    """What is wrong with a stored template (problems) and what may go unnoticed (warnings)."""
+
+    problems: TemplateProblems = field(default_factory=list)
+    warnings: TemplateProblems = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """The stored email templates a send_email may name: their `names`, and `check`: (template
+    name, the flow's record type, the action's variable names) -> its findings, or None when no
+    template has that name. Given by the services (the database) or `flows validate
+    --templates DIR` (files)."""
+
+    names: frozenset[str]
+    check: Callable[[str, RecordType | None, Collection[str]], TemplateFindings | None]
+
+    def unknown(self, name: str) -> tuple[str, str]:
+        """The message and hint for a template `name` that is not among them."""
+        load = "load it with `crmflow templates load FILE`"
+        suggestion = did_you_mean(name, self.names)
+        if suggestion:
+            hint = f"{suggestion} Or {load}"
+        elif self.names:
+            hint = f"known templates: {', '.join(sorted(self.names))}; or {load}"
+        else:
+            hint = f"none is loaded yet: {load}"
+        return f"no email template {name!r}", hint
 
 
 @dataclass(frozen=True)
@@ -57,6 +86,8 @@ class ContextChecks:
     flow: FlowDefinition
     scope: CheckScope
     problems: list[Problem] = field(default_factory=list)
+    # What does not make the flow invalid but may surprise (a field shown empty).
+    warnings: list[Problem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.record_type: RecordType | None = self.scope.record_types.get(self.flow.record_type)
@@ -65,6 +96,9 @@ class ContextChecks:
 
     def add(self, path: str, message: str, hint: str = "") -> None:
         self.problems.append(Problem(path, message, hint))
+
+    def warn(self, path: str, message: str, hint: str = "") -> None:
+        self.warnings.append(Problem(path, message, hint))
 
     @property
     def fields(self) -> list[str] | None:
@@ -128,8 +162,13 @@ class ContextChecks:
         if not is_template(text):
             return
         names = list(extra)
-        for issue in check_template(text, record_fields=self.fields, extra_variables=names):
+        issues = check_template(text, record_fields=self.fields, extra_variables=names)
+        for issue in issues:
             self.add(path, issue.message, issue.hint)
+        if self.record_type is not None and not issues:
+            optional = [f.key for f in self.record_type.fields if not f.required]
+            for name in fields_shown_empty(text, optional):
+                self.warn(path, *empty_field_warning(name, self.record_type.key))
 
     def check_cel(self, path: str, expression: str | None) -> None:
         if expression is None:
