@@ -180,6 +180,7 @@ def _tell_controller(
         ),
         archive=False,
         record_id=origin.record_id,
+        category="transactional",  # to a user of crmflow: no unsubscribe link
     )
     row = {
         "enrollment_id": origin.enrollment_id,

@@ -84,6 +84,9 @@ def invitation_email(
         "variables": {},
         "archive": True,
         "record_id": record_id,
+        # An invitation the appointment calls for: no unsubscribe link, sent after an
+        # unsubscribe too (not to an address that bounced).
+        "category": "transactional",
         "attachments": [
             {
                 "filename": ICS_FILENAME,
