@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from jinja2 import TemplateSyntaxError, nodes
 
-from crmflow.engine.templates import environment
+from crmflow.engine.templates import parsed_tree
 
 __all__ = ["DEFAULT_FILTERS", "empty_field_warning", "fields_shown_empty"]
 
@@ -39,7 +39,7 @@ def fields_shown_empty(text: str, optional: Collection[str]) -> list[str]:
     without a fallback, in the order they first appear; [] for a template that does not parse
     (its syntax error is reported on its own)."""
     try:
-        tree = environment().parse(text)
+        tree = parsed_tree(text)
     except TemplateSyntaxError:
         return []
     found: list[str] = []

@@ -53,6 +53,7 @@ __all__ = [
     "check_template",
     "environment",
     "is_template",
+    "parsed_tree",
     "render_template",
     "template_names",
 ]
@@ -182,6 +183,13 @@ def _compiled(text: str) -> _Compiled:
     return _Compiled(template, names, dict(template.globals))
 
 
+@lru_cache(maxsize=256)
+def parsed_tree(text: str) -> nodes.Template:
+    """The template's syntax tree (raises TemplateSyntaxError), kept for the validator's other
+    look at the same text (engine.template_empties); callers must not change it."""
+    return _ENVIRONMENT.parse(text)
+
+
 def check_template(
     text: str,
     *,
@@ -194,7 +202,7 @@ def check_template(
     if len(text) > MAX_TEMPLATE_CHARS:
         return [TemplateIssue(f"the template is longer than {MAX_TEMPLATE_CHARS} characters")]
     try:
-        tree = _ENVIRONMENT.parse(text)
+        tree = parsed_tree(text)
     except TemplateSyntaxError as exc:
         where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
         return [
