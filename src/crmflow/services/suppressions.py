@@ -51,6 +51,8 @@ __all__ = [
     "blocks",
     "list_page",
     "remove",
+    "signed_token",
+    "text_of_token",
     "unsubscribe",
     "unsubscribe_token",
     "unsubscribe_url",
@@ -83,14 +85,33 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _signature(key: bytes, address: str) -> bytes:
-    return hmac.new(key, b"unsubscribe:" + address.encode(), hashlib.sha256).digest()
+def _signature(key: bytes, purpose: str, text: str) -> bytes:
+    return hmac.new(key, f"{purpose}:{text}".encode(), hashlib.sha256).digest()
+
+
+def signed_token(ctx: Context, purpose: str, text: str) -> str:
+    """A link's token: `text` and its HMAC-SHA256 for `purpose` (`unsubscribe`, `approval`), by
+    CRMFLOW_SECRET_KEY or the key the server keeps. The links of every purpose are signed here."""
+    return f"{_b64(text.encode())}.{_b64(_signature(_key(ctx), purpose, text))}"
+
+
+def text_of_token(ctx: Context, purpose: str, token: str) -> str | None:
+    """The text a token of `purpose` carries, or None when it was changed, cut short or not
+    made by this server for that purpose."""
+    encoded, _, signature = token.partition(".")
+    try:
+        text = _unb64(encoded).decode()
+        given = _unb64(signature)
+    except (binascii.Error, ValueError):
+        return None
+    if not text or not hmac.compare_digest(given, _signature(_key(ctx), purpose, text)):
+        return None
+    return text
 
 
 def unsubscribe_token(ctx: Context, address: str) -> str:
     """The token of the unsubscribe link of `address`: the address and its signature."""
-    bare = normalise_address(address)
-    return f"{_b64(bare.encode())}.{_b64(_signature(_key(ctx), bare))}"
+    return signed_token(ctx, "unsubscribe", normalise_address(address))
 
 
 def unsubscribe_url(ctx: Context, address: str) -> str:
@@ -106,13 +127,8 @@ _BAD_LINK = (
 
 def address_of_token(ctx: Context, token: str) -> str:
     """The address a token unsubscribes; CrmflowError (400) for a token not made here."""
-    encoded, _, signature = token.partition(".")
-    try:
-        address = _unb64(encoded).decode()
-        given = _unb64(signature)
-    except (binascii.Error, ValueError):
-        raise CrmflowError(_BAD_LINK) from None
-    if not address or not hmac.compare_digest(given, _signature(_key(ctx), address)):
+    address = text_of_token(ctx, "unsubscribe", token)
+    if address is None:
         raise CrmflowError(_BAD_LINK)
     return address
 
