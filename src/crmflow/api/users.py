@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crmflow.api.deps import CurrentActor, RowId, ServiceContext
 from crmflow.api.limits import GuardedRoute
@@ -21,6 +21,7 @@ class UserCreate(BaseModel):
     display_name: str | None = None
     email: str | None = None
     password: str | None = None
+    manager: str | None = None
 
 
 class UserUpdate(BaseModel):
@@ -29,6 +30,9 @@ class UserUpdate(BaseModel):
     email: str | None = None
     password: str | None = None
     active: bool | None = None
+    manager: str | None = Field(
+        default=None, description='A username; null or "" removes the user\'s manager'
+    )
 
 
 class GroupCreate(BaseModel):
@@ -59,7 +63,10 @@ def get_user(ctx: ServiceContext, _actor: CurrentActor, username: str) -> dict[s
 def update_user(
     ctx: ServiceContext, actor: CurrentActor, username: str, body: UserUpdate
 ) -> dict[str, Any]:
-    return users.update_user(ctx, actor, username, **body.model_dump()).as_dict()
+    given = body.model_dump()
+    if "manager" in body.model_fields_set and body.manager is None:
+        given["manager"] = ""  # an explicit null removes the manager; leaving it out keeps it
+    return users.update_user(ctx, actor, username, **given).as_dict()
 
 
 @router.post(

@@ -19,6 +19,10 @@ GroupName = Annotated[str, typer.Argument(metavar="GROUP", help="A group's name.
 Role = Annotated[str | None, typer.Option(metavar="ROLE", help="admin, manager or member")]
 Name = Annotated[str | None, typer.Option(metavar="TEXT", help="Display name")]
 Email = Annotated[str | None, typer.Option(metavar="EMAIL", help="Email address")]
+Manager = Annotated[
+    str | None,
+    typer.Option(metavar="USER", help='The user\'s manager (a username; "" removes it)'),
+]
 
 
 @users_app.command("list")
@@ -28,10 +32,19 @@ def list_users() -> None:
     from crmflow.services import users
 
     rows = [
-        (u.username, u.role.value, u.display_name, u.email, ", ".join(u.groups), u.active)
+        (
+            u.username,
+            u.role.value,
+            u.display_name,
+            u.email,
+            ", ".join(u.groups),
+            u.manager,
+            u.active,
+        )
         for u in users.list_users(state.context)
     ]
-    print_table("Users", ["username", "role", "name", "email", "groups", "active"], rows)
+    columns = ["username", "role", "name", "email", "groups", "manager", "active"]
+    print_table("Users", columns, rows)
 
 
 @users_app.command("create")
@@ -45,6 +58,7 @@ def create(
         str | None,
         typer.Option(metavar="PASSWORD", help="At least 8 characters; omit for a token-only user"),
     ] = None,
+    manager: Manager = None,
 ) -> None:
     """Create a user (admins only)."""
     from crmflow.services import users
@@ -57,6 +71,7 @@ def create(
         display_name=name,
         email=email,
         password=password,
+        manager=manager,
     )
     print_json(view.as_dict())
 
@@ -73,8 +88,9 @@ def update(
         bool | None,
         typer.Option("--active/--inactive", metavar="", help="Let the user sign in, or not"),
     ] = None,
+    manager: Manager = None,
 ) -> None:
-    """Change a user's role, name, email, password or active flag (admins only)."""
+    """Change a user's role, name, email, password, active flag or manager (admins only)."""
     from crmflow.services import users
 
     view = users.update_user(
@@ -86,6 +102,7 @@ def update(
         email=email,
         password=password,
         active=active,
+        manager=manager,
     )
     print_json(view.as_dict())
 

@@ -63,6 +63,7 @@ class UserView:
     role: Role
     active: bool
     groups: tuple[str, ...] = ()
+    manager: str | None = None  # the manager's username
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class UserView:
             "role": self.role.value,
             "active": self.active,
             "groups": list(self.groups),
+            "manager": self.manager,
         }
 
 
@@ -98,8 +100,10 @@ def _role(value: str) -> Role:
 
 
 def _views(conn: Connection, rows: list[UserRow]) -> list[UserView]:
-    """Views of users with their groups, in two queries whatever the number of users."""
+    """Views of users with their groups and managers, in three queries whatever the number of
+    users."""
     groups_of = stored_groups.group_names_by_user(conn, [r.id for r in rows])
+    managers = stored_users.usernames_by_id(conn, {r.manager_id for r in rows if r.manager_id})
     return [
         UserView(
             id=row.id,
@@ -109,6 +113,7 @@ def _views(conn: Connection, rows: list[UserRow]) -> list[UserView]:
             role=Role(row.role),
             active=row.active,
             groups=tuple(groups_of.get(row.id, ())),
+            manager=managers.get(row.manager_id) if row.manager_id else None,
         )
         for row in rows
     ]
@@ -150,6 +155,7 @@ def create_user(
     display_name: str | None = None,
     email: str | None = None,
     password: str | None = None,
+    manager: str | None = None,
 ) -> UserView:
     require_admin(actor, "create users")
     problems = []
@@ -164,7 +170,11 @@ def create_user(
         raise InvalidInputError("the user", problems)
     try:
         with ctx.engine.begin() as conn:
-            return _insert_user(conn, ctx, username, checked_role, display_name, email, password)
+            view = _insert_user(conn, ctx, username, checked_role, display_name, email, password)
+            if manager:
+                stored_users.set_manager(conn, view.id, _manager_id(conn, username, manager))
+                view = _view(conn, stored_users.get_user_by_id(conn, view.id))
+            return view
     except IntegrityError:
         # Also when two requests create the same username at once: the unique index decides.
         raise ConflictError(f"a user named {username!r} already exists") from None
@@ -201,7 +211,9 @@ def update_user(
     email: str | None = None,
     password: str | None = None,
     active: bool | None = None,
+    manager: str | None = None,
 ) -> UserView:
+    """Change the given attributes of `username`; `manager=""` removes their manager."""
     require_admin(actor, "change users")
     checked_role = _role(role).value if role is not None else None
     password_hash = None
@@ -222,7 +234,35 @@ def update_user(
             password_hash=password_hash,
             active=active,
         )
+        if manager is not None:
+            manager_id = _manager_id(conn, username, manager) if manager else None
+            stored_users.set_manager(conn, row.id, manager_id)
         return _view(conn, stored_users.get_user_by_id(conn, row.id))
+
+
+def _manager_id(conn: Connection, username: str, manager: str) -> int:
+    """The id of user `manager`, checked as `username`'s manager: it exists, it is not
+    `username` and `username` is not above it (no cycle)."""
+    row = stored_users.find_user_by_name(conn, manager)
+    if row is None:
+        raise InvalidInputError(
+            f"user {username!r}",
+            [Problem("manager", f"no user named {manager!r}", "see `crmflow users list`")],
+        )
+    user = stored_users.find_user_by_name(conn, username)
+    if manager == username or (user and user.id in stored_users.managers_above(conn, row.id)):
+        chain = "themselves" if manager == username else f"{manager!r}, who reports to them"
+        raise InvalidInputError(
+            f"user {username!r}",
+            [
+                Problem(
+                    "manager",
+                    f"{username!r} cannot be managed by {chain}",
+                    "choose a manager who is not in the user's own team",
+                )
+            ],
+        )
+    return row.id
 
 
 def _user_row(conn: Connection, username: str) -> UserRow:

@@ -66,6 +66,9 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255)),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The user's manager (a responsibility `manager_of` asks them); never the user themselves
+    # and never a cycle (services.users checks both).
+    sa.Column("manager_id", ID, sa.ForeignKey("users.id"), nullable=True),
 )
 
 groups = sa.Table(

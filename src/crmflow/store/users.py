@@ -27,7 +27,11 @@ __all__ = [
     "get_user_by_id",
     "insert_api_token",
     "insert_user",
+    "manager_of",
+    "managers_above",
     "revoke_api_token",
+    "set_manager",
+    "team_of",
     "token_user_id",
     "update_user",
     "user_ids_by_name",
@@ -46,6 +50,7 @@ class UserRow:
     role: str
     password_hash: str | None
     active: bool
+    manager_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ def _user(row: sa.Row[Any]) -> UserRow:
         role=row.role,
         password_hash=row.password_hash,
         active=row.active,
+        manager_id=row.manager_id,
     )
 
 
@@ -159,6 +165,41 @@ def update_user(
     values = {column: value for column, value in given.items() if value is not None}
     if values:
         conn.execute(users.update().where(users.c.id == user_id).values(**values))
+
+
+def manager_of(conn: sa.Connection, user_id: int) -> UserRow | None:
+    """The manager of user `user_id` (active or not), or None when they have none."""
+    manager = users.alias("manager")
+    row = conn.execute(
+        sa.select(manager)
+        .join(users, users.c.manager_id == manager.c.id)
+        .where(users.c.id == user_id)
+    ).first()
+    return None if row is None else _user(row)
+
+
+def team_of(conn: sa.Connection, manager_id: int) -> list[UserRow]:
+    """The users whose manager is `manager_id` (active or not), by username."""
+    query = sa.select(users).where(users.c.manager_id == manager_id).order_by(users.c.username)
+    return [_user(r) for r in conn.execute(query)]
+
+
+def managers_above(conn: sa.Connection, user_id: int, *, limit: int = 1000) -> list[int]:
+    """The ids of `user_id`'s manager, their manager, and so on up (at most `limit`; stops at
+    a user seen already, so a damaged chain cannot loop)."""
+    chain: list[int] = []
+    current: int | None = user_id
+    while current is not None and len(chain) < limit:
+        current = conn.execute(sa.select(users.c.manager_id).where(users.c.id == current)).scalar()
+        if current is None or current in chain or current == user_id:
+            break
+        chain.append(int(current))
+    return chain
+
+
+def set_manager(conn: sa.Connection, user_id: int, manager_id: int | None) -> None:
+    """Set (or, with None, clear) the manager of user `user_id`; the caller checked it."""
+    conn.execute(users.update().where(users.c.id == user_id).values(manager_id=manager_id))
 
 
 def insert_api_token(

@@ -17,6 +17,11 @@ class User(BaseModel):
     role: Role
     active: bool = Field(description="false: the user may not sign in nor use their tokens")
     groups: list[str] = Field(description="Names of the groups the user is in, sorted")
+    manager: str | None = Field(
+        default=None,
+        description="The username of the user's manager (asked by a `manager_of` "
+        "responsibility), or null",
+    )
 
 
 class Group(BaseModel):
