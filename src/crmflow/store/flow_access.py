@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from crmflow.engine.definition import Visibility
 from crmflow.store.schema import flow_members, flows
 
-__all__ = ["FlowFilter", "find_flow_by_key", "flows_visible_to", "is_flow_member"]
+__all__ = [
+    "FlowFilter",
+    "find_flow_by_key",
+    "flow_member_ids",
+    "flows_visible_to",
+    "is_flow_member",
+]
 
 # A WHERE clause over `flows`, for the store's queries that list flows for a user.
 FlowFilter = sa.ColumnElement[bool]
@@ -36,6 +42,12 @@ def is_flow_member(conn: sa.Connection, flow_id: int, user_id: int) -> bool:
         )
     ).first()
     return member is not None
+
+
+def flow_member_ids(conn: sa.Connection, flow_id: int) -> set[int]:
+    """The ids of the members of flow `flow_id` (its owner is not one unless listed)."""
+    query = sa.select(flow_members.c.user_id).where(flow_members.c.flow_id == flow_id)
+    return {int(user_id) for user_id in conn.execute(query).scalars()}
 
 
 def find_flow_by_key(
