@@ -103,7 +103,9 @@ def move_batch(
             moved.skipped.append(row.id)
             continue
         snapshots[row.record_id] = outcome.record
-        writes.add_outcome(row.state, outcome, flow.key)
+        writes.add_outcome(
+            row.state, outcome, flow.key, cancel_tasks_on_end=flow.cancel_open_tasks_on_end
+        )
     insert_decisions(conn, refusals, now=now)
     writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped + moved.deferred)

@@ -11,10 +11,18 @@ from datetime import datetime
 
 from crmflow.context import Actor, Context
 from crmflow.engine.commands import Command
-from crmflow.engine.runtime import ActionLog, ActionStatus, EnrollmentState, StepRunLog, StepStatus
+from crmflow.engine.runtime import (
+    ActionLog,
+    ActionStatus,
+    EnrollmentState,
+    EnrollmentStatus,
+    StepRunLog,
+    StepStatus,
+)
 from crmflow.engine.transition import Outcome
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
+from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.outbox import cancel_pending_of_cancelled
 from crmflow.store.tasks import cancel_open_tasks, close_tasks_of_runs
 
@@ -84,19 +92,50 @@ def _apply_commands(
 
 
 def close_tasks(
-    conn: Connection, closed_runs: Sequence[tuple[int, int]], over: Sequence[int], *, now: datetime
+    conn: Connection,
+    closed_runs: Sequence[tuple[int, int]],
+    over: Sequence[int],
+    *,
+    now: datetime,
+    ended: Mapping[int, bool] | None = None,
 ) -> None:
     """Close the open tasks of approval runs that are over (`closed_runs`: enrollment, run) as
-    done, and those of enrollments that ended (`over`) as cancelled.
+    done, and cancel those of enrollments that are over (`over`).
+
+    `ended` holds the enrollments of `over` that ended normally (finished or left), each with
+    whether its flow cancels open tasks when a run ends (`cancel_open_tasks_on_end`); the
+    others were cancelled. A run that ended normally keeps its open tasks (the referral task
+    a last step makes for next week), except its approval's, cancelled as always, unless its
+    flow asks otherwise. Each task that is not an approval's and is cancelled gets a line in the
+    record's history saying why.
 
     The enrollments of `over` that ended CANCELLED (loop guard, by hand, a missing step) also
     have their outbox messages still pending cancelled: nothing is sent for a cancelled run.
     Those that finished or left keep theirs (the thank-you email of a finished run still goes).
     Their states are already saved, so the enrollments' status column says which ones."""
     close_tasks_of_runs(conn, closed_runs, now=now)
-    if over:
-        cancel_open_tasks(conn, over, now=now)
-        cancel_pending_of_cancelled(conn, over)
+    if not over:
+        return
+    ended = ended or {}
+    keep = [eid for eid, cancels in ended.items() if not cancels]
+    cancelled = cancel_open_tasks(conn, over, now=now, approvals_only=keep)
+    lines = [
+        HistoryEntry(
+            t.record_id,
+            t.enrollment_id,
+            f"Task {t.title!r} cancelled: "
+            + (
+                "the run ended and its flow cancels open tasks then (cancel_open_tasks_on_end)"
+                if t.enrollment_id in ended
+                else "its run was cancelled"
+            ),
+            now,
+        )
+        for t in cancelled
+        if not t.approval
+    ]
+    insert_history(conn, lines)
+    cancel_pending_of_cancelled(conn, over)
 
 
 @dataclass
@@ -112,13 +151,22 @@ class BatchWrites:
     flow_of: dict[int, str] = field(default_factory=dict)
     closed_runs: list[tuple[int, int]] = field(default_factory=list)  # (enrollment, run)
     over: list[int] = field(default_factory=list)
+    # Those of `over` that ended normally: whether their flow cancels open tasks then.
+    ended: dict[int, bool] = field(default_factory=dict)
     # The step runs each state had before (see `repo.save`): a later run's log is a new row.
     runs_before: dict[int, int] = field(default_factory=dict)
 
     def add(
-        self, old: EnrollmentState | None, new: EnrollmentState, record_id: int, flow_key: str
+        self,
+        old: EnrollmentState | None,
+        new: EnrollmentState,
+        record_id: int,
+        flow_key: str,
+        *,
+        cancel_tasks_on_end: bool = False,
     ) -> None:
-        """`new` replaces `old` (None: the enrollment had not entered yet)."""
+        """`new` replaces `old` (None: the enrollment had not entered yet);
+        `cancel_tasks_on_end`: the flow's `cancel_open_tasks_on_end`."""
         eid = new.enrollment_id
         self.states.append(new)
         self.record_of[eid] = record_id
@@ -129,9 +177,24 @@ class BatchWrites:
             self.closed_runs.append((eid, old.current_run))
         if new.is_over:
             self.over.append(eid)
+            if new.status is not EnrollmentStatus.CANCELLED:
+                self.ended[eid] = cancel_tasks_on_end
 
-    def add_outcome(self, old: EnrollmentState | None, outcome: Outcome, flow_key: str) -> None:
-        self.add(old, outcome.state, outcome.record.id, flow_key)
+    def add_outcome(
+        self,
+        old: EnrollmentState | None,
+        outcome: Outcome,
+        flow_key: str,
+        *,
+        cancel_tasks_on_end: bool = False,
+    ) -> None:
+        self.add(
+            old,
+            outcome.state,
+            outcome.record.id,
+            flow_key,
+            cancel_tasks_on_end=cancel_tasks_on_end,
+        )
         self.logs += outcome.log
         self.commands += outcome.commands
 
@@ -143,4 +206,4 @@ class BatchWrites:
         )
         logs = with_action_failures(self.logs, failures)
         repo.save(conn, self.states, logs, now=now, runs_before=self.runs_before)
-        close_tasks(conn, self.closed_runs, self.over, now=now)
+        close_tasks(conn, self.closed_runs, self.over, now=now, ended=self.ended)

@@ -128,7 +128,9 @@ def _apply_policy(
     )
     if outcome is not None:
         writes = BatchWrites()
-        writes.add_outcome(row.state, outcome, info.key)
+        writes.add_outcome(
+            row.state, outcome, info.key, cancel_tasks_on_end=flow.cancel_open_tasks_on_end
+        )
         actor: Actor = system_actor(conn, now=now)
         writes.write(conn, ctx, actor, now=now)
         repo.notify_due(conn)

@@ -252,6 +252,11 @@ class _Thaw:
     def version(self) -> int:
         return int(self.flow.current_version)
 
+    @property
+    def _cancels(self) -> bool:
+        """The flow's `cancel_open_tasks_on_end` (a run that ends cancels its open tasks)."""
+        return self.new.cancel_open_tasks_on_end
+
     def chunk(self, ids: Sequence[int], unheard: UnheardChanges | None) -> None:
         """Lock, load, compute and write the enrollments `ids` in bulk."""
         conn, flow = self.conn, self.flow
@@ -338,7 +343,7 @@ class _Thaw:
             record_type=self.types.get(new.record_type),
             limits=self.ctx.evaluation_limits,
         )
-        writes.add_outcome(state, outcome, self.flow.key)
+        writes.add_outcome(state, outcome, self.flow.key, cancel_tasks_on_end=self._cancels)
         return None
 
     def _recheck(
@@ -374,9 +379,15 @@ class _Thaw:
             if outcome.log or outcome.state.step_key != state.step_key:
                 self.done.went_on += 1
         if outcome.log or outcome.commands:
-            writes.add_outcome(row.state, outcome, self.flow.key)
+            writes.add_outcome(row.state, outcome, self.flow.key, cancel_tasks_on_end=self._cancels)
             return
         if change is None and outcome.state != state:
             self.done.caught_up += 1
         if outcome.state != row.state:
-            writes.add(row.state, outcome.state, row.record_id, self.flow.key)
+            writes.add(
+                row.state,
+                outcome.state,
+                row.record_id,
+                self.flow.key,
+                cancel_tasks_on_end=self._cancels,
+            )

@@ -3,8 +3,9 @@
 A task is in a person's (or a group's) task list; an approval task carries its buttons. A
 notification is a message to a user or a group. Both name a user by username (see
 `services.effects.people`). Tasks are closed by the batch runner (`runner.writes.close_tasks`)
-when their run or their enrollment is over; the loop guard's notifications are written by
-`runner.loop_guard`.
+when their approval's run is over or their enrollment is cancelled (a task that is not an
+approval outlives a run that ends normally, unless its flow sets `cancel_open_tasks_on_end`);
+the loop guard's notifications are written by `runner.loop_guard`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from crmflow.store.idlists import among
-from crmflow.store.schema import notifications, tasks, users
+from crmflow.store.schema import notifications, task_events, tasks, users
 
 __all__ = [
+    "CancelledTask",
     "NewNotification",
     "NewTask",
+    "NewTaskEvent",
     "cancel_open_tasks",
     "close_tasks_of_runs",
     "insert_notifications",
+    "insert_task_events",
     "insert_tasks",
+    "reassign_task",
+    "set_task_status",
     "user_assignees_of",
 ]
 
@@ -84,15 +90,44 @@ def close_tasks_of_runs(
         )
 
 
+class CancelledTask(NamedTuple):
+    id: int
+    enrollment_id: int
+    record_id: int
+    title: str
+    approval: bool  # an approval's task (it carries buttons)
+
+
 def cancel_open_tasks(
-    conn: sa.Connection, enrollment_ids: Collection[int], *, now: datetime
-) -> None:
-    """The open tasks of these enrollments, which ended, closed as cancelled."""
-    conn.execute(
-        tasks.update()
-        .where(among(tasks.c.enrollment_id, enrollment_ids, conn), tasks.c.status == "open")
-        .values(status="cancelled", closed_at=now)
+    conn: sa.Connection,
+    enrollment_ids: Collection[int],
+    *,
+    now: datetime,
+    approvals_only: Collection[int] = (),
+) -> list[CancelledTask]:
+    """The open tasks of these enrollments, which ended, closed as cancelled; of those in
+    `approvals_only` (runs that ended normally and whose other tasks outlive them), only the
+    approvals' tasks. The tasks cancelled, by id."""
+    if not enrollment_ids:
+        return []
+    t = tasks.c
+    query = sa.select(t.id, t.enrollment_id, t.record_id, t.title, t.buttons).where(
+        among(t.enrollment_id, enrollment_ids, conn), t.status == "open"
     )
+    found = [
+        CancelledTask(r.id, r.enrollment_id, r.record_id, r.title, bool(r.buttons))
+        for r in conn.execute(query.order_by(t.id))
+    ]
+    kept = set(approvals_only)
+    cancelled = [c for c in found if c.approval or c.enrollment_id not in kept]
+    if cancelled:
+        conn.execute(
+            tasks.update()
+            .where(t.id == sa.bindparam("tid"), t.status == "open")
+            .values(status="cancelled", closed_at=now),
+            [{"tid": c.id} for c in cancelled],
+        )
+    return cancelled
 
 
 def user_assignees_of(conn: sa.Connection, enrollment_ids: Sequence[int]) -> list[sa.Row[Any]]:
@@ -104,3 +139,38 @@ def user_assignees_of(conn: sa.Connection, enrollment_ids: Sequence[int]) -> lis
         .where(tasks.c.enrollment_id.in_(enrollment_ids), tasks.c.assignee_kind == "user")
     )
     return list(conn.execute(query))
+
+
+# -- what people do to a task (services.tasks) ---------------------------------------------------
+
+
+class NewTaskEvent(NamedTuple):
+    """A line of a task's history: `by` (a username; None: crmflow) did `action`."""
+
+    task_id: int
+    at: datetime
+    by: str | None
+    action: str  # started | completed | commented | reassigned | cancelled | closed
+    detail: str = ""
+
+
+def insert_task_events(conn: sa.Connection, new: Sequence[NewTaskEvent]) -> None:
+    """Write `new` lines of task histories, in one statement."""
+    if new:
+        conn.execute(task_events.insert(), [e._asdict() for e in new])
+
+
+def set_task_status(
+    conn: sa.Connection, task_id: int, status: str, *, closed_at: datetime | None
+) -> None:
+    """Task `task_id` now has `status` (closed at `closed_at`, None while it is still to do)."""
+    conn.execute(
+        tasks.update().where(tasks.c.id == task_id).values(status=status, closed_at=closed_at)
+    )
+
+
+def reassign_task(conn: sa.Connection, task_id: int, kind: str, ref: str) -> None:
+    """Task `task_id` is now given to user or group (`kind`) `ref` (a username or group name)."""
+    conn.execute(
+        tasks.update().where(tasks.c.id == task_id).values(assignee_kind=kind, assignee_ref=ref)
+    )

@@ -97,6 +97,8 @@ class FlowDefinition(Definition):
     catch_up: CatchUpPolicy = Field(default_factory=CatchUpPolicy)
     calendar: Calendar | None = None
     auto_archive_when_drained: bool = False
+    # A run that ends normally leaves its open tasks (not its approvals') open, unless this is set.
+    cancel_open_tasks_on_end: bool = False
     # What a message that fails for good does to its run, for the sending actions that do not
     # say (their `on_failure`): continue, stop or {goto: STEP} (docs/flows.md).
     on_delivery_failure: OnFailure = "continue"
