@@ -17,11 +17,13 @@ from crmflow.api import (
     hooks,
     mail,
     meta,
+    notifications,
     queries,
     record_groups,
     record_types,
     records,
     suppressions,
+    tasks,
     templates,
     triggers,
     users,
@@ -106,6 +108,8 @@ def create_app(ctx: Context) -> FastAPI:
         mail,
         templates,
         suppressions,
+        tasks,
+        notifications,
     ):
         app.include_router(module.router)
     declare_error_responses(app)

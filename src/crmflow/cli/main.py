@@ -21,11 +21,13 @@ from crmflow.cli import (
     flows,
     lists,
     mail,
+    notifications,
     queries,
     records,
     runs,
     simulate,
     suppressions,
+    tasks,
     templates,
     users,
     worker,
@@ -54,6 +56,8 @@ app.command("dispatch")(dispatch.dispatch)
 app.add_typer(mail.app, name="mail")
 app.add_typer(templates.app, name="templates")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(notifications.app, name="notifications")
 
 
 @app.callback()

@@ -25,6 +25,7 @@ __all__ = [
     "groups",
     "invitations",
     "metadata",
+    "notification_reads",
     "notifications",
     "outbox",
     "record_changes",
@@ -37,6 +38,7 @@ __all__ = [
     "signing_keys",
     "step_runs",
     "suppressions",
+    "task_events",
     "tasks",
     "trigger_failures",
     "trigger_schedules",
@@ -365,6 +367,33 @@ notifications = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("read_at", UTCDateTime),
     sa.Index("ix_notifications_target", "target_kind", "target_ref", "read_at"),
+)
+
+# A task's history after it was created (`store.tasks`, the one writer): who (`by`, a username;
+# null: crmflow) did what (`action`: started | completed | commented | reassigned | cancelled |
+# closed) and when, with the comment or the change in `detail`.
+task_events = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("by", sa.String(64)),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_task_events_task", "task_id", "id"),
+)
+
+# Who read which notification (`store.notifications`, the one writer): a notification is unread
+# for a user until a row says they read it, so that each member of a group it went to reads it
+# on their own (docs/people.md).
+notification_reads = sa.Table(
+    "notification_reads",
+    metadata,
+    sa.Column("notification_id", ID, primary_key=True),
+    sa.Column("user_id", ID, primary_key=True),
+    sa.Column("read_at", UTCDateTime, nullable=False),
+    sa.Index("ix_notification_reads_user", "user_id"),
 )
 
 # The record's own history, as the `history` action writes it (and crmflow's refusals).

@@ -1,0 +1,84 @@
+"""The notifications inbox (`services.notifications`): a user's notifications (to them, or to a
+group they belong to), each read or unread for that user alone, and the marks that they read
+them. Writes `notification_reads` only; `store.tasks` writes `notifications`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crmflow.store.schema import notification_reads, notifications
+
+__all__ = ["Reader", "find_notification", "inbox", "mark_read", "unread_ids"]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Whose inbox: the user's id and username, and the names of the groups they belong to."""
+
+    user_id: int
+    username: str
+    groups: Collection[str] = ()
+
+    def targets(self) -> sa.ColumnElement[bool]:
+        n = notifications.c
+        mine = sa.and_(n.target_kind == "user", n.target_ref == self.username)
+        if not self.groups:
+            return mine
+        return sa.or_(mine, sa.and_(n.target_kind == "group", n.target_ref.in_(list(self.groups))))
+
+
+def _select(reader: Reader) -> sa.Select[Any]:
+    read = notification_reads
+    joined = notifications.outerjoin(
+        read,
+        sa.and_(read.c.notification_id == notifications.c.id, read.c.user_id == reader.user_id),
+    )
+    return (
+        sa.select(notifications, read.c.read_at.label("read_by_me_at"))
+        .select_from(joined)
+        .where(reader.targets())
+    )
+
+
+def inbox(
+    conn: sa.Connection, reader: Reader, *, unread: bool, before: int | None, limit: int
+) -> list[sa.Row[Any]]:
+    """`reader`'s notifications, newest first (ids below `before`), at most `limit`; each row
+    has `.read_by_me_at` (None: unread for this reader). `unread`: only the unread ones."""
+    query = _select(reader)
+    if unread:
+        query = query.where(notification_reads.c.read_at.is_(None))
+    if before is not None:
+        query = query.where(notifications.c.id < before)
+    return list(conn.execute(query.order_by(notifications.c.id.desc()).limit(limit)))
+
+
+def find_notification(
+    conn: sa.Connection, reader: Reader, notification_id: int
+) -> sa.Row[Any] | None:
+    """Notification `notification_id` when it is in `reader`'s inbox (as in `inbox`), else None."""
+    query = _select(reader).where(notifications.c.id == notification_id)
+    return conn.execute(query).first()
+
+
+def unread_ids(conn: sa.Connection, reader: Reader) -> list[int]:
+    """The ids of the notifications unread in `reader`'s inbox."""
+    query = _select(reader).where(notification_reads.c.read_at.is_(None))
+    return [r.id for r in conn.execute(query)]
+
+
+def mark_read(conn: sa.Connection, user_id: int, ids: Collection[int], *, at: datetime) -> None:
+    """Notifications `ids` are read by user `user_id` (at `at`; one read before keeps its time)."""
+    if not ids:
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(notification_reads).on_conflict_do_nothing()
+    conn.execute(
+        statement, [{"notification_id": i, "user_id": user_id, "read_at": at} for i in ids]
+    )
