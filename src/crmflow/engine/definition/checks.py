@@ -258,6 +258,26 @@ class FlowChecker(ContextChecks):
                     "point a next, branch, button or timeout at it, or remove it",
                 )
 
+    def check_escalation(self, path: str, escalation: people.Escalation, step: steps.Step) -> None:
+        if escalation.to is not None:
+            self.check_responsibility(f"{path}.to", escalation.to)
+        if escalation.decide is None:
+            return
+        if not isinstance(step, steps.ApprovalStep):
+            self.add(
+                f"{path}.decide",
+                f"only an approval step can be decided automatically; step {step.key!r} is "
+                f"{step.type}",
+                "use `to: USER` to hand the late step's task to someone else",
+            )
+        elif escalation.decide not in [b.key for b in step.buttons]:
+            known = ", ".join(b.key for b in step.buttons)
+            self.add(
+                f"{path}.decide",
+                f"step {step.key!r} has no button {escalation.decide!r}",
+                f"name one of its buttons: {known}",
+            )
+
     def check_step(self, path: str, step: steps.Step) -> None:
         if step.timing is not None:
             self.check_timing(f"{path}.timing", step.timing)
@@ -271,6 +291,8 @@ class FlowChecker(ContextChecks):
                 "a late step emails the flow's controller, but the flow has none",
                 "set controller: <username> on the flow, or notify_controller: false",
             )
+        if deadline is not None and deadline.escalate is not None:
+            self.check_escalation(f"{path}.deadline.escalate", deadline.escalate, step)
         if isinstance(step, steps.ActionStep):
             for index, action in enumerate(step.actions):
                 where = f"{path}.actions[{index}]"

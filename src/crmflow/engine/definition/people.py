@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from crmflow.engine.definition.common import Definition
 
 __all__ = [
     "Deadline",
+    "Escalation",
     "FieldResponsibility",
     "FlowOwnerResponsibility",
     "GroupResponsibility",
@@ -56,6 +57,31 @@ Responsibility = Annotated[
 ]
 
 
+class Escalation(Definition):
+    """What happens `after_days` calendar days past a deadline, once: the step's task goes `to`
+    another person (a responsibility, or a username), or an approval is decided by pressing
+    its button `decide` automatically."""
+
+    after_days: Annotated[int, Field(ge=0, le=3650)]
+    to: Responsibility | None = None
+    decide: str | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _username(cls, value: object) -> object:
+        # `to: bogdan` is short for `to: {type: user, user: bogdan}`.
+        return {"type": "user", "user": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Escalation:
+        if (self.to is None) == (self.decide is None):
+            raise ValueError(
+                "an escalation either reassigns (`to: USER` or a responsibility) or decides "
+                "(`decide: BUTTON`, approvals): give exactly one of them"
+            )
+        return self
+
+
 class Deadline(Definition):
     """Days allowed from the step's start; a late step emails the flow's controller."""
 
@@ -63,3 +89,4 @@ class Deadline(Definition):
     business_days: bool = False
     remind_every_days: Annotated[int, Field(ge=1, le=365)] | None = None
     notify_controller: bool = True
+    escalate: Escalation | None = None
