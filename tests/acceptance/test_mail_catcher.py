@@ -187,7 +187,7 @@ def test_the_donor_thank_you_flow_emails_the_donor() -> None:
         assert plain is not None and html is not None
         text = plain.get_content().replace("\r\n", "\n")
         assert text.startswith("Bonjour Clara,\n")  # %ab_firstname%, at send time
-        assert "votre don de 120 EUR" in text
+        assert "votre don de 120,00\xa0€" in text
         assert "<p>Bonjour Clara,</p>" in html.get_content()
         assert "Email sent to claire@example.org: Claire, nos projets avancent grâce à vous" in (
             flow.history(rid)
