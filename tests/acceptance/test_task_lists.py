@@ -261,3 +261,55 @@ def test_a_private_flows_tasks_are_for_its_members_and_go_to_none_else(
         f"/api/tasks/{task['id']}/reassign", json={"user": "maria"}, headers=h["andrei"]
     )
     assert moved.status_code == 200 and moved.json()["assignee"] == "maria"
+
+
+WAITING = """\
+schema_version: 1
+key: intake
+name: Intake
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: call
+    actions:
+      - type: create_task
+        title: "Call {{ record.first_name }} back"
+        assignee: {type: user, user: andrei}
+        wait: true
+  - key: thanks
+    actions:
+      - type: history
+        message: "called back"
+"""
+
+
+def test_a_step_waits_for_its_task_and_goes_on_when_it_is_done(
+    ctx: Context, admin: Actor, client: TestClient
+) -> None:
+    h = _setup(ctx, admin)
+    flows.create_flow(ctx, admin, WAITING)
+    flows.change_status(ctx, admin, "intake", LifecycleAction.START)
+    data = {"first_name": "Dan", "last_name": "Ene", "email": "dan@example.org"}
+    rid = records.create_record(ctx, admin, "contact", data).id
+    run = runs.start_record(ctx, admin, "intake", rid)
+    assert (run.status, run.step) == ("waiting", "call")
+    assert run.waiting_for == "waiting for the task 'Call Dan back' to be done"
+    task = _task(client, h["andrei"], "Call Dan back")["id"]
+
+    # While its flow is paused the record could not go on: completing is refused, nothing moves.
+    flows.change_status(ctx, admin, "intake", LifecycleAction.PAUSE, confirm_inside=1)
+    paused = client.post(f"/api/tasks/{task}/complete", headers=h["andrei"])
+    assert paused.status_code == 409 and "flow 'intake' is paused" in paused.json()["message"]
+    assert _task(client, h["andrei"], "Call Dan back")["status"] == "open"
+    flows.change_status(ctx, admin, "intake", LifecycleAction.RESUME)
+
+    done = client.post(f"/api/tasks/{task}/complete", headers=h["andrei"])
+    assert done.status_code == 200, done.text
+    shown = client.get(f"/api/records/contact/{rid}/runs", headers=h["andrei"]).json()
+    [intake] = [f for f in shown["flows"] if f["flow"] == "intake"]
+    assert (intake["status"], intake["end_reason"]) == ("finished", "went through the last step")
+    [call] = [r for r in intake["step_runs"] if r["step"] == "call"]
+    assert call["status"] == "done"
+    assert call["reason"].endswith("; task 'Call Dan back' done by andrei")
+    assert [a["type"] for a in call["actions"]] == ["create_task"]
+    assert any(h["message"] == "called back" for h in shown["history"])

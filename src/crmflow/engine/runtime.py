@@ -33,6 +33,7 @@ __all__ = [
     "RecordSnapshot",
     "StepRunLog",
     "StepStatus",
+    "TaskDone",
     "TimerFired",
     "WaitKind",
     "Waiting",
@@ -68,6 +69,7 @@ class WaitKind(StrEnum):
     EVENT = "event"  # the step starts when its event timing fires, or at the timeout
     CONDITION = "condition"  # a wait step runs until `until` holds / `fields` change, or timeout
     APPROVAL = "approval"  # an approval step waits for a person to press one of its buttons
+    TASK = "task"  # an action step waits for its tasks to be done (create_task `wait: true`)
 
 
 class ButtonChoice(_Frozen):
@@ -201,7 +203,18 @@ class DecisionMade:
     kind: Literal["decision"] = "decision"
 
 
-Event = TimerFired | RecordChanged | DecisionMade
+@dataclass(frozen=True)
+class TaskDone:
+    """The tasks an action step waits for (create_task `wait: true`) are done; `by` did the
+    last one (`task`: its title)."""
+
+    step_key: str
+    by: str
+    task: str = ""
+    kind: Literal["task_done"] = "task_done"
+
+
+Event = TimerFired | RecordChanged | DecisionMade | TaskDone
 
 
 # -- the step-run log ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
 from crmflow.engine.calendars import BusinessCalendar
 from crmflow.engine.commands import Command, OutboxMessage
 from crmflow.engine.definition import (
+    ActionStep,
     ApprovalStep,
     AtTimeTiming,
     DateTiming,
@@ -39,6 +40,7 @@ from crmflow.engine.runtime import (
     RecordSnapshot,
     StepRunLog,
     StepStatus,
+    TaskDone,
     TimerFired,
     Waiting,
     WaitKind,
@@ -375,6 +377,8 @@ class Call:
         kind = self.state.waiting.kind if self.state.waiting else WaitKind.TIMER
         if isinstance(event, DecisionMade):
             self.go(self.onward(step, approval.decide(cast(ApprovalStep, step), self.run, event)))
+        elif isinstance(event, TaskDone):
+            self.go(self.onward(step, action.task_done(cast(ActionStep, step), self.run, event)))
         elif isinstance(event, TimerFired):
             self.on_timer(step, kind)
         else:

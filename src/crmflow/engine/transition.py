@@ -37,6 +37,7 @@ from crmflow.engine.runtime import (
     Event,
     RecordChanged,
     RecordSnapshot,
+    TaskDone,
     TimerFired,
     WaitKind,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "cancel",
     "catch_up",
     "check_decision",
+    "check_task_done",
     "enter",
     "hears_changes",
     "move_to",
@@ -129,6 +131,17 @@ def check_decision(flow: FlowDefinition, state: EnrollmentState, event: Decision
     return approval.check(step, event)
 
 
+def check_task_done(state: EnrollmentState, event: TaskDone) -> str | None:
+    """Why the record cannot go on for `event` (it does not wait for tasks at that step), or
+    None when it can."""
+    if state.is_over:
+        return f"the record is no longer in the flow ({state.status.value}: {state.end_reason})"
+    waiting = state.waiting
+    if waiting is None or waiting.kind is not WaitKind.TASK or state.step_key != event.step_key:
+        return f"the record does not wait for tasks at step {event.step_key!r}"
+    return None
+
+
 def advance(
     flow: FlowDefinition,
     state: EnrollmentState,
@@ -147,8 +160,12 @@ def advance(
     the way the store keeps them, and a value that does not fit fails its action.
     """
     event = event or TimerFired()
-    if isinstance(event, DecisionMade):
-        problem = check_decision(flow, state, event)
+    if isinstance(event, DecisionMade | TaskDone):
+        problem = (
+            check_decision(flow, state, event)
+            if isinstance(event, DecisionMade)
+            else check_task_done(state, event)
+        )
         if problem is not None:
             return Outcome(state=state, record=record, refused=problem)
     if state.is_over:

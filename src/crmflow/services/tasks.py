@@ -25,6 +25,7 @@ from crmflow.errors import (
     PermissionDeniedError,
     Problem,
 )
+from crmflow.services import task_waits
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import assignable_refusal, can_see_flow
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
@@ -276,9 +277,12 @@ def start(ctx: Context, actor: Actor, task_id: int, note: str | None = None) -> 
 
 
 def complete(ctx: Context, actor: Actor, task_id: int, note: str | None = None) -> TaskView:
-    """Mark task `task_id` as done. An approval's task is refused: it is done by deciding."""
+    """Mark task `task_id` as done. An approval's task is refused: it is done by deciding. When
+    its step waits for its tasks and this was the last one, the record goes on."""
     now = ctx.now()
     with ctx.engine.begin() as conn:
+        # The record's run first, then the task: the order a worker locks them in.
+        run = task_waits.lock_run(conn, _visible(conn, actor, task_id).enrollment_id)
         row = _acting(conn, actor, task_id, "completed")
         if row.buttons:
             buttons = ", ".join(f"{key} ({label})" for key, label in row.buttons)
@@ -287,10 +291,12 @@ def complete(ctx: Context, actor: Actor, task_id: int, note: str | None = None) 
                 f"deciding, with `crmflow runs decide {row.enrollment_id} {row.step_key} BUTTON` "
                 f"or POST /api/runs/{row.enrollment_id}/decisions (buttons: {buttons})"
             )
+        waits = task_waits.waiting_run(conn, run, row)
         set_task_status(conn, task_id, "done", closed_at=now)
-        insert_task_events(
-            conn, [NewTaskEvent(task_id, now, actor.username, "completed", note or "")]
-        )
+        done = NewTaskEvent(task_id, now, actor.username, "completed", note or "")
+        insert_task_events(conn, [done])
+        if waits and run is not None:
+            task_waits.go_on(conn, ctx, actor, run, row, now=now)
     return _done(ctx, actor, task_id)
 
 

@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from crmflow.store.flow_access import flows_visible_to
 from crmflow.store.schema import enrollments, flows, task_events, tasks
 
-__all__ = ["OPEN_STATES", "TaskFilter", "find_task", "list_tasks", "task_events_of"]
+__all__ = [
+    "OPEN_STATES",
+    "TaskFilter",
+    "find_task",
+    "list_tasks",
+    "open_tasks_of_run",
+    "task_events_of",
+]
 
 # A task still to do: open, or started (in_progress). Late: one of these past its due date.
 OPEN_STATES = ("open", "in_progress")
@@ -96,3 +103,13 @@ def task_events_of(conn: sa.Connection, task_id: int) -> list[sa.Row[Any]]:
     """The history of task `task_id`, oldest first: `.at`, `.by`, `.action`, `.detail`."""
     query = sa.select(task_events).where(task_events.c.task_id == task_id)
     return list(conn.execute(query.order_by(task_events.c.id)))
+
+
+def open_tasks_of_run(conn: sa.Connection, enrollment_id: int, run: int) -> int:
+    """How many tasks of step run (`enrollment_id`, `run`) are still to do."""
+    query = sa.select(sa.func.count()).where(
+        tasks.c.enrollment_id == enrollment_id,
+        tasks.c.run == run,
+        tasks.c.status.in_(OPEN_STATES),
+    )
+    return int(conn.execute(query).scalar_one())

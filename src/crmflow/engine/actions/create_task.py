@@ -27,6 +27,9 @@ class CreateTaskAction(ActionBase):
     description: str = ""
     assignee: Responsibility | None = None
     due_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    # The step holds until the tasks its run made are done (docs/people.md), instead of going
+    # on at once.
+    wait: bool = False
 
 
 def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: ActionStep) -> None:

@@ -1,16 +1,28 @@
 """An action step: its active actions run in order, each against the record as the ones
-before it left it (an update_record then a history entry sees the new value)."""
+before it left it (an update_record then a history entry sees the new value).
+
+A step with a create_task that has `wait: true` holds the record (WaitKind.TASK) until the tasks
+its run made are done: the services then give it a TaskDone, and it goes on as it would have at
+once without the wait."""
 
 from __future__ import annotations
 
 from crmflow.engine.actions.base import ActionContext
 from crmflow.engine.actions.registry import run_action
+from crmflow.engine.commands import CreateTask
 from crmflow.engine.definition import ActionStep
-from crmflow.engine.runtime import ActionLog, ActionStatus, EnrollmentStatus, StepStatus
-from crmflow.engine.steps.base import End, Go, StepResult, StepRun
+from crmflow.engine.runtime import (
+    ActionLog,
+    ActionStatus,
+    EnrollmentStatus,
+    StepStatus,
+    TaskDone,
+    WaitKind,
+)
+from crmflow.engine.steps.base import End, Go, Hold, StepResult, StepRun
 from crmflow.engine.steps.scope import EvaluationError
 
-__all__ = ["start"]
+__all__ = ["start", "task_done"]
 
 
 def start(step: ActionStep, run: StepRun) -> StepResult:
@@ -25,6 +37,7 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
     )
     logs: list[ActionLog] = []
     end_reason: str | None = None
+    awaited: list[CreateTask] = []  # the tasks of a create_task with `wait: true`
     for index, action in step.run_order:
         if not action.active:
             logs.append(
@@ -39,12 +52,21 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
             logs.append(_log(index, action.key, action.type, ActionStatus.FAILED, str(exc)))
             continue
         run.commands.extend(result.commands)
+        if getattr(action, "wait", False):
+            awaited += [c for c in result.commands if isinstance(c, CreateTask)]
         if result.record_updates:
             run.scope.record = run.scope.record.with_values(result.record_updates, at=run.now)
         if result.end_reason is not None and end_reason is None:
             end_reason = result.end_reason
         logs.append(_log(index, action.key, action.type, ActionStatus.DONE, result.detail))
     failed = [entry for entry in logs if entry.status is ActionStatus.FAILED]
+    if end_reason is None and awaited:
+        hold = _hold(awaited)
+        reason = hold.description + (
+            f"; {len(failed)} of {len(logs)} actions failed" if failed else ""
+        )
+        run.log(step, StepStatus.WAITING, reason, tuple(logs))
+        return hold
     if failed:
         reason = f"{len(failed)} of {len(logs)} actions failed"
         run.log(step, StepStatus.FAILED, reason, tuple(logs))
@@ -52,6 +74,27 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
         run.log(step, StepStatus.DONE, "" if logs else "no actions", tuple(logs))
     if end_reason is not None:
         return End(EnrollmentStatus.FINISHED, end_reason)
+    return Go()
+
+
+def _who(task: CreateTask) -> str:
+    return f"group:{task.assignee.ref}" if task.assignee.kind == "group" else str(task.assignee.ref)
+
+
+def _hold(awaited: list[CreateTask]) -> Hold:
+    """The record held until the tasks `awaited` are done."""
+    if len(awaited) == 1:
+        task = awaited[0]
+        description = f"waiting for the task {task.title!r} to be done"
+        return Hold(WaitKind.TASK, None, description, asked_of=_who(task))
+    description = f"waiting for {len(awaited)} tasks to be done"
+    return Hold(WaitKind.TASK, None, description)
+
+
+def task_done(step: ActionStep, run: StepRun, event: TaskDone) -> StepResult:
+    """The tasks `step` waited for are done: it goes on (its `next`, else the following step)."""
+    what = f"task {event.task!r}" if event.task else "the tasks"
+    run.log(step, StepStatus.DONE, f"{what} done by {event.by}")
     return Go()
 
 
