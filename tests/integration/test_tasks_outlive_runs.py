@@ -9,7 +9,7 @@ from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
-from crmflow.store.schema import tasks
+from crmflow.store.schema import task_events, tasks
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock, make_user
 from tests.integration.helpers import history
@@ -84,3 +84,8 @@ def test_a_cancelled_run_cancels_its_open_tasks_and_says_so(ctx: Context, admin:
     runs.cancel_enrollment(ctx, admin, eid, reason="wrong record")
     assert _task_statuses(ctx, rid) == ["cancelled"]
     assert "Task 'Ask Ana for a referral' cancelled: its run was cancelled" in history(ctx, rid)
+    with ctx.engine.connect() as conn:
+        events = conn.execute(
+            sa.select(task_events.c.by, task_events.c.action, task_events.c.detail)
+        )
+        assert [tuple(e) for e in events] == [(None, "cancelled", "its run was cancelled")]

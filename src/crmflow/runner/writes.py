@@ -24,7 +24,12 @@ from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.outbox import cancel_pending_of_cancelled
-from crmflow.store.tasks import cancel_open_tasks, close_tasks_of_runs
+from crmflow.store.tasks import (
+    NewTaskEvent,
+    cancel_open_tasks,
+    close_tasks_of_runs,
+    insert_task_events,
+)
 
 __all__ = ["ActionRef", "BatchWrites", "close_tasks", "with_action_failures"]
 
@@ -107,7 +112,7 @@ def close_tasks(
     others were cancelled. A run that ended normally keeps its open tasks (the referral task
     a last step makes for next week), except its approval's, cancelled as always, unless its
     flow asks otherwise. Each task that is not an approval's and is cancelled gets a line in the
-    record's history saying why.
+    record's history and in the task's saying why.
 
     The enrollments of `over` that ended CANCELLED (loop guard, by hand, a missing step) also
     have their outbox messages still pending cancelled: nothing is sent for a cancelled run.
@@ -119,22 +124,23 @@ def close_tasks(
     ended = ended or {}
     keep = [eid for eid, cancels in ended.items() if not cancels]
     cancelled = cancel_open_tasks(conn, over, now=now, approvals_only=keep)
-    lines = [
-        HistoryEntry(
-            t.record_id,
-            t.enrollment_id,
-            f"Task {t.title!r} cancelled: "
-            + (
-                "the run ended and its flow cancels open tasks then (cancel_open_tasks_on_end)"
-                if t.enrollment_id in ended
-                else "its run was cancelled"
-            ),
-            now,
-        )
-        for t in cancelled
-        if not t.approval
-    ]
-    insert_history(conn, lines)
+    shown = [t for t in cancelled if not t.approval]
+    why = {
+        t.id: "the run ended and its flow cancels open tasks then (cancel_open_tasks_on_end)"
+        if t.enrollment_id in ended
+        else "its run was cancelled"
+        for t in shown
+    }
+    insert_history(
+        conn,
+        [
+            HistoryEntry(
+                t.record_id, t.enrollment_id, f"Task {t.title!r} cancelled: {why[t.id]}", now
+            )
+            for t in shown
+        ],
+    )
+    insert_task_events(conn, [NewTaskEvent(t.id, now, None, "cancelled", why[t.id]) for t in shown])
     cancel_pending_of_cancelled(conn, over)
 
 
