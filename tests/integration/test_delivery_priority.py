@@ -111,7 +111,9 @@ def test_a_one_recipient_email_of_a_flow_people_start_is_transactional(
     ctx: Context, admin: Actor
 ) -> None:
     assert _priority_of_email(ctx, admin, "code", "[{type: manual}]") == 1
-    assert _priority_of_email(ctx, admin, "hook", "[{type: webhook, key: hook}, {type: manual}]") == 1
+    assert (
+        _priority_of_email(ctx, admin, "hook", "[{type: webhook, key: hook}, {type: manual}]") == 1
+    )
     # Bulk: a flow records entering by the thousand may start, or a second recipient.
     both = "[{type: manual}, {type: record_created}]"
     assert _priority_of_email(ctx, admin, "welcome", both) == 0
