@@ -313,3 +313,20 @@ def test_a_step_waits_for_its_task_and_goes_on_when_it_is_done(
     assert call["reason"].endswith("; task 'Call Dan back' done by andrei")
     assert [a["type"] for a in call["actions"]] == ["create_task"]
     assert any(h["message"] == "called back" for h in shown["history"])
+
+
+def test_a_started_approval_is_done_when_it_is_decided(
+    ctx: Context, admin: Actor, client: TestClient
+) -> None:
+    h = _setup(ctx, admin)
+    decide = _task(client, h["maria"], "Decide: ask")
+    started = client.post(f"/api/tasks/{decide['id']}/start", headers=h["maria"])
+    assert started.json()["status"] == "in_progress"
+    pressed = client.post(
+        f"/api/runs/{decide['enrollment_id']}/decisions",
+        json={"step": "ask", "button": "ok"},
+        headers=h["maria"],
+    )
+    assert pressed.status_code == 200, pressed.text
+    shown = client.get(f"/api/tasks/{decide['id']}", headers=h["maria"]).json()
+    assert (shown["status"], shown["late"]) == ("done", False)
