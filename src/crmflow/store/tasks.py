@@ -11,13 +11,13 @@ the loop guard's notifications are written by `runner.loop_guard`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from crmflow.store.idlists import among
-from crmflow.store.schema import notifications, task_events, tasks, users
+from crmflow.store.schema import enrollments, notifications, task_events, tasks, users
 
 __all__ = [
     "CancelledTask",
@@ -31,6 +31,7 @@ __all__ = [
     "insert_tasks",
     "reassign_task",
     "set_task_status",
+    "shift_open_dues",
     "user_assignees_of",
 ]
 
@@ -83,7 +84,7 @@ def close_tasks_of_runs(
             .where(
                 tasks.c.enrollment_id == sa.bindparam("eid"),
                 tasks.c.run == sa.bindparam("r"),
-                tasks.c.status.in_(("open", "in_progress")),
+                tasks.c.status.in_(_TO_DO),
             )
             .values(status="done", closed_at=sa.bindparam("at")),
             [{"eid": eid, "r": run, "at": now} for eid, run in runs],
@@ -98,6 +99,9 @@ class CancelledTask(NamedTuple):
     approval: bool  # an approval's task (it carries buttons)
 
 
+_TO_DO = ("open", "in_progress")  # a task still to do (store.task_lists.OPEN_STATES)
+
+
 def cancel_open_tasks(
     conn: sa.Connection,
     enrollment_ids: Collection[int],
@@ -105,14 +109,14 @@ def cancel_open_tasks(
     now: datetime,
     approvals_only: Collection[int] = (),
 ) -> list[CancelledTask]:
-    """The open tasks of these enrollments, which ended, closed as cancelled; of those in
-    `approvals_only` (runs that ended normally and whose other tasks outlive them), only the
-    approvals' tasks. The tasks cancelled, by id."""
+    """The tasks still to do (open or started) of these enrollments, which ended, closed as
+    cancelled; of those in `approvals_only` (runs that ended normally and whose other tasks
+    outlive them), only the approvals' tasks. The tasks cancelled, by id."""
     if not enrollment_ids:
         return []
     t = tasks.c
     query = sa.select(t.id, t.enrollment_id, t.record_id, t.title, t.buttons).where(
-        among(t.enrollment_id, enrollment_ids, conn), t.status == "open"
+        among(t.enrollment_id, enrollment_ids, conn), t.status.in_(_TO_DO)
     )
     found = [
         CancelledTask(r.id, r.enrollment_id, r.record_id, r.title, bool(r.buttons))
@@ -123,7 +127,7 @@ def cancel_open_tasks(
     if cancelled:
         conn.execute(
             tasks.update()
-            .where(t.id == sa.bindparam("tid"), t.status == "open")
+            .where(t.id == sa.bindparam("tid"), t.status.in_(_TO_DO))
             .values(status="cancelled", closed_at=now),
             [{"tid": c.id} for c in cancelled],
         )
@@ -174,3 +178,22 @@ def reassign_task(conn: sa.Connection, task_id: int, kind: str, ref: str) -> Non
     conn.execute(
         tasks.update().where(tasks.c.id == task_id).values(assignee_kind=kind, assignee_ref=ref)
     )
+
+
+def shift_open_dues(conn: sa.Connection, flow_id: int, by: timedelta) -> None:
+    """The due times of the tasks still to do of flow `flow_id`'s runs moved `by` (a pause,
+    under the catch-up policy shift_delays), in one executemany."""
+    t = tasks.c
+    runs = sa.select(enrollments.c.id).where(enrollments.c.flow_id == flow_id)
+    found = conn.execute(
+        sa.select(t.id, t.due_at).where(
+            t.enrollment_id.in_(runs),
+            t.status.in_(_TO_DO),
+            t.due_at.is_not(None),
+        )
+    ).all()
+    if found:
+        conn.execute(
+            tasks.update().where(t.id == sa.bindparam("tid")).values(due_at=sa.bindparam("due")),
+            [{"tid": r.id, "due": r.due_at + by} for r in found],
+        )
