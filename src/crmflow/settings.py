@@ -113,14 +113,22 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(
         default=None,
         min_length=16,
-        description="Signs the unsubscribe links of marketing emails (HMAC-SHA256); changing "
+        description="Signs the unsubscribe links of marketing emails and the button links of "
+        "approval emails (HMAC-SHA256); changing "
         "it voids the links already sent. Unset: a random key made once and kept in the "
         "database.",
     )
     public_url: str | None = Field(
         default=None,
         description="The address people reach this server at (https://crm.example.org), for "
-        "the links in emails (unsubscribe). Unset: http://HOST:PORT.",
+        "the links in emails (unsubscribe, approval buttons). Unset: http://HOST:PORT.",
+    )
+    approval_link_days: int = Field(
+        gt=0,
+        le=365,
+        default=7,
+        description="Days an approval email's button links work (each once); after that the "
+        "person decides in the app.",
     )
     delivery_max_attempts: int = Field(
         gt=0, default=8, description="Attempts at a message before it is failed."

@@ -72,6 +72,7 @@ CASES = [
     Case(
         "recruitment-approval",
         {"recruitment-approval": ["manager-approval", "management-approval", "approved"]},
+        emails=2,  # the approval emails: maria, then alice (management)
         deciders={"manager-approval": "maria", "management-approval": "alice"},
     ),
     Case(

@@ -4,8 +4,9 @@ test_examples_end_to_end), the dispatcher delivers after each round of the worke
 CRMFLOW_SMTP_URL pointing at an aiosmtpd server on 127.0.0.1, and the server received each
 email: its recipients, subject and a line of its body.
 
-property-sale-follow-up and recruitment-approval send no email (tasks, approvals and in-app
-notifications only): test_every_seed_flow_that_sends_email_has_a_case checks that this stays so.
+property-sale-follow-up sends no email (tasks and in-app notifications only):
+test_every_seed_flow_that_sends_email_has_a_case checks that this stays so. recruitment-approval
+emails each level the links of its buttons (`email_link: true`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ EXPECTED: dict[str, list[Sent]] = {
             "Use the code SIX-",
         )
     ],
+    "recruitment-approval": [
+        Sent(
+            {"maria@example.org"},
+            "maria@example.org",
+            "Decision needed: Hire Ioana Popescu as Service technician?",
+            "Validate: http",
+        ),
+        Sent(
+            {"alice@example.org"},
+            "alice@example.org",
+            "Decision needed: Service technician at 42000 a year: approved by the manager.",
+            "Refuse: http",
+        ),
+    ],
     "sales-orders": [
         Sent(
             {"orders@example.org"},
@@ -106,7 +121,13 @@ def test_seed_flow_emails_reach_the_smtp_server(
     drive(ctx, clock, client, case, each_round=lambda: Dispatcher(delivering).run_once())
     expected = EXPECTED[case.flow]
     got = [
-        Sent(set(r.rcpt_tos), str(r.message["To"]), str(r.message["Subject"]), _text(r.message))
+        # A long subject is folded: its unfolded text starts after the space of the fold.
+        Sent(
+            set(r.rcpt_tos),
+            str(r.message["To"]),
+            str(r.message["Subject"]).strip(),
+            _text(r.message),
+        )
         for r in smtp.received
     ]
     assert [(g.envelope, g.to, g.subject) for g in got] == [
@@ -121,6 +142,6 @@ def test_every_seed_flow_that_sends_email_has_a_case() -> None:
     sending = {
         path.stem
         for path in EXAMPLES.glob("*.yaml")
-        if re.search(r"type: send_email", path.read_text(encoding="utf-8"))
+        if re.search(r"type: send_email|email_link: true", path.read_text(encoding="utf-8"))
     }
     assert sending == set(EXPECTED)

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from crmflow import __version__
 from crmflow.api import (
+    approval_links,
     enrollments,
     flows,
     hooks,
@@ -108,6 +109,7 @@ def create_app(ctx: Context) -> FastAPI:
         mail,
         templates,
         suppressions,
+        approval_links,
         tasks,
         notifications,
     ):

@@ -23,6 +23,7 @@ __all__ = [
     "COMMANDS",
     "UNSUBSCRIBE_URL_MARKER",
     "AddToGroup",
+    "AskByEmail",
     "AssignOwner",
     "Assignee",
     "Attachment",
@@ -144,6 +145,20 @@ class CreateTask(CommandBase):
         if self.due_at is not None:
             text += f" (due {self.due_at.isoformat()})"
         return text
+
+
+class AskByEmail(CommandBase):
+    """An approval's email to the person asked (each active member of a group asked): one
+    signed link per button (`services.approval_links` signs them when the email is written)."""
+
+    kind: Literal["ask_by_email"] = "ask_by_email"
+    title: str
+    assignee: Assignee
+    buttons: tuple[tuple[str, str], ...]  # (key, label) of each button
+    due_at: datetime | None = None
+
+    def describe(self) -> str:
+        return f"approval email to {self.assignee}: {self.title}"
 
 
 class Notify(CommandBase):
@@ -345,6 +360,7 @@ Command = Annotated[
     UpdateRecord
     | SetStatus
     | CreateTask
+    | AskByEmail
     | Notify
     | WriteHistory
     | AddToGroup

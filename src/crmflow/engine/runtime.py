@@ -35,6 +35,7 @@ __all__ = [
     "StepStatus",
     "TaskDone",
     "TimerFired",
+    "Vote",
     "WaitKind",
     "Waiting",
 ]
@@ -78,6 +79,15 @@ class ButtonChoice(_Frozen):
     comment_required: bool = False
 
 
+class Vote(_Frozen):
+    """A group member's press on an approval step with a quorum, kept until the step decides."""
+
+    by: str
+    button: str
+    comment: str = ""
+    at: datetime
+
+
 class Waiting(_Frozen):
     """What the current step waits for; `description` is shown to users as is."""
 
@@ -85,6 +95,7 @@ class Waiting(_Frozen):
     description: str = ""
     buttons: tuple[ButtonChoice, ...] = ()
     asked_of: str | None = None  # approvals: who decides (a username or `group:<name>`)
+    votes: tuple[Vote, ...] = ()  # approvals with a quorum: the members' presses so far
 
 
 class EnrollmentState(_Frozen):
@@ -200,6 +211,10 @@ class DecisionMade:
     button: str
     by: str
     comment: str = ""
+    # The active members of the group the step asks, when `by` is one of them: their press is a
+    # vote the step's quorum counts. None: the press decides at once (the one person asked, or
+    # an admin standing in for the group).
+    group_size: int | None = None
     kind: Literal["decision"] = "decision"
 
 

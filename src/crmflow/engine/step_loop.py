@@ -376,7 +376,12 @@ class Call:
     def handle(self, step: Step, event: Event) -> None:
         kind = self.state.waiting.kind if self.state.waiting else WaitKind.TIMER
         if isinstance(event, DecisionMade):
-            self.go(self.onward(step, approval.decide(cast(ApprovalStep, step), self.run, event)))
+            waiting = self.state.waiting
+            result = approval.decide(cast(ApprovalStep, step), self.run, event, waiting)
+            if isinstance(result, approval.Counted):
+                self.update(waiting=result.waiting)  # a vote: the quorum is not reached yet
+            else:
+                self.go(self.onward(step, result))
         elif isinstance(event, TaskDone):
             self.go(self.onward(step, action.task_done(cast(ActionStep, step), self.run, event)))
         elif isinstance(event, TimerFired):

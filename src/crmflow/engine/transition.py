@@ -128,7 +128,7 @@ def check_decision(flow: FlowDefinition, state: EnrollmentState, event: Decision
     step = flow.step(event.step_key)
     if not isinstance(step, ApprovalStep):
         return f"step {event.step_key!r} is not an approval step in this version of the flow"
-    return approval.check(step, event)
+    return approval.check(step, event, state.waiting)
 
 
 def check_task_done(state: EnrollmentState, event: TaskDone) -> str | None:

@@ -8,10 +8,11 @@ the use-case's transaction, as for the worker's batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
-from crmflow.engine.approvals import Decider, decision_refusal
-from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.approvals import GROUP_PREFIX, Decider, Requester, decision_refusal
+from crmflow.engine.definition import ApprovalStep, FlowDefinition
 from crmflow.engine.entry import Candidate, Decision, FlowRef, admission_refusal
 from crmflow.engine.runtime import DecisionMade, EnrollmentState, EnrollmentStatus, WaitKind
 from crmflow.engine.transition import cancel
@@ -32,15 +33,16 @@ from crmflow.services.run_views import EnrollmentView, enrollment_view
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row
 from crmflow.store.flows import find_flow
-from crmflow.store.groups import group_names_by_user
+from crmflow.store.groups import active_members_of_groups, group_names_by_user
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.record_types import record_type_catalog
-from crmflow.store.records import record_type_of
+from crmflow.store.records import find_record, record_type_of
 from crmflow.store.users import usernames_by_id
 
 # What users see of runs (views, lists, progress) is in `run_views`; the batch runner is
 # `crmflow.runner`.
 __all__ = [
+    "BeforeDecision",
     "cancel_enrollment",
     "decide",
     "keep_refusal",
@@ -234,6 +236,11 @@ def _locked(conn: Connection, actor: Actor, enrollment_id: int) -> tuple[repo.En
     return rows[0], flow
 
 
+# Called by `decide` on its transaction, the run locked and the decider allowed, before the
+# decision is taken: what a decision from an email link checks and marks (`approval_links`).
+BeforeDecision = Callable[[Connection, EnrollmentState], None]
+
+
 def decide(
     ctx: Context,
     actor: Actor,
@@ -241,9 +248,13 @@ def decide(
     step_key: str,
     button: str,
     comment: str | None = None,
+    *,
+    before: BeforeDecision | None = None,
 ) -> EnrollmentView:
     """Press `button` on approval step `step_key`: the record goes on along that button's branch
-    (its next steps run at once when due). Refused with the engine's reason (ConflictError)."""
+    (its next steps run at once when due); on a step with a quorum, a group member's press of
+    its first button is a vote. Refused with the engine's reason (ConflictError), or who may
+    decide (PermissionDeniedError)."""
     now = ctx.now()
     with ctx.engine.begin() as conn:
         row, flow = _locked(conn, actor, enrollment_id)
@@ -253,9 +264,15 @@ def decide(
             )
         if row.state is None:
             raise ConflictError("the record has not entered the flow yet")
-        _require_decider(conn, actor, row.state, step_key)
+        group_size = _require_decider(conn, ctx, actor, row, step_key)
+        if before is not None:
+            before(conn, row.state)
         event = DecisionMade(
-            step_key=step_key, button=button, by=actor.username, comment=comment or ""
+            step_key=step_key,
+            button=button,
+            by=actor.username,
+            comment=comment or "",
+            group_size=group_size,
         )
         moved = move_batch(conn, ctx, actor, [row], now=now, events={row.id: event})
         refused = moved.outcomes[row.id].refused
@@ -265,20 +282,63 @@ def decide(
         return enrollment_view(conn, ctx, enrollment_id)
 
 
-def _require_decider(conn: Connection, actor: Actor, state: EnrollmentState, step_key: str) -> None:
-    """Only the person or group the approval step asks (or an admin) may press its buttons
-    (`engine.approvals`); a decision on another step is left to the engine to refuse."""
-    waiting = state.waiting
-    if waiting is None or waiting.kind is not WaitKind.APPROVAL or state.step_key != step_key:
-        return
+def _require_decider(
+    conn: Connection, ctx: Context, actor: Actor, row: repo.EnrollmentRow, step_key: str
+) -> int | None:
+    """Only the person or group the approval step asks (or an admin) may press its buttons,
+    and never the requester of a step that forbids self-approval (`engine.approvals`); a
+    decision on another step is left to the engine to refuse. The active members of the group
+    asked when `actor` is one of them (their press is a vote), else None."""
+    state = row.state
+    waiting = state.waiting if state is not None else None
+    if (
+        state is None
+        or waiting is None
+        or waiting.kind is not WaitKind.APPROVAL
+        or state.step_key != step_key
+    ):
+        return None
     asked_of = waiting.asked_of
     if asked_of is not None and asked_of.isdigit():  # a user field holds the user's id
         asked_of = usernames_by_id(conn, [int(asked_of)]).get(int(asked_of), asked_of)
     groups = group_names_by_user(conn, [actor.id]).get(actor.id, [])
     decider = Decider(actor.username, groups=groups, is_admin=actor.is_admin)
-    refusal = decision_refusal(asked_of, decider)
+    step = _approval_step(conn, ctx, row, step_key)
+    rule = step.forbid_self_approval if step is not None else None
+    requester = (
+        Requester(_user_in_field(conn, row.record_id, rule.field), rule.field) if rule else None
+    )
+    refusal = decision_refusal(asked_of, decider, requester)
     if refusal is not None:
         raise PermissionDeniedError(refusal)
+    group = (
+        asked_of.removeprefix(GROUP_PREFIX)
+        if asked_of and asked_of.startswith(GROUP_PREFIX)
+        else None
+    )
+    if group is None or group not in groups:
+        return None
+    return len(active_members_of_groups(conn, [group]))
+
+
+def _approval_step(
+    conn: Connection, ctx: Context, row: repo.EnrollmentRow, step_key: str
+) -> ApprovalStep | None:
+    pair = (row.flow_id, row.flow_version)
+    info = repo.load_flows(conn, [pair], definitions_cache(ctx)).get(pair)
+    step = info.definition.step(step_key) if info is not None else None
+    return step if isinstance(step, ApprovalStep) else None
+
+
+def _user_in_field(conn: Connection, record_id: int, field: str) -> str | None:
+    """The username held in the record's user field `field` (an id, or a name), or None."""
+    record = find_record(conn, record_id)
+    value = record.data.get(field) if record is not None else None
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return usernames_by_id(conn, [int(value)]).get(int(value), str(value))
+    return str(value)
 
 
 def restart_enrollment(ctx: Context, actor: Actor, enrollment_id: int) -> EnrollmentView:

@@ -32,7 +32,7 @@ from crmflow.errors import CrmflowError, InvalidInputError, NotFoundError, Probl
 from crmflow.services.context import Actor, Context
 from crmflow.services.paging import page_size
 from crmflow.services.permissions import require_admin
-from crmflow.store.database import read_connection
+from crmflow.store.database import Connection, read_connection
 from crmflow.store.suppressions import (
     Suppression,
     add_suppression,
@@ -65,14 +65,19 @@ _keys: dict[str, bytes] = {}  # the kept key, by database URL: read once per pro
 _keys_lock = threading.Lock()
 
 
-def _key(ctx: Context) -> bytes:
+def _key(ctx: Context, conn: Connection | None = None) -> bytes:
+    """The signing key. With `conn` (a caller inside a transaction, such as a batch writing
+    approval emails), a key not read yet is read or made on it and not kept in memory: that
+    transaction may still roll back."""
     if ctx.settings.secret_key:
         return ctx.settings.secret_key.encode()
     url = str(ctx.engine.url)
     with _keys_lock:
+        if url not in _keys and conn is not None:
+            return signing_key(conn, _KEY_NAME, secrets.token_urlsafe(32), at=ctx.now()).encode()
         if url not in _keys:
-            with ctx.engine.begin() as conn:
-                kept = signing_key(conn, _KEY_NAME, secrets.token_urlsafe(32), at=ctx.now())
+            with ctx.engine.begin() as own:
+                kept = signing_key(own, _KEY_NAME, secrets.token_urlsafe(32), at=ctx.now())
             _keys[url] = kept.encode()
         return _keys[url]
 
@@ -89,10 +94,11 @@ def _signature(key: bytes, purpose: str, text: str) -> bytes:
     return hmac.new(key, f"{purpose}:{text}".encode(), hashlib.sha256).digest()
 
 
-def signed_token(ctx: Context, purpose: str, text: str) -> str:
+def signed_token(ctx: Context, purpose: str, text: str, *, conn: Connection | None = None) -> str:
     """A link's token: `text` and its HMAC-SHA256 for `purpose` (`unsubscribe`, `approval`), by
-    CRMFLOW_SECRET_KEY or the key the server keeps. The links of every purpose are signed here."""
-    return f"{_b64(text.encode())}.{_b64(_signature(_key(ctx), purpose, text))}"
+    CRMFLOW_SECRET_KEY or the key the server keeps (read on `conn` when the caller is inside a
+    transaction). The links of every purpose are signed here."""
+    return f"{_b64(text.encode())}.{_b64(_signature(_key(ctx, conn), purpose, text))}"
 
 
 def text_of_token(ctx: Context, purpose: str, token: str) -> str | None:

@@ -13,6 +13,7 @@ from crmflow.store.types import ID, JSONDoc, UTCDateTime
 
 __all__ = [
     "api_tokens",
+    "approval_link_uses",
     "email_templates",
     "enrollments",
     "entry_decisions",
@@ -332,6 +333,19 @@ signing_keys = sa.Table(
     sa.Column("name", sa.String(50), primary_key=True),
     sa.Column("secret", sa.String(200), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The approval email links that were used (`store.approval_links`, the one writer): a link
+# decides once. `token_hash` is the SHA-256 of the link's token; the rest says what it decided.
+approval_link_uses = sa.Table(
+    "approval_link_uses",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("enrollment_id", ID, nullable=False),
+    sa.Column("step_run", sa.Integer, nullable=False),
+    sa.Column("button", sa.String(100), nullable=False),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("used_at", UTCDateTime, nullable=False),
 )
 
 tasks = sa.Table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from crmflow.engine.definition.actions import Action
 from crmflow.engine.definition.common import Definition, Duration, Key
@@ -21,6 +21,7 @@ __all__ = [
     "DecisionStep",
     "EndStep",
     "MergeStep",
+    "SelfApprovalRule",
     "Step",
     "StepBase",
     "WaitStep",
@@ -135,13 +136,39 @@ class ApprovalButton(Definition):
     comment_required: bool = False
 
 
+class SelfApprovalRule(Definition):
+    """The user held in `field` (the requester) may not decide their own request."""
+
+    field: str
+
+
+Quorum = Literal["any", "all"] | Annotated[int, Field(ge=1, le=10_000)]
+
+
 class ApprovalStep(StepBase):
-    """The responsible person decides by pressing a button, in the app or from an email link."""
+    """The responsible person decides by pressing a button, in the app or from an email link.
+
+    `quorum` (a group responsibility only): how many members must press the first button (its
+    approval) for it to count: `any` one (the default), `all` the active members, or a number
+    (at most all of them). Any other button pressed by one member decides at once (a veto)."""
 
     type: Literal["approval"]
     message: str = ""
     buttons: list[ApprovalButton] = Field(min_length=1)
-    email_link: bool = True
+    email_link: bool = False  # an email to the person asked, with a signed link per button
+    quorum: Quorum = "any"
+    forbid_self_approval: SelfApprovalRule | None = None
+
+    @model_validator(mode="after")
+    def _quorum_counts_a_group(self) -> ApprovalStep:
+        if self.quorum != "any" and (
+            self.responsibility is None or self.responsibility.type != "group"
+        ):
+            raise ValueError(
+                f"quorum {self.quorum!r} counts the members of a group: give the step "
+                "`responsibility: {type: group, group: NAME}`, or remove `quorum`"
+            )
+        return self
 
     def targets(self) -> list[tuple[str, str]]:
         out = super().targets()

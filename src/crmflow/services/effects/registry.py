@@ -14,6 +14,7 @@ from datetime import datetime
 from crmflow.engine.commands import Command, CommandBase
 from crmflow.services.context import Actor, Context
 from crmflow.services.effects import (
+    approval_emails,
     flows,
     groups,
     history,
@@ -39,6 +40,7 @@ APPLIERS: tuple[Applier, ...] = (
     groups.GROUPS,
     history.HISTORY,
     people.PEOPLE,
+    approval_emails.APPROVAL_EMAILS,
     outbox.OUTBOX,
     flows.FOLLOW_UPS,
     flows.END_FLOW,
