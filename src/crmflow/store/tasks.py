@@ -84,7 +84,7 @@ def close_tasks_of_runs(
             .where(
                 tasks.c.enrollment_id == sa.bindparam("eid"),
                 tasks.c.run == sa.bindparam("r"),
-                tasks.c.status.in_(_TO_DO),
+                sa.or_(*(tasks.c.status == x for x in _TO_DO)),  # not `in_`: executemany
             )
             .values(status="done", closed_at=sa.bindparam("at")),
             [{"eid": eid, "r": run, "at": now} for eid, run in runs],
@@ -127,7 +127,8 @@ def cancel_open_tasks(
     if cancelled:
         conn.execute(
             tasks.update()
-            .where(t.id == sa.bindparam("tid"), t.status.in_(_TO_DO))
+            # Not `in_`: an expanding parameter cannot be used with executemany.
+            .where(t.id == sa.bindparam("tid"), sa.or_(*(t.status == x for x in _TO_DO)))
             .values(status="cancelled", closed_at=now),
             [{"tid": c.id} for c in cancelled],
         )
