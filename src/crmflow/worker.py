@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from crmflow.context import Actor, Context
 from crmflow.runner import Moved, evaluate_batch, move_batch
+from crmflow.services.deadlines import process_deadlines
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers
@@ -45,6 +46,8 @@ DEFAULT_BATCH = 500
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
 TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
+DEADLINES_EVERY = 30.0  # seconds: how often a worker sends the deadline notices due
+DEADLINES_TIME_LIMIT = 5.0  # seconds: a deadline pass stops there; the next one goes on
 _MAX_ROUNDS = 10_000  # run_once: a guard against a flow that keeps itself due forever
 ERROR_BACKOFF = 1.0  # seconds: the wait after a round that failed, doubling while they fail
 MAX_ERROR_BACKOFF = 30.0
@@ -170,6 +173,8 @@ def run_once(
         total += result.moved
         if result.claimed == 0 and triggered == 0:
             break
+    # Reminders, late notices and escalations due at `at` (an automatic decision moves its run).
+    process_deadlines(ctx, now=at)
     archive_drained_flows(ctx)
     return total
 
@@ -204,6 +209,7 @@ class Worker:
         self._failed_rounds = 0  # in a row: how long to back off
         self._system: Actor | None = None
         self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
+        self._deadlines_at = 0.0  # time.monotonic() of the next deadline pass
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
         # A part of process_triggers that failed whole (the change feed): its failures in a
@@ -261,6 +267,7 @@ class Worker:
         self._guarded("flow schedules", self._flow_schedules, errors)
         self._guarded("triggers", self._triggers, errors)
         result = self._guarded("batch", self._batch, errors)
+        self._guarded("deadlines", self._deadlines, errors)
         if result is not None:
             self.moved += result.moved
             if result.moved and self.on_moved is not None:
@@ -315,6 +322,17 @@ class Worker:
         self._scheduled_at = upcoming
         soon = now + timedelta(seconds=1)
         self._lifecycle_at = min(soon, upcoming) if upcoming else soon
+
+    def _deadlines(self) -> None:
+        """The deadline notices due (`services.deadlines`): every DEADLINES_EVERY seconds, a
+        pass of at most DEADLINES_TIME_LIMIT seconds (reminders are counted in days)."""
+        at = time.monotonic()
+        if at < self._deadlines_at:
+            return
+        self._deadlines_at = at + DEADLINES_EVERY
+        sent = process_deadlines(self.ctx, now=self.ctx.now(), time_limit=DEADLINES_TIME_LIMIT)
+        if sent.total and self.on_moved is not None:
+            self.on_moved()  # their emails go at once
 
     def _triggers(self) -> None:
         """Record changes, schedules and dates enter records into flows before due work is

@@ -41,12 +41,14 @@ from crmflow.store.outbox import ClaimedMessage, insert_ignoring_duplicates
 from crmflow.store.tasks import NewNotification, insert_notifications
 from crmflow.store.users import find_user_by_name
 
-__all__ = ["NOTICE_PREFIX", "message_failed"]
+__all__ = ["DEADLINE_NOTICE_PREFIX", "NOTICE_PREFIX", "message_failed"]
 
 log = logging.getLogger("crmflow.delivery")
 
 # The idempotency keys of failure notices: `crmflow-failed:<the failed message's key>`.
 NOTICE_PREFIX = "crmflow-failed:"
+# Those of the reminders and late notices of `services.deadlines`.
+DEADLINE_NOTICE_PREFIX = "crmflow-deadline:"
 
 
 def message_failed(
@@ -54,8 +56,9 @@ def message_failed(
 ) -> None:
     """What follows message `message` failing for good with `error`, on the caller's
     transaction (the one that marks it failed)."""
-    if message.idempotency_key.startswith(NOTICE_PREFIX):
-        log.warning("failure notice %d to the controller failed: %s", message.id, error)
+    if message.idempotency_key.startswith((NOTICE_PREFIX, DEADLINE_NOTICE_PREFIX)):
+        # A notice to a user of crmflow (a failure or a deadline notice): no policy, no notice.
+        log.warning("notice %d to a user of crmflow failed: %s", message.id, error)
         return
     origin = origin_of(conn, message.id)
     if origin is None:

@@ -38,6 +38,7 @@ from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.enrollments import move_unentered, steps_on_other_versions, thaw_candidates
 from crmflow.store.feed import UnheardChanges, unheard_changes, unheard_of
+from crmflow.store.tasks import shift_open_dues
 
 __all__ = ["impact_preview", "thaw"]
 
@@ -227,6 +228,9 @@ def thaw(
         run.done.triggers = catch_up_schedules(
             conn, ctx, flow.id, new, paused_at=paused_at, now=now
         )
+        if new.catch_up.mode == "shift_delays":
+            # Deadlines are the due times of the steps' tasks: they move by the pause too.
+            shift_open_dues(conn, flow.id, now - paused_at)
     repo.notify_due(conn)  # what fell due while frozen is due now: wake the workers
     return run.done.note(new.catch_up.mode, version)
 

@@ -13,6 +13,7 @@ from crmflow.store.types import ID, JSONDoc, UTCDateTime
 
 __all__ = [
     "api_tokens",
+    "deadline_notices",
     "approval_link_uses",
     "email_templates",
     "enrollments",
@@ -408,6 +409,18 @@ notification_reads = sa.Table(
     sa.Column("user_id", ID, primary_key=True),
     sa.Column("read_at", UTCDateTime, nullable=False),
     sa.Index("ix_notification_reads_user", "user_id"),
+)
+
+# The deadline notices sent about a task (`store.deadlines`, the one writer): a reminder, the
+# late notice, the escalation, each once (`key`: `engine.deadlines.notice_key`).
+deadline_notices = sa.Table(
+    "deadline_notices",
+    metadata,
+    sa.Column("key", sa.String(120), primary_key=True),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # reminder | late | escalation
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+    sa.Index("ix_deadline_notices_task", "task_id"),
 )
 
 # The record's own history, as the `history` action writes it (and crmflow's refusals).
