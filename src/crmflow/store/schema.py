@@ -13,8 +13,8 @@ from crmflow.store.types import ID, JSONDoc, UTCDateTime
 
 __all__ = [
     "api_tokens",
-    "deadline_notices",
     "approval_link_uses",
+    "deadline_notices",
     "email_templates",
     "enrollments",
     "entry_decisions",
