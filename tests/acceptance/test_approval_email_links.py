@@ -1,0 +1,119 @@
+"""Decisions from an approval email, against a real SMTP server (aiosmtpd on 127.0.0.1): the
+recruitment approval (examples/recruitment-approval.yaml) emails the requester's manager, then
+each member of management, one link per button. A link read from the received message shows a
+confirmation page (a GET decides nothing), and its POST decides: the run moves. The same link
+again, another button of a decided step, a changed link and an expired one (frozen clock) are
+refused with a page saying which, status 4xx, and nothing changes."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crmflow.delivery.dispatcher import Dispatcher
+from crmflow.services import users
+from crmflow.services.context import Context
+from crmflow.worker import run_once
+from tests.acceptance.test_examples_end_to_end import (
+    _create_and_start,
+    _create_sample_record,
+    _setup_like_the_demo,
+)
+from tests.conftest import FrozenClock
+from tests.integration.test_delivery_smtp import Received, SmtpServer, with_smtp
+
+FLOW = "recruitment-approval"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _links(received: Received) -> dict[str, str]:
+    """The message's links by button label: {"Validate": "/a/TOKEN", ...}."""
+    body = received.message.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = str(body.get_content())
+    found = dict(re.findall(r"^(\w+): https?://[^/\s]+(/a/[\w.-]+)", text, re.MULTILINE))
+    assert set(found) == {"Validate", "Refuse"}, text
+    return found
+
+
+def test_a_decision_from_the_email_link_and_the_links_that_are_refused(
+    ctx: Context, clock: FrozenClock, client: TestClient, smtp: SmtpServer
+) -> None:
+    system = _setup_like_the_demo(ctx)
+    users.create_user(
+        ctx, system, username="dana", role="member", display_name="Dana", email="dana@example.org"
+    )
+    users.add_group_member(ctx, system, "management", "dana")
+    headers = {"Authorization": f"Bearer {users.create_token(ctx, system, 'alice').token}"}
+    type_key, record_id = _create_sample_record(ctx, system, FLOW)
+    _create_and_start(ctx, system, FLOW)
+    dispatcher = Dispatcher(with_smtp(ctx, smtp.url))
+
+    def deliver() -> None:
+        run_once(ctx, now=ctx.now())
+        dispatcher.run_once()
+
+    def run() -> dict[str, object]:
+        response = client.get(f"/api/records/{type_key}/{record_id}/runs", headers=headers)
+        assert response.status_code == 200, response.text
+        (only,) = response.json()["flows"]
+        return dict(only)
+
+    deliver()
+    (to_maria,) = smtp.received
+    assert set(to_maria.rcpt_tos) == {"maria@example.org"}
+    links = _links(to_maria)
+
+    page = client.get(links["Validate"])
+    assert page.status_code == 200, page.text
+    assert "Validate" in page.text and f"record {record_id}" in page.text
+    assert "maria" in page.text and "manager-approval" in page.text
+    assert run()["step"] == "manager-approval"  # opening the link decides nothing
+    refuse_page = client.get(links["Refuse"])
+    assert refuse_page.status_code == 200 and "required" in refuse_page.text
+
+    decided = client.post(links["Validate"], data={"comment": "fine by me"})
+    assert decided.status_code == 200, decided.text
+    assert "Recorded" in decided.text
+    assert run()["step"] == "management-approval"
+    (manager_run,) = [r for r in run()["step_runs"] if r["step"] == "manager-approval"]  # type: ignore[attr-defined]
+    assert "maria pressed Validate (fine by me)" in manager_run["reason"]
+
+    replayed = client.post(links["Validate"])
+    assert replayed.status_code == 409
+    said = html.unescape(replayed.text)
+    assert "already used" in said and "maria pressed 'validate' with it" in said
+    other_button = client.post(links["Refuse"], data={"comment": "changed my mind"})
+    assert other_button.status_code == 409
+    assert "already decided" in other_button.text
+    token = links["Validate"].removeprefix("/a/")
+    forged = client.post("/a/" + token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+    assert forged.status_code == 400 and "not valid" in forged.text
+    assert client.get("/a/not-a-token").status_code == 400
+    assert run()["step"] == "management-approval"
+
+    deliver()
+    management = {r.rcpt_tos[0]: _links(r) for r in smtp.received[1:]}
+    assert set(management) == {"alice@example.org", "dana@example.org"}  # each member
+    dana = management["dana@example.org"]
+    no_comment = client.post(dana["Refuse"])  # the button needs a comment: refused, not used
+    assert no_comment.status_code == 409 and "needs a comment" in no_comment.text
+    assert run()["step"] == "management-approval"
+
+    clock.advance(timedelta(days=ctx.settings.approval_link_days, minutes=1))
+    expired = client.post(dana["Validate"])
+    assert expired.status_code == 409 and "expired" in expired.text
+    assert client.get(dana["Refuse"]).status_code == 409
+    assert run()["step"] == "management-approval"
