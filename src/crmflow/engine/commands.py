@@ -121,10 +121,17 @@ class Assignee(BaseModel):
     kind: Literal["user", "group"]
     ref: str | int
     via: str = ""
+    # Why the responsibility fell back to the flow's controller ("the record's manager is
+    # empty"); empty when it named someone.
+    note: str = ""
 
-    def __str__(self) -> str:
+    def named(self) -> str:
+        """Who, and how they were found: "rita (manager of ana, the record's requester)"."""
         name = f"group {self.ref}" if self.kind == "group" else str(self.ref)
         return f"{name} ({self.via})" if self.via else name
+
+    def __str__(self) -> str:
+        return f"{self.named()}: {self.note}" if self.note else self.named()
 
 
 class CreateTask(CommandBase):
@@ -139,11 +146,13 @@ class CreateTask(CommandBase):
 
     def describe(self) -> str:
         what = "approval" if self.buttons else "task"
-        text = f"{what} for {self.assignee}: {self.title}"
+        text = f"{what} for {self.assignee.named()}: {self.title}"
         if self.buttons:
             text += " [" + " / ".join(label for _, label in self.buttons) + "]"
         if self.due_at is not None:
             text += f" (due {self.due_at.isoformat()})"
+        if self.assignee.note:
+            text += f"; {self.assignee.note}"  # why the controller was asked
         return text
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from crmflow.engine.directory import Directory
+
 __all__ = [
     "STATE_SCHEMA_VERSION",
     "ActionLog",
@@ -142,6 +144,9 @@ class RecordSnapshot:
     owner: str | int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Who the record's responsibilities may name (the batch's users, groups, managers, related
+    # values): None when nobody loaded them (engine.directory).
+    people: Directory | None = None
 
     def with_values(
         self, updates: Mapping[str, Any], *, at: datetime | None = None
@@ -155,6 +160,7 @@ class RecordSnapshot:
             self.owner,
             self.created_at,
             at or self.updated_at,
+            self.people,
         )
 
     def variables(self) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class ValidationContext:
     record_types: Mapping[str, RecordType]  # built-ins + the organisation's own types
     users: frozenset[str] | None = None  # known usernames; None = cannot check, skip
     groups: frozenset[str] | None = None  # known user group names; None = skip
+    # Each group's active members (a private flow's group must be flow members); None = skip
+    group_members: Mapping[str, frozenset[str]] | None = None
     queries: Mapping[str, str] | None = None  # saved query name -> its record type; None = skip
     flows: Mapping[str, str] | None = None  # other flows' key -> record type; None = skip
     allow_sql: bool = False  # run_sql actions allowed (a server setting)
@@ -172,6 +174,7 @@ def _check(
         record_types=context.record_types,
         users=context.users,
         groups=context.groups,
+        group_members=context.group_members,
         queries=context.queries,
         flows=context.flows,
         allow_sql=context.allow_sql,

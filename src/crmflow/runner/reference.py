@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from crmflow.context import Context, definitions_cache
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import RecordSnapshot
+from crmflow.runner.people import with_people
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
 from crmflow.store.record_types import record_type_catalog
@@ -41,7 +42,8 @@ def load_reference(
     """The flows, record types and records of `rows`: three queries (a flow version's
     definition is parsed once per process, `definitions_cache`). `types` and `records` (which
     must hold every record of `rows` that exists): what the caller read in this transaction
-    and knows to be unchanged since, not read again."""
+    and knows to be unchanged since, not read again. A batch with a flow that asks people
+    reads the directory too (`runner.people`: four or five more queries)."""
     infos = repo.load_flows(
         conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
     )
@@ -49,4 +51,5 @@ def load_reference(
         types = record_type_catalog(conn)
     if records is None:
         records = repo.load_records(conn, {r.record_id for r in rows}, types)
-    return Reference(infos, types, records)
+    # Who the flows' responsibilities may name comes with each record (runner.people).
+    return Reference(infos, types, with_people(conn, infos, records, types))

@@ -24,6 +24,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.runner import Reference, close_tasks, move_batch, state_of, trip_loop_guard
+from crmflow.runner.people import with_people
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
 from crmflow.services.entry import decide_entries, write_decisions
@@ -179,7 +180,8 @@ def start_one(
     # given, with the flow, rather than read twice.
     infos = repo.load_flows(conn, [(flow.id, flow.current_version)], definitions_cache(ctx))
     rows = repo.lock(conn, [eid], owner=None)
-    move_batch(conn, ctx, actor, rows, now=now, reference=Reference(infos, types, snapshots))
+    reference = Reference(infos, types, with_people(conn, infos, snapshots, types))
+    move_batch(conn, ctx, actor, rows, now=now, reference=reference)
     repo.notify_due(conn)
     return eid
 

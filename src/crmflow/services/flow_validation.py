@@ -18,6 +18,7 @@ from crmflow.services.record_types import catalog
 from crmflow.services.templates import template_check
 from crmflow.store import flows as flow_store
 from crmflow.store.database import read_connection
+from crmflow.store.people import active_members_by_group
 
 __all__ = [
     "SourceFormat",
@@ -39,10 +40,12 @@ def validation_context(
     through a "did you mean" to someone who cannot see it)."""
     with read_connection(ctx.engine) as conn:
         names = flow_store.names_in_use(conn, visible_flows(actor))
+        members = active_members_by_group(conn)
     return ValidationContext(
         record_types=catalog(ctx),
         users=names.users,
         groups=names.groups,
+        group_members={group: frozenset(names) for group, names in members.items()},
         queries=names.queries,
         flows={k: t for k, t in names.flows.items() if k != excluding_flow},
         allow_sql=ctx.settings.allow_sql_actions,

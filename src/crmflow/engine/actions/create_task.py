@@ -11,7 +11,7 @@ from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import CreateTask
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.definition.people import Responsibility
-from crmflow.engine.steps.people import resolve
+from crmflow.engine.steps.people import resolve_each
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
@@ -41,9 +41,11 @@ def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: Act
 
 def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResult:
     # The documented default: the action's assignee, else the step's responsibility, else the
-    # flow's owner (what `resolve(None, ...)` gives).
+    # flow's owner (what `resolve_each(None, ...)` gives).
     who = action.assignee or ctx.step.responsibility
-    assignee = resolve(who, ctx.scope.flow, ctx.scope.record)
+    turn = (ctx.step.key, (ctx.enrollment_id, ctx.step_run))
+    # A group with `mode: all`: a task for each member.
+    assignees = resolve_each(who, ctx.scope.flow, ctx.scope.record, turn=turn)
     due_at = None
     if action.due_days is not None:
         due_at = ctx.days_later(action.due_days)
@@ -51,14 +53,19 @@ def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResul
         # Without its own due date a task is due when its step is (the step's deadline).
         deadline = ctx.step.deadline
         due_at = ctx.days_later(deadline.days, business_days=deadline.business_days)
-    command = CreateTask(
-        **ctx.ids(index, action.key),
-        title=ctx.render(action.title, field="title"),
-        description=ctx.render(action.description, field="description"),
-        assignee=assignee,
-        due_at=due_at,
+    title = ctx.render(action.title, field="title")
+    description = ctx.render(action.description, field="description")
+    commands = tuple(
+        CreateTask(
+            **ctx.ids(index, action.key),
+            title=title,
+            description=description,
+            assignee=assignee,
+            due_at=due_at,
+        )
+        for assignee in assignees
     )
-    return ActionResult((command,), command.describe())
+    return ActionResult(commands, "; ".join(c.describe() for c in commands))
 
 
 KIND = Kind(CreateTaskAction, check, run)

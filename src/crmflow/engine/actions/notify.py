@@ -10,7 +10,7 @@ from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import Notify
 from crmflow.engine.definition.action_base import ActionBase
-from crmflow.engine.steps.people import resolve
+from crmflow.engine.steps.people import resolve_each
 from crmflow.engine.steps.scope import EvaluationError
 
 if TYPE_CHECKING:
@@ -33,8 +33,10 @@ def check(checker: ActionChecker, path: str, action: NotifyAction, step: ActionS
     checker.check_text(f"{path}.message", action.message)
     for index, user in enumerate(action.users):
         checker.check_user(f"{path}.users[{index}]", user)
+        checker.check_member(f"{path}.users[{index}]", user)
     for index, group in enumerate(action.groups):
         checker.check_group(f"{path}.groups[{index}]", group)
+        checker.check_group_members(f"{path}.groups[{index}]", group)
     if not (action.users or action.groups or action.responsible):
         checker.add(path, "notify has nobody to tell", "give users, groups or responsible")
 
@@ -43,10 +45,13 @@ def run(action: NotifyAction, index: int, ctx: ActionContext) -> ActionResult:
     users: list[str | int] = list(action.users)
     groups = list(action.groups)
     if action.responsible:
-        who = resolve(ctx.step.responsibility, ctx.scope.flow, ctx.scope.record)
-        target = groups if who.kind == "group" else users
-        if who.ref not in target:
-            target.append(who.ref)  # type: ignore[arg-type]
+        turn = (ctx.step.key, (ctx.enrollment_id, ctx.step_run))
+        for who in resolve_each(
+            ctx.step.responsibility, ctx.scope.flow, ctx.scope.record, turn=turn
+        ):
+            target = groups if who.kind == "group" else users
+            if who.ref not in target:
+                target.append(who.ref)  # type: ignore[arg-type]
     if not users and not groups:
         raise EvaluationError("nobody to notify: no users, groups or responsible person")
     command = Notify(

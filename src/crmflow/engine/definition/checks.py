@@ -90,6 +90,8 @@ class FlowChecker(ContextChecks):
             )
         self.check_user("owner", flow.owner)
         self.check_user("controller", flow.controller)
+        if flow.controller is not None:
+            self.check_member("controller", flow.controller)  # work falls back to them
         for index, member in enumerate(flow.members):
             self.check_user(f"members[{index}]", member)
         if flow.visibility is Visibility.PRIVATE and not flow.members:
@@ -351,8 +353,9 @@ class FlowChecker(ContextChecks):
             self.check_member(f"{path}.user", value.user)
         elif isinstance(value, people.GroupResponsibility):
             self.check_group(f"{path}.group", value.group)
-        elif isinstance(value, people.FieldResponsibility):
-            self.check_field(f"{path}.field", value.field, {FieldType.USER})
+            self.check_group_members(f"{path}.group", value.group)
+        elif isinstance(value, people.FieldResponsibility | people.ManagerOfResponsibility):
+            self.check_user_field(f"{path}.field", value.field)
 
     # -- actions -----------------------------------------------------------------------------
 

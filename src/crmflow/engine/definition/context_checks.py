@@ -69,6 +69,7 @@ class CheckScope:
     record_types: Mapping[str, RecordType]
     users: frozenset[str] | None = None
     groups: frozenset[str] | None = None
+    group_members: Mapping[str, frozenset[str]] | None = None
     queries: Mapping[str, str] | None = None
     flows: Mapping[str, str] | None = None
     allow_sql: bool = False
@@ -247,8 +248,9 @@ class ContextChecks:
         if name not in flow.members and name != flow.owner:
             self.add(
                 path,
-                f"{name!r} is not a member of this private flow",
-                "add them to members, or choose a member",
+                f"{name!r} is not a member of this private flow and could not see its work",
+                f"add them to members (or, for a saved flow, `crmflow flows add-member "
+                f"{flow.key} {name}`), or choose a member",
             )
 
     def check_group(self, path: str, name: str) -> None:
@@ -256,6 +258,46 @@ class ContextChecks:
         if groups is None or name in groups:
             return
         self.add(path, f"unknown group {name!r}", did_you_mean(name, groups))
+
+    def check_group_members(self, path: str, name: str) -> None:
+        """A private flow's work goes to a group only when each of its active members is a
+        member of the flow: anyone else could not see it."""
+        flow, known = self.flow, self.scope.group_members
+        if flow.visibility is not Visibility.PRIVATE or known is None:
+            return
+        outside = sorted(
+            m for m in known.get(name, ()) if m not in flow.members and m != flow.owner
+        )
+        if outside:
+            add = " and ".join(f"`crmflow flows add-member {flow.key} {m}`" for m in outside)
+            self.add(
+                path,
+                f"group {name!r} has members who are not members of this private flow: "
+                f"{', '.join(outside)}",
+                f"add them to members (or, for a saved flow, {add}), or choose another group",
+            )
+
+    def check_user_field(self, path: str, name: str) -> None:
+        """A user field of the record, or (`company.account_manager`) of the record a
+        reference field points to."""
+        if "." not in name:
+            self.check_field(path, name, {FieldType.USER})
+            return
+        ref, sub = name.split(".", 1)
+        fdef = self.check_field(path, ref, {FieldType.REFERENCE})
+        if fdef is None:
+            return
+        target = self.scope.record_types.get(fdef.reference_type or "")
+        if target is None:
+            return
+        sub_def = target.field(sub)
+        if sub_def is None or sub_def.type is not FieldType.USER:
+            users = [f.key for f in target.fields if f.type is FieldType.USER]
+            self.add(
+                path,
+                f"the {target.key} record type (of field {ref!r}) has no user field {sub!r}",
+                f"its user fields: {', '.join(users)}" if users else f"{target.key} has none",
+            )
 
     def check_query(self, path: str, name: str) -> None:
         queries = self.scope.queries

@@ -14,6 +14,7 @@ __all__ = [
     "FieldResponsibility",
     "FlowOwnerResponsibility",
     "GroupResponsibility",
+    "ManagerOfResponsibility",
     "RecordOwnerResponsibility",
     "Responsibility",
     "UserResponsibility",
@@ -34,16 +35,28 @@ class UserResponsibility(Definition):
 
 
 class GroupResponsibility(Definition):
-    """Anyone in the group may take the task; it shows in each member's task list."""
+    """`mode: any` (the default): one task, in each member's task list, for anyone of them to
+    take; `round_robin`: one active member in turn (per flow and step); `all`: each active
+    member gets a task of their own (an approval step asks the group, as with `any`)."""
 
     type: Literal["group"]
     group: str
+    mode: Literal["any", "round_robin", "all"] = "any"
 
 
 class FieldResponsibility(Definition):
-    """The user held in a user field of the record (e.g. the requester's `manager`)."""
+    """The user held in a user field of the record (`requester`), or of a related record
+    through a reference field (`company.account_manager`)."""
 
     type: Literal["field"]
+    field: str
+
+
+class ManagerOfResponsibility(Definition):
+    """The manager of the user held in `field` (of the record or, dotted, of a related record):
+    `{type: manager_of, field: requester}` asks the requester's manager."""
+
+    type: Literal["manager_of"]
     field: str
 
 
@@ -52,7 +65,8 @@ Responsibility = Annotated[
     | RecordOwnerResponsibility
     | UserResponsibility
     | GroupResponsibility
-    | FieldResponsibility,
+    | FieldResponsibility
+    | ManagerOfResponsibility,
     Field(discriminator="type"),
 ]
 

@@ -115,7 +115,9 @@ class StepRun:
     def step_vars(self, step: Step) -> dict[str, Any]:
         """`step` as templates see it: key, name, responsible, deadline."""
         try:
-            responsible = str(resolve(step.responsibility, self.flow, self.scope.record).ref)
+            turn = (step.key, (self.enrollment_id, self.run_number))
+            who = resolve(step.responsibility, self.flow, self.scope.record, turn=turn)
+            responsible = str(who.ref)
         except EvaluationError:
             responsible = ""
         deadline = self.deadline(step)
