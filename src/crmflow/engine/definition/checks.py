@@ -320,6 +320,9 @@ class FlowChecker(ContextChecks):
                     "e.g. responsibility: {type: field, field: manager}",
                 )
             self.check_text(f"{path}.message", step.message)
+            if step.forbid_self_approval is not None:
+                where = f"{path}.forbid_self_approval.field"
+                self.check_field(where, step.forbid_self_approval.field, {FieldType.USER})
             keys = [b.key for b in step.buttons]
             for index, key in enumerate(keys):
                 if key in keys[:index]:
