@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.services import users
 from crmflow.services.context import Context
+from crmflow.store.schema import record_history
 from crmflow.worker import run_once
 from tests.acceptance.test_examples_end_to_end import (
     _create_and_start,
@@ -56,6 +58,8 @@ def test_a_decision_from_the_email_link_and_the_links_that_are_refused(
         ctx, system, username="dana", role="member", display_name="Dana", email="dana@example.org"
     )
     users.add_group_member(ctx, system, "management", "dana")
+    users.create_user(ctx, system, username="eve", role="member", display_name="Eve")  # no email
+    users.add_group_member(ctx, system, "management", "eve")
     headers = {"Authorization": f"Bearer {users.create_token(ctx, system, 'alice').token}"}
     type_key, record_id = _create_sample_record(ctx, system, FLOW)
     _create_and_start(ctx, system, FLOW)
@@ -107,6 +111,11 @@ def test_a_decision_from_the_email_link_and_the_links_that_are_refused(
     deliver()
     management = {r.rcpt_tos[0]: _links(r) for r in smtp.received[1:]}
     assert set(management) == {"alice@example.org", "dana@example.org"}  # each member
+    with ctx.engine.connect() as conn:  # whoever could not be emailed is named in the history
+        lines = conn.execute(
+            sa.select(record_history.c.message).where(record_history.c.record_id == record_id)
+        ).scalars()
+        assert any("no approval email to eve (no email)" in line for line in lines)
     dana = management["dana@example.org"]
     no_comment = client.post(dana["Refuse"])  # the button needs a comment: refused, not used
     assert no_comment.status_code == 409 and "needs a comment" in no_comment.text

@@ -1,7 +1,7 @@
 """ask_by_email: an approval step's email to the person it asks (each active member of the group
 it asks), with one signed link per button (`services.approval_links`). The rows join the
-batch's outbox rows (`EffectBatch.outbox_rows`), written by the outbox applier. Nobody with an
-address to email (no address, deactivated, an empty group) fails the command with who."""
+batch's outbox rows (`EffectBatch.outbox_rows`), written by the outbox applier. Whoever could
+not be emailed (no address, deactivated, an empty group) is named in the record's history."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from crmflow.services.approval_links import approval_email_row
 from crmflow.services.effects.batch import Applies, EffectBatch
 from crmflow.store.database import Connection
 from crmflow.store.groups import active_members_of_groups
+from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.users import find_user_by_name, usernames_by_id
 
 __all__ = ["APPROVAL_EMAILS"]
@@ -44,8 +45,14 @@ def _recipients(conn: Connection, command: AskByEmail) -> tuple[list[tuple[str, 
 
 
 def apply_approval_emails(batch: EffectBatch, commands: Sequence[AskByEmail]) -> None:
+    lines: list[HistoryEntry] = []
     for command in commands:
         recipients, left_out = _recipients(batch.conn, command)
+        if left_out:
+            text = f"Step {command.step_key!r}: {left_out}; the decision is in the task lists"
+            lines.append(
+                HistoryEntry(batch.record_id(command), command.enrollment_id, text, batch.now)
+            )
         batch.outbox_rows += [
             approval_email_row(
                 batch.ctx,
@@ -59,8 +66,7 @@ def apply_approval_emails(batch: EffectBatch, commands: Sequence[AskByEmail]) ->
             )
             for username, address in recipients
         ]
-        if not recipients:
-            batch.fail(command, left_out)
+    insert_history(batch.conn, lines)
 
 
 APPROVAL_EMAILS = Applies[AskByEmail]((AskByEmail,), apply_approval_emails)
