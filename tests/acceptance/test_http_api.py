@@ -167,7 +167,7 @@ def test_validate_does_not_reveal_private_flows_to_non_members(
         "      - type: history",
         "      - type: start_flow\n        flow: secret-pla\n      - type: history",
     )
-    make_user(ctx, "eve", "admin")
+    make_user(ctx, "eve", "manager")
     outsider = {**auth_headers(ctx, admin, "eve"), **yaml}
     answer = client.post("/api/flows/validate", content=probe, headers=outsider)
     assert answer.status_code == 422
@@ -175,6 +175,11 @@ def test_validate_does_not_reveal_private_flows_to_non_members(
     member = {**auth_headers(ctx, admin, "bogdan"), **yaml}
     answer = client.post("/api/flows/validate", content=probe, headers=member)
     assert "secret-plan" in answer.text  # a member is offered the did-you-mean
+    # Admins see every flow (issue 11): an admin who is not a member is offered it too.
+    make_user(ctx, "ines", "admin")
+    other_admin = {**auth_headers(ctx, admin, "ines"), **yaml}
+    answer = client.post("/api/flows/validate", content=probe, headers=other_admin)
+    assert "secret-plan" in answer.text
 
 
 def test_record_changes_and_import_check_what_they_are_given(

@@ -15,6 +15,7 @@ from crmflow.store.schema import flow_members, flows
 
 __all__ = [
     "FlowFilter",
+    "every_flow",
     "find_flow_by_key",
     "flow_member_ids",
     "flows_visible_to",
@@ -33,6 +34,11 @@ def flows_visible_to(user_id: int) -> FlowFilter:
         flows.c.owner_id == user_id,
         flows.c.id.in_(mine),
     )
+
+
+def every_flow() -> FlowFilter:
+    """Every flow, as a WHERE clause over `flows` (what an admin sees)."""
+    return sa.true()
 
 
 def is_flow_member(conn: sa.Connection, flow_id: int, user_id: int) -> bool:
