@@ -8,6 +8,9 @@ members (409 naming the user, the flow and the command that grants access)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -118,7 +121,7 @@ def test_the_permission_matrix(
     headers = auth_headers(ctx, admin, actor)
     run_id = run.json()["id"]
 
-    calls = {
+    calls: dict[str, Callable[[], httpx.Response]] = {
         "see runs": lambda: client.get("/api/flows/matrix/runs", headers=headers),
         "decide (asked of someone else)": lambda: client.post(
             f"/api/runs/{run_id}/decisions",
