@@ -110,3 +110,35 @@ def test_a_private_flows_group_needs_its_members_in_the_flow(ctx: Context, admin
     )
     assert "add them to members" in problem.hint
     flows.create_flow(ctx, admin, text.replace("[maria, ana]", "[maria, ana, ion, rita]"))
+
+
+APPROVAL = """\
+schema_version: 1
+key: sign-off
+name: Sign-off
+record_type: contact
+controller: maria
+triggers:
+  - type: manual
+steps:
+  - key: approve
+    type: approval
+    responsibility: {type: group, group: sales, mode: round_robin}
+    buttons:
+      - {key: validate, label: Validate}
+      - {key: refuse, label: Refuse}
+"""
+
+
+def test_a_round_robin_approval_asks_one_member_in_turn(ctx: Context, admin: Actor) -> None:
+    flows.create_flow(ctx, admin, APPROVAL)
+    flows.change_status(ctx, admin, "sign-off", LifecycleAction.START)
+    reasons = [
+        runs.start_record(ctx, admin, "sign-off", _contact(ctx, admin)).step_runs[0].reason
+        for _ in range(2)
+    ]
+    assert [r.split("asked of ", 1)[1] for r in reasons] == [
+        "ana (group sales, in turn)",
+        "ion (group sales, in turn)",
+    ]
+    assert _assignees(ctx) == ["ana", "ion"]

@@ -43,7 +43,8 @@ def start(step: ApprovalStep, run: StepRun) -> StepResult:
     title = title or f"Decide: {step.name or step.key}"
     asked_of: str | None = None
     try:
-        assignee = resolve(step.responsibility, run.flow, run.scope.record)
+        turn = (step.key, (run.enrollment_id, run.run_number))  # a round-robin group's member
+        assignee = resolve(step.responsibility, run.flow, run.scope.record, turn=turn)
     except EvaluationError as exc:
         # Still hold the record: an administrator can decide for it through the API.
         notes += f"; nobody could be asked ({exc})"
