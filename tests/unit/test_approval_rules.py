@@ -96,6 +96,10 @@ def test_a_quorum_without_a_group_and_self_approval_on_no_user_field_are_refused
     steps[0]["responsibility"] = {"type": "field", "field": "manager"}
     said = _problems(steps)
     assert "quorum 2 counts the members of a group" in said, said
+    steps = panel("all")
+    steps[0]["responsibility"] = {"type": "group", "group": "panel", "mode": "round_robin"}
+    said = _problems(steps)
+    assert "mode round_robin asks one member only" in said, said
     steps = panel("any")
     steps[0]["forbid_self_approval"] = {"field": "email"}
     said = _problems(steps)

@@ -161,12 +161,18 @@ class ApprovalStep(StepBase):
 
     @model_validator(mode="after")
     def _quorum_counts_a_group(self) -> ApprovalStep:
-        if self.quorum != "any" and (
-            self.responsibility is None or self.responsibility.type != "group"
-        ):
+        if self.quorum == "any":
+            return self
+        who = self.responsibility
+        if who is None or who.type != "group":
             raise ValueError(
                 f"quorum {self.quorum!r} counts the members of a group: give the step "
                 "`responsibility: {type: group, group: NAME}`, or remove `quorum`"
+            )
+        if who.mode == "round_robin":
+            raise ValueError(
+                f"quorum {self.quorum!r} counts the members of a group, but mode round_robin "
+                "asks one member only: use mode any (the default) or all, or remove `quorum`"
             )
         return self
 
