@@ -11,10 +11,13 @@ import pytest
 from crmflow.engine.commands import CreateTask, Notify
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.directory import Directory, Person, Turns
+from crmflow.engine.recordtypes import type_catalog
 from crmflow.engine.runtime import RecordSnapshot
 from crmflow.engine.steps.people import resolve
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.transition import Outcome, enter
+from crmflow.engine.validation import ValidationContext, parse_flow
+from crmflow.errors import InvalidInputError
 from tests.unit.test_transition import CONTACT, NOW, ZONE, make_flow, make_record
 
 USERS = {
@@ -177,3 +180,82 @@ def test_a_private_flow_gives_no_work_to_a_non_member() -> None:
         "maria (controller): the record's manager (ana) is not a member of this private flow"
     )
     assert "`crmflow flows add-member test-flow ana` gives access" in fallback
+
+
+PRIVATE = """\
+schema_version: 1
+key: service
+name: Service
+record_type: {record_type}
+owner: alice
+controller: {controller}
+visibility: private
+members: [alice, maria, ana]
+triggers:
+  - type: manual
+steps:
+  - key: call
+    responsibility: {responsibility}
+    actions:
+      - type: notify
+        users: [{notified}]
+        groups: [{group}]
+        message: Hello
+"""
+
+
+def _problems(**parts: str) -> list[tuple[str, str, str]]:
+    values = {
+        "record_type": "contact",
+        "controller": "maria",
+        "responsibility": "{type: user, user: ana}",
+        "notified": "ana",
+        "group": "support",
+        **parts,
+    }
+    context = ValidationContext(
+        record_types=type_catalog(),
+        users=frozenset({"alice", "maria", "ana", "eva"}),
+        groups=frozenset({"support", "sales"}),
+        group_members={"support": frozenset({"ana"}), "sales": frozenset({"ana", "eva"})},
+    )
+    try:
+        parse_flow(PRIVATE.format(**values), context=context)
+    except InvalidInputError as exc:
+        return [(p.path, p.message, p.hint) for p in exc.problems]
+    return []
+
+
+def test_a_private_flow_gives_work_only_to_its_members_and_says_how_to_grant_access() -> None:
+    assert _problems() == []
+    [controller] = _problems(controller="eva")
+    assert controller[:2] == (
+        "controller",
+        "'eva' is not a member of this private flow and could not see its work",
+    )
+    assert "`crmflow flows add-member service eva`" in controller[2]
+    [notified] = _problems(notified="eva")
+    assert notified[0] == "steps[0].actions[0].users[0]"
+    [group] = _problems(group="sales")
+    assert group[:2] == (
+        "steps[0].actions[0].groups[0]",
+        "group 'sales' has members who are not members of this private flow: eva",
+    )
+    [responsible] = _problems(responsibility="{type: group, group: sales, mode: all}")
+    assert responsible[0] == "steps[0].responsibility.group"
+
+
+def test_a_dotted_field_must_lead_to_a_user_field_through_a_reference() -> None:
+    assert (
+        _problems(record_type="order", responsibility="{type: field, field: contact.manager}") == []
+    )
+    [wrong] = _problems(
+        record_type="order", responsibility="{type: manager_of, field: contact.email}"
+    )
+    assert wrong[:2] == (
+        "steps[0].responsibility.field",
+        "the contact record type (of field 'contact') has no user field 'email'",
+    )
+    assert wrong[2] == "its user fields: manager"
+    [not_a_reference] = _problems(responsibility="{type: field, field: email.manager}")
+    assert "a reference field is needed here" in not_a_reference[1]
