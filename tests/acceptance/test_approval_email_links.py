@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -19,7 +21,7 @@ from fastapi.testclient import TestClient
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.services import users
 from crmflow.services.context import Context
-from crmflow.store.schema import record_history
+from crmflow.store.schema import approval_link_uses, record_history, step_runs
 from crmflow.worker import run_once
 from tests.acceptance.test_examples_end_to_end import (
     _create_and_start,
@@ -126,3 +128,34 @@ def test_a_decision_from_the_email_link_and_the_links_that_are_refused(
     assert expired.status_code == 409 and "expired" in expired.text
     assert client.get(dana["Refuse"]).status_code == 409
     assert run()["step"] == "management-approval"
+
+
+def test_the_same_link_pressed_twice_at_once_decides_once(
+    ctx: Context, client: TestClient, smtp: SmtpServer, backend: str
+) -> None:
+    """Two requests with one link at the same moment (a double click, a mail scanner): one
+    decides, the other is refused, on PostgreSQL where they truly run together."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    system = _setup_like_the_demo(ctx)
+    _create_sample_record(ctx, system, FLOW)
+    _create_and_start(ctx, system, FLOW)
+    run_once(ctx, now=ctx.now())
+    Dispatcher(with_smtp(ctx, smtp.url)).run_once()
+    (to_maria,) = smtp.received
+    link = _links(to_maria)["Validate"]
+    start = threading.Barrier(2)
+
+    def press() -> int:
+        start.wait()
+        return int(client.post(link).status_code)
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(lambda _: press(), range(2)))
+    assert codes == [200, 409], codes
+    with ctx.engine.connect() as conn:
+        uses = conn.execute(sa.select(sa.func.count()).select_from(approval_link_uses)).scalar()
+        steps = conn.execute(
+            sa.select(step_runs.c.step_key).where(step_runs.c.step_key == "management-approval")
+        ).all()
+    assert uses == 1 and len(steps) == 1  # decided once: the next level asked once
