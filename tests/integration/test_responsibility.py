@@ -14,6 +14,7 @@ from crmflow.services import flows, records, users
 from crmflow.services.context import Actor, Context
 from crmflow.store.schema import tasks
 from tests.conftest import make_user
+from tests.integration.helpers import history
 
 FLOW = """\
 schema_version: 1
@@ -74,12 +75,17 @@ def test_the_requesters_manager_gets_the_task_and_an_empty_field_the_controller(
     _flow(ctx, admin, "{type: manager_of, field: manager}")
     line = _task_line(ctx, admin, _contact(ctx, admin, manager="ana"))
     assert line.startswith("task for rita (manager of ana, the record's manager): Call back")
-    fallback = _task_line(ctx, admin, _contact(ctx, admin))
+    empty = _contact(ctx, admin)
+    fallback = _task_line(ctx, admin, empty)
     assert fallback == "task for maria (controller): Call back; the record's manager is empty"
     users.update_user(ctx, admin, "rita", active=False)
     deactivated = _task_line(ctx, admin, _contact(ctx, admin, manager="ana"))
     assert deactivated.endswith("the record's manager (rita) is deactivated")
     assert _assignees(ctx) == ["rita", "maria", "maria"]
+    # The record's history says why the controller was asked.
+    assert history(ctx, empty) == [
+        "Step 'call': task 'Call back' asked of maria (controller): the record's manager is empty"
+    ]
 
 
 def test_a_related_records_user_field_names_who_does_the_work(ctx: Context, admin: Actor) -> None:

@@ -6,6 +6,10 @@ user by id (a user field of the record, such as the requester's manager, holds t
 one task list per user, whatever the responsibility that filled it. A reference is an id only
 when the engine gave an int; an id that names nobody is kept as it is (as text). The ids of the
 whole batch, tasks and notifications together, are looked up in one query.
+
+A task given to the flow's controller because its responsibility named nobody who could take it
+is also a line of the record's history, which says why: "Step 'call': task 'Call back' asked of
+maria (controller): the record's manager is empty".
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 
 from crmflow.engine.commands import CreateTask, Notify
 from crmflow.services.effects.batch import Applies, EffectBatch
+from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.records import users_named_or_numbered
 from crmflow.store.tasks import NewNotification, NewTask, insert_notifications, insert_tasks
 
@@ -30,9 +35,14 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
 
     new_tasks: list[NewTask] = []
     notes: list[NewNotification] = []
+    fallbacks: list[HistoryEntry] = []
     for c, refs in zip(commands, targets, strict=True):
         record_id = batch.record_id(c)
         if isinstance(c, CreateTask):
+            if c.assignee.note:
+                what = "decision" if c.buttons else "task"
+                line = f"Step {c.step_key!r}: {what} {c.title!r} asked of {c.assignee}"
+                fallbacks.append(HistoryEntry(record_id, c.enrollment_id, line, batch.now))
             new_tasks.append(
                 NewTask(
                     enrollment_id=c.enrollment_id,
@@ -55,6 +65,7 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
             ]
     insert_tasks(batch.conn, new_tasks)
     insert_notifications(batch.conn, notes)
+    insert_history(batch.conn, fallbacks)
 
 
 def _targets(command: CreateTask | Notify) -> list[tuple[str, str | int]]:
