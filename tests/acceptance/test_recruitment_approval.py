@@ -7,13 +7,17 @@ member decides at once."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, users
 from crmflow.services.context import Actor, Context
-from crmflow.services.lifecycle import LifecycleAction
+from crmflow.store.schema import outbox
 from crmflow.worker import run_once
 from tests.acceptance.test_examples_end_to_end import (
     _create_and_start,
@@ -107,6 +111,16 @@ def test_both_levels_approve_or_either_refuses(ctx: Context, client: TestClient)
     assert "approved" not in [r["step"] for r in run["step_runs"]]
 
 
+def _links_to(ctx: Context, address: str, run_id: int) -> list[str]:
+    """The paths of the links in the approval email of run `run_id` to `address` (outbox)."""
+    with ctx.engine.connect() as conn:
+        payloads = conn.execute(
+            sa.select(outbox.c.payload).where(outbox.c.enrollment_id == run_id)
+        ).scalars()
+        (body,) = [p["body"] for p in payloads if p["to"] == [address]]
+    return re.findall(r"https?://[^/\s]+(/a/[\w.-]+)", body)
+
+
 QUORUM_FLOW = """
 schema_version: 1
 key: panel-approval
@@ -119,6 +133,7 @@ steps:
     type: approval
     responsibility: {type: group, group: panel}
     quorum: 2
+    email_link: true
     buttons:
       - {key: validate, label: Validate, goto: approved}
       - {key: refuse, label: Refuse, goto: refused}
@@ -136,7 +151,9 @@ def test_a_quorum_counts_votes_and_one_refusal_decides(ctx: Context, client: Tes
     system = _setup_like_the_demo(ctx)
     users.create_group(ctx, system, "panel")
     for name in ("pia", "paul", "petra"):
-        users.create_user(ctx, system, username=name, role="member", display_name=name)
+        users.create_user(
+            ctx, system, username=name, role="member", display_name=name, email=f"{name}@x.org"
+        )
         users.add_group_member(ctx, system, "panel", name)
     api = Api(ctx, client, system, ["alice", "pia", "paul", "petra"])
     flows.create_flow(ctx, system, QUORUM_FLOW, source="test")
@@ -157,6 +174,10 @@ def test_a_quorum_counts_votes_and_one_refusal_decides(ctx: Context, client: Tes
     assert "1 of 2 Validate votes (pia)" in run["waiting_for"]
     again = api.press("pia", run_id, "panel", "validate")
     assert again.status_code == 409 and "pia already voted Validate" in again.json()["message"]
+    # Her email's links say so too, and take nothing.
+    for link in _links_to(ctx, "pia@x.org", run_id):
+        page = client.get(link)
+        assert page.status_code == 409 and "pia already voted" in html.unescape(page.text)
     second = api.press("paul", run_id, "panel", "validate")
     assert second.status_code == 200, second.text
     run = api.run(type_key, rid)

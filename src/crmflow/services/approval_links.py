@@ -142,6 +142,13 @@ def open_link(ctx: Context, token: str) -> LinkPage:
     assert state is not None and state.step_key is not None and state.waiting is not None
     if button is None:
         raise ConflictError(f"the step {state.step_key!r} has no button {target.button!r} now")
+    voted = next((v for v in state.waiting.votes if v.by == target.username), None)
+    if voted is not None:
+        raise ConflictError(
+            f"{target.username} already voted {voted.button!r} at step {state.step_key!r} on "
+            f"{voted.at.isoformat(timespec='minutes')}; a vote counts once "
+            f"({state.waiting.description})"
+        )
     return LinkPage(
         target=target,
         flow_key=row.flow_key,
