@@ -143,6 +143,9 @@ class CreateTask(CommandBase):
     assignee: Assignee
     due_at: datetime | None = None
     buttons: tuple[tuple[str, str], ...] = ()  # approvals: (key, label) of each button
+    # A due time set from a date of the record (`due: {field, offset_days}`): it moves with it.
+    due_field: str | None = None
+    due_offset_days: int = 0
 
     def describe(self) -> str:
         what = "approval" if self.buttons else "task"

@@ -60,6 +60,7 @@ from crmflow.engine.recordtypes import parse_date, parse_datetime
 __all__ = [
     "DueTime",
     "date_trigger_due",
+    "field_date_due",
     "missed_daily_runs",
     "next_daily_at",
     "next_daily_run",
@@ -203,6 +204,17 @@ def _date_target(
             return add_local_days(moment, signed_days, zone)
         moment = local_date(moment, zone)
     return resolve_local(moment + timedelta(days=signed_days), clock or time(0), zone)
+
+
+def field_date_due(raw: object, offset_days: int, zone: ZoneInfo) -> datetime | None:
+    """`offset_days` days after (before, when negative) the date or date-time `raw` held by a
+    record's field: a date at midnight in `zone`; None when `raw` is empty or not a date."""
+    if _empty(raw):
+        return None
+    try:
+        return _date_target(_record_moment(raw, zone), offset_days, None, zone)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _empty(value: object) -> bool:

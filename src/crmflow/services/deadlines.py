@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,7 @@ from crmflow.engine.steps.scope import EvaluationError
 from crmflow.errors import ConflictError, CrmflowError, NotFoundError
 from crmflow.runner import load_reference
 from crmflow.services.delivery_failures import DEADLINE_NOTICE_PREFIX
+from crmflow.services.task_dues import moved_dues, write_moved_dues
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row
@@ -80,6 +82,7 @@ class _Due:
     flow: FlowDefinition
     flow_key: str
     deadline: Deadline
+    due_at: datetime  # the task's, moved with its record's date when it follows one
 
 
 def process_deadlines(
@@ -95,7 +98,13 @@ def process_deadlines(
             tasks = watched_tasks(conn, after_id=after, limit=page)
             if not tasks:
                 break
-            due = _due(conn, ctx, tasks, now=now)
+            infos = repo.load_flows(
+                conn, {(t.flow_id, t.flow_version) for t in tasks}, definitions_cache(ctx)
+            )
+            moves = moved_dues(conn, ctx, tasks, infos)
+            due_at = {t.id: t.due_at for t in tasks} | {tid: at for tid, at, _ in moves}
+            due = _due(conn, tasks, infos, due_at, now=now)
+        write_moved_dues(ctx, moves, now=now)
         for item in due:
             try:
                 _send(ctx, item, now=now, done=done)
@@ -107,16 +116,22 @@ def process_deadlines(
     return done
 
 
-def _due(conn: Connection, ctx: Context, tasks: list[Row], *, now: datetime) -> list[_Due]:
-    infos = repo.load_flows(
-        conn, {(t.flow_id, t.flow_version) for t in tasks}, definitions_cache(ctx)
-    )
+def _due(
+    conn: Connection,
+    tasks: list[Row],
+    infos: Mapping[tuple[int, int], repo.FlowInfo],
+    due_at: Mapping[int, datetime | None],
+    *,
+    now: datetime,
+) -> list[_Due]:
+    """The notices due at `now` about `tasks`, each due at `due_at` (moved with its date)."""
     sent = notices_sent(conn, [t.id for t in tasks])
     out: list[_Due] = []
     for task in tasks:
         info = infos.get((task.flow_id, task.flow_version))
         step = info.definition.step(task.step_key) if info is not None else None
-        if info is None or step is None or step.deadline is None:
+        deadline_at = due_at.get(task.id)
+        if info is None or step is None or step.deadline is None or deadline_at is None:
             continue
         if info.status not in repo.RUNNING_FLOWS:
             continue  # a paused flow's deadlines wait for it (and move with the pause)
@@ -125,13 +140,13 @@ def _due(conn: Connection, ctx: Context, tasks: list[Row], *, now: datetime) -> 
         watched = Watched(
             task_id=task.id,
             started_at=task.created_at,
-            deadline_at=task.due_at,
+            deadline_at=deadline_at,
             remind_every_days=deadline.remind_every_days,
             escalate_after_days=escalate.after_days if escalate is not None else None,
         )
         mine = frozenset(k for k in sent if k.startswith(f"task:{task.id}:"))
         out += [
-            _Due(n, task, info.definition, info.key, deadline)
+            _Due(n, task, info.definition, info.key, deadline, deadline_at)
             for n in due_notices(watched, mine, now)
         ]
     return out
@@ -154,8 +169,7 @@ def _send(ctx: Context, item: _Due, *, now: datetime, done: DeadlinesDone) -> No
 
 
 def _due_day(ctx: Context, item: _Due) -> str:
-    due: datetime = item.task.due_at
-    return due.astimezone(flow_zone(ctx, item.flow)).date().isoformat()
+    return item.due_at.astimezone(flow_zone(ctx, item.flow)).date().isoformat()
 
 
 def _who(task: Row) -> str:

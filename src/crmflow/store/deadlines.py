@@ -16,15 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.store.idlists import among
-from crmflow.store.schema import deadline_notices, enrollments, tasks
+from crmflow.store.schema import deadline_notices, enrollments, records, tasks
 from crmflow.store.task_lists import OPEN_STATES
 
-__all__ = ["keep_notice", "notices_sent", "watched_tasks"]
+__all__ = ["keep_notice", "notices_sent", "record_data", "watched_tasks"]
 
 
 def watched_tasks(conn: sa.Connection, *, after_id: int, limit: int) -> list[sa.Row[Any]]:
-    """Tasks still to do (open or in progress) with a due time, by id after `after_id`, at
-    most `limit`: the task's columns with its run's `.flow_id` and `.flow_version`."""
+    """Tasks still to do (open or in progress) with a due time (or one set from a date of the
+    record, which may be empty), by id after `after_id`, at most `limit`: the task's columns
+    with its run's `.flow_id` and `.flow_version`."""
     t = tasks.c
     query = (
         sa.select(
@@ -39,15 +40,28 @@ def watched_tasks(conn: sa.Connection, *, after_id: int, limit: int) -> list[sa.
             t.due_at,
             t.buttons,
             t.created_at,
+            t.due_field,
+            t.due_offset_days,
             enrollments.c.flow_id,
             enrollments.c.flow_version,
         )
         .join(enrollments, enrollments.c.id == t.enrollment_id)
-        .where(t.status.in_(OPEN_STATES), t.due_at.is_not(None), t.id > after_id)
+        .where(
+            t.status.in_(OPEN_STATES),
+            sa.or_(t.due_at.is_not(None), t.due_field.is_not(None)),
+            t.id > after_id,
+        )
         .order_by(t.id)
         .limit(limit)
     )
     return list(conn.execute(query))
+
+
+def record_data(conn: sa.Connection, record_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The field values of these records, by id (a deleted record is absent)."""
+    r = records.c
+    query = sa.select(r.id, r.data).where(among(r.id, record_ids, conn))
+    return {int(row.id): dict(row.data) for row in conn.execute(query)}
 
 
 def notices_sent(conn: sa.Connection, task_ids: Collection[int]) -> set[str]:

@@ -366,6 +366,9 @@ tasks = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="open"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("closed_at", UTCDateTime),
+    # A due time set from a date of the record (`due: {field, offset_days}`): it moves with it.
+    sa.Column("due_field", sa.String(100)),
+    sa.Column("due_offset_days", sa.Integer),
     sa.Index("ix_tasks_assignee", "assignee_kind", "assignee_ref", "status"),
     sa.Index("ix_tasks_enrollment", "enrollment_id"),
 )

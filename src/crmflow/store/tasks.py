@@ -30,6 +30,7 @@ __all__ = [
     "insert_task_events",
     "insert_tasks",
     "reassign_task",
+    "set_due_times",
     "set_task_status",
     "shift_open_dues",
     "user_assignees_of",
@@ -50,6 +51,8 @@ class NewTask(NamedTuple):
     due_at: datetime | None
     buttons: list[list[str]]  # approvals: [[key, label], ...]
     created_at: datetime
+    due_field: str | None = None  # the due time follows this date of the record
+    due_offset_days: int | None = None
 
 
 class NewNotification(NamedTuple):
@@ -197,4 +200,15 @@ def shift_open_dues(conn: sa.Connection, flow_id: int, by: timedelta) -> None:
         conn.execute(
             tasks.update().where(t.id == sa.bindparam("tid")).values(due_at=sa.bindparam("due")),
             [{"tid": r.id, "due": r.due_at + by} for r in found],
+        )
+
+
+def set_due_times(conn: sa.Connection, moved: Sequence[tuple[int, datetime | None]]) -> None:
+    """New due times of tasks, (task id, due time), in one executemany."""
+    if moved:
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.id == sa.bindparam("tid"))
+            .values(due_at=sa.bindparam("due")),
+            [{"tid": tid, "due": due} for tid, due in moved],
         )

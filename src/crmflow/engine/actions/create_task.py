@@ -10,13 +10,26 @@ from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.commands import CreateTask
 from crmflow.engine.definition.action_base import ActionBase
+from crmflow.engine.definition.common import Definition
 from crmflow.engine.definition.people import Responsibility
+from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.steps.people import resolve_each
+from crmflow.engine.timing import field_date_due
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
 
-__all__ = ["KIND", "CreateTaskAction"]
+__all__ = ["KIND", "CreateTaskAction", "TaskDue"]
+
+_DATES = frozenset({FieldType.DATE, FieldType.DATETIME})
+
+
+class TaskDue(Definition):
+    """Due `offset_days` days after (before, when negative) the date in the record's `field`;
+    the due time moves when that date changes."""
+
+    field: str
+    offset_days: Annotated[int, Field(ge=-3650, le=3650)] = 0
 
 
 class CreateTaskAction(ActionBase):
@@ -27,6 +40,7 @@ class CreateTaskAction(ActionBase):
     description: str = ""
     assignee: Responsibility | None = None
     due_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    due: TaskDue | None = None  # from a date of the record, instead of `due_days`
     # The step holds until the tasks its run made are done (docs/people.md), instead of going
     # on at once.
     wait: bool = False
@@ -37,6 +51,14 @@ def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: Act
     checker.check_text(f"{path}.description", action.description)
     if action.assignee is not None:
         checker.check_responsibility(f"{path}.assignee", action.assignee)
+    if action.due is not None:
+        if action.due_days is not None:
+            checker.add(
+                f"{path}.due",
+                "a task is due either `due_days` after it is made or from a date (`due`)",
+                "keep one of due_days and due",
+            )
+        checker.check_field(f"{path}.due.field", action.due.field, _DATES)
 
 
 def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResult:
@@ -47,7 +69,10 @@ def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResul
     # A group with `mode: all`: a task for each member.
     assignees = resolve_each(who, ctx.scope.flow, ctx.scope.record, turn=turn)
     due_at = None
-    if action.due_days is not None:
+    if action.due is not None:
+        raw = ctx.scope.record.values.get(action.due.field)
+        due_at = field_date_due(raw, action.due.offset_days, ctx.scope.zone)
+    elif action.due_days is not None:
         due_at = ctx.days_later(action.due_days)
     elif ctx.step.deadline is not None:
         # Without its own due date a task is due when its step is (the step's deadline).
@@ -62,6 +87,8 @@ def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResul
             description=description,
             assignee=assignee,
             due_at=due_at,
+            due_field=action.due.field if action.due is not None else None,
+            due_offset_days=action.due.offset_days if action.due is not None else 0,
         )
         for assignee in assignees
     )

@@ -56,6 +56,8 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
                     due_at=c.due_at,
                     buttons=[list(b) for b in c.buttons],
                     created_at=batch.now,
+                    due_field=c.due_field,
+                    due_offset_days=c.due_offset_days if c.due_field is not None else None,
                 )
             )
         else:
