@@ -259,3 +259,13 @@ def test_a_dotted_field_must_lead_to_a_user_field_through_a_reference() -> None:
     assert wrong[2] == "its user fields: manager"
     [not_a_reference] = _problems(responsibility="{type: field, field: email.manager}")
     assert "a reference field is needed here" in not_a_reference[1]
+
+
+def test_two_reads_of_the_same_people_are_the_same_directory_whatever_turns_were_taken() -> None:
+    first, second = people(), people(turns=Turns({("f", "s", "sales"): 3}))
+    assert first == second and second == first  # the runner reuses an outcome then
+    assert first == second  # (remembered)
+    changed = people(flow_members={"test-flow": frozenset({"maria"})})
+    assert first != changed
+    assert with_people(first) == with_people(second)
+    assert with_people(first) != with_people(changed)

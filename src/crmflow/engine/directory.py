@@ -43,9 +43,14 @@ class Turns:
         return given % size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Directory:
-    """The people of one batch; shared by its records (one object, read once)."""
+    """The people of one batch; shared by its records (one object, read once).
+
+    Two directories are equal when they hold the same people (whatever turns were taken). The
+    runner compares each record of a batch with the one its outcome was computed from, and all
+    of a batch's records share one directory: the comparison of two directories is made once
+    and remembered."""
 
     users: Mapping[str, Person] = field(default_factory=dict)  # by username
     usernames: Mapping[int, str] = field(default_factory=dict)  # by user id
@@ -55,6 +60,26 @@ class Directory:
     related: Mapping[tuple[int, str], Any] = field(default_factory=dict)
     # Not compared: two reads of the same people are the same directory, whatever was taken.
     turns: Turns = field(default_factory=Turns, compare=False, repr=False)
+    _compared: dict[int, tuple[Directory, bool]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Directory):
+            return NotImplemented
+        known = self._compared.get(id(other))
+        if known is not None and known[0] is other:
+            return known[1]
+        same = self._people() == other._people()
+        self._compared[id(other)] = (other, same)
+        return same
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _people(self) -> tuple[Any, ...]:
+        return (self.users, self.usernames, self.groups, self.flow_members, self.related)
 
     def person(self, ref: str | int) -> Person | None:
         """The user named (or numbered) `ref`, or None when there is no such user."""
