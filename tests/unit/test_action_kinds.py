@@ -16,7 +16,7 @@ import pytest
 from crmflow.engine.actions import registry
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import WriteHistory
+from crmflow.engine.commands import OutboxMessage, WriteHistory
 from crmflow.engine.definition import Action, ActionStep, FlowDefinition
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.definition.checks import CheckScope, FlowChecker
@@ -198,6 +198,7 @@ def test_quiet_hours_hold_a_message_in_the_recipients_time_zone(
         record_type=CONTACT,
     )
     (message,) = outcome.commands
+    assert isinstance(message, OutboxMessage)
     assert message.not_before == held_until
     described = [a.detail for log in outcome.log for a in log.actions]
     if note is None:
