@@ -65,13 +65,17 @@ def test_donor_thank_you_runs_through_three_months() -> None:
 
         flow.advance(days=89)
         assert flow.run(claire).step == "wait-three-months"
-        assert len(flow.messages(claire)) == 1
+        # Nobody made the call within its 5 business days: the controller (maria) is told.
+        thanks, late_call = flow.messages(claire)
+        assert thanks.subject == "Merci Claire !"
+        assert late_call.to == ("maria@example.org",)
+        assert late_call.subject.startswith("crmflow: step call of flow donor-thank-you is late")
 
         flow.advance(timedelta(days=31))
         run = flow.run(claire)
         assert run.status == "finished"
         assert run.steps_done == ["thank", "large-gift", "call", "wait-three-months"]
-        news = flow.messages(claire)[1]
+        news = flow.messages(claire)[2]
         assert news.subject == "Claire, nos projets avancent grâce à vous"
         assert news.payload["template"] == "donor-news"
         # Written on its day, 90 days after the call, not when the clock stopped (day 120).
