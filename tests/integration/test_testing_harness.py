@@ -66,10 +66,10 @@ def test_donor_thank_you_runs_through_three_months() -> None:
         flow.advance(days=89)
         assert flow.run(claire).step == "wait-three-months"
         # Nobody made the call within its 5 business days: the controller (maria) is told.
-        thanks, late_call = flow.messages(claire)
-        assert thanks.subject == "Merci Claire !"
+        thank_you, late_call = flow.messages(claire)
+        assert thank_you.subject == "Merci Claire !"
         assert late_call.to == ("maria@example.org",)
-        assert late_call.subject.startswith("crmflow: step call of flow donor-thank-you is late")
+        assert (late_call.subject or "").startswith("crmflow: step call of flow donor-thank-you")
 
         flow.advance(timedelta(days=31))
         run = flow.run(claire)
