@@ -106,6 +106,8 @@ def test_each_user_lists_their_own_their_groups_and_their_teams_tasks(
     assert _task(client, h["andrei"], CALL)["late"] is True
     bad = client.get("/api/tasks?state=lost", headers=h["andrei"])
     assert bad.status_code == 422
+    nobody = client.get("/api/tasks?user=zoe", headers=h["system"])
+    assert nobody.status_code == 422 and "no user 'zoe'" in nobody.text
 
     # Paged by id, like every list.
     first = client.get("/api/tasks?limit=2", headers=h["system"]).json()

@@ -156,8 +156,9 @@ def _filter(conn: Connection, actor: Actor, user: str | None, chosen: TaskFilter
         whose = [actor.username, *team]
         return replace(chosen, whose=whose, groups=_groups_of(conn, actor.id), viewer_id=viewer)
     row = find_user_by_name(conn, user)
-    if row is None:
-        raise NotFoundError(f"no user {user!r} (see `crmflow users list`)")
+    if row is None:  # a filter naming nobody is bad input, not a missing resource
+        problem = Problem("user", f"no user {user!r}", "see `crmflow users list`")
+        raise InvalidInputError("the task list's filter", [problem])
     if not actor.is_admin and actor.id not in (row.id, row.manager_id):
         raise PermissionDeniedError(
             f"you may list your own tasks and your team's (the users whose manager you are), "
