@@ -16,8 +16,9 @@ from crmflow.engine.runtime import RecordSnapshot
 from crmflow.engine.steps.people import resolve
 from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.transition import Outcome, enter
-from crmflow.engine.validation import ValidationContext, parse_flow
+from crmflow.engine.validation import ValidationContext, flow_from_data, parse_flow
 from crmflow.errors import InvalidInputError
+from crmflow.runner.people import responsibilities
 from tests.unit.test_transition import CONTACT, NOW, ZONE, make_flow, make_record
 
 USERS = {
@@ -269,3 +270,31 @@ def test_two_reads_of_the_same_people_are_the_same_directory_whatever_turns_were
     assert first != changed
     assert with_people(first) == with_people(second)
     assert with_people(first) != with_people(changed)
+
+
+def test_the_people_a_flow_asks_include_its_escalations() -> None:
+    document = {
+        "schema_version": 1,
+        "key": "late",
+        "name": "Late",
+        "record_type": "order",
+        "controller": "maria",
+        "triggers": [{"type": "manual"}],
+        "steps": [
+            {
+                "key": "call",
+                "responsibility": {"type": "user", "user": "ana"},
+                "deadline": {
+                    "days": 2,
+                    "escalate": {
+                        "after_days": 1,
+                        "to": {"type": "manager_of", "field": "contact.manager"},
+                    },
+                },
+                "actions": [{"type": "create_task", "title": "Call"}],
+            }
+        ],
+    }
+    flow = flow_from_data(document, context=ValidationContext(record_types=type_catalog()))
+    asked = [(key, r.type if r else None) for key, r in responsibilities(flow)]
+    assert asked == [("call", "manager_of"), ("call", "user")]

@@ -25,9 +25,12 @@ __all__ = ["responsibilities", "with_people"]
 
 
 def responsibilities(flow: FlowDefinition) -> Iterator[tuple[str, Responsibility | None]]:
-    """(step key, responsibility) of every step and task of `flow` that asks someone (None:
-    the default, the flow's owner)."""
+    """(step key, responsibility) of every step, task and escalation of `flow` that asks
+    someone (None: the default, the flow's owner)."""
     for step in flow.steps:
+        escalate = step.deadline.escalate if step.deadline is not None else None
+        if escalate is not None and escalate.to is not None:
+            yield step.key, escalate.to
         asks = step.responsibility is not None or step.type == "approval"
         for action in getattr(step, "actions", ()):
             if action.type == "create_task" and action.assignee is not None:
