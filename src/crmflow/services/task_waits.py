@@ -18,13 +18,29 @@ from crmflow.store.database import Connection, Row
 from crmflow.store.flows import find_flow
 from crmflow.store.task_lists import open_tasks_of_run
 
-__all__ = ["go_on", "lock_run", "waiting_run"]
+__all__ = ["ask_instead", "go_on", "lock_run", "waiting_run"]
 
 
 def lock_run(conn: Connection, enrollment_id: int) -> repo.EnrollmentRow | None:
     """The record's run `enrollment_id`, locked until the transaction ends (None: gone)."""
     rows = repo.lock(conn, [enrollment_id], owner=None)
     return rows[0] if rows else None
+
+
+def ask_instead(
+    conn: Connection, run: repo.EnrollmentRow | None, task: Row, asked_of: str, *, now: datetime
+) -> None:
+    """When `run` waits for a decision at approval `task`'s step run, it asks `asked_of` (a
+    username or `group:<name>`) instead: the task's new assignee decides, and whoever was asked
+    no longer may (unless an admin)."""
+    state = run.state if run is not None else None
+    waiting = state.waiting if state is not None else None
+    if state is None or waiting is None or waiting.kind is not WaitKind.APPROVAL:
+        return
+    if (state.step_key, state.current_run) != (task.step_key, task.run):
+        return
+    asked = waiting.model_copy(update={"asked_of": asked_of})
+    repo.save(conn, [state.model_copy(update={"waiting": asked})], [], now=now)
 
 
 def waiting_run(conn: Connection, run: repo.EnrollmentRow | None, task: Row) -> bool:

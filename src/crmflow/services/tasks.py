@@ -345,9 +345,12 @@ def reassign(
     group: str | None = None,
     note: str | None = None,
 ) -> TaskView:
-    """Give task `task_id` to `user` or `group` instead; they are notified in their inbox."""
+    """Give task `task_id` to `user` or `group` instead; they are notified in their inbox. An
+    approval's task gives them the decision: its step now asks them."""
     now = ctx.now()
     with ctx.engine.begin() as conn:
+        # The record's run first, then the task: the order a worker locks them in.
+        run = task_waits.lock_run(conn, _visible(conn, actor, task_id).enrollment_id)
         row = _acting(conn, actor, task_id, "reassigned")
         kind, ref = _new_assignee(conn, user, group)
         if (kind, ref) == (row.assignee_kind, row.assignee_ref):
@@ -360,6 +363,8 @@ def reassign(
             f": {note.strip()}" if note and note.strip() else ""
         )
         reassign_task(conn, task_id, kind, ref)
+        if row.buttons:  # an approval's task: its new assignee is the one who decides
+            task_waits.ask_instead(conn, run, row, new, now=now)
         insert_task_events(conn, [NewTaskEvent(task_id, now, actor.username, "reassigned", detail)])
         message = (
             f"Task {row.title!r} (#{task_id}, flow {row.flow_key}) was given to you "
