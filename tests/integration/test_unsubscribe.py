@@ -145,6 +145,8 @@ _FORGERIES: list[Callable[[str], str]] = [
     lambda t: "cGF1bEBleGFtcGxlLm9yZw" + t[t.index(".") :],  # another address, same signature
     lambda t: t.split(".")[0],  # cut short
     lambda t: "not-a-token!",
+    lambda t: t.replace(".", "!."),  # a character the decoder would skip: another spelling
+    lambda t: t + "==",  # padding the decoder would ignore
 ]
 
 
