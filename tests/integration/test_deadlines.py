@@ -16,7 +16,12 @@ from crmflow.errors import PermissionDeniedError
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
-from crmflow.services.users import actor_by_username, create_user
+from crmflow.services.users import (
+    actor_by_username,
+    add_group_member,
+    create_group,
+    create_user,
+)
 from crmflow.store.schema import notifications, outbox, tasks
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock
@@ -51,11 +56,13 @@ APPROVAL = """\
       - {key: refuse, label: Refuse, goto: refused}"""
 
 
-def _start(ctx: Context, admin: Actor, step: str, *, catch_up: str = "run_late") -> tuple[int, int]:
+def _start(
+    ctx: Context, admin: Actor, step: str, *, catch_up: str = "run_late", head: str = ""
+) -> tuple[int, int]:
     create_user(ctx, admin, username="carla", role="manager", email="carla@ex.org")
     create_user(ctx, admin, username="bogdan", role="member", email="bogdan@ex.org")
     create_user(ctx, admin, username="andrei", role="member", email="andrei@ex.org")
-    flows.create_flow(ctx, admin, FLOW.format(step=step, catch_up=catch_up))
+    flows.create_flow(ctx, admin, head + FLOW.format(step=step, catch_up=catch_up))
     flows.change_status(ctx, admin, "leave", LifecycleAction.START)
     data = {"first_name": "Claire", "last_name": "Martin", "email": "claire@example.org"}
     rid = records.create_record(ctx, admin, "contact", data).id
@@ -219,4 +226,24 @@ def test_a_late_approval_handed_to_another_user_is_theirs_to_decide(
     with pytest.raises(PermissionDeniedError, match="asked of 'andrei'"):
         runs.decide(ctx, bogdan, eid, "approve", "validate")
     runs.decide(ctx, andrei, eid, "approve", "validate")
+    assert "approved" in history(ctx, rid)
+
+
+def test_an_approvals_escalation_that_cannot_be_done_leaves_the_decision_where_it_was(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    # The flow is private and its escalation's group gained a member outside the flow: the
+    # task cannot go to that group, so the escalation is not done, and bogdan, still asked,
+    # still decides.
+    create_group(ctx, admin, "leads")
+    step = APPROVAL.replace("decide: refuse", "to: {type: group, group: leads}")
+    private = "visibility: private\nmembers: [carla, bogdan, andrei]\n"
+    rid, eid = _start(ctx, admin, step, head=private)
+    create_user(ctx, admin, username="eva", role="member")
+    add_group_member(ctx, admin, "leads", "eva")
+    clock.advance(days=5)
+    run_once(ctx)
+    lines = history(ctx, rid)
+    assert any("its escalation was not done" in line for line in lines), lines
+    runs.decide(ctx, actor_by_username(ctx, "bogdan"), eid, "approve", "validate")
     assert "approved" in history(ctx, rid)

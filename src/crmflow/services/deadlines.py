@@ -305,8 +305,8 @@ def _reassign(ctx: Context, item: _Due, *, now: datetime) -> None:
     kind, ref = _escalation_target(ctx, item)
     note = f"escalated after {_days(notice.days_late)} late"
     system = ensure_system_user(ctx)
-    if task.buttons:
-        _ask_instead(ctx, item, f"group:{ref}" if kind == "group" else ref, now=now)
+    # An approval's step then asks them, in the reassignment's transaction (`tasks.reassign`):
+    # one that is refused leaves the decision with whoever was asked.
     if kind == "group":
         task_service.reassign(ctx, system, task.id, group=ref, note=note)
     else:
@@ -316,20 +316,6 @@ def _reassign(ctx: Context, item: _Due, *, now: datetime) -> None:
         who = f"group:{ref}" if kind == "group" else ref
         line = f"Task {task.title!r} of step {task.step_key!r} given to {who}: {note}"
         insert_history(conn, [HistoryEntry(task.record_id, task.enrollment_id, line, now)])
-
-
-def _ask_instead(ctx: Context, item: _Due, asked_of: str, *, now: datetime) -> None:
-    """An approval's run, still waiting at the task's step run, asks `asked_of` instead: they
-    may decide (and whoever was asked no longer may, unless an admin)."""
-    task = item.task
-    with ctx.engine.begin() as conn:
-        rows = repo.lock(conn, [task.enrollment_id], owner=None)
-        state = rows[0].state if rows else None
-        waiting = state.waiting if state is not None else None
-        if state is None or waiting is None or state.current_run != task.run:
-            raise ConflictError(f"step {task.step_key!r} no longer waits for a decision")
-        asked = waiting.model_copy(update={"asked_of": asked_of})
-        repo.save(conn, [state.model_copy(update={"waiting": asked})], [], now=now)
 
 
 def _escalation_target(ctx: Context, item: _Due) -> tuple[str, str]:
