@@ -116,15 +116,15 @@ def build_email(
             permanent=True,
         )
     message = EmailMessage(policy=SMTP)
-    message["From"] = payload.from_address or default_sender
-    message["To"] = ", ".join(payload.to)
+    _header(message, "From", payload.from_address or default_sender)
+    _header(message, "To", ", ".join(payload.to))
     if payload.cc:
-        message["Cc"] = ", ".join(payload.cc)
+        _header(message, "Cc", ", ".join(payload.cc))
     if payload.reply_to:
-        message["Reply-To"] = payload.reply_to
-    message["Subject"] = payload.subject
+        _header(message, "Reply-To", payload.reply_to)
+    _header(message, "Subject", payload.subject)
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = payload.message_id
+    _header(message, "Message-ID", payload.message_id)
     # Quoted-printable: readable as it is, and 7-bit clean for any server (no 8BITMIME needed).
     message.set_content(payload.body, cte="quoted-printable")
     if html is not None:
@@ -140,6 +140,18 @@ def build_email(
     return message
 
 
+def _header(message: EmailMessage, name: str, value: str) -> None:
+    """Set a header; DeliveryError (permanent) for a value with a line break, which no header
+    may carry (it would start a header of its own: an injection), whatever the attempt."""
+    if "\r" in value or "\n" in value:
+        raise DeliveryError(
+            f"the {name} {value!r} has a line break, which an email header cannot carry: take "
+            "it out of the flow's text or the record field it shows",
+            permanent=True,
+        )
+    message[name] = value
+
+
 def email_of(ctx: Context, payload: EmailPayload) -> tuple[EmailMessage, EmailPayload]:
     """The message to send for `payload`, with its stored template (if it names one) rendered
     now, for the record as it is now; a template or record that is gone, a name the template
@@ -148,7 +160,8 @@ def email_of(ctx: Context, payload: EmailPayload) -> tuple[EmailMessage, EmailPa
     if payload.template is not None:
         try:
             rendered = render_stored_email(ctx, payload)
-        except (CrmflowError, TemplateError, ValueError) as exc:
+        # As the engine's own renders (steps.scope): a filter given a value it cannot take.
+        except (CrmflowError, TemplateError, ValueError, TypeError, ArithmeticError) as exc:
             raise DeliveryError(
                 f"the template {payload.template!r} did not render: {exc}", permanent=True
             ) from exc
