@@ -300,3 +300,26 @@ def test_a_cc_refused_for_good_is_listed_while_the_email_goes_to_the_others(
     [entry], _ = suppressions.list_page(sending, admin)
     assert (entry.address, entry.reason) == ("old-office@example.org", "hard_bounce")
     assert entry.source.startswith("550 at RCPT TO, message ")
+
+
+def test_a_delivery_is_recorded_even_when_its_refused_cc_cannot_be_listed(
+    sending: Context, admin: Actor, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server took the email: a failure to write the suppression list after that (the
+    database away for a moment) must not leave it `sending`, to go again when its lease ends."""
+    flow = NEWS.format(key="copy2", category="marketing").replace(
+        "        category:", "        cc: [old-office@example.org]\n        category:"
+    )
+    flows.create_flow(sending, admin, flow)
+    flows.change_status(sending, admin, "copy2", LifecycleAction.START)
+    smtp.refuse.add("old-office@example.org")
+    rid = _contact(sending, admin, "ines")
+
+    def database_away(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("the database is away")
+
+    monkeypatch.setattr("crmflow.delivery.suppression.add_suppression", database_away)
+    with pytest.raises(RuntimeError, match="away"):
+        _send(sending, admin, "copy2", rid)
+    assert [r.rcpt_tos for r in smtp.received] == [["ines@example.org"]]
+    assert _last_email(sending, admin, rid)["status"] == "delivered"

@@ -280,10 +280,12 @@ class Dispatcher:
         except Exception as exc:  # one message's unforeseen error fails it alone, for now
             log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
             return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
-        note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
         if not self._unsaved:
             self._unsaved_since = time.monotonic()
         self._unsaved.append((message, sent, self.ctx.now()))
+        # After the outcome is kept for saving: if this raises, the batch's end still saves it
+        # (a sent message left `sending` would go again when its lease runs out).
+        note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
         settings = self.ctx.settings
         if (
             len(self._unsaved) >= settings.delivery_commit_every
