@@ -38,7 +38,7 @@ from crmflow.store.groups import active_members_of_groups, group_names_by_user
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.record_types import record_type_catalog
 from crmflow.store.records import find_record, record_type_of
-from crmflow.store.users import usernames_by_id
+from crmflow.store.users import find_user_by_name, usernames_by_id
 
 # What users see of runs (views, lists, progress) is in `run_views`; the batch runner is
 # `crmflow.runner`.
@@ -301,7 +301,8 @@ def _require_decider(
     ):
         return None
     asked_of = waiting.asked_of
-    if asked_of is not None and asked_of.isdigit():  # a user field holds the user's id
+    # A user field may hold the user's id; a username of digits is that user, not an id.
+    if asked_of is not None and asked_of.isdigit() and find_user_by_name(conn, asked_of) is None:
         asked_of = usernames_by_id(conn, [int(asked_of)]).get(int(asked_of), asked_of)
     groups = group_names_by_user(conn, [actor.id]).get(actor.id, [])
     decider = Decider(actor.username, groups=groups, is_admin=actor.is_admin)
