@@ -25,7 +25,8 @@ def _recipients(conn: Connection, command: AskByEmail) -> tuple[list[tuple[str, 
         names = [m.username for m in active_members_of_groups(conn, [str(ref)])]
         if not names:
             return [], f"group {ref!r} has no active member"
-    elif isinstance(ref, int) or ref.isdigit():
+    # An id (a user field's); a username of digits (an employee number) is that user.
+    elif isinstance(ref, int) or (ref.isdigit() and find_user_by_name(conn, ref) is None):
         found = usernames_by_id(conn, [int(ref)]).get(int(ref))
         if found is None:
             return [], f"no user with id {ref}"
