@@ -16,11 +16,14 @@ from fastapi.testclient import TestClient
 
 from crmflow.api.app import create_app
 from crmflow.delivery.dispatcher import Dispatcher
+from crmflow.delivery.email import DeliveryError
+from crmflow.delivery.suppression import note_hard_bounce
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import CrmflowError, PermissionDeniedError
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views, suppressions, templates, users
 from crmflow.services.context import Actor, Context
+from crmflow.store.outbox import ClaimedMessage
 from tests.conftest import make_user
 from tests.integration.test_delivery_smtp import SmtpServer, with_smtp
 
@@ -323,3 +326,15 @@ def test_a_delivery_is_recorded_even_when_its_refused_cc_cannot_be_listed(
         _send(sending, admin, "copy2", rid)
     assert [r.rcpt_tos for r in smtp.received] == [["ines@example.org"]]
     assert _last_email(sending, admin, rid)["status"] == "delivered"
+
+
+def test_a_refusal_lists_only_the_message_s_own_recipients(sending: Context, admin: Actor) -> None:
+    """The server's reply text is part of the error the addresses are read from: an address
+    it happens to name (or a hostile server slips in) is not put on the list."""
+    message = ClaimedMessage(1, "k", "email", {"to": ["Ana <Ana@example.org>"]}, attempts=1)
+    reply = "ana@example.org: 550 no such user; boss@example.org: 550 gone"
+    note_hard_bounce(
+        sending, message, DeliveryError(f"RCPT TO refused: 550 {reply}", permanent=True)
+    )
+    entries, _ = suppressions.list_page(sending, admin)
+    assert [(e.address, e.reason) for e in entries] == [("ana@example.org", "hard_bounce")]
