@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from crmflow.api.app import create_app
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.delivery.email import DeliveryError
-from crmflow.delivery.suppression import note_hard_bounce
+from crmflow.delivery.suppression import note_hard_bounce, note_refused_recipients
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import CrmflowError, PermissionDeniedError
 from crmflow.services import enrollments as runs
@@ -336,5 +336,7 @@ def test_a_refusal_lists_only_the_message_s_own_recipients(sending: Context, adm
     note_hard_bounce(
         sending, message, DeliveryError(f"RCPT TO refused: 550 {reply}", permanent=True)
     )
+    # The DATA reply comes first in a partly refused message's reply.
+    note_refused_recipients(sending, message, "250 queued; refused: jo@example.org 550; refused: ")
     entries, _ = suppressions.list_page(sending, admin)
     assert [(e.address, e.reason) for e in entries] == [("ana@example.org", "hard_bounce")]

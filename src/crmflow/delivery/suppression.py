@@ -106,10 +106,7 @@ def hard_bounced(error: DeliveryError) -> dict[str, str]:
 def note_hard_bounce(ctx: Context, message: ClaimedMessage, error: DeliveryError) -> None:
     """Put the addresses a permanent RCPT refusal names on the list (`hard_bounce`)."""
     if message.kind == "email":
-        # Only the message's own recipients: the servers' reply texts are inside the error too.
-        ours = set(_recipients(message.payload))
-        found = hard_bounced(error)
-        _bounced(ctx, message, {a: r for a, r in found.items() if normalise_address(a) in ours})
+        _bounced(ctx, message, hard_bounced(error))
 
 
 # "250 2.0.0 queued as Q1; refused: a@x.org 550, b@x.org 451" (delivery.email: some refused)
@@ -127,6 +124,9 @@ def note_refused_recipients(ctx: Context, message: ClaimedMessage, reply: str) -
 
 
 def _bounced(ctx: Context, message: ClaimedMessage, addresses: dict[str, str]) -> None:
+    # Only the message's own recipients: the server's reply texts are in what was parsed too.
+    ours = set(_recipients(message.payload))
+    addresses = {a: r for a, r in addresses.items() if normalise_address(a) in ours}
     if not addresses:
         return
     with ctx.engine.begin() as conn:
