@@ -49,8 +49,12 @@ def test_offline_templates_from_files_refuse_an_unknown_name(crmflow: Run, tmp_p
 def test_a_field_shown_empty_is_a_warning_and_the_flow_stays_valid(
     crmflow: Run, tmp_path: Path
 ) -> None:
-    flow = _flow(tmp_path, "donor-news")
-    folder = str(EXAMPLES / "templates")
+    flow = _flow(tmp_path, "gala-news")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "gala-news.yaml").write_text(
+        "name: gala-news\nsubject: Gala\ntext: 'Thanks for {{ record.last_donation_amount }} EUR'\n"
+    )
+    folder = str(tmp_path / "templates")
     done = crmflow("flows", "validate", "--templates", folder, str(flow))
     assert f"{flow}: valid (flow 'gala', 1 steps, " in done.stdout
     assert (
@@ -58,9 +62,9 @@ def test_a_field_shown_empty_is_a_warning_and_the_flow_stays_valid(
         "contact record type does not require it) and then shows as empty text (write "
         "{{ record.first_name | default('...') }})"
     ) in done.stdout
-    # donor-news shows last_donation_amount without a defaults: entry
+    # gala-news shows last_donation_amount without a defaults: entry
     assert (
-        f"warning: {flow}:11: steps[0].actions[0].template: the template 'donor-news': text: "
+        f"warning: {flow}:11: steps[0].actions[0].template: the template 'gala-news': text: "
         "record.last_donation_amount may be empty"
     ) in done.stdout
 

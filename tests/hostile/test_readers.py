@@ -93,6 +93,7 @@ def _path_values(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
         "username": "alice",
         "mail_id": "1",  # the mail catcher's (none in the demo data: a 404, timed all the same)
         "external_id": "crm-1",  # none in the demo data: a 404, timed all the same
+        "task_id": "1",  # the demo's first task, or a 404, timed all the same
         "version": "1",
     }
 

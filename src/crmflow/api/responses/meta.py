@@ -76,6 +76,7 @@ class Me(BaseModel):
     role: Role
     active: bool
     groups: list[str] = Field(description="The groups the user belongs to")
+    manager: str | None = Field(default=None, description="The username of your manager, or null")
 
 
 class FlowDocumentSchema(RootModel[dict[str, Any]]):
