@@ -372,13 +372,3 @@ def test_sqlite_one_dispatcher_killed_and_the_server_down_delivers_every_email_o
     report = _run_with_faults(sqlite_ctx, tmp_path, dispatchers=1, kills=3)
     assert report.dispatcher_kills == 3
     _check(sqlite_ctx, expected, report, dispatchers=1)
-
-
-@pytest.mark.slow
-def test_postgres_three_dispatchers_killed_and_the_server_down_deliver_every_email_once(
-    postgres_ctx: Context, tmp_path: Path
-) -> None:
-    expected = _prepare(postgres_ctx)
-    report = _run_with_faults(postgres_ctx, tmp_path, dispatchers=3, kills=4)
-    assert report.dispatcher_kills == 4
-    _check(postgres_ctx, expected, report, dispatchers=3)
