@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse
 
+from crmflow.api import pages
 from crmflow.api.deps import ServiceContext
 from crmflow.api.limits import GuardedRoute
 from crmflow.errors import CrmflowError
@@ -22,24 +23,6 @@ from crmflow.services import approval_links
 from crmflow.services.approval_links import LinkPage
 
 router = APIRouter(tags=["approvals"], route_class=GuardedRoute)
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport"
-content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">
-<title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto; padding: 0 1em">
-<h1 style="font-size: 1.4em">{title}</h1>
-{body}
-</body></html>
-"""
-
-
-def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code)
-
-
-def _refused(exc: CrmflowError) -> HTMLResponse:
-    return _page("This link does not work", f"<p>{html.escape(exc.message)}</p>", exc.status_code)
 
 
 def _what(page: LinkPage) -> str:
@@ -52,12 +35,12 @@ def _what(page: LinkPage) -> str:
 
 # Pages for people, not API answers: left out of the OpenAPI document, as /docs is.
 @router.get("/a/{token}", include_in_schema=False)
-def confirmation_page(ctx: ServiceContext, token: str) -> HTMLResponse:
+def confirmationpage(ctx: ServiceContext, token: str) -> HTMLResponse:
     """What the link decides, with its button (a GET decides nothing)."""
     try:
         page = approval_links.open_link(ctx, token)
     except CrmflowError as exc:
-        return _refused(exc)
+        return pages.refused(exc)
     label = html.escape(page.button_label)
     required = " required" if page.comment_required else ""
     needs = " (required)" if page.comment_required else " (optional)"
@@ -69,7 +52,7 @@ def confirmation_page(ctx: ServiceContext, token: str) -> HTMLResponse:
         "</textarea></label></p>"
         f'<button type="submit">{label}</button></form>'
     )
-    return _page(f"Confirm: {page.button_label}", form)
+    return pages.page(f"Confirm: {page.button_label}", form)
 
 
 @router.post("/a/{token}", include_in_schema=False)
@@ -80,7 +63,7 @@ def decide(
     try:
         page, view = approval_links.decide_by_link(ctx, token, comment)
     except CrmflowError as exc:
-        return _refused(exc)
+        return pages.refused(exc)
     text = (
         f"{_what(page)}<p>{html.escape(page.target.username)} pressed "
         f"<strong>{html.escape(page.button_label)}</strong>. The run is now "
@@ -88,4 +71,4 @@ def decide(
         + (f" at step {html.escape(view.step)}" if view.step else "")
         + ".</p>"
     )
-    return _page(f"Recorded: {page.button_label}", text)
+    return pages.page(f"Recorded: {page.button_label}", text)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from crmflow.api import pages
 from crmflow.api.deps import CurrentActor, PageLimit, ServiceContext
 from crmflow.api.limits import GuardedRoute
 from crmflow.api.responses.runs import Timestamp
@@ -23,41 +24,23 @@ from crmflow.services import suppressions
 
 router = APIRouter(tags=["suppressions"], route_class=GuardedRoute)
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport"
-content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">
-<title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 32em; margin: 3em auto; padding: 0 1em">
-<h1 style="font-size: 1.4em">{title}</h1>
-{body}
-</body></html>
-"""
-
-
-def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code)
-
-
-def _refused(exc: CrmflowError) -> HTMLResponse:
-    return _page("This link does not work", f"<p>{html.escape(exc.message)}</p>", 400)
-
 
 # Pages for people, not API answers: left out of the OpenAPI document, as /docs is.
 @router.get("/u/{token}", include_in_schema=False)
-def unsubscribe_page(ctx: ServiceContext, token: str) -> HTMLResponse:
+def unsubscribepage(ctx: ServiceContext, token: str) -> HTMLResponse:
     """The page a person reaches from the link: one button unsubscribes (a GET changes
     nothing, so that a mail scanner opening the link does not unsubscribe anyone)."""
     try:
         address = suppressions.address_of_token(ctx, token)
     except CrmflowError as exc:
-        return _refused(exc)
+        return pages.refused(exc, 400)
     form = (
         f"<p>Stop the emails to <strong>{html.escape(address)}</strong>?</p>"
         '<form method="post">'  # to this same address, whatever prefix a proxy gives it
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
     )
-    return _page("Unsubscribe", form)
+    return pages.page("Unsubscribe", form)
 
 
 @router.post("/u/{token}", include_in_schema=False)
@@ -66,9 +49,9 @@ def unsubscribe(ctx: ServiceContext, token: str) -> HTMLResponse:
     try:
         address = suppressions.unsubscribe(ctx, token)
     except CrmflowError as exc:
-        return _refused(exc)
+        return pages.refused(exc, 400)
     text = f"<p>{html.escape(address)} will receive no more of these emails.</p>"
-    return _page("You are unsubscribed", text)
+    return pages.page("You are unsubscribed", text)
 
 
 class SuppressionEntry(BaseModel):
