@@ -8,11 +8,12 @@ The bytes are decoded strictly: a byte that is not UTF-8 is an error naming its 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from crmflow.engine.source import MAX_DOCUMENT_CHARS, decode_document
+from crmflow.engine.source import MAX_DOCUMENT_CHARS, ParsedSource, decode_document, parse_source
 from crmflow.errors import InvalidInputError, Problem
 
-__all__ = ["read_document"]
+__all__ = ["parse_document_file", "read_document"]
 
 
 def read_document(path: Path, *, what: str, max_chars: int = MAX_DOCUMENT_CHARS) -> str:
@@ -61,3 +62,11 @@ def read_document(path: Path, *, what: str, max_chars: int = MAX_DOCUMENT_CHARS)
             ],
         )
     return text
+
+
+def parse_document_file(path: Path, *, what: str, max_chars: int) -> ParsedSource:
+    """The document in the file at `path`, read within the bounds above and parsed (JSON for a
+    `.json` file, else YAML), its values mapped to their lines."""
+    text = read_document(path, what=what, max_chars=max_chars)
+    fmt: Literal["json"] | None = "json" if path.suffix.lower() == ".json" else None
+    return parse_source(text, source=str(path), fmt=fmt, max_chars=max_chars)

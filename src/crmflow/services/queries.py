@@ -22,10 +22,9 @@ from crmflow.engine.querylang import (
     filter_to_data,
     parse_filter,
 )
-from crmflow.engine.source import parse_source
 from crmflow.errors import ConflictError, InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.documents import read_document
+from crmflow.services.documents import parse_document_file
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.services.permissions import require_manager
 from crmflow.services.preconditions import ExpectedVersion, require_version
@@ -407,13 +406,7 @@ def load_query_file(ctx: Context, actor: Actor, path: str | Path) -> QueryView:
     file = Path(path)
     what = f"the saved query file {file}"
     max_chars = ctx.settings.max_document_chars
-    text = read_document(file, what=what, max_chars=max_chars)
-    parsed = parse_source(
-        text,
-        source=str(file),
-        fmt="json" if file.suffix.lower() == ".json" else None,
-        max_chars=max_chars,
-    )
+    parsed = parse_document_file(file, what=what, max_chars=max_chars)
     doc = parsed.data
 
     def located(problems: list[Problem]) -> InvalidInputError:

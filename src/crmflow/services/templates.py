@@ -1,27 +1,8 @@
 """Stored email templates: load a template document, list and show them, and render one for a
 record when its email is sent.
 
-A template document (YAML or JSON; the document, its checks and its render are in
-crmflow.engine.stored_templates)::
-
-    name: donor-news
-    subject: "{{ record.first_name }}, nos projets avancent"   # optional
-    text: |
-      Bonjour %ab_firstname%,
-      ...
-    html: "<p>Bonjour {{ record.first_name }}</p>"            # optional
-    from: "Les Amis du Parc <dons@example.org>"                # optional
-    reply_to: dons@example.org                                 # optional
-    locale: fr                                                 # optional
-    defaults: {first_name: "ami"}                              # optional
-    variables: [code]                                          # optional
-
-The texts are the engine's sandboxed Jinja2 (StrictUndefined, its size and time budgets), plus
-the seed syntax `%ab_firstname%` for a field of the record (the field's key, compared without
-underscores and case: `%ab_firstname%` is `first_name`). They see `record` (its fields, id and
-type), `vars` (the email action's `variables`, declared in `variables:`; also by bare name),
-`now` and `today`; not `flow`, `step` or `change`, which a message rendered when it is sent no
-longer has. An empty field renders as its `defaults:` entry, or as empty text: never "None".
+The template document, what its texts may use and how an empty field renders are described in
+crmflow.engine.stored_templates, which holds the document, its checks and its render.
 
 Rendered when the message is sent, from the record as it is then (docs/delivery.md,
 "Templates"): a template corrected after a flow wrote its message is the one that goes.
@@ -39,7 +20,6 @@ from crmflow.engine.commands import EmailPayload
 from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition.context_checks import TemplateCheck
 from crmflow.engine.recordtypes import RecordType
-from crmflow.engine.source import parse_source
 from crmflow.engine.stored_templates import (
     RenderedEmail,
     TemplateDocument,
@@ -51,7 +31,7 @@ from crmflow.engine.stored_templates import (
 )
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services.context import Actor, Context
-from crmflow.services.documents import read_document
+from crmflow.services.documents import parse_document_file
 from crmflow.services.permissions import require_admin
 from crmflow.store import templates as store
 from crmflow.store.database import Connection, read_connection
@@ -104,13 +84,7 @@ def load_template_file(ctx: Context, actor: Actor, path: str | Path) -> tuple[Te
     file = Path(path)
     what = f"the email template file {file}"
     max_chars = ctx.settings.max_document_chars
-    text = read_document(file, what=what, max_chars=max_chars)
-    parsed = parse_source(
-        text,
-        source=str(file),
-        fmt="json" if file.suffix.lower() == ".json" else None,
-        max_chars=max_chars,
-    )
+    parsed = parse_document_file(file, what=what, max_chars=max_chars)
     document = template_document(parsed.data, what, parsed.line_of, str(file))
     return _save(ctx, actor, document)
 
