@@ -150,6 +150,7 @@ _FORGERIES: list[Callable[[str], str]] = [
     lambda t: "not-a-token!",
     lambda t: t.replace(".", "!."),  # a character the decoder would skip: another spelling
     lambda t: t + "==",  # padding the decoder would ignore
+    lambda t: "A" * 5000 + t,  # far longer than any link of ours: not even decoded
 ]
 
 

@@ -65,6 +65,9 @@ _keys: dict[str, bytes] = {}  # the kept key, by database URL: read once per pro
 _keys_lock = threading.Lock()
 
 
+MAX_TOKEN_CHARS = 2048  # an address or a link id and a signature, base64: a few hundred
+
+
 def _key(ctx: Context, conn: Connection | None = None) -> bytes:
     """The signing key. With `conn` (a caller inside a transaction, such as a batch writing
     approval emails), a key not read yet is read or made on it and not kept in memory: that
@@ -104,6 +107,8 @@ def signed_token(ctx: Context, purpose: str, text: str, *, conn: Connection | No
 def text_of_token(ctx: Context, purpose: str, token: str) -> str | None:
     """The text a token of `purpose` carries, or None when it was changed, cut short or not
     made by this server for that purpose."""
+    if len(token) > MAX_TOKEN_CHARS:  # a link of ours is far shorter: not decoded at all
+        return None
     encoded, _, signature = token.partition(".")
     try:
         text = _unb64(encoded).decode()
