@@ -45,6 +45,7 @@ __all__ = [
     "trigger_failures",
     "trigger_schedules",
     "users",
+    "web_sessions",
     "webhook_receipts",
     "worker_heartbeats",
 ]
@@ -103,6 +104,19 @@ api_tokens = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_used_at", UTCDateTime),
     sa.Column("revoked_at", UTCDateTime),
+)
+
+# The web application's sessions (crmflow.web): SHA-256 of the cookie's random token, as for
+# API tokens; `created_at` bounds a session's whole life, `last_seen_at` its idle time.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Index("ix_web_sessions_user_id", "user_id"),
 )
 
 record_types = sa.Table(
