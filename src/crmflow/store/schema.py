@@ -31,6 +31,7 @@ __all__ = [
     "notifications",
     "outbox",
     "record_changes",
+    "record_files",
     "record_group_members",
     "record_groups",
     "record_history",
@@ -590,4 +591,22 @@ invitations = sa.Table(
     sa.Column("step_key", sa.String(100), nullable=False),
     sa.Column("step_run", sa.Integer, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# The files of records' `file` fields (store.record_files, the one writer): one per record and
+# field, its bytes kept in the database with what was sniffed of them (services.record_files
+# bounds their size and types). Deleted with their record.
+record_files = sa.Table(
+    "record_files",
+    metadata,
+    sa.Column("record_id", ID, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("field", sa.String(63), primary_key=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
 )
