@@ -53,6 +53,7 @@ __all__ = [
     "ConfirmationRequiredError",
     "ConflictError",
     "CrmflowError",
+    "CsrfError",
     "DeliveryError",
     "EvaluationError",
     "ImportInterruptedError",
@@ -66,6 +67,7 @@ __all__ = [
     "PreconditionFailedError",
     "Problem",
     "RetryLaterError",
+    "SignInRequiredError",
     "TooManyRequestsError",
     "listed_problems",
     "refusal_body",
@@ -239,6 +241,21 @@ class PermissionDeniedError(CrmflowError):
 
 class AuthenticationError(CrmflowError):
     status_code = 401
+
+
+class SignInRequiredError(AuthenticationError):
+    """A web page needs a signed-in user: the web app answers with a redirect to its sign-in
+    page, which comes back to `next_path` (a local path) after signing in."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(f"sign in to see {next_path}")
+        self.next_path = next_path
+
+
+class CsrfError(CrmflowError):
+    """A web form or htmx request came without the page's CSRF token (or with a stale one)."""
+
+    status_code = 403
 
 
 class PreconditionFailedError(CrmflowError):

@@ -81,6 +81,21 @@ class Settings(BaseSettings):
         default=60,
         description="How long sign-ins wait after too many failures (doubles while they go on).",
     )
+    web_session_idle_minutes: int = Field(
+        gt=0,
+        default=120,
+        description="A web session unused for this many minutes ends (sign in again).",
+    )
+    web_session_max_hours: int = Field(
+        gt=0,
+        default=12,
+        description="A web session ends this many hours after sign-in, however much it is used.",
+    )
+    web_cookie_secure: bool = Field(
+        default=False,
+        description="Mark the web session cookie Secure even when the request reached the "
+        "server over plain HTTP (set it behind a TLS proxy; https requests always get it).",
+    )
     action_time_limit_ms: int = Field(
         gt=0,
         default=1000,

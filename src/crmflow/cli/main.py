@@ -128,17 +128,18 @@ def serve(
         typer.Option("--demo", metavar="", help="Load the demo data (once; harmless if present)."),
     ] = False,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs), the worker and the
-    dispatcher (emails to CRMFLOW_SMTP_URL, or the mail catcher: `crmflow mail list`).
+    """Run the web application (at /), the HTTP API (OpenAPI at /openapi.json, docs at
+    /docs), the worker and the dispatcher (emails to CRMFLOW_SMTP_URL, or the mail catcher:
+    `crmflow mail list`).
 
     A new or empty database is set up first; one at an older migration is refused with the
     command to run (`crmflow db upgrade`)."""
     import uvicorn
 
-    from crmflow.api.app import create_app
     from crmflow.cli.shutdown import GRACEFUL_SECONDS, HARD_STOP_SECONDS, StoppingServer
     from crmflow.services.demo import load_demo
     from crmflow.services.setup import prepare_to_serve
+    from crmflow.web import create_site
 
     ctx = state.context
     if prepare_to_serve(ctx):
@@ -176,7 +177,7 @@ def serve(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     config = uvicorn.Config(
-        create_app(ctx),
+        create_site(ctx),
         host=host,
         port=port,
         log_level="info",

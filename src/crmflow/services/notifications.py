@@ -19,7 +19,7 @@ from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.groups import group_names_by_user
 from crmflow.store.notifications import Reader, find_notification, inbox, mark_read, unread_ids
 
-__all__ = ["NotificationView", "list_page", "read", "read_all"]
+__all__ = ["NotificationView", "list_page", "read", "read_all", "unread_count"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,9 @@ def read_all(ctx: Context, actor: Actor) -> int:
         ids = unread_ids(conn, _reader(conn, actor))
         mark_read(conn, actor.id, ids, at=ctx.now())
     return len(ids)
+
+
+def unread_count(ctx: Context, actor: Actor) -> int:
+    """How many notifications of `actor`'s inbox are unread (the web pages' badge)."""
+    with read_connection(ctx.engine) as conn:
+        return len(unread_ids(conn, _reader(conn, actor)))

@@ -24,6 +24,7 @@ from crmflow.services.permissions import require_admin
 from crmflow.services.throttle import Lockout, SignInThrottle
 from crmflow.store import groups as stored_groups
 from crmflow.store import users as stored_users
+from crmflow.store import web_sessions as stored_web_sessions
 from crmflow.store.database import Connection, IntegrityError, read_connection
 from crmflow.store.users import UserRow, user_ids_by_name  # re-exported: services.flows uses it
 
@@ -34,6 +35,7 @@ __all__ = [
     "actor_by_username",
     "add_group_member",
     "authenticate_token",
+    "check_password",
     "create_group",
     "create_token",
     "create_user",
@@ -234,6 +236,9 @@ def update_user(
             password_hash=password_hash,
             active=active,
         )
+        if active is False:
+            # A deactivated user's web sessions end now (and do not come back with the user).
+            stored_web_sessions.delete_sessions_of_user(conn, row.id)
         if manager is not None:
             manager_id = _manager_id(conn, username, manager) if manager else None
             stored_users.set_manager(conn, row.id, manager_id)
@@ -343,7 +348,20 @@ def login(
     address: str | None = None,
     throttle: SignInThrottle | None = None,
 ) -> TokenCreated:
-    """Exchange a username and password for a new API token.
+    """Exchange a username and password for a new API token (the checks of `check_password`)."""
+    actor = check_password(ctx, username, password, address=address, throttle=throttle)
+    return create_token(ctx, actor, username, name="login")
+
+
+def check_password(
+    ctx: Context,
+    username: str,
+    password: str,
+    *,
+    address: str | None = None,
+    throttle: SignInThrottle | None = None,
+) -> Actor:
+    """The active user a username and password sign in, for an API token or a web session.
 
     An unknown, deactivated or password-less user costs the same password check as a wrong
     password (against a dummy hash), so the time of the answer does not tell which usernames exist.
@@ -378,8 +396,7 @@ def login(
         )
     if throttle is not None:
         throttle.succeeded(username)
-    actor = Actor(row.id, row.username, Role(row.role))
-    return create_token(ctx, actor, username, name="login")
+    return Actor(row.id, row.username, Role(row.role))
 
 
 @functools.cache
