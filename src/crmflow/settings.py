@@ -61,6 +61,24 @@ class Settings(BaseSettings):
         description="The largest HTTP request body taken (bytes); larger ones are refused with "
         "413 while being read.",
     )
+    max_file_bytes: int = Field(
+        gt=0,
+        default=10_000_000,
+        description="The largest file a record's file field keeps (bytes); a larger upload is "
+        "refused with 413. An upload through the API is also bounded by max_request_bytes.",
+    )
+    file_types: str | None = Field(
+        default=None,
+        description="The content types a file field takes, comma-separated, as read from the "
+        "file's first bytes (`*`: any). Default: PDF, PNG, JPEG, GIF, WebP, plain text, CSV, "
+        "iCalendar, ZIP and office documents.",
+    )
+    max_email_bytes: int = Field(
+        gt=0,
+        default=25_000_000,
+        description="The largest email with its attachments (bytes, once encoded): an email "
+        "whose record files make it larger fails, saying so.",
+    )
     max_field_chars: int = Field(
         gt=0,
         default=256_000,

@@ -35,6 +35,7 @@ __all__ = [
     "EndFlow",
     "Notify",
     "OutboxMessage",
+    "RecordFileRef",
     "RemoveFromGroup",
     "RunSql",
     "SetStatus",
@@ -280,6 +281,17 @@ class Attachment(BaseModel):
     content: str  # text content (an .ics file is text)
 
 
+class RecordFileRef(BaseModel):
+    """A file of a record an email carries (`attachments:` of send_email): a reference the
+    dispatcher reads the bytes by when it sends, so the outbox never holds the file itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record_id: int
+    field: str
+    label: str  # as the flow names it (`contract`, `company.logo`), for a failure's reason
+
+
 # What `{{ unsubscribe_url }}` renders to in the engine; the dispatcher puts the recipient's
 # signed link in its place (services.suppressions), the engine knowing no secret nor server.
 UNSUBSCRIBE_URL_MARKER = "[[unsubscribe_url]]"
@@ -305,6 +317,7 @@ class EmailPayload(BaseModel):
     archive: bool = True
     record_id: int | None = None
     attachments: tuple[Attachment, ...] = ()
+    record_files: tuple[RecordFileRef, ...] = ()  # read from the record's files at send
     # marketing: List-Unsubscribe headers, not sent to an address that unsubscribed;
     # transactional: neither (a hard bounce still stops it). docs/delivery.md.
     category: Literal["marketing", "transactional"] = "marketing"

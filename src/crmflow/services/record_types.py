@@ -25,6 +25,7 @@ from crmflow.services.documents import read_document
 from crmflow.services.permissions import require_admin
 from crmflow.store import record_types as store
 from crmflow.store.database import Connection, IntegrityError, read_connection
+from crmflow.store.record_files import count_files
 
 __all__ = [
     "catalog",
@@ -152,6 +153,19 @@ def update_record_type(
                 count = store.count_with_value_in(conn, key, change.key, change.removed_choices)
             elif change.change == "now_required":
                 count = store.count_without_value(conn, key, change.key)
+            elif _is_file_field(old, change.key):
+                # A file field's files are kept beside the records, not in their values.
+                count = count_files(conn, key, change.key)
+                if count:
+                    noun = "record keeps a file" if count == 1 else "records keep a file"
+                    problems.append(
+                        Problem(
+                            f"fields.{change.key}",
+                            f"{change.detail}, but {count} {key} {noun} in it",
+                            "delete those files first (`crmflow records detach ID FIELD`)",
+                        )
+                    )
+                continue
             else:
                 count = store.count_with_value(conn, key, change.key)
             if count:
@@ -168,6 +182,11 @@ def update_record_type(
             raise InvalidInputError(f"the change to record type {key!r}", problems)
         store.update_record_type(conn, key, name=new.name, fields=_fields_json(new), now=ctx.now())
     return RecordType(key=new.key, name=new.name, fields=new.fields, builtin=old.builtin)
+
+
+def _is_file_field(rtype: RecordType, key: str) -> bool:
+    found = rtype.field(key)
+    return found is not None and found.type is FieldType.FILE
 
 
 def _builtin_problems(new: RecordType) -> list[Problem]:

@@ -10,7 +10,12 @@ from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.actions.messaging import message_key, outbox_message
 from crmflow.engine.actions.on_failure import check_on_failure
-from crmflow.engine.commands import UNSUBSCRIBE_URL_MARKER, EmailPayload, message_id
+from crmflow.engine.commands import (
+    UNSUBSCRIBE_URL_MARKER,
+    EmailPayload,
+    RecordFileRef,
+    message_id,
+)
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.recordtypes.values import normalise_email
@@ -47,8 +52,11 @@ class SendEmailAction(MessagingActionBase):
     archive: bool = True
     # marketing: List-Unsubscribe headers, suppressed for an address that unsubscribed.
     category: Literal["marketing", "transactional"] = "marketing"
+    # File fields of the record (`contract`) or of a record a reference field points to
+    # (`company.logo`), sent as attachments; read by the dispatcher when it sends.
+    attachments: list[str] = Field(default_factory=list)
 
-    _one_or_many = field_validator("to", "cc", "bcc", mode="before")(_one_or_many)
+    _one_or_many = field_validator("to", "cc", "bcc", "attachments", mode="before")(_one_or_many)
 
 
 def check(checker: ActionChecker, path: str, action: SendEmailAction, step: ActionStep) -> None:
@@ -76,6 +84,46 @@ def check(checker: ActionChecker, path: str, action: SendEmailAction, step: Acti
         checker.check_text(f"{path}.body", action.body, {*extra, "unsubscribe_url"})
     if action.template is not None:
         _check_stored_template(checker, path, action.template, {*extra, "unsubscribe_url"})
+    for index, name in enumerate(action.attachments):
+        _check_attachment(checker, f"{path}.attachments[{index}]", name)
+
+
+def _check_attachment(checker: ActionChecker, path: str, name: str) -> None:
+    """`name` is a file field of the record, or `reference.field` a file field of the record
+    type a reference field points to."""
+    rtype = checker.record_type
+    if rtype is None:
+        return
+    if name.count(".") > 1 or not all(name.split(".")):
+        checker.add(
+            path,
+            f"{name!r} is not a file field",
+            "name a file field of the record (contract) or of a related record (company.logo)",
+        )
+        return
+    if "." not in name:
+        checker.check_field(path, name, {FieldType.FILE})
+        return
+    via, key = name.split(".")
+    ref = checker.check_field(path, via, {FieldType.REFERENCE})
+    if ref is None:
+        return
+    target = checker.scope.record_types.get(ref.reference_type or "")
+    if target is None:
+        return  # the record type's own check names the unknown type
+    fdef = target.field(key)
+    if fdef is None or fdef.type is not FieldType.FILE:
+        files = [f.key for f in target.fields if f.type is FieldType.FILE]
+        what = (
+            f"the {target.key} record type (of {via}) has no field {key!r}"
+            if fdef is None
+            else f"{name!r} is a {fdef.type} field of the {target.key} record, not a file field"
+        )
+        checker.add(
+            path,
+            what,
+            f"its file fields: {', '.join(files)}" if files else f"{target.key} has no file field",
+        )
 
 
 def _check_stored_template(
@@ -140,9 +188,26 @@ def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult
         archive=action.archive,
         record_id=ctx.scope.record.id,
         category=action.category,
+        record_files=tuple(_file_ref(ctx, name) for name in action.attachments),
     )
     message = outbox_message(ctx, index, action.key, payload)
     return ActionResult((message,), message.describe())
+
+
+def _file_ref(ctx: ActionContext, name: str) -> RecordFileRef:
+    """Which record's file `name` names: the record's own, or (`company.logo`) the record its
+    reference field points to; EvaluationError when that reference is empty."""
+    record = ctx.scope.record
+    if "." not in name:
+        return RecordFileRef(record_id=record.id, field=name, label=name)
+    via, key = name.split(".", 1)
+    target = record.values.get(via)
+    if type(target) is not int:
+        raise EvaluationError(
+            f"the attachment {name!r}: the record's {via} is empty, so there is no {via} "
+            "record to take the file from"
+        )
+    return RecordFileRef(record_id=target, field=key, label=name)
 
 
 def _addresses(

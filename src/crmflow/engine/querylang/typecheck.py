@@ -48,6 +48,7 @@ ALLOWED_OPS: dict[FieldType, frozenset[Op]] = {
     FieldType.BOOL: frozenset({Op.EQ, Op.NE, Op.IS_EMPTY, Op.IS_NOT_EMPTY}),
     FieldType.USER: _EQUALITY_OPS,
     FieldType.REFERENCE: _EQUALITY_OPS,
+    FieldType.FILE: frozenset(),  # its value is never set: the file is kept beside the record
 }
 
 _NEVER_EMPTY_COLUMNS = frozenset({"id", "created_at", "updated_at"})

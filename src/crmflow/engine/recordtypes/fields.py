@@ -40,6 +40,10 @@ class FieldType(StrEnum):
     PHONE = "phone"
     USER = "user"
     REFERENCE = "reference"
+    # A file kept beside the record (store.record_files), uploaded and read on its own
+    # (`crmflow records attach`, PUT /api/records/{id}/files/{field}): the record's own value
+    # for the field stays empty, so a record's JSON never carries the bytes.
+    FILE = "file"
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,15 @@ class RecordType:
                 problems.append(
                     Problem(f"{where}.choices", "a choice field needs at least one choice")
                 )
+            if f.type is FieldType.FILE and f.required:
+                problems.append(
+                    Problem(
+                        f"{where}.required",
+                        "a file field cannot be required: its file is uploaded once the record "
+                        "exists",
+                        "remove `required: true`",
+                    )
+                )
             if f.type is FieldType.REFERENCE and not f.reference_type:
                 problems.append(
                     Problem(

@@ -180,6 +180,8 @@ def _converter(fdef: FieldDef, *, zone: tzinfo, from_text: bool, max_chars: int)
         return _to_email
     if kind is FieldType.PHONE:
         return _to_phone
+    if kind is FieldType.FILE:
+        return _file_converter(fdef)
     return _link_converter(fdef, from_text=from_text)
 
 
@@ -275,6 +277,16 @@ def _to_phone(raw: Any) -> Any:
         if PHONE_PATTERN.match(text):
             return text
     raise ValueError(f"{shown(raw)} is not a phone number (digits, spaces, + ( ) . -)")
+
+
+def _file_converter(fdef: FieldDef) -> Converter:
+    def a_file(raw: Any) -> Any:
+        raise ValueError(
+            f"is a file field: it takes no value here; upload the file with `crmflow records "
+            f"attach RECORD {fdef.key} PATH` or PUT /api/records/{{id}}/files/{fdef.key}"
+        )
+
+    return a_file
 
 
 def _link_converter(fdef: FieldDef, *, from_text: bool) -> Converter:
