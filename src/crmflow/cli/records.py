@@ -299,3 +299,70 @@ def export(
         finally:
             partial.unlink(missing_ok=True)
     err_console.print(f"exported {count} {type_key} record(s)")
+
+
+FieldArg = Annotated[str, typer.Argument(metavar="FIELD", help="The record type's file field.")]
+
+
+@records_app.command("attach")
+@reports_errors
+def attach(
+    record_id: RecordId,
+    field: FieldArg,
+    path: Annotated[Path, typer.Argument(metavar="PATH", exists=True, dir_okay=False)],
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="The file's name (default: PATH's)")
+    ] = None,
+) -> None:
+    """Keep a file in a record's file field (replacing the one it had); print what was kept."""
+    from crmflow.services import record_files
+
+    ctx = state.context
+    with path.open("rb") as handle:
+        # One byte over the limit is enough to refuse it: a huge file is not read whole.
+        content = handle.read(ctx.settings.max_file_bytes + 1)
+    info, replaced = record_files.put_file(
+        ctx, state.actor, record_id, field, name or path.name, content
+    )
+    print_json({**info.as_dict(), "replaced": replaced})
+
+
+@records_app.command("file")
+@reports_errors
+def file(
+    record_id: RecordId,
+    field: FieldArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="PATH", dir_okay=False, help="Where to write it (- stdout)"
+        ),
+    ],
+    force: Annotated[bool, typer.Option(help="Replace PATH if it exists")] = False,
+) -> None:
+    """Write the file of a record's file field to PATH."""
+    from crmflow.services import record_files
+
+    found = record_files.get_file(state.context, record_id, field)
+    if str(output) == "-":
+        sys.stdout.buffer.write(found.content)
+        sys.stdout.buffer.flush()
+        return
+    if output.exists() and not force:
+        raise InvalidInputError(
+            "--output", [Problem(str(output), "exists already", "pass --force to replace it")]
+        )
+    output.write_bytes(found.content)
+    info = found.info
+    done = f"wrote {info.filename} ({info.size:,} bytes, {info.content_type}) to {output}"
+    err_console.print(done, markup=False, highlight=False)
+
+
+@records_app.command("detach")
+@reports_errors
+def detach(record_id: RecordId, field: FieldArg) -> None:
+    """Delete the file of a record's file field."""
+    from crmflow.services import record_files
+
+    record_files.delete_file(state.context, state.actor, record_id, field)
+    console.print(f"deleted the file of record {record_id}'s {field}", markup=False)
