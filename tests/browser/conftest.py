@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
+import uvicorn
 
 from crmflow.services.context import Context
 from crmflow.services.demo import DEMO_LOGINS, load_demo
@@ -39,8 +40,15 @@ from crmflow.settings import Settings
 from crmflow.testing import FrozenClock
 from crmflow.web import create_site
 
+try:  # test modules take `expect` from here, so that they load (and skip) without playwright
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the `browser` fixture says why the tests skip
+    expect = sync_playwright = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+__all__ = ["SignedIn", "Site", "assert_accessible", "expect", "screenshot"]
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -52,9 +60,7 @@ PASSWORDS = {login.username: login.password for login in DEMO_LOGINS}
 
 
 def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if sync_playwright is None:
         return "the playwright package is not installed (make install-dev)"
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         return f"{CHROMIUM} is missing (apt-get install -y --no-install-recommends chromium)"
@@ -68,8 +74,6 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CRMFLOW_REQUIRE_BROWSER") == "1":
             pytest.fail(f"CRMFLOW_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(f"browser tests skipped: {reason}")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
@@ -94,8 +98,6 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[Site]:
-    import uvicorn
-
     folder = tmp_path_factory.mktemp("site")
     settings = Settings(database_url=f"sqlite:///{folder / 'site.db'}", timezone="Europe/Paris")
     ctx = Context.from_settings(settings)

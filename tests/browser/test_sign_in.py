@@ -4,14 +4,16 @@ error pages, and that the pages are accessible and ask for nothing outside the s
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from playwright.sync_api import Page, expect
 
 from crmflow.engine.definition.flow import FlowStatus
 from crmflow.services import flows, notifications, tasks, users
 from crmflow.services.web_sessions import SESSION_COOKIE
-from tests.browser.conftest import SignedIn, Site, assert_accessible, screenshot
+from tests.browser.conftest import SignedIn, Site, assert_accessible, expect, screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 
 def test_signing_in_opens_the_dashboard_with_its_counts(
@@ -71,7 +73,8 @@ def test_signing_out_ends_the_session_and_its_cookie_no_longer_works(
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("status")).to_contain_text("You are signed out")
-    page.context.add_cookies([cookie])  # the old cookie, put back
+    old = {"name": SESSION_COOKIE, "value": cookie["value"], "url": page.url}
+    page.context.add_cookies([old])  # type: ignore[list-item]  # the old cookie, put back
     page.goto("/")
     assert urlsplit(page.url).path == "/sign-in"
 
@@ -97,9 +100,7 @@ def test_next_leads_back_to_the_page_but_never_to_another_site(page: Page, site:
     expect(page.get_by_role("heading", name="Hello, maria")).to_be_visible()
 
 
-def test_an_unknown_page_is_a_404_page_in_plain_words(
-    page: Page, signed_in: SignedIn
-) -> None:
+def test_an_unknown_page_is_a_404_page_in_plain_words(page: Page, signed_in: SignedIn) -> None:
     signed_in(page, "andrei")
     answer = page.goto("/no-such-page")
     assert answer is not None and answer.status == 404
