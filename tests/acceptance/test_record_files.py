@@ -9,7 +9,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
 from fastapi.testclient import TestClient
 
 from crmflow.api.app import create_app
@@ -106,8 +105,8 @@ def test_the_command_line_attaches_writes_out_and_refuses_a_file(
     document = BUILTIN_TYPES["contact"].as_dict()
     document.pop("builtin")
     document["fields"].append({"key": "contract", "type": "file"})
-    (tmp_path / "contact.yaml").write_text(yaml.safe_dump(document))
-    crmflow("types", "load", "contact.yaml")
+    (tmp_path / "contact.json").write_text(json.dumps(document))
+    crmflow("types", "load", "contact.json")
     created = crmflow("records", "create", "contact", "--data", '{"last_name": "Pop"}')
     rid = str(json.loads(created.stdout)["id"])
     (tmp_path / "contract.pdf").write_bytes(PDF)

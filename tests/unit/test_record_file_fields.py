@@ -135,7 +135,9 @@ def test_allowed_types_default_list_and_any() -> None:
     assert default is not None
     assert "application/pdf" in default
     assert "application/octet-stream" not in default
-    assert allowed_types("application/pdf, image/png") == {"application/pdf", "image/png"}
+    assert allowed_types("application/pdf, image/png") == frozenset(
+        {"application/pdf", "image/png"}
+    )
     assert allowed_types("*") is None
 
 
