@@ -1,7 +1,7 @@
 """What every command shares: the context, the acting user, output, and error reporting.
 
-Start-up cost: this module and every command module import only typer, rich and the standard
-library at the top; services, SQLAlchemy, settings and the engine are imported inside the
+Start-up cost: this module and every command module import only typer and the standard
+library at the top; rich, services, SQLAlchemy, settings and the engine are imported inside the
 functions that use them, so that `crmflow --help` and `crmflow flows validate FILE` start at
 once instead of loading the whole server first (bench/bench_cli_start.py measures it).
 """
@@ -9,6 +9,7 @@ once instead of loading the whole server first (bench/bench_cli_start.py measure
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,19 +21,19 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import typer
 import typer.core
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from crmflow.errors import ConfirmationRequiredError, CrmflowError, InvalidInputError, Problem
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from crmflow.cli.offline_settings import OfflineSettings
     from crmflow.engine.recordtypes import RecordType
     from crmflow.services.context import Actor, Context
     from crmflow.settings import Settings
 
 __all__ = [
+    "LazyConsole",
     "State",
     "confirmed",
     "console",
@@ -43,6 +44,7 @@ __all__ = [
     "read_record_type_files",
     "read_text_file",
     "reports_errors",
+    "without_pydantic_plugins",
 ]
 
 
@@ -67,8 +69,40 @@ def _help_shows_metavars_not_python_types() -> None:
 
 _help_shows_metavars_not_python_types()
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console on stdout or stderr, made at its first use.
+
+    Importing rich takes about 25 ms, which a command whose output is plain lines (`flows
+    validate`, with typer.echo) need not pay. The console is made with the same settings as
+    before, when the first thing is printed (rich reads the terminal's size and colours then)."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, soft_wrap=True)
+        return self._console
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """rich's Console.print (markup, highlight=..., markup=...)."""
+        self.rich.print(*objects, **options)
+
+
+def escape(text: str) -> str:
+    """`text` with its rich markup escaped, to print as it is written."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -242,6 +276,27 @@ def confirmed(
         return change(exc.count)
 
 
+@contextmanager
+def without_pydantic_plugins() -> Iterator[None]:
+    """Pydantic models built inside run without pydantic plugins (PYDANTIC_DISABLE_PLUGINS).
+
+    The first model pydantic builds looks for plugins in the entry points of every installed
+    package: about 20 ms, which `flows validate` (an offline check that only prints a verdict)
+    need not pay. typer builds its own parameter validators the same way. A user's own
+    PYDANTIC_DISABLE_PLUGINS setting is restored on the way out; models built later (a
+    database's services) see the plugins as usual."""
+    name = "PYDANTIC_DISABLE_PLUGINS"
+    before = os.environ.get(name)
+    os.environ[name] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 def print_more(*words: str) -> None:
     """The command that shows the next page (`more: crmflow ... --after N`), on stderr."""
     err_console.print(f"more: {state.command(*words)}", highlight=False, markup=False)
@@ -256,17 +311,21 @@ def print_table(
 ) -> None:
     """A table; in a terminal it fits the window, and through a pipe or into a file it is as
     wide as its longest row, so that no value is cut or wrapped (rich would wrap at 80)."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    if console.is_terminal:
-        console.print(table)
+    out = console.rich
+    if out.is_terminal:
+        out.print(table)
         return
     # Console.print(width=) cannot go past the console's own width: a console as wide as the table.
-    unbounded = console.options.update_width(sys.maxsize)
-    width = table.__rich_measure__(console, unbounded).maximum
+    unbounded = out.options.update_width(sys.maxsize)
+    width = table.__rich_measure__(out, unbounded).maximum
     Console(width=max(width, len(title)), soft_wrap=True).print(table)
 
 
@@ -288,7 +347,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int,
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=err_console.rich,
         transient=False,
     ) as progress:
         task = progress.add_task(description, total=total)

@@ -24,6 +24,7 @@ from crmflow.cli.common import (
     reports_errors,
     sqlite_file,
     state,
+    without_pydantic_plugins,
 )
 from crmflow.errors import CrmflowError, InvalidInputError, Problem
 
@@ -66,11 +67,11 @@ def _offline_context(
     from crmflow.engine.validation import ValidationContext
 
     if why:
-        err_console.print(
+        typer.echo(
             f"note: {why}; checking against the built-in record types"
             f"{' and --types' if types else ''} only (users, groups, saved queries and flows "
             "are not checked)",
-            highlight=False,
+            err=True,
         )
     return ValidationContext(
         record_types=type_catalog(read_record_type_files(types)),
@@ -174,7 +175,8 @@ def validate(
     record types, users, groups, saved queries and email templates if it exists, else the
     built-in types.
     """
-    from crmflow.engine.validation import check_flow_text
+    with without_pydantic_plugins():  # the flow document's ~85 models are built here
+        from crmflow.engine.validation import check_flow_text
 
     context = _validation_context(types or [], templates or [])
     failed = 0
@@ -190,29 +192,27 @@ def validate(
         except InvalidInputError as exc:
             failed += 1
             count = len(exc.problems)
-            err_console.print(f"[red]{path}: invalid ({count} problem{'s' * (count != 1)})[/red]")
+            verdict = f"{path}: invalid ({count} problem{'s' * (count != 1)})"
+            typer.secho(verdict, fg="red", err=True)
             for problem in exc.problems:
                 sys.stdout.write(f"{problem}\n")
             continue
         except CrmflowError as exc:  # not UTF-8, for instance
             failed += 1
-            err_console.print(f"[red]{exc.message}[/red]", highlight=False)
+            typer.secho(exc.message, fg="red", err=True)
             continue
         definition = checked.definition
         count = len(checked.warnings)
         warned = f", {count} warning{'s' * (count != 1)}" if count else ""
-        console.print(
-            f"[green]{path}: valid[/green] "
-            f"(flow {definition.key!r}, {len(definition.steps)} steps{warned})",
-            highlight=False,
-        )
+        typer.secho(f"{path}: valid", fg="green", nl=False)
+        typer.echo(f" (flow {definition.key!r}, {len(definition.steps)} steps{warned})")
         for warning in checked.warnings:
             sys.stdout.write(f"warning: {warning}\n")
         if context.email_templates is None and _names_a_template(definition):
-            err_console.print(
+            typer.echo(
                 f"note: {path}: the stored email templates it names are not checked "
                 "(no database: give --templates DIR)",
-                highlight=False,
+                err=True,
             )
     if failed:
         raise typer.Exit(1)
