@@ -54,6 +54,7 @@ __all__ = [
     "signed_token",
     "text_of_token",
     "unsubscribe",
+    "unsubscribe_headers",
     "unsubscribe_token",
     "unsubscribe_url",
     "with_unsubscribe_link",
@@ -183,14 +184,22 @@ def with_unsubscribe_link(
     return payload.model_copy(update={"body": body}), html
 
 
-def add_unsubscribe_headers(ctx: Context, message: EmailMessage, payload: EmailPayload) -> None:
+def unsubscribe_headers(ctx: Context, payload: EmailPayload) -> list[tuple[str, str]]:
     """A marketing email's List-Unsubscribe (the link of its first To address) and
     List-Unsubscribe-Post (one click, RFC 8058); a transactional one gets neither."""
     address = _first_address(payload)
     if payload.category != "marketing" or address is None:
-        return
-    message["List-Unsubscribe"] = f"<{unsubscribe_url(ctx, address)}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return []
+    return [
+        ("List-Unsubscribe", f"<{unsubscribe_url(ctx, address)}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+
+
+def add_unsubscribe_headers(ctx: Context, message: EmailMessage, payload: EmailPayload) -> None:
+    """`unsubscribe_headers` set on `message`."""
+    for name, value in unsubscribe_headers(ctx, payload):
+        message[name] = value
 
 
 # --- What the list means for a message -------------------------------------------------------
