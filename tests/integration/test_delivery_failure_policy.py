@@ -260,3 +260,26 @@ def test_two_dispatchers_failing_two_messages_of_a_step_run_at_once_take_its_bra
     assert _run(ctx, eid).step_key == "after-fix"
     assert sum("failure branch taken" in x for x in history(ctx, rid)) == 1
     assert len(_told(ctx)) == 2
+
+
+def test_a_failure_whose_run_cannot_be_told_still_sticks_and_is_not_sent_again(
+    ctx: Context,
+    admin: Actor,
+    clock: FrozenClock,
+    http_server: HttpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _start(ctx, admin, http_server.url, "stop")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the history could not be written")
+
+    monkeypatch.setattr("crmflow.delivery.dispatcher.message_failed", broken)
+    _fail_once(ctx, http_server)
+    clock.advance(days=1)  # any lease long run out
+    assert Dispatcher(with_settings(ctx, webhook_allow=LOOPBACK)).run_once().claimed == 0
+    with ctx.engine.connect() as conn:
+        [row] = conn.execute(sa.select(outbox))
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error == "HTTP 400: unknown field name" or "400" in row.last_error
+    assert len(http_server.requests) == 1

@@ -1,7 +1,10 @@
 """CRMFLOW_DELIVERY_COMMIT_EVERY: a dispatcher that commits the outcomes of several sent messages
-together still delivers and archives each once; a group whose commit is lost (the database away,
-a crash) leaves exactly that group's messages `sending`, and they are sent again, with the same
-Message-ID, once their lease has run out: the at-least-once window docs/delivery.md states."""
+together still delivers and archives each once. A group whose commit fails is written again (the
+server accepted its messages: they are not sent again), or held until the database is back, the
+dispatcher sending nothing more meanwhile; one message whose outcome cannot be written with its
+archive line does not hold back the others. Only a dispatcher that dies with a group unwritten
+leaves exactly that group's messages `sending`, sent again, with the same Message-ID, once their
+lease has run out: the at-least-once window docs/delivery.md states."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from crmflow.delivery import email as email_module
 from crmflow.delivery.dispatcher import DEFAULT_LEASE, Dispatcher
 from crmflow.services.context import Actor, Context
 from crmflow.store.database import OperationalError
@@ -59,24 +63,61 @@ def test_outcomes_committed_in_groups_are_each_delivered_and_archived_once(
     )
 
 
-def test_a_group_whose_commit_is_lost_is_sent_again_after_its_lease_and_only_that_group(
+def _failing_commits(monkeypatch: pytest.MonkeyPatch, failing: set[int]) -> list[int]:
+    """`mark_sent` raises the database's error at the calls numbered in `failing` (from 1)."""
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> set[int]:
+        calls.append(1)
+        if len(calls) in failing:
+            raise OperationalError("UPDATE outbox ...", {}, Exception("the database went away"))
+        return mark_sent(*args, **kwargs)
+
+    monkeypatch.setattr("crmflow.delivery.dispatcher.mark_sent", flaky)
+    monkeypatch.setattr("crmflow.delivery.dispatcher._SAVE_PAUSES", (0.0, 0.0, 0.0))
+    return calls
+
+
+def test_a_group_whose_commit_fails_once_is_written_again_and_nothing_is_sent_twice(
     ctx: Context, smtp: SmtpServer, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _insert(ctx, [_payload(number) for number in range(10)])
     grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
-    calls = []
+    _failing_commits(monkeypatch, {2})
+    assert Dispatcher(grouped, batch_size=8).run_once().delivered == 10
+    assert _statuses(ctx) == {"delivered": 10}
+    clock.advance(seconds=DEFAULT_LEASE.total_seconds())
+    assert Dispatcher(grouped).run_once().claimed == 0
+    assert sorted(Counter(smtp.message_ids()).values()) == [1] * 10
 
-    def lost_second_commit(*args: Any, **kwargs: Any) -> set[int]:
-        calls.append(1)
-        if len(calls) == 2:
-            raise OperationalError("UPDATE outbox ...", {}, Exception("the database went away"))
-        return mark_sent(*args, **kwargs)
 
-    monkeypatch.setattr("crmflow.delivery.dispatcher.mark_sent", lost_second_commit)
+def test_outcomes_held_while_the_database_is_away_are_written_before_anything_else_is_sent(
+    ctx: Context, smtp: SmtpServer, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _insert(ctx, [_payload(number) for number in range(10)])
+    grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
+    _failing_commits(monkeypatch, set(range(2, 10)))  # the second group: 8 tries
+    dispatcher = Dispatcher(grouped, batch_size=8)
     with pytest.raises(OperationalError):
-        Dispatcher(grouped, batch_size=8).run_once()
-    # The first group is delivered; the second was accepted by the server but not marked.
+        dispatcher.run_once()
     assert len(smtp.received) == 8
+    assert _statuses(ctx) == {"delivered": 4, "sending": 4, "pending": 2}
+    # Its next round (`run()` goes on after a pause) writes them, then sends the rest.
+    assert dispatcher.run_once().delivered == 2
+    assert _statuses(ctx) == {"delivered": 10}
+    clock.advance(seconds=DEFAULT_LEASE.total_seconds())
+    assert Dispatcher(grouped).run_once().claimed == 0
+    assert sorted(Counter(smtp.message_ids()).values()) == [1] * 10
+
+
+def test_a_group_left_unwritten_by_a_dispatcher_that_died_goes_again_after_its_lease_only(
+    ctx: Context, smtp: SmtpServer, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _insert(ctx, [_payload(number) for number in range(10)])
+    grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
+    _failing_commits(monkeypatch, set(range(2, 10)))
+    with pytest.raises(OperationalError):
+        Dispatcher(grouped, batch_size=8).run_once()  # and it dies with what it held
     assert _statuses(ctx) == {"delivered": 4, "sending": 4, "pending": 2}
 
     assert Dispatcher(grouped).run_once().claimed == 2  # the 4 are still leased
@@ -87,3 +128,34 @@ def test_a_group_whose_commit_is_lost_is_sent_again_after_its_lease_and_only_tha
     assert len(copies) == 10
     # Exactly the group whose commit was lost went twice, with the same Message-ID.
     assert sorted(copies.values()) == [1] * 6 + [2] * 4
+
+
+def test_an_outcome_whose_archive_line_cannot_be_written_does_not_hold_back_its_group(
+    ctx: Context,
+    admin: Actor,
+    smtp: SmtpServer,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ["Anna", "Bruno", "Chloe", "David"]
+    _welcome(ctx, admin, *names)
+    real = email_module.archive_entry
+
+    def broken_for_bruno(message: Any, sent: Any, at: Any) -> Any:
+        if "bruno" in str(message.payload.get("to")):
+            raise ValueError("no archive line for Bruno")
+        return real(message, sent, at)
+
+    monkeypatch.setattr("crmflow.delivery.dispatcher.archive_entry", broken_for_bruno)
+    grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
+    assert Dispatcher(grouped).run_once().delivered == 4
+    assert _statuses(ctx) == {"delivered": 4}
+    with ctx.engine.connect() as conn:
+        lines = list(conn.execute(sa.select(record_history.c.message)).scalars())
+    sent_lines = sorted(line for line in lines if line.startswith("Email sent to"))
+    assert sent_lines == [
+        f"Email sent to {n.lower()}@example.org: Bonjour {n} !" for n in names if n != "Bruno"
+    ]
+    clock.advance(seconds=DEFAULT_LEASE.total_seconds())
+    assert Dispatcher(grouped).run_once().claimed == 0
+    assert len(smtp.received) == 4

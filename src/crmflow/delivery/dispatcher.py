@@ -40,7 +40,6 @@ from crmflow.delivery.email import (
     archive_entry,
     email_of,
     envelope_recipients,
-    envelope_sender,
     parse_smtp_url,
 )
 from crmflow.delivery.http import RetryLaterError
@@ -78,6 +77,7 @@ DEFAULT_BATCH = 50
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
 _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
+_SAVE_PAUSES = (0.05, 0.5, 2.0)  # seconds before each new try at writing sent messages' outcomes
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,8 @@ class Dispatcher:
         # time.monotonic() when the first of them was sent.
         self._unsaved: list[tuple[ClaimedMessage, Sent, datetime]] = []
         self._unsaved_since = 0.0
+        # Sent messages whose outcome could not be written (the database away): written first.
+        self._held: list[tuple[ClaimedMessage, Sent, datetime]] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
 
@@ -168,6 +170,8 @@ class Dispatcher:
     def deliver_batch(self) -> DispatchResult:
         """Claim up to `batch_size` due messages and deliver them, each outcome committed as
         soon as it is known."""
+        if self._held:  # nothing more is sent before what was sent is written
+            self._save([])
         now = self.ctx.now()
         claimed = claim_due(
             self.ctx.engine,
@@ -265,7 +269,7 @@ class Dispatcher:
             return self.sms.send(SmsPayload.model_validate(message.payload), key, self.ctx.now())
         # A stored template is rendered now, for the record as it is now (docs/delivery.md).
         email, payload = email_of(self.ctx, EmailPayload.model_validate(message.payload))
-        return self.sender.send(email, envelope_sender(email), envelope_recipients(payload))
+        return self.sender.send(email, email.sender, envelope_recipients(payload))
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
         try:
@@ -296,12 +300,66 @@ class Dispatcher:
         return DispatchResult(delivered=1)
 
     def _save(self, unsaved: list[tuple[ClaimedMessage, Sent, datetime]]) -> None:
-        """Commit the outcomes of sent messages, with their archive lines, in one transaction:
-        those still leased to this dispatcher (one whose lease ran out may have been taken
-        over). If this fails, the messages stay `sending` and go again once their lease has
-        run out: the at-least-once window (docs/delivery.md)."""
+        """Commit the outcomes of sent messages (and those held from before), with their
+        archive lines, in one transaction: those still leased to this dispatcher (one whose
+        lease ran out may have been taken over).
+
+        The server accepted these messages, so a commit that fails is never left to the lease
+        (which would send them again): it is tried again after a pause, a few times; a fault
+        that is not the database's (one message's write-back or archive line) is then left
+        behind by writing each outcome alone, and one that still fails alone is marked sent
+        without its write-back and archive line. Outcomes that still cannot be written (the
+        database away) are held: this dispatcher claims nothing more until the next round has
+        written them, and raises. Only if it dies or the database stays away past their lease
+        do they go again: the at-least-once window (docs/delivery.md)."""
+        unsaved = [*self._held, *unsaved]
+        self._held = []
         if not unsaved:
             return
+        error: Exception | None = None
+        for pause in (*_SAVE_PAUSES, None):
+            try:
+                self._write(unsaved)
+                return
+            except OperationalError as exc:  # the database away, a lock, a lost connection
+                error = exc
+                log.warning("dispatcher %s: outcomes not written: %s", self.name, exc)
+            except Exception as exc:  # not the database's: alone, each message
+                error = exc
+                log.error("dispatcher %s: outcomes not written: %s", self.name, exc)
+                break
+            if pause is not None:
+                time.sleep(pause)
+        if not isinstance(error, OperationalError):
+            unsaved = self._write_each(unsaved)
+        if unsaved:
+            self._held = unsaved
+            assert error is not None
+            raise error
+
+    def _write_each(
+        self, unsaved: list[tuple[ClaimedMessage, Sent, datetime]]
+    ) -> list[tuple[ClaimedMessage, Sent, datetime]]:
+        """Each outcome written alone, or bare (no write-back, no archive line) if that fails;
+        those that cannot be written at all."""
+        left = []
+        for item in unsaved:
+            try:
+                self._write([item])
+                continue
+            except Exception as exc:
+                log.error("dispatcher %s: message %d: %s", self.name, item[0].id, exc)
+            try:
+                with self.ctx.engine.begin() as conn:
+                    message, sent, at = item
+                    outcome = SentOutcome(message.id, at, sent.reply, rendered=sent.caught)
+                    mark_sent(conn, [outcome], owner=self.name)
+            except Exception as exc:
+                log.error("dispatcher %s: message %d: %s", self.name, item[0].id, exc)
+                left.append(item)
+        return left
+
+    def _write(self, unsaved: list[tuple[ClaimedMessage, Sent, datetime]]) -> None:
         with self.ctx.engine.begin() as conn:
             unsaved, write_backs = prepare_write_backs(conn, self.ctx, unsaved)
             outcomes = [SentOutcome(m.id, at, s.reply, rendered=s.caught) for m, s, at in unsaved]
@@ -333,8 +391,20 @@ class Dispatcher:
                     most = settings.delivery_max_attempts
                     error = f"{error} (attempt {message.attempts} of {most}: no more)"
                 if mark_failed(conn, message.id, owner=self.name, error=error):
-                    # Its run's failure policy and the controller told, in this transaction.
-                    message_failed(conn, self.ctx, message, error, now=self.ctx.now())
+                    # Its run's failure policy and the controller told, in this transaction;
+                    # if that fails, the failure sticks all the same (rolled back, the message
+                    # would be claimed and failed again and again).
+                    try:
+                        with conn.begin_nested():
+                            message_failed(conn, self.ctx, message, error, now=self.ctx.now())
+                    except Exception as exc:
+                        log.error(
+                            "dispatcher %s: message %d failed, but its run was not told: %s",
+                            self.name,
+                            message.id,
+                            exc,
+                            exc_info=True,
+                        )
                 log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
                 return DispatchResult(failed=1)
             at = self.ctx.now() + (wait or backoff(message.attempts, settings, self.rand))
