@@ -13,6 +13,7 @@ import smtplib
 import ssl
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import quoprimime
@@ -29,6 +30,7 @@ from crmflow.engine.commands import EmailPayload
 from crmflow.engine.test_mode import TEST_PREFIX, prefixed_subject
 from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
+from crmflow.services.record_files import StoredFile, email_attachments
 from crmflow.services.suppressions import (
     add_unsubscribe_headers,
     unsubscribe_headers,
@@ -130,12 +132,17 @@ def parse_smtp_url(url: str) -> SmtpTarget:
 
 
 def build_email(
-    payload: EmailPayload, default_sender: str, *, html: str | None = None
+    payload: EmailPayload,
+    default_sender: str,
+    *,
+    html: str | None = None,
+    files: Sequence[StoredFile] = (),
 ) -> EmailMessage:
     """The message of an email payload: text body (and `html` as its alternative part),
-    attachments as MIME parts, the payload's Message-ID; raises DeliveryError (permanent) for
-    an address that is not one, or for a stored template's payload not rendered yet
-    (`services.templates.render_stored_email` fills its body)."""
+    attachments as MIME parts (the payload's, then the record `files` it names, read by
+    `services.record_files.email_attachments`), the payload's Message-ID; raises DeliveryError
+    (permanent) for an address that is not one, or for a stored template's payload not rendered
+    yet (`services.templates.render_stored_email` fills its body)."""
     if payload.body is None:
         raise DeliveryError(
             f"the email names the stored template {payload.template!r} but was not rendered",
@@ -162,6 +169,14 @@ def build_email(
             maintype=maintype,
             subtype=subtype or "octet-stream",
             filename=attachment.filename,
+        )
+    for file in files:
+        maintype, _, subtype = file.info.content_type.partition("/")
+        message.add_attachment(
+            file.content,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=file.info.filename,
         )
     return message
 
@@ -293,7 +308,9 @@ def email_of(ctx: Context, payload: EmailPayload) -> tuple[OutgoingEmail, EmailP
         return build_simple_email(
             payload, ctx.settings.mail_from, html=html, headers=headers
         ), payload
-    message = build_email(payload, ctx.settings.mail_from, html=html)
+    # The record's files it names, as they are now; one gone fails this email alone.
+    files = email_attachments(ctx, payload)
+    message = build_email(payload, ctx.settings.mail_from, html=html, files=files)
     add_unsubscribe_headers(ctx, message, payload)
     return OutgoingEmail.of(message), payload
 
