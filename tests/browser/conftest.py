@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -46,9 +46,16 @@ except ImportError:  # pragma: no cover - the `browser` fixture says why the tes
     expect = sync_playwright = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, BrowserContext, Page, Route
 
-__all__ = ["SignedIn", "Site", "assert_accessible", "expect", "screenshot"]
+__all__ = [
+    "SignedIn",
+    "Site",
+    "assert_accessible",
+    "expect",
+    "screenshot",
+    "watch_foreign_requests",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -127,22 +134,28 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
         ctx.engine.dispose()
 
 
-@pytest.fixture
-def page(browser: Browser, site: Site) -> Iterator[Page]:
-    """A page of a new browser context; fails the test on any request to another host."""
-    context = browser.new_context(base_url=site.base_url, viewport={"width": 1280, "height": 800})
+def watch_foreign_requests(context: BrowserContext, host: str) -> list[str]:
+    """Abort and list every request of `context` to another host than `host`."""
     foreign: list[str] = []
 
-    def watch(route: Any) -> None:
+    def watch(route: Route) -> None:
         url = route.request.url
         parts = urlsplit(url)
-        if parts.scheme in ("data", "blob", "about") or parts.netloc == site.host:
+        if parts.scheme in ("data", "blob", "about") or parts.netloc == host:
             route.continue_()
         else:
             foreign.append(url)
             route.abort()
 
     context.route("**/*", watch)
+    return foreign
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    """A page of a new browser context; fails the test on any request to another host."""
+    context = browser.new_context(base_url=site.base_url, viewport={"width": 1280, "height": 800})
+    foreign = watch_foreign_requests(context, site.host)
     opened = context.new_page()
     try:
         yield opened

@@ -10,10 +10,18 @@ from urllib.parse import urlsplit
 from crmflow.engine.definition.flow import FlowStatus
 from crmflow.services import flows, notifications, tasks, users
 from crmflow.services.web_sessions import SESSION_COOKIE
-from tests.browser.conftest import SignedIn, Site, assert_accessible, expect, screenshot
+from crmflow.store.tasks import NewNotification, insert_notifications
+from tests.browser.conftest import (
+    SignedIn,
+    Site,
+    assert_accessible,
+    expect,
+    screenshot,
+    watch_foreign_requests,
+)
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 
 def test_signing_in_opens_the_dashboard_with_its_counts(
@@ -22,6 +30,14 @@ def test_signing_in_opens_the_dashboard_with_its_counts(
     page.goto("/sign-in")
     assert_accessible(page)
     screenshot(page, "sign-in")
+    with site.ctx.engine.begin() as conn:  # two notifications for alice, as a flow leaves them
+        insert_notifications(
+            conn,
+            [
+                NewNotification("user", "alice", text, None, 1, site.clock())
+                for text in ("Quote Q-17 waits for your approval", "Event E-3 starts tomorrow")
+            ],
+        )
     signed_in(page, "alice")
     assert urlsplit(page.url).path == "/"
     expect(page.get_by_role("heading", name="Hello, alice")).to_be_visible()
@@ -33,8 +49,10 @@ def test_signing_in_opens_the_dashboard_with_its_counts(
         expect(page.get_by_role("link", name=flow.name)).to_be_visible()
     mine = tasks.list_page(site.ctx, alice, state="open", user="alice", limit=1000)
     expect(page.locator("#open-tasks")).to_have_text(str(len(mine.items)))
-    unread = notifications.unread_count(site.ctx, alice)
-    expect(page.locator("#unread-notifications")).to_have_text(str(unread))
+    assert notifications.unread_count(site.ctx, alice) == 2
+    expect(page.locator("#unread-notifications")).to_have_text("2")
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Inbox")).to_contain_text("2")
     assert_accessible(page)
     screenshot(page, "dashboard")
 
@@ -118,3 +136,15 @@ def test_a_page_sends_to_sign_in_and_back_after(page: Page, signed_in: SignedIn)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: urlsplit(url).query == "from=test")
     expect(page.get_by_role("heading", name="Hello, andrei")).to_be_visible()
+
+
+def test_a_request_to_another_host_is_caught(browser: Browser, site: Site) -> None:
+    context = browser.new_context(base_url=site.base_url)
+    try:
+        foreign = watch_foreign_requests(context, site.host)
+        page = context.new_page()
+        # A blank page (no CSP of ours to stop it first) that loads an image from elsewhere.
+        page.set_content('<img src="http://cdn.example.invalid/logo.png" alt="">')
+    finally:
+        context.close()
+    assert foreign == ["http://cdn.example.invalid/logo.png"]
