@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Literal
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import AddToGroup
 from crmflow.engine.definition.action_base import ActionBase
 
 if TYPE_CHECKING:
@@ -36,6 +35,8 @@ def check_group_name(
 
 
 def run(action: AddToGroupAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import AddToGroup  # noqa: PLC0415 - runtime only
+
     command = AddToGroup(
         **ctx.ids(index, action.key), group=ctx.render(action.group, field="group")
     )

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import AssignOwner
 from crmflow.engine.definition.action_base import ActionBase
 
 if TYPE_CHECKING:
@@ -49,6 +48,8 @@ def check(checker: ActionChecker, path: str, action: AssignOwnerAction, step: Ac
 
 
 def run(action: AssignOwnerAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import AssignOwner  # noqa: PLC0415 - runtime only
+
     command = AssignOwner(
         **ctx.ids(index, action.key),
         strategy=action.strategy,

@@ -1,4 +1,8 @@
-"""What an action runner receives and returns."""
+"""What an action runner receives and returns.
+
+Only the types of the runtime half (scope, commands, clock) are imported here: the validator
+loads every kind module for its checks, and `flows validate` need not load the runtime (see
+kind.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from crmflow.engine.calendars import BusinessCalendar
-from crmflow.engine.commands import Command
 from crmflow.engine.recordtypes import RecordType, normalise_value
-from crmflow.engine.steps.clock import after
-from crmflow.engine.steps.scope import BudgetExceededError, EvaluationError, Scope
 from crmflow.engine.templates import is_template
+from crmflow.errors import BudgetExceededError, EvaluationError
 
 if TYPE_CHECKING:
+    from crmflow.engine.calendars import BusinessCalendar
+    from crmflow.engine.commands import Command
     from crmflow.engine.definition import Step
+    from crmflow.engine.steps.scope import Scope
 
 __all__ = ["ActionContext", "ActionResult"]
 
@@ -104,6 +108,8 @@ class ActionContext:
             raise EvaluationError(f"{name}: {exc}") from None
 
     def days_later(self, days: int, *, business_days: bool = False) -> datetime:
+        from crmflow.engine.steps.clock import after  # noqa: PLC0415 - runtime only
+
         return after(
             days,
             "days",

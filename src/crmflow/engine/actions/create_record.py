@@ -9,7 +9,6 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import CreateRecord
 from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition.action_base import ActionBase, FieldValues
 from crmflow.engine.recordtypes import FieldType
@@ -67,6 +66,8 @@ def check(checker: ActionChecker, path: str, action: CreateRecordAction, step: A
 
 
 def run(action: CreateRecordAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import CreateRecord  # noqa: PLC0415 - runtime only
+
     # The new record is of another type: its values are checked by the store, which knows it.
     values = {name: ctx.value(raw, field=f"values.{name}") for name, raw in action.values.items()}
     command = CreateRecord(

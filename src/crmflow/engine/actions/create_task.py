@@ -8,12 +8,10 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import CreateTask
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.definition.common import Definition
 from crmflow.engine.definition.people import Responsibility
 from crmflow.engine.recordtypes import FieldType
-from crmflow.engine.steps.people import resolve_each
 from crmflow.engine.timing import field_date_due
 
 if TYPE_CHECKING:
@@ -62,6 +60,9 @@ def check(checker: ActionChecker, path: str, action: CreateTaskAction, step: Act
 
 
 def run(action: CreateTaskAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import CreateTask  # noqa: PLC0415 - runtime only
+    from crmflow.engine.steps.people import resolve_each  # noqa: PLC0415 - runtime only
+
     # The documented default: the action's assignee, else the step's responsibility, else the
     # flow's owner (what `resolve_each(None, ...)` gives).
     who = action.assignee or ctx.step.responsibility

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Literal
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import EndFlow
 from crmflow.engine.definition.action_base import ActionBase
 
 if TYPE_CHECKING:
@@ -25,6 +24,8 @@ def check(checker: ActionChecker, path: str, action: EndFlowAction, step: Action
 
 
 def run(action: EndFlowAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import EndFlow  # noqa: PLC0415 - runtime only
+
     reason = (
         ctx.render(action.reason, field="reason")
         if action.reason

@@ -10,6 +10,11 @@ The validator and the runner see every kind through `ActionKind`, which takes an
 not generic: a registry holds kinds of different models in one tuple. `Kind` is the typed
 implementation each module builds: its check and run functions take their own model, and `Kind`
 checks an action is one before it hands it to them.
+
+The validator imports every kind module for its model and checks, so a kind module imports
+what its runner needs to make its commands (`crmflow.engine.commands`, the step's people and
+clock, the outbox message) inside the runner, marked `# noqa: PLC0415 - runtime only`:
+`crmflow flows validate` then loads no runtime module (bench/bench_cli_start.py).
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.recordtypes import FieldType, RecordType
 
 if TYPE_CHECKING:
+    from crmflow.engine.actions.base import ActionContext, ActionResult
     from crmflow.engine.definition import ActionStep, FlowDefinition, Responsibility
     from crmflow.engine.definition.context_checks import TemplateCheck
 

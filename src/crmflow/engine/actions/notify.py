@@ -8,10 +8,8 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import Notify
 from crmflow.engine.definition.action_base import ActionBase
-from crmflow.engine.steps.people import resolve_each
-from crmflow.engine.steps.scope import EvaluationError
+from crmflow.errors import EvaluationError
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
@@ -42,6 +40,9 @@ def check(checker: ActionChecker, path: str, action: NotifyAction, step: ActionS
 
 
 def run(action: NotifyAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import Notify  # noqa: PLC0415 - runtime only
+    from crmflow.engine.steps.people import resolve_each  # noqa: PLC0415 - runtime only
+
     users: list[str | int] = list(action.users)
     groups = list(action.groups)
     if action.responsible:

@@ -10,6 +10,7 @@ its commands is the service side's registry (`crmflow.services.effects.registry`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from crmflow.engine.actions import (
     add_to_group,
@@ -28,10 +29,12 @@ from crmflow.engine.actions import (
     update_record,
     webhook,
 )
-from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, ActionKind
-from crmflow.engine.definition import Action, ActionStep
 from crmflow.engine.definition.action_base import ActionBase
+
+if TYPE_CHECKING:
+    from crmflow.engine.actions.base import ActionContext, ActionResult
+    from crmflow.engine.definition import Action, ActionStep
 
 __all__ = ["ACTION_KINDS", "KINDS", "ActionRegistry", "run_action"]
 

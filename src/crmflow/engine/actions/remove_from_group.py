@@ -7,7 +7,6 @@ from typing import Literal
 from crmflow.engine.actions.add_to_group import check_group_name
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import Kind
-from crmflow.engine.commands import RemoveFromGroup
 from crmflow.engine.definition.action_base import ActionBase
 
 __all__ = ["KIND", "RemoveFromGroupAction"]
@@ -19,6 +18,8 @@ class RemoveFromGroupAction(ActionBase):
 
 
 def run(action: RemoveFromGroupAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import RemoveFromGroup  # noqa: PLC0415 - runtime only
+
     command = RemoveFromGroup(
         **ctx.ids(index, action.key), group=ctx.render(action.group, field="group")
     )

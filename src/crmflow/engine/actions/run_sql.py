@@ -10,7 +10,6 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import RunSql
 from crmflow.engine.definition.action_base import ActionBase, FieldValues
 from crmflow.engine.templates import is_template
 
@@ -59,6 +58,8 @@ def check(checker: ActionChecker, path: str, action: RunSqlAction, step: ActionS
 
 
 def run(action: RunSqlAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import RunSql  # noqa: PLC0415 - runtime only
+
     params = {name: ctx.value(raw, field=f"params.{name}") for name, raw in action.params.items()}
     command = RunSql(
         **ctx.ids(index, action.key),

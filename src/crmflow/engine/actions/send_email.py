@@ -8,21 +8,15 @@ from pydantic import Field, field_validator
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.actions.messaging import message_key, outbox_message
 from crmflow.engine.actions.on_failure import check_on_failure
-from crmflow.engine.commands import (
-    UNSUBSCRIBE_URL_MARKER,
-    EmailPayload,
-    RecordFileRef,
-    message_id,
-)
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
 from crmflow.engine.recordtypes.values import normalise_email
-from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
+from crmflow.errors import EvaluationError
 
 if TYPE_CHECKING:
+    from crmflow.engine.commands import RecordFileRef
     from crmflow.engine.definition import ActionStep
 
 __all__ = ["KIND", "SendEmailAction"]
@@ -157,6 +151,13 @@ def _check_address(checker: ActionChecker, path: str, value: str) -> None:
 
 
 def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.actions.messaging import message_key, outbox_message  # noqa: PLC0415 - runtime only
+    from crmflow.engine.commands import (  # noqa: PLC0415 - runtime only
+        UNSUBSCRIBE_URL_MARKER,
+        EmailPayload,
+        message_id,
+    )
+
     # Variables are templates themselves, rendered first without each other.
     variables = {
         name: ctx.render(text, field=f"variables.{name}") for name, text in action.variables.items()
@@ -197,6 +198,8 @@ def run(action: SendEmailAction, index: int, ctx: ActionContext) -> ActionResult
 def _file_ref(ctx: ActionContext, name: str) -> RecordFileRef:
     """Which record's file `name` names: the record's own, or (`company.logo`) the record its
     reference field points to; EvaluationError when that reference is empty."""
+    from crmflow.engine.commands import RecordFileRef  # noqa: PLC0415 - runtime only
+
     record = ctx.scope.record
     if "." not in name:
         return RecordFileRef(record_id=record.id, field=name, label=name)

@@ -8,13 +8,11 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.actions.messaging import outbox_message
 from crmflow.engine.actions.on_failure import check_on_failure
-from crmflow.engine.commands import SmsPayload
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 from crmflow.engine.recordtypes import FieldType
-from crmflow.engine.steps.scope import EvaluationError
 from crmflow.engine.templates import is_template
+from crmflow.errors import EvaluationError
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
@@ -70,6 +68,9 @@ def check(checker: ActionChecker, path: str, action: SendSmsAction, step: Action
 
 
 def run(action: SendSmsAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.actions.messaging import outbox_message  # noqa: PLC0415 - runtime only
+    from crmflow.engine.commands import SmsPayload  # noqa: PLC0415 - runtime only
+
     to = (
         ctx.render(action.to, field="to")
         if action.to

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Literal
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import SetStatus
 from crmflow.engine.definition.action_base import ActionBase
 
 if TYPE_CHECKING:
@@ -26,6 +25,8 @@ def check(checker: ActionChecker, path: str, action: SetStatusAction, step: Acti
 
 
 def run(action: SetStatusAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import SetStatus  # noqa: PLC0415 - runtime only
+
     status = ctx.stored("status", ctx.render(action.status, field="status"))
     command = SetStatus(**ctx.ids(index, action.key), status=str(status))
     return ActionResult((command,), command.describe(), record_updates={"status": status})

@@ -7,12 +7,10 @@ from typing import TYPE_CHECKING, Literal
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import StartFlow
 from crmflow.engine.definition.action_base import ActionBase
 from crmflow.engine.definition.common import Duration
 from crmflow.engine.recordtypes import FieldType
-from crmflow.engine.steps.clock import after_duration
-from crmflow.engine.steps.scope import EvaluationError
+from crmflow.errors import EvaluationError
 
 if TYPE_CHECKING:
     from crmflow.engine.definition import ActionStep
@@ -43,6 +41,9 @@ def check(checker: ActionChecker, path: str, action: StartFlowAction, step: Acti
 
 
 def run(action: StartFlowAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import StartFlow  # noqa: PLC0415 - runtime only
+    from crmflow.engine.steps.clock import after_duration  # noqa: PLC0415 - runtime only
+
     record = ctx.scope.record
     record_id = record.id
     if action.record_field is not None:

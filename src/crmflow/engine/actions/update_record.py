@@ -8,7 +8,6 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.commands import UpdateRecord
 from crmflow.engine.definition.action_base import ActionBase, FieldValues
 
 if TYPE_CHECKING:
@@ -27,6 +26,8 @@ def check(checker: ActionChecker, path: str, action: UpdateRecordAction, step: A
 
 
 def run(action: UpdateRecordAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.commands import UpdateRecord  # noqa: PLC0415 - runtime only
+
     values = ctx.values(action.values)
     command = UpdateRecord(**ctx.ids(index, action.key), values=values)
     return ActionResult((command,), command.describe(), record_updates=values)

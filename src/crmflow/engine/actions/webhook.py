@@ -14,9 +14,7 @@ from pydantic import Field
 
 from crmflow.engine.actions.base import ActionContext, ActionResult
 from crmflow.engine.actions.kind import ActionChecker, Kind
-from crmflow.engine.actions.messaging import outbox_message
 from crmflow.engine.actions.on_failure import check_on_failure
-from crmflow.engine.commands import WebhookPayload
 from crmflow.engine.definition.delivery_policy import MessagingActionBase
 
 if TYPE_CHECKING:
@@ -66,6 +64,9 @@ def check(checker: ActionChecker, path: str, action: WebhookAction, step: Action
 
 
 def run(action: WebhookAction, index: int, ctx: ActionContext) -> ActionResult:
+    from crmflow.engine.actions.messaging import outbox_message  # noqa: PLC0415 - runtime only
+    from crmflow.engine.commands import WebhookPayload  # noqa: PLC0415 - runtime only
+
     payload = WebhookPayload(
         url=ctx.render(action.url, field="url"),
         method=action.method,
