@@ -19,10 +19,14 @@ SERVER_MODULES = ("sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "u
 HEAVY_MODULES = (*SERVER_MODULES, "jinja2", "cel")
 SERVER_PARTS = ("crmflow.services", "crmflow.store", "crmflow.api", "crmflow.worker")
 # What `flows validate` reads its settings and a calendar's country without: Settings (through
-# pydantic-settings, which loads asyncio and ssl) and the holidays package (for a known code).
+# pydantic-settings, which loads asyncio and ssl) and the holidays package (for a known code);
+# what it prints without (rich); and the runtime half of the engine, which the action kinds
+# import in their runners only (the commands' models, the step's scope, people and clock).
 VALIDATE_NEEDS_NONE_OF = (
     *("crmflow.settings", "pydantic_settings", "asyncio", "ssl"),
     "holidays",
+    "rich",
+    *("crmflow.engine.commands", "crmflow.engine.runtime", "crmflow.engine.steps"),
 )
 
 
