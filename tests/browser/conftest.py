@@ -19,7 +19,6 @@ CRMFLOW_REQUIRE_BROWSER=1 (as .ci/run sets) they fail instead.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -69,7 +68,7 @@ PASSWORDS = {login.username: login.password for login in DEMO_LOGINS}
 def _browser_missing() -> str | None:
     if sync_playwright is None:
         return "the playwright package is not installed (make install-dev)"
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+    if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing (apt-get install -y --no-install-recommends chromium)"
     return None
 

@@ -196,10 +196,12 @@ def serve(
 
 
 def _print_where_to_look(base: str, *, demo: bool) -> None:
-    """What `serve` prints first: its address, the API docs, and with the demo how to log in."""
+    """What `serve` prints first: its address, the web app, the API docs, and with the demo how
+    to log in."""
     from crmflow.services.demo import DEMO_LOGINS
 
     console.print(f"crmflow on {base}  (database: {state.database_label})", highlight=False)
+    console.print(f"  web app:   {base}/  (sign in with a username and password)", highlight=False)
     console.print(f"  API docs:  {base}/docs     OpenAPI: {base}/openapi.json", highlight=False)
     if not demo:
         return
