@@ -4,15 +4,29 @@ page at /docs has inline script)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "is_api_path"]
+__all__ = ["CONTENT_SECURITY_POLICY", "IMPORT_MAP", "SecurityHeaders", "is_api_path"]
+
+_VENDOR = Path(__file__).parent / "static" / "vendor"
+# CodeMirror's ES modules are resolved by an import map, which Chromium only takes inline: the
+# policy allows that one script by its hash (scripts/vendor-frontend.sh writes both). A page
+# inlines IMPORT_MAP's exact text, unescaped (`{{ import_map | safe }}`), before its modules.
+IMPORT_MAP = (_VENDOR / "codemirror" / "importmap.json").read_text(encoding="utf-8")
+_IMPORT_MAP_HASH = json.loads((_VENDOR / "vendor.json").read_text(encoding="utf-8"))[
+    "importmap_csp_source"
+]
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
+        f"script-src 'self' '{_IMPORT_MAP_HASH}'",
+        # Inline styles, not scripts: mermaid styles the diagrams it draws and CodeMirror its
+        # editor with <style> elements. Styles cannot run code; scripts stay 'self' only.
+        "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data:",
         "font-src 'self'",
         "connect-src 'self'",
