@@ -14,7 +14,10 @@ from crmflow.services.context import Context
 from crmflow.settings import Settings
 
 # Answers that are files or redirects rather than JSON, with the media types they must declare.
-_FILES = {("get", "/api/records/{type_key}/export"): {"text/csv", "application/x-ndjson"}}
+_FILES = {
+    ("get", "/api/records/{type_key}/export"): {"text/csv", "application/x-ndjson"},
+    ("get", "/api/records/{record_id}/files/{field}"): {"application/octet-stream"},
+}
 # Models whose answer is free-form by nature: the flow documents' JSON Schema is itself a schema.
 _FREE_FORM = {"FlowDocumentSchema"}
 

@@ -88,7 +88,7 @@ async def _upload(
     "/records/{record_id}/files/{field}",
     response_model=RecordFile,
     responses={
-        201: {"description": "The file is kept (the field had none)"},
+        201: {"model": RecordFile, "description": "The file is kept (the field had none)"},
         413: {"description": "The file is larger than the server's max_file_bytes"},
     },
     openapi_extra={
