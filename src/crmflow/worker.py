@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from crmflow.context import Actor, Context
 from crmflow.runner import Moved, evaluate_batch, move_batch
-from crmflow.services.deadlines import process_deadlines
+from crmflow.services.deadlines import DeadlineCursor, process_deadlines
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
 from crmflow.services.triggers import process_triggers
@@ -210,6 +210,7 @@ class Worker:
         self._system: Actor | None = None
         self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
         self._deadlines_at = 0.0  # time.monotonic() of the next deadline pass
+        self._deadline_cursor = DeadlineCursor()  # where the next pass goes on from
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
         # A part of process_triggers that failed whole (the change feed): its failures in a
@@ -325,12 +326,18 @@ class Worker:
 
     def _deadlines(self) -> None:
         """The deadline notices due (`services.deadlines`): every DEADLINES_EVERY seconds, a
-        pass of at most DEADLINES_TIME_LIMIT seconds (reminders are counted in days)."""
+        pass of at most DEADLINES_TIME_LIMIT seconds (reminders are counted in days), going on
+        from where the last one stopped."""
         at = time.monotonic()
         if at < self._deadlines_at:
             return
         self._deadlines_at = at + DEADLINES_EVERY
-        sent = process_deadlines(self.ctx, now=self.ctx.now(), time_limit=DEADLINES_TIME_LIMIT)
+        sent = process_deadlines(
+            self.ctx,
+            now=self.ctx.now(),
+            time_limit=DEADLINES_TIME_LIMIT,
+            cursor=self._deadline_cursor,
+        )
         if sent.total and self.on_moved is not None:
             self.on_moved()  # their emails go at once
 

@@ -201,24 +201,54 @@ def test_the_inbox_is_read_per_user_for_a_groups_notification(
 ) -> None:
     h = _setup(ctx, admin)
     inbox = client.get("/api/notifications?unread=true", headers=h["andrei"]).json()
-    [joined] = inbox["items"]
-    assert (joined["message"], joined["to"], joined["read"]) == ("Ana joined", "group:sales", False)
+    [joined] = [n for n in inbox["items"] if n["message"] == "Ana joined"]
+    assert (joined["to"], joined["read"]) == ("group:sales", False)
     assert client.get("/api/notifications", headers=h["eva"]).json()["items"] == []
 
     read = client.post(f"/api/notifications/{joined['id']}/read", headers=h["andrei"])
     assert read.status_code == 200 and read.json()["read"] is True
-    assert client.get("/api/notifications?unread=true", headers=h["andrei"]).json()["items"] == []
+    unread = client.get("/api/notifications?unread=true", headers=h["andrei"]).json()["items"]
+    assert len(unread) == 2 and joined["id"] not in [n["id"] for n in unread]  # the new tasks
     # Still unread for Ion, the other member of the group.
     ion = client.get("/api/notifications?unread=true", headers=h["ion"]).json()["items"]
-    assert [n["id"] for n in ion] == [joined["id"]]
+    assert joined["id"] in [n["id"] for n in ion]
     assert (
         client.post(f"/api/notifications/{joined['id']}/read", headers=h["eva"]).status_code == 404
     )
 
     done = client.post("/api/notifications/read-all", headers=h["ion"])
-    assert done.json() == {"marked_read": 1}
+    assert done.json() == {"marked_read": 3}  # "Ana joined" and the two new tasks
     assert client.get("/api/notifications?unread=true", headers=h["ion"]).json()["items"] == []
     assert client.get("/api/notifications", headers=h["ion"]).json()["items"][0]["read"] is True
+
+
+def test_a_new_task_and_a_decision_needed_are_in_the_inbox_of_whoever_is_given_them(
+    ctx: Context, admin: Actor, client: TestClient
+) -> None:
+    h = _setup(ctx, admin)
+
+    def inbox(name: str) -> list[tuple[str, str]]:
+        items = client.get("/api/notifications", headers=h[name]).json()["items"]
+        return sorted((n["to"], n["message"]) for n in items)
+
+    [rid] = {
+        n["record_id"] for n in client.get("/api/notifications", headers=h["maria"]).json()["items"]
+    }
+    where = f"(flow onboarding, record {rid}, step 'prepare')"
+    assert inbox("andrei") == [
+        ("andrei", f"New task: 'Call Ana' {where}, due 2026-11-25 10:00 UTC"),
+        ("group:sales", "Ana joined"),
+        ("group:sales", f"New task: 'Send the welcome pack to Ana' {where}"),
+    ]
+    assert inbox("ion") == [
+        ("group:sales", "Ana joined"),
+        ("group:sales", f"New task: 'Send the welcome pack to Ana' {where}"),
+        ("ion", f'New task: "File Ana\'s papers" {where}'),
+    ]
+    assert inbox("maria") == [
+        ("maria", f"Decision needed: 'Decide: ask' (flow onboarding, record {rid}, step 'ask'): OK")
+    ]
+    assert inbox("eva") == []
 
 
 PRIVATE = """\
@@ -263,6 +293,34 @@ def test_a_private_flows_tasks_are_for_its_members_and_go_to_none_else(
         f"/api/tasks/{task['id']}/reassign", json={"user": "maria"}, headers=h["andrei"]
     )
     assert moved.status_code == 200 and moved.json()["assignee"] == "maria"
+
+
+def test_a_private_flows_notifications_leave_the_inbox_of_who_is_no_longer_a_member(
+    ctx: Context, admin: Actor, client: TestClient
+) -> None:
+    h = _setup(ctx, admin)
+    flows.create_flow(ctx, admin, PRIVATE)
+    flows.change_status(ctx, admin, "hiring", LifecycleAction.START)
+    data = {"first_name": "Ion", "last_name": "Rus", "email": "ion@example.org"}
+    runs.start_record(ctx, admin, "hiring", records.create_record(ctx, admin, "contact", data).id)
+    task = _task(client, h["andrei"], "Interview Ion")
+    client.post(f"/api/tasks/{task['id']}/reassign", json={"user": "maria"}, headers=h["andrei"])
+
+    def hiring(name: str) -> list[dict[str, Any]]:
+        items = client.get("/api/notifications", headers=h[name]).json()["items"]
+        return [n for n in items if "hiring" in n["message"]]
+
+    [given] = hiring("maria")
+    assert given["message"].startswith("Task 'Interview Ion'")
+    flows.remove_member(ctx, admin, "hiring", "maria")
+    assert hiring("maria") == []  # neither in the list nor by its id
+    gone = client.post(f"/api/notifications/{given['id']}/read", headers=h["maria"])
+    assert gone.status_code == 404
+    assert client.post("/api/notifications/read-all", headers=h["maria"]).json() == {
+        "marked_read": 1  # the onboarding flow's decision, not hiring's
+    }
+    flows.add_member(ctx, admin, "hiring", "maria")  # a member again: hers again, unread
+    assert [(n["id"], n["read"]) for n in hiring("maria")] == [(given["id"], False)]
 
 
 WAITING = """\

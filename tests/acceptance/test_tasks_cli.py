@@ -32,8 +32,11 @@ def test_tasks_and_the_inbox_from_the_command_line(crmflow: Run, cli_env: dict[s
 
     inbox = crmflow("--as", "ion", "notifications", "list", "--unread").stdout
     assert "Ana joined" in inbox and "unread" in inbox
+    listed = crmflow("--as", "ion", "notifications", "list", "--json").stdout
+    messages = [n["message"] for n in json.loads(listed)["items"]]
+    assert any(m.startswith('New task: "File Ana\'s papers"') for m in messages)  # ion's task
     assert (
-        "1 notifications marked read"
+        "3 notifications marked read"
         in crmflow("--as", "ion", "notifications", "read", "--all").stdout
     )
     both = crmflow("--as", "ion", "notifications", "read", check_exit=1)

@@ -16,13 +16,14 @@ from crmflow.errors import PermissionDeniedError
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
+from crmflow.services.deadlines import DeadlineCursor, process_deadlines
 from crmflow.services.users import (
     actor_by_username,
     add_group_member,
     create_group,
     create_user,
 )
-from crmflow.store.schema import notifications, outbox, tasks
+from crmflow.store.schema import notifications, outbox, task_events, tasks
 from crmflow.worker import run_once
 from tests.conftest import FrozenClock
 from tests.integration.helpers import history
@@ -88,12 +89,13 @@ def test_an_approval_is_reminded_marked_late_then_decided_automatically(
 ) -> None:
     rid, _ = _start(ctx, admin, APPROVAL)
     assert run_once(ctx) == 0
-    assert _told(ctx, "bogdan") == []
+    [asked] = _told(ctx, "bogdan")  # the decision is in bogdan's inbox, nothing more yet
+    assert asked.startswith("Decision needed: 'Leave for Claire?'")
 
     clock.advance(days=1)
     run_once(ctx)
     run_once(ctx)  # a second round sends nothing again
-    [reminder] = _told(ctx, "bogdan")
+    [_, reminder] = _told(ctx, "bogdan")
     assert reminder.startswith("Reminder: task 'Leave for Claire?' is due on 2026-11-26")
     [email] = _caught(ctx)
     assert (email.payload["to"], email.payload["subject"]) == (
@@ -247,3 +249,68 @@ def test_an_approvals_escalation_that_cannot_be_done_leaves_the_decision_where_i
     assert any("its escalation was not done" in line for line in lines), lines
     runs.decide(ctx, actor_by_username(ctx, "bogdan"), eid, "approve", "validate")
     assert "approved" in history(ctx, rid)
+
+
+GROUP_TASK = """\
+  - key: call
+    responsibility: {type: group, group: crew}
+    deadline: {days: 3, remind_every_days: 1, notify_controller: false}
+    actions:
+      - type: create_task
+        title: "Call {{ record.first_name }}"
+  - key: wait
+    type: wait
+    until: record.status == "client"
+    timeout: {amount: 30, unit: days}
+    on_timeout: refused"""
+
+
+def test_a_group_reminder_is_emailed_to_each_active_member_with_an_address(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    create_group(ctx, admin, "crew")
+    create_user(ctx, admin, username="eva", role="member")  # no address
+    _start(ctx, admin, GROUP_TASK)
+    for name in ("bogdan", "andrei", "eva"):
+        add_group_member(ctx, admin, "crew", name)
+    _caught(ctx)  # whatever the start sent is out of the way
+    clock.advance(days=1)
+    run_once(ctx)
+    run_once(ctx)  # once each, however many rounds
+    reminders = [
+        e for e in _caught(ctx) if e.payload["subject"] == "crmflow: reminder, Call Claire"
+    ]
+    assert sorted(tuple(e.payload["to"]) for e in reminders) == [
+        ("andrei@ex.org",),
+        ("bogdan@ex.org",),
+    ]
+    [told] = [m for m in _told(ctx, "crew") if m.startswith("Reminder:")]
+    assert "(no email sent to eva: no email)" in told
+
+
+def test_passes_cut_short_by_their_time_limit_go_on_where_the_last_one_stopped(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    """12 late tasks, read 5 at a time by passes with no time to spare (each reads one page):
+    with the worker's cursor the third pass reaches the last of them; a pass that started
+    again at the first task each time would never tell the tail it is late."""
+    rid, _ = _start(ctx, admin, TASK)
+    data = {"first_name": "Claire", "last_name": "Martin"}
+    for n in range(11):
+        other = records.create_record(ctx, admin, "contact", {**data, "email": f"c{n}@ex.org"})
+        runs.start_record(ctx, admin, "leave", other.id)
+    clock.advance(days=2)
+    cursor = DeadlineCursor()
+    passes = [
+        process_deadlines(ctx, now=ctx.now(), page=5, time_limit=0, cursor=cursor).late
+        for _ in range(3)
+    ]
+    assert passes == [5, 5, 2]
+    with ctx.engine.connect() as conn:
+        late = conn.scalars(sa.select(task_events.c.task_id).where(task_events.c.action == "late"))
+        assert len(set(late)) == 12
+    # The list was seen whole: the next pass starts again at the first task, and finds
+    # nothing more to say.
+    assert cursor.after == 0
+    assert process_deadlines(ctx, now=ctx.now(), page=5, time_limit=0, cursor=cursor).total == 0
+    assert "Step 'call' is late" in " ".join(history(ctx, rid))

@@ -88,6 +88,7 @@ def test_a_batch_is_applied_by_the_appliers(
         messages = conn.execute(sa.select(outbox.c.idempotency_key, outbox.c.kind)).all()
     assert [tuple(r) for r in task_rows] == [("andrei", rid)]
     assert [tuple(r) for r in note_rows] == [
+        ("user", "andrei"),  # the new task, told to whom it is given
         ("user", "andrei"),
         ("user", "nobody"),
         ("group", "sales"),

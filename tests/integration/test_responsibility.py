@@ -12,7 +12,7 @@ from crmflow.errors import InvalidInputError
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, users
 from crmflow.services.context import Actor, Context
-from crmflow.store.schema import tasks
+from crmflow.store.schema import notifications, tasks
 from tests.conftest import make_user
 from tests.integration.helpers import history
 
@@ -148,3 +148,43 @@ def test_a_round_robin_approval_asks_one_member_in_turn(ctx: Context, admin: Act
         "ion (group sales, in turn)",
     ]
     assert _assignees(ctx) == ["ana", "ion"]
+
+
+def _told(ctx: Context) -> list[tuple[str, str, str]]:
+    """(kind, to, first words) of each notification, in order."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                notifications.c.target_kind, notifications.c.target_ref, notifications.c.message
+            ).order_by(notifications.c.id)
+        ).all()
+    return [(r.target_kind, r.target_ref, r.message.split(" '", 1)[0]) for r in rows]
+
+
+def test_who_is_told_of_a_new_task_or_a_decision_follows_the_groups_mode(
+    ctx: Context, admin: Actor
+) -> None:
+    """A round-robin approval tells the member whose turn it is, not the group; `mode: all`
+    gives each member a task, and tells each; `mode: any` tells the group once."""
+    flows.create_flow(ctx, admin, APPROVAL)
+    flows.change_status(ctx, admin, "sign-off", LifecycleAction.START)
+    runs.start_record(ctx, admin, "sign-off", _contact(ctx, admin))
+    assert _told(ctx) == [("user", "ana", "Decision needed:")]
+
+    _flow(ctx, admin, "{type: group, group: sales, mode: all}")
+    _task_line(ctx, admin, _contact(ctx, admin))
+    assert _told(ctx)[1:] == [
+        ("user", "ana", "New task:"),
+        ("user", "ion", "New task:"),
+        ("user", "rita", "New task:"),
+    ]
+    flows.create_flow(
+        ctx,
+        admin,
+        APPROVAL.replace("mode: round_robin", "mode: any").replace(
+            "key: sign-off", "key: sign-off-any"
+        ),
+    )
+    flows.change_status(ctx, admin, "sign-off-any", LifecycleAction.START)
+    runs.start_record(ctx, admin, "sign-off-any", _contact(ctx, admin))
+    assert _told(ctx)[4:] == [("group", "sales", "Decision needed:")]

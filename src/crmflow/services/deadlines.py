@@ -44,6 +44,7 @@ from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row
 from crmflow.store.deadlines import keep_notice, notices_sent, watched_tasks
+from crmflow.store.groups import active_members_of_groups
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.outbox import insert_ignoring_duplicates
 from crmflow.store.tasks import (
@@ -54,7 +55,7 @@ from crmflow.store.tasks import (
 )
 from crmflow.store.users import find_user_by_name
 
-__all__ = ["DEADLINE_PREFIX", "DeadlinesDone", "process_deadlines"]
+__all__ = ["DEADLINE_PREFIX", "DeadlineCursor", "DeadlinesDone", "process_deadlines"]
 
 log = logging.getLogger("crmflow.deadlines")
 
@@ -75,6 +76,16 @@ class DeadlinesDone:
         return self.reminders + self.late + self.escalations
 
 
+@dataclass
+class DeadlineCursor:
+    """Where the next deadline pass starts: after task `after` (0: at the first). A worker keeps
+    one across its passes, so that a pass stopped by its time limit is taken up where it stopped
+    and every open task is reached, however long the list (without it each pass would start
+    again at the first task, and the tail of a long list would never be seen)."""
+
+    after: int = 0
+
+
 @dataclass(frozen=True)
 class _Due:
     notice: Notice
@@ -86,33 +97,55 @@ class _Due:
 
 
 def process_deadlines(
-    ctx: Context, *, now: datetime, page: int = PAGE, time_limit: float | None = None
+    ctx: Context,
+    *,
+    now: datetime,
+    page: int = PAGE,
+    time_limit: float | None = None,
+    cursor: DeadlineCursor | None = None,
 ) -> DeadlinesDone:
-    """Send the deadline notices due at `now`, page after page of open tasks, until all are
-    seen or `time_limit` seconds have passed (the rest waits for the next pass)."""
+    """Send the deadline notices due at `now`, page after page of open tasks by id, until all
+    are seen or `time_limit` seconds have passed (at least one page is read in any case).
+
+    With a `cursor` the pass starts after `cursor.after`, goes to the end of the list, then
+    round from the first task up to where it started; stopped by the time limit, it leaves the
+    cursor at the last task it read, for the next pass to go on from there."""
     done = DeadlinesDone()
     stop = time.monotonic() + time_limit if time_limit is not None else None
-    after = 0
-    while stop is None or time.monotonic() < stop:
+    start = cursor.after if cursor is not None else 0
+    after, wrapped = start, False
+    while True:
         with ctx.engine.connect() as conn:
             tasks = watched_tasks(conn, after_id=after, limit=page)
-            if not tasks:
-                break
-            infos = repo.load_flows(
-                conn, {(t.flow_id, t.flow_version) for t in tasks}, definitions_cache(ctx)
-            )
-            moves = moved_dues(conn, ctx, tasks, infos)
-            due_at = {t.id: t.due_at for t in tasks} | {tid: at for tid, at, _ in moves}
-            due = _due(conn, tasks, infos, due_at, now=now)
-        write_moved_dues(ctx, moves, now=now)
-        for item in due:
-            try:
-                _send(ctx, item, now=now, done=done)
-            except Exception as exc:  # one notice that fails does not stop the others
-                log.error("deadline notice %s not sent: %s", item.notice.key, exc, exc_info=True)
-        if len(tasks) < page:
+            if wrapped:  # round again from the first: only up to where this pass started
+                tasks = [t for t in tasks if t.id <= start]
+            if tasks:
+                infos = repo.load_flows(
+                    conn, {(t.flow_id, t.flow_version) for t in tasks}, definitions_cache(ctx)
+                )
+                moves = moved_dues(conn, ctx, tasks, infos)
+                due_at = {t.id: t.due_at for t in tasks} | {tid: at for tid, at, _ in moves}
+                due = _due(conn, tasks, infos, due_at, now=now)
+        if tasks:
+            write_moved_dues(ctx, moves, now=now)
+            for item in due:
+                try:
+                    _send(ctx, item, now=now, done=done)
+                except Exception as exc:  # one notice that fails does not stop the others
+                    log.error(
+                        "deadline notice %s not sent: %s", item.notice.key, exc, exc_info=True
+                    )
+            after = tasks[-1].id
+        at_end = len(tasks) < page or (wrapped and after >= start)
+        if at_end and (wrapped or start == 0):
+            after = 0  # the whole list was seen: the next pass starts at the first task
             break
-        after = tasks[-1].id
+        if at_end:  # the end of the list: round from the first task up to `start`
+            after, wrapped = 0, True
+        if stop is not None and time.monotonic() >= stop:
+            break
+    if cursor is not None:
+        cursor.after = after
     return done
 
 
@@ -211,46 +244,63 @@ def _tell(
     *,
     now: datetime,
 ) -> None:
-    """An in-app notification to `ref` (a user or a group) and, to a user with an address who
-    is active, an email through the outbox; the notification says when no email was sent."""
+    """An in-app notification to `ref` (a user or a group) and an email through the outbox to
+    each user it reaches who is active and has an address: the user, or each active member of
+    the group. The notification says who got no email, and why."""
+    if kind == "group":
+        names = [m.username for m in active_members_of_groups(conn, [ref])]
+        if not names:
+            text += f" (no email sent: group {ref!r} has no active member)"
+    else:
+        names = [ref]
+    emailed: list[tuple[str, str]] = []
+    missing: list[str] = []
+    for name in names:
+        user = find_user_by_name(conn, name)
+        if user is None or not user.active or not user.email:
+            why = "no such user" if user is None else "disabled" if not user.active else "no email"
+            missing.append(f"{name}: {why}")
+        else:
+            emailed.append((user.username, user.email))
+    if missing:
+        text += f" (no email sent to {', '.join(missing)})"
     task = item.task
-    user = find_user_by_name(conn, ref) if kind == "user" else None
-    if kind == "user" and (user is None or not user.active or not user.email):
-        why = "no such user" if user is None else "disabled" if not user.active else "no email"
-        text += f" (no email sent to {ref}: {why})"
     note = NewNotification(kind, ref, text, task.enrollment_id, task.record_id, now)
     insert_notifications(conn, [note])
-    if user is None or not user.active or not user.email:
-        return
-    key = f"{DEADLINE_PREFIX}{item.notice.key}:{ref}"
     subject = (
         f"crmflow: reminder, {task.title}"
         if item.notice.kind == "reminder"
         else f"crmflow: step {task.step_key} of flow {item.flow_key} is late "
         f"(record {task.record_id})"
     )
-    payload = EmailPayload(
-        message_id=message_id(key, ctx.settings.mail_from),
-        to=(user.email,),
-        subject=subject,
-        body=f"{text}\n\nTask: {task.id}\nRecord: {task.record_id}\nRun: {task.enrollment_id}\n",
-        archive=False,
-        record_id=task.record_id,
-        category="transactional",  # to a user of crmflow: no unsubscribe link
-    )
-    row: dict[str, Any] = {
-        "enrollment_id": task.enrollment_id,
-        "step_key": task.step_key,
-        "step_run": task.run,
-        "idempotency_key": key,
-        "kind": "email",
-        "payload": payload.model_dump(mode="json"),
-        "status": "pending",
-        "not_before": now,
-        "attempts": 0,
-        "created_at": now,
-    }
-    insert_ignoring_duplicates(conn, [row])
+    rows: list[dict[str, Any]] = []
+    for username, address in emailed:
+        key = f"{DEADLINE_PREFIX}{item.notice.key}:{username}"
+        payload = EmailPayload(
+            message_id=message_id(key, ctx.settings.mail_from),
+            to=(address,),
+            subject=subject,
+            body=f"{text}\n\nTask: {task.id}\nRecord: {task.record_id}\n"
+            f"Run: {task.enrollment_id}\n",
+            archive=False,
+            record_id=task.record_id,
+            category="transactional",  # to a user of crmflow: no unsubscribe link
+        )
+        rows.append(
+            {
+                "enrollment_id": task.enrollment_id,
+                "step_key": task.step_key,
+                "step_run": task.run,
+                "idempotency_key": key,
+                "kind": "email",
+                "payload": payload.model_dump(mode="json"),
+                "status": "pending",
+                "not_before": now,
+                "attempts": 0,
+                "created_at": now,
+            }
+        )
+    insert_ignoring_duplicates(conn, rows)
 
 
 def _escalate(ctx: Context, item: _Due, *, now: datetime, done: DeadlinesDone) -> None:

@@ -1,7 +1,8 @@
 """The notifications inbox (docs/people.md, "Notifications inbox").
 
 A user's inbox holds the notifications to them and to the groups they belong to (a flow's
-`notify`, a task given to them, the loop guard, a delivery failure), newest first. Each is read
+`notify`, a task given to them, the loop guard, a delivery failure), newest first; those about
+a private flow only while the user may see it (a member, its owner, an admin). Each is read
 or unread for each user on their own: a notification to a group stays unread for the members
 who have not read it (`notification_reads`, one row per user who read it).
 """
@@ -54,7 +55,7 @@ def _view(row: Row) -> NotificationView:
 
 def _reader(conn: Connection, actor: Actor) -> Reader:
     groups = group_names_by_user(conn, [actor.id]).get(actor.id, [])
-    return Reader(actor.id, actor.username, groups)
+    return Reader(actor.id, actor.username, groups, sees_every_flow=actor.is_admin)
 
 
 def list_page(

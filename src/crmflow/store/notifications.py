@@ -1,6 +1,10 @@
 """The notifications inbox (`services.notifications`): a user's notifications (to them, or to a
 group they belong to), each read or unread for that user alone, and the marks that they read
-them. Writes `notification_reads` only; `store.tasks` writes `notifications`."""
+them. Writes `notification_reads` only; `store.tasks` writes `notifications`.
+
+A notification about a run of a private flow is in the inbox only while its reader may see
+that flow (a member, its owner, or an admin), read at the time of reading as the task lists
+are: a user taken off the flow no longer sees what it told them."""
 
 from __future__ import annotations
 
@@ -12,25 +16,38 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from crmflow.store.schema import notification_reads, notifications
+from crmflow.store.flow_access import flows_visible_to
+from crmflow.store.schema import enrollments, flows, notification_reads, notifications
 
 __all__ = ["Reader", "find_notification", "inbox", "mark_read", "unread_ids"]
 
 
 @dataclass(frozen=True)
 class Reader:
-    """Whose inbox: the user's id and username, and the names of the groups they belong to."""
+    """Whose inbox: the user's id and username, the names of the groups they belong to, and
+    whether they see every flow (an admin) or only those `flows_visible_to` them."""
 
     user_id: int
     username: str
     groups: Collection[str] = ()
+    sees_every_flow: bool = False
 
     def targets(self) -> sa.ColumnElement[bool]:
         n = notifications.c
         mine = sa.and_(n.target_kind == "user", n.target_ref == self.username)
-        if not self.groups:
+        if self.groups:
+            theirs = sa.and_(n.target_kind == "group", n.target_ref.in_(list(self.groups)))
+            mine = sa.or_(mine, theirs)
+        if self.sees_every_flow:
             return mine
-        return sa.or_(mine, sa.and_(n.target_kind == "group", n.target_ref.in_(list(self.groups))))
+        # Not about a run of a flow this reader may not see (a notification about no run, or
+        # about a run that is gone, stays).
+        hidden = sa.exists().where(
+            enrollments.c.id == n.enrollment_id,
+            flows.c.id == enrollments.c.flow_id,
+            sa.not_(flows_visible_to(self.user_id)),
+        )
+        return sa.and_(mine, sa.not_(hidden))
 
 
 def _select(reader: Reader) -> sa.Select[Any]:

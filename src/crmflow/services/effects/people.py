@@ -10,11 +10,18 @@ whole batch, tasks and notifications together, are looked up in one query.
 A task given to the flow's controller because its responsibility named nobody who could take it
 is also a line of the record's history, which says why: "Step 'call': task 'Call back' asked of
 maria (controller): the record's manager is empty".
+
+Whoever a task is given to is told in their inbox at once: "New task: ..." for a task, "Decision
+needed: ..." for an approval's task (its buttons named). The notification goes where the task
+goes: to the user, or to the group (each member reads it in their own inbox) for a group asked
+as a whole (`mode: any`, and an approval asking a group); a round-robin group's task goes to
+the member whose turn it is, and `mode: all` makes one task, so one notification, per member.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 
 from crmflow.engine.commands import CreateTask, Notify
 from crmflow.services.effects.batch import Applies, EffectBatch
@@ -60,6 +67,11 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
                     due_offset_days=c.due_offset_days if c.due_field is not None else None,
                 )
             )
+            text = _told(c, batch.flow_of.get(c.enrollment_id, "?"), record_id)
+            ref = named(c.assignee.ref)
+            notes.append(
+                NewNotification(c.assignee.kind, ref, text, c.enrollment_id, record_id, batch.now)
+            )
         else:
             notes += [
                 NewNotification(kind, named(ref), c.message, c.enrollment_id, record_id, batch.now)
@@ -68,6 +80,21 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
     insert_tasks(batch.conn, new_tasks)
     insert_notifications(batch.conn, notes)
     insert_history(batch.conn, fallbacks)
+
+
+def _told(task: CreateTask, flow_key: str, record_id: int) -> str:
+    """The inbox line telling the assignee of `task`: a new task, or a decision needed."""
+    where = f"flow {flow_key}, record {record_id}, step {task.step_key!r}"
+    if task.buttons:
+        labels = " / ".join(label for _, label in task.buttons)
+        text = f"Decision needed: {task.title!r} ({where}): {labels}"
+    else:
+        text = f"New task: {task.title!r} ({where})"
+    if task.due_at is not None:
+        text += f", due {task.due_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if task.assignee.note:  # asked of the controller because nobody else could be
+        text += f"; given to you as the flow's controller: {task.assignee.note}"
+    return text
 
 
 def _targets(command: CreateTask | Notify) -> list[tuple[str, str | int]]:
