@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.services import users
 from crmflow.services.context import Context
-from crmflow.store.schema import approval_link_uses, record_history, step_runs
+from crmflow.store.schema import approval_link_uses, record_history, step_runs, tasks
 from crmflow.worker import run_once
 from tests.acceptance.test_examples_end_to_end import (
     _create_and_start,
@@ -159,3 +159,43 @@ def test_the_same_link_pressed_twice_at_once_decides_once(
             sa.select(step_runs.c.step_key).where(step_runs.c.step_key == "management-approval")
         ).all()
     assert uses == 1 and len(steps) == 1  # decided once: the next level asked once
+
+
+def test_a_reassigned_approval_emails_its_new_decider_and_the_old_links_stop_working(
+    ctx: Context, client: TestClient, smtp: SmtpServer
+) -> None:
+    system = _setup_like_the_demo(ctx)
+    users.create_user(ctx, system, username="dana", role="member", email="dana@example.org")
+    headers = {"Authorization": f"Bearer {users.create_token(ctx, system, 'alice').token}"}
+    type_key, record_id = _create_sample_record(ctx, system, FLOW)
+    _create_and_start(ctx, system, FLOW)
+    dispatcher = Dispatcher(with_smtp(ctx, smtp.url))
+    run_once(ctx, now=ctx.now())
+    dispatcher.run_once()
+    (to_maria,) = smtp.received
+    marias = _links(to_maria)
+    with ctx.engine.connect() as conn:
+        task_id = conn.scalars(
+            sa.select(tasks.c.id).where(
+                tasks.c.record_id == record_id, tasks.c.step_key == "manager-approval"
+            )
+        ).one()
+
+    moved = client.post(f"/api/tasks/{task_id}/reassign", json={"user": "dana"}, headers=headers)
+    assert moved.status_code == 200, moved.text
+    dispatcher.run_once()
+    (to_dana,) = smtp.received[1:]
+    assert set(to_dana.rcpt_tos) == {"dana@example.org"}
+    danas = _links(to_dana)
+    assert set(danas.values()).isdisjoint(marias.values())  # links of her own
+
+    for old in (client.get(marias["Validate"]), client.post(marias["Validate"])):
+        assert old.status_code == 409
+        said = html.unescape(old.text)
+        assert "this link was sent to maria" in said and "given to 'dana'" in said, said
+    steps = client.get(f"/api/records/{type_key}/{record_id}/runs", headers=headers).json()
+    assert steps["flows"][0]["step"] == "manager-approval"  # nothing changed
+    decided = client.post(danas["Validate"])
+    assert decided.status_code == 200, decided.text
+    steps = client.get(f"/api/records/{type_key}/{record_id}/runs", headers=headers).json()
+    assert steps["flows"][0]["step"] == "management-approval"

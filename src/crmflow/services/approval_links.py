@@ -8,6 +8,10 @@ what the link decides; `POST /a/TOKEN` decides as that user through `enrollments
 rules of the app apply (who may decide, self-approval, quorum). A link decides once
 (`store.approval_links`). A changed, expired, used or already-decided link is refused saying
 which, and nothing changes.
+
+When the approval's task is given to someone else (`services.tasks.reassign`, an escalation),
+the step asks them instead: they get the email with links of their own (`email_asked_again`),
+and the links sent to whoever was asked before are refused, saying who is asked now.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from crmflow.engine.commands import AskByEmail, EmailPayload, idempotency_key, message_id
+from crmflow.engine.approvals import GROUP_PREFIX
+from crmflow.engine.commands import (
+    AskByEmail,
+    Assignee,
+    EmailPayload,
+    idempotency_key,
+    message_id,
+)
 from crmflow.engine.runtime import EnrollmentState, WaitKind
 from crmflow.errors import ConflictError, CrmflowError, NotFoundError
 from crmflow.services.context import Context
@@ -25,12 +36,17 @@ from crmflow.services.suppressions import signed_token, text_of_token
 from crmflow.services.users import actor_by_username
 from crmflow.store.approval_links import LinkUse, find_link_use, linked_run, use_link
 from crmflow.store.database import Connection, read_connection
+from crmflow.store.groups import active_members_of_groups, group_names_by_user
+from crmflow.store.outbox import insert_ignoring_duplicates
+from crmflow.store.users import find_user_by_name, usernames_by_id
 
 __all__ = [
     "LinkPage",
     "LinkTarget",
     "approval_email_row",
+    "approval_recipients",
     "decide_by_link",
+    "email_asked_again",
     "link_token",
     "link_url",
     "open_link",
@@ -142,6 +158,13 @@ def open_link(ctx: Context, token: str) -> LinkPage:
     assert state is not None and state.step_key is not None and state.waiting is not None
     if button is None:
         raise ConflictError(f"the step {state.step_key!r} has no button {target.button!r} now")
+    asked = _asked_elsewhere(ctx, state.waiting.asked_of, target.username)
+    if asked is not None:
+        raise ConflictError(
+            f"this link was sent to {target.username}, but the decision at step "
+            f"{state.step_key!r} was given to {asked} since: it no longer decides, nothing "
+            "changed. They got links of their own; or decide in crmflow"
+        )
     voted = next((v for v in state.waiting.votes if v.by == target.username), None)
     if voted is not None:
         raise ConflictError(
@@ -158,6 +181,23 @@ def open_link(ctx: Context, token: str) -> LinkPage:
         comment_required=button.comment_required,
         waiting_for=state.waiting.description,
     )
+
+
+def _asked_elsewhere(ctx: Context, asked_of: str | None, username: str) -> str | None:
+    """Who the step asks now (`'dana'`, `group 'direction'`) when that is no longer
+    `username`, whose link this is (the task was given to someone else); None while it is."""
+    if asked_of is None:  # asked of nobody: an admin decides, as in the app
+        return None
+    with read_connection(ctx.engine) as conn:
+        if asked_of.startswith(GROUP_PREFIX):
+            group = asked_of.removeprefix(GROUP_PREFIX)
+            user = find_user_by_name(conn, username)
+            groups = group_names_by_user(conn, [user.id]).get(user.id, []) if user else []
+            return None if group in groups else f"group {group!r}"
+        # A user field's id (`enrollments.decide` reads it so too).
+        if asked_of.isdigit() and find_user_by_name(conn, asked_of) is None:
+            asked_of = usernames_by_id(conn, [int(asked_of)]).get(int(asked_of), asked_of)
+    return None if asked_of == username else repr(asked_of)
 
 
 def decide_by_link(ctx: Context, token: str, comment: str = "") -> tuple[LinkPage, EnrollmentView]:
@@ -192,8 +232,11 @@ def approval_email_row(
     record_id: int,
     flow_key: str,
     now: datetime,
+    again: str = "",
 ) -> dict[str, object]:
-    """The outbox row of the approval email to `username`: one link per button."""
+    """The outbox row of the approval email to `username`: one link per button. `again`:
+    what tells this email from those of the step run before (asked again after a
+    reassignment), so that asking someone a second time emails them again."""
     expires = now + timedelta(days=ctx.settings.approval_link_days)
     lines = [command.title, "", f"Flow: {flow_key}", f"Record: {record_id}"]
     lines.append(f"Step: {command.step_key}")
@@ -208,7 +251,9 @@ def approval_email_row(
         f"Each link asks you to confirm, decides once, and works until "
         f"{expires.isoformat(timespec='minutes')}. You can also decide in crmflow.",
     ]
-    key = idempotency_key(command.enrollment_id, command.step_run, f"approval-email:{username}")
+    key = idempotency_key(
+        command.enrollment_id, command.step_run, f"approval-email:{username}{again}"
+    )
     payload = EmailPayload(
         message_id=message_id(key, ctx.settings.mail_from),
         to=(address,),
@@ -231,3 +276,63 @@ def approval_email_row(
         "created_at": now,
         "priority": 1,
     }
+
+
+def approval_recipients(conn: Connection, assignee: Assignee) -> tuple[list[tuple[str, str]], str]:
+    """(username, address) of each person an approval asking `assignee` emails (the user, or
+    each active member of the group), and who was left out and why ("" when nobody was)."""
+    ref = assignee.ref
+    if assignee.kind == "group":
+        names = [m.username for m in active_members_of_groups(conn, [str(ref)])]
+        if not names:
+            return [], f"group {ref!r} has no active member"
+    # An id (a user field's); a username of digits (an employee number) is that user.
+    elif isinstance(ref, int) or (ref.isdigit() and find_user_by_name(conn, ref) is None):
+        found = usernames_by_id(conn, [int(ref)]).get(int(ref))
+        if found is None:
+            return [], f"no user with id {ref}"
+        names = [found]
+    else:
+        names = [ref]
+    out: list[tuple[str, str]] = []
+    missing: list[str] = []
+    for name in names:
+        user = find_user_by_name(conn, name)
+        if user is None or not user.active or not user.email:
+            why = "no such user" if user is None else "disabled" if not user.active else "no email"
+            missing.append(f"{name} ({why})")
+        else:
+            out.append((user.username, user.email))
+    return out, ("no approval email to " + ", ".join(missing)) if missing else ""
+
+
+def email_asked_again(
+    ctx: Context,
+    conn: Connection,
+    command: AskByEmail,
+    *,
+    record_id: int,
+    flow_key: str,
+    now: datetime,
+) -> str:
+    """The approval email, with fresh links, to whoever the step asks now that its task was
+    given to `command.assignee`, written to the outbox in the caller's transaction; who could
+    not be emailed and why ("" when nobody was left out)."""
+    recipients, left_out = approval_recipients(conn, command.assignee)
+    again = f":again:{now.isoformat()}"
+    rows = [
+        approval_email_row(
+            ctx,
+            conn,
+            command,
+            username=username,
+            address=address,
+            record_id=record_id,
+            flow_key=flow_key,
+            now=now,
+            again=again,
+        )
+        for username, address in recipients
+    ]
+    insert_ignoring_duplicates(conn, rows)
+    return left_out

@@ -29,18 +29,19 @@ def lock_run(conn: Connection, enrollment_id: int) -> repo.EnrollmentRow | None:
 
 def ask_instead(
     conn: Connection, run: repo.EnrollmentRow | None, task: Row, asked_of: str, *, now: datetime
-) -> None:
+) -> bool:
     """When `run` waits for a decision at approval `task`'s step run, it asks `asked_of` (a
     username or `group:<name>`) instead: the task's new assignee decides, and whoever was asked
-    no longer may (unless an admin)."""
+    no longer may (unless an admin). Whether it did (False: the run is not waiting there)."""
     state = run.state if run is not None else None
     waiting = state.waiting if state is not None else None
     if state is None or waiting is None or waiting.kind is not WaitKind.APPROVAL:
-        return
+        return False
     if (state.step_key, state.current_run) != (task.step_key, task.run):
-        return
+        return False
     asked = waiting.model_copy(update={"asked_of": asked_of})
     repo.save(conn, [state.model_copy(update={"waiting": asked})], [], now=now)
+    return True
 
 
 def waiting_run(conn: Connection, run: repo.EnrollmentRow | None, task: Row) -> bool:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from crmflow.engine.commands import Assignee
+from crmflow.engine.commands import AskByEmail, Assignee
+from crmflow.engine.definition import ApprovalStep
 from crmflow.errors import (
     ConflictError,
     InvalidInputError,
@@ -25,12 +26,15 @@ from crmflow.errors import (
     PermissionDeniedError,
     Problem,
 )
-from crmflow.services import task_waits
+from crmflow.services import approval_links, task_waits
 from crmflow.services.context import Actor, Context
+from crmflow.services.definitions import definitions_cache
 from crmflow.services.flow_access import assignable_refusal, can_see_flow
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.store.database import Connection, Row, read_connection
+from crmflow.store.enrollments import EnrollmentRow, load_flows
 from crmflow.store.groups import find_group_id, group_names_by_user
+from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.task_lists import OPEN_STATES, TaskFilter, find_task, list_tasks, task_events_of
 from crmflow.store.tasks import (
     NewNotification,
@@ -336,6 +340,40 @@ def _new_assignee(conn: Connection, user: str | None, group: str | None) -> tupl
     return "user", found.username
 
 
+def _email_asked(
+    ctx: Context,
+    conn: Connection,
+    run: EnrollmentRow,
+    row: Row,
+    assignee: Assignee,
+    *,
+    now: datetime,
+) -> None:
+    """The approval email with fresh links to `assignee`, now asked at approval task `row`'s
+    step, when that step emails its links (`email_link`); whoever could not be emailed is
+    named in the record's history."""
+    infos = load_flows(conn, {(run.flow_id, run.flow_version)}, definitions_cache(ctx))
+    info = infos.get((run.flow_id, run.flow_version))
+    step = info.definition.step(row.step_key) if info is not None else None
+    if not isinstance(step, ApprovalStep) or not step.email_link:
+        return
+    command = AskByEmail(
+        enrollment_id=row.enrollment_id,
+        step_key=row.step_key,
+        step_run=row.run,
+        title=row.title,
+        assignee=assignee,
+        buttons=tuple((key, label) for key, label in row.buttons),
+        due_at=row.due_at,
+    )
+    left_out = approval_links.email_asked_again(
+        ctx, conn, command, record_id=row.record_id, flow_key=row.flow_key, now=now
+    )
+    if left_out:
+        line = f"Step {row.step_key!r}: {left_out}; the decision is in the task lists"
+        insert_history(conn, [HistoryEntry(row.record_id, row.enrollment_id, line, now)])
+
+
 def reassign(
     ctx: Context,
     actor: Actor,
@@ -346,7 +384,8 @@ def reassign(
     note: str | None = None,
 ) -> TaskView:
     """Give task `task_id` to `user` or `group` instead; they are notified in their inbox. An
-    approval's task gives them the decision: its step now asks them."""
+    approval's task gives them the decision: its step now asks them, and when it emails its
+    links they get links of their own (those sent before are refused from now on)."""
     now = ctx.now()
     with ctx.engine.begin() as conn:
         # The record's run first, then the task: the order a worker locks them in.
@@ -363,8 +402,11 @@ def reassign(
             f": {note.strip()}" if note and note.strip() else ""
         )
         reassign_task(conn, task_id, kind, ref)
-        if row.buttons:  # an approval's task: its new assignee is the one who decides
-            task_waits.ask_instead(conn, run, row, new, now=now)
+        # An approval's task: its new assignee is the one who decides, emailed fresh links
+        # when the step sends them.
+        if row.buttons and task_waits.ask_instead(conn, run, row, new, now=now):
+            assert run is not None
+            _email_asked(ctx, conn, run, row, Assignee(kind=kind, ref=ref), now=now)
         insert_task_events(conn, [NewTaskEvent(task_id, now, actor.username, "reassigned", detail)])
         message = (
             f"Task {row.title!r} (#{task_id}, flow {row.flow_key}) was given to you "
