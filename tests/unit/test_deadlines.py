@@ -101,3 +101,23 @@ def test_a_wrong_escalation_is_refused_saying_how_to_fix_it(
 ) -> None:
     with pytest.raises(InvalidInputError, match=message):
         _check(kind, body, escalate)
+
+
+WAIT = 'until: record.status == "client"\n    timeout: {amount: 3, unit: days}'
+NO_TASK = "actions: [{type: history, message: late?}]"
+
+
+@pytest.mark.parametrize(("kind", "body"), [("wait", WAIT), ("action", NO_TASK)])
+def test_a_deadline_on_a_step_that_gives_nobody_work_is_refused(kind: str, body: str) -> None:
+    """A wait step, or an action step without create_task, has nobody to chase: its deadline
+    would do nothing, so the flow is refused with the fix."""
+    flow = FLOW.replace("deadline: {{days: 2, escalate: {escalate}}}", "deadline: {{days: 2}}")
+    text = flow.format(kind=kind, body=body, escalate="")
+    with pytest.raises(InvalidInputError) as refused:
+        check_flow_text(text, context=CONTEXT)
+    said = str(refused.value)
+    assert "steps[0].deadline" in said
+    assert f"step 'approve' ({kind}) gives nobody a task or a decision" in said
+    assert "add a create_task action for the work to chase" in said
+    # With a task to chase, the same deadline is taken.
+    check_flow_text(flow.format(kind="action", body=ACTIONS, escalate=""), context=CONTEXT)

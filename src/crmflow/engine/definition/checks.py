@@ -295,6 +295,15 @@ class FlowChecker(ContextChecks):
             )
         if deadline is not None and deadline.escalate is not None:
             self.check_escalation(f"{path}.deadline.escalate", deadline.escalate, step)
+        if deadline is not None and not _gives_work(step):
+            self.add(
+                f"{path}.deadline",
+                f"step {step.key!r} ({step.type}) gives nobody a task or a decision, so its "
+                "deadline would chase nobody: deadlines are chased on the tasks a step gives "
+                "(create_task) and on approval steps",
+                "add a create_task action for the work to chase, make the step an approval, or "
+                "remove the deadline (a wait step's limit is its timeout)",
+            )
         if isinstance(step, steps.ActionStep):
             for index, action in enumerate(step.actions):
                 where = f"{path}.actions[{index}]"
@@ -369,3 +378,13 @@ class FlowChecker(ContextChecks):
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _gives_work(step: steps.Step) -> bool:
+    """Whether `step` gives people work that a deadline can chase: an approval's decision, or
+    the tasks of its create_task actions (docs/people.md, "Deadlines")."""
+    if isinstance(step, steps.ApprovalStep):
+        return True
+    return isinstance(step, steps.ActionStep) and any(
+        action.type == "create_task" for action in step.actions
+    )
