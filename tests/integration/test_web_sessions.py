@@ -256,3 +256,18 @@ def test_the_web_static_files_are_served(site: TestClient) -> None:
     answer = site.get("/static/web/app.css")
     assert answer.status_code == 200
     assert "text/css" in answer.headers["content-type"]
+
+
+def test_odd_sign_in_input_gets_a_page_never_a_500(site: TestClient, maria: Actor) -> None:
+    token = csrf_of(site)
+    empty = site.post("/sign-in", data={"csrf_token": token})
+    assert empty.status_code == 401
+    assert "Wrong username or password" in empty.text
+    long_name = site.post("/sign-in", data={"csrf_token": token, "username": "x" * 300})
+    assert long_name.status_code == 422
+    assert "username" in long_name.text
+    as_file = site.post("/sign-in", files={"csrf_token": ("t.txt", token.encode())})
+    assert as_file.status_code == 403  # a file is not the token
+    site.cookies.set(SESSION_COOKIE, "z" * 5000)
+    assert site.get("/").status_code == 303
+    assert site.get("/sign-in", params={"next": "/" + "a" * 5000}).status_code == 200
