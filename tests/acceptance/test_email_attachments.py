@@ -127,3 +127,20 @@ def test_the_mail_catcher_lists_the_attachments_by_name(ctx: Context, admin: Act
     assert "[attachment contract-" in shown
     assert ".pdf (application/pdf)]" in shown
     assert "[attachment acme.png (image/png)]" in shown
+
+
+def test_a_related_file_of_an_empty_reference_fails_the_action_saying_why(
+    ctx: Context, admin: Actor
+) -> None:
+    _setup(ctx, admin)
+    data = {"last_name": "Alone", "email": "alone@example.org"}  # no company
+    rid = records.create_record(ctx, admin, "contact", data).id
+    runs.start_record(ctx, admin, "contract-mail", rid)
+    [view] = run_views.record_status(ctx, admin, rid).enrollments
+    [action] = view.step_runs[0].actions
+    assert action["status"] == "failed"
+    assert action["detail"] == (
+        "the attachment 'company.logo': the record's company is empty, so there is no company "
+        "record to take the file from"
+    )
+    assert "message" not in action  # nothing was written to the outbox for it
