@@ -17,8 +17,14 @@ router = web_router()
 def dashboard(request: Request, user: CurrentUser) -> Response:
     ctx = context_of(request)
     limit = ctx.settings.page_size_max
-    mine = tasks.list_page(ctx, user, state="open", user=user.username, limit=limit)
-    open_tasks = f"{len(mine.items)}+" if mine.next_after is not None else str(len(mine.items))
+    # Open: not started yet or started (in progress), as the tasks page counts them.
+    pages = [
+        tasks.list_page(ctx, user, state=state, user=user.username, limit=limit)
+        for state in ("open", "in_progress")
+    ]
+    count = sum(len(p.items) for p in pages)
+    more = any(p.next_after is not None for p in pages)
+    open_tasks = f"{count}+" if more else str(count)
     running = flows.list_flows(ctx, user, status=FlowStatus.ACTIVE)
     return render(
         request,
