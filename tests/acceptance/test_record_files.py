@@ -99,7 +99,7 @@ def test_refused_uploads_say_why_and_how_to_change_it(
 
 
 def test_the_command_line_attaches_writes_out_and_refuses_a_file(
-    crmflow: Run, tmp_path: Path
+    crmflow: Run, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     crmflow("db", "upgrade")
     document = BUILTIN_TYPES["contact"].as_dict()
@@ -129,6 +129,14 @@ def test_the_command_line_attaches_writes_out_and_refuses_a_file(
     assert refused.returncode != 0
     assert "application/octet-stream" in refused.stderr
     assert "CRMFLOW_FILE_TYPES" in refused.stderr
+
+    cli_env["CRMFLOW_MAX_FILE_BYTES"] = "1000"
+    too_large = crmflow("records", "attach", rid, "contract", "contract.pdf", check_exit=None)
+    assert too_large.returncode != 0
+    assert f"is {len(PDF):,} bytes" in too_large.stderr
+    assert "at most 1,000 bytes" in too_large.stderr
+    assert "CRMFLOW_MAX_FILE_BYTES" in too_large.stderr
+    del cli_env["CRMFLOW_MAX_FILE_BYTES"]
 
     crmflow("records", "detach", rid, "contract")
     gone = crmflow("records", "file", rid, "contract", "-o", "x.pdf", check_exit=None)

@@ -318,9 +318,11 @@ def attach(
     from crmflow.services import record_files
 
     ctx = state.context
-    with path.open("rb") as handle:
-        # One byte over the limit is enough to refuse it: a huge file is not read whole.
-        content = handle.read(ctx.settings.max_file_bytes + 1)
+    # Refused by its size before it is read: a huge file is not read whole.
+    too_large = record_files.file_too_large(ctx, name or path.name, path.stat().st_size)
+    if too_large is not None:
+        raise too_large
+    content = path.read_bytes()
     info, replaced = record_files.put_file(
         ctx, state.actor, record_id, field, name or path.name, content
     )

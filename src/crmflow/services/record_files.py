@@ -40,6 +40,7 @@ __all__ = [
     "clean_filename",
     "delete_file",
     "email_attachments",
+    "file_too_large",
     "get_file",
     "list_files",
     "put_file",
@@ -169,17 +170,25 @@ def _file_field(conn: Connection, record_id: int, field: str, *, lock: bool = Fa
     return rtype
 
 
+def file_too_large(ctx: Context, filename: str, size: int) -> PayloadTooLargeError | None:
+    """Why a file of `size` bytes may not be kept (None: it may), naming the setting."""
+    limit = ctx.settings.max_file_bytes
+    if size <= limit:
+        return None
+    return PayloadTooLargeError(
+        f"the file {filename} is {size:,} bytes; a file field holds at most {limit:,} bytes "
+        "(the server's max_file_bytes): send a smaller file, or an administrator raises "
+        "CRMFLOW_MAX_FILE_BYTES"
+    )
+
+
 def check_upload(ctx: Context, filename: str, content: bytes) -> tuple[str, str]:
     """The clean file name and the sniffed content type of an upload, or why it is refused:
     too large (PayloadTooLargeError) or of a type not allowed (InvalidInputError)."""
     name = clean_filename(filename)
-    limit = ctx.settings.max_file_bytes
-    if len(content) > limit:
-        raise PayloadTooLargeError(
-            f"the file {name} is {_megabytes(len(content))}; a file field holds at most "
-            f"{_megabytes(limit)} (the server's max_file_bytes): send a smaller file, or an "
-            "administrator raises CRMFLOW_MAX_FILE_BYTES"
-        )
+    too_large = file_too_large(ctx, name, len(content))
+    if too_large is not None:
+        raise too_large
     if not content:
         raise InvalidInputError("the file", [Problem("content", f"{name} is empty (0 bytes)")])
     kind = sniff_content_type(content, name)
@@ -289,8 +298,8 @@ def _check_total(ctx: Context, files: Sequence[StoredFile]) -> None:
     if wire > limit:
         names = ", ".join(f"{f.info.filename} ({_megabytes(f.info.size)})" for f in files)
         raise DeliveryError(
-            f"the attachments ({names}) make the email about {_megabytes(wire)} once encoded; "
-            f"an email carries at most {_megabytes(limit)} (the server's max_email_bytes): "
+            f"the attachments ({names}) make the email about {wire:,} bytes once encoded; "
+            f"an email carries at most {limit:,} bytes (the server's max_email_bytes): "
             "attach fewer or smaller files, or an administrator raises CRMFLOW_MAX_EMAIL_BYTES",
             permanent=True,
         )
