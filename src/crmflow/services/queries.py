@@ -47,6 +47,7 @@ __all__ = [
     "list_queries",
     "load_query_file",
     "matching_ids",
+    "preview_filter",
     "preview_query",
     "save_query",
     "update_query",
@@ -358,6 +359,28 @@ def preview_query(
             lambda checked: store.matching_records(
                 conn, checked, now=now, zone=zone, after=after, limit=size + 1
             ),
+        )
+    return keyset_page([record_view(r) for r in rows], size)
+
+
+def preview_filter(
+    ctx: Context,
+    record_type: str,
+    filter: Mapping[str, Any],
+    *,
+    after: int | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> Page[RecordView]:
+    """The records an unsaved filter matches now, by id (keyset paging): the same checks as
+    saving it (InvalidInputError listing every problem)."""
+    size = page_size(ctx, limit)
+    with read_connection(ctx.engine) as conn:
+        now = ctx.now()
+        checked, _ = _check(
+            conn, "the filter", record_type=record_type, filter=filter, now=now, zone=ctx.zone
+        )
+        rows = store.matching_records(
+            conn, checked, now=now, zone=ctx.zone, after=after, limit=size + 1
         )
     return keyset_page([record_view(r) for r in rows], size)
 
