@@ -12,7 +12,7 @@ does it on `services.flow_validation` (a document checked against this organisat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,7 @@ from crmflow.services.flow_views import (
     views,
 )
 from crmflow.services.lifecycle import change_status
+from crmflow.services.paging import DEFAULT_PAGE_SIZE, page_size
 from crmflow.services.permissions import require_admin
 from crmflow.services.preconditions import ExpectedVersion
 from crmflow.services.triggers import enter_start_lists
@@ -60,6 +61,7 @@ from crmflow.store.enrollments import enrollments_ever
 __all__ = [
     "ConfirmationRequiredError",
     "FlowView",
+    "FlowsPage",
     "StatusChange",
     "add_member",
     "change_status",
@@ -67,6 +69,7 @@ __all__ = [
     "create_flow",
     "delete_flow",
     "flow_history",
+    "flows_page",
     "get_flow",
     "get_flow_version",
     "list_flows",
@@ -149,6 +152,39 @@ def list_flows(
             record_type=record_type,
         )
         return views(conn, rows)
+
+
+@dataclass(frozen=True)
+class FlowsPage:
+    """A page of flows by key; pass `next_after` back as `after` for the next one."""
+
+    items: list[FlowView]
+    next_after: str | None
+
+
+def flows_page(
+    ctx: Context,
+    actor: Actor,
+    *,
+    statuses: Collection[FlowStatus] | None = None,
+    after: str | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> FlowsPage:
+    """The flows `actor` can see (as `list_flows`), `limit` at a time by key, after the key
+    `after`; only those in one of `statuses` when given."""
+    size = page_size(ctx, limit)
+    with read_connection(ctx.engine) as conn:
+        rows = flow_store.flows_seen(
+            conn,
+            visible_flows(actor),
+            status=None,
+            record_type=None,
+            statuses=[s.value for s in statuses] if statuses is not None else None,
+            after_key=after,
+            limit=size + 1,
+        )
+        shown = views(conn, rows[:size])
+    return FlowsPage(shown, shown[-1].key if len(rows) > size else None)
 
 
 def get_flow_version(ctx: Context, actor: Actor, key: str, version: int) -> dict[str, Any]:

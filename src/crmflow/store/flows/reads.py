@@ -145,15 +145,29 @@ def names_in_use(conn: sa.Connection, visible: FlowFilter) -> NamesInUse:
 
 
 def flows_seen(
-    conn: sa.Connection, visible: FlowFilter, *, status: str | None, record_type: str | None
+    conn: sa.Connection,
+    visible: FlowFilter,
+    *,
+    status: str | None,
+    record_type: str | None,
+    statuses: Collection[str] | None = None,
+    after_key: str | None = None,
+    limit: int | None = None,
 ) -> list[sa.Row[Any]]:
-    """The `flows` rows `visible` lets through (of `status`, of `record_type`, when given), by
-    key."""
+    """The `flows` rows `visible` lets through (of `status`, of `record_type`, of one of
+    `statuses`, when given), by key; a page of them with `after_key` (keys after it) and
+    `limit`."""
     query = sa.select(flows).where(visible).order_by(flows.c.key)
     if status is not None:
         query = query.where(flows.c.status == status)
+    if statuses is not None:
+        query = query.where(flows.c.status.in_(list(statuses)))
     if record_type is not None:
         query = query.where(flows.c.record_type == record_type)
+    if after_key is not None:
+        query = query.where(flows.c.key > after_key)
+    if limit is not None:
+        query = query.limit(limit)
     return list(conn.execute(query).all())
 
 
