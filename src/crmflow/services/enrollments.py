@@ -32,7 +32,7 @@ from crmflow.services.flow_access import can_see_flow, visible_flow
 from crmflow.services.permissions import require_manager
 from crmflow.services.run_views import EnrollmentView, enrollment_view
 from crmflow.store import enrollments as repo
-from crmflow.store.database import Connection, Row
+from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.flows import find_flow
 from crmflow.store.groups import active_members_of_groups, group_names_by_user
 from crmflow.store.history import HistoryEntry, insert_history
@@ -46,6 +46,7 @@ __all__ = [
     "BeforeDecision",
     "cancel_enrollment",
     "decide",
+    "decision_refusal_for",
     "keep_refusal",
     "restart_enrollment",
     "start_one",
@@ -282,6 +283,21 @@ def decide(
             raise ConflictError(f"decision refused: {refused}")
         repo.notify_due(conn)
         return enrollment_view(conn, ctx, enrollment_id)
+
+
+def decision_refusal_for(
+    ctx: Context, actor: Actor, enrollment_id: int, step_key: str
+) -> str | None:
+    """Why `actor` may not press the buttons of approval step `step_key` of run
+    `enrollment_id` (who may, in words), or None when they may: what `decide` checks first,
+    read without deciding (the web pages show the buttons only to whoever may press them)."""
+    with read_connection(ctx.engine) as conn:
+        row, _flow = _locked(conn, actor, enrollment_id)
+        try:
+            _require_decider(conn, ctx, actor, row, step_key)
+        except PermissionDeniedError as refused:
+            return refused.message
+    return None
 
 
 def _require_decider(
