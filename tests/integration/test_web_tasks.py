@@ -12,7 +12,8 @@ from html import unescape
 import pytest
 from fastapi.testclient import TestClient
 
-from crmflow.services import records, tasks, users
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import enrollments, flows, records, tasks, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.demo import DEMO_LOGINS
 from crmflow.store.tasks import NewNotification, insert_notifications
@@ -233,3 +234,43 @@ def test_the_inbox_pages_and_marks_read_one_by_one_or_all(ctx: Context) -> None:
     assert maria.post("/inbox/read-all") == "ok: 2 notifications marked read."
     assert 'id="no-notifications"' in maria.get("/inbox", unread="1")
     assert maria.client.post(f"/inbox/{ids[1]}/read").status_code == 403  # no CSRF token
+
+
+PRIVATE = """\
+schema_version: 1
+key: hiring
+name: Secret hiring
+record_type: candidate
+visibility: private
+members: [maria]
+triggers: [{type: manual}]
+steps:
+  - key: interview
+    actions:
+      - type: create_task
+        title: "Interview {{ record.last_name }}"
+        assignee: {type: user, user: maria}
+"""
+
+
+def test_a_private_flows_tasks_stay_hidden_from_who_is_no_member(ctx: Context) -> None:
+    system = _setup_like_the_demo(ctx)
+    _, record_id = _create_sample_record(ctx, system, FLOW)
+    alice = _actor(ctx, "alice")
+    flows.create_flow(ctx, alice, PRIVATE)
+    flows.change_status(ctx, alice, "hiring", LifecycleAction.START)
+    enrollments.start_record(ctx, alice, "hiring", record_id)
+    run_once(ctx, now=ctx.now())
+    (task,) = tasks.list_page(ctx, alice, flow="hiring").items
+    maria, bogdan = Browser(ctx, "maria"), Browser(ctx, "bogdan")
+    assert "Interview Popescu" in maria.get("/tasks")
+    assert "Secret hiring" in maria.get("/tasks")  # the flow drop-down
+    listed = bogdan.get("/tasks")
+    assert "Interview Popescu" not in listed and "Secret hiring" not in listed
+    assert bogdan.client.get(f"/tasks/{task.id}").status_code == 404
+    assert "Interview Popescu" not in bogdan.get("/tasks", flow="hiring")
+    answer = bogdan.client.post(
+        f"/tasks/{task.id}/comments", data={"text": "hi", "csrf_token": bogdan.csrf}
+    )
+    assert answer.status_code == 303  # back to the task, which says no more than a 404
+    assert bogdan.client.get(answer.headers["location"]).status_code == 404

@@ -45,10 +45,11 @@ Text = Annotated[str, Form(max_length=2000)]
 
 
 def when(ctx: Context) -> Callable[[datetime | None], str]:
-    """A template's date formatter: `2026-12-07 10:00` in the server's time zone; `—` for none."""
+    """A template's date formatter: `2026-12-07 10:00 CET` in the server's time zone; `—` for
+    none."""
 
     def show(value: datetime | None) -> str:
-        return value.astimezone(ctx.zone).strftime("%Y-%m-%d %H:%M") if value else "—"
+        return value.astimezone(ctx.zone).strftime("%Y-%m-%d %H:%M %Z") if value else "—"
 
     return show
 
