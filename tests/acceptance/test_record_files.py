@@ -142,3 +142,18 @@ def test_the_command_line_attaches_writes_out_and_refuses_a_file(
     gone = crmflow("records", "file", rid, "contract", "-o", "x.pdf", check_exit=None)
     assert gone.returncode != 0
     assert "has no file in contract" in gone.stderr
+
+
+def test_a_binary_file_sent_without_a_content_type_is_kept_as_sent(
+    ctx: Context, admin: Actor, client: TestClient, as_admin: dict[str, str]
+) -> None:
+    # `curl -T contract.pdf URL` sends the bytes with no Content-Type: a file, not JSON text.
+    add_file_field(ctx, admin, "contact", "contract")
+    rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
+    binary = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
+    url = f"/api/records/{rid}/files/contract"
+    headers = as_admin
+    put = client.put(f"{url}?filename=contract.pdf", content=binary, headers=headers)
+    assert "content-type" not in {k.lower() for k in put.request.headers}
+    assert put.status_code == 201, put.text
+    assert client.get(url, headers=headers).content == binary

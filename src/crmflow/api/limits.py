@@ -275,7 +275,7 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _answer(send, self.too_large())
             return
-        if _is_json(scope["method"], headers.get(b"content-type")):
+        if _is_json(scope["method"], headers.get(b"content-type"), scope.get("path", "")):
             await self._json(scope, receive, send)
         else:
             await self._streamed(scope, receive, send)
@@ -376,10 +376,14 @@ class GuardedRoute(APIRoute):
         return handle
 
 
-def _is_json(method: str, content_type: bytes | None) -> bool:
+# Routes whose body is a file, not JSON: a file sent without a content type (`curl -T`) is bytes.
+_FILE_BODY_PATH = re.compile(r"/api/records/[^/]+/files/[^/]+")
+
+
+def _is_json(method: str, content_type: bytes | None, path: str) -> bool:
     if content_type is None:
-        # FastAPI reads a body without a content type as JSON.
-        return method in _BODY_METHODS
+        # FastAPI reads a body without a content type as JSON, except where the body is a file.
+        return method in _BODY_METHODS and not _FILE_BODY_PATH.fullmatch(path)
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or media.endswith(b"+json")
 
