@@ -20,13 +20,18 @@ from crmflow.errors import (
     TooManyRequestsError,
 )
 from crmflow.services.context import Actor, Context, Role
+from crmflow.services.paging import Page, keyset_page, page_size
 from crmflow.services.permissions import require_admin
 from crmflow.services.throttle import Lockout, SignInThrottle
 from crmflow.store import groups as stored_groups
 from crmflow.store import users as stored_users
 from crmflow.store import web_sessions as stored_web_sessions
 from crmflow.store.database import Connection, IntegrityError, read_connection
-from crmflow.store.users import UserRow, user_ids_by_name  # re-exported: services.flows uses it
+from crmflow.store.users import (  # user_ids_by_name re-exported: services.flows uses it
+    TokenRow,
+    UserRow,
+    user_ids_by_name,
+)
 
 __all__ = [
     "SYSTEM_USERNAME",
@@ -47,8 +52,10 @@ __all__ = [
     "remove_group_member",
     "revoke_token",
     "system_actor",
+    "tokens_page",
     "update_user",
     "user_ids_by_name",
+    "users_page",
 ]
 
 SYSTEM_USERNAME = "system"
@@ -285,6 +292,30 @@ def get_user(ctx: Context, username: str) -> UserView:
 def list_users(ctx: Context) -> list[UserView]:
     with read_connection(ctx.engine) as conn:
         return _views(conn, stored_users.all_users(conn))
+
+
+def users_page(ctx: Context, actor: Actor, *, after: int | None, limit: int) -> Page[UserView]:
+    """The users by id, `limit` at a time after the id `after` (the admin pages); admins only."""
+    require_admin(actor, "list users")
+    size = page_size(ctx, limit)
+    with read_connection(ctx.engine) as conn:
+        rows = stored_users.users_after(conn, after, size + 1)
+        page = keyset_page(rows, size)
+        return Page(_views(conn, page.items), page.next_after)
+
+
+def tokens_page(
+    ctx: Context, actor: Actor, *, username: str | None, after: int | None, limit: int
+) -> Page[TokenRow]:
+    """The unrevoked API tokens (never their secret) by id, of `username` or, for an admin, of
+    everyone (`username` None); a user who is not an admin sees only their own."""
+    if username != actor.username:
+        require_admin(actor, "list other users' tokens")
+    size = page_size(ctx, limit)
+    with read_connection(ctx.engine) as conn:
+        user_id = _user_row(conn, username).id if username is not None else None
+        rows = stored_users.tokens_after(conn, user_id=user_id, after_id=after, limit=size + 1)
+    return keyset_page(rows, size)
 
 
 def actor_by_username(ctx: Context, username: str) -> Actor:

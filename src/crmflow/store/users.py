@@ -18,6 +18,7 @@ from crmflow.store.schema import api_tokens, users
 
 __all__ = [
     "TokenOwner",
+    "TokenRow",
     "UserRow",
     "active_users_named",
     "all_users",
@@ -33,9 +34,11 @@ __all__ = [
     "set_manager",
     "team_of",
     "token_user_id",
+    "tokens_after",
     "update_user",
     "user_ids_by_name",
     "usernames_by_id",
+    "users_after",
 ]
 
 
@@ -61,6 +64,18 @@ class TokenOwner:
     username: str
     role: str
     active: bool
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token as listed (never its hash): whose, its name, when made and last used."""
+
+    id: int
+    username: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 def _user(row: sa.Row[Any]) -> UserRow:
@@ -89,6 +104,14 @@ def get_user_by_id(conn: sa.Connection, user_id: int) -> UserRow:
 def all_users(conn: sa.Connection) -> list[UserRow]:
     """Every user, by username."""
     return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.username))]
+
+
+def users_after(conn: sa.Connection, after_id: int | None, limit: int) -> list[UserRow]:
+    """At most `limit` users by id, after the id `after_id` (keyset paging)."""
+    query = sa.select(users).order_by(users.c.id).limit(limit)
+    if after_id is not None:
+        query = query.where(users.c.id > after_id)
+    return [_user(r) for r in conn.execute(query)]
 
 
 def user_ids_by_name(conn: sa.Connection, names: set[str]) -> dict[str, int]:
@@ -227,6 +250,31 @@ def token_user_id(conn: sa.Connection, token_id: int) -> int | None:
     """The id of the user token `token_id` belongs to, or None when there is no such token."""
     row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id)).first()
     return None if row is None else int(row.user_id)
+
+
+def tokens_after(
+    conn: sa.Connection, *, user_id: int | None, after_id: int | None, limit: int
+) -> list[TokenRow]:
+    """At most `limit` unrevoked tokens by id after `after_id`, of `user_id` or of everyone."""
+    query = (
+        sa.select(
+            api_tokens.c.id,
+            users.c.username,
+            api_tokens.c.name,
+            api_tokens.c.created_at,
+            api_tokens.c.last_used_at,
+            api_tokens.c.revoked_at,
+        )
+        .join(users, users.c.id == api_tokens.c.user_id)
+        .where(api_tokens.c.revoked_at.is_(None))
+        .order_by(api_tokens.c.id)
+        .limit(limit)
+    )
+    if user_id is not None:
+        query = query.where(api_tokens.c.user_id == user_id)
+    if after_id is not None:
+        query = query.where(api_tokens.c.id > after_id)
+    return [TokenRow(*r) for r in conn.execute(query)]
 
 
 def revoke_api_token(conn: sa.Connection, token_id: int, *, at: datetime) -> None:
