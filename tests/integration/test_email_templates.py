@@ -97,6 +97,40 @@ def test_a_template_that_cannot_render_is_refused_when_loaded(
     assert templates.list_templates(ctx, admin) == []
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("from", "Les Amis <dons-at-example.org>", "is not an email address"),
+        ("reply_to", "dons@example.org, office@example.org", "is not one email address"),
+        ("from", "dons@example.org\r\nBcc: all@example.org", "line break"),
+    ],
+)
+def test_a_template_whose_sender_is_not_an_address_is_refused_when_loaded(
+    ctx: Context, admin: Actor, key: str, value: str, why: str
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        templates.save_template(ctx, admin, "news", {**NEWS, key: value})
+    [problem] = refused.value.problems
+    assert (problem.path, why in problem.message) == (key, True), problem
+    assert "dons@example.org" in problem.hint
+    assert templates.list_templates(ctx, admin) == []
+
+
+def test_a_template_files_bad_reply_to_is_shown_at_its_line(
+    ctx: Context, admin: Actor, tmp_path: Any
+) -> None:
+    file = tmp_path / "news.yaml"
+    head = "name: news\ntext: Hello\nfrom: Les Amis <dons@example.org>\n"
+    file.write_text(head + "reply_to: nobody\n")
+    with pytest.raises(InvalidInputError) as refused:
+        templates.load_template_file(ctx, admin, file)
+    [problem] = refused.value.problems
+    assert (problem.path, problem.line) == ("reply_to", 4)
+    assert "'nobody' is not an email address" in problem.message
+    file.write_text(head + "reply_to: r@example.org\n")
+    assert templates.load_template_file(ctx, admin, file)[1] is True
+
+
 def test_the_seed_syntax_names_a_record_field() -> None:
     done = _render(NEWS, {"first_name": "Ana", "last_name": "Pop"}, code="X1")
     assert done.payload.subject == "Hello Ana"  # the action gave none: the template's

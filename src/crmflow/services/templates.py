@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from crmflow.engine.commands import EmailPayload
 from crmflow.engine.conditions import did_you_mean
 from crmflow.engine.definition.context_checks import TemplateCheck
 from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.recordtypes.values import normalise_email
 from crmflow.engine.stored_templates import (
     RenderedEmail,
     TemplateDocument,
@@ -86,6 +88,7 @@ def load_template_file(ctx: Context, actor: Actor, path: str | Path) -> tuple[Te
     max_chars = ctx.settings.max_document_chars
     parsed = parse_document_file(file, what=what, max_chars=max_chars)
     document = template_document(parsed.data, what, parsed.line_of, str(file))
+    _check_senders(document, what, parsed.line_of, str(file))
     return _save(ctx, actor, document)
 
 
@@ -101,7 +104,44 @@ def save_template(
             what, [Problem("name", f"is {data['name']!r}, not {name!r} as in the address")]
         )
     document = template_document({**data, "name": name}, what)
+    _check_senders(document, what)
     return _save(ctx, actor, document)
+
+
+def _check_senders(
+    document: TemplateDocument, what: str, line_of: Any = None, source: str | None = None
+) -> None:
+    """InvalidInputError for a `from` or `reply_to` that is not one email address (with a
+    display name or not): refused when the template is loaded, not when its first email
+    fails at send."""
+    problems = []
+    for key, value in (("from", document.from_), ("reply_to", document.reply_to)):
+        if value is not None and (wrong := _address_problem(value)) is not None:
+            example = "Les Amis du Parc <dons@example.org>"
+            hint = f"write one address, e.g. {example!r} or dons@example.org"
+            problems.append(Problem(key, f"{value!r} {wrong}", hint))
+    if problems:
+        raise InvalidInputError(
+            what,
+            [
+                Problem(p.path, p.message, p.hint, line_of(p.path) if line_of else None, source)
+                for p in problems
+            ],
+        )
+
+
+def _address_problem(value: str) -> str | None:
+    """Why `value` is not one email address, or None."""
+    if "\r" in value or "\n" in value:
+        return "has a line break, which an email header cannot carry"
+    found = getaddresses([value])
+    if len(found) != 1 or not found[0][1]:
+        return "is not one email address"
+    try:
+        normalise_email(found[0][1])
+    except ValueError as exc:
+        return f"is not an email address: {str(exc).split(': ', 1)[-1]}"
+    return None
 
 
 def _save(ctx: Context, actor: Actor, document: TemplateDocument) -> tuple[TemplateView, bool]:
