@@ -73,13 +73,16 @@ EXPECTED: dict[str, list[Sent]] = {
             "Step 'prepare' is late: task 'Prepare Donor evening (Cluj, Sala Mare)'",
         ),
     ],
+    # A marketing email: one message to each recipient (To, Cc, Bcc), with their own
+    # unsubscribe link (docs/delivery.md).
     "six-month-promotion": [
         Sent(
-            {"giulia.rossi@example.org", "sales@example.org", "archive@example.org"},
+            {address},
             "giulia.rossi@example.org",
             "Giulia, 15% off for six months with us",
             "Use the code SIX-",
         )
+        for address in ("giulia.rossi@example.org", "sales@example.org", "archive@example.org")
     ],
     "recruitment-approval": [
         Sent(

@@ -16,13 +16,13 @@ it answers 250; and a line when a client says QUIT. At the end:
   QUIT**. The rule checked: of the copies of one Message-ID, every copy but the last is the last
   message of a connection that ended without QUIT; and there are at most as many such extra
   copies as connections that can have been cut that way (each dispatcher kill cuts one, each
-  server kill cuts one per running dispatcher). (A dispatcher that commits the outcomes of
-  several messages together widens this to its last GROUP messages, GROUP copies per cut:
-  `_copies_outside_window` takes it.) A second copy sent for any other reason (a live
-  dispatcher's lease ran out and another took the message, a claim that leased a row twice) is
-  sent while the first connection goes on, and fails the test.
-  The database stays up here: the window's other cause, a commit that fails after the server
-  accepted, is not exercised (its copy would come on a connection that goes on).
+  server kill cuts one per running dispatcher). (A dispatcher commits the outcomes of up to
+  GROUP emails together, CRMFLOW_DELIVERY_COMMIT_EVERY's default: that widens this to its last
+  GROUP messages, GROUP copies per cut: `_copies_outside_window` takes it.) A second copy sent
+  for any other reason (a live dispatcher's lease ran out and another took the message, a claim
+  that leased a row twice) is sent while the first connection goes on, and fails the test.
+  The database stays up here (a commit that fails is tried again, the outcomes held meanwhile:
+  tests/integration/test_delivery_grouped_commits.py).
 
 What bounds each test is the dispatchers' CPU (8-10 ms a message; the summary line printed with
 -s gives it): about 41 s for SQLite's one dispatcher and 59 s for PostgreSQL's three (with the
@@ -63,9 +63,10 @@ EMAILS = 5_000
 LEASE_SECONDS = 10
 BATCH = 20
 OUTAGE_SECONDS = 3.0  # how long the SMTP server stays down (at least)
-# The dispatchers run with the default settings but those set below: each outcome committed on
-# its own, so a copy in the window is the last message of its connection.
-GROUP = 1
+# The dispatchers run with the default settings but those set below: the outcomes of up to
+# CRMFLOW_DELIVERY_COMMIT_EVERY emails committed together, so a copy in the window is one of the
+# last GROUP messages of its connection.
+GROUP = Settings().delivery_commit_every
 LIMIT_SECONDS = 400  # the whole run, at most (a hang fails the test instead of blocking CI)
 REPO = Path(__file__).resolve().parents[2]
 FLOW = """\

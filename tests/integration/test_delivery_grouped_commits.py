@@ -17,9 +17,10 @@ import sqlalchemy as sa
 
 from crmflow.delivery import email as email_module
 from crmflow.delivery.dispatcher import DEFAULT_LEASE, Dispatcher
+from crmflow.engine.commands import SmsPayload
 from crmflow.services.context import Actor, Context
 from crmflow.store.database import OperationalError
-from crmflow.store.outbox import mark_sent
+from crmflow.store.outbox import insert_ignoring_duplicates, mark_sent
 from crmflow.store.schema import outbox, record_history
 from tests.conftest import FrozenClock
 from tests.integration.test_delivery_smtp import (
@@ -159,3 +160,40 @@ def test_an_outcome_whose_archive_line_cannot_be_written_does_not_hold_back_its_
     clock.advance(seconds=DEFAULT_LEASE.total_seconds())
     assert Dispatcher(grouped).run_once().claimed == 0
     assert len(smtp.received) == 4
+
+
+def test_by_default_emails_outcomes_are_committed_together_and_an_sms_at_once(
+    ctx: Context, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sms = SmsPayload(to="+33612345678", text="Rendez-vous demain").model_dump(mode="json")
+    payloads = [_payload(0), _payload(1), _payload(2), sms, _payload(4), _payload(5)]
+    now = ctx.now()
+    rows = [
+        {
+            "enrollment_id": 1,
+            "step_key": "hello",
+            "step_run": number,
+            "idempotency_key": f"mixed:{number}",
+            "kind": "sms" if payload is sms else "email",
+            "payload": payload,
+            "status": "pending",
+            "not_before": now,
+            "attempts": 0,
+            "created_at": now,
+        }
+        for number, payload in enumerate(payloads)
+    ]
+    with ctx.engine.begin() as conn:
+        insert_ignoring_duplicates(conn, rows)
+        ids = list(conn.execute(sa.select(outbox.c.id).order_by(outbox.c.id)).scalars())
+    groups: list[list[int]] = []
+
+    def noted(conn: Any, outcomes: Any, **kwargs: Any) -> set[int]:
+        groups.append([o.id for o in outcomes])
+        return mark_sent(conn, outcomes, **kwargs)
+
+    monkeypatch.setattr("crmflow.delivery.dispatcher.mark_sent", noted)
+    assert Dispatcher(with_smtp(ctx, smtp.url)).run_once().delivered == 6
+    # The SMS's outcome is committed as soon as it went (with the emails' before it).
+    assert groups == [ids[:4], ids[4:]]
+    assert _statuses(ctx) == {"delivered": 5, "caught": 1}

@@ -42,6 +42,9 @@ steps:
     actions:
       - type: send_email
         key: welcome
+        # One message to its three recipients (a marketing email goes to each on its own:
+        # tests/integration/test_unsubscribe.py).
+        category: transactional
         from: "Les Amis du Parc <dons@example.org>"
         cc: ["office@example.org"]
         bcc: ["archive@example.org"]
@@ -370,3 +373,49 @@ def test_a_message_left_sending_by_a_dead_dispatcher_goes_once_its_lease_ran_out
     [row] = _rows(ctx)
     assert (row.status, row.attempts, row.lease_owner) == ("delivered", 2, None)
     assert smtp.message_ids() == [claimed.payload["message_id"]]
+
+
+class LaterServer(SmtpServer):
+    """Refuses the recipients in `later` with 451 (a greylisting server, a full mailbox)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.later: set[str] = set()
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.later:
+            return "451 4.7.1 greylisted, try again later"
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+def test_a_recipient_refused_for_now_among_accepted_ones_is_tried_again_alone(
+    ctx: Context, admin: Actor, clock: FrozenClock
+) -> None:
+    [rid] = _welcome(ctx, admin, "Claire")
+    server = LaterServer()
+    server.later = {"office@example.org"}
+    server.start()
+    try:
+        dispatched = with_smtp(ctx, server.url)
+        assert Dispatcher(dispatched).run_once().retrying == 1
+        [row] = _rows(ctx)
+        assert row.status == "retrying"
+        assert "office@example.org: 451 4.7.1 greylisted" in row.last_error
+        assert _email_message(ctx, admin, rid)["status"] == "retrying"
+
+        server.later = set()
+        clock.set(row.next_attempt_at)
+        assert Dispatcher(dispatched).run_once().delivered == 1
+        clock.advance(days=1)
+        assert Dispatcher(dispatched).run_once().claimed == 0
+    finally:
+        server.stop()
+    first, second = server.received
+    assert sorted(first.rcpt_tos) == ["archive@example.org", "claire@example.org"]
+    assert second.rcpt_tos == ["office@example.org"]  # alone: the others are not sent it twice
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+    assert second.message["To"] == "claire@example.org"  # the same message, headers and all
+    [row] = _rows(ctx)
+    assert (row.status, row.attempts) == ("delivered", 2)

@@ -341,3 +341,44 @@ def test_a_refusal_lists_only_the_message_s_own_recipients(sending: Context, adm
     note_refused_recipients(sending, message, "250 queued; refused: jo@example.org 550; refused: ")
     entries, _ = suppressions.list_page(sending, admin)
     assert [(e.address, e.reason) for e in entries] == [("ana@example.org", "hard_bounce")]
+
+
+def test_a_marketing_email_to_several_people_goes_to_each_with_their_own_link(
+    sending: Context, admin: Actor, smtp: SmtpServer
+) -> None:
+    flow = NEWS.format(key="many", category="marketing").replace(
+        "        category:",
+        "        to: ['{{ record.email }}', 'partner@example.org']\n"
+        "        cc: [office@example.org]\n"
+        "        bcc: [archive@example.org]\n"
+        "        category:",
+    )
+    flows.create_flow(sending, admin, flow)
+    flows.change_status(sending, admin, "many", LifecycleAction.START)
+    rid = _contact(sending, admin, "lea")
+    _send(sending, admin, "many", rid)
+    everyone = [
+        "archive@example.org",
+        "lea@example.org",
+        "office@example.org",
+        "partner@example.org",
+    ]
+    assert sorted(r.rcpt_tos[0] for r in smtp.received) == everyone
+    assert all(len(r.rcpt_tos) == 1 for r in smtp.received)
+    assert len({str(r.message["Message-ID"]) for r in smtp.received}) == 1
+    assert _last_email(sending, admin, rid)["status"] == "delivered"
+    links = {}
+    for received in smtp.received:
+        mail = received.message
+        assert (mail["To"], mail["Cc"], mail["Bcc"]) == (
+            "lea@example.org, partner@example.org",
+            "office@example.org",
+            None,
+        )
+        header = str(mail["List-Unsubscribe"])[1:-1]
+        assert header in mail.get_content()  # the same link in the text
+        links[received.rcpt_tos[0]] = header
+    # The partner's link unsubscribes the partner, not Léa.
+    assert len(set(links.values())) == 4
+    token = links["partner@example.org"].rsplit("/u/", 1)[1]
+    assert suppressions.address_of_token(sending, token) == "partner@example.org"

@@ -3,11 +3,12 @@ write its outcome on its row, one message at a time.
 
 Claims lease the rows to this dispatcher (`store.outbox.claim_due`): on PostgreSQL with SKIP
 LOCKED, so any number of dispatchers take different rows; on SQLite the claim holds the single
-writer's lock. Each outcome is committed as soon as the server has answered, which keeps the
-at-least-once window (the server accepted, the row is not marked yet) to one commit; a
-dispatcher that dies in it leaves the row `sending` until its lease runs out, and the next
-attempt sends the same Message-ID again (docs/delivery.md). CRMFLOW_DELIVERY_COMMIT_EVERY=N
-commits the outcomes of up to N sent messages together (faster; the window is then those N).
+writer's lock. The outcomes of sent emails and webhooks are committed in groups
+(CRMFLOW_DELIVERY_COMMIT_EVERY, 20; or after CRMFLOW_DELIVERY_COMMIT_SECONDS; and at the end of
+each batch), an SMS's at once: a dispatcher killed before a group's commit leaves its rows
+`sending` until their lease runs out, and the next attempt sends them again with the same
+Message-ID or webhook-id, the at-least-once window (docs/delivery.md). A commit that merely
+fails is tried again, and the outcomes are held (nothing more is sent) until it succeeds.
 
 Retries wait `backoff(attempts)`: exponential with jitter, stored on the row as
 `next_attempt_at`, so they survive a restart. A permanent refusal (SMTP 5xx on MAIL, RCPT or
@@ -38,9 +39,10 @@ from crmflow.delivery.email import (
     Sent,
     SmtpSender,
     archive_entry,
-    email_of,
+    email_for,
     envelope_recipients,
     parse_smtp_url,
+    rendered_of,
 )
 from crmflow.delivery.http import RetryLaterError
 from crmflow.delivery.rate_limits import RateLimiter, limit_keys, shared_limiter
@@ -58,10 +60,12 @@ from crmflow.settings import Settings
 from crmflow.store.database import OperationalError, read_connection
 from crmflow.store.history import insert_history
 from crmflow.store.outbox import (
+    ACCEPTED_KEY,
     ClaimedMessage,
     SentOutcome,
     claim_due,
     mark_failed,
+    mark_partly_sent,
     mark_retrying,
     mark_sent,
     next_due_at,
@@ -77,6 +81,10 @@ DEFAULT_BATCH = 50
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
 _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
+# The channels whose outcomes are committed in groups (CRMFLOW_DELIVERY_COMMIT_EVERY): those
+# whose receiver can tell a second copy (an email's Message-ID, a webhook's webhook-id and
+# Idempotency-Key). An SMS carries no such id: its outcome is committed at once.
+_GROUPED = frozenset({"email", "webhook"})
 _SAVE_PAUSES = (0.05, 0.5, 2.0)  # seconds before each new try at writing sent messages' outcomes
 
 
@@ -268,8 +276,63 @@ class Dispatcher:
         if message.kind == "sms":
             return self.sms.send(SmsPayload.model_validate(message.payload), key, self.ctx.now())
         # A stored template is rendered now, for the record as it is now (docs/delivery.md).
-        email, payload = email_of(self.ctx, EmailPayload.model_validate(message.payload))
-        return self.sender.send(email, email.sender, envelope_recipients(payload))
+        raw = dict(message.payload)
+        accepted = set(raw.pop(ACCEPTED_KEY, ()))  # by the server at an earlier attempt
+        payload, html = rendered_of(self.ctx, EmailPayload.model_validate(raw))
+        everyone = envelope_recipients(payload)
+        recipients = [r for r in everyone if r not in accepted]
+        if not recipients:
+            return Sent("every recipient was accepted before", subject=payload.subject)
+        # A marketing email goes to each recipient on its own, with that recipient's own
+        # unsubscribe link (the mail catcher keeps one copy, the first To's).
+        if (
+            payload.category == "marketing"
+            and len(everyone) > 1
+            and not isinstance(self.sender, CatchingSender)
+        ):
+            return self._send_each(message, payload, html, recipients)
+        email = email_for(self.ctx, payload, html)
+        return self.sender.send(email, email.sender, recipients)
+
+    def _send_each(
+        self, message: ClaimedMessage, payload: EmailPayload, html: str | None, to: list[str]
+    ) -> Sent:
+        """The email sent to each of `to` alone, with their own unsubscribe link: one outcome
+        for the message (those who took it; those who refused it for good, named in its reply
+        as a partly refused message's are; those who refused it for now, tried again alone);
+        DeliveryError if nobody took it (permanent if each refused it for good)."""
+        accepted: list[str] = []
+        later: list[tuple[str, str]] = []
+        replies: list[str] = []
+        refused: list[tuple[str, str]] = []  # for good: (address, "550 5.1.1 ...")
+        subject = payload.subject
+        for index, address in enumerate(to):
+            email = email_for(self.ctx, payload, html, address)
+            try:
+                sent = self.sender.send(email, email.sender, [address])
+            except DeliveryError as exc:
+                text = str(exc)
+                if not text.startswith("RCPT TO refused: "):
+                    if exc.permanent and not accepted:
+                        raise  # the sender or the message refused: the same for each
+                    # The server or the connection is away: the rest are tried again later.
+                    later += [(a, text) for a in to[index:]]
+                    break
+                reply = text.split(": ", 2)[-1]  # "RCPT TO refused: 550 a@x: 550 5.1.1 ..."
+                (refused if exc.permanent else later).append((address, reply))
+                continue
+            accepted.append(address)
+            replies.append(sent.reply)
+            subject = sent.subject or subject
+        if not accepted:
+            detail = "; ".join(f"{a}: {reply}" for a, reply in [*refused, *later])
+            if later:
+                raise DeliveryError(detail, permanent=False)
+            raise DeliveryError(f"RCPT TO refused: {refused[0][1][:3]} {detail}", permanent=True)
+        text = replies[0] if len(set(replies)) == 1 else "; ".join(replies)
+        if refused or later:
+            text += "; refused: " + ", ".join(f"{a} {r[:3]}" for a, r in [*refused, *later])
+        return Sent(text, subject=subject, accepted=tuple(accepted), refused_for_now=tuple(later))
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
         try:
@@ -284,6 +347,8 @@ class Dispatcher:
         except Exception as exc:  # one message's unforeseen error fails it alone, for now
             log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
             return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
+        if sent.refused_for_now and sent.accepted:
+            return self._partly_sent(message, sent)
         if not self._unsaved:
             self._unsaved_since = time.monotonic()
         self._unsaved.append((message, sent, self.ctx.now()))
@@ -292,7 +357,8 @@ class Dispatcher:
         note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
         settings = self.ctx.settings
         if (
-            len(self._unsaved) >= settings.delivery_commit_every
+            message.kind not in _GROUPED
+            or len(self._unsaved) >= settings.delivery_commit_every
             or time.monotonic() - self._unsaved_since >= settings.delivery_commit_seconds
         ):
             self._unsaved, unsaved = [], self._unsaved
@@ -372,6 +438,36 @@ class Dispatcher:
                 log.warning(
                     "dispatcher %s: message %d was taken over meanwhile", self.name, message.id
                 )
+
+    def _partly_sent(self, message: ClaimedMessage, sent: Sent) -> DispatchResult:
+        """Some recipients refused the email for a while (4xx at RCPT TO), the others took it:
+        tried again later for those alone (the others are not sent it twice), or, after the
+        last attempt, delivered as it went (its reply names those it did not reach)."""
+        settings = self.ctx.settings
+        if message.attempts >= settings.delivery_max_attempts:
+            self._unsaved.append((message, sent, self.ctx.now()))
+            self._save(self._take_unsaved())
+            return DispatchResult(delivered=1)
+        refused = "; ".join(f"{a}: {reply}" for a, reply in sent.refused_for_now)
+        error = f"RCPT TO refused for now: {refused} (sent to the others)"
+        at = self.ctx.now() + backoff(message.attempts, settings, self.rand)
+        with self.ctx.engine.begin() as conn:
+            mark_partly_sent(
+                conn,
+                message,
+                owner=self.name,
+                accepted=sent.accepted,
+                next_attempt_at=at,
+                error=error,
+                reply=sent.reply,
+            )
+        note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
+        log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        return DispatchResult(retrying=1)
+
+    def _take_unsaved(self) -> list[tuple[ClaimedMessage, Sent, datetime]]:
+        self._unsaved, unsaved = [], self._unsaved
+        return unsaved
 
     def _failed(
         self,

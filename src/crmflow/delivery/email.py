@@ -9,6 +9,7 @@ key, so every attempt at a message carries the same one and a receiver can tell 
 from __future__ import annotations
 
 import contextlib
+import functools
 import smtplib
 import ssl
 import time
@@ -27,6 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateError
 
 from crmflow.engine.commands import EmailPayload
+from crmflow.engine.recordtypes.values import normalise_email
 from crmflow.engine.test_mode import TEST_PREFIX, prefixed_subject
 from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
@@ -53,9 +55,11 @@ __all__ = [
     "archive_sent",
     "build_email",
     "build_simple_email",
+    "email_for",
     "email_of",
     "envelope_recipients",
     "parse_smtp_url",
+    "rendered_of",
 ]
 
 _TIMEOUT = 30.0  # seconds: connect, and each reply of the server
@@ -69,6 +73,10 @@ class Sent:
     reply: str
     caught: str | None = None
     subject: str | None = None  # an email's subject as sent (the record's history keeps it)
+    # An email's recipients the server took, and those it refused for a while (4xx at RCPT TO:
+    # the dispatcher tries them again, alone) with its reply to each.
+    accepted: tuple[str, ...] = ()
+    refused_for_now: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,37 +290,47 @@ def build_simple_email(
 
 
 def email_of(ctx: Context, payload: EmailPayload) -> tuple[OutgoingEmail, EmailPayload]:
-    """The message to send for `payload`, with its stored template (if it names one) rendered
-    now, for the record as it is now; a template or record that is gone, a name the template
-    does not know or a budget gone over fails the message for good (another attempt would
-    render the same)."""
-    if payload.template is not None:
-        try:
-            rendered = render_stored_email(ctx, payload)
-        # As the engine's own renders (steps.scope): a filter given a value it cannot take.
-        except (CrmflowError, TemplateError, ValueError, TypeError, ArithmeticError) as exc:
-            raise DeliveryError(
-                f"the template {payload.template!r} did not render: {exc}", permanent=True
-            ) from exc
-        # A test run's subject keeps its "[TEST] " when the template gives the subject.
-        subject = rendered.payload.subject
-        if payload.subject.startswith(TEST_PREFIX):
-            subject = prefixed_subject(subject)
-        payload, html = rendered.payload.model_copy(update={"subject": subject}), rendered.html
-    else:
-        html = None
-    # A marketing email's unsubscribe link: in its texts and its headers (docs/delivery.md).
-    payload, html = with_unsubscribe_link(ctx, payload, html)
-    if payload.body is not None and not payload.attachments and not payload.record_files:
-        headers = unsubscribe_headers(ctx, payload)
-        return build_simple_email(
-            payload, ctx.settings.mail_from, html=html, headers=headers
-        ), payload
+    """The message to send for `payload` (`rendered_of`, then `email_for`), and the payload
+    rendered."""
+    payload, html = rendered_of(ctx, payload)
+    return email_for(ctx, payload, html), payload
+
+
+def rendered_of(ctx: Context, payload: EmailPayload) -> tuple[EmailPayload, str | None]:
+    """The payload with its stored template (if it names one) rendered now, for the record as
+    it is now, and its HTML part; a template or record that is gone, a name the template does
+    not know or a budget gone over fails the message for good (another attempt would render
+    the same)."""
+    if payload.template is None:
+        return payload, None
+    try:
+        rendered = render_stored_email(ctx, payload)
+    # As the engine's own renders (steps.scope): a filter given a value it cannot take.
+    except (CrmflowError, TemplateError, ValueError, TypeError, ArithmeticError) as exc:
+        raise DeliveryError(
+            f"the template {payload.template!r} did not render: {exc}", permanent=True
+        ) from exc
+    # A test run's subject keeps its "[TEST] " when the template gives the subject.
+    subject = rendered.payload.subject
+    if payload.subject.startswith(TEST_PREFIX):
+        subject = prefixed_subject(subject)
+    return rendered.payload.model_copy(update={"subject": subject}), rendered.html
+
+
+def email_for(
+    ctx: Context, payload: EmailPayload, html: str | None, recipient: str | None = None
+) -> OutgoingEmail:
+    """The message of a rendered payload, with a marketing email's unsubscribe link (in its
+    texts and its headers, docs/delivery.md) made for `recipient`, by default its first To."""
+    payload, html = with_unsubscribe_link(ctx, payload, html, recipient)
+    if payload.body is not None and not _has_files(payload):
+        headers = unsubscribe_headers(ctx, payload, recipient)
+        return build_simple_email(payload, ctx.settings.mail_from, html=html, headers=headers)
     # The record's files it names, as they are now; one gone fails this email alone.
     files = email_attachments(ctx, payload)
     message = build_email(payload, ctx.settings.mail_from, html=html, files=files)
-    add_unsubscribe_headers(ctx, message, payload)
-    return OutgoingEmail.of(message), payload
+    add_unsubscribe_headers(ctx, message, payload, recipient)
+    return OutgoingEmail.of(message)
 
 
 def archive_sent(conn: Connection, message: ClaimedMessage, sent: Sent, at: datetime) -> None:
@@ -342,15 +360,28 @@ def envelope_recipients(payload: EmailPayload) -> list[str]:
     fails the message for good."""
     out: list[str] = []
     for _, address in getaddresses([*payload.to, *payload.cc, *payload.bcc]):
-        try:
-            validate_email(address, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise DeliveryError(
-                f"{address!r} is not an email address: {exc}", permanent=True
-            ) from exc
+        problem = _address_problem(address)
+        if problem is not None:
+            raise DeliveryError(f"{address!r} is not an email address: {problem}", permanent=True)
         if address not in out:
             out.append(address)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_problem(address: str) -> str | None:
+    """Why `address` is not an email address, or None (kept: a campaign's Cc and Bcc, and
+    each address's retries, are checked once)."""
+    try:
+        normalise_email(address)  # a plain address without email-validator's 40 us
+        return None
+    except ValueError:
+        pass
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
 
 
 def envelope_sender(message: EmailMessage) -> str:
@@ -411,7 +442,16 @@ class SmtpSender:
         text = f"{code} {reply.decode(errors='replace')}"
         if refused:
             text += "; refused: " + ", ".join(f"{a} {c}" for a, (c, _) in refused.items())
-        return Sent(text, subject=message.subject)
+        return Sent(
+            text,
+            subject=message.subject,
+            accepted=tuple(a for a in recipients if a not in refused),
+            refused_for_now=tuple(
+                (a, f"{c} {r.decode(errors='replace')}")
+                for a, (c, r) in refused.items()
+                if 400 <= c < 500
+            ),
+        )
 
     def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes, command: str) -> None:
         try:

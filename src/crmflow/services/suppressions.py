@@ -170,24 +170,27 @@ def _first_address(payload: EmailPayload) -> str | None:
 
 
 def with_unsubscribe_link(
-    ctx: Context, payload: EmailPayload, html: str | None
+    ctx: Context, payload: EmailPayload, html: str | None, address: str | None = None
 ) -> tuple[EmailPayload, str | None]:
-    """The payload (and its html part) with `{{ unsubscribe_url }}` made the link of its first
-    To address."""
+    """The payload (and its html part) with `{{ unsubscribe_url }}` made the link of `address`
+    (the recipient it goes to), by default of its first To address."""
     texts = [payload.body or "", html or ""]
     if not any(UNSUBSCRIBE_URL_MARKER in text for text in texts):
         return payload, html
-    address = _first_address(payload)
+    address = address or _first_address(payload)
     url = unsubscribe_url(ctx, address) if address else ""
     body = payload.body.replace(UNSUBSCRIBE_URL_MARKER, url) if payload.body else payload.body
     html = html.replace(UNSUBSCRIBE_URL_MARKER, url) if html else html
     return payload.model_copy(update={"body": body}), html
 
 
-def unsubscribe_headers(ctx: Context, payload: EmailPayload) -> list[tuple[str, str]]:
-    """A marketing email's List-Unsubscribe (the link of its first To address) and
-    List-Unsubscribe-Post (one click, RFC 8058); a transactional one gets neither."""
-    address = _first_address(payload)
+def unsubscribe_headers(
+    ctx: Context, payload: EmailPayload, address: str | None = None
+) -> list[tuple[str, str]]:
+    """A marketing email's List-Unsubscribe (the link of `address`, the recipient it goes to,
+    by default its first To address) and List-Unsubscribe-Post (one click, RFC 8058); a
+    transactional one gets neither."""
+    address = address or _first_address(payload)
     if payload.category != "marketing" or address is None:
         return []
     return [
@@ -196,9 +199,11 @@ def unsubscribe_headers(ctx: Context, payload: EmailPayload) -> list[tuple[str, 
     ]
 
 
-def add_unsubscribe_headers(ctx: Context, message: EmailMessage, payload: EmailPayload) -> None:
+def add_unsubscribe_headers(
+    ctx: Context, message: EmailMessage, payload: EmailPayload, address: str | None = None
+) -> None:
     """`unsubscribe_headers` set on `message`."""
-    for name, value in unsubscribe_headers(ctx, payload):
+    for name, value in unsubscribe_headers(ctx, payload, address):
         message[name] = value
 
 

@@ -24,6 +24,7 @@ from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, flows, outbox
 
 __all__ = [
+    "ACCEPTED_KEY",
     "CaughtMail",
     "ClaimedMessage",
     "SentOutcome",
@@ -37,6 +38,7 @@ __all__ = [
     "mark_caught",
     "mark_delivered",
     "mark_failed",
+    "mark_partly_sent",
     "mark_retrying",
     "mark_sent",
     "mark_suppressed",
@@ -331,6 +333,35 @@ def mark_retrying(
     """The attempt failed for a reason that may pass: tried again at `next_attempt_at`."""
     values = {"status": "retrying", "next_attempt_at": next_attempt_at, "last_error": error}
     return _leased(conn, message_id, owner, values)
+
+
+# The payload key of an email's recipients a server already accepted (`mark_partly_sent`): a
+# later attempt leaves them out of its envelope. Not part of the engine's EmailPayload.
+ACCEPTED_KEY = "accepted_recipients"
+
+
+def mark_partly_sent(
+    conn: sa.Connection,
+    message: ClaimedMessage,
+    *,
+    owner: str,
+    accepted: Sequence[str],
+    next_attempt_at: datetime,
+    error: str,
+    reply: str,
+) -> bool:
+    """An email the server took for some recipients and refused for a while (4xx at RCPT TO)
+    for others: retried at `next_attempt_at` for those others alone, the recipients accepted
+    so far kept on the payload (`ACCEPTED_KEY`), the server's reply kept."""
+    done = [*message.payload.get(ACCEPTED_KEY, ()), *accepted]
+    values = {
+        "status": "retrying",
+        "next_attempt_at": next_attempt_at,
+        "last_error": error,
+        "server_reply": reply,
+        "payload": {**message.payload, ACCEPTED_KEY: sorted(set(done))},
+    }
+    return _leased(conn, message.id, owner, values)
 
 
 def put_back(conn: sa.Connection, due: Sequence[tuple[int, datetime]], *, owner: str) -> int:
