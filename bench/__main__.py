@@ -5,6 +5,7 @@ python -m bench --rows 100000 --runs 5 --backend sqlite
 python -m bench --only steps         # one benchmark
 python -m bench --only cli           # the command line's start-up (no database)
 python -m bench --only delivery      # emails to a local SMTP server, against bare smtplib
+python -m bench --only web           # /records and /tasks of 10,000 rows, against the API's JSON
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from bench import (
     bench_query_count,
     bench_steps,
     bench_timers,
+    bench_web_pages,
 )
 
 AIMS = {"import": 3.0, "query count": 3.0, "enroll": 3.0}
-ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli", "delivery"]
+ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli", "delivery", "web"]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
 # a network round trip there; the rate and ratio are per row either way).
@@ -36,6 +38,7 @@ MEMORY_SECONDS = 120.0
 CRASH_ENROLLMENTS = 10_000
 DELIVERY_EMAILS = 1_000  # per run, through 1 and 4 dispatcher threads and the bare loop
 DELIVERY_LATENCY = (1_000, 20.0)  # emails due evenly over so many seconds, at rest
+WEB_ROWS = 10_000  # records and open tasks behind the pages (issue 12's figure)
 CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
 
 
@@ -82,6 +85,9 @@ def main() -> None:
             )
             for line in delivery.lines():
                 report(line)
+        if wanted("web"):
+            for times in bench_web_pages.run(backend, min(args.rows, WEB_ROWS), max(args.runs, 5)):
+                report(times.line())
     if wanted("crash") and "postgres" in backends:
         report(bench_crash.run(CRASH_ENROLLMENTS).line())
     if wanted("cli"):  # no database: once, whatever the backends

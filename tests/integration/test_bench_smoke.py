@@ -15,6 +15,7 @@ from bench import (
     bench_query_count,
     bench_steps,
     bench_timers,
+    bench_web_pages,
 )
 from tests.conftest import skip_or_fail_without_postgres
 
@@ -76,3 +77,11 @@ def test_the_cli_start_benchmark_times_both_commands_against_python() -> None:
     ]
     assert all(len(start.wall) == 1 and start.median_wall > 0 for start in result.commands)
     assert len(lines) == 2 and all("ratio=" in line and "aim < 0.5s" in line for line in lines)
+
+
+def test_the_web_pages_benchmark_times_each_page_against_the_api(backend: str) -> None:
+    results = bench_web_pages.run(backend, 120, 1)
+    assert [r.name for r in results][-1] == "web /tasks first page"
+    for result in results:
+        assert len(result.page) == len(result.baseline) == len(result.page_cpu) == 1
+        assert "median page=" in result.line()
