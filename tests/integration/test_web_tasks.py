@@ -177,7 +177,9 @@ def test_the_list_filters_pages_and_refuses_bad_filters_in_plain_words(
     assert re.findall(r'href="/tasks/(\d+)"', alice.get("/tasks", state="done")) == []
     assert len(re.findall(r'href="/tasks/\d+"', maria.get("/tasks", user="maria"))) == 3
     assert re.findall(r'href="/tasks/(\d+)"', alice.get("/tasks", step="no-such-step")) == []
-    assert '<option value="recruitment-approval" selected>' in alice.get("/tasks", flow=FLOW)
+    chosen = alice.get("/tasks", flow=FLOW)
+    assert '<option value="recruitment-approval" selected>' in chosen
+    assert '<option value="management-approval">' in chosen  # the step filter's suggestions
 
     bad = alice.client.get("/tasks", params={"state": "sleeping"})
     assert bad.status_code == 422 and "unknown state &#39;sleeping&#39;" in bad.text
@@ -231,6 +233,7 @@ def test_the_inbox_pages_and_marks_read_one_by_one_or_all(ctx: Context) -> None:
         andrei.client.post(f"/inbox/{ids[1]}/read", data={"csrf_token": andrei.csrf}).status_code
         == 404
     )
+    assert '<span id="inbox-unread" hx-swap-oob="true">(2)</span>' in fragment.text
     assert maria.post("/inbox/read-all") == "ok: 2 notifications marked read."
     assert 'id="no-notifications"' in maria.get("/inbox", unread="1")
     assert maria.client.post(f"/inbox/{ids[1]}/read").status_code == 403  # no CSRF token

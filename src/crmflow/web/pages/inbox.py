@@ -53,5 +53,6 @@ def read_one(request: Request, user: CurrentUser, notification_id: int) -> Respo
     ctx = context_of(request)
     item = notifications.read(ctx, user, notification_id)
     if request.headers.get("hx-request"):
-        return render(request, "inbox_item.html", when=when(ctx), item=item)
+        # The item read, and the unread count beside the Unread tab (out of band).
+        return render(request, "inbox_item.html", when=when(ctx), item=item, oob=True)
     return see_other("/inbox")

@@ -111,7 +111,6 @@ def task_list(
             kept = {k: v for k, v in chosen.items() if v}
             next_url = "/tasks?" + urlencode({**kept, "after": page.next_after})
     filters = {k: v or "" for k, v in chosen.items()}
-    first_url = "/tasks?" + urlencode({k: v for k, v in chosen.items() if v}) if after else None
     return render(
         request,
         "tasks.html",
@@ -122,10 +121,23 @@ def task_list(
         filters=filters,
         states=STATE_LABELS,
         flow_choices=[(f.key, f.name) for f in flows.list_flows(ctx, user)],
+        step_choices=_steps_of(ctx, user, chosen["flow"]),
         problems=problems,
         next_url=next_url,
-        first_url=first_url,
+        first_url="/tasks?" + urlencode({k: v for k, v in chosen.items() if v}) if after else None,
     )
+
+
+def _steps_of(ctx: Context, user: Actor, flow: str | None) -> list[str]:
+    """The step keys of `flow` (the step filter's suggestions); none without a flow."""
+    if flow is None:
+        return []
+    try:
+        document = flows.show_flow(ctx, user, flow).document or {}
+    except NotFoundError:
+        return []
+    steps = document.get("steps") or []
+    return [s["key"] for s in steps if isinstance(s, dict) and isinstance(s.get("key"), str)]
 
 
 def _may_act(ctx: Context, user: Actor, task: TaskView) -> bool:
