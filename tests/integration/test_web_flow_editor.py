@@ -4,6 +4,7 @@ save, a started flow is locked until paused, and the step / action switches save
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -249,3 +250,11 @@ def test_switched_text_refuses_a_step_or_action_not_in_the_flow() -> None:
     with pytest.raises(InvalidInputError, match="not in the flow"):
         switched_text(GOOD, "bye", 5, False)
     assert "active: false" in switched_text(GOOD, "bye", 0, False)
+
+
+def test_switched_text_keeps_a_json_document_json() -> None:
+    document = {"key": "k", "steps": [{"key": "a", "actions": [{"type": "history"}]}]}
+    out = switched_text(json.dumps(document), "a", 0, False)
+    assert json.loads(out)["steps"][0]["actions"][0] == {"type": "history", "active": False}
+    back_on = switched_text(out, "a", 0, True)
+    assert json.loads(back_on) == document

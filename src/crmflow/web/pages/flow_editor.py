@@ -11,6 +11,7 @@ refused save renders the page again with the problems.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from fastapi import Request
@@ -271,12 +272,14 @@ def switched_text(text: str, step: str, action: int | None, active: bool) -> str
     active or not: comments and layout are kept (round trip), only that `active` changes. An
     `active: true` is left out (it is the default). InvalidInputError when there is no such
     step or action."""
+    is_json = text.lstrip().startswith("{")
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
     try:
-        document = yaml.load(text)
-    except YAMLError:
+        # ruamel's round trip would write a JSON document back as neither JSON nor YAML.
+        document = json.loads(text) if is_json else yaml.load(text)
+    except (ValueError, YAMLError):
         document = None
     where = f"steps[{step}]" if action is None else f"steps[{step}].actions[{action}]"
     steps = document.get("steps") if isinstance(document, dict) else None
@@ -297,6 +300,8 @@ def switched_text(text: str, step: str, action: int | None, active: bool) -> str
         target.pop("active", None)
     else:
         target["active"] = False
+    if is_json:
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
     yaml.dump(document, out)
     return out.getvalue()
