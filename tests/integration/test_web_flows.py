@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.lifecycle import LifecycleAction as A
-from crmflow.services import flows, queries, records
+from crmflow.errors import ConflictError
+from crmflow.services import enrollments, flows, queries, records
 from crmflow.services.context import Actor, Context
 from crmflow.web import create_site
 from crmflow.web.pages import flows as flow_pages
@@ -199,3 +200,20 @@ def test_hostile_names_and_versions_are_escaped_and_bad_versions_refused(
         assert refused.status_code == 422
         assert "is not a version of this flow" in refused.text
         assert "choose from 1 to 2" in refused.text
+
+
+def test_the_flow_page_says_why_records_did_not_enter(
+    site: TestClient, ctx: Context, ada: Actor
+) -> None:
+    text = _text("vip", "VIP", 'entry_condition: record.status == "client"\n')
+    flows.create_flow(ctx, ada, text)
+    flows.change_status(ctx, ada, "vip", A.START)
+    lead = records.create_record(ctx, ada, "contact", {"last_name": "<b>Lead</b>"}).id
+    with pytest.raises(ConflictError):
+        enrollments.start_record(ctx, ada, "vip", lead)
+    _sign_in(site, "ada")
+    page = site.get("/flows/vip")
+    section = page.text.split('id="not-entered"', 1)[1]
+    assert f'<a href="/records/{lead}">{lead}</a>' in section
+    assert "<td>manual</td>" in section
+    assert "entry condition" in section
