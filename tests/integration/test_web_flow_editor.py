@@ -233,6 +233,12 @@ def test_switching_an_action_and_a_step_off_keeps_the_text_and_saves(
     flow = flows.get_flow(ctx, ada, "welcome")
     assert flow.document is not None
     assert flow.document["steps"][1]["active"] is False
+    # A forged switch is refused in words, and changes nothing.
+    forged = {"csrf_token": token, "step": "hello", "action": "first", "active": "false"}
+    bad = site.post("/flows/welcome/switch", data={**forged, "revision": str(flow.revision)})
+    assert bad.status_code == 422
+    assert "is not a switch of this page" in bad.text
+    assert flows.get_flow(ctx, ada, "welcome").revision == flow.revision
     # A running flow refuses the switch, saying to pause it.
     flows.change_status(ctx, ada, "welcome", LifecycleAction.START)
     on = {"csrf_token": token, "step": "bye", "active": "true"}

@@ -316,8 +316,14 @@ async def switch(request: Request, user: CurrentUser, key: str) -> Response:
     flow, text = _current(request, user, key)
     step = _field(form, "step")
     raw_action = _field(form, "action").strip()
-    action = int(raw_action) if raw_action.isdigit() else None
-    active = _field(form, "active") == "true"
+    raw_active = _field(form, "active")
+    if (raw_action and not raw_action.isdigit()) or raw_active not in ("true", "false"):
+        raise InvalidInputError(
+            "the switch",
+            [Problem("action / active", "is not a switch of this page", "reload the page")],
+        )
+    action = int(raw_action) if raw_action else None
+    active = raw_active == "true"
     what = f"step {step!r}" if action is None else f"action {action + 1} of step {step!r}"
     back = f"/flows/{key}/edit#switches"
     try:
