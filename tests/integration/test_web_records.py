@@ -144,6 +144,11 @@ def test_bad_input_on_the_records_pages_is_a_page_in_plain_words(
     assert client.get("/records", params={"query": "no-such-query"}).status_code == 404
     assert client.get("/queries/no-such-query").status_code == 404
     assert client.get("/queries/new", params={"record_type": "nope"}).status_code == 404
+    huge = "99999999999999999999"  # no row has it, and SQLite cannot even bind it
+    for path in (f"/records/{huge}", f"/records?after={huge}", f"/queries?after={huge}"):
+        answer = client.get(path)
+        assert answer.status_code == 422, path
+        assert "out of range" in answer.text
 
 
 def test_entering_a_record_shows_its_timeline_progress_and_restart(

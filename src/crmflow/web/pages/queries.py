@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import AfterId
 from crmflow.engine.recordtypes.fields import FieldType
 from crmflow.engine.recordtypes.recordtype import RecordType
 from crmflow.errors import (
@@ -303,9 +304,7 @@ def _preview(ctx: Context, rtype: RecordType, builder: Builder) -> Preview:
 
 
 @router.get("/queries")
-def query_list(
-    request: Request, user: CurrentUser, after: Annotated[int | None, Query(ge=0)] = None
-) -> Response:
+def query_list(request: Request, user: CurrentUser, after: AfterId | None = None) -> Response:
     ctx = context_of(request)
     page = queries.list_queries(ctx, after=after, limit=PAGE_SIZE)
     next_url = (

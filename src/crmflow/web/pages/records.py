@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import AfterId, RowId
 from crmflow.engine.definition.flow import FlowStatus
 from crmflow.engine.recordtypes.fields import FieldType
 from crmflow.engine.recordtypes.recordtype import RecordType
@@ -87,7 +88,7 @@ def record_list(
     type: Annotated[str | None, Query(max_length=100)] = None,
     query: Annotated[str | None, Query(max_length=100)] = None,
     q: Annotated[str, Query(max_length=200)] = "",
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: AfterId | None = None,
 ) -> Response:
     ctx = context_of(request)
     types = record_types.list_record_types(ctx)
@@ -177,7 +178,7 @@ def _when(value: str | None, fallback: datetime) -> datetime:
 
 
 @router.get("/records/{record_id}")
-def record_page(request: Request, user: CurrentUser, record_id: int) -> Response:
+def record_page(request: Request, user: CurrentUser, record_id: RowId) -> Response:
     ctx = context_of(request)
     record = records.get_record(ctx, record_id)
     rtype = record_types.get_record_type(ctx, record.type)
@@ -260,7 +261,7 @@ def record_page(request: Request, user: CurrentUser, record_id: int) -> Response
 
 
 @router.get("/records/{record_id}/files/{field}")
-def record_file(request: Request, user: CurrentUser, record_id: int, field: str) -> Response:
+def record_file(request: Request, user: CurrentUser, record_id: RowId, field: str) -> Response:
     found = record_files.get_file(context_of(request), record_id, field)
     name = found.info.filename
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
@@ -287,7 +288,7 @@ def _refusal_text(
 def enter_flow(
     request: Request,
     user: CurrentUser,
-    record_id: int,
+    record_id: RowId,
     flow: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     answer = see_other(f"/records/{record_id}")
@@ -308,8 +309,8 @@ def enter_flow(
 def restart_run(
     request: Request,
     user: CurrentUser,
-    record_id: int,
-    enrollment: Annotated[int, Form(ge=1)],
+    record_id: RowId,
+    enrollment: Annotated[RowId, Form()],
 ) -> Response:
     answer = see_other(f"/records/{record_id}")
     ctx = context_of(request)
