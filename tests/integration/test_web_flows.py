@@ -4,6 +4,7 @@ confirmations a change needs, paging and the hide-inactive toggle, refusals in p
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -217,3 +218,40 @@ def test_the_flow_page_says_why_records_did_not_enter(
     assert f'<a href="/records/{lead}">{lead}</a>' in section
     assert "<td>manual</td>" in section
     assert "entry condition" in section
+
+
+def test_a_long_start_list_starts_in_the_background_and_the_page_follows_it(
+    site: TestClient, ctx: Context, ada: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flow_pages, "BACKGROUND_FROM", 2)
+    for i in range(3):
+        records.create_record(ctx, ada, "contact", {"last_name": f"D{i}", "status": "lead"})
+    queries.save_query(
+        ctx,
+        ada,
+        name="leads",
+        record_type="contact",
+        filter={"field": "status", "op": "=", "value": "lead"},
+    )
+    extra = "triggers:\n  - type: start_list\n    query: leads\n"
+    flows.create_flow(ctx, ada, _text("big", "Big").replace("triggers:\n  - type: manual\n", extra))
+    token = _sign_in(site, "ada")
+    form = {"csrf_token": token, "action": "start"}
+    wrong = site.post("/flows/big/lifecycle", data={**form, "confirm": "2"})
+    assert wrong.status_code == 409
+    assert "holds 3 record(s) now, not 2" in wrong.text
+    assert flow_pages.STARTS.get("big") is None
+    answer = site.post("/flows/big/lifecycle", data={**form, "confirm": "3"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/flows/big"
+    deadline = time.monotonic() + 20
+    while True:
+        fragment = site.get("/flows/big/start-progress").text
+        if "Starting:" not in fragment or time.monotonic() > deadline:
+            break
+        assert 'hx-trigger="every 1s"' in fragment
+        time.sleep(0.05)
+    assert "Started: 3 record(s) entered Big" in fragment
+    view = flows.get_flow(ctx, ada, "big")
+    assert (view.status, view.inside) == (FlowStatus.ACTIVE, 3)
+    assert flow_pages.STARTS.get("big") is None  # shown once, then forgotten
