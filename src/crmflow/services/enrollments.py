@@ -292,7 +292,11 @@ def decision_refusal_for(
     `enrollment_id` (who may, in words), or None when they may: what `decide` checks first,
     read without deciding (the web pages show the buttons only to whoever may press them)."""
     with read_connection(ctx.engine) as conn:
-        row, _flow = _locked(conn, actor, enrollment_id)
+        rows = repo.read_enrollments(conn, [enrollment_id])
+        flow = find_flow(conn, rows[0].flow_id) if rows else None
+        if not rows or flow is None or not can_see_flow(conn, actor, flow):
+            raise NotFoundError(f"no enrollment {enrollment_id} that you can see")
+        row = rows[0]
         try:
             _require_decider(conn, ctx, actor, row, step_key)
         except PermissionDeniedError as refused:

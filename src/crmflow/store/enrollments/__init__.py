@@ -23,6 +23,7 @@ from crmflow.store.enrollments.claims import (
     lock,
     next_due,
     notify_due,
+    read_enrollments,
     release,
 )
 from crmflow.store.enrollments.entering import (
@@ -88,6 +89,7 @@ __all__ = [
     "notify_due",
     "past_entries",
     "position",
+    "read_enrollments",
     "record_ids",
     "release",
     "runs_page",

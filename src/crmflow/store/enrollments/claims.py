@@ -28,7 +28,16 @@ from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, flows
 from crmflow.store.wakeups import mark_work
 
-__all__ = ["claim", "due_ids", "inside_ids", "lock", "next_due", "notify_due", "release"]
+__all__ = [
+    "claim",
+    "due_ids",
+    "inside_ids",
+    "lock",
+    "next_due",
+    "notify_due",
+    "read_enrollments",
+    "release",
+]
 
 
 def _due(now: datetime) -> sa.ColumnElement[bool]:
@@ -69,9 +78,7 @@ def claim(
     return ids
 
 
-def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
-    """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
-    whose lease is still `owner`'s: the others were taken over and must not be written."""
+def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
     e = enrollments.c
     # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
     columns: list[sa.ColumnElement[Any]] = [
@@ -85,10 +92,22 @@ def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[
         e.entered_at,
         as_text(e.state, conn.dialect.name).label("state"),
     ]
-    query: sa.Select[Any] = sa.select(*columns).where(among(e.id, ids, conn))
+    return sa.select(*columns).where(among(e.id, ids, conn))
+
+
+def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
+    """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
+    whose lease is still `owner`'s: the others were taken over and must not be written."""
+    e = enrollments.c
+    query = _rows(conn, ids)
     if owner is not None:
         query = query.where(e.lease_owner == owner)
     return [enrollment_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
+
+
+def read_enrollments(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
+    """The enrollments `ids` as `lock` reads them, without locking them (what a page shows)."""
+    return [enrollment_row(r) for r in conn.execute(_rows(conn, ids).order_by(enrollments.c.id))]
 
 
 def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
