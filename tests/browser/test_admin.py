@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from crmflow.services import imports, records, users
-from crmflow.web.pages import imports as import_pages
 from tests.browser.conftest import SignedIn, Site, assert_accessible, expect, screenshot
 
 if TYPE_CHECKING:
@@ -88,7 +87,7 @@ def held_import(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
         return real(*args, on_progress=progress, **kwargs)
 
-    monkeypatch.setattr(import_pages.imports, "import_records", held)
+    monkeypatch.setattr(imports, "import_records", held)
     yield release
     release.set()
 

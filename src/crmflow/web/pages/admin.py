@@ -103,6 +103,7 @@ def create_user(
     password: Annotated[str, Form(max_length=200)] = "",
     manager: Name = "",
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     name = username.strip()
 
@@ -130,6 +131,7 @@ def update_user(
     manager: Name = "",
     back: Back = "/admin",
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     # An empty manager field removes the manager, as `manager=""` does in the service.
     chosen = manager.strip()
@@ -149,6 +151,7 @@ def set_active(
     active: Annotated[bool, Form()],
     back: Back = "/admin",
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     said = "reactivated" if active else "deactivated: their sessions have ended"
 
@@ -179,6 +182,7 @@ def groups_page(request: Request, user: CurrentUser) -> Response:
 def create_group(
     request: Request, user: CurrentUser, name: Name, description: Text = ""
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     group = name.strip()
 
@@ -200,6 +204,7 @@ def change_group_member(
     username: Name,
     action: Annotated[Literal["add", "remove"], Form()],
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     member = username.strip()
     if action == "add":
@@ -239,6 +244,7 @@ def tokens_page(request: Request, user: CurrentUser, after: After = None) -> Res
 def create_token(
     request: Request, user: CurrentUser, username: Name, name: Annotated[str, Form(max_length=100)]
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     owner, label = username.strip(), name.strip() or "api"
     try:
@@ -264,6 +270,7 @@ def create_token(
 def revoke_token(
     request: Request, user: CurrentUser, token_id: Annotated[int, Form(ge=1)], back: Back = ""
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     return _done(
         back,
@@ -304,6 +311,7 @@ def change_flow_member(
     action: Annotated[Literal["add", "remove"], Form()],
     back: Back = "/admin/flows",
 ) -> Response:
+    _admin(user)
     ctx = context_of(request)
     member = username.strip()
     if action == "add":
