@@ -277,3 +277,13 @@ def test_a_private_flows_tasks_stay_hidden_from_who_is_no_member(ctx: Context) -
     )
     assert answer.status_code == 303  # back to the task, which says no more than a 404
     assert bogdan.client.get(answer.headers["location"]).status_code == 404
+
+    # maria does hers: start, then done; the page says so and offers neither any more.
+    assert maria.post(f"/tasks/{task.id}/start") == "ok: Task started."
+    assert 'id="task-state">In progress<' in maria.get(f"/tasks/{task.id}")
+    assert maria.post(f"/tasks/{task.id}/start").startswith("error: task")
+    assert maria.post(f"/tasks/{task.id}/complete", comment="hired") == "ok: Task done."
+    done = maria.get(f"/tasks/{task.id}")
+    assert 'id="task-state">Done<' in done and "completed: hired" in _text(done)
+    assert f'action="/tasks/{task.id}/complete"' not in done
+    assert "Interview Popescu" in maria.get("/tasks", state="done")
