@@ -10,18 +10,21 @@ import json
 import re
 from collections.abc import Iterator
 from html import unescape
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import enrollments, flows, records, web_sessions
+from crmflow.services import enrollments, flows, records, templates, web_sessions
 from crmflow.services.context import Actor, Context
 from crmflow.services.web_sessions import SESSION_COOKIE
 from crmflow.web import create_site
 from crmflow.web.pages import messages as message_pages
 from tests.conftest import make_user
+
+REPO = Path(__file__).resolve().parents[2]
 
 MAILING = """\
 schema_version: 1
@@ -281,3 +284,33 @@ def test_bad_simulation_input_is_said_in_plain_words(
         assert answer.status_code in (404, 422), (form, answer.text)
         assert said in unescape(answer.text), form
         assert "Traceback" not in answer.text
+
+
+def test_a_test_mode_html_email_is_marked_and_its_html_kept_out_of_the_page(
+    ctx: Context, site: TestClient, alice: Actor
+) -> None:
+    templates.load_template_file(ctx, alice, REPO / "examples" / "templates" / "donor-news.yaml")
+    flow = MAILING.format(key="news", extra="test_recipients: [me@example.org]\n").replace(
+        'body: "Hi {{ record.first_name }}, welcome."', "template: donor-news"
+    )
+    flows.create_flow(ctx, alice, flow)
+    flows.change_status(ctx, alice, "news", LifecycleAction.START)
+    rid = records.create_record(
+        ctx,
+        alice,
+        "contact",
+        {"first_name": "<script>alert(1)</script>", "last_name": "X", "email": "x@example.org"},
+    ).id
+    enrollments.start_record(ctx, alice, "news", rid, test=True)
+    Dispatcher(ctx).run_once()
+    client, _ = _signed_in(ctx, site, "alice")
+    listed = client.get("/messages").text
+    assert 'class="test-mode">test mode</mark>' in listed
+    [message_id] = re.findall(r'<a href="/messages/(\d+)">', listed)
+    shown = client.get(f"/messages/{message_id}").text
+    assert "Test mode" in shown and "me@example.org" in shown
+    assert "<script>alert" not in shown  # neither the record's value nor the HTML runs
+    frames = re.findall(r"<iframe[^>]*>", shown)
+    assert len(frames) == 1 and 'sandbox=""' in frames[0]
+    assert "&lt;p&gt;Bonjour" in frames[0]  # the HTML, escaped into srcdoc
+    assert "les nouveaux bancs du parc" in shown  # its text part, read as text
