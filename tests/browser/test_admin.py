@@ -63,6 +63,19 @@ def test_an_admin_creates_a_user_with_a_manager_and_a_token_a_member_is_refused(
     page.goto("/admin/tokens")
     expect(page.locator("#tokens")).to_contain_text("mailing tool")
     assert token not in page.content()
+    assert_accessible(page)
+
+    # ioana joins the sales group; the private flows' members are one more page of the same kind.
+    admin_nav = page.get_by_role("navigation", name="Admin")
+    admin_nav.get_by_role("link", name="Groups").click()
+    page.get_by_label("Add a member to sales (username)").fill("ioana")
+    page.get_by_role("button", name="Add to sales").click()
+    expect(page.get_by_role("status")).to_have_text("ioana added to sales.")
+    expect(page.get_by_role("button", name="Remove ioana from sales")).to_be_visible()
+    assert_accessible(page)
+    page.get_by_role("navigation", name="Admin").get_by_role("link", name="Flow members").click()
+    expect(page.get_by_role("heading", name="Members of private flows")).to_be_visible()
+    assert_accessible(page)
 
     # andrei, a member, is refused the admin pages, told who may.
     page.get_by_role("button", name="Sign out").click()
