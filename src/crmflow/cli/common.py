@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import typer
 import typer.core
 
-from crmflow.errors import ConfirmationRequiredError, CrmflowError, InvalidInputError, Problem
+from crmflow.errors import (
+    ConfirmationRequiredError,
+    CrmflowError,
+    InvalidInputError,
+    NotFoundError,
+    Problem,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -130,6 +136,9 @@ class State:
 
     acting_as: str | None = None
     _context: Context | None = None
+    # Set by the commands that make a new database (`db upgrade`, `serve`); any other command
+    # refuses a SQLite file that is not there rather than leave an empty one behind.
+    creates_database: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -168,6 +177,11 @@ class State:
         if self._context is None:
             from crmflow.services.context import Context
 
+            if not self.creates_database and not self.database_may_exist:
+                raise NotFoundError(
+                    f"there is no database at {sqlite_file(self.offline.database_url)}: "
+                    "`crmflow db upgrade` creates it (or set CRMFLOW_DATABASE_URL to yours)"
+                )
             self._context = Context.from_settings(self.settings)
         return self._context
 

@@ -81,6 +81,7 @@ def db_upgrade() -> None:
     from crmflow.services.setup import upgrade_database
     from crmflow.store.migrate import current_revision
 
+    state.creates_database = True
     upgrade_database(state.context)
     revision = current_revision(state.context.engine)
     err_console.print(f"database {state.database_label} is at revision {revision}", highlight=False)
@@ -141,6 +142,7 @@ def serve(
     from crmflow.services.setup import prepare_to_serve
     from crmflow.web import create_site
 
+    state.creates_database = True
     ctx = state.context
     if prepare_to_serve(ctx):
         err_console.print(f"set up a new database at {state.database_label}", highlight=False)
