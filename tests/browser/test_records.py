@@ -93,6 +93,7 @@ def test_build_a_saved_query_see_its_count_and_preview_and_save_it(
     donors = queries.count_filter(site.ctx, "contact", first)
     assert donors > 0
     expect(page.locator("#query-count")).to_have_text(f"{donors:,}")
+    page.get_by_role("button", name="Add a condition").click()
     page.get_by_label("Field of condition 2").select_option("last_donation_date")
     page.get_by_label("Operator of condition 2").select_option("in the last")
     page.get_by_label("Value of condition 2").fill("90")

@@ -308,3 +308,16 @@ def test_a_manager_saves_a_query_and_a_member_may_not(
     assert queries.get_query(ctx, "new-clients").filter["all"][0]["value"][0] == "today - 60 days"
     listing = manager.get("/queries")
     assert '<a href="/queries/new-clients">new-clients</a>' in listing.text
+
+
+def test_the_builder_adds_conditions_one_at_a_time_up_to_its_limit(
+    ctx: Context, site: TestClient, alice: Actor
+) -> None:
+    client, _ = _signed_in(ctx, site, "alice")
+    new = client.get("/queries/new", params={"record_type": "company"})
+    assert new.text.count('class="query-row"') == 1
+    row = client.get("/queries/row", params={"record_type": "company", "field": ["name", ""]})
+    assert 'aria-label="Condition 3"' in row.text
+    assert '<option value="industry">' in row.text  # the fields of the page's record type
+    full = client.get("/queries/row", params={"record_type": "company", "field": ["x"] * 30})
+    assert full.status_code == 204

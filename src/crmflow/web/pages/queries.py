@@ -37,7 +37,7 @@ router = web_router()
 
 PAGE_SIZE = 50
 PREVIEW_ROWS = 10
-MIN_ROWS = 3
+MIN_ROWS = 1
 MAX_ROWS = 30
 LAST, NEXT = "in the last", "in the next"
 # Operators as the builder offers them: (value sent, words shown).
@@ -352,6 +352,28 @@ def preview_fragment(
         else Preview(problems=["choose a field for at least one condition"])
     )
     return render(request, "query_preview.html", preview=found, rtype=rtype)
+
+
+@router.get("/queries/row")
+def condition_row(
+    request: Request,
+    user: CurrentUser,
+    record_type: Annotated[str, Query(max_length=100)],
+    field: Annotated[list[str] | None, Query(max_length=100)] = None,
+) -> Response:
+    """One more empty condition for the builder (htmx), numbered after those on the page."""
+    rtype = record_types.get_record_type(context_of(request), record_type)
+    shown_rows = len(field or [])
+    if shown_rows >= MAX_ROWS:
+        return Response(status_code=204)
+    return render(
+        request,
+        "query_row.html",
+        n=shown_rows + 1,
+        row=Row(),
+        fields=field_choices(rtype),
+        operators=OPERATORS,
+    )
 
 
 def _save(
