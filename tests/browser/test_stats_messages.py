@@ -100,10 +100,10 @@ def test_a_simulation_changes_when_another_decision_is_chosen(
     assert_accessible(page)
     screenshot(page, "simulate")
     manager = page.get_by_role("group", name="At manager-approval, press")
-    manager.get_by_role("button", name="refuse").click()
+    manager.get_by_role("button", name="Refuse").click()
     expect(timeline).not_to_contain_text("management-approval")
     expect(timeline).to_contain_text("refused")
     chosen = page.get_by_role("group", name="At manager-approval, press").get_by_role(
-        "button", name="refuse"
+        "button", name="Refuse"
     )
     expect(chosen).to_have_attribute("aria-pressed", "true")

@@ -37,10 +37,10 @@ def flow_definition(ctx: Context, actor: Actor, key: str) -> FlowDefinition:
     return info.definition
 
 
-def approvals(definition: FlowDefinition) -> dict[str, list[str]]:
-    """The flow's approval steps with their buttons' keys, in step order."""
+def approvals(definition: FlowDefinition) -> dict[str, list[tuple[str, str]]]:
+    """The flow's approval steps with their buttons (key, label), in step order."""
     return {
-        s.key: [b.key for b in s.buttons]
+        s.key: [(b.key, b.label or b.key) for b in s.buttons]
         for s in definition.ordered_steps()
         if isinstance(s, ApprovalStep)
     }

@@ -31,7 +31,7 @@ def _page(
     days: int,
     decisions: dict[str, str],
     result: Any = None,
-    approvals: dict[str, list[str]] | None = None,
+    approvals: dict[str, list[tuple[str, str]]] | None = None,
     problems: list[Problem] | None = None,
     status_code: int = 200,
 ) -> Response:
