@@ -314,3 +314,41 @@ def test_a_test_mode_html_email_is_marked_and_its_html_kept_out_of_the_page(
     assert len(frames) == 1 and 'sandbox=""' in frames[0]
     assert "&lt;p&gt;Bonjour" in frames[0]  # the HTML, escaped into srcdoc
     assert "les nouveaux bancs du parc" in shown  # its text part, read as text
+
+
+def test_the_sms_log_lists_a_flows_text_messages_with_their_text(
+    ctx: Context, site: TestClient, alice: Actor
+) -> None:
+    flow = MAILING.format(key="texts", extra="").replace(
+        """      - type: send_email
+        subject: "Hello {{ record.first_name }}"
+        body: "Hi {{ record.first_name }}, welcome."
+""",
+        """      - type: send_sms
+        message: "Your order is ready, {{ record.first_name }}."
+""",
+    )
+    flows.create_flow(ctx, alice, flow)
+    flows.change_status(ctx, alice, "texts", LifecycleAction.START)
+    rid = records.create_record(
+        ctx,
+        alice,
+        "contact",
+        {"first_name": "Ana", "last_name": "Doe", "phone": "+40 721 000 001"},
+    ).id
+    enrollments.start_record(ctx, alice, "texts", rid)
+    Dispatcher(ctx).run_once()
+    client, _ = _signed_in(ctx, site, "alice")
+    listed = client.get("/messages", params={"kind": "sms"}).text
+    [row] = _rows(listed, "message-list")
+    assert row[1] == "sms" and "Your order is ready, Ana." in row[3]
+    [message_id] = re.findall(r'<a href="/messages/(\d+)">', listed)
+    shown = client.get(f"/messages/{message_id}").text
+    assert "Your order is ready, Ana." in _text(shown, "message-text")
+    assert client.get("/messages", params={"kind": "email"}).text.count("/messages/") == 0
+
+
+def _text(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}">(.*?)</', html, re.S)
+    assert found is not None, f"no #{element_id}"
+    return unescape(found.group(1))
