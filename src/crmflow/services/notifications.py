@@ -18,9 +18,27 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.paging import DEFAULT_PAGE_SIZE, Page, keyset_page, page_size
 from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.groups import group_names_by_user
-from crmflow.store.notifications import Reader, find_notification, inbox, mark_read, unread_ids
+from crmflow.store.notifications import (
+    Reader,
+    count_unread,
+    find_notification,
+    inbox,
+    mark_read,
+    unread_ids,
+)
 
-__all__ = ["NotificationView", "list_page", "read", "read_all", "unread_count"]
+__all__ = [
+    "UNREAD_COUNT_LIMIT",
+    "NotificationView",
+    "list_page",
+    "read",
+    "read_all",
+    "unread_count",
+]
+
+# The unread badge counts this many at most (it says "999+" then): counting a user's tens of
+# thousands of unread notifications on every page would cost more than it tells.
+UNREAD_COUNT_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,8 @@ def read_all(ctx: Context, actor: Actor) -> int:
     return len(ids)
 
 
-def unread_count(ctx: Context, actor: Actor) -> int:
-    """How many notifications of `actor`'s inbox are unread (the web pages' badge)."""
+def unread_count(ctx: Context, actor: Actor, *, limit: int = UNREAD_COUNT_LIMIT) -> int:
+    """How many notifications of `actor`'s inbox are unread (the web pages' badge), counted up
+    to `limit`: `limit` means that many or more."""
     with read_connection(ctx.engine) as conn:
-        return len(unread_ids(conn, _reader(conn, actor)))
+        return count_unread(conn, _reader(conn, actor), limit=limit)

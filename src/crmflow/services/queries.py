@@ -56,6 +56,9 @@ __all__ = [
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _FILE_KEYS = ("name", "record_type", "description", "filter")
+# Paths of the web's query builder (/queries/new, /queries/row, /queries/preview): a query saved
+# under one of these names could never be opened at /queries/<name>.
+RESERVED_NAMES = ("new", "preview", "row")
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,14 @@ def _check(
                 "name",
                 f"{name!r} is not a valid query name",
                 "1 to 100 letters, digits, '-', '_' or '.', e.g. clients-six-months",
+            )
+        )
+    elif name in RESERVED_NAMES:
+        problems.append(
+            Problem(
+                "name",
+                f"{name!r} is reserved (the query pages use /queries/{name})",
+                f"choose another name, e.g. {name}-clients; reserved: {', '.join(RESERVED_NAMES)}",
             )
         )
     rtype = None

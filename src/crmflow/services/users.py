@@ -234,6 +234,8 @@ def update_user(
         password_hash = _password_hash.hash(password)
     with ctx.engine.begin() as conn:
         row = _user_row(conn, username)
+        if active is False:
+            _check_may_deactivate(actor, row)
         stored_users.update_user(
             conn,
             row.id,
@@ -250,6 +252,21 @@ def update_user(
             manager_id = _manager_id(conn, username, manager) if manager else None
             stored_users.set_manager(conn, row.id, manager_id)
         return _view(conn, stored_users.get_user_by_id(conn, row.id))
+
+
+def _check_may_deactivate(actor: Actor, row: UserRow) -> None:
+    """Nobody deactivates themselves (their sessions would end with no way back in) nor the
+    built-in `system` user (the command line and the worker act as it)."""
+    if row.username == SYSTEM_USERNAME:
+        raise ConflictError(
+            f"the built-in user {SYSTEM_USERNAME!r} cannot be deactivated: the command line and "
+            "the worker act as it"
+        )
+    if row.id == actor.id:
+        raise ConflictError(
+            f"you cannot deactivate yourself ({row.username!r}): you would be signed out with no "
+            "way back in; another admin may do it"
+        )
 
 
 def _manager_id(conn: Connection, username: str, manager: str) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crmflow.store.flow_access import flows_visible_to
 from crmflow.store.schema import enrollments, flows, notification_reads, notifications
 
-__all__ = ["Reader", "find_notification", "inbox", "mark_read", "unread_ids"]
+__all__ = ["Reader", "count_unread", "find_notification", "inbox", "mark_read", "unread_ids"]
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,16 @@ class Reader:
         return sa.and_(mine, sa.not_(hidden))
 
 
-def _select(reader: Reader) -> sa.Select[Any]:
+def _select(reader: Reader, *columns: Any) -> sa.Select[Any]:
+    """`columns` (every one of a notification and `read_by_me_at` by default) of `reader`'s
+    inbox."""
     read = notification_reads
     joined = notifications.outerjoin(
         read,
         sa.and_(read.c.notification_id == notifications.c.id, read.c.user_id == reader.user_id),
     )
-    return (
-        sa.select(notifications, read.c.read_at.label("read_by_me_at"))
-        .select_from(joined)
-        .where(reader.targets())
-    )
+    chosen = columns or (notifications, read.c.read_at.label("read_by_me_at"))
+    return sa.select(*chosen).select_from(joined).where(reader.targets())
 
 
 def inbox(
@@ -88,6 +87,18 @@ def unread_ids(conn: sa.Connection, reader: Reader) -> list[int]:
     """The ids of the notifications unread in `reader`'s inbox."""
     query = _select(reader).where(notification_reads.c.read_at.is_(None))
     return [r.id for r in conn.execute(query)]
+
+
+def count_unread(conn: sa.Connection, reader: Reader, *, limit: int) -> int:
+    """How many notifications are unread in `reader`'s inbox (the same ones as `inbox`), counted
+    in the database and only up to `limit`: a badge needs no exact count of thousands."""
+    unread = (
+        _select(reader, notifications.c.id)
+        .where(notification_reads.c.read_at.is_(None))
+        .limit(limit)
+        .subquery()
+    )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(unread)).scalar_one())
 
 
 def mark_read(conn: sa.Connection, user_id: int, ids: Collection[int], *, at: datetime) -> None:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crmflow.errors import (
     AuthenticationError,
+    ConflictError,
     CrmflowError,
     CsrfError,
     InvalidInputError,
@@ -54,6 +55,7 @@ def _page(
     *,
     problems: list[str] | None = None,
     title: str | None = None,
+    hint: str = "",
     headers: dict[str, str] | None = None,
 ) -> Response:
     return render(
@@ -65,6 +67,7 @@ def _page(
         status=status,
         message=message,
         problems=problems or [],
+        hint=hint,
     )
 
 
@@ -91,6 +94,14 @@ def _crmflow_page(request: Request, exc: CrmflowError) -> Response:
         return _page(request, exc.status_code, exc.message, problems=problems)
     if isinstance(exc, NotFoundError | PermissionDeniedError):
         return _page(request, exc.status_code, exc.message)
+    if isinstance(exc, ConflictError):
+        # Refused for the state things are in (a flow archived, a name taken, a count that
+        # changed): the services refuse before they write, so nothing was changed.
+        hint = (
+            "Nothing was changed. Go back, reload the page to see how things are now, and try "
+            "again."
+        )
+        return _page(request, exc.status_code, exc.message, hint=hint)
     return _page(request, exc.status_code, exc.message)
 
 

@@ -49,6 +49,15 @@ environment = jinja2.Environment(
 )
 
 
+def unread_label(count: int) -> str:
+    """An unread count as the badge says it: "999+" once it reaches the count's limit."""
+    cap = notifications.UNREAD_COUNT_LIMIT
+    return f"{cap - 1}+" if count >= cap else str(count)
+
+
+environment.filters["unread_label"] = unread_label
+
+
 def _flashes(request: Request) -> list[dict[str, str]]:
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
