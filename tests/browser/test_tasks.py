@@ -100,5 +100,6 @@ def test_a_two_level_approval_decided_by_two_people_then_read_in_the_inbox(
     expect(approved.get_by_role("button", name="Mark read")).to_have_count(0)
     expect(approved).to_have_class(re.compile("is-read"))
     expect(page.locator("#inbox-unread")).to_have_text("(1)")  # the decision needed is left
+    expect(page.locator("#nav-unread")).to_have_text("1")  # the menu's badge too (out of band)
     page.goto("/inbox?unread=1")
     expect(page.get_by_text("Recruitment of Ioana Popescu approved.")).to_have_count(0)
