@@ -38,6 +38,7 @@ from crmflow.store.record_types import record_type_keys
 from crmflow.store.users import user_ids_by_name
 
 __all__ = [
+    "RESERVED_NAMES",
     "QueryView",
     "count_filter",
     "count_query",
