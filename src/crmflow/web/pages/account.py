@@ -50,6 +50,8 @@ def sign_in(
     target = safe_next(next)
     address = request.client.host if request.client is not None else None
     try:
+        if "\x00" in username:  # no username holds one, and PostgreSQL refuses it in a query
+            raise AuthenticationError("no such user")
         signed_in = web_sessions.sign_in(
             ctx, username, password, address=address, throttle=_throttle(request)
         )

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import AfterId, RowId
 from crmflow.engine.definition import Visibility
 from crmflow.errors import CrmflowError, InvalidInputError, Problem, SignInRequiredError
 from crmflow.services import flows, users
@@ -38,7 +39,7 @@ SECTIONS = (
 Name = Annotated[str, Form(max_length=200)]
 Text = Annotated[str, Form(max_length=500)]
 Back = Annotated[str, Form(max_length=2000)]
-After = Annotated[int | None, Query(ge=0)]
+After = AfterId | None
 
 
 def _admin(user: Actor) -> None:
@@ -268,7 +269,7 @@ def create_token(
 
 @router.post("/admin/tokens/revoke")
 def revoke_token(
-    request: Request, user: CurrentUser, token_id: Annotated[int, Form(ge=1)], back: Back = ""
+    request: Request, user: CurrentUser, token_id: Annotated[RowId, Form()], back: Back = ""
 ) -> Response:
     _admin(user)
     ctx = context_of(request)

@@ -89,7 +89,8 @@ def _field(form: FormData, name: str) -> str:
 
 def _revision(form: FormData) -> int | None:
     raw = _field(form, "revision").strip()
-    return int(raw) if raw.isdigit() else None
+    # ASCII and short: int() refuses '²' and numbers of more than 4,300 digits.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 30 else None
 
 
 def _editor(

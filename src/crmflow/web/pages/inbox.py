@@ -4,11 +4,10 @@ record it is about (docs/people.md, "Notifications inbox")."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Query, Request
+from fastapi import Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import RowId
 from crmflow.services import notifications
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.pages.tasks import when
@@ -24,7 +23,7 @@ def inbox(
     request: Request,
     user: CurrentUser,
     unread: bool = False,
-    after: Annotated[int | None, Query(ge=1)] = None,
+    after: RowId | None = None,
 ) -> Response:
     ctx = context_of(request)
     page = notifications.list_page(ctx, user, unread=unread, after=after, limit=PAGE_SIZE)
@@ -49,7 +48,7 @@ def read_all(request: Request, user: CurrentUser) -> Response:
 
 
 @router.post("/inbox/{notification_id}/read")
-def read_one(request: Request, user: CurrentUser, notification_id: int) -> Response:
+def read_one(request: Request, user: CurrentUser, notification_id: RowId) -> Response:
     ctx = context_of(request)
     item = notifications.read(ctx, user, notification_id)
     if request.headers.get("hx-request"):

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import RowId
 from crmflow.services import messages
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.pages.tasks import when
@@ -32,7 +33,7 @@ def message_list(
     user: CurrentUser,
     kind: Annotated[str | None, Query(max_length=20)] = None,
     state: Annotated[str | None, Query(max_length=20)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: RowId | None = None,
 ) -> Response:
     ctx = context_of(request)
     kind, state = _blank(kind), _blank(state)
@@ -54,7 +55,7 @@ def message_list(
 
 
 @router.get("/messages/{message_id}")
-def message_page(request: Request, user: CurrentUser, message_id: int) -> Response:
+def message_page(request: Request, user: CurrentUser, message_id: RowId) -> Response:
     ctx = context_of(request)
     item = messages.message(ctx, user, message_id)
     return render(

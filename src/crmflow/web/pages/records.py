@@ -55,7 +55,7 @@ def search_filter(rtype: RecordType, text: str) -> dict[str, Any]:
         for f in rtype.fields
         if f.type in _SEARCHED
     ]
-    if text.isdigit() and len(text) < 16:
+    if text.isascii() and text.isdigit() and len(text) < 16:  # not '²' (a digit int() refuses)
         words.append({"field": "id", "op": "=", "value": int(text)})
     return {"any": words} if words else {"all": [{"field": "id", "op": "=", "value": 0}]}
 

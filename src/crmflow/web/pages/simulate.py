@@ -78,6 +78,11 @@ def _decisions(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _digits(text: str) -> bool:
+    """Whether int() reads `text` as a whole number: ASCII digits only ('²' is a digit too)."""
+    return text.isascii() and text.isdigit()
+
+
 @router.post("/simulate")
 def simulate_run(
     request: Request,
@@ -102,14 +107,14 @@ def simulate_run(
         problems.append(Problem("flow", "no flow chosen", hint="pick one in the list"))
     number: int | None = None
     if form["record_id"]:
-        if not form["record_id"].isdigit():
+        if not _digits(form["record_id"]):
             problems.append(Problem("record", f"{form['record_id']!r} is not a record id"))
         else:
             number = int(form["record_id"])
     span = days.strip()
-    if not span.isdigit():
+    if not _digits(span):
         problems.append(Problem("days", f"{span!r} is not a number of days", hint="e.g. 30"))
-    span_days = int(span) if span.isdigit() else 30
+    span_days = int(span) if _digits(span) else 30
     if problems:
         return _page(request, user, days=span_days, problems=problems, status_code=422, **form)
     try:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.api.deps import AfterId, RowId
 from crmflow.errors import (
     CrmflowError,
     InvalidInputError,
@@ -84,7 +85,7 @@ def task_list(
     flow: Annotated[str | None, Query(max_length=200)] = None,
     step: Annotated[str | None, Query(max_length=200)] = None,
     who: Annotated[str | None, Query(alias="user", max_length=200)] = None,
-    after: Annotated[int | None, Query(ge=1)] = None,
+    after: AfterId | None = None,
 ) -> Response:
     ctx = context_of(request)
     chosen = {
@@ -165,7 +166,7 @@ def _record_name(data: dict[str, object]) -> str:
 
 
 @router.get("/tasks/{task_id}")
-def task_page(request: Request, user: CurrentUser, task_id: int) -> Response:
+def task_page(request: Request, user: CurrentUser, task_id: RowId) -> Response:
     ctx = context_of(request)
     task = tasks.show(ctx, user, task_id)
     flow = flows.show_flow(ctx, user, task.flow)
@@ -220,14 +221,14 @@ def _after(task_id: int, done: str, action: Callable[[], object]) -> Response:
 
 
 @router.post("/tasks/{task_id}/start")
-def start_task(request: Request, user: CurrentUser, task_id: int) -> Response:
+def start_task(request: Request, user: CurrentUser, task_id: RowId) -> Response:
     ctx = context_of(request)
     return _after(task_id, "Task started.", lambda: tasks.start(ctx, user, task_id))
 
 
 @router.post("/tasks/{task_id}/complete")
 def complete_task(
-    request: Request, user: CurrentUser, task_id: int, comment: Text = ""
+    request: Request, user: CurrentUser, task_id: RowId, comment: Text = ""
 ) -> Response:
     ctx = context_of(request)
     note = _blank(comment)
@@ -235,7 +236,7 @@ def complete_task(
 
 
 @router.post("/tasks/{task_id}/comments")
-def comment_task(request: Request, user: CurrentUser, task_id: int, text: Text = "") -> Response:
+def comment_task(request: Request, user: CurrentUser, task_id: RowId, text: Text = "") -> Response:
     ctx = context_of(request)
     return _after(task_id, "Comment added.", lambda: tasks.comment(ctx, user, task_id, text))
 
@@ -244,7 +245,7 @@ def comment_task(request: Request, user: CurrentUser, task_id: int, text: Text =
 def reassign_task(
     request: Request,
     user: CurrentUser,
-    task_id: int,
+    task_id: RowId,
     to_user: Annotated[str, Form(max_length=200)] = "",
     to_group: Annotated[str, Form(max_length=200)] = "",
     comment: Text = "",
@@ -263,7 +264,7 @@ def reassign_task(
 def decide_task(
     request: Request,
     user: CurrentUser,
-    task_id: int,
+    task_id: RowId,
     button: Annotated[str, Form(max_length=200)],
     comment: Text = "",
 ) -> Response:
