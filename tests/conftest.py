@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 
+from crmflow.services import users
 from crmflow.services.context import Actor, Context
 from crmflow.services.setup import upgrade_database
 from crmflow.services.users import actor_by_username, create_user
@@ -64,6 +67,36 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# Argon2 with its real cost takes ~0.2 s of CPU per hash and per check; the suite makes hundreds
+# (users in fixtures, sign-ins, the browser's demo users). Tests hash with the same algorithm at
+# the lowest cost instead, except those marked `real_password_hash` (they check the hashing).
+_CHEAP_PASSWORD_HASH = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1),))
+
+
+def _use_password_hash(hasher: PasswordHash) -> None:
+    users._password_hash = hasher
+    users._dummy_hash.cache_clear()  # the dummy hash must have the same cost as real ones
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hash() -> Iterator[None]:
+    real = users._password_hash
+    _use_password_hash(_CHEAP_PASSWORD_HASH)
+    yield
+    _use_password_hash(real)
+
+
+@pytest.fixture(autouse=True)
+def real_password_hash(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The services' own argon2 cost, for tests marked `real_password_hash`."""
+    if request.node.get_closest_marker("real_password_hash") is None:
+        yield
+        return
+    _use_password_hash(PasswordHash.recommended())
+    yield
+    _use_password_hash(_CHEAP_PASSWORD_HASH)
 
 
 def _database_url(backend: str, request: pytest.FixtureRequest, tmp: Path) -> str:

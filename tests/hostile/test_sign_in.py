@@ -27,6 +27,7 @@ def add_user(ctx: Context, admin: Actor, username: str) -> None:
     users.create_user(ctx, admin, username=username, role="member", password=PASSWORD)
 
 
+@pytest.mark.real_password_hash
 def test_an_unknown_user_takes_as_long_as_a_wrong_password(
     ctx: Context, admin: Actor, client: TestClient, backend: str
 ) -> None:
@@ -49,6 +50,7 @@ def test_an_unknown_user_takes_as_long_as_a_wrong_password(
     assert abs(unknown_median - wrong_median) < 0.3 * wrong_median, (unknown, wrong)
 
 
+@pytest.mark.real_password_hash
 def test_every_failed_sign_in_checks_one_password_hash_of_the_same_cost(
     ctx: Context, admin: Actor, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
