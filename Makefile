@@ -37,10 +37,11 @@ contracts:
 	$(BIN)/lint-imports
 
 # Two processes (the machines this runs on have two cores), whole files each, so that a module's
-# live server starts once; PYTEST_WORKERS=0 runs everything in one process.
+# live server starts once; PYTEST_WORKERS=0 runs everything in one process. --durations=20 lists
+# the slowest tests in every log, so a test that grows slow is seen.
 PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 bench: install-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
