@@ -189,6 +189,14 @@ class Settings(BaseSettings):
         default=0.5,
         description="The longest a sent message's outcome waits for the others of its group.",
     )
+    delivery_write_ahead: int = Field(
+        ge=0,
+        le=10,
+        default=1,
+        description="A dispatcher's groups of outcomes (delivery_commit_every) that may wait "
+        "for its writer thread (besides the one it commits) while the next messages are sent. "
+        "0: each group committed before the next message is sent.",
+    )
     rate_limit_email: str | None = Field(
         default=None,
         description="Emails sent at most so fast, e.g. 100/s, 3000/m, 50000/h (bursts up to "

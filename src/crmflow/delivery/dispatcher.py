@@ -5,7 +5,10 @@ Claims lease the rows to this dispatcher (`store.outbox.claim_due`): on PostgreS
 LOCKED, so any number of dispatchers take different rows; on SQLite the claim holds the single
 writer's lock. The outcomes of sent emails and webhooks are committed in groups
 (CRMFLOW_DELIVERY_COMMIT_EVERY, 20; or after CRMFLOW_DELIVERY_COMMIT_SECONDS; and at the end of
-each batch), an SMS's at once: a dispatcher killed before a group's commit leaves its rows
+each batch), an SMS's at once. A group's commit is made by the dispatcher's writer thread while
+the next messages are sent (at most CRMFLOW_DELIVERY_WRITE_AHEAD groups wait for it; the
+batch's messages' outcomes are all written before the next batch is delivered, well within
+their lease). A dispatcher killed before a group's commit leaves its rows
 `sending` until their lease runs out, and the next attempt sends them again with the same
 Message-ID or webhook-id, the at-least-once window (docs/delivery.md). A commit that merely
 fails is tried again, and the outcomes are held (nothing more is sent) until it succeeds.
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -86,6 +91,55 @@ _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
 # Idempotency-Key). An SMS carries no such id: its outcome is committed at once.
 _GROUPED = frozenset({"email", "webhook"})
 _SAVE_PAUSES = (0.05, 0.5, 2.0)  # seconds before each new try at writing sent messages' outcomes
+
+_Unsaved = list[tuple[ClaimedMessage, Sent, datetime]]
+
+
+class _OutcomeWriter:
+    """A thread that commits groups of sent messages' outcomes (`save`) while the dispatcher
+    sends the next messages; at most `ahead` groups wait for it (`put` blocks then). A group
+    whose commit failed (the database away) is held by `save`: `failed` is then set until the
+    dispatcher, having waited for the writer, takes over."""
+
+    def __init__(self, save: Callable[[_Unsaved], None], ahead: int, name: str) -> None:
+        self._save = save
+        self._ahead = ahead
+        self._name = name
+        self._queue: queue.Queue[_Unsaved | None] = queue.Queue(maxsize=ahead)
+        self._thread: threading.Thread | None = None
+        self.failed = False
+
+    def put(self, unsaved: _Unsaved) -> None:
+        if not unsaved:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put(unsaved)
+
+    def wait(self) -> None:
+        """Until every group handed over is written (or held)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        """Every group written (or held), and the thread ended."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            unsaved = self._queue.get()
+            try:
+                if unsaved is None:
+                    return
+                self._save(unsaved)
+            except Exception:  # logged by `save`, the outcomes held: the dispatcher stops
+                self.failed = True
+            finally:
+                self._queue.task_done()
 
 
 @dataclass(frozen=True)
@@ -160,10 +214,15 @@ class Dispatcher:
         self.total = DispatchResult()
         # Sent messages whose outcome is not committed yet (CRMFLOW_DELIVERY_COMMIT_EVERY), and
         # time.monotonic() when the first of them was sent.
-        self._unsaved: list[tuple[ClaimedMessage, Sent, datetime]] = []
+        self._unsaved: _Unsaved = []
         self._unsaved_since = 0.0
         # Sent messages whose outcome could not be written (the database away): written first.
-        self._held: list[tuple[ClaimedMessage, Sent, datetime]] = []
+        self._held: _Unsaved = []
+        self._writer: _OutcomeWriter | None = None
+        if ctx.settings.delivery_write_ahead:
+            self._writer = _OutcomeWriter(
+                self._save, ctx.settings.delivery_write_ahead, f"{self.name}-writer"
+            )
         self._stop = threading.Event()
         self._wake = threading.Event()
 
@@ -176,10 +235,17 @@ class Dispatcher:
         self._wake.set()
 
     def deliver_batch(self) -> DispatchResult:
-        """Claim up to `batch_size` due messages and deliver them, each outcome committed as
-        soon as it is known."""
-        if self._held:  # nothing more is sent before what was sent is written
-            self._save([])
+        """Claim up to `batch_size` due messages and deliver them; their outcomes are all
+        committed when it returns."""
+        return self._deliver_batch(wait=True)
+
+    def _deliver_batch(self, *, wait: bool) -> DispatchResult:
+        """`wait`: False lets the last batch's last outcomes be written while this one is
+        claimed (`run`, `run_once`); none of it is sent before they are."""
+        writer = self._writer
+        writing = not (wait or writer is None or writer.failed or self._held)
+        if not writing:
+            self._save_now([])  # nothing more is sent before what was sent is written
         now = self.ctx.now()
         claimed = claim_due(
             self.ctx.engine,
@@ -189,6 +255,8 @@ class Dispatcher:
             lease=self.lease,
             kinds=KINDS,
         )
+        if writing:
+            self._written_or_put_back(claimed, now)
         result = DispatchResult(claimed=len(claimed))
         claimed = set_aside_suppressed(self.ctx, claimed, owner=self.name)  # unsubscribed...
         # No message is started once half the lease has passed: one started later could still
@@ -199,13 +267,18 @@ class Dispatcher:
             for message in claimed:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     break
+                if self._writer is not None and self._writer.failed:
+                    break  # outcomes not written: nothing more is sent (raised below)
                 if self._over_rate_limit(message):
                     result += DispatchResult(deferred=1)
                     continue
                 result += self._deliver(message)
         finally:
-            self._unsaved, unsaved = [], self._unsaved
-            self._save(unsaved)  # what is left of the batch (raises with the database away)
+            unsaved = self._take_unsaved()
+            if self._writer is None or self._writer.failed or wait:
+                self._save_now(unsaved)  # what is left (raises with the database away)
+            else:
+                self._writer.put(unsaved)
             self._deferred, deferred = [], self._deferred
             if deferred:
                 with self.ctx.engine.begin() as conn:
@@ -219,7 +292,7 @@ class Dispatcher:
         total = DispatchResult()
         try:
             for _ in range(_MAX_ROUNDS):
-                result = self.deliver_batch()
+                result = self._deliver_batch(wait=False)
                 total += result
                 if result.claimed < self.batch_size:
                     break
@@ -234,7 +307,7 @@ class Dispatcher:
         try:
             while not self._stop.is_set():
                 try:
-                    result = self.deliver_batch()
+                    result = self._deliver_batch(wait=False)
                 except OperationalError as exc:
                     log.warning("dispatcher %s: database error, retrying: %s", self.name, exc)
                     self._sleep(self.max_idle)
@@ -250,7 +323,13 @@ class Dispatcher:
             log.info("dispatcher %s stopped: %s", self.name, self.total)
 
     def _close(self) -> None:
-        self.sender.close()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                if self._writer.failed:  # tried again now, and raised if still not written
+                    self._save_now([])
+        finally:
+            self.sender.close()
         self.webhooks.close()
         self.sms.close()
 
@@ -361,9 +440,33 @@ class Dispatcher:
             or len(self._unsaved) >= settings.delivery_commit_every
             or time.monotonic() - self._unsaved_since >= settings.delivery_commit_seconds
         ):
-            self._unsaved, unsaved = [], self._unsaved
-            self._save(unsaved)
+            unsaved = self._take_unsaved()
+            if self._writer is None or message.kind not in _GROUPED:
+                self._save_now(unsaved)
+            else:
+                self._writer.put(unsaved)  # written while the next are sent
         return DispatchResult(delivered=1)
+
+    def _written_or_put_back(self, claimed: list[ClaimedMessage], now: datetime) -> None:
+        """The writer's outcomes written before `claimed` is sent; if they cannot be (the
+        database away), `claimed` is put back, unsent, and the error raised."""
+        try:
+            self._save_now([])
+        except Exception:
+            try:
+                with self.ctx.engine.begin() as conn:
+                    put_back(conn, [(m.id, now) for m in claimed], owner=self.name)
+            except Exception as exc:  # left leased: claimed again when the lease runs out
+                log.warning("dispatcher %s: claimed messages not put back: %s", self.name, exc)
+            raise
+
+    def _save_now(self, unsaved: _Unsaved) -> None:
+        """`_save` in this thread, once those handed to the writer are written (or held, if
+        it failed: they are tried again first)."""
+        if self._writer is not None:
+            self._writer.wait()
+            self._writer.failed = False  # what it held is this thread's to write now
+        self._save(unsaved)
 
     def _save(self, unsaved: list[tuple[ClaimedMessage, Sent, datetime]]) -> None:
         """Commit the outcomes of sent messages (and those held from before), with their
@@ -446,7 +549,7 @@ class Dispatcher:
         settings = self.ctx.settings
         if message.attempts >= settings.delivery_max_attempts:
             self._unsaved.append((message, sent, self.ctx.now()))
-            self._save(self._take_unsaved())
+            self._save_now(self._take_unsaved())
             return DispatchResult(delivered=1)
         refused = "; ".join(f"{a}: {reply}" for a, reply in sent.refused_for_now)
         error = f"RCPT TO refused for now: {refused} (sent to the others)"
@@ -465,7 +568,7 @@ class Dispatcher:
         log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
         return DispatchResult(retrying=1)
 
-    def _take_unsaved(self) -> list[tuple[ClaimedMessage, Sent, datetime]]:
+    def _take_unsaved(self) -> _Unsaved:
         self._unsaved, unsaved = [], self._unsaved
         return unsaved
 
