@@ -13,8 +13,8 @@ from email.policy import default
 
 import pytest
 
-from crmflow.delivery.email import OutgoingEmail, build_email, build_simple_email
-from crmflow.engine.commands import EmailPayload
+from crmflow.delivery.email import OutgoingEmail, build_email, build_simple_email, with_headers
+from crmflow.engine.commands import Attachment, EmailPayload
 from crmflow.errors import DeliveryError
 
 SENDER = "CRM <crm@example.org>"
@@ -70,6 +70,24 @@ def test_the_unsubscribe_url_is_one_line_a_client_can_follow() -> None:
     assert f"\r\nList-Unsubscribe: {url}\r\n".encode() in lean.data
     parsed = message_from_bytes(lean.data, policy=default)
     assert parsed["List-Unsubscribe"] == url
+
+
+def test_an_email_with_an_attachment_carries_the_same_one_line_unsubscribe_url() -> None:
+    url = "<https://crm.example.org/u/YW5uYUBleGFtcGxlLm9yZw." + "x" * 43 + ">"
+    headers = [("List-Unsubscribe", url), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+    attachment = Attachment(filename="receipt.txt", content="Thank you", content_type="text/plain")
+    payload = PAYLOADS[0].model_copy(update={"attachments": (attachment,)})
+    email = with_headers(OutgoingEmail.of(build_email(payload, SENDER)), headers)
+    assert f"\r\nList-Unsubscribe: {url}\r\n".encode() in email.data
+    assert b"=?utf-8?" not in email.data
+    parsed = message_from_bytes(email.data, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["List-Unsubscribe"] == url
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["Message-ID"] == "<a1@crm>"
+    [part] = list(parsed.iter_attachments())
+    assert (part.get_filename(), part.get_content()) == ("receipt.txt", "Thank you")
+    assert email.data.count(b"List-Unsubscribe:") == 1
 
 
 def test_a_header_with_a_line_break_fails_the_message_for_good() -> None:

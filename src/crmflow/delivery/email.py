@@ -15,7 +15,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email import quoprimime
 from email.message import EmailMessage
@@ -34,7 +34,6 @@ from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
 from crmflow.services.record_files import StoredFile, email_attachments
 from crmflow.services.suppressions import (
-    add_unsubscribe_headers,
     unsubscribe_headers,
     with_unsubscribe_link,
 )
@@ -60,6 +59,7 @@ __all__ = [
     "envelope_recipients",
     "parse_smtp_url",
     "rendered_of",
+    "with_headers",
 ]
 
 _TIMEOUT = 30.0  # seconds: connect, and each reply of the server
@@ -329,8 +329,18 @@ def email_for(
     # The record's files it names, as they are now; one gone fails this email alone.
     files = email_attachments(ctx, payload)
     message = build_email(payload, ctx.settings.mail_from, html=html, files=files)
-    add_unsubscribe_headers(ctx, message, payload, recipient)
-    return OutgoingEmail.of(message)
+    return with_headers(OutgoingEmail.of(message), unsubscribe_headers(ctx, payload, recipient))
+
+
+def with_headers(email: OutgoingEmail, headers: Sequence[tuple[str, str]]) -> OutgoingEmail:
+    """`email` (a message built by `build_email`) with `headers` added after its own, written
+    as the lean builder writes them: a List-Unsubscribe `<url>` on one line, which the email
+    package would have turned into RFC 2047 encoded words no client can follow."""
+    if not headers:
+        return email
+    lines = "".join(_header_line(name, value) for name, value in headers).encode()
+    head, _, rest = email.data.partition(b"\r\n\r\n")  # the top-level headers end there
+    return replace(email, data=head + b"\r\n" + lines + b"\r\n" + rest)
 
 
 def archive_sent(conn: Connection, message: ClaimedMessage, sent: Sent, at: datetime) -> None:
