@@ -43,6 +43,7 @@ __all__ = [
     "load_document",
     "new_flow_text",
     "problems_by_field",
+    "refilled",
     "saved_step_text",
     "slug",
     "step_kinds",
@@ -770,3 +771,19 @@ def slug(name: str) -> str:
     """A flow key from its name: `Six-month promotion!` -> `six-month-promotion`."""
     text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return text[:60].strip("-") or "flow"
+
+
+def refilled(fields: Sequence[FormField], form: Mapping[str, str]) -> list[FormField]:
+    """`fields` showing the values of `form` (what was posted), to show a refused form again
+    as the user left it."""
+    out = []
+    for each in fields:
+        children = tuple(refilled(each.children, form))
+        posted = form.get(each.name)
+        if posted is None or each.widget in ("group", "items", "unsupported"):
+            out.append(replace(each, children=children))
+        elif each.widget == "checkbox":
+            out.append(replace(each, checked=posted == "true", children=children))
+        else:
+            out.append(replace(each, value=posted.replace("\r\n", "\n"), children=children))
+    return out
