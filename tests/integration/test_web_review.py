@@ -119,9 +119,9 @@ def test_a_simulation_given_a_superscript_digit_says_it_is_no_number(
         assert "&#39;²&#39; is not a" in answer.text
 
 
-def test_signing_in_with_a_nul_in_the_username_is_a_wrong_username(ctx: Context) -> None:
+def test_signing_in_with_a_nul_in_the_username_is_refused_in_words(ctx: Context) -> None:
     """Anyone may post the sign-in form: a NUL character (which PostgreSQL refuses in a query)
-    is a wrong username, not a 500."""
+    is refused as every form's NUL is, not a 500."""
     with TestClient(create_site(ctx), raise_server_exceptions=False) as client:
         form = client.get("/sign-in")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
@@ -130,16 +130,10 @@ def test_signing_in_with_a_nul_in_the_username_is_a_wrong_username(ctx: Context)
             "/sign-in",
             data={"username": "a\x00b", "password": "secret", "csrf_token": token.group(1)},
         )
-    assert answer.status_code == 401
-    assert "Wrong username or password" in answer.text
+    assert answer.status_code == 422
+    assert "username: contains a NUL character" in answer.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed (review of issue 12): a NUL character in a form field reaches PostgreSQL, "
-    "which refuses it (DataError, 500); fix in one place, e.g. check_csrf (crmflow/web/auth.py) "
-    "or the RequestGuard refusing NUL in form bodies as it does in JSON bodies",
-)
 def test_a_nul_character_in_a_form_field_is_refused_in_words(
     site: tuple[TestClient, str], backend: str
 ) -> None:
@@ -155,4 +149,5 @@ def test_a_nul_character_in_a_form_field_is_refused_in_words(
         ("/queries/new", {"name": nul, "record_type": "contact", "field": "first_name"}),
     ]:
         answer = client.post(path, data={**form, "csrf_token": token})
-        assert answer.status_code < 500, (path, answer.status_code)
+        assert answer.status_code == 422, (path, answer.status_code)
+        assert "contains a NUL character" in answer.text, path

@@ -18,8 +18,9 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import FormData
 
-from crmflow.errors import CsrfError, SignInRequiredError
+from crmflow.errors import CsrfError, InvalidInputError, Problem, SignInRequiredError
 from crmflow.services import web_sessions
 from crmflow.services.context import Actor, Context
 from crmflow.services.web_sessions import SESSION_COOKIE, WebSession
@@ -111,15 +112,36 @@ async def check_csrf(request: Request) -> None:
     if request.method in _SAFE_METHODS:
         return
     given = request.headers.get("x-csrf-token")
-    if given is None and request.headers.get("content-type", "").startswith(_FORM_TYPES):
-        field = (await request.form()).get("csrf_token")
-        given = field if isinstance(field, str) else None
+    form = None
+    if request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        form = await request.form()
+        field = form.get("csrf_token")
+        given = given if given is not None else (field if isinstance(field, str) else None)
     expected = _expected_csrf(request)
     if expected is None or given is None or not hmac.compare_digest(expected, given):
         raise CsrfError(
             "this form is out of date or did not come from this site's pages (its security "
             "token is missing or stale, e.g. after signing in again): reload the page and try "
             "again"
+        )
+    if form is not None:
+        _refuse_nul_characters(form)
+
+
+def _refuse_nul_characters(form: FormData) -> None:
+    """A NUL character is no text any form asks for, and PostgreSQL refuses to store one: the
+    form is refused here, for every page at once, naming its fields (JSON bodies are checked
+    by the API's RequestGuard)."""
+    fields = sorted(
+        {name for name, value in form.multi_items() if isinstance(value, str) and "\x00" in value}
+    )
+    if fields:
+        raise InvalidInputError(
+            "the form",
+            [
+                Problem(name, "contains a NUL character (\\0)", "remove it and send again")
+                for name in fields
+            ],
         )
 
 
