@@ -119,15 +119,22 @@ def migrated_url(
     yield url
 
 
+# Sequences used since the last wipe start again from their first value, as after a migration.
+_RESTART_USED_SEQUENCES = """
+SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false)
+FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL
+"""
+
+
 def _wipe(engine: sa.Engine) -> None:
+    # DELETE, children first, rather than TRUNCATE: PostgreSQL's TRUNCATE of every table took
+    # 0.7-0.8 s per test (new files for each table), DELETE of a test's few rows a few ms.
     tables = [t for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
+        for t in tables:
+            conn.execute(t.delete())
         if engine.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in tables)
-            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for t in tables:
-                conn.execute(t.delete())
+            conn.execute(sa.text(_RESTART_USED_SEQUENCES))
 
 
 @pytest.fixture
