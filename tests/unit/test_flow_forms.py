@@ -4,6 +4,7 @@ step saved unchanged keeps the file's bytes, a changed field changes only its li
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,26 @@ def test_a_word_in_a_number_field_is_a_problem_at_that_field() -> None:
     [problem] = problems
     assert problem.path.endswith("actions[0].due_days")
     assert "whole number" in problem.message
+
+
+def test_a_json_flow_keeps_its_text_unless_a_field_changes_and_stays_json() -> None:
+    text = (
+        '{"schema_version": 1, "key": "k", "name": "K", "record_type": "contact",\n'
+        ' "triggers": [{"type": "manual"}],\n'
+        ' "steps": [{"key": "s", "actions": [{"type": "history", "message": "hi"}]}]}\n'
+    )
+    form = _posted(_step_form(text, "s"))
+    assert flow_forms.saved_step_text(text, "s", form) == (text, [])
+    form["f:actions[0].message"] = "hello"
+    saved, problems = flow_forms.saved_step_text(text, "s", form)
+    assert problems == []
+    assert json.loads(saved)["steps"] == [
+        {"key": "s", "actions": [{"type": "history", "message": "hello"}]}
+    ]
+
+
+def test_an_optional_part_the_step_leaves_out_is_folded_and_stays_out() -> None:
+    path = next(p for p in EXAMPLES if p.name == "six-month-promotion.yaml")
+    fields = {f.path: f for f in _step_form(path.read_text(encoding="utf-8"), "promotion")}
+    assert fields["deadline"].folded and fields["timing"].folded
+    assert not fields["actions"].folded and not fields["name"].folded

@@ -87,6 +87,8 @@ class FormField:
     checked: bool = False
     options: tuple[tuple[str, str], ...] = ()
     children: tuple[FormField, ...] = ()
+    # An optional group or kind the document leaves out: the page shows it folded.
+    folded: bool = False
 
     @property
     def name(self) -> str:
@@ -354,7 +356,8 @@ def _field(
         children = form_fields(
             inner, current if isinstance(current, Mapping) else None, prefix=path, pickers=pickers
         )
-        return FormField(widget=widget, children=tuple(children), **common)
+        folded = not required and not isinstance(current, Mapping)
+        return FormField(widget=widget, children=tuple(children), folded=folded, **common)
     if widget == "choice":
         kinds = _kinds(inner)
         kind = str(current.get("type", "")) if isinstance(current, Mapping) else ""
@@ -368,7 +371,12 @@ def _field(
         if chosen is not None and not help_text:
             common["help"] = next(k.description for k in kinds if k.value == kind)
         return FormField(
-            widget=widget, value=kind, options=choices, children=tuple(children), **common
+            widget=widget,
+            value=kind,
+            options=choices,
+            children=tuple(children),
+            folded=not required and not kind,
+            **common,
         )
     if widget == "items":
         items_schema = inner.get("items") or {}
@@ -707,9 +715,10 @@ def saved_step_text(text: str, key: str, form: Mapping[str, str]) -> tuple[str, 
             "the step",
             [Problem(f"steps[{index}].type", "is not a step type", "fix it in the YAML view")],
         )
+    before = _plain(step)
     problems = apply_form(schema, step, form, where=f"steps[{index}].")
-    if problems:
-        return text, problems
+    if problems or _plain(step) == before:
+        return text, problems  # nothing to write: a JSON document keeps its layout too
     return dump_document(document, text), []
 
 
