@@ -1,6 +1,7 @@
 """Browser tests: a real server and Debian's chromium driven by playwright (sync API).
 
-One server and one browser per test module (module-scoped), a new browser context per test.
+One server per test module (module-scoped), one browser per test process (session-scoped: a
+chromium start costs ~1 s of CPU), a new browser context per test.
 
 - `site`: the server (uvicorn in a thread on 127.0.0.1, a free port) over a fresh SQLite
   database with the demo data (`load_demo`: alice the admin, maria the manager, andrei and
@@ -73,7 +74,7 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     reason = _browser_missing()
     if reason is not None:
