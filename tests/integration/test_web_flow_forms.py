@@ -316,3 +316,27 @@ def test_a_member_may_not_use_the_forms(ctx: Context, alice: Actor) -> None:
     )
     assert refused.status_code == 403
     assert andrei.client.get("/flows/no-such-flow/form").status_code == 404
+
+
+def test_a_new_timing_kind_shows_its_own_fields_to_fill_then_saves(
+    ctx: Context, alice: Actor
+) -> None:
+    text = (EXAMPLES[0].parent / "six-month-promotion.yaml").read_text(encoding="utf-8")
+    flows.create_flow(ctx, alice, text)
+    browser = Browser(ctx, "alice")
+    fields = _form(
+        browser.get("/flows/six-month-promotion/form", step="promotion"), "step-edit-form"
+    )
+    assert ("f:timing", "") in fields  # no timing: immediately
+    status, page = _post(
+        browser, "/flows/six-month-promotion/form", _replace(fields, "f:timing", "after")
+    )
+    # Refused, the form shows the new kind's fields, the missing one marked.
+    assert status == 422
+    assert re.search(r'id="f-timing-amount-problem">[^<]*\S', page), page
+    fields = _replace(_form(page, "step-edit-form"), "f:timing.amount", "2")
+    status, shown = _post(browser, "/flows/six-month-promotion/form", fields)
+    assert status == 303, shown
+    saved = str(flows.get_flow_version(ctx, alice, "six-month-promotion", 1)["source"])
+    assert "    timing:\n      type: after\n      amount: 2\n    actions:\n" in saved
+    assert saved.replace("    timing:\n      type: after\n      amount: 2\n", "") == text

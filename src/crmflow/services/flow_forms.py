@@ -456,12 +456,25 @@ def apply_form(
     schema = _resolve(schema)
     required = set(schema.get("required") or ())
     problems: list[Problem] = []
+    had = set(node)
     for name, prop in (schema.get("properties") or {}).items():
         if name == "type" and "const" in prop:
             continue
         path = f"{prefix}.{name}" if prefix else name
         problems += _apply_field(prop, name, path, node, form, name in required, where)
+    _in_schema_order(node, had, list(schema.get("properties") or ()))
     return problems
+
+
+def _in_schema_order(node: CommentedMap, had: set[Any], order: list[str]) -> None:
+    """Move each key added to `node` where the schema lists it among the keys already there
+    (a new `timing` goes before the step's `actions`, not after them)."""
+    rank = {name: index for index, name in enumerate(order)}
+    for name in [k for k in node if k not in had and k in rank]:
+        later = [k for k in node if rank.get(k, -1) > rank[name]]
+        if later:
+            value = node.pop(name)
+            node.insert(list(node).index(later[0]), name, value)
 
 
 def _posted(form: Mapping[str, str], path: str) -> str | None:
