@@ -135,3 +135,10 @@ def test_an_optional_part_the_step_leaves_out_is_folded_and_stays_out() -> None:
     fields = {f.path: f for f in _step_form(path.read_text(encoding="utf-8"), "promotion")}
     assert fields["deadline"].folded and fields["timing"].folded
     assert not fields["actions"].folded and not fields["name"].folded
+
+
+def test_a_new_flow_s_key_comes_from_its_name_and_is_never_a_page_s_path() -> None:
+    assert flow_forms.slug("Six-month promotion!") == "six-month-promotion"
+    assert flow_forms.slug("Été 2027") == "ete-2027"
+    assert flow_forms.slug("New") == "new-flow"
+    assert flow_forms.slug("!!!") == "flow"

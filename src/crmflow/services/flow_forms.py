@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -791,8 +792,11 @@ def problems_by_field(
 
 def slug(name: str) -> str:
     """A flow key from its name: `Six-month promotion!` -> `six-month-promotion`."""
-    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return text[:60].strip("-") or "flow"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    text = text[:60].strip("-") or "flow"
+    # /flows/new and /flows/validate are pages: a flow of that key could not be opened.
+    return f"{text}-flow" if text in ("new", "validate") else text
 
 
 def refilled(fields: Sequence[FormField], form: Mapping[str, str]) -> list[FormField]:
