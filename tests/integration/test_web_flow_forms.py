@@ -340,3 +340,32 @@ def test_a_new_timing_kind_shows_its_own_fields_to_fill_then_saves(
     saved = str(flows.get_flow_version(ctx, alice, "six-month-promotion", 1)["source"])
     assert "    timing:\n      type: after\n      amount: 2\n    actions:\n" in saved
     assert saved.replace("    timing:\n      type: after\n      amount: 2\n", "") == text
+
+
+def test_bad_input_on_a_step_form_is_said_in_words_never_a_500(ctx: Context, alice: Actor) -> None:
+    text = (EXAMPLES[0].parent / "six-month-promotion.yaml").read_text(encoding="utf-8")
+    flows.create_flow(ctx, alice, text)
+    browser = Browser(ctx, "alice")
+    missing = browser.client.get("/flows/six-month-promotion/form", params={"step": "<nope>"})
+    assert missing.status_code == 422
+    assert (
+        "is not in the flow&#39;s current version" in missing.text and "<nope>" not in missing.text
+    )
+    status, page = _post(
+        browser, "/flows/six-month-promotion/form", [("step", "nope"), ("f:name", "x")]
+    )
+    assert status == 422
+    fields = _form(
+        browser.get("/flows/six-month-promotion/form", step="promotion"), "step-edit-form"
+    )
+    status, page = _post(
+        browser, "/flows/six-month-promotion/form", _replace(fields, "f:actions[1].active", "maybe")
+    )
+    assert status == 303  # a checkbox is on only when it says "true"
+    status, page = _post(
+        browser, "/flows/six-month-promotion/form", _replace(fields, "f:order", "first")
+    )
+    assert status == 422
+    found = re.search(r'id="f-order-problem">(.*?)</small>', page, re.S)
+    assert found is not None and "is not a whole number: 'first'" in found.group(1)
+    assert 'value="first"' in page  # shown again as typed
