@@ -13,6 +13,8 @@ that it names exactly the classes of this module, and that no other module defin
             MovesRequiredError          409  say where the records of removed steps go (`steps`)
         PermissionDeniedError           403
         AuthenticationError             401
+            SignInRequiredError         401  a web page sends the browser to sign in (`next_path`)
+        CsrfError                       403  a web form without its page's CSRF token
         PreconditionFailedError         412  the row changed since it was read (If-Match)
         PayloadTooLargeError            413
         TooManyRequestsError            429  `retry_after` seconds
