@@ -126,7 +126,7 @@ def _assignee(row: Row) -> str:
 
 
 def _view(row: Row, now: datetime, history: list[TaskEventView] | None = None) -> TaskView:
-    late = row.status in OPEN_STATES and row.due_at is not None and row.due_at < now
+    late = row.status in OPEN_STATES and row.due_at is not None and row.due_at <= now
     return TaskView(
         id=row.id,
         flow=row.flow_key,

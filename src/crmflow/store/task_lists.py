@@ -33,7 +33,8 @@ class TaskFilter:
 
     `whose` None: anyone's (an admin); else the tasks given to one of these usernames or to one
     of `groups`. `viewer_id` None: every flow (an admin); else only the flows that user can see.
-    `state` is a task status or `late` (open or in progress with `due_at` before `now`).
+    `state` is a task status or `late` (open or in progress with `due_at` reached: at or before
+    `now`, as the deadline pass counts it).
     """
 
     now: datetime
@@ -68,7 +69,7 @@ def _conditions(f: TaskFilter) -> list[sa.ColumnElement[bool]]:
     if f.viewer_id is not None:
         where.append(flows_visible_to(f.viewer_id))
     if f.state == "late":
-        where += [tasks.c.status.in_(OPEN_STATES), tasks.c.due_at < f.now]
+        where += [tasks.c.status.in_(OPEN_STATES), tasks.c.due_at <= f.now]
     elif f.state is not None:
         where.append(tasks.c.status == f.state)
     if f.flow is not None:
