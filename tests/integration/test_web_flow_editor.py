@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,3 +265,16 @@ def test_switched_text_keeps_a_json_document_json() -> None:
     assert json.loads(out)["steps"][0]["actions"][0] == {"type": "history", "active": False}
     back_on = switched_text(out, "a", 0, True)
     assert json.loads(back_on) == document
+
+
+def test_a_switch_changes_one_line_of_a_file_and_keeps_its_list_indentation() -> None:
+    # examples/ indent their lists under a key by two spaces (`steps:\n  - key: ...`); ruamel's
+    # default would rewrite every list line of the file.
+    original = (Path(__file__).parents[2] / "examples" / "donor-thank-you.yaml").read_text()
+    step = re.search(r"^  - key: (\S+)", original, re.MULTILINE)
+    assert step is not None
+    switched = switched_text(original, step.group(1), None, False)
+    removed = [line for line in original.splitlines() if line not in switched.splitlines()]
+    added = [line for line in switched.splitlines() if line not in original.splitlines()]
+    assert removed == []
+    assert [line.strip() for line in added] == ["active: false"]

@@ -45,6 +45,7 @@ __all__ = [
     "new_flow_text",
     "problems_by_field",
     "refilled",
+    "round_trip_yaml",
     "saved_step_text",
     "slug",
     "step_kinds",
@@ -653,7 +654,8 @@ def _indentation(text: str) -> tuple[int, int]:
     return 4, 2
 
 
-def _yaml(text: str = "") -> YAML:
+def round_trip_yaml(text: str = "") -> YAML:
+    """A ruamel round-trip reader and writer that writes lists indented as `text` has them."""
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -666,7 +668,7 @@ def load_document(text: str) -> CommentedMap:
     """A flow's YAML (or JSON) as a round-trip node; InvalidInputError when it is not a
     mapping that can be read (the YAML view shows why)."""
     try:
-        document = _yaml(text).load(text)
+        document = round_trip_yaml(text).load(text)
     except YAMLError as exc:
         raise InvalidInputError(
             "the flow", [Problem("", f"cannot be read: {exc}", "fix it in the YAML view")]
@@ -682,7 +684,7 @@ def dump_document(document: CommentedMap, original: str = "") -> str:
     if original.lstrip().startswith("{"):
         return json.dumps(_plain(document), indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
-    _yaml(original).dump(document, out)
+    round_trip_yaml(original).dump(document, out)
     return out.getvalue()
 
 

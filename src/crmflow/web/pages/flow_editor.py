@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from starlette.datastructures import FormData
 
@@ -29,6 +28,7 @@ from crmflow.errors import (
 )
 from crmflow.services import flows
 from crmflow.services.context import Actor
+from crmflow.services.flow_forms import round_trip_yaml
 from crmflow.services.permissions import require_admin
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.render import flash, render, see_other
@@ -274,9 +274,7 @@ def switched_text(text: str, step: str, action: int | None, active: bool) -> str
     `active: true` is left out (it is the default). InvalidInputError when there is no such
     step or action."""
     is_json = text.lstrip().startswith("{")
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096
+    yaml = round_trip_yaml(text)  # the file's own list indentation, so one line changes
     try:
         # ruamel's round trip would write a JSON document back as neither JSON nor YAML.
         document = json.loads(text) if is_json else yaml.load(text)
