@@ -346,3 +346,16 @@ def test_records_waiting_at_a_step_count_as_inside(ctx: Context, admin: Actor) -
     assert flows.get_flow(ctx, admin, "welcome").inside == 2
     with pytest.raises(flows.ConfirmationRequiredError, match="2 record"):
         flows.change_status(ctx, admin, "welcome", A.PAUSE)
+
+
+@pytest.mark.parametrize("key", flows.RESERVED_KEYS)
+def test_a_flow_key_the_web_pages_use_is_refused_with_another_suggested(
+    ctx: Context, admin: Actor, key: str
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        flows.create_flow(ctx, admin, WELCOME.replace("key: welcome", f"key: {key}"))
+    [problem] = refused.value.problems
+    assert problem.path == "key"
+    assert f"/flows/{key}" in problem.message
+    assert f"{key}-flow" in problem.hint
+    assert flows.list_flows(ctx, admin) == []

@@ -59,6 +59,7 @@ from crmflow.store.database import Connection, IntegrityError, read_connection
 from crmflow.store.enrollments import enrollments_ever
 
 __all__ = [
+    "RESERVED_KEYS",
     "ConfirmationRequiredError",
     "FlowView",
     "FlowsPage",
@@ -81,6 +82,10 @@ __all__ = [
     "validate_flow_text",
     "validation_context",
 ]
+
+# Paths of the web's flow pages (/flows/new, /flows/validate): a flow created with one of these
+# keys could never be opened at /flows/<key>.
+RESERVED_KEYS = ("new", "validate")
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,19 @@ def create_flow(
     The creator of a private flow is added to its members."""
     require_admin(actor, "create flows")
     definition = parse_flow_text(ctx, actor, text, fmt=fmt, source=source)
+    if definition.key in RESERVED_KEYS:
+        raise InvalidInputError(
+            f"flow {definition.key!r}",
+            [
+                Problem(
+                    "key",
+                    f"{definition.key!r} is reserved (the web pages use /flows/{definition.key})",
+                    f"choose another key, e.g. {definition.key}-flow; reserved: "
+                    + ", ".join(RESERVED_KEYS),
+                    source=source,
+                )
+            ],
+        )
     requested = definition.status
     if requested not in (FlowStatus.DRAFT, FlowStatus.ACTIVE):
         raise InvalidInputError(
