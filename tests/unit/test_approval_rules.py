@@ -107,3 +107,24 @@ def test_a_quorum_without_a_group_and_self_approval_on_no_user_field_are_refused
     assert "field 'email' is a email field; a user field is needed here" in said, said
     steps[0]["forbid_self_approval"] = {"field": "manager"}
     make_flow(steps)  # a user field of the contact: accepted
+
+
+def test_buttons_count_only_while_the_steps_condition_holds() -> None:
+    # Seed 002's "Bouton": shown while the step's condition holds. The record changed while it
+    # waited (its email was removed): a press is refused with the reason and changes nothing;
+    # once the condition holds again, the same press decides.
+    steps = panel("any")
+    steps[0]["condition"] = 'record.email != ""'
+    flow = make_flow(steps)
+    waiting = start(flow)
+    assert waiting.state.status is EnrollmentStatus.WAITING
+    event = DecisionMade(step_key="panel", button="validate", by="pia", group_size=3)
+    later = NOW + timedelta(hours=1)
+    changed = waiting.record.with_values({"email": ""}, at=later)
+    refused = advance(flow, waiting.state, changed, now=later, zone=ZONE, event=event)
+    assert refused.refused is not None
+    assert "count only while its condition holds" in refused.refused
+    assert 'record.email != ""' in refused.refused
+    assert refused.state == waiting.state and history(refused) == []
+    accepted = advance(flow, waiting.state, waiting.record, now=later, zone=ZONE, event=event)
+    assert accepted.refused is None and history(accepted) == ["approved"]

@@ -365,6 +365,22 @@ class Call:
                 return Go(step.next or self.run.following(step))
         return self.onward(step, _STARTERS[step.type](step, self.run))
 
+    def decision_refusal(self, step: ApprovalStep) -> str | None:
+        """Why a decision at approval `step` is refused now, or None: its buttons count only
+        while the step's condition holds, and the record may have changed since it waited."""
+        if not step.condition:
+            return None
+        try:
+            holds, why = self.run.scope.holds(step.condition), ""
+        except EvaluationError as exc:
+            holds, why = False, f" ({exc})"
+        if holds:
+            return None
+        return (
+            f"the buttons of step {step.key!r} count only while its condition holds, and "
+            f"`{step.condition}` is false for this record now{why}"
+        )
+
     def _holds(self, expression: str) -> bool:
         try:
             return self.run.scope.holds(expression)

@@ -184,6 +184,10 @@ def advance(
         limits=limits,
     )
     step = flow.step(state.step_key) if state.step_key else None
+    if isinstance(event, DecisionMade) and isinstance(step, ApprovalStep):
+        refusal = call.decision_refusal(step)
+        if refusal is not None:
+            return Outcome(state=state, record=record, refused=refusal)
     if step is None:
         call.end(
             EnrollmentStatus.CANCELLED,
