@@ -53,6 +53,7 @@ __all__ = [
     "catch_up",
     "check_decision",
     "check_task_done",
+    "decision_condition_refusal",
     "enter",
     "hears_changes",
     "move_to",
@@ -129,6 +130,28 @@ def check_decision(flow: FlowDefinition, state: EnrollmentState, event: Decision
     if not isinstance(step, ApprovalStep):
         return f"step {event.step_key!r} is not an approval step in this version of the flow"
     return approval.check(step, event, state.waiting)
+
+
+def decision_condition_refusal(
+    flow: FlowDefinition,
+    state: EnrollmentState,
+    record: RecordSnapshot,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    record_type: RecordType | None = None,
+    limits: EvaluationLimits = DEFAULT_LIMITS,
+) -> str | None:
+    """Why the buttons of the approval step the record waits at do not count now (its
+    condition is false for `record`), or None: what `advance` refuses a decision for, asked
+    beforehand, so that a page shows the reason instead of the buttons."""
+    step = flow.step(state.step_key) if state.step_key else None
+    if not isinstance(step, ApprovalStep) or not step.condition:
+        return None
+    call = Call(
+        flow, state, record, now=now, zone=zone, change=None, record_type=record_type, limits=limits
+    )
+    return call.decision_refusal(step)
 
 
 def check_task_done(state: EnrollmentState, event: TaskDone) -> str | None:

@@ -23,7 +23,14 @@ from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.entry import HELD, admission_refusal
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import EnrollmentState, Event, RecordChanged, RecordSnapshot
-from crmflow.engine.transition import Outcome, advance, cancel, enter, restart
+from crmflow.engine.transition import (
+    Outcome,
+    advance,
+    cancel,
+    decision_condition_refusal,
+    enter,
+    restart,
+)
 from crmflow.runner.reference import Reference, load_reference
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
@@ -32,6 +39,7 @@ __all__ = [
     "Evaluated",
     "Evaluation",
     "Restart",
+    "condition_refusal_for",
     "engine_outcome",
     "evaluate_batch",
     "outcome_for",
@@ -191,6 +199,31 @@ def outcome_for(
         zone=flow_zone(ctx, flow),
         record_type=rtype,
         now=now,
+        limits=ctx.evaluation_limits,
+    )
+
+
+def condition_refusal_for(
+    ctx: Context,
+    flow: FlowDefinition,
+    row: repo.EnrollmentRow,
+    record: RecordSnapshot,
+    rtype: RecordType | None,
+    *,
+    now: datetime,
+) -> str | None:
+    """Why the approval step `row` waits at takes no decision now (its condition is false for
+    `record`), or None: the engine's `decision_condition_refusal` with the flow's zone and the
+    context's limits."""
+    if row.state is None:
+        return None
+    return decision_condition_refusal(
+        flow,
+        row.state,
+        record,
+        now=now,
+        zone=flow_zone(ctx, flow),
+        record_type=rtype,
         limits=ctx.evaluation_limits,
     )
 

@@ -23,7 +23,15 @@ from crmflow.errors import (
     PermissionDeniedError,
     Problem,
 )
-from crmflow.runner import Reference, close_tasks, move_batch, state_of, trip_loop_guard
+from crmflow.runner import (
+    Reference,
+    close_tasks,
+    condition_refusal_for,
+    load_reference,
+    move_batch,
+    state_of,
+    trip_loop_guard,
+)
 from crmflow.runner.people import with_people
 from crmflow.services.context import Actor, Context
 from crmflow.services.definitions import definitions_cache
@@ -289,8 +297,9 @@ def decision_refusal_for(
     ctx: Context, actor: Actor, enrollment_id: int, step_key: str
 ) -> str | None:
     """Why `actor` may not press the buttons of approval step `step_key` of run
-    `enrollment_id` (who may, in words), or None when they may: what `decide` checks first,
-    read without deciding (the web pages show the buttons only to whoever may press them)."""
+    `enrollment_id` (who may, in words; or the step's condition, false for the record now), or
+    None when they may: what `decide` checks, read without deciding (the web pages show the
+    buttons only to whoever may press them, while the step's condition holds)."""
     with read_connection(ctx.engine) as conn:
         rows = repo.read_enrollments(conn, [enrollment_id])
         flow = find_flow(conn, rows[0].flow_id) if rows else None
@@ -301,7 +310,16 @@ def decision_refusal_for(
             _require_decider(conn, ctx, actor, row, step_key)
         except PermissionDeniedError as refused:
             return refused.message
-    return None
+        if row.state is None or row.state.step_key != step_key:
+            return None  # not waiting there: `decide` says why when pressed
+        # The buttons count only while the step's condition holds for the record as it is now.
+        reference = load_reference(conn, ctx, [row])
+        info = reference.infos.get((row.flow_id, row.flow_version))
+        record = reference.records.get(row.record_id)
+        if info is None or record is None:
+            return None
+        rtype = reference.types.get(info.definition.record_type)
+        return condition_refusal_for(ctx, info.definition, row, record, rtype, now=ctx.now())
 
 
 def _require_decider(
