@@ -165,10 +165,19 @@ STARTS = _Starts()
 def start_progress(request: Request, user: CurrentUser, key: str) -> Response:
     """Where the background start of `key` is (htmx polls it until it is over)."""
     flow = flows.get_flow(context_of(request), user, key, with_document=False)
+    job, finished = _start_progress(key)
+    return render(request, "flows_start_progress.html", job=job, finished=finished, flow=flow)
+
+
+def _start_progress(key: str) -> tuple[StartJob | None, bool]:
+    """The background start of `key` and whether it has finished, read once: the start may
+    finish while a page is made, and a finished start is shown once, then forgotten (what the
+    page shows and what is forgotten must agree)."""
     job = STARTS.get(key)
-    if job is not None and job.finished:
+    finished = job is not None and job.finished
+    if job is not None and finished:
         STARTS.forget(job)
-    return render(request, "flows_start_progress.html", job=job, flow=flow)
+    return job, finished
 
 
 # -- the list ------------------------------------------------------------------------------------
@@ -315,14 +324,13 @@ def flow_page(
     )
     impact = lifecycle.impact_preview(ctx, user, key) if LifecycleAction.RESUME in allowed else []
     new_steps = [s.key for s in shown["definition"].ordered_steps()]
-    job = STARTS.get(key)
-    if job is not None and job.finished:
-        STARTS.forget(job)
+    job, finished = _start_progress(key)
     return render(
         request,
         "flow.html",
         **shown,
         job=job,
+        finished=finished,
         allowed=allowed,
         words=_ACTION_WORDS,
         start_count=start_count,
