@@ -4,6 +4,7 @@ every page shows (user, CSRF token, unread count, flash messages, nav)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -12,6 +13,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crmflow.errors import CrmflowError, InvalidInputError, SignInRequiredError
 from crmflow.services import notifications
 from crmflow.web.auth import (
     PRESESSION_COOKIE,
@@ -21,7 +23,7 @@ from crmflow.web.auth import (
     session_of,
 )
 
-__all__ = ["NAV", "environment", "flash", "render", "see_other"]
+__all__ = ["NAV", "act_then_see", "environment", "flash", "render", "see_other"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 FLASH_COOKIE = "crmflow_flash"
@@ -84,6 +86,24 @@ def flash(response: Response, text: str, kind: str = "ok") -> None:
 def see_other(url: str) -> RedirectResponse:
     """The answer to a POST that worked: go to `url` with a GET (303)."""
     return RedirectResponse(url, status_code=303)
+
+
+def act_then_see(target: str, done: str, action: Callable[[], object]) -> Response:
+    """Run `action` (a service call) and go to `target`, leaving `done` as the message or,
+    refused, the service's reason in its own words. Signing in again is not a refusal: it
+    propagates, so the browser is sent to the sign-in page."""
+    response = see_other(target)
+    try:
+        action()
+    except SignInRequiredError:
+        raise
+    except InvalidInputError as exc:
+        flash(response, "; ".join(str(p) for p in exc.problems) or exc.message, kind="error")
+    except CrmflowError as exc:
+        flash(response, exc.message, kind="error")
+    else:
+        flash(response, done)
+    return response
 
 
 def render(

@@ -23,7 +23,7 @@ from crmflow.services import flows, users
 from crmflow.services.context import Actor, Role
 from crmflow.services.permissions import require_admin
 from crmflow.web.auth import CurrentUser, context_of, safe_next, web_router
-from crmflow.web.render import flash, render, see_other
+from crmflow.web.render import act_then_see, flash, render, see_other
 
 router = web_router()
 
@@ -58,21 +58,9 @@ def _shown(value: datetime | None, request: Request) -> str:
 
 
 def _done(back: str, fallback: str, message: str, action: Callable[[], object]) -> Response:
-    """Run `action` (a service call) and go back to the page the form was on, saying what
-    happened or, refused, why in the service's words."""
+    """Run `action` (a service call) and go back to the admin page the form was on."""
     target = safe_next(back) if back.startswith("/admin") else fallback
-    response = see_other(target)
-    try:
-        action()
-    except SignInRequiredError:
-        raise
-    except InvalidInputError as exc:
-        flash(response, "; ".join(str(p) for p in exc.problems) or exc.message, kind="error")
-    except CrmflowError as exc:
-        flash(response, exc.message, kind="error")
-    else:
-        flash(response, message)
-    return response
+    return act_then_see(target, message, action)
 
 
 # Users ---------------------------------------------------------------------------------------

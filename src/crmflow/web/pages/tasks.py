@@ -16,17 +16,15 @@ from fastapi.responses import Response
 
 from crmflow.api.deps import AfterId, RowId
 from crmflow.errors import (
-    CrmflowError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    SignInRequiredError,
 )
 from crmflow.services import enrollments, flows, records, run_views, tasks, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.tasks import TaskView
 from crmflow.web.auth import CurrentUser, context_of, web_router
-from crmflow.web.render import flash, render, see_other
+from crmflow.web.render import act_then_see, flash, render, see_other
 
 router = web_router()
 
@@ -204,20 +202,8 @@ def task_page(request: Request, user: CurrentUser, task_id: RowId) -> Response:
 
 
 def _after(task_id: int, done: str, action: Callable[[], object]) -> Response:
-    """Run `action` (a service call) and go back to the task's page, saying what happened or,
-    refused, why (in the service's words)."""
-    response = see_other(f"/tasks/{task_id}")
-    try:
-        action()
-    except SignInRequiredError:
-        raise
-    except InvalidInputError as exc:
-        flash(response, "; ".join(str(p) for p in exc.problems) or exc.message, kind="error")
-    except CrmflowError as exc:
-        flash(response, exc.message, kind="error")
-    else:
-        flash(response, done)
-    return response
+    """Run `action` (a service call) and go back to the task's page."""
+    return act_then_see(f"/tasks/{task_id}", done, action)
 
 
 @router.post("/tasks/{task_id}/start")
