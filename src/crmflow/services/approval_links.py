@@ -33,6 +33,7 @@ from crmflow.services.context import Context
 from crmflow.services.enrollments import decide
 from crmflow.services.run_views import EnrollmentView
 from crmflow.services.suppressions import signed_token, text_of_token
+from crmflow.services.user_emails import reachable_by_email
 from crmflow.services.users import actor_by_username
 from crmflow.store.approval_links import LinkUse, find_link_use, linked_run, use_link
 from crmflow.store.database import Connection, read_connection
@@ -294,16 +295,9 @@ def approval_recipients(conn: Connection, assignee: Assignee) -> tuple[list[tupl
         names = [found]
     else:
         names = [ref]
-    out: list[tuple[str, str]] = []
-    missing: list[str] = []
-    for name in names:
-        user = find_user_by_name(conn, name)
-        if user is None or not user.active or not user.email:
-            why = "no such user" if user is None else "disabled" if not user.active else "no email"
-            missing.append(f"{name} ({why})")
-        else:
-            out.append((user.username, user.email))
-    return out, ("no approval email to " + ", ".join(missing)) if missing else ""
+    reach = reachable_by_email(conn, names)
+    left_out = ", ".join(f"{name} ({why})" for name, why in reach.missing)
+    return reach.emailed, f"no approval email to {left_out}" if left_out else ""
 
 
 def email_asked_again(

@@ -40,6 +40,7 @@ from crmflow.errors import ConflictError, CrmflowError, NotFoundError
 from crmflow.runner import load_reference
 from crmflow.services.delivery_failures import DEADLINE_NOTICE_PREFIX
 from crmflow.services.task_dues import moved_dues, write_moved_dues
+from crmflow.services.user_emails import reachable_by_email
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection, Row
@@ -53,7 +54,6 @@ from crmflow.store.tasks import (
     insert_notifications,
     insert_task_events,
 )
-from crmflow.store.users import find_user_by_name
 
 __all__ = ["DEADLINE_PREFIX", "DeadlineCursor", "DeadlinesDone", "process_deadlines"]
 
@@ -253,17 +253,10 @@ def _tell(
             text += f" (no email sent: group {ref!r} has no active member)"
     else:
         names = [ref]
-    emailed: list[tuple[str, str]] = []
-    missing: list[str] = []
-    for name in names:
-        user = find_user_by_name(conn, name)
-        if user is None or not user.active or not user.email:
-            why = "no such user" if user is None else "disabled" if not user.active else "no email"
-            missing.append(f"{name}: {why}")
-        else:
-            emailed.append((user.username, user.email))
-    if missing:
-        text += f" (no email sent to {', '.join(missing)})"
+    reach = reachable_by_email(conn, names)
+    emailed = reach.emailed
+    if reach.missing:
+        text += f" (no email sent to {', '.join(f'{n}: {why}' for n, why in reach.missing)})"
     task = item.task
     note = NewNotification(kind, ref, text, task.enrollment_id, task.record_id, now)
     insert_notifications(conn, [note])
