@@ -156,6 +156,61 @@ class Settings(BaseSettings):
         description="The address people reach this server at (https://crm.example.org), for "
         "the links in emails (unsubscribe, approval buttons). Unset: http://HOST:PORT.",
     )
+    # Bounded history (services.retention, docs/retention.md): days each kind of history is
+    # kept; 0 keeps it forever. Pruned by the worker in small batches.
+    retention_step_runs_days: int = Field(
+        ge=0,
+        le=36500,
+        default=180,
+        description="Days the step runs (with their action logs) of a run that ended are kept "
+        "after it ended; per-flow counts keep the statistics. 0: forever.",
+    )
+    retention_outbox_days: int = Field(
+        ge=0,
+        le=36500,
+        default=180,
+        description="Days the outbox messages that are over (delivered, caught mail, failed, "
+        "suppressed, cancelled) of a run that ended are kept after it ended. 0: forever.",
+    )
+    retention_record_changes_days: int = Field(
+        ge=0,
+        le=36500,
+        default=90,
+        description="Days record change events are kept (never one the triggers or a paused "
+        "flow have yet to read). 0: forever.",
+    )
+    retention_not_entered_days: int = Field(
+        ge=0,
+        le=36500,
+        default=30,
+        description="Days the reasons why records did not enter flows are kept. 0: forever.",
+    )
+    retention_archived_not_entered: int = Field(
+        ge=0,
+        le=1_000_000,
+        default=1000,
+        description="The newest reasons an archived flow keeps of the records kept out of it "
+        "(older ones are pruned). 0: no cap.",
+    )
+    retention_webhook_receipts_days: int = Field(
+        ge=3,
+        le=36500,
+        default=3,
+        description="Days the receipts of signed webhook calls are kept: a call repeated with "
+        "the same webhook-id within them is answered as already received (at least 3).",
+    )
+    retention_notifications_days: int = Field(
+        ge=0,
+        le=36500,
+        default=365,
+        description="Days notifications (read or not) are kept. 0: forever.",
+    )
+    retention_batch_rows: int = Field(
+        ge=10,
+        le=100_000,
+        default=1000,
+        description="Rows pruned per transaction: each batch holds the write lock briefly.",
+    )
     approval_link_days: int = Field(
         gt=0,
         le=365,

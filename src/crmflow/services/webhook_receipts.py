@@ -145,7 +145,8 @@ _PRUNED: weakref.WeakKeyDictionary[Engine, datetime] = weakref.WeakKeyDictionary
 
 
 def prune(ctx: Context, *, now: datetime) -> None:
-    """Forget the ids taken more than RECEIPT_RETENTION ago: done by accepted signed calls, at
+    """Forget the ids taken more than RECEIPT_RETENTION (or retention_webhook_receipts_days,
+    when longer) ago: done by accepted signed calls (and by the worker's pruning), at
     most once every _PRUNE_EVERY per process and database, after their own transaction (a
     delete that several processes may run at once never holds up a call's starts). A failure is
     logged, not answered: the call itself was taken."""
@@ -155,6 +156,7 @@ def prune(ctx: Context, *, now: datetime) -> None:
     _PRUNED[ctx.engine] = now
     try:
         with ctx.engine.begin() as conn:
-            store.delete_received_before(conn, now - RECEIPT_RETENTION)
+            kept = timedelta(days=ctx.settings.retention_webhook_receipts_days)
+            store.delete_received_before(conn, now - max(kept, RECEIPT_RETENTION))
     except DatabaseError:
         log.warning("could not prune old webhook receipts", exc_info=True)
