@@ -60,6 +60,7 @@ __all__ = [
     "EvaluationError",
     "ImportInterruptedError",
     "InvalidInputError",
+    "JobLeaseLostError",
     "LimitExceededError",
     "MovesRequiredError",
     "NotFoundError",
@@ -381,3 +382,9 @@ class RetryLaterError(DeliveryError):
     def __init__(self, message: str, *, retry_after: timedelta) -> None:
         super().__init__(message, permanent=False)
         self.retry_after = retry_after
+
+
+class JobLeaseLostError(Exception):
+    """A background job's runner no longer holds its lease (another runner took the job over
+    after the lease expired): the step it was committing rolls back. Internal to the job
+    runners (services.jobs), never shown to a user."""

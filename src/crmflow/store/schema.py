@@ -26,6 +26,7 @@ __all__ = [
     "group_members",
     "groups",
     "invitations",
+    "jobs",
     "metadata",
     "notification_reads",
     "notifications",
@@ -609,4 +610,30 @@ record_files = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+)
+
+# Long operations run in the background (services.jobs): claimed with a lease, resumable.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # flow_start | import
+    sa.Column("subject", sa.String(200), nullable=False),  # what it works on: flow:KEY, type:KEY
+    sa.Column("payload", JSONDoc, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=True),  # an import's uploaded file
+    sa.Column("state", sa.String(16), nullable=False),  # waiting | running | done | failed
+    sa.Column("done", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("total", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("result", JSONDoc, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Index("ix_jobs_state", "state", "id"),
+    sa.Index("ix_jobs_subject", "subject", "state"),
 )

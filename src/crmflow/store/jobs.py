@@ -1,0 +1,290 @@
+"""The `jobs` table: long operations run in the background (services.jobs says what they do).
+
+A job is claimed with a lease: `claim` takes the oldest waiting job, or a running one whose
+lease has expired (its runner died), by a compare-and-set on its state and lease, so two
+runners never both take it (PostgreSQL skips the rows another claim holds; SQLite's single
+writer serialises the claims). While it works the runner writes its progress with `advance`
+in the transaction of the work itself, which also checks it still holds the lease: a runner
+whose lease was taken over cannot commit a step twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.errors import JobLeaseLostError
+from crmflow.store.schema import jobs, users
+
+__all__ = [
+    "ERROR_CHARS",
+    "FINISHED",
+    "JobRow",
+    "advance",
+    "claim",
+    "content_of",
+    "finish",
+    "insert_job",
+    "job_by_id",
+    "list_jobs",
+    "unfinished_of",
+]
+
+ERROR_CHARS = 4_000
+FINISHED = ("done", "failed")
+_LISTED = (
+    jobs.c.id,
+    jobs.c.kind,
+    jobs.c.subject,
+    jobs.c.payload,
+    jobs.c.state,
+    jobs.c.done,
+    jobs.c.total,
+    jobs.c.result,
+    jobs.c.error,
+    jobs.c.attempts,
+    jobs.c.created_by,
+    users.c.username,
+    users.c.role,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.updated_at,
+    jobs.c.finished_at,
+    jobs.c.lease_owner,
+    jobs.c.lease_until,
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    state: str
+    done: int
+    total: int
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created_by: int | None
+    username: str | None
+    role: str | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def _row(r: Any) -> JobRow:
+    return JobRow(
+        id=int(r.id),
+        kind=r.kind,
+        subject=r.subject,
+        payload=dict(r.payload),
+        state=r.state,
+        done=int(r.done),
+        total=int(r.total),
+        result=dict(r.result) if r.result is not None else None,
+        error=r.error,
+        attempts=int(r.attempts),
+        created_by=r.created_by,
+        username=r.username,
+        role=r.role,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        updated_at=r.updated_at,
+        finished_at=r.finished_at,
+        lease_owner=r.lease_owner,
+        lease_until=r.lease_until,
+    )
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(*_LISTED).select_from(jobs.outerjoin(users, users.c.id == jobs.c.created_by))
+
+
+def insert_job(
+    conn: sa.Connection,
+    *,
+    kind: str,
+    subject: str,
+    payload: dict[str, Any],
+    total: int,
+    created_by: int,
+    now: datetime,
+    content: bytes | None = None,
+) -> int:
+    """A new waiting job; its id."""
+    result = conn.execute(
+        jobs.insert().values(
+            kind=kind,
+            subject=subject,
+            payload=payload,
+            content=content,
+            state="waiting",
+            done=0,
+            total=total,
+            attempts=0,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def job_by_id(conn: sa.Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(_select().where(jobs.c.id == job_id)).first()
+    return _row(row) if row is not None else None
+
+
+def unfinished_of(conn: sa.Connection, subject: str) -> JobRow | None:
+    """The oldest job on `subject` that has not finished, if any."""
+    query = _select().where(jobs.c.subject == subject, jobs.c.state.not_in(FINISHED))
+    row = conn.execute(query.order_by(jobs.c.id).limit(1)).first()
+    return _row(row) if row is not None else None
+
+
+def list_jobs(
+    conn: sa.Connection,
+    *,
+    created_by: int | None = None,
+    subject: str | None = None,
+    states: Sequence[str] = (),
+    before: int | None = None,
+    limit: int = 50,
+) -> list[JobRow]:
+    """Jobs, newest first (`before`: ids below it, the next page)."""
+    query = _select()
+    if created_by is not None:
+        query = query.where(jobs.c.created_by == created_by)
+    if subject is not None:
+        query = query.where(jobs.c.subject == subject)
+    if states:
+        query = query.where(jobs.c.state.in_(list(states)))
+    if before is not None:
+        query = query.where(jobs.c.id < before)
+    return [_row(r) for r in conn.execute(query.order_by(jobs.c.id.desc()).limit(limit))]
+
+
+def content_of(conn: sa.Connection, job_id: int) -> bytes | None:
+    value = conn.execute(sa.select(jobs.c.content).where(jobs.c.id == job_id)).scalar()
+    return bytes(value) if value is not None else None
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        jobs.c.state == "waiting",
+        sa.and_(jobs.c.state == "running", jobs.c.lease_until < now),
+    )
+
+
+def claim(
+    engine: sa.Engine, *, owner: str, now: datetime, lease: timedelta, kinds: Sequence[str]
+) -> JobRow | None:
+    """Take the oldest job of `kinds` that is waiting or whose runner's lease has expired, for
+    `owner` until `now + lease`; None when there is none."""
+    with engine.begin() as conn:
+        query = (
+            sa.select(jobs.c.id)
+            .where(_claimable(now), jobs.c.kind.in_(list(kinds)))
+            .order_by(jobs.c.id)
+            .limit(1)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        job_id = conn.execute(query).scalar()
+        if job_id is None:
+            return None
+        taken = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, _claimable(now))
+            .values(
+                state="running",
+                lease_owner=owner,
+                lease_until=now + lease,
+                attempts=jobs.c.attempts + 1,
+                started_at=sa.func.coalesce(jobs.c.started_at, now),
+                updated_at=now,
+            )
+        )
+        if taken.rowcount != 1:
+            return None
+        return job_by_id(conn, int(job_id))
+
+
+def advance(
+    conn: sa.Connection,
+    job_id: int,
+    *,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    done: int,
+    total: int | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Write the job's progress (and what it produced so far) on `conn`, the transaction of the
+    work done, and renew the lease; JobLeaseLostError (the transaction must roll back) when
+    `owner` no longer holds the job."""
+    values: dict[str, Any] = {"done": done, "lease_until": now + lease, "updated_at": now}
+    if total is not None:
+        values["total"] = total
+    if result is not None:
+        values["result"] = result
+    changed = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.lease_owner == owner)
+        .values(**values)
+    )
+    if changed.rowcount != 1:
+        raise JobLeaseLostError(f"job {job_id}: lease lost by {owner}")
+
+
+def finish(
+    conn: sa.Connection,
+    job_id: int,
+    *,
+    owner: str,
+    now: datetime,
+    state: str,
+    done: int | None = None,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    """The job ended (`state` done or failed) on `conn`; its uploaded content is dropped.
+    JobLeaseLostError when `owner` no longer holds it."""
+    assert state in FINISHED
+    values: dict[str, Any] = {
+        "state": state,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+        "content": None,
+        "error": error[:ERROR_CHARS] if error is not None else None,
+    }
+    if done is not None:
+        values["done"] = done
+    if result is not None:
+        values["result"] = result
+    changed = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.lease_owner == owner)
+        .values(**values)
+    )
+    if changed.rowcount != 1:
+        raise JobLeaseLostError(f"job {job_id}: lease lost by {owner}")
