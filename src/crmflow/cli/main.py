@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from crmflow.cli import (
+    backup,
     dispatch,
     flows,
     lists,
@@ -53,6 +54,7 @@ app.command("simulate")(simulate.simulate)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
+app.command("backup")(backup.backup)
 app.add_typer(mail.app, name="mail")
 app.add_typer(templates.app, name="templates")
 app.add_typer(suppressions.app, name="suppressions")
