@@ -6,6 +6,7 @@ python -m bench --only steps         # one benchmark
 python -m bench --only cli           # the command line's start-up (no database)
 python -m bench --only delivery      # emails to a local SMTP server, against bare smtplib
 python -m bench --only web           # /records and /tasks of 10,000 rows, against the API's JSON
+python -m bench --only migrate       # db upgrade on a copy with --rows records, against a bare copy
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench import (
     bench_enroll,
     bench_import,
     bench_memory,
+    bench_migrate,
     bench_query_count,
     bench_steps,
     bench_timers,
@@ -26,7 +28,19 @@ from bench import (
 )
 
 AIMS = {"import": 3.0, "query count": 3.0, "enroll": 3.0}
-ONLY = ["import", "query", "enroll", "steps", "timers", "memory", "crash", "cli", "delivery", "web"]
+ONLY = [
+    "import",
+    "query",
+    "enroll",
+    "steps",
+    "timers",
+    "memory",
+    "crash",
+    "cli",
+    "delivery",
+    "web",
+    "migrate",
+]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
 # a network round trip there; the rate and ratio are per row either way).
@@ -85,6 +99,8 @@ def main() -> None:
             )
             for line in delivery.lines():
                 report(line)
+        if wanted("migrate"):  # db upgrade from before the records migrations, on a copy
+            report(bench_migrate.run(backend, args.rows, args.runs).line())
         if wanted("web"):
             for times in bench_web_pages.run(backend, min(args.rows, WEB_ROWS), max(args.runs, 5)):
                 report(times.line())
