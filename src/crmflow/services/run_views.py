@@ -23,6 +23,7 @@ from crmflow.store.database import Connection, Row, read_connection
 from crmflow.store.history import history_of
 from crmflow.store.outbox import count_emails_of_flow, messages_of
 from crmflow.store.records import record_type_of
+from crmflow.store.retention import history_counts, run_summary
 from crmflow.store.step_runs import count_gone_through, step_runs_of
 from crmflow.store.tasks import user_assignees_of
 
@@ -190,6 +191,10 @@ def _views(conn: Connection, ctx: Context, rows: Sequence[Row]) -> list[Enrollme
     infos = repo.load_flows(
         conn, {(r.flow_id, r.flow_version) for r in rows}, definitions_cache(ctx)
     )
+    # Runs whose step runs and messages retention pruned: their emails' statuses were kept.
+    for eid, summary in run_summary(conn, ids).items():
+        if eid not in emails:
+            emails[eid] = [str(s) for s in summary.email_statuses]
     out = []
     for r in rows:
         state = EnrollmentState.model_validate(r.state) if r.state is not None else None
@@ -333,6 +338,12 @@ def flow_progress(ctx: Context, actor: Actor, flow_key: str) -> FlowProgress:
                 per_step[step] = per_step.get(step, 0) + count
         through = count_gone_through(conn, flow.id)
         emails = count_emails_of_flow(conn, flow.id)
+        # What retention pruned, counted when it went (docs/retention.md).
+        for (kind, step_or_kind, _), n in history_counts(conn, flow.id).items():
+            if kind == "through":
+                through[step_or_kind] = through.get(step_or_kind, 0) + n
+            elif kind == "message" and step_or_kind == "email":
+                emails += n
         [info] = repo.load_flows(
             conn, [(flow.id, flow.current_version)], definitions_cache(ctx)
         ).values()

@@ -1,6 +1,8 @@
 """Statistics of flows (the web's /stats): every automation one may see with its runs pending,
 done and cancelled; per flow its funnel, entries and exits per day, actions by state and
-messages sent and failed. Private flows' figures only for those who may see the flow."""
+messages sent and failed. Private flows' figures only for those who may see the flow. The
+step runs and messages that retention pruned count through the counts kept when they went
+(`store.retention.history_counts`), so the figures stay the same after pruning."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from crmflow.services.flows import FlowView, flows_page
 from crmflow.services.paging import DEFAULT_PAGE_SIZE
 from crmflow.services.run_views import FlowProgress, flow_progress
 from crmflow.store.database import read_connection
+from crmflow.store.retention import history_counts
 from crmflow.store.stats import (
     actions_by_state,
     messages_by_status,
@@ -110,6 +113,12 @@ def flow_stats(ctx: Context, actor: Actor, key: str, *, days: int = 30) -> FlowS
         ended = per_day(conn, flow.id, since=since, column="finished_at")
         actions = actions_by_state(conn, flow.id)
         by_status = messages_by_status(conn, flow.id)
+        # What retention pruned, counted when it went (docs/retention.md).
+        for (kind, what, outcome), n in history_counts(conn, flow.id).items():
+            if kind == "action":
+                actions[outcome] = actions.get(outcome, 0) + n
+            elif kind == "message":
+                by_status[(what, outcome)] = by_status.get((what, outcome), 0) + n
     span = [first + timedelta(days=n) for n in range(days)]
     kinds = sorted({kind for kind, _ in by_status})
     messages = [

@@ -19,6 +19,7 @@ __all__ = [
     "enrollments",
     "entry_decisions",
     "feed_cursors",
+    "flow_history_counts",
     "flow_members",
     "flow_status_changes",
     "flow_versions",
@@ -38,6 +39,7 @@ __all__ = [
     "record_history",
     "record_types",
     "records",
+    "run_summaries",
     "saved_queries",
     "signing_keys",
     "step_runs",
@@ -636,4 +638,33 @@ jobs = sa.Table(
     sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Index("ix_jobs_state", "state", "id"),
     sa.Index("ix_jobs_subject", "subject", "state"),
+)
+
+# What pruning took away, counted (store.retention, the one writer; docs/retention.md). Per flow:
+# kind `through` (key: a step; the runs that went through it, as store.step_runs counts them),
+# `step` (key: a step, outcome: a step run's status), `action` (outcome: an action's status),
+# `message` (key: email | sms | webhook, outcome: the message's status). The statistics add
+# these to what is still stored, so they stay the same after pruning.
+flow_history_counts = sa.Table(
+    "flow_history_counts",
+    metadata,
+    sa.Column("flow_id", ID, primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("outcome", sa.String(16), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+# A run (enrollment) whose history was pruned (store.retention, the one writer): how many step
+# runs and outbox messages went, and the statuses of its emails in run order (its sequence's
+# "2/5" progress), kept from the first pruning of either.
+run_summaries = sa.Table(
+    "run_summaries",
+    metadata,
+    sa.Column("enrollment_id", ID, primary_key=True),
+    sa.Column("flow_id", ID, nullable=False),
+    sa.Column("step_runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("messages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("email_statuses", JSONDoc, nullable=False),
+    sa.Column("pruned_at", UTCDateTime, nullable=False),
 )

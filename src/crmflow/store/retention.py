@@ -1,0 +1,427 @@
+"""The history that retention prunes (`services.retention`, docs/retention.md), a batch at a time
+on the caller's short transaction, and the same rows read for `crmflow archive export`.
+
+- Step runs and outbox messages go per run (enrollment), whole, once the run ended before the
+  cutoff; what goes is counted first, in the same transaction, into `flow_history_counts` (per
+  flow) and `run_summaries` (per run), the one place that writes them, so that the statistics
+  and a run's page stay right.
+- Record changes, not-entered reasons and notifications go oldest first (in id order, which is
+  the order they were written in), up to the first one that is recent enough; record changes
+  only up to what the change feed and every paused flow have read, and never the newest (on
+  SQLite a new id is the highest + 1: the ids must not start over below the feed's cursor).
+- Webhook receipts go by their time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crmflow.store.feed import FEED
+from crmflow.store.schema import (
+    enrollments,
+    entry_decisions,
+    feed_cursors,
+    flow_history_counts,
+    flows,
+    notification_reads,
+    notifications,
+    outbox,
+    record_changes,
+    run_summaries,
+    step_runs,
+    webhook_receipts,
+)
+
+__all__ = [
+    "FINAL_MESSAGES",
+    "OVER",
+    "archived_flows",
+    "change_bound",
+    "delete_changes",
+    "delete_entry_decisions",
+    "delete_notifications",
+    "delete_receipts",
+    "ended_runs_with",
+    "excess_not_entered",
+    "history_counts",
+    "oldest_ids",
+    "prune_messages",
+    "prune_step_runs",
+    "receipts_before",
+    "rows_of",
+    "run_summary",
+    "try_prune_lock",
+]
+
+# A run that ended (its history may go) and a message that is over (it will not change again).
+OVER = ("finished", "left", "cancelled")
+FINAL_MESSAGES = ("delivered", "caught", "failed", "suppressed", "cancelled", "partly_sent")
+
+
+# PostgreSQL: the advisory lock a pruning batch holds, so that two workers never count the same
+# rows (an arbitrary constant: "crmflow retention").
+_PRUNE_LOCK = 0x63726D7265746E
+
+
+def try_prune_lock(conn: sa.Connection) -> bool:
+    """Take the pruning lock for the transaction (PostgreSQL; SQLite's write transaction is one
+    writer already): False when another worker holds it."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_PRUNE_LOCK))).scalar())
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+# -- runs' step runs and messages ----------------------------------------------------------------
+
+
+def _history_of(table: sa.Table) -> tuple[sa.ColumnElement[int], sa.ColumnElement[bool]]:
+    """(the run's column, which of the table's rows may go) for step runs or outbox."""
+    if table is step_runs:
+        return step_runs.c.enrollment_id, sa.true()
+    return outbox.c.enrollment_id, outbox.c.status.in_(FINAL_MESSAGES)
+
+
+def ended_runs_with(
+    conn: sa.Connection, table: sa.Table, *, before: datetime, after: int, rows: int
+) -> list[int]:
+    """Runs (ids above `after`, in order) that ended before `before` and still have rows in
+    `table` (step_runs or outbox) that may go: whole runs, about `rows` rows of them (a run
+    with more rows than that alone)."""
+    run, may_go = _history_of(table)
+    e = enrollments.c
+    found = conn.execute(
+        sa.select(run)
+        .select_from(table.join(enrollments, e.id == run))
+        .where(run > after, may_go, e.status.in_(OVER), e.finished_at < before)
+        .order_by(run)
+        .limit(rows + 1)
+    ).all()
+    ids = list(dict.fromkeys(int(r[0]) for r in found))
+    if len(found) > rows and len(ids) > 1:
+        ids.pop()  # its rows may go on past the limit: the next batch takes it whole
+    return ids
+
+
+def _count_into(conn: sa.Connection, counts: Sequence[tuple[int, str, str, str, int]]) -> None:
+    if not counts:
+        return
+    insert = _insert(conn, flow_history_counts)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["flow_id", "kind", "key", "outcome"],
+            set_={"count": flow_history_counts.c.count + insert.excluded["count"]},
+        ),
+        [
+            {"flow_id": f, "kind": kind, "key": key, "outcome": outcome, "count": n}
+            for f, kind, key, outcome, n in counts
+        ],
+    )
+
+
+def _email_statuses(conn: sa.Connection, ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each run's emails' statuses in run order, as the run views read them (a test message
+    that went is `test`)."""
+    o = outbox.c
+    went = sa.and_(o.test, o.status.in_(("delivered", "caught")))
+    status = sa.case((went, "test"), else_=o.status)
+    out: dict[int, list[str]] = {}
+    query = (
+        sa.select(o.enrollment_id, status)
+        .where(o.enrollment_id.in_(ids), o.kind == "email")
+        .order_by(o.enrollment_id, o.step_run, o.id)
+    )
+    for eid, value in conn.execute(query):
+        out.setdefault(int(eid), []).append(str(value))
+    return out
+
+
+def _summarise(
+    conn: sa.Connection,
+    ids: Sequence[int],
+    *,
+    step_runs_gone: dict[int, int],
+    messages_gone: dict[int, int],
+    now: datetime,
+) -> None:
+    """Add what went of these runs to their `run_summaries` rows (made with their emails'
+    statuses by the first pruning of either kind)."""
+    flow_of = {
+        int(i): int(f)
+        for i, f in conn.execute(
+            sa.select(enrollments.c.id, enrollments.c.flow_id).where(enrollments.c.id.in_(ids))
+        )
+    }
+    emails = _email_statuses(conn, ids)
+    insert = _insert(conn, run_summaries)
+    r = run_summaries.c
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["enrollment_id"],
+            set_={
+                "step_runs": r.step_runs + insert.excluded.step_runs,
+                "messages": r.messages + insert.excluded.messages,
+                "pruned_at": insert.excluded.pruned_at,
+            },
+        ),
+        [
+            {
+                "enrollment_id": eid,
+                "flow_id": flow_of.get(eid, 0),
+                "step_runs": step_runs_gone.get(eid, 0),
+                "messages": messages_gone.get(eid, 0),
+                "email_statuses": emails.get(eid, []),
+                "pruned_at": now,
+            }
+            for eid in ids
+        ],
+    )
+
+
+def _actions_by_flow(conn: sa.Connection, ids: Sequence[int]) -> list[tuple[int, str, int]]:
+    """(flow, action state, count) of the actions logged in these runs' step runs."""
+    params = {f"e{i}": eid for i, eid in enumerate(ids)}
+    in_ids = ", ".join(f":{name}" for name in params)
+    if conn.dialect.name == "postgresql":
+        sql = (
+            "select e.flow_id, a->>'status', count(*) from step_runs s"
+            " join enrollments e on e.id = s.enrollment_id,"
+            f" jsonb_array_elements(s.actions) a where s.enrollment_id in ({in_ids})"
+            " group by 1, 2"
+        )
+    else:
+        sql = (
+            "select e.flow_id, json_extract(a.value, '$.status'), count(*) from step_runs s"
+            " join enrollments e on e.id = s.enrollment_id,"
+            f" json_each(s.actions) a where s.enrollment_id in ({in_ids})"
+            " group by 1, 2"
+        )
+    return [
+        (int(f), str(state), int(n))
+        for f, state, n in conn.execute(sa.text(sql), params)
+        if state is not None
+    ]
+
+
+def prune_step_runs(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """Count and delete the step runs of the runs `ids` (whole runs that ended); how many."""
+    if not ids:
+        return 0
+    s, e = step_runs.c, enrollments.c
+    joined = step_runs.join(enrollments, e.id == s.enrollment_id)
+    through = sa.or_(
+        s.status.in_(("done", "failed")), sa.and_(s.step_type == "end", s.status == "ended")
+    )
+    counts: list[tuple[int, str, str, str, int]] = []
+    for f, step, n in conn.execute(
+        sa.select(e.flow_id, s.step_key, sa.func.count(sa.distinct(s.enrollment_id)))
+        .select_from(joined)
+        .where(s.enrollment_id.in_(ids), through)
+        .group_by(e.flow_id, s.step_key)
+    ):
+        counts.append((int(f), "through", str(step), "", int(n)))
+    for f, step, status, n in conn.execute(
+        sa.select(e.flow_id, s.step_key, s.status, sa.func.count())
+        .select_from(joined)
+        .where(s.enrollment_id.in_(ids))
+        .group_by(e.flow_id, s.step_key, s.status)
+    ):
+        counts.append((int(f), "step", str(step), str(status), int(n)))
+    counts += [(f, "action", "", state, n) for f, state, n in _actions_by_flow(conn, ids)]
+    per_run = {
+        int(eid): int(n)
+        for eid, n in conn.execute(
+            sa.select(s.enrollment_id, sa.func.count())
+            .where(s.enrollment_id.in_(ids))
+            .group_by(s.enrollment_id)
+        )
+    }
+    _count_into(conn, counts)
+    _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now)
+    conn.execute(step_runs.delete().where(s.enrollment_id.in_(ids)))
+    return sum(per_run.values())
+
+
+def prune_messages(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """Count and delete the outbox messages that are over of the runs `ids`; how many."""
+    if not ids:
+        return 0
+    o, e = outbox.c, enrollments.c
+    mine = sa.and_(o.enrollment_id.in_(ids), o.status.in_(FINAL_MESSAGES))
+    counts = [
+        (int(f), "message", str(kind), str(status), int(n))
+        for f, kind, status, n in conn.execute(
+            sa.select(e.flow_id, o.kind, o.status, sa.func.count())
+            .select_from(outbox.join(enrollments, e.id == o.enrollment_id))
+            .where(mine)
+            .group_by(e.flow_id, o.kind, o.status)
+        )
+    ]
+    per_run = {
+        int(eid): int(n)
+        for eid, n in conn.execute(
+            sa.select(o.enrollment_id, sa.func.count()).where(mine).group_by(o.enrollment_id)
+        )
+    }
+    _count_into(conn, counts)
+    _summarise(conn, ids, step_runs_gone={}, messages_gone=per_run, now=now)
+    conn.execute(outbox.delete().where(mine))
+    return sum(per_run.values())
+
+
+def history_counts(conn: sa.Connection, flow_id: int) -> dict[tuple[str, str, str], int]:
+    """What pruning took away of a flow's history, by (kind, key, outcome)."""
+    c = flow_history_counts.c
+    return {
+        (str(kind), str(key), str(outcome)): int(n)
+        for kind, key, outcome, n in conn.execute(
+            sa.select(c.kind, c.key, c.outcome, c.count).where(c.flow_id == flow_id)
+        )
+    }
+
+
+def run_summary(conn: sa.Connection, enrollment_ids: Sequence[int]) -> dict[int, sa.Row[Any]]:
+    """The summaries of these runs whose history was pruned, by run."""
+    if not enrollment_ids:
+        return {}
+    r = run_summaries.c
+    return {
+        int(row.enrollment_id): row
+        for row in conn.execute(sa.select(run_summaries).where(r.enrollment_id.in_(enrollment_ids)))
+    }
+
+
+# -- oldest first: record changes, not-entered reasons, notifications ----------------------------
+
+
+def oldest_ids(
+    conn: sa.Connection,
+    table: sa.Table,
+    at: str,
+    *,
+    before: datetime,
+    rows: int,
+    upto: int | None = None,
+) -> list[int]:
+    """The ids of `table`'s oldest rows (in id order, at most `up to` when given), up to the
+    first one whose `at` column is not before `before`: at most `rows` of them."""
+    query = sa.select(table.c.id, table.c[at]).order_by(table.c.id).limit(rows)
+    if upto is not None:
+        query = query.where(table.c.id <= upto)
+    ids: list[int] = []
+    for row_id, when in conn.execute(query):
+        if when >= before:
+            break
+        ids.append(int(row_id))
+    return ids
+
+
+def change_bound(conn: sa.Connection) -> int:
+    """The highest record change id that may go: read by the change feed and by every paused
+    flow's catch-up, and not the newest change (0: none may go)."""
+    position = conn.execute(
+        sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED)
+    ).scalar()
+    if not position:
+        return 0
+    bound = int(position)
+    frozen = conn.execute(
+        sa.select(sa.func.min(flows.c.paused_feed_position)).where(flows.c.status == "paused")
+    ).scalar()
+    if frozen is not None:
+        bound = min(bound, int(frozen))
+    newest = conn.execute(sa.select(sa.func.max(record_changes.c.id))).scalar()
+    return min(bound, int(newest or 0) - 1)
+
+
+def delete_changes(conn: sa.Connection, ids: Sequence[int]) -> int:
+    if ids:
+        conn.execute(record_changes.delete().where(record_changes.c.id.in_(ids)))
+    return len(ids)
+
+
+def delete_entry_decisions(conn: sa.Connection, ids: Sequence[int]) -> int:
+    if ids:
+        conn.execute(entry_decisions.delete().where(entry_decisions.c.id.in_(ids)))
+    return len(ids)
+
+
+def delete_notifications(conn: sa.Connection, ids: Sequence[int]) -> int:
+    """Delete these notifications and who read them."""
+    if ids:
+        conn.execute(
+            notification_reads.delete().where(notification_reads.c.notification_id.in_(ids))
+        )
+        conn.execute(notifications.delete().where(notifications.c.id.in_(ids)))
+    return len(ids)
+
+
+def archived_flows(conn: sa.Connection) -> list[int]:
+    query = sa.select(flows.c.id).where(flows.c.status == "archived").order_by(flows.c.id)
+    return [int(i) for i in conn.execute(query).scalars()]
+
+
+def excess_not_entered(conn: sa.Connection, flow_id: int, *, keep: int, rows: int) -> list[int]:
+    """The ids of a flow's not-entered reasons older than its newest `keep`, oldest first, at
+    most `rows` of them."""
+    d = entry_decisions.c
+    newest_kept = conn.execute(
+        sa.select(d.id).where(d.flow_id == flow_id).order_by(d.id.desc()).offset(keep - 1).limit(1)
+    ).scalar()
+    if newest_kept is None:
+        return []
+    query = (
+        sa.select(d.id).where(d.flow_id == flow_id, d.id < newest_kept).order_by(d.id).limit(rows)
+    )
+    return [int(i) for i in conn.execute(query).scalars()]
+
+
+# -- webhook receipts ----------------------------------------------------------------------------
+
+
+def receipts_before(conn: sa.Connection, before: datetime, *, rows: int) -> datetime | None:
+    """The time up to which (inclusive) about `rows` of the oldest receipts taken before
+    `before` were taken; None when there are none."""
+    w = webhook_receipts.c
+    times = (
+        sa.select(w.received_at)
+        .where(w.received_at < before)
+        .order_by(w.received_at)
+        .limit(rows)
+        .subquery()
+    )
+    found = conn.execute(sa.select(sa.func.max(times.c.received_at))).scalar()
+    return found if isinstance(found, datetime) else None
+
+
+def delete_receipts(conn: sa.Connection, upto: datetime) -> int:
+    w = webhook_receipts.c
+    deleted = conn.execute(
+        webhook_receipts.delete()
+        .where(w.received_at <= upto)
+        .execution_options(preserve_rowcount=True)
+    )
+    return int(deleted.rowcount)
+
+
+# -- the archive export ---------------------------------------------------------------------------
+
+
+def rows_of(
+    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], *, chunk: int
+) -> Iterator[dict[str, Any]]:
+    """Every row of `table` that `where` selects, as a dict, streamed (the driver's cursor
+    fetches `chunk` at a time; nothing more is held)."""
+    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
+        sa.select(table).where(where)
+    )
+    for row in result:
+        yield dict(row._mapping)
