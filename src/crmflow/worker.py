@@ -7,9 +7,11 @@ batch's writes are one transaction that never committed, nothing of it happened;
 numbers and outbox idempotency keys make the retry produce the very same rows. On SQLite the
 batch is found and moved in one transaction, so a killed worker leaves nothing claimed.
 
-Idle workers sleep until the next due time (bounded, so work added by another process is seen),
-and wake at once when `Worker.wake()` is called (the in-process signal used by `crmflow serve`)
-or, on PostgreSQL, when a `NOTIFY crmflow_due` arrives.
+Idle workers sleep until the next due time and wake at once when `Worker.wake()` is called (the
+in-process signal used by `crmflow serve`), on PostgreSQL when a `NOTIFY crmflow_due` arrives,
+and on SQLite when another connection commits (`CommitWatcher`, any process). The sleep is
+bounded all the same (MAX_IDLE, or LISTENING_MAX_IDLE while the signal from other processes
+works), so that work is found even if a signal was lost.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store.database import OperationalError, data_version, is_postgres, read_transaction
-from crmflow.store.wakeups import NOTIFY_CHANNEL, WorkListener, next_trigger_at
+from crmflow.store.wakeups import (
+    NOTIFY_CHANNEL,
+    CommitWatcher,
+    WorkListener,
+    next_trigger_at,
+    watches_commits,
+)
 
 __all__ = ["BatchResult", "Worker", "next_trigger_at", "run_batch", "run_once"]
 
@@ -45,6 +53,10 @@ log = logging.getLogger("crmflow.worker")
 DEFAULT_BATCH = 500
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
+# ... while other processes' work wakes it (LISTEN on PostgreSQL, CommitWatcher on SQLite): the
+# look is then only a safety net, often enough that a worker at rest beats its heartbeat
+# twice within health.STALE_AFTER.
+LISTENING_MAX_IDLE = 20.0
 TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
 DEADLINES_EVERY = 30.0  # seconds: how often a worker sends the deadline notices due
 DEADLINES_TIME_LIMIT = 5.0  # seconds: a deadline pass stops there; the next one goes on
@@ -188,18 +200,21 @@ class Worker:
         *,
         batch_size: int = DEFAULT_BATCH,
         lease: timedelta = DEFAULT_LEASE,
-        max_idle: float = MAX_IDLE,
+        max_idle: float | None = None,
         name: str | None = None,
         error_backoff: float = ERROR_BACKOFF,
         on_moved: Callable[[], None] | None = None,
     ) -> None:
         """`on_moved` is called after each batch that moved enrollments (the dispatcher's
-        `wake`: the messages they wrote are delivered at once)."""
+        `wake`: the messages they wrote are delivered at once). `max_idle`: the longest idle
+        sleep; by default MAX_IDLE, or LISTENING_MAX_IDLE while other processes' work wakes
+        the worker (`run()` sets it up)."""
         self.ctx = ctx
         self.on_moved = on_moved
         self.batch_size = batch_size
         self.lease = lease
-        self.max_idle = max_idle
+        self._max_idle = max_idle
+        self.max_idle = MAX_IDLE if max_idle is None else max_idle
         self.name = name or worker_name()
         self.error_backoff = error_backoff
         self._stop = threading.Event()
@@ -254,14 +269,22 @@ class Worker:
             monitor.ended(escaped)
             log.info("worker %s stopped after moving %d enrollments", self.name, self.moved)
 
-    def _listener(self) -> WorkListener | None:
-        if not is_postgres(self.ctx.engine):
-            return None
+    def _listener(self) -> WorkListener | CommitWatcher | None:
+        """What wakes this worker when another process adds work: LISTEN on PostgreSQL, a
+        watch of SQLite's commits; while it is there, the idle sleep is LISTENING_MAX_IDLE
+        (unless `max_idle` was given)."""
+        listener: WorkListener | CommitWatcher | None = None
         try:
-            return WorkListener(self.ctx.engine, self.wake)
+            if is_postgres(self.ctx.engine):
+                listener = WorkListener(self.ctx.engine, self.wake)
+            elif watches_commits(self.ctx.engine):
+                listener = CommitWatcher(self.ctx.engine, self.wake)
         except Exception as exc:  # the bounded idle sleep finds the work without it
-            log.warning("worker %s: LISTEN %s unavailable: %s", self.name, NOTIFY_CHANNEL, exc)
-            return None
+            how = f"LISTEN {NOTIFY_CHANNEL}" if is_postgres(self.ctx.engine) else "commit watch"
+            log.warning("worker %s: %s unavailable: %s", self.name, how, exc)
+        if listener is not None and self._max_idle is None:
+            self.max_idle = LISTENING_MAX_IDLE
+        return listener
 
     def _round(self, monitor: LoopMonitor) -> None:
         errors: list[str] = []

@@ -1,0 +1,211 @@
+"""How soon a `crmflow worker` in a process of its own hears of new work, and what it costs at rest.
+
+A worker process (`Worker.run()`, as `crmflow worker --no-dispatch` runs it) waits on a fresh
+database with one running flow whose trigger is `record_created`. This process then creates a
+record (as the API or the CLI would, in another process than the worker) every so often, at a
+random moment of the worker's idle sleep, and measures the time from the commit to the flow's
+history line on the record (read every 2 ms): the start latency. Then nothing happens for
+`--idle` seconds, and the worker's process counts the SQL statements it made in that time (an
+event on its engine): queries per minute at rest.
+
+Both are measured twice in the same run: as `crmflow worker` runs now ("signal": on SQLite it
+watches the database's commits with PRAGMA data_version, on PostgreSQL it LISTENs), and with
+the signal from other processes taken away ("poll": the worker finds new work at its next idle
+look, at most MAX_IDLE = 5 s later, what a SQLite worker did before). The SQLite watch's own
+reads of the pragma are not SQL statements on a table and are counted apart (`pragma/min`).
+
+    python -m bench.bench_wakeup [--samples N] [--idle S] [--runs N]
+                                 [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.common import fresh_database
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import flows, records
+from crmflow.services.context import Context
+from crmflow.services.users import actor_by_username
+from crmflow.store.schema import record_history, worker_heartbeats
+
+__all__ = ["WakeupResult", "main", "run"]
+
+AIM_LATENCY = 1.0  # seconds, the median start latency across processes
+FLOW = """\
+schema_version: 1
+key: welcome
+name: Welcome
+record_type: contact
+owner: system
+triggers: [{type: record_created}]
+steps:
+  - key: hello
+    actions:
+      - type: history
+        message: "Welcomed {{ record.last_name }}"
+"""
+MODES = ("poll", "signal")
+
+
+@dataclass
+class ModeResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, every sample of every run
+    queries_per_minute: list[float] = field(default_factory=list)  # one per run
+    pragma_per_minute: list[float] = field(default_factory=list)
+
+
+@dataclass
+class WakeupResult:
+    backend: str
+    samples: int
+    idle: float
+    modes: dict[str, ModeResult]
+
+    def line(self) -> str:
+        poll, sig = self.modes["poll"], self.modes["signal"]
+        before, after = statistics.median(poll.latencies), statistics.median(sig.latencies)
+        verdict = "ok" if after <= AIM_LATENCY else "ABOVE AIM"
+        return (
+            f"{'start latency, other process':<28} {self.backend:<8} samples={len(sig.latencies)}  "
+            f"ratio={after / before:5.3f}x of polling (aim median <= {AIM_LATENCY:g} s, "
+            f"{verdict})  median signal={after * 1000:.0f} ms (max {max(sig.latencies):.3f} s) "
+            f"poll={before * 1000:.0f} ms (max {max(poll.latencies):.3f} s)\n"
+            f"{'  idle worker':<28} {self.backend:<8} over {self.idle:.0f} s: "
+            f"signal {statistics.median(sig.queries_per_minute):.1f} queries/min "
+            f"(+{statistics.median(sig.pragma_per_minute):.0f} PRAGMA data_version/min), "
+            f"poll {statistics.median(poll.queries_per_minute):.1f} queries/min"
+        )
+
+
+def _child(url: str, mode: str, out: str) -> None:
+    """The worker's process: run until SIGTERM, then write when each statement was made."""
+    import crmflow.worker as worker_module  # noqa: PLC0415 - the child's own set-up
+    from crmflow.settings import Settings  # noqa: PLC0415
+    from crmflow.store import wakeups  # noqa: PLC0415
+
+    watchers: list[wakeups.CommitWatcher] = []
+    if mode == "poll":
+
+        def refused(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("no signal from other processes (the benchmark's poll mode)")
+
+        # The names the worker's module looks up when its loop starts.
+        worker_module.__dict__["watches_commits"] = lambda _engine: False
+        worker_module.__dict__["WorkListener"] = refused
+    else:
+        made = wakeups.CommitWatcher
+
+        def kept(*args: Any, **kwargs: Any) -> wakeups.CommitWatcher:
+            watcher = made(*args, **kwargs)
+            watchers.append(watcher)
+            return watcher
+
+        worker_module.__dict__["CommitWatcher"] = kept
+    ctx = Context.from_settings(Settings(database_url=url))
+    stamps: list[float] = []
+    sa.event.listen(ctx.engine, "before_cursor_execute", lambda *_: stamps.append(time.time()))
+    worker = worker_module.Worker(ctx, name=f"bench-{mode}")
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.run()
+    reads = watchers[0].reads if watchers else 0
+    Path(out).write_text(json.dumps({"stamps": stamps, "pragma_reads": reads}))
+
+
+def _history_seen(ctx: Context, record_id: int) -> bool:
+    with ctx.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(record_history.c.id).where(record_history.c.record_id == record_id)
+        ).first()
+    return found is not None
+
+
+def _one(backend: str, mode: str, samples: int, idle: float, into: ModeResult) -> None:
+    with fresh_database(backend) as ctx, tempfile.TemporaryDirectory() as tmp:
+        ctx.clock = lambda: datetime.now(UTC) - timedelta(seconds=1)
+        admin = actor_by_username(ctx, "system")
+        flows.create_flow(ctx, admin, FLOW)
+        flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+        out = str(Path(tmp) / "child.json")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRMFLOW_")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_wakeup", "--child", ctx.settings.database_url,
+             mode, out],
+            env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with ctx.engine.connect() as conn:
+                    if conn.execute(
+                        sa.select(sa.func.count()).select_from(worker_heartbeats)
+                    ).scalar():
+                        break
+                time.sleep(0.05)
+            rng = random.Random(14)
+            for i in range(samples):
+                time.sleep(rng.uniform(0.5, 2.0))  # the worker sleeps, somewhere in its idle wait
+                rid = records.create_record(ctx, admin, "contact", {"last_name": f"N{i}"}).id
+                created = time.perf_counter()
+                while not _history_seen(ctx, rid):
+                    if time.perf_counter() - created > 30:
+                        raise RuntimeError(f"record {rid} not moved within 30 s")
+                    time.sleep(0.002)
+                into.latencies.append(time.perf_counter() - created)
+            time.sleep(1.0)  # the last sample's rounds are over
+            start = time.time()
+            time.sleep(idle)
+            end = time.time()
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=60)
+        made = json.loads(Path(out).read_text())
+        at_rest = sum(1 for s in made["stamps"] if start <= s < end)
+        into.queries_per_minute.append(at_rest * 60 / (end - start))
+        total = made["stamps"][-1] - made["stamps"][0] if made["stamps"] else 1.0
+        into.pragma_per_minute.append(made["pragma_reads"] * 60 / max(total, 1.0))
+
+
+def run(backend: str, samples: int, idle: float, runs: int = 1) -> WakeupResult:
+    """`runs` times: a worker process with the signal taken away, then one as it runs."""
+    result = WakeupResult(backend, samples, idle, {m: ModeResult() for m in MODES})
+    for _ in range(runs):
+        for mode in MODES:
+            _one(backend, mode, samples, idle, result.modes[mode])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child(*argv[1:4])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--samples", type=int, default=5, help="records created per run")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds at rest measured")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args(argv)
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        print(run(backend, args.samples, args.idle, args.runs).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""A `crmflow worker` in a process of its own learns of new work at once, on SQLite too.
+
+The worker sleeps up to LISTENING_MAX_IDLE (20 s) when idle; a record created in another process
+(here the test's, as the API or the CLI would) that enters a flow must be moved within a second:
+on PostgreSQL by NOTIFY, on SQLite by the worker's watch of the database's commits
+(`store.wakeups.CommitWatcher`). Before that watch, a SQLite worker found it at its next idle
+look, up to 5 s later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.services import flows, records
+from crmflow.services.context import Actor, Context
+from crmflow.store.schema import record_history, worker_heartbeats
+from crmflow.store.wakeups import CommitWatcher
+from tests.integration.helpers import history
+
+WELCOME = """\
+schema_version: 1
+key: welcome
+name: Welcome
+record_type: contact
+owner: system
+triggers: [{type: record_created}]
+steps:
+  - key: hello
+    actions:
+      - type: history
+        message: "Welcomed {{ record.last_name }}"
+"""
+
+
+def _wait_for(check: object, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_worker_process_moves_a_record_created_in_another_process_within_a_second(
+    ctx: Context, admin: Actor
+) -> None:
+    ctx.clock = lambda: datetime.now(UTC) - timedelta(seconds=1)
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMFLOW_")}
+    env["CRMFLOW_DATABASE_URL"] = ctx.settings.database_url
+    exe = str(Path(sys.executable).parent / "crmflow")
+    worker = subprocess.Popen(
+        [exe, "worker", "--no-dispatch"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def started() -> bool:
+            with ctx.engine.connect() as conn:
+                return bool(
+                    conn.execute(sa.select(sa.func.count(worker_heartbeats.c.name))).scalar()
+                )
+
+        assert _wait_for(started, 60), "the worker never started"
+        # Its first round found nothing: it sleeps now (up to 20 s), well past a second.
+        time.sleep(1.5)
+        created = time.monotonic()
+        rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
+        assert _wait_for(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0), (
+            f"not moved within a second: {history(ctx, rid)}"
+        )
+        took = time.monotonic() - created
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert took < 1.0
+    with ctx.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(record_history)).scalar() == 1
+
+
+def test_the_commit_watcher_wakes_on_another_connections_commit_and_not_on_reads(
+    ctx: Context, admin: Actor
+) -> None:
+    if ctx.engine.dialect.name != "sqlite":
+        return  # PostgreSQL workers LISTEN instead
+    woken = threading.Event()
+    watcher = CommitWatcher(ctx.engine, woken.set, every=0.005)
+    try:
+        records.list_records(ctx, "contact")  # a read is not a commit
+        time.sleep(0.05)
+        assert not woken.is_set()
+        assert watcher.reads >= 2  # it did look
+        records.create_record(ctx, admin, "contact", {"last_name": "Pop"})
+        assert woken.wait(1.0)
+    finally:
+        watcher.close()
