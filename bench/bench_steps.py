@@ -13,7 +13,12 @@ same batch size and one transaction per batch: per enrollment and per round one 
 rows as crmflow wrote, nothing read and nothing computed, handed to the driver's `executemany`
 as plain tuples (the cheapest batched write there is, and the way crmflow's worker writes).
 
-    python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both]
+With `--parked`, each run also takes the same flow without the wait (`INLINE_FLOW`: all five
+steps in the batch that enters the record) and prints the parked path's time as a ratio to it:
+what it costs that a step waits (its record written as waiting, then claimed, loaded and moved
+again by a later batch), the aim being within 1.5x.
+
+    python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both] [--parked]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -40,6 +45,8 @@ from crmflow.worker import run_once
 __all__ = [
     "AIM_RATE",
     "FLOW",
+    "INLINE_FLOW",
+    "PARKED_AIM",
     "StepsResult",
     "create_flow",
     "enroll_all",
@@ -49,6 +56,7 @@ __all__ = [
 ]
 
 AIM_RATE = 20_000  # step runs per second, SQLite, one worker
+PARKED_AIM = 1.5  # the parked path's time at most this many times the inline one's
 BATCH = 500  # the worker's default batch size
 ROWS = 100_000
 ROWS_POSTGRES = 20_000  # fewer by default: a shared machine's PostgreSQL is slower per row
@@ -84,6 +92,11 @@ steps:
   - key: done
     type: end
 """
+
+# The same flow without the wait: the five steps run in the batch that enters the record.
+INLINE_FLOW = FLOW.replace("key: five-steps", "key: five-inline").replace(
+    "    timing: {type: after, amount: 1, unit: days}\n", ""
+)
 
 
 def create_flow(ctx: Context, text: str = FLOW) -> int:
@@ -142,6 +155,17 @@ def _count(ctx: Context, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
+def _inline(ctx: Context, rows: int) -> Callable[[], None]:
+    """INLINE_FLOW: every step in the batch that enters the record, one `run_once`."""
+
+    def go() -> None:
+        moved = run_once(ctx, now=START, limit=BATCH)
+        if moved != rows:
+            raise RuntimeError(f"moved {moved} enrollments, expected {rows}")
+
+    return go
+
+
 def _ours(ctx: Context, rows: int) -> Callable[[], None]:
     def go() -> None:
         first = run_once(ctx, now=START, limit=BATCH)
@@ -198,10 +222,16 @@ class StepsResult:
     step_runs: int
     ours: list[float]
     baseline: list[float]
+    inline: list[float] = field(default_factory=list)  # --parked: INLINE_FLOW's times
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ours) / statistics.median(self.baseline)
+
+    @property
+    def parked_ratio(self) -> float:
+        """The parked path's time over the inline one's (medians)."""
+        return statistics.median(self.ours) / statistics.median(self.inline)
 
     @property
     def rate(self) -> float:
@@ -211,24 +241,45 @@ class StepsResult:
         rate_aim = ""
         if self.backend == "sqlite":
             rate_aim = " (aim >= 20,000/s, " + ("ok)" if self.rate >= AIM_RATE else "BELOW AIM)")
-        return (
+        text = (
             f"{'5-step flow, virtual time':<28} {self.backend:<8} rows={self.rows:>9,}  "
             f"ratio={self.ratio:5.2f}x  "
             f"{self.rate:,.0f} step runs/s{rate_aim}  "
             f"median ours={statistics.median(self.ours):.3f}s "
             f"baseline={statistics.median(self.baseline):.3f}s  runs={len(self.ours)}"
         )
+        if not self.inline:
+            return text
+        inline = statistics.median(self.inline)
+        verdict = "ok" if self.parked_ratio <= PARKED_AIM else "ABOVE AIM"
+        return text + (
+            f"\n{'  parked / inline':<28} {self.backend:<8} rows={self.rows:>9,}  "
+            f"ratio={self.parked_ratio:5.2f}x (aim <= {PARKED_AIM:g}x, {verdict})  "
+            f"inline={inline:.3f}s ({self.rows / inline:,.0f} records/s, "
+            f"{inline / statistics.median(self.baseline):.2f}x bare) "
+            f"parked={statistics.median(self.ours):.3f}s "
+            f"({self.rows / statistics.median(self.ours):,.0f} records/s)"
+        )
 
 
-def _prepared(ctx: Context, rows: int) -> None:
+def _prepared(ctx: Context, rows: int, text: str = FLOW) -> None:
     fill_contacts(ctx, rows)
-    enroll_all(ctx, create_flow(ctx))
+    enroll_all(ctx, create_flow(ctx, text))
 
 
-def run(backend: str, rows: int, runs: int) -> StepsResult:
-    """Each run on a fresh database: crmflow's worker, then the bare batched writes."""
+def run(backend: str, rows: int, runs: int, *, parked: bool = False) -> StepsResult:
+    """Each run on a fresh database: crmflow's worker, then the bare batched writes; with
+    `parked`, first INLINE_FLOW on a database of its own."""
     result = StepsResult(backend, rows, 0, [], [])
     for _ in range(runs):
+        if parked:
+            with fresh_database(backend) as ctx:
+                ctx.clock = lambda: START
+                _prepared(ctx, rows, INLINE_FLOW)
+                result.inline.append(timed(_inline(ctx, rows)))
+                total = _count(ctx, step_runs)
+                if total != STEPS_PER_ENROLLMENT * rows:
+                    raise RuntimeError(f"inline: {total} step runs, expected 5 x {rows}")
         with fresh_database(backend) as ctx:
             ctx.clock = lambda: START
             _prepared(ctx, rows)
@@ -254,11 +305,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--parked",
+        action="store_true",
+        help="also run the flow without its wait and print the parked path's ratio to it",
+    )
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
         rows = args.rows or (ROWS if backend == "sqlite" else ROWS_POSTGRES)
-        print(run(backend, rows, args.runs).line(), flush=True)
+        print(run(backend, rows, args.runs, parked=args.parked).line(), flush=True)
 
 
 if __name__ == "__main__":
