@@ -35,6 +35,7 @@ import uvicorn
 
 from crmflow.services.context import Context
 from crmflow.services.demo import DEMO_LOGINS, load_demo
+from crmflow.services.jobs import JobRunner
 from crmflow.services.setup import upgrade_database
 from crmflow.settings import Settings
 from crmflow.testing import FrozenClock
@@ -125,9 +126,16 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start within 20 s")
         time.sleep(0.02)
+    # The background jobs (a long start, an import) run beside the server, as `crmflow serve`
+    # runs them; woken by each job submitted, so no test waits for its idle look.
+    job_runner = JobRunner(ctx, name="browser-tests:jobs")
+    job_thread = threading.Thread(target=job_runner.run, daemon=True)
+    job_thread.start()
     try:
         yield Site(f"http://127.0.0.1:{port}", ctx, clock)
     finally:
+        job_runner.stop()
+        job_thread.join(timeout=10)
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()

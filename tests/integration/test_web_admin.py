@@ -8,13 +8,12 @@ the background and seen only by whoever started them."""
 from __future__ import annotations
 
 import re
-import time
 from html import unescape
 
 import httpx
 import pytest
 
-from crmflow.services import flows, records, users
+from crmflow.services import flows, jobs, records, users
 from crmflow.services.context import Context
 from crmflow.settings import Settings
 from crmflow.web.pages import admin as admin_pages
@@ -193,14 +192,14 @@ def test_groups_and_private_flows_members(people: Context) -> None:
     assert "alice" not in flows.get_flow(people, system, "service-orders").members
 
 
-def _wait(browser: Browser, job_path: str) -> str:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        fragment = browser.get(f"{job_path}/progress")
-        if "hx-trigger" not in fragment:
-            return fragment
-        time.sleep(0.05)
-    raise AssertionError("the import did not finish in 20 s")
+def _wait(ctx: Context, browser: Browser, job_path: str) -> str:
+    """The import's progress fragment once a worker ran the job (it waits for one until then)."""
+    waiting = browser.get(f"{job_path}/progress")
+    assert "hx-trigger" in waiting and "Waiting for a worker" in waiting
+    assert jobs.JobRunner(ctx, name="test-runner").run_once() == 1
+    fragment = browser.get(f"{job_path}/progress")
+    assert "hx-trigger" not in fragment
+    return fragment
 
 
 def _upload(browser: Browser, name: str, body: bytes, type_key: str = "company") -> httpx.Response:
@@ -223,7 +222,7 @@ def test_an_import_runs_in_the_background_for_whoever_started_it(people: Context
     answer = _upload(maria, "list.csv", body)
     assert answer.status_code == 303
     job_path = answer.headers["location"]
-    report = _text(_wait(maria, job_path))
+    report = _text(_wait(people, maria, job_path))
     assert "Import done: 2 imported, 1 refused, 3 read." in report
     assert "Line Why 3 email: '" in report and "is not a valid email address" in report
     raw = maria.client.get(f"{job_path}/progress").text
@@ -233,8 +232,11 @@ def test_an_import_runs_in_the_background_for_whoever_started_it(people: Context
 
     # Another user (not an admin) does not see it; an unknown id says what may have happened.
     assert bogdan.client.get(job_path).status_code == 404
-    gone = maria.client.get("/imports/not-a-job")
-    assert gone.status_code == 404 and "restarted" in unescape(gone.text)
+    gone = maria.client.get("/imports/99999")
+    assert gone.status_code == 404 and "no job 99999 here" in unescape(gone.text)
+    assert maria.client.get("/imports/not-a-job").status_code == 422
+    # The import form lists the imports asked for, linked to their reports.
+    assert f'<a href="{job_path}">list.csv</a>' in maria.client.get("/imports").text
 
 
 def test_an_import_is_refused_up_front_in_plain_words(people: Context) -> None:

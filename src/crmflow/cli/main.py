@@ -20,6 +20,7 @@ from crmflow.cli import (
     backup,
     dispatch,
     flows,
+    jobs,
     lists,
     mail,
     notifications,
@@ -52,6 +53,7 @@ app.add_typer(queries.app, name="queries")
 app.add_typer(flows.app, name="flows")
 app.command("simulate")(simulate.simulate)
 app.add_typer(runs.app, name="runs")
+app.add_typer(jobs.app, name="jobs")
 app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
 app.command("backup")(backup.backup)
@@ -157,6 +159,7 @@ def serve(
     import threading
 
     from crmflow.cli.dispatch import start_dispatcher
+    from crmflow.cli.jobs import start_job_runner
     from crmflow.store.wakeups import on_work_committed
     from crmflow.worker import Worker
 
@@ -170,9 +173,12 @@ def serve(
     on_work_committed(ctx.engine, runner.wake)
     thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
     thread.start()
+    # The background jobs the web asks for (a long start, an import) run here too.
+    job_runner, job_thread = start_job_runner(ctx, runner.name)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         runner.stop()
+        job_runner.stop()
         dispatcher.stop()
 
     # uvicorn handles SIGTERM / Ctrl-C itself (it stops serving) and then raises the signal
@@ -193,7 +199,9 @@ def serve(
         StoppingServer(config, on_stop=runner.stop).run()
     finally:
         runner.stop()  # the server has stopped: finish the batch, then exit
+        job_runner.stop()  # a job left running goes on in the next process (its lease)
         dispatcher.stop()  # and the message being sent
+        job_thread.join(timeout=HARD_STOP_SECONDS)
         thread.join(timeout=HARD_STOP_SECONDS)
         dispatching.join(timeout=HARD_STOP_SECONDS)
     err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)

@@ -1,4 +1,5 @@
-"""`crmflow worker`: run flows on time (any number of them on PostgreSQL)."""
+"""`crmflow worker`: run flows on time (any number of them on PostgreSQL), and the background
+jobs the web application asks for (services.jobs)."""
 
 from __future__ import annotations
 
@@ -39,12 +40,18 @@ def worker(
     from datetime import timedelta
 
     from crmflow.cli.dispatch import start_dispatcher
+    from crmflow.cli.jobs import start_job_runner
     from crmflow.worker import Worker, run_once
 
     ctx = state.context
     if once:
         moved = run_once(ctx, limit=batch_size)
         console.print(f"moved {moved} enrollment(s)", highlight=False)
+        from crmflow.services.jobs import JobRunner
+        from crmflow.worker import worker_name
+
+        ran = JobRunner(ctx, name=f"{worker_name()}:jobs").run_once()
+        console.print(f"ran {ran} background job(s)", highlight=False)
         return
     dispatcher, dispatching = start_dispatcher(ctx) if dispatch else (None, None)
     runner = Worker(
@@ -59,9 +66,12 @@ def worker(
             f"{signal.Signals(signum).name}: finishing the current batch", highlight=False
         )
         runner.stop()
+        job_runner.stop()
         if dispatcher is not None:
             dispatcher.stop()
 
+    # Beside the worker, the background jobs the web asks for (services.jobs).
+    job_runner, job_thread = start_job_runner(ctx, runner.name)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     err_console.print(
@@ -70,6 +80,8 @@ def worker(
     try:
         runner.run()
     finally:
+        job_runner.stop()
+        job_thread.join(timeout=30)
         if dispatcher is not None and dispatching is not None:
             dispatcher.stop()
             dispatching.join(timeout=30)

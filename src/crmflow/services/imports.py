@@ -34,7 +34,13 @@ from typing import IO, Any
 import orjson
 
 from crmflow.engine.recordtypes import RecordType
-from crmflow.errors import CrmflowError, ImportInterruptedError, InvalidInputError, Problem
+from crmflow.errors import (
+    CrmflowError,
+    ImportInterruptedError,
+    InvalidInputError,
+    JobLeaseLostError,
+    Problem,
+)
 from crmflow.services import invitations
 from crmflow.services.context import Actor, Context
 from crmflow.services.exports import Format, export_records
@@ -66,6 +72,7 @@ __all__ = [
 # A row past the per-row checks: its line, stored values, owner as given, and external id.
 _Pending = tuple[int, dict[str, Any], Any, str | None]
 ProgressCallback = Callable[[int, int], None]
+BatchCallback = Callable[[Connection, "ImportReport", int], None]
 # A file with a million bad rows must not fill memory with their reports: list the first ones
 # and count the rest.
 MAX_LISTED_ERRORS = 1000
@@ -134,6 +141,27 @@ class ImportReport:
             f"{self.rejected} rows rejected, {self.read} read"
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImportReport:
+        """The report `as_dict` wrote (a background import's, kept in its job)."""
+        return cls(
+            type_key=str(data["type"]),
+            source=str(data["source"]),
+            all_or_nothing=bool(data["all_or_nothing"]),
+            upsert_by=data.get("upsert_by"),
+            read=int(data["read"]),
+            imported=int(data["imported"]),
+            updated=int(data["updated"]),
+            unchanged=int(data["unchanged"]),
+            rejected=int(data["rejected"]),
+            last_line=int(data["last_line"]),
+            errors=[
+                RowError(int(e["line"]), [_problem(p) for p in e["problems"]])
+                for e in data["errors"]
+            ],
+            errors_not_listed=int(data["errors_not_listed"]),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "type": self.type_key,
@@ -190,6 +218,17 @@ class _Source:
     def close(self) -> None:
         if self.owned is not None:
             self.owned.close()
+
+
+def _problem(data: Mapping[str, Any]) -> Problem:
+    line = data.get("line")
+    return Problem(
+        path=str(data.get("path") or ""),
+        message=str(data.get("message") or ""),
+        hint=str(data.get("hint") or ""),
+        line=int(line) if line is not None else None,
+        source=data.get("source"),
+    )
 
 
 # Private control flow, raised and caught in `import_records`: not in errors.py.
@@ -433,6 +472,12 @@ class _Importer:
         return rows, external_ids
 
 
+def _position(source: _Source, report: ImportReport) -> int:
+    """How far the import got: the bytes read from a file, the rows read from a stream."""
+    position = source.position()
+    return report.read if position is None else position
+
+
 def import_records(
     ctx: Context,
     actor: Actor,
@@ -444,6 +489,8 @@ def import_records(
     all_or_nothing: bool = False,
     batch_size: int = 5000,
     upsert_by: str | None = None,
+    on_batch: BatchCallback | None = None,
+    resume: ImportReport | None = None,
 ) -> ImportReport:
     """Import records of `type_key` from a CSV or JSONL file (or open stream); managers and admins.
 
@@ -451,6 +498,12 @@ def import_records(
     batch, `position` being the bytes read so far when the input is a path (compare it with the
     file's size) and the rows read otherwise. `upsert_by` (`external_id` or a field key) makes
     rows that name an existing record update it (see the module's text).
+
+    Background imports (services.jobs): `on_batch(conn, report, position)` is called in each batch's
+    transaction once its rows are written (in the single transaction of an all-or-nothing
+    import, before it commits), so what it writes commits with the batch. `resume`, the report
+    such a call saw last, continues an import that stopped: the rows up to its `last_line` are
+    skipped (they were committed with it) and the counts go on from it.
     """
     require_manager(actor, "import records")
     if batch_size < 1:
@@ -468,6 +521,10 @@ def import_records(
         all_or_nothing=all_or_nothing,
         upsert_by=upsert_by,
     )
+    skip = 0
+    if resume is not None and not all_or_nothing:  # all-or-nothing: nothing was committed
+        report = ImportReport.from_dict({**resume.as_dict(), "source": source.name})
+        skip = report.last_line
     importer = _Importer(
         ctx, actor, rtype, report, from_text=source.fmt == "csv", upsert_by=upsert_by
     )
@@ -478,12 +535,13 @@ def import_records(
             if source.fmt == "jsonl"
             else csv_rows(source.stream, rtype, source.name, max_chars)
         )
+        if skip:
+            rows = (row for row in rows if row[0] > skip)
         batches = importer.validate(rows, batch_size)
 
         def progress() -> None:
             if on_progress is not None:
-                position = source.position()
-                on_progress(report.read, report.read if position is None else position)
+                on_progress(report.read, _position(source, report))
 
         try:
             if all_or_nothing:
@@ -494,15 +552,21 @@ def import_records(
                             progress()
                         if report.rejected:
                             raise _RefusedError
+                        if on_batch is not None:
+                            on_batch(conn, report, _position(source, report))
                 except _RefusedError:
                     report.imported = report.updated = report.unchanged = 0
             else:
                 for batch in batches:
                     with ctx.engine.begin() as conn:
                         importer.write(conn, batch, insert=True)
+                        if on_batch is not None:
+                            on_batch(conn, report, _position(source, report))
                     progress()
             progress()
         except CrmflowError:
+            raise
+        except JobLeaseLostError:
             raise
         except Exception as exc:
             if all_or_nothing:

@@ -42,7 +42,7 @@ Imports run one way: `services.flows` builds on this module, which builds on `se
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -119,6 +119,7 @@ def change_status(
     moves: Mapping[str, str] | None = None,
     system: bool = False,
     if_revision: ExpectedVersion = None,
+    in_transaction: Callable[[Connection], None] | None = None,
 ) -> FlowView:
     """Apply a lifecycle action (PreconditionFailedError unless the flow is at `if_revision`,
     when given).
@@ -129,6 +130,8 @@ def change_status(
     paused or archived takes `moves` ({removed step: new step or "end"}) for the records at
     steps the new version removed (see `on_status_change`). `system`: crmflow itself makes the
     change (start_at, archive_at, auto-archive), so the flow is found whatever its visibility.
+    `in_transaction(conn)` is called last in the change's transaction (a background job marks
+    itself done there: services.jobs).
     """
     require_admin(actor, f"{action.value} flows")
     flow = any_flow(ctx, key) if system else get_flow(ctx, actor, key)
@@ -173,6 +176,8 @@ def change_status(
         log_status_change(
             conn, ctx, actor, flow.id, current.value, target.value, flow.version, note
         )
+        if in_transaction is not None:
+            in_transaction(conn)
     return any_flow(ctx, key) if system else get_flow(ctx, actor, key)
 
 

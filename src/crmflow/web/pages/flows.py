@@ -12,22 +12,20 @@ the flow's resume form.
 
 Starting a start list is one INSERT ... SELECT in the start's transaction (100,000 records
 through `change_status`: 0.6 to 3 s on SQLite, 2 to 3.6 s on PostgreSQL, on a shared machine),
-so a start of BACKGROUND_FROM records or more runs in a thread of this process (`_Starts`) once
-its count was checked: the page answers at once and polls `/flows/{key}/start-progress` until
-the start committed or failed (nothing started then). The jobs live in this process's memory:
-a server restarted meanwhile loses the job, not the start's atomicity. The worker then moves
-the records, which the flow page shows by polling its counts (`/flows/{key}/counts`) while the
-flow runs. The editor (`/flows/new`, `/flows/{key}/edit`) is `pages/flow_editor.py`'s.
+so a start of BACKGROUND_FROM records or more becomes a job (`services.jobs`, run by the worker
+or the server's inline one) once its count was checked: the page answers at once and polls
+`/flows/{key}/start-progress`, which reads the job's row, until the start committed or failed
+(nothing started then). A restart loses nothing: the next runner starts the flow, once. The
+worker then moves the records, which the flow page shows by polling its counts
+(`/flows/{key}/counts`) while the flow runs. The editor (`/flows/new`, `/flows/{key}/edit`)
+is `pages/flow_editor.py`'s.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -40,14 +38,12 @@ from crmflow.engine.lifecycle import LifecycleAction, next_status
 from crmflow.errors import (
     ConfirmationRequiredError,
     ConflictError,
-    CrmflowError,
     InvalidInputError,
     MovesRequiredError,
     Problem,
 )
-from crmflow.services import flows, lifecycle, run_views, triggers
+from crmflow.services import flows, jobs, lifecycle, run_views, triggers
 from crmflow.services.context import Actor, Context
-from crmflow.services.permissions import require_admin
 from crmflow.web.auth import CurrentUser, context_of, safe_next, web_router
 from crmflow.web.pages.flows_diagram import NOT_ENTERED, mermaid_text, timing_text
 from crmflow.web.render import flash, render, see_other
@@ -93,91 +89,19 @@ def _bad_parameter(name: str, message: str, hint: str) -> InvalidInputError:
 # -- starts in the background ---------------------------------------------------------------------
 
 
-@dataclass
-class StartJob:
-    key: str
-    count: int
-    by: str
-    began: float = field(default_factory=time.monotonic)
-    finished: bool = False
-    error: str = ""
-
-    @property
-    def seconds(self) -> int:
-        return int(time.monotonic() - self.began)
-
-
-class _Starts:
-    """The background starts of this process, one per flow at a time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[str, StartJob] = {}
-        self._pool: ThreadPoolExecutor | None = None
-
-    def get(self, key: str) -> StartJob | None:
-        with self._lock:
-            return self._jobs.get(key)
-
-    def forget(self, job: StartJob) -> None:
-        with self._lock:
-            if self._jobs.get(job.key) is job and job.finished:
-                del self._jobs[job.key]
-
-    def submit(
-        self, ctx: Context, user: Actor, key: str, count: int, revision: int | None
-    ) -> StartJob | None:
-        """Start `key` in the background; None when a start of it is already running."""
-        with self._lock:
-            running = self._jobs.get(key)
-            if running is not None and not running.finished:
-                return None
-            job = self._jobs[key] = StartJob(key, count, user.username)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="crmflow-flow-start")
-            self._pool.submit(self._run, ctx, user, job, revision)
-        return job
-
-    @staticmethod
-    def _run(ctx: Context, user: Actor, job: StartJob, revision: int | None) -> None:
-        try:
-            flows.change_status(
-                ctx,
-                user,
-                job.key,
-                LifecycleAction.START,
-                confirm_count=job.count,
-                if_revision=revision,
-            )
-        except CrmflowError as exc:
-            job.error = str(exc)
-        except Exception:
-            log.exception("the background start of flow %s failed", job.key)
-            job.error = "the start failed on the server (its log says why); nothing was started"
-        finally:
-            job.finished = True
-
-
-STARTS = _Starts()
-
-
 @router.get("/flows/{key}/start-progress")
 def start_progress(request: Request, user: CurrentUser, key: str) -> Response:
     """Where the background start of `key` is (htmx polls it until it is over)."""
-    flow = flows.get_flow(context_of(request), user, key, with_document=False)
-    job, finished = _start_progress(key)
-    return render(request, "flows_start_progress.html", job=job, finished=finished, flow=flow)
+    ctx = context_of(request)
+    flow = flows.get_flow(ctx, user, key, with_document=False)
+    job = jobs.flow_start_of(ctx, key)
+    return render(
+        request, "flows_start_progress.html", job=job, flow=flow, seconds=_seconds(ctx, job)
+    )
 
 
-def _start_progress(key: str) -> tuple[StartJob | None, bool]:
-    """The background start of `key` and whether it has finished, read once: the start may
-    finish while a page is made, and a finished start is shown once, then forgotten (what the
-    page shows and what is forgotten must agree)."""
-    job = STARTS.get(key)
-    finished = job is not None and job.finished
-    if job is not None and finished:
-        STARTS.forget(job)
-    return job, finished
+def _seconds(ctx: Context, job: jobs.JobView | None) -> int:
+    return job.seconds(ctx.now()) if job is not None else 0
 
 
 # -- the list ------------------------------------------------------------------------------------
@@ -324,13 +248,13 @@ def flow_page(
     )
     impact = lifecycle.impact_preview(ctx, user, key) if LifecycleAction.RESUME in allowed else []
     new_steps = [s.key for s in shown["definition"].ordered_steps()]
-    job, finished = _start_progress(key)
+    job = jobs.flow_start_of(ctx, key)
     return render(
         request,
         "flow.html",
         **shown,
         job=job,
-        finished=finished,
+        seconds=_seconds(ctx, job),
         allowed=allowed,
         words=_ACTION_WORDS,
         start_count=start_count,
@@ -483,10 +407,9 @@ def _start_in_background(
             problems=["That number is not the one shown."],
             status_code=409,
         )
-    require_admin(user, "start flows")  # the lifecycle's own rule, before any thread runs
-    job = STARTS.submit(ctx, user, key, confirm, revision)
+    _job, new = jobs.submit_flow_start(ctx, user, key, confirm, revision)
     response = see_other(f"/flows/{key}")
-    if job is None:
+    if not new:
         flash(response, f"A start of {key} is already running; this page shows when it ends.")
     else:
         flash(response, f"Starting {key}: {confirm} record(s) are entering in the background.")
