@@ -37,6 +37,11 @@ by itself. Importable from `delivery.email` too.
 
     DeliveryError(Exception)            -    not delivered; `permanent`: trying again cannot help
         RetryLaterError                 -    a temporary refusal that says when (`retry_after`)
+
+Inside a background job's runner (services.jobs), never an answer: its step rolls back and
+the job is left to the runner that took it over.
+
+    JobLeaseLostError(Exception)        -    another runner took the job over (the lease expired)
 """
 
 from __future__ import annotations
