@@ -307,6 +307,37 @@ class Settings(BaseSettings):
         "when the body starts with { or [ (sent as JSON), else URL-encoded (sent as a form).",
     )
 
+    log_level: str = Field(
+        default="INFO",
+        description="The least severe log lines written by serve, worker and dispatch: DEBUG "
+        "(each batch too), INFO, WARNING, ERROR or CRITICAL.",
+    )
+    log_format: str | None = Field(
+        default=None,
+        description="json (one JSON object a line, for a log collector) or console (readable "
+        "lines); unset: console when stderr is a terminal, json otherwise.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="The bearer token /metrics asks for (Prometheus' `authorization`); unset: "
+        "/metrics answers only calls from this machine (docs/observability.md).",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in ("json", "console"):
+            raise ValueError("use json or console (or leave it unset)")
+        return value.lower() if value is not None else None
+
     @field_validator("webhook_allow")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from crmflow.context import Actor, Context
+from crmflow.metrics import observe_batch
 from crmflow.runner import Moved, evaluate_batch, move_batch
 from crmflow.services.deadlines import DeadlineCursor, process_deadlines
 from crmflow.services.health import LoopMonitor
@@ -165,6 +166,29 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _batch_done(worker: str, result: BatchResult, seconds: float) -> None:
+    """A batch that claimed runs: its duration and size counted (`/metrics`), and a debug line."""
+    if not result.claimed:
+        return
+    observe_batch(seconds, result.claimed)
+    log.debug(
+        "batch: %d claimed, %d moved, %d step runs, %d deferred in %.3f s",
+        result.claimed,
+        result.moved,
+        result.step_runs,
+        result.deferred,
+        seconds,
+        extra={
+            "worker": worker,
+            "claimed": result.claimed,
+            "moved": result.moved,
+            "step_runs": result.step_runs,
+            "deferred": result.deferred,
+            "seconds": round(seconds, 4),
+        },
+    )
 
 
 def run_once(
@@ -313,17 +337,33 @@ class Worker:
             return run()
         except OperationalError as exc:
             # A database that went away for a moment: the lease protects the batch.
-            log.warning("worker %s: database error in %s, retrying: %s", self.name, part, exc)
-            errors.append(f"{part}: database error: {str(exc).splitlines()[0]}")
+            reason = f"database error: {str(exc).splitlines()[0]}"
+            log.warning(
+                "worker %s: database error in %s, retrying: %s",
+                self.name,
+                part,
+                exc,
+                extra={"worker": self.name, "part": part, "reason": reason},
+            )
+            errors.append(f"{part}: {reason}")
         except Exception as exc:
-            log.error("worker %s: %s failed: %s", self.name, part, exc, exc_info=True)
-            errors.append(f"{part}: {type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "worker %s: %s failed: %s",
+                self.name,
+                part,
+                exc,
+                exc_info=True,
+                extra={"worker": self.name, "part": part, "reason": reason},
+            )
+            errors.append(f"{part}: {reason}")
         return None
 
     def _batch(self) -> BatchResult:
         if self._system is None:
             self._system = ensure_system_user(self.ctx)
-        return run_batch(
+        started = time.perf_counter()
+        result = run_batch(
             self.ctx,
             self._system,
             now=self.ctx.now(),
@@ -331,6 +371,8 @@ class Worker:
             limit=self.batch_size,
             lease=self.lease,
         )
+        _batch_done(self.name, result, time.perf_counter() - started)  # metrics, debug line
+        return result
 
     def _flow_schedules(self) -> None:
         """start_at / archive_at and auto-archive of drained flows: at most once a second (they

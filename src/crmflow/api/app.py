@@ -18,6 +18,7 @@ from crmflow.api import (
     hooks,
     mail,
     meta,
+    metrics,
     notifications,
     queries,
     record_files,
@@ -98,6 +99,7 @@ def create_app(ctx: Context) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_request_bytes)
     for module in (
         meta,
+        metrics,
         users,
         record_types,
         records,

@@ -13,6 +13,8 @@ from crmflow.engine.entry import HELD, Decision
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import Event, RecordChanged, RecordSnapshot
 from crmflow.engine.transition import Outcome, cancel
+from crmflow.logs import in_run, left_run, log_failed_steps
+from crmflow.metrics import observe_moved
 from crmflow.runner.evaluation import Evaluation, Restart, outcome_for, state_of
 from crmflow.runner.loop_guard import held_at_entry
 from crmflow.runner.reference import Reference, load_reference
@@ -90,6 +92,7 @@ def move_batch(
             moved.skipped.append(row.id)
             continue
         flow = info.definition
+        in_run(flow.key, row.flow_version, row.id, row.record_id, row.step_key)  # log lines' keys
         rtype = types.get(flow.record_type)
         event = (events or {}).get(row.id)
         record = snapshots.get(row.record_id)
@@ -106,9 +109,12 @@ def move_batch(
         writes.add_outcome(
             row.state, outcome, flow.key, cancel_tasks_on_end=flow.cancel_open_tasks_on_end
         )
+    left_run()  # the writes below are the batch's, of no one run
     insert_decisions(conn, refusals, now=now)
     writes.write(conn, ctx, actor, now=now)
     repo.release(conn, moved.skipped + moved.deferred)
+    observe_moved(rows, moved.outcomes, writes.logs, now=now, timers=events is None)  # /metrics
+    log_failed_steps(moved.outcomes, writes.logs)
     return moved
 
 

@@ -31,6 +31,7 @@ from crmflow.engine.transition import (
     enter,
     restart,
 )
+from crmflow.logs import run_keys
 from crmflow.runner.reference import Reference, load_reference
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
@@ -90,6 +91,7 @@ def engine_outcome(
             row.record_id,
             exc,
             exc_info=True,
+            extra=run_keys(flow.key, row.flow_version, row.id, row.record_id, row.step_key),
         )
         reason = (
             f"crmflow failed on this record ({type(exc).__name__}: {exc}); it was stopped so "

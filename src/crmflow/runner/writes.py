@@ -210,6 +210,6 @@ class BatchWrites:
         failures = _apply_commands(
             conn, ctx, actor, self.commands, record_of=self.record_of, flow_of=self.flow_of, now=now
         )
-        logs = with_action_failures(self.logs, failures)
+        logs = self.logs = with_action_failures(self.logs, failures)  # as written, for metrics
         repo.save(conn, self.states, logs, now=now, runs_before=self.runs_before)
         close_tasks(conn, self.closed_runs, self.over, now=now, ended=self.ended)

@@ -1,0 +1,117 @@
+"""The figures `/metrics` and `crmflow status` read from the database at the moment they are
+asked (`services.observability`): the due backlog and its oldest row, the outbox's messages
+waiting or failed per channel, the change feed's unread changes, the failed step runs of the
+last hour, the triggers failing now.
+
+Only reads, each a query on an index (or on a few rows), and bounded: a count stops at `cap`
+rows, so a backlog of millions costs what `cap` rows cost (the answer then says "at least").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crmflow.store.enrollments.rows import RUNNING, RUNNING_FLOWS
+from crmflow.store.feed import FEED
+from crmflow.store.schema import (
+    enrollments,
+    feed_cursors,
+    flows,
+    outbox,
+    record_changes,
+    step_runs,
+    trigger_failures,
+)
+
+__all__ = [
+    "OUTBOX_STATES",
+    "Backlog",
+    "FeedLag",
+    "due_backlog",
+    "failed_step_runs_since",
+    "failing_triggers",
+    "feed_lag",
+    "outbox_counts",
+]
+
+# The outbox states counted: those that wait, and failed (delivered ones are counted by the
+# dispatcher as they go: crmflow_deliveries_total).
+OUTBOX_STATES = ("pending", "sending", "retrying", "failed")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    due: int  # runs of running flows due now (at most `cap`)
+    capped: bool  # there are `cap` or more
+    oldest_due_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedLag:
+    unread: int  # record changes after the feed's cursor (by id: an upper bound)
+    oldest_unread_at: datetime | None
+
+
+def _capped_count(conn: sa.Connection, query: sa.Select[Any], cap: int) -> tuple[int, bool]:
+    inner = query.limit(cap).subquery()
+    count = int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+    return count, count >= cap
+
+
+def due_backlog(conn: sa.Connection, *, now: datetime, cap: int) -> Backlog:
+    """The runs of running flows due at `now` (leased or not: due work not done yet)."""
+    e = enrollments.c
+    due = sa.and_(
+        e.status.in_(RUNNING),
+        e.due_at <= now,
+        e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+    )
+    count, capped = _capped_count(conn, sa.select(e.id).where(due), cap)
+    oldest: datetime | None = conn.execute(sa.select(sa.func.min(e.due_at)).where(due)).scalar()
+    return Backlog(count, capped, oldest)
+
+
+def outbox_counts(conn: sa.Connection, *, cap: int) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Per (channel, state) of OUTBOX_STATES: how many messages (at most `cap`: capped?)."""
+    o = outbox.c
+    kinds = [str(k) for k in conn.execute(sa.select(o.kind).distinct().limit(20)).scalars()]
+    out: dict[tuple[str, str], tuple[int, bool]] = {}
+    for state in OUTBOX_STATES:
+        for kind in kinds:
+            query = sa.select(o.id).where(o.status == state, o.kind == kind)
+            out[(kind, state)] = _capped_count(conn, query, cap)
+    return out
+
+
+def feed_lag(conn: sa.Connection) -> FeedLag:
+    """How far the triggers' reading of the change feed is behind its newest change."""
+    position = conn.execute(
+        sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED)
+    ).scalar()
+    after = int(position or 0)
+    newest = conn.execute(sa.select(sa.func.max(record_changes.c.id))).scalar()
+    if newest is None or int(newest) <= after:
+        return FeedLag(0, None)
+    first = conn.execute(
+        sa.select(record_changes.c.at)
+        .where(record_changes.c.id > after)
+        .order_by(record_changes.c.id)
+        .limit(1)
+    ).scalar()
+    return FeedLag(int(newest) - after, first)
+
+
+def failed_step_runs_since(conn: sa.Connection, since: datetime, *, cap: int) -> tuple[int, bool]:
+    """Step runs that failed (an action failed) since `since`: at most `cap`, capped?"""
+    s = step_runs.c
+    query = sa.select(s.enrollment_id).where(s.status == "failed", s.started_at >= since)
+    return _capped_count(conn, query, cap)
+
+
+def failing_triggers(conn: sa.Connection) -> int:
+    """Triggers of flows marked failing now (retried with backoff)."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(trigger_failures)).scalar_one())
