@@ -59,8 +59,29 @@ __all__ = [
 _MULTILINE = frozenset(
     {"body", "message", "description", "notes", "condition", "until", "sql", "text", "if"}
 )
-_FIELD_PICKERS = frozenset({"field", "date_field"})
+_FIELD_PICKERS = frozenset({"field", "date_field", "zone_field"})
 _QUERY_PICKERS = frozenset({"query"})
+# Other pickers (services.form_pickers gives their values): a property's name, or its kind and
+# name, -> the picker. A select when the value must be one of the list; a datalist (free text
+# stays possible, e.g. a name not made yet) otherwise; a list of lines gets an "Add" input.
+_PICKERS: Mapping[str, str] = {
+    "user": "user",
+    "users": "user",
+    "decide": "user",
+    "group": "group",
+    "groups": "group",
+    "add_to_group.group": "list",
+    "remove_from_group.group": "list",
+    "template": "template",
+    "flow": "flow",
+    "from_flows": "flow",
+    "create_record.record_type": "record_type",
+    "fields": "field",
+}
+# Texts rendered as templates get the variable picker; CEL conditions the conditions builder.
+_TEMPLATED = frozenset({"subject", "body", "message", "title", "description", "reason"})
+_CONDITIONS = frozenset({"condition", "until", "if", "entry_condition"})
+Pickers = Mapping[str, Sequence[str | tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,11 @@ class FormField:
     children: tuple[FormField, ...] = ()
     # An optional group or kind the document leaves out: the page shows it folded.
     folded: bool = False
+    # A picker beside the input (services.form_pickers): field user group list template flow
+    # record_type query variables condition; `options` then holds its values for a datalist.
+    picker: str = ""
+    # What the picker's page fragments need to know (the flow's record type).
+    picker_arg: str = ""
 
     @property
     def name(self) -> str:
@@ -286,7 +312,7 @@ def form_fields(
     value: Mapping[str, Any] | None,
     *,
     prefix: str = "",
-    pickers: Mapping[str, Sequence[str]] | None = None,
+    pickers: Pickers | None = None,
 ) -> list[FormField]:
     """The fields of one schema object (a trigger, a step, an action), filled from `value`.
     The discriminator `type` is left out (the caller shows the kind); `pickers` maps a
@@ -294,15 +320,35 @@ def form_fields(
     schema = _resolve(schema)
     required = set(schema.get("required") or ())
     value = value if isinstance(value, Mapping) else {}
+    kind = str(((schema.get("properties") or {}).get("type") or {}).get("const") or "")
     fields = []
     for name, prop in (schema.get("properties") or {}).items():
         if name == "type" and "const" in prop:
             continue
         path = f"{prefix}.{name}" if prefix else name
-        fields.append(
-            _field(prop, name, path, value.get(name), name in value, name in required, pickers)
-        )
+        each = _field(prop, name, path, value.get(name), name in value, name in required, pickers)
+        fields.append(_with_picker(each, f"{kind}.{name}", name, pickers))
     return fields
+
+
+def _choices(values: Sequence[str | tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((v, v) if isinstance(v, str) else (str(v[0]), str(v[1])) for v in values)
+
+
+def _with_picker(each: FormField, qualified: str, name: str, pickers: Pickers | None) -> FormField:
+    """`each` with the picker its name calls for, when the page gave that picker's values."""
+    if pickers is None or each.widget not in ("text", "textarea", "lines"):
+        return each
+    record_type = next(iter(_choices(pickers.get("record_type_of_flow", ()))), ("", ""))[0]
+    if name in _CONDITIONS and each.widget == "textarea":
+        return replace(each, picker="condition", picker_arg=record_type)
+    if name in _TEMPLATED and each.widget in ("text", "textarea"):
+        options = _choices(pickers.get("variables", ()))
+        return replace(each, picker="variables", options=options, picker_arg=record_type)
+    picker = _PICKERS.get(qualified) or _PICKERS.get(name)
+    if picker is None or picker not in pickers:
+        return each
+    return replace(each, picker=picker, options=_choices(pickers[picker]))
 
 
 def _field(
@@ -312,7 +358,7 @@ def _field(
     current: Any,
     present: bool,
     required: bool,
-    pickers: Mapping[str, Sequence[str]] | None,
+    pickers: Pickers | None,
 ) -> FormField:
     inner, _ = _without_null(prop)
     widget = _shape(prop, name)
@@ -328,12 +374,15 @@ def _field(
         "help": help_text,
     }
     if widget in ("text", "textarea"):
-        options = tuple(pickers.get(name, ())) if pickers else ()
-        if options and name in (_FIELD_PICKERS | _QUERY_PICKERS):
+        key = "field" if name in _FIELD_PICKERS else "query" if name in _QUERY_PICKERS else ""
+        options = _choices(pickers.get(key, ())) if pickers and key else ()
+        if options:
             text = "" if shown is None else str(shown)
-            names = list(options) if text in options or not text else [text, *options]
-            choices = (("", "—"), *((n, n) for n in names))
-            return FormField(widget="select", value=text, options=choices, **common)
+            known = [v for v, _ in options]
+            # A value not in the list (a query of another page, a field since removed) stays.
+            kept = () if text in known or not text else ((text, text),)
+            choices = (("", "—"), *kept, *options)
+            return FormField(widget="select", value=text, options=choices, picker=key, **common)
         return FormField(widget=widget, value="" if shown is None else str(shown), **common)
     if widget in ("integer", "number", "scalar"):
         return FormField(widget=widget, value=_scalar_text(shown), **common)

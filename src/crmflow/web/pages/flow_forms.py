@@ -1,6 +1,15 @@
 """The flow editor in forms (issue 13), for people who never write YAML: `/flows/new/form` makes
 a new flow from a name, a record type and a trigger (whose own fields htmx swaps in when the
-kind changes); `/flows/{key}/form` lists a flow's steps and edits one step at a time.
+kind changes); `/flows/{key}/form` lists a flow's steps in run order beside its live diagram,
+and edits one step at a time.
+
+The list's operations (`/flows/{key}/form/add`, `move`, `active`, `remove`) are POSTs that change
+the text with `services.flow_form_steps` and save the whole flow (validated as by `crmflow flows
+validate`); a refusal shows each problem at its step. Asked by htmx they answer the list alone
+and trigger `ff-changed`, on which the diagram fetches itself again; without JavaScript they
+redirect to the page. `/flows/{key}/form/trigger` edits a trigger with the new flow's fields;
+"Try it" (`/flows/{key}/form/records`, `/flows/{key}/form/try`) simulates the flow for a record
+picked by name or id, as /simulate does.
 
 The forms are generated from the flow's JSON Schema (`services.flow_forms`), and a save goes
 through `services.flows` exactly as the YAML editor's does: the same validation (its problems
@@ -11,7 +20,7 @@ changed keys move, the rest of the file keeps its bytes and comments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +28,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
+from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.lifecycle import edit_mode
 from crmflow.errors import (
     ConflictError,
@@ -27,11 +37,23 @@ from crmflow.errors import (
     PreconditionFailedError,
     Problem,
 )
-from crmflow.services import flow_forms, flows, queries, record_types
+from crmflow.services import (
+    flow_form_steps,
+    flow_form_triggers,
+    flow_forms,
+    flows,
+    queries,
+    record_types,
+    run_views,
+    simulation,
+)
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_forms import FormField
 from crmflow.services.permissions import require_admin
 from crmflow.web.auth import CurrentUser, context_of, web_router
+from crmflow.web.pages.flows_diagram import mermaid_text
+from crmflow.web.pages.records import search_filter, title_of
+from crmflow.web.pages.tasks import when
 from crmflow.web.render import flash, render, see_other
 
 router = web_router()
@@ -230,23 +252,79 @@ def _current(request: Request, user: Actor, key: str) -> tuple[flows.FlowView, s
     return flow, str(version["source"])
 
 
+def _locked(flow: flows.FlowView) -> str | None:
+    try:
+        edit_mode(flow.status)
+    except ConflictError as exc:
+        return str(exc)
+    return None
+
+
+def _diagram(request: Request, user: Actor, flow: flows.FlowView) -> str:
+    """The mermaid text of the flow's current version, with the records at each step."""
+    ctx = context_of(request)
+    try:
+        definition = FlowDefinition.model_validate(flow.document or {})
+    except ValueError:
+        return ""  # a stored version always reads; the list still shows
+    counts = run_views.flow_progress(ctx, user, flow.key).per_step
+    return mermaid_text(definition, counts)
+
+
+def _triggers(document: Mapping[str, Any]) -> list[tuple[int, str, str]]:
+    """(index, kind, title) of each of the flow's triggers."""
+    titles = {k.value: k.title for k in flow_forms.trigger_kinds()}
+    out = []
+    for index, trigger in enumerate(document.get("triggers") or []):
+        kind = str(trigger.get("type", "")) if isinstance(trigger, Mapping) else ""
+        out.append((index, kind, titles.get(kind, kind or "?")))
+    return out
+
+
+def _editor(
+    request: Request,
+    user: Actor,
+    flow: flows.FlowView,
+    text: str,
+    *,
+    checked: str | None = None,
+    problems: Sequence[Problem] = (),
+    announce: str = "",
+    focus: str = "",
+) -> dict[str, Any]:
+    """What the step list shows: the steps in run order, each with the problems the validator
+    found at it in `checked` (the refused text; `text` when none)."""
+    document = flow_forms.load_document(text)
+    at, rest = flow_form_steps.problems_by_step(
+        problems, flow_forms.load_document(checked) if checked is not None else document
+    )
+    return {
+        "flow": flow,
+        "locked": _locked(flow),
+        "ordered": flow_form_steps.ordered_steps(document),
+        "step_problems": at,
+        "list_problems": rest,
+        "announce": announce,
+        "focus": focus,
+        "kinds": flow_forms.step_kinds(),
+    }
+
+
 def _steps_page(
     request: Request,
+    user: Actor,
     flow: flows.FlowView,
     text: str,
     *,
     step: str = "",
     posted: Mapping[str, str] | None = None,
     problems: Sequence[Problem] = (),
+    list_problems: Sequence[Problem] = (),
+    checked: str | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     ctx = context_of(request)
-    locked = None
-    try:
-        edit_mode(flow.status)
-    except ConflictError as exc:
-        locked = str(exc)
     document = flow_forms.load_document(text)
     steps = flow_forms.step_summaries(document)
     fields: list[FormField] = []
@@ -268,14 +346,15 @@ def _steps_page(
         request,
         "flow_forms.html",
         status_code=status_code,
-        flow=flow,
-        locked=locked,
-        steps=steps,
+        **_editor(request, user, flow, text, checked=checked, problems=list_problems),
         step=chosen,
         fields=fields,
         field_problems=at,
         problems=rest,
         error=error,
+        mermaid=_diagram(request, user, flow),
+        triggers=_triggers(document),
+        record_type=str(document.get("record_type") or ""),
     )
 
 
@@ -283,7 +362,16 @@ def _steps_page(
 def steps(request: Request, user: CurrentUser, key: str) -> Response:
     flow, text = _current(request, user, key)
     step = request.query_params.get("step", "")[:200]
-    return _steps_page(request, flow, text, step=step)
+    return _steps_page(request, user, flow, text, step=step)
+
+
+@router.get("/flows/{key}/form/diagram")
+def diagram(request: Request, user: CurrentUser, key: str) -> Response:
+    """The live diagram (an htmx fragment, fetched again after each change of the list)."""
+    flow, _ = _current(request, user, key)
+    return render(
+        request, "flow_forms_diagram.html", flow=flow, mermaid=_diagram(request, user, flow)
+    )
 
 
 @router.post("/flows/{key}/form")
@@ -295,13 +383,12 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
     step = _text(form, "step")
     posted = _posted_fields(form)
     page: dict[str, Any] = {"step": step, "posted": posted}
-    try:
-        edit_mode(flow.status)
-    except ConflictError as exc:
-        return _steps_page(request, flow, text, **page, error=str(exc), status_code=409)
+    locked = _locked(flow)
+    if locked:
+        return _steps_page(request, user, flow, text, **page, error=locked, status_code=409)
     changed, problems = flow_forms.saved_step_text(text, step, posted)
     if problems:
-        return _steps_page(request, flow, text, **page, problems=problems, status_code=422)
+        return _steps_page(request, user, flow, text, **page, problems=problems, status_code=422)
     if changed == text:
         response = see_other(f"/flows/{key}/form?step={quote(step)}")
         flash(response, "Nothing changed: the flow was not saved.")
@@ -314,6 +401,7 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
         # Shown on the changed document, so that a new kind's own fields appear to fill in.
         return _steps_page(
             request,
+            user,
             flow,
             changed,
             step=step,
@@ -322,7 +410,475 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
             status_code=422,
         )
     except (ConflictError, PreconditionFailedError) as exc:
-        return _steps_page(request, flow, text, **page, error=str(exc), status_code=409)
+        return _steps_page(request, user, flow, text, **page, error=str(exc), status_code=409)
     response = see_other(f"/flows/{key}/form?step={quote(step)}")
     flash(response, f"Step {step!r} saved (version {saved.version}).")
     return response
+
+
+# -- the list's operations -----------------------------------------------------------------------
+
+
+def _is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _refused(
+    request: Request,
+    user: Actor,
+    flow: flows.FlowView,
+    text: str,
+    *,
+    error: str,
+    problems: Sequence[Problem] = (),
+    checked: str | None = None,
+    status_code: int,
+) -> Response:
+    """The list as it was, with why the operation was refused: each problem at its step."""
+    if _is_htmx(request):
+        context = _editor(
+            request, user, flow, text, checked=checked, problems=problems, announce=error
+        )
+        return render(
+            request, "flow_forms_editor.html", status_code=status_code, error=error, **context
+        )
+    return _steps_page(
+        request,
+        user,
+        flow,
+        text,
+        list_problems=problems,
+        checked=checked,
+        error=error,
+        status_code=status_code,
+    )
+
+
+async def _operate(
+    request: Request,
+    user: Actor,
+    key: str,
+    change: Callable[[str, FormData], tuple[str, str, str]],
+) -> Response:
+    """Run one operation of the list: `change(text, form)` gives the new text, what to say
+    when it is saved and the step to focus. The whole flow is validated and saved through
+    `services.flows` (a started flow is locked until paused); a refusal shows the list as it
+    was, each problem at its step."""
+    ctx = context_of(request)
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    locked = _locked(flow)
+    if locked:
+        return _refused(request, user, flow, text, error=locked, status_code=409)
+    try:
+        changed, done, focus = change(text, form)
+    except InvalidInputError as exc:
+        return _refused(
+            request, user, flow, text, error=str(exc), problems=exc.problems, status_code=422
+        )
+    if changed == text:
+        saved = flow
+    else:
+        try:
+            saved = flows.update_flow(
+                ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
+            )
+        except InvalidInputError as exc:
+            return _refused(
+                request,
+                user,
+                flow,
+                text,
+                error=f"Not done: {done[0].lower()}{done[1:]} would make the flow invalid.",
+                problems=exc.problems,
+                checked=changed,
+                status_code=422,
+            )
+        except (ConflictError, PreconditionFailedError) as exc:
+            return _refused(request, user, flow, text, error=str(exc), status_code=409)
+        text = changed
+    message = f"{done} (version {saved.version})." if saved is not flow else f"{done}."
+    if _is_htmx(request):
+        context = _editor(request, user, saved, text, announce=message, focus=focus)
+        return render(
+            request,
+            "flow_forms_editor.html",
+            headers={"HX-Trigger": "ff-changed"},
+            error=None,
+            **context,
+        )
+    response = see_other(f"/flows/{key}/form")
+    flash(response, message)
+    return response
+
+
+def _position(form: FormData, text: str, step: str) -> int:
+    """Where a move goes: `to` (a position, from drag and drop) or `direction` up / down."""
+    direction = _text(form, "direction")
+    if direction in ("up", "down"):
+        ordered = flow_form_steps.ordered_steps(flow_forms.load_document(text))
+        here = next((s.position for s in ordered if s.key == step), None)
+        if here is None:
+            raise InvalidInputError(
+                "the move", [Problem("step", f"{step[:60]!r} is not a step of the flow", "reload")]
+            )
+        return here - 1 if direction == "up" else here + 1
+    raw = _text(form, "to").strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 6:
+        return int(raw) - 1
+    raise InvalidInputError(
+        "the move",
+        [Problem("to", f"{raw[:20]!r} is not a position", "give a number from 1, or up / down")],
+    )
+
+
+@router.post("/flows/{key}/form/move")
+async def move(request: Request, user: CurrentUser, key: str) -> Response:
+    def change(text: str, form: FormData) -> tuple[str, str, str]:
+        step = _text(form, "step")
+        position = _position(form, text, step)
+        changed = flow_form_steps.move_step(text, step, position)
+        ordered = flow_form_steps.ordered_steps(flow_forms.load_document(changed))
+        where = next((s for s in ordered if s.key == step), None)
+        name = where.name if where else step
+        at = where.position + 1 if where else position + 1
+        return changed, f"Step {name!r} moved to position {at} of {len(ordered)}", step
+
+    return await _operate(request, user, key, change)
+
+
+@router.post("/flows/{key}/form/active")
+async def switch(request: Request, user: CurrentUser, key: str) -> Response:
+    def change(text: str, form: FormData) -> tuple[str, str, str]:
+        step = _text(form, "step")
+        active = _text(form, "active") == "true"
+        changed = flow_form_steps.set_active(text, step, active)
+        return changed, f"Step {step!r} switched {'on' if active else 'off'}", step
+
+    return await _operate(request, user, key, change)
+
+
+@router.get("/flows/{key}/form/remove")
+def remove_confirm(request: Request, user: CurrentUser, key: str) -> Response:
+    flow, text = _current(request, user, key)
+    step = request.query_params.get("step", "")[:200]
+    ordered = flow_form_steps.ordered_steps(flow_forms.load_document(text))
+    chosen = next((s for s in ordered if s.key == step), None)
+    if chosen is None:
+        raise NotFoundError(f"step {step[:60]!r} is not in flow {key!r}")
+    return render(request, "flow_forms_remove.html", flow=flow, step=chosen, locked=_locked(flow))
+
+
+@router.post("/flows/{key}/form/remove")
+async def remove(request: Request, user: CurrentUser, key: str) -> Response:
+    def change(text: str, form: FormData) -> tuple[str, str, str]:
+        step = _text(form, "step")
+        return flow_form_steps.remove_step(text, step), f"Step {step!r} removed", ""
+
+    return await _operate(request, user, key, change)
+
+
+# -- a new step ----------------------------------------------------------------------------------
+
+
+def _new_step_fields(
+    ctx: Context, kind: str, record_type: str, posted: Mapping[str, str] | None = None
+) -> list[FormField]:
+    schema = flow_forms.kind_schema(flow_forms.step_kinds(), kind)
+    if schema is None:
+        return []
+    skeleton = flow_form_steps.new_step(kind, "new", "")
+    fields = [
+        f
+        for f in flow_forms.form_fields(schema, skeleton, pickers=_pickers(ctx, record_type))
+        if f.path not in ("key", "name")
+    ]
+    return flow_forms.refilled(fields, posted) if posted else fields
+
+
+def _add_page(
+    request: Request,
+    flow: flows.FlowView,
+    text: str,
+    *,
+    kind: str = "action",
+    name: str = "",
+    posted: Mapping[str, str] | None = None,
+    problems: Sequence[Problem] = (),
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = context_of(request)
+    document = flow_forms.load_document(text)
+    record_type = str(document.get("record_type") or "")
+    fields = _new_step_fields(ctx, kind, record_type, posted)
+    count = len(document.get("steps") or [])
+    top = {"name": [str(p) for p in problems if p.path == "name"]}
+    rest = [p for p in problems if p.path != "name"]
+    at, other = flow_forms.problems_by_field(rest, f"steps[{count}].", fields)
+    kinds = flow_forms.step_kinds()
+    return render(
+        request,
+        "flow_forms_add.html",
+        status_code=status_code,
+        flow=flow,
+        locked=_locked(flow),
+        kind=kind,
+        kinds=kinds,
+        about=next((k.description for k in kinds if k.value == kind), ""),
+        step_name=name,
+        fields=fields,
+        field_problems=at,
+        name_problems=top["name"],
+        problems=other,
+        error=error,
+    )
+
+
+def _step_kind(value: str) -> str:
+    known = {k.value for k in flow_forms.step_kinds()}
+    return value if value in known else "action"
+
+
+@router.get("/flows/{key}/form/add")
+def add_form(request: Request, user: CurrentUser, key: str) -> Response:
+    flow, text = _current(request, user, key)
+    kind = _step_kind(request.query_params.get("type", "action"))
+    return _add_page(request, flow, text, kind=kind)
+
+
+@router.get("/flows/{key}/form/add/fields")
+def add_fields(request: Request, user: CurrentUser, key: str) -> Response:
+    """The fields of the step type picked (an htmx fragment)."""
+    _, text = _current(request, user, key)
+    ctx = context_of(request)
+    kind = _step_kind(request.query_params.get("type", "action"))
+    record_type = str(flow_forms.load_document(text).get("record_type") or "")
+    kinds = {k.value: k for k in flow_forms.step_kinds()}
+    return render(
+        request,
+        "flow_forms_trigger.html",
+        fields=_new_step_fields(ctx, kind, record_type),
+        field_problems={},
+        about=kinds[kind].description,
+    )
+
+
+@router.post("/flows/{key}/form/add")
+async def add(request: Request, user: CurrentUser, key: str) -> Response:
+    ctx = context_of(request)
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    kind = _text(form, "type").strip()
+    name = _text(form, "name")
+    posted = _posted_fields(form)
+    page: dict[str, Any] = {"kind": _step_kind(kind), "name": name[:200], "posted": posted}
+    locked = _locked(flow)
+    if locked:
+        return _add_page(request, flow, text, **page, error=locked, status_code=409)
+    changed, step, problems = flow_form_steps.add_step(text, kind, name, posted)
+    if problems:
+        return _add_page(request, flow, text, **page, problems=problems, status_code=422)
+    try:
+        saved = flows.update_flow(
+            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
+        )
+    except InvalidInputError as exc:
+        return _add_page(
+            request,
+            flow,
+            text,
+            **page,
+            problems=exc.problems,
+            error="The step was not added: fix the fields marked below.",
+            status_code=422,
+        )
+    except (ConflictError, PreconditionFailedError) as exc:
+        return _add_page(request, flow, text, **page, error=str(exc), status_code=409)
+    response = see_other(f"/flows/{key}/form?step={quote(step)}#step-form")
+    flash(response, f"Step {step!r} added (version {saved.version}).")
+    return response
+
+
+# -- the trigger ---------------------------------------------------------------------------------
+
+
+def _trigger_index(raw: str) -> int:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
+
+
+def _trigger_page(
+    request: Request,
+    flow: flows.FlowView,
+    text: str,
+    *,
+    index: int,
+    kind: str | None = None,
+    posted: Mapping[str, str] | None = None,
+    problems: Sequence[Problem] = (),
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = context_of(request)
+    document = flow_forms.load_document(text)
+    trigger = flow_form_triggers.trigger_at(document, index)
+    record_type = str(document.get("record_type") or "")
+    kind = kind or str(trigger.get("type", "")) or DEFAULT_TRIGGER
+    schema = flow_forms.kind_schema(flow_forms.trigger_kinds(), kind)
+    same = str(trigger.get("type", "")) == kind
+    fields = (
+        flow_forms.form_fields(
+            schema, trigger if same else None, pickers=_pickers(ctx, record_type)
+        )
+        if schema is not None
+        else []
+    )
+    if posted:
+        fields = flow_forms.refilled(fields, posted)
+    at, other = flow_forms.problems_by_field(problems, f"triggers[{index}].", fields)
+    kinds = flow_forms.trigger_kinds()
+    return render(
+        request,
+        "flow_forms_trigger_edit.html",
+        status_code=status_code,
+        flow=flow,
+        locked=_locked(flow),
+        index=index,
+        count=len(document.get("triggers") or []),
+        kind=kind,
+        kinds=kinds,
+        about=next((k.description for k in kinds if k.value == kind), ""),
+        record_type=record_type,
+        fields=fields,
+        field_problems=at,
+        problems=other,
+        error=error,
+    )
+
+
+@router.get("/flows/{key}/form/trigger")
+def trigger_form(request: Request, user: CurrentUser, key: str) -> Response:
+    flow, text = _current(request, user, key)
+    index = _trigger_index(request.query_params.get("index", "0"))
+    return _trigger_page(request, flow, text, index=index)
+
+
+@router.post("/flows/{key}/form/trigger")
+async def save_trigger(request: Request, user: CurrentUser, key: str) -> Response:
+    ctx = context_of(request)
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    index = _trigger_index(_text(form, "index"))
+    kind = _text(form, "trigger").strip()
+    posted = _posted_fields(form)
+    if flow_forms.kind_schema(flow_forms.trigger_kinds(), kind) is None:
+        problem = Problem("trigger", f"{kind[:40]!r} is not a trigger kind", "pick one")
+        return _trigger_page(request, flow, text, index=index, error=str(problem), status_code=422)
+    page: dict[str, Any] = {"index": index, "kind": kind, "posted": posted}
+    locked = _locked(flow)
+    if locked:
+        return _trigger_page(request, flow, text, **page, error=locked, status_code=409)
+    changed, problems = flow_form_triggers.saved_trigger_text(text, index, kind, posted)
+    if problems:
+        return _trigger_page(request, flow, text, **page, problems=problems, status_code=422)
+    if changed == text:
+        response = see_other(f"/flows/{key}/form")
+        flash(response, "Nothing changed: the flow was not saved.")
+        return response
+    try:
+        saved = flows.update_flow(
+            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
+        )
+    except InvalidInputError as exc:
+        return _trigger_page(
+            request,
+            flow,
+            text,
+            **page,
+            problems=exc.problems,
+            error="The trigger was not saved: fix the fields marked below.",
+            status_code=422,
+        )
+    except (ConflictError, PreconditionFailedError) as exc:
+        return _trigger_page(request, flow, text, **page, error=str(exc), status_code=409)
+    response = see_other(f"/flows/{key}/form")
+    flash(response, f"Trigger saved (version {saved.version}).")
+    return response
+
+
+# -- try it --------------------------------------------------------------------------------------
+
+TRY_RESULTS = 10
+
+
+@router.get("/flows/{key}/form/records")
+def try_records(request: Request, user: CurrentUser, key: str) -> Response:
+    """Records of the flow's type whose text fields contain `q`, or whose id it is (an htmx
+    fragment of at most TRY_RESULTS records to pick)."""
+    ctx = context_of(request)
+    flow, text = _current(request, user, key)
+    search = request.query_params.get("q", "").strip()[:200]
+    record_type = str(flow_forms.load_document(text).get("record_type") or "")
+    found: list[tuple[int, str]] = []
+    problem = ""
+    if search:
+        try:
+            rtype = record_types.get_record_type(ctx, record_type)
+            page = queries.preview_filter(
+                ctx, rtype.key, search_filter(rtype, search), limit=TRY_RESULTS
+            )
+            found = [(r.id, title_of(rtype, r)) for r in page.items]
+        except (NotFoundError, InvalidInputError) as exc:
+            problem = str(exc)
+    return render(
+        request,
+        "flow_forms_try_records.html",
+        flow=flow,
+        search=search,
+        found=found,
+        problem=problem,
+        record_type=record_type,
+    )
+
+
+@router.post("/flows/{key}/form/try")
+async def try_it(request: Request, user: CurrentUser, key: str) -> Response:
+    """Simulate the flow's current version for the record picked (nothing stored or sent)."""
+    ctx = context_of(request)
+    form = await request.form()
+    flow, _ = _current(request, user, key)
+    raw = _text(form, "record_id").strip()
+    days_raw = _text(form, "days").strip() or "30"
+    problems: list[Problem] = []
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 15):
+        problems.append(
+            Problem(
+                "record",
+                "no record picked" if not raw else f"{raw[:20]!r} is not a record id",
+                "search a record by name or id and pick it",
+            )
+        )
+    if not (days_raw.isascii() and days_raw.isdigit() and len(days_raw) <= 3):
+        problems.append(Problem("days", f"{days_raw[:10]!r} is not a number of days", "e.g. 30"))
+    result = None
+    status_code = 200
+    if not problems:
+        try:
+            result = simulation.simulate_flow(
+                ctx, user, key, record_id=int(raw), days=int(days_raw)
+            )
+        except InvalidInputError as exc:
+            problems, status_code = list(exc.problems), 422
+        except NotFoundError as exc:
+            problems, status_code = [Problem("record", str(exc), "pick another record")], 404
+    else:
+        status_code = 422
+    return render(
+        request,
+        "flow_forms_try.html" if _is_htmx(request) else "flow_forms_try_page.html",
+        status_code=status_code,
+        flow=flow,
+        result=result,
+        problems=problems,
+        when=when(ctx),
+    )
