@@ -22,6 +22,7 @@ __all__ = [
     "flow_history_counts",
     "flow_members",
     "flow_status_changes",
+    "flow_test_modes",
     "flow_versions",
     "flows",
     "group_members",
@@ -667,4 +668,15 @@ run_summaries = sa.Table(
     sa.Column("messages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("email_statuses", JSONDoc, nullable=False),
     sa.Column("pruned_at", UTCDateTime, nullable=False),
+)
+
+# A flow in test mode (`enabled`): its runs' messages go to its test recipients
+# (services.test_mode); who switched it last and when.
+flow_test_modes = sa.Table(
+    "flow_test_modes",
+    metadata,
+    sa.Column("flow_id", ID, sa.ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("changed_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
 )
