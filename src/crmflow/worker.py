@@ -35,6 +35,7 @@ from crmflow.runner import Moved, evaluate_batch, move_batch
 from crmflow.services.deadlines import DeadlineCursor, process_deadlines
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
+from crmflow.services.retention import PruneCursor, prune
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -60,6 +61,8 @@ MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking
 LISTENING_MAX_IDLE = 20.0
 TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
 DEADLINES_EVERY = 30.0  # seconds: how often a worker sends the deadline notices due
+PRUNE_EVERY = 300.0  # seconds: how often a worker prunes old history (docs/retention.md)
+PRUNE_TIME_LIMIT = 0.5  # seconds of pruning per round; a pass that stopped goes on next round
 DEADLINES_TIME_LIMIT = 5.0  # seconds: a deadline pass stops there; the next one goes on
 _MAX_ROUNDS = 10_000  # run_once: a guard against a flow that keeps itself due forever
 ERROR_BACKOFF = 1.0  # seconds: the wait after a round that failed, doubling while they fail
@@ -250,6 +253,8 @@ class Worker:
         self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
         self._deadlines_at = 0.0  # time.monotonic() of the next deadline pass
         self._deadline_cursor = DeadlineCursor()  # where the next pass goes on from
+        self._prune_at = time.monotonic() + 60.0  # the first pruning pass, a minute in
+        self._prune_cursor = PruneCursor()  # where a pruning pass that stopped goes on from
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
         # A part of process_triggers that failed whole (the change feed): its failures in a
@@ -316,6 +321,7 @@ class Worker:
         self._guarded("triggers", self._triggers, errors)
         result = self._guarded("batch", self._batch, errors)
         self._guarded("deadlines", self._deadlines, errors)
+        self._guarded("retention", self._prune, errors)
         if result is not None:
             self.moved += result.moved
             if result.moved and self.on_moved is not None:
@@ -388,6 +394,18 @@ class Worker:
         self._scheduled_at = upcoming
         soon = now + timedelta(seconds=1)
         self._lifecycle_at = min(soon, upcoming) if upcoming else soon
+
+    def _prune(self) -> None:
+        """Old history pruned (`services.retention`): a pass every PRUNE_EVERY seconds, at most
+        PRUNE_TIME_LIMIT seconds of small batches per round until it is done."""
+        at = time.monotonic()
+        if at < self._prune_at:
+            return
+        result = prune(self.ctx, time_limit=PRUNE_TIME_LIMIT, cursor=self._prune_cursor)
+        self._prune_at = at + PRUNE_EVERY if result.finished or result.busy else 0.0
+        if result.total:
+            gone = ", ".join(f"{n} {kind}" for kind, n in result.deleted.items() if n)
+            log.info("worker %s pruned %s", self.name, gone)
 
     def _deadlines(self) -> None:
         """The deadline notices due (`services.deadlines`): every DEADLINES_EVERY seconds, a

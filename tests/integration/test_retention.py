@@ -4,13 +4,19 @@ an archived flow keeps only its newest not-entered reasons. SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import io
+import json
+import time
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
+from crmflow.errors import InvalidInputError
 from crmflow.services import enrollments, flows, records
+from crmflow.services.archive import export_history, parse_before
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_views import get_flow
 from crmflow.services.retention import PruneCursor, prune
@@ -26,7 +32,7 @@ from crmflow.store.schema import (
     webhook_receipts,
 )
 from crmflow.testing import FrozenClock
-from crmflow.worker import run_once
+from crmflow.worker import Worker, run_once
 from tests.integration.helpers import count_rows
 
 MAILING = """\
@@ -269,3 +275,66 @@ def test_a_pass_stopped_by_its_time_limit_goes_on_where_it_stopped(
     done = prune(ctx, cursor=cursor)
     assert done.finished and done.deleted["not_entered"] == 30
     assert count_rows(ctx, entry_decisions) == 0
+
+
+def test_the_archive_export_writes_what_pruning_then_removes(
+    ctx: Context, clock: FrozenClock, admin: Actor
+) -> None:
+    flows.create_flow(ctx, admin, MAILING)
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    old = _run_to_the_end(ctx, clock, admin, ["Ana", "Bob"])
+    clock.advance(days=170)
+    _run_to_the_end(ctx, clock, admin, ["Dan"])
+    clock.advance(days=20)
+    ctx.settings.retention_not_entered_days = 0  # kept forever: not exported
+    out = io.StringIO()
+
+    exported = export_history(ctx, clock() - timedelta(days=180), out)
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert exported.total == len(lines)
+    assert "not_entered" in exported.skipped
+    runs = {(x["row"]["enrollment_id"], x["row"]["run"]) for x in lines if x["kind"] == "step_run"}
+    assert runs == {(old[0], 1), (old[1], 1), (old[1], 2)}
+    messages = [x["row"] for x in lines if x["kind"] == "message"]
+    assert {m["enrollment_id"] for m in messages} == set(old)
+    assert {m["status"] for m in messages} == {"caught", "cancelled"}
+    first = next(m for m in messages if m["status"] == "caught")
+    assert first["payload"]["subject"].startswith("Hello ") and first["created_at"].endswith(
+        "+00:00"
+    )
+    pruned = prune(ctx)
+    assert pruned.deleted["step_runs"] == exported.rows["step_run"] == 3
+    assert pruned.deleted["outbox"] == exported.rows["message"] == 3
+    assert pruned.deleted["record_changes"] == exported.rows["record_change"]
+
+
+def test_a_date_that_is_not_one_is_refused_with_an_example(ctx: Context) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        parse_before("last tuesday", ctx)
+    assert "--before" in str(refused.value.problems[0]) and "2026-01-01" in str(
+        refused.value.problems[0]
+    )
+    assert parse_before("2026-01-01", ctx).isoformat() == "2025-12-31T23:00:00+00:00"  # Paris
+
+
+def test_the_worker_prunes_in_the_background_a_pass_every_few_minutes(
+    ctx: Context, clock: FrozenClock, admin: Actor
+) -> None:
+    flows.create_flow(ctx, admin, MAILING)
+    flow_id = get_flow(ctx, admin, "welcome").id
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            entry_decisions.insert(),
+            [
+                {"flow_id": flow_id, "record_id": n, "trigger": "manual", "reason": "no", "at": at}
+                for n, at in enumerate([_at(clock, 60)] * 3 + [_at(clock, 1)])
+            ],
+        )
+    worker = Worker(ctx, name="pruner")
+    worker._prune()  # a minute after it started, not at once
+    assert count_rows(ctx, entry_decisions) == 4
+    worker._prune_at = 0.0
+    worker._prune()
+    assert count_rows(ctx, entry_decisions) == 1
+    assert worker._prune_at > time.monotonic() + 200  # the pass is done: the next in 5 minutes

@@ -26,6 +26,7 @@ from crmflow.cli import (
     notifications,
     queries,
     records,
+    retention,
     runs,
     simulate,
     suppressions,
@@ -57,6 +58,8 @@ app.add_typer(jobs.app, name="jobs")
 app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
 app.command("backup")(backup.backup)
+app.command("prune")(retention.prune)
+app.add_typer(retention.archive_app, name="archive")
 app.add_typer(mail.app, name="mail")
 app.add_typer(templates.app, name="templates")
 app.add_typer(suppressions.app, name="suppressions")

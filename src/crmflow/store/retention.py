@@ -15,12 +15,14 @@ on the caller's short transaction, and the same rows read for `crmflow archive e
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from crmflow.store.database import read_connection
 from crmflow.store.feed import FEED
 from crmflow.store.schema import (
     enrollments,
@@ -38,6 +40,7 @@ from crmflow.store.schema import (
 )
 
 __all__ = [
+    "EXPORT_KINDS",
     "FINAL_MESSAGES",
     "OVER",
     "archived_flows",
@@ -49,12 +52,13 @@ __all__ = [
     "ended_runs_with",
     "excess_not_entered",
     "history_counts",
+    "history_rows",
     "oldest_ids",
     "prune_messages",
     "prune_step_runs",
     "receipts_before",
-    "rows_of",
     "run_summary",
+    "snapshot",
     "try_prune_lock",
 ]
 
@@ -414,14 +418,59 @@ def delete_receipts(conn: sa.Connection, upto: datetime) -> int:
 
 # -- the archive export ---------------------------------------------------------------------------
 
+# The kinds of `crmflow archive export`, by the retention kind they belong to.
+EXPORT_KINDS = {
+    "step_runs": "step_run",
+    "outbox": "message",
+    "record_changes": "record_change",
+    "not_entered": "not_entered",
+    "webhook_receipts": "webhook_receipt",
+    "notifications": "notification",
+}
 
-def rows_of(
-    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], *, chunk: int
-) -> Iterator[dict[str, Any]]:
-    """Every row of `table` that `where` selects, as a dict, streamed (the driver's cursor
-    fetches `chunk` at a time; nothing more is held)."""
-    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
-        sa.select(table).where(where)
+
+@contextmanager
+def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection reading one snapshot for all its statements (PostgreSQL: REPEATABLE READ,
+    read only; SQLite: a read transaction is one snapshot)."""
+    if engine.dialect.name != "postgresql":
+        with read_connection(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as plain:
+        conn = plain.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+def _export_where(conn: sa.Connection, kind: str, before: datetime) -> tuple[sa.Table, Any]:
+    ended = sa.select(enrollments.c.id).where(
+        enrollments.c.status.in_(OVER), enrollments.c.finished_at < before
     )
+    if kind == "step_runs":
+        return step_runs, step_runs.c.enrollment_id.in_(ended)
+    if kind == "outbox":
+        return outbox, sa.and_(
+            outbox.c.enrollment_id.in_(ended), outbox.c.status.in_(FINAL_MESSAGES)
+        )
+    if kind == "record_changes":
+        bound = change_bound(conn)
+        return record_changes, sa.and_(record_changes.c.at < before, record_changes.c.id <= bound)
+    if kind == "not_entered":
+        return entry_decisions, entry_decisions.c.at < before
+    if kind == "webhook_receipts":
+        return webhook_receipts, webhook_receipts.c.received_at < before
+    return notifications, notifications.c.created_at < before
+
+
+def history_rows(
+    conn: sa.Connection, kind: str, before: datetime, *, chunk: int
+) -> Iterator[dict[str, Any]]:
+    """Every row of `kind` (a key of EXPORT_KINDS) that pruning at `before` would remove, as
+    a dict, in id order where there is one, streamed (fetched `chunk` at a time; nothing more
+    is held)."""
+    table, where = _export_where(conn, kind, before)
+    query = sa.select(table).where(where).order_by(*table.primary_key.columns)
+    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
     for row in result:
         yield dict(row._mapping)
