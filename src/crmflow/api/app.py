@@ -14,6 +14,7 @@ from crmflow import __version__
 from crmflow.api import (
     approval_links,
     enrollments,
+    flow_test_mode,
     flows,
     hooks,
     mail,
@@ -107,6 +108,7 @@ def create_app(ctx: Context) -> FastAPI:
         record_groups,
         queries,
         flows,
+        flow_test_mode,
         enrollments,
         triggers,
         hooks,

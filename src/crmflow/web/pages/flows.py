@@ -42,7 +42,7 @@ from crmflow.errors import (
     MovesRequiredError,
     Problem,
 )
-from crmflow.services import flows, jobs, lifecycle, run_views, triggers
+from crmflow.services import flow_test_mode, flows, jobs, lifecycle, run_views, triggers
 from crmflow.services.context import Actor, Context
 from crmflow.web.auth import CurrentUser, context_of, safe_next, web_router
 from crmflow.web.pages.flows_diagram import NOT_ENTERED, mermaid_text, timing_text
@@ -253,6 +253,7 @@ def flow_page(
         request,
         "flow.html",
         **shown,
+        test_mode=flow_test_mode.flow_test_mode(ctx, user, key),
         job=job,
         seconds=_seconds(ctx, job),
         allowed=allowed,
