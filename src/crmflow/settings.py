@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,7 +29,7 @@ def allowed_networks(setting: str | None) -> tuple[IpNetwork, ...]:
     return tuple(networks)
 
 
-__all__ = ["IpNetwork", "Settings", "allowed_networks", "get_settings"]
+__all__ = ["IpNetwork", "Settings", "allowed_networks", "allowed_senders", "get_settings"]
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -142,6 +143,13 @@ class Settings(BaseSettings):
     mail_from: str = Field(
         default="crmflow@localhost",
         description="The sender of an email whose action names none.",
+    )
+    email_allowed_from: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="The senders (From) emails may have, comma-separated: addresses "
+        "(news@example.org) and whole domains (@example.org); a flow naming another is refused "
+        "when it is loaded, and the dispatcher refuses such an email. Unset: any sender.",
     )
     secret_key: str | None = Field(
         default=None,
@@ -338,6 +346,12 @@ class Settings(BaseSettings):
             raise ValueError("use json or console (or leave it unset)")
         return value.lower() if value is not None else None
 
+    @field_validator("email_allowed_from")
+    @classmethod
+    def _senders(cls, value: str | None) -> str | None:
+        allowed_senders(value)
+        return value
+
     @field_validator("webhook_allow")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
@@ -411,6 +425,26 @@ def parse_domain_rates(text: str | None) -> dict[str, tuple[float, float]]:
             )
         rates[domain.strip().lower()] = parse_rate(rate)
     return rates
+
+
+_SENDER = re.compile(r"[^@\s,<>\"]*@[^@\s,<>\"]+")
+
+
+def allowed_senders(setting: str | None) -> frozenset[str]:
+    """The addresses and @domains CRMFLOW_EMAIL_ALLOWED_FROM lists, in lower case (empty: any
+    sender); ValueError names an entry that is neither."""
+    entries: set[str] = set()
+    for part in (setting or "").split(","):
+        entry = part.strip().lower()
+        if not entry:
+            continue
+        if _SENDER.fullmatch(entry) is None:
+            raise ValueError(
+                f"{entry!r} is neither an address (news@example.org) nor a domain written "
+                "with its @ (@example.org)"
+            )
+        entries.add(entry)
+    return frozenset(entries)
 
 
 @lru_cache(maxsize=1)
