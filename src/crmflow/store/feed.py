@@ -11,6 +11,7 @@ the ones it did not hear (`unheard_changes`).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,21 +19,24 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.trigger_matching import Change
-from crmflow.store.schema import feed_cursors, record_changes
+from crmflow.store.schema import feed_cursors, flows, record_changes
 
 __all__ = [
     "FEED",
     "GAP_BELOW",
     "GAP_HORIZON",
+    "HeardWindow",
     "UnheardChanges",
     "as_change",
     "cursor_positions",
+    "listened_types",
     "load_changes",
     "lock_cursor",
     "lock_feed_position",
     "move_cursor",
     "newest_change_id",
     "read_feed",
+    "read_heard",
     "reading_from",
     "unheard_changes",
     "unheard_of",
@@ -124,6 +128,76 @@ def read_feed(
     found = conn.execute(query).all()
     lo, hi = int(found[0].lo), int(found[0].hi)
     return [r for r in found if r.id is not None], (lo, hi)
+
+
+def listened_types(conn: sa.Connection) -> set[str]:
+    """The record types some flow that is not a draft runs on: those whose changes may be
+    heard (by a trigger, by records inside, or as a deletion that ends them)."""
+    query = sa.select(flows.c.record_type).where(flows.c.status != "draft").distinct()
+    return {str(t) for t in conn.execute(query).scalars()}
+
+
+@dataclass(frozen=True)
+class HeardWindow:
+    """What `read_heard` found after the cursor."""
+
+    wanted: list[sa.Row[Any]]  # id, record_type, kind, k: the changes someone may hear
+    settled_to: int  # every change up to this id was read: the cursor may move here
+    passed: int  # how many changes there are up to `settled_to`
+    more: bool  # more changes may be waiting after `settled_to`
+
+
+def read_heard(
+    conn: sa.Connection,
+    position: int,
+    limit: int,
+    *,
+    span: int,
+    any_kind: Collection[str],
+    deleted: Collection[str],
+) -> HeardWindow | None:
+    """The changes after `position` that someone may hear, at most `limit`, among the next
+    `span` changes: those of the record types `any_kind`, and the deletions of `deleted`'s. The
+    others are filtered out in the database: no row of theirs is sent, so a feed that no flow
+    listens to passes `span` changes per statement, not `limit` rows read one by one.
+
+    Each row carries `k`, its place among the changes after `position` (1 for the first):
+    how many changes a cursor moved to right before it passes. None on PostgreSQL when the ids
+    read are not consecutive: a gap that may still commit, for `read_feed` and
+    `engine.feed_cursor.settle` to wait for (on SQLite a gap is a rollback or a pruned row)."""
+    c = record_changes.c
+    after = (
+        sa.select(c.id, c.record_type, c.kind)
+        .where(c.id > position)
+        .order_by(c.id)
+        .limit(span)
+        .subquery("a")
+    )
+    # Numbered once cut to `span` rows (numbered first, the database might number them all).
+    number = sa.func.row_number().over(order_by=after.c.id).label("k")
+    window = sa.select(after, number).cte("w")
+    w = window.c
+    sizes = sa.select(sa.func.count().label("n"), sa.func.max(w.id).label("top")).subquery("s")
+    heard = sa.or_(
+        w.record_type.in_(sorted(any_kind)),
+        sa.and_(w.kind == "deleted", w.record_type.in_(sorted(deleted))),
+    )
+    query = (
+        sa.select(sizes.c.n, sizes.c.top, w.id, w.record_type, w.kind, w.k)
+        .select_from(sizes.outerjoin(window, heard))
+        .order_by(w.id)
+        .limit(limit)
+    )
+    rows: list[sa.Row[Any]] = list(conn.execute(query).all())  # type: ignore[arg-type]
+    count, top = int(rows[0].n), rows[0].top
+    if not count:
+        return HeardWindow([], position, 0, False)
+    if conn.dialect.name == "postgresql" and int(top) - position != count:
+        return None
+    wanted = [r for r in rows if r.id is not None]
+    if len(wanted) == limit:
+        return HeardWindow(wanted, int(wanted[-1].id), int(wanted[-1].k), True)
+    return HeardWindow(wanted, int(top), count, count == span)
 
 
 def move_cursor(conn: sa.Connection, values: dict[str, int], *, now: datetime) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from crmflow.engine.feed_cursor import gap_after_cut, settle
+from crmflow.engine.feed_cursor import NO_GAP, gap_after_cut, settle
 from crmflow.services.context import Actor, Context
 from crmflow.services.triggers.failures import error_text, trigger_failed, trigger_runs_again
 from crmflow.services.triggers.record_changes import (
@@ -39,12 +39,15 @@ from crmflow.store.feed import (
     FEED,
     GAP_BELOW,
     GAP_HORIZON,
+    HeardWindow,
     cursor_positions,
+    listened_types,
     load_changes,
     lock_cursor,
     move_cursor,
     newest_change_id,
     read_feed,
+    read_heard,
     reading_from,
 )
 from crmflow.store.trigger_failures import (
@@ -68,6 +71,9 @@ _GROWTH = 8  # a chunk of changes is at most this many times the one before
 # waiting for the lock gets it between two of the feed's transactions.
 _PAUSE_AFTER_CUT = 0.1
 _FEED_TYPES = CHANGE_TRIGGERS | {FEED_TYPE}  # the trigger types of the feed's failures
+# A transaction passes up to this many times `limit` changes that nobody listens to (filtered
+# in SQL, no row sent), and handles at most `limit` that someone may hear.
+SKIP_SPAN = 20
 
 
 def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 500) -> int:
@@ -129,14 +135,21 @@ def _ingest_batch(
         if cursor is None:
             return 0, False, False
         position = reading_from(conn, cursor[FEED])
-        rows, snapshot = read_feed(conn, position, limit)
         gap = (cursor[GAP_HORIZON], cursor[GAP_BELOW])
-        new_position, new_gap = settle([r.id for r in rows], position, gap, snapshot=snapshot)
-        settled = [r for r in rows if r.id <= new_position]
+        # Only the changes someone listens to are read (filtered in SQL), loaded whole (their
+        # JSON decoded) and handled; the others are passed over with the cursor.
+        window = _heard_window(conn, ctx, position, limit)
+        if window is not None:
+            new_position, new_gap = window.settled_to, NO_GAP
+            settled = window.wanted
+            full = window.more
+        else:  # PostgreSQL, a gap in the ids: every id read, for `settle`
+            rows, snapshot = read_feed(conn, position, limit)
+            new_position, new_gap = settle([r.id for r in rows], position, gap, snapshot=snapshot)
+            settled = [r for r in rows if r.id <= new_position]
+            full = bool(rows) and len(rows) == limit and new_position == rows[-1].id
         handled_to = new_position
         if settled:
-            # Only the changes someone listens to are loaded whole (their JSON decoded) and
-            # handled; the others are passed over with the cursor.
             kinds = {(r.record_type, r.kind) for r in settled}
             heard = listeners(conn, ctx, {t for t, _ in kinds})
             kept = {k for k in kinds if heard.hear(*k)}
@@ -156,15 +169,33 @@ def _ingest_batch(
             if done < len(wanted):
                 # Cut by the time limit: the cursor stays right before the first change left
                 # (the changes nobody listens to before it are consumed with the others).
-                ids = [r.id for r in settled]
-                handled_to = ids[ids.index(wanted[done]) - 1]
+                handled_to = wanted[done] - 1
         new_gap = gap_after_cut(handled_to, new_position, gap, new_gap)
         values = {FEED: handled_to, GAP_HORIZON: new_gap[0], GAP_BELOW: new_gap[1]}
         if values != {FEED: cursor[FEED], GAP_HORIZON: gap[0], GAP_BELOW: gap[1]}:
             move_cursor(conn, values, now=now)
     cut = handled_to < new_position
-    full = bool(rows) and len(rows) == limit and new_position == rows[-1].id
-    return sum(1 for r in settled if r.id <= handled_to), cut or full, cut
+    if window is None:
+        consumed = sum(1 for r in settled if r.id <= handled_to)
+    elif cut:  # the changes before the first one left
+        consumed = next(r.k for r in window.wanted if r.id > handled_to) - 1
+    else:
+        consumed = window.passed
+    return consumed, cut or full, cut
+
+
+def _heard_window(conn: Connection, ctx: Context, position: int, limit: int) -> HeardWindow | None:
+    """`read_heard` with what the flows listen to now (see `Listeners.hear`): up to `limit`
+    changes someone may hear among the next SKIP_SPAN x `limit`."""
+    heard = listeners(conn, ctx, listened_types(conn))
+    return read_heard(
+        conn,
+        position,
+        limit,
+        span=SKIP_SPAN * limit,
+        any_kind=set(heard.watchers) | heard.hearing,
+        deleted=heard.running,
+    )
 
 
 def _handle_in_chunks(
