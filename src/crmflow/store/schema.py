@@ -403,6 +403,7 @@ notifications = sa.Table(
     sa.Column("record_id", ID),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("read_at", UTCDateTime),
+    sa.Column("task_id", ID),  # the task it tells of, when written with its id (no FK)
     sa.Index("ix_notifications_target", "target_kind", "target_ref", "read_at"),
 )
 
