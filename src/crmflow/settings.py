@@ -215,7 +215,7 @@ class Settings(BaseSettings):
     )
     retention_batch_rows: int = Field(
         ge=10,
-        le=100_000,
+        le=10_000,
         default=1000,
         description="Rows pruned per transaction: each batch holds the write lock briefly.",
     )

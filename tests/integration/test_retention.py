@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import InvalidInputError
-from crmflow.services import enrollments, flows, records
+from crmflow.services import enrollments, flows, records, users
 from crmflow.services.archive import export_history, parse_before
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_views import get_flow
@@ -33,6 +33,7 @@ from crmflow.store.schema import (
 )
 from crmflow.testing import FrozenClock
 from crmflow.worker import Worker, run_once
+from tests.conftest import make_user
 from tests.integration.helpers import count_rows
 
 MAILING = """\
@@ -338,3 +339,41 @@ def test_the_worker_prunes_in_the_background_a_pass_every_few_minutes(
     worker._prune()
     assert count_rows(ctx, entry_decisions) == 1
     assert worker._prune_at > time.monotonic() + 200  # the pass is done: the next in 5 minutes
+
+
+ROUND_ROBIN = """\
+schema_version: 1
+key: distribute
+name: Distribute leads
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: assign
+    actions:
+      - type: assign_owner
+        strategy: round_robin
+        group: sales
+"""
+
+
+def test_round_robin_goes_on_in_turn_after_its_step_runs_are_pruned(
+    ctx: Context, clock: FrozenClock, admin: Actor
+) -> None:
+    users.create_group(ctx, admin, "sales")
+    for name in ("alice", "bob", "carol"):
+        make_user(ctx, name, "member")
+        users.add_group_member(ctx, admin, "sales", name)
+    flows.create_flow(ctx, admin, ROUND_ROBIN)
+    flows.change_status(ctx, admin, "distribute", LifecycleAction.START)
+
+    def owners_of(count: int) -> list[str]:
+        ids = [_contact(ctx, admin, f"Lead{n}") for n in range(count)]
+        for rid in ids:
+            enrollments.start_record(ctx, admin, "distribute", rid)
+        run_once(ctx)
+        return [str(records.get_record(ctx, rid).owner) for rid in ids]
+
+    assert owners_of(4) == ["alice", "bob", "carol", "alice"]
+    clock.advance(days=200)
+    assert prune(ctx).deleted["step_runs"] == 4
+    assert owners_of(2) == ["bob", "carol"]  # the fifth and sixth turns, as if nothing went

@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from crmflow.store.schema import enrollments, flows, records, step_runs
+from crmflow.store.retention import turn_ref
+from crmflow.store.schema import enrollments, flow_history_counts, flows, records, step_runs
 
 __all__ = ["flow_ids_by_key", "lock_turns", "owned_record_counts", "turns_taken"]
 
@@ -47,7 +48,8 @@ def turns_taken(
     action_index: int | None,
 ) -> int:
     """How many committed step runs of `step_key` in flow `flow_id` have this assign_owner
-    action (by its key, or its index when it has none) `done`: the turns it has taken."""
+    action (by its key, or its index when it has none) `done`, with those pruned since
+    (`store.retention`): the turns it has taken."""
     if action_key:
         pattern: dict[str, Any] = {"key": action_key}
     else:
@@ -75,7 +77,16 @@ def turns_taken(
             done,
         )
     )
-    return int(conn.execute(query).scalar_one())
+    # The turns of step runs that retention pruned were counted as they went.
+    pruned = conn.execute(
+        sa.select(flow_history_counts.c.count).where(
+            flow_history_counts.c.flow_id == flow_id,
+            flow_history_counts.c.kind == "turns",
+            flow_history_counts.c.key == step_key,
+            flow_history_counts.c.outcome == turn_ref(action_key, action_index),
+        )
+    ).scalar()
+    return int(conn.execute(query).scalar_one()) + int(pruned or 0)
 
 
 def owned_record_counts(

@@ -14,6 +14,7 @@ on the caller's short transaction, and the same rows read for `crmflow archive e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -60,6 +61,7 @@ __all__ = [
     "run_summary",
     "snapshot",
     "try_prune_lock",
+    "turn_ref",
 ]
 
 # A run that ended (its history may go) and a message that is over (it will not change again).
@@ -190,29 +192,47 @@ def _summarise(
     )
 
 
-def _actions_by_flow(conn: sa.Connection, ids: Sequence[int]) -> list[tuple[int, str, int]]:
-    """(flow, action state, count) of the actions logged in these runs' step runs."""
+def turn_ref(action_key: str | None, action_index: int | None) -> str:
+    """How `flow_history_counts` names an assign_owner action among its step's (`outcome` of
+    kind `turns`): by its key when it has one (a long key by a hash of it), else its index."""
+    if action_key:
+        if len(action_key) <= 14:
+            return f"k:{action_key}"
+        return "h:" + hashlib.sha256(action_key.encode()).hexdigest()[:14]
+    return f"i:{action_index}"
+
+
+def _action_counts(conn: sa.Connection, ids: Sequence[int]) -> list[tuple[int, str, str, str, int]]:
+    """(flow, kind, key, outcome, count) of the actions logged in these runs' step runs: per
+    state (`action`), and the turns each assign_owner action took (`turns`: done, by step and
+    `turn_ref`), which its next turn is counted from (`store.owner_assignment.turns_taken`)."""
     params = {f"e{i}": eid for i, eid in enumerate(ids)}
     in_ids = ", ".join(f":{name}" for name in params)
     if conn.dialect.name == "postgresql":
-        sql = (
-            "select e.flow_id, a->>'status', count(*) from step_runs s"
-            " join enrollments e on e.id = s.enrollment_id,"
-            f" jsonb_array_elements(s.actions) a where s.enrollment_id in ({in_ids})"
-            " group by 1, 2"
-        )
+        fields = "a->>'status', a->>'type', a->>'key', a->>'index'"
+        each = "jsonb_array_elements(s.actions) a"
     else:
-        sql = (
-            "select e.flow_id, json_extract(a.value, '$.status'), count(*) from step_runs s"
-            " join enrollments e on e.id = s.enrollment_id,"
-            f" json_each(s.actions) a where s.enrollment_id in ({in_ids})"
-            " group by 1, 2"
+        fields = (
+            "json_extract(a.value, '$.status'), json_extract(a.value, '$.type'),"
+            " json_extract(a.value, '$.key'), json_extract(a.value, '$.index')"
         )
-    return [
-        (int(f), str(state), int(n))
-        for f, state, n in conn.execute(sa.text(sql), params)
-        if state is not None
-    ]
+        each = "json_each(s.actions) a"
+    sql = (
+        f"select e.flow_id, s.step_key, {fields}, count(*) from step_runs s"
+        f" join enrollments e on e.id = s.enrollment_id, {each}"
+        f" where s.enrollment_id in ({in_ids}) group by 1, 2, 3, 4, 5, 6"
+    )
+    out: dict[tuple[int, str, str, str], int] = {}
+    for f, step, state, kind, key, index, n in conn.execute(sa.text(sql), params):
+        if state is None:
+            continue
+        named = (int(f), "action", "", str(state))
+        out[named] = out.get(named, 0) + int(n)
+        if kind == "assign_owner" and state == "done":
+            ref = turn_ref(key, None if index is None else int(index))
+            turns = (int(f), "turns", str(step), ref)
+            out[turns] = out.get(turns, 0) + int(n)
+    return [(*named, n) for named, n in out.items()]
 
 
 def prune_step_runs(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
@@ -239,7 +259,7 @@ def prune_step_runs(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -
         .group_by(e.flow_id, s.step_key, s.status)
     ):
         counts.append((int(f), "step", str(step), str(status), int(n)))
-    counts += [(f, "action", "", state, n) for f, state, n in _actions_by_flow(conn, ids)]
+    counts += _action_counts(conn, ids)
     per_run = {
         int(eid): int(n)
         for eid, n in conn.execute(
