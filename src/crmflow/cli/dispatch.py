@@ -51,8 +51,10 @@ def dispatch(
     from datetime import timedelta
 
     from crmflow.delivery.dispatcher import Dispatcher, run_in_threads
+    from crmflow.logs import configure as configure_logs
 
     ctx = state.context
+    configure_logs(level=state.settings.log_level, fmt=state.settings.log_format)
     lease = timedelta(seconds=lease_seconds)
     dispatchers = [Dispatcher(ctx, batch_size=batch_size, lease=lease) for _ in range(threads)]
     target = "the mail catcher" if ctx.settings.smtp_url is None else "SMTP"

@@ -29,6 +29,7 @@ from crmflow.cli import (
     retention,
     runs,
     simulate,
+    status,
     suppressions,
     tasks,
     templates,
@@ -58,6 +59,7 @@ app.add_typer(jobs.app, name="jobs")
 app.command("worker")(worker.worker)
 app.command("dispatch")(dispatch.dispatch)
 app.command("backup")(backup.backup)
+app.command("status")(status.status)
 app.command("prune")(retention.prune)
 app.add_typer(retention.archive_app, name="archive")
 app.add_typer(mail.app, name="mail")
@@ -145,12 +147,14 @@ def serve(
     import uvicorn
 
     from crmflow.cli.shutdown import GRACEFUL_SECONDS, HARD_STOP_SECONDS, StoppingServer
+    from crmflow.logs import configure as configure_logs
     from crmflow.services.demo import load_demo
     from crmflow.services.setup import prepare_to_serve
     from crmflow.web import create_site
 
     state.creates_database = True
     ctx = state.context
+    configure_logs(level=state.settings.log_level, fmt=state.settings.log_format)
     if prepare_to_serve(ctx):
         err_console.print(f"set up a new database at {state.database_label}", highlight=False)
     host = host or state.settings.host
@@ -193,7 +197,8 @@ def serve(
         create_site(ctx),
         host=host,
         port=port,
-        log_level="info",
+        log_level=state.settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through crmflow.logs (JSON or console)
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     # At the signal the worker is told to stop too, and the process ends within

@@ -41,9 +41,11 @@ def worker(
 
     from crmflow.cli.dispatch import start_dispatcher
     from crmflow.cli.jobs import start_job_runner
+    from crmflow.logs import configure as configure_logs
     from crmflow.worker import Worker, run_once
 
     ctx = state.context
+    configure_logs(level=state.settings.log_level, fmt=state.settings.log_format)
     if once:
         moved = run_once(ctx, limit=batch_size)
         console.print(f"moved {moved} enrollment(s)", highlight=False)
