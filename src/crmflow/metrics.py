@@ -199,6 +199,7 @@ def observe_moved(
         ended: Tally[tuple[str, str]] = Tally()
         steps: Tally[tuple[str, str, str]] = Tally()
         late: list[float] = []
+        flow_of: dict[int, str] = {}  # the runs counted: their flow's key
         for row in rows:
             outcome = outcomes.get(row.id)
             if outcome is None or outcome.refused or outcome.not_due:
@@ -206,17 +207,17 @@ def observe_moved(
             before, after = row.state, outcome.state
             if before is None and not outcome.log:
                 continue  # cancelled before it entered (held by the loop guard, record gone)
-            flow = after.flow_key
+            flow = flow_of[row.id] = after.flow_key
             if before is None:
                 entered[flow] += 1
             elif timers and row.due_at is not None:
                 late.append(max(0.0, (now - row.due_at).total_seconds()))
             if after.status in _ENDS and (before is None or before.status not in _ENDS):
-                ended[(flow, after.status.value)] += 1
+                ended[(flow, after.status)] += 1  # a StrEnum: its value as a label
         for run in step_logs:
-            of = outcomes.get(run.enrollment_id)
-            if of is not None:
-                steps[(of.state.flow_key, run.step_key, run.status.value)] += 1
+            run_flow = flow_of.get(run.enrollment_id)
+            if run_flow is not None:
+                steps[(run_flow, run.step_key, run.status)] += 1
         for flow, n in entered.items():
             RUNS_ENTERED.labels(_flow_label(flow)).inc(n)
         for (flow, status), n in ended.items():
