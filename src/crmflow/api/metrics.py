@@ -176,15 +176,8 @@ def _body(ctx: Context) -> bytes:
     return exposition(FiguresCollector(read_figures(ctx)))
 
 
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={
-        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
-        401: {"description": "CRMFLOW_METRICS_TOKEN is set and the call did not give it"},
-        403: {"description": "No token is set and the call is not from this machine"},
-    },
-)
+# Not in the OpenAPI document (a JSON API's): Prometheus reads it, docs/observability.md says how.
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 async def metrics(ctx: ServiceContext, request: Request) -> Response:
     """The figures of crmflow in Prometheus' text format (docs/observability.md)."""
     _check_access(ctx, request)
