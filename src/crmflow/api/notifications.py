@@ -27,6 +27,9 @@ class Notification(BaseModel):
         description="Whether you read it (each member of a group reads on their own)"
     )
     read_at: Timestamp | None
+    task_id: int | None = Field(
+        default=None, description="The task it tells of (GET /api/tasks/{id}), if any"
+    )
 
 
 class NotificationPage(BaseModel):

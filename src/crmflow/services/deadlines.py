@@ -258,7 +258,7 @@ def _tell(
     if reach.missing:
         text += f" (no email sent to {', '.join(f'{n}: {why}' for n, why in reach.missing)})"
     task = item.task
-    note = NewNotification(kind, ref, text, task.enrollment_id, task.record_id, now)
+    note = NewNotification(kind, ref, text, task.enrollment_id, task.record_id, now, task.id)
     insert_notifications(conn, [note])
     subject = (
         f"crmflow: reminder, {task.title}"

@@ -50,6 +50,7 @@ class NotificationView:
     enrollment_id: int | None
     created_at: datetime
     read_at: datetime | None  # when this user read it; None: unread
+    task_id: int | None = None  # the task it tells of (its page: /tasks/{id})
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,13 +62,21 @@ class NotificationView:
             "created_at": self.created_at.isoformat(),
             "read": self.read_at is not None,
             "read_at": self.read_at.isoformat() if self.read_at else None,
+            "task_id": self.task_id,
         }
 
 
 def _view(row: Row) -> NotificationView:
     to = f"group:{row.target_ref}" if row.target_kind == "group" else str(row.target_ref)
     return NotificationView(
-        row.id, row.message, to, row.record_id, row.enrollment_id, row.created_at, row.read_by_me_at
+        row.id,
+        row.message,
+        to,
+        row.record_id,
+        row.enrollment_id,
+        row.created_at,
+        row.read_by_me_at,
+        row.about_task_id,
     )
 
 

@@ -413,6 +413,7 @@ def reassign(
             f"by {actor.username}"
         )
         insert_notifications(
-            conn, [NewNotification(kind, ref, message, row.enrollment_id, row.record_id, now)]
+            conn,
+            [NewNotification(kind, ref, message, row.enrollment_id, row.record_id, now, task_id)],
         )
     return _done(ctx, actor, task_id)

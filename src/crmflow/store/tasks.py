@@ -62,6 +62,7 @@ class NewNotification(NamedTuple):
     enrollment_id: int | None
     record_id: int
     created_at: datetime
+    task_id: int | None = None  # the task it tells of (the inbox links to it)
 
 
 def insert_tasks(conn: sa.Connection, new: Sequence[NewTask]) -> None:

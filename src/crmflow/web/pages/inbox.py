@@ -1,5 +1,6 @@
 """The notifications inbox (`/inbox`): newest first, all or unread only, paged; each marked
 read on its own (htmx, or a plain form without scripts) or all at once; each links to the
+task it tells of (a task to do, given to someone else, a deadline's reminder), else to the
 record it is about (docs/people.md, "Notifications inbox")."""
 
 from __future__ import annotations
