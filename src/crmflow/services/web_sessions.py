@@ -86,9 +86,11 @@ def sign_in(
     return SignedIn(token, WebSession(session_id, actor, _csrf_token(token)))
 
 
-def session_for(ctx: Context, token: str | None) -> WebSession | None:
+def session_for(ctx: Context, token: str | None, *, touch: bool = True) -> WebSession | None:
     """The live session a cookie's token names, or None when there is none: unknown, signed
-    out, idle too long, too old, or its user deactivated (an ended session's row is deleted)."""
+    out, idle too long, too old, or its user deactivated (an ended session's row is deleted).
+    `touch`: the request is someone using the session, so its idle time starts again (a page
+    polling a fragment on its own is not: False)."""
     if not token or len(token) > 200:
         return None
     token_hash = _hash(token)
@@ -107,7 +109,7 @@ def session_for(ctx: Context, token: str | None) -> WebSession | None:
         with ctx.engine.begin() as conn:
             stored.delete_session(conn, row.id)
         return None
-    if now - row.last_seen_at >= _TOUCH_EVERY:
+    if touch and now - row.last_seen_at >= _TOUCH_EVERY:
         with ctx.engine.begin() as conn:
             stored.touch_session(conn, row.id, at=now)
     actor = Actor(row.user_id, row.username, Role(row.role))

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 PRESESSION_COOKIE = "crmflow_presession"
+# Sent by the fragments a page polls on its own (htmx `every Ns`, `hx-headers`): such a request
+# reads the session but is not the person using it, so it does not extend its idle expiry.
+POLL_HEADER = "x-crmflow-poll"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _UNSET = object()
@@ -51,10 +54,16 @@ def context_of(request: Request) -> Context:
 
 
 def session_of(request: Request) -> WebSession | None:
-    """The live session of the request's cookie (looked up once per request), or None."""
+    """The live session of the request's cookie (looked up once per request), or None. A
+    polling request (POLL_HEADER) does not count as use: a page left open does not keep its
+    session alive."""
     found = getattr(request.state, "web_session", _UNSET)
     if found is _UNSET:
-        found = web_sessions.session_for(context_of(request), request.cookies.get(SESSION_COOKIE))
+        found = web_sessions.session_for(
+            context_of(request),
+            request.cookies.get(SESSION_COOKIE),
+            touch=POLL_HEADER not in request.headers,
+        )
         request.state.web_session = found
     assert found is None or isinstance(found, WebSession)
     return found
