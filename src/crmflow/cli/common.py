@@ -144,7 +144,10 @@ class State:
     def settings(self) -> Settings:
         from crmflow.settings import get_settings
 
-        return get_settings()
+        try:
+            return get_settings()
+        except ValueError as exc:  # pydantic's ValidationError: a setting with a wrong value
+            raise _settings_refused(exc) from None
 
     @property
     def offline(self) -> OfflineSettings:
@@ -195,6 +198,22 @@ class State:
         """`crmflow WORDS...` as the user can paste it: with their `--as USER`, shell-quoted."""
         acting = ["--as", self.acting_as] if self.acting_as else []
         return shlex.join(["crmflow", *acting, *words])
+
+
+def _settings_refused(exc: ValueError) -> InvalidInputError:
+    """The settings' ValidationError as a refusal naming each variable (CRMFLOW_PORT) and what
+    it takes, instead of pydantic's traceback."""
+    errors = getattr(exc, "errors", None)
+    problems = [
+        Problem(
+            "CRMFLOW_" + "_".join(str(part) for part in error["loc"]).upper(),
+            # Not the value given: it may be a password or a key, and this goes to logs.
+            str(error["msg"]).removeprefix("Value error, "),
+        )
+        for error in (errors() if callable(errors) else [])
+        if error.get("loc")
+    ] or [Problem("settings", str(exc))]
+    return InvalidInputError("the settings (environment or .env)", problems)
 
 
 state = State()

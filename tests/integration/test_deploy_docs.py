@@ -1,0 +1,172 @@
+"""docs/deploy.md stays true: its systemd units start commands crmflow has, its settings table
+is every setting, its table of migrations that are not additive lists every one that drops,
+renames, alters or rewrites, and a wrong setting is refused in words, not with a traceback."""
+
+from __future__ import annotations
+
+import ast
+import grp
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crmflow.cli.main import app
+from crmflow.settings import Settings
+from crmflow.store.backup import pg_dump_command
+from crmflow.store.migrate import MIGRATIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+CRMFLOW = str(Path(sys.executable).parent / "crmflow")
+
+
+def _code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DEPLOY, flags=re.S)
+
+
+def _exec_starts() -> list[list[str]]:
+    """Each unit's command, as the words crmflow gets: `/bin/sh -c 'exec crmflow ...'` (the
+    backup's, for its dated file name) unwrapped, systemd's `$$` and `%%` escapes undone."""
+    found = []
+    for block in _code_blocks("ini"):
+        for line in block.splitlines():
+            if line.startswith("ExecStart="):
+                words = shlex.split(line.partition("=")[2].replace("$$", "$").replace("%%", "%"))
+                if words[:2] == ["/bin/sh", "-c"]:
+                    words = shlex.split(words[2])[1:]  # after `exec`
+                found.append(words)
+    return found
+
+
+def test_the_units_are_serve_worker_dispatch_and_backup() -> None:
+    commands = [words[1] for words in _exec_starts()]
+    assert commands == ["serve", "worker", "dispatch", "backup"]
+    assert all(words[0] == "/opt/crmflow/.venv/bin/crmflow" for words in _exec_starts())
+
+
+@pytest.mark.parametrize("words", _exec_starts(), ids=lambda words: words[1])
+def test_each_units_exec_start_is_a_command_with_options_crmflow_takes(words: list[str]) -> None:
+    """`crmflow <command> <its options> --help`: an unknown command or option is refused (exit
+    2) before --help is read, so exit 0 means the unit would start this command. (In this
+    process: the same parser as the installed command, without its start-up.)"""
+    done = CliRunner().invoke(app, [*words[1:], "--help"])
+    assert done.exit_code == 0, done.output
+    assert f"crmflow {words[1]}" in done.output
+
+
+UNIT_FILES = [
+    "crmflow.service",
+    "crmflow-worker@1.service",
+    "crmflow-dispatch.service",
+    "crmflow-backup.service",
+    "crmflow-backup.timer",
+]
+
+
+def test_systemd_reads_every_unit_without_a_complaint(tmp_path: Path) -> None:
+    """`systemd-analyze verify` on the units as written (the worker's template as instance 1),
+    with this checkout's crmflow and this machine's user in place of /opt/crmflow and crmflow:
+    an unknown key, a bad value or a missing executable is reported on stderr."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    blocks = _code_blocks("ini")
+    assert len(blocks) == len(UNIT_FILES)
+    env_file = tmp_path / "crmflow.env"
+    env_file.write_text("CRMFLOW_TIMEZONE=UTC\n")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    for name, written in zip(UNIT_FILES, blocks, strict=True):
+        here = (
+            written.replace("/opt/crmflow/.venv/bin/crmflow", CRMFLOW)
+            .replace("User=crmflow", f"User={user}")
+            .replace("Group=crmflow", f"Group={group}")
+            .replace("/etc/crmflow/crmflow.env", str(env_file))
+        )
+        (tmp_path / name).write_text(here)
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", *(str(tmp_path / name) for name in UNIT_FILES)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def _settings_table() -> list[str]:
+    section = DEPLOY.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `(CRMFLOW_[A-Z0-9_]+)` \|", section, flags=re.M)
+
+
+def test_the_settings_table_lists_every_setting_once_and_no_other() -> None:
+    documented = _settings_table()
+    assert len(documented) == len(set(documented))
+    expected = {"CRMFLOW_" + name.upper() for name in Settings.model_fields}
+    assert set(documented) - expected == set(), "documented, but not a setting"
+    assert expected - set(documented) == set(), "settings missing from docs/deploy.md"
+
+
+# What a migration may do while version N still runs: add. These calls may break N (or its data).
+_NOT_ADDITIVE = re.compile(
+    r"\b(drop_column|drop_table|drop_constraint|drop_index|alter_column|rename_table|"
+    r"execute|update|delete)\("
+)
+
+
+def _upgrade_source(path: Path) -> str:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    upgrade = next(
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "upgrade"
+    )
+    return ast.get_source_segment(path.read_text(encoding="utf-8"), upgrade) or ""
+
+
+def test_every_migration_that_is_not_only_additive_is_in_the_upgrade_table() -> None:
+    section = DEPLOY.split("### Without downtime on PostgreSQL", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| (\d{4}) \|", section, flags=re.M))
+    flagged = {
+        path.name[:4]
+        for path in sorted((MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+        if path.name[:4] != "0001" and _NOT_ADDITIVE.search(_upgrade_source(path))
+    }
+    assert flagged - listed == set(), "not additive, and not in docs/deploy.md's table"
+    assert listed - flagged == set(), "in the table, but only additive"
+
+
+def test_the_pg_dump_command_shown_is_the_one_crmflow_prints() -> None:
+    url = "postgresql+psycopg://crmflow:PASSWORD@db.internal:5432/crmflow"
+    assert pg_dump_command(url, "/var/backups/crmflow/crm.dump") in DEPLOY
+
+
+def test_a_setting_with_a_wrong_value_is_named_without_a_traceback_or_its_value(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMFLOW_")}
+    env |= {
+        "CRMFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'crm.db'}",
+        "CRMFLOW_PORT": "eighty",
+        "CRMFLOW_SECRET_KEY": "tooshort",
+    }
+    # `backup` reads the settings before anything else: the cheapest command to start.
+    done = subprocess.run(
+        [CRMFLOW, "backup", str(tmp_path / "copy.db")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "CRMFLOW_PORT: " in done.stderr and "integer" in done.stderr
+    assert "CRMFLOW_SECRET_KEY: " in done.stderr and "16 characters" in done.stderr
+    assert "tooshort" not in done.stderr
+    assert not (tmp_path / "copy.db").exists()
