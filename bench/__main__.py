@@ -7,6 +7,7 @@ python -m bench --only cli           # the command line's start-up (no database)
 python -m bench --only delivery      # emails to a local SMTP server, against bare smtplib
 python -m bench --only web           # /records and /tasks of 10,000 rows, against the API's JSON
 python -m bench --only migrate       # db upgrade on a copy with --rows records, against a bare copy
+python -m bench --only retention     # pruning ended runs' history, against the bare delete
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bench import (
     bench_memory,
     bench_migrate,
     bench_query_count,
+    bench_retention,
     bench_steps,
     bench_timers,
     bench_web_pages,
@@ -40,6 +42,7 @@ ONLY = [
     "delivery",
     "web",
     "migrate",
+    "retention",
 ]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
@@ -53,6 +56,7 @@ CRASH_ENROLLMENTS = 10_000
 DELIVERY_EMAILS = 1_000  # per run, through 1 and 4 dispatcher threads and the bare loop
 DELIVERY_LATENCY = (1_000, 20.0)  # emails due evenly over so many seconds, at rest
 WEB_ROWS = 10_000  # records and open tasks behind the pages (issue 12's figure)
+RETENTION_ROWS = 100_000  # step runs of ended runs pruned (and a message per run)
 CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
 
 
@@ -101,6 +105,9 @@ def main() -> None:
                 report(line)
         if wanted("migrate"):  # db upgrade from before the records migrations, on a copy
             report(bench_migrate.run(backend, args.rows, args.runs).line())
+        if wanted("retention"):  # pruning old runs' history, against the bare delete
+            rows = min(args.rows, RETENTION_ROWS)
+            report(bench_retention.run(backend, rows, args.runs).line(bench_retention.AIM))
         if wanted("web"):
             for times in bench_web_pages.run(backend, min(args.rows, WEB_ROWS), max(args.runs, 5)):
                 report(times.line())

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from bench import bench_retention
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import InvalidInputError
@@ -377,3 +378,9 @@ def test_round_robin_goes_on_in_turn_after_its_step_runs_are_pruned(
     clock.advance(days=200)
     assert prune(ctx).deleted["step_runs"] == 4
     assert owners_of(2) == ["bob", "carol"]  # the fifth and sixth turns, as if nothing went
+
+
+def test_the_pruning_benchmark_runs_and_prunes_what_it_filled(backend: str) -> None:
+    result = bench_retention.run(backend, 50, 1)
+    assert result.rows == 10 * 6  # 10 ended runs: 5 step runs and an email each
+    assert result.ratio > 0

@@ -157,15 +157,12 @@ def _summarise(
     step_runs_gone: dict[int, int],
     messages_gone: dict[int, int],
     now: datetime,
+    flow_of: dict[int, int],
 ) -> None:
-    """Add what went of these runs to their `run_summaries` rows (made with their emails'
-    statuses by the first pruning of either kind)."""
-    flow_of = {
-        int(i): int(f)
-        for i, f in conn.execute(
-            sa.select(enrollments.c.id, enrollments.c.flow_id).where(enrollments.c.id.in_(ids))
-        )
-    }
+    """Add what went of these runs (of the flows `flow_of` says) to their `run_summaries` rows
+    (made with their emails' statuses by the first pruning of either kind)."""
+    if not flow_of:
+        return
     emails = _email_statuses(conn, ids)
     insert = _insert(conn, run_summaries)
     r = run_summaries.c
@@ -181,13 +178,13 @@ def _summarise(
         [
             {
                 "enrollment_id": eid,
-                "flow_id": flow_of.get(eid, 0),
+                "flow_id": flow_of[eid],
                 "step_runs": step_runs_gone.get(eid, 0),
                 "messages": messages_gone.get(eid, 0),
                 "email_statuses": emails.get(eid, []),
                 "pruned_at": now,
             }
-            for eid in ids
+            for eid in flow_of
         ],
     )
 
@@ -202,75 +199,57 @@ def turn_ref(action_key: str | None, action_index: int | None) -> str:
     return f"i:{action_index}"
 
 
-def _action_counts(conn: sa.Connection, ids: Sequence[int]) -> list[tuple[int, str, str, str, int]]:
-    """(flow, kind, key, outcome, count) of the actions logged in these runs' step runs: per
-    state (`action`), and the turns each assign_owner action took (`turns`: done, by step and
-    `turn_ref`), which its next turn is counted from (`store.owner_assignment.turns_taken`)."""
-    params = {f"e{i}": eid for i, eid in enumerate(ids)}
-    in_ids = ", ".join(f":{name}" for name in params)
-    if conn.dialect.name == "postgresql":
-        fields = "a->>'status', a->>'type', a->>'key', a->>'index'"
-        each = "jsonb_array_elements(s.actions) a"
-    else:
-        fields = (
-            "json_extract(a.value, '$.status'), json_extract(a.value, '$.type'),"
-            " json_extract(a.value, '$.key'), json_extract(a.value, '$.index')"
-        )
-        each = "json_each(s.actions) a"
-    sql = (
-        f"select e.flow_id, s.step_key, {fields}, count(*) from step_runs s"
-        f" join enrollments e on e.id = s.enrollment_id, {each}"
-        f" where s.enrollment_id in ({in_ids}) group by 1, 2, 3, 4, 5, 6"
+def _step_run_counts(
+    conn: sa.Connection, ids: Sequence[int]
+) -> tuple[dict[tuple[int, str, str, str], int], dict[int, int], dict[int, int]]:
+    """What the step runs of the runs `ids` count, read once and counted here (a batch's rows
+    are few; faster than the database's JSON functions): per (flow, kind, key, outcome) the
+    runs that went through each step (`through`: done or failed, or an end step reached, as
+    `store.step_runs.count_gone_through` counts them), step runs per step and status (`step`),
+    actions per state (`action`) and the turns each assign_owner action took (`turns`: done, by
+    step and `turn_ref`, which `store.owner_assignment.turns_taken` adds); the step runs per
+    run; each run's flow."""
+    s, e = step_runs.c, enrollments.c
+    query = (
+        sa.select(e.flow_id, s.enrollment_id, s.step_key, s.step_type, s.status, s.actions)
+        .select_from(step_runs.join(enrollments, e.id == s.enrollment_id))
+        .where(s.enrollment_id.in_(ids))
     )
     out: dict[tuple[int, str, str, str], int] = {}
-    for f, step, state, kind, key, index, n in conn.execute(sa.text(sql), params):
-        if state is None:
-            continue
-        named = (int(f), "action", "", str(state))
-        out[named] = out.get(named, 0) + int(n)
-        if kind == "assign_owner" and state == "done":
-            ref = turn_ref(key, None if index is None else int(index))
-            turns = (int(f), "turns", str(step), ref)
-            out[turns] = out.get(turns, 0) + int(n)
-    return [(*named, n) for named, n in out.items()]
+    per_run: dict[int, int] = {}
+    flow_of: dict[int, int] = {}
+    through: set[tuple[int, str, int]] = set()
+
+    def add(key: tuple[int, str, str, str]) -> None:
+        out[key] = out.get(key, 0) + 1
+
+    for f, eid, key, step_type, status, actions in conn.execute(query):
+        flow, run, step = int(f), int(eid), str(key)
+        per_run[run] = per_run.get(run, 0) + 1
+        flow_of[run] = flow
+        add((flow, "step", step, str(status)))
+        if status in ("done", "failed") or (step_type == "end" and status == "ended"):
+            through.add((flow, step, run))
+        for a in actions or ():
+            state = a.get("status")
+            if state is None:
+                continue
+            add((flow, "action", "", str(state)))
+            if a.get("type") == "assign_owner" and state == "done":
+                add((flow, "turns", step, turn_ref(a.get("key"), a.get("index"))))
+    for flow, step, _ in through:
+        add((flow, "through", step, ""))
+    return out, per_run, flow_of
 
 
 def prune_step_runs(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Count and delete the step runs of the runs `ids` (whole runs that ended); how many."""
     if not ids:
         return 0
-    s, e = step_runs.c, enrollments.c
-    joined = step_runs.join(enrollments, e.id == s.enrollment_id)
-    through = sa.or_(
-        s.status.in_(("done", "failed")), sa.and_(s.step_type == "end", s.status == "ended")
-    )
-    counts: list[tuple[int, str, str, str, int]] = []
-    for f, step, n in conn.execute(
-        sa.select(e.flow_id, s.step_key, sa.func.count(sa.distinct(s.enrollment_id)))
-        .select_from(joined)
-        .where(s.enrollment_id.in_(ids), through)
-        .group_by(e.flow_id, s.step_key)
-    ):
-        counts.append((int(f), "through", str(step), "", int(n)))
-    for f, step, status, n in conn.execute(
-        sa.select(e.flow_id, s.step_key, s.status, sa.func.count())
-        .select_from(joined)
-        .where(s.enrollment_id.in_(ids))
-        .group_by(e.flow_id, s.step_key, s.status)
-    ):
-        counts.append((int(f), "step", str(step), str(status), int(n)))
-    counts += _action_counts(conn, ids)
-    per_run = {
-        int(eid): int(n)
-        for eid, n in conn.execute(
-            sa.select(s.enrollment_id, sa.func.count())
-            .where(s.enrollment_id.in_(ids))
-            .group_by(s.enrollment_id)
-        )
-    }
-    _count_into(conn, counts)
-    _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now)
-    conn.execute(step_runs.delete().where(s.enrollment_id.in_(ids)))
+    counts, per_run, flow_of = _step_run_counts(conn, ids)
+    _count_into(conn, [(*key, n) for key, n in counts.items()])
+    _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now, flow_of=flow_of)
+    conn.execute(step_runs.delete().where(step_runs.c.enrollment_id.in_(ids)))
     return sum(per_run.values())
 
 
@@ -280,23 +259,21 @@ def prune_messages(conn: sa.Connection, ids: Sequence[int], *, now: datetime) ->
         return 0
     o, e = outbox.c, enrollments.c
     mine = sa.and_(o.enrollment_id.in_(ids), o.status.in_(FINAL_MESSAGES))
-    counts = [
-        (int(f), "message", str(kind), str(status), int(n))
-        for f, kind, status, n in conn.execute(
-            sa.select(e.flow_id, o.kind, o.status, sa.func.count())
-            .select_from(outbox.join(enrollments, e.id == o.enrollment_id))
-            .where(mine)
-            .group_by(e.flow_id, o.kind, o.status)
-        )
-    ]
-    per_run = {
-        int(eid): int(n)
-        for eid, n in conn.execute(
-            sa.select(o.enrollment_id, sa.func.count()).where(mine).group_by(o.enrollment_id)
-        )
-    }
-    _count_into(conn, counts)
-    _summarise(conn, ids, step_runs_gone={}, messages_gone=per_run, now=now)
+    counts: dict[tuple[int, str, str, str], int] = {}
+    per_run: dict[int, int] = {}
+    flow_of: dict[int, int] = {}
+    for f, eid, kind, status, n in conn.execute(
+        sa.select(e.flow_id, o.enrollment_id, o.kind, o.status, sa.func.count())
+        .select_from(outbox.join(enrollments, e.id == o.enrollment_id))
+        .where(mine)
+        .group_by(e.flow_id, o.enrollment_id, o.kind, o.status)
+    ):
+        key = (int(f), "message", str(kind), str(status))
+        counts[key] = counts.get(key, 0) + int(n)
+        per_run[int(eid)] = per_run.get(int(eid), 0) + int(n)
+        flow_of[int(eid)] = int(f)
+    _count_into(conn, [(*key, n) for key, n in counts.items()])
+    _summarise(conn, ids, step_runs_gone={}, messages_gone=per_run, now=now, flow_of=flow_of)
     conn.execute(outbox.delete().where(mine))
     return sum(per_run.values())
 
