@@ -44,8 +44,10 @@ from crmflow.store.wakeups import (
     NOTIFY_CHANNEL,
     CommitWatcher,
     WorkListener,
+    WorkSigns,
     next_trigger_at,
     watches_commits,
+    work_signs,
 )
 
 __all__ = ["BatchResult", "Worker", "next_trigger_at", "run_batch", "run_once"]
@@ -245,7 +247,8 @@ class Worker:
         self.name = name or worker_name()
         self.error_backoff = error_backoff
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set: stop sleeping (to run a round, or to look)
+        self._called = threading.Event()  # set: `wake()` was called (not only a commit seen)
         self.moved = 0
         self.rounds = 0  # rounds completed without an error (tests and health watch it)
         self._failed_rounds = 0  # in a row: how long to back off
@@ -257,6 +260,7 @@ class Worker:
         self._prune_cursor = PruneCursor()  # where a pruning pass that stopped goes on from
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
+        self._scheduled_seen: datetime | None = None  # ... as the last idle look read it
         # A part of process_triggers that failed whole (the change feed): its failures in a
         # row, when (time.monotonic()) it is tried again, and its last error.
         self._part_failures: dict[str, int] = {}
@@ -269,6 +273,11 @@ class Worker:
 
     def wake(self) -> None:
         """New work may be due now: stop sleeping."""
+        self._called.set()
+        self._wake.set()
+
+    def _commit_seen(self) -> None:
+        """Another connection committed (`CommitWatcher`): look whether it brought work."""
         self._wake.set()
 
     @property
@@ -307,7 +316,7 @@ class Worker:
             if is_postgres(self.ctx.engine):
                 listener = WorkListener(self.ctx.engine, self.wake)
             elif watches_commits(self.ctx.engine):
-                listener = CommitWatcher(self.ctx.engine, self.wake)
+                listener = CommitWatcher(self.ctx.engine, self._commit_seen)
         except Exception as exc:  # the bounded idle sleep finds the work without it
             how = f"LISTEN {NOTIFY_CHANNEL}" if is_postgres(self.ctx.engine) else "commit watch"
             log.warning("worker %s: %s unavailable: %s", self.name, how, exc)
@@ -464,19 +473,60 @@ class Worker:
             return self.max_idle
 
     def _until_due(self) -> float:
-        due = repo.next_due(self.ctx.engine)
-        trigger_due = next_trigger_at(self.ctx.engine)
-        if trigger_due is not None:
-            # Daily schedules and dates reached fire on time, not at the next idle check.
-            due = min(due, trigger_due) if due is not None else trigger_due
-        if self._scheduled_at is not None:
-            # An idle worker wakes for a flow's start_at / archive_at as for a due record.
-            due = min(due, self._scheduled_at) if due is not None else self._scheduled_at
+        """How long to sleep: until the next due enrollment, the next run of a time-based
+        trigger (daily schedules and dates reached fire on time, not at the next idle look),
+        or a flow's start_at / archive_at; one query (`work_signs`)."""
+        now = self.ctx.now()
+        signs = work_signs(self.ctx.engine)
+        self._scheduled_seen = signs.next_scheduled
+        due = self._next_at(signs, now)
         if due is None:
             return self.max_idle
         # A due row that another worker holds would make us spin: wait a little at least.
-        return min(self.max_idle, max(0.05, (due - self.ctx.now()).total_seconds()))
+        return min(self.max_idle, max(0.05, (due - now).total_seconds()))
+
+    def _next_at(self, signs: WorkSigns, now: datetime) -> datetime | None:
+        """When there is work next. A start_at / archive_at that is past could not be done
+        (`_flow_schedules` retries it each second while busy): not a reason to spin."""
+        times = [signs.next_due, signs.next_trigger, self._scheduled_at]
+        if signs.next_scheduled is not None and signs.next_scheduled > now:
+            times.append(signs.next_scheduled)
+        found = [t for t in times if t is not None]
+        return min(found) if found else None
 
     def _sleep(self, seconds: float) -> None:
-        self._wake.wait(seconds)
+        """Sleep up to `seconds`. `wake()` (a NOTIFY, the in-process signal) ends it at once; a
+        commit of another connection seen on SQLite (`_commit_seen`) ends it when one query
+        says there is work now (`_work_in`), else the sleep goes on, shortened if that work
+        comes sooner: a worker at rest pays one query per commit it sees, not a round (its own
+        heartbeat's commit among them)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if not self._wake.wait(left):
+                break
+            self._wake.clear()
+            if self._stop.is_set() or self._called.is_set():
+                break
+            wait = self._work_in()
+            if wait is None:
+                break
+            until = min(until, time.monotonic() + wait)
+        self._called.clear()
         self._wake.clear()
+
+    def _work_in(self) -> float | None:
+        """None when there is work now (unread record changes, something due, a start_at or
+        archive_at set since the last round); otherwise in how many seconds there will be. An
+        error says None: the round will say what it is."""
+        now = self.ctx.now()
+        try:
+            signs = work_signs(self.ctx.engine)
+        except Exception:
+            return None
+        if signs.changes_unread or signs.next_scheduled != self._scheduled_seen:
+            return None
+        due = self._next_at(signs, now)
+        if due is None:
+            return self.max_idle
+        left = (due - now).total_seconds()
+        return None if left <= 0 else left

@@ -23,8 +23,10 @@ import sqlalchemy as sa
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows, records
 from crmflow.services.context import Actor, Context
+from crmflow.store.database import create_db_engine
 from crmflow.store.schema import record_history, worker_heartbeats
 from crmflow.store.wakeups import CommitWatcher
+from crmflow.worker import Worker
 from tests.integration.helpers import history
 
 WELCOME = """\
@@ -109,3 +111,41 @@ def test_the_commit_watcher_wakes_on_another_connections_commit_and_not_on_reads
         assert woken.wait(1.0)
     finally:
         watcher.close()
+
+
+def test_a_worker_at_rest_pays_one_query_for_a_commit_that_brings_no_work(
+    ctx: Context, admin: Actor
+) -> None:
+    """SQLite: every commit of another connection wakes the watch; the worker asks one query
+    whether it brought work (`work_signs`) and goes back to sleep, or runs a round if it did."""
+    if ctx.engine.dialect.name != "sqlite":
+        return  # PostgreSQL workers are woken by NOTIFY, sent only with work
+    ctx.clock = lambda: datetime.now(UTC) - timedelta(seconds=1)
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    statements: list[str] = []
+    sa.event.listen(ctx.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    worker = Worker(ctx, name="rest")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    other = create_db_engine(ctx.settings.database_url)
+    try:
+        assert _wait_for(lambda: worker.rounds >= 1, 10)
+        time.sleep(0.5)  # asleep now, for 20 s
+        rounds, before = worker.rounds, len(statements)
+        with other.begin() as conn:  # a commit that makes no work: another loop's heartbeat
+            at = datetime.now(UTC)
+            beat = {"name": "dispatcher-1", "kind": "dispatcher", "started_at": at, "beat_at": at}
+            conn.execute(worker_heartbeats.insert().values(beat))
+        time.sleep(0.3)
+        assert worker.rounds == rounds
+        asked = [" ".join(s.split())[:40] for s in statements[before:]]
+        assert len([s for s in asked if not s.startswith("BEGIN")]) == 1, asked
+
+        rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
+        assert _wait_for(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0)
+        assert worker.rounds > rounds
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+        other.dispose()

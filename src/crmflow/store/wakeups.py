@@ -18,23 +18,36 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from crmflow.engine.definition import FlowStatus
 from crmflow.store.database import read_connection
-from crmflow.store.schema import flows, trigger_failures, trigger_schedules
+from crmflow.store.feed import FEED
+from crmflow.store.schema import (
+    enrollments,
+    feed_cursors,
+    flow_status_changes,
+    flows,
+    record_changes,
+    trigger_failures,
+    trigger_schedules,
+)
 
 __all__ = [
     "COMMIT_POLL_SECONDS",
     "NOTIFY_CHANNEL",
     "CommitWatcher",
     "WorkListener",
+    "WorkSigns",
     "mark_work",
     "next_trigger_at",
     "on_work_committed",
     "watches_commits",
+    "work_signs",
 ]
 
 log = logging.getLogger("crmflow.worker")
@@ -168,20 +181,90 @@ class CommitWatcher:
         self._thread.join(timeout=2.0)
 
 
+def _next_trigger() -> sa.Select[Any]:
+    s, f = trigger_schedules.c, trigger_failures.c
+    runs_at = sa.case((f.retry_at > s.next_at, f.retry_at), else_=s.next_at)
+    return (
+        sa.select(sa.func.min(runs_at))
+        .select_from(
+            trigger_schedules.join(flows, flows.c.id == s.flow_id).outerjoin(
+                trigger_failures,
+                sa.and_(f.flow_id == s.flow_id, f.trigger_index == s.trigger_index),
+            )
+        )
+        .where(flows.c.status == "active")
+    )
+
+
 def next_trigger_at(engine: sa.Engine) -> datetime | None:
     """The next run of a time-based trigger (schedule, date reached) of a running flow; a
     failing trigger's next run is its retry, not its missed run (an idle worker would spin)."""
-    s, f = trigger_schedules.c, trigger_failures.c
-    runs_at = sa.case((f.retry_at > s.next_at, f.retry_at), else_=s.next_at)
     with read_connection(engine) as conn:
-        value: datetime | None = conn.execute(
-            sa.select(sa.func.min(runs_at))
-            .select_from(
-                trigger_schedules.join(flows, flows.c.id == s.flow_id).outerjoin(
-                    trigger_failures,
-                    sa.and_(f.flow_id == s.flow_id, f.trigger_index == s.trigger_index),
-                )
-            )
-            .where(flows.c.status == "active")
-        ).scalar()
+        value: datetime | None = conn.execute(_next_trigger()).scalar()
     return value
+
+
+@dataclass(frozen=True)
+class WorkSigns:
+    """What an idle worker needs to know to sleep on: `work_signs`."""
+
+    changes_unread: bool  # the change feed has changes after its cursor
+    next_due: datetime | None  # an enrollment due, or free again (its lease over)
+    next_trigger: datetime | None  # a time-based trigger's next run (`next_trigger_at`)
+    next_scheduled: datetime | None  # a draft's start_at, an archive_at still to do
+
+    @property
+    def next_at(self) -> datetime | None:
+        """The earliest of the times: when there is work next, unless something changes."""
+        times = [t for t in (self.next_due, self.next_trigger, self.next_scheduled) if t]
+        return min(times) if times else None
+
+
+def work_signs(engine: sa.Engine) -> WorkSigns:
+    """In one statement, whether there is work for a worker now or when there will be: the
+    change feed's unread changes, the next due enrollment (as `store.enrollments.next_due`),
+    the next time-based trigger (`next_trigger_at`), the next start_at or archive_at
+    (`store.flows.schedule.next_scheduled`). What an idle worker asks when a commit of another
+    process woke it: one query, not a round of the worker's loop."""
+    # Local: the enrollments' modules import this one (`mark_work`).
+    from crmflow.store.enrollments.rows import RUNNING, RUNNING_FLOWS  # noqa: PLC0415
+
+    e = enrollments.c
+    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
+    due = sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
+        e.status.in_(RUNNING),
+        e.due_at.is_not(None),
+        e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+    )
+    start = sa.select(sa.func.min(flows.c.start_at)).where(flows.c.status == FlowStatus.DRAFT.value)
+    archived = (
+        sa.select(flow_status_changes.c.id)
+        .where(
+            flow_status_changes.c.flow_id == flows.c.id,
+            flow_status_changes.c.to_status == FlowStatus.ARCHIVED.value,
+            flow_status_changes.c.at >= flows.c.archive_at,
+        )
+        .exists()
+    )
+    archive = sa.select(sa.func.min(flows.c.archive_at)).where(
+        flows.c.status != FlowStatus.ARCHIVED.value, ~archived
+    )
+    newest = sa.select(sa.func.max(record_changes.c.id))
+    position = sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED)
+    query = sa.select(
+        newest.scalar_subquery().label("newest"),
+        position.scalar_subquery().label("position"),
+        due.scalar_subquery().label("due"),
+        _next_trigger().scalar_subquery().label("trigger"),
+        start.scalar_subquery().label("start"),
+        archive.scalar_subquery().label("archive"),
+    )
+    with read_connection(engine) as conn:
+        row = conn.execute(query).one()
+    scheduled = [t for t in (row.start, row.archive) if t is not None]
+    return WorkSigns(
+        changes_unread=row.newest is not None and int(row.newest) > int(row.position or 0),
+        next_due=row.due,
+        next_trigger=row.trigger,
+        next_scheduled=min(scheduled) if scheduled else None,
+    )
