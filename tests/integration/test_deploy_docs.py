@@ -16,12 +16,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from crmflow.cli.main import app
+from crmflow.errors import ConflictError
+from crmflow.services.context import Context
+from crmflow.services.setup import prepare_to_serve, upgrade_database
 from crmflow.settings import Settings
 from crmflow.store.backup import pg_dump_command
-from crmflow.store.migrate import MIGRATIONS
+from crmflow.store.migrate import MIGRATIONS, current_revision, head_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
@@ -170,3 +174,21 @@ def test_a_setting_with_a_wrong_value_is_named_without_a_traceback_or_its_value(
     assert "CRMFLOW_SECRET_KEY: " in done.stderr and "16 characters" in done.stderr
     assert "tooshort" not in done.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_database_a_newer_crmflow_upgraded_is_refused_in_words(tmp_path: Path) -> None:
+    """Step 5 of the upgrade: a process of the old version that restarts after the new one
+    migrated the database is told so, by `serve` and by `db upgrade` (not told to upgrade, which
+    it cannot), and nothing is changed."""
+    ctx = Context.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'crm.db'}"))
+    upgrade_database(ctx)
+    with ctx.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    for start in (prepare_to_serve, upgrade_database):
+        with pytest.raises(ConflictError) as refused:
+            start(ctx)
+        assert "at migration 9999, newer than this crmflow knows" in refused.value.message
+        assert f"its newest is {head_revision()}" in refused.value.message
+        assert "run that version" in refused.value.message
+    assert current_revision(ctx.engine) == "9999"
+    ctx.engine.dispose()

@@ -26,6 +26,7 @@ def prepare_to_serve(ctx: Context) -> bool:
     if current is None and not migrate.has_tables(ctx.engine):
         upgrade_database(ctx)
         return True
+    _refuse_a_newer_database(current, head)
     found = f"at migration {current}" if current else "not empty but has no crmflow migration"
     raise ConflictError(
         f"the database is {found}, and this crmflow needs migration {head}; "
@@ -33,8 +34,19 @@ def prepare_to_serve(ctx: Context) -> bool:
     )
 
 
+def _refuse_a_newer_database(current: str | None, head: str | None) -> None:
+    """A database a newer crmflow upgraded (during an upgrade, docs/deploy.md) is refused in
+    words: this crmflow can neither go there nor back, and its code may not fit the schema."""
+    if current is not None and not migrate.is_known(current):
+        raise ConflictError(
+            f"the database is at migration {current}, newer than this crmflow knows (its "
+            f"newest is {head}): a newer crmflow upgraded it; run that version instead"
+        )
+
+
 def upgrade_database(ctx: Context) -> None:
     """Apply migrations, then make the built-in record types and the system user match the code."""
+    _refuse_a_newer_database(migrate.current_revision(ctx.engine), migrate.head_revision())
     migrate.upgrade(ctx.engine)
     now = ctx.now()
     with ctx.engine.begin() as conn:

@@ -9,8 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "is_known", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,6 +30,14 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def is_known(revision: str) -> bool:
+    """Whether this crmflow's migrations include `revision` (False: a newer crmflow wrote it)."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(engine: sa.Engine) -> str | None:
