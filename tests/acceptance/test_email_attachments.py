@@ -144,3 +144,54 @@ def test_a_related_file_of_an_empty_reference_fails_the_action_saying_why(
         "record to take the file from"
     )
     assert "message" not in action  # nothing was written to the outbox for it
+
+
+def test_a_file_many_emails_of_a_batch_attach_is_read_once(
+    ctx: Context, admin: Actor, smtp: SmtpServer
+) -> None:
+    _setup(ctx, admin)  # two contracts, and the company's logo that both emails carry
+    dispatcher = Dispatcher(with_smtp(ctx, smtp.url))
+    assert dispatcher.run_once().delivered == 2
+    assert dispatcher.attachments.reads == 3  # not 4: the logo once
+    logos = [p.get_content() for r in smtp.received for p in r.message.iter_attachments()]
+    assert logos.count(PNG) == 2
+
+
+def _logo(ctx: Context, company: int) -> record_files.FileInfo:
+    [info] = [f for f in record_files.list_files(ctx, company) if f.field == "logo"]
+    return info
+
+
+def test_the_cache_reads_a_replaced_file_anew_and_keeps_no_more_bytes_than_its_bound(
+    ctx: Context, admin: Actor
+) -> None:
+    add_file_field(ctx, admin, "company", "logo")
+    company = records.create_record(ctx, admin, "company", {"name": "Acme"}).id
+    record_files.put_file(ctx, admin, company, "logo", "acme.png", PNG)
+    old = _logo(ctx, company)
+    cache = record_files.AttachmentCache(max_bytes=len(PNG) * 2)
+    with ctx.engine.connect() as conn:
+        assert cache.content(conn, old) == PNG
+        assert cache.content(conn, old) == PNG
+    assert cache.reads == 1
+
+    new_png = PNG + b"\x01" * 10
+    record_files.put_file(ctx, admin, company, "logo", "acme.png", new_png)
+    new = _logo(ctx, company)
+    assert new.sha256 != old.sha256
+    with ctx.engine.connect() as conn:
+        assert cache.content(conn, new) == new_png  # another checksum: read again
+        assert cache.content(conn, new) == new_png
+        assert cache.reads == 2
+        # Described before it was replaced: not the bytes kept, nor the new ones.
+        assert record_files.AttachmentCache(10_000).content(conn, old) is None
+
+    # The bound: both versions do not fit together, the older one was dropped; a file larger
+    # than the bound is never kept.
+    with ctx.engine.connect() as conn:
+        assert cache.content(conn, old) is None  # dropped when new came in: read, and gone
+        assert cache.reads == 3
+        tiny = record_files.AttachmentCache(max_bytes=10)
+        tiny.content(conn, new)
+        tiny.content(conn, new)
+        assert tiny.reads == 2

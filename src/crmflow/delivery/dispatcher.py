@@ -55,12 +55,15 @@ from crmflow.delivery.sms import SmsProvider, SmsSender, sms_provider_for
 from crmflow.delivery.suppression import (
     note_hard_bounce,
     note_refused_recipients,
-    set_aside_suppressed,
+    set_aside_suppressed_in,
 )
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.delivery.write_back import apply_write_backs, prepare_write_backs
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
 from crmflow.services.delivery_failures import message_failed
+from crmflow.services.record_files import AttachmentCache
+from crmflow.services.senders import HINT as SENDERS_HINT
+from crmflow.services.senders import sender_refusal
 from crmflow.settings import Settings
 from crmflow.store.database import OperationalError, read_connection
 from crmflow.store.history import insert_history
@@ -68,7 +71,7 @@ from crmflow.store.outbox import (
     ACCEPTED_KEY,
     ClaimedMessage,
     SentOutcome,
-    claim_due,
+    claim_due_in,
     mark_failed,
     mark_partly_sent,
     mark_retrying,
@@ -85,6 +88,7 @@ KINDS = ("email", "sms", "webhook")  # the channels delivered
 DEFAULT_BATCH = 50
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
+ATTACHMENT_CACHE_BYTES = 32 * 1024 * 1024  # a batch's attached files kept, at most
 _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
 # The channels whose outcomes are committed in groups (CRMFLOW_DELIVERY_COMMIT_EVERY): those
 # whose receiver can tell a second copy (an email's Message-ID, a webhook's webhook-id and
@@ -95,27 +99,68 @@ _SAVE_PAUSES = (0.05, 0.5, 2.0)  # seconds before each new try at writing sent m
 _Unsaved = list[tuple[ClaimedMessage, Sent, datetime]]
 
 
+@dataclass
+class _Batch:
+    """Messages claimed together: `claimed` counts them all, `messages` are those left to send
+    (the suppressed ones set aside); `started` is time.monotonic() at the claim (no message is
+    started once half the lease has passed since), `at` the clock's time then."""
+
+    claimed: int
+    messages: list[ClaimedMessage]
+    started: float
+    at: datetime
+
+
+class _ClaimAhead:
+    """The next batch, claimed by the writer thread while this one is sent: `batch` or the
+    `error` the claim raised once `done` is set."""
+
+    def __init__(self, claim: Callable[[], _Batch]) -> None:
+        self._claim = claim
+        self.done = threading.Event()
+        self.batch: _Batch | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.batch = self._claim()
+        except Exception as exc:  # said when the batch is taken (`Dispatcher._next_batch`)
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class _OutcomeWriter:
     """A thread that commits groups of sent messages' outcomes (`save`) while the dispatcher
     sends the next messages; at most `ahead` groups wait for it (`put` blocks then). A group
     whose commit failed (the database away) is held by `save`: `failed` is then set until the
-    dispatcher, having waited for the writer, takes over."""
+    dispatcher, having waited for the writer, takes over. It also claims the next batch
+    (`claim_ahead`) while the dispatcher sends this one."""
 
     def __init__(self, save: Callable[[_Unsaved], None], ahead: int, name: str) -> None:
         self._save = save
         self._ahead = ahead
         self._name = name
-        self._queue: queue.Queue[_Unsaved | None] = queue.Queue(maxsize=ahead)
+        # One place more than `ahead`: a claim ahead never makes the sender wait.
+        self._queue: queue.Queue[_Unsaved | _ClaimAhead | None] = queue.Queue(maxsize=ahead + 1)
         self._thread: threading.Thread | None = None
         self.failed = False
 
     def put(self, unsaved: _Unsaved) -> None:
-        if not unsaved:
-            return
+        if unsaved:
+            self._put(unsaved)
+
+    def claim_ahead(self, claim: Callable[[], _Batch]) -> _ClaimAhead:
+        """`claim` run by the writer, after the groups handed over before."""
+        job = _ClaimAhead(claim)
+        self._put(job)
+        return job
+
+    def _put(self, item: _Unsaved | _ClaimAhead) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
-        self._queue.put(unsaved)
+        self._queue.put(item)
 
     def wait(self) -> None:
         """Until every group handed over is written (or held)."""
@@ -135,6 +180,9 @@ class _OutcomeWriter:
             try:
                 if unsaved is None:
                     return
+                if isinstance(unsaved, _ClaimAhead):
+                    unsaved.run()  # its error is the claim's, not the outcomes'
+                    continue
                 self._save(unsaved)
             except Exception:  # logged by `save`, the outcomes held: the dispatcher stops
                 self.failed = True
@@ -211,6 +259,8 @@ class Dispatcher:
         self.rand = rand or random.Random()
         self.limiter = limiter or shared_limiter(ctx.settings)
         self._deferred: list[tuple[int, datetime]] = []  # over a rate limit: (id, due at)
+        # The record files a batch's emails attach, read once a batch (emptied at its end).
+        self.attachments = AttachmentCache(ATTACHMENT_CACHE_BYTES)
         self.total = DispatchResult()
         # Sent messages whose outcome is not committed yet (CRMFLOW_DELIVERY_COMMIT_EVERY), and
         # time.monotonic() when the first of them was sent.
@@ -219,6 +269,7 @@ class Dispatcher:
         # Sent messages whose outcome could not be written (the database away): written first.
         self._held: _Unsaved = []
         self._writer: _OutcomeWriter | None = None
+        self._ahead: _ClaimAhead | None = None  # the next batch, claimed by the writer
         if ctx.settings.delivery_write_ahead:
             self._writer = _OutcomeWriter(
                 self._save, ctx.settings.delivery_write_ahead, f"{self.name}-writer"
@@ -241,30 +292,24 @@ class Dispatcher:
 
     def _deliver_batch(self, *, wait: bool) -> DispatchResult:
         """`wait`: False lets the last batch's last outcomes be written while this one is
-        claimed (`run`, `run_once`); none of it is sent before they are."""
-        writer = self._writer
-        writing = not (wait or writer is None or writer.failed or self._held)
-        if not writing:
-            self._save_now([])  # nothing more is sent before what was sent is written
-        now = self.ctx.now()
-        claimed = claim_due(
-            self.ctx.engine,
-            now=now,
-            owner=self.name,
-            limit=self.batch_size,
-            lease=self.lease,
-            kinds=KINDS,
-        )
-        if writing:
-            self._written_or_put_back(claimed, now)
-        result = DispatchResult(claimed=len(claimed))
-        claimed = set_aside_suppressed(self.ctx, claimed, owner=self.name)  # unsubscribed...
+        claimed (`run`, `run_once`), and the next batch be claimed while this one is sent;
+        none of a batch is sent before the outcomes of the batch before are written."""
+        batch = self._next_batch(wait=wait)
+        if (
+            not wait
+            and self._writer is not None
+            and batch.claimed >= self.batch_size
+            and not self._stop.is_set()
+        ):
+            # More may be due: the writer claims them while these are sent.
+            self._ahead = self._writer.claim_ahead(self._claim)
+        result = DispatchResult(claimed=batch.claimed)
         # No message is started once half the lease has passed: one started later could still
         # be sending when the lease runs out and another dispatcher takes it. Those left go to
         # whoever claims them when the lease has run out.
-        deadline = time.monotonic() + self.lease.total_seconds() / 2
+        deadline = batch.started + self.lease.total_seconds() / 2
         try:
-            for message in claimed:
+            for message in batch.messages:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     break
                 if self._writer is not None and self._writer.failed:
@@ -279,12 +324,53 @@ class Dispatcher:
                 self._save_now(unsaved)  # what is left (raises with the database away)
             else:
                 self._writer.put(unsaved)
+            self.attachments.clear()
             self._deferred, deferred = [], self._deferred
             if deferred:
                 with self.ctx.engine.begin() as conn:
                     put_back(conn, deferred, owner=self.name)
         self.total += result
         return result
+
+    def _claim(self) -> _Batch:
+        """Claim up to `batch_size` due messages, and set aside those a suppression stops."""
+        now = self.ctx.now()
+        with self.ctx.engine.begin() as conn:  # one transaction: one commit
+            claimed = claim_due_in(
+                conn,
+                now=now,
+                owner=self.name,
+                limit=self.batch_size,
+                lease=self.lease,
+                kinds=KINDS,
+            )
+            left = set_aside_suppressed_in(conn, self.ctx, claimed, owner=self.name)
+        return _Batch(len(claimed), left, time.monotonic(), now)
+
+    def _next_batch(self, *, wait: bool) -> _Batch:
+        """The batch to send now: the one claimed ahead (once the writer has written every
+        outcome handed to it before: it waits for them), or one claimed now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.done.wait()
+            if ahead.error is not None:
+                raise ahead.error
+            assert ahead.batch is not None
+            batch = ahead.batch
+            # The batch before written first; a batch claimed long ago (a slow server sent
+            # the one before) or held behind outcomes not written goes back, claimed anew.
+            if time.monotonic() - batch.started <= self.lease.total_seconds() / 4:
+                self._written_or_put_back(batch)
+                return batch
+            self._put_back([m.id for m in batch.messages], batch.at)
+        writer = self._writer
+        writing = not (wait or writer is None or writer.failed or self._held)
+        if not writing:
+            self._save_now([])  # nothing more is sent before what was sent is written
+        batch = self._claim()
+        if writing:
+            self._written_or_put_back(batch)
+        return batch
 
     def run_once(self) -> DispatchResult:
         """Deliver everything due now, batch after batch (what `crmflow dispatch --once` and
@@ -326,6 +412,9 @@ class Dispatcher:
         try:
             if self._writer is not None:
                 self._writer.close()
+                ahead, self._ahead = self._ahead, None
+                if ahead is not None and ahead.batch is not None:  # claimed, not sent
+                    self._put_back([m.id for m in ahead.batch.messages], ahead.batch.at)
                 if self._writer.failed:  # tried again now, and raised if still not written
                     self._save_now([])
         finally:
@@ -358,6 +447,11 @@ class Dispatcher:
         raw = dict(message.payload)
         accepted = set(raw.pop(ACCEPTED_KEY, ()))  # by the server at an earlier attempt
         payload, html = rendered_of(self.ctx, EmailPayload.model_validate(raw))
+        # Not a sender the server allows (CRMFLOW_EMAIL_ALLOWED_FROM): failed, not sent.
+        sender = payload.from_address or self.ctx.settings.mail_from
+        refusal = sender_refusal(self.ctx.settings, sender)
+        if refusal is not None:
+            raise DeliveryError(f"{refusal}: {SENDERS_HINT}", permanent=True)
         everyone = envelope_recipients(payload)
         recipients = [r for r in everyone if r not in accepted]
         if not recipients:
@@ -370,7 +464,7 @@ class Dispatcher:
             and not isinstance(self.sender, CatchingSender)
         ):
             return self._send_each(message, payload, html, recipients)
-        email = email_for(self.ctx, payload, html)
+        email = email_for(self.ctx, payload, html, files=self.attachments)
         return self.sender.send(email, email.sender, recipients)
 
     def _send_each(
@@ -386,7 +480,7 @@ class Dispatcher:
         refused: list[tuple[str, str]] = []  # for good: (address, "550 5.1.1 ...")
         subject = payload.subject
         for index, address in enumerate(to):
-            email = email_for(self.ctx, payload, html, address)
+            email = email_for(self.ctx, payload, html, address, files=self.attachments)
             try:
                 sent = self.sender.send(email, email.sender, [address])
             except DeliveryError as exc:
@@ -447,18 +541,25 @@ class Dispatcher:
                 self._writer.put(unsaved)  # written while the next are sent
         return DispatchResult(delivered=1)
 
-    def _written_or_put_back(self, claimed: list[ClaimedMessage], now: datetime) -> None:
-        """The writer's outcomes written before `claimed` is sent; if they cannot be (the
-        database away), `claimed` is put back, unsent, and the error raised."""
+    def _written_or_put_back(self, batch: _Batch) -> None:
+        """The writer's outcomes written before `batch` is sent; if they cannot be (the
+        database away), `batch` is put back, unsent, and the error raised."""
         try:
             self._save_now([])
         except Exception:
-            try:
-                with self.ctx.engine.begin() as conn:
-                    put_back(conn, [(m.id, now) for m in claimed], owner=self.name)
-            except Exception as exc:  # left leased: claimed again when the lease runs out
-                log.warning("dispatcher %s: claimed messages not put back: %s", self.name, exc)
+            self._put_back([m.id for m in batch.messages], batch.at)
             raise
+
+    def _put_back(self, ids: list[int], at: datetime) -> None:
+        """Messages claimed and not sent: back to what they were, due at `at` (a claim's time,
+        when they were due); if that cannot be written, they stay leased until it runs out."""
+        if not ids:
+            return
+        try:
+            with self.ctx.engine.begin() as conn:
+                put_back(conn, [(i, at) for i in ids], owner=self.name)
+        except Exception as exc:  # left leased: claimed again when the lease runs out
+            log.warning("dispatcher %s: claimed messages not put back: %s", self.name, exc)
 
     def _save_now(self, unsaved: _Unsaved) -> None:
         """`_save` in this thread, once those handed to the writer are written (or held, if

@@ -27,12 +27,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateError
 
+from crmflow.delivery.addresses import addresses_in, first_address
 from crmflow.engine.commands import EmailPayload
 from crmflow.engine.recordtypes.values import normalise_email
 from crmflow.engine.test_mode import TEST_PREFIX, prefixed_subject
 from crmflow.errors import CrmflowError, DeliveryError
 from crmflow.services.context import Context
-from crmflow.services.record_files import StoredFile, email_attachments
+from crmflow.services.record_files import AttachmentCache, StoredFile, email_attachments
 from crmflow.services.suppressions import (
     unsubscribe_headers,
     with_unsubscribe_link,
@@ -285,7 +286,7 @@ def build_simple_email(
                 f"\r\n--{boundary}--\r\n".encode(),
             )
         )
-    found = getaddresses([sender])
+    found = addresses_in([sender])
     return OutgoingEmail(data, payload.subject, found[0][1] if found else "")
 
 
@@ -318,17 +319,24 @@ def rendered_of(ctx: Context, payload: EmailPayload) -> tuple[EmailPayload, str 
 
 
 def email_for(
-    ctx: Context, payload: EmailPayload, html: str | None, recipient: str | None = None
+    ctx: Context,
+    payload: EmailPayload,
+    html: str | None,
+    recipient: str | None = None,
+    *,
+    files: AttachmentCache | None = None,
 ) -> OutgoingEmail:
     """The message of a rendered payload, with a marketing email's unsubscribe link (in its
-    texts and its headers, docs/delivery.md) made for `recipient`, by default its first To."""
+    texts and its headers, docs/delivery.md) made for `recipient`, by default its first To;
+    the record files it attaches read through `files` (the dispatcher's batch keeps them)."""
+    recipient = recipient or first_address(payload.to)
     payload, html = with_unsubscribe_link(ctx, payload, html, recipient)
     if payload.body is not None and not _has_files(payload):
         headers = unsubscribe_headers(ctx, payload, recipient)
         return build_simple_email(payload, ctx.settings.mail_from, html=html, headers=headers)
     # The record's files it names, as they are now; one gone fails this email alone.
-    files = email_attachments(ctx, payload)
-    message = build_email(payload, ctx.settings.mail_from, html=html, files=files)
+    attached = email_attachments(ctx, payload, files)
+    message = build_email(payload, ctx.settings.mail_from, html=html, files=attached)
     return with_headers(OutgoingEmail.of(message), unsubscribe_headers(ctx, payload, recipient))
 
 
@@ -369,7 +377,7 @@ def envelope_recipients(payload: EmailPayload) -> list[str]:
     """Every address the message goes to (To, Cc and Bcc), bare, each checked: an invalid one
     fails the message for good."""
     out: list[str] = []
-    for _, address in getaddresses([*payload.to, *payload.cc, *payload.bcc]):
+    for _, address in addresses_in([*payload.to, *payload.cc, *payload.bcc]):
         problem = _address_problem(address)
         if problem is not None:
             raise DeliveryError(f"{address!r} is not an email address: {problem}", permanent=True)

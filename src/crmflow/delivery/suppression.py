@@ -1,9 +1,10 @@
 """The suppression list at send time (services.suppressions says what it is).
 
-`set_aside_suppressed`: before a claimed batch is sent, its emails to an address on the list
-become `suppressed` (not sent), and the record's history says why ("Email to x not sent: x
-unsubscribed on 2026-12-02"): one query per batch. A marketing email is stopped by any entry of
-one of its recipients (To, Cc, Bcc); a transactional one by a hard bounce or an admin's entry.
+`set_aside_suppressed_in`: when a batch is claimed (in the claim's transaction), its emails to
+an address on the list become `suppressed` (not sent), and the record's history says why
+("Email to x not sent: x unsubscribed on 2026-12-02"): one query per batch. A marketing email
+is stopped by any entry of one of its recipients (To, Cc, Bcc); a transactional one by a hard
+bounce or an admin's entry.
 
 `note_hard_bounce`, `note_refused_recipients`: a permanent SMTP refusal (5xx) of a recipient at
 RCPT TO puts that address on the list (`hard_bounce`), so no flow emails it again: whether the
@@ -15,13 +16,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from email.utils import getaddresses
 from typing import Any
 
+from crmflow.delivery.addresses import addresses_in
 from crmflow.errors import DeliveryError
 from crmflow.services.context import Context
 from crmflow.services.suppressions import because, blocks
-from crmflow.store.database import read_connection
+from crmflow.store.database import Connection
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.outbox import ClaimedMessage, mark_suppressed
 from crmflow.store.suppressions import (
@@ -35,7 +36,7 @@ __all__ = [
     "hard_bounced",
     "note_hard_bounce",
     "note_refused_recipients",
-    "set_aside_suppressed",
+    "set_aside_suppressed_in",
 ]
 
 log = logging.getLogger("crmflow.delivery")
@@ -43,7 +44,7 @@ log = logging.getLogger("crmflow.delivery")
 
 def _recipients(payload: dict[str, Any]) -> list[str]:
     listed = [*payload.get("to", ()), *payload.get("cc", ()), *payload.get("bcc", ())]
-    return [normalise_address(a) for _, a in getaddresses([str(x) for x in listed]) if a]
+    return [normalise_address(a) for _, a in addresses_in(listed) if a]
 
 
 def _stopping(
@@ -58,37 +59,43 @@ def _stopping(
     return None
 
 
-def set_aside_suppressed(
-    ctx: Context, claimed: Sequence[ClaimedMessage], *, owner: str
-) -> list[ClaimedMessage]:
-    """The claimed messages left to send: the emails a suppression stops are marked
-    `suppressed` (with why, in `last_error` and the record's history) and left out."""
+def _stopped(
+    conn: Connection, claimed: Sequence[ClaimedMessage]
+) -> dict[int, tuple[str, Suppression]]:
+    """The emails a suppression stops, by id: (the recipient, the entry): one query."""
     emails = [m for m in claimed if m.kind == "email"]
     if not emails:
-        return list(claimed)
-    with read_connection(ctx.engine) as conn:
-        found = find_suppressions(conn, [a for m in emails for a in _recipients(m.payload)])
+        return {}
+    found = find_suppressions(conn, [a for m in emails for a in _recipients(m.payload)])
     if not found:
-        return list(claimed)
-    stopped = {m.id: hit for m in emails if (hit := _stopping(m, found)) is not None}
+        return {}
+    return {m.id: hit for m in emails if (hit := _stopping(m, found)) is not None}
+
+
+def set_aside_suppressed_in(
+    conn: Connection, ctx: Context, claimed: Sequence[ClaimedMessage], *, owner: str
+) -> list[ClaimedMessage]:
+    """The claimed messages left to send: the emails a suppression stops are marked
+    `suppressed` (with why, in `last_error` and the record's history) and left out, on the
+    caller's transaction (the dispatcher's claim: one transaction for both)."""
+    stopped = _stopped(conn, claimed)
     if not stopped:
         return list(claimed)
     at = ctx.now()
-    with ctx.engine.begin() as conn:
-        entries: list[HistoryEntry] = []
-        for message in claimed:
-            if message.id not in stopped:
-                continue
-            why = because(stopped[message.id][1], ctx.zone)
-            if not mark_suppressed(conn, message.id, owner=owner, reason=why):
-                continue  # taken over after its lease ran out: the other dispatcher decides
-            to = ", ".join(message.payload.get("to", ()))
-            record_id = message.payload.get("record_id")
-            if record_id is not None:
-                text = f"Email to {to} not sent: {why}"
-                entries.append(HistoryEntry(int(record_id), message.enrollment_id, text, at))
-            log.info("message %d suppressed: %s", message.id, why)
-        insert_history(conn, entries)
+    entries: list[HistoryEntry] = []
+    for message in claimed:
+        if message.id not in stopped:
+            continue
+        why = because(stopped[message.id][1], ctx.zone)
+        if not mark_suppressed(conn, message.id, owner=owner, reason=why):
+            continue  # taken over after its lease ran out: the other dispatcher decides
+        to = ", ".join(message.payload.get("to", ()))
+        record_id = message.payload.get("record_id")
+        if record_id is not None:
+            text = f"Email to {to} not sent: {why}"
+            entries.append(HistoryEntry(int(record_id), message.enrollment_id, text, at))
+        log.info("message %d suppressed: %s", message.id, why)
+    insert_history(conn, entries)
     return [m for m in claimed if m.id not in stopped]
 
 

@@ -7,14 +7,18 @@ these; `services.flows` re-exports `validate_flow_text` and `validation_context`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from crmflow.engine import validation
 from crmflow.engine.definition import FlowDefinition
+from crmflow.engine.source import parse_source
 from crmflow.engine.validation import CheckedFlow, ValidationContext, parse_flow
+from crmflow.errors import InvalidInputError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flows
 from crmflow.services.record_types import catalog
+from crmflow.services.senders import flow_sender_problems
 from crmflow.services.templates import template_check
 from crmflow.store import flows as flow_store
 from crmflow.store.database import read_connection
@@ -63,13 +67,15 @@ def parse_flow_text(
     excluding_flow: str | None = None,
 ) -> FlowDefinition:
     context = validation_context(ctx, actor, excluding_flow=excluding_flow)
-    return parse_flow(
+    definition = parse_flow(
         source_text,
         context=context,
         source=source,
         fmt=fmt,
         max_chars=ctx.settings.max_document_chars,
     )
+    _refuse_senders(ctx, definition, source_text, fmt=fmt, source=source)
+    return definition
 
 
 def check_flow_text(
@@ -82,13 +88,28 @@ def check_flow_text(
 ) -> CheckedFlow:
     """Validate without saving, keeping the warnings of a valid flow (InvalidInputError with
     every problem otherwise)."""
-    return validation.check_flow_text(
+    checked = validation.check_flow_text(
         text,
         context=validation_context(ctx, actor),
         source=source,
         fmt=fmt,
         max_chars=ctx.settings.max_document_chars,
     )
+    _refuse_senders(ctx, checked.definition, text, fmt=fmt, source=source)
+    return checked
+
+
+def _refuse_senders(
+    ctx: Context, flow: FlowDefinition, text: str, *, fmt: SourceFormat | None, source: str
+) -> None:
+    """InvalidInputError when a send_email action's `from` is not a sender the server allows
+    (CRMFLOW_EMAIL_ALLOWED_FROM, services.senders), at its line."""
+    problems = flow_sender_problems(ctx.settings, flow)
+    if not problems:
+        return
+    parsed = parse_source(text, source=source, fmt=fmt, max_chars=ctx.settings.max_document_chars)
+    located = [replace(p, line=parsed.line_of(p.path), source=source) for p in problems]
+    raise InvalidInputError(f"the flow {source}", located)
 
 
 def validate_flow_text(

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
-from crmflow.engine.commands import EmailPayload
+from crmflow.engine.commands import EmailPayload, RecordFileRef
 from crmflow.engine.recordtypes import FieldType, RecordType
 from crmflow.errors import (
     DeliveryError,
@@ -33,6 +34,7 @@ from crmflow.store.record_reads import find_record
 
 __all__ = [
     "DEFAULT_FILE_TYPES",
+    "AttachmentCache",
     "FileInfo",
     "StoredFile",
     "allowed_types",
@@ -267,36 +269,91 @@ def delete_file(ctx: Context, actor: Actor, record_id: int, field: str) -> None:
         insert_history(conn, [HistoryEntry(record_id, None, text, ctx.now())])
 
 
-def email_attachments(ctx: Context, payload: EmailPayload) -> list[StoredFile]:
-    """The record files `payload` names, read now; DeliveryError (permanent: another attempt
-    would find the same) when one is gone or they make the email larger than
-    `max_email_bytes`."""
+class AttachmentCache:
+    """The bytes of record files read for emails, by file (record and field) and checksum, at
+    most `max_bytes` together (the least recently used dropped first; a larger file is never
+    kept): the emails of a dispatcher's batch that carry the same file (a company's brochure,
+    its logo) read it from the database once. A file replaced meanwhile has another checksum,
+    so the next email reads and carries the new one."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[tuple[int, str, str], bytes] = OrderedDict()
+        self._bytes = 0
+        self.reads = 0  # files' bytes read from the database (tests count them)
+
+    def content(self, conn: Connection, info: FileInfo) -> bytes | None:
+        """The bytes of the file `info` describes (kept, or read now); None if it is gone or
+        was replaced since `info` was read."""
+        key = (info.record_id, info.field, info.sha256)
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        stored = store.read_file(conn, info.record_id, info.field)
+        self.reads += 1
+        if stored is None or stored.info.sha256 != info.sha256:
+            return None
+        self._keep(key, stored.content)
+        return stored.content
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._bytes = 0
+
+    def _keep(self, key: tuple[int, str, str], content: bytes) -> None:
+        if len(content) > self.max_bytes:
+            return
+        self._kept[key] = content
+        self._bytes += len(content)
+        while self._bytes > self.max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+def email_attachments(
+    ctx: Context, payload: EmailPayload, cache: AttachmentCache | None = None
+) -> list[StoredFile]:
+    """The record files `payload` names, as they are now (their bytes from `cache` when it
+    holds them at the same checksum); DeliveryError (permanent: another attempt would find the
+    same) when one is gone or they make the email larger than `max_email_bytes`, said before
+    any file's bytes are read."""
     refs = payload.record_files
     if not refs:
         return []
+    cache = cache or AttachmentCache(0)
     found: list[StoredFile] = []
     with read_connection(ctx.engine) as conn:
-        for ref in refs:
-            stored = store.read_file(conn, ref.record_id, ref.field)
-            if stored is None:
-                raise DeliveryError(
-                    f"the attachment {ref.label}: record {ref.record_id} has no file in "
-                    f"{ref.field} (deleted, or never uploaded): upload it with `crmflow records "
-                    f"attach {ref.record_id} {ref.field} PATH` and start the step again",
-                    permanent=True,
-                )
-            found.append(stored)
-    _check_total(ctx, found)
+        infos = [(ref, store.file_info(conn, ref.record_id, ref.field)) for ref in refs]
+        for ref, info in infos:
+            if info is None:
+                raise _gone(ref)
+        known = [info for _, info in infos if info is not None]
+        _check_total(ctx, known)
+        for ref, info in zip(refs, known, strict=True):
+            content = cache.content(conn, info)
+            if content is None:  # deleted or replaced since its description was read
+                raise _gone(ref)
+            found.append(StoredFile(info, content))
     return found
 
 
-def _check_total(ctx: Context, files: Sequence[StoredFile]) -> None:
-    total = sum(f.info.size for f in files)
+def _gone(ref: RecordFileRef) -> DeliveryError:
+    return DeliveryError(
+        f"the attachment {ref.label}: record {ref.record_id} has no file in "
+        f"{ref.field} (deleted, or never uploaded): upload it with `crmflow records "
+        f"attach {ref.record_id} {ref.field} PATH` and start the step again",
+        permanent=True,
+    )
+
+
+def _check_total(ctx: Context, files: Sequence[FileInfo]) -> None:
+    total = sum(f.size for f in files)
     # Base64 makes the attachments a third larger on the wire.
     wire = total * 4 // 3
     limit = ctx.settings.max_email_bytes
     if wire > limit:
-        names = ", ".join(f"{f.info.filename} ({_megabytes(f.info.size)})" for f in files)
+        names = ", ".join(f"{f.filename} ({_megabytes(f.size)})" for f in files)
         raise DeliveryError(
             f"the attachments ({names}) make the email about {wire:,} bytes once encoded; "
             f"an email carries at most {limit:,} bytes (the server's max_email_bytes): "

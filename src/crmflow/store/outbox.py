@@ -32,6 +32,7 @@ __all__ = [
     "caught_mail",
     "caught_mails",
     "claim_due",
+    "claim_due_in",
     "count_emails_of_flow",
     "flow_messages",
     "insert_ignoring_duplicates",
@@ -189,48 +190,61 @@ def claim_due(
     lease: timedelta,
     kinds: Collection[str],
 ) -> list[ClaimedMessage]:
+    """`claim_due_in`, in a transaction of its own."""
+    with engine.begin() as conn:
+        return claim_due_in(conn, now=now, owner=owner, limit=limit, lease=lease, kinds=kinds)
+
+
+def claim_due_in(
+    conn: sa.Connection,
+    *,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    kinds: Collection[str],
+) -> list[ClaimedMessage]:
     """Lease up to `limit` due messages of `kinds` to `owner` (status `sending`, one more
-    attempt), those of the highest `priority` first, then the oldest first, in a transaction
-    of their own.
+    attempt), those of the highest `priority` first, then the oldest first, on the caller's
+    transaction (the lease holds once it commits).
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent dispatchers take
     different rows; on SQLite the transaction holds the single writer's lock. A dispatcher that
     dies leaves its rows `sending` until `lease_until`, when another one takes them over."""
     o = outbox.c
-    with engine.begin() as conn:
-        # The priority lane first (few rows, found by their index), then the bulk ones: two
-        # queries, each in an index's order, so a campaign's thousands are never sorted.
-        ids: list[int] = []
-        for lane in (o.priority > 0, o.priority <= 0):
-            order = (o.priority.desc(), o.id)
-            query = sa.select(o.id).where(_due(now, kinds), lane).order_by(*order)
-            query = query.limit(limit - len(ids))
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids += conn.execute(query).scalars()
-            if len(ids) >= limit:
-                break
-        if not ids:
-            return []
-        rows = conn.execute(
-            outbox.update()
-            .where(among(o.id, ids, conn))
-            .values(
-                status="sending",
-                lease_owner=owner,
-                lease_until=now + lease,
-                attempts=o.attempts + 1,
-            )
-            .returning(
-                o.id, o.idempotency_key, o.kind, o.payload, o.attempts, o.enrollment_id, o.priority
-            )
+    # The priority lane first (few rows, found by their index), then the bulk ones: two
+    # queries, each in an index's order, so a campaign's thousands are never sorted.
+    ids: list[int] = []
+    for lane in (o.priority > 0, o.priority <= 0):
+        order = (o.priority.desc(), o.id)
+        query = sa.select(o.id).where(_due(now, kinds), lane).order_by(*order)
+        query = query.limit(limit - len(ids))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids += conn.execute(query).scalars()
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
+    rows = conn.execute(
+        outbox.update()
+        .where(among(o.id, ids, conn))
+        .values(
+            status="sending",
+            lease_owner=owner,
+            lease_until=now + lease,
+            attempts=o.attempts + 1,
         )
-        claimed = [
-            ClaimedMessage(
-                r.id, r.idempotency_key, r.kind, r.payload, r.attempts, r.enrollment_id, r.priority
-            )
-            for r in rows
-        ]
+        .returning(
+            o.id, o.idempotency_key, o.kind, o.payload, o.attempts, o.enrollment_id, o.priority
+        )
+    )
+    claimed = [
+        ClaimedMessage(
+            r.id, r.idempotency_key, r.kind, r.payload, r.attempts, r.enrollment_id, r.priority
+        )
+        for r in rows
+    ]
     return sorted(claimed, key=lambda m: (-m.priority, m.id))
 
 
@@ -283,6 +297,8 @@ def mark_sent(conn: sa.Connection, outcomes: Sequence[SentOutcome], *, owner: st
     writer's lock."""
     if len(outcomes) <= 1:  # one statement, as when each outcome is committed on its own
         return {out.id for out in outcomes if _leased(conn, out.id, owner, _sent_values(out))}
+    if conn.dialect.name == "postgresql":
+        return _mark_sent_pg(conn, outcomes, owner)
     o = outbox.c
     mine = sa.select(o.id).where(
         among(o.id, [out.id for out in outcomes], conn),
@@ -319,6 +335,38 @@ def mark_sent(conn: sa.Connection, outcomes: Sequence[SentOutcome], *, owner: st
     if rows:
         conn.execute(update, rows)
     return kept
+
+
+# PostgreSQL: the outcomes as arrays, unnested, in one statement (one round trip, where a
+# SELECT ... FOR UPDATE then an UPDATE took two); a row another dispatcher took over meanwhile
+# is left as it is (its lease checked again once its lock is had, as READ COMMITTED does).
+_MARK_SENT_PG = sa.text(
+    "UPDATE outbox SET status = v.status, delivered_at = v.at, server_reply = v.reply, "
+    "rendered = v.rendered, lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, "
+    "last_error = NULL "
+    "FROM unnest(:ids, :statuses, :ats, :replies, :rendered) AS v(id, status, at, reply, rendered) "
+    "WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = :owner "
+    "RETURNING outbox.id"
+).bindparams(
+    sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger)),
+    sa.bindparam("statuses", type_=postgresql.ARRAY(sa.Text)),
+    sa.bindparam("ats", type_=postgresql.ARRAY(sa.DateTime(timezone=True))),
+    sa.bindparam("replies", type_=postgresql.ARRAY(sa.Text)),
+    sa.bindparam("rendered", type_=postgresql.ARRAY(sa.Text)),
+    sa.bindparam("owner", type_=sa.Text),
+)
+
+
+def _mark_sent_pg(conn: sa.Connection, outcomes: Sequence[SentOutcome], owner: str) -> set[int]:
+    params = {
+        "ids": [out.id for out in outcomes],
+        "statuses": ["caught" if out.rendered is not None else "delivered" for out in outcomes],
+        "ats": [out.at for out in outcomes],
+        "replies": [out.reply if out.rendered is None else None for out in outcomes],
+        "rendered": [out.rendered for out in outcomes],
+        "owner": owner,
+    }
+    return {int(i) for i in conn.execute(_MARK_SENT_PG, params).scalars()}
 
 
 def _sent_values(out: SentOutcome) -> dict[str, Any]:
