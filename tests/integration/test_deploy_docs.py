@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,11 @@ from crmflow.errors import ConflictError
 from crmflow.services.context import Context
 from crmflow.services.setup import prepare_to_serve, upgrade_database
 from crmflow.settings import Settings
+from crmflow.store import migrate
 from crmflow.store.backup import pg_dump_command
+from crmflow.store.database import OperationalError, create_db_engine
 from crmflow.store.migrate import MIGRATIONS, current_revision, head_revision
+from tests.conftest import PG_ADMIN_URL, skip_or_fail_without_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
@@ -192,3 +196,34 @@ def test_a_database_a_newer_crmflow_upgraded_is_refused_in_words(tmp_path: Path)
         assert "run that version" in refused.value.message
     assert current_revision(ctx.engine) == "9999"
     ctx.engine.dispose()
+
+
+def test_an_upgrade_that_waits_too_long_for_a_lock_gives_up_whole_on_postgresql() -> None:
+    """docs/deploy.md, step 4: with PGOPTIONS' lock_timeout, `db upgrade` behind a transaction
+    that reads `tasks` (altered by 0021) gives up instead of queueing every statement behind
+    it, and leaves the database where it was, not at 0020: all migrations run in one
+    transaction."""
+    skip_or_fail_without_postgres()
+    name = f"crmflow_lock_{uuid.uuid4().hex[:8]}"
+    admin = create_db_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    ctx = Context.from_settings(Settings(database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"))
+    try:
+        migrate.upgrade(ctx.engine, "0006")
+        with ctx.engine.connect() as reader, reader.begin():
+            reader.execute(sa.text("SELECT count(*) FROM tasks"))  # holds its lock till the end
+            os.environ["PGOPTIONS"] = "-c lock_timeout=300ms"
+            try:
+                upgrader = Context.from_settings(ctx.settings)
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    upgrade_database(upgrader)
+                upgrader.engine.dispose()
+            finally:
+                del os.environ["PGOPTIONS"]
+        assert current_revision(ctx.engine) == "0006"
+    finally:
+        ctx.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
