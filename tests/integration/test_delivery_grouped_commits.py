@@ -197,3 +197,35 @@ def test_by_default_emails_outcomes_are_committed_together_and_an_sms_at_once(
     # The SMS's outcome is committed as soon as it went (with the emails' before it).
     assert groups == [ids[:4], ids[4:]]
     assert _statuses(ctx) == {"delivered": 5, "caught": 1}
+
+
+def test_the_next_batch_is_claimed_while_one_is_sent_and_goes_back_if_the_dispatcher_stops(
+    ctx: Context, smtp: SmtpServer, clock: FrozenClock
+) -> None:
+    _insert(ctx, [_payload(number) for number in range(10)])
+    dispatcher = Dispatcher(with_smtp(ctx, smtp.url), batch_size=4)
+    claimed_while_sending: list[Counter[str]] = []
+    real_send = dispatcher.sender.send
+
+    def send(*args: Any) -> Any:
+        sent = real_send(*args)
+        if len(smtp.received) == 4:  # the first batch's last message
+            # Its writer claimed the next batch meanwhile (4 leased to it, not sent).
+            dispatcher._ahead.done.wait(10)  # type: ignore[union-attr]
+            claimed_while_sending.append(_statuses(ctx))
+            dispatcher.stop()
+        return sent
+
+    dispatcher.sender.send = send  # type: ignore[method-assign]
+    dispatcher.run()
+    assert claimed_while_sending == [Counter({"sending": 8, "pending": 2})]
+    # Stopped: the batch claimed ahead went back as it was, its attempt not counted.
+    assert _statuses(ctx) == {"delivered": 4, "pending": 6}
+    with ctx.engine.connect() as conn:
+        attempts = conn.execute(
+            sa.select(outbox.c.attempts).where(outbox.c.status == "pending")
+        ).scalars()
+        assert set(attempts) == {0}
+    # Another dispatcher takes them at once (nothing waits for a lease) and sends each once.
+    assert Dispatcher(with_smtp(ctx, smtp.url), batch_size=4).run_once().delivered == 6
+    assert sorted(Counter(smtp.message_ids()).values()) == [1] * 10
