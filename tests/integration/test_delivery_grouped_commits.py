@@ -200,7 +200,7 @@ def test_by_default_emails_outcomes_are_committed_together_and_an_sms_at_once(
 
 
 def test_the_next_batch_is_claimed_while_one_is_sent_and_goes_back_if_the_dispatcher_stops(
-    ctx: Context, smtp: SmtpServer, clock: FrozenClock
+    ctx: Context, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _insert(ctx, [_payload(number) for number in range(10)])
     dispatcher = Dispatcher(with_smtp(ctx, smtp.url), batch_size=4)
@@ -216,7 +216,7 @@ def test_the_next_batch_is_claimed_while_one_is_sent_and_goes_back_if_the_dispat
             dispatcher.stop()
         return sent
 
-    dispatcher.sender.send = send  # type: ignore[method-assign]
+    monkeypatch.setattr(dispatcher.sender, "send", send)
     dispatcher.run()
     assert claimed_while_sending == [Counter({"sending": 8, "pending": 2})]
     # Stopped: the batch claimed ahead went back as it was, its attempt not counted.
