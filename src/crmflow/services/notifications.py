@@ -76,7 +76,7 @@ def _view(row: Row) -> NotificationView:
         row.enrollment_id,
         row.created_at,
         row.read_by_me_at,
-        row.about_task_id,
+        row.task_id,
     )
 
 

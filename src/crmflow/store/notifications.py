@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.store.flow_access import flows_visible_to
-from crmflow.store.schema import enrollments, flows, notification_reads, notifications, tasks
+from crmflow.store.schema import enrollments, flows, notification_reads, notifications
 
 __all__ = ["Reader", "count_unread", "find_notification", "inbox", "mark_read", "unread_ids"]
 
@@ -50,32 +50,15 @@ class Reader:
         return sa.and_(mine, sa.not_(hidden))
 
 
-def _task_of() -> sa.ColumnElement[Any]:
-    """The task a notification tells of: the one it names (`task_id`), else the task its run
-    created at the same instant (a task and the notification announcing it are written by one
-    step; one indexed lookup by run)."""
-    n, t = notifications.c, tasks.c
-    created_with = (
-        sa.select(sa.func.min(t.id))
-        .where(t.enrollment_id == n.enrollment_id, t.created_at == n.created_at)
-        .scalar_subquery()
-    )
-    return sa.func.coalesce(n.task_id, created_with)
-
-
 def _select(reader: Reader, *columns: Any) -> sa.Select[Any]:
-    """`columns` (every one of a notification, `read_by_me_at` and `about_task_id` by default)
-    of `reader`'s inbox."""
+    """`columns` (every one of a notification and `read_by_me_at` by default) of `reader`'s
+    inbox."""
     read = notification_reads
     joined = notifications.outerjoin(
         read,
         sa.and_(read.c.notification_id == notifications.c.id, read.c.user_id == reader.user_id),
     )
-    chosen = columns or (
-        notifications,
-        read.c.read_at.label("read_by_me_at"),
-        _task_of().label("about_task_id"),
-    )
+    chosen = columns or (notifications, read.c.read_at.label("read_by_me_at"))
     return sa.select(*chosen).select_from(joined).where(reader.targets())
 
 

@@ -65,10 +65,13 @@ class NewNotification(NamedTuple):
     task_id: int | None = None  # the task it tells of (the inbox links to it)
 
 
-def insert_tasks(conn: sa.Connection, new: Sequence[NewTask]) -> None:
-    """Write `new` tasks, open, in one statement."""
-    if new:
-        conn.execute(tasks.insert(), [{**t._asdict(), "status": "open"} for t in new])
+def insert_tasks(conn: sa.Connection, new: Sequence[NewTask]) -> list[int]:
+    """Write `new` tasks, open, in one statement; their ids, in the order of `new`."""
+    if not new:
+        return []
+    statement = tasks.insert().returning(tasks.c.id, sort_by_parameter_order=True)
+    rows = conn.execute(statement, [{**t._asdict(), "status": "open"} for t in new])
+    return [int(r.id) for r in rows]
 
 
 def insert_notifications(conn: sa.Connection, new: Sequence[NewNotification]) -> None:

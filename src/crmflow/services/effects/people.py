@@ -42,6 +42,7 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
 
     new_tasks: list[NewTask] = []
     notes: list[NewNotification] = []
+    announced: list[tuple[int, int]] = []  # (a note's place, the place of the task it tells of)
     fallbacks: list[HistoryEntry] = []
     for c, refs in zip(commands, targets, strict=True):
         record_id = batch.record_id(c)
@@ -67,6 +68,7 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
                     due_offset_days=c.due_offset_days if c.due_field is not None else None,
                 )
             )
+            announced.append((len(notes), len(new_tasks) - 1))
             text = _told(c, batch.flow_of.get(c.enrollment_id, "?"), record_id)
             ref = named(c.assignee.ref)
             notes.append(
@@ -77,7 +79,10 @@ def apply_people(batch: EffectBatch, commands: Sequence[CreateTask | Notify]) ->
                 NewNotification(kind, named(ref), c.message, c.enrollment_id, record_id, batch.now)
                 for kind, ref in refs
             ]
-    insert_tasks(batch.conn, new_tasks)
+    # The notice of a new task names it (the inbox links to the task's page).
+    task_ids = insert_tasks(batch.conn, new_tasks)
+    for place, task_index in announced:
+        notes[place] = notes[place]._replace(task_id=task_ids[task_index])
     insert_notifications(batch.conn, notes)
     insert_history(batch.conn, fallbacks)
 

@@ -1,10 +1,9 @@
 """Notification tasks: the task a notification is about
 
-`notifications.task_id` names the task a notification tells of (a task given to someone else, a
-deadline's reminder or escalation), so the inbox links to the task's page. Notifications written
-before, and those written with the task they announce (one statement for both), have none: the
-inbox finds the task created with them in the same run at the same instant (store.notifications).
-No foreign key: a task is deleted with its record, and the notification stays.
+`notifications.task_id` names the task a notification tells of (a new task, one given to someone
+else, a deadline's reminder or escalation), so the inbox links to the task's page; those written
+before link to their record as they did. No foreign key: a task is deleted with its record, and
+the notification stays.
 
 Revision ID: 0027
 Revises: 0026
