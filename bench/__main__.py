@@ -19,6 +19,7 @@ from bench import (
     bench_crash,
     bench_delivery,
     bench_enroll,
+    bench_feed,
     bench_import,
     bench_memory,
     bench_migrate,
@@ -26,6 +27,7 @@ from bench import (
     bench_retention,
     bench_steps,
     bench_timers,
+    bench_wakeup,
     bench_web_pages,
 )
 
@@ -35,7 +37,9 @@ ONLY = [
     "query",
     "enroll",
     "steps",
+    "feed",
     "timers",
+    "wakeup",
     "memory",
     "crash",
     "cli",
@@ -55,6 +59,7 @@ MEMORY_SECONDS = 120.0
 CRASH_ENROLLMENTS = 10_000
 DELIVERY_EMAILS = 1_000  # per run, through 1 and 4 dispatcher threads and the bare loop
 DELIVERY_LATENCY = (1_000, 20.0)  # emails due evenly over so many seconds, at rest
+WAKEUP = (5, 60.0)  # records created at rest per run, seconds at rest measured
 WEB_ROWS = 10_000  # records and open tasks behind the pages (issue 12's figure)
 RETENTION_ROWS = 100_000  # step runs of ended runs pruned (and a message per run)
 CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
@@ -87,9 +92,15 @@ def main() -> None:
             report(bench_enroll.run(backend, args.rows, args.runs).line(AIMS["enroll"]))
         if wanted("steps"):
             most = STEPS_ROWS if backend == "sqlite" else STEPS_ROWS_POSTGRES
-            report(bench_steps.run(backend, min(args.rows, most), args.runs).line())
+            steps = bench_steps.run(backend, min(args.rows, most), args.runs, parked=True)
+            report(steps.line())
+        if wanted("feed"):
+            report(bench_feed.run(backend, args.rows, args.runs).line())
         if wanted("timers"):
             report(bench_timers.run(backend, TIMERS, TIMER_SECONDS).line())
+        if wanted("wakeup"):
+            samples, idle = WAKEUP
+            report(bench_wakeup.run(backend, samples, idle, args.runs).line())
         if wanted("memory"):
             report(bench_memory.run(backend, MEMORY_TIMERS, MEMORY_SECONDS).line())
         if wanted("delivery"):

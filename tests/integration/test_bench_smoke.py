@@ -10,6 +10,7 @@ from bench import (
     bench_cli_start,
     bench_delivery,
     bench_enroll,
+    bench_feed,
     bench_import,
     bench_memory,
     bench_query_count,
@@ -36,10 +37,19 @@ def test_benchmarks_run_and_compare_against_their_baseline(backend: str) -> None
 
 
 def test_the_steps_benchmark_runs_every_step_and_its_baseline(backend: str) -> None:
-    result = bench_steps.run(backend, 200, 1)
+    parked = backend == "sqlite"  # the inline flow's run: one backend is enough here
+    result = bench_steps.run(backend, 200, 1, parked=parked)
     assert result.step_runs == 5 * 200
     assert result.ratio > 0 and result.rate > 0
     assert "step runs/s" in result.line()
+    if parked:
+        assert result.parked_ratio > 0 and "parked / inline" in result.line()
+
+
+def test_the_feed_benchmark_passes_every_change_with_and_without_its_filter(backend: str) -> None:
+    result = bench_feed.run(backend, 2_000, 1)
+    assert len(result.ours) == len(result.unfiltered) == len(result.baseline) == 1
+    assert "changes nobody hears" in result.line()
 
 
 def test_the_timers_benchmark_measures_lateness_and_counts_early_runs(backend: str) -> None:
