@@ -227,3 +227,52 @@ def test_an_upgrade_that_waits_too_long_for_a_lock_gives_up_whole_on_postgresql(
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_the_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
+    """`nginx -t` on the example as written, with a throw-away certificate in place of
+    certbot's (skipped where nginx or openssl is not installed)."""
+    nginx, openssl = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("openssl")
+    if not Path(nginx).is_file() or openssl is None:
+        pytest.skip("nginx or openssl is not installed here")
+    [site] = _code_blocks("nginx")
+    site = site.replace("/etc/letsencrypt/live/crm.example.org/", f"{tmp_path}/")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=crm.example.org", "-keyout", str(tmp_path / "privkey.pem"),
+         "-out", str(tmp_path / "fullchain.pem")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        f"events {{}}\nhttp {{ access_log off; include {tmp_path}/site.conf; }}\n"
+    )
+    done = subprocess.run(
+        [nginx, "-t", "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "syntax is ok" in done.stderr
+
+
+def test_the_caddy_example_is_a_valid_caddyfile(tmp_path: Path) -> None:
+    """`caddy validate` on the example (skipped where caddy is not installed)."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed here")
+    [caddyfile] = re.findall(r"```\n(crm\.example\.org \{\n.*?)```", DEPLOY, flags=re.S)
+    (tmp_path / "Caddyfile").write_text(caddyfile)
+    done = subprocess.run(
+        [caddy, "validate", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Valid configuration" in done.stderr + done.stdout
