@@ -173,10 +173,25 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _observed_batch(
+    ctx: Context,
+    system: Actor,
+    *,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta = DEFAULT_LEASE,
+) -> BatchResult:
+    """`run_batch`, and when it claimed runs, its duration and size counted (`/metrics`) and
+    a debug line."""
+    started = time.perf_counter()
+    result = run_batch(ctx, system, now=now, owner=owner, limit=limit, lease=lease)
+    if result.claimed:
+        _batch_done(owner, result, time.perf_counter() - started)
+    return result
+
+
 def _batch_done(worker: str, result: BatchResult, seconds: float) -> None:
-    """A batch that claimed runs: its duration and size counted (`/metrics`), and a debug line."""
-    if not result.claimed:
-        return
     observe_batch(seconds, result.claimed)
     log.debug(
         "batch: %d claimed, %d moved, %d step runs, %d deferred in %.3f s",
@@ -210,7 +225,7 @@ def run_once(
         # Triggers first, every round: records that enter are then moved by the batches, and
         # the record changes those batches make may trigger flows in turn.
         triggered = process_triggers(ctx, now=at)
-        result = run_batch(ctx, system, now=at, owner=owner, limit=limit)
+        result = _observed_batch(ctx, system, now=at, owner=owner, limit=limit)
         total += result.moved
         if result.claimed == 0 and triggered == 0:
             break
@@ -377,8 +392,7 @@ class Worker:
     def _batch(self) -> BatchResult:
         if self._system is None:
             self._system = ensure_system_user(self.ctx)
-        started = time.perf_counter()
-        result = run_batch(
+        return _observed_batch(
             self.ctx,
             self._system,
             now=self.ctx.now(),
@@ -386,8 +400,6 @@ class Worker:
             limit=self.batch_size,
             lease=self.lease,
         )
-        _batch_done(self.name, result, time.perf_counter() - started)  # metrics, debug line
-        return result
 
     def _flow_schedules(self) -> None:
         """start_at / archive_at and auto-archive of drained flows: at most once a second (they

@@ -4,8 +4,12 @@ the workers seen in the last minute (issue 14), on one screen or as JSON."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
@@ -84,3 +88,41 @@ def test_status_of_a_database_that_is_not_there_says_how_to_make_it(crmflow: Run
     done = crmflow("status", check_exit=None)
     assert done.returncode != 0
     assert "crmflow db upgrade" in done.stderr
+
+
+def test_workers_in_separate_processes_add_up_in_the_metrics_directory(
+    crmflow: Run, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """CRMFLOW_METRICS_DIR: two `crmflow worker --once` processes (two databases here, for
+    brevity) each count what they moved; a third process, as /metrics does, adds them up."""
+    metrics_dir = tmp_path / "metrics"
+    cli_env["CRMFLOW_METRICS_DIR"] = str(metrics_dir)
+    first = cli_env["CRMFLOW_DATABASE_URL"]
+    second = f"sqlite:///{tmp_path / 'second.db'}"
+    for url in (first, second):
+        _database_with_late_runs(url)
+        cli_env["CRMFLOW_DATABASE_URL"] = url
+        assert "moved 2 enrollment(s)" in crmflow("worker", "--once").stdout
+    read = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from crmflow.metrics import exposition; print(exposition().decode())",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(read)
+        for s in family.samples
+    }
+    later = (("flow", "nurture"), ("outcome", "done"), ("step", "later"))
+    assert samples[("crmflow_step_runs_total", later)] == 4
+    assert samples[("crmflow_timer_lateness_seconds_count", ())] == 4
+    # Two hours late: beyond the largest bucket but the +Inf one.
+    assert samples[("crmflow_timer_lateness_seconds_bucket", (("le", "3600.0"),))] == 0
+    assert samples[("crmflow_batch_size_count", ())] == 2

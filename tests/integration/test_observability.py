@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from crmflow import logs
 from crmflow.api.app import create_app
+from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records
@@ -127,6 +128,18 @@ def test_metrics_count_what_a_flow_did_and_read_the_backlog_from_the_database(
     assert grew("crmflow_timer_lateness_seconds_bucket", le="30.0") == 2
     assert grew("crmflow_timer_lateness_seconds_bucket", le="10.0") == 0
     assert _value(after, "crmflow_step_runs_failed_last_hour") == 2
+    assert grew("crmflow_batch_size_count") == 1  # run_once's one batch of two
+    assert grew("crmflow_batch_size_sum") == 2
+
+    # The dispatcher sends the two emails (to the mail catcher): counted, and timed.
+    Dispatcher(ctx).run_once()
+    sent = _scrape(client)
+    assert _value(sent, "crmflow_outbox_messages", channel="email", state="pending") == 0
+    for name, labels in (
+        ("crmflow_deliveries_total", {"channel": "email", "outcome": "delivered"}),
+        ("crmflow_delivery_duration_seconds_count", {"channel": "email"}),
+    ):
+        assert _value(sent, name, **labels) - _value(before, name, **labels) == 2
     # No record id, run id or message id is a label.
     for name, labels in after:
         assert {k for k, _ in labels} <= {

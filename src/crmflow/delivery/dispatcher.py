@@ -60,6 +60,7 @@ from crmflow.delivery.suppression import (
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.delivery.write_back import apply_write_backs, prepare_write_backs
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
+from crmflow.metrics import observe_delivery, timed_send
 from crmflow.services.delivery_failures import message_failed
 from crmflow.services.record_files import AttachmentCache
 from crmflow.services.senders import HINT as SENDERS_HINT
@@ -509,7 +510,7 @@ class Dispatcher:
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
         try:
-            sent = self._send(message)
+            sent = timed_send(message.kind, self._send, message)  # /metrics
         except ValidationError as exc:
             return self._failed(message, f"not an {message.kind} payload: {exc}", permanent=True)
         except RetryLaterError as exc:
@@ -539,6 +540,7 @@ class Dispatcher:
                 self._save_now(unsaved)
             else:
                 self._writer.put(unsaved)  # written while the next are sent
+        observe_delivery(message.kind, "delivered")  # /metrics
         return DispatchResult(delivered=1)
 
     def _written_or_put_back(self, batch: _Batch) -> None:
@@ -651,6 +653,7 @@ class Dispatcher:
         if message.attempts >= settings.delivery_max_attempts:
             self._unsaved.append((message, sent, self.ctx.now()))
             self._save_now(self._take_unsaved())
+            observe_delivery(message.kind, "delivered")  # /metrics
             return DispatchResult(delivered=1)
         refused = "; ".join(f"{a}: {reply}" for a, reply in sent.refused_for_now)
         error = f"RCPT TO refused for now: {refused} (sent to the others)"
@@ -667,6 +670,7 @@ class Dispatcher:
             )
         note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
         log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        observe_delivery(message.kind, "retrying")  # /metrics
         return DispatchResult(retrying=1)
 
     def _take_unsaved(self) -> _Unsaved:
@@ -706,10 +710,12 @@ class Dispatcher:
                             exc_info=True,
                         )
                 log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
+                observe_delivery(message.kind, "failed")  # /metrics
                 return DispatchResult(failed=1)
             at = self.ctx.now() + (wait or backoff(message.attempts, settings, self.rand))
             mark_retrying(conn, message.id, owner=self.name, next_attempt_at=at, error=error)
         log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        observe_delivery(message.kind, "retrying")  # /metrics
         return DispatchResult(retrying=1)
 
     def _idle_seconds(self) -> float:
