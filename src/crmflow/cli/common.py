@@ -202,17 +202,20 @@ class State:
 
 def _settings_refused(exc: ValueError) -> InvalidInputError:
     """The settings' ValidationError as a refusal naming each variable (CRMFLOW_PORT) and what
-    it takes, instead of pydantic's traceback."""
+    it takes, instead of pydantic's traceback. Never the value given (pydantic's own text has
+    it): it may be a password or a key, and this goes to logs."""
     errors = getattr(exc, "errors", None)
+    if not callable(errors):  # not pydantic's: its own words
+        return InvalidInputError("the settings (environment or .env)", [Problem("", str(exc))])
     problems = [
         Problem(
-            "CRMFLOW_" + "_".join(str(part) for part in error["loc"]).upper(),
-            # Not the value given: it may be a password or a key, and this goes to logs.
+            "CRMFLOW_" + "_".join(str(part) for part in error["loc"]).upper()
+            if error.get("loc")
+            else "settings",
             str(error["msg"]).removeprefix("Value error, "),
         )
-        for error in (errors() if callable(errors) else [])
-        if error.get("loc")
-    ] or [Problem("settings", str(exc))]
+        for error in errors()
+    ]
     return InvalidInputError("the settings (environment or .env)", problems)
 
 
