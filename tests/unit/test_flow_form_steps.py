@@ -94,24 +94,28 @@ def test_a_step_removed_takes_its_comments_and_leaves_its_neighbours_alone() -> 
     )
 
 
-def test_switching_a_step_off_and_on_changes_one_line() -> None:
+def test_switching_a_step_off_and_on_changes_one_line_and_back() -> None:
     off = ops.set_active(FLOW, "pause", False)
     assert _lines(off) - _lines(FLOW) == Counter({"    active: false": 1})
     assert _lines(FLOW) - _lines(off) == Counter()
     # Where the schema puts it: after the name, before the type.
     assert "    name: Pause\n    active: false\n    type: wait\n" in off
-    on = ops.set_active(off, "pause", True)
-    assert _lines(on) - _lines(FLOW) == Counter({"    active: true": 1})
     assert not ops.ordered_steps(flow_forms.load_document(off))[1].active
+    assert ops.set_active(off, "pause", True) == FLOW  # on is the default: the line goes
     assert ops.set_active(FLOW, "greet", True) == FLOW  # already on: nothing written
+    written = FLOW.replace("    name: Pause\n", "    name: Pause\n    active: true  # on\n")
+    assert "    active: false # on\n" in ops.set_active(written, "pause", False)  # comment kept
+    assert ops.set_active(ops.set_active(written, "pause", False), "pause", True) == FLOW
 
 
-def test_a_key_added_after_a_step_s_last_value_stays_above_the_next_step_s_comment() -> None:
+def test_a_key_added_or_dropped_last_in_a_step_leaves_the_next_step_s_comment_in_place() -> None:
     text = "steps:\n  - key: a\n    name: A  # eol\n  # about b\n  - key: b\n    type: end\n"
-    assert ops.set_active(text, "a", False) == (
+    off = ops.set_active(text, "a", False)
+    assert off == (
         "steps:\n  - key: a\n    name: A  # eol\n    active: false\n  # about b\n"
         "  - key: b\n    type: end\n"
     )
+    assert ops.set_active(off, "a", True) == text
 
 
 def test_a_step_added_goes_last_with_a_key_from_its_name_and_its_form_applied() -> None:

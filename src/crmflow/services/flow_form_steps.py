@@ -261,8 +261,8 @@ def remove_step(text: str, key: str) -> str:
 
 
 def set_active(text: str, key: str, active: bool) -> str:
-    """`text` with step `key` switched on or off (`active: false`; back on, `active: true`
-    where the key was written, else the key left out)."""
+    """`text` with step `key` switched on or off: `active: false` written where the schema
+    lists it; back on, that line goes (on is the default)."""
     document = flow_forms.load_document(text)
     steps = _steps(document)
     step = steps[_find(steps, key)]
@@ -271,8 +271,39 @@ def set_active(text: str, key: str, active: bool) -> str:
     current = step.get("active", True) is not False
     if current == active:
         return text
-    _set_key(step, "active", active)
+    if active and "active" in step:
+        _drop_key(step, "active")  # on is the default: the line goes
+    else:
+        _set_key(step, "active", active)
     return flow_forms.dump_document(document, text)
+
+
+def _drop_key(step: CommentedMap, name: str) -> None:
+    """Delete `name` from `step`; when it is the last key, the lines ruamel keeps after it
+    (the next step's comments) go to the key before it."""
+    keys = list(step)
+    slot = step.ca.items.get(name)
+    token = slot[2] if slot and len(slot) > 2 else None
+    value = getattr(token, "value", None)
+    del step[name]
+    if keys[-1] != name or len(keys) < 2 or token is None or not isinstance(value, str):
+        return
+    after = value[value.index("\n") + 1 :] if "\n" in value else ""
+    if not after:
+        return
+    previous = keys[-2]
+    before = step.ca.items.get(previous)
+    kept = before[2] if before and len(before) > 2 else None
+    own = getattr(kept, "value", None)
+    if kept is not None and isinstance(own, str) and own.strip():
+        kept.value = own[: own.index("\n") + 1] + after if "\n" in own else own + "\n" + after
+        return
+    moved = copy.copy(token)
+    moved.value = "\n" + after
+    if before:
+        before[2] = moved
+    else:
+        step.ca.items[previous] = [None, None, moved, None]
 
 
 def _set_key(step: CommentedMap, name: str, value: Any) -> None:

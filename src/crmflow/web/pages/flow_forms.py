@@ -21,6 +21,7 @@ changed keys move, the rest of the file keeps its bytes and comments.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -42,6 +43,7 @@ from crmflow.services import (
     flow_form_triggers,
     flow_forms,
     flows,
+    form_pickers,
     queries,
     record_types,
     run_views,
@@ -85,19 +87,13 @@ def _revision(form: FormData) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 30 else None
 
 
-def _pickers(ctx: Context, record_type: str) -> dict[str, list[str]]:
-    """Names to pick from: the record type's fields, and the saved queries of that type (the
-    first page; a query further on can still be typed in the YAML view)."""
-    out: dict[str, list[str]] = {}
-    try:
-        rtype = record_types.get_record_type(ctx, record_type) if record_type else None
-    except (NotFoundError, InvalidInputError):
-        rtype = None  # a type not known has no fields to offer; the validator says so
-    if rtype is not None:
-        out["field"] = rtype.field_keys
-    page = queries.list_queries(ctx, limit=ctx.settings.page_size_max)
-    out["query"] = [q.name for q in page.items if not record_type or q.record_type == record_type]
-    return out
+def _pickers(
+    ctx: Context, record_type: str, user: Actor | None = None
+) -> dict[str, list[tuple[str, str]]]:
+    """What the pickers offer (services.form_pickers): the record type's fields, the saved
+    queries of that type, users, groups, lists, record types; with `user`, also the flows
+    and templates they may see."""
+    return form_pickers.picker_data(ctx, user, record_type)
 
 
 def _trigger_fields(
@@ -337,7 +333,7 @@ def _steps_page(
         schema = flow_forms.step_schema(node)
         if schema is not None:
             fields = flow_forms.form_fields(
-                schema, node, pickers=_pickers(ctx, str(document.get("record_type") or ""))
+                schema, node, pickers=_pickers(ctx, str(document.get("record_type") or ""), user)
             )
             if posted:
                 fields = flow_forms.refilled(fields, posted)
@@ -419,6 +415,14 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
 # -- the list's operations -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Change:
+    text: str  # the flow's text after the operation
+    doing: str  # "moving step 'Bye' to position 2 of 3", for a refusal
+    done: str  # "Step 'Bye' moved to position 2 of 3"
+    focus: str  # the step to focus in the list after it
+
+
 def _is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -458,10 +462,10 @@ async def _operate(
     request: Request,
     user: Actor,
     key: str,
-    change: Callable[[str, FormData], tuple[str, str, str]],
+    change: Callable[[str, FormData], _Change],
 ) -> Response:
     """Run one operation of the list: `change(text, form)` gives the new text, what to say
-    when it is saved and the step to focus. The whole flow is validated and saved through
+    and the step to focus. The whole flow is validated and saved through
     `services.flows` (a started flow is locked until paused); a refusal shows the list as it
     was, each problem at its step."""
     ctx = context_of(request)
@@ -471,7 +475,8 @@ async def _operate(
     if locked:
         return _refused(request, user, flow, text, error=locked, status_code=409)
     try:
-        changed, done, focus = change(text, form)
+        made = change(text, form)
+        changed, done, focus = made.text, made.done, made.focus
     except InvalidInputError as exc:
         return _refused(
             request, user, flow, text, error=str(exc), problems=exc.problems, status_code=422
@@ -489,7 +494,7 @@ async def _operate(
                 user,
                 flow,
                 text,
-                error=f"Not done: {done[0].lower()}{done[1:]} would make the flow invalid.",
+                error=f"Not saved: {made.doing} would make the flow invalid (see the step marked).",
                 problems=exc.problems,
                 checked=changed,
                 status_code=422,
@@ -534,26 +539,31 @@ def _position(form: FormData, text: str, step: str) -> int:
 
 @router.post("/flows/{key}/form/move")
 async def move(request: Request, user: CurrentUser, key: str) -> Response:
-    def change(text: str, form: FormData) -> tuple[str, str, str]:
+    def change(text: str, form: FormData) -> _Change:
         step = _text(form, "step")
         position = _position(form, text, step)
         changed = flow_form_steps.move_step(text, step, position)
         ordered = flow_form_steps.ordered_steps(flow_forms.load_document(changed))
         where = next((s for s in ordered if s.key == step), None)
         name = where.name if where else step
-        at = where.position + 1 if where else position + 1
-        return changed, f"Step {name!r} moved to position {at} of {len(ordered)}", step
+        at = f"position {where.position + 1 if where else position + 1} of {len(ordered)}"
+        return _Change(
+            changed, f"moving step {name!r} to {at}", f"Step {name!r} moved to {at}", step
+        )
 
     return await _operate(request, user, key, change)
 
 
 @router.post("/flows/{key}/form/active")
 async def switch(request: Request, user: CurrentUser, key: str) -> Response:
-    def change(text: str, form: FormData) -> tuple[str, str, str]:
+    def change(text: str, form: FormData) -> _Change:
         step = _text(form, "step")
         active = _text(form, "active") == "true"
         changed = flow_form_steps.set_active(text, step, active)
-        return changed, f"Step {step!r} switched {'on' if active else 'off'}", step
+        state = "on" if active else "off"
+        return _Change(
+            changed, f"switching step {step!r} {state}", f"Step {step!r} switched {state}", step
+        )
 
     return await _operate(request, user, key, change)
 
@@ -571,9 +581,10 @@ def remove_confirm(request: Request, user: CurrentUser, key: str) -> Response:
 
 @router.post("/flows/{key}/form/remove")
 async def remove(request: Request, user: CurrentUser, key: str) -> Response:
-    def change(text: str, form: FormData) -> tuple[str, str, str]:
+    def change(text: str, form: FormData) -> _Change:
         step = _text(form, "step")
-        return flow_form_steps.remove_step(text, step), f"Step {step!r} removed", ""
+        changed = flow_form_steps.remove_step(text, step)
+        return _Change(changed, f"removing step {step!r}", f"Step {step!r} removed", "")
 
     return await _operate(request, user, key, change)
 
