@@ -135,11 +135,11 @@ def test_metrics_count_what_a_flow_did_and_read_the_backlog_from_the_database(
     Dispatcher(ctx).run_once()
     sent = _scrape(client)
     assert _value(sent, "crmflow_outbox_messages", channel="email", state="pending") == 0
-    for name, labels in (
+    for metric, labelled in (
         ("crmflow_deliveries_total", {"channel": "email", "outcome": "delivered"}),
         ("crmflow_delivery_duration_seconds_count", {"channel": "email"}),
     ):
-        assert _value(sent, name, **labels) - _value(before, name, **labels) == 2
+        assert _value(sent, metric, **labelled) - _value(before, metric, **labelled) == 2
     # No record id, run id or message id is a label.
     for name, labels in after:
         assert {k for k, _ in labels} <= {
