@@ -42,6 +42,7 @@ Inside a background job's runner (services.jobs), never an answer: its step roll
 the job is left to the runner that took it over.
 
     JobLeaseLostError(Exception)        -    another runner took the job over (the lease expired)
+    JobStoppedError(Exception)          -    the runner is stopping: the job waits for the next one
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ __all__ = [
     "ImportInterruptedError",
     "InvalidInputError",
     "JobLeaseLostError",
+    "JobStoppedError",
     "LimitExceededError",
     "MovesRequiredError",
     "NotFoundError",
@@ -393,3 +395,9 @@ class JobLeaseLostError(Exception):
     """A background job's runner no longer holds its lease (another runner took the job over
     after the lease expired): the step it was committing rolls back. Internal to the job
     runners (services.jobs), never shown to a user."""
+
+
+class JobStoppedError(Exception):
+    """A background job's runner is stopping (its process was told to end) between two steps of
+    a job: the job is handed back, waiting, and the next runner goes on from its last committed
+    step. Internal to the job runners (services.jobs), never shown to a user."""

@@ -4,11 +4,15 @@ once the lease has expired, which finishes it with exact counts; on SQLite and P
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
+from crmflow.cli.common import state
+from crmflow.cli.main import app as cli
 from crmflow.engine.definition import FlowStatus
 from crmflow.errors import JobLeaseLostError
 from crmflow.services import flows, jobs, queries, records
@@ -165,3 +169,53 @@ def test_a_start_refused_when_it_runs_fails_saying_why_and_starts_nothing(
     with pytest.raises(Exception, match="belongs to someone else"):
         jobs.get_job(ctx, member, job.id)
     assert [j.id for j in jobs.list_jobs(ctx, member)] == []
+
+
+def test_a_runner_told_to_stop_hands_its_import_back_for_the_next_at_once(
+    ctx: Context, manager: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "IMPORT_BATCH_ROWS", 4)
+    body = _csv(10, bad={7})
+    job = jobs.submit_import(
+        ctx, manager, type_key="contact", filename="ten.csv", content=body, fmt="csv"
+    )
+    stopping = jobs.JobRunner(ctx, name="stopping")
+    stopping.after_step = lambda _job_id: stopping.stop()  # a SIGTERM during the first batch
+    assert stopping.run_one()
+    handed = jobs.get_job(ctx, manager, job.id)
+    assert (handed.state, handed.attempts) == ("waiting", 1)
+    assert handed.report is not None and handed.report.read == 4
+    assert jobs.JobRunner(ctx, name="next").run_once() == 1  # no lease to wait for
+    done = jobs.get_job(ctx, manager, job.id)
+    assert done.report is not None
+    assert (done.state, done.report.read, done.report.imported, done.report.rejected) == (
+        "done",
+        10,
+        9,
+        1,
+    )
+    assert len(_contacts(ctx)) == 9
+
+
+def test_jobs_list_on_the_command_line(
+    ctx: Context, admin: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = jobs.submit_import(
+        ctx, admin, type_key="contact", filename="x.csv", content=_csv(1, set()), fmt="csv"
+    )
+    monkeypatch.setattr(state, "_context", ctx)
+    listed = CliRunner().invoke(cli, ["jobs", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [shown] = json.loads(listed.output)
+    assert (shown["id"], shown["kind"], shown["subject"], shown["state"], shown["by"]) == (
+        job.id,
+        "import",
+        "type:contact",
+        "waiting",
+        admin.username,
+    )
+    done = CliRunner().invoke(cli, ["jobs", "list", "--state", "done", "--json"])
+    assert json.loads(done.output) == []
+    bad = CliRunner().invoke(cli, ["jobs", "list", "--state", "finished"])
+    assert bad.exit_code != 0
+    assert "'finished' is not a state (one of waiting, running, done, failed)" in bad.output

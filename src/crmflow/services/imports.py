@@ -39,6 +39,7 @@ from crmflow.errors import (
     ImportInterruptedError,
     InvalidInputError,
     JobLeaseLostError,
+    JobStoppedError,
     Problem,
 )
 from crmflow.services import invitations
@@ -566,7 +567,7 @@ def import_records(
             progress()
         except CrmflowError:
             raise
-        except JobLeaseLostError:
+        except (JobLeaseLostError, JobStoppedError):
             raise
         except Exception as exc:
             if all_or_nothing:

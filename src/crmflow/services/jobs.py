@@ -46,6 +46,7 @@ from crmflow.errors import (
     ImportInterruptedError,
     InvalidInputError,
     JobLeaseLostError,
+    JobStoppedError,
     NotFoundError,
     Problem,
 )
@@ -312,7 +313,8 @@ class JobRunner:
     """Claims jobs one at a time and runs them (`run` until `stop`, or `run_once`).
 
     `after_step(job_id)` is called after each step of a job committed (an import's batch):
-    tests stop a runner there as a crash would."""
+    tests stop a runner there as a crash would. `stop()` during a job hands it back after its
+    current step (waiting, for the next runner to go on at once)."""
 
     def __init__(
         self,
@@ -380,6 +382,10 @@ class JobRunner:
                 self._fail(row, f"unknown kind of job {row.kind!r}")
         except JobLeaseLostError:
             log.warning("job %s: taken over by another runner; %s leaves it", row.id, self.name)
+        except JobStoppedError:
+            with self.ctx.engine.begin() as conn:
+                store.release(conn, row.id, owner=self.name, now=self.ctx.now())
+            log.info("job %s: handed back, %s is stopping", row.id, self.name)
         except Exception:
             log.exception("job %s (%s) failed", row.id, row.kind)
             self._fail(row, "it stopped on an unexpected error; the server's log says why")
@@ -459,6 +465,8 @@ class JobRunner:
             def after_batch(_rows: int, _position: int) -> None:
                 if self.after_step is not None:
                     self.after_step(row.id)
+                if self._stop.is_set():  # between two committed batches: hand the job back
+                    raise JobStoppedError(f"job {row.id}: {self.name} is stopping")
 
             try:
                 report = imports.import_records(

@@ -31,6 +31,7 @@ __all__ = [
     "insert_job",
     "job_by_id",
     "list_jobs",
+    "release",
     "unfinished_of",
 ]
 
@@ -288,3 +289,14 @@ def finish(
     )
     if changed.rowcount != 1:
         raise JobLeaseLostError(f"job {job_id}: lease lost by {owner}")
+
+
+def release(conn: sa.Connection, job_id: int, *, owner: str, now: datetime) -> bool:
+    """Hand the job back (waiting, no lease) when `owner` still holds it: its runner stops, and
+    the next one may take it at once instead of after the lease. Whether it was handed back."""
+    changed = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.lease_owner == owner)
+        .values(state="waiting", lease_owner=None, lease_until=None, updated_at=now)
+    )
+    return changed.rowcount == 1
