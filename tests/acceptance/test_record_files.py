@@ -1,11 +1,13 @@
-"""A record's files as a user handles them: uploaded, downloaded and deleted through the API
-(`PUT/GET/DELETE /api/records/{id}/files/{field}`, raw body or multipart) and the command line
-(`crmflow records attach/file/detach`), uploads refused with the limit and how to change it,
-and a flow's email that carries the record's PDF to a real SMTP server."""
+"""A record's files as a user handles them: listed, uploaded, downloaded and deleted through the
+API (`GET /api/records/{id}/files`, `PUT/GET/DELETE /api/records/{id}/files/{field}`, raw body
+or multipart) and the command line (`crmflow records files/attach/file/detach`), uploads refused
+with the limit and how to change it, and a flow's email that carries the record's PDF to a real
+SMTP server."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from crmflow.api.app import create_app
 from crmflow.engine.recordtypes import BUILTIN_TYPES
-from crmflow.services import records
+from crmflow.services import record_types, records
 from crmflow.services.context import Actor, Context
 from tests.acceptance.conftest import Run, auth_headers
 from tests.conftest import make_user
@@ -55,6 +57,44 @@ def test_a_member_uploads_downloads_and_deletes_a_records_file_through_the_api(
     assert gone.status_code == 404
     assert f"crmflow records attach {rid} contract PATH" in gone.json()["message"]
     assert client.get(url).status_code == 401
+
+
+def test_a_records_files_are_listed_for_whoever_may_read_the_record(
+    ctx: Context, admin: Actor, client: TestClient
+) -> None:
+    document = BUILTIN_TYPES["contact"].as_dict()
+    document["fields"] += [{"key": "contract", "type": "file"}, {"key": "photo", "type": "file"}]
+    record_types.update_record_type(ctx, admin, "contact", document)
+    rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
+    make_user(ctx, "andrei", "member")
+    member = auth_headers(ctx, admin, "andrei")
+    url = f"/api/records/{rid}/files"
+    empty = client.get(url, headers=member)
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {"record_id": rid, "files": []}
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(100)
+    raw = {**member, "Content-Type": "application/octet-stream"}
+    assert client.put(f"{url}/photo?filename=me.png", content=png, headers=raw).is_success
+    assert client.put(f"{url}/contract?filename=c.pdf", content=PDF, headers=raw).is_success
+    listed = client.get(url, headers=member)
+    assert listed.status_code == 200
+    files = listed.json()["files"]
+    assert [(f["field"], f["filename"], f["content_type"], f["size"]) for f in files] == [
+        ("contract", "c.pdf", "application/pdf", len(PDF)),
+        ("photo", "me.png", "image/png", len(png)),
+    ]
+    assert files[0]["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert files[0]["created_at"] == ctx.now().isoformat()
+    assert "content" not in files[0]  # the bytes are downloaded one by one
+
+    assert client.get(url).status_code == 401
+    missing = client.get("/api/records/999/files", headers=member)
+    assert missing.status_code == 404
+    assert "no record with id 999" in missing.json()["message"]
+    assert client.get("/api/records/nope/files", headers=member).status_code == 422
+    # The record itself is still read at its own path.
+    assert client.get(f"/api/records/contact/{rid}", headers=member).status_code == 200
 
 
 def test_refused_uploads_say_why_and_how_to_change_it(
@@ -118,6 +158,19 @@ def test_the_command_line_attaches_writes_out_and_refuses_a_file(
         "application/pdf",
         len(PDF),
     )
+    table = crmflow("records", "files", rid).stdout
+    assert "contract.pdf" in table
+    assert hashlib.sha256(PDF).hexdigest() in table
+    assert f"{len(PDF):,}" in table
+    [listed] = json.loads(crmflow("records", "files", rid, "--json").stdout)
+    assert (listed["field"], listed["filename"], listed["size"]) == (
+        "contract",
+        "contract.pdf",
+        len(PDF),
+    )
+    unknown = crmflow("records", "files", "999", check_exit=None)
+    assert unknown.returncode != 0
+    assert "no record with id 999" in unknown.stderr
     crmflow("records", "file", rid, "contract", "--output", "copy.pdf")
     assert (tmp_path / "copy.pdf").read_bytes() == PDF
     again = crmflow("records", "file", rid, "contract", "--output", "copy.pdf", check_exit=None)
@@ -139,6 +192,9 @@ def test_the_command_line_attaches_writes_out_and_refuses_a_file(
     del cli_env["CRMFLOW_MAX_FILE_BYTES"]
 
     crmflow("records", "detach", rid, "contract")
+    none = crmflow("records", "files", rid)
+    assert none.stdout == ""
+    assert f"crmflow records attach {rid} FIELD PATH" in none.stderr
     gone = crmflow("records", "file", rid, "contract", "-o", "x.pdf", check_exit=None)
     assert gone.returncode != 0
     assert "has no file in contract" in gone.stderr

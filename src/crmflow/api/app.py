@@ -103,8 +103,8 @@ def create_app(ctx: Context) -> FastAPI:
         metrics,
         users,
         record_types,
+        record_files,  # before records: /records/{id}/files is not /records/{type}/{id}
         records,
-        record_files,
         record_groups,
         queries,
         flows,

@@ -1,4 +1,4 @@
-"""A record's files (its `file` fields): upload, download and delete, one per field.
+"""A record's files (its `file` fields): list, upload, download and delete, one per field.
 
 An upload is the file as the raw body (its name in `?filename=` or a Content-Disposition
 header) or a multipart form with a `file` part. Whoever may change the record may change its
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api", tags=["records"], route_class=GuardedRoute)
 FieldKey = Annotated[str, Path(max_length=63, description="The record type's file field")]
 
 
-class RecordFile(BaseModel):
+class RecordFileInfo(BaseModel):
     """A file kept in a record's file field (without its bytes)."""
 
     record_id: int
@@ -35,7 +35,19 @@ class RecordFile(BaseModel):
     size: int = Field(description="Bytes")
     sha256: str = Field(description="SHA-256 of the bytes, hex")
     created_at: Timestamp = Field(description="When it was uploaded")
+
+
+class RecordFile(RecordFileInfo):
+    """A file kept in a record's file field, as an upload answers."""
+
     replaced: bool = Field(default=False, description="Whether it replaced a file")
+
+
+class RecordFiles(BaseModel):
+    """The files a record keeps, one per file field that has one, by field."""
+
+    record_id: int
+    files: list[RecordFileInfo]
 
 
 def _filename_of(disposition: str | None) -> str | None:
@@ -82,6 +94,16 @@ async def _upload(
             ],
         )
     return name, content
+
+
+@router.get("/records/{record_id}/files", response_model=RecordFiles)
+def list_record_files(
+    ctx: ServiceContext, _actor: CurrentActor, record_id: RowId
+) -> dict[str, Any]:
+    """The record's files (name, field, size, content type, SHA-256, when uploaded), without
+    their bytes (GET .../files/{field} downloads one); whoever may read the record sees them."""
+    files = record_files.list_files(ctx, record_id)
+    return {"record_id": record_id, "files": [f.as_dict() for f in files]}
 
 
 @router.put(

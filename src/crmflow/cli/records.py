@@ -360,6 +360,37 @@ def file(
     err_console.print(done, markup=False, highlight=False)
 
 
+@records_app.command("files")
+@reports_errors
+def files(
+    record_id: RecordId,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """List a record's files: field, name, size, content type, SHA-256, when uploaded."""
+    from crmflow.services import record_files
+
+    kept = record_files.list_files(state.context, record_id)
+    if as_json:
+        print_json([f.as_dict() for f in kept])
+        return
+    if not kept:
+        err_console.print(
+            f"record {record_id} keeps no file (upload one with `crmflow records attach "
+            f"{record_id} FIELD PATH`)",
+            markup=False,
+            highlight=False,
+        )
+        return
+    rows = [
+        (f.field, f.filename, f"{f.size:,}", f.content_type, f.sha256, f.created_at.isoformat())
+        for f in kept
+    ]
+    columns = ["field", "name", "bytes", "type", "sha256", "uploaded at"]
+    print_table(f"Files of record {record_id}", columns, rows)
+
+
 @records_app.command("detach")
 @reports_errors
 def detach(record_id: RecordId, field: FieldArg) -> None:
