@@ -269,12 +269,16 @@ def multiprocess_dir() -> str | None:
 def exposition(*extra: Collector) -> bytes:
     """The Prometheus text of this process's figures (or, with a metrics directory, of every
     process's), followed by `extra` collectors' (read at this moment)."""
-    registry = CollectorRegistry(auto_describe=False)
-    if _DIRECTORY is not None:
-        MultiProcessCollector(registry, path=_DIRECTORY)  # type: ignore[no-untyped-call]
-        body = generate_latest(registry)
-    else:
-        body = generate_latest(REGISTRY)
+    try:
+        if _DIRECTORY is not None:
+            registry = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(registry, path=_DIRECTORY)  # type: ignore[no-untyped-call]
+            body = generate_latest(registry)
+        else:
+            body = generate_latest(REGISTRY)
+    except Exception as exc:  # a damaged file in the metrics directory: the rest is shown
+        log.error("metrics: the processes' figures could not be read: %s", exc, exc_info=True)
+        body = b"# the processes' figures could not be read: see the server's log\n"
     if not extra:
         return body
     more = CollectorRegistry(auto_describe=False)

@@ -126,3 +126,29 @@ def test_workers_in_separate_processes_add_up_in_the_metrics_directory(
     # Two hours late: beyond the largest bucket but the +Inf one.
     assert samples[("crmflow_timer_lateness_seconds_bucket", (("le", "3600.0"),))] == 0
     assert samples[("crmflow_batch_size_count", ())] == 2
+
+
+def test_a_damaged_metrics_file_leaves_the_other_figures(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999.db").write_bytes(b"\x00\x01not a metrics file")
+    env = {"CRMFLOW_METRICS_DIR": str(metrics_dir), "PATH": "/usr/bin:/bin"}
+    code = (
+        "from crmflow.metrics import exposition\n"
+        "from prometheus_client.core import GaugeMetricFamily\n"
+        "class C:\n"
+        "    def collect(self):\n"
+        "        yield GaugeMetricFamily('crmflow_database_up', 'up', value=1)\n"
+        "print(exposition(C()).decode())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "# the processes' figures could not be read" in done.stdout
+    assert "crmflow_database_up 1.0" in done.stdout
