@@ -108,7 +108,10 @@ def feed_lag(conn: sa.Connection) -> FeedLag:
 def failed_step_runs_since(conn: sa.Connection, since: datetime, *, cap: int) -> tuple[int, bool]:
     """Step runs that failed (an action failed) since `since`: at most `cap`, capped?"""
     s = step_runs.c
-    query = sa.select(s.enrollment_id).where(s.status == "failed", s.started_at >= since)
+    # The status as a literal, as the partial index ix_step_runs_failed has it: a bound
+    # parameter would not let the database use it.
+    failed = s.status == sa.literal_column("'failed'")
+    query = sa.select(s.enrollment_id).where(failed, s.started_at >= since)
     return _capped_count(conn, query, cap)
 
 

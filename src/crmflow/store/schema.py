@@ -294,6 +294,13 @@ step_runs = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("actions", JSONDoc, nullable=False),
+    # Only the failed ones, by time: the failures of the last hour (/metrics, crmflow status).
+    sa.Index(
+        "ix_step_runs_failed",
+        "started_at",
+        sqlite_where=sa.text("status = 'failed'"),
+        postgresql_where=sa.text("status = 'failed'"),
+    ),
 )
 
 # External effects to deliver once (crmflow.delivery). The idempotency key is made of
