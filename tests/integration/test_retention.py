@@ -24,6 +24,9 @@ from crmflow.services.retention import PruneCursor, prune
 from crmflow.services.run_views import enrollment_view, flow_progress
 from crmflow.services.stats import flow_stats
 from crmflow.store.schema import (
+    enrollments as enrollments_table,
+)
+from crmflow.store.schema import (
     entry_decisions,
     notification_reads,
     notifications,
@@ -384,3 +387,26 @@ def test_the_pruning_benchmark_runs_and_prunes_what_it_filled(backend: str) -> N
     result = bench_retention.run(backend, 50, 1)
     assert result.rows == 10 * 6  # 10 ended runs: 5 step runs and an email each
     assert result.ratio > 0
+
+
+def test_runs_are_looked_for_a_range_of_ids_at_a_time_past_runs_still_going(
+    ctx: Context, clock: FrozenClock
+) -> None:
+    bench_retention._fill(ctx, 40)  # runs 1-40 ended 200 days before NOW, 41-80 going
+    with ctx.engine.begin() as conn:  # make it runs 61-80 that ended, the others going
+        e = enrollments_table.c
+        ended = bench_retention.NOW - timedelta(days=200)
+        conn.execute(
+            enrollments_table.update().where(e.id <= 60).values(status="waiting", finished_at=None)
+        )
+        conn.execute(
+            enrollments_table.update().where(e.id > 60).values(status="finished", finished_at=ended)
+        )
+    ctx.settings.retention_batch_rows = 10  # 50 runs looked at a time
+    clock.set(bench_retention.NOW)
+    cursor = PruneCursor()
+    result = prune(ctx, kinds=("step_runs",), cursor=cursor)
+    assert result.finished and result.deleted["step_runs"] == 20 * bench_retention.STEPS
+    with ctx.engine.connect() as conn:
+        left = conn.execute(sa.select(sa.func.max(step_runs.c.enrollment_id))).scalar()
+    assert left == 60 and count_rows(ctx, step_runs) == 60 * bench_retention.STEPS

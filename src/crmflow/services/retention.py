@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from crmflow.services.context import Context
 from crmflow.settings import Settings
 from crmflow.store import retention as store
-from crmflow.store.database import Connection
+from crmflow.store.database import Connection, read_connection
 from crmflow.store.schema import entry_decisions, notifications, outbox, record_changes, step_runs
 
 __all__ = ["KINDS", "PruneCursor", "PruneResult", "cutoffs", "prune"]
@@ -81,25 +81,41 @@ class PruneResult:
         return sum(self.deleted.values())
 
 
+# Runs looked at per batch of a kind pruned per run: `rows` times this many run ids at most.
+_RUNS_SPAN = 5
+
 # A batch: (connection, cutoff, rows, cursor, now) -> rows deleted, or None when nothing is left.
 _Batch = Callable[[Connection, datetime, int, PruneCursor, datetime], int | None]
 
 
-def _runs_batch(table_name: str) -> _Batch:
-    table = step_runs if table_name == "step_runs" else outbox
-    delete = store.prune_step_runs if table_name == "step_runs" else store.prune_messages
+_BUSY = -1  # a batch found another worker holding the pruning lock (PostgreSQL)
 
-    def batch(
-        conn: Connection, before: datetime, rows: int, cursor: PruneCursor, now: datetime
-    ) -> int | None:
-        after = cursor.after.get(table_name, 0)
-        ids = store.ended_runs_with(conn, table, before=before, after=after, rows=rows)
-        if not ids:
-            return None
-        cursor.after[table_name] = ids[-1]
-        return delete(conn, ids, now=now)
 
-    return batch
+def _runs_batch(
+    ctx: Context, kind: str, before: datetime, rows: int, cursor: PruneCursor, now: datetime
+) -> int | None:
+    """One batch of a kind pruned per run (step runs, messages): the runs found on a read
+    snapshot (no lock held while looking), then counted and deleted in a write transaction;
+    _BUSY when another worker prunes."""
+    table = step_runs if kind == "step_runs" else outbox
+    after = cursor.after.get(kind, 0)
+    with read_connection(ctx.engine) as conn:
+        ids, upto = store.ended_runs_with(
+            conn, table, before=before, after=after, rows=rows, span=rows * _RUNS_SPAN
+        )
+    if ids:
+        delete = store.prune_step_runs if kind == "step_runs" else store.prune_messages
+        with ctx.engine.begin() as conn:
+            if not store.try_prune_lock(conn):
+                return _BUSY
+            deleted = delete(conn, ids, now=now)
+    else:
+        deleted = 0
+    if upto is None:
+        # Nothing past this range: the pass is over for this kind once these are gone.
+        return deleted or None
+    cursor.after[kind] = upto
+    return deleted
 
 
 def _changes(
@@ -133,8 +149,6 @@ def _receipts(
 
 
 _BATCHES: dict[str, _Batch] = {
-    "step_runs": _runs_batch("step_runs"),
-    "outbox": _runs_batch("outbox"),
     "record_changes": _changes,
     "not_entered": _not_entered,
     "webhook_receipts": _receipts,
@@ -182,17 +196,20 @@ def prune(
         while kind not in cursor.done:
             if stop_at is not None and time.monotonic() >= stop_at:
                 return PruneResult(deleted, finished=False)
+            before = limits.get(kind)
             if kind == "archived_not_entered":
                 got = _archived_batch(ctx, rows, cursor)
+            elif before is None:
+                got = None
+            elif kind in ("step_runs", "outbox"):
+                got = _runs_batch(ctx, kind, before, rows, cursor, at)
+                if got == _BUSY:
+                    return PruneResult(deleted, finished=False, busy=True)
             else:
-                before = limits[kind]
-                if before is None:
-                    got = None
-                else:
-                    with ctx.engine.begin() as conn:
-                        if not store.try_prune_lock(conn):
-                            return PruneResult(deleted, finished=False, busy=True)
-                        got = _BATCHES[kind](conn, before, rows, cursor, at)
+                with ctx.engine.begin() as conn:
+                    if not store.try_prune_lock(conn):
+                        return PruneResult(deleted, finished=False, busy=True)
+                    got = _BATCHES[kind](conn, before, rows, cursor, at)
             if got is None:
                 cursor.done.add(kind)
                 cursor.after.pop(kind, None)

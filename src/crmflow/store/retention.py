@@ -97,24 +97,41 @@ def _history_of(table: sa.Table) -> tuple[sa.ColumnElement[int], sa.ColumnElemen
 
 
 def ended_runs_with(
-    conn: sa.Connection, table: sa.Table, *, before: datetime, after: int, rows: int
-) -> list[int]:
-    """Runs (ids above `after`, in order) that ended before `before` and still have rows in
-    `table` (step_runs or outbox) that may go: whole runs, about `rows` rows of them (a run
-    with more rows than that alone)."""
+    conn: sa.Connection,
+    table: sa.Table,
+    *,
+    before: datetime,
+    after: int,
+    rows: int,
+    span: int,
+) -> tuple[list[int], int | None]:
+    """Runs with ids in (`after`, `after + span`], in order, that ended before `before` and
+    still have rows in `table` (step_runs or outbox) that may go: whole runs, about `rows` rows
+    of them (a run with more rows than that alone); and the run id the next look goes on
+    after (None: there is no run past this range). Each look reads at most `span` runs, by
+    their ids (not by the status index, which would read every run that ever ended)."""
     run, may_go = _history_of(table)
     e = enrollments.c
+    top = after + span
     found = conn.execute(
-        sa.select(run)
-        .select_from(table.join(enrollments, e.id == run))
-        .where(run > after, may_go, e.status.in_(OVER), e.finished_at < before)
+        sa.select(run, sa.func.count())
+        .select_from(enrollments.join(table, e.id == run))
+        .where(e.id > after, e.id <= top, may_go, e.finished_at < before)
+        # `|| ''`: no index on status (see above); the ids' range is the way in.
+        .where((e.status + "").in_(OVER))
+        .group_by(run)
         .order_by(run)
-        .limit(rows + 1)
+        .limit(rows + 1)  # a run has a row at least: more runs than this is past `rows`
     ).all()
-    ids = list(dict.fromkeys(int(r[0]) for r in found))
-    if len(found) > rows and len(ids) > 1:
-        ids.pop()  # its rows may go on past the limit: the next batch takes it whole
-    return ids
+    ids: list[int] = []
+    taken = 0
+    for run_id, count in found:
+        if ids and taken + int(count) > rows:
+            return ids, ids[-1]  # the next batch goes on from here
+        ids.append(int(run_id))
+        taken += int(count)
+    newest = conn.execute(sa.select(sa.func.max(e.id))).scalar()
+    return ids, (top if newest is not None and int(newest) > top else None)
 
 
 def _count_into(conn: sa.Connection, counts: Sequence[tuple[int, str, str, str, int]]) -> None:
