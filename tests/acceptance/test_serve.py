@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,13 +31,14 @@ def _serving(
     *,
     exit_codes: list[int] | None = None,
     demo: bool = True,
+    extra: Sequence[str] = (),
 ) -> Iterator[str]:
     """`crmflow serve --demo` (or without --demo) on a free port; stopped with SIGTERM (its exit
     code appended to `exit_codes`)."""
     port = _free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [CRMFLOW, "serve", *(["--demo"] if demo else []), "--port", str(port)],
+            [CRMFLOW, "serve", *(["--demo"] if demo else []), "--port", str(port), *extra],
             env=env,
             cwd=cwd,
             stdout=out,

@@ -11,8 +11,11 @@ import copy
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType, ModuleType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,6 +40,10 @@ from crmflow.cli import (
     worker,
 )
 from crmflow.cli.common import console, err_console, print_json, reports_errors, state
+
+if TYPE_CHECKING:
+    from crmflow.services.context import Context
+    from crmflow.worker import Worker
 
 app = typer.Typer(
     name="crmflow",
@@ -137,10 +144,18 @@ def serve(
         bool,
         typer.Option("--demo", metavar="", help="Load the demo data (once; harmless if present)."),
     ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a worker, the dispatcher and the background jobs in this process too "
+            "(PostgreSQL: --no-worker leaves them to `crmflow worker` and `crmflow dispatch`).",
+        ),
+    ] = True,
 ) -> None:
     """Run the web application (at /), the HTTP API (OpenAPI at /openapi.json, docs at
     /docs), the worker and the dispatcher (emails to CRMFLOW_SMTP_URL, or the mail catcher:
-    `crmflow mail list`).
+    `crmflow mail list`); with --no-worker, the web application and the API only.
 
     A new or empty database is set up first; one at an older migration is refused with the
     command to run (`crmflow db upgrade`)."""
@@ -163,30 +178,16 @@ def serve(
         summary = load_demo(ctx)
         console.print(f"demo data: {summary}", highlight=False)
     _print_where_to_look(f"http://{host}:{port}", demo=demo)
-    import threading
-
-    from crmflow.cli.dispatch import start_dispatcher
-    from crmflow.cli.jobs import start_job_runner
-    from crmflow.store.wakeups import on_work_committed
-    from crmflow.worker import Worker
-
-    # The embedded dispatcher: what the flows send goes (to CRMFLOW_SMTP_URL or the mail
-    # catcher), woken by each batch that moved records.
-    dispatcher, dispatching = start_dispatcher(ctx)
-    # The embedded worker: flows run in the same process as the API (the SQLite default).
-    runner = Worker(ctx, on_moved=dispatcher.wake)
-    # A request that changes a record or starts a run wakes the worker at its commit, so the
-    # worker can sleep until its next due time instead of polling.
-    on_work_committed(ctx.engine, runner.wake)
-    thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
-    thread.start()
-    # The background jobs the web asks for (a long start, an import) run here too.
-    job_runner, job_thread = start_job_runner(ctx, runner.name)
+    embedded = _start_embedded(ctx) if worker else None
+    if embedded is None:
+        err_console.print(
+            "no worker in this process (--no-worker): flows run in `crmflow worker`",
+            highlight=False,
+        )
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
-        runner.stop()
-        job_runner.stop()
-        dispatcher.stop()
+        if embedded is not None:
+            embedded.stop()
 
     # uvicorn handles SIGTERM / Ctrl-C itself (it stops serving) and then raises the signal
     # again with the handlers that were there before it: these, which stop the worker after
@@ -204,15 +205,60 @@ def serve(
     # At the signal the worker is told to stop too, and the process ends within
     # HARD_STOP_SECONDS whatever a request or a batch is doing (cli/shutdown.py).
     try:
-        StoppingServer(config, on_stop=runner.stop).run()
+        StoppingServer(
+            config, on_stop=embedded.runner.stop if embedded is not None else lambda: None
+        ).run()
     finally:
-        runner.stop()  # the server has stopped: finish the batch, then exit
-        job_runner.stop()  # a job left running goes on in the next process (its lease)
-        dispatcher.stop()  # and the message being sent
-        job_thread.join(timeout=HARD_STOP_SECONDS)
-        thread.join(timeout=HARD_STOP_SECONDS)
-        dispatching.join(timeout=HARD_STOP_SECONDS)
-    err_console.print(f"worker stopped; moved {runner.moved} enrollment(s)", highlight=False)
+        if embedded is not None:
+            embedded.stop()  # the server has stopped: finish the batch, then exit
+            embedded.join(HARD_STOP_SECONDS)
+    if embedded is not None:
+        moved = embedded.runner.moved
+        err_console.print(f"worker stopped; moved {moved} enrollment(s)", highlight=False)
+
+
+@dataclass
+class _Embedded:
+    """What `serve` runs beside the web application: a worker, the dispatcher, the jobs."""
+
+    runner: Worker
+    stoppers: list[Callable[[], None]]
+    threads: list[threading.Thread]
+
+    def stop(self) -> None:
+        for stop in self.stoppers:
+            stop()
+
+    def join(self, seconds: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout=seconds)
+
+
+def _start_embedded(ctx: Context) -> _Embedded:
+    from crmflow.cli.dispatch import start_dispatcher
+    from crmflow.cli.jobs import start_job_runner
+    from crmflow.store.wakeups import on_work_committed
+    from crmflow.worker import Worker
+
+    # The embedded dispatcher: what the flows send goes (to CRMFLOW_SMTP_URL or the mail
+    # catcher), woken by each batch that moved records.
+    dispatcher, dispatching = start_dispatcher(ctx)
+    # The embedded worker: flows run in the same process as the API (the SQLite default).
+    runner = Worker(ctx, on_moved=dispatcher.wake)
+    # A request that changes a record or starts a run wakes the worker at its commit, so the
+    # worker can sleep until its next due time instead of polling.
+    on_work_committed(ctx.engine, runner.wake)
+    thread = threading.Thread(target=runner.run, name="crmflow-worker", daemon=True)
+    thread.start()
+    # The background jobs the web asks for (a long start, an import) run here too.
+    job_runner, job_thread = start_job_runner(ctx, runner.name)
+    # Stopped in this order: the worker (after its batch), a job left running (it goes on in
+    # the next process, its lease), the message being sent.
+    return _Embedded(
+        runner=runner,
+        stoppers=[runner.stop, job_runner.stop, dispatcher.stop],
+        threads=[job_thread, thread, dispatching],
+    )
 
 
 def _print_where_to_look(base: str, *, demo: bool) -> None:
