@@ -73,7 +73,12 @@ def test_status_shows_the_late_backlog_the_outbox_and_the_workers(
     assert figures["database_ok"] is True
     assert figures["backlog"]["due"] == 2
     assert 2 * 3600 - 60 < figures["backlog"]["oldest_due_seconds"] < 2 * 3600 + 60
-    assert figures["outbox"] == {"email": {"pending": 2, "sending": 0, "retrying": 0, "failed": 0}}
+    nothing = {"pending": 0, "sending": 0, "retrying": 0, "failed": 0}
+    assert figures["outbox"] == {
+        "email": {**nothing, "pending": 2},
+        "sms": nothing,
+        "webhook": nothing,
+    }
     assert figures["seen_last_minute"] == {"workers": 1, "dispatchers": 0}
     assert figures["failures"]["step_runs_last_hour"] == 0
 

@@ -50,10 +50,11 @@ def _lines(f: Figures) -> list[tuple[str, str]]:
     channels: dict[str, dict[str, tuple[int, bool]]] = {}
     for (channel, st), counted in sorted(f.outbox.items()):
         channels.setdefault(channel, {})[st] = counted
-    if not channels:
-        rows.append(("outbox", "empty"))
-    for channel, states in channels.items():
-        said = ", ".join(f"{_count(*states[s])} {s}" for s in states if states[s][0]) or "none"
+    busy = {c: states for c, states in channels.items() if any(n for n, _ in states.values())}
+    if not busy:
+        rows.append(("outbox", "no message waiting or failed"))
+    for channel, states in busy.items():
+        said = ", ".join(f"{_count(*states[s])} {s}" for s in states if states[s][0])
         rows.append((f"outbox {channel}", f"{said} (waiting or failed)"))
     stuck = [loop for loop in f.loops if loop["state"] in ("stuck", "dead")]
     failures = [

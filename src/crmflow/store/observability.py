@@ -28,6 +28,7 @@ from crmflow.store.schema import (
 )
 
 __all__ = [
+    "CHANNELS",
     "OUTBOX_STATES",
     "Backlog",
     "FeedLag",
@@ -41,6 +42,7 @@ __all__ = [
 # The outbox states counted: those that wait, and failed (delivered ones are counted by the
 # dispatcher as they go: crmflow_deliveries_total).
 OUTBOX_STATES = ("pending", "sending", "retrying", "failed")
+CHANNELS = ("email", "sms", "webhook")  # always counted (0 when none), others when found
 
 
 @dataclass(frozen=True)
@@ -76,15 +78,27 @@ def due_backlog(conn: sa.Connection, *, now: datetime, cap: int) -> Backlog:
 
 
 def outbox_counts(conn: sa.Connection, *, cap: int) -> dict[tuple[str, str], tuple[int, bool]]:
-    """Per (channel, state) of OUTBOX_STATES: how many messages (at most `cap`: capped?)."""
+    """Per (channel, state) of OUTBOX_STATES: how many messages (at most `cap` per state, on
+    the status index: capped?), for each of CHANNELS and any other channel found; 0 where
+    there are none, so that a gauge goes to 0 rather than disappearing."""
     o = outbox.c
-    kinds = [str(k) for k in conn.execute(sa.select(o.kind).distinct().limit(20)).scalars()]
-    out: dict[tuple[str, str], tuple[int, bool]] = {}
+    found: dict[tuple[str, str], int] = {}
+    capped: set[str] = set()
     for state in OUTBOX_STATES:
-        for kind in kinds:
-            query = sa.select(o.id).where(o.status == state, o.kind == kind)
-            out[(kind, state)] = _capped_count(conn, query, cap)
-    return out
+        some = sa.select(o.kind).where(o.status == state).limit(cap).subquery()
+        rows = conn.execute(sa.select(some.c.kind, sa.func.count()).group_by(some.c.kind))
+        total = 0
+        for kind, count in rows:
+            found[(str(kind), state)] = int(count)
+            total += int(count)
+        if total >= cap:
+            capped.add(state)
+    channels = sorted(set(CHANNELS) | {kind for kind, _ in found})
+    return {
+        (kind, state): (found.get((kind, state), 0), state in capped)
+        for kind in channels
+        for state in OUTBOX_STATES
+    }
 
 
 def feed_lag(conn: sa.Connection) -> FeedLag:
