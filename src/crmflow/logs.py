@@ -93,6 +93,14 @@ def log_failed_steps(outcomes: Mapping[int, Outcome], step_logs: Sequence[StepRu
         )
 
 
+def _drop_colours(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """uvicorn gives each line a copy with terminal colour codes (`color_message`): not kept."""
+    event.pop("color_message", None)
+    return event
+
+
 def _add_run(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     keys = _RUN.get()
     if keys is not None:
@@ -125,6 +133,7 @@ def configure(*, level: str = "INFO", fmt: str | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_colours,
         _add_run,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
