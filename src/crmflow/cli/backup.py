@@ -70,7 +70,7 @@ def _say_pg_dump(url: str, file: str) -> None:
     console.print(pg_dump_command(url, file), highlight=False, markup=False)
     err_console.print(
         "pg_dump reads the password from PGPASSWORD or ~/.pgpass (it is left out here). "
-        "To restore it into an empty database:\n"
+        "To restore it (with crmflow stopped; it replaces what the database holds):\n"
         f"  {pg_restore_command(url, file)}",
         highlight=False,
         markup=False,
