@@ -53,7 +53,8 @@ def worker(
         from crmflow.worker import worker_name
 
         ran = JobRunner(ctx, name=f"{worker_name()}:jobs").run_once()
-        console.print(f"ran {ran} background job(s)", highlight=False)
+        if ran:
+            console.print(f"ran {ran} background job(s)", highlight=False)
         return
     dispatcher, dispatching = start_dispatcher(ctx) if dispatch else (None, None)
     runner = Worker(
