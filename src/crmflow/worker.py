@@ -422,6 +422,9 @@ class Worker:
         at = time.monotonic()
         if at < self._prune_at:
             return
+        # A pass that fails is tried again after PRUNE_EVERY, not at every round (the failure
+        # is logged and shown in health like any part's): pruning never holds up the batches.
+        self._prune_at = at + PRUNE_EVERY
         result = prune(self.ctx, time_limit=PRUNE_TIME_LIMIT, cursor=self._prune_cursor)
         self._prune_at = at + PRUNE_EVERY if result.finished or result.busy else 0.0
         if result.total:
