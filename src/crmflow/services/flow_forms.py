@@ -341,7 +341,8 @@ def _with_picker(each: FormField, qualified: str, name: str, pickers: Pickers | 
         return each
     record_type = next(iter(_choices(pickers.get("record_type_of_flow", ()))), ("", ""))[0]
     if name in _CONDITIONS and each.widget == "textarea":
-        return replace(each, picker="condition", picker_arg=record_type)
+        options = _choices(pickers.get("condition_fields", ()))
+        return replace(each, picker="condition", options=options, picker_arg=record_type)
     if name in _TEMPLATED and each.widget in ("text", "textarea"):
         options = _choices(pickers.get("variables", ()))
         return replace(each, picker="variables", options=options, picker_arg=record_type)
@@ -446,7 +447,8 @@ def _field(
                 children.append(
                     FormField(path=item_path, label=item_label, widget="group", children=tuple(sub))
                 )
-        return FormField(widget=widget, children=tuple(children), **common)
+        adds = tuple((k.value, k.title) for k in kinds)  # "Add one" of these kinds
+        return FormField(widget=widget, children=tuple(children), options=adds, **common)
     return FormField(widget="unsupported", value=_yaml_text(current) if present else "", **common)
 
 
@@ -491,6 +493,7 @@ def _example_value(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _ABSENT = object()
+_MAX_ADDED_ITEMS = 100
 
 
 def apply_form(
@@ -648,6 +651,23 @@ def _apply_nested(
                 problems += _apply_choice(kinds, items, index, kind, item_path, form, where)
         else:
             problems += apply_form(items_schema, item, form, prefix=item_path, where=where)
+    if not kinds:
+        return problems
+    # Items posted past the end: a form shown again with an item added but not saved yet.
+    index = len(items)
+    while index < _MAX_ADDED_ITEMS and (kind := _posted(form, f"{path}[{index}]")):
+        items.append(CommentedMap())
+        problems += _apply_choice(kinds, items, index, kind, f"{path}[{index}]", form, where)
+        index += 1
+    # One more item of the kind picked under the list ("Add one": f:<path>[+]); its own fields
+    # show to fill once saved (the validator names the missing ones).
+    added = _posted(form, f"{path}[+]")
+    if added:
+        if kind_schema(kinds, added) is None:
+            return [*problems, Problem(where + path, f"has no kind {added[:40]!r}", "pick one")]
+        fresh = CommentedMap()
+        fresh["type"] = added
+        items.append(fresh)
     return problems
 
 

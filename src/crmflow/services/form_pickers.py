@@ -81,8 +81,9 @@ def _record_type(ctx: Context, key: str) -> RecordType | None:
         return None  # a type not known has no fields to offer; the validator says so
 
 
-def picker_data(ctx: Context, actor: Actor, record_type: str) -> dict[str, Choices]:
-    """Every picker's values for a flow of `record_type` (see the module's docstring)."""
+def picker_data(ctx: Context, actor: Actor | None, record_type: str) -> dict[str, Choices]:
+    """Every picker's values for a flow of `record_type` (see the module's docstring); the
+    flows and templates only with the `actor` who will see them."""
     rtype = _record_type(ctx, record_type)
     out: dict[str, Choices] = {"record_type_of_flow": [(record_type, record_type)]}
     if rtype is not None:
@@ -91,6 +92,11 @@ def picker_data(ctx: Context, actor: Actor, record_type: str) -> dict[str, Choic
             for f in rtype.fields
         ]
         out["variables"] = [(v.jinja, f"{v.label}|{v.alias}") for v in variables_of(rtype)]
+        labels = {f.key: f.label for f in rtype.fields}
+        out["condition_fields"] = [
+            (key, f"{kind}|{labels.get(key) or key}")
+            for key, kind in condition_fields(rtype).items()
+        ]
     page = queries.list_queries(ctx, limit=ctx.settings.page_size_max)
     out["query"] = [
         (q.name, q.name) for q in page.items if not record_type or q.record_type == record_type
@@ -104,12 +110,13 @@ def picker_data(ctx: Context, actor: Actor, record_type: str) -> dict[str, Choic
     out["list"] = [(str(g["name"]), str(g["name"])) for g in record_groups.list_record_groups(ctx)][
         :MAX_OPTIONS
     ]
-    out["template"] = [
-        (t.name, f"{t.name}: {t.document.subject}" if t.document.subject else t.name)
-        for t in templates.list_templates(ctx, actor)[:MAX_OPTIONS]
-    ]
-    out["flow"] = [
-        (f.key, f"{f.name} ({f.key})") for f in flows.list_flows(ctx, actor)[:MAX_OPTIONS]
-    ]
+    if actor is not None:
+        out["template"] = [
+            (t.name, f"{t.name}: {t.document.subject}" if t.document.subject else t.name)
+            for t in templates.list_templates(ctx, actor)[:MAX_OPTIONS]
+        ]
+        out["flow"] = [
+            (f.key, f"{f.name} ({f.key})") for f in flows.list_flows(ctx, actor)[:MAX_OPTIONS]
+        ]
     out["record_type"] = [(t.key, t.name) for t in record_types.list_record_types(ctx)]
     return out
