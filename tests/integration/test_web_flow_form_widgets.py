@@ -51,6 +51,7 @@ def test_a_steps_form_offers_users_groups_flows_and_the_records_fields(
     _load(ctx, alice, "donor-thank-you")
     browser = Browser(ctx, "alice")
     page = browser.get("/flows/recruitment-approval/form", step="approved")
+    assert {"approved", "refused"} <= set(_datalist(page, "f-actions-0--status"))
     # notify: users and groups of the organisation, added one per line
     users = _datalist(page, "f-actions-1--users")
     assert {"alice", "maria", "andrei", "bogdan"} <= set(users) and "system" not in users

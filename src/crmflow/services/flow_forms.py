@@ -76,6 +76,9 @@ _PICKERS: Mapping[str, str] = {
     "flow": "flow",
     "from_flows": "flow",
     "create_record.record_type": "record_type",
+    "set_status.status": "status",
+    "status_changed.from": "status",
+    "status_changed.to": "status",
     "fields": "field",
 }
 # Texts rendered as templates get the variable picker; CEL conditions the conditions builder.

@@ -1,7 +1,7 @@
-"""What the flow forms' pickers offer (issue 13): the record type's fields, users, groups of
-users, lists of records, saved queries, stored templates, flows and record types, each as
-(value, words shown), read through the services; and the fields a template or a condition can
-use, with the forms a text writes them in.
+"""What the flow forms' pickers offer (issue 13): the record type's fields and status values,
+users, groups of users, lists of records, saved queries, stored templates, flows and record
+types, each as (value, words shown), read through the services; and the fields a template or a
+condition can use, with the forms a text writes them in.
 
 `crmflow.services.flow_forms` decides which input gets which picker from the flow's JSON Schema
 (a property's name); this module only gives the values. Each list is bounded (`MAX_OPTIONS`):
@@ -92,6 +92,9 @@ def picker_data(ctx: Context, actor: Actor | None, record_type: str) -> dict[str
             for f in rtype.fields
         ]
         out["variables"] = [(v.jinja, f"{v.label}|{v.alias}") for v in variables_of(rtype)]
+        status = rtype.field("status")
+        if status is not None and status.choices:
+            out["status"] = [(c, c) for c in status.choices]  # set_status, status_changed
         labels = {f.key: f.label for f in rtype.fields}
         out["condition_fields"] = [
             (key, f"{kind}|{labels.get(key) or key}")
