@@ -28,6 +28,7 @@ _PRIVATE_CONTROL_FLOW = {
     "_RefusedError": "services/imports.py: rolls back an all-or-nothing import",
     "_NotConstantError": "engine/template_budget.py: a template part not folded at save time",
     "_NumberTooLongError": "engine/source: a JSON number too long to read, caught where raised",
+    "_NotBuiltError": "services/condition_builder.py: a CEL the filter builder cannot show",
 }
 
 
