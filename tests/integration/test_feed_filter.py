@@ -69,3 +69,24 @@ def test_a_change_someone_hears_among_many_nobody_hears_is_handled_and_counted(
         entered = conn.execute(sa.select(enrollments.c.record_id)).scalars().all()
     assert entered == [rid]
     assert triggers.ingest_changes(ctx, limit=10) == 0  # caught up
+
+
+def test_a_change_still_in_flight_is_not_passed_over_on_postgresql(
+    ctx: Context, admin: Actor
+) -> None:
+    """On PostgreSQL an id becomes visible when its transaction commits: the filter must not
+    move the cursor past a change that may still commit, even one nobody hears."""
+    if ctx.engine.dialect.name != "postgresql":
+        return  # SQLite: one writer, ids in commit order
+    flows.create_flow(ctx, admin, WELCOME)
+    flows.change_status(ctx, admin, "welcome", LifecycleAction.START)
+    row = {"record_id": 9000, "record_type": "company", "kind": "updated", "at": ctx.now()}
+    with ctx.engine.connect() as slow:
+        slow_tx = slow.begin()
+        slow.execute(record_changes.insert(), row)  # its id is drawn, not yet visible
+        rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
+        assert triggers.ingest_changes(ctx) == 0  # held before the change in flight
+        slow_tx.commit()
+    assert triggers.ingest_changes(ctx) == 2
+    with ctx.engine.connect() as conn:
+        assert conn.execute(sa.select(enrollments.c.record_id)).scalars().all() == [rid]
