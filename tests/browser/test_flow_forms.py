@@ -164,6 +164,9 @@ def test_the_step_list_reorders_by_keyboard_switches_adds_removes_and_redraws_th
     page.keyboard.press("Enter")
     expect(status).to_contain_text("moved to position 3 of 3")
     expect(page.get_by_role("button", name="Move Thanks down")).to_be_disabled()
+    page.locator("#ff-steps > li[data-key='thanks']").focus()
+    page.keyboard.press("Alt+ArrowDown")
+    expect(status).to_have_text("Step Thanks is already last.")
     assert _stored(site, "three-steps") == STEPS_FLOW
 
     # Switch a step off: one line written, the diagram marks it off.
@@ -205,6 +208,14 @@ def test_the_step_list_reorders_by_keyboard_switches_adds_removes_and_redraws_th
     expect(page.locator(".flash")).to_contain_text("Step 'wait_a_little' removed")
     expect(steps).to_have_count(3)
     assert "wait_a_little" not in _stored(site, "three-steps")
+    # Drag and drop: Thanks dropped on Hello takes its place.
+    page.wait_for_load_state("load")  # the page's scripts listen
+    page.locator("#ff-steps > li[data-key='thanks']").drag_to(
+        page.locator("#ff-steps > li[data-key='hello']")
+    )
+    expect(page.locator("#ff-status")).to_contain_text("Step 'Thanks' moved to position 1 of 3")
+    expect(steps.first).to_have_attribute("data-key", "thanks")
+    assert _order(_stored(site, "three-steps")) == ["thanks", "hello", "remind"]
 
 
 def test_a_refused_change_is_shown_at_its_step_and_the_trigger_and_try_it_work_from_the_editor(

@@ -28,6 +28,12 @@
     if (button && !button.disabled) {
       last = { key: step.getAttribute("data-key"), control: "step" };
       submit(button.form);
+      return;
+    }
+    var status = document.getElementById("ff-status");
+    if (status && button) {
+      var name = step.getAttribute("data-name") || step.getAttribute("data-key");
+      status.textContent = "Step " + name + " is already " + (control === "up" ? "first." : "last.");
     }
   }
 
