@@ -44,9 +44,14 @@ def _source(ctx: Context, actor: Actor) -> str:
     return str(flows.get_flow_version(ctx, actor, "steps-ops", flow.version)["source"])
 
 
-def _post(browser: Browser, path: str, htmx: bool = False, **form: str) -> tuple[int, str]:
+def _post(browser: Browser, path: str, *, htmx: bool = False, **form: str) -> tuple[int, str]:
     headers = {"HX-Request": "true"} if htmx else {}
     answer = browser.client.post(path, data={**form, "csrf_token": browser.csrf}, headers=headers)
+    return answer.status_code, unescape(answer.text)
+
+
+def _send(browser: Browser, path: str, form: dict[str, str]) -> tuple[int, str]:
+    answer = browser.client.post(path, data={**form, "csrf_token": browser.csrf})
     return answer.status_code, unescape(answer.text)
 
 
@@ -84,7 +89,7 @@ def test_a_started_flow_is_locked_and_a_paused_one_gets_a_new_version(
         ("add", {"type": "end", "name": "Stop"}),
         ("trigger", {"index": "0", "trigger": "record_created"}),
     ):
-        status, shown = _post(browser, f"/flows/steps-ops/form/{path}", **form)
+        status, shown = _send(browser, f"/flows/steps-ops/form/{path}", form)
         assert status == 409 and "pause" in shown.lower(), path
     assert _source(ctx, alice) == FLOW
     flows.change_status(ctx, alice, "steps-ops", LifecycleAction.PAUSE)
@@ -115,7 +120,7 @@ def test_bad_input_to_every_operation_is_said_in_words_never_a_500(
         ("try", {"record_id": "1", "days": "many"}, "is not a number of days"),
     ]
     for path, form, words in cases:
-        status, shown = _post(browser, f"/flows/steps-ops/form/{path}", **form)
+        status, shown = _send(browser, f"/flows/steps-ops/form/{path}", form)
         assert status == 422, (path, form, status)
         assert words in shown, (path, form)
     status, shown = _post(browser, "/flows/steps-ops/form/try", record_id="99999")
