@@ -625,8 +625,11 @@ def _add_page(
     fields = _new_step_fields(ctx, kind, record_type, posted)
     count = len(document.get("steps") or [])
     top = {"name": [str(p) for p in problems if p.path == "name"]}
-    rest = [p for p in problems if p.path != "name"]
+    rest = [p for p in problems if p.path not in ("name", f"steps[{count}]")]
     at, other = flow_forms.problems_by_field(rest, f"steps[{count}].", fields)
+    # A problem of the new step as a whole ("a wait step needs `until` or `fields`").
+    whole = [p for p in problems if p.path == f"steps[{count}]"]
+    other = [f"This step: {p.message}" + (f" ({p.hint})" if p.hint else "") for p in whole] + other
     kinds = flow_forms.step_kinds()
     return render(
         request,
