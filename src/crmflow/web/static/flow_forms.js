@@ -6,6 +6,7 @@
 (function () {
   var last = null; // {key, control} of the step acted on, to focus again after the swap
   var dragged = null;
+  var busy = false; // a change of the list is on its way: keys wait for its answer
 
   function editor() {
     return document.getElementById("ff-editor");
@@ -24,6 +25,9 @@
   }
 
   function press(step, control) {
+    if (busy) {
+      return;
+    }
     var button = step.querySelector('button[data-control="' + control + '"]');
     if (button && !button.disabled) {
       last = { key: step.getAttribute("data-key"), control: "step" };
@@ -39,7 +43,7 @@
 
   function moveTo(key, position) {
     var form = document.getElementById("ff-drop-form");
-    if (!form) {
+    if (!form || busy) {
       return;
     }
     form.querySelector('input[name="step"]').value = key;
@@ -155,6 +159,19 @@
     if (box) {
       box.setAttribute("data-seen", "yes"); // the page's own list: its flash says it
     }
-    document.body.addEventListener("htmx:afterSettle", afterSwap); // new forms work from here
+    document.body.addEventListener("htmx:beforeRequest", function (event) {
+      if (editor() && editor().contains(event.detail.elt)) {
+        busy = true;
+      }
+    });
+    document.body.addEventListener("htmx:afterRequest", function (event) {
+      if (!event.detail.successful) {
+        busy = false; // nothing swapped in: keys work again
+      }
+    });
+    document.body.addEventListener("htmx:afterSettle", function () {
+      busy = false;
+      afterSwap(); // the new list's forms work from here
+    });
   });
 })();
