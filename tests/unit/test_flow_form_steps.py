@@ -196,3 +196,15 @@ def test_every_example_s_steps_move_and_go_keeping_the_other_lines(path: Path) -
         removed = ops.remove_step(text, key)
         assert _keys(removed) == [k for k in keys if k != key]
         assert _lines(removed) - _lines(text) == Counter(), key
+
+
+def test_a_list_written_at_the_key_s_column_moves_by_its_lines_too() -> None:
+    text = (
+        "steps:\n# about a\n- key: a\n  type: end\n# about b\n- key: b\n  type: end\n"
+        "# after\nreentry: {mode: never}\n"
+    )
+    moved = ops.move_step(text, "b", 0)
+    assert moved == (
+        "steps:\n# about b\n- key: b\n  type: end\n# about a\n- key: a\n  type: end\n"
+        "# after\nreentry: {mode: never}\n"
+    )
