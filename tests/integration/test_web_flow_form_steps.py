@@ -5,13 +5,15 @@ bad input of every operation is said in words, never a 500."""
 from __future__ import annotations
 
 from html import unescape
+from urllib.parse import urlencode
 
 import pytest
 
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import flows, records, users
+from crmflow.services import flow_forms, flows, records, users
 from crmflow.services.context import Actor, Context
 from tests.acceptance.test_examples_end_to_end import _setup_like_the_demo
+from tests.integration.test_web_flow_forms import _form
 from tests.integration.test_web_tasks import Browser
 
 FLOW = """\
@@ -157,3 +159,27 @@ def test_a_member_may_not_change_the_list(ctx: Context, alice: Actor) -> None:
     assert status == 403
     assert andrei.client.get("/flows/steps-ops/form/add").status_code == 403
     assert _source(ctx, alice) == FLOW
+
+
+def test_every_step_type_s_form_as_drawn_adds_the_step_or_says_what_to_fill(
+    ctx: Context, alice: Actor
+) -> None:
+    browser = Browser(ctx, "alice")
+    for kind in [k.value for k in flow_forms.step_kinds()]:
+        fields = _form(browser.get("/flows/steps-ops/form/add", type=kind), "ff-add-form")
+        fields = [
+            (n, kind if n == "type" else f"New {kind}" if n == "name" else v) for n, v in fields
+        ]
+        before = _source(ctx, alice)
+        answer = browser.client.post(
+            "/flows/steps-ops/form/add",
+            content=urlencode([*fields, ("csrf_token", browser.csrf)]),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        if kind in ("action", "merge", "end"):
+            assert answer.status_code == 303, unescape(answer.text)
+            assert f"key: new_{kind}" in _source(ctx, alice)
+        else:  # a branch's condition and target, a wait's `until`, an approval's decider
+            assert answer.status_code == 422, kind
+            assert 'class="ff-problem"' in answer.text or 'id="forms-problems"' in answer.text
+            assert _source(ctx, alice) == before
