@@ -8,6 +8,8 @@ python -m bench --only delivery      # emails to a local SMTP server, against ba
 python -m bench --only web           # /records and /tasks of 10,000 rows, against the API's JSON
 python -m bench --only migrate       # db upgrade on a copy with --rows records, against a bare copy
 python -m bench --only retention     # pruning ended runs' history, against the bare delete
+python -m bench --only scale         # 1, 2, 4 `crmflow worker` processes on PostgreSQL
+python -m bench --only soak          # timers due over virtual time: lateness, memory
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bench import (
     bench_migrate,
     bench_query_count,
     bench_retention,
+    bench_scale,
+    bench_soak,
     bench_steps,
     bench_timers,
     bench_wakeup,
@@ -47,6 +51,8 @@ ONLY = [
     "web",
     "migrate",
     "retention",
+    "scale",
+    "soak",
 ]
 STEPS_ROWS = 100_000  # enrollments through the 5-step flow (5 step runs each)
 # PostgreSQL: fewer, to keep `make bench` within minutes on a shared machine (each statement is
@@ -62,6 +68,10 @@ DELIVERY_LATENCY = (1_000, 20.0)  # emails due evenly over so many seconds, at r
 WAKEUP = (5, 60.0)  # records created at rest per run, seconds at rest measured
 WEB_ROWS = 10_000  # records and open tasks behind the pages (issue 12's figure)
 RETENTION_ROWS = 100_000  # step runs of ended runs pruned (and a message per run)
+SCALE_RECORDS = 20_000  # entered from a start list, run by 1, 2 and 4 worker processes
+# The soak at the density of 1,000,000 timers an hour (278 a second), for a tenth of the hour:
+# the worker's idle rule makes an hour of virtual time cost real minutes whatever the count.
+SOAK = (100_000, 360.0)
 CLI_START_RUNS = 20  # a start takes a fraction of a second: more runs for a steady median
 
 
@@ -119,11 +129,18 @@ def main() -> None:
         if wanted("retention"):  # pruning old runs' history, against the bare delete
             rows = min(args.rows, RETENTION_ROWS)
             report(bench_retention.run(backend, rows, args.runs).line(bench_retention.AIM))
+        if wanted("soak"):
+            enrollments, seconds = SOAK
+            for line in bench_soak.run(backend, enrollments, seconds, cpu=True).lines():
+                report(line)
         if wanted("web"):
             for times in bench_web_pages.run(backend, min(args.rows, WEB_ROWS), max(args.runs, 5)):
                 report(times.line())
     if wanted("crash") and "postgres" in backends:
         report(bench_crash.run(CRASH_ENROLLMENTS).line())
+    if wanted("scale") and "postgres" in backends:
+        for line in bench_scale.run(SCALE_RECORDS, args.runs).lines():
+            report(line)
     if wanted("cli"):  # no database: once, whatever the backends
         for line in bench_cli_start.run(CLI_START_RUNS).lines():
             report(line)
