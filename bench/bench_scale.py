@@ -94,8 +94,9 @@ def count_double_claims(ctx: Context) -> dict[str, int]:
         ),
         "history lines not 1": _count(
             ctx,
-            "select count(*) from enrollments e where (select count(*) from record_history h"
-            " where h.enrollment_id = e.id and h.message like 'Followed up %') <> 1",
+            "select count(*) from enrollments e left join (select enrollment_id, count(*) as n"
+            " from record_history where message like 'Followed up %' group by enrollment_id)"
+            " as h on h.enrollment_id = e.id where coalesce(h.n, 0) <> 1",
         ),
     }
 
