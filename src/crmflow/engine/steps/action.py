@@ -8,6 +8,7 @@ once without the wait."""
 from __future__ import annotations
 
 from crmflow.engine.actions.base import ActionContext
+from crmflow.engine.actions.create_task import CreateTaskAction
 from crmflow.engine.actions.registry import run_action
 from crmflow.engine.commands import CreateTask
 from crmflow.engine.definition import ActionStep
@@ -26,8 +27,9 @@ __all__ = ["start", "task_done"]
 
 
 def start(step: ActionStep, run: StepRun) -> StepResult:
+    scope = run.scope
     ctx = ActionContext(
-        scope=run.scope,
+        scope=scope,
         step=step,
         describe_step=lambda: run.step_vars(step),
         enrollment_id=run.enrollment_id,
@@ -45,17 +47,19 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
             )
             continue
         ctx.where = f"steps.{step.key}.actions[{index}]"
+        outer = scope.start_action()
         try:
-            with run.scope.action_budget():
-                result = run_action(action, index, ctx)
+            result = run_action(action, index, ctx)
         except EvaluationError as exc:
             logs.append(_log(index, action.key, action.type, ActionStatus.FAILED, str(exc)))
             continue
+        finally:
+            scope.end_action(outer)
         run.commands.extend(result.commands)
-        if getattr(action, "wait", False):
+        if isinstance(action, CreateTaskAction) and action.wait:
             awaited += [c for c in result.commands if isinstance(c, CreateTask)]
         if result.record_updates:
-            run.scope.record = run.scope.record.with_values(result.record_updates, at=run.now)
+            scope.record = scope.record.with_values(result.record_updates, at=run.now)
         if result.end_reason is not None and end_reason is None:
             end_reason = result.end_reason
         logs.append(_log(index, action.key, action.type, ActionStatus.DONE, result.detail))

@@ -124,12 +124,22 @@ class Scope:
     @contextmanager
     def action_budget(self) -> Iterator[None]:
         """One action's evaluations share the action's time budget."""
-        outer = self._deadline
-        self._deadline = time.monotonic() + self.limits.time_limit_ms / 1000
+        outer = self.start_action()
         try:
             yield
         finally:
             self._deadline = outer
+
+    def start_action(self) -> float | None:
+        """Start one action's time budget (its evaluations share it); the budget it replaces,
+        to be put back with `end_action` (`action_budget` without a generator: the action step
+        runs thousands of actions per batch)."""
+        outer = self._deadline
+        self._deadline = time.monotonic() + self.limits.time_limit_ms / 1000
+        return outer
+
+    def end_action(self, outer: float | None) -> None:
+        self._deadline = outer
 
     def _budget(self, what: str) -> Budget:
         return Budget(self.limits, what=what, deadline=self._deadline)
