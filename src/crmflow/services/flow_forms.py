@@ -26,7 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString, ScalarString
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString, ScalarString
 
 from crmflow.engine.jsonschema import flow_json_schema
 from crmflow.errors import InvalidInputError, Problem
@@ -45,6 +45,7 @@ __all__ = [
     "new_flow_text",
     "problems_by_field",
     "refilled",
+    "rename_references",
     "round_trip_yaml",
     "saved_step_text",
     "slug",
@@ -57,7 +58,19 @@ __all__ = [
 
 # Long texts get a text area; the schema says "string" for all of them.
 _MULTILINE = frozenset(
-    {"body", "message", "description", "notes", "condition", "until", "sql", "text", "if"}
+    {
+        "body",
+        "message",
+        "description",
+        "notes",
+        "condition",
+        "until",
+        "sql",
+        "text",
+        "if",
+        "entry_condition",
+        "goal",
+    }
 )
 _FIELD_PICKERS = frozenset({"field", "date_field", "zone_field"})
 _QUERY_PICKERS = frozenset({"query"})
@@ -80,10 +93,23 @@ _PICKERS: Mapping[str, str] = {
     "status_changed.from": "status",
     "status_changed.to": "status",
     "fields": "field",
+    # The flow's own settings (services.flow_form_settings).
+    "owner": "user",
+    "controller": "user",
+    "members": "user",
+    "record_type": "record_type",
+    "timezone": "timezone",
+    # Where a step goes: one of the document's step keys.
+    "next": "step",
+    "goto": "step",
+    "else": "step",
+    "on_timeout": "step",
 }
+# The properties whose value is a step's key: a renamed step is renamed there too.
+STEP_REFERENCES = frozenset({"next", "goto", "else", "on_timeout"})
 # Texts rendered as templates get the variable picker; CEL conditions the conditions builder.
 _TEMPLATED = frozenset({"subject", "body", "message", "title", "description", "reason"})
-_CONDITIONS = frozenset({"condition", "until", "if", "entry_condition"})
+_CONDITIONS = frozenset({"condition", "until", "if", "entry_condition", "goal"})
 Pickers = Mapping[str, Sequence[str | tuple[str, str]]]
 
 
@@ -496,6 +522,8 @@ def _example_value(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _ABSENT = object()
+# Texts another YAML reader (1.1) would take for a number, a time in minutes or a boolean.
+_AMBIGUOUS = re.compile(r"[-+]?[\d_.:]+([eE][-+]?\d+)?|(?i:y|n|yes|no|true|false|on|off|null|~)")
 _MAX_ADDED_ITEMS = 100
 
 
@@ -555,6 +583,8 @@ def _set(node: CommentedMap, name: str, new: Any, default: Any) -> None:
             new = type(old)(new)
         elif "\n" in new:
             new = LiteralScalarString(new)
+        elif _AMBIGUOUS.fullmatch(new):
+            new = DoubleQuotedScalarString(new)  # "09:30", "15", "no": a text, for any reader
     node[name] = new
 
 
@@ -807,7 +837,29 @@ def saved_step_text(text: str, key: str, form: Mapping[str, str]) -> tuple[str, 
     problems = apply_form(schema, step, form, where=f"steps[{index}].")
     if problems or _plain(step) == before:
         return text, problems  # nothing to write: a JSON document keeps its layout too
+    renamed = str(step.get("key", ""))
+    if renamed and renamed != key:
+        rename_references(document, key, renamed)
     return dump_document(document, text), []
+
+
+def rename_references(document: Any, old: str, new: str) -> int:
+    """Point every `next`, `goto`, `else` and `on_timeout` that names step `old` at `new` (a
+    step renamed in its form: the validator would refuse the flow's references left dangling).
+    Returns how many were changed; the other keys keep their text."""
+    changed = 0
+    if isinstance(document, CommentedMap):
+        for name in list(document):
+            value = document[name]
+            if name in STEP_REFERENCES and isinstance(value, str) and value == old:
+                document[name] = type(value)(new) if isinstance(value, ScalarString) else new
+                changed += 1
+            else:
+                changed += rename_references(value, old, new)
+    elif isinstance(document, CommentedSeq):
+        for item in document:
+            changed += rename_references(item, old, new)
+    return changed
 
 
 def new_flow_text(
@@ -853,7 +905,7 @@ def problems_by_field(
     for problem in problems:
         text = problem.message + (f" ({problem.hint})" if problem.hint else "")
         path = problem.path
-        if prefix and path.startswith(prefix):
+        if path.startswith(prefix):  # "" for the document's own settings
             path = path[len(prefix) :]
             while path and path not in paths:
                 path = re.sub(r"(\[\d+\]|\.[^.\[]*|^[^.\[]*)$", "", path)

@@ -21,9 +21,10 @@ changed keys move, the rest of the file keeps its bytes and comments.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import available_timezones
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -39,6 +40,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import (
+    flow_form_settings,
     flow_form_steps,
     flow_form_triggers,
     flow_forms,
@@ -94,6 +96,17 @@ def _pickers(
     queries of that type, users, groups, lists, record types; with `user`, also the flows
     and templates they may see."""
     return form_pickers.picker_data(ctx, user, record_type)
+
+
+def _step_choices(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The document's step keys, for the pickers of `next`, `goto`, `else` and `on_timeout`."""
+    return [(s.key, f"{s.name} ({s.type})") for s in flow_forms.step_summaries(document) if s.key]
+
+
+KEY_HELP = (
+    "Renaming a step also renames it where other steps go to it (next, goto, else, on timeout):"
+    " no reference is left pointing at the old key."
+)
 
 
 def _trigger_fields(
@@ -332,9 +345,12 @@ def _steps_page(
         chosen = steps[next(i for i, s in enumerate(steps) if s.index == index)]
         schema = flow_forms.step_schema(node)
         if schema is not None:
-            fields = flow_forms.form_fields(
-                schema, node, pickers=_pickers(ctx, str(document.get("record_type") or ""), user)
-            )
+            pickers = _pickers(ctx, str(document.get("record_type") or ""), user)
+            pickers["step"] = [c for c in _step_choices(document) if c[0] != step]
+            fields = [
+                replace(f, help=KEY_HELP) if f.path == "key" else f
+                for f in flow_forms.form_fields(schema, node, pickers=pickers)
+            ]
             if posted:
                 fields = flow_forms.refilled(fields, posted)
             at, rest = flow_forms.problems_by_field(problems, f"steps[{index}].", fields)
@@ -407,8 +423,17 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
         )
     except (ConflictError, PreconditionFailedError) as exc:
         return _steps_page(request, user, flow, text, **page, error=str(exc), status_code=409)
-    response = see_other(f"/flows/{key}/form?step={quote(step)}")
-    flash(response, f"Step {step!r} saved (version {saved.version}).")
+    # A renamed step is found under its new key (references to it were renamed too).
+    renamed = posted.get("f:key", "").strip() or step
+    response = see_other(f"/flows/{key}/form?step={quote(renamed)}")
+    if renamed != step:
+        flash(
+            response,
+            f"Step {step!r} renamed {renamed!r} and saved (version {saved.version}); the steps"
+            " that went to it go to its new key.",
+        )
+    else:
+        flash(response, f"Step {step!r} saved (version {saved.version}).")
     return response
 
 
@@ -593,15 +618,22 @@ async def remove(request: Request, user: CurrentUser, key: str) -> Response:
 
 
 def _new_step_fields(
-    ctx: Context, kind: str, record_type: str, posted: Mapping[str, str] | None = None
+    ctx: Context,
+    kind: str,
+    record_type: str,
+    posted: Mapping[str, str] | None = None,
+    steps: list[tuple[str, str]] | None = None,
 ) -> list[FormField]:
     schema = flow_forms.kind_schema(flow_forms.step_kinds(), kind)
     if schema is None:
         return []
     skeleton = flow_form_steps.new_step(kind, "new", "")
+    pickers = _pickers(ctx, record_type)
+    if steps is not None:
+        pickers["step"] = steps
     fields = [
         f
-        for f in flow_forms.form_fields(schema, skeleton, pickers=_pickers(ctx, record_type))
+        for f in flow_forms.form_fields(schema, skeleton, pickers=pickers)
         if f.path not in ("key", "name")
     ]
     return flow_forms.refilled(fields, posted) if posted else fields
@@ -622,7 +654,7 @@ def _add_page(
     ctx = context_of(request)
     document = flow_forms.load_document(text)
     record_type = str(document.get("record_type") or "")
-    fields = _new_step_fields(ctx, kind, record_type, posted)
+    fields = _new_step_fields(ctx, kind, record_type, posted, _step_choices(document))
     count = len(document.get("steps") or [])
     top = {"name": [str(p) for p in problems if p.path == "name"]}
     rest = [p for p in problems if p.path not in ("name", f"steps[{count}]")]
@@ -667,12 +699,13 @@ def add_fields(request: Request, user: CurrentUser, key: str) -> Response:
     _, text = _current(request, user, key)
     ctx = context_of(request)
     kind = _step_kind(request.query_params.get("type", "action"))
-    record_type = str(flow_forms.load_document(text).get("record_type") or "")
+    document = flow_forms.load_document(text)
+    record_type = str(document.get("record_type") or "")
     kinds = {k.value: k for k in flow_forms.step_kinds()}
     return render(
         request,
         "flow_forms_trigger.html",
-        fields=_new_step_fields(ctx, kind, record_type),
+        fields=_new_step_fields(ctx, kind, record_type, steps=_step_choices(document)),
         field_problems={},
         about=kinds[kind].description,
     )
@@ -817,6 +850,96 @@ async def save_trigger(request: Request, user: CurrentUser, key: str) -> Respons
         return _trigger_page(request, flow, text, **page, error=str(exc), status_code=409)
     response = see_other(f"/flows/{key}/form")
     flash(response, f"Trigger saved (version {saved.version}).")
+    return response
+
+
+# -- the flow's own settings ---------------------------------------------------------------------
+
+
+def _settings_page(
+    request: Request,
+    user: Actor,
+    flow: flows.FlowView,
+    text: str,
+    *,
+    posted: Mapping[str, str] | None = None,
+    problems: Sequence[Problem] = (),
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = context_of(request)
+    document = flow_forms.load_document(text)
+    pickers = _pickers(ctx, str(document.get("record_type") or ""), user)
+    pickers["timezone"] = [(z, z) for z in sorted(available_timezones())]
+    fields = flow_form_settings.settings_fields(document, pickers)
+    if posted:
+        fields = flow_forms.refilled(fields, posted)
+    at, other = flow_forms.problems_by_field(problems, "", fields)
+    # A problem of the document's own fields has no prefix: problems_by_field places those it
+    # finds among the fields' paths; the rest (a step's, a trigger's) is said above the form.
+    return render(
+        request,
+        "flow_forms_settings.html",
+        status_code=status_code,
+        flow=flow,
+        locked=_locked(flow),
+        record_type=str(document.get("record_type") or ""),
+        fields=fields,
+        field_problems=at,
+        problems=other,
+        error=error,
+    )
+
+
+@router.get("/flows/{key}/form/settings")
+def settings_form(request: Request, user: CurrentUser, key: str) -> Response:
+    flow, text = _current(request, user, key)
+    return _settings_page(request, user, flow, text)
+
+
+@router.post("/flows/{key}/form/settings")
+async def save_settings(request: Request, user: CurrentUser, key: str) -> Response:
+    """Save the flow's own settings (name, owner, timezone, entry condition, ...): only what
+    changed is written back, validated and saved as any change of the flow."""
+    ctx = context_of(request)
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    posted = _posted_fields(form)
+    locked = _locked(flow)
+    if locked:
+        return _settings_page(
+            request, user, flow, text, posted=posted, error=locked, status_code=409
+        )
+    changed, problems = flow_form_settings.saved_settings_text(text, posted)
+    if problems:
+        return _settings_page(
+            request, user, flow, text, posted=posted, problems=problems, status_code=422
+        )
+    if changed == text:
+        response = see_other(f"/flows/{key}/form")
+        flash(response, "Nothing changed: the flow was not saved.")
+        return response
+    try:
+        saved = flows.update_flow(
+            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
+        )
+    except InvalidInputError as exc:
+        return _settings_page(
+            request,
+            user,
+            flow,
+            text,
+            posted=posted,
+            problems=exc.problems,
+            error="The settings were not saved: fix the fields marked below.",
+            status_code=422,
+        )
+    except (ConflictError, PreconditionFailedError) as exc:
+        return _settings_page(
+            request, user, flow, text, posted=posted, error=str(exc), status_code=409
+        )
+    response = see_other(f"/flows/{key}/form")
+    flash(response, f"Settings saved (version {saved.version}).")
     return response
 
 

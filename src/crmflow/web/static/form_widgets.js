@@ -1,7 +1,8 @@
 // The flow forms' pickers (issue 13; templates/flow_forms_fields.html): insert a record's field
 // at the cursor of a template text, add a picked name as a new line of a list, and keep a form
-// from being sent while the conditions builder is still writing its CEL. Loaded by the fields
-// that need it, maybe several times: it attaches its listeners once, on the document.
+// from being sent while the conditions builder is still writing its CEL. Loaded once by each
+// page of the form editor (its {% block scripts %}); its listeners are on the document, so
+// fields swapped in by htmx work too. The guard below keeps a second load harmless.
 "use strict";
 
 (function () {
