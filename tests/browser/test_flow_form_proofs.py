@@ -1,9 +1,11 @@
 """Issue 13's proof for the pickers, in a real browser: seed 002's six-month promotion (daily at
-09:30, a saved query picked with its live count, a templated email with Cc and Bcc) and seed
-001's event reminder (a task 7 days before the event's start, an email whose subject takes the
-record's title from the variable picker, a condition made with the filter builder) are built
-with the forms only, then compared with `examples/`: the validator's reading of both (the
-definition with its defaults) is the same, but for what no form sets yet (see DOC_LEVEL)."""
+09:30, a saved query picked with its live count, a templated email with Cc and Bcc, its owner,
+zone, re-entry and catch-up in the settings form) and seed 001's event reminder (a task 7 days
+before the event's start, an email whose subject takes the record's title from the variable
+picker, an entry condition made with the filter builder in the settings form, and its `close`
+step added, renamed and filled in forms) are built with the forms only, then compared with
+`examples/`: the validator's reading of the whole document (the definition with its defaults)
+is the same, but for the flow's key (the demo already holds the examples under theirs)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-# The flow's own settings, which no form sets yet (the new-flow form asks a name, a record type
-# and a trigger): compared apart, and the key differs since the demo holds the examples.
-DOC_LEVEL = ("key", "owner", "controller", "timezone", "reentry", "catch_up", "entry_condition")
+# The one difference: the demo loaded the examples under their keys, so the flows built here
+# take the key of their name.
+DIFFERENT = ("key",)
 
 
 def _input(page: Page, path: str) -> Locator:
@@ -53,17 +55,29 @@ def _normalised(site: Site, text: str) -> dict[str, Any]:
     return data
 
 
-def _compare(site: Site, key: str, example: str, *, steps: slice = slice(None)) -> None:
+def _compare(site: Site, key: str, example: str) -> None:
+    """The whole normalised document equals the example's, but for DIFFERENT; on a difference,
+    each top-level property and step that differs is named."""
     alice = users.actor_by_username(site.ctx, "alice")
     flow = flows.get_flow(site.ctx, alice, key)
     version = flows.get_flow_version(site.ctx, alice, key, flow.version)
     made = _normalised(site, str(version["source"]))
     wanted = _normalised(site, (EXAMPLES / example).read_text(encoding="utf-8"))
-    wanted["steps"] = wanted["steps"][steps]
-    for name in DOC_LEVEL:
-        made.pop(name, None)
-        wanted.pop(name, None)
-    assert made == wanted
+    assert made["key"] == key and wanted["key"] == example.removesuffix(".yaml")
+    for name in DIFFERENT:
+        del made[name], wanted[name]
+    differs = {n: (made.get(n), wanted.get(n)) for n in made.keys() | wanted.keys()}
+    differs = {n: pair for n, pair in differs.items() if pair[0] != pair[1]}
+    assert not differs, differs
+
+
+def _settings(page: Page) -> None:
+    """Save the settings form; else the problems the page shows, to say why."""
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save the settings").click()
+    shown = page.locator(".ff-problem, #forms-problems li").all_inner_texts()
+    assert page.locator("#forms-error").count() == 0, shown
+    expect(page.locator(".flash").first).to_contain_text("Settings saved")
 
 
 def test_seed_002s_six_month_promotion_is_built_with_forms_and_pickers(
@@ -115,6 +129,19 @@ def test_seed_002s_six_month_promotion_is_built_with_forms_and_pickers(
     _input(page, "key").fill("promotion")
     _input(page, "name").fill("Promotion email")
     _save(page)
+
+    # The flow's own settings: its manager, her zone, once per client, no catching up.
+    page.goto("/flows/six-month-client-promotion/form")
+    page.get_by_role("link", name="Settings of the flow").click()
+    _input(page, "owner").fill("maria")
+    _input(page, "controller").fill("maria")
+    _input(page, "timezone").fill("Europe/Rome")
+    _unfold(page, "f-reentry")
+    _input(page, "reentry.mode").select_option("never")
+    _unfold(page, "f-catch_up")
+    _input(page, "catch_up.mode").select_option("skip_missed")
+    assert_accessible(page)
+    _settings(page)
     _compare(site, "six-month-client-promotion", "six-month-promotion.yaml")
 
 
@@ -129,13 +156,21 @@ def test_seed_001s_event_reminder_is_built_with_forms_the_variable_picker_and_th
     page.get_by_role("button", name="Create the flow").click()
     page.wait_for_url("**/flows/event-preparation-and-closing/form")
     key = "event-preparation-and-closing"
-    # No form sets the flow's own settings yet: the controller a late step emails is written
-    # as the YAML view would (one line), the rest is forms.
-    alice = users.actor_by_username(site.ctx, "alice")
-    flow = flows.get_flow(site.ctx, alice, key)
-    text = str(flows.get_flow_version(site.ctx, alice, key, flow.version)["source"])
-    text = text.replace("record_type: event\n", "record_type: event\ncontroller: alice\n")
-    flows.update_flow(site.ctx, alice, key, text, source="test")
+
+    # The flow's own settings, the entry condition made with the builder.
+    page.goto(f"/flows/{key}/form/settings")
+    _input(page, "owner").fill("alice")
+    _input(page, "controller").fill("alice")
+    _input(page, "timezone").fill("Europe/Bucharest")
+    entry = page.locator("#f-entry_condition-cb")
+    entry.get_by_label("Condition 1: field").select_option("status")
+    entry.get_by_label("operator").select_option("!=")
+    entry.get_by_label("value").fill("cancelled")
+    entry.get_by_label("value").press("Tab")
+    expect(_input(page, "entry_condition")).to_have_value('record.status != "cancelled"')
+    _unfold(page, "f-reentry")
+    _input(page, "reentry.mode").select_option("never")
+    _settings(page)
 
     page.goto(f"/flows/{key}/form?step=start")
     _unfold(page, "f-timing")
@@ -209,4 +244,33 @@ def test_seed_001s_event_reminder_is_built_with_forms_the_variable_picker_and_th
     _input(page, "key").fill("prepare")
     _input(page, "name").fill("One week before")
     _save(page)
-    _compare(site, key, "event-automations.yaml", steps=slice(0, 1))
+    page.wait_for_url("**/form?step=prepare")  # renamed: its form opens under its new key
+
+    # The `close` step: added last, its actions and timing picked, then renamed.
+    page.goto(f"/flows/{key}/form/add")
+    page.locator("#ff-step-name").fill("After the event")
+    page.get_by_role("button", name="Add the step").click()
+    page.wait_for_url("**/form?step=after_the_event#step-form")
+    _unfold(page, "f-timing")
+    _input(page, "timing").select_option("date")
+    _input(page, "actions[0]").select_option("set_status")
+    _input(page, "actions[+]").select_option("history")
+    _save(page)
+    expect(page.locator("#forms-error")).to_contain_text("not saved")
+    _input(page, "timing.field").select_option("end")
+    _input(page, "timing.days").fill("1")
+    _input(page, "timing.direction").select_option("after")
+    _input(page, "actions[0].status").fill("done")
+    _input(page, "actions[1].message").fill("The event is over and was closed automatically.")
+    builder.get_by_label("Condition 1: field").select_option("status")
+    builder.get_by_label("operator").select_option("!=")
+    builder.get_by_label("value").fill("cancelled")
+    builder.get_by_label("value").press("Tab")
+    expect(_input(page, "condition")).to_have_value('record.status != "cancelled"')
+    _save(page)
+    _saved(page)
+    _input(page, "key").fill("close")
+    _save(page)
+    page.wait_for_url("**/form?step=close")
+    _saved(page)
+    _compare(site, key, "event-automations.yaml")
