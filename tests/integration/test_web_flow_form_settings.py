@@ -144,6 +144,29 @@ def test_a_renamed_step_opens_under_its_new_key_and_the_steps_going_to_it_follow
     )
 
 
+def test_a_step_renamed_to_a_key_taken_is_refused_at_its_key_field(
+    ctx: Context, alice: Actor
+) -> None:
+    key, text = _create(ctx, alice, "recruitment-approval.yaml")
+    browser = Browser(ctx, "alice")
+    fields = _form(browser.get(f"/flows/{key}/form", step="refused"), "step-edit-form")
+    status, page = _post(browser, f"/flows/{key}/form", _replace(fields, "f:key", "approved"))
+    assert status == 422 and "The step was not saved" in page
+    with pytest.raises(InvalidInputError) as refused:
+        flows.check_flow_text(
+            ctx, alice, text.replace("  - key: refused\n", "  - key: approved\n"), fmt=None
+        )
+    [problem] = [p for p in refused.value.problems if p.path.endswith(".key")]
+    found = re.search(r'id="f-key-problem">(.*?)</small>', page, re.S)
+    assert found is not None and problem.message in found.group(1), page
+    # The form stays that of the step as saved, with what was typed: it can be fixed and sent.
+    again = _form(page, "step-edit-form")
+    assert ("step", "refused") in again and ("f:key", "approved") in again
+    status, _ = _post(browser, f"/flows/{key}/form", _replace(again, "f:key", "declined"))
+    assert status == 303
+    assert "goto: declined" in _source(ctx, alice, key)
+
+
 def test_where_a_step_goes_is_picked_from_the_document_s_step_keys(
     ctx: Context, alice: Actor
 ) -> None:

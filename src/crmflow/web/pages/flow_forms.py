@@ -399,6 +399,8 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
     if locked:
         return _steps_page(request, user, flow, text, **page, error=locked, status_code=409)
     changed, problems = flow_forms.saved_step_text(text, step, posted)
+    # A renamed step is found under its new key (references to it were renamed too).
+    renamed = posted.get("f:key", "").strip() or step
     if problems:
         return _steps_page(request, user, flow, text, **page, problems=problems, status_code=422)
     if changed == text:
@@ -410,6 +412,19 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
             ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
         )
     except InvalidInputError as exc:
+        error = "The step was not saved: fix the fields marked below."
+        if renamed != step:
+            # The saved text has the step under its old key: the form as posted, on it.
+            return _steps_page(
+                request,
+                user,
+                flow,
+                text,
+                **page,
+                problems=exc.problems,
+                error=error,
+                status_code=422,
+            )
         # Shown on the changed document, so that a new kind's own fields appear to fill in.
         return _steps_page(
             request,
@@ -418,13 +433,11 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
             changed,
             step=step,
             problems=exc.problems,
-            error="The step was not saved: fix the fields marked below.",
+            error=error,
             status_code=422,
         )
     except (ConflictError, PreconditionFailedError) as exc:
         return _steps_page(request, user, flow, text, **page, error=str(exc), status_code=409)
-    # A renamed step is found under its new key (references to it were renamed too).
-    renamed = posted.get("f:key", "").strip() or step
     response = see_other(f"/flows/{key}/form?step={quote(renamed)}")
     if renamed != step:
         flash(
