@@ -3,6 +3,7 @@ jobs the web application asks for (services.jobs)."""
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 from typing import Annotated
@@ -65,9 +66,10 @@ def worker(
     )
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        err_console.print(
-            f"{signal.Signals(signum).name}: finishing the current batch", highlight=False
-        )
+        # Plain bytes, not rich: the signal may land while rich is being imported for the first
+        # print, and printing through it then fails on its half-loaded module.
+        name = signal.Signals(signum).name
+        os.write(2, f"{name}: finishing the current batch\n".encode())
         runner.stop()
         job_runner.stop()
         if dispatcher is not None:
