@@ -3,6 +3,7 @@ when none is set), SMS and webhooks; `--once` delivers what is due now and exits
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -61,9 +62,9 @@ def dispatch(
     if not once:
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
-            err_console.print(
-                f"{signal.Signals(signum).name}: finishing the current message", highlight=False
-            )
+            # Plain bytes, not rich: the signal may land during rich's first import.
+            name = signal.Signals(signum).name
+            os.write(2, f"{name}: finishing the current message\n".encode())
             for dispatcher in dispatchers:
                 dispatcher.stop()
 
