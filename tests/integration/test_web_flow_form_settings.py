@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import InvalidInputError
-from crmflow.services import flow_forms, flows, users
+from crmflow.services import flow_form_settings, flow_forms, flows, users
 from crmflow.services.context import Actor, Context
 from tests.acceptance.test_examples_end_to_end import _setup_like_the_demo
 from tests.integration.test_web_flow_forms import _form, _post, _replace
@@ -120,6 +121,41 @@ def test_a_refused_setting_shows_at_its_field_in_the_validator_s_words(
     )
     assert status == 303 and "Nothing changed" in page
     assert _source(ctx, alice, key) == text
+
+
+def test_settings_follow_the_lifecycle_and_are_for_admins(ctx: Context, alice: Actor) -> None:
+    key, text = _create(ctx, alice, "six-month-promotion.yaml")
+    flows.change_status(ctx, alice, key, LifecycleAction.START)
+    browser = Browser(ctx, "alice")
+    page = browser.get(f"/flows/{key}/form/settings")
+    assert 'id="ff-settings-save" disabled' in page
+    fields = _replace(_form(page, "ff-settings-form"), "f:timezone", "Europe/Paris")
+    status, shown = _post(browser, f"/flows/{key}/form/settings", fields)
+    assert status == 409 and "pause" in shown.lower()
+    assert _source(ctx, alice, key) == text
+    # Paused, a change is a new version (its impact is previewed on resume, on the flow's page).
+    flows.change_status(ctx, alice, key, LifecycleAction.PAUSE)
+    # The form read before the pause is of an older revision: refused, nothing written.
+    status, shown = _post(browser, f"/flows/{key}/form/settings", fields)
+    assert status == 409 and "changed since you read it" in shown
+    page = browser.get(f"/flows/{key}/form/settings")
+    fields = _replace(_form(page, "ff-settings-form"), "f:timezone", "Europe/Paris")
+    status, shown = _post(browser, f"/flows/{key}/form/settings", fields)
+    assert status == 303 and "Settings saved (version 2)" in shown
+    assert "timezone: Europe/Paris\n" in _source(ctx, alice, key)
+    andrei = Browser(ctx, "andrei")
+    assert andrei.client.get(f"/flows/{key}/form/settings").status_code == 403
+    refused = andrei.client.post(
+        f"/flows/{key}/form/settings", data={"f:name": "x", "csrf_token": andrei.csrf}
+    )
+    assert refused.status_code == 403
+
+
+def test_every_setting_of_the_schema_has_a_form_field() -> None:
+    # A property added to the document's schema shows without editor code, or this names it.
+    drawn = flow_form_settings.settings_fields({})
+    assert [f.path for f in drawn] == list(flow_form_settings.settings_schema()["properties"])
+    assert [f.path for top in drawn for f in top.walk() if f.widget == "unsupported"] == []
 
 
 def test_a_renamed_step_opens_under_its_new_key_and_the_steps_going_to_it_follow(
