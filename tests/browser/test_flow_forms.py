@@ -4,6 +4,7 @@ field of its first step in the step's form and sees the change in the YAML view.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from crmflow.services import flows, records, users
@@ -266,3 +267,29 @@ def test_a_refused_change_is_shown_at_its_step_and_the_trigger_and_try_it_work_f
     page.get_by_role("button", name="Try it").click()
     expect(page.locator("#ff-try-timeline")).to_contain_text("Hello Zoé")
     assert_accessible(page)
+
+
+def test_a_wrong_value_is_said_at_its_field_as_it_is_typed_and_goes_when_fixed(
+    page: Page, site: Site, signed_in: SignedIn
+) -> None:
+    alice = users.actor_by_username(site.ctx, "alice")
+    text = STEPS_FLOW.replace("key: three-steps", "key: in-a-zone").replace(
+        "record_type: contact\n", "record_type: contact\ntimezone: UTC\n"
+    )
+    flows.create_flow(site.ctx, alice, text, source="test")
+    signed_in(page, "alice")
+    page.goto("/flows/in-a-zone/form/settings")
+    zone = page.locator("#f-timezone")
+    problem = page.locator("#f-timezone-problem")
+    with page.expect_request("**/form/settings/check") as check:
+        zone.fill("Mars/Olympus")  # no save: the check runs 400 ms after the last key
+    # Checks are not the person's use of the session (as the pages' polls).
+    assert check.value.headers.get("x-crmflow-poll") == "1"
+    expect(problem).to_contain_text("Mars/Olympus")
+    expect(zone).to_have_attribute("aria-invalid", "true")
+    expect(zone).to_have_attribute("aria-describedby", re.compile(r"\bf-timezone-problem\b"))
+    assert_accessible(page)
+    zone.fill("Europe/Bucharest")
+    expect(problem).to_be_empty()
+    expect(zone).not_to_have_attribute("aria-invalid", "true")
+    assert "Mars" not in _stored(site, "in-a-zone")  # nothing was saved

@@ -53,6 +53,7 @@ from crmflow.services import (
 )
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_forms import FormField
+from crmflow.services.flow_validation import parse_flow_text
 from crmflow.services.permissions import require_admin
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.pages.flows_diagram import mermaid_text
@@ -119,6 +120,43 @@ def _trigger_fields(
     return flow_forms.refilled(fields, form) if form else fields
 
 
+# -- checked as one types -----------------------------------------------------------------------
+
+
+def _validated(
+    request: Request, user: Actor, text: str, *, excluding: str | None = None
+) -> list[Problem]:
+    """The problems of `text` as a save would find them (the validator of `crmflow flows
+    validate`, against this organisation's names), without saving anything."""
+    try:
+        parse_flow_text(
+            context_of(request), user, text, fmt=None, source=SOURCE_NAME, excluding_flow=excluding
+        )
+    except InvalidInputError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _live(
+    request: Request,
+    fields: Sequence[FormField],
+    field_problems: Mapping[str, list[str]],
+    problems: Sequence[str],
+    slots: Sequence[tuple[str, list[str]]] = (),
+) -> Response:
+    """The answer to a form checked as one types: each field's problem slot again (out of
+    band), empty when the field is right; always 200, or htmx would not swap it."""
+    return render(
+        request,
+        "flow_forms_check.html",
+        headers={"cache-control": "no-store"},
+        fields=fields,
+        field_problems=field_problems,
+        problems=problems,
+        slots=slots,
+    )
+
+
 # -- a new flow in three clicks ------------------------------------------------------------------
 
 
@@ -133,6 +171,7 @@ def _new_page(
     problems: Sequence[Problem] = (),
     error: str | None = None,
     status_code: int = 200,
+    live: bool = False,
 ) -> Response:
     ctx = context_of(request)
     types = record_types.list_record_types(ctx)
@@ -147,6 +186,13 @@ def _new_page(
                 problem.message + (f" ({problem.hint})" if problem.hint else "")
             )
     at, other = flow_forms.problems_by_field(below, _TRIGGER_PREFIX, fields)
+    if live:
+        slots = [
+            ("ff-name-problem", top["name"] + top["key"]),
+            ("ff-record-type-problem", top["record_type"]),
+            ("ff-trigger-problem", top["trigger"]),
+        ]
+        return _live(request, fields, at, other, slots)
     return render(
         request,
         "flow_forms_new.html",
@@ -248,6 +294,42 @@ async def create(request: Request, user: CurrentUser) -> Response:
     return response
 
 
+@router.post("/flows/new/form/check")
+async def check_new(request: Request, user: CurrentUser) -> Response:
+    """The new-flow form checked as one types: its problems at their fields; nothing saved."""
+    require_admin(user, "create flows")
+    form = await request.form()
+    name = _text(form, "name").strip()
+    record_type = _text(form, "record_type").strip()
+    kind = _text(form, "trigger").strip() or DEFAULT_TRIGGER
+    posted = _posted_fields(form)
+    problems: list[Problem] = []
+    if not name:
+        problems.append(Problem("name", "is empty", "give the flow a name"))
+    if flow_forms.kind_schema(flow_forms.trigger_kinds(), kind) is None:
+        problems.append(Problem("trigger", f"{kind[:40]!r} is not a trigger kind", "pick one"))
+        kind = DEFAULT_TRIGGER
+    else:
+        # Without a name yet, the rest is still checked (under a stand-in name).
+        key = flow_forms.slug(name or "new flow")
+        text, found = flow_forms.new_flow_text(
+            key=key, name=name or "New flow", record_type=record_type, trigger=kind, form=posted
+        )
+        problems += found or _validated(request, user, text)
+        if name and key in flows.RESERVED_KEYS:
+            problems.append(Problem("key", f"{key!r} is reserved", "choose another name"))
+    return _new_page(
+        request,
+        user,
+        name=name,
+        record_type=record_type,
+        kind=kind,
+        posted=posted,
+        problems=problems,
+        live=True,
+    )
+
+
 # -- a flow's steps ------------------------------------------------------------------------------
 
 
@@ -332,6 +414,7 @@ def _steps_page(
     checked: str | None = None,
     error: str | None = None,
     status_code: int = 200,
+    live: bool = False,
 ) -> Response:
     ctx = context_of(request)
     document = flow_forms.load_document(text)
@@ -354,6 +437,8 @@ def _steps_page(
             if posted:
                 fields = flow_forms.refilled(fields, posted)
             at, rest = flow_forms.problems_by_field(problems, f"steps[{index}].", fields)
+    if live:
+        return _live(request, fields, at, rest)
     return render(
         request,
         "flow_forms.html",
@@ -448,6 +533,22 @@ async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
     else:
         flash(response, f"Step {step!r} saved (version {saved.version}).")
     return response
+
+
+@router.post("/flows/{key}/form/check")
+async def check_step(request: Request, user: CurrentUser, key: str) -> Response:
+    """One step's form checked as one types: the posted fields applied to the document in
+    memory and validated as a save would; each problem at its field; nothing saved."""
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    step = _text(form, "step")
+    posted = _posted_fields(form)
+    changed, problems = flow_forms.saved_step_text(text, step, posted)
+    if not problems and changed != text:
+        problems = _validated(request, user, changed, excluding=key)
+    return _steps_page(
+        request, user, flow, text, step=step, posted=posted, problems=problems, live=True
+    )
 
 
 # -- the list's operations -----------------------------------------------------------------------
@@ -663,6 +764,7 @@ def _add_page(
     problems: Sequence[Problem] = (),
     error: str | None = None,
     status_code: int = 200,
+    live: bool = False,
 ) -> Response:
     ctx = context_of(request)
     document = flow_forms.load_document(text)
@@ -675,6 +777,8 @@ def _add_page(
     # A problem of the new step as a whole ("a wait step needs `until` or `fields`").
     whole = [p for p in problems if p.path == f"steps[{count}]"]
     other = [f"This step: {p.message}" + (f" ({p.hint})" if p.hint else "") for p in whole] + other
+    if live:
+        return _live(request, fields, at, other, [("ff-step-name-problem", top["name"])])
     kinds = flow_forms.step_kinds()
     return render(
         request,
@@ -722,6 +826,26 @@ def add_fields(request: Request, user: CurrentUser, key: str) -> Response:
         field_problems={},
         about=kinds[kind].description,
     )
+
+
+@router.post("/flows/{key}/form/add/check")
+async def check_add(request: Request, user: CurrentUser, key: str) -> Response:
+    """The new step's form checked as one types (the step added in memory, not saved)."""
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    name = _text(form, "name")
+    posted = _posted_fields(form)
+    # Without a name yet, the step's fields are still checked (under a stand-in name).
+    changed, _, problems = flow_form_steps.add_step(
+        text, _text(form, "type").strip(), name or "New step", posted
+    )
+    if not problems:
+        problems = _validated(request, user, changed, excluding=key)
+    if not name.strip():
+        problems = [Problem("name", "is empty", "give the step a name"), *problems]
+    page: dict[str, Any] = {"name": name[:200], "posted": posted}
+    kind = _step_kind(_text(form, "type").strip())
+    return _add_page(request, flow, text, kind=kind, **page, problems=problems, live=True)
 
 
 @router.post("/flows/{key}/form/add")
@@ -879,6 +1003,7 @@ def _settings_page(
     problems: Sequence[Problem] = (),
     error: str | None = None,
     status_code: int = 200,
+    live: bool = False,
 ) -> Response:
     ctx = context_of(request)
     document = flow_forms.load_document(text)
@@ -890,6 +1015,8 @@ def _settings_page(
     at, other = flow_forms.problems_by_field(problems, "", fields)
     # A problem of the document's own fields has no prefix: problems_by_field places those it
     # finds among the fields' paths; the rest (a step's, a trigger's) is said above the form.
+    if live:
+        return _live(request, fields, at, other)
     return render(
         request,
         "flow_forms_settings.html",
@@ -954,6 +1081,18 @@ async def save_settings(request: Request, user: CurrentUser, key: str) -> Respon
     response = see_other(f"/flows/{key}/form")
     flash(response, f"Settings saved (version {saved.version}).")
     return response
+
+
+@router.post("/flows/{key}/form/settings/check")
+async def check_settings(request: Request, user: CurrentUser, key: str) -> Response:
+    """The settings form checked as one types: applied in memory, validated, not saved."""
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    posted = _posted_fields(form)
+    changed, problems = flow_form_settings.saved_settings_text(text, posted)
+    if not problems and changed != text:
+        problems = _validated(request, user, changed, excluding=key)
+    return _settings_page(request, user, flow, text, posted=posted, problems=problems, live=True)
 
 
 # -- try it --------------------------------------------------------------------------------------

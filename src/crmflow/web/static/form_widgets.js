@@ -65,6 +65,47 @@
     }
   });
 
+  // A form checked as one types (data-live-check, the live_check macro): its checks are not the
+  // person's use of the session (as the pages' polls), and after each answer every field whose
+  // problem slot (id "<field>-problem") says something is marked invalid and described by it.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (elt instanceof Element && elt.hasAttribute("data-live-check")) {
+      event.detail.headers["X-Crmflow-Poll"] = "1";
+    }
+  });
+
+  function markFields(form) {
+    form.querySelectorAll(".ff-problem, .ff-problem-slot").forEach(function (slot) {
+      var field = document.getElementById(slot.id.replace(/-problem$/, ""));
+      if (!field || field === slot) {
+        return;
+      }
+      var wrong = slot.classList.contains("ff-problem") && slot.textContent.trim() !== "";
+      var ids = (field.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (id) {
+        return id && id !== slot.id;
+      });
+      if (wrong) {
+        ids.push(slot.id);
+        field.setAttribute("aria-invalid", "true");
+      } else {
+        field.removeAttribute("aria-invalid");
+      }
+      if (ids.length) {
+        field.setAttribute("aria-describedby", ids.join(" "));
+      } else {
+        field.removeAttribute("aria-describedby");
+      }
+    });
+  }
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (elt instanceof Element && elt.hasAttribute("data-live-check")) {
+      markFields(elt);
+    }
+  });
+
   // A form sent while the builder's CEL is on its way would save the CEL before the change:
   // wait for htmx to settle, then send it.
   document.addEventListener("submit", function (event) {
