@@ -129,15 +129,26 @@ def test_a_step_form_says_a_taken_key_at_its_field_and_nothing_is_saved(
     assert _saved(ctx, alice, key) == before
 
 
-def test_the_new_flow_and_new_step_forms_say_a_missing_name_at_its_field(
+def test_the_new_flow_and_new_step_forms_say_a_field_wrong_once_changed_not_before(
     ctx: Context, alice: Actor
 ) -> None:
     browser = Browser(ctx, "alice")
-    fields = _form(browser.get("/flows/new/form"), "new-flow-form")
-    status, answer = _post(browser, "/flows/new/form/check", _replace(fields, "name", ""))
-    assert status == 200 and (_slot(answer, "ff-name-problem") or "").startswith("is empty")
-    status, answer = _post(browser, "/flows/new/form/check", _replace(fields, "name", "Hello"))
-    assert status == 200 and _slot(answer, "ff-name-problem") == ""
+    page = browser.get("/flows/new/form", kind="date_reached")
+    fields = _form(page, "new-flow-form")
+    # Just opened: the date field is required and empty, but nobody has typed yet.
+    status, answer = _post(browser, "/flows/new/form/check", fields)
+    assert status == 200 and _slot(answer, "f-field-problem") == "", answer
+    assert _slot(answer, "ff-name-problem") == ""
+    # A field picked that the record type does not have: said at it, in the validator's words.
+    named = _replace(_replace(fields, "name", "Hello"), "record_type", "contact")
+    wrong = _replace(named, "f:field", "shoe_size")
+    status, answer = _post(browser, "/flows/new/form/check", wrong)
+    assert _slot(answer, "ff-name-problem") == ""
+    assert "shoe_size" in (_slot(answer, "f-field-problem") or ""), answer
+    fixed = _replace(wrong, "f:field", "birth_date")
+    status, answer = _post(browser, "/flows/new/form/check", fixed)
+    assert status == 200 and _slot(answer, "f-field-problem") == ""
+    assert 'class="ff-problem"' not in answer
     assert flows.list_flows(ctx, alice) == []  # nothing created
 
     text = (EXAMPLES / "donor-thank-you.yaml").read_text(encoding="utf-8")
@@ -145,7 +156,11 @@ def test_the_new_flow_and_new_step_forms_say_a_missing_name_at_its_field(
     before = _saved(ctx, alice, key)
     fields = _form(browser.get(f"/flows/{key}/form/add"), "ff-add-form")
     status, answer = _post(browser, f"/flows/{key}/form/add/check", fields)
-    assert status == 200 and "is empty" in (_slot(answer, "ff-step-name-problem") or "")
+    assert status == 200 and _slot(answer, "ff-step-name-problem") == ""
+    status, answer = _post(
+        browser, f"/flows/{key}/form/add/check", _replace(fields, "name", "x" * 201)
+    )
+    assert "has 201 characters" in (_slot(answer, "ff-step-name-problem") or ""), answer
     status, answer = _post(
         browser, f"/flows/{key}/form/add/check", _replace(fields, "name", "Thank them")
     )

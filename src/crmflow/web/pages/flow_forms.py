@@ -137,21 +137,46 @@ def _validated(
     return []
 
 
+def _changed(opened: Sequence[FormField], posted: Mapping[str, str]) -> set[str]:
+    """The paths of the fields whose posted value is not the one the form opened with (a field
+    the form did not have, as a new kind's, counts as changed)."""
+    before: dict[str, str] = {}
+    for top in opened:
+        for f in top.walk():
+            before[f.name] = (
+                ("true" if f.checked else "false") if f.widget == "checkbox" else f.value
+            )
+    return {
+        name[2:]
+        for name, value in posted.items()
+        if before.get(name) != value.replace("\r\n", "\n")
+    }
+
+
 def _live(
     request: Request,
     fields: Sequence[FormField],
     field_problems: Mapping[str, list[str]],
     problems: Sequence[str],
     slots: Sequence[tuple[str, list[str]]] = (),
+    *,
+    changed: set[str],
 ) -> Response:
     """The answer to a form checked as one types: each field's problem slot again (out of
-    band), empty when the field is right; always 200, or htmx would not swap it."""
+    band), empty when the field is right; always 200, or htmx would not swap it. A field is
+    only said wrong once changed (it or a field inside it): a new form's empty required
+    fields are not red before one has typed anything; the save still says every problem."""
+    shown = {
+        path: errs
+        for path, errs in field_problems.items()
+        if any(c == path or c.startswith((f"{path}.", f"{path}[")) for c in changed)
+    }
     return render(
         request,
         "flow_forms_check.html",
         headers={"cache-control": "no-store"},
         fields=fields,
-        field_problems=field_problems,
+        field_problems=shown,
         problems=problems,
         slots=slots,
     )
@@ -176,7 +201,8 @@ def _new_page(
     ctx = context_of(request)
     types = record_types.list_record_types(ctx)
     record_type = record_type or (types[0].key if types else "")
-    fields = _trigger_fields(ctx, kind, record_type, posted)
+    opened = _trigger_fields(ctx, kind, record_type)
+    fields = flow_forms.refilled(opened, posted) if posted else opened
     # The document's own fields show at their input; the trigger's at theirs; the rest above.
     top: dict[str, list[str]] = {"name": [], "record_type": [], "trigger": [], "key": []}
     below = [p for p in problems if p.path not in top]
@@ -188,11 +214,11 @@ def _new_page(
     at, other = flow_forms.problems_by_field(below, _TRIGGER_PREFIX, fields)
     if live:
         slots = [
-            ("ff-name-problem", top["name"] + top["key"]),
+            ("ff-name-problem", top["name"] + top["key"] if name else []),
             ("ff-record-type-problem", top["record_type"]),
             ("ff-trigger-problem", top["trigger"]),
         ]
-        return _live(request, fields, at, other, slots)
+        return _live(request, fields, at, other, slots, changed=_changed(opened, posted or {}))
     return render(
         request,
         "flow_forms_new.html",
@@ -316,8 +342,6 @@ async def check_new(request: Request, user: CurrentUser) -> Response:
             key=key, name=name or "New flow", record_type=record_type, trigger=kind, form=posted
         )
         problems += found or _validated(request, user, text)
-        if name and key in flows.RESERVED_KEYS:
-            problems.append(Problem("key", f"{key!r} is reserved", "choose another name"))
     return _new_page(
         request,
         user,
@@ -420,6 +444,7 @@ def _steps_page(
     document = flow_forms.load_document(text)
     steps = flow_forms.step_summaries(document)
     fields: list[FormField] = []
+    opened: list[FormField] = []
     chosen = None
     at: dict[str, list[str]] = {}
     rest: list[str] = [f"{p.path}: {p.message}" if p.path else p.message for p in problems]
@@ -430,7 +455,7 @@ def _steps_page(
         if schema is not None:
             pickers = _pickers(ctx, str(document.get("record_type") or ""), user)
             pickers["step"] = [c for c in _step_choices(document) if c[0] != step]
-            fields = [
+            fields = opened = [
                 replace(f, help=KEY_HELP) if f.path == "key" else f
                 for f in flow_forms.form_fields(schema, node, pickers=pickers)
             ]
@@ -438,7 +463,7 @@ def _steps_page(
                 fields = flow_forms.refilled(fields, posted)
             at, rest = flow_forms.problems_by_field(problems, f"steps[{index}].", fields)
     if live:
-        return _live(request, fields, at, rest)
+        return _live(request, fields, at, rest, changed=_changed(opened, posted or {}))
     return render(
         request,
         "flow_forms.html",
@@ -769,7 +794,8 @@ def _add_page(
     ctx = context_of(request)
     document = flow_forms.load_document(text)
     record_type = str(document.get("record_type") or "")
-    fields = _new_step_fields(ctx, kind, record_type, posted, _step_choices(document))
+    opened = _new_step_fields(ctx, kind, record_type, steps=_step_choices(document))
+    fields = flow_forms.refilled(opened, posted) if posted else opened
     count = len(document.get("steps") or [])
     top = {"name": [str(p) for p in problems if p.path == "name"]}
     rest = [p for p in problems if p.path not in ("name", f"steps[{count}]")]
@@ -778,7 +804,8 @@ def _add_page(
     whole = [p for p in problems if p.path == f"steps[{count}]"]
     other = [f"This step: {p.message}" + (f" ({p.hint})" if p.hint else "") for p in whole] + other
     if live:
-        return _live(request, fields, at, other, [("ff-step-name-problem", top["name"])])
+        slots = [("ff-step-name-problem", top["name"] if name.strip() else [])]
+        return _live(request, fields, at, other, slots, changed=_changed(opened, posted or {}))
     kinds = flow_forms.step_kinds()
     return render(
         request,
@@ -1009,14 +1036,14 @@ def _settings_page(
     document = flow_forms.load_document(text)
     pickers = _pickers(ctx, str(document.get("record_type") or ""), user)
     pickers["timezone"] = [(z, z) for z in sorted(available_timezones())]
-    fields = flow_form_settings.settings_fields(document, pickers)
+    fields = opened = flow_form_settings.settings_fields(document, pickers)
     if posted:
         fields = flow_forms.refilled(fields, posted)
     at, other = flow_forms.problems_by_field(problems, "", fields)
     # A problem of the document's own fields has no prefix: problems_by_field places those it
     # finds among the fields' paths; the rest (a step's, a trigger's) is said above the form.
     if live:
-        return _live(request, fields, at, other)
+        return _live(request, fields, at, other, changed=_changed(opened, posted or {}))
     return render(
         request,
         "flow_forms_settings.html",
