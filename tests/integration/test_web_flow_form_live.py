@@ -166,3 +166,41 @@ def test_the_new_flow_and_new_step_forms_say_a_field_wrong_once_changed_not_befo
     )
     assert status == 200 and _slot(answer, "ff-step-name-problem") == ""
     assert _saved(ctx, alice, key) == before
+
+
+def test_the_trigger_form_checks_itself_and_the_checks_are_for_admins_only(
+    ctx: Context, alice: Actor
+) -> None:
+    text = (EXAMPLES / "donor-thank-you.yaml").read_text(encoding="utf-8")
+    key = flows.create_flow(ctx, alice, text).key
+    before = _saved(ctx, alice, key)
+    browser = Browser(ctx, "alice")
+    page = browser.get(f"/flows/{key}/form/trigger", index="1")
+    assert f'hx-post="/flows/{key}/form/trigger/check"' in page
+    fields = _form(page, "ff-trigger-form")
+    wrong = _replace(fields, "f:field", "shoe_size")
+    status, answer = _post(browser, f"/flows/{key}/form/trigger/check", wrong)
+    expected = _message(
+        ctx,
+        alice,
+        text.replace("field: last_donation_date", "field: shoe_size"),
+        "triggers[1].field",
+    )
+    assert status == 200 and expected in (_slot(answer, "f-field-problem") or ""), answer
+    status, answer = _post(browser, f"/flows/{key}/form/trigger/check", fields)
+    assert status == 200 and 'class="ff-problem"' not in answer
+    # A kind that is not one: said above the fields, not an error page.
+    status, answer = _post(
+        browser, f"/flows/{key}/form/trigger/check", _replace(fields, "trigger", "telepathy")
+    )
+    assert status == 200 and "'telepathy' is not a trigger kind" in answer
+    assert _saved(ctx, alice, key) == before
+    # Someone who may not change flows gets no check either.
+    andrei = Browser(ctx, "andrei")
+    for path in ("form/check", "form/settings/check", "form/add/check", "form/trigger/check"):
+        refused = andrei.client.post(
+            f"/flows/{key}/{path}", data={"f:name": "x", "csrf_token": andrei.csrf}
+        )
+        assert refused.status_code == 403, path
+    refused = andrei.client.post("/flows/new/form/check", data={"csrf_token": andrei.csrf})
+    assert refused.status_code == 403

@@ -929,6 +929,7 @@ def _trigger_page(
     problems: Sequence[Problem] = (),
     error: str | None = None,
     status_code: int = 200,
+    live: bool = False,
 ) -> Response:
     ctx = context_of(request)
     document = flow_forms.load_document(text)
@@ -937,7 +938,7 @@ def _trigger_page(
     kind = kind or str(trigger.get("type", "")) or DEFAULT_TRIGGER
     schema = flow_forms.kind_schema(flow_forms.trigger_kinds(), kind)
     same = str(trigger.get("type", "")) == kind
-    fields = (
+    fields = opened = (
         flow_forms.form_fields(
             schema, trigger if same else None, pickers=_pickers(ctx, record_type)
         )
@@ -947,6 +948,8 @@ def _trigger_page(
     if posted:
         fields = flow_forms.refilled(fields, posted)
     at, other = flow_forms.problems_by_field(problems, f"triggers[{index}].", fields)
+    if live:
+        return _live(request, fields, at, other, changed=_changed(opened, posted or {}))
     kinds = flow_forms.trigger_kinds()
     return render(
         request,
@@ -972,6 +975,25 @@ def trigger_form(request: Request, user: CurrentUser, key: str) -> Response:
     flow, text = _current(request, user, key)
     index = _trigger_index(request.query_params.get("index", "0"))
     return _trigger_page(request, flow, text, index=index)
+
+
+@router.post("/flows/{key}/form/trigger/check")
+async def check_trigger(request: Request, user: CurrentUser, key: str) -> Response:
+    """The trigger's form checked as one types: applied in memory, validated, not saved."""
+    form = await request.form()
+    flow, text = _current(request, user, key)
+    index = _trigger_index(_text(form, "index"))
+    kind = _text(form, "trigger").strip()
+    posted = _posted_fields(form)
+    if flow_forms.kind_schema(flow_forms.trigger_kinds(), kind) is None:
+        problem = Problem("trigger", f"{kind[:40]!r} is not a trigger kind", "pick one")
+        return _live(request, [], {}, [str(problem)], changed=set())
+    changed, problems = flow_form_triggers.saved_trigger_text(text, index, kind, posted)
+    if not problems and changed != text:
+        problems = _validated(request, user, changed, excluding=key)
+    return _trigger_page(
+        request, flow, text, index=index, kind=kind, posted=posted, problems=problems, live=True
+    )
 
 
 @router.post("/flows/{key}/form/trigger")
