@@ -18,6 +18,7 @@ from crmflow.store.schema import entry_decisions, flows, records
 from crmflow.store.types import UTCDateTime
 
 __all__ = [
+    "delete_entry_decisions",
     "drop_refusals",
     "insert_decisions",
     "insert_refusals",
@@ -154,3 +155,10 @@ def refusals_page(
     if record_id is not None:
         query = query.where(d.record_id == record_id)
     return list(conn.execute(query).all())
+
+
+def delete_entry_decisions(conn: sa.Connection, ids: Sequence[int]) -> int:
+    """Delete the not-entered reasons `ids` (pruning, services.retention); how many were asked."""
+    if ids:
+        conn.execute(entry_decisions.delete().where(entry_decisions.c.id.in_(ids)))
+    return len(ids)

@@ -8,7 +8,7 @@ are: a user taken off the flow no longer sees what it told them."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crmflow.store.flow_access import flows_visible_to
 from crmflow.store.schema import enrollments, flows, notification_reads, notifications
 
-__all__ = ["Reader", "count_unread", "find_notification", "inbox", "mark_read", "unread_ids"]
+__all__ = [
+    "Reader",
+    "count_unread",
+    "find_notification",
+    "forget_reads",
+    "inbox",
+    "mark_read",
+    "unread_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -110,3 +118,10 @@ def mark_read(conn: sa.Connection, user_id: int, ids: Collection[int], *, at: da
     conn.execute(
         statement, [{"notification_id": i, "user_id": user_id, "read_at": at} for i in ids]
     )
+
+
+def forget_reads(conn: sa.Connection, notification_ids: Sequence[int]) -> None:
+    """Delete who read the notifications `notification_ids` (pruning, before they go)."""
+    if notification_ids:
+        r = notification_reads.c
+        conn.execute(notification_reads.delete().where(r.notification_id.in_(notification_ids)))

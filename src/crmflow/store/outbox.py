@@ -34,6 +34,7 @@ __all__ = [
     "claim_due",
     "claim_due_in",
     "count_emails_of_flow",
+    "delete_of_runs",
     "flow_messages",
     "insert_ignoring_duplicates",
     "mark_caught",
@@ -506,3 +507,15 @@ def caught_mail(conn: sa.Connection, message_id: int, *, visible: FlowFilter) ->
     """One message the mail catcher kept, if it is of a run of a flow `visible` selects."""
     row = conn.execute(_caught_query().where(outbox.c.id == message_id, visible)).first()
     return _caught(row) if row is not None else None
+
+
+def delete_of_runs(
+    conn: sa.Connection, enrollment_ids: Sequence[int], statuses: Collection[str]
+) -> None:
+    """Delete the messages of the runs `enrollment_ids` whose status is one of `statuses`
+    (pruning, services.retention)."""
+    if enrollment_ids:
+        o = outbox.c
+        conn.execute(
+            outbox.delete().where(o.enrollment_id.in_(enrollment_ids), o.status.in_(statuses))
+        )

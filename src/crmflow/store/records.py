@@ -62,6 +62,7 @@ __all__ = [
     "RecordUpdate",
     "StoredRecord",
     "change_page",
+    "delete_changes",
     "delete_record",
     "delete_records",
     "driver_time",
@@ -402,3 +403,10 @@ class BulkInsert:
 
 
 # -- reads ---------------------------------------------------------------------------------------
+
+
+def delete_changes(conn: sa.Connection, ids: Sequence[int]) -> int:
+    """Delete the record changes `ids` (pruning, services.retention); how many were asked."""
+    if ids:
+        conn.execute(record_changes.delete().where(record_changes.c.id.in_(ids)))
+    return len(ids)

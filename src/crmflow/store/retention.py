@@ -24,14 +24,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.store.database import read_connection
+from crmflow.store.entry_decisions import delete_entry_decisions
 from crmflow.store.feed import FEED
+from crmflow.store.notifications import forget_reads
+from crmflow.store.outbox import delete_of_runs
+from crmflow.store.records import delete_changes
 from crmflow.store.schema import (
     enrollments,
     entry_decisions,
     feed_cursors,
     flow_history_counts,
     flows,
-    notification_reads,
     notifications,
     outbox,
     record_changes,
@@ -39,6 +42,9 @@ from crmflow.store.schema import (
     step_runs,
     webhook_receipts,
 )
+from crmflow.store.step_runs import delete_runs_history
+from crmflow.store.tasks import delete_notifications as remove_notifications
+from crmflow.store.webhook_receipts import delete_received_up_to
 
 __all__ = [
     "EXPORT_KINDS",
@@ -268,7 +274,7 @@ def prune_step_runs(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -
     counts, per_run, flow_of = _step_run_counts(conn, ids)
     _count_into(conn, [(*key, n) for key, n in counts.items()])
     _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now, flow_of=flow_of)
-    conn.execute(step_runs.delete().where(step_runs.c.enrollment_id.in_(ids)))
+    delete_runs_history(conn, ids)
     return sum(per_run.values())
 
 
@@ -293,7 +299,7 @@ def prune_messages(conn: sa.Connection, ids: Sequence[int], *, now: datetime) ->
         flow_of[int(eid)] = int(f)
     _count_into(conn, [(*key, n) for key, n in counts.items()])
     _summarise(conn, ids, step_runs_gone={}, messages_gone=per_run, now=now, flow_of=flow_of)
-    conn.execute(outbox.delete().where(mine))
+    delete_of_runs(conn, ids, FINAL_MESSAGES)
     return sum(per_run.values())
 
 
@@ -362,25 +368,10 @@ def change_bound(conn: sa.Connection) -> int:
     return min(bound, int(newest or 0) - 1)
 
 
-def delete_changes(conn: sa.Connection, ids: Sequence[int]) -> int:
-    if ids:
-        conn.execute(record_changes.delete().where(record_changes.c.id.in_(ids)))
-    return len(ids)
-
-
-def delete_entry_decisions(conn: sa.Connection, ids: Sequence[int]) -> int:
-    if ids:
-        conn.execute(entry_decisions.delete().where(entry_decisions.c.id.in_(ids)))
-    return len(ids)
-
-
 def delete_notifications(conn: sa.Connection, ids: Sequence[int]) -> int:
     """Delete these notifications and who read them."""
-    if ids:
-        conn.execute(
-            notification_reads.delete().where(notification_reads.c.notification_id.in_(ids))
-        )
-        conn.execute(notifications.delete().where(notifications.c.id.in_(ids)))
+    forget_reads(conn, ids)
+    remove_notifications(conn, ids)
     return len(ids)
 
 
@@ -423,13 +414,7 @@ def receipts_before(conn: sa.Connection, before: datetime, *, rows: int) -> date
 
 
 def delete_receipts(conn: sa.Connection, upto: datetime) -> int:
-    w = webhook_receipts.c
-    deleted = conn.execute(
-        webhook_receipts.delete()
-        .where(w.received_at <= upto)
-        .execution_options(preserve_rowcount=True)
-    )
-    return int(deleted.rowcount)
+    return delete_received_up_to(conn, upto)
 
 
 # -- the archive export ---------------------------------------------------------------------------

@@ -20,7 +20,13 @@ from crmflow.store.bulk import Writer
 from crmflow.store.idlists import among
 from crmflow.store.schema import enrollments, step_runs
 
-__all__ = ["StepRunRow", "count_gone_through", "step_runs_of", "write_runs"]
+__all__ = [
+    "StepRunRow",
+    "count_gone_through",
+    "delete_runs_history",
+    "step_runs_of",
+    "write_runs",
+]
 
 
 @dataclass(frozen=True)
@@ -271,3 +277,9 @@ def count_gone_through(conn: sa.Connection, flow_id: int) -> dict[str, int]:
         .group_by(step_runs.c.step_key)
     )
     return {r[0]: int(r[1]) for r in conn.execute(query)}
+
+
+def delete_runs_history(conn: sa.Connection, enrollment_ids: Sequence[int]) -> None:
+    """Delete every step run of the runs `enrollment_ids` (pruning, services.retention)."""
+    if enrollment_ids:
+        conn.execute(step_runs.delete().where(step_runs.c.enrollment_id.in_(enrollment_ids)))

@@ -26,6 +26,7 @@ __all__ = [
     "NewTaskEvent",
     "cancel_open_tasks",
     "close_tasks_of_runs",
+    "delete_notifications",
     "insert_notifications",
     "insert_task_events",
     "insert_tasks",
@@ -216,3 +217,9 @@ def set_due_times(conn: sa.Connection, moved: Sequence[tuple[int, datetime | Non
             .values(due_at=sa.bindparam("due")),
             [{"tid": tid, "due": due} for tid, due in moved],
         )
+
+
+def delete_notifications(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Delete the notifications `ids` (pruning: `store.notifications.forget_reads` first)."""
+    if ids:
+        conn.execute(notifications.delete().where(notifications.c.id.in_(ids)))

@@ -12,7 +12,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.store.schema import webhook_receipts
 
-__all__ = ["delete_received_before", "find_receipt", "insert_receipt", "set_answer"]
+__all__ = [
+    "delete_received_before",
+    "delete_received_up_to",
+    "find_receipt",
+    "insert_receipt",
+    "set_answer",
+]
 
 
 def _named(hook_key: str, sender: str, webhook_id: str) -> sa.ColumnElement[bool]:
@@ -74,3 +80,14 @@ def set_answer(
 def delete_received_before(conn: sa.Connection, cutoff: datetime) -> None:
     """Forget the receipts taken before `cutoff`."""
     conn.execute(sa.delete(webhook_receipts).where(webhook_receipts.c.received_at < cutoff))
+
+
+def delete_received_up_to(conn: sa.Connection, upto: datetime) -> int:
+    """Delete the receipts taken at or before `upto` (pruning, in batches); how many went."""
+    w = webhook_receipts.c
+    deleted = conn.execute(
+        webhook_receipts.delete()
+        .where(w.received_at <= upto)
+        .execution_options(preserve_rowcount=True)
+    )
+    return int(deleted.rowcount)
