@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from crmflow.api.deps import ServiceContext
+from crmflow.api.limits import GuardedRoute
 from crmflow.errors import AuthenticationError, PermissionDeniedError
 from crmflow.metrics import exposition
 from crmflow.services.context import Context
@@ -36,7 +37,7 @@ from crmflow.store.observability import OUTBOX_STATES
 __all__ = ["STORE_METRICS", "FiguresCollector", "router"]
 
 log = logging.getLogger("crmflow.metrics")
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], route_class=GuardedRoute)
 
 LOOP_STATES = ("alive", "stuck", "dead", "stopped")
 
