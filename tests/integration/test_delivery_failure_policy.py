@@ -252,7 +252,9 @@ def test_two_dispatchers_failing_two_messages_of_a_step_run_at_once_take_its_bra
     rid = records.create_record(ctx, admin, "contact", {"first_name": "Ana", "last_name": "P"}).id
     eid = runs.start_record(ctx, admin, "twice", rid).id
     http_server.replies = [Reply(400, "no", delay=0.5), Reply(400, "no", delay=0.5)]
-    dispatched = with_settings(ctx, webhook_allow=LOOPBACK)
+    # Without the writer thread, a dispatcher claims its next message only after this one: each
+    # of the two takes one (with it, the first could claim the second message ahead).
+    dispatched = with_settings(ctx, webhook_allow=LOOPBACK, delivery_write_ahead=0)
     pair = [Dispatcher(dispatched, batch_size=1, name=f"d{n}") for n in (1, 2)]
     assert run_in_threads(pair, once=True).failed == 2
     assert all(d.total.failed == 1 for d in pair)  # each failed one, at the same time
