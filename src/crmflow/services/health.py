@@ -113,7 +113,9 @@ class LoopMonitor:
                 self.ctx.engine, name=self.name, kind=self.kind, now=self.ctx.now()
             )
         )
-        self._next_beat = time.monotonic() + self.beat_every
+        # The first round's outcome is written at once (then every `beat_every`): a worker just
+        # started shows its first success, or why it failed, without waiting for the next beat.
+        self._next_beat = 0.0
 
     def round_done(self, errors: Sequence[str] = (), *, degraded: Sequence[str] = ()) -> None:
         """A round ended: without `errors` it completed. `degraded`: parts of the loop that are
