@@ -57,6 +57,7 @@ def test_an_admin_creates_a_user_with_a_manager_and_a_token_a_member_is_refused(
     token = page.get_by_label("The token").input_value()
     assert token.startswith("crm_")
     assert users.authenticate_token(site.ctx, token).username == "ioana"
+    page.wait_for_load_state("load")  # the Copy button's script is deferred: ready at load
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#copy-said")).not_to_be_empty()
     assert_accessible(page)
