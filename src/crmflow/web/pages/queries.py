@@ -25,6 +25,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import queries, record_types
+from crmflow.services.condition_builder import LAST, NEXT, OPERATORS
 from crmflow.services.context import Actor, Context
 from crmflow.services.queries import QueryView
 from crmflow.web.auth import CurrentUser, context_of, web_router
@@ -39,25 +40,6 @@ PAGE_SIZE = 50
 PREVIEW_ROWS = 10
 MIN_ROWS = 1
 MAX_ROWS = 30
-LAST, NEXT = "in the last", "in the next"
-# Operators as the builder offers them: (value sent, words shown).
-OPERATORS: tuple[tuple[str, str], ...] = (
-    ("=", "is"),
-    ("!=", "is not"),
-    ("contains", "contains"),
-    ("starts with", "starts with"),
-    ("<", "is less than / before"),
-    ("<=", "is at most / on or before"),
-    (">", "is more than / after"),
-    (">=", "is at least / on or after"),
-    ("between", "is between (a, b)"),
-    ("in", "is one of (a, b, ...)"),
-    ("not in", "is none of (a, b, ...)"),
-    ("is empty", "is empty"),
-    ("is not empty", "is not empty"),
-    (LAST, "is in the last N days"),
-    (NEXT, "is in the next N days"),
-)
 _NO_VALUE = ("is empty", "is not empty")
 _LISTS = ("in", "not in")
 _RELATIVE = re.compile(r"^today ([+-]) (\d+) days?$")
