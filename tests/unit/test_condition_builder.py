@@ -220,3 +220,14 @@ def test_rows_posted_by_the_form_make_the_groups_in_order() -> None:
             {"field": "email", "op": "is empty"},
         ]
     }
+
+
+def test_parentheses_nested_past_the_bound_stay_in_cel_not_an_error() -> None:
+    """A hostile or careless text (thousands of '(') is refused in words, never a RecursionError
+    that would reach the page as a server error."""
+    fields = {"a": "text"}
+    for depth in (33, 5_000):
+        cel = "(" * depth + "record.a == 1" + ")" * depth
+        assert cel_to_filter(cel, fields) == (None, "parentheses nested more than 32 deep")
+    cel = "(" * 32 + "record.a == 1" + ")" * 32
+    assert cel_to_filter(cel, fields)[0] == {"all": [{"field": "a", "op": "=", "value": 1}]}

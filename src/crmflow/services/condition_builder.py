@@ -70,6 +70,7 @@ _RELATIVE = re.compile(r"^today(?: ([+-]) (\d{1,5}) days?)?$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ROWS = 50
 MAX_DEPTH = 3
+MAX_PARENS = 32  # parentheses the builder reads inside one another
 _DAY_START = '"T00:00:00Z"'
 
 
@@ -264,6 +265,17 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 class _Parser:
     tokens: list[tuple[str, str]]
     at: int = 0
+    depth: int = 0  # parentheses open: bounded, so a hostile text cannot exhaust the stack
+
+    def inner(self) -> Any:
+        """The expression inside parentheses just taken, up to the closing one."""
+        if self.depth >= MAX_PARENS:
+            raise _NotBuiltError(f"parentheses nested more than {MAX_PARENS} deep")
+        self.depth += 1
+        inner = self.expr()
+        self.depth -= 1
+        self.take(")")
+        return inner
 
     def peek(self, ahead: int = 0) -> str:
         index = self.at + ahead
@@ -300,16 +312,13 @@ class _Parser:
         if self.peek() == "!" and self.peek(1) == "(":
             self.take()
             self.take("(")
-            inner = self.expr()
-            self.take(")")
+            inner = self.inner()
             if isinstance(inner, tuple) and inner[0] == "cond" and inner[2] == "in":
                 return ("cond", inner[1], "not in", inner[3], inner[4])
             raise _NotBuiltError("a negation other than !(field in [...])")
         if self.peek() == "(":
             self.take()
-            inner = self.expr()
-            self.take(")")
-            return _collapse(inner)
+            return _collapse(self.inner())
         return self.comparison()
 
     def left(self) -> tuple[str, bool]:
