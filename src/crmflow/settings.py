@@ -213,6 +213,13 @@ class Settings(BaseSettings):
         default=365,
         description="Days notifications (read or not) are kept. 0: forever.",
     )
+    retention_jobs_days: int = Field(
+        ge=0,
+        le=36500,
+        default=90,
+        description="Days background jobs (start lists, imports) that finished are kept after "
+        "they finished. 0: forever.",
+    )
     retention_batch_rows: int = Field(
         ge=10,
         le=10_000,

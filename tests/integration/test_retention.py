@@ -195,6 +195,7 @@ def test_each_kind_old_rows_go_recent_rows_stay_and_zero_keeps_forever(
         "archived_not_entered": 0,
         "webhook_receipts": 1,
         "notifications": 0,
+        "jobs": 0,
     }
     assert count_rows(ctx, record_changes) == 1
     with ctx.engine.connect() as conn:

@@ -22,6 +22,7 @@ from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
+from crmflow.store.partitions import is_partition
 from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
 from crmflow.worker import Worker, run_batch, run_once
 from tests.conftest import FrozenClock, make_user
@@ -94,9 +95,17 @@ def maria(ctx: Context) -> Actor:
     return make_user(ctx, "maria", "manager")
 
 
+def _not_a_partition(obj: Any, name: str | None, kind: str, *_: Any) -> bool:
+    """PostgreSQL's monthly partitions (migration 0030) are not tables of the schema: their
+    partitioned parents are."""
+    table = obj.table.name if kind == "index" else name
+    return not (table and is_partition(table))
+
+
 def test_the_migrations_build_exactly_the_tables_of_the_schema(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
-        migration = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_object": _not_a_partition}
+        migration = MigrationContext.configure(conn, opts=opts)
         assert compare_metadata(migration, metadata) == []
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "insert_job",
     "job_by_id",
     "list_jobs",
+    "prune_finished",
     "release",
     "unfinished_of",
 ]
@@ -300,3 +301,20 @@ def release(conn: sa.Connection, job_id: int, *, owner: str, now: datetime) -> b
         .values(state="waiting", lease_owner=None, lease_until=None, updated_at=now)
     )
     return changed.rowcount == 1
+
+
+def prune_finished(conn: sa.Connection, before: datetime, *, rows: int) -> int:
+    """Delete the oldest jobs that finished (done or failed) before `before`, at most `rows` of
+    them (retention, services.retention); how many."""
+    j = jobs.c
+    ids = list(
+        conn.execute(
+            sa.select(j.id)
+            .where(j.state.in_(FINISHED), j.finished_at < before)
+            .order_by(j.id)
+            .limit(rows)
+        ).scalars()
+    )
+    if ids:
+        conn.execute(jobs.delete().where(j.id.in_(ids)))
+    return len(ids)

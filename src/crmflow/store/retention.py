@@ -10,6 +10,10 @@ on the caller's short transaction, and the same rows read for `crmflow archive e
   only up to what the change feed and every paused flow have read, and never the newest (on
   SQLite a new id is the highest + 1: the ids must not start over below the feed's cursor).
 - Webhook receipts go by their time.
+- On PostgreSQL, a whole month of step runs, record changes, not-entered reasons or
+  notifications goes by dropping its partition (store.partitions), once nothing in it is to be
+  kept: `*_month_droppable` say when, `drop_*_month` count what goes first (step runs: per flow
+  and per run, as above) and drop it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from crmflow.store.entry_decisions import delete_entry_decisions
 from crmflow.store.feed import FEED
 from crmflow.store.notifications import forget_reads
 from crmflow.store.outbox import delete_of_runs
+from crmflow.store.partitions import Month, drop_month, rows_in
 from crmflow.store.records import delete_changes
 from crmflow.store.schema import (
     enrollments,
@@ -52,10 +57,15 @@ __all__ = [
     "OVER",
     "archived_flows",
     "change_bound",
+    "changes_month_droppable",
     "delete_changes",
     "delete_entry_decisions",
     "delete_notifications",
     "delete_receipts",
+    "drop_changes_month",
+    "drop_not_entered_month",
+    "drop_notifications_month",
+    "drop_step_runs_month",
     "ended_runs_with",
     "excess_not_entered",
     "history_counts",
@@ -66,6 +76,8 @@ __all__ = [
     "receipts_before",
     "run_summary",
     "snapshot",
+    "spanning_runs",
+    "step_runs_month_droppable",
     "try_prune_lock",
     "turn_ref",
 ]
@@ -415,6 +427,96 @@ def receipts_before(conn: sa.Connection, before: datetime, *, rows: int) -> date
 
 def delete_receipts(conn: sa.Connection, upto: datetime) -> int:
     return delete_received_up_to(conn, upto)
+
+
+# -- PostgreSQL: whole months ---------------------------------------------------------------------
+
+# Runs counted per statement when a month of step runs goes.
+_MONTH_RUNS_CHUNK = 2000
+
+
+def _in(month: Month) -> str:
+    """The partition of `month`, as a FROM item (its name is checked: store.partitions)."""
+    return f'"{month.name}"'
+
+
+def step_runs_month_droppable(conn: sa.Connection, month: Month, before: datetime) -> bool:
+    """Whether every step run of the month is of a run that ended before `before` (and so
+    would go row by row): a run still going, or ended since, keeps the month."""
+    if month.end > before:
+        return False
+    over = ", ".join(f"'{status}'" for status in OVER)
+    kept = conn.execute(
+        sa.text(
+            f"SELECT EXISTS (SELECT 1 FROM {_in(month)} s JOIN enrollments e"
+            " ON e.id = s.enrollment_id WHERE NOT (e.status IN (" + over + ")"
+            " AND e.finished_at IS NOT NULL AND e.finished_at < :before))"
+        ),
+        {"before": before},
+    ).scalar()
+    return not kept
+
+
+def spanning_runs(conn: sa.Connection, month: Month, *, rows: int) -> list[int]:
+    """Runs with step runs in the month and in another: at most `rows` of them, which go row
+    by row (`prune_step_runs`, whole runs) before the month is dropped."""
+    query = sa.text(
+        f"SELECT DISTINCT s.enrollment_id FROM {_in(month)} s WHERE EXISTS (SELECT 1 FROM"
+        " step_runs t WHERE t.enrollment_id = s.enrollment_id AND (t.started_at < :lo OR"
+        " t.started_at >= :hi)) ORDER BY 1 LIMIT :rows"
+    )
+    found = conn.execute(query, {"lo": month.start, "hi": month.end, "rows": rows})
+    return [int(i) for i in found.scalars()]
+
+
+def drop_step_runs_month(conn: sa.Connection, month: Month, *, now: datetime) -> int:
+    """Count the step runs of the month (whole runs: `spanning_runs` went first) per flow and
+    per run, as `prune_step_runs` does, then drop its partition; how many went."""
+    runs = [
+        int(i)
+        for i in conn.exec_driver_sql(
+            f"SELECT DISTINCT enrollment_id FROM {_in(month)} ORDER BY 1"
+        ).scalars()
+    ]
+    gone = 0
+    for at in range(0, len(runs), _MONTH_RUNS_CHUNK):
+        ids = runs[at : at + _MONTH_RUNS_CHUNK]
+        counts, per_run, flow_of = _step_run_counts(conn, ids)
+        _count_into(conn, [(*key, n) for key, n in counts.items()])
+        _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now, flow_of=flow_of)
+        gone += sum(per_run.values())
+    gone = max(gone, rows_in(conn, month.name))  # (rows of runs that no longer exist)
+    drop_month(conn, month)
+    return gone
+
+
+def changes_month_droppable(conn: sa.Connection, month: Month, before: datetime) -> bool:
+    """Whether every record change of the month is old enough and read (`change_bound`)."""
+    if month.end > before:
+        return False
+    newest = conn.exec_driver_sql(f"SELECT max(id) FROM {_in(month)}").scalar()
+    return newest is None or int(newest) <= change_bound(conn)
+
+
+def drop_changes_month(conn: sa.Connection, month: Month) -> int:
+    gone = rows_in(conn, month.name)
+    drop_month(conn, month)
+    return gone
+
+
+def drop_not_entered_month(conn: sa.Connection, month: Month) -> int:
+    gone = rows_in(conn, month.name)
+    drop_month(conn, month)
+    return gone
+
+
+def drop_notifications_month(conn: sa.Connection, month: Month) -> int:
+    """Forget who read the month's notifications, then drop it."""
+    ids = [int(i) for i in conn.exec_driver_sql(f"SELECT id FROM {_in(month)}").scalars()]
+    for at in range(0, len(ids), 10_000):
+        forget_reads(conn, ids[at : at + 10_000])
+    drop_month(conn, month)
+    return len(ids)
 
 
 # -- the archive export ---------------------------------------------------------------------------

@@ -222,9 +222,16 @@ def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> Non
 def _upsert_runs(conn: sa.Connection, rows: dict[tuple[int, int], StepRunRow]) -> None:
     """Runs that may already have a row: inserted, or their row brought up to date."""
     insert = _insert_for(conn, step_runs)
+    # PostgreSQL by the primary key's name: partitioned by month (migration 0030), its key
+    # holds `started_at` too, which a run that completes keeps.
+    target: dict[str, Any] = (
+        {"constraint": "pk_step_runs"}
+        if conn.dialect.name == "postgresql"
+        else {"index_elements": ["enrollment_id", "run"]}
+    )
     conn.execute(
         insert.on_conflict_do_update(
-            index_elements=["enrollment_id", "run"],
+            **target,
             set_={
                 "status": insert.excluded.status,
                 "reason": insert.excluded.reason,
