@@ -17,6 +17,7 @@ from crmflow.api import (
     flow_test_mode,
     flows,
     hooks,
+    jobs,
     mail,
     meta,
     metrics,
@@ -118,6 +119,7 @@ def create_app(ctx: Context) -> FastAPI:
         approval_links,
         tasks,
         notifications,
+        jobs,
     ):
         app.include_router(module.router)
     declare_error_responses(app)
