@@ -6,7 +6,10 @@ runs that ended 200 days ago, plus as many rows of runs still going (kept); crmf
 count their step runs, actions, turns and messages into flow_history_counts and run_summaries,
 delete. The baseline deletes the same rows by run id, the same number of runs per transaction,
 nothing read or counted. Also printed: the longest transaction of each side (on SQLite, how long
-the write lock was held at most):
+the write lock was held at most), and on PostgreSQL the step runs' two ways side by side: row by
+row (the month also holds rows of runs still going, so it is kept) and dropping the month's
+partition (the runs still going have their step runs in a later month), each
+`prune(ctx, kinds=("step_runs",))` on the same rows:
 
     python -m bench.bench_retention --rows 100000 --runs 3 --backend both
 """
@@ -24,6 +27,7 @@ import sqlalchemy as sa
 from bench.common import Comparison, fresh_database, ratio_main
 from crmflow.services.context import Context
 from crmflow.services.retention import prune
+from crmflow.store.partitions import ensure_months, month_start
 
 __all__ = ["main", "run"]
 
@@ -33,9 +37,13 @@ BATCH_ROWS = 1000
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
 
 
-def _fill(ctx: Context, runs: int) -> None:
-    """`runs` ended runs (and as many running ones) with their step runs and emails."""
-    ended_at = NOW - timedelta(days=200)
+ENDED_AT = NOW - timedelta(days=200)
+
+
+def _fill(ctx: Context, runs: int, *, going_at: datetime = ENDED_AT) -> None:
+    """`runs` ended runs (and as many running ones, whose step runs started at `going_at`)
+    with their step runs and emails."""
+    ended_at = ENDED_AT
     actions = orjson.dumps(
         [
             {"index": 0, "key": None, "type": "update_record", "status": "done", "detail": "x"},
@@ -72,7 +80,17 @@ def _fill(ctx: Context, runs: int) -> None:
             "insert into step_runs (enrollment_id, run, step_key, step_type, status, reason,"
             f" started_at, finished_at, actions) values ({marks}, {mark}, {mark})",
             [
-                (i, r, f"s{r}", "action", "done", "", ended_at, ended_at, actions)
+                (
+                    i,
+                    r,
+                    f"s{r}",
+                    "action",
+                    "done",
+                    "",
+                    ended_at if i <= runs else going_at,
+                    ended_at if i <= runs else going_at,
+                    actions,
+                )
                 for i in range(1, 2 * runs + 1)
                 for r in range(1, STEPS + 1)
             ],
@@ -134,6 +152,40 @@ def _bare(ctx: Context, runs: int) -> None:
                 )
 
 
+def _month_dropped_or_not(ctx: Context, ended: int, runs: int) -> None:
+    """PostgreSQL: the step runs of the ended runs pruned row by row, then by dropping their
+    month's partition (the same rows; the runs still going a month later in the second)."""
+    month = f"step_runs_p{month_start(ENDED_AT):%Y%m}"
+    seconds: dict[str, list[float]] = {"rows": [], "drop": []}
+    longest: dict[str, list[float]] = {"rows": [], "drop": []}
+    for _ in range(runs):
+        for way in ("rows", "drop"):
+            if way == "drop":
+                with ctx.engine.begin() as conn:
+                    ensure_months(conn, ENDED_AT, ahead=0)
+                _fill(ctx, ended, going_at=NOW - timedelta(days=10))
+            else:
+                _fill(ctx, ended)
+            with _Transactions(ctx.engine) as seen:
+                start = time.perf_counter()
+                result = prune(ctx, now=NOW, kinds=("step_runs",))
+                seconds[way].append(time.perf_counter() - start)
+            longest[way].append(max(seen.times))
+            assert result.deleted == {"step_runs": ended * STEPS}, result
+            assert (month in result.dropped) == (way == "drop"), result.dropped
+            _empty(ctx)
+            with ctx.engine.begin() as conn:
+                conn.execute(sa.text(f"drop table if exists {month}"))
+    rows, drop = statistics.median(seconds["rows"]), statistics.median(seconds["drop"])
+    print(
+        f"prune step runs {ended * STEPS:,} rows postgres: row by row {rows:.3f}s (longest"
+        f" transaction {statistics.median(longest['rows']) * 1000:.0f} ms), dropping the month"
+        f" {drop:.3f}s (longest transaction {statistics.median(longest['drop']) * 1000:.0f} ms):"
+        f" {rows / drop:.1f}x faster",
+        flush=True,
+    )
+
+
 def run(backend: str, rows: int, runs: int) -> Comparison:
     ended = max(rows // STEPS, 1)
     ours: list[float] = []
@@ -159,6 +211,8 @@ def run(backend: str, rows: int, runs: int) -> Comparison:
                 bare.append(time.perf_counter() - start)
             longest_bare.append(max(seen.times))
             _empty(ctx)
+        if backend == "postgres":
+            _month_dropped_or_not(ctx, ended, runs)
     print(
         f"prune {backend}: longest transaction median {statistics.median(longest_ours) * 1000:.0f}"
         f" ms (bare delete: {statistics.median(longest_bare) * 1000:.0f} ms), "

@@ -237,21 +237,27 @@ def turn_ref(action_key: str | None, action_index: int | None) -> str:
 
 
 def _step_run_counts(
-    conn: sa.Connection, ids: Sequence[int]
+    conn: sa.Connection, ids: Sequence[int], *, month: Month | None = None
 ) -> tuple[dict[tuple[int, str, str, str], int], dict[int, int], dict[int, int]]:
-    """What the step runs of the runs `ids` count, read once and counted here (a batch's rows
-    are few; faster than the database's JSON functions): per (flow, kind, key, outcome) the
+    """What the step runs of the runs `ids` (or, given `month`, every step run of that month's
+    partition, read in one scan) count, read once and counted here (a batch's rows are few;
+    faster than the database's JSON functions): per (flow, kind, key, outcome) the
     runs that went through each step (`through`: done or failed, or an end step reached, as
     `store.step_runs.count_gone_through` counts them), step runs per step and status (`step`),
     actions per state (`action`) and the turns each assign_owner action took (`turns`: done, by
     step and `turn_ref`, which `store.owner_assignment.turns_taken` adds); the step runs per
     run; each run's flow."""
     s, e = step_runs.c, enrollments.c
-    query = (
+    query: sa.Executable = (
         sa.select(e.flow_id, s.enrollment_id, s.step_key, s.step_type, s.status, s.actions)
         .select_from(step_runs.join(enrollments, e.id == s.enrollment_id))
         .where(s.enrollment_id.in_(ids))
     )
+    if month is not None:
+        query = sa.text(
+            "SELECT e.flow_id, s.enrollment_id, s.step_key, s.step_type, s.status, s.actions"
+            f" FROM {_in(month)} s JOIN enrollments e ON e.id = s.enrollment_id"
+        )
     out: dict[tuple[int, str, str, str], int] = {}
     per_run: dict[int, int] = {}
     flow_of: dict[int, int] = {}
@@ -260,7 +266,8 @@ def _step_run_counts(
     def add(key: tuple[int, str, str, str]) -> None:
         out[key] = out.get(key, 0) + 1
 
-    for f, eid, key, step_type, status, actions in conn.execute(query):
+    rows = conn.execute(query, execution_options={"yield_per": 5000})
+    for f, eid, key, step_type, status, actions in rows:
         flow, run, step = int(f), int(eid), str(key)
         per_run[run] = per_run.get(run, 0) + 1
         flow_of[run] = flow
@@ -471,23 +478,23 @@ def spanning_runs(conn: sa.Connection, month: Month, *, rows: int) -> list[int]:
 
 def drop_step_runs_month(conn: sa.Connection, month: Month, *, now: datetime) -> int:
     """Count the step runs of the month (whole runs: `spanning_runs` went first) per flow and
-    per run, as `prune_step_runs` does, then drop its partition; how many went."""
-    runs = [
-        int(i)
-        for i in conn.exec_driver_sql(
-            f"SELECT DISTINCT enrollment_id FROM {_in(month)} ORDER BY 1"
-        ).scalars()
-    ]
-    gone = 0
+    per run, as `prune_step_runs` does, in one scan of its partition, then drop it; how many
+    went."""
+    counts, per_run, flow_of = _step_run_counts(conn, (), month=month)
+    _count_into(conn, [(*key, n) for key, n in counts.items()])
+    runs = sorted(per_run)
     for at in range(0, len(runs), _MONTH_RUNS_CHUNK):
         ids = runs[at : at + _MONTH_RUNS_CHUNK]
-        counts, per_run, flow_of = _step_run_counts(conn, ids)
-        _count_into(conn, [(*key, n) for key, n in counts.items()])
-        _summarise(conn, ids, step_runs_gone=per_run, messages_gone={}, now=now, flow_of=flow_of)
-        gone += sum(per_run.values())
-    gone = max(gone, rows_in(conn, month.name))  # (rows of runs that no longer exist)
+        _summarise(
+            conn,
+            ids,
+            step_runs_gone={i: per_run[i] for i in ids},
+            messages_gone={},
+            now=now,
+            flow_of={i: flow_of[i] for i in ids},
+        )
     drop_month(conn, month)
-    return gone
+    return sum(per_run.values())
 
 
 def changes_month_droppable(conn: sa.Connection, month: Month, before: datetime) -> bool:
