@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -70,31 +71,112 @@ def _iso(at: datetime) -> str:
 
 
 def prepare(ctx: Context, count: int, seconds: float, *, seed: int = 14) -> None:
-    """`count` enrollments waiting at `ring`, due uniformly over `seconds` from FIRST_DUE."""
+    """`count` enrollments waiting at `ring`, due uniformly over `seconds` from FIRST_DUE.
+
+    The worker takes the first enrollment to `ring` (`run_once`); the others are then made
+    copies of it in bulk, each with its own ids and due time (`_copy_first`): taking a million
+    through `wait` by the worker's batches would be most of the set-up's time. `by_worker`
+    below does it the slow way (the smoke test compares the two)."""
+    fill_contacts(ctx, count, now=START)
+    enroll_all(ctx, create_flow(ctx, FLOW), now=START)
+    with ctx.engine.begin() as conn:
+        first = int(conn.execute(sa.select(sa.func.min(enrollments.c.id))).scalar_one())
+        # The others wait, not due, while the worker moves the first.
+        conn.execute(sa.update(enrollments).where(enrollments.c.id != first).values(due_at=None))
+    if run_once(ctx, now=START) != 1:
+        raise RuntimeError("the first enrollment did not reach the timed step")
+    _copy_first(ctx, first, _due_times(count, seconds, seed))
+
+
+def by_worker(ctx: Context, count: int, seconds: float, *, seed: int = 14) -> None:
+    """As `prepare`, every enrollment taken to `ring` by the worker (slow: for the test)."""
     fill_contacts(ctx, count, now=START)
     enroll_all(ctx, create_flow(ctx, FLOW), now=START)
     if run_once(ctx, now=START) != count:
         raise RuntimeError("the enrollments did not all reach the timed step")
-    rng = random.Random(seed)
-    if ctx.engine.dialect.name == "postgresql":
-        state = "jsonb_set(state, '{due_at}', to_jsonb(cast(:iso as text)))"
-    else:
-        state = "json_set(state, '$.due_at', :iso)"
+    pg = ctx.engine.dialect.name == "postgresql"
+    state = (
+        "jsonb_set(state, '{due_at}', to_jsonb(cast(:iso as text)))"
+        if pg
+        else "json_set(state, '$.due_at', :iso)"
+    )
     statement = sa.text(
         f"update enrollments set due_at = :due, state = {state} where id = :eid"
     ).bindparams(sa.bindparam("due", type_=enrollments.c.due_at.type))
-    with ctx.engine.connect() as conn:
-        ids = [int(i) for i in conn.execute(sa.select(enrollments.c.id)).scalars()]
-    for i in range(0, len(ids), 10_000):
-        rows = []
-        for eid in ids[i : i + 10_000]:
-            due = FIRST_DUE + timedelta(seconds=rng.uniform(0, seconds))
-            rows.append({"eid": eid, "due": due, "iso": _iso(due)})
-        with ctx.engine.begin() as conn:
-            conn.execute(statement, rows)
-    if ctx.engine.dialect.name == "postgresql":
-        with ctx.engine.begin() as conn:
-            conn.execute(sa.text("analyze enrollments"))
+    with ctx.engine.begin() as conn:
+        ids = sorted(int(i) for i in conn.execute(sa.select(enrollments.c.id)).scalars())
+        rows = [
+            {"eid": eid, "due": due, "iso": _iso(due)}
+            for eid, due in zip(ids, _due_times(count, seconds, seed), strict=True)
+        ]
+        conn.execute(statement, rows)
+
+
+def _due_times(count: int, seconds: float, seed: int) -> list[datetime]:
+    """The due times, in the order of the enrollments' ids: uniform over `seconds`."""
+    rng = random.Random(seed)
+    return [FIRST_DUE + timedelta(seconds=rng.uniform(0, seconds)) for _ in range(count)]
+
+
+_DUE = sa.Table(
+    "soak_due",
+    sa.MetaData(),
+    sa.Column("n", sa.Integer, primary_key=True),
+    sa.Column("due", enrollments.c.due_at.type),
+    sa.Column("iso", sa.Text),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _copy_first(ctx: Context, first: int, dues: list[datetime]) -> None:
+    """Every other enrollment becomes a copy of `first` as the worker left it (its columns, its
+    state with the enrollment's own ids and due time, its step run of `wait`); the n-th
+    enrollment by id is due at dues[n]."""
+    pg = ctx.engine.dialect.name == "postgresql"
+    copied = [
+        c.name
+        for c in enrollments.c
+        if c.name not in {"id", "record_id", "due_at", "state", "flow_id", "entered_at"}
+    ]
+    if pg:
+        state = (
+            "t.state || jsonb_build_object("
+            "'enrollment_id', e.id, 'record_id', e.record_id, 'due_at', d.iso)"
+        )
+    else:
+        state = (
+            "json_set(t.state, "
+            "'$.enrollment_id', e.id, '$.record_id', e.record_id, '$.due_at', d.iso)"
+        )
+    sets = ", ".join(f"{name} = t.{name}" for name in copied)
+    # Each enrollment's rank by id (n, from 0) picks its due time d; t is the template.
+    update = sa.text(
+        f"with ranked as (select id, row_number() over (order by id) - 1 as n from enrollments) "
+        f"update enrollments as e set {sets}, due_at = d.due, state = {state} "
+        "from ranked join soak_due as d on d.n = ranked.n "
+        "cross join (select * from enrollments where id = :first) as t "
+        "where e.id = ranked.id"
+    )
+    runs = sa.text(
+        "insert into step_runs (enrollment_id, run, step_key, step_type, status, reason, "
+        "started_at, finished_at, actions) "
+        "select e.id, s.run, s.step_key, s.step_type, s.status, s.reason, s.started_at, "
+        "s.finished_at, s.actions from enrollments as e cross join step_runs as s "
+        "where s.enrollment_id = :first and e.id != :first"
+    )
+    with ctx.engine.begin() as conn:
+        _DUE.create(conn)
+        conn.execute(
+            _DUE.insert(),
+            [{"n": n, "due": due, "iso": _iso(due)} for n, due in enumerate(dues)],
+        )
+        conn.execute(update, {"first": first})
+        conn.execute(runs, {"first": first})
+        _DUE.drop(conn)
+    if pg:
+        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("vacuum analyze enrollments"))
+            conn.execute(sa.text("vacuum analyze step_runs"))
 
 
 class VirtualClock:
@@ -112,12 +194,45 @@ class VirtualClock:
         self.base += timedelta(seconds=seconds)
 
 
+class ServerCPU:
+    """On PostgreSQL, the CPU time of the server processes that serve `engine`'s connections
+    (read from /proc: the server runs on this machine), so that `--cpu` counts the queries'
+    work as well as the worker's own: without it, a clock of the worker's CPU time alone would
+    stand still while the server claims and writes. Every connection the engine opens from now
+    on is followed (the pool is emptied first); a server process that has ended keeps the time
+    last read from it, so the sum never goes back."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.seen: dict[int, float] = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+        engine.dispose()
+        sa.event.listen(engine, "connect", self._connected)
+
+    def _connected(self, dbapi_connection: Any, _record: Any) -> None:
+        self.seen.setdefault(int(dbapi_connection.info.backend_pid), 0.0)
+
+    def __call__(self) -> float:
+        for pid in self.seen:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
+            self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+        return sum(self.seen.values())
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
 
 
 def soak(ctx: Context, seconds: float, *, cpu: bool = False, trace: bool = True) -> dict[str, Any]:
-    """The worker's batches through the virtual hour; the figures as a dict (JSON-able)."""
+    """The worker's batches through the virtual hour; the figures as a dict (JSON-able).
+
+    `cpu`: the clock runs with this process's CPU time, and on PostgreSQL the server's CPU
+    time for its connections as well (`ServerCPU`)."""
+    server = ServerCPU(ctx.engine) if cpu and ctx.engine.dialect.name == "postgresql" else None
     with ctx.engine.connect() as conn:
         lo, hi = conn.execute(
             sa.select(sa.func.min(enrollments.c.id), sa.func.max(enrollments.c.id))
@@ -132,7 +247,11 @@ def soak(ctx: Context, seconds: float, *, cpu: bool = False, trace: bool = True)
     timers = sum(1 for d in due if not math.isnan(d))
     if trace:
         tracemalloc.start()
-    clock = VirtualClock(FIRST_DUE, time.process_time if cpu else time.perf_counter)
+    if server is not None:
+        tick: Callable[[], float] = lambda: time.process_time() + server()  # noqa: E731
+    else:
+        tick = time.process_time if cpu else time.perf_counter
+    clock = VirtualClock(FIRST_DUE, tick)
     ctx.clock = clock.now
     system = ensure_system_user(ctx)
     rss: list[float] = []
@@ -290,7 +409,8 @@ def run(
             figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         else:
             figures = soak(ctx, seconds, cpu=cpu, trace=trace)
-    return SoakResult(backend, count, seconds, "cpu" if cpu else "wall", setup, figures)
+    clock = ("cpu+server" if backend == "postgres" else "cpu") if cpu else "wall"
+    return SoakResult(backend, count, seconds, clock, setup, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

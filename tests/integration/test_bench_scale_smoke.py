@@ -4,6 +4,9 @@ is matched to its batch and to its due time."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -12,7 +15,9 @@ from bench.bench_steps import START
 from bench.common import fresh_database
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows as flow_service
+from crmflow.services.context import Context
 from crmflow.services.users import actor_by_username
+from crmflow.store.schema import enrollments, step_runs
 from crmflow.worker import run_once
 from tests.conftest import skip_or_fail_without_postgres
 
@@ -93,3 +98,39 @@ def test_the_soak_runs_in_a_child_process() -> None:
     result = bench_soak.run("sqlite", 10, 2.0, trace=False)
     assert result.problems == [] and result.figures["ran"] == 10
     assert result.figures["traced"] == []
+
+
+def _rows(ctx: Context) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(sa.select(enrollments).order_by(enrollments.c.id))
+        runs = conn.execute(
+            sa.select(step_runs).order_by(step_runs.c.enrollment_id, step_runs.c.run)
+        )
+        return [tuple(r) for r in rows], [tuple(r) for r in runs]
+
+
+def test_the_soak_set_up_copies_what_the_worker_writes(backend: str) -> None:
+    # The bulk set-up (one enrollment by the worker, the others its copies) leaves the same
+    # enrollments and step runs as the worker taking every one through `wait`.
+    with fresh_database(backend) as ctx:
+        bench_soak.prepare(ctx, 25, 60.0)
+        bulk = _rows(ctx)
+    with fresh_database(backend) as ctx:
+        bench_soak.by_worker(ctx, 25, 60.0)
+        worker = _rows(ctx)
+    assert len(bulk[0]) == 25 and len(bulk[1]) == 25
+    assert {row[5] for row in bulk[0]} == {"ring"}  # step_key
+    assert len({row[8] for row in bulk[0]}) == 25  # each its own due time
+    assert bulk == worker
+
+
+def test_the_cpu_clock_on_postgres_counts_the_servers_work() -> None:
+    skip_or_fail_without_postgres()
+    with fresh_database("postgres") as ctx:
+        server = bench_soak.ServerCPU(ctx.engine)
+        before, mine = server(), time.process_time()
+        with ctx.engine.connect() as conn:
+            conn.execute(sa.text("select count(*) from generate_series(1, 3000000)")).scalar()
+        spent = server() - before
+        assert spent >= 0.05  # the server's counting, which the worker's own CPU time misses
+        assert time.process_time() - mine < spent
