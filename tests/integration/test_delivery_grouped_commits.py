@@ -98,7 +98,9 @@ def test_outcomes_held_while_the_database_is_away_are_written_before_anything_el
     _insert(ctx, [_payload(number) for number in range(10)])
     grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
     _failing_commits(monkeypatch, set(range(2, 10)))  # the second group: 8 tries
-    dispatcher = Dispatcher(grouped, batch_size=8)
+    # A batch of one group: the next batch waits for that group's commit (at most a batch of
+    # sent messages wait for theirs), so the failed commit stops the sending at that point.
+    dispatcher = Dispatcher(grouped, batch_size=4)
     with pytest.raises(OperationalError):
         dispatcher.run_once()
     assert len(smtp.received) == 8
@@ -118,7 +120,7 @@ def test_a_group_left_unwritten_by_a_dispatcher_that_died_goes_again_after_its_l
     grouped = with_smtp(ctx, smtp.url, delivery_commit_every=4)
     _failing_commits(monkeypatch, set(range(2, 10)))
     with pytest.raises(OperationalError):
-        Dispatcher(grouped, batch_size=8).run_once()  # and it dies with what it held
+        Dispatcher(grouped, batch_size=4).run_once()  # and it dies with what it held
     assert _statuses(ctx) == {"delivered": 4, "sending": 4, "pending": 2}
 
     assert Dispatcher(grouped).run_once().claimed == 2  # the 4 are still leased

@@ -6,12 +6,13 @@ LOCKED, so any number of dispatchers take different rows; on SQLite the claim ho
 writer's lock. The outcomes of sent emails and webhooks are committed in groups
 (CRMFLOW_DELIVERY_COMMIT_EVERY, 20; or after CRMFLOW_DELIVERY_COMMIT_SECONDS; and at the end of
 each batch), an SMS's at once. A group's commit is made by the dispatcher's writer thread while
-the next messages are sent (at most CRMFLOW_DELIVERY_WRITE_AHEAD groups wait for it; the
-batch's messages' outcomes are all written before the next batch is delivered, well within
-their lease). A dispatcher killed before a group's commit leaves its rows
-`sending` until their lease runs out, and the next attempt sends them again with the same
-Message-ID or webhook-id, the at-least-once window (docs/delivery.md). A commit that merely
-fails is tried again, and the outcomes are held (nothing more is sent) until it succeeds.
+the next messages are sent, those of the next batch too (at most CRMFLOW_DELIVERY_WRITE_AHEAD
+groups wait for it, and at most a batch of sent messages, `batch_size`, wait for their
+outcomes: the sending waits when more would). A dispatcher killed before a group's commit
+leaves its rows `sending` until their lease runs out, and the next attempt sends them again
+with the same Message-ID or webhook-id, the at-least-once window (docs/delivery.md). A commit
+that merely fails is tried again, and the outcomes are held (nothing more is sent) until it
+succeeds.
 
 Retries wait `backoff(attempts)`: exponential with jitter, stored on the row as
 `next_attempt_at`, so they survive a restart. A permanent refusal (SMTP 5xx on MAIL, RCPT or
@@ -33,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -60,6 +62,7 @@ from crmflow.delivery.suppression import (
 from crmflow.delivery.webhook import WebhookSender
 from crmflow.delivery.write_back import apply_write_backs, prepare_write_backs
 from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
+from crmflow.logs import in_run, left_run, run_keys
 from crmflow.metrics import observe_delivery, timed_send
 from crmflow.services.delivery_failures import message_failed
 from crmflow.services.record_files import AttachmentCache
@@ -98,6 +101,18 @@ _GROUPED = frozenset({"email", "webhook"})
 _SAVE_PAUSES = (0.05, 0.5, 2.0)  # seconds before each new try at writing sent messages' outcomes
 
 _Unsaved = list[tuple[ClaimedMessage, Sent, datetime]]
+
+
+def _run_keys(message: ClaimedMessage) -> dict[str, Any]:
+    """The keys of the run that wrote `message` (flow, version, enrollment, record, step), as
+    the worker's log lines carry them: every line about the message gives them; none if its
+    run is gone."""
+    m = message
+    if m.flow_key is None or m.flow_version is None or m.record_id is None:
+        return {}
+    if m.enrollment_id is None:
+        return {}
+    return run_keys(m.flow_key, m.flow_version, m.enrollment_id, m.record_id, m.step_key)
 
 
 @dataclass
@@ -146,10 +161,22 @@ class _OutcomeWriter:
         self._queue: queue.Queue[_Unsaved | _ClaimAhead | None] = queue.Queue(maxsize=ahead + 1)
         self._thread: threading.Thread | None = None
         self.failed = False
+        # The sent messages handed over whose outcomes are not written yet (nor held).
+        self._unwritten = 0
+        self._written = threading.Condition()
 
     def put(self, unsaved: _Unsaved) -> None:
         if unsaved:
+            with self._written:
+                self._unwritten += len(unsaved)
             self._put(unsaved)
+
+    def wait_below(self, most: int) -> None:
+        """Until at most `most` of the messages handed over wait for their outcomes to be
+        written, or a commit failed (`failed`)."""
+        with self._written:
+            while self._unwritten > most and not self.failed:
+                self._written.wait()
 
     def claim_ahead(self, claim: Callable[[], _Batch]) -> _ClaimAhead:
         """`claim` run by the writer, after the groups handed over before."""
@@ -188,6 +215,10 @@ class _OutcomeWriter:
             except Exception:  # logged by `save`, the outcomes held: the dispatcher stops
                 self.failed = True
             finally:
+                if isinstance(unsaved, list):
+                    with self._written:
+                        self._unwritten -= len(unsaved)
+                        self._written.notify_all()
                 self._queue.task_done()
 
 
@@ -293,8 +324,9 @@ class Dispatcher:
 
     def _deliver_batch(self, *, wait: bool) -> DispatchResult:
         """`wait`: False lets the last batch's last outcomes be written while this one is
-        claimed (`run`, `run_once`), and the next batch be claimed while this one is sent;
-        none of a batch is sent before the outcomes of the batch before are written."""
+        claimed and sent (`run`, `run_once`), and the next batch be claimed while this one is
+        sent; at most `batch_size` sent messages wait for their outcomes to be written at any
+        time (the at-least-once window, docs/delivery.md)."""
         batch = self._next_batch(wait=wait)
         if (
             not wait
@@ -309,17 +341,25 @@ class Dispatcher:
         # be sending when the lease runs out and another dispatcher takes it. Those left go to
         # whoever claims them when the lease has run out.
         deadline = batch.started + self.lease.total_seconds() / 2
+        unsent: list[ClaimedMessage] = []
         try:
-            for message in batch.messages:
+            for index, message in enumerate(batch.messages):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     break
-                if self._writer is not None and self._writer.failed:
-                    break  # outcomes not written: nothing more is sent (raised below)
+                if self._writer is not None:
+                    # At most a batch of sent messages whose outcomes are not written yet.
+                    self._writer.wait_below(self.batch_size - len(self._unsaved) - 1)
+                    if self._writer.failed:
+                        # Outcomes not written: nothing more is sent (raised below), and the
+                        # rest of the batch goes back as it was.
+                        unsent = batch.messages[index:]
+                        break
                 if self._over_rate_limit(message):
                     result += DispatchResult(deferred=1)
                     continue
                 result += self._deliver(message)
         finally:
+            self._put_back([m.id for m in unsent], batch.at)
             unsaved = self._take_unsaved()
             if self._writer is None or self._writer.failed or wait:
                 self._save_now(unsaved)  # what is left (raises with the database away)
@@ -349,29 +389,28 @@ class Dispatcher:
         return _Batch(len(claimed), left, time.monotonic(), now)
 
     def _next_batch(self, *, wait: bool) -> _Batch:
-        """The batch to send now: the one claimed ahead (once the writer has written every
-        outcome handed to it before: it waits for them), or one claimed now."""
+        """The batch to send now: the one claimed ahead, or one claimed now. The writer may
+        still be writing the outcomes of the batch before (`_deliver_batch` bounds how many);
+        if it could not, what it held is written first, or the batch goes back and the error
+        is raised."""
         ahead, self._ahead = self._ahead, None
+        writer = self._writer
         if ahead is not None:
             ahead.done.wait()
             if ahead.error is not None:
                 raise ahead.error
             assert ahead.batch is not None
             batch = ahead.batch
-            # The batch before written first; a batch claimed long ago (a slow server sent
-            # the one before) or held behind outcomes not written goes back, claimed anew.
+            # A batch claimed long ago (a slow server sent the one before) goes back, claimed
+            # anew; so does one held behind outcomes that cannot be written.
             if time.monotonic() - batch.started <= self.lease.total_seconds() / 4:
-                self._written_or_put_back(batch)
+                if writer is None or writer.failed or self._held:
+                    self._written_or_put_back(batch)
                 return batch
             self._put_back([m.id for m in batch.messages], batch.at)
-        writer = self._writer
-        writing = not (wait or writer is None or writer.failed or self._held)
-        if not writing:
+        if wait or writer is None or writer.failed or self._held:
             self._save_now([])  # nothing more is sent before what was sent is written
-        batch = self._claim()
-        if writing:
-            self._written_or_put_back(batch)
-        return batch
+        return self._claim()
 
     def run_once(self) -> DispatchResult:
         """Deliver everything due now, batch after batch (what `crmflow dispatch --once` and
@@ -509,6 +548,18 @@ class Dispatcher:
         return Sent(text, subject=subject, accepted=tuple(accepted), refused_for_now=tuple(later))
 
     def _deliver(self, message: ClaimedMessage) -> DispatchResult:
+        """Send the message and note its outcome; the lines logged meanwhile (here and in the
+        modules called) carry its run's keys."""
+        keys = _run_keys(message)
+        if keys:
+            in_run(*keys.values())
+        try:
+            return self._deliver_one(message, keys)
+        finally:
+            if keys:
+                left_run()
+
+    def _deliver_one(self, message: ClaimedMessage, keys: dict[str, Any]) -> DispatchResult:
         try:
             sent = timed_send(message.kind, self._send, message)  # /metrics
         except ValidationError as exc:
@@ -519,7 +570,14 @@ class Dispatcher:
             note_hard_bounce(self.ctx, message, exc)  # a 5xx at RCPT: no more emails there
             return self._failed(message, str(exc), permanent=exc.permanent)
         except Exception as exc:  # one message's unforeseen error fails it alone, for now
-            log.error("dispatcher %s: message %d: %s", self.name, message.id, exc, exc_info=True)
+            log.error(
+                "dispatcher %s: message %d: %s",
+                self.name,
+                message.id,
+                exc,
+                exc_info=True,
+                extra=keys,
+            )
             return self._failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
         if sent.refused_for_now and sent.accepted:
             return self._partly_sent(message, sent)
@@ -620,14 +678,26 @@ class Dispatcher:
                 self._write([item])
                 continue
             except Exception as exc:
-                log.error("dispatcher %s: message %d: %s", self.name, item[0].id, exc)
+                log.error(
+                    "dispatcher %s: message %d: %s",
+                    self.name,
+                    item[0].id,
+                    exc,
+                    extra=_run_keys(item[0]),
+                )
             try:
                 with self.ctx.engine.begin() as conn:
                     message, sent, at = item
                     outcome = SentOutcome(message.id, at, sent.reply, rendered=sent.caught)
                     mark_sent(conn, [outcome], owner=self.name)
             except Exception as exc:
-                log.error("dispatcher %s: message %d: %s", self.name, item[0].id, exc)
+                log.error(
+                    "dispatcher %s: message %d: %s",
+                    self.name,
+                    item[0].id,
+                    exc,
+                    extra=_run_keys(item[0]),
+                )
                 left.append(item)
         return left
 
@@ -642,7 +712,10 @@ class Dispatcher:
         for message, _, _ in unsaved:
             if message.id not in kept:
                 log.warning(
-                    "dispatcher %s: message %d was taken over meanwhile", self.name, message.id
+                    "dispatcher %s: message %d was taken over meanwhile",
+                    self.name,
+                    message.id,
+                    extra=_run_keys(message),
                 )
 
     def _partly_sent(self, message: ClaimedMessage, sent: Sent) -> DispatchResult:
@@ -669,7 +742,14 @@ class Dispatcher:
                 reply=sent.reply,
             )
         note_refused_recipients(self.ctx, message, sent.reply)  # a cc refused with a 5xx...
-        log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        log.info(
+            "dispatcher %s: message %d retried at %s: %s",
+            self.name,
+            message.id,
+            at,
+            error,
+            extra=_run_keys(message),
+        )
         observe_delivery(message.kind, "retrying")  # /metrics
         return DispatchResult(retrying=1)
 
@@ -708,13 +788,27 @@ class Dispatcher:
                             message.id,
                             exc,
                             exc_info=True,
+                            extra=_run_keys(message),
                         )
-                log.warning("dispatcher %s: message %d failed: %s", self.name, message.id, error)
+                log.warning(
+                    "dispatcher %s: message %d failed: %s",
+                    self.name,
+                    message.id,
+                    error,
+                    extra=_run_keys(message),
+                )
                 observe_delivery(message.kind, "failed")  # /metrics
                 return DispatchResult(failed=1)
             at = self.ctx.now() + (wait or backoff(message.attempts, settings, self.rand))
             mark_retrying(conn, message.id, owner=self.name, next_attempt_at=at, error=error)
-        log.info("dispatcher %s: message %d retried at %s: %s", self.name, message.id, at, error)
+        log.info(
+            "dispatcher %s: message %d retried at %s: %s",
+            self.name,
+            message.id,
+            at,
+            error,
+            extra=_run_keys(message),
+        )
         observe_delivery(message.kind, "retrying")  # /metrics
         return DispatchResult(retrying=1)
 

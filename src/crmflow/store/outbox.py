@@ -136,6 +136,12 @@ class ClaimedMessage:
     attempts: int
     enrollment_id: int | None = None  # the run that wrote it (its archive line names it)
     priority: int = 0  # 1: transactional, sent before the bulk ones
+    # The run's keys, as the worker's log lines carry them (crmflow.logs.in_run): the flow's
+    # key and version, the record, the step that wrote the message. None: its run is gone.
+    flow_key: str | None = None
+    flow_version: int | None = None
+    record_id: int | None = None
+    step_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,20 +219,31 @@ def claim_due_in(
     different rows; on SQLite the transaction holds the single writer's lock. A dispatcher that
     dies leaves its rows `sending` until `lease_until`, when another one takes them over."""
     o = outbox.c
+    e = enrollments.c
+    # With each its run's keys (for the dispatcher's log lines), read in the same query.
+    runs = outbox.outerjoin(enrollments, e.id == o.enrollment_id).outerjoin(
+        flows, flows.c.id == e.flow_id
+    )
+    keys: dict[int, tuple[str | None, int | None, int | None]] = {}
     # The priority lane first (few rows, found by their index), then the bulk ones: two
     # queries, each in an index's order, so a campaign's thousands are never sorted.
-    ids: list[int] = []
     for lane in (o.priority > 0, o.priority <= 0):
         order = (o.priority.desc(), o.id)
-        query = sa.select(o.id).where(_due(now, kinds), lane).order_by(*order)
-        query = query.limit(limit - len(ids))
+        query = (
+            sa.select(o.id, flows.c.key.label("flow_key"), e.flow_version, e.record_id)
+            .select_from(runs)
+            .where(_due(now, kinds), lane)
+            .order_by(*order)
+            .limit(limit - len(keys))
+        )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids += conn.execute(query).scalars()
-        if len(ids) >= limit:
+            query = query.with_for_update(skip_locked=True, of=outbox)
+        keys.update((r.id, (r.flow_key, r.flow_version, r.record_id)) for r in conn.execute(query))
+        if len(keys) >= limit:
             break
-    if not ids:
+    if not keys:
         return []
+    ids = list(keys)
     rows = conn.execute(
         outbox.update()
         .where(among(o.id, ids, conn))
@@ -237,12 +254,27 @@ def claim_due_in(
             attempts=o.attempts + 1,
         )
         .returning(
-            o.id, o.idempotency_key, o.kind, o.payload, o.attempts, o.enrollment_id, o.priority
+            o.id,
+            o.idempotency_key,
+            o.kind,
+            o.payload,
+            o.attempts,
+            o.enrollment_id,
+            o.priority,
+            o.step_key,
         )
     )
     claimed = [
         ClaimedMessage(
-            r.id, r.idempotency_key, r.kind, r.payload, r.attempts, r.enrollment_id, r.priority
+            r.id,
+            r.idempotency_key,
+            r.kind,
+            r.payload,
+            r.attempts,
+            r.enrollment_id,
+            r.priority,
+            *keys[r.id],
+            r.step_key,
         )
         for r in rows
     ]
