@@ -18,13 +18,20 @@ steps in the batch that enters the record) and prints the parked path's time as 
 what it costs that a step waits (its record written as waiting, then claimed, loaded and moved
 again by a later batch), the aim being within 1.5x.
 
+With `--cpu`, both sides are measured in this process's CPU time instead of the wall time: steadier
+on a machine that other work loads (on SQLite the database works in this process, so its work is
+counted; on PostgreSQL the server's is not, so there the figure is the Python side only).
+
     python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both] [--parked]
+                                [--cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -150,6 +157,15 @@ def enroll_all(ctx: Context, flow_id: int, *, now: datetime = START) -> int:
     return int(count)
 
 
+def _measured(fn: Callable[[], None], *, cpu: bool) -> float:
+    """Seconds `fn` took: the wall time, or with `cpu` this process's CPU time."""
+    if not cpu:
+        return timed(fn)
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
 def _count(ctx: Context, table: sa.Table) -> int:
     with ctx.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
@@ -223,6 +239,7 @@ class StepsResult:
     ours: list[float]
     baseline: list[float]
     inline: list[float] = field(default_factory=list)  # --parked: INLINE_FLOW's times
+    cpu: bool = False  # the times are CPU seconds of this process, not wall seconds
 
     @property
     def ratio(self) -> float:
@@ -247,6 +264,7 @@ class StepsResult:
             f"{self.rate:,.0f} step runs/s{rate_aim}  "
             f"median ours={statistics.median(self.ours):.3f}s "
             f"baseline={statistics.median(self.baseline):.3f}s  runs={len(self.ours)}"
+            f"{'  (CPU time)' if self.cpu else ''}"
         )
         if not self.inline:
             return text
@@ -267,23 +285,25 @@ def _prepared(ctx: Context, rows: int, text: str = FLOW) -> None:
     enroll_all(ctx, create_flow(ctx, text))
 
 
-def run(backend: str, rows: int, runs: int, *, parked: bool = False) -> StepsResult:
+def run(
+    backend: str, rows: int, runs: int, *, parked: bool = False, cpu: bool = False
+) -> StepsResult:
     """Each run on a fresh database: crmflow's worker, then the bare batched writes; with
-    `parked`, first INLINE_FLOW on a database of its own."""
-    result = StepsResult(backend, rows, 0, [], [])
+    `parked`, first INLINE_FLOW on a database of its own. With `cpu`, each side's CPU time."""
+    result = StepsResult(backend, rows, 0, [], [], cpu=cpu)
     for _ in range(runs):
         if parked:
             with fresh_database(backend) as ctx:
                 ctx.clock = lambda: START
                 _prepared(ctx, rows, INLINE_FLOW)
-                result.inline.append(timed(_inline(ctx, rows)))
+                result.inline.append(_measured(_inline(ctx, rows), cpu=cpu))
                 total = _count(ctx, step_runs)
                 if total != STEPS_PER_ENROLLMENT * rows:
                     raise RuntimeError(f"inline: {total} step runs, expected 5 x {rows}")
         with fresh_database(backend) as ctx:
             ctx.clock = lambda: START
             _prepared(ctx, rows)
-            result.ours.append(timed(_ours(ctx, rows)))
+            result.ours.append(_measured(_ours(ctx, rows), cpu=cpu))
             with ctx.engine.connect() as conn:
                 first = conn.execute(
                     sa.select(sa.func.count()).select_from(step_runs).where(step_runs.c.run == 1)
@@ -294,7 +314,8 @@ def run(backend: str, rows: int, runs: int, *, parked: bool = False) -> StepsRes
             result.step_runs = total
         with fresh_database(backend) as ctx:
             _prepared(ctx, rows)
-            result.baseline.append(timed(_bare_batches(ctx, rows, (first, total - first))))
+            bare = _bare_batches(ctx, rows, (first, total - first))
+            result.baseline.append(_measured(bare, cpu=cpu))
     return result
 
 
@@ -310,11 +331,19 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also run the flow without its wait and print the parked path's ratio to it",
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="this process's CPU time instead of the wall time, both sides (steadier on a loaded"
+        " machine; on PostgreSQL the server's work is not counted)",
+    )
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
         rows = args.rows or (ROWS if backend == "sqlite" else ROWS_POSTGRES)
-        print(run(backend, rows, args.runs, parked=args.parked).line(), flush=True)
+        result = run(backend, rows, args.runs, parked=args.parked, cpu=args.cpu)
+        print(result.line(), flush=True)
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -26,10 +26,12 @@ __all__ = [
     "ConditionIssue",
     "ConditionReads",
     "ConditionShape",
+    "TextComparison",
     "check_condition",
     "compile_condition",
     "condition_reads",
     "condition_shape",
+    "text_comparison",
 ]
 
 MAX_CONDITION_CHARS = 4_000
@@ -177,6 +179,41 @@ def condition_reads(expression: str) -> ConditionReads:
     if uses != field_uses or None in fields or len(fields) != field_uses:
         return ConditionReads(names, None)
     return ConditionReads(names, frozenset(f for f in fields if f is not None))
+
+
+@dataclass(frozen=True)
+class TextComparison:
+    """`record.<field> == '<text>'` (or `!=`): for a field that holds text, its value is just
+    the comparison of two Python strings, as CEL compares them (code point by code point)."""
+
+    field: str
+    equal: bool  # `==`; False: `!=`
+    text: str
+
+    def value(self, values: Mapping[str, Any]) -> bool | None:
+        """The expression's value for a record's `values`, or None when the field does not
+        hold text (missing, empty, another type: CEL's rules, which the library applies)."""
+        value = values.get(self.field)
+        if type(value) is not str:
+            return None
+        return (value == self.text) is self.equal
+
+
+_TEXT_COMPARISON = re.compile(
+    r"""[ \t\n\r]*record[ \t\n\r]*\.[ \t\n\r]*([A-Za-z_][A-Za-z0-9_]*)[ \t\n\r]*(==|!=)"""
+    r"""[ \t\n\r]*(?:'([^'\\\n\r]*)'|"([^"\\\n\r]*)")[ \t\n\r]*"""
+)
+
+
+@lru_cache(maxsize=4096)
+def text_comparison(expression: str) -> TextComparison | None:
+    """`expression` as a `TextComparison` when it is one (no escapes in the text), else None.
+    Only for an expression that compiles: the caller compiles it first."""
+    match = _TEXT_COMPARISON.fullmatch(expression)
+    if match is None or match.group(1) in RECORD_META_FIELDS:
+        return None
+    text = match.group(3) if match.group(3) is not None else match.group(4)
+    return TextComparison(match.group(1), match.group(2) == "==", text)
 
 
 def _first_line(text: str) -> str:

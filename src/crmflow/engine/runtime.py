@@ -12,7 +12,7 @@ The step-run log says what each step run and each of its actions did, in words a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -163,8 +163,18 @@ class RecordSnapshot:
             self.people,
         )
 
-    def variables(self) -> dict[str, Any]:
-        """`record` as conditions and templates see it."""
+    def variables(self, *, only: Iterable[str] | None = None) -> dict[str, Any]:
+        """`record` as conditions and templates see it; with `only`, just those of its names it
+        has (a condition that reads a few fields need not have the others converted)."""
+        if only is not None:
+            values = self.values
+            out: dict[str, Any] = {}
+            for name in only:
+                if name in _META:
+                    out[name] = getattr(self, name)
+                elif name in values:
+                    out[name] = values[name]
+            return out
         return {
             **self.values,
             "id": self.id,
@@ -173,6 +183,9 @@ class RecordSnapshot:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+
+_META = frozenset({"id", "type", "owner", "created_at", "updated_at"})  # what `variables` adds
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from crmflow.engine.conditions import (
     compile_condition,
     condition_reads,
     condition_shape,
+    text_comparison,
 )
 from crmflow.engine.recordtypes import format_datetime
 from crmflow.engine.runtime import RecordChanged, RecordSnapshot
@@ -34,6 +35,7 @@ from crmflow.engine.templates import (
     TEMPLATE_VARIABLES,
     is_template,
     render_template,
+    simple_render,
     template_names,
 )
 from crmflow.errors import BudgetExceededError, EvaluationError, LimitExceededError
@@ -94,9 +96,24 @@ class Scope:
     def _common(self) -> dict[str, Any]:
         return {name: self._variable(name) for name in ("record", "change", "flow", "today")}
 
-    def cel_variables(self, names: frozenset[str] = CEL_VARIABLES) -> dict[str, Any]:
-        """The CEL variables among `names` (default: all of them)."""
-        return {name: self._variable(name) for name in CEL_VARIABLES if name in names}
+    def cel_variables(
+        self, names: frozenset[str] = CEL_VARIABLES, *, record_fields: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """The CEL variables among `names` (default: all of them); with `record_fields`, the
+        record holds only those of them it has (what a condition reading them field by field
+        needs: `condition_reads`)."""
+        out = {
+            name: self._variable(name)
+            for name in CEL_VARIABLES
+            if name in names and name != "record"
+        }
+        if "record" in names:
+            out["record"] = (
+                self.record.variables()
+                if record_fields is None
+                else self.record.variables(only=record_fields)
+            )
+        return out
 
     def template_variables(
         self,
@@ -147,14 +164,18 @@ class Scope:
     def evaluate(self, expression: str) -> Any:
         try:
             program = compile_condition(expression)
+            # `record.status == 'client'` on a field that holds text: compared here, the same
+            # answer as the library's without converting the variables for it.
+            comparison = text_comparison(expression)
+            if comparison is not None:
+                answer = comparison.value(self.record.values)
+                if answer is not None:
+                    return answer
             shape = condition_shape(expression)
             if shape.nested:
                 raise BudgetExceededError("nesting", NESTED_COMPREHENSION)
             reads = condition_reads(expression)
-            variables = self.cel_variables(reads.names)
-            if reads.record_fields is not None and "record" in variables:
-                whole = variables["record"]
-                variables["record"] = {k: whole[k] for k in reads.record_fields if k in whole}
+            variables = self.cel_variables(reads.names, record_fields=reads.record_fields)
             if not shape.bounded_by_its_text and self._costly(expression, shape, variables):
                 return self._evaluate_elsewhere(expression, variables)
             return program.execute(variables)
@@ -241,6 +262,12 @@ class Scope:
     ) -> str:
         if not is_template(text):
             return text
+        # Text around record fields that hold text: joined without Jinja, the same output.
+        simple = simple_render(
+            text, self.record.values, limits=self.limits, deadline=self._deadline
+        )
+        if simple is not None:
+            return simple
         try:
             names = template_names(text)
             return render_template(
