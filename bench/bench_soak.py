@@ -2,18 +2,21 @@
 worker's batches; memory sampled through the run (flat?) and timer lateness p50/p99.
 
 Set-up (not timed, in this process): `--enrollments` contacts enter bench_timers' flow (a step
-with nothing to do, then `ring`, a timed step writing a history line); one `run_once` takes
-them all to `ring`; each timer is then moved to a due time drawn uniformly over `--seconds` of
-virtual time (3,600 by default: an hour).
+with nothing to do, then `ring`, a timed step writing a history line); `run_once` takes the
+first to `ring` and the others are made its copies in bulk (the same rows as the worker writes:
+tested), each due at a time drawn uniformly over `--seconds` of virtual time (3,600 by default:
+an hour). A million takes some minutes on an idle machine.
 
-The soak runs in a child process of its own (its memory is the soak's, not the set-up's), as
-the worker's loop does it, on a virtual clock: the worker's `run_batch` claims what is due at
-the clock's `now`, moves it and commits, batch after batch; while it works the clock runs at
-the speed of the real one (the wall clock, or with `--cpu` the process's CPU time, steadier on a
-loaded machine); when nothing is due the worker sleeps as `Worker` does, until the next due time
-(one query, `work_signs`) and at least 50 ms (`Worker._until_due`), and the clock skips that
-sleep. So lateness is what the worker's own work and its idle rule make it, without waiting an
-hour: lateness = the virtual time of the commit of the batch that ran a timer minus its due
+The soak runs in a child process of its own (its memory is the soak's, not the set-up's), as the
+worker's loop does it, on a virtual clock: the worker's `run_batch` claims what is due at the
+clock's `now`, moves it and commits, batch after batch; while it works the clock runs at the
+speed of the real one (the wall clock, or with `--cpu` the process's CPU time, steadier on a
+loaded machine, plus on PostgreSQL the server processes' CPU time for the soak's connections);
+when nothing is due the worker sleeps as `Worker` does, until the next due time (one query,
+`work_signs`) and at least 50 ms (`Worker._until_due`), and the clock skips that sleep. So
+lateness is what the worker's own work and its idle rule make it, without waiting an hour (but a
+worker that never idles spends as much CPU time as the window: a million over an hour is an hour
+of CPU): lateness = the virtual time of the commit of the batch that ran a timer minus its due
 time; "early" counts step runs whose start came before their due time (must be 0).
 
 Memory is sampled every 1% of the virtual hour: resident memory (VmRSS) and tracemalloc's
@@ -31,6 +34,7 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -227,8 +231,20 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
 
 
-def soak(ctx: Context, seconds: float, *, cpu: bool = False, trace: bool = True) -> dict[str, Any]:
+def soak(
+    ctx: Context,
+    seconds: float,
+    *,
+    cpu: bool = False,
+    trace: bool = True,
+    until: float | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """The worker's batches through the virtual hour; the figures as a dict (JSON-able).
+
+    `until`: stop after that many seconds of virtual time (the figures are then those of the
+    timers run so far). Timers run before the soak began (a soak resumed on its database) are
+    left out of the lateness. `progress`: a line on stderr at each memory sample.
 
     `cpu`: the clock runs with this process's CPU time, and on PostgreSQL the server's CPU
     time for its connections as well (`ServerCPU`)."""
@@ -269,11 +285,26 @@ def soak(ctx: Context, seconds: float, *, cpu: bool = False, trace: bool = True)
     batch_nows, batch_commits = array("d"), array("d")
     moved = batches = wakes = 0
     began = time.perf_counter()
-    while moved < timers:
+    stop = None if until is None else FIRST_DUE + timedelta(seconds=until)
+    # SIGUSR1 ends the soak after the current batch, with the figures so far.
+    stopped: list[int] = []
+    if progress:
+        signal.signal(signal.SIGUSR1, lambda signum, _frame: stopped.append(signum))
+    while moved < timers and not stopped:
         now = clock.now()
+        if stop is not None and now >= stop:
+            break
         if now >= next_sample:
             sample()
             next_sample = now + every
+            if progress:
+                print(
+                    f"virtual {(now - FIRST_DUE).total_seconds():.0f}s moved {moved} "
+                    f"batches {batches} rss {rss[-1]:.0f} MB wall "
+                    f"{time.perf_counter() - began:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         result = run_batch(ctx, system, now=now, owner="soak", limit=DEFAULT_BATCH)
         if result.claimed:
             batch_nows.append(now.timestamp())
@@ -304,6 +335,8 @@ def soak(ctx: Context, seconds: float, *, cpu: bool = False, trace: bool = True)
         )
         for eid, started in ran:
             wanted = due[int(eid) - lo]
+            if math.isnan(wanted):  # run before this soak began
+                continue
             committed = commits.get(started.timestamp())
             if committed is None:
                 unmatched += 1
@@ -421,10 +454,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu", action="store_true", help="the clock runs with CPU time")
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    # With --child: stop after UNTIL seconds of virtual time; progress lines on stderr.
+    parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         ctx = Context.from_settings(Settings(database_url=args.child))
-        figures = soak(ctx, args.seconds, cpu=args.cpu, trace=not args.no_tracemalloc)
+        figures = soak(
+            ctx,
+            args.seconds,
+            cpu=args.cpu,
+            trace=not args.no_tracemalloc,
+            until=args.until,
+            progress=args.progress,
+        )
         print(json.dumps(figures))
         return
     result = run(
