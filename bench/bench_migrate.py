@@ -4,7 +4,9 @@ the records table in the same run.
 A database is migrated to FROM_REVISION (the last one before the oldest migration that
 changes `records`: 0007 adds `records.version`, 0008 its trigger, 0010 `external_id` and its
 unique index) and filled with ROWS contacts by one bulk `INSERT ... SELECT` (a recursive CTE on
-SQLite, generate_series on PostgreSQL): the template. Each run copies the template (a file
+SQLite, generate_series on PostgreSQL), each with the change event of its creation (as crmflow
+writes one per record written: 0030 converts `record_changes` to monthly partitions on
+PostgreSQL, a copy of it): the template. Each run copies the template (a file
 copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL; not timed) and times
 `upgrade_database`, what `crmflow db upgrade` runs: every migration from FROM_REVISION to the
 head in one transaction, then the built-in record types. The time of each migration is read
@@ -70,6 +72,11 @@ FILL = {
         FROM generate_series(1, :rows) AS i
     """,
 }
+# Each record's creation in the change feed (every write of a record adds one).
+CHANGES = (
+    "INSERT INTO record_changes (record_id, record_type, kind, after, at)"
+    " SELECT id, type, 'created', data, created_at FROM records"
+)
 BARE_COPY = "CREATE TABLE records_bare_copy AS SELECT * FROM records"
 _VERSION_WRITE = re.compile(r"alembic_version\s+SET\s+version_num\s*=\s*'([^']+)'", re.I)
 
@@ -190,10 +197,11 @@ def _fill(url: str, rows: int) -> None:
             {"now": NOW},
         )
         conn.execute(sa.text(FILL[engine.dialect.name]), {"rows": rows})
+        conn.execute(sa.text(CHANGES))
     # SQLite: the last connection closed (dispose) writes the WAL back into the file.
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE records")
+            conn.exec_driver_sql("VACUUM ANALYZE records, record_changes")
     engine.dispose()
 
 

@@ -276,19 +276,20 @@ def _drop_months(
     for month in old:
         if cursor.months_kept.get(month.name, now) > now:
             continue
-        while kind == "step_runs":
-            if stop_at is not None and time.monotonic() >= stop_at:
-                return gone, _STOPPED
+        if kind == "step_runs":
             with read_connection(ctx.engine) as conn:
                 if not store.step_runs_month_droppable(conn, month, before):
-                    break
-                ids = store.spanning_runs(conn, month, rows=rows)
-            if not ids:
-                break
-            with ctx.engine.begin() as conn:
-                if not store.try_prune_lock(conn):
-                    return gone, "busy"
-                gone += store.prune_step_runs(conn, ids, now=now)
+                    cursor.months_kept[month.name] = now + _KEPT_RECHECK
+                    continue
+                spanning = store.spanning_runs(conn, month)
+            per = max(1, rows // 10)  # runs per batch: about `rows` step runs
+            for at in range(0, len(spanning), per):
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return gone, _STOPPED
+                with ctx.engine.begin() as conn:
+                    if not store.try_prune_lock(conn):
+                        return gone, "busy"
+                    gone += store.prune_step_runs(conn, spanning[at : at + per], now=now)
         try:
             with ctx.engine.begin() as conn:
                 if not store.try_prune_lock(conn):

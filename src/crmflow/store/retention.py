@@ -464,9 +464,9 @@ def step_runs_month_droppable(conn: sa.Connection, month: Month, before: datetim
     return not kept
 
 
-def spanning_runs(conn: sa.Connection, month: Month, *, rows: int) -> list[int]:
-    """Runs with step runs in the month and in another: at most `rows` of them, which go row
-    by row (`prune_step_runs`, whole runs) before the month is dropped."""
+def spanning_runs(conn: sa.Connection, month: Month, *, rows: int | None = None) -> list[int]:
+    """Runs with step runs in the month and in another (all, or at most `rows`), in id order:
+    they go row by row (`prune_step_runs`, whole runs) before the month is dropped."""
     query = sa.text(
         f"SELECT DISTINCT s.enrollment_id FROM {_in(month)} s WHERE EXISTS (SELECT 1 FROM"
         " step_runs t WHERE t.enrollment_id = s.enrollment_id AND (t.started_at < :lo OR"
