@@ -108,7 +108,7 @@ class Call:
             flow=flow,
             scope=Scope(flow=flow, record=record, now=now, zone=zone, change=change, limits=limits),
             enrollment_id=state.enrollment_id,
-            calendar=BusinessCalendar(flow.calendar, zone),
+            calendar=_calendar(flow, zone),
             record_type=record_type,
             run_number=state.current_run or state.step_runs,
         )
@@ -445,6 +445,18 @@ class Call:
         elif kind is WaitKind.TIMER and self.schedule(step):
             # The step's date moved (or appeared) and it is now due: it runs.
             self.go(self.start(step))
+
+
+def _calendar(flow: FlowDefinition, zone: ZoneInfo) -> BusinessCalendar:
+    """The flow's calendar in `zone`, made once per definition and zone (it never changes, and
+    every record of a batch asks for it)."""
+    memo, key = flow.memo, ("calendar", zone)
+    found: BusinessCalendar | None = memo.get(key)
+    if found is None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        found = memo[key] = BusinessCalendar(flow.calendar, zone)
+    return found
 
 
 def timed_by_record(timing: object) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from crmflow.engine.recordtypes import RecordType, normalise_value
+from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.templates import is_template
 from crmflow.errors import BudgetExceededError, EvaluationError
 
@@ -103,7 +103,8 @@ class ActionContext:
                 raise EvaluationError(f"{name} is required and may not be emptied")
             return None
         try:
-            return normalise_value(fdef, value, zone=self.scope.zone, from_text=from_text)
+            convert = self.record_type.converter(fdef, zone=self.scope.zone, from_text=from_text)
+            return convert(value)
         except ValueError as exc:
             raise EvaluationError(f"{name}: {exc}") from None
 

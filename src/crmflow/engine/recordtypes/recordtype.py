@@ -31,12 +31,25 @@ class RecordType:
     _checkers: dict[tuple[str, bool, int], RowChecker] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # `converter`'s: (field key, zone, from text) -> the field's converter.
+    _converters: dict[tuple[str, tzinfo, bool], Converter] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._by_key.update({f.key: f for f in self.fields})
 
     def field(self, key: str) -> FieldDef | None:
         return self._by_key.get(key)
+
+    def converter(self, fdef: FieldDef, *, zone: tzinfo, from_text: bool = False) -> Converter:
+        """`field_converter` of `fdef`, one of this type's fields, made once per zone (an
+        action that sets a field runs for every record of a batch)."""
+        key = (fdef.key, zone, from_text)
+        found = self._converters.get(key)
+        if found is None:
+            found = self._converters[key] = field_converter(fdef, zone=zone, from_text=from_text)
+        return found
 
     @property
     def field_keys(self) -> list[str]:
