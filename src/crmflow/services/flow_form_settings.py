@@ -63,19 +63,7 @@ def saved_settings_text(text: str, form: Mapping[str, str]) -> tuple[str, list[P
     written. Returns the new text (unchanged when nothing changed or a value cannot be read)
     and the problems of values that cannot be read, at their property."""
     document = flow_forms.load_document(text)
-    before = flow_forms.load_document(text)
+    before = flow_forms.comparable(document)
     # The whole document's schema, so that a new property goes where it lists it.
     problems = flow_forms.apply_form(_full_schema(), document, _settings_only(form))
-    if problems:
-        return text, problems
-    if _plain(document) == _plain(before):
-        return text, []
-    return flow_forms.dump_document(document, text), []
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (bool, int, float, type(None))) else str(value)
+    return flow_forms.written_back(text, document, problems, before=before, after=document)

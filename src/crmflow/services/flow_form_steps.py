@@ -204,15 +204,7 @@ def _same_meaning(text: str, expected: CommentedMap) -> bool:
         reread = flow_forms.load_document(text)
     except InvalidInputError:
         return False
-    return bool(_plain(reread) == _plain(expected))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (bool, int, float, type(None))) else str(value)
+    return bool(flow_forms.comparable(reread) == flow_forms.comparable(expected))
 
 
 def _written(text: str, document: CommentedMap, candidate: str | None) -> str:

@@ -55,7 +55,7 @@ def saved_trigger_text(
     schema = flow_forms.kind_schema(flow_forms.trigger_kinds(), kind)
     if schema is None:
         return text, [Problem(where + "type", f"{kind[:40]!r} is not a trigger kind", "pick one")]
-    before = flow_forms.load_document(text)["triggers"][index]
+    before = flow_forms.comparable(trigger)
     if str(trigger.get("type", "")) == kind:
         problems = flow_forms.apply_form(schema, trigger, form, where=where)
     else:
@@ -63,16 +63,5 @@ def saved_trigger_text(
         fresh["type"] = kind
         problems = flow_forms.apply_form(schema, fresh, form, where=where)
         document["triggers"][index] = fresh
-    if problems:
-        return text, problems
-    if _plain(document["triggers"][index]) == _plain(before):
-        return text, []
-    return flow_forms.dump_document(document, text), []
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (bool, int, float, type(None))) else str(value)
+    after = document["triggers"][index]
+    return flow_forms.written_back(text, document, problems, before=before, after=after)

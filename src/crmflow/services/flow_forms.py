@@ -37,6 +37,7 @@ __all__ = [
     "StepSummary",
     "action_kinds",
     "apply_form",
+    "comparable",
     "dump_document",
     "find_step",
     "form_fields",
@@ -54,6 +55,7 @@ __all__ = [
     "step_summaries",
     "trigger_kinds",
     "unsupported_kinds",
+    "written_back",
 ]
 
 # Long texts get a text area; the schema says "string" for all of them.
@@ -788,6 +790,31 @@ def dump_document(document: CommentedMap, original: str = "") -> str:
     out = io.StringIO()
     round_trip_yaml(original).dump(document, out)
     return out.getvalue()
+
+
+def comparable(value: Any) -> Any:
+    """`value` (a part of a loaded document) as plain mappings, lists and scalars, every scalar
+    but a bool, a number or null as its text: what a form changed is what no longer compares
+    equal."""
+    if isinstance(value, Mapping):
+        return {str(k): comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value if isinstance(value, (bool, int, float, type(None))) else str(value)
+
+
+def written_back(
+    text: str, document: CommentedMap, problems: list[Problem], *, before: Any, after: Any
+) -> tuple[str, list[Problem]]:
+    """The end of a form applied to `document` (loaded from `text`), where `before` is
+    `comparable()` of the part the form edits before it was applied and `after` that part now:
+    `text` itself with the problems of values that could not be read, `text` when nothing
+    changed (a JSON document keeps its layout too), else the document written back."""
+    if problems:
+        return text, problems
+    if comparable(after) == before:
+        return text, []
+    return dump_document(document, text), []
 
 
 def step_summaries(document: Mapping[str, Any]) -> list[StepSummary]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import available_timezones
@@ -182,6 +183,73 @@ def _live(
     )
 
 
+# -- saving a form -------------------------------------------------------------------------------
+
+Show = Callable[..., Response]
+"""A form of the editor again, as posted, with the keywords `problems`, `error` and
+`status_code` (what the form's own page function takes besides the form's values)."""
+
+
+def _commit(
+    save: Callable[[], flows.FlowView], show: Show, *, invalid: str
+) -> flows.FlowView | Response:
+    """`save()` (the flow validated and saved through `services.flows`), or, when it is
+    refused, the form again: the validator's problems at their fields under `invalid` (422),
+    or why it conflicts (409: someone saved meanwhile, or the flow's status changed)."""
+    try:
+        return save()
+    except InvalidInputError as exc:
+        return show(problems=exc.problems, error=invalid, status_code=422)
+    except (ConflictError, PreconditionFailedError) as exc:
+        return show(error=str(exc), status_code=409)
+
+
+def _save_form(
+    request: Request,
+    user: Actor,
+    flow: flows.FlowView,
+    text: str,
+    form: FormData,
+    *,
+    edit: Callable[[], tuple[str, Sequence[Problem]]],
+    show: Show,
+    invalid: str,
+    unchanged: str,
+    refused_on: Callable[[str], Show] | None = None,
+) -> flows.FlowView | Response:
+    """Save a form of the editor on `flow` (whose current text is `text`): the flow as saved,
+    or the answer to send instead. A started flow is locked (409, `edit` not run); `edit()`
+    gives the text with the form applied and the problems of values it could not read (422,
+    at their fields); an unchanged text is not saved (a redirect to `unchanged` saying so);
+    then `_commit`. `refused_on(changed)`, when given, is the form that shows the problems the
+    validator found in the text `changed` (by default `show`)."""
+    locked = _locked(flow)
+    if locked:
+        return show(error=locked, status_code=409)
+    changed, problems = edit()
+    if problems:
+        return show(problems=problems, status_code=422)
+    if changed == text:
+        response = see_other(unchanged)
+        flash(response, "Nothing changed: the flow was not saved.")
+        return response
+    ctx = context_of(request)
+    revision = _revision(form)
+
+    def save() -> flows.FlowView:
+        return flows.update_flow(
+            ctx, user, flow.key, changed, source=SOURCE_NAME, if_revision=revision
+        )
+
+    return _commit(save, refused_on(changed) if refused_on else show, invalid=invalid)
+
+
+def _saved_to(url: str, message: str) -> Response:
+    response = see_other(url)
+    flash(response, message)
+    return response
+
+
 # -- a new flow in three clicks ------------------------------------------------------------------
 
 
@@ -302,22 +370,14 @@ async def create(request: Request, user: CurrentUser) -> Response:
     )
     if problems:
         return _new_page(request, user, **page, problems=problems, status_code=422)
-    try:
-        created = flows.create_flow(ctx, user, text, source=SOURCE_NAME)
-    except InvalidInputError as exc:
-        return _new_page(
-            request,
-            user,
-            **page,
-            problems=exc.problems,
-            error="The flow was not created: fix the fields marked below.",
-            status_code=422,
-        )
-    except ConflictError as exc:
-        return _new_page(request, user, **page, error=str(exc), status_code=409)
-    response = see_other(f"/flows/{created.key}/form")
-    flash(response, f"Flow {created.name!r} created as a draft.")
-    return response
+    created = _commit(
+        lambda: flows.create_flow(ctx, user, text, source=SOURCE_NAME),
+        partial(_new_page, request, user, **page),
+        invalid="The flow was not created: fix the fields marked below.",
+    )
+    if isinstance(created, Response):
+        return created
+    return _saved_to(f"/flows/{created.key}/form", f"Flow {created.name!r} created as a draft.")
 
 
 @router.post("/flows/new/form/check")
@@ -499,65 +559,41 @@ def diagram(request: Request, user: CurrentUser, key: str) -> Response:
 @router.post("/flows/{key}/form")
 async def save_step(request: Request, user: CurrentUser, key: str) -> Response:
     """Save one step's posted fields: only what changed is written back."""
-    ctx = context_of(request)
     form = await request.form()
     flow, text = _current(request, user, key)
     step = _text(form, "step")
     posted = _posted_fields(form)
-    page: dict[str, Any] = {"step": step, "posted": posted}
-    locked = _locked(flow)
-    if locked:
-        return _steps_page(request, user, flow, text, **page, error=locked, status_code=409)
-    changed, problems = flow_forms.saved_step_text(text, step, posted)
     # A renamed step is found under its new key (references to it were renamed too).
     renamed = posted.get("f:key", "").strip() or step
-    if problems:
-        return _steps_page(request, user, flow, text, **page, problems=problems, status_code=422)
-    if changed == text:
-        response = see_other(f"/flows/{key}/form?step={quote(step)}")
-        flash(response, "Nothing changed: the flow was not saved.")
-        return response
-    try:
-        saved = flows.update_flow(
-            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
-        )
-    except InvalidInputError as exc:
-        error = "The step was not saved: fix the fields marked below."
-        if renamed != step:
-            # The saved text has the step under its old key: the form as posted, on it.
-            return _steps_page(
-                request,
-                user,
-                flow,
-                text,
-                **page,
-                problems=exc.problems,
-                error=error,
-                status_code=422,
-            )
-        # Shown on the changed document, so that a new kind's own fields appear to fill in.
-        return _steps_page(
-            request,
-            user,
-            flow,
-            changed,
-            step=step,
-            problems=exc.problems,
-            error=error,
-            status_code=422,
-        )
-    except (ConflictError, PreconditionFailedError) as exc:
-        return _steps_page(request, user, flow, text, **page, error=str(exc), status_code=409)
-    response = see_other(f"/flows/{key}/form?step={quote(renamed)}")
+    show = partial(_steps_page, request, user, flow, text, step=step, posted=posted)
+    saved = _save_form(
+        request,
+        user,
+        flow,
+        text,
+        form,
+        edit=lambda: flow_forms.saved_step_text(text, step, posted),
+        show=show,
+        invalid="The step was not saved: fix the fields marked below.",
+        unchanged=f"/flows/{key}/form?step={quote(step)}",
+        # A renamed step: the saved text has it under its old key, the form as posted on it.
+        # Otherwise shown on the changed document, so that a new kind's own fields appear.
+        refused_on=lambda changed: (
+            show
+            if renamed != step
+            else partial(_steps_page, request, user, flow, changed, step=step)
+        ),
+    )
+    if isinstance(saved, Response):
+        return saved
     if renamed != step:
-        flash(
-            response,
+        done = (
             f"Step {step!r} renamed {renamed!r} and saved (version {saved.version}); the steps"
-            " that went to it go to its new key.",
+            " that went to it go to its new key."
         )
     else:
-        flash(response, f"Step {step!r} saved (version {saved.version}).")
-    return response
+        done = f"Step {step!r} saved (version {saved.version})."
+    return _saved_to(f"/flows/{key}/form?step={quote(renamed)}", done)
 
 
 @router.post("/flows/{key}/form/check")
@@ -645,27 +681,20 @@ async def _operate(
         return _refused(
             request, user, flow, text, error=str(exc), problems=exc.problems, status_code=422
         )
-    if changed == text:
-        saved = flow
-    else:
-        try:
-            saved = flows.update_flow(
+    saved = flow
+    if changed != text:
+        committed = _commit(
+            lambda: flows.update_flow(
                 ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
-            )
-        except InvalidInputError as exc:
-            return _refused(
-                request,
-                user,
-                flow,
-                text,
-                error=f"Not saved: {made.doing} would make the flow invalid (see the step marked).",
-                problems=exc.problems,
-                checked=changed,
-                status_code=422,
-            )
-        except (ConflictError, PreconditionFailedError) as exc:
-            return _refused(request, user, flow, text, error=str(exc), status_code=409)
-        text = changed
+            ),
+            # A refusal: the list as it was, the validator's problems at the steps they concern
+            # in the text it refused.
+            partial(_refused, request, user, flow, text, checked=changed),
+            invalid=f"Not saved: {made.doing} would make the flow invalid (see the step marked).",
+        )
+        if isinstance(committed, Response):
+            return committed
+        saved, text = committed, changed
     message = f"{done} (version {saved.version})." if saved is not flow else f"{done}."
     if _is_htmx(request):
         context = _editor(request, user, saved, text, announce=message, focus=focus)
@@ -877,38 +906,31 @@ async def check_add(request: Request, user: CurrentUser, key: str) -> Response:
 
 @router.post("/flows/{key}/form/add")
 async def add(request: Request, user: CurrentUser, key: str) -> Response:
-    ctx = context_of(request)
     form = await request.form()
     flow, text = _current(request, user, key)
     kind = _text(form, "type").strip()
     name = _text(form, "name")
     posted = _posted_fields(form)
-    page: dict[str, Any] = {"kind": _step_kind(kind), "name": name[:200], "posted": posted}
-    locked = _locked(flow)
-    if locked:
-        return _add_page(request, flow, text, **page, error=locked, status_code=409)
     changed, step, problems = flow_form_steps.add_step(text, kind, name, posted)
-    if problems:
-        return _add_page(request, flow, text, **page, problems=problems, status_code=422)
-    try:
-        saved = flows.update_flow(
-            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
-        )
-    except InvalidInputError as exc:
-        return _add_page(
-            request,
-            flow,
-            text,
-            **page,
-            problems=exc.problems,
-            error="The step was not added: fix the fields marked below.",
-            status_code=422,
-        )
-    except (ConflictError, PreconditionFailedError) as exc:
-        return _add_page(request, flow, text, **page, error=str(exc), status_code=409)
-    response = see_other(f"/flows/{key}/form?step={quote(step)}#step-form")
-    flash(response, f"Step {step!r} added (version {saved.version}).")
-    return response
+    saved = _save_form(
+        request,
+        user,
+        flow,
+        text,
+        form,
+        edit=lambda: (changed, problems),
+        show=partial(
+            _add_page, request, flow, text, kind=_step_kind(kind), name=name[:200], posted=posted
+        ),
+        invalid="The step was not added: fix the fields marked below.",
+        unchanged=f"/flows/{key}/form",
+    )
+    if isinstance(saved, Response):
+        return saved
+    return _saved_to(
+        f"/flows/{key}/form?step={quote(step)}#step-form",
+        f"Step {step!r} added (version {saved.version}).",
+    )
 
 
 # -- the trigger ---------------------------------------------------------------------------------
@@ -998,7 +1020,6 @@ async def check_trigger(request: Request, user: CurrentUser, key: str) -> Respon
 
 @router.post("/flows/{key}/form/trigger")
 async def save_trigger(request: Request, user: CurrentUser, key: str) -> Response:
-    ctx = context_of(request)
     form = await request.form()
     flow, text = _current(request, user, key)
     index = _trigger_index(_text(form, "index"))
@@ -1007,36 +1028,20 @@ async def save_trigger(request: Request, user: CurrentUser, key: str) -> Respons
     if flow_forms.kind_schema(flow_forms.trigger_kinds(), kind) is None:
         problem = Problem("trigger", f"{kind[:40]!r} is not a trigger kind", "pick one")
         return _trigger_page(request, flow, text, index=index, error=str(problem), status_code=422)
-    page: dict[str, Any] = {"index": index, "kind": kind, "posted": posted}
-    locked = _locked(flow)
-    if locked:
-        return _trigger_page(request, flow, text, **page, error=locked, status_code=409)
-    changed, problems = flow_form_triggers.saved_trigger_text(text, index, kind, posted)
-    if problems:
-        return _trigger_page(request, flow, text, **page, problems=problems, status_code=422)
-    if changed == text:
-        response = see_other(f"/flows/{key}/form")
-        flash(response, "Nothing changed: the flow was not saved.")
-        return response
-    try:
-        saved = flows.update_flow(
-            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
-        )
-    except InvalidInputError as exc:
-        return _trigger_page(
-            request,
-            flow,
-            text,
-            **page,
-            problems=exc.problems,
-            error="The trigger was not saved: fix the fields marked below.",
-            status_code=422,
-        )
-    except (ConflictError, PreconditionFailedError) as exc:
-        return _trigger_page(request, flow, text, **page, error=str(exc), status_code=409)
-    response = see_other(f"/flows/{key}/form")
-    flash(response, f"Trigger saved (version {saved.version}).")
-    return response
+    saved = _save_form(
+        request,
+        user,
+        flow,
+        text,
+        form,
+        edit=lambda: flow_form_triggers.saved_trigger_text(text, index, kind, posted),
+        show=partial(_trigger_page, request, flow, text, index=index, kind=kind, posted=posted),
+        invalid="The trigger was not saved: fix the fields marked below.",
+        unchanged=f"/flows/{key}/form",
+    )
+    if isinstance(saved, Response):
+        return saved
+    return _saved_to(f"/flows/{key}/form", f"Trigger saved (version {saved.version}).")
 
 
 # -- the flow's own settings ---------------------------------------------------------------------
@@ -1090,46 +1095,23 @@ def settings_form(request: Request, user: CurrentUser, key: str) -> Response:
 async def save_settings(request: Request, user: CurrentUser, key: str) -> Response:
     """Save the flow's own settings (name, owner, timezone, entry condition, ...): only what
     changed is written back, validated and saved as any change of the flow."""
-    ctx = context_of(request)
     form = await request.form()
     flow, text = _current(request, user, key)
     posted = _posted_fields(form)
-    locked = _locked(flow)
-    if locked:
-        return _settings_page(
-            request, user, flow, text, posted=posted, error=locked, status_code=409
-        )
-    changed, problems = flow_form_settings.saved_settings_text(text, posted)
-    if problems:
-        return _settings_page(
-            request, user, flow, text, posted=posted, problems=problems, status_code=422
-        )
-    if changed == text:
-        response = see_other(f"/flows/{key}/form")
-        flash(response, "Nothing changed: the flow was not saved.")
-        return response
-    try:
-        saved = flows.update_flow(
-            ctx, user, key, changed, source=SOURCE_NAME, if_revision=_revision(form)
-        )
-    except InvalidInputError as exc:
-        return _settings_page(
-            request,
-            user,
-            flow,
-            text,
-            posted=posted,
-            problems=exc.problems,
-            error="The settings were not saved: fix the fields marked below.",
-            status_code=422,
-        )
-    except (ConflictError, PreconditionFailedError) as exc:
-        return _settings_page(
-            request, user, flow, text, posted=posted, error=str(exc), status_code=409
-        )
-    response = see_other(f"/flows/{key}/form")
-    flash(response, f"Settings saved (version {saved.version}).")
-    return response
+    saved = _save_form(
+        request,
+        user,
+        flow,
+        text,
+        form,
+        edit=lambda: flow_form_settings.saved_settings_text(text, posted),
+        show=partial(_settings_page, request, user, flow, text, posted=posted),
+        invalid="The settings were not saved: fix the fields marked below.",
+        unchanged=f"/flows/{key}/form",
+    )
+    if isinstance(saved, Response):
+        return saved
+    return _saved_to(f"/flows/{key}/form", f"Settings saved (version {saved.version}).")
 
 
 @router.post("/flows/{key}/form/settings/check")
