@@ -30,12 +30,13 @@ class HistoryEntry(NamedTuple):
 
 
 def insert_history(conn: sa.Connection, entries: Sequence[HistoryEntry]) -> None:
-    """Write `entries` in one driver-level batch (`store.bulk.Writer`)."""
+    """Write `entries` in one driver-level batch (`store.bulk.Writer.insert`)."""
     if not entries:
         return
     writer = Writer(conn)
-    writer.executemany(
-        "insert into record_history (record_id, enrollment_id, message, at) values (?, ?, ?, ?)",
+    writer.insert(
+        record_history,
+        ("record_id", "enrollment_id", "message", "at"),
         [(e.record_id, e.enrollment_id, e.message, writer.time(e.at)) for e in entries],
     )
 

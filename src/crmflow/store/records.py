@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from crmflow.errors import ConflictError
-from crmflow.store.bulk import Writer
+from crmflow.store.bulk import ID, Writer
 
 # The reads live in their own module (this one holds the writes, the only ones of the two tables);
 # they are importable from here too, as the records group's one entry point.
@@ -148,10 +148,10 @@ def _write_changes(conn: sa.Connection, events: Sequence[tuple[Any, ...]], now: 
     `now`; then idle workers are told (a change may trigger flows). `before` and `after` of None
     are stored as JSON null, as SQLAlchemy's JSON type stores None."""
     writer = Writer(conn)
-    json, at, dumps = writer.json_placeholder, writer.time(now), writer.json
-    writer.executemany(
-        "insert into record_changes (record_id, record_type, kind, before, after, actor_id, at)"
-        f" values (?, ?, ?, {json}, {json}, ?, ?)",
+    at, dumps = writer.time(now), writer.json
+    writer.insert(
+        record_changes,
+        ("record_id", "record_type", "kind", "before", "after", "actor_id", "at"),
         [
             (record_id, type_key, kind, dumps(before), dumps(after), actor_id, at)
             for record_id, type_key, kind, before, after, actor_id in events
@@ -233,14 +233,16 @@ def update_records(
         return
     last = {u.record.id: u for u in updates}
     writer = Writer(conn)
-    json, at = writer.json_placeholder, writer.time(now)
-    written = writer.executemany(
-        f"update records set data = {json}, owner_id = ?, updated_at = ?, version = version + 1"
-        " where id = ? and version = ?",
+    at = writer.time(now)
+    written = writer.update(
+        records,
+        (("data", "jsonb"), ("owner_id", "int8"), ("updated_at", "timestamptz")),
         [
             (writer.json(u.data), u.owner_id, at, rid, u.record.version)
             for rid, u in sorted(last.items())
         ],
+        keys=(ID, ("version", "int4")),
+        also="version = version + 1",
     )
     if written != len(last):
         if len(last) == 1:

@@ -44,9 +44,17 @@ class StepRunRow:
     actions: list[dict[str, Any]]
 
 
-_INSERT_RUN = (
-    "insert into step_runs (enrollment_id, run, step_key, step_type, status, reason,"
-    " started_at, finished_at, actions) values (?, ?, ?, ?, ?, ?, ?, ?, {json})"
+# The columns of a new row, in the order of the tuples `Writer.insert` is given.
+_RUN_COLUMNS = (
+    "enrollment_id",
+    "run",
+    "step_key",
+    "step_type",
+    "status",
+    "reason",
+    "started_at",
+    "finished_at",
+    "actions",
 )
 
 
@@ -193,15 +201,16 @@ def _insert_fresh_runs(writer: Writer, logs: Sequence[StepRunLog]) -> None:
         for log in logs
         if counts[(log.enrollment_id, log.step_run)] == 1
     ]
-    writer.executemany(_INSERT_RUN.format(json=writer.json_placeholder), rows)
+    writer.insert(step_runs, _RUN_COLUMNS, rows)
     if several:
         _insert_runs(writer, _fold(several, {}))
 
 
 def _insert_runs(writer: Writer, rows: dict[tuple[int, int], StepRunRow]) -> None:
     time = writer.time
-    writer.executemany(
-        _INSERT_RUN.format(json=writer.json_placeholder),
+    writer.insert(
+        step_runs,
+        _RUN_COLUMNS,
         [
             (
                 r.enrollment_id,

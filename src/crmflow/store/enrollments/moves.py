@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from crmflow.engine.runtime import EnrollmentState, StepRunLog
-from crmflow.store.bulk import Writer
+from crmflow.store.bulk import Column, Writer
 from crmflow.store.enrollments.rows import IDS_CHUNK, RUNNING, RUNNING_FLOWS
 from crmflow.store.feed import UnheardChanges
 from crmflow.store.schema import enrollments, flows
@@ -23,10 +23,15 @@ __all__ = [
     "thaw_candidates",
 ]
 
-_SAVE_STATE = (
-    "update enrollments set flow_version = ?, status = ?, step_key = ?, due_at = ?,"
-    " finished_at = ?, state = {json}, updated_at = ?, lease_owner = null, lease_until = null"
-    " where id = ?"
+# The columns `save` writes, with their PostgreSQL types (`store.bulk.Writer.update`).
+_SAVED: tuple[Column, ...] = (
+    ("flow_version", "int4"),
+    ("status", "text"),
+    ("step_key", "text"),
+    ("due_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("state", "jsonb"),
+    ("updated_at", "timestamptz"),
 )
 
 
@@ -46,8 +51,9 @@ def save(
     """
     writer = Writer(conn)
     time = writer.time
-    writer.executemany(
-        _SAVE_STATE.format(json=writer.json_placeholder),
+    writer.update(
+        enrollments,
+        _SAVED,
         [
             (
                 s.flow_version,
@@ -63,6 +69,7 @@ def save(
             )
             for s in states
         ],
+        also="lease_owner = null, lease_until = null",
     )
     write_runs(writer, logs, runs_before=runs_before)
 
