@@ -66,7 +66,12 @@ def due_ids(conn: sa.Connection, *, now: datetime, limit: int) -> list[int]:
 def claim(
     engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
 ) -> list[int]:
-    """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first."""
+    """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first.
+
+    On PostgreSQL one statement (`UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)
+    RETURNING`): the rows are picked, locked and leased in one round trip."""
+    if engine.dialect.name == "postgresql":
+        return _claim_postgres(engine, now=now, owner=owner, limit=limit, lease=lease)
     with engine.begin() as conn:
         ids = due_ids(conn, now=now, limit=limit)
         if ids:
@@ -76,6 +81,30 @@ def claim(
                 .values(lease_owner=owner, lease_until=now + lease)
             )
     return ids
+
+
+def _claim_postgres(
+    engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
+) -> list[int]:
+    e = enrollments.c
+    picked = (
+        sa.select(e.id, e.due_at)
+        .where(_due(now))
+        .order_by(e.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=enrollments)
+        .cte("picked")
+    )
+    statement = (
+        enrollments.update()
+        .where(e.id == picked.c.id)
+        .values(lease_owner=owner, lease_until=now + lease)
+        .returning(e.id, picked.c.due_at)
+    )
+    with engine.begin() as conn:
+        leased = conn.execute(statement).all()
+    # RETURNING keeps no order: due first, as the SELECT had them.
+    return [int(i) for i, _ in sorted(leased, key=lambda r: (r[1], r[0]))]
 
 
 def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
