@@ -19,9 +19,10 @@ sum of what the workers say they moved minus the records (a record moved by two 
 counted twice).
 
 Runs take turns (1, 2, 4 workers, then again), so that the machine's load falls on each alike;
-each figure is the median of `--runs`.
+each figure is the median of `--runs`. `--batch` sets the workers' `--batch-size` (default the
+worker's default, 500), to measure what a larger batch gives.
 
-    python -m bench.bench_scale [--records N] [--runs N] [--workers 1,2,4]
+    python -m bench.bench_scale [--records N] [--runs N] [--workers 1,2,4] [--batch N]
 """
 
 from __future__ import annotations
@@ -104,19 +105,20 @@ def count_double_claims(ctx: Context) -> dict[str, int]:
 class _Workers:
     """K `crmflow worker` processes, their output in files."""
 
-    def __init__(self, url: str, logs: Path) -> None:
+    def __init__(self, url: str, logs: Path, batch: int = BATCH) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRMFLOW_")}
         self.env["CRMFLOW_DATABASE_URL"] = url
         self.env["CRMFLOW_LOG_LEVEL"] = "WARNING"  # failures only: a log line per batch costs
         self.exe = str(Path(sys.executable).parent / "crmflow")
         self.logs = logs
+        self.batch = batch
         self.running: list[tuple[subprocess.Popen[bytes], IO[bytes], Path]] = []
 
     def start(self, count: int) -> None:
         for i in range(count):
             path = self.logs / f"worker-{i}.log"
             log = path.open("wb")
-            command = [self.exe, "worker", "--no-dispatch", "--batch-size", str(BATCH)]
+            command = [self.exe, "worker", "--no-dispatch", "--batch-size", str(self.batch)]
             process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
             self.running.append((process, log, path))
 
@@ -170,12 +172,14 @@ class Run:
     double_claims: dict[str, int]
 
 
-def run_once_with(ctx: Context, key: str, count: int, workers: int, limit: float = 600) -> Run:
+def run_once_with(
+    ctx: Context, key: str, count: int, workers: int, limit: float = 600, batch: int = BATCH
+) -> Run:
     """Start `workers` processes, then the flow; wait until all `count` records finished."""
     url = ctx.engine.url.render_as_string(hide_password=False)
     finished = "select count(*) from enrollments where status = 'finished'"
     with tempfile.TemporaryDirectory() as logs:
-        pool = _Workers(url, Path(logs))
+        pool = _Workers(url, Path(logs), batch)
         try:
             pool.start(workers)
             _wait_until_up(ctx, pool, workers)
@@ -211,6 +215,7 @@ def run_once_with(ctx: Context, key: str, count: int, workers: int, limit: float
 @dataclass
 class ScaleResult:
     records: int
+    batch: int = BATCH
     seconds: dict[int, list[float]] = field(default_factory=dict)
     double_claims: dict[str, int] = field(default_factory=dict)  # summed over every run
 
@@ -228,6 +233,7 @@ class ScaleResult:
                 aim = f" (aim >= {AIM_TWO_WORKERS:,}/s, {verdict})"
             out.append(
                 f"{'scale-out, worker processes':<28} postgres records={self.records:>7,}  "
+                f"batch={self.batch}  "
                 f"workers={workers}  {rate:,.0f} records/s{aim}  "
                 f"ratio to 1 worker={rate / one:.2f}x  "
                 f"median {statistics.median(self.seconds[workers]):.2f}s  "
@@ -242,14 +248,16 @@ class ScaleResult:
         return out
 
 
-def run(records: int, runs: int, workers: tuple[int, ...] = WORKERS) -> ScaleResult:
+def run(
+    records: int, runs: int, workers: tuple[int, ...] = WORKERS, batch: int = BATCH
+) -> ScaleResult:
     """`runs` rounds of each worker count, taking turns, each on a fresh PostgreSQL database."""
-    result = ScaleResult(records)
+    result = ScaleResult(records, batch)
     for _ in range(runs):
         for count in workers:
             with fresh_database("postgres") as ctx:
                 key = _prepare(ctx, records)
-                done = run_once_with(ctx, key, records, count)
+                done = run_once_with(ctx, key, records, count, batch=batch)
             result.seconds.setdefault(count, []).append(done.seconds)
             for what, n in done.double_claims.items():
                 result.double_claims[what] = result.double_claims.get(what, 0) + n
@@ -261,9 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=RECORDS)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", default=",".join(map(str, WORKERS)), help="e.g. 1,2,4")
+    parser.add_argument("--batch", type=int, default=BATCH, help="the workers' --batch-size")
     args = parser.parse_args(argv)
     counts = tuple(int(n) for n in args.workers.split(","))
-    result = run(args.records, args.runs, counts)
+    result = run(args.records, args.runs, counts, args.batch)
     for line in result.lines():
         print(line, flush=True)
     if sum(result.double_claims.values()):
