@@ -56,6 +56,15 @@ MAX_STEPS_PER_CALL = 1000
 _MEMO_SIZE = 1024  # due times kept per flow definition (see `Call.due`)
 _CONTINUED = "ran in the next batch: the run of steps before it went over its time budget"
 
+# What becoming the current step changes, besides `step_key` and `step_since` (see `move`).
+_ON_A_STEP: dict[str, Any] = {
+    "status": EnrollmentStatus.ACTIVE,
+    "due_at": None,
+    "waiting": None,
+    "current_run": None,
+    "deadline_at": None,
+}
+
 _STARTERS: dict[str, Any] = {
     "action": action.start,
     "decision": decision.start,
@@ -128,7 +137,7 @@ class Call:
 
     @property
     def now(self) -> datetime:
-        return self.run.now
+        return self.run.scope.now
 
     @property
     def state(self) -> EnrollmentState:
@@ -231,15 +240,10 @@ class Call:
             if step is None:
                 self.end(EnrollmentStatus.CANCELLED, f"the flow has no step {key!r}")
                 return
-            self.update(
-                status=EnrollmentStatus.ACTIVE,
-                step_key=key,
-                step_since=self.now,
-                due_at=None,
-                waiting=None,
-                current_run=None,
-                deadline_at=None,
-            )
+            pending = self._pending
+            pending.update(_ON_A_STEP)  # the step is current, and nothing is scheduled yet
+            pending["step_key"] = key
+            pending["step_since"] = self.now
             if not step.active:
                 self.new_run()
                 self.run.log(step, StepStatus.SKIPPED, "the step is inactive")

@@ -85,7 +85,10 @@ class ActionContext:
         """Field values computed and, when the record type is known, checked and converted."""
         out: dict[str, Any] = {}
         for name, given in raw.items():
-            value = self.value(given, field=f"{field}.{name}")
+            try:
+                value = self.scope.value(given, step=self.step_vars)
+            except BudgetExceededError as exc:  # as `value` says where, the path made only now
+                raise exc.at(self._path(f"{field}.{name}")) from None
             out[name] = self.stored(
                 name, value, from_text=isinstance(given, str) and is_template(given)
             )

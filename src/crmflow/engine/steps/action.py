@@ -25,6 +25,8 @@ from crmflow.engine.steps.scope import EvaluationError
 
 __all__ = ["start", "task_done"]
 
+_ONWARD = Go()  # the step's `next`, else the following step (a frozen value: one for all)
+
 
 def start(step: ActionStep, run: StepRun) -> StepResult:
     scope = run.scope
@@ -78,7 +80,7 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
         run.log(step, StepStatus.DONE, "" if logs else "no actions", tuple(logs))
     if end_reason is not None:
         return End(EnrollmentStatus.FINISHED, end_reason)
-    return Go()
+    return _ONWARD
 
 
 def _who(task: CreateTask) -> str:

@@ -284,12 +284,12 @@ class Scope:
 
     def value(self, raw: Any, *, step: StepVariables = None) -> Any:
         """A field value from a flow: a literal, a template string, or `{cel: "..."}`."""
+        if isinstance(raw, str):  # first: most values are text, and Mapping's check is slow
+            return self.render(raw, step=step)
         if isinstance(raw, Mapping) and set(raw) == {"cel"} and isinstance(raw["cel"], str):
             result = self.evaluate(raw["cel"])
             # Records keep date-times as UTC ISO text; CEL hands back aware datetimes.
             return format_datetime(result) if isinstance(result, datetime) else result
-        if isinstance(raw, str):
-            return self.render(raw, step=step)
         return raw
 
 
