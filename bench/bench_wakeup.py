@@ -6,7 +6,10 @@ record (as the API or the CLI would, in another process than the worker) every s
 random moment of the worker's idle sleep, and measures the time from the commit to the flow's
 history line on the record (read every 2 ms): the start latency. Then nothing happens for
 `--idle` seconds, and the worker's process counts the SQL statements it made in that time (an
-event on its engine): queries per minute at rest.
+event on its engine) and its wake-ups (each end of its idle sleep: its due time, the bounded
+sleep's end, a commit seen, a signal): statements per minute at rest, and per wake-up, against
+the aim of at most one (issue 14: a look that asks whether there is work and beats the
+heartbeat in one statement; the round only when there is work).
 
 Both are measured twice in the same run: as `crmflow worker` runs now ("signal": on SQLite it
 watches the database's commits with PRAGMA data_version, on PostgreSQL it LISTENs), and with
@@ -47,6 +50,7 @@ from crmflow.store.schema import record_history, worker_heartbeats
 __all__ = ["WakeupResult", "main", "run"]
 
 AIM_LATENCY = 1.0  # seconds, the median start latency across processes
+AIM_PER_WAKEUP = 1.0  # statements per wake-up of a worker at rest, at most
 FLOW = """\
 schema_version: 1
 key: welcome
@@ -68,6 +72,8 @@ class ModeResult:
     latencies: list[float] = field(default_factory=list)  # seconds, every sample of every run
     queries_per_minute: list[float] = field(default_factory=list)  # one per run
     pragma_per_minute: list[float] = field(default_factory=list)
+    wakeups_per_minute: list[float] = field(default_factory=list)
+    per_wakeup: list[float] = field(default_factory=list)  # statements per wake-up, per run
 
 
 @dataclass
@@ -87,10 +93,22 @@ class WakeupResult:
             f"{verdict})  median signal={after * 1000:.0f} ms (max {max(sig.latencies):.3f} s) "
             f"poll={before * 1000:.0f} ms (max {max(poll.latencies):.3f} s)\n"
             f"{'  idle worker':<28} {self.backend:<8} over {self.idle:.0f} s: "
-            f"signal {statistics.median(sig.queries_per_minute):.1f} queries/min "
+            f"signal {statistics.median(sig.queries_per_minute):.1f} statements/min "
             f"(+{statistics.median(sig.pragma_per_minute):.0f} PRAGMA data_version/min), "
-            f"poll {statistics.median(poll.queries_per_minute):.1f} queries/min"
+            f"poll {statistics.median(poll.queries_per_minute):.1f} statements/min\n"
+            f"{'  per wake-up at rest':<28} {self.backend:<8} "
+            + "  ".join(
+                f"{mode} {statistics.median(m.per_wakeup):.2f} statements/wake-up "
+                f"({statistics.median(m.wakeups_per_minute):.1f} wake-ups/min, max "
+                f"{max(m.per_wakeup):.2f}: {_verdict(max(m.per_wakeup))})"
+                for mode, m in (("signal", sig), ("poll", poll))
+            )
+            + f" (aim <= {AIM_PER_WAKEUP:g})"
         )
+
+
+def _verdict(per_wakeup: float) -> str:
+    return "ok" if per_wakeup <= AIM_PER_WAKEUP else "ABOVE AIM"
 
 
 def _child(url: str, mode: str, out: str) -> None:
@@ -121,10 +139,19 @@ def _child(url: str, mode: str, out: str) -> None:
     stamps: list[float] = []
     sa.event.listen(ctx.engine, "before_cursor_execute", lambda *_: stamps.append(time.time()))
     worker = worker_module.Worker(ctx, name=f"bench-{mode}")
+    woke: list[float] = []  # when each idle sleep ended
+    nap = worker._nap
+
+    def timed_nap(seconds: float) -> bool:
+        go_on = nap(seconds)
+        woke.append(time.time())
+        return go_on
+
+    worker._nap = timed_nap  # type: ignore[method-assign]
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run()
     reads = watchers[0].reads if watchers else 0
-    Path(out).write_text(json.dumps({"stamps": stamps, "pragma_reads": reads}))
+    Path(out).write_text(json.dumps({"stamps": stamps, "pragma_reads": reads, "woke": woke}))
 
 
 def _history_seen(ctx: Context, record_id: int) -> bool:
@@ -178,6 +205,9 @@ def _one(backend: str, mode: str, samples: int, idle: float, into: ModeResult) -
         made = json.loads(Path(out).read_text())
         at_rest = sum(1 for s in made["stamps"] if start <= s < end)
         into.queries_per_minute.append(at_rest * 60 / (end - start))
+        wakeups = sum(1 for s in made["woke"] if start <= s < end)
+        into.wakeups_per_minute.append(wakeups * 60 / (end - start))
+        into.per_wakeup.append(at_rest / max(wakeups, 1))
         total = made["stamps"][-1] - made["stamps"][0] if made["stamps"] else 1.0
         into.pragma_per_minute.append(made["pragma_reads"] * 60 / max(total, 1.0))
 

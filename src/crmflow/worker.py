@@ -12,6 +12,15 @@ in-process signal used by `crmflow serve`), on PostgreSQL when a `NOTIFY crmflow
 and on SQLite when another connection commits (`CommitWatcher`, any process). The sleep is
 bounded all the same (MAX_IDLE, or LISTENING_MAX_IDLE while the signal from other processes
 works), so that work is found even if a signal was lost.
+
+A worker at rest pays one statement a wake-up (a due time, the bounded sleep's end, a commit
+seen on SQLite): `RestLooks.look` asks whether there is work and when there will be, and writes
+the heartbeat when one is due (every REST_BEAT_EVERY), in one statement. A round runs only when
+the look says there is work: unread record changes, an enrollment or a timed trigger due, a
+flow's start_at / archive_at come or changed, a draining flow emptied; the time-based passes ask
+the look too once their time has come: the deadline pass when an open task has a due time, the
+pruning pass when some history is older than its retention (the oldest row of each kind), and
+then only that part runs. `Worker.wake()` (a NOTIFY, sent only with work) runs a round at once.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from crmflow.runner import Moved, evaluate_batch, move_batch
 from crmflow.services.deadlines import DeadlineCursor, process_deadlines
 from crmflow.services.health import LoopMonitor
 from crmflow.services.lifecycle import archive_drained_flows, fire_lifecycle_schedule
-from crmflow.services.retention import PruneCursor, prune
+from crmflow.services.retention import PruneCursor, cutoffs, prune
 from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
@@ -43,11 +52,11 @@ from crmflow.store.database import OperationalError, data_version, is_postgres, 
 from crmflow.store.wakeups import (
     NOTIFY_CHANNEL,
     CommitWatcher,
+    RestLooks,
     WorkListener,
     WorkSigns,
     next_trigger_at,
     watches_commits,
-    work_signs,
 )
 
 __all__ = ["BatchResult", "Worker", "next_trigger_at", "run_batch", "run_once"]
@@ -61,6 +70,7 @@ MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking
 # look is then only a safety net, often enough that a worker at rest beats its heartbeat
 # twice within health.STALE_AFTER.
 LISTENING_MAX_IDLE = 20.0
+REST_BEAT_EVERY = LISTENING_MAX_IDLE  # seconds: a worker at rest beats at its safety looks
 TRIGGERS_EVERY = 0.25  # seconds: how often a busy worker reads the change feed and schedules
 DEADLINES_EVERY = 30.0  # seconds: how often a worker sends the deadline notices due
 PRUNE_EVERY = 300.0  # seconds: how often a worker prunes old history (docs/retention.md)
@@ -266,6 +276,9 @@ class Worker:
         self._called = threading.Event()  # set: `wake()` was called (not only a commit seen)
         self.moved = 0
         self.rounds = 0  # rounds completed without an error (tests and health watch it)
+        self.looks = 0  # looks at rest that answered (one statement each; tests, benchmarks)
+        self._looks: RestLooks | None = None
+        self._watcher: CommitWatcher | None = None  # SQLite: the looks go on its connection
         self._failed_rounds = 0  # in a row: how long to back off
         self._system: Actor | None = None
         self._triggers_at = 0.0  # time.monotonic() of the next look at triggers
@@ -275,7 +288,13 @@ class Worker:
         self._prune_cursor = PruneCursor()  # where a pruning pass that stopped goes on from
         self._lifecycle_at: datetime | None = None  # when to look at flow schedules again
         self._scheduled_at: datetime | None = None  # the next start_at / archive_at
-        self._scheduled_seen: datetime | None = None  # ... as the last idle look read it
+        self._scheduled_seen: datetime | None = None  # ... as the first look at rest read it
+        self._drained_seen = 0  # draining flows with nobody inside, as the first look read it
+        self._pruned_archived: int | None = None  # archived flows, as the last pass saw them
+        self._fruitless = 0  # rounds in a row after which a look still said "work now"
+        # In the last round: when the triggers ran and how many they handled; the batch's time.
+        self._last_triggers: tuple[datetime, int] | None = None
+        self._last_batch: datetime | None = None
         # A part of process_triggers that failed whole (the change feed): its failures in a
         # row, when (time.monotonic()) it is tried again, and its last error.
         self._part_failures: dict[str, int] = {}
@@ -304,19 +323,22 @@ class Worker:
         (flow schedules, triggers, the batch) is caught on its own, logged, noted in the
         heartbeat, and the next round comes after a short backoff (a timed trigger that fails
         is marked failing by itself, and a record that fails fails alone)."""
-        monitor = LoopMonitor(self.ctx, name=self.name, kind="worker")
+        monitor = LoopMonitor(self.ctx, name=self.name, kind="worker", rest_every=REST_BEAT_EVERY)
         monitor.started()
         listener = self._listener()
+        self._looks = RestLooks(self.ctx.engine, self._watcher)
         log.info("worker %s started", self.name)
         escaped: BaseException | None = None
         try:
             while not self._stop.is_set():
-                self._round(monitor)
+                if self._round(monitor):
+                    self._rest(monitor)
         except BaseException as exc:  # only what no round can catch (e.g. KeyboardInterrupt)
             escaped = exc
             log.critical("worker %s died: %s", self.name, exc, exc_info=True)
             raise
         finally:
+            self._looks.close()
             if listener is not None:
                 listener.close()
             monitor.ended(escaped)
@@ -331,7 +353,7 @@ class Worker:
             if is_postgres(self.ctx.engine):
                 listener = WorkListener(self.ctx.engine, self.wake)
             elif watches_commits(self.ctx.engine):
-                listener = CommitWatcher(self.ctx.engine, self._commit_seen)
+                listener = self._watcher = CommitWatcher(self.ctx.engine, self._commit_seen)
         except Exception as exc:  # the bounded idle sleep finds the work without it
             how = f"LISTEN {NOTIFY_CHANNEL}" if is_postgres(self.ctx.engine) else "commit watch"
             log.warning("worker %s: %s unavailable: %s", self.name, how, exc)
@@ -339,27 +361,42 @@ class Worker:
             self.max_idle = LISTENING_MAX_IDLE
         return listener
 
-    def _round(self, monitor: LoopMonitor) -> None:
+    def _round(self, monitor: LoopMonitor, only: frozenset[str] | None = None) -> bool:
+        """One round: the parts (`only` those named, when given), the heartbeat, a backoff
+        after errors. True when it found nothing to do: the loop rests then (`_rest`); the
+        heartbeat, if due, goes with the first look."""
         errors: list[str] = []
-        self._guarded("flow schedules", self._flow_schedules, errors)
-        self._guarded("triggers", self._triggers, errors)
-        result = self._guarded("batch", self._batch, errors)
-        self._guarded("deadlines", self._deadlines, errors)
-        self._guarded("retention", self._prune, errors)
+        self._last_triggers = self._last_batch = None
+        parts: list[tuple[str, Callable[[], object]]] = [
+            ("flow schedules", self._flow_schedules),
+            ("triggers", self._triggers),
+            ("batch", self._batch),
+            ("deadlines", self._deadlines),
+            ("retention", self._prune),
+        ]
+        result: BatchResult | None = None
+        for part, run in parts:
+            if only is not None and part not in only:
+                continue
+            done = self._guarded(part, run, errors)
+            if part == "batch":
+                result = done if isinstance(done, BatchResult) else None
         if result is not None:
             self.moved += result.moved
             if result.moved and self.on_moved is not None:
                 self.on_moved()
-        monitor.round_done(errors, degraded=list(self._part_errors.values()))
+        batched = only is None or "batch" in only
+        idle = not errors and (not batched or (result is not None and result.claimed == 0))
+        degraded = list(self._part_errors.values())
+        monitor.round_done(errors, degraded=degraded, write=not idle or self._looks is None)
         if errors:
             self._failed_rounds += 1
             wait = self.error_backoff * 2 ** min(self._failed_rounds - 1, 10)
             self._sleep(min(wait, MAX_ERROR_BACKOFF))
-            return
+            return False
         self._failed_rounds = 0
         self.rounds += 1
-        if result is not None and result.claimed == 0:
-            self._sleep(self._idle_seconds())
+        return idle
 
     def _guarded(self, part: str, run: Callable[[], _T], errors: list[str]) -> _T | None:
         """`run()`, or None when it raised: the error is logged and added to `errors`."""
@@ -392,10 +429,11 @@ class Worker:
     def _batch(self) -> BatchResult:
         if self._system is None:
             self._system = ensure_system_user(self.ctx)
+        now = self._last_batch = self.ctx.now()
         return _observed_batch(
             self.ctx,
             self._system,
-            now=self.ctx.now(),
+            now=now,
             owner=self.name,
             limit=self.batch_size,
             lease=self.lease,
@@ -474,31 +512,142 @@ class Worker:
                 exc_info=exc,
             )
 
-        process_triggers(self.ctx, now=self.ctx.now(), skip=waiting, on_error=part_failed)
+        now = self.ctx.now()
+        self._last_triggers = (now, 0)
+        handled = process_triggers(self.ctx, now=now, skip=waiting, on_error=part_failed)
+        self._last_triggers = (now, handled)
         for part in set(self._part_failures) - waiting - failed:
             log.info("worker %s: the %s runs again", self.name, part)
             for kept in (self._part_failures, self._part_retry, self._part_errors):
                 kept.pop(part, None)
 
-    def _idle_seconds(self) -> float:
-        try:
-            return self._until_due()
-        except Exception as exc:  # sleep the longest: the next round will say what is wrong
-            log.warning("worker %s: next due time unknown: %s", self.name, exc)
-            return self.max_idle
+    def _rest(self, monitor: LoopMonitor) -> None:
+        """At rest until there is work: a look (one statement) at each wake-up, then back to
+        sleep until the next due time, the next heartbeat, or `max_idle` at most. Returns to
+        the loop for a round when a look says there is work, when `wake()` is called, or on
+        `stop()`; the round runs only the parts the look said, or all of them."""
+        first = True
+        while not self._stop.is_set():
+            only, wait = self._look(monitor, first=first)
+            first = False
+            if only is not None:
+                if only:
+                    self._round(monitor, only=only)  # a time-based pass alone: still at rest
+                    continue
+                return
+            if self._nap(min(wait, monitor.next_rest_beat_in())):
+                return
 
-    def _until_due(self) -> float:
-        """How long to sleep: until the next due enrollment, the next run of a time-based
-        trigger (daily schedules and dates reached fire on time, not at the next idle look),
-        or a flow's start_at / archive_at; one query (`work_signs`)."""
+    def _look(self, monitor: LoopMonitor, *, first: bool) -> tuple[frozenset[str] | None, float]:
+        """One look: (None, seconds to sleep) when there is nothing to do; (frozenset(), 0)
+        for a round; (the parts, 0) when only the deadline or pruning pass has work."""
+        assert self._looks is not None
+        at = time.monotonic()
+        deadlines = at >= self._deadlines_at
+        pruning = at >= self._prune_at
+        beat = monitor.rest_beat()
+        try:
+            signs = self._looks.look(beat=beat, deadlines=deadlines, prune=pruning)
+        except Exception as exc:  # the round will say what is wrong
+            monitor.rest_look_failed(beat, f"{type(exc).__name__}: {exc}")
+            return frozenset(), 0.0
+        monitor.rest_look_done(beat)
+        self.looks += 1
         now = self.ctx.now()
-        signs = work_signs(self.ctx.engine)
-        self._scheduled_seen = signs.next_scheduled
+        if first:  # what the round just did not act on is not a reason to look again
+            self._scheduled_seen = signs.next_scheduled
+            self._drained_seen = signs.drained
+        self._drained_seen = min(self._drained_seen, signs.drained)  # archived meanwhile
+        reason = self._work_now(signs, now, at)
+        if first and self._left_undone(reason, signs):
+            # Work now, yet the round just before left it (a row another worker holds, changes
+            # waiting for a gap in the feed's ids): not a reason to spin. The next look comes a
+            # little later, later each time in a row; a wake-up comes at once.
+            wait = min(self.max_idle, 0.05 * 2 ** min(self._fruitless, 16))
+            self._fruitless += 1
+            return None, wait
+        if first:
+            self._fruitless = 0
+        if reason is not None:
+            return frozenset(), 0.0
+        only: set[str] = set()
+        if deadlines:
+            if signs.watched:
+                only.add("deadlines")
+            else:  # no open task has a due time: nothing to watch until the next pass
+                self._deadlines_at = at + DEADLINES_EVERY
+        if pruning:
+            if self._prune_due(signs, now):
+                only.add("retention")
+                self._pruned_archived = signs.archived
+            else:
+                self._prune_at = at + PRUNE_EVERY
+        if only:
+            return frozenset(only), 0.0
         due = self._next_at(signs, now)
-        if due is None:
-            return self.max_idle
+        if due is not None and signs.next_trigger == due and "schedules" in self._part_retry:
+            due = None  # the schedules wait for their retry (below)
+        wait = self.max_idle if due is None else (due - now).total_seconds()
+        if self._part_retry:
+            wait = min(wait, min(self._part_retry.values()) - at)
         # A due row that another worker holds would make us spin: wait a little at least.
-        return min(self.max_idle, max(0.05, (due - now).total_seconds()))
+        return None, min(self.max_idle, max(0.05, wait))
+
+    def _work_now(self, signs: WorkSigns, now: datetime, at: float) -> str | None:
+        """Why a round has work now, as the look says (None: it has not); the parts it names
+        are made due. A part backed off after it failed whole waits for its retry."""
+        waiting = {part for part, retry in self._part_retry.items() if retry > at}
+        if self._part_retry and len(waiting) < len(self._part_retry):
+            self._triggers_at = 0.0
+            return "retry"
+        if signs.changes_unread and "change feed" not in waiting:
+            self._triggers_at = 0.0
+            return "changes"
+        trigger = signs.next_trigger
+        if trigger is not None and trigger <= now and "schedules" not in waiting:
+            self._triggers_at = 0.0
+            return "trigger"
+        if signs.next_scheduled != self._scheduled_seen or signs.drained > self._drained_seen:
+            self._lifecycle_at = None
+            return "flow schedules"
+        due = signs.next_due
+        if self._scheduled_at is not None and self._scheduled_at <= now:
+            self._lifecycle_at = None
+            return "flow schedules"
+        return "due" if due is not None and due <= now else None
+
+    def _left_undone(self, reason: str | None, signs: WorkSigns) -> bool:
+        """Whether the work the look sees now was there for the round just before, which did
+        not do it (what came due or was written since is new work, for a round at once)."""
+        triggers, batch = self._last_triggers, self._last_batch
+        if reason == "due":
+            return batch is not None and signs.next_due is not None and signs.next_due <= batch
+        if reason == "trigger":
+            trigger = signs.next_trigger
+            return triggers is not None and trigger is not None and trigger <= triggers[0]
+        if reason == "changes":
+            return triggers is not None and triggers[1] == 0
+        return False
+
+    def _prune_due(self, signs: WorkSigns, now: datetime) -> bool:
+        """Whether the pruning pass has something to do, as far as the look tells: a kind of
+        history whose oldest row is older than its retention, or an archived flow more (their
+        not-entered reasons are capped). Rows that are old but kept (a run still going) make
+        it run every PRUNE_EVERY, as it always did."""
+        capped = bool(self.ctx.settings.retention_archived_not_entered)
+        if capped and signs.archived != (self._pruned_archived or 0):
+            return True  # archived flows, new since the last pass (or since the worker started)
+        limits = cutoffs(self.ctx.settings, now)
+        oldest = signs.oldest or {}
+        for kind, before in limits.items():
+            if before is None:
+                continue  # kept forever
+            if kind not in oldest:
+                return True  # a kind the look does not tell of: its pass as before
+            first = oldest[kind]
+            if first is not None and first < before:
+                return True
+        return False
 
     def _next_at(self, signs: WorkSigns, now: datetime) -> datetime | None:
         """When there is work next. A start_at / archive_at that is past could not be done
@@ -509,12 +658,20 @@ class Worker:
         found = [t for t in times if t is not None]
         return min(found) if found else None
 
+    def _nap(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, or until a wake-up: True when the loop should go on at once
+        (`wake()` was called: a NOTIFY, the in-process signal; or `stop()`), False when the
+        sleep ended or a commit was seen (SQLite, `_commit_seen`): the caller looks then."""
+        self._wake.wait(max(0.0, seconds))
+        self._wake.clear()
+        if self._stop.is_set() or self._called.is_set():
+            self._called.clear()
+            return True
+        return False
+
     def _sleep(self, seconds: float) -> None:
-        """Sleep up to `seconds`. `wake()` (a NOTIFY, the in-process signal) ends it at once; a
-        commit of another connection seen on SQLite (`_commit_seen`) ends it when one query
-        says there is work now (`_work_in`), else the sleep goes on, shortened if that work
-        comes sooner: a worker at rest pays one query per commit it sees, not a round (its own
-        heartbeat's commit among them)."""
+        """The backoff after a round that failed: `wake()` and `stop()` end it, a commit seen
+        does not."""
         until = time.monotonic() + seconds
         while (left := until - time.monotonic()) > 0:
             if not self._wake.wait(left):
@@ -522,26 +679,5 @@ class Worker:
             self._wake.clear()
             if self._stop.is_set() or self._called.is_set():
                 break
-            wait = self._work_in()
-            if wait is None:
-                break
-            until = min(until, time.monotonic() + wait)
         self._called.clear()
         self._wake.clear()
-
-    def _work_in(self) -> float | None:
-        """None when there is work now (unread record changes, something due, a start_at or
-        archive_at set since the last round); otherwise in how many seconds there will be. An
-        error says None: the round will say what it is."""
-        now = self.ctx.now()
-        try:
-            signs = work_signs(self.ctx.engine)
-        except Exception:
-            return None
-        if signs.changes_unread or signs.next_scheduled != self._scheduled_seen:
-            return None
-        due = self._next_at(signs, now)
-        if due is None:
-            return self.max_idle
-        left = (due - now).total_seconds()
-        return None if left <= 0 else left

@@ -37,6 +37,7 @@ from crmflow.store.heartbeats import Heartbeat, read_heartbeats
 __all__ = [
     "FORGET_AFTER",
     "KINDS",
+    "REST_BEAT_EVERY",
     "STALE_AFTER",
     "HealthReport",
     "LocalLoop",
@@ -47,6 +48,9 @@ __all__ = [
 
 STALE_AFTER = timedelta(seconds=60)
 BEAT_EVERY = 2.0  # seconds: a loop writes its heartbeat at most this often
+# ... and a loop at rest (an idle worker, whose looks write it): at least this often, well within
+# STALE_AFTER (`crmflow status` counts the workers seen in the last minute).
+REST_BEAT_EVERY = 20.0
 FORGET_AFTER = timedelta(minutes=10)
 KINDS = ("worker", "dispatcher")
 
@@ -94,16 +98,32 @@ class LoopMonitor:
     """What a long-running loop (a worker, a dispatcher) tells the health check: it started,
     each round it completed or the errors it met, and how it ended. Heartbeats are written at
     most every `beat_every` seconds (a write takes SQLite's write lock) and never raise: a
-    database that refuses them is the loop's own business, and the missing beats say so."""
+    database that refuses them is the loop's own business, and the missing beats say so.
 
-    def __init__(self, ctx: Context, *, name: str, kind: str, beat_every: float = BEAT_EVERY):
+    A loop at rest (an idle worker) may instead hand its heartbeat to the one statement it makes
+    at each look (`rest_beat`, then `rest_look_done` or `rest_look_failed`): a look that
+    answered is its round at rest, beaten every `rest_every` seconds."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        name: str,
+        kind: str,
+        beat_every: float = BEAT_EVERY,
+        rest_every: float = REST_BEAT_EVERY,
+    ):
         self.ctx = ctx
         self.name = name
         self.kind = kind
         self.beat_every = beat_every
+        self.rest_every = rest_every
         self._next_beat = 0.0  # time.monotonic() of the next heartbeat write
+        self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
+        self._unwritten = False  # a round's outcome is not in the heartbeat yet
         self._last_success: datetime | None = None
         self._error: str | None = None  # the last error since the last heartbeat written
+        self._degraded: tuple[str, ...] = ()  # the parts failing, as the last round said
         self._local: LocalLoop | None = None
 
     def started(self) -> None:
@@ -113,34 +133,75 @@ class LoopMonitor:
                 self.ctx.engine, name=self.name, kind=self.kind, now=self.ctx.now()
             )
         )
+        self._last_beat = time.monotonic()
         # The first round's outcome is written at once (then every `beat_every`): a worker just
         # started shows its first success, or why it failed, without waiting for the next beat.
         self._next_beat = 0.0
 
-    def round_done(self, errors: Sequence[str] = (), *, degraded: Sequence[str] = ()) -> None:
+    def round_done(
+        self, errors: Sequence[str] = (), *, degraded: Sequence[str] = (), write: bool = True
+    ) -> None:
         """A round ended: without `errors` it completed. `degraded`: parts of the loop that are
-        failing and backed off while the rest goes on (said in `last_error`, not a failure)."""
+        failing and backed off while the rest goes on (said in `last_error`, not a failure).
+        `write=False`: the heartbeat, if due, goes with the loop's next look (`rest_beat`)."""
         now = self.ctx.now()
         if errors:
             self._error = "; ".join(errors)
         else:
             self._last_success = now
-        if time.monotonic() < self._next_beat:
+        self._degraded = tuple(degraded)
+        self._unwritten = True
+        if not write or time.monotonic() < self._next_beat:
             return
-        self._next_beat = time.monotonic() + self.beat_every
-        error = self._error or ("; ".join(degraded) if degraded else None)
-        self._error = None
-        success = self._last_success
+        beat = self._take(now, self._last_success)
         self._write(
             lambda: heartbeats.beat(
                 self.ctx.engine,
-                name=self.name,
-                kind=self.kind,
-                now=now,
-                success_at=success,
-                error=error,
+                name=beat.name,
+                kind=beat.kind,
+                now=beat.now,
+                success_at=beat.success_at,
+                error=beat.error,
             )
         )
+
+    def rest_beat(self) -> heartbeats.Beat | None:
+        """The heartbeat a look at rest writes, when one is due: the last round's outcome not
+        written yet (at most every `beat_every`), or `rest_every` seconds since the last beat.
+        The look is the loop's round at rest: its success is the look's time."""
+        at = time.monotonic()
+        unwritten = self._unwritten and at >= self._next_beat
+        if not unwritten and at < self._last_beat + self.rest_every:
+            return None
+        now = self.ctx.now()
+        return self._take(now, now)
+
+    def rest_look_done(self, beat: heartbeats.Beat | None) -> None:
+        """A look at rest answered (and wrote `beat`)."""
+        if beat is not None:
+            self._last_success = beat.success_at
+
+    def rest_look_failed(self, beat: heartbeats.Beat | None, error: str) -> None:
+        """A look at rest failed: its `beat` was not written; the next round's goes."""
+        log.warning("%s %s: a look at rest failed: %s", self.kind, self.name, error)
+        if beat is not None:
+            self._unwritten = True
+            self._next_beat = 0.0
+
+    def next_rest_beat_in(self) -> float:
+        """Seconds until a look at rest is due to beat (0: now); a round's outcome not written
+        yet waits for it (or for a look that comes sooner)."""
+        return max(0.0, self._last_beat + self.rest_every - time.monotonic())
+
+    def _take(self, now: datetime, success: datetime | None) -> heartbeats.Beat:
+        """The heartbeat due now, counted as written (at most every `beat_every` from now)."""
+        at = time.monotonic()
+        self._next_beat = at + self.beat_every
+        self._last_beat = at
+        self._unwritten = False
+        error = self._error or ("; ".join(self._degraded) if self._degraded else None)
+        self._error = None
+        return heartbeats.Beat(self.name, self.kind, now, success, error)
 
     def ended(self, error: BaseException | None = None) -> None:
         """The loop returned: cleanly, or because `error` escaped it."""

@@ -91,7 +91,12 @@ _READ_ONLY = "crmflow_read_only"
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
-    if conn.get_execution_options().get(_READ_ONLY):
+    options = conn.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        # Asked for: no transaction, each statement is its own (an idle worker's look at
+        # `store.wakeups.work_signs`: one statement, atomic by itself).
+        return
+    if options.get(_READ_ONLY):
         # A deferred BEGIN on a WAL database is a read transaction: one consistent snapshot,
         # and no lock that a writer holds (a worker's batch) can make it wait.
         conn.exec_driver_sql("BEGIN")

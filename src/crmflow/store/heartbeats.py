@@ -17,7 +17,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.store.schema import worker_heartbeats
 
-__all__ = ["ERROR_CHARS", "Heartbeat", "beat", "read_heartbeats", "started", "stopped"]
+__all__ = [
+    "ERROR_CHARS",
+    "Beat",
+    "Heartbeat",
+    "beat",
+    "beat_statement",
+    "read_heartbeats",
+    "started",
+    "stopped",
+]
 
 ERROR_CHARS = 2_000
 _KEEP = timedelta(days=7)  # how long the row of a loop that is gone is kept
@@ -34,9 +43,47 @@ class Heartbeat:
     stopped_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat to write: the loop `name` is alive at `now`; `success_at`: its last round
+    that completed; `error`: what went wrong last (kept until a later round completes without
+    one)."""
+
+    name: str
+    kind: str
+    now: datetime
+    success_at: datetime | None = None
+    error: str | None = None
+
+
 def _insert(conn: sa.Connection) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        worker_heartbeats
+    return _insert_for(conn.dialect.name)
+
+
+def _insert_for(dialect: str) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(worker_heartbeats)
+
+
+def beat_statement(dialect: str, heartbeat: Beat) -> Any:
+    """The upsert that writes `heartbeat` (a row removed meanwhile, e.g. by a test, is written
+    anew), for `dialect`: what `beat` runs, and what an idle worker's look
+    (`store.wakeups.RestLooks`) folds into its one statement, with a RETURNING clause or as a
+    CTE."""
+    values: dict[str, Any] = {
+        "kind": heartbeat.kind,
+        "beat_at": heartbeat.now,
+        "stopped_at": None,
+    }
+    if heartbeat.success_at is not None:
+        values["last_success_at"] = heartbeat.success_at
+    if heartbeat.error is not None:
+        values["last_error"] = heartbeat.error[:ERROR_CHARS]
+    elif heartbeat.success_at is not None:
+        values["last_error"] = None
+    return (
+        _insert_for(dialect)
+        .values(name=heartbeat.name, started_at=heartbeat.now, **values)
+        .on_conflict_do_update(index_elements=["name"], set_=values)
     )
 
 
@@ -72,19 +119,9 @@ def beat(
     """The loop is alive at `now`; `success_at`: its last round that completed; `error`: what
     went wrong last (kept until a later round completes without one). A row removed meanwhile
     (e.g. by a test) is written anew."""
-    values: dict[str, Any] = {"kind": kind, "beat_at": now, "stopped_at": None}
-    if success_at is not None:
-        values["last_success_at"] = success_at
-    if error is not None:
-        values["last_error"] = error[:ERROR_CHARS]
-    elif success_at is not None:
-        values["last_error"] = None
+    heartbeat = Beat(name, kind, now, success_at, error)
     with engine.begin() as conn:
-        conn.execute(
-            _insert(conn)
-            .values(name=name, started_at=now, **values)
-            .on_conflict_do_update(index_elements=["name"], set_=values)
-        )
+        conn.execute(beat_statement(conn.dialect.name, heartbeat))
 
 
 def stopped(

@@ -20,27 +20,42 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from crmflow.engine.definition import FlowStatus
 from crmflow.store.database import read_connection
 from crmflow.store.feed import FEED
+from crmflow.store.heartbeats import Beat, beat_statement
 from crmflow.store.schema import (
     enrollments,
+    entry_decisions,
     feed_cursors,
     flow_status_changes,
     flows,
+    jobs,
+    notifications,
+    outbox,
     record_changes,
+    step_runs,
+    tasks,
     trigger_failures,
     trigger_schedules,
+    webhook_receipts,
+    worker_heartbeats,
 )
+from crmflow.store.task_lists import OPEN_STATES
 
 __all__ = [
     "COMMIT_POLL_SECONDS",
     "NOTIFY_CHANNEL",
+    "PRUNED_KINDS",
+    "PRUNED_RECEIPTS",
     "CommitWatcher",
+    "RestLooks",
     "WorkListener",
     "WorkSigns",
     "mark_work",
@@ -55,6 +70,7 @@ log = logging.getLogger("crmflow.worker")
 NOTIFY_CHANNEL = "crmflow_due"
 _FLAG = "crmflow.work"
 COMMIT_POLL_SECONDS = 0.02  # CommitWatcher: how often it reads PRAGMA data_version
+_T = TypeVar("_T")
 
 
 def mark_work(conn: sa.Connection) -> None:
@@ -121,8 +137,10 @@ class CommitWatcher:
     It reads `PRAGMA data_version` every `every` seconds on a connection of its own, outside any
     transaction: no table is read and no lock taken (about 5 microseconds a read), so a watcher
     costs nothing measurable at rest, and a worker woken by it starts at once. Commits of the
-    worker's own process count too (one idle round more after its own writes). A database it
-    cannot read says so once in the log; the worker's bounded idle sleep still finds the work."""
+    worker's own process count too (one look more after its own writes), except those made on
+    the watcher's connection itself (`run`: the idle worker's looks and heartbeats). A database
+    it cannot read says so once in the log; the worker's bounded idle sleep still finds the
+    work."""
 
     def __init__(
         self, engine: sa.Engine, wake: Callable[[], None], *, every: float = COMMIT_POLL_SECONDS
@@ -132,26 +150,45 @@ class CommitWatcher:
         self._every = every
         self._closed = threading.Event()
         self._ready = threading.Event()
+        self._lock = threading.Lock()  # the connection: one user at a time
+        self._conn: sa.Connection | None = None
         self.reads = 0  # how many times it read the pragma (tests and benchmarks)
         self._thread = threading.Thread(target=self._watch, daemon=True, name="crmflow-commits")
         self._thread.start()
         self._ready.wait(timeout=5.0)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the watch has its connection (`run` needs it)."""
+        return self._conn is not None
+
+    def run(self, use: Callable[[sa.Connection], _T]) -> _T:
+        """`use(connection)` on the watcher's own connection (autocommit), between two reads of
+        the pragma: what is committed there does not wake anyone watching with this watcher."""
+        with self._lock:
+            if self._conn is None:
+                raise RuntimeError("the commit watch has no connection")
+            return use(self._conn)
+
     def _watch(self) -> None:
         try:
-            # The connection is made in this thread: sqlite3's connections belong to one.
-            conn = self._engine.raw_connection()
+            # Made in this thread (a file database's connections may be used by others: the
+            # lock takes turns). Autocommit: `run`'s statements are each their own transaction.
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except Exception as exc:
             log.warning("watching commits unavailable: %s", exc)
             self._ready.set()
             return
         failing = False
         try:
-            last = self._version(conn)
+            with self._lock:
+                last = self._version(conn)
+                self._conn = conn
             self._ready.set()
             while not self._closed.wait(self._every):
                 try:
-                    seen = self._version(conn)
+                    with self._lock:
+                        seen = self._version(conn)
                 except Exception as exc:  # e.g. the file is being replaced: said once
                     if not failing:
                         log.warning("watching commits: %s", exc)
@@ -165,10 +202,15 @@ class CommitWatcher:
             log.warning("watching commits stopped: %s", exc)
         finally:
             self._ready.set()
-            conn.invalidate()
+            with self._lock:
+                self._conn = None
+                conn.invalidate()
+                conn.close()
 
-    def _version(self, conn: Any) -> int:
-        cursor = conn.cursor()
+    def _version(self, conn: sa.Connection) -> int:
+        # On the driver's connection: not a statement SQLAlchemy's events count (benchmarks and
+        # tests count the reads apart, in `reads`).
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute("PRAGMA data_version")
             self.reads += 1
@@ -204,14 +246,30 @@ def next_trigger_at(engine: sa.Engine) -> datetime | None:
     return value
 
 
+# The kinds of history pruned (`services.retention`) whose oldest row a look can tell, and how:
+# the time of the oldest row (by id, an index) is a lower bound of when the first of them may go
+# (rows of runs go when their run ended, jobs when they finished, after they were written). A
+# kind the look does not tell of is pruned on the pass's own time, as before.
+PRUNED_KINDS = ("step_runs", "outbox", "record_changes", "not_entered", "notifications", "jobs")
+PRUNED_RECEIPTS = "webhook_receipts"
+
+
 @dataclass(frozen=True)
 class WorkSigns:
-    """What an idle worker needs to know to sleep on: `work_signs`."""
+    """What an idle worker needs to know to sleep on: `work_signs`, `RestLooks.look`."""
 
     changes_unread: bool  # the change feed has changes after its cursor
     next_due: datetime | None  # an enrollment due, or free again (its lease over)
     next_trigger: datetime | None  # a time-based trigger's next run (`next_trigger_at`)
     next_scheduled: datetime | None  # a draft's start_at, an archive_at still to do
+    drained: int = 0  # draining flows with nobody left inside
+    # Asked for only (None otherwise): whether an open task has a due time (the deadline pass
+    # has something to watch) ...
+    watched: bool | None = None
+    # ... and per kind of history, the time of its oldest row (None: it has none), with the
+    # number of archived flows (their not-entered reasons are capped).
+    oldest: dict[str, datetime | None] | None = None
+    archived: int | None = None
 
     @property
     def next_at(self) -> datetime | None:
@@ -220,12 +278,13 @@ class WorkSigns:
         return min(times) if times else None
 
 
-def work_signs(engine: sa.Engine) -> WorkSigns:
-    """In one statement, whether there is work for a worker now or when there will be: the
-    change feed's unread changes, the next due enrollment (as `store.enrollments.next_due`),
-    the next time-based trigger (`next_trigger_at`), the next start_at or archive_at
-    (`store.flows.schedule.next_scheduled`). What an idle worker asks when a commit of another
-    process woke it: one query, not a round of the worker's loop."""
+def _first(table: sa.Table, at: sa.ColumnElement[Any], *order: sa.ColumnElement[Any]) -> Any:
+    """The `at` of `table`'s first row in `order` (its primary key: one index probe)."""
+    return sa.select(at).select_from(table).order_by(*order).limit(1).scalar_subquery()
+
+
+def _sign_columns(*, deadlines: bool = False, prune: bool = False) -> list[Any]:
+    """The columns of the one statement that says whether there is work (see `work_signs`)."""
     # Local: the enrollments' modules import this one (`mark_work`).
     from crmflow.store.enrollments.rows import RUNNING, RUNNING_FLOWS  # noqa: PLC0415
 
@@ -249,22 +308,161 @@ def work_signs(engine: sa.Engine) -> WorkSigns:
     archive = sa.select(sa.func.min(flows.c.archive_at)).where(
         flows.c.status != FlowStatus.ARCHIVED.value, ~archived
     )
+    inside = (
+        sa.select(e.id).where(e.flow_id == flows.c.id, e.status.in_(RUNNING)).correlate(flows)
+    ).exists()
+    drained = sa.select(sa.func.count()).where(flows.c.status == FlowStatus.DRAINING.value, ~inside)
     newest = sa.select(sa.func.max(record_changes.c.id))
     position = sa.select(feed_cursors.c.position).where(feed_cursors.c.name == FEED)
-    query = sa.select(
+    columns: list[Any] = [
         newest.scalar_subquery().label("newest"),
         position.scalar_subquery().label("position"),
         due.scalar_subquery().label("due"),
         _next_trigger().scalar_subquery().label("trigger"),
         start.scalar_subquery().label("start"),
         archive.scalar_subquery().label("archive"),
-    )
-    with read_connection(engine) as conn:
-        row = conn.execute(query).one()
+        drained.scalar_subquery().label("drained"),
+    ]
+    if deadlines:
+        t = tasks.c
+        watched = sa.exists().where(
+            t.status.in_(OPEN_STATES), sa.or_(t.due_at.is_not(None), t.due_field.is_not(None))
+        )
+        columns.append(watched.label("watched"))
+    if prune:
+        s = step_runs.c
+        columns += [
+            _first(step_runs, s.started_at, s.enrollment_id, s.run).label("step_runs"),
+            _first(outbox, outbox.c.created_at, outbox.c.id).label("outbox"),
+            _first(record_changes, record_changes.c.at, record_changes.c.id).label(
+                "record_changes"
+            ),
+            _first(entry_decisions, entry_decisions.c.at, entry_decisions.c.id).label(
+                "not_entered"
+            ),
+            _first(notifications, notifications.c.created_at, notifications.c.id).label(
+                "notifications"
+            ),
+            _first(jobs, jobs.c.created_at, jobs.c.id).label("jobs"),
+            sa.select(sa.func.min(webhook_receipts.c.received_at))
+            .scalar_subquery()
+            .label(PRUNED_RECEIPTS),
+            sa.select(sa.func.count())
+            .where(flows.c.status == FlowStatus.ARCHIVED.value)
+            .scalar_subquery()
+            .label("archived"),
+        ]
+    return columns
+
+
+class _WithTables(sa.sql.ColumnElement[Any]):
+    """`inner` compiled with its columns' table names, which SQLAlchemy's SQLite compiler leaves
+    out of a RETURNING clause (only the table written may be named there, as a column's table)
+    and, with them, out of its subqueries, where `flow_id = id` is then ambiguous."""
+
+    inherit_cache = True
+    _traverse_internals = [("inner", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, inner: sa.ColumnElement[Any]) -> None:
+        self.inner = inner
+        self.type = inner.type
+
+
+@compiles(_WithTables)
+def _compile_with_tables(element: _WithTables, compiler: Any, **kw: Any) -> str:
+    kw.pop("include_table", None)
+    return str(compiler.process(element.inner, **kw))
+
+
+def _signs(row: Any, *, deadlines: bool = False, prune: bool = False) -> WorkSigns:
     scheduled = [t for t in (row.start, row.archive) if t is not None]
     return WorkSigns(
         changes_unread=row.newest is not None and int(row.newest) > int(row.position or 0),
         next_due=row.due,
         next_trigger=row.trigger,
         next_scheduled=min(scheduled) if scheduled else None,
+        drained=int(row.drained or 0),
+        watched=bool(row.watched) if deadlines else None,
+        oldest=(
+            {kind: row._mapping[kind] for kind in (*PRUNED_KINDS, PRUNED_RECEIPTS)}
+            if prune
+            else None
+        ),
+        archived=int(row.archived or 0) if prune else None,
     )
+
+
+def work_signs(engine: sa.Engine) -> WorkSigns:
+    """In one statement, whether there is work for a worker now or when there will be: the
+    change feed's unread changes, the next due enrollment (as `store.enrollments.next_due`),
+    the next time-based trigger (`next_trigger_at`), the next start_at or archive_at
+    (`store.flows.schedule.next_scheduled`), the draining flows with nobody left inside. What
+    an idle worker asks (`RestLooks` asks it on a connection of its own, with its heartbeat)."""
+    with read_connection(engine) as conn:
+        row = conn.execute(sa.select(*_sign_columns())).one()
+    return _signs(row)
+
+
+class RestLooks:
+    """Where an idle worker looks whether there is work: one statement a look, that also writes
+    the worker's heartbeat when one is due (`store.heartbeats.beat_statement`): on PostgreSQL a
+    CTE (INSERT ... ON CONFLICT DO UPDATE) beside the signs' scalar subqueries, on SQLite an
+    UPSERT ... RETURNING them. No BEGIN / COMMIT around it (autocommit: the statement is its
+    own transaction, one snapshot).
+
+    On SQLite the statement runs on the `CommitWatcher`'s own connection, whose PRAGMA
+    data_version does not change for its own commits: the worker's heartbeat does not wake the
+    worker that wrote it. Elsewhere a connection is kept for the looks (a pooled one would be
+    pinged at each checkout), and opened again after an error."""
+
+    def __init__(self, engine: sa.Engine, watcher: CommitWatcher | None = None) -> None:
+        self._engine = engine
+        self._watcher = watcher
+        self._conn: sa.Connection | None = None
+
+    def look(
+        self, *, beat: Beat | None = None, deadlines: bool = False, prune: bool = False
+    ) -> WorkSigns:
+        """The signs (`work_signs`); with `deadlines` whether an open task has a due time, with
+        `prune` the oldest rows of the history pruned; `beat` written in the same statement."""
+        columns = _sign_columns(deadlines=deadlines, prune=prune)
+        dialect = self._engine.dialect.name
+        query: Any
+        if beat is None:
+            query = sa.select(*columns)
+        elif dialect == "postgresql":
+            written = beat_statement(dialect, beat).returning(worker_heartbeats.c.name).cte("beat")
+            query = sa.select(
+                *columns, sa.select(sa.func.count()).select_from(written).scalar_subquery()
+            )
+        else:
+            query = beat_statement(dialect, beat).returning(
+                *(sa.label(c.name, _WithTables(c.element)) for c in columns)
+            )
+
+        def run(conn: sa.Connection) -> WorkSigns:
+            try:
+                row = conn.execute(query).one()
+            finally:
+                conn.commit()  # autocommit: nothing is sent; SQLAlchemy's transaction ends
+            return _signs(row, deadlines=deadlines, prune=prune)
+
+        if self._watcher is not None and self._watcher.connected:
+            return self._watcher.run(run)
+        # No watch (PostgreSQL, a database in memory) or a watch that stopped: a connection of
+        # the looks' own (on SQLite the heartbeat's commit is then seen, one look more).
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return run(self._conn)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except Exception as exc:  # a connection already lost
+                log.debug("closing the looks' connection: %s", exc)
