@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crmflow.errors import (
@@ -26,7 +26,8 @@ from crmflow.errors import (
     SignInRequiredError,
     TooManyRequestsError,
 )
-from crmflow.web.render import render
+from crmflow.web.auth import safe_next, session_of
+from crmflow.web.render import environment, render
 from crmflow.web.security import is_api_path
 
 __all__ = ["install_error_pages"]
@@ -71,12 +72,34 @@ def _page(
     )
 
 
+def _is_htmx(request: Request) -> bool:
+    return bool(request.headers.get("hx-request"))
+
+
 def _sign_in_redirect(request: Request, next_path: str) -> Response:
+    if _is_htmx(request):
+        return _session_ended(request)
     target = "/sign-in?next=" + quote(next_path, safe="/")
-    if request.headers.get("hx-request"):
-        # htmx follows redirects inside the page; this makes it load the sign-in page whole.
-        return Response(status_code=200, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
+
+
+def _session_ended(request: Request) -> Response:
+    """The answer to an htmx request of a page whose session has ended (idle too long, signed
+    out in another tab). Not a redirect: the page would go, and what was typed in its forms
+    with it. A 401 whose body is the banner `#session-ended` (session_ended.html) that htmx
+    swaps in place of the page's hidden one (HX-Retarget, HX-Reswap, HX-Reselect; app.js lets a
+    401 swap); X-Crmflow-Sign-In is where app.js takes a page in which nothing was typed."""
+    page = urlsplit(request.headers.get("hx-current-url", ""))
+    here = safe_next(page.path + (f"?{page.query}" if page.query else ""))
+    body = environment.get_template("session_ended.html").render(shown=True)
+    headers = {
+        "HX-Retarget": "#session-ended",
+        "HX-Reswap": "outerHTML",
+        "HX-Reselect": "#session-ended",
+        "X-Crmflow-Sign-In": "/sign-in?next=" + quote(here, safe="/"),
+        "cache-control": "no-store",
+    }
+    return HTMLResponse(body, status_code=401, headers=headers)
 
 
 def _crmflow_page(request: Request, exc: CrmflowError) -> Response:
@@ -85,6 +108,9 @@ def _crmflow_page(request: Request, exc: CrmflowError) -> Response:
     if isinstance(exc, AuthenticationError):
         return _sign_in_redirect(request, "/")
     if isinstance(exc, CsrfError):
+        if _is_htmx(request) and session_of(request) is None:
+            # The page's token was its session's, and the session has ended.
+            return _session_ended(request)
         return _page(request, 403, exc.message, title="Reload the page")
     if isinstance(exc, TooManyRequestsError):
         headers = {"Retry-After": str(exc.retry_after)}

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Form, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from crmflow.errors import AuthenticationError, TooManyRequestsError
 from crmflow.services import web_sessions
@@ -14,6 +14,8 @@ from crmflow.services.throttle import SignInThrottle
 from crmflow.services.web_sessions import SESSION_COOKIE
 from crmflow.web.auth import (
     PRESESSION_COOKIE,
+    CurrentSession,
+    CurrentUser,
     OptionalSession,
     context_of,
     cookie_secure,
@@ -90,6 +92,23 @@ def sign_in(
     )
     response.delete_cookie(PRESESSION_COOKIE, path="/")
     return response
+
+
+@router.get("/session")
+def session_state(session: CurrentSession) -> Response:
+    """This browser's session, for a page about to send a form (app.js): who, and the CSRF token
+    its forms must carry (a sign-in in another tab made a new session, and a new token). A
+    session that has ended answers as to any htmx request (web/errors.py): 401, the banner."""
+    return JSONResponse(
+        {"user": session.actor.username, "csrf_token": session.csrf_token},
+        headers={"cache-control": "no-store"},
+    )
+
+
+@router.get("/signed-in")
+def signed_in_again(request: Request, user: CurrentUser) -> Response:
+    """Where the banner of an ended session sends its sign-in (in another tab): go back."""
+    return render(request, "signed_in_again.html")
 
 
 @router.post("/sign-out")
