@@ -219,31 +219,20 @@ def claim_due_in(
     different rows; on SQLite the transaction holds the single writer's lock. A dispatcher that
     dies leaves its rows `sending` until `lease_until`, when another one takes them over."""
     o = outbox.c
-    e = enrollments.c
-    # With each its run's keys (for the dispatcher's log lines), read in the same query.
-    runs = outbox.outerjoin(enrollments, e.id == o.enrollment_id).outerjoin(
-        flows, flows.c.id == e.flow_id
-    )
-    keys: dict[int, tuple[str | None, int | None, int | None]] = {}
     # The priority lane first (few rows, found by their index), then the bulk ones: two
     # queries, each in an index's order, so a campaign's thousands are never sorted.
+    ids: list[int] = []
     for lane in (o.priority > 0, o.priority <= 0):
         order = (o.priority.desc(), o.id)
-        query = (
-            sa.select(o.id, flows.c.key.label("flow_key"), e.flow_version, e.record_id)
-            .select_from(runs)
-            .where(_due(now, kinds), lane)
-            .order_by(*order)
-            .limit(limit - len(keys))
-        )
+        query = sa.select(o.id).where(_due(now, kinds), lane).order_by(*order)
+        query = query.limit(limit - len(ids))
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=outbox)
-        keys.update((r.id, (r.flow_key, r.flow_version, r.record_id)) for r in conn.execute(query))
-        if len(keys) >= limit:
+            query = query.with_for_update(skip_locked=True)
+        ids += conn.execute(query).scalars()
+        if len(ids) >= limit:
             break
-    if not keys:
+    if not ids:
         return []
-    ids = list(keys)
     rows = conn.execute(
         outbox.update()
         .where(among(o.id, ids, conn))
@@ -264,21 +253,45 @@ def claim_due_in(
             o.step_key,
         )
     )
-    claimed = [
-        ClaimedMessage(
-            r.id,
-            r.idempotency_key,
-            r.kind,
-            r.payload,
-            r.attempts,
-            r.enrollment_id,
-            r.priority,
-            *keys[r.id],
-            r.step_key,
+    found = list(rows)
+    keys = _run_keys(conn, {r.enrollment_id for r in found})
+    gone: tuple[str | None, int | None, int | None] = (None, None, None)  # its run pruned
+    claimed = []
+    for r in found:
+        flow_key, flow_version, record_id = keys.get(r.enrollment_id, gone)
+        claimed.append(
+            ClaimedMessage(
+                r.id,
+                r.idempotency_key,
+                r.kind,
+                r.payload,
+                r.attempts,
+                r.enrollment_id,
+                r.priority,
+                flow_key=flow_key,
+                flow_version=flow_version,
+                record_id=record_id,
+                step_key=r.step_key,
+            )
         )
-        for r in rows
-    ]
     return sorted(claimed, key=lambda m: (-m.priority, m.id))
+
+
+def _run_keys(
+    conn: sa.Connection, enrollment_ids: Collection[int]
+) -> dict[int, tuple[str, int, int]]:
+    """The flow key, flow version and record of each of these runs (for the dispatcher's log
+    lines): one query by their ids, after the claim (a join in the claim's query would be made
+    for every due row before the sort)."""
+    if not enrollment_ids:
+        return {}
+    e = enrollments.c
+    query = (
+        sa.select(e.id, flows.c.key.label("flow_key"), e.flow_version, e.record_id)
+        .join(flows, flows.c.id == e.flow_id)
+        .where(among(e.id, list(enrollment_ids), conn))
+    )
+    return {r.id: (r.flow_key, r.flow_version, r.record_id) for r in conn.execute(query)}
 
 
 def _leased(conn: sa.Connection, message_id: int, owner: str, values: dict[str, Any]) -> bool:
