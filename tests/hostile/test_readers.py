@@ -94,6 +94,7 @@ def _path_values(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
         "mail_id": "1",  # the mail catcher's (none in the demo data: a 404, timed all the same)
         "external_id": "crm-1",  # none in the demo data: a 404, timed all the same
         "task_id": "1",  # the demo's first task, or a 404, timed all the same
+        "job_id": "1",  # no job in the demo data: a 404, timed all the same
         "version": "1",
         "field": "contract",  # no file field in the demo data: a 404, timed all the same
     }
