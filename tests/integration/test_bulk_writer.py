@@ -136,7 +136,7 @@ def test_update_tells_json_null_from_no_value(ctx: Context) -> None:
         conn.execute(sa.text("insert into json_nulls values (1, '[]'), (2, '[]')"))
         temporary = sa.table("json_nulls", sa.column("id"), sa.column("doc"))
         Writer(conn).update(temporary, (("doc", "jsonb"),), [(None, 1), ("null", 2)])
-        docs = dict(
+        docs: dict[int, bool] = dict(
             conn.execute(sa.text("select id, doc is null from json_nulls order by id")).all()
         )
     assert external == {blank: None, null: "x-1"}
