@@ -32,7 +32,6 @@ from bench.bench_steps import create_flow, enroll_all, fill_contacts
 from bench.common import fresh_database
 from crmflow.services.context import Context, system_clock
 from crmflow.store import enrollments as repo
-from crmflow.store.enrollments import claims
 from crmflow.store.schema import enrollments, step_runs
 from crmflow.worker import Worker, run_once
 
@@ -133,14 +132,20 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         # Which enrollments each batch claimed, and when that batch had committed.
         claimed: dict[int, list[int]] = {}
         done: dict[int, float] = {}
-        # due_ids finds a batch's enrollments on both backends: the worker calls it on SQLite
-        # (store.enrollments), the claim calls it on PostgreSQL (store.enrollments.claims).
-        original_due, original_batch = repo.due_ids, worker_module.run_batch
+        # A batch finds its enrollments with due_ids on SQLite and with claim (one statement
+        # that picks and leases them) on PostgreSQL; both are looked up on store.enrollments.
+        original_due, original_claim = repo.due_ids, repo.claim
+        original_batch = worker_module.run_batch
 
-        def due_ids(*args: Any, **kwargs: Any) -> list[int]:
-            ids = original_due(*args, **kwargs)
+        def noted(ids: list[int]) -> list[int]:
             claimed.setdefault(threading.get_ident(), []).extend(ids)
             return ids
+
+        def due_ids(*args: Any, **kwargs: Any) -> list[int]:
+            return noted(original_due(*args, **kwargs))
+
+        def claim(*args: Any, **kwargs: Any) -> list[int]:
+            return noted(original_claim(*args, **kwargs))
 
         def run_batch(*args: Any, **kwargs: Any) -> worker_module.BatchResult:
             result = original_batch(*args, **kwargs)
@@ -155,7 +160,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         sleeper = multiprocessing.get_context("spawn").Process(
             target=_sleeper, args=([at.timestamp() for at in plan.values()], queue)
         )
-        repo.due_ids = claims.due_ids = due_ids
+        repo.due_ids, repo.claim = due_ids, claim
         worker_module.run_batch = run_batch
         thread = threading.Thread(target=runner.run, name="bench-worker")
         try:
@@ -169,7 +174,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
             runner.stop()
             thread.join(timeout=30)
             sleeper.join(timeout=30)
-            repo.due_ids = claims.due_ids = original_due
+            repo.due_ids, repo.claim = original_due, original_claim
             worker_module.run_batch = original_batch
         if len(done) < timers:
             raise RuntimeError(f"only {len(done)} of {timers} timers ran")
