@@ -217,7 +217,8 @@ class DeliveryResult:
         for variant, times in self.threads.items():
             ours = statistics.median(times)
             verdict = "ok" if self.ratio(variant) <= AIM_RATIO else "ABOVE AIM"
-            aim = f"aim <= {AIM_RATIO:g}x, {verdict}" if variant.startswith("1 ") else "printed"
+            # The aim is for the default settings; the other variants are printed beside it.
+            aim = f"aim <= {AIM_RATIO:g}x, {verdict}" if variant == "1 thread" else "printed"
             out.append(
                 f"{'delivery ' + variant:<28} {self.backend:<8} "
                 f"emails={self.emails:>7,}  ratio={self.ratio(variant):5.2f}x "
