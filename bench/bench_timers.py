@@ -132,9 +132,9 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         # Which enrollments each batch claimed, and when that batch had committed.
         claimed: dict[int, list[int]] = {}
         done: dict[int, float] = {}
-        # A batch finds its enrollments with due_ids on SQLite and with claim (one statement
-        # that picks and leases them) on PostgreSQL; both are looked up on store.enrollments.
-        original_due, original_claim = repo.due_ids, repo.claim
+        # A batch finds its enrollments with due_ids (looked up on store.enrollments), on both
+        # backends; on PostgreSQL in the transaction that moves them.
+        original_due = repo.due_ids
         original_batch = worker_module.run_batch
 
         def noted(ids: list[int]) -> list[int]:
@@ -143,9 +143,6 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
 
         def due_ids(*args: Any, **kwargs: Any) -> list[int]:
             return noted(original_due(*args, **kwargs))
-
-        def claim(*args: Any, **kwargs: Any) -> list[int]:
-            return noted(original_claim(*args, **kwargs))
 
         def run_batch(*args: Any, **kwargs: Any) -> worker_module.BatchResult:
             result = original_batch(*args, **kwargs)
@@ -160,7 +157,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
         sleeper = multiprocessing.get_context("spawn").Process(
             target=_sleeper, args=([at.timestamp() for at in plan.values()], queue)
         )
-        repo.due_ids, repo.claim = due_ids, claim
+        repo.due_ids = due_ids
         worker_module.run_batch = run_batch
         thread = threading.Thread(target=runner.run, name="bench-worker")
         try:
@@ -174,7 +171,7 @@ def run(backend: str, timers: int, seconds: float) -> TimersResult:
             runner.stop()
             thread.join(timeout=30)
             sleeper.join(timeout=30)
-            repo.due_ids, repo.claim = original_due, original_claim
+            repo.due_ids = original_due
             worker_module.run_batch = original_batch
         if len(done) < timers:
             raise RuntimeError(f"only {len(done)} of {timers} timers ran")

@@ -1,11 +1,13 @@
 """The worker: claim due enrollments in batches -> run the engine -> write the results -> commit.
 
-Any number of workers may run against one PostgreSQL database (claims use SKIP LOCKED); on
-SQLite the single writer serialises them. On PostgreSQL a claim carries a lease: a worker killed
-mid-batch leaves rows that another worker takes once the lease has expired, and since the
-batch's writes are one transaction that never committed, nothing of it happened; step-run
-numbers and outbox idempotency keys make the retry produce the very same rows. On SQLite the
-batch is found and moved in one transaction, so a killed worker leaves nothing claimed.
+Any number of workers may run against one PostgreSQL database; on SQLite the single writer
+serialises them. A batch is taken and moved in one transaction: on PostgreSQL its rows are
+picked with `FOR UPDATE SKIP LOCKED` and stay locked until its commit, so that other workers
+pass them over meanwhile without waiting; on SQLite they are found on a read snapshot and moved
+under the write lock. A worker killed mid-batch leaves nothing taken: its transaction never
+committed, so nothing of it happened and its rows are free at once (PostgreSQL aborts the
+transaction when the connection goes); step-run numbers and outbox idempotency keys make the
+retry produce the very same rows.
 
 Idle workers sleep until the next due time and wake at once when `Worker.wake()` is called (the
 in-process signal used by `crmflow serve`), on PostgreSQL when a `NOTIFY crmflow_due` arrives,
@@ -64,7 +66,6 @@ __all__ = ["BatchResult", "Worker", "next_trigger_at", "run_batch", "run_once"]
 log = logging.getLogger("crmflow.worker")
 
 DEFAULT_BATCH = 500
-DEFAULT_LEASE = timedelta(seconds=60)
 MAX_IDLE = 5.0  # seconds: how long an idle worker sleeps at most before looking again
 # ... while other processes' work wakes it (LISTEN on PostgreSQL, CommitWatcher on SQLite): the
 # look is then only a safety net, often enough that a worker at rest beats its heartbeat
@@ -103,16 +104,17 @@ def run_batch(
     now: datetime,
     owner: str,
     limit: int = DEFAULT_BATCH,
-    lease: timedelta = DEFAULT_LEASE,
 ) -> BatchResult:
-    """Claim up to `limit` enrollments due at `now`, move them, and commit: one batch.
+    """Take up to `limit` enrollments due at `now`, move them, and commit: one batch, one
+    write transaction; `owner` names the worker (log lines).
 
-    On PostgreSQL the claim is a transaction of its own that leases the rows to `owner`, so
-    that other workers pass them over while this one works, and take them over if it dies. On
-    SQLite one writer holds the database's lock at a time: the batch is found and its
-    templates and conditions evaluated on a read snapshot, without the lock (`evaluate_batch`),
-    then moved in one write transaction that reuses every outcome whose enrollment and record
-    are unchanged; a worker that dies leaves nothing behind, so no lease is needed.
+    On PostgreSQL the rows are picked with `FOR UPDATE SKIP LOCKED` (`repo.due_ids`), read,
+    moved and committed in one transaction: other workers skip them while it runs, and if this
+    worker dies the transaction is rolled back and the rows are free at once. On SQLite one
+    writer holds the database's lock at a time: the batch is found and its templates and
+    conditions evaluated on a read snapshot, without the lock (`evaluate_batch`), then moved in
+    one write transaction that reuses every outcome whose enrollment and record are unchanged.
+    A worker that dies leaves nothing behind on either backend.
 
     A batch stops taking enrollments once settings.batch_time_limit_ms has passed, commits what
     it moved, and leaves the rest due for the next batch. The write transaction (on SQLite, the
@@ -149,12 +151,12 @@ def run_batch(
                     conn, ctx, system, rows, now=now, deadline=deadline, evaluation=evaluation
                 )
         return _result(ids, moved, left=len(ids) - len(rows))
-    ids = repo.claim(ctx.engine, now=now, owner=owner, limit=limit, lease=lease)
-    if not ids:
-        return BatchResult(0, 0, 0)
     with _collector_paused(), ctx.engine.begin() as conn:
+        ids = repo.due_ids(conn, now=now, limit=limit)
+        if not ids:
+            return BatchResult(0, 0, 0)
         deadline = time.monotonic() + limit_seconds
-        rows = repo.lock(conn, ids, owner=owner)
+        rows = repo.lock(conn, ids, owner=None)
         moved = move_batch(conn, ctx, system, rows, now=now, deadline=deadline)
     return _result(ids, moved)
 
@@ -190,12 +192,11 @@ def _observed_batch(
     now: datetime,
     owner: str,
     limit: int,
-    lease: timedelta = DEFAULT_LEASE,
 ) -> BatchResult:
     """`run_batch`, and when it claimed runs, its duration and size counted (`/metrics`) and
     a debug line."""
     started = time.perf_counter()
-    result = run_batch(ctx, system, now=now, owner=owner, limit=limit, lease=lease)
+    result = run_batch(ctx, system, now=now, owner=owner, limit=limit)
     if result.claimed:
         _batch_done(owner, result, time.perf_counter() - started)
     return result
@@ -253,7 +254,7 @@ class Worker:
         ctx: Context,
         *,
         batch_size: int = DEFAULT_BATCH,
-        lease: timedelta = DEFAULT_LEASE,
+        lease: timedelta | None = None,
         max_idle: float | None = None,
         name: str | None = None,
         error_backoff: float = ERROR_BACKOFF,
@@ -262,11 +263,12 @@ class Worker:
         """`on_moved` is called after each batch that moved enrollments (the dispatcher's
         `wake`: the messages they wrote are delivered at once). `max_idle`: the longest idle
         sleep; by default MAX_IDLE, or LISTENING_MAX_IDLE while other processes' work wakes
-        the worker (`run()` sets it up)."""
+        the worker (`run()` sets it up). `lease` is not used: a batch holds no lease (it is
+        taken and moved in one transaction); `crmflow worker --lease-seconds` still passes it."""
         self.ctx = ctx
         self.on_moved = on_moved
         self.batch_size = batch_size
-        self.lease = lease
+        del lease  # see the docstring
         self._max_idle = max_idle
         self.max_idle = MAX_IDLE if max_idle is None else max_idle
         self.name = name or worker_name()
@@ -403,7 +405,7 @@ class Worker:
         try:
             return run()
         except OperationalError as exc:
-            # A database that went away for a moment: the lease protects the batch.
+            # A database that went away for a moment: the batch's transaction rolled back.
             reason = f"database error: {str(exc).splitlines()[0]}"
             log.warning(
                 "worker %s: database error in %s, retrying: %s",
@@ -436,7 +438,6 @@ class Worker:
             now=now,
             owner=self.name,
             limit=self.batch_size,
-            lease=self.lease,
         )
 
     def _flow_schedules(self) -> None:

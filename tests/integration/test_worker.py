@@ -192,31 +192,30 @@ def test_a_paused_flow_freezes_its_records_and_resuming_runs_them(
     assert run_views.record_status(ctx, admin, rid).enrollments[0].id == started.id
 
 
-def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
-    ctx: Context, admin: Actor, clock: FrozenClock
+def test_a_batch_whose_worker_died_is_free_at_once_and_runs_once(
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _flow(ctx, admin)
     ids = [
         runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, f"C{i}")).id for i in range(5)
     ]
     clock.advance(days=2)
-    now = clock.current
-
-    # A worker claims the batch, runs it, and dies before its commit.
-    claimed = repo.claim(ctx.engine, now=now, owner="dead", limit=100, lease=timedelta(seconds=60))
-    assert sorted(claimed) == ids
     system = ensure_system_user(ctx)
-    with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
-        move_batch(conn, ctx, system, repo.lock(conn, claimed, owner="dead"), now=now)
+
+    # A worker takes the batch, moves it, and dies before its commit.
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        move_batch(*args, **kwargs)
         raise RuntimeError("killed")
 
-    # While the lease runs, nobody else takes the rows.
-    assert run_batch(ctx, system, now=now, owner="other").claimed == 0
-    clock.advance(seconds=61)
+    monkeypatch.setattr("crmflow.worker.move_batch", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_batch(ctx, system, now=clock.current, owner="dead")
+    monkeypatch.undo()
+
+    # Nothing of it happened, and its rows are free at once: no lease to wait for.
+    assert _count(ctx, outbox) == 5  # the first step's email, nothing of the second
+    assert _count(ctx, record_history) == 5
     assert run_once(ctx, owner="other") == 5
-    # The dead worker, back, finds its lease gone: it writes nothing.
-    with ctx.engine.begin() as conn:
-        assert repo.lock(conn, claimed, owner="dead") == []
     assert run_once(ctx) == 0
 
     assert _count(ctx, outbox) == 10  # two emails per record, each once
@@ -227,7 +226,46 @@ def test_a_batch_whose_worker_died_is_taken_over_after_the_lease_and_runs_once(
                 step_runs.c.enrollment_id
             )
         ).all()
+    assert sorted(eid for eid, _ in runs_per) == ids
     assert {count for _, count in runs_per} == {3}  # thank, two-days-later, approve (waiting)
+
+
+def test_a_batch_in_flight_is_skipped_by_another_worker_which_does_not_wait(
+    ctx: Context, admin: Actor, clock: FrozenClock, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch's rows stay locked until its commit: a second worker that looks
+    meanwhile takes none of them and does not wait for them; once the first commits, nothing is
+    left to take, and each record ran once."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has a single writer: a second worker waits for the write lock")
+    _flow(ctx, admin)
+    for i in range(5):
+        runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, f"C{i}"))
+    runs.start_record(ctx, admin, "thanks", _contact(ctx, admin, "Late"))
+    clock.advance(days=2)
+    system = ensure_system_user(ctx)
+    meanwhile: list[tuple[int, float]] = []
+
+    def and_another_worker(*args: Any, **kwargs: Any) -> Any:
+        if not meanwhile:  # the first batch only: the other one just moves
+            started = time.monotonic()
+            meanwhile.append((0, 0.0))
+            other = run_batch(ctx, system, now=clock.current, owner="other", limit=100)
+            meanwhile[0] = (other.claimed, time.monotonic() - started)
+        return move_batch(*args, **kwargs)
+
+    monkeypatch.setattr("crmflow.worker.move_batch", and_another_worker)
+    first = run_batch(ctx, system, now=clock.current, owner="first", limit=5)
+    monkeypatch.undo()
+
+    assert first.moved == 5
+    # The other worker took the one row the first batch did not hold, and nothing of it.
+    [(claimed, seconds)] = meanwhile
+    assert claimed == 1
+    assert seconds < 30  # it did not wait for the first batch's locks (a generous bound)
+    assert run_once(ctx) == 0
+    assert _count(ctx, outbox) == 12  # two emails per record, each once
+    assert _count(ctx, record_history) == 12
 
 
 def test_a_batch_runs_without_the_cycle_collector_and_gives_it_back_as_it_found_it(

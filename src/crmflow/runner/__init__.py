@@ -1,7 +1,7 @@
 """The batch runner: a claimed batch of enrollments -> the pure engine -> one write.
 
 ```
-  worker.run_batch ----------- claims due enrollments, locks them (repo.claim / repo.lock)
+  worker.run_batch ----------- due enrollments, locked (repo.due_ids / repo.lock)
   change feed (record_changes) records entering, and enrollments hearing of their record's changes
   lifecycle (resume) --------- the records of a flow that was frozen    (BatchWrites directly)
   manual and webhook starts,   one enrollment each

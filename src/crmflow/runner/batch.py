@@ -64,11 +64,11 @@ def move_batch(
     When nothing was committed since (`evaluation.unchanged`), its reads are used as they are.
 
     With `deadline` (a `time.monotonic()` value), the batch is cut once it has passed: the
-    enrollments not reached yet are left as they were (`Moved.deferred`, still due, their
-    leases given up) for the next batch, so that the caller's write transaction ends in a
-    bounded time. At least one enrollment is moved, and an enrollment whose record already has
-    one moved in this batch in the same flow is never cut from it: such enrollments decide
-    about each other (the loop guard's cancellations below)."""
+    enrollments not reached yet are left as they were (`Moved.deferred`, still due) for the
+    next batch, so that the caller's write transaction ends in a bounded time. At least one
+    enrollment is moved, and an enrollment whose record already has one moved in this batch in
+    the same flow is never cut from it: such enrollments decide about each other (the loop
+    guard's cancellations below)."""
     moved = Moved()
     if not rows:
         return moved
@@ -112,7 +112,6 @@ def move_batch(
     left_run()  # the writes below are the batch's, of no one run
     insert_decisions(conn, refusals, now=now)
     writes.write(conn, ctx, actor, now=now)
-    repo.release(conn, moved.skipped + moved.deferred)
     observe_moved(rows, moved.outcomes, writes.logs, now=now, timers=events is None)  # /metrics
     log_failed_steps(moved.outcomes, writes.logs)
     return moved
