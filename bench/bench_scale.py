@@ -18,6 +18,10 @@ one step run, enrollments with other than one history line of the flow's history
 sum of what the workers say they moved minus the records (a record moved by two workers is
 counted twice).
 
+CPU per record: the CPU time the worker processes and the bench database's server processes
+took from the start until the last record finished (/proc: PostgreSQL on this machine), over the
+records; the median of the runs.
+
 Runs take turns (1, 2, 4 workers, then again), so that the machine's load falls on each alike;
 each figure is the median of `--runs`. `--batch` sets the workers' `--batch-size` (default the
 worker's default, 500), to measure what a larger batch gives.
@@ -42,7 +46,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from bench.bench_steps import INLINE_FLOW, fill_contacts
+from bench.bench_steps import INLINE_FLOW, cpu_since, database_cpu, fill_contacts, process_cpu
 from bench.common import fresh_database
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import flows as flow_service
@@ -138,6 +142,10 @@ class _Workers:
         self.running = []
         return outputs
 
+    def cpu(self) -> dict[int, float]:
+        """The CPU seconds each running worker process has taken so far."""
+        return process_cpu(process.pid for process, _, _ in self.running)
+
     def died(self) -> str | None:
         for process, _, path in self.running:
             if process.poll() is not None:
@@ -170,6 +178,7 @@ class Run:
     workers: int
     seconds: float
     double_claims: dict[str, int]
+    cpu: float  # CPU seconds of the workers and the database's server processes, start to end
 
 
 def run_once_with(
@@ -183,6 +192,7 @@ def run_once_with(
         try:
             pool.start(workers)
             _wait_until_up(ctx, pool, workers)
+            cpu_before = pool.cpu() | database_cpu(ctx)
             started = system_clock()  # the start list's transaction is part of the time
             flow_service.change_status(
                 ctx,
@@ -198,6 +208,7 @@ def run_once_with(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{_count(ctx, finished)} of {count} after {limit:.0f}s")
                 time.sleep(0.1)
+            cpu = cpu_since(cpu_before, pool.cpu() | database_cpu(ctx))
         finally:
             outputs = pool.stop()
     with ctx.engine.connect() as conn:
@@ -209,7 +220,7 @@ def run_once_with(
     failures = sum(text.count("failed") for text in outputs)
     if failures:
         claims["worker failure lines"] = failures
-    return Run(workers, (last.astimezone(UTC) - started).total_seconds(), claims)
+    return Run(workers, (last.astimezone(UTC) - started).total_seconds(), claims, cpu)
 
 
 @dataclass
@@ -217,6 +228,7 @@ class ScaleResult:
     records: int
     batch: int = BATCH
     seconds: dict[int, list[float]] = field(default_factory=dict)
+    cpu: dict[int, list[float]] = field(default_factory=dict)  # CPU seconds per run
     double_claims: dict[str, int] = field(default_factory=dict)  # summed over every run
 
     def rate(self, workers: int) -> float:
@@ -237,6 +249,7 @@ class ScaleResult:
                 f"workers={workers}  {rate:,.0f} records/s{aim}  "
                 f"ratio to 1 worker={rate / one:.2f}x  "
                 f"median {statistics.median(self.seconds[workers]):.2f}s  "
+                f"CPU {statistics.median(self.cpu[workers]) / self.records * 1000:.3f} ms/record  "
                 f"runs={len(self.seconds[workers])}"
             )
         total = sum(self.double_claims.values())
@@ -259,6 +272,7 @@ def run(
                 key = _prepare(ctx, records)
                 done = run_once_with(ctx, key, records, count, batch=batch)
             result.seconds.setdefault(count, []).append(done.seconds)
+            result.cpu.setdefault(count, []).append(done.cpu)
             for what, n in done.double_claims.items():
                 result.double_claims[what] = result.double_claims.get(what, 0) + n
     return result

@@ -3,9 +3,9 @@
 The flow: update the record; one day later write a history entry (the wait is that step's
 timing, a durable timer); decide; set the status; end. One worker (`run_once`) runs what is due
 at a frozen `now`, then the clock jumps a day and it runs the rest: 5 step runs per enrollment,
-1 on day 0 and 4 on day 1. crmflow's side takes batches (on PostgreSQL, claimed with a lease),
-loads enrollments, records and flows in bulk, runs the pure engine, writes the states, step
-runs, record updates and history rows, and commits each batch.
+1 on day 0 and 4 on day 1. crmflow's side takes batches (on PostgreSQL `FOR UPDATE SKIP LOCKED`,
+in the transaction that moves them), loads enrollments, records and flows in bulk, runs the pure
+engine, writes the states, step runs, record updates and history rows, and commits each batch.
 
 The baseline writes what a hand-written batch job would have to write at the least, with the
 same batch size and one transaction per batch: per enrollment and per round one UPDATE of
@@ -18,9 +18,10 @@ steps in the batch that enters the record) and prints the parked path's time as 
 what it costs that a step waits (its record written as waiting, then claimed, loaded and moved
 again by a later batch), the aim being within 1.5x.
 
-With `--cpu`, both sides are measured in this process's CPU time instead of the wall time: steadier
-on a machine that other work loads (on SQLite the database works in this process, so its work is
-counted; on PostgreSQL the server's is not, so there the figure is the Python side only).
+With `--cpu`, both sides are measured in CPU time instead of the wall time, steadier on a machine
+that other work loads: this process's, plus on PostgreSQL that of the server processes of the
+bench database (on SQLite the database works in this process); the line also gives crmflow's CPU
+per record (its two rounds, five step runs).
 
     python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both] [--parked]
                                 [--cpu]
@@ -32,7 +33,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -55,10 +56,13 @@ __all__ = [
     "INLINE_FLOW",
     "PARKED_AIM",
     "StepsResult",
+    "cpu_since",
     "create_flow",
+    "database_cpu",
     "enroll_all",
     "fill_contacts",
     "main",
+    "process_cpu",
     "run",
 ]
 
@@ -157,13 +161,50 @@ def enroll_all(ctx: Context, flow_id: int, *, now: datetime = START) -> int:
     return int(count)
 
 
-def _measured(fn: Callable[[], None], *, cpu: bool) -> float:
-    """Seconds `fn` took: the wall time, or with `cpu` this process's CPU time."""
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pids: Iterable[int]) -> dict[int, float]:
+    """The CPU seconds (user + system) each of `pids` has taken so far, as /proc tells (those
+    that are gone or not on this machine are left out)."""
+    taken: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        taken[pid] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return taken
+
+
+def database_cpu(ctx: Context) -> dict[int, float]:
+    """The CPU seconds taken so far by each server process of `ctx`'s PostgreSQL database
+    (PostgreSQL on this machine); {} on SQLite, which works in the caller's process."""
+    if ctx.engine.dialect.name != "postgresql":
+        return {}
+    with ctx.engine.connect() as conn:
+        pids = conn.execute(
+            sa.text("select pid from pg_stat_activity where datname = current_database()")
+        ).scalars()
+        return process_cpu(int(p) for p in pids)
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds taken between two readings (a process new since `before` counts whole)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _measured(fn: Callable[[], None], *, cpu: bool, ctx: Context) -> float:
+    """Seconds `fn` took: the wall time, or with `cpu` the CPU time of this process and of the
+    database's server processes (PostgreSQL)."""
     if not cpu:
         return timed(fn)
+    server = database_cpu(ctx)
     start = time.process_time()
     fn()
-    return time.process_time() - start
+    mine = time.process_time() - start
+    return mine + cpu_since(server, database_cpu(ctx))
 
 
 def _count(ctx: Context, table: sa.Table) -> int:
@@ -239,7 +280,7 @@ class StepsResult:
     ours: list[float]
     baseline: list[float]
     inline: list[float] = field(default_factory=list)  # --parked: INLINE_FLOW's times
-    cpu: bool = False  # the times are CPU seconds of this process, not wall seconds
+    cpu: bool = False  # the times are CPU seconds (this process, PostgreSQL's server), not wall
 
     @property
     def ratio(self) -> float:
@@ -254,6 +295,13 @@ class StepsResult:
     def rate(self) -> float:
         return self.step_runs / statistics.median(self.ours)
 
+    def _cpu_note(self) -> str:
+        if not self.cpu:
+            return ""
+        per = statistics.median(self.ours) / self.rows * 1000
+        who = "client+server" if self.backend == "postgres" else "one process"
+        return f"  (CPU time, {who}: {per:.3f} ms per record)"
+
     def line(self) -> str:
         rate_aim = ""
         if self.backend == "sqlite":
@@ -264,7 +312,7 @@ class StepsResult:
             f"{self.rate:,.0f} step runs/s{rate_aim}  "
             f"median ours={statistics.median(self.ours):.3f}s "
             f"baseline={statistics.median(self.baseline):.3f}s  runs={len(self.ours)}"
-            f"{'  (CPU time)' if self.cpu else ''}"
+            f"{self._cpu_note()}"
         )
         if not self.inline:
             return text
@@ -296,14 +344,14 @@ def run(
             with fresh_database(backend) as ctx:
                 ctx.clock = lambda: START
                 _prepared(ctx, rows, INLINE_FLOW)
-                result.inline.append(_measured(_inline(ctx, rows), cpu=cpu))
+                result.inline.append(_measured(_inline(ctx, rows), cpu=cpu, ctx=ctx))
                 total = _count(ctx, step_runs)
                 if total != STEPS_PER_ENROLLMENT * rows:
                     raise RuntimeError(f"inline: {total} step runs, expected 5 x {rows}")
         with fresh_database(backend) as ctx:
             ctx.clock = lambda: START
             _prepared(ctx, rows)
-            result.ours.append(_measured(_ours(ctx, rows), cpu=cpu))
+            result.ours.append(_measured(_ours(ctx, rows), cpu=cpu, ctx=ctx))
             with ctx.engine.connect() as conn:
                 first = conn.execute(
                     sa.select(sa.func.count()).select_from(step_runs).where(step_runs.c.run == 1)
@@ -315,7 +363,7 @@ def run(
         with fresh_database(backend) as ctx:
             _prepared(ctx, rows)
             bare = _bare_batches(ctx, rows, (first, total - first))
-            result.baseline.append(_measured(bare, cpu=cpu))
+            result.baseline.append(_measured(bare, cpu=cpu, ctx=ctx))
     return result
 
 
@@ -334,8 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cpu",
         action="store_true",
-        help="this process's CPU time instead of the wall time, both sides (steadier on a loaded"
-        " machine; on PostgreSQL the server's work is not counted)",
+        help="CPU time instead of the wall time, both sides (steadier on a loaded machine): this"
+        " process's and, on PostgreSQL, the bench database's server processes'",
     )
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
