@@ -83,6 +83,7 @@ from crmflow.store.outbox import (
     next_due_at,
     put_back,
 )
+from crmflow.store.outbox_signals import OutboxWatch
 
 __all__ = ["DispatchResult", "Dispatcher", "backoff", "run_in_threads", "sender_for"]
 
@@ -92,6 +93,9 @@ KINDS = ("email", "sms", "webhook")  # the channels delivered
 DEFAULT_BATCH = 50
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before looking again
+# ... while other connections' messages wake it (LISTEN crmflow_outbox on PostgreSQL, the commit
+# watch on SQLite): the look is then only a safety net (as the worker's LISTENING_MAX_IDLE).
+LISTENING_MAX_IDLE = 20.0
 ATTACHMENT_CACHE_BYTES = 32 * 1024 * 1024  # a batch's attached files kept, at most
 _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
 # The channels whose outcomes are committed in groups (CRMFLOW_DELIVERY_COMMIT_EVERY): those
@@ -272,18 +276,21 @@ class Dispatcher:
         *,
         batch_size: int = DEFAULT_BATCH,
         lease: timedelta = DEFAULT_LEASE,
-        max_idle: float = MAX_IDLE,
+        max_idle: float | None = None,
         name: str | None = None,
         sender: Sender | None = None,
         sms_provider: SmsProvider | None = None,
         rand: random.Random | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        """`limiter`: the rate limits (default: the one this process's dispatchers share)."""
+        """`limiter`: the rate limits (default: the one this process's dispatchers share).
+        `max_idle`: the longest idle sleep; by default MAX_IDLE, or LISTENING_MAX_IDLE while
+        other connections' messages wake the dispatcher (`run()` sets it up)."""
         self.ctx = ctx
         self.batch_size = batch_size
         self.lease = lease
-        self.max_idle = max_idle
+        self._max_idle = max_idle
+        self.max_idle = MAX_IDLE if max_idle is None else max_idle
         self.name = name or dispatcher_name()
         self.sender = sender if sender is not None else sender_for(ctx.settings)
         self.webhooks = WebhookSender(ctx.settings)
@@ -307,14 +314,28 @@ class Dispatcher:
                 self._save, ctx.settings.delivery_write_ahead, f"{self.name}-writer"
             )
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set: stop sleeping (to claim, or to look)
+        self._called = threading.Event()  # set: `wake()` was called (not only a signal)
+        self._watch: OutboxWatch | None = None  # what `run()` waits on at rest
+        self.looks = 0  # looks at rest that answered (one statement each; tests, benchmarks)
+        self.wakeups = 0  # ends of an idle sleep (tests, benchmarks)
+        self._last_claim_at: datetime | None = None  # the clock's time at the last claim
+        self._empty_claim_at: datetime | None = None  # the clock's time at the last empty claim
+        self._look_failed = False
+        self._fruitless = 0  # looks in a row that saw due now what that claim did not find
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
     def wake(self) -> None:
-        """Messages may be due now: stop sleeping."""
+        """Messages are due now (the worker moved enrollments, in this process): claim at
+        once."""
+        self._called.set()
+        self._wake.set()
+
+    def _signalled(self) -> None:
+        """Another connection may have written a message (a NOTIFY, a commit seen): look."""
         self._wake.set()
 
     def deliver_batch(self) -> DispatchResult:
@@ -375,7 +396,7 @@ class Dispatcher:
 
     def _claim(self) -> _Batch:
         """Claim up to `batch_size` due messages, and set aside those a suppression stops."""
-        now = self.ctx.now()
+        now = self._last_claim_at = self.ctx.now()
         with self.ctx.engine.begin() as conn:  # one transaction: one commit
             claimed = claim_due_in(
                 conn,
@@ -428,8 +449,10 @@ class Dispatcher:
 
     def run(self) -> None:
         """Loop until `stop()`; a round that fails (the database away) is logged and tried
-        again after a pause, and the SMTP connection is closed at the end."""
+        again after a pause, and the SMTP connection is closed at the end. At rest (a round
+        claimed nothing) it waits (`_rest`): one statement at each wake-up, none between."""
         log.info("dispatcher %s started", self.name)
+        self._watch = self._watched()
         try:
             while not self._stop.is_set():
                 try:
@@ -443,10 +466,89 @@ class Dispatcher:
                     self._sleep(self.max_idle)
                     continue
                 if result.claimed == 0:
-                    self._sleep(self._idle_seconds())
+                    self._empty_claim_at = self._last_claim_at
+                    self._rest()
+                else:
+                    self._fruitless = 0
         finally:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
             self._close()
             log.info("dispatcher %s stopped: %s", self.name, self.total)
+
+    def _watched(self) -> OutboxWatch | None:
+        """What wakes this dispatcher when another connection writes a message: LISTEN
+        crmflow_outbox on PostgreSQL, a watch of the commits on SQLite, shared by the
+        dispatchers of the process (`store.outbox_signals`); while it is there, the idle sleep
+        is LISTENING_MAX_IDLE (unless `max_idle` was given)."""
+        try:
+            watch = OutboxWatch(self.ctx.engine, self._signalled)
+        except Exception as exc:  # the short idle sleep finds the messages without it
+            log.warning("dispatcher %s: no signal of new messages: %s", self.name, exc)
+            return None
+        return watch
+
+    def _idle_bound(self) -> float:
+        """The longest idle sleep now: long while the signal works, else short (it polls)."""
+        if self._max_idle is not None:
+            return self._max_idle
+        signalled = self._watch is not None and self._watch.signalled
+        return LISTENING_MAX_IDLE if signalled else MAX_IDLE
+
+    def _rest(self) -> None:
+        """At rest until a message is due: a look (`_idle_seconds`, one statement) at each
+        wake-up (the next due time it read, the bounded sleep's end, a signal), then back to
+        sleep. Returns for a round when the look says a message is due now, when `wake()` is
+        called, or on `stop()`."""
+        while not self._stop.is_set():
+            wait = self._idle_seconds()
+            if wait is None:
+                return
+            if self._nap(wait) or self._look_failed:
+                return  # a look that failed: the round says what is wrong
+
+    def _idle_seconds(self) -> float | None:
+        """One look: None when a message is due now (a round), else how long to sleep."""
+        bound = self._idle_bound()
+        self._look_failed = False
+        try:
+            if self._watch is not None:
+                due = self._watch.next_due(KINDS)
+            else:
+                due = _next_due_polled(self.ctx)
+        except Exception as exc:  # sleep the longest: the next round will say what is wrong
+            log.warning("dispatcher %s: next due time unknown: %s", self.name, exc)
+            self._look_failed = True
+            return self.max_idle
+        self.looks += 1
+        now = self.ctx.now()
+        if due is not None and due <= now:
+            claimed_at = self._empty_claim_at
+            if claimed_at is None or due > claimed_at:
+                return None  # due since the round just before: a round
+            # Due already when the last claim found nothing (rows another dispatcher is
+            # claiming): not a reason to spin. A round comes a little later, later each time.
+            self._empty_claim_at = None
+            wait: float = min(bound, 0.05 * 2.0 ** min(self._fruitless, 16))
+            self._fruitless += 1
+            return wait
+        self._fruitless = 0
+        if due is None:
+            return bound
+        return min(bound, max(0.05, (due - now).total_seconds()))
+
+    def _nap(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, or until a wake-up: True when the loop should claim at once
+        (`wake()` was called, or `stop()`), False when the sleep ended or a signal came (the
+        caller looks then)."""
+        self._wake.wait(max(0.0, seconds))
+        self._wake.clear()
+        self.wakeups += 1
+        if self._stop.is_set() or self._called.is_set():
+            self._called.clear()
+            return True
+        return False
 
     def _close(self) -> None:
         try:
@@ -812,20 +914,25 @@ class Dispatcher:
         observe_delivery(message.kind, "retrying")  # /metrics
         return DispatchResult(retrying=1)
 
-    def _idle_seconds(self) -> float:
-        try:
-            with read_connection(self.ctx.engine) as conn:
-                due: datetime | None = next_due_at(conn, KINDS)
-        except Exception as exc:  # sleep the longest: the next round will say what is wrong
-            log.warning("dispatcher %s: next due time unknown: %s", self.name, exc)
-            return self.max_idle
-        if due is None:
-            return self.max_idle
-        return min(self.max_idle, max(0.05, (due - self.ctx.now()).total_seconds()))
-
     def _sleep(self, seconds: float) -> None:
-        self._wake.wait(seconds)
+        """The pause after a round that failed: `wake()` and `stop()` end it, a signal (another
+        connection's commit) does not."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if not self._wake.wait(left):
+                break
+            self._wake.clear()
+            if self._stop.is_set() or self._called.is_set():
+                break
+        self._called.clear()
         self._wake.clear()
+
+
+def _next_due_polled(ctx: Context) -> datetime | None:
+    """The next due time without a watch (one could not be set up): on a connection of the
+    pool, as a dispatcher polled before."""
+    with read_connection(ctx.engine) as conn:
+        return next_due_at(conn, KINDS)
 
 
 def run_in_threads(dispatchers: list[Dispatcher], *, once: bool) -> DispatchResult:

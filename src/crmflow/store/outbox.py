@@ -25,6 +25,7 @@ from crmflow.store.schema import enrollments, flows, outbox
 
 __all__ = [
     "ACCEPTED_KEY",
+    "OUTBOX_CHANNEL",
     "CaughtMail",
     "ClaimedMessage",
     "SentOutcome",
@@ -35,6 +36,7 @@ __all__ = [
     "claim_due_in",
     "count_emails_of_flow",
     "delete_of_runs",
+    "earliest_due",
     "flow_messages",
     "insert_ignoring_duplicates",
     "mark_caught",
@@ -46,18 +48,34 @@ __all__ = [
     "mark_suppressed",
     "messages_of",
     "next_due_at",
+    "next_due_query",
+    "notify_outbox",
     "put_back",
 ]
+
+# NOTIFY'd by each transaction that writes outbox rows (PostgreSQL): idle dispatchers LISTEN
+# (`store.outbox_signals`). Not the workers' channel: they are not woken by their own messages.
+OUTBOX_CHANNEL = "crmflow_outbox"
 
 
 def insert_ignoring_duplicates(
     conn: sa.Connection, rows: Sequence[dict[str, Any]], *, key: str = "idempotency_key"
 ) -> None:
     """Outbox rows; a row whose idempotency key is already there is left out (a retried step
-    run produces the same keys, and must not send twice)."""
+    run produces the same keys, and must not send twice). Idle dispatchers are told at the
+    commit (`notify_outbox`)."""
     if rows:
         insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(outbox)
         conn.execute(insert.on_conflict_do_nothing(index_elements=[key]), rows)
+        notify_outbox(conn)
+
+
+def notify_outbox(conn: sa.Connection) -> None:
+    """This transaction writes outbox rows: the idle dispatchers are woken once it commits (on
+    PostgreSQL a NOTIFY, one per transaction however many are sent; on SQLite they watch the
+    commits)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
 def cancel_pending_of_cancelled(conn: sa.Connection, enrollment_ids: Collection[int]) -> None:
@@ -496,18 +514,32 @@ def mark_suppressed(conn: sa.Connection, message_id: int, *, owner: str, reason:
     return _leased(conn, message_id, owner, values)
 
 
-def next_due_at(conn: sa.Connection, kinds: Collection[str]) -> datetime | None:
+def next_due_query(kinds: Collection[str]) -> sa.Select[Any]:
     """When the next message of `kinds` becomes due (pending, retrying, or a lease running
-    out); None when none waits."""
+    out), in one statement: three scalar subqueries, each on the index of (status, its time).
+    Read it with `earliest_due`."""
     o = outbox.c
     in_kinds = o.kind.in_(kinds)
-    times = [
-        sa.select(sa.func.min(o.not_before)).where(in_kinds, o.status == "pending"),
-        sa.select(sa.func.min(o.next_attempt_at)).where(in_kinds, o.status == "retrying"),
-        sa.select(sa.func.min(o.lease_until)).where(in_kinds, o.status == "sending"),
-    ]
-    found = [t for t in (conn.execute(q).scalar_one() for q in times) if t is not None]
+    times = {
+        "pending": sa.select(sa.func.min(o.not_before)).where(in_kinds, o.status == "pending"),
+        "retrying": sa.select(sa.func.min(o.next_attempt_at)).where(
+            in_kinds, o.status == "retrying"
+        ),
+        "leased": sa.select(sa.func.min(o.lease_until)).where(in_kinds, o.status == "sending"),
+    }
+    return sa.select(*(query.scalar_subquery().label(name) for name, query in times.items()))
+
+
+def earliest_due(row: Any) -> datetime | None:
+    """The earliest of the times a `next_due_query` row holds; None when none waits."""
+    found: list[datetime] = [t for t in (row.pending, row.retrying, row.leased) if t is not None]
     return min(found) if found else None
+
+
+def next_due_at(conn: sa.Connection, kinds: Collection[str]) -> datetime | None:
+    """When the next message of `kinds` becomes due (pending, retrying, or a lease running
+    out); None when none waits. One statement."""
+    return earliest_due(conn.execute(next_due_query(kinds)).one())
 
 
 def _caught_query() -> sa.Select[Any]:
