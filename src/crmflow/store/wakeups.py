@@ -286,15 +286,10 @@ def _first(table: sa.Table, at: sa.ColumnElement[Any], *order: sa.ColumnElement[
 def _sign_columns(*, deadlines: bool = False, prune: bool = False) -> list[Any]:
     """The columns of the one statement that says whether there is work (see `work_signs`)."""
     # Local: the enrollments' modules import this one (`mark_work`).
-    from crmflow.store.enrollments.rows import RUNNING, RUNNING_FLOWS  # noqa: PLC0415
+    from crmflow.store.enrollments.claims import next_due_select  # noqa: PLC0415
+    from crmflow.store.enrollments.rows import RUNNING  # noqa: PLC0415
 
     e = enrollments.c
-    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
-    due = sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
-        e.status.in_(RUNNING),
-        e.due_at.is_not(None),
-        e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
-    )
     start = sa.select(sa.func.min(flows.c.start_at)).where(flows.c.status == FlowStatus.DRAFT.value)
     archived = (
         sa.select(flow_status_changes.c.id)
@@ -317,7 +312,7 @@ def _sign_columns(*, deadlines: bool = False, prune: bool = False) -> list[Any]:
     columns: list[Any] = [
         newest.scalar_subquery().label("newest"),
         position.scalar_subquery().label("position"),
-        due.scalar_subquery().label("due"),
+        next_due_select().label("due"),
         _next_trigger().scalar_subquery().label("trigger"),
         start.scalar_subquery().label("start"),
         archive.scalar_subquery().label("archive"),

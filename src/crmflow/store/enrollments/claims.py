@@ -34,15 +34,27 @@ __all__ = [
     "inside_ids",
     "lock",
     "next_due",
+    "next_due_select",
     "notify_due",
     "read_enrollments",
     "release",
 ]
 
 
+# The statuses inside a flow, written as `ix_enrollments_inside_due`'s predicate is: SQLite uses
+# a partial index only for a query holding that very term (literals, not bound parameters).
+INSIDE_SQL = "enrollments.status IN ({})".format(", ".join(f"'{s}'" for s in RUNNING))
+
+
 def _due(now: datetime) -> sa.ColumnElement[bool]:
+    """Due at `now`, not leased, inside a running flow. With ORDER BY due_at LIMIT n,
+    PostgreSQL reads the rows in order from `ix_enrollments_inside_due` (only the rows inside a
+    flow, by due time) and stops at n (issue 14: with `status IN (...)` on (status, due_at) it
+    read every due row and sorted them, and at a million rows, its statistics of the due times
+    behind the clock, the whole table). SQLite's planner (no statistics) reads the due rows of
+    the running flows by `ix_enrollments_flow_status_due` and sorts them: as many as are due."""
     return sa.and_(
-        enrollments.c.status.in_(RUNNING),
+        sa.text(INSIDE_SQL),
         enrollments.c.due_at <= now,
         sa.or_(enrollments.c.lease_until.is_(None), enrollments.c.lease_until < now),
         enrollments.c.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
@@ -158,19 +170,58 @@ def release(conn: sa.Connection, ids: Sequence[int]) -> None:
         )
 
 
-def next_due(engine: sa.Engine) -> datetime | None:
+def next_due_select() -> sa.ScalarSelect[Any]:
     """When the earliest pending enrollment of a running flow can be claimed: its due time, or
-    the end of another worker's lease on it (so an idle worker does not spin on held rows)."""
+    the end of a lease on it (so an idle worker does not spin on held rows); NULL when none is
+    pending. The one definition of it: `next_due`, and the `due` of `store.wakeups`' signs.
+
+    Index probes, not a scan (issue 14: the min over every pending row read a million rows a
+    look). A row not leased is free at its due time: for each running flow and each status
+    inside, its first such row by due time is one probe of `ix_enrollments_flow_status_due`
+    (flow_id, status, due_at), so rows of paused flows are never read. A leased row is free at
+    the later of its due time and the end of its lease: the leased rows are found through the
+    partial index `ix_enrollments_leased` (only rows whose lease is set: a batch moved clears
+    its leases, so it holds the rows in flight at most). The earliest of the two is the same
+    as min(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) over every row
+    inside a running flow (tests/integration/test_next_due_probes.py compares them)."""
     e = enrollments.c
-    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
-    with read_connection(engine) as conn:
-        value: datetime | None = conn.execute(
-            sa.select(sa.func.min(sa.type_coerce(free_at, e.due_at.type))).where(
-                e.status.in_(RUNNING),
+    running = flows.c.status.in_(RUNNING_FLOWS)
+    arms: list[sa.Select[Any]] = []
+    for status in RUNNING:
+        first = (
+            sa.select(e.due_at)
+            .where(
+                e.flow_id == flows.c.id,
+                e.status == status,
                 e.due_at.is_not(None),
-                e.flow_id.in_(sa.select(flows.c.id).where(flows.c.status.in_(RUNNING_FLOWS))),
+                e.lease_until.is_(None),
             )
-        ).scalar_one()
+            .order_by(e.due_at)
+            .limit(1)
+            .correlate(flows)
+            .scalar_subquery()
+        )
+        arms.append(sa.select(first.label("free_at")).where(running))
+    free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
+    # The flow and status as a function's arguments: tests no index could answer, so that
+    # SQLite's planner (no statistics) takes `ix_enrollments_leased` rather than reading a
+    # running flow's rows by `ix_enrollments_flow_status_due`, all of them.
+    arms.append(
+        sa.select(free_at.label("free_at")).where(
+            e.lease_until.is_not(None),
+            e.due_at.is_not(None),
+            sa.func.coalesce(e.status, "").in_(RUNNING),
+            sa.func.coalesce(e.flow_id, 0).in_(sa.select(flows.c.id).where(running)),
+        )
+    )
+    free = sa.union_all(*arms).subquery("free")
+    return sa.select(sa.func.min(sa.type_coerce(free.c.free_at, e.due_at.type))).scalar_subquery()
+
+
+def next_due(engine: sa.Engine) -> datetime | None:
+    """When the earliest pending enrollment of a running flow can be claimed (`next_due_select`)."""
+    with read_connection(engine) as conn:
+        value: datetime | None = conn.execute(sa.select(next_due_select())).scalar_one()
     return value
 
 
