@@ -23,8 +23,11 @@ Memory is sampled every 1% of the virtual hour: resident memory (VmRSS) and trac
 current size (first, last, max) and tracemalloc's peak; tracemalloc slows the process (the
 clock with it: lateness under it is pessimistic), `--no-tracemalloc` leaves it off.
 
+`--until U` stops the soak after U seconds of virtual time (a million over the whole hour takes
+an hour of CPU time): the figures are then those of the timers due and run by then.
+
     python -m bench.bench_soak [--enrollments N] [--seconds S] [--backend sqlite|postgres]
-                               [--cpu] [--no-tracemalloc]
+                               [--cpu] [--no-tracemalloc] [--until U]
 """
 
 from __future__ import annotations
@@ -371,13 +374,16 @@ class SoakResult:
     clock: str
     setup: float
     figures: dict[str, Any]
+    until: float | None = None
 
     @property
     def problems(self) -> list[str]:
         f = self.figures
         found = []
-        if f["ran"] != self.enrollments or f["moved"] != self.enrollments:
-            found.append(f"{f['ran']} ring step runs, {f['moved']} moved of {self.enrollments}")
+        # Stopped early (`until`): every timer moved has its step run, no more.
+        wanted = self.enrollments if self.until is None else f["moved"]
+        if f["ran"] != wanted or f["moved"] != wanted:
+            found.append(f"{f['ran']} ring step runs, {f['moved']} moved of {wanted}")
         if f["unmatched"]:
             found.append(f"{f['unmatched']} step runs started at no batch's time")
         if f["early"]:
@@ -394,6 +400,7 @@ class SoakResult:
                 f"  tracemalloc current first={traced[0]:.1f} last={traced[-1]:.1f} "
                 f"max={max(traced):.1f} MB peak={f['peak']:.1f} MB"
             )
+        stopped = "" if self.until is None else " (stopped there)"
         return [
             f"{'soak, timers over an hour':<28} {self.backend:<8} "
             f"enrollments={self.enrollments:>9,} over {self.seconds:g}s virtual  "
@@ -402,7 +409,8 @@ class SoakResult:
             f"({self.clock} clock)",
             f"{'  soak memory':<28} {self.backend:<8} {memory}  ({len(rss)} samples)",
             f"{'  soak time':<28} {self.backend:<8} {f['wall']:.1f}s real for "
-            f"{f['virtual']:.0f}s virtual ({f['virtual'] / max(f['wall'], 1e-9):.1f}x real "
+            f"{f['virtual']:.0f}s virtual{stopped} "
+            f"({f['virtual'] / max(f['wall'], 1e-9):.1f}x real "
             f"time), {f['batches']:,} batches, {f['wakes']:,} idle wakes; "
             f"set-up {self.setup:.1f}s"
             + ("" if not self.problems else "  PROBLEMS: " + "; ".join(self.problems)),
@@ -417,6 +425,7 @@ def run(
     cpu: bool = False,
     trace: bool = True,
     child: bool = True,
+    until: float | None = None,
 ) -> SoakResult:
     """On a fresh database: the set-up here, the soak in a child process (`child=False`: in
     this one, for a quick check; its memory figures then include the set-up's)."""
@@ -430,6 +439,7 @@ def run(
             command += ["--seconds", str(seconds)]
             command += ["--cpu"] if cpu else []
             command += [] if trace else ["--no-tracemalloc"]
+            command += [] if until is None else ["--until", str(until)]
             done = subprocess.run(
                 command,
                 capture_output=True,
@@ -441,9 +451,9 @@ def run(
                 raise RuntimeError(f"the soak process failed: {done.stderr[-2000:]}")
             figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         else:
-            figures = soak(ctx, seconds, cpu=cpu, trace=trace)
+            figures = soak(ctx, seconds, cpu=cpu, trace=trace, until=until)
     clock = ("cpu+server" if backend == "postgres" else "cpu") if cpu else "wall"
-    return SoakResult(backend, count, seconds, clock, setup, figures)
+    return SoakResult(backend, count, seconds, clock, setup, figures, until)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -454,8 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu", action="store_true", help="the clock runs with CPU time")
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
-    # With --child: stop after UNTIL seconds of virtual time; progress lines on stderr.
-    parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--until", type=float, help="stop after UNTIL seconds of virtual time (figures so far)"
+    )
+    # With --child: progress lines on stderr.
     parser.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -471,7 +483,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(figures))
         return
     result = run(
-        args.backend, args.enrollments, args.seconds, cpu=args.cpu, trace=not args.no_tracemalloc
+        args.backend,
+        args.enrollments,
+        args.seconds,
+        cpu=args.cpu,
+        trace=not args.no_tracemalloc,
+        until=args.until,
     )
     for line in result.lines():
         print(line, flush=True)
