@@ -22,8 +22,8 @@ that has left its flow).
 Cost: the indexes are built in the upgrade's transaction by a plain CREATE INDEX (CREATE INDEX
 CONCURRENTLY cannot run inside a transaction): on PostgreSQL it holds a SHARE lock on
 `enrollments`, which blocks its writes (reads go on) while it reads and sorts the table:
-about 2 s for the three on a million enrollments (bench_soak's table, 2 cores); stop the
-workers or run it at a quiet time. On SQLite the database is locked for about as long (2 s).
+about 3 s for the three on a million enrollments (bench_soak's table, 2 cores); stop the
+workers or run it at a quiet time. On SQLite the database is locked for about 4 s.
 
 Revision ID: 0031
 Revises: 0030
