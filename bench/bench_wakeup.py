@@ -288,12 +288,16 @@ def _cli_one(backend: str, command: str, mode: str, idle: float, into: CliResult
             child.wait(timeout=60)
         made = json.loads(Path(out).read_text())
         minutes = (end - start) / 60
-        for kind in ("dispatcher", "worker", "other"):
-            count = sum(1 for at, k in made["stamps"] if start <= at < end and k == kind)
+        counts = {
+            kind: sum(1 for at, k in made["stamps"] if start <= at < end and k == kind)
+            for kind in ("dispatcher", "worker", "other")
+        }
+        for kind, count in counts.items():
             into.per_minute.setdefault(kind, []).append(count / minutes)
         woke = sum(1 for at, k in made["woke"] if start <= at < end and k == "dispatcher")
         into.wakeups_per_minute.append(woke / minutes)
-        into.per_wakeup.append(into.per_minute["dispatcher"][-1] * minutes / max(woke, 1))
+        # From the counts (a per-minute rate times the minutes came out at 1.0000000002).
+        into.per_wakeup.append(counts["dispatcher"] / max(woke, 1))
 
 
 def cli_lines(backend: str, idle: float, runs: int) -> str:

@@ -21,7 +21,9 @@ Who runs them: `JobRunner`, a loop beside the worker in `crmflow worker` and in 
 (which runs its worker inline). It claims one job at a time with a lease (`LEASE`), renewed at
 each committed step; a job whose runner died is taken over once its lease has expired, and a
 runner that lost its lease cannot commit a step (store.jobs). Any number of runners may run
-against PostgreSQL. Progress pages and `crmflow jobs list` read the table.
+against PostgreSQL. Progress pages and `crmflow jobs list` read the table. An idle runner does
+not poll: a job submitted in its process wakes it at once, one submitted by another process
+through the database (store.jobs.JobWatch), and it looks on its own every 20 s.
 
 A job runs as the user who asked for it, with that user's role now (an admin demoted meanwhile
 cannot start a flow through an old job: the service refuses, and the job fails saying so).
@@ -59,9 +61,11 @@ from crmflow.store import jobs as store
 from crmflow.store.database import Connection, Engine, read_connection
 
 __all__ = [
+    "IDLE_SECONDS",
     "IMPORT_BATCH_ROWS",
     "KINDS",
     "LEASE",
+    "LISTENING_IDLE_SECONDS",
     "JobRunner",
     "JobView",
     "flow_start_of",
@@ -76,7 +80,10 @@ log = logging.getLogger("crmflow.jobs")
 
 KINDS = ("flow_start", "import")
 LEASE = timedelta(seconds=60)
-IDLE_SECONDS = 2.0  # an idle runner looks again this often (sooner when woken)
+IDLE_SECONDS = 2.0  # an idle runner with no signal of new jobs looks again this often
+# With the signal (LISTEN crmflow_jobs, SQLite's commit watch) the look is a safety net: it also
+# takes over, within this long after its lease ended, a job whose runner died.
+LISTENING_IDLE_SECONDS = 20.0
 IMPORT_BATCH_ROWS = 1000  # rows per committed step of an import: the progress moves this often
 RECENT = timedelta(minutes=10)  # a flow's page shows a start finished this recently
 ImportFormat = Literal["csv", "jsonl"]
@@ -322,7 +329,7 @@ class JobRunner:
         *,
         name: str,
         lease: timedelta = LEASE,
-        idle_seconds: float = IDLE_SECONDS,
+        idle_seconds: float | None = None,
         after_step: Callable[[int], None] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -342,17 +349,29 @@ class JobRunner:
         self._wakeup.set()
 
     def run(self) -> None:
-        """Run jobs until `stop`; idle, look again every `idle_seconds` or when woken."""
+        """Run jobs until `stop`. Idle, it sleeps until woken: by a job submitted in this
+        process, or by another process (store.jobs.JobWatch); it looks again on its own after
+        LISTENING_IDLE_SECONDS, or IDLE_SECONDS when it cannot be woken from outside
+        (`idle_seconds`, when given, instead of either)."""
         on_job_submitted(self.ctx.engine, self.wake)
-        while not self._stop.is_set():
-            try:
-                ran = self.run_one()
-            except Exception:  # a database that went away: log, wait, try again
-                log.exception("job runner %s: a round failed", self.name)
-                ran = False
-            if not ran:
-                self._wakeup.wait(self.idle_seconds)
-                self._wakeup.clear()
+        watch = store.JobWatch(self.ctx.engine, self.wake)
+        try:
+            while not self._stop.is_set():
+                try:
+                    ran = watch.may_claim(now=self.ctx.now(), kinds=KINDS) and self.run_one()
+                except Exception:  # a database that went away: log, wait, try again
+                    log.exception("job runner %s: a round failed", self.name)
+                    ran = False
+                if not ran:
+                    self._wakeup.wait(self._idle(watch))
+                    self._wakeup.clear()
+        finally:
+            watch.close()
+
+    def _idle(self, watch: store.JobWatch) -> float:
+        if self.idle_seconds is not None:
+            return self.idle_seconds
+        return LISTENING_IDLE_SECONDS if watch.signalled else IDLE_SECONDS
 
     def run_once(self) -> int:
         """Run every job that can be claimed now; how many ran."""

@@ -6,11 +6,16 @@ runners never both take it (PostgreSQL skips the rows another claim holds; SQLit
 writer serialises the claims). While it works the runner writes its progress with `advance`
 in the transaction of the work itself, which also checks it still holds the lease: a runner
 whose lease was taken over cannot commit a step twice.
+
+An idle runner does not poll: `insert_job` sends `NOTIFY crmflow_jobs` on PostgreSQL (delivered
+when the transaction commits), and `JobWatch` is what the runner waits on: that LISTEN, or on
+SQLite the watch of the database's commits, with `claimable` its one statement per look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,13 +24,17 @@ import sqlalchemy as sa
 
 from crmflow.errors import JobLeaseLostError
 from crmflow.store.schema import jobs, users
+from crmflow.store.wakeups import CommitWatcher, WorkListener, watches_commits
 
 __all__ = [
     "ERROR_CHARS",
     "FINISHED",
+    "JOBS_CHANNEL",
     "JobRow",
+    "JobWatch",
     "advance",
     "claim",
+    "claimable",
     "content_of",
     "finish",
     "insert_job",
@@ -36,8 +45,11 @@ __all__ = [
     "unfinished_of",
 ]
 
+log = logging.getLogger("crmflow.jobs")
+
 ERROR_CHARS = 4_000
 FINISHED = ("done", "failed")
+JOBS_CHANNEL = "crmflow_jobs"
 _LISTED = (
     jobs.c.id,
     jobs.c.kind,
@@ -143,6 +155,8 @@ def insert_job(
             updated_at=now,
         )
     )
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"NOTIFY {JOBS_CHANNEL}"))  # idle runners wake at the commit
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
@@ -192,6 +206,12 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
         jobs.c.state == "waiting",
         sa.and_(jobs.c.state == "running", jobs.c.lease_until < now),
     )
+
+
+def claimable(conn: sa.Connection, *, now: datetime, kinds: Sequence[str]) -> bool:
+    """Whether a job of `kinds` can be claimed now (one indexed read, no lock)."""
+    query = sa.select(jobs.c.id).where(_claimable(now), jobs.c.kind.in_(list(kinds))).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def claim(
@@ -318,3 +338,47 @@ def prune_finished(conn: sa.Connection, before: datetime, *, rows: int) -> int:
     if ids:
         conn.execute(jobs.delete().where(j.id.in_(ids)))
     return len(ids)
+
+
+class JobWatch:
+    """What an idle job runner waits on: `wake` is called, from another thread, when a job may
+    have been submitted by another process (LISTEN crmflow_jobs on PostgreSQL; on SQLite a
+    watch of the commits, any connection's). `signalled` says whether it works (else the runner
+    must look again soon); `close()` when done."""
+
+    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        self._listener: WorkListener | None = None
+        self._watcher: CommitWatcher | None = None
+        try:
+            if engine.dialect.name == "postgresql":
+                self._listener = WorkListener(engine, wake, channel=JOBS_CHANNEL)
+            elif watches_commits(engine):
+                self._watcher = CommitWatcher(engine, wake)
+        except Exception as exc:  # the runner's short idle sleep finds the jobs without it
+            log.warning("job runner: no signal of new jobs (%s); it looks every few seconds", exc)
+
+    @property
+    def signalled(self) -> bool:
+        if self._listener is not None:
+            return self._listener.alive
+        return self._watcher is not None and self._watcher.connected
+
+    def may_claim(self, *, now: datetime, kinds: Sequence[str]) -> bool:
+        """Whether a claim is worth trying. On SQLite one read on the commit watch's own
+        connection (no transaction, no write lock, and its commits wake no one), so a runner
+        woken by every commit of a busy worker takes the write lock only when a job waits. On
+        PostgreSQL True: the claim is the look (one SELECT ... SKIP LOCKED)."""
+        watcher = self._watcher
+        if watcher is None or not watcher.connected:
+            return True
+        try:
+            return watcher.run(lambda conn: claimable(conn, now=now, kinds=kinds))
+        except Exception as exc:  # the claim will say what is wrong, if anything
+            log.debug("job runner: the look failed: %s", exc)
+            return True
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        if self._watcher is not None:
+            self._watcher.close()

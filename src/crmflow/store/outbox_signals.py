@@ -24,57 +24,16 @@ import logging
 import threading
 from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
 from crmflow.store.database import read_connection
 from crmflow.store.outbox import OUTBOX_CHANNEL, earliest_due, next_due_query
-from crmflow.store.wakeups import CommitWatcher, watches_commits
+from crmflow.store.wakeups import CommitWatcher, WorkListener, watches_commits
 
 __all__ = ["OutboxWatch"]
 
 log = logging.getLogger("crmflow.delivery")
-
-
-class _Listener:
-    """LISTEN crmflow_outbox on a connection of its own (PostgreSQL); `wake` called on each
-    notification, from a thread of its own, until `close()`. The LISTEN is made before the
-    constructor returns (it raises if it cannot be)."""
-
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self._wake = wake
-        self._closed = threading.Event()
-        self._conn = engine.raw_connection()
-        try:
-            driver: Any = self._conn.driver_connection
-            driver.autocommit = True
-            driver.execute(f"LISTEN {OUTBOX_CHANNEL}")
-        except Exception:
-            self._conn.invalidate()
-            raise
-        self._thread = threading.Thread(
-            target=self._listen, args=(driver,), daemon=True, name="crmflow-outbox-listen"
-        )
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _listen(self, driver: Any) -> None:
-        try:
-            while not self._closed.is_set():
-                for _ in driver.notifies(timeout=1.0, stop_after=1):
-                    self._wake()
-        except Exception as exc:  # a lost connection: the dispatchers poll again
-            if not self._closed.is_set():
-                log.warning("LISTEN %s stopped: %s", OUTBOX_CHANNEL, exc)
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2.0)
-        self._conn.invalidate()
 
 
 class _Shared:
@@ -85,12 +44,12 @@ class _Shared:
         self.users = 0
         self._wakes: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # the looks' connection: one look at a time
-        self.listener: _Listener | None = None
+        self.listener: WorkListener | None = None
         self.watcher: CommitWatcher | None = None
         self._conn: sa.Connection | None = None
         try:
             if engine.dialect.name == "postgresql":
-                self.listener = _Listener(engine, self._wake)
+                self.listener = WorkListener(engine, self._wake, channel=OUTBOX_CHANNEL)
             elif watches_commits(engine):
                 self.watcher = CommitWatcher(engine, self._wake)
         except Exception as exc:  # the short idle sleep finds the messages without it

@@ -95,27 +95,42 @@ def on_work_committed(engine: sa.Engine, callback: Callable[[], None]) -> None:
 
 
 class WorkListener:
-    """LISTEN crmflow_due on a dedicated connection (PostgreSQL); calls `wake` on each
-    notification, from a thread of its own, until `close()`."""
+    """LISTEN on `channel` (by default crmflow_due) on a connection of its own (PostgreSQL);
+    calls `wake` on each notification, from a thread of its own, until `close()`. The LISTEN is
+    made before the constructor returns (it raises if it cannot be); `alive` turns False when
+    the connection is lost (the waiters' bounded sleeps find the work without it)."""
 
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: sa.Engine, wake: Callable[[], None], *, channel: str = NOTIFY_CHANNEL
+    ) -> None:
         self._wake = wake
+        self._channel = channel
         self._closed = threading.Event()
         self._conn = engine.raw_connection()
-        self._thread = threading.Thread(target=self._listen, daemon=True, name="crmflow-listen")
+        try:
+            driver: Any = self._conn.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {channel}")
+        except Exception:
+            self._conn.invalidate()
+            raise
+        self._thread = threading.Thread(
+            target=self._listen, args=(driver,), daemon=True, name=f"crmflow-listen-{channel}"
+        )
         self._thread.start()
 
-    def _listen(self) -> None:
-        driver = self._conn.driver_connection
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _listen(self, driver: Any) -> None:
         try:
-            driver.autocommit = True  # type: ignore[union-attr]
-            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
             while not self._closed.is_set():
-                for _ in driver.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
+                for _ in driver.notifies(timeout=1.0, stop_after=1):
                     self._wake()
-        except Exception as exc:  # a lost connection: the worker's bounded sleep still works
+        except Exception as exc:  # a lost connection
             if not self._closed.is_set():
-                log.warning("LISTEN %s stopped: %s", NOTIFY_CHANNEL, exc)
+                log.warning("LISTEN %s stopped: %s", self._channel, exc)
 
     def close(self) -> None:
         self._closed.set()
