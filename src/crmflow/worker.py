@@ -131,7 +131,7 @@ def run_batch(
                 ids = repo.due_ids(conn, now=now, limit=limit)
                 if not ids:
                     return BatchResult(0, 0, 0)
-                due = repo.lock(conn, ids, owner=None)
+                due = repo.lock(conn, ids)
                 deadline = time.monotonic() + limit_seconds
                 evaluation = evaluate_batch(conn, ctx, due, now=now, deadline=deadline)
                 read_at = data_version(conn)
@@ -145,7 +145,7 @@ def run_batch(
                     # cancelled it, another worker moved it) is left for the next batch to
                     # find, if still due; the records and flows are read again.
                     as_read = {r.id: r for r in evaluation.rows}
-                    locked = repo.lock(conn, list(as_read), owner=None)
+                    locked = repo.lock(conn, list(as_read))
                     rows = [r for r in locked if r == as_read[r.id]]
                 moved = move_batch(
                     conn, ctx, system, rows, now=now, deadline=deadline, evaluation=evaluation
@@ -156,7 +156,7 @@ def run_batch(
         if not ids:
             return BatchResult(0, 0, 0)
         deadline = time.monotonic() + limit_seconds
-        rows = repo.lock(conn, ids, owner=None)
+        rows = repo.lock(conn, ids)
         moved = move_batch(conn, ctx, system, rows, now=now, deadline=deadline)
     return _result(ids, moved)
 
@@ -254,7 +254,6 @@ class Worker:
         ctx: Context,
         *,
         batch_size: int = DEFAULT_BATCH,
-        lease: timedelta | None = None,
         max_idle: float | None = None,
         name: str | None = None,
         error_backoff: float = ERROR_BACKOFF,
@@ -263,12 +262,10 @@ class Worker:
         """`on_moved` is called after each batch that moved enrollments (the dispatcher's
         `wake`: the messages they wrote are delivered at once). `max_idle`: the longest idle
         sleep; by default MAX_IDLE, or LISTENING_MAX_IDLE while other processes' work wakes
-        the worker (`run()` sets it up). `lease` is not used: a batch holds no lease (it is
-        taken and moved in one transaction); `crmflow worker --lease-seconds` still passes it."""
+        the worker (`run()` sets it up)."""
         self.ctx = ctx
         self.on_moved = on_moved
         self.batch_size = batch_size
-        del lease  # see the docstring
         self._max_idle = max_idle
         self.max_idle = MAX_IDLE if max_idle is None else max_idle
         self.name = name or worker_name()

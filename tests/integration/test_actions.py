@@ -215,7 +215,7 @@ def test_the_invitation_of_a_retried_batch_has_the_same_uid_and_the_event_exists
     seen: list[dict[str, Any]] = []
     with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
         taken = repo.due_ids(conn, now=clock.current, limit=10)
-        move_batch(conn, ctx, system, repo.lock(conn, taken, owner=None), now=clock.current)
+        move_batch(conn, ctx, system, repo.lock(conn, taken), now=clock.current)
         seen += [r.payload for r in conn.execute(sa.select(outbox))]
         raise RuntimeError("killed")
     assert _events(ctx) == [] and _outbox_rows(ctx) == []

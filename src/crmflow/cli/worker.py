@@ -22,11 +22,13 @@ def worker(
         int, typer.Option(metavar="N", help="Enrollments claimed per batch.")
     ] = 500,
     lease_seconds: Annotated[
-        float,
+        float | None,
         typer.Option(
-            metavar="SECONDS", help="How long a claimed batch is ours before others may take it."
+            metavar="SECONDS",
+            hidden=True,
+            help="Ignored (a batch holds no lease: it is taken and moved in one transaction).",
         ),
-    ] = 60.0,
+    ] = None,
     dispatch: Annotated[
         bool,
         typer.Option(
@@ -38,8 +40,6 @@ def worker(
     """Run the worker: claim due records in batches, run their steps, write the results; and
     the dispatcher beside it (the emails go; `--no-dispatch` leaves them to `crmflow
     dispatch`). SIGTERM or Ctrl-C stops both after the current batch."""
-    from datetime import timedelta
-
     from crmflow.cli.dispatch import start_dispatcher
     from crmflow.cli.jobs import start_job_runner
     from crmflow.logs import configure as configure_logs
@@ -58,10 +58,15 @@ def worker(
             console.print(f"ran {ran} background job(s)", highlight=False)
         return
     dispatcher, dispatching = start_dispatcher(ctx) if dispatch else (None, None)
+    if lease_seconds is not None:
+        err_console.print(
+            "--lease-seconds is ignored: a batch holds no lease any more (it is taken and moved"
+            " in one transaction); remove it from the command",
+            highlight=False,
+        )
     runner = Worker(
         ctx,
         batch_size=batch_size,
-        lease=timedelta(seconds=lease_seconds),
         on_moved=dispatcher.wake if dispatcher else None,
     )
 

@@ -114,7 +114,7 @@ def cancel_inside(
     flow, those not entered yet included (a pending follow-up of a looping flow must not enter
     either), except `keep` (the enrollments the caller is moving and writes itself)."""
     states = list(first)
-    running = repo.lock(conn, repo.inside_ids(conn, flow_id, record_id), owner=None)
+    running = repo.lock(conn, repo.inside_ids(conn, flow_id, record_id))
     for r in running:
         if r.id in keep:
             continue

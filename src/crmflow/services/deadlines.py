@@ -367,7 +367,7 @@ def _escalation_target(ctx: Context, item: _Due) -> tuple[str, str]:
     escalation = item.deadline.escalate
     assert escalation is not None and escalation.to is not None
     with ctx.engine.begin() as conn:
-        rows = repo.lock(conn, [item.task.enrollment_id], owner=None)
+        rows = repo.lock(conn, [item.task.enrollment_id])
         reference = load_reference(conn, ctx, rows)
     record = reference.records.get(item.task.record_id)
     if record is None:

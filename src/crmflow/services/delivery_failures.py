@@ -71,7 +71,7 @@ def message_failed(
         action_ref=action_ref_of(message.idempotency_key),
     )
     # The run is locked first: failures of one run, and the worker moving it, take turns.
-    rows = repo.lock(conn, [origin.enrollment_id], owner=None)
+    rows = repo.lock(conn, [origin.enrollment_id])
     reference = load_reference(conn, ctx, rows)
     info = reference.infos.get((rows[0].flow_id, rows[0].flow_version)) if rows else None
     if not rows or info is None:

@@ -188,7 +188,7 @@ def start_one(
     # The batch runner reads what was read above (nothing changed the record since): it is
     # given, with the flow, rather than read twice.
     infos = repo.load_flows(conn, [(flow.id, flow.current_version)], definitions_cache(ctx))
-    rows = repo.lock(conn, [eid], owner=None)
+    rows = repo.lock(conn, [eid])
     reference = Reference(infos, types, with_people(conn, infos, snapshots, types))
     move_batch(conn, ctx, actor, rows, now=now, reference=reference)
     repo.notify_due(conn)
@@ -240,7 +240,7 @@ def cancel_enrollment(
 
 
 def _locked(conn: Connection, actor: Actor, enrollment_id: int) -> tuple[repo.EnrollmentRow, Row]:
-    rows = repo.lock(conn, [enrollment_id], owner=None)
+    rows = repo.lock(conn, [enrollment_id])
     flow = find_flow(conn, rows[0].flow_id) if rows else None
     if not rows or flow is None or not can_see_flow(conn, actor, flow):
         raise NotFoundError(f"no enrollment {enrollment_id} that you can see")

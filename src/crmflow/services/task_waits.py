@@ -23,7 +23,7 @@ __all__ = ["ask_instead", "go_on", "lock_run", "waiting_run"]
 
 def lock_run(conn: Connection, enrollment_id: int) -> repo.EnrollmentRow | None:
     """The record's run `enrollment_id`, locked until the transaction ends (None: gone)."""
-    rows = repo.lock(conn, [enrollment_id], owner=None)
+    rows = repo.lock(conn, [enrollment_id])
     return rows[0] if rows else None
 
 

@@ -264,7 +264,7 @@ class _Thaw:
     def chunk(self, ids: Sequence[int], unheard: UnheardChanges | None) -> None:
         """Lock, load, compute and write the enrollments `ids` in bulk."""
         conn, flow = self.conn, self.flow
-        rows = repo.lock(conn, ids, owner=None)
+        rows = repo.lock(conn, ids)
         infos = repo.load_flows(conn, {(flow.id, r.flow_version) for r in rows}, self.cache)
         snapshots = repo.load_records(conn, {r.record_id for r in rows}, self.types)
         heard = (

@@ -265,7 +265,7 @@ def handle_changes(
     )
     if ids:
         entering = {eid: c.change for eid, c in zip(ids, admitted, strict=True) if c.change}
-        rows = repo.lock(conn, ids, owner=None)
+        rows = repo.lock(conn, ids)
         reference = load_reference(conn, ctx, rows, types=types, records=unchanged)
         move_batch(conn, ctx, system, rows, now=now, events=entering, reference=reference)
         repo.notify_due(conn)
@@ -357,7 +357,7 @@ def _wake_enrolled(
             wake[eid] = merge_events(heard)
             woken.add(flow_id)
     if wake:
-        rows = repo.lock(conn, sorted(wake), owner=None)
+        rows = repo.lock(conn, sorted(wake))
         reference = load_reference(conn, ctx, rows, types=types, records=current)
         move_batch(conn, ctx, system, rows, now=now, events=wake, reference=reference)
     return woken

@@ -1,7 +1,7 @@
 """The enrollments (`enrollments`): the one place that writes the table, a module per concern.
 
-- `claims`: due work claimed in batches (leases, `FOR UPDATE SKIP LOCKED`), a batch's rows
-  locked again when it is written, leases released, when the next one is due;
+- `claims`: due work taken in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL), a batch's rows
+  read and locked, when the next one is due;
 - `reference`: what a batch is moved against, read once per transaction (its flows and records);
 - `entering`: records entering flows, one, a batch or a whole saved query's at a time (one
   `INSERT INTO enrollments ... SELECT`), and the past entries the entry rules judge a start by;
@@ -17,14 +17,12 @@ enrollments as repo; repo.lock(...)`).
 from __future__ import annotations
 
 from crmflow.store.enrollments.claims import (
-    claim,
     due_ids,
     inside_ids,
     lock,
     next_due,
     notify_due,
     read_enrollments,
-    release,
 )
 from crmflow.store.enrollments.entering import (
     RecordIds,
@@ -66,7 +64,6 @@ __all__ = [
     "EnrollmentRow",
     "FlowInfo",
     "RecordIds",
-    "claim",
     "count_by_status_and_step",
     "count_ids",
     "due_ids",
@@ -91,7 +88,6 @@ __all__ = [
     "position",
     "read_enrollments",
     "record_ids",
-    "release",
     "runs_page",
     "save",
     "selected_ids",

@@ -1,17 +1,19 @@
-"""Due work claimed in batches, and the rows of a batch locked again when it is written.
+"""Due work taken in batches: which enrollments are due (`due_ids`), their rows read and locked
+(`lock`), and when the next one will be (`next_due_select`, `next_due`).
 
-A worker claims a batch in a short transaction: on PostgreSQL `SELECT ... FOR UPDATE SKIP
-LOCKED LIMIT n` (concurrent workers take disjoint batches without waiting for each other), on
-SQLite the single writer (`BEGIN IMMEDIATE`). The claim sets a lease (owner, until) and commits.
-The batch is then processed in one transaction that first locks its rows again *and* checks that
-the lease is still ours: a worker that was too slow (its lease expired and another worker took the
-rows) writes nothing, and a worker that died leaves rows that are free once the lease expires.
+A worker takes a batch in the transaction that moves it (worker.run_batch). On PostgreSQL
+`due_ids` is `SELECT ... ORDER BY due_at LIMIT n FOR UPDATE SKIP LOCKED`: concurrent workers take
+disjoint batches without waiting for each other, and a worker that dies is rolled back, its rows
+free at once. On SQLite the batch is read on a snapshot and written under the single writer's
+lock. No lease is written any more; the lease columns are still read (`_due` skips a row whose
+lease runs, and `next_due_select` waits for its end) for the rows a worker of an older version
+leased during an upgrade.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +31,6 @@ from crmflow.store.schema import enrollments, flows
 from crmflow.store.wakeups import mark_work
 
 __all__ = [
-    "claim",
     "due_ids",
     "inside_ids",
     "lock",
@@ -37,7 +38,6 @@ __all__ = [
     "next_due_select",
     "notify_due",
     "read_enrollments",
-    "release",
 ]
 
 
@@ -75,50 +75,6 @@ def due_ids(conn: sa.Connection, *, now: datetime, limit: int) -> list[int]:
     return [int(i) for i in conn.execute(query).scalars()]
 
 
-def claim(
-    engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
-) -> list[int]:
-    """Lease up to `limit` due enrollments of running flows to `owner`; their ids, due first.
-
-    On PostgreSQL one statement (`UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)
-    RETURNING`): the rows are picked, locked and leased in one round trip."""
-    if engine.dialect.name == "postgresql":
-        return _claim_postgres(engine, now=now, owner=owner, limit=limit, lease=lease)
-    with engine.begin() as conn:
-        ids = due_ids(conn, now=now, limit=limit)
-        if ids:
-            conn.execute(
-                enrollments.update()
-                .where(among(enrollments.c.id, ids, conn))
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-    return ids
-
-
-def _claim_postgres(
-    engine: sa.Engine, *, now: datetime, owner: str, limit: int, lease: timedelta
-) -> list[int]:
-    e = enrollments.c
-    picked = (
-        sa.select(e.id, e.due_at)
-        .where(_due(now))
-        .order_by(e.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=enrollments)
-        .cte("picked")
-    )
-    statement = (
-        enrollments.update()
-        .where(e.id == picked.c.id)
-        .values(lease_owner=owner, lease_until=now + lease)
-        .returning(e.id, picked.c.due_at)
-    )
-    with engine.begin() as conn:
-        leased = conn.execute(statement).all()
-    # RETURNING keeps no order: due first, as the SELECT had them.
-    return [int(i) for i, _ in sorted(leased, key=lambda r: (r[1], r[0]))]
-
-
 def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
     e = enrollments.c
     # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
@@ -136,14 +92,10 @@ def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
     return sa.select(*columns).where(among(e.id, ids, conn))
 
 
-def lock(conn: sa.Connection, ids: Sequence[int], *, owner: str | None) -> list[EnrollmentRow]:
-    """The enrollments `ids`, locked for this transaction, in id order. With `owner`, only those
-    whose lease is still `owner`'s: the others were taken over and must not be written."""
-    e = enrollments.c
-    query = _rows(conn, ids)
-    if owner is not None:
-        query = query.where(e.lease_owner == owner)
-    return [enrollment_row(r) for r in conn.execute(query.order_by(e.id).with_for_update())]
+def lock(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
+    """The enrollments `ids`, locked for this transaction (PostgreSQL), in id order."""
+    query = _rows(conn, ids).order_by(enrollments.c.id).with_for_update()
+    return [enrollment_row(r) for r in conn.execute(query)]
 
 
 def read_enrollments(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
@@ -158,16 +110,6 @@ def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
         e.flow_id == flow_id, e.record_id == record_id, e.status.in_(RUNNING)
     )
     return list(conn.execute(query).scalars().all())
-
-
-def release(conn: sa.Connection, ids: Sequence[int]) -> None:
-    """Give up the leases of enrollments that were claimed but not moved (nothing to do)."""
-    if ids:
-        conn.execute(
-            enrollments.update()
-            .where(among(enrollments.c.id, ids, conn))
-            .values(lease_owner=None, lease_until=None)
-        )
 
 
 def next_due_select() -> sa.ScalarSelect[Any]:
