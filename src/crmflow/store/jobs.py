@@ -371,8 +371,15 @@ class JobWatch:
         watcher = self._watcher
         if watcher is None or not watcher.connected:
             return True
+
+        def look(conn: sa.Connection) -> bool:
+            try:
+                return claimable(conn, now=now, kinds=kinds)
+            finally:
+                conn.commit()  # autocommit: nothing is sent; SQLAlchemy's transaction ends
+
         try:
-            return watcher.run(lambda conn: claimable(conn, now=now, kinds=kinds))
+            return watcher.run(look)
         except Exception as exc:  # the claim will say what is wrong, if anything
             log.debug("job runner: the look failed: %s", exc)
             return True
