@@ -226,7 +226,11 @@ def _plan(conn: sa.Connection, query: sa.Select[Any]) -> str:
 
 
 def test_the_statements_read_indexes_not_the_table(ctx: Context) -> None:
-    from crmflow.store.enrollments.claims import _due, next_due_select  # noqa: PLC0415
+    from crmflow.store.enrollments.claims import (  # noqa: PLC0415
+        _due,
+        due_select,
+        next_due_select,
+    )
 
     ids = _flows(ctx)
     _enroll(
@@ -237,11 +241,13 @@ def test_the_statements_read_indexes_not_the_table(ctx: Context) -> None:
         plan = _plan(conn, sa.select(next_due_select()))
         assert "ix_enrollments_flow_status_due" in plan and "ix_enrollments_leased" in plan
         assert "SCAN enrollments" not in plan and "Seq Scan on enrollments" not in plan
-        # The claim walks the rows inside a flow by due time, and stops at its batch.
         claim = sa.select(e.id).where(_due(_at(30))).order_by(e.due_at).limit(10)
         if ctx.engine.dialect.name == "postgresql":
-            plan = _plan(conn, claim)
-            assert "ix_enrollments_inside_due" in plan and "Sort" not in plan, plan
+            # The claim probes each running flow's rows by due time and stops at its candidates
+            # (tests/integration/test_claim_probes.py), then locks them by primary key.
+            plan = _plan(conn, due_select("postgresql", _at(30), 10))
+            assert "ix_enrollments_flow_status_due" in plan and "pk_enrollments" in plan, plan
+            assert "Seq Scan on enrollments" not in plan, plan
         else:
             # SQLite's planner (no statistics) may prefer another index; that this one can
             # answer (its predicate is the claim's very term) is what INDEXED BY checks.
