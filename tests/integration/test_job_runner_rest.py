@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -21,17 +21,9 @@ import sqlalchemy as sa
 from crmflow.services import jobs
 from crmflow.services.context import Actor, Context
 from crmflow.settings import Settings
+from tests.integration.test_dispatcher_rest import _wait_for
 
 _THREAD = "jobs-at-rest"
-
-
-def _wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class _Counted:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from crmflow.errors import JobLeaseLostError
 from crmflow.store.schema import jobs, users
-from crmflow.store.wakeups import CommitWatcher, WorkListener, watches_commits
+from crmflow.store.wakeups import OtherWrites
 
 __all__ = [
     "ERROR_CHARS",
@@ -208,10 +208,15 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _first_claimable(now: datetime, kinds: Sequence[str]) -> sa.Select[Any]:
+    """The oldest job of `kinds` that can be claimed at `now`: its id."""
+    query = sa.select(jobs.c.id).where(_claimable(now), jobs.c.kind.in_(list(kinds)))
+    return query.order_by(jobs.c.id).limit(1)
+
+
 def claimable(conn: sa.Connection, *, now: datetime, kinds: Sequence[str]) -> bool:
     """Whether a job of `kinds` can be claimed now (one indexed read, no lock)."""
-    query = sa.select(jobs.c.id).where(_claimable(now), jobs.c.kind.in_(list(kinds))).limit(1)
-    return conn.execute(query).first() is not None
+    return conn.execute(_first_claimable(now, kinds)).first() is not None
 
 
 def claim(
@@ -220,12 +225,7 @@ def claim(
     """Take the oldest job of `kinds` that is waiting or whose runner's lease has expired, for
     `owner` until `now + lease`; None when there is none."""
     with engine.begin() as conn:
-        query = (
-            sa.select(jobs.c.id)
-            .where(_claimable(now), jobs.c.kind.in_(list(kinds)))
-            .order_by(jobs.c.id)
-            .limit(1)
-        )
+        query = _first_claimable(now, kinds)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         job_id = conn.execute(query).scalar()
@@ -347,28 +347,18 @@ class JobWatch:
     must look again soon); `close()` when done."""
 
     def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self._listener: WorkListener | None = None
-        self._watcher: CommitWatcher | None = None
-        try:
-            if engine.dialect.name == "postgresql":
-                self._listener = WorkListener(engine, wake, channel=JOBS_CHANNEL)
-            elif watches_commits(engine):
-                self._watcher = CommitWatcher(engine, wake)
-        except Exception as exc:  # the runner's short idle sleep finds the jobs without it
-            log.warning("job runner: no signal of new jobs (%s); it looks every few seconds", exc)
+        self._signal = OtherWrites(engine, wake, channel=JOBS_CHANNEL, log=log, who="job runner")
 
     @property
     def signalled(self) -> bool:
-        if self._listener is not None:
-            return self._listener.alive
-        return self._watcher is not None and self._watcher.connected
+        return self._signal.signalled
 
     def may_claim(self, *, now: datetime, kinds: Sequence[str]) -> bool:
         """Whether a claim is worth trying. On SQLite one read on the commit watch's own
         connection (no transaction, no write lock, and its commits wake no one), so a runner
         woken by every commit of a busy worker takes the write lock only when a job waits. On
         PostgreSQL True: the claim is the look (one SELECT ... SKIP LOCKED)."""
-        watcher = self._watcher
+        watcher = self._signal.watcher
         if watcher is None or not watcher.connected:
             return True
 
@@ -385,7 +375,4 @@ class JobWatch:
             return True
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        if self._watcher is not None:
-            self._watcher.close()
+        self._signal.close()

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from crmflow.store.database import read_connection
 from crmflow.store.outbox import OUTBOX_CHANNEL, earliest_due, next_due_query
-from crmflow.store.wakeups import CommitWatcher, WorkListener, watches_commits
+from crmflow.store.wakeups import CommitWatcher, OtherWrites
 
 __all__ = ["OutboxWatch"]
 
@@ -44,17 +44,11 @@ class _Shared:
         self.users = 0
         self._wakes: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # the looks' connection: one look at a time
-        self.listener: WorkListener | None = None
-        self.watcher: CommitWatcher | None = None
         self._conn: sa.Connection | None = None
-        try:
-            if engine.dialect.name == "postgresql":
-                self.listener = WorkListener(engine, self._wake, channel=OUTBOX_CHANNEL)
-            elif watches_commits(engine):
-                self.watcher = CommitWatcher(engine, self._wake)
-        except Exception as exc:  # the short idle sleep finds the messages without it
-            how = f"LISTEN {OUTBOX_CHANNEL}" if engine.dialect.name == "postgresql" else "watch"
-            log.warning("dispatchers: %s unavailable: %s", how, exc)
+        self.signal = OtherWrites(
+            engine, self._wake, channel=OUTBOX_CHANNEL, log=log, who="dispatchers"
+        )
+        self.watcher = self.signal.watcher
 
     def add(self, wake: Callable[[], None]) -> None:
         self._wakes.append(wake)
@@ -70,9 +64,7 @@ class _Shared:
 
     @property
     def signalled(self) -> bool:
-        if self.listener is not None:
-            return self.listener.alive
-        return self.watcher is not None and self.watcher.connected
+        return self.signal.signalled
 
     def next_due(self, kinds: Collection[str]) -> datetime | None:
         query = next_due_query(kinds)
@@ -108,10 +100,7 @@ class _Shared:
                 log.debug("closing the dispatchers' looks connection: %s", exc)
 
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-        if self.watcher is not None:
-            self.watcher.close()
+        self.signal.close()
         with self._lock:
             self._close_conn()
 

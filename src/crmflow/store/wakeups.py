@@ -55,6 +55,7 @@ __all__ = [
     "PRUNED_KINDS",
     "PRUNED_RECEIPTS",
     "CommitWatcher",
+    "OtherWrites",
     "RestLooks",
     "WorkListener",
     "WorkSigns",
@@ -136,6 +137,47 @@ class WorkListener:
         self._closed.set()
         self._thread.join(timeout=2.0)
         self._conn.invalidate()
+
+
+class OtherWrites:
+    """What tells a waiter that another connection (another process) may have written what it
+    waits for: LISTEN `channel` on PostgreSQL (the writers NOTIFY it), a `CommitWatcher` on a
+    SQLite file; neither on an in-memory database, or when it cannot be had (said once in the
+    log `log`, as `who`'s; the waiter's short bounded sleep finds the work without it). `wake` is
+    called from another thread. `watcher` is the SQLite watch (its connection serves looks that
+    wake no one); `signalled` whether the signal works now; `close()` when done."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        wake: Callable[[], None],
+        *,
+        channel: str,
+        log: logging.Logger,
+        who: str,
+    ) -> None:
+        self.listener: WorkListener | None = None
+        self.watcher: CommitWatcher | None = None
+        try:
+            if engine.dialect.name == "postgresql":
+                self.listener = WorkListener(engine, wake, channel=channel)
+            elif watches_commits(engine):
+                self.watcher = CommitWatcher(engine, wake)
+        except Exception as exc:
+            how = f"LISTEN {channel}" if engine.dialect.name == "postgresql" else "commit watch"
+            log.warning("%s: %s unavailable: %s", who, how, exc)
+
+    @property
+    def signalled(self) -> bool:
+        if self.listener is not None:
+            return self.listener.alive
+        return self.watcher is not None and self.watcher.connected
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.watcher is not None:
+            self.watcher.close()
 
 
 def watches_commits(engine: sa.Engine) -> bool:

@@ -2,12 +2,12 @@
 (`lock`), and when the next one will be (`next_due_select`, `next_due`).
 
 A worker takes a batch in the transaction that moves it (worker.run_batch). On PostgreSQL
-`due_ids` is `SELECT ... ORDER BY due_at LIMIT n FOR UPDATE SKIP LOCKED`: concurrent workers take
-disjoint batches without waiting for each other, and a worker that dies is rolled back, its rows
-free at once. On SQLite the batch is read on a snapshot and written under the single writer's
-lock. No lease is written any more; the lease columns are still read (`_due` skips a row whose
-lease runs, and `next_due_select` waits for its end) for the rows a worker of an older version
-leased during an upgrade.
+`due_ids` reads the due candidates of each running flow by index probes and locks them with
+`FOR UPDATE SKIP LOCKED`: concurrent workers take disjoint batches without waiting for each
+other, and a worker that dies is rolled back, its rows free at once. On SQLite the batch is
+read on a snapshot and written under the single writer's lock. No lease is written any more;
+the lease columns are still read (a row whose lease runs is skipped, and `next_due_select`
+waits for its end) for the rows a worker of an older version leased during an upgrade.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 
+CANDIDATES = 4  # PostgreSQL: due rows read per row of a batch, before the locks (_due_ids_postgres)
 # The statuses inside a flow, written as `ix_enrollments_inside_due`'s predicate is: SQLite uses
 # a partial index only for a query holding that very term (literals, not bound parameters).
-CANDIDATES = 4  # PostgreSQL: due rows read per row of a batch, before the locks (_due_ids_postgres)
 INSIDE_SQL = "enrollments.status IN ({})".format(", ".join(f"'{s}'" for s in RUNNING))
 
 
