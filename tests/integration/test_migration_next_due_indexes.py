@@ -1,6 +1,7 @@
 """Migration 0031: the enrollments' index by (flow, status) becomes (flow, status, due time),
 with the partial indexes of leased rows and of rows inside a flow by due time; a downgrade
-gives the old index back. On SQLite and PostgreSQL, each on a database of its own."""
+gives the old index back. Migration 0032: the two indexes by status and due time go, and come
+back on a downgrade. On SQLite and PostgreSQL, each on a database of its own."""
 
 from __future__ import annotations
 
@@ -52,3 +53,17 @@ def test_the_indexes_are_made_and_a_downgrade_gives_the_old_one_back(engine: sa.
     command.downgrade(alembic_config(engine), "0030")
     found = _indexes(engine)
     assert "ix_enrollments_flow_status" in found and not NEW & found
+
+
+def test_0032_drops_the_indexes_by_status_and_due_time_and_a_downgrade_builds_them(
+    engine: sa.Engine,
+) -> None:
+    dropped = {"ix_enrollments_status_due", "ix_enrollments_inside_due"}
+    upgrade(engine, "0031")
+    assert _indexes(engine) >= dropped
+    upgrade(engine, "0032")
+    found = _indexes(engine)
+    assert not dropped & found
+    assert {"ix_enrollments_flow_status_due", "ix_enrollments_leased"} <= found
+    command.downgrade(alembic_config(engine), "0031")
+    assert _indexes(engine) >= dropped

@@ -275,18 +275,12 @@ enrollments = sa.Table(
     # A run started in test mode: the flow's test recipients then (null: a real run).
     sa.Column("test_to", JSONDoc),
     # By flow and status (the counts of a flow's pages), then due time: the next due of each
-    # running flow is one probe (store.enrollments.claims.next_due_select, migration 0031).
+    # running flow is one probe (store.enrollments.claims.next_due_select, migration 0031), and
+    # so are the claim (claims.due_select) and the due backlog (/metrics): one probe per running
+    # flow and status. Migration 0032 dropped the two indexes by status and due time that they
+    # no longer read, each one more write at every move.
     sa.Index("ix_enrollments_flow_status_due", "flow_id", "status", "due_at"),
     sa.Index("ix_enrollments_record", "record_id"),
-    sa.Index("ix_enrollments_status_due", "status", "due_at"),
-    # The rows inside a flow (store.enrollments.rows.RUNNING) by due time: the worker's claim
-    # walks it in order and stops at its batch size (claims._due: the same predicate's text).
-    sa.Index(
-        "ix_enrollments_inside_due",
-        "due_at",
-        sqlite_where=sa.text("status IN ('active', 'waiting', 'held')"),
-        postgresql_where=sa.text("status IN ('active', 'waiting', 'held')"),
-    ),
     # The leased rows only (a batch moved clears its leases): their free time, probed apart.
     sa.Index(
         "ix_enrollments_leased",

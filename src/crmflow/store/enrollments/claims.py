@@ -44,8 +44,8 @@ __all__ = [
 
 
 CANDIDATES = 4  # PostgreSQL: due rows read per row of a batch, before the locks (_due_ids_postgres)
-# The statuses inside a flow, written as `ix_enrollments_inside_due`'s predicate is: SQLite uses
-# a partial index only for a query holding that very term (literals, not bound parameters).
+# The statuses inside a flow, as literals in the SQL text: SQLite's planner (no statistics) then
+# probes `ix_enrollments_flow_status_due` once per running flow and status.
 INSIDE_SQL = "enrollments.status IN ({})".format(", ".join(f"'{s}'" for s in RUNNING))
 
 
@@ -80,12 +80,13 @@ def due_select(dialect: str, now: datetime, limit: int) -> sa.Select[Any]:
 def _due_ids_postgres(now: datetime, limit: int) -> sa.Select[Any]:
     """The candidates first, by index probes: for each running flow and each status inside,
     its first due rows in due order from `ix_enrollments_flow_status_due` (a LATERAL probe that
-    stops at its LIMIT), so the rows of a paused or stopped flow are never read (walking
-    `ix_enrollments_inside_due` in due order read every overdue row of a paused flow at each
-    claim: 0.13 s a batch for 200,000 of them). Then the earliest candidates, read again and
-    locked with SKIP LOCKED, their conditions checked again on the row as locked. There are
-    CANDIDATES times the batch: a worker whose first rows are held by other workers takes the
-    next ones (up to CANDIDATES - 1 other workers at once on the same rows)."""
+    stops at its LIMIT), so the rows of a paused or stopped flow are never read (walking an
+    index of every row inside a flow in due order, as the claim did before, read every overdue
+    row of a paused flow at each claim: 0.13 s a batch for 200,000 of them). Then the earliest
+    candidates, read again and locked with SKIP LOCKED, their conditions checked again on the
+    row as locked. There are CANDIDATES times the batch: a worker whose first rows are held by
+    other workers takes the next ones (up to CANDIDATES - 1 other workers at once on the same
+    rows)."""
     e, x = enrollments.c, enrollments.alias("x")
     statuses = sa.values(sa.column("status", sa.String), name="s").data([(s,) for s in RUNNING])
     wanted = limit * CANDIDATES
