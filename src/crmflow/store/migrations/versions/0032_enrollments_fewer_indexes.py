@@ -8,11 +8,11 @@ one more index entry to write whenever a record moved: dropping them makes the b
 batch of moves 1.6x faster and the worker's 5-step flow 5% faster on SQLite (bench_steps,
 100,000 records, 3 runs each with and without).
 
-Cost, measured on a million enrollments (bench_steps' contacts and flow, all entered):
-`DROP INDEX` takes an exclusive lock on `enrollments`, which on
-PostgreSQL waits for the transactions using the table and is then done in 0.02 s; SQLite frees
-the indexes' pages in 0.2-0.3 s. A downgrade builds them again with a plain `CREATE INDEX`,
-which holds writes to `enrollments`: 0.5-0.6 s on PostgreSQL, 1.1-1.4 s on SQLite.
+Cost, measured on a million enrollments (bench_steps' contacts and flow, all entered): `DROP
+INDEX` takes an exclusive lock on `enrollments`, which on PostgreSQL waits for the transactions
+using the table and is then done in 0.02 s; SQLite frees the indexes' pages in 0.2-0.3 s. A
+downgrade builds them again with a plain `CREATE INDEX`, which holds writes to `enrollments`:
+0.5-0.6 s on PostgreSQL, 1.1-1.4 s on SQLite.
 
 Revision ID: 0032
 Revises: 0031
