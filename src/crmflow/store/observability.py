@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crmflow.store.enrollments.claims import first_due_probes
 from crmflow.store.enrollments.rows import RUNNING, RUNNING_FLOWS
 from crmflow.store.feed import FEED
 from crmflow.store.schema import (
@@ -84,18 +85,7 @@ def oldest_due_select(now: datetime) -> sa.Select[Any]:
     `ix_enrollments_flow_status_due` (the min over every due row read them all: a million for a
     backlog of a million)."""
     e = enrollments.c
-    arms: list[sa.Select[Any]] = []
-    for status in RUNNING:
-        first = (
-            sa.select(e.due_at)
-            .where(e.flow_id == flows.c.id, e.status == status, e.due_at <= now)
-            .order_by(e.due_at)
-            .limit(1)
-            .correlate(flows)
-            .scalar_subquery()
-        )
-        arms.append(sa.select(first.label("due_at")).where(flows.c.status.in_(RUNNING_FLOWS)))
-    found = sa.union_all(*arms).subquery("first_due")
+    found = sa.union_all(*first_due_probes(e.due_at <= now, label="due_at")).subquery("first_due")
     return sa.select(sa.func.min(sa.type_coerce(found.c.due_at, e.due_at.type)))
 
 

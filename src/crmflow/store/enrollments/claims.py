@@ -34,6 +34,7 @@ __all__ = [
     "CANDIDATES",
     "due_ids",
     "due_select",
+    "first_due_probes",
     "inside_ids",
     "lock",
     "next_due",
@@ -173,6 +174,27 @@ def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
     return list(conn.execute(query).scalars().all())
 
 
+def first_due_probes(*conditions: sa.ColumnElement[bool], label: str) -> list[sa.Select[Any]]:
+    """For each status inside a flow, a SELECT of one row per running flow: the due time (as
+    `label`) of that flow's first row in that status that meets `conditions`, one probe of
+    `ix_enrollments_flow_status_due` (flow_id, status, due_at); the rows of paused and stopped
+    flows are never read. Their UNION's min is the earliest such due time of any running flow
+    (`next_due_select`; the due backlog's oldest row, `store.observability`)."""
+    e = enrollments.c
+    arms: list[sa.Select[Any]] = []
+    for status in RUNNING:
+        first = (
+            sa.select(e.due_at)
+            .where(e.flow_id == flows.c.id, e.status == status, *conditions)
+            .order_by(e.due_at)
+            .limit(1)
+            .correlate(flows)
+            .scalar_subquery()
+        )
+        arms.append(sa.select(first.label(label)).where(flows.c.status.in_(RUNNING_FLOWS)))
+    return arms
+
+
 def next_due_select() -> sa.ScalarSelect[Any]:
     """When the earliest pending enrollment of a running flow can be claimed: its due time, or
     the end of a lease on it (so an idle worker does not spin on held rows); NULL when none is
@@ -189,22 +211,7 @@ def next_due_select() -> sa.ScalarSelect[Any]:
     inside a running flow (tests/integration/test_next_due_probes.py compares them)."""
     e = enrollments.c
     running = flows.c.status.in_(RUNNING_FLOWS)
-    arms: list[sa.Select[Any]] = []
-    for status in RUNNING:
-        first = (
-            sa.select(e.due_at)
-            .where(
-                e.flow_id == flows.c.id,
-                e.status == status,
-                e.due_at.is_not(None),
-                e.lease_until.is_(None),
-            )
-            .order_by(e.due_at)
-            .limit(1)
-            .correlate(flows)
-            .scalar_subquery()
-        )
-        arms.append(sa.select(first.label("free_at")).where(running))
+    arms = first_due_probes(e.due_at.is_not(None), e.lease_until.is_(None), label="free_at")
     free_at = sa.case((e.lease_until > e.due_at, e.lease_until), else_=e.due_at)
     # The flow and status as a function's arguments: tests no index could answer, so that
     # SQLite's planner (no statistics) takes `ix_enrollments_leased` rather than reading a
