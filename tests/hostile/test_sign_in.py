@@ -3,7 +3,6 @@ throttled per username and per client address (429 with Retry-After), on both ba
 
 from __future__ import annotations
 
-import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -38,16 +37,18 @@ def test_an_unknown_user_takes_as_long_as_a_wrong_password(
     sign_in(client, "nobody-at-all", "x")  # the dummy hash is made once, on first use
     unknown: list[float] = []
     wrong: list[float] = []
-    # Interleaved, so that a busy machine slows both kinds alike.
-    for attempt in range(4):
+    # Interleaved, so that a busy machine slows both kinds alike; compared by their fastest
+    # sample, since a shared machine only ever adds time. Without the dummy hash an unknown
+    # user answers in milliseconds, against a tenth of a second or more for a wrong password.
+    for attempt in range(8):
         for username, times in ((f"nobody-{attempt}", unknown), ("ana", wrong)):
             started = time.perf_counter()
             status, body = sign_in(client, username, "not-the-password")
             times.append(time.perf_counter() - started)
             assert status == 401, body
             assert "wrong username or password" in str(body["message"])
-    unknown_median, wrong_median = statistics.median(unknown), statistics.median(wrong)
-    assert abs(unknown_median - wrong_median) < 0.3 * wrong_median, (unknown, wrong)
+    ratio = min(unknown) / min(wrong)
+    assert 0.6 < ratio < 1.67, (ratio, unknown, wrong)
 
 
 @pytest.mark.real_password_hash
