@@ -2,12 +2,14 @@
 moments and restarted while they run N enrollments; at the end every enrollment has finished,
 no step ran twice and the outbox holds exactly one row per expected email.
 
-The flow sends an email, waits (a timed step, one minute later), sends a second email, writes a
-history entry and ends. Phase 1 runs the first step of every enrollment; then the test moves
-every pending timer to now (time passing, as a frozen clock would jump); phase 2 runs the
-rest. During both phases a chaos loop SIGKILLs a random worker every 1 to 3 s and starts a
-new one. A killed worker's batch is rolled back by PostgreSQL and free at once (no lease to
-wait for).
+The flow sends an email, waits (a timed step, a day later), sends a second email, writes a
+history entry and ends. Phase 1 runs the first step of every enrollment (the wait is a day so
+that no timer falls due by itself while phase 1 runs, however slow the machine: phase 1 counts
+the enrollments waiting at that step, and with a minute's wait they moved on before all had
+arrived, a timeout seen once on a loaded machine); then the test moves every pending timer to
+now (time passing, as a frozen clock would jump); phase 2 runs the rest. During both phases
+a chaos loop SIGKILLs a random worker every 1 to 3 s and starts a new one. A killed worker's
+batch is rolled back by PostgreSQL and free at once (no lease to wait for).
 
 `tests/integration/test_crash.py` runs this with a smaller N (within a test's time);
 `make bench` runs it with 10,000:
@@ -55,7 +57,7 @@ steps:
         subject: "Hello {{ record.first_name }}"
         body: "Hi"
   - key: later
-    timing: {type: after, amount: 1, unit: minutes}
+    timing: {type: after, amount: 1, unit: days}
     actions:
       - type: send_email
         subject: "Later {{ record.first_name }}"
@@ -143,6 +145,16 @@ class _Workers:
         log.close()
         self.kills += 1
 
+    def describe(self) -> str:
+        """Each running worker: alive or its exit code, and the end of its log."""
+        lines = []
+        for process, log in self.running:
+            log.flush()
+            tail = Path(log.name).read_text(errors="replace").splitlines()[-5:]
+            state = "alive" if process.poll() is None else f"exited {process.returncode}"
+            lines.append(f"worker pid {process.pid} {state}: " + " | ".join(tail))
+        return "\n".join(lines)
+
     def stop_all(self) -> None:
         for process, _ in self.running:
             process.send_signal(signal.SIGTERM)
@@ -161,6 +173,19 @@ def _count(ctx: Context, sql: str) -> int:
         return int(conn.execute(sa.text(sql)).scalar_one())
 
 
+def _sessions(ctx: Context) -> str:
+    """The bench database's other sessions that are not idle: what each waits for."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "select pid, state, wait_event_type, wait_event, left(query, 120) "
+                "from pg_stat_activity where datname = current_database() "
+                "and pid <> pg_backend_pid() and state <> 'idle'"
+            )
+        ).all()
+    return "\n".join("session " + " ".join(str(v) for v in row) for row in rows)
+
+
 def _chaos_until(
     ctx: Context, workers: _Workers, rng: random.Random, done_sql: str, target: int, limit: float
 ) -> None:
@@ -168,7 +193,10 @@ def _chaos_until(
     done = last_kill = _count(ctx, done_sql)
     while done < target:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{done} of {target} done after {limit:.0f}s")
+            raise TimeoutError(
+                f"{done} of {target} done after {limit:.0f}s\n{workers.describe()}\n"
+                f"{_sessions(ctx)}"
+            )
         # A worker takes about 2 s to start (imports), longer on a busy machine: killing more
         # often than that would mostly kill workers that never claimed anything. So a kill
         # comes at a random moment, but only once some work was done since the last one.
