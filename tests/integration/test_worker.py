@@ -23,6 +23,7 @@ from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
+from crmflow.store import records as store_records
 from crmflow.store.partitions import is_partition
 from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
 from crmflow.worker import Worker, run_batch, run_once
@@ -329,6 +330,80 @@ def test_the_collector_comes_back_after_the_batch_s_objects_are_freed(
         assert run_batch(ctx, system, now=clock.current, owner="w", limit=100).moved == size
     one, sixty = left
     assert sixty < one + 1_000, left  # before: 834 and 3,606
+
+
+STAMP = """\
+schema_version: 1
+key: stamp
+name: Stamp
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: wait
+    timing: {type: after, amount: 1, unit: days}
+    actions:
+      - type: update_record
+        values: {first_name: "{{ record.first_name | upper }}"}
+      - type: set_status
+        status: client
+"""
+
+
+def test_a_batch_writes_its_record_changes_from_the_records_it_read(
+    ctx: Context, admin: Actor, clock: FrozenClock, backend: str
+) -> None:
+    """On SQLite a batch reads its records once: its transaction holds the write lock from its
+    start (or nothing was committed since its snapshot), so the record changes are written from
+    what it read, not from a second read. PostgreSQL reads them again under a row lock. Either
+    way each change lands once, in order, with its version and its change events."""
+    _flow(ctx, admin, STAMP)
+    ids = [_contact(ctx, admin, f"c{i}") for i in range(3)]
+    for rid in ids:
+        runs.start_record(ctx, admin, "stamp", rid)
+    records.update_record(ctx, admin, ids[0], {"last_name": "Durand"})  # version 2 before
+    clock.advance(days=1)
+    reads: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        words = statement.lower().split()
+        if words[0] == "select" and "from records" in " ".join(words):
+            reads.append(statement)
+
+    sa.event.listen(ctx.engine, "before_cursor_execute", seen)
+    try:
+        moved = run_batch(ctx, ensure_system_user(ctx), now=clock.current, owner="w").moved
+    finally:
+        sa.event.remove(ctx.engine, "before_cursor_execute", seen)
+    assert moved == 3
+    assert len(reads) == (1 if backend == "sqlite" else 2), reads
+    for i, rid in enumerate(ids):
+        view = records.get_record(ctx, rid)
+        assert (view.data["first_name"], view.data["status"]) == (f"C{i}", "client")
+        assert view.version == (3 if i == 0 else 2)  # one write for the two changes
+    with ctx.engine.connect() as conn:
+        changed = conn.execute(
+            sa.text("select count(*) from record_changes where record_id = :r"), {"r": ids[1]}
+        ).scalar_one()
+    assert changed == 3  # created, then the update_record and the set_status, one event each
+
+
+def test_record_changes_from_records_no_longer_as_stored_are_refused_whole(
+    ctx: Context, admin: Actor
+) -> None:
+    """Were a caller's records not current after all (a bug), the write's version check refuses
+    the whole transaction rather than overwrite the newer change."""
+    rid = _contact(ctx, admin)
+    records.update_record(ctx, admin, rid, {"last_name": "Durand"})
+    system = ensure_system_user(ctx)
+    with ctx.engine.begin() as conn:
+        [as_read] = store_records.lock_records(conn, {rid}).values()
+    records.update_record(ctx, admin, rid, {"last_name": "Bernard"})
+    known = store_records.KnownRecords({rid: as_read}, {})
+    with pytest.raises(ConflictError), ctx.engine.begin() as conn:
+        change = records.FieldChange(rid, {"status": "client"})
+        records.update_records_in(conn, ctx, system, [change], known=known)
+    view = records.get_record(ctx, rid)
+    assert (view.data["last_name"], view.data.get("status")) == ("Bernard", None)
 
 
 def test_the_same_step_run_written_twice_leaves_one_outbox_row(

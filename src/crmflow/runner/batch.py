@@ -20,8 +20,9 @@ from crmflow.runner.loop_guard import held_at_entry
 from crmflow.runner.reference import Reference, load_reference
 from crmflow.runner.writes import BatchWrites
 from crmflow.store import enrollments as repo
-from crmflow.store.database import Connection
+from crmflow.store.database import Connection, is_sqlite
 from crmflow.store.entry_decisions import insert_decisions
+from crmflow.store.records import KnownRecords
 
 __all__ = ["Moved", "move_batch"]
 
@@ -111,7 +112,12 @@ def move_batch(
         )
     left_run()  # the writes below are the batch's, of no one run
     insert_decisions(conn, refusals, now=now)
-    writes.write(conn, ctx, actor, now=now)
+    # On SQLite the transaction has held the write lock since it began (BEGIN IMMEDIATE) and
+    # the records were read in it, or on a snapshot with nothing committed since: they are
+    # still as stored, and the record writes start from them instead of reading them again.
+    # On PostgreSQL they were read without a lock: the writes lock and read them.
+    known = KnownRecords(reference.stored, reference.types) if is_sqlite(conn) else None
+    writes.write(conn, ctx, actor, now=now, known=known)
     observe_moved(rows, moved.outcomes, writes.logs, now=now, timers=events is None)  # /metrics
     log_failed_steps(moved.outcomes, writes.logs)
     return moved

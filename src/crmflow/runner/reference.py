@@ -9,7 +9,7 @@ snapshot) and passes it on, so that nothing is read twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crmflow.context import Context, definitions_cache
 from crmflow.engine.recordtypes import RecordType
@@ -18,6 +18,7 @@ from crmflow.runner.people import with_people
 from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
 from crmflow.store.record_types import record_type_catalog
+from crmflow.store.records import StoredRecord
 
 __all__ = ["Reference", "load_reference"]
 
@@ -29,6 +30,9 @@ class Reference:
     infos: dict[tuple[int, int], repo.FlowInfo]  # by (flow id, version)
     types: dict[str, RecordType]  # the whole catalogue, by key
     records: dict[int, RecordSnapshot]  # by id; a deleted record is absent
+    # The same records as their writes start from (`load_reference` fills it when it reads
+    # them; empty when the caller gave them).
+    stored: dict[int, StoredRecord] = field(default_factory=dict)
 
 
 def load_reference(
@@ -49,7 +53,8 @@ def load_reference(
     )
     if types is None:
         types = record_type_catalog(conn)
+    stored: dict[int, StoredRecord] = {}
     if records is None:
-        records = repo.load_records(conn, {r.record_id for r in rows}, types)
+        records = repo.load_records(conn, {r.record_id for r in rows}, types, stored=stored)
     # Who the flows' responsibilities may name comes with each record (runner.people).
-    return Reference(infos, types, with_people(conn, infos, records, types))
+    return Reference(infos, types, with_people(conn, infos, records, types), stored)

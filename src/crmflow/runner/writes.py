@@ -24,6 +24,7 @@ from crmflow.store import enrollments as repo
 from crmflow.store.database import Connection
 from crmflow.store.history import HistoryEntry, insert_history
 from crmflow.store.outbox import cancel_pending_of_cancelled
+from crmflow.store.records import KnownRecords
 from crmflow.store.tasks import (
     NewTaskEvent,
     cancel_open_tasks,
@@ -79,6 +80,7 @@ def _apply_commands(
     record_of: dict[int, int],
     flow_of: dict[int, str],
     now: datetime,
+    known: KnownRecords | None,
 ) -> Mapping[ActionRef, str]:
     """Carry out `commands` (`services.effects.apply_commands`); the failures, by action.
 
@@ -91,7 +93,7 @@ def _apply_commands(
     from crmflow.services.effects import apply_commands  # noqa: PLC0415 - see the docstring
 
     applied = apply_commands(
-        conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now
+        conn, ctx, actor, commands, record_of=record_of, flow_of=flow_of, now=now, known=known
     )
     return applied.failures
 
@@ -204,11 +206,28 @@ class BatchWrites:
         self.logs += outcome.log
         self.commands += outcome.commands
 
-    def write(self, conn: Connection, ctx: Context, actor: Actor, *, now: datetime) -> None:
+    def write(
+        self,
+        conn: Connection,
+        ctx: Context,
+        actor: Actor,
+        *,
+        now: datetime,
+        known: KnownRecords | None = None,
+    ) -> None:
         """Apply the commands (as `actor`), then write the states and the step runs (an action
-        whose effect could not be carried out marked failed), and close the tasks."""
+        whose effect could not be carried out marked failed), and close the tasks. `known`:
+        the batch's records and record types as stored now, when the caller knows them (see
+        `apply_commands`)."""
         failures = _apply_commands(
-            conn, ctx, actor, self.commands, record_of=self.record_of, flow_of=self.flow_of, now=now
+            conn,
+            ctx,
+            actor,
+            self.commands,
+            record_of=self.record_of,
+            flow_of=self.flow_of,
+            now=now,
+            known=known,
         )
         logs = self.logs = with_action_failures(self.logs, failures)  # as written, for metrics
         repo.save(conn, self.states, logs, now=now, runs_before=self.runs_before)

@@ -32,7 +32,14 @@ from crmflow.services.preconditions import ExpectedVersion, require_version
 from crmflow.services.record_types import record_type_in
 from crmflow.store import records as store
 from crmflow.store.database import Connection, Row, read_connection
-from crmflow.store.records import OWNER_KEY, NewRecord, RecordUpdate, StoredRecord, snapshot
+from crmflow.store.records import (
+    OWNER_KEY,
+    KnownRecords,
+    NewRecord,
+    RecordUpdate,
+    StoredRecord,
+    snapshot,
+)
 
 __all__ = [
     "OWNER_KEY",
@@ -272,6 +279,17 @@ def view_in(conn: Connection, record_id: int) -> RecordView:
     return record_view(row)
 
 
+def _locked(
+    conn: Connection, ids: set[int], current: Mapping[int, StoredRecord]
+) -> dict[int, StoredRecord]:
+    """The records among `ids` that exist, as stored now: from `current`, the others read and
+    locked (a record absent from `current` may be one the caller did not read)."""
+    known = {i: current[i] for i in ids if i in current}
+    if len(known) < len(ids):
+        known.update(store.lock_records(conn, ids - known.keys()))
+    return known
+
+
 def change_of(
     record: StoredRecord, values: Mapping[str, Any], owner_id: int | None
 ) -> RecordUpdate | None:
@@ -399,7 +417,12 @@ class FieldChange:
 
 
 def update_records_in(
-    conn: Connection, ctx: Context, actor: Actor, items: Sequence[FieldChange]
+    conn: Connection,
+    ctx: Context,
+    actor: Actor,
+    items: Sequence[FieldChange],
+    *,
+    known: KnownRecords | None = None,
 ) -> list[str | None]:
     """Apply many field changes on an open transaction: the checks of `update_record` (the
     record type's fields and values, users and referenced records), one change event per change
@@ -410,11 +433,17 @@ def update_records_in(
     Set-based: one query loads the records, one per record type resolves links, and the
     records and events are written with one executemany each (`store.records.update_records`,
     the write of every record change).
+
+    `known`: records and record types the caller read in this transaction after taking
+    SQLite's write lock (or on a snapshot nothing was committed after), as stored: those are
+    not read again; the others are read and locked here. Were a record not current after all,
+    the write's version check would refuse the whole transaction (ConflictError), never
+    overwrite a newer change.
     """
     if not items:
         return []
-    rows = store.lock_records(conn, {item.record_id for item in items})
-    types: dict[str, RecordType] = {}
+    rows = _locked(conn, {item.record_id for item in items}, known.records if known else {})
+    types: dict[str, RecordType] = dict(known.types) if known else {}
     resolvers: dict[str, LinkResolver] = {}
     given: list[dict[str, Any] | None] = []
     results: list[str | None] = []
@@ -426,6 +455,7 @@ def update_records_in(
             continue
         if row.type not in types:
             types[row.type] = record_type_in(conn, row.type)
+        if row.type not in resolvers:
             resolvers[row.type] = LinkResolver(types[row.type])
         try:
             given.append(

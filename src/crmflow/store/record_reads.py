@@ -4,17 +4,20 @@ by id, by external id or by a field's value, locked or not, with their owners. T
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.recordtypes.fields import KEY_PATTERN
 from crmflow.store.idlists import among
 from crmflow.store.schema import record_changes, records, users
 
 __all__ = [
     "IN_CHUNK",
+    "KnownRecords",
     "StoredRecord",
     "change_page",
     "duplicated_field_values",
@@ -45,6 +48,17 @@ class StoredRecord(NamedTuple):
     owner_id: int | None
     data: dict[str, Any]
     version: int
+
+
+@dataclass(frozen=True)
+class KnownRecords:
+    """Records and record types a writer already read in its transaction and knows to be as
+    stored now (on SQLite, read after taking the write lock, or on a snapshot that nothing was
+    committed after): its record writes start from them instead of reading them again. A
+    record it did not read is simply absent (then read and locked as usual)."""
+
+    records: Mapping[int, StoredRecord]
+    types: Mapping[str, RecordType]
 
 
 # The columns of a StoredRecord, in its order: a row of them is one (`StoredRecord(*row)`, the

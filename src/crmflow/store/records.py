@@ -33,6 +33,7 @@ from crmflow.store.bulk import ID, Writer
 from crmflow.store.idlists import among
 from crmflow.store.record_reads import (
     IN_CHUNK,
+    KnownRecords,
     StoredRecord,
     change_page,
     duplicated_field_values,
@@ -58,6 +59,7 @@ __all__ = [
     "IN_CHUNK",
     "OWNER_KEY",
     "BulkInsert",
+    "KnownRecords",
     "NewRecord",
     "RecordUpdate",
     "StoredRecord",

@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from crmflow.engine.commands import CommandBase
 from crmflow.services.context import Actor, Context
 from crmflow.store.database import Connection
+from crmflow.store.records import KnownRecords
 
 __all__ = ["ActionRef", "Applied", "Applier", "Applies", "EffectBatch"]
 
@@ -47,6 +48,9 @@ class EffectBatch:
     record_of: dict[int, int]  # enrollment id -> record id
     flow_of: dict[int, str]  # enrollment id -> flow key
     now: datetime
+    # The batch's records and record types as stored now, when the caller knows them
+    # (`apply_commands`).
+    known: KnownRecords | None = None
     applied: Applied = field(default_factory=Applied)
     # Outbox rows made by other appliers (a create_record's .ics invitation): the outbox applier
     # writes them with the outbox messages, in one statement.

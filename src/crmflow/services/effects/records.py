@@ -22,7 +22,7 @@ def apply_record_values(batch: EffectBatch, commands: Sequence[UpdateRecord | Se
         )
         for c in commands
     ]
-    results = update_records_in(batch.conn, batch.ctx, batch.actor, changes)
+    results = update_records_in(batch.conn, batch.ctx, batch.actor, changes, known=batch.known)
     for command, problem in zip(commands, results, strict=True):
         if problem is not None:
             batch.fail(command, f"not applied: {problem}")

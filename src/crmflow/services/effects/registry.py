@@ -27,6 +27,7 @@ from crmflow.services.effects import (
 )
 from crmflow.services.effects.batch import Applied, Applier, EffectBatch
 from crmflow.store.database import Connection
+from crmflow.store.records import KnownRecords
 
 __all__ = ["APPLIERS", "apply_commands"]
 
@@ -63,13 +64,18 @@ def apply_commands(
     record_of: dict[int, int],
     flow_of: dict[int, str],
     now: datetime,
+    known: KnownRecords | None = None,
 ) -> Applied:
     """Apply `commands` (in the order the engine gave them) on `conn`.
 
     `record_of` / `flow_of` map each enrollment id to its record id / flow key. `actor` is who
-    the record changes are attributed to (the system user for the worker).
+    the record changes are attributed to (the system user for the worker). `known`: the
+    batch's records and record types as stored now, when the caller knows them: the record
+    values are then written from them without reading them again.
     """
-    batch = EffectBatch(conn, ctx, actor, record_of=record_of, flow_of=flow_of, now=now)
+    batch = EffectBatch(
+        conn, ctx, actor, record_of=record_of, flow_of=flow_of, now=now, known=known
+    )
     pending: list[list[CommandBase]] = [[] for _ in APPLIERS]
     for command in commands:
         position = _POSITION.get(type(command))

@@ -15,6 +15,7 @@ from crmflow.engine.runtime import RecordSnapshot
 from crmflow.store.database import json_value
 from crmflow.store.enrollments.rows import as_text
 from crmflow.store.idlists import among
+from crmflow.store.records import StoredRecord
 from crmflow.store.schema import flow_versions, flows, records, users
 
 __all__ = ["FlowInfo", "load_flows", "load_records"]
@@ -74,14 +75,19 @@ def load_flows(
 
 
 def load_records(
-    conn: sa.Connection, ids: Iterable[int], types: dict[str, RecordType]
+    conn: sa.Connection,
+    ids: Iterable[int],
+    types: dict[str, RecordType],
+    *,
+    stored: dict[int, StoredRecord] | None = None,
 ) -> dict[int, RecordSnapshot]:
     """Records as the engine sees them (every field of the type; the owner's username), in one
-    query. Deleted records are absent."""
+    query. Deleted records are absent. `stored`, when given, receives each record also as its
+    writes start from it (`StoredRecord`: the data as stored, the owner's id, the version)."""
     out: dict[int, RecordSnapshot] = {}
     r_ = records.c
     data = as_text(r_.data, conn.dialect.name).label("data")
-    columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at]
+    columns = [r_.id, r_.type, data, r_.created_at, r_.updated_at, r_.owner_id, r_.version]
     blanks: dict[str, dict[str, Any]] = {}  # per record type: its fields, none with a value
     query = (
         sa.select(*columns, users.c.username.label("owner_name"))
@@ -91,6 +97,8 @@ def load_records(
     for r in conn.execute(query):
         rtype = types.get(r.type)
         values = json_value(r.data)
+        if stored is not None:
+            stored[r.id] = StoredRecord(r.id, r.type, r.owner_id, values, r.version)
         if rtype is not None:
             # Every field of the type (None when empty), and only those.
             empty = blanks.get(r.type)
