@@ -239,14 +239,24 @@ def run_once(
     # start_at / archive_at first: a flow archived at `at` runs nothing at `at`.
     fire_lifecycle_schedule(ctx, now=at)
     total = 0
+    triggers_at = 0.0  # time.monotonic() of the next look at the triggers
     for _ in range(_MAX_ROUNDS):
-        # Triggers first, every round: records that enter are then moved by the batches, and
-        # the record changes those batches make may trigger flows in turn.
-        triggered = process_triggers(ctx, now=at)
+        # Triggers first: records that enter are then moved by the batches, and the record
+        # changes those batches make may trigger flows in turn. While the batches find work,
+        # at most every TRIGGERS_EVERY seconds, as a busy `Worker` (a look costs some queries
+        # however few changes came: once per batch, a tenth of a busy run's time); always
+        # before deciding that nothing is left.
+        looked = time.monotonic() >= triggers_at
+        triggered = process_triggers(ctx, now=at) if looked else 0
+        if looked:
+            triggers_at = time.monotonic() + TRIGGERS_EVERY
         result = _observed_batch(ctx, system, now=at, owner=owner, limit=limit)
         total += result.moved
-        if result.claimed == 0 and triggered == 0:
-            break
+        if result.claimed == 0:
+            if looked and triggered == 0:
+                break
+            if not looked:
+                triggers_at = 0.0  # nothing due: look at the triggers before stopping
     # Reminders, late notices and escalations due at `at` (an automatic decision moves its run).
     process_deadlines(ctx, now=at)
     archive_drained_flows(ctx)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from crmflow import worker as worker_module
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError
@@ -404,6 +405,66 @@ def test_record_changes_from_records_no_longer_as_stored_are_refused_whole(
         records.update_records_in(conn, ctx, system, [change], known=known)
     view = records.get_record(ctx, rid)
     assert (view.data["last_name"], view.data.get("status")) == ("Bernard", None)
+
+
+PROMOTE = """\
+schema_version: 1
+key: promote
+name: Promote
+record_type: contact
+triggers: [{type: manual}]
+steps:
+  - key: promote
+    timing: {type: after, amount: 1, unit: days}
+    actions:
+      - type: set_status
+        status: client
+"""
+
+WELCOME_CLIENTS = """\
+schema_version: 1
+key: welcome
+name: Welcome clients
+record_type: contact
+triggers: [{type: status_changed, to: client}]
+steps:
+  - key: note
+    actions:
+      - type: history
+        message: "Welcome, client"
+"""
+
+
+def test_run_once_reads_the_triggers_while_busy_at_most_every_quarter_second_and_before_it_stops(
+    ctx: Context, admin: Actor, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_once` reads the change feed and schedules as a busy worker does: not before every
+    batch (each look costs some queries), but always before it decides that nothing is left, so
+    that what the last batches changed still starts the flows it triggers, in the same call."""
+    _flow(ctx, admin, PROMOTE)
+    _flow(ctx, admin, WELCOME_CLIENTS)
+    ids = [_contact(ctx, admin, f"c{i}") for i in range(6)]
+    for rid in ids:
+        runs.start_record(ctx, admin, "promote", rid)
+    clock.advance(days=1)
+    looks: list[float] = []
+    process = worker_module.process_triggers
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        looks.append(time.monotonic())
+        return process(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "process_triggers", counted)
+    # 6 batches of one promotion; the welcomes run as the feed starts them (not batched).
+    assert run_once(ctx, limit=1) == 6
+    # The first look and the one before stopping (a batch found nothing, and the feed one
+    # more change), plus at most one per quarter second between them. Before: one look per
+    # batch, 8 in all.
+    spent = looks[-1] - looks[0]
+    assert 2 <= len(looks) <= 3 + int(spent / worker_module.TRIGGERS_EVERY), (len(looks), spent)
+    for rid in ids:
+        assert "Welcome, client" in _history(ctx, rid)
+        assert records.get_record(ctx, rid).data["status"] == "client"
 
 
 def test_the_same_step_run_written_twice_leaves_one_outbox_row(
