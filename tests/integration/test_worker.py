@@ -22,6 +22,7 @@ from crmflow.runner import move_batch
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records, run_views
 from crmflow.services.context import Actor, Context
+from crmflow.services.triggers import process_triggers
 from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store import records as store_records
@@ -448,13 +449,13 @@ def test_run_once_reads_the_triggers_while_busy_at_most_every_quarter_second_and
         runs.start_record(ctx, admin, "promote", rid)
     clock.advance(days=1)
     looks: list[float] = []
-    process = worker_module.process_triggers
+    process = process_triggers
 
     def counted(*args: Any, **kwargs: Any) -> int:
         looks.append(time.monotonic())
         return process(*args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "process_triggers", counted)
+    monkeypatch.setattr("crmflow.worker.process_triggers", counted)
     # 6 batches of one promotion; the welcomes run as the feed starts them (not batched).
     assert run_once(ctx, limit=1) == 6
     # The first look and the one before stopping (a batch found nothing, and the feed one

@@ -23,7 +23,7 @@ from crmflow.store.enrollments.rows import (
     RUNNING,
     RUNNING_FLOWS,
     EnrollmentRow,
-    as_text,
+    enrollment_columns,
     enrollment_row,
 )
 from crmflow.store.idlists import among
@@ -138,20 +138,8 @@ def _due_ids_postgres(now: datetime, limit: int) -> sa.Select[Any]:
 
 
 def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
-    e = enrollments.c
-    # Only what EnrollmentRow holds: every date-time column read is a conversion per row.
-    columns: list[sa.ColumnElement[Any]] = [
-        e.id,
-        e.flow_id,
-        e.flow_version,
-        e.record_id,
-        e.status,
-        e.step_key,
-        e.due_at,
-        e.entered_at,
-        as_text(e.state, conn.dialect.name).label("state"),
-    ]
-    return sa.select(*columns).where(among(e.id, ids, conn))
+    columns = enrollment_columns(conn.dialect.name)
+    return sa.select(*columns).where(among(enrollments.c.id, ids, conn))
 
 
 def lock(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:

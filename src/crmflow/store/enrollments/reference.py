@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -94,26 +94,22 @@ def load_records(
         .outerjoin(users, users.c.id == records.c.owner_id)
         .where(among(r_.id, set(ids), conn))
     )
-    for r in conn.execute(query):
-        rtype = types.get(r.type)
-        values = json_value(r.data)
+    # Each row unpacked in the order of `columns`: a row's attribute costs a quarter of a
+    # microsecond, and a batch reads thousands.
+    rows = cast("Iterable[tuple[Any, ...]]", conn.execute(query))
+    for rid, type_key, text, created_at, updated_at, owner_id, version, owner in rows:
+        rtype = types.get(type_key)
+        values = json_value(text)
         if stored is not None:
-            stored[r.id] = StoredRecord(r.id, r.type, r.owner_id, values, r.version)
+            stored[rid] = StoredRecord(rid, type_key, owner_id, values, version)
         if rtype is not None:
             # Every field of the type (None when empty), and only those.
-            empty = blanks.get(r.type)
+            empty = blanks.get(type_key)
             if empty is None:
-                empty = blanks[r.type] = dict.fromkeys(rtype.field_keys)
+                empty = blanks[type_key] = dict.fromkeys(rtype.field_keys)
             if values.keys() <= empty.keys():
                 values = {**empty, **values}
             else:
                 values = {k: values.get(k) for k in empty}
-        out[r.id] = RecordSnapshot(
-            id=r.id,
-            type=r.type,
-            values=values,
-            owner=r.owner_name,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-        )
+        out[rid] = RecordSnapshot(rid, type_key, values, owner, created_at, updated_at)
     return out

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.entry import INSIDE
 from crmflow.engine.runtime import EnrollmentState
+from crmflow.store.schema import enrollments
 
-__all__ = ["IDS_CHUNK", "RUNNING", "RUNNING_FLOWS", "EnrollmentRow", "as_text", "enrollment_row"]
+__all__ = [
+    "IDS_CHUNK",
+    "RUNNING",
+    "RUNNING_FLOWS",
+    "EnrollmentRow",
+    "as_text",
+    "enrollment_columns",
+    "enrollment_row",
+]
 
 # Statuses of an enrollment that is still inside its flow (a start held by the loop guard too).
 RUNNING = INSIDE
@@ -49,16 +58,37 @@ def as_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str
     return sa.type_coerce(column, sa.Text)
 
 
+def enrollment_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
+    """What `enrollment_row` reads, in its order: only what EnrollmentRow holds (every
+    date-time column read is a conversion per row), the state as JSON text (`as_text`)."""
+    e = enrollments.c
+    return [
+        e.id,
+        e.flow_id,
+        e.flow_version,
+        e.record_id,
+        e.status,
+        e.step_key,
+        e.due_at,
+        e.entered_at,
+        as_text(e.state, dialect).label("state"),
+    ]
+
+
 def enrollment_row(r: sa.Row[Any]) -> EnrollmentRow:
-    """The row read with its state as JSON text (`as_text`), as an `EnrollmentRow`."""
+    """A row of `enrollment_columns` as an `EnrollmentRow`. Unpacked rather than read by name:
+    a row's attribute costs a quarter of a microsecond, and a batch reads thousands."""
+    eid, flow_id, version, record_id, status, step_key, due_at, entered_at, state = cast(
+        "tuple[Any, ...]", r
+    )
     return EnrollmentRow(
-        id=r.id,
-        flow_id=r.flow_id,
-        flow_version=r.flow_version,
-        record_id=r.record_id,
-        status=r.status,
-        step_key=r.step_key,
-        due_at=r.due_at,
-        entered_at=r.entered_at,
-        state=EnrollmentState.model_validate_json(r.state) if r.state is not None else None,
+        eid,
+        flow_id,
+        version,
+        record_id,
+        status,
+        step_key,
+        due_at,
+        entered_at,
+        EnrollmentState.model_validate_json(state) if state is not None else None,
     )
