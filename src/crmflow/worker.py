@@ -246,17 +246,16 @@ def run_once(
         # at most every TRIGGERS_EVERY seconds, as a busy `Worker` (a look costs some queries
         # however few changes came: once per batch, a tenth of a busy run's time); always
         # before deciding that nothing is left.
-        looked = time.monotonic() >= triggers_at
-        triggered = process_triggers(ctx, now=at) if looked else 0
+        looked, triggered = time.monotonic() >= triggers_at, 0
         if looked:
+            triggered = process_triggers(ctx, now=at)
             triggers_at = time.monotonic() + TRIGGERS_EVERY
         result = _observed_batch(ctx, system, now=at, owner=owner, limit=limit)
         total += result.moved
         if result.claimed == 0:
             if looked and triggered == 0:
                 break
-            if not looked:
-                triggers_at = 0.0  # nothing due: look at the triggers before stopping
+            triggers_at = 0.0  # nothing due: look at the triggers again before stopping
     # Reminders, late notices and escalations due at `at` (an automatic decision moves its run).
     process_deadlines(ctx, now=at)
     archive_drained_flows(ctx)

@@ -27,7 +27,15 @@ from crmflow.services.users import ensure_system_user
 from crmflow.store import enrollments as repo
 from crmflow.store import records as store_records
 from crmflow.store.partitions import is_partition
-from crmflow.store.schema import metadata, notifications, outbox, record_history, step_runs, tasks
+from crmflow.store.schema import (
+    metadata,
+    notifications,
+    outbox,
+    record_changes,
+    record_history,
+    step_runs,
+    tasks,
+)
 from crmflow.worker import Worker, run_batch, run_once
 from tests.conftest import FrozenClock, make_user
 from tests.integration.helpers import count_rows as _count
@@ -382,11 +390,8 @@ def test_a_batch_writes_its_record_changes_from_the_records_it_read(
         view = records.get_record(ctx, rid)
         assert (view.data["first_name"], view.data["status"]) == (f"C{i}", "client")
         assert view.version == (3 if i == 0 else 2)  # one write for the two changes
-    with ctx.engine.connect() as conn:
-        changed = conn.execute(
-            sa.text("select count(*) from record_changes where record_id = :r"), {"r": ids[1]}
-        ).scalar_one()
-    assert changed == 3  # created, then the update_record and the set_status, one event each
+    # Created, then the update_record and the set_status: one event each.
+    assert _count(ctx, record_changes, record_id=ids[1]) == 3
 
 
 def test_record_changes_from_records_no_longer_as_stored_are_refused_whole(
