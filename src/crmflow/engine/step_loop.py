@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -301,7 +302,7 @@ class Call:
             self.update(
                 status=EnrollmentStatus.WAITING,
                 due_at=due.at,
-                waiting=Waiting(kind=WaitKind.EVENT, description=due.reason),
+                waiting=_waiting(WaitKind.EVENT, due.reason),
             )
             return False
         if due.at is not None and due.at <= self.now:
@@ -314,7 +315,7 @@ class Call:
         self.update(
             status=EnrollmentStatus.ACTIVE,
             due_at=due.at,
-            waiting=Waiting(kind=WaitKind.TIMER, description=due.reason),
+            waiting=_waiting(WaitKind.TIMER, due.reason),
         )
         return False
 
@@ -433,7 +434,7 @@ class Call:
         """Set the due time of `step`, waiting for its time, from its timing and the record as
         it is now; it does not run here, even when that time has passed."""
         due = self.due(step, self._get("step_since") or self.now)
-        self.update(due_at=due.at, waiting=Waiting(kind=WaitKind.TIMER, description=due.reason))
+        self.update(due_at=due.at, waiting=_waiting(WaitKind.TIMER, due.reason))
 
     def on_change(self, step: Step, kind: WaitKind, change: RecordChanged) -> None:
         if kind is WaitKind.CONDITION:
@@ -449,6 +450,14 @@ class Call:
         elif kind is WaitKind.TIMER and self.schedule(step):
             # The step's date moved (or appeared) and it is now due: it runs.
             self.go(self.start(step))
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _waiting(kind: WaitKind, description: str) -> Waiting:
+    """What a step due at a time (or at an event) waits for. A Waiting is frozen, so one value
+    serves every record a batch holds at the same step with the same words (hundreds), instead
+    of a pydantic model built, validated and freed for each."""
+    return Waiting(kind=kind, description=description)
 
 
 def _calendar(flow: FlowDefinition, zone: ZoneInfo) -> BusinessCalendar:

@@ -35,9 +35,8 @@ class ActionContext:
     step_run: int
     calendar: BusinessCalendar
     record_type: RecordType | None = None
-    # The action running now, as a path in the flow (`steps.welcome.actions[0]`): an evaluation
-    # over its budget says where it was.
-    where: str = ""
+    # The position of the action running now in its step's `actions` (see `where`).
+    action_index: int | None = None
     _step_vars: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
 
     def step_vars(self) -> Mapping[str, Any]:
@@ -50,6 +49,14 @@ class ActionContext:
     @property
     def now(self) -> datetime:
         return self.scope.now
+
+    @property
+    def where(self) -> str:
+        """The action running now, as a path in the flow (`steps.welcome.actions[0]`): an
+        evaluation over its budget says where it was. Made only then, not for every action."""
+        if self.action_index is None:
+            return ""
+        return f"steps.{self.step.key}.actions[{self.action_index}]"
 
     def ids(self, index: int, key: str | None) -> dict[str, Any]:
         """The fields every command of this action carries."""

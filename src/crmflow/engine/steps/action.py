@@ -48,7 +48,7 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
                 _log(index, action.key, action.type, ActionStatus.SKIPPED, "the action is inactive")
             )
             continue
-        ctx.where = f"steps.{step.key}.actions[{index}]"
+        ctx.action_index = index
         outer = scope.start_action()
         try:
             result = run_action(action, index, ctx)
