@@ -12,6 +12,7 @@ from crmflow.services import record_types, records
 from crmflow.services.context import Actor, Context
 from crmflow.services.record_types import get_record_type, update_record_type
 from crmflow.services.setup import upgrade_database
+from crmflow.store.record_types import record_type_catalog
 
 VOLUNTEER = {
     "key": "volunteer",
@@ -23,6 +24,7 @@ VOLUNTEER = {
         {"key": "contact", "type": "reference", "reference_type": "contact"},
     ],
 }
+SKILLS = {"key": "skills", "type": "text"}
 
 
 def test_built_in_types_are_listed_and_unknown_ones_named(ctx: Context) -> None:
@@ -172,3 +174,22 @@ def test_an_upgrade_keeps_what_the_organisation_added_to_a_built_in_type(
     assert after.field("shoe_size") is not None
     status = after.field("status")
     assert status is not None and "volunteer" in status.choices and "client" in status.choices
+
+
+def test_the_catalogue_sees_a_type_changed_at_the_same_instant_and_parses_the_others_once(
+    ctx: Context, admin: Actor
+) -> None:
+    # The worker reads the catalogue in every batch; types are parsed once per content, so a
+    # change must show even when nothing else tells it apart (the clock is frozen here: the
+    # type's updated_at does not move).
+    record_types.create_record_type(ctx, admin, VOLUNTEER)
+    with ctx.engine.connect() as conn:
+        first = record_type_catalog(conn)
+    update_record_type(
+        ctx, admin, "volunteer", {**VOLUNTEER, "fields": [*VOLUNTEER["fields"], SKILLS]}
+    )
+    with ctx.engine.connect() as conn:
+        second = record_type_catalog(conn)
+    assert first["volunteer"].field_keys == ["name", "shift", "hours", "contact"]
+    assert second["volunteer"].field_keys == ["name", "shift", "hours", "contact", "skills"]
+    assert second["contact"] is first["contact"]  # unchanged: not parsed again

@@ -3,13 +3,15 @@ would contradict: the one place that writes the table."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
 from crmflow.engine.recordtypes import RecordType
+from crmflow.store.database import json_value
+from crmflow.store.enrollments.rows import as_text
 from crmflow.store.schema import record_types, records
 
 __all__ = [
@@ -38,10 +40,32 @@ def record_type_from_row(row: sa.Row[Any]) -> RecordType:
     )
 
 
+# Record types parsed once per content (key, name, builtin, fields as JSON text): the worker
+# reads the catalogue in every batch, since a type may change between two, and parsing each
+# type's fields cost three times reading them. Keyed by the content, so a changed type is parsed
+# again, whichever database or clock changed it; a RecordType is never changed once made.
+_PARSED: dict[tuple[str, str, bool, str], RecordType] = {}
+_PARSED_MAX = 256
+
+
 def record_type_catalog(conn: sa.Connection) -> dict[str, RecordType]:
     """Every record type as the engine sees it, by key (the batch runner's and the services'
     catalogue, read on an open connection)."""
-    return {row.key: record_type_from_row(row) for row in all_record_types(conn)}
+    t = record_types.c
+    fields = as_text(t.fields, conn.dialect.name)
+    rows = conn.execute(sa.select(t.key, t.name, t.builtin, fields).order_by(t.key))
+    catalog: dict[str, RecordType] = {}
+    for key, name, builtin, text in cast("Iterable[tuple[Any, ...]]", rows):
+        content = (key, name, bool(builtin), text)
+        found = _PARSED.get(content)
+        if found is None:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            found = _PARSED[content] = RecordType.from_dict(
+                {"key": key, "name": name, "fields": json_value(text)}, builtin=bool(builtin)
+            )
+        catalog[key] = found
+    return catalog
 
 
 def find_record_type(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
