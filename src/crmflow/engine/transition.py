@@ -62,6 +62,8 @@ __all__ = [
     "sequence_progress",
 ]
 
+_TIMER = TimerFired()  # a value: one for every timer call
+
 
 def hears_changes(flow: FlowDefinition) -> bool:
     """Whether a change of its record (other than its deletion, which ends it in any flow) can
@@ -182,7 +184,7 @@ def advance(
     flow's time zone. With `record_type`, values written by actions are checked and converted
     the way the store keeps them, and a value that does not fit fails its action.
     """
-    event = event or TimerFired()
+    event = event or _TIMER
     if isinstance(event, DecisionMade | TaskDone):
         problem = (
             check_decision(flow, state, event)

@@ -79,8 +79,10 @@ def due_ids(conn: sa.Connection, *, now: datetime, limit: int) -> list[int]:
     On PostgreSQL the rows are locked, skipping those another worker is claiming right now."""
     if conn.dialect.name == "postgresql":
         query = _due_ids_postgres(now, limit)
-        return [int(i) for i in conn.execute(query).scalars()]
-    return [int(i) for i in conn.execute(_DUE_SQLITE, {"now": now, "limit": limit}).scalars()]
+        return [int(i) for i in conn.execute(query).scalars().all()]
+    # Fetched whole (`all`): iterating a result fetches its rows one by one.
+    due = conn.execute(_DUE_SQLITE, {"now": now, "limit": limit}).scalars().all()
+    return [int(i) for i in due]
 
 
 def due_select(dialect: str, now: datetime, limit: int) -> sa.Select[Any]:
@@ -157,7 +159,7 @@ def _rows(conn: sa.Connection, ids: Sequence[int]) -> sa.Select[Any]:
 def lock(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
     """The enrollments `ids`, locked for this transaction (PostgreSQL), in id order."""
     query = _rows(conn, ids).order_by(enrollments.c.id).with_for_update()
-    return [enrollment_row(r) for r in conn.execute(query)]
+    return [enrollment_row(r) for r in conn.execute(query).all()]
 
 
 def read_enrollments(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:

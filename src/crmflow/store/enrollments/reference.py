@@ -96,7 +96,8 @@ def load_records(
     )
     # Each row unpacked in the order of `columns`: a row's attribute costs a quarter of a
     # microsecond, and a batch reads thousands.
-    rows = cast("Iterable[tuple[Any, ...]]", conn.execute(query))
+    # Fetched whole (`all`): iterating a result fetches its rows one by one.
+    rows = cast("Iterable[tuple[Any, ...]]", conn.execute(query).all())
     for rid, type_key, text, created_at, updated_at, owner_id, version, owner in rows:
         rtype = types.get(type_key)
         values = json_value(text)
