@@ -195,6 +195,9 @@ def test_the_step_list_reorders_by_keyboard_switches_adds_removes_and_redraws_th
     expect(page.locator("#forms-problems")).to_contain_text("a wait step needs `until`")
     expect(page.locator("#ff-add-fields").get_by_role("textbox", name="Amount")).to_have_value("2")
     assert "wait_a_little" not in _stored(site, "three-steps")
+    # The refusal is a new page: its htmx (a deferred script) listens once it has loaded. On a
+    # loaded machine the problems showed before that, and the change below went unheard.
+    page.wait_for_load_state("load")
     page.get_by_label("Type of step").select_option("end")
     expect(page.locator("#trigger-about")).to_have_text("Ends the flow for the record.")
     page.get_by_role("button", name="Add the step").click()
