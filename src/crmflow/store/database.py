@@ -35,6 +35,7 @@ __all__ = [
     "OperationalError",
     "ProgrammingError",
     "Row",
+    "as_text",
     "connection_lost",
     "create_db_engine",
     "data_version",
@@ -46,6 +47,14 @@ __all__ = [
     "read_connection",
     "read_transaction",
 ]
+
+
+def as_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
+    """A JSON column read as its text: pydantic and orjson parse text several times faster than
+    the driver's json.loads followed by validating Python objects (a batch reads hundreds)."""
+    if dialect == "postgresql":
+        return sa.cast(column, sa.Text)
+    return sa.type_coerce(column, sa.Text)
 
 
 def json_text(value: Any) -> str:

@@ -10,8 +10,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from crmflow.engine.recordtypes import RecordType
-from crmflow.store.database import json_value
-from crmflow.store.enrollments.rows import as_text
+from crmflow.store.database import as_text, json_value
 from crmflow.store.schema import record_types, records
 
 __all__ = [
@@ -35,16 +34,20 @@ def all_record_types(conn: sa.Connection) -> list[sa.Row[Any]]:
 
 def record_type_from_row(row: sa.Row[Any]) -> RecordType:
     """A row of `all_record_types` / `find_record_type` as the engine's RecordType."""
-    return RecordType.from_dict(
-        {"key": row.key, "name": row.name, "fields": row.fields}, builtin=bool(row.builtin)
-    )
+    return _record_type(row.key, row.name, row.builtin, row.fields)
 
 
-# Record types parsed once per content (key, name, builtin, fields as JSON text): the worker
-# reads the catalogue in every batch, since a type may change between two, and parsing each
-# type's fields cost three times reading them. Keyed by the content, so a changed type is parsed
-# again, whichever database or clock changed it; a RecordType is never changed once made.
-_PARSED: dict[tuple[str, str, bool, str], RecordType] = {}
+def _record_type(key: str, name: str, builtin: bool, fields: Any) -> RecordType:
+    """The engine's RecordType of a stored type (`fields`: the column's JSON, decoded)."""
+    return RecordType.from_dict({"key": key, "name": name, "fields": fields}, builtin=bool(builtin))
+
+
+# Record types parsed once per content (name, builtin, fields as JSON text): the worker reads
+# the catalogue in every batch, since a type may change between two, and parsing each type's
+# fields cost three times reading them. The last content seen is kept per key, so a changed type
+# is parsed again whichever database or clock changed it, and what is kept is one type per key
+# (at most _PARSED_MAX keys); a RecordType is never changed once made.
+_PARSED: dict[str, tuple[tuple[str, bool, str], RecordType]] = {}
 _PARSED_MAX = 256
 
 
@@ -56,15 +59,16 @@ def record_type_catalog(conn: sa.Connection) -> dict[str, RecordType]:
     rows = conn.execute(sa.select(t.key, t.name, t.builtin, fields).order_by(t.key))
     catalog: dict[str, RecordType] = {}
     for key, name, builtin, text in cast("Iterable[tuple[Any, ...]]", rows):
-        content = (key, name, bool(builtin), text)
-        found = _PARSED.get(content)
-        if found is None:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            found = _PARSED[content] = RecordType.from_dict(
-                {"key": key, "name": name, "fields": json_value(text)}, builtin=bool(builtin)
-            )
-        catalog[key] = found
+        content = (name, bool(builtin), text)
+        kept = _PARSED.get(key)
+        if kept is not None and kept[0] == content:
+            catalog[key] = kept[1]
+            continue
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        parsed = _record_type(key, name, builtin, json_value(text))
+        _PARSED[key] = (content, parsed)
+        catalog[key] = parsed
     return catalog
 
 

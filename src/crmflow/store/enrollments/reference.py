@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.recordtypes import RecordType
 from crmflow.engine.runtime import RecordSnapshot
-from crmflow.store.database import json_value
-from crmflow.store.enrollments.rows import as_text
+from crmflow.store.database import as_text, json_value
 from crmflow.store.idlists import among
 from crmflow.store.records import StoredRecord
 from crmflow.store.schema import flow_versions, flows, records, users

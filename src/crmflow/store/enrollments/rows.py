@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.entry import INSIDE
 from crmflow.engine.runtime import EnrollmentState
+from crmflow.store.database import as_text
 from crmflow.store.schema import enrollments
 
 __all__ = [
@@ -19,7 +20,6 @@ __all__ = [
     "RUNNING",
     "RUNNING_FLOWS",
     "EnrollmentRow",
-    "as_text",
     "enrollment_columns",
     "enrollment_row",
 ]
@@ -48,14 +48,6 @@ class EnrollmentRow:
     due_at: datetime | None
     entered_at: datetime
     state: EnrollmentState | None  # None: not entered yet (a follow-up due at `due_at`)
-
-
-def as_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
-    """A JSON column read as its text: pydantic and orjson parse text several times faster than
-    the driver's json.loads followed by validating Python objects (a batch reads hundreds)."""
-    if dialect == "postgresql":
-        return sa.cast(column, sa.Text)
-    return sa.type_coerce(column, sa.Text)
 
 
 def enrollment_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
