@@ -130,7 +130,10 @@ class EnrollmentState(_Frozen):
         return self.status.is_over
 
 
-@dataclass(frozen=True)
+# A value, never changed once made (`with_values` makes another), but not frozen: a batch builds
+# several per record (one as read, one per action that changes it), and a frozen dataclass sets
+# each field through `object.__setattr__`, several times the cost of building one.
+@dataclass(slots=True)
 class RecordSnapshot:
     """The record as the engine sees it: its field values plus the fields every record has.
 

@@ -76,7 +76,8 @@ _STARTERS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
+# Not frozen, as `RecordSnapshot` (crmflow.engine.runtime): one or more per record of a batch.
+@dataclass(slots=True)
 class Outcome:
     """What one call decided. `record` is the record as the commands leave it (the store applies
     the same changes through `UpdateRecord` / `SetStatus`)."""

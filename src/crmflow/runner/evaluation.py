@@ -142,7 +142,8 @@ def _engine_move(
     )
 
 
-@dataclass(frozen=True)
+# Not frozen, as `RecordSnapshot` (crmflow.engine.runtime): one or more per record of a batch.
+@dataclass(slots=True)
 class Evaluated:
     """The engine's outcome for an enrollment, computed from its row, record, record type and
     event on a read snapshot: still its outcome if they are all the same when the batch writes."""

@@ -408,7 +408,8 @@ def change_feed(ctx: Context, *, after: int | None = None, limit: int = 500) -> 
     return keyset_page([_change_view(r) for r in rows], size)
 
 
-@dataclass(frozen=True)
+# Not frozen, as `RecordSnapshot` (crmflow.engine.runtime): one per record a batch changes.
+@dataclass(slots=True)
 class FieldChange:
     """New values for some fields of one record (None clears a field), as a flow's step asks."""
 

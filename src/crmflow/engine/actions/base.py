@@ -132,7 +132,8 @@ class ActionContext:
         )
 
 
-@dataclass(frozen=True)
+# Not frozen, as `RecordSnapshot` (crmflow.engine.runtime): one or more per action run.
+@dataclass(slots=True)
 class ActionResult:
     commands: tuple[Command, ...]
     detail: str

@@ -25,7 +25,9 @@ from crmflow.engine.steps.scope import EvaluationError
 
 __all__ = ["start", "task_done"]
 
-_ONWARD = Go()  # the step's `next`, else the following step (a frozen value: one for all)
+# An action's outcome, looked up once here rather than on the enum for every action run.
+_DONE, _FAILED, _SKIPPED = ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.SKIPPED
+_ONWARD = Go()  # the step's `next`, else the following step (one value for all, never changed)
 
 
 def start(step: ActionStep, run: StepRun) -> StepResult:
@@ -40,12 +42,13 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
         record_type=run.record_type,
     )
     logs: list[ActionLog] = []
+    failed = 0
     end_reason: str | None = None
     awaited: list[CreateTask] = []  # the tasks of a create_task with `wait: true`
     for index, action in step.run_order:
         if not action.active:
             logs.append(
-                _log(index, action.key, action.type, ActionStatus.SKIPPED, "the action is inactive")
+                ActionLog(index, action.key, action.type, _SKIPPED, "the action is inactive")
             )
             continue
         ctx.action_index = index
@@ -53,7 +56,8 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
         try:
             result = run_action(action, index, ctx)
         except EvaluationError as exc:
-            logs.append(_log(index, action.key, action.type, ActionStatus.FAILED, str(exc)))
+            logs.append(ActionLog(index, action.key, action.type, _FAILED, str(exc)))
+            failed += 1
             continue
         finally:
             scope.end_action(outer)
@@ -64,17 +68,14 @@ def start(step: ActionStep, run: StepRun) -> StepResult:
             scope.record = scope.record.with_values(result.record_updates, at=run.now)
         if result.end_reason is not None and end_reason is None:
             end_reason = result.end_reason
-        logs.append(_log(index, action.key, action.type, ActionStatus.DONE, result.detail))
-    failed = [entry for entry in logs if entry.status is ActionStatus.FAILED]
+        logs.append(ActionLog(index, action.key, action.type, _DONE, result.detail))
     if end_reason is None and awaited:
         hold = _hold(awaited)
-        reason = hold.description + (
-            f"; {len(failed)} of {len(logs)} actions failed" if failed else ""
-        )
+        reason = hold.description + (f"; {failed} of {len(logs)} actions failed" if failed else "")
         run.log(step, StepStatus.WAITING, reason, tuple(logs))
         return hold
     if failed:
-        reason = f"{len(failed)} of {len(logs)} actions failed"
+        reason = f"{failed} of {len(logs)} actions failed"
         run.log(step, StepStatus.FAILED, reason, tuple(logs))
     else:
         run.log(step, StepStatus.DONE, "" if logs else "no actions", tuple(logs))
@@ -102,7 +103,3 @@ def task_done(step: ActionStep, run: StepRun, event: TaskDone) -> StepResult:
     what = f"task {event.task!r}" if event.task else "the tasks"
     run.log(step, StepStatus.DONE, f"{what} done by {event.by}")
     return Go()
-
-
-def _log(index: int, key: str | None, kind: str, status: ActionStatus, detail: str) -> ActionLog:
-    return ActionLog(index=index, key=key, type=kind, status=status, detail=detail)

@@ -25,14 +25,16 @@ from crmflow.engine.steps.scope import EvaluationError, Scope
 __all__ = ["End", "Go", "Hold", "StepResult", "StepRun"]
 
 
-@dataclass(frozen=True)
+# Results, never changed once made, but not frozen, as `RecordSnapshot` (crmflow.engine.runtime):
+# one per step run; `unsafe_hash` keeps them hashable as they were.
+@dataclass(slots=True, unsafe_hash=True)
 class Go:
     """Continue to `target`; None: the step's `next`, else the following step in order."""
 
     target: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Hold:
     """Keep the record at this step until an event, a decision, or `due_at` (a timeout)."""
 
@@ -44,7 +46,7 @@ class Hold:
     deadline_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class End:
     status: EnrollmentStatus
     reason: str
