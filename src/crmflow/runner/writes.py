@@ -119,7 +119,8 @@ def close_tasks(
     The enrollments of `over` that ended CANCELLED (loop guard, by hand, a missing step) also
     have their outbox messages still pending cancelled: nothing is sent for a cancelled run.
     Those that finished or left keep theirs (the thank-you email of a finished run still goes).
-    Their states are already saved, so the enrollments' status column says which ones."""
+    Their states are already saved, so the enrollments' status column says which ones; those
+    `ended` names are not even asked about (a batch of runs that all finished asks nothing)."""
     close_tasks_of_runs(conn, closed_runs, now=now)
     if not over:
         return
@@ -143,7 +144,7 @@ def close_tasks(
         ],
     )
     insert_task_events(conn, [NewTaskEvent(t.id, now, None, "cancelled", why[t.id]) for t in shown])
-    cancel_pending_of_cancelled(conn, over)
+    cancel_pending_of_cancelled(conn, [eid for eid in over if eid not in ended])
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from crmflow.engine.runtime import EnrollmentStatus
 from crmflow.store.flow_access import FlowFilter
-from crmflow.store.idlists import among
+from crmflow.store.idlists import IDS, among, among_bound, id_list
 from crmflow.store.schema import enrollments, flows, outbox
 
 __all__ = [
@@ -82,11 +83,21 @@ def cancel_pending_of_cancelled(conn: sa.Connection, enrollment_ids: Collection[
     """The messages not sent yet of those of `enrollment_ids` that ended cancelled (their
     states are saved) are cancelled: nothing is sent for a cancelled run. Those that finished
     or left keep theirs."""
+    if not enrollment_ids:
+        return
+    dialect = conn.dialect.name
+    conn.execute(_cancel_pending(dialect), {IDS: id_list(enrollment_ids, dialect)})
+
+
+@cache
+def _cancel_pending(dialect: str) -> sa.Update:
+    """`cancel_pending_of_cancelled`'s statement, of the enrollments `:ids` (built once per
+    dialect)."""
     cancelled = sa.select(enrollments.c.id).where(
-        among(enrollments.c.id, enrollment_ids, conn),
+        among_bound(enrollments.c.id, dialect),
         enrollments.c.status == EnrollmentStatus.CANCELLED.value,
     )
-    conn.execute(
+    return (
         outbox.update()
         .where(outbox.c.enrollment_id.in_(cancelled), outbox.c.status == "pending")
         .values(status="cancelled")

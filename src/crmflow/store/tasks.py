@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from crmflow.store.idlists import among
+from crmflow.store.idlists import IDS, among_bound, id_list
 from crmflow.store.schema import enrollments, notifications, task_events, tasks, users
 
 __all__ = [
@@ -110,6 +111,18 @@ class CancelledTask(NamedTuple):
 _TO_DO = ("open", "in_progress")  # a task still to do (store.task_lists.OPEN_STATES)
 
 
+@cache
+def _to_do_of(dialect: str) -> sa.Select[Any]:
+    """The tasks still to do of the enrollments `:ids`, by id (built once per dialect: every
+    batch in which runs end asks)."""
+    t = tasks.c
+    return (
+        sa.select(t.id, t.enrollment_id, t.record_id, t.title, t.buttons)
+        .where(among_bound(t.enrollment_id, dialect), t.status.in_(_TO_DO))
+        .order_by(t.id)
+    )
+
+
 def cancel_open_tasks(
     conn: sa.Connection,
     enrollment_ids: Collection[int],
@@ -123,12 +136,11 @@ def cancel_open_tasks(
     if not enrollment_ids:
         return []
     t = tasks.c
-    query = sa.select(t.id, t.enrollment_id, t.record_id, t.title, t.buttons).where(
-        among(t.enrollment_id, enrollment_ids, conn), t.status.in_(_TO_DO)
-    )
+    dialect = conn.dialect.name
+    query = _to_do_of(dialect)
     found = [
         CancelledTask(r.id, r.enrollment_id, r.record_id, r.title, bool(r.buttons))
-        for r in conn.execute(query.order_by(t.id))
+        for r in conn.execute(query, {IDS: id_list(enrollment_ids, dialect)})
     ]
     kept = set(approvals_only)
     cancelled = [c for c in found if c.approval or c.enrollment_id not in kept]
