@@ -753,3 +753,30 @@ def test_catch_up_policies_after_a_pause() -> None:
             flow, entered.state, entered.record, paused_at=paused, resumed_at=resumed, zone=ZONE
         )
         assert state.due_at == expected, mode
+
+
+def test_a_state_evolved_is_the_one_model_copy_makes_and_leaves_the_original_as_it_was() -> None:
+    # The engine folds a call's changes in with `evolve`, a cheaper `model_copy(update=...)`:
+    # the two must give the same state, field for field, as JSON and as pydantic sees it.
+    before = EnrollmentState(
+        enrollment_id=7, flow_key="f", flow_version=2, record_id=9, entered_at=NOW, step_runs=1
+    )
+    changes: dict[str, Any] = {
+        "status": EnrollmentStatus.WAITING,
+        "step_key": "later",
+        "due_at": NOW + timedelta(days=1),
+        "step_runs": 2,
+    }
+    evolved = before.evolve(changes)
+    copied = before.model_copy(update=changes)
+    assert evolved == copied
+    assert evolved.model_dump_json() == copied.model_dump_json()
+    assert evolved.model_fields_set == copied.model_fields_set
+    assert EnrollmentState.model_validate_json(evolved.model_dump_json()) == evolved
+    assert (before.status, before.step_key, before.step_runs) == (
+        EnrollmentStatus.ACTIVE,
+        None,
+        1,
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        evolved.step_runs = 3  # type: ignore[misc]

@@ -145,7 +145,7 @@ class Call:
     def state(self) -> EnrollmentState:
         """The working state with every change so far (one copy for all pending changes)."""
         if self._pending:
-            self._state = self._state.model_copy(update=self._pending)
+            self._state = self._state.evolve(self._pending)
             self._pending = {}
         return self._state
 
@@ -157,10 +157,11 @@ class Call:
         self._pending.update(changes)
 
     def outcome(self) -> Outcome:
-        emails = sum(
-            1
-            for c in self.run.commands
-            if isinstance(c, OutboxMessage) and c.payload.channel == "email"
+        commands = self.run.commands
+        emails = (
+            sum(1 for c in commands if isinstance(c, OutboxMessage) and c.channel == "email")
+            if commands
+            else 0
         )
         if emails:
             self.update(emails_sent=self.state.emails_sent + emails)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -51,12 +52,18 @@ _PARSED: dict[str, tuple[tuple[str, bool, str], RecordType]] = {}
 _PARSED_MAX = 256
 
 
+@cache
+def _catalog_query(dialect: str) -> sa.Select[Any]:
+    """Every record type's key, name, builtin flag and fields as JSON text, by key (built once
+    per dialect: a worker reads the catalogue in every batch)."""
+    t = record_types.c
+    return sa.select(t.key, t.name, t.builtin, as_text(t.fields, dialect)).order_by(t.key)
+
+
 def record_type_catalog(conn: sa.Connection) -> dict[str, RecordType]:
     """Every record type as the engine sees it, by key (the batch runner's and the services'
     catalogue, read on an open connection)."""
-    t = record_types.c
-    fields = as_text(t.fields, conn.dialect.name)
-    rows = conn.execute(sa.select(t.key, t.name, t.builtin, fields).order_by(t.key))
+    rows = conn.execute(_catalog_query(conn.dialect.name))
     catalog: dict[str, RecordType] = {}
     for key, name, builtin, text in cast("Iterable[tuple[Any, ...]]", rows):
         content = (name, bool(builtin), text)

@@ -31,6 +31,14 @@ class FlowInfo:
     owner: str | None
 
 
+# The flows `:flow_ids` with their status and owner now: built once (a worker asks in every batch).
+_FLOWS_NOW = (
+    sa.select(flows.c.id, flows.c.key, flows.c.status, users.c.username)
+    .outerjoin(users, users.c.id == flows.c.owner_id)
+    .where(flows.c.id.in_(sa.bindparam("flow_ids", expanding=True)))
+)
+
+
 def load_flows(
     conn: sa.Connection,
     pairs: Iterable[tuple[int, int]],
@@ -42,14 +50,7 @@ def load_flows(
     if not wanted:
         return {}
     flow_ids = sorted({f for f, _ in wanted})
-    rows = {
-        r.id: r
-        for r in conn.execute(
-            sa.select(flows.c.id, flows.c.key, flows.c.status, users.c.username)
-            .outerjoin(users, users.c.id == flows.c.owner_id)
-            .where(flows.c.id.in_(flow_ids))
-        )
-    }
+    rows = {r.id: r for r in conn.execute(_FLOWS_NOW, {"flow_ids": flow_ids})}
     missing = sorted(p for p in wanted if p not in cache)
     if missing:
         documents = conn.execute(
