@@ -111,6 +111,7 @@ class Call:
         limits: EvaluationLimits = DEFAULT_LIMITS,
     ) -> None:
         self.flow = flow
+        self.now = now
         self._state = state
         # Changes not yet folded into `_state`: a step makes several small changes in a row, and
         # copying the (frozen) state for each one was a fifth of the engine's time.
@@ -136,10 +137,6 @@ class Call:
             else time.monotonic() + limits.call_time_limit_ms / 1000
         )
         self.path: list[str] = []
-
-    @property
-    def now(self) -> datetime:
-        return self.run.scope.now
 
     @property
     def state(self) -> EnrollmentState:
@@ -178,7 +175,7 @@ class Call:
         key = self._get("step_key")
         step = self.flow.step(key) if key else None
         if step is not None:
-            self.run.log(step, StepStatus.ENDED, f"{status.value}: {reason}")
+            self.run.log(step, StepStatus.ENDED, f"{status}: {reason}")
         self.update(
             status=status,
             finished_at=self.now,
@@ -351,9 +348,9 @@ class Call:
         return found
 
     def new_run(self) -> None:
-        runs = self._get("step_runs") + 1
-        self.update(step_runs=runs)
-        self.run.run_number = runs
+        pending = self._pending
+        runs = pending.get("step_runs", self._state.step_runs) + 1
+        pending["step_runs"] = self.run.run_number = runs
 
     def start(self, step: Step) -> Go | None:
         """Run `step` now (it is due); where to go next, or None when the record stays or ends."""
@@ -361,7 +358,8 @@ class Call:
         if self.goal_reached():
             return None
         self.new_run()
-        self.update(due_at=None, waiting=None)
+        pending = self._pending
+        pending["due_at"] = pending["waiting"] = None
         if step.condition:
             try:
                 holds, why = self.run.scope.holds(step.condition), ""

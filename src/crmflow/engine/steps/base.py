@@ -86,14 +86,14 @@ class StepRun:
             self.note = ""
         self.logs.append(
             StepRunLog(
-                enrollment_id=self.enrollment_id,
-                step_key=step.key,
-                step_run=self.run_number,
-                step_type=step.type,
-                at=self.now,
-                status=status,
-                reason=reason,
-                actions=actions,
+                self.enrollment_id,
+                step.key,
+                self.run_number,
+                step.type,
+                self.scope.now,
+                status,
+                reason,
+                actions,
             )
         )
 

@@ -51,6 +51,7 @@ def save(
     """
     writer = Writer(conn)
     time = writer.time
+    at = time(now)
     writer.update(
         enrollments,
         _SAVED,
@@ -64,7 +65,7 @@ def save(
                 # pydantic writes JSON text directly, several times faster than a dict that the
                 # driver then serialises.
                 s.model_dump_json(),
-                time(now),
+                at,
                 s.enrollment_id,
             )
             for s in states
