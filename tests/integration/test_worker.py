@@ -394,6 +394,29 @@ def test_a_batch_writes_its_record_changes_from_the_records_it_read(
     assert _count(ctx, record_changes, record_id=ids[1]) == 3
 
 
+def test_a_batch_of_record_changes_looks_up_the_users_it_names_and_refuses_alone_the_unknown(
+    ctx: Context, admin: Actor, maria: Actor
+) -> None:
+    """A batch's changes are checked together: a user named by a change is stored by id, one
+    that names nobody is refused alone with its reason, and those that set no user or record
+    field (most of a flow's steps) apply as they are."""
+    named, unknown, plain = (_contact(ctx, admin, n) for n in ("Ana", "Bo", "Cy"))
+    system = ensure_system_user(ctx)
+    changes = [
+        records.FieldChange(named, {"manager": maria.username, "status": "client"}),
+        records.FieldChange(unknown, {"manager": "nobody", "status": "client"}),
+        records.FieldChange(plain, {"status": "client"}),
+    ]
+    with ctx.engine.begin() as conn:
+        results = records.update_records_in(conn, ctx, system, changes)
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and "manager: no user named 'nobody'" in results[1]
+    assert records.get_record(ctx, named).data["manager"] == maria.id
+    assert records.get_record(ctx, named).data["status"] == "client"
+    assert records.get_record(ctx, unknown).data.get("status") is None  # refused whole
+    assert records.get_record(ctx, plain).data["status"] == "client"
+
+
 def test_record_changes_from_records_no_longer_as_stored_are_refused_whole(
     ctx: Context, admin: Actor
 ) -> None:

@@ -167,6 +167,8 @@ class LinkResolver:
         self.ref_fields = tuple(
             (f.key, f.reference_type or "") for f in rtype.fields if f.type is FieldType.REFERENCE
         )
+        # The fields whose values point at a user or a record (what `resolve` looks up).
+        self.link_fields = frozenset(self.user_fields) | {key for key, _ in self.ref_fields}
 
     def resolve(
         self,
@@ -472,11 +474,18 @@ def update_records_in(
             given.append(None)
             results.append("; ".join(str(p) for p in exc.problems))
     for type_key, resolver in resolvers.items():
+        # Only the changes that set a user or record field have something to look up (a
+        # flow's step mostly sets a status or a text).
+        links = resolver.link_fields
         positions = [
             i
             for i, item in enumerate(items)
-            if given[i] is not None and rows[item.record_id].type == type_key
+            if (values := given[i]) is not None
+            and not links.isdisjoint(values)
+            and rows[item.record_id].type == type_key
         ]
+        if not positions:
+            continue
         pairs = [(given[i] or {}, None) for i in positions]
         _, problems = resolver.resolve(conn, pairs, None)
         for i, found in zip(positions, problems, strict=True):
