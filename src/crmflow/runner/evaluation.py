@@ -190,16 +190,27 @@ def outcome_for(
     *,
     now: datetime,
     evaluation: Evaluation | None = None,
+    zones: dict[str | None, ZoneInfo] | None = None,
 ) -> Outcome:
     """The outcome `evaluation` already computed from these inputs (`reused`), else
     `engine_outcome` with the flow's zone and the context's limits: the one place the runner
-    turns a context into the engine's arguments."""
-    return reused(evaluation, row, record, rtype, event) or engine_outcome(
+    turns a context into the engine's arguments. `zones` keeps the zones worked out, by the
+    flow's own time zone (None: the organisation's), for a caller that asks for many records (a
+    batch): each is then worked out once."""
+    found = reused(evaluation, row, record, rtype, event)
+    if found is not None:
+        return found
+    zone = zones.get(flow.timezone) if zones is not None else None
+    if zone is None:
+        zone = flow_zone(ctx, flow)
+        if zones is not None:
+            zones[flow.timezone] = zone
+    return engine_outcome(
         flow,
         row,
         record,
         event,
-        zone=flow_zone(ctx, flow),
+        zone=zone,
         record_type=rtype,
         now=now,
         limits=ctx.evaluation_limits,
@@ -252,6 +263,7 @@ def evaluate_batch(
     reached: list[repo.EnrollmentRow] = []
     evaluated: dict[int, Evaluated] = {}
     begun: set[tuple[int, int]] = set()
+    zones: dict[str | None, ZoneInfo] = {}  # see `outcome_for`
     for row in rows:
         pair = (row.flow_id, row.record_id)
         if deadline is not None and begun and pair not in begun and time.monotonic() >= deadline:
@@ -273,7 +285,7 @@ def evaluate_batch(
                 continue
             record = RecordSnapshot(row.record_id, flow.record_type, {})
             event = RecordChanged(change="deleted")
-        outcome = outcome_for(ctx, flow, row, record, event, rtype, now=now)
+        outcome = outcome_for(ctx, flow, row, record, event, rtype, now=now, zones=zones)
         evaluated[row.id] = Evaluated((row, record, rtype, event), outcome)
         if not (outcome.refused or outcome.not_due):
             snapshots[row.record_id] = outcome.record

@@ -30,7 +30,7 @@ class ActionContext:
 
     scope: Scope
     step: Step
-    describe_step: Callable[[], Mapping[str, Any]]  # `step` for templates (see `step_vars`)
+    describe_step: Callable[[Step], Mapping[str, Any]]  # a step for templates (`step_vars`)
     enrollment_id: int
     step_run: int
     calendar: BusinessCalendar
@@ -43,8 +43,14 @@ class ActionContext:
         """`step` as templates see it, worked out once and only when a template reads it (it
         resolves who is responsible and computes the deadline)."""
         if self._step_vars is None:
-            self._step_vars = self.describe_step()
+            self._step_vars = self.describe_step(self.step)
         return self._step_vars
+
+    def next_step(self, step: Step, step_run: int) -> None:
+        """Serve the actions of `step`, run `step_run`, of the same record (an action step
+        keeps one context per call rather than building one per step)."""
+        self.step, self.step_run = step, step_run
+        self.action_index = self._step_vars = None
 
     @property
     def now(self) -> datetime:

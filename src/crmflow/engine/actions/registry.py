@@ -85,7 +85,10 @@ class ActionRegistry:
 
     def run(self, action: ActionBase, index: int, ctx: ActionContext) -> ActionResult:
         """The commands of `action`; raises EvaluationError when it cannot be carried out."""
-        return self.kind_of(action).run(action, index, ctx)
+        kind = self._by_model.get(type(action))  # `kind_of` inlined: once per action run
+        if kind is None:
+            kind = self.kind_of(action)  # raises LookupError, saying which
+        return kind.run(action, index, ctx)
 
 
 ACTION_KINDS = ActionRegistry(KINDS)
