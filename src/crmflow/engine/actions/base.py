@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ActionContext", "ActionResult"]
 
 
-@dataclass
+@dataclass(slots=True)  # one per record a batch moves: slots are quicker to make and read
 class ActionContext:
     """The step run an action belongs to; `scope.record` is the record after earlier actions."""
 
