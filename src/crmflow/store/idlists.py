@@ -31,12 +31,13 @@ def among(
 ) -> sa.ColumnElement[bool]:
     """`column IN ids`, with `ids` bound as one parameter (see the module text)."""
     dialect = conn.dialect.name
-    return _among(column, sa.bindparam(None, id_list(ids, dialect), type_=_list_type(dialect)))
+    listed = sa.bindparam(None, id_list(ids, dialect), type_=_list_type(dialect))
+    return _among(column, listed, dialect)
 
 
 def among_bound(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[bool]:
     """`column IN :ids` for a statement built once: run it with `{IDS: id_list(ids, dialect)}`."""
-    return _among(column, sa.bindparam(IDS, type_=_list_type(dialect)))
+    return _among(column, sa.bindparam(IDS, type_=_list_type(dialect)), dialect)
 
 
 def id_list(ids: Collection[int], dialect: str) -> Any:
@@ -49,8 +50,10 @@ def _list_type(dialect: str) -> sa.types.TypeEngine[Any]:
     return postgresql.ARRAY(sa.BigInteger) if dialect == "postgresql" else sa.Text()
 
 
-def _among(column: sa.ColumnElement[Any], listed: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
-    if isinstance(listed.type, postgresql.ARRAY):
+def _among(
+    column: sa.ColumnElement[Any], listed: sa.BindParameter[Any], dialect: str
+) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":
         return column == sa.any_(listed)
     rows = sa.func.json_each(listed).table_valued("value")
     return column.in_(sa.select(rows.c.value))
