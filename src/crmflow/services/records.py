@@ -450,6 +450,7 @@ def update_records_in(
     resolvers: dict[str, LinkResolver] = {}
     given: list[dict[str, Any] | None] = []
     results: list[str | None] = []
+    zone, max_chars = ctx.zone, ctx.settings.max_field_chars
     for item in items:
         row = rows.get(item.record_id)
         if row is None:
@@ -463,10 +464,7 @@ def update_records_in(
         try:
             given.append(
                 types[row.type].normalise(
-                    item.values,
-                    zone=ctx.zone,
-                    partial=True,
-                    max_field_chars=ctx.settings.max_field_chars,
+                    item.values, zone=zone, partial=True, max_field_chars=max_chars
                 )
             )
             results.append(None)

@@ -46,4 +46,4 @@ def start(step: DecisionStep, run: StepRun) -> StepResult:
 
 
 def _with(reason: str, notes: list[str]) -> str:
-    return reason + "".join(f"; {note}" for note in notes)
+    return reason + "".join(f"; {note}" for note in notes) if notes else reason
