@@ -46,12 +46,6 @@ class ActionContext:
             self._step_vars = self.describe_step(self.step)
         return self._step_vars
 
-    def next_step(self, step: Step, step_run: int) -> None:
-        """Serve the actions of `step`, run `step_run`, of the same record (an action step
-        keeps one context per call rather than building one per step)."""
-        self.step, self.step_run = step, step_run
-        self.action_index = self._step_vars = None
-
     @property
     def now(self) -> datetime:
         return self.scope.now

@@ -32,19 +32,17 @@ _ONWARD = Go()  # the step's `next`, else the following step (one value for all,
 
 def start(step: ActionStep, run: StepRun) -> StepResult:
     scope = run.scope
-    ctx = run.action_context
-    if ctx is None:
-        ctx = run.action_context = ActionContext(
-            scope=scope,
-            step=step,
-            describe_step=run.step_vars,
-            enrollment_id=run.enrollment_id,
-            step_run=run.run_number,
-            calendar=run.calendar,
-            record_type=run.record_type,
-        )
-    else:
-        ctx.next_step(step, run.run_number)
+    # Made for each step, not kept on `run` for the next: it refers to `run` (`describe_step`),
+    # and the cycle would keep every record's call alive until the collector's next pass.
+    ctx = ActionContext(
+        scope=scope,
+        step=step,
+        describe_step=run.step_vars,
+        enrollment_id=run.enrollment_id,
+        step_run=run.run_number,
+        calendar=run.calendar,
+        record_type=run.record_type,
+    )
     logs: list[ActionLog] = []
     failed = 0
     end_reason: str | None = None

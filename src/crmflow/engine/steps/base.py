@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crmflow.engine.calendars import BusinessCalendar
 from crmflow.engine.commands import Command
@@ -21,9 +21,6 @@ from crmflow.engine.runtime import (
 from crmflow.engine.steps.clock import after
 from crmflow.engine.steps.people import resolve
 from crmflow.engine.steps.scope import EvaluationError, Scope
-
-if TYPE_CHECKING:
-    from crmflow.engine.actions.base import ActionContext
 
 __all__ = ["End", "Go", "Hold", "StepResult", "StepRun"]
 
@@ -72,8 +69,6 @@ class StepRun:
     logs: list[StepRunLog] = field(default_factory=list)
     # Said first in the next step-run log: why the step ran when it did (a date already past).
     note: str = ""
-    # What the actions of this call's action steps see, made at the first (`steps.action`).
-    action_context: ActionContext | None = None
 
     @property
     def now(self) -> datetime:
