@@ -163,18 +163,20 @@ def _rows(dialect: str, *, locked: bool) -> sa.Select[Any]:
     return query.with_for_update() if locked else query
 
 
+def _read(conn: sa.Connection, ids: Sequence[int], *, locked: bool) -> list[EnrollmentRow]:
+    dialect = conn.dialect.name
+    found = conn.execute(_rows(dialect, locked=locked), {IDS: id_list(ids, dialect)}).all()
+    return [enrollment_row(r) for r in found]
+
+
 def lock(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
     """The enrollments `ids`, locked for this transaction (PostgreSQL), in id order."""
-    dialect = conn.dialect.name
-    found = conn.execute(_rows(dialect, locked=True), {IDS: id_list(ids, dialect)}).all()
-    return [enrollment_row(r) for r in found]
+    return _read(conn, ids, locked=True)
 
 
 def read_enrollments(conn: sa.Connection, ids: Sequence[int]) -> list[EnrollmentRow]:
     """The enrollments `ids` as `lock` reads them, without locking them (what a page shows)."""
-    dialect = conn.dialect.name
-    found = conn.execute(_rows(dialect, locked=False), {IDS: id_list(ids, dialect)}).all()
-    return [enrollment_row(r) for r in found]
+    return _read(conn, ids, locked=False)
 
 
 def inside_ids(conn: sa.Connection, flow_id: int, record_id: int) -> list[int]:
