@@ -192,7 +192,7 @@ def _insert_fresh_runs(writer: Writer, logs: Sequence[StepRunLog]) -> None:
             log.step_run,
             log.step_key,
             log.step_type,
-            log.status.value,
+            str(log.status),  # its value (a StrEnum's str), without the enum's property
             log.reason,
             time(log.at),
             None if log.status is StepStatus.WAITING else time(log.at),

