@@ -6,8 +6,9 @@ while the rest of the batch is applied."""
 from __future__ import annotations
 
 import typing
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -35,6 +36,7 @@ def test_every_command_type_has_one_applier() -> None:
     assert sorted(c.__name__ for c in taken) == sorted(c.__name__ for c in typing.get_args(union))
 
 
+@dataclass(slots=True, kw_only=True)
 class Teleport(CommandBase):
     """A command of a kind this server does not know."""
 
@@ -46,7 +48,7 @@ def test_a_batch_is_applied_by_the_appliers(
 ) -> None:
     rid = records.create_record(ctx, admin, "contact", {"first_name": "Ana", "last_name": "Pop"}).id
     now: datetime = clock()
-    ids = {"enrollment_id": 5, "step_key": "hello", "step_run": 1}
+    ids: dict[str, Any] = {"enrollment_id": 5, "step_key": "hello", "step_run": 1}
     message = OutboxMessage(
         **ids,
         action_index=3,

@@ -7,13 +7,17 @@ idempotency key made from (enrollment id, step run number, action key or index):
 same step run after a crash produces the same key, so a message is never sent twice. An email also
 gets a Message-ID derived from that key, so a mail server can spot a duplicate too.
 
-Every command says which enrollment, step run and action produced it. Commands are pydantic
-models with a `kind` tag: `COMMANDS.validate_python(data)` reads a list back from JSON.
+Every command says which enrollment, step run and action produced it. Commands are slotted
+dataclasses with a `kind` tag (a batch makes one or more per record it moves, and a pydantic model
+costs several times more to make); what they carry that is read from or written to JSON (an
+assignee, an email's payload) is a pydantic model. `COMMANDS.dump_python(commands, mode="json")`
+writes a list as JSON data and `COMMANDS.validate_python(data)` reads it back.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -79,10 +83,14 @@ def message_id(key: str, from_address: str | None = None) -> str:
     return f"<{digest}@{domain}>"
 
 
-class CommandBase(BaseModel):
-    """What every command carries: the enrollment, step run and action that produced it."""
+# A command is a value, never changed once made, but not frozen: a frozen dataclass sets each
+# field through `object.__setattr__`, several times the cost of making one; `unsafe_hash` keeps
+# them hashable as the frozen models they were. Keyword-only, as the models were.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
+class CommandBase:
+    """What every command carries: the enrollment, step run and action that produced it."""
 
     enrollment_id: int
     step_key: str
@@ -98,6 +106,7 @@ class CommandBase(BaseModel):
         return self.__class__.__name__
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class UpdateRecord(CommandBase):
     kind: Literal["update_record"] = "update_record"
     values: dict[str, Any]
@@ -106,6 +115,7 @@ class UpdateRecord(CommandBase):
         return "update " + ", ".join(f"{k} = {v!r}" for k, v in self.values.items())
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class SetStatus(CommandBase):
     kind: Literal["set_status"] = "set_status"
     status: str
@@ -135,6 +145,7 @@ class Assignee(BaseModel):
         return f"{self.named()}: {self.note}" if self.note else self.named()
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class CreateTask(CommandBase):
     """A task in a person's (or a group's) task list; an approval task carries its buttons."""
 
@@ -160,6 +171,7 @@ class CreateTask(CommandBase):
         return text
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class AskByEmail(CommandBase):
     """An approval's email to the person asked (each active member of a group asked): one
     signed link per button (`services.approval_links` signs them when the email is written)."""
@@ -174,6 +186,7 @@ class AskByEmail(CommandBase):
         return f"approval email to {self.assignee}: {self.title}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class Notify(CommandBase):
     kind: Literal["notify"] = "notify"
     users: tuple[str | int, ...] = ()
@@ -185,6 +198,7 @@ class Notify(CommandBase):
         return f"notify {', '.join(to)}: {self.message}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class WriteHistory(CommandBase):
     kind: Literal["history"] = "history"
     message: str
@@ -193,6 +207,7 @@ class WriteHistory(CommandBase):
         return f"history: {self.message}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class AddToGroup(CommandBase):
     kind: Literal["add_to_group"] = "add_to_group"
     group: str
@@ -201,6 +216,7 @@ class AddToGroup(CommandBase):
         return f"add to group {self.group!r}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class RemoveFromGroup(CommandBase):
     kind: Literal["remove_from_group"] = "remove_from_group"
     group: str
@@ -209,6 +225,7 @@ class RemoveFromGroup(CommandBase):
         return f"remove from group {self.group!r}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class CreateRecord(CommandBase):
     """A related record; `link_field` of the new record points at `link_to` (this record)."""
 
@@ -225,6 +242,7 @@ class CreateRecord(CommandBase):
         )
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class AssignOwner(CommandBase):
     """The store picks the owner among the candidates, with its own counts (rotation, load)."""
 
@@ -232,13 +250,14 @@ class AssignOwner(CommandBase):
     strategy: Literal["round_robin", "weighted", "least_loaded"]
     users: tuple[str, ...] = ()
     group: str | None = None
-    weights: dict[str, int] = Field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         among = list(self.users) + ([f"group {self.group}"] if self.group else [])
         return f"assign an owner ({self.strategy.replace('_', ' ')}) among {', '.join(among)}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class StartFlow(CommandBase):
     """Start follow-up flow `flow` for record `record_id` at `at` (the end of the step + delay)."""
 
@@ -251,6 +270,7 @@ class StartFlow(CommandBase):
         return f"start flow {self.flow!r} for record {self.record_id} at {self.at.isoformat()}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class EndFlow(CommandBase):
     kind: Literal["end_flow"] = "end_flow"
     reason: str = ""
@@ -259,12 +279,13 @@ class EndFlow(CommandBase):
         return f"end the flow{': ' + self.reason if self.reason else ''}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class RunSql(CommandBase):
     """SQL with bound parameters; the store refuses it unless the server allows SQL actions."""
 
     kind: Literal["run_sql"] = "run_sql"
     sql: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float = 5.0
 
     def describe(self) -> str:
@@ -359,6 +380,7 @@ class WebhookPayload(BaseModel):
         return f"webhook {self.method} {self.url}"
 
 
+@dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class OutboxMessage(CommandBase):
     """An external effect to deliver once: the dispatcher keys its delivery on `idempotency_key`.
 

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crmflow.engine.budget import DEFAULT_LIMITS, EvaluationLimits
-from crmflow.engine.commands import Command
+from crmflow.engine.commands import COMMANDS, Command
 from crmflow.engine.definition import ApprovalStep, FlowDefinition
 from crmflow.engine.entry import PastEntry, entry_refusal
 from crmflow.engine.localtime import format_local
@@ -92,7 +92,7 @@ class Simulation:
             "end_reason": self.state.end_reason if self.state else self.stopped,
             "stopped": self.stopped,
             "timeline": [entry.as_dict() for entry in self.timeline],
-            "commands": [c.model_dump(mode="json") for c in self.commands],
+            "commands": COMMANDS.dump_python(list(self.commands), mode="json"),
             "record": {"id": self.record.id, "owner": self.record.owner, **self.record.values},
         }
 
