@@ -86,8 +86,6 @@ def message_id(key: str, from_address: str | None = None) -> str:
 # A command is a value, never changed once made, but not frozen: a frozen dataclass sets each
 # field through `object.__setattr__`, several times the cost of making one; `unsafe_hash` keeps
 # them hashable as the frozen models they were. Keyword-only, as the models were.
-
-
 @dataclass(slots=True, kw_only=True, unsafe_hash=True)
 class CommandBase:
     """What every command carries: the enrollment, step run and action that produced it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -11,6 +12,7 @@ from crmflow.engine.actions.kind import ActionChecker, Kind
 from crmflow.engine.definition.action_base import ActionBase, FieldValues
 
 if TYPE_CHECKING:
+    from crmflow.engine.commands import UpdateRecord
     from crmflow.engine.definition import ActionStep
 
 __all__ = ["KIND", "UpdateRecordAction"]
@@ -26,11 +28,17 @@ def check(checker: ActionChecker, path: str, action: UpdateRecordAction, step: A
 
 
 def run(action: UpdateRecordAction, index: int, ctx: ActionContext) -> ActionResult:
+    values = ctx.values(action.values)
+    command = _update_record()(**ctx.ids(index, action.key), values=values)
+    return ActionResult((command,), command.describe(), record_updates=values)
+
+
+@cache
+def _update_record() -> type[UpdateRecord]:
+    """The command's class, imported at the first run, not with the module (see kind.py)."""
     from crmflow.engine.commands import UpdateRecord  # noqa: PLC0415 - runtime only
 
-    values = ctx.values(action.values)
-    command = UpdateRecord(**ctx.ids(index, action.key), values=values)
-    return ActionResult((command,), command.describe(), record_updates=values)
+    return UpdateRecord
 
 
 KIND = Kind(UpdateRecordAction, check, run)
