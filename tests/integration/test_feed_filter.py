@@ -62,6 +62,12 @@ def test_a_change_someone_hears_among_many_nobody_hears_is_handled_and_counted(
         # Only deletions of companies asked for: none there.
         none = read_heard(conn, first - 1, 10, span=1000, any_kind=(), deleted={"company"})
         assert none is not None and none.wanted == [] and none.passed == 501
+        assert none.settled_to == first + 500 and not none.more
+        # Cut at `span` changes: the cursor may pass those, and more are waiting.
+        cut = read_heard(conn, first - 1, 10, span=100, any_kind=(), deleted={"company"})
+        assert cut is not None and (cut.passed, cut.settled_to, cut.more) == (100, first + 99, True)
+        heard_late = read_heard(conn, first - 1, 10, span=100, any_kind={"contact"}, deleted=())
+        assert heard_late is not None and heard_late.wanted == [] and heard_late.more
 
     # Small transactions (10 heard changes at most each): all 501 are consumed.
     assert triggers.ingest_changes(ctx, limit=10) == 501

@@ -164,7 +164,11 @@ def read_heard(
     Each row carries `k`, its place among the changes after `position` (1 for the first):
     how many changes a cursor moved to right before it passes. None on PostgreSQL when the ids
     read are not consecutive: a gap that may still commit, for `read_feed` and
-    `engine.feed_cursor.settle` to wait for (on SQLite a gap is a rollback or a pruned row)."""
+    `engine.feed_cursor.settle` to wait for (on SQLite a gap is a rollback or a pruned row).
+
+    A first statement counts the window and the changes in it someone may hear: when there are
+    none (a worker's own changes that nothing listens to, the common case), that is the answer,
+    without numbering the window (five times the cost)."""
     c = record_changes.c
     after = (
         sa.select(c.id, c.record_type, c.kind)
@@ -173,24 +177,38 @@ def read_heard(
         .limit(span)
         .subquery("a")
     )
+
+    def hears(change: Any) -> sa.ColumnElement[bool]:
+        return sa.or_(
+            change.record_type.in_(sorted(any_kind)),
+            sa.and_(change.kind == "deleted", change.record_type.in_(sorted(deleted))),
+        )
+
+    probe = sa.select(
+        sa.func.count(), sa.func.max(after.c.id), sa.func.count().filter(hears(after.c))
+    )
+    count, top, heard = conn.execute(probe).one()
+    if not count:
+        return HeardWindow([], position, 0, False)
+    if conn.dialect.name == "postgresql" and int(top) - position != count:
+        return None
+    if not heard:
+        return HeardWindow([], int(top), count, count == span)
     # Numbered once cut to `span` rows (numbered first, the database might number them all).
     number = sa.func.row_number().over(order_by=after.c.id).label("k")
     window = sa.select(after, number).cte("w")
     w = window.c
     sizes = sa.select(sa.func.count().label("n"), sa.func.max(w.id).label("top")).subquery("s")
-    heard = sa.or_(
-        w.record_type.in_(sorted(any_kind)),
-        sa.and_(w.kind == "deleted", w.record_type.in_(sorted(deleted))),
-    )
     query = (
         sa.select(sizes.c.n, sizes.c.top, w.id, w.record_type, w.kind, w.k)
-        .select_from(sizes.outerjoin(window, heard))
+        .select_from(sizes.outerjoin(window, hears(w)))
         .order_by(w.id)
         .limit(limit)
     )
     rows: list[sa.Row[Any]] = list(conn.execute(query).all())  # type: ignore[arg-type]
+    # Read again by this statement (on PostgreSQL, changes may have committed since the first).
     count, top = int(rows[0].n), rows[0].top
-    if not count:
+    if not count:  # pruned meanwhile
         return HeardWindow([], position, 0, False)
     if conn.dialect.name == "postgresql" and int(top) - position != count:
         return None
