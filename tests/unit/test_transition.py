@@ -780,3 +780,14 @@ def test_a_state_evolved_is_the_one_model_copy_makes_and_leaves_the_original_as_
     )
     with pytest.raises(ValueError, match="frozen"):
         evolved.step_runs = 3  # type: ignore[misc]
+
+
+def test_a_state_made_as_a_record_enters_is_the_one_the_constructor_makes() -> None:
+    entering = EnrollmentState.entering(
+        enrollment_id=7, flow_key="f", flow_version=2, record_id=9, entered_at=NOW
+    )
+    made = EnrollmentState(
+        enrollment_id=7, flow_key="f", flow_version=2, record_id=9, entered_at=NOW
+    )
+    assert entering == made and entering.model_dump_json() == made.model_dump_json()
+    assert entering.model_fields_set == made.model_fields_set

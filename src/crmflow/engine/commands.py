@@ -110,7 +110,7 @@ class UpdateRecord(CommandBase):
     values: dict[str, Any]
 
     def describe(self) -> str:
-        return "update " + ", ".join(f"{k} = {v!r}" for k, v in self.values.items())
+        return "update " + ", ".join([f"{k} = {v!r}" for k, v in self.values.items()])
 
 
 @dataclass(slots=True, kw_only=True, unsafe_hash=True)

@@ -95,7 +95,7 @@ def enter(
     Whether it may enter (triggers, entry condition, re-entry policy) is decided before.
     `limits` are the budgets of each template and condition (the settings' time limit).
     """
-    state = EnrollmentState(
+    state = EnrollmentState.entering(
         enrollment_id=enrollment_id,
         flow_key=flow.key,
         flow_version=flow_version,
