@@ -33,7 +33,7 @@ from crmflow.services.triggers.record_changes import (
     handle_changes,
     listeners,
 )
-from crmflow.services.users import ensure_system_user
+from crmflow.services.users import system_actor
 from crmflow.store.database import Connection, connection_lost, read_connection
 from crmflow.store.feed import (
     FEED,
@@ -83,12 +83,11 @@ def ingest_changes(ctx: Context, *, now: datetime | None = None, limit: int = 50
     if _caught_up(ctx):
         return 0
     at = now or ctx.now()
-    system = ensure_system_user(ctx)
     total, careful, pace = 0, False, _Pace.starting(ctx)
     while True:
         try:
             consumed, more, cut = _ingest_batch(
-                ctx, system, now=at, limit=limit, pace=pace, careful=careful
+                ctx, now=at, limit=limit, pace=pace, careful=careful
             )
         except Exception as exc:
             if careful or connection_lost(exc):
@@ -119,7 +118,7 @@ def _caught_up(ctx: Context) -> bool:
 
 
 def _ingest_batch(
-    ctx: Context, system: Actor, *, now: datetime, limit: int, pace: _Pace, careful: bool
+    ctx: Context, *, now: datetime, limit: int, pace: _Pace, careful: bool
 ) -> tuple[int, bool, bool]:
     """One write transaction of the feed: up to `limit` changes, fewer when handling them
     reaches settings.batch_time_limit_ms (see `_handle_in_chunks`). How many changes it
@@ -157,7 +156,6 @@ def _ingest_batch(
             done = _handle_in_chunks(
                 conn,
                 ctx,
-                system,
                 wanted,
                 heard,
                 now=now,
@@ -201,7 +199,6 @@ def _heard_window(conn: Connection, ctx: Context, position: int, limit: int) -> 
 def _handle_in_chunks(
     conn: Connection,
     ctx: Context,
-    system: Actor,
     wanted: Sequence[int],
     heard: Listeners,
     *,
@@ -239,6 +236,9 @@ def _handle_in_chunks(
     be in the next batch."""
     if not wanted:
         return 0
+    # Who acts on the changes: read here, only when some are heard (a busy worker's look mostly
+    # passes over its own changes, which nothing hears).
+    system = system_actor(conn, now=ctx.now())
     failures = _FeedFailures.read(conn, heard, careful=careful)
     done = 0
     while done < len(wanted):
