@@ -13,6 +13,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from crmflow.store.wal_checkpoints import INLINE_CHECKPOINT_PAGES, WalCheckpointer, checkpointed
+
 # The handles services pass around without building SQL themselves: services name these types
 # (from here) and call the store's functions; only `crmflow.store` imports SQLAlchemy.
 Connection = sa.Connection
@@ -110,6 +112,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # A commit checkpoints the WAL by itself only if the checkpointer's thread fell far behind
+    # (store.wal_checkpoints; in-memory databases have neither WAL nor checkpointer).
+    cursor.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
     cursor.close()
 
 
@@ -189,16 +194,30 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
+        checkpointer = None
+        if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            checkpointer = WalCheckpointer(database)
+            kwargs = checkpointed(kwargs)
         engine = sa.create_engine(url, **_json_options(kwargs))
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
+        if checkpointer is not None:
+            _checkpoint_beside(engine, checkpointer)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         # We ship psycopg 3; accept plain postgresql:// URLs.
         url = str(parsed.set(drivername="postgresql+psycopg"))
     return sa.create_engine(url, pool_pre_ping=True, **_json_options(kwargs))
+
+
+def _checkpoint_beside(engine: sa.Engine, checkpointer: WalCheckpointer) -> None:
+    """Each connection of `engine` pokes `checkpointer` after its commits."""
+
+    def give(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.checkpointer = checkpointer
+
+    sa.event.listen(engine, "connect", give)
 
 
 def _json_options(kwargs: dict[str, Any]) -> dict[str, Any]:
