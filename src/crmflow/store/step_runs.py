@@ -194,8 +194,8 @@ def _insert_fresh_runs(writer: Writer, logs: Sequence[StepRunLog]) -> None:
             log.step_type,
             str(log.status),  # its value (a StrEnum's str), without the enum's property
             log.reason,
-            time(log.at),
-            None if log.status is StepStatus.WAITING else time(log.at),
+            at := time(log.at),  # started, and finished unless it waits
+            None if log.status is StepStatus.WAITING else at,
             _actions_json(writer, log.actions),
         )
         for log in logs

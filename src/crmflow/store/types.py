@@ -73,17 +73,15 @@ def sqlite_text(value: datetime | None) -> str | None:
     return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
+# A batch reads the same few instants many times over (its `now`, a flow's start): each text is
+# converted once, and a repeat costs one C-level call (the result processor of every SQLite
+# date-time column a batch reads: thousands).
+@lru_cache(maxsize=4096)
 def from_sqlite_text(value: str | datetime | None) -> datetime | None:
     """The aware UTC datetime of a SQLite date-time text (or of what SQLite computed)."""
     if value is None:
         return None
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return _parsed(value)
-
-
-# A batch reads the same few instants many times over (its `now`, a flow's start): parsed once.
-@lru_cache(maxsize=4096)
-def _parsed(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
+    parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
