@@ -27,6 +27,7 @@ __all__ = [
     "INLINE_CHECKPOINT_PAGES",
     "CheckpointedConnection",
     "WalCheckpointer",
+    "checkpointed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class WalCheckpointer:
     after each `poke` (one per commit)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        # Made absolute now, as SQLite opened it: a later change of directory changes nothing.
+        self.path = Path(path).resolve()
         self.checkpoints = 0  # how many this process has run (tests, diagnostics)
         self._wanted = threading.Event()
         self._lock = threading.Lock()
@@ -88,7 +90,7 @@ class WalCheckpointer:
         checkpoints, so nothing of it stays open when the process ends)."""
         try:
             # mode=rw: never create the database if it was removed meanwhile.
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True)
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=rw", uri=True)
         except sqlite3.Error as exc:
             logger.debug("WAL checkpoint of %s not run: %s", self.path, exc)
             return
