@@ -199,7 +199,6 @@ def observe_moved(
     try:
         entered: Tally[str] = Tally()
         ended: Tally[tuple[str, str]] = Tally()
-        steps: Tally[tuple[str, str, str]] = Tally()
         late: list[float] = []
         flow_of: dict[int, str] = {}  # the runs counted: their flow's key
         for row in rows:
@@ -216,10 +215,12 @@ def observe_moved(
                 late.append(max(0.0, (now - row.due_at).total_seconds()))
             if after.status in _ENDS and (before is None or before.status not in _ENDS):
                 ended[(flow, after.status)] += 1  # a StrEnum: its value as a label
-        for run in step_logs:
-            run_flow = flow_of.get(run.enrollment_id)
-            if run_flow is not None:
-                steps[(run_flow, run.step_key, run.status)] += 1
+        # Counted by Counter's own loop (a batch writes thousands of step runs).
+        steps: Tally[tuple[str, str, str]] = Tally(
+            (run_flow, run.step_key, run.status)
+            for run in step_logs
+            if (run_flow := flow_of.get(run.enrollment_id)) is not None
+        )
         for flow, n in entered.items():
             RUNS_ENTERED.labels(_flow_label(flow)).inc(n)
         for (flow, status), n in ended.items():

@@ -111,6 +111,7 @@ class Call:
         limits: EvaluationLimits = DEFAULT_LIMITS,
     ) -> None:
         self.flow = flow
+        self.goal = flow.goal  # read at every step that starts: kept here, a plain attribute
         self.now = now
         self._state = state
         # Changes not yet folded into `_state`: a step makes several small changes in a row, and
@@ -186,14 +187,15 @@ class Call:
         )
 
     def goal_reached(self) -> bool:
-        if not self.flow.goal:
+        goal = self.goal
+        if not goal:
             return False
         try:
-            reached = self.run.scope.holds(self.flow.goal)
+            reached = self.run.scope.holds(goal)
         except EvaluationError:
             return False  # a goal that cannot be evaluated is not reached
         if reached:
-            self.end(EnrollmentStatus.LEFT, f"reached the goal ({self.flow.goal})")
+            self.end(EnrollmentStatus.LEFT, f"reached the goal ({goal})")
         return reached
 
     # -- moving through steps ---------------------------------------------------------------
@@ -355,7 +357,7 @@ class Call:
     def start(self, step: Step) -> Go | None:
         """Run `step` now (it is due); where to go next, or None when the record stays or ends."""
         self.steps_started += 1
-        if self.goal_reached():
+        if self.goal and self.goal_reached():  # most flows have no goal: no call for them
             return None
         self.new_run()
         pending = self._pending
