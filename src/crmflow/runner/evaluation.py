@@ -191,12 +191,14 @@ def outcome_for(
     now: datetime,
     evaluation: Evaluation | None = None,
     zones: dict[str | None, ZoneInfo] | None = None,
+    limits: EvaluationLimits | None = None,
 ) -> Outcome:
     """The outcome `evaluation` already computed from these inputs (`reused`), else
     `engine_outcome` with the flow's zone and the context's limits: the one place the runner
     turns a context into the engine's arguments. `zones` keeps the zones worked out, by the
     flow's own time zone (None: the organisation's), for a caller that asks for many records (a
-    batch): each is then worked out once."""
+    batch): each is then worked out once; such a caller also reads `limits` (the context's) once
+    and gives them here."""
     found = reused(evaluation, row, record, rtype, event)
     if found is not None:
         return found
@@ -213,7 +215,7 @@ def outcome_for(
         zone=zone,
         record_type=rtype,
         now=now,
-        limits=ctx.evaluation_limits,
+        limits=limits or ctx.evaluation_limits,
     )
 
 
@@ -264,6 +266,7 @@ def evaluate_batch(
     evaluated: dict[int, Evaluated] = {}
     begun: set[tuple[int, int]] = set()
     zones: dict[str | None, ZoneInfo] = {}  # see `outcome_for`
+    limits = ctx.evaluation_limits
     for row in rows:
         pair = (row.flow_id, row.record_id)
         if deadline is not None and begun and pair not in begun and time.monotonic() >= deadline:
@@ -285,7 +288,9 @@ def evaluate_batch(
                 continue
             record = RecordSnapshot(row.record_id, flow.record_type, {})
             event = RecordChanged(change="deleted")
-        outcome = outcome_for(ctx, flow, row, record, event, rtype, now=now, zones=zones)
+        outcome = outcome_for(
+            ctx, flow, row, record, event, rtype, now=now, zones=zones, limits=limits
+        )
         evaluated[row.id] = Evaluated((row, record, rtype, event), outcome)
         if not (outcome.refused or outcome.not_due):
             snapshots[row.record_id] = outcome.record
