@@ -25,3 +25,9 @@ def test_json_value_reads_back_what_was_written(document: object, as_bytes: bool
     value = json_value(text.encode() if as_bytes else text)
     assert value == document
     assert json.dumps(value) == json.dumps(document)  # the same types: no int read as a float
+
+
+def test_keys_that_are_not_strings_are_written_as_the_standard_library_writes_them() -> None:
+    document = {1: "one", 2.5: "two and a half", None: "nothing", "four": 4}
+    assert json.loads(json_text(document)) == json.loads(json.dumps(document))
+    assert json.loads(json_text({"nested": {7: [1, 2]}})) == {"nested": {"7": [1, 2]}}

@@ -62,7 +62,13 @@ def as_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str
 def json_text(value: Any) -> str:
     """JSON columns are written with orjson (several times faster than `json.dumps` for the
     documents a worker's batch writes); what orjson refuses (integers beyond 64 bits) falls back
-    to the standard library, so that nothing that used to be stored is refused now."""
+    to the standard library, so that nothing that used to be stored is refused now. Keys that
+    are not strings (rare) are written as `json.dumps` writes them, on a second try: the option
+    that allows them costs a quarter more on every document."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        pass
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
