@@ -23,19 +23,29 @@ that other work loads: this process's, plus on PostgreSQL that of the server pro
 bench database (on SQLite the database works in this process); the line also gives crmflow's CPU
 per record (its two rounds, five step runs).
 
+The aim (issue 14) was set on another machine, where the code of the issue's day gave 13,500 step
+runs/s: 30,000/s is that code's rate times ISSUE_DAY_TIMES. `--against DIR` measures it on this
+machine: DIR is a checkout of that day's code (`git worktree add DIR 21dd0d8`); each run takes
+turns, a child process running this bench in DIR (its own code and bench) then one running it
+here, and the line gives both medians and their ratio against ISSUE_DAY_TIMES.
+
     python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both] [--parked]
-                                [--cpu]
+                                [--cpu] [--against DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
@@ -54,8 +64,11 @@ __all__ = [
     "AIM_RATE",
     "FLOW",
     "INLINE_FLOW",
+    "ISSUE_DAY_TIMES",
     "PARKED_AIM",
+    "Against",
     "StepsResult",
+    "against",
     "cpu_since",
     "create_flow",
     "database_cpu",
@@ -67,6 +80,10 @@ __all__ = [
 ]
 
 AIM_RATE = 30_000  # step runs per second, SQLite, one worker (issue 14)
+# The aim as a ratio to the code of issue 14's day (21dd0d8), which gave 13,500/s where the aim
+# was set: what `--against` holds a run on another machine to.
+ISSUE_DAY_RATE = 13_500
+ISSUE_DAY_TIMES = AIM_RATE / ISSUE_DAY_RATE
 PARKED_AIM = 1.5  # the parked path's time at most this many times the inline one's
 BATCH = 500  # the worker's default batch size
 ROWS = 100_000
@@ -306,7 +323,10 @@ class StepsResult:
         rate_aim = ""
         if self.backend == "sqlite":
             rate_aim = f" (aim >= {AIM_RATE:,}/s, " + (
-                "ok)" if self.rate >= AIM_RATE else "BELOW AIM)"
+                "ok)"
+                if self.rate >= AIM_RATE
+                else f"below it here; on a machine other than the issue's, `--against` the"
+                f" issue day's code: aim {ISSUE_DAY_TIMES:.2f}x)"
             )
         text = (
             f"{'5-step flow, virtual time':<28} {self.backend:<8} rows={self.rows:>9,}  "
@@ -369,6 +389,60 @@ def run(
     return result
 
 
+_RATE = re.compile(r"([\d,]+) step runs/s")
+
+
+@dataclass
+class Against:
+    """`--against`: the bench's rate with this code and with the issue day's code (a checkout),
+    run after run in turn, each in a child process."""
+
+    rows: int
+    ours: list[float] = field(default_factory=list)
+    theirs: list[float] = field(default_factory=list)
+
+    @property
+    def times(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.theirs)
+
+    def line(self) -> str:
+        verdict = "ok" if self.times >= ISSUE_DAY_TIMES else "BELOW AIM"
+        runs = ", ".join(f"{o:,.0f}/{t:,.0f}" for o, t in zip(self.ours, self.theirs, strict=True))
+        return (
+            f"{'  against issue day code':<28} {'sqlite':<8} rows={self.rows:>9,}  "
+            f"times={self.times:5.2f}x (aim >= {ISSUE_DAY_TIMES:.2f}x, {verdict})  "
+            f"medians {statistics.median(self.ours):,.0f} and "
+            f"{statistics.median(self.theirs):,.0f} step runs/s  (each run, this/that: {runs})"
+        )
+
+
+def _child_rate(checkout: Path, rows: int) -> float:
+    """One run of this bench (SQLite, wall time) in a child process, with the code and bench of
+    `checkout`; the step runs per second it printed."""
+    env = {**os.environ, "PYTHONPATH": f"{checkout / 'src'}{os.pathsep}{checkout}"}
+    argv = [sys.executable, "-m", "bench.bench_steps", "--backend", "sqlite"]
+    argv += ["--rows", str(rows), "--runs", "1"]
+    done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, check=False)
+    found = _RATE.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"the bench in {checkout} failed:\n{done.stdout}{done.stderr}")
+    return float(found.group(1).replace(",", ""))
+
+
+def against(checkout: Path, rows: int, runs: int) -> Against:
+    """This code's rate and `checkout`'s, `runs` times each, in turn (the other code first
+    every other run, so that neither always runs on the warmer machine)."""
+    here = Path(__file__).resolve().parent.parent
+    if not (checkout / "src" / "crmflow").is_dir() or not (checkout / "bench").is_dir():
+        raise SystemExit(f"--against {checkout}: not a checkout of crmflow (no src/crmflow, bench)")
+    result = Against(rows)
+    for i in range(runs):
+        sides = [(here, result.ours), (checkout, result.theirs)]
+        for root, rates in sides if i % 2 == 0 else reversed(sides):
+            rates.append(_child_rate(root, rows))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -387,7 +461,18 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU time instead of the wall time, both sides (steadier on a loaded machine): this"
         " process's and, on PostgreSQL, the bench database's server processes'",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of the issue day's code (git worktree add DIR 21dd0d8): SQLite only,"
+        f" both codes' rates run after run in turn, and their ratio (aim {ISSUE_DAY_TIMES:.2f}x)",
+    )
     args = parser.parse_args(argv)
+    if args.against is not None:
+        print(against(args.against.resolve(), args.rows or ROWS, args.runs).line(), flush=True)
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}", flush=True)
+        return
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
         rows = args.rows or (ROWS if backend == "sqlite" else ROWS_POSTGRES)

@@ -4,6 +4,8 @@ a change could break them unnoticed. No timing is asserted here; `make bench` me
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import (
@@ -44,6 +46,18 @@ def test_the_steps_benchmark_runs_every_step_and_its_baseline(backend: str) -> N
     assert "step runs/s" in result.line()
     if parked:
         assert result.parked_ratio > 0 and "parked / inline" in result.line()
+
+
+def test_the_steps_benchmark_against_another_checkout_runs_both_in_turn(tmp_path: Path) -> None:
+    """`--against DIR`: this checkout stands in for the issue day's code (the same code on both
+    sides); each side's rate comes from a child process running the bench in its checkout."""
+    result = bench_steps.against(Path(__file__).resolve().parents[2], 100, 2)
+    assert len(result.ours) == len(result.theirs) == 2
+    assert all(rate > 0 for rate in result.ours + result.theirs)
+    line = result.line()
+    assert "against issue day code" in line and f"{bench_steps.ISSUE_DAY_TIMES:.2f}x" in line
+    with pytest.raises(SystemExit, match="not a checkout of crmflow"):
+        bench_steps.against(tmp_path, 100, 1)
 
 
 def test_the_feed_benchmark_passes_every_change_with_and_without_its_filter(backend: str) -> None:
