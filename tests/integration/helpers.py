@@ -1,7 +1,10 @@
-"""Small readers shared by the integration tests: what a test checks after the worker ran."""
+"""Small readers shared by the integration tests: what a test checks after the worker ran, and
+how it waits for a thread or process to get there."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,7 +12,7 @@ import sqlalchemy as sa
 from crmflow.services.context import Context
 from crmflow.store.schema import record_history
 
-__all__ = ["count_rows", "history"]
+__all__ = ["count_rows", "eventually", "history"]
 
 
 def count_rows(ctx: Context, table: sa.Table, **where: Any) -> int:
@@ -19,6 +22,16 @@ def count_rows(ctx: Context, table: sa.Table, **where: Any) -> int:
         query = query.where(table.c[column] == value)
     with ctx.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def eventually(check: Callable[[], object], seconds: float) -> bool:
+    """Whether `check()` comes true within `seconds` (looked at every 10 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def history(ctx: Context, record_id: int) -> list[str]:

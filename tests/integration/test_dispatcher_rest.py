@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,19 +32,11 @@ from crmflow.delivery.dispatcher import LISTENING_MAX_IDLE, Dispatcher
 from crmflow.services.context import Context
 from crmflow.store.outbox import insert_ignoring_duplicates
 from crmflow.store.schema import outbox
+from tests.integration.helpers import eventually
 from tests.integration.test_delivery_smtp import SmtpServer, with_smtp
 
 _THREAD = "dispatcher-at-rest"
 _ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture
@@ -99,7 +91,7 @@ def test_an_idle_dispatcher_makes_one_statement_per_wake_up(ctx: Context) -> Non
     dispatcher = Dispatcher(ctx, max_idle=0.1, name="resting")  # wake-ups often
     counted = _Counted(ctx, dispatcher)
     with _running(dispatcher):
-        assert _wait_for(lambda: dispatcher.looks >= 2, 30)
+        assert eventually(lambda: dispatcher.looks >= 2, 30)
         woke = dispatcher.wakeups
         time.sleep(1.5)
         after = [(n, sql) for n, sql in counted.statements if n > woke]
@@ -119,7 +111,7 @@ def test_a_message_another_connection_writes_goes_at_once_not_at_the_safety_look
     dispatcher = Dispatcher(sending, name="woken")  # the default: the long sleep
     counted = _Counted(sending, dispatcher)
     with _running(dispatcher):
-        assert _wait_for(lambda: dispatcher.looks >= 1, 30)
+        assert eventually(lambda: dispatcher.looks >= 1, 30)
         assert dispatcher._watch is not None and dispatcher._watch.signalled
         assert dispatcher._idle_bound() == LISTENING_MAX_IDLE
         rested = len(counted.statements)
@@ -127,8 +119,8 @@ def test_a_message_another_connection_writes_goes_at_once_not_at_the_safety_look
         assert len(counted.statements) == rested  # none between wake-ups
         _write(ctx, "news:1", datetime.now(UTC))
         # Within the 20 s sleep: woken by the NOTIFY / the commit seen.
-        assert _wait_for(lambda: len(smtp.received) == 1, 10.0)
-        assert _wait_for(lambda: _status(ctx, "news:1") == "delivered", 10.0)
+        assert eventually(lambda: len(smtp.received) == 1, 10.0)
+        assert eventually(lambda: _status(ctx, "news:1") == "delivered", 10.0)
     # The signal's look, the claim, the outcome, and a look at rest again: a few looks.
     woken = [sql for _, sql in counted.statements[rested:]]
     assert sum(sql.startswith("SELECT (SELECT min(outbox.not_before)") for sql in woken) <= 4
@@ -143,13 +135,13 @@ def test_a_message_due_later_goes_at_its_time_read_at_the_wake_up(
     sending.clock = lambda: datetime.now(UTC)
     dispatcher = Dispatcher(sending, name="planned")
     with _running(dispatcher):
-        assert _wait_for(lambda: dispatcher.looks >= 1, 30)
+        assert eventually(lambda: dispatcher.looks >= 1, 30)
         written = time.monotonic()
         _write(ctx, "later:1", datetime.now(UTC) + timedelta(seconds=1.5))
-        assert _wait_for(lambda: len(smtp.received) == 1, 12.0)
+        assert eventually(lambda: len(smtp.received) == 1, 12.0)
         assert time.monotonic() - written >= 1.4  # not before its time
         # The server has the message before the dispatcher adds the batch to its totals.
-        assert _wait_for(lambda: dispatcher.total.claimed == 1, 10.0)
+        assert eventually(lambda: dispatcher.total.claimed == 1, 10.0)
 
 
 def test_a_retry_goes_at_its_next_attempt_without_a_signal(ctx: Context, smtp: SmtpServer) -> None:
@@ -159,9 +151,9 @@ def test_a_retry_goes_at_its_next_attempt_without_a_signal(ctx: Context, smtp: S
     smtp.fail_data = 1  # the first attempt: 451
     dispatcher = Dispatcher(sending, name="retrying")
     with _running(dispatcher):
-        assert _wait_for(lambda: dispatcher.looks >= 1, 30)
+        assert eventually(lambda: dispatcher.looks >= 1, 30)
         _write(ctx, "retry:1", datetime.now(UTC))
-        assert _wait_for(lambda: _status(ctx, "retry:1") == "delivered", 12.0)
+        assert eventually(lambda: _status(ctx, "retry:1") == "delivered", 12.0)
     assert len(smtp.received) == 2
     assert dispatcher.total.retrying == 1 and dispatcher.total.delivered == 1
 
@@ -173,13 +165,13 @@ def test_dispatchers_of_one_process_share_one_signal(ctx: Context) -> None:
     for thread in threads:
         thread.start()
     try:
-        assert _wait_for(lambda: all(d.looks >= 1 for d in dispatchers), 30)
+        assert eventually(lambda: all(d.looks >= 1 for d in dispatchers), 30)
         watches = [d._watch for d in dispatchers]
         assert all(w is not None and w.signalled for w in watches)
         shared = {id(w._shared) for w in watches if w is not None}
         assert len(shared) == 1
         _write(ctx, "shared:1", datetime.now(UTC))
-        assert _wait_for(lambda: message_went(ctx, "shared:1"), 10.0)
+        assert eventually(lambda: message_went(ctx, "shared:1"), 10.0)
     finally:
         for d in dispatchers:
             d.stop()
@@ -210,14 +202,14 @@ def test_crmflow_at_rest_delivers_another_process_s_message_and_counts_its_state
         env=_cli_env(ctx, smtp), cwd=tmp_path, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert _wait_for(lambda: ready.exists() or child.poll() is not None, 300)
+        assert eventually(lambda: ready.exists() or child.poll() is not None, 300)
         assert child.poll() is None, child.communicate()[1]
         time.sleep(1.0)
         resting_from = time.time()
         time.sleep(1.0)
         written = time.time()
         _write(ctx, "cli:1", datetime.now(UTC))
-        assert _wait_for(lambda: len(smtp.received) == 1, 10.0)
+        assert eventually(lambda: len(smtp.received) == 1, 10.0)
         arrived = time.time()
     finally:
         child.send_signal(signal.SIGTERM)
@@ -246,7 +238,7 @@ def test_a_dispatcher_with_no_signal_still_polls(ctx: Context, smtp: SmtpServer)
     dispatcher = Dispatcher(sending, name="polling")
     dispatcher._watched = lambda: None  # type: ignore[method-assign]
     with _running(dispatcher):
-        assert _wait_for(lambda: dispatcher.looks >= 1, 30)
+        assert eventually(lambda: dispatcher.looks >= 1, 30)
         assert dispatcher._idle_bound() == 5.0
         _write(ctx, "poll:1", datetime.now(UTC))
-        assert _wait_for(lambda: len(smtp.received) == 1, 15.0)
+        assert eventually(lambda: len(smtp.received) == 1, 15.0)

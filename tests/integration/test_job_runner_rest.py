@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from crmflow.services import jobs
 from crmflow.services.context import Actor, Context
 from crmflow.settings import Settings
-from tests.integration.test_dispatcher_rest import _wait_for
+from tests.integration.helpers import eventually
 
 _THREAD = "jobs-at-rest"
 
@@ -85,7 +85,7 @@ def test_an_idle_runner_makes_no_statement_between_wake_ups_and_one_at_each(
     runner = _Runner(ctx, name="resting")  # the default: woken, its safety look after 20 s
     counted = _Counted(ctx, runner)
     with _running(runner):
-        assert _wait_for(lambda: len(counted.statements) >= 1, 10)  # its first look
+        assert eventually(lambda: len(counted.statements) >= 1, 10)  # its first look
         time.sleep(0.3)
         rested = len(counted.statements)
         time.sleep(jobs.IDLE_SECONDS + 0.5)  # longer than the old poll's period
@@ -112,7 +112,7 @@ def test_a_job_another_process_submits_runs_at_once(ctx: Context, manager: Actor
             )
         started = time.monotonic()
         # Well within the 20 s safety sleep: woken by the NOTIFY / the commit seen.
-        assert _wait_for(lambda: jobs.get_job(ctx, manager, job.id).state == "done", 10.0)
+        assert eventually(lambda: jobs.get_job(ctx, manager, job.id).state == "done", 10.0)
         took = time.monotonic() - started
     done = jobs.get_job(ctx, manager, job.id)
     assert done.report is not None and done.report.imported == 3

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from crmflow.store import wal_checkpoints
 from crmflow.store.database import create_db_engine
 from crmflow.store.wal_checkpoints import WalCheckpointer
+from tests.integration.helpers import eventually
 
 PAGE = 4096
 ROWS = 2_000  # rows of about 4 KB: some 2,000 pages, twice SQLite's default checkpoint size
@@ -39,15 +40,6 @@ def _write(engine: sa.Engine, first: int, count: int) -> None:
         )
 
 
-def _until(condition: object, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "crmflow.db"
@@ -71,7 +63,7 @@ def test_a_large_commit_returns_before_the_checkpoint_which_follows_soon(
     assert _pages(database) == before, "the commit checkpointed the WAL itself"
     assert Path(f"{database}-wal").stat().st_size > ROWS * PAGE
     checkpointer = _checkpointer(engine)
-    assert _until(lambda: checkpointer.checkpoints >= 1), "no checkpoint followed"
+    assert eventually(lambda: checkpointer.checkpoints >= 1, 10), "no checkpoint followed"
     assert _pages(database) >= before + ROWS
     engine.dispose()
     with sqlite3.connect(database) as conn:
@@ -89,11 +81,11 @@ def test_the_thread_ends_at_rest_and_starts_again_at_the_next_commit(
     assert not checkpointer.running, "started before anything was committed"
     _write(engine, 0, 10)
     assert checkpointer.running
-    assert _until(lambda: checkpointer.checkpoints == 1)
-    assert _until(lambda: not checkpointer.running), "the thread did not end at rest"
+    assert eventually(lambda: checkpointer.checkpoints == 1, 10)
+    assert eventually(lambda: not checkpointer.running, 10), "the thread did not end at rest"
     _write(engine, 10, 10)
     assert checkpointer.running
-    assert _until(lambda: checkpointer.checkpoints == 2)
+    assert eventually(lambda: checkpointer.checkpoints == 2, 10)
     engine.dispose()
 
 

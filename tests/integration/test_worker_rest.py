@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +27,7 @@ from crmflow.services.context import Actor, Context
 from crmflow.services.flow_views import get_flow
 from crmflow.store.schema import entry_decisions, worker_heartbeats
 from crmflow.worker import Worker
-from tests.integration.helpers import history
+from tests.integration.helpers import eventually, history
 
 WELCOME = """\
 schema_version: 1
@@ -43,15 +43,6 @@ steps:
         message: "Welcomed {{ record.last_name }}"
 """
 _THREAD = "worker-at-rest"
-
-
-def _wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class _Counted:
@@ -107,7 +98,7 @@ def test_an_idle_worker_makes_one_statement_per_wake_up_heartbeat_included(
     worker = Worker(ctx, max_idle=0.1, name="resting")
     counted = _Counted(ctx, worker)
     with _running(worker):
-        assert _wait_for(lambda: worker.rounds >= 1 and worker.looks >= 1, 10)
+        assert eventually(lambda: worker.rounds >= 1 and worker.looks >= 1, 10)
         time.sleep(0.3)
         rounds, before, woke = worker.rounds, len(counted.statements), counted.wakeups
         beat_before = _beat_at(ctx, "resting")
@@ -138,7 +129,7 @@ def test_an_idle_worker_makes_one_statement_per_wake_up_heartbeat_included(
 
         # Work still gets done at once.
         rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
-        assert _wait_for(lambda: history(ctx, rid) == ["Welcomed Pop"], 5.0)
+        assert eventually(lambda: history(ctx, rid) == ["Welcomed Pop"], 5.0)
 
 
 def test_a_look_at_rest_that_finds_history_to_prune_runs_the_pruning_pass(
@@ -156,10 +147,10 @@ def test_a_look_at_rest_that_finds_history_to_prune_runs_the_pruning_pass(
         )
     worker = Worker(ctx, max_idle=0.1, name="pruning")
     with _running(worker):
-        assert _wait_for(lambda: worker.looks >= 1, 10)
+        assert eventually(lambda: worker.looks >= 1, 10)
         rounds = worker.rounds
         worker._prune_at = 0.0  # its time has come
         # The pass alone, as a round of its own (counted once it is over).
-        assert _wait_for(lambda: worker.rounds > rounds, 10)
+        assert eventually(lambda: worker.rounds > rounds, 10)
     with ctx.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(entry_decisions)).scalar() == 0

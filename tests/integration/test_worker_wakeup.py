@@ -27,7 +27,7 @@ from crmflow.store.database import create_db_engine
 from crmflow.store.schema import record_history, worker_heartbeats
 from crmflow.store.wakeups import CommitWatcher
 from crmflow.worker import Worker
-from tests.integration.helpers import history
+from tests.integration.helpers import eventually, history
 
 WELCOME = """\
 schema_version: 1
@@ -42,15 +42,6 @@ steps:
       - type: history
         message: "Welcomed {{ record.last_name }}"
 """
-
-
-def _wait_for(check: object, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_worker_process_moves_a_record_created_in_another_process_within_a_second(
@@ -77,12 +68,12 @@ def test_a_worker_process_moves_a_record_created_in_another_process_within_a_sec
                     conn.execute(sa.select(sa.func.count(worker_heartbeats.c.name))).scalar()
                 )
 
-        assert _wait_for(started, 60), "the worker never started"
+        assert eventually(started, 60), "the worker never started"
         # Its first round found nothing: it sleeps now (up to 20 s), well past a second.
         time.sleep(1.5)
         created = time.monotonic()
         rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
-        assert _wait_for(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0), (
+        assert eventually(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0), (
             f"not moved within a second: {history(ctx, rid)}"
         )
         took = time.monotonic() - created
@@ -130,7 +121,7 @@ def test_a_worker_at_rest_pays_one_query_for_a_commit_that_brings_no_work(
     thread.start()
     other = create_db_engine(ctx.settings.database_url)
     try:
-        assert _wait_for(lambda: worker.rounds >= 1, 10)
+        assert eventually(lambda: worker.rounds >= 1, 10)
         time.sleep(0.5)  # asleep now, for 20 s
         rounds, before = worker.rounds, len(statements)
         with other.begin() as conn:  # a commit that makes no work: another loop's heartbeat
@@ -143,9 +134,9 @@ def test_a_worker_at_rest_pays_one_query_for_a_commit_that_brings_no_work(
         assert len([s for s in asked if not s.startswith("BEGIN")]) == 1, asked
 
         rid = records.create_record(ctx, admin, "contact", {"last_name": "Pop"}).id
-        assert _wait_for(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0)
+        assert eventually(lambda: history(ctx, rid) == ["Welcomed Pop"], 1.0)
         # The round is counted once it ends (after the batch's commit, which history shows).
-        assert _wait_for(lambda: worker.rounds > rounds, 1.0)
+        assert eventually(lambda: worker.rounds > rounds, 1.0)
     finally:
         worker.stop()
         thread.join(timeout=10)
