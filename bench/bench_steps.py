@@ -25,9 +25,10 @@ per record (its two rounds, five step runs).
 
 The aim (issue 14) was set on another machine, where the code of the issue's day gave 13,500 step
 runs/s: 30,000/s is that code's rate times ISSUE_DAY_TIMES. `--against DIR` measures it on this
-machine: DIR is a checkout of that day's code (`git worktree add DIR 21dd0d8`); each run takes
-turns, a child process running this bench in DIR (its own code and bench) then one running it
-here, and the line gives both medians and their ratio against ISSUE_DAY_TIMES.
+machine: DIR is a checkout of that day's code (`git worktree add DIR 21dd0d8`). Each run is two
+child processes, one running the bench in DIR (its own code and bench) and one running it here,
+the two taking turns to go first; the line gives both medians and their ratio against
+ISSUE_DAY_TIMES.
 
     python -m bench.bench_steps [--rows N] [--runs N] [--backend sqlite|postgres|both] [--parked]
                                 [--cpu] [--against DIR]
