@@ -104,3 +104,19 @@ def test_a_database_removed_meanwhile_is_not_made_again(
     time.sleep(1.0)  # the checkpoint the commit asked for is due after 0.3 s
     assert not database.exists()
     assert checkpointer.checkpoints == 0
+
+
+def test_once_the_engine_is_disposed_its_database_is_not_opened_again(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit's checkpoint still pending when the engine is disposed does not run: SQLite
+    emptied the WAL as the last connection closed, and the folder can be removed at once (a
+    checkpoint then would open the database again and leave `-wal` and `-shm` files in it)."""
+    monkeypatch.setattr(wal_checkpoints, "CHECKPOINT_EVERY", 0.3)
+    engine = create_db_engine(f"sqlite:///{database}")
+    checkpointer = _checkpointer(engine)
+    _write(engine, 0, 10)
+    engine.dispose()
+    time.sleep(1.0)  # the checkpoint the commit asked for was due after 0.3 s
+    assert checkpointer.checkpoints == 0
+    assert sorted(p.name for p in database.parent.iterdir()) == [database.name]

@@ -218,12 +218,21 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 
 def _checkpoint_beside(engine: sa.Engine, checkpointer: WalCheckpointer) -> None:
-    """Each connection of `engine` pokes `checkpointer` after its commits."""
+    """Each connection of `engine` pokes `checkpointer` after its commits, and the checkpointer
+    knows how many are open: once `engine.dispose()` has closed them all it opens the database
+    no more (a caller may remove the file at once, as a test or a bench does)."""
 
     def give(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.checkpointer = checkpointer
+        checkpointer.opened()
+
+    def take_back(dbapi_connection: Any, _record: Any = None) -> None:
+        if getattr(dbapi_connection, "checkpointer", None) is checkpointer:
+            checkpointer.closed()
 
     sa.event.listen(engine, "connect", give)
+    sa.event.listen(engine, "close", take_back)
+    sa.event.listen(engine, "close_detached", take_back)
 
 
 def _json_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -53,11 +53,26 @@ class WalCheckpointer:
         self._wanted = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # The engine's connections that are open, and a lock that a checkpoint holds while it
+        # runs: `closed` waits for it, so once the last connection is closed no checkpoint is
+        # running and none starts (the database may be removed right after).
+        self._open = 0
+        self._using = threading.RLock()  # reentrant: a pool connection may be collected here
 
     @property
     def running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    def opened(self) -> None:
+        """One more of the engine's connections is open."""
+        with self._using:
+            self._open += 1
+
+    def closed(self) -> None:
+        """One of the engine's connections was closed (after any checkpoint under way)."""
+        with self._using:
+            self._open = max(0, self._open - 1)
 
     def poke(self) -> None:
         """Ask for a checkpoint soon; starts the thread if it is not running."""
@@ -87,7 +102,13 @@ class WalCheckpointer:
 
     def _checkpoint(self) -> None:
         """One PASSIVE checkpoint, on a connection opened for it (the thread holds none between
-        checkpoints, so nothing of it stays open when the process ends)."""
+        checkpoints, so nothing of it stays open when the process ends); none once the engine
+        has closed its connections."""
+        with self._using:
+            if self._open:
+                self._checkpoint_now()
+
+    def _checkpoint_now(self) -> None:
         try:
             # mode=rw: never create the database if it was removed meanwhile.
             conn = sqlite3.connect(f"{self.path.as_uri()}?mode=rw", uri=True)
