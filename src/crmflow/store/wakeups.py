@@ -197,7 +197,13 @@ class CommitWatcher:
     worker's own process count too (one look more after its own writes), except those made on
     the watcher's connection itself (`run`: the idle worker's looks and heartbeats). A database
     it cannot read says so once in the log; the worker's bounded idle sleep still finds the
-    work."""
+    work.
+
+    A commit is one change of the pragma, except the first commit after a checkpoint copied the
+    whole WAL back into the database: that commit starts the WAL again from its beginning, and
+    a read between that restart and the commit's end sees the restart as a change of its own.
+    Such a commit may then wake the worker twice. Its first look may come before the commit is
+    visible, so the second one is needed, not a waste."""
 
     def __init__(
         self, engine: sa.Engine, wake: Callable[[], None], *, every: float = COMMIT_POLL_SECONDS
@@ -210,6 +216,7 @@ class CommitWatcher:
         self._lock = threading.Lock()  # the connection: one user at a time
         self._conn: sa.Connection | None = None
         self.reads = 0  # how many times it read the pragma (tests and benchmarks)
+        self.changes = 0  # how many times it saw the pragma change, and woke (tests)
         self._thread = threading.Thread(target=self._watch, daemon=True, name="crmflow-commits")
         self._thread.start()
         self._ready.wait(timeout=5.0)
@@ -254,6 +261,7 @@ class CommitWatcher:
                 failing = False
                 if seen != last:
                     last = seen
+                    self.changes += 1
                     self._wake()
         except Exception as exc:
             log.warning("watching commits stopped: %s", exc)
