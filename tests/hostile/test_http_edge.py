@@ -339,8 +339,14 @@ def test_a_slow_json_body_is_checked_off_the_event_loop(
     answered = time.monotonic()
     sender.join(timeout=60)
     assert health.status_code == 200, health.text
-    assert answered - asked < 1, f"/api/health took {answered - asked:.2f} s"
-    assert finished and finished[0] > answered, "the body was checked before health was asked"
+    # Answered while the body is still being checked: had the check run on the event loop,
+    # /api/health would have waited for the whole of it.
+    assert finished and finished[0] > answered, "/api/health waited for the body's check"
+    # Not at once, though: the checking thread holds the GIL in turns (here 0.5-0.7 s on an
+    # idle two-core machine, where the POST ends 1.6 s after /api/health is asked; 1.1 s once on
+    # a loaded one). A bound, not the test: with the check moved onto the event loop, the line
+    # above fails (/api/health answered after the POST).
+    assert answered - asked < 3, f"/api/health took {answered - asked:.2f} s"
 
 
 @pytest.mark.usefixtures("timed")
