@@ -46,8 +46,10 @@ def _refuse_a_newer_database(current: str | None, head: str | None) -> None:
 
 def upgrade_database(ctx: Context) -> None:
     """Apply migrations, then make the built-in record types and the system user match the code."""
-    _refuse_a_newer_database(migrate.current_revision(ctx.engine), migrate.head_revision())
-    migrate.upgrade(ctx.engine)
+    current, head = migrate.current_revision(ctx.engine), migrate.head_revision()
+    _refuse_a_newer_database(current, head)
+    if current != head:  # at head Alembic has nothing to do, but would read every migration again
+        migrate.upgrade(ctx.engine)
     now = ctx.now()
     with ctx.engine.begin() as conn:
         present = {

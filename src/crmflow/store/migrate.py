@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,14 +29,21 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+@cache
+def _scripts() -> ScriptDirectory:
+    """The migrations this crmflow ships, read once per process: Alembic loads every migration
+    file each time a ScriptDirectory is made (31 files: 10 ms, or 40 ms without bytecode)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _scripts().get_current_head()
 
 
 def is_known(revision: str) -> bool:
     """Whether this crmflow's migrations include `revision` (False: a newer crmflow wrote it)."""
     try:
-        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+        return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
 
