@@ -12,13 +12,21 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode is written at install time, for the dependencies (--compile-bytecode) and for our own
+# code: where PYTHONDONTWRITEBYTECODE is set (it is on our CI machines), every `crmflow` process
+# would otherwise compile all it imports again, about 9 s of CPU against 2 s for the server's.
+SYNC := $(UV) sync --frozen --inexact --quiet --compile-bytecode
+COMPILE_OWN := $(BIN)/python -m compileall -q src
+
 # Runtime dependencies only, exactly as locked in uv.lock.
 install: $(UV)
-	$(UV) sync --frozen --inexact --quiet
+	$(SYNC)
+	$(COMPILE_OWN)
 
 # Runtime and test dependencies, exactly as locked.
 install-dev: $(UV)
-	$(UV) sync --frozen --inexact --quiet --extra dev
+	$(SYNC) --extra dev
+	$(COMPILE_OWN)
 
 run: install
 	$(BIN)/crmflow db upgrade
