@@ -14,7 +14,7 @@ $(UV):
 
 # Bytecode is written at install time, for the dependencies (--compile-bytecode) and for our own
 # code: where PYTHONDONTWRITEBYTECODE is set (it is on our CI machines), every `crmflow` process
-# would otherwise compile all it imports again, about 9 s of CPU against 2 s for the server's.
+# would otherwise compile all it imports again (`crmflow records list` took 3.4 s instead of 1.4 s).
 SYNC := $(UV) sync --frozen --inexact --quiet --compile-bytecode
 COMPILE_OWN := $(BIN)/python -m compileall -q src
 

@@ -129,7 +129,7 @@ FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL
 def _wipe(engine: sa.Engine) -> None:
     # DELETE, children first, rather than TRUNCATE: PostgreSQL's TRUNCATE of every table took
     # 0.7-0.8 s per test (new files for each table), DELETE of a test's few rows a few ms.
-    # Plain SQL: a test's engine is new, so SQLAlchemy would compile each DELETE again (~20 ms).
+    # Plain SQL: a test's engine is new, so SQLAlchemy would compile each DELETE again (7 of 15 ms).
     with engine.begin() as conn:
         for t in reversed(metadata.sorted_tables):
             conn.exec_driver_sql(f'DELETE FROM "{t.name}"')
