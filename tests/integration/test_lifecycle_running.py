@@ -299,6 +299,38 @@ def test_start_at_with_a_start_list_records_the_count_taken_at_that_moment(
     assert flows.get_flow(ctx, admin, "nurture").inside == 3  # the count taken is what entered
 
 
+def test_a_flow_archived_as_a_draft_is_started_with_its_start_list_not_resumed(
+    ctx: Context, admin: Actor
+) -> None:
+    queries.save_query(ctx, admin, name="everyone", record_type="contact", filter={})
+    _contact(ctx, admin, "A")
+    _contact(ctx, admin, "B")
+    flows.create_flow(
+        ctx,
+        admin,
+        _text().replace("  - type: manual\n", "  - type: start_list\n    query: everyone\n"),
+    )
+    flows.change_status(ctx, admin, "nurture", A.ARCHIVE)
+    with pytest.raises(ConflictError, match="archived as a draft and has never run; use start"):
+        flows.change_status(ctx, admin, "nurture", A.RESUME)
+    assert flows.get_flow(ctx, admin, "nurture").status is FlowStatus.ARCHIVED
+    flows.change_status(ctx, admin, "nurture", A.START, confirm_count=2)
+    flow = flows.get_flow(ctx, admin, "nurture")
+    assert (flow.status, flow.inside) == (FlowStatus.ACTIVE, 2)
+    assert _last_change(ctx, "nurture").note == "start list confirmed: 2 record(s)"
+    run_once(ctx)
+    assert [_said(ctx, rid) for rid in _ids(ctx)] == [["Welcome"], ["Welcome"]]
+    # Once it has run, archiving and resuming is the usual pair again.
+    flows.change_status(ctx, admin, "nurture", A.ARCHIVE, confirm_inside=2)
+    flows.change_status(ctx, admin, "nurture", A.RESUME)
+    assert flows.get_flow(ctx, admin, "nurture").status is FlowStatus.ACTIVE
+
+
+def _ids(ctx: Context) -> list[int]:
+    with ctx.engine.connect() as conn:
+        return list(conn.execute(sa.select(records_table.c.id).order_by("id")).scalars())
+
+
 def test_archive_at_archives_on_time_once(ctx: Context, admin: Actor, clock: FrozenClock) -> None:
     archive_at = FROZEN_NOW + timedelta(days=1)
     _started(ctx, admin, _text(f"archive_at: {archive_at.isoformat()}\n"))

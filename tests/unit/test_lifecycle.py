@@ -57,3 +57,17 @@ def test_edit_modes() -> None:
     for locked in (S.ACTIVE, S.DRAINING):
         with pytest.raises(ConflictError, match="pause it"):
             edit_mode(locked)
+
+
+def test_a_flow_archived_as_a_draft_starts_and_cannot_be_resumed() -> None:
+    # Resuming it would make it active without its start list ever entering.
+    assert next_status(S.ARCHIVED, A.START, started=False) is S.ACTIVE
+    with pytest.raises(ConflictError) as caught:
+        next_status(S.ARCHIVED, A.RESUME, started=False)
+    message = caught.value.message
+    assert "archived as a draft and has never run; use start" in message
+    assert "allowed now: start" in message
+    # Every other rule is the same as for a flow that has run.
+    for (status, action), target in ALLOWED.items():
+        if (status, action) != (S.ARCHIVED, A.RESUME):
+            assert next_status(status, action, started=False) is target

@@ -6,6 +6,8 @@ flow may be edited in each status. Pure rules; the flows service applies them.
     draft|active|paused|draining --archive--> archived
     draining|archived --resume--> active (each record continues where it was; finished records
     do not start again)
+    archived, never started (archived as a draft) --start--> active (its start list enters then;
+    it has nothing to resume)
     nothing ever goes back to draft.
 """
 
@@ -67,12 +69,30 @@ _WHY_NOT: dict[tuple[FlowStatus, LifecycleAction], str] = {
 }
 
 
-def next_status(current: FlowStatus, action: LifecycleAction) -> FlowStatus:
-    """The status after `action`, or ConflictError saying why the change is not allowed."""
-    target = _TRANSITIONS.get((current, action))
+# A flow archived as a draft never ran: it starts (its start list enters), and has nothing to
+# resume. Resuming it would make it active without its start list ever entering.
+_NEVER_STARTED: dict[tuple[FlowStatus, LifecycleAction], FlowStatus] = {
+    **{k: v for k, v in _TRANSITIONS.items() if k != (S.ARCHIVED, A.RESUME)},
+    (S.ARCHIVED, A.START): S.ACTIVE,
+}
+_WHY_NOT_NEVER_STARTED = {
+    (S.ARCHIVED, A.RESUME): "it was archived as a draft and has never run; use start (its "
+    "start list enters then)",
+}
+
+
+def next_status(
+    current: FlowStatus, action: LifecycleAction, *, started: bool = True
+) -> FlowStatus:
+    """The status after `action`, or ConflictError saying why the change is not allowed.
+    `started`: whether the flow has ever been active (a flow archived as a draft has not)."""
+    transitions = _TRANSITIONS if started else _NEVER_STARTED
+    target = transitions.get((current, action))
     if target is None:
-        why = _WHY_NOT.get((current, action), "that change is not allowed")
-        allowed = sorted(a.value for (s, a) in _TRANSITIONS if s is current)
+        why = (_WHY_NOT if started else {**_WHY_NOT, **_WHY_NOT_NEVER_STARTED}).get(
+            (current, action), "that change is not allowed"
+        )
+        allowed = sorted(a.value for (s, a) in transitions if s is current)
         raise ConflictError(
             f"cannot {action.value} a flow that is {current.value}: {why} "
             f"(allowed now: {', '.join(allowed) or 'nothing'})"

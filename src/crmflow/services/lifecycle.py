@@ -138,7 +138,7 @@ def change_status(
     assert flow.document is not None
     require_revision(key, flow.revision, if_revision)
     current = flow.status
-    target = next_status(current, action)
+    target = next_status(current, action, started=flow.started_at is not None)
     if action is LifecycleAction.START:
         count = check_start_list(ctx, key, start_list_names(flow.document), confirm_count)
         if count is not None:
@@ -171,7 +171,17 @@ def change_status(
         if action is LifecycleAction.START:
             # The start list enters in this transaction: a start that fails leaves nobody inside.
             enter_start_lists(conn, ctx, flow.id, expected=count, now=now)
-        done = on_status_change(conn, ctx, actor, flow.id, current, target, now=now, moves=moves)
+        done = on_status_change(
+            conn,
+            ctx,
+            actor,
+            flow.id,
+            current,
+            target,
+            now=now,
+            moves=moves,
+            had_started=flow.started_at is not None,
+        )
         note = "; ".join(n for n in (note, done) if n)
         log_status_change(
             conn, ctx, actor, flow.id, current.value, target.value, flow.version, note
@@ -191,9 +201,12 @@ def on_status_change(
     *,
     now: datetime,
     moves: Mapping[str, str] | None = None,
+    had_started: bool = True,
 ) -> str:
     """Called by `change_status` on its transaction, after the status changed: freeze or
     thaw the records inside. Returns what it did, for the flow's history (may be empty).
+    `had_started`: the flow had been active before this change (one archived as a draft that
+    starts now has nobody frozen inside: its start list has just entered).
 
     Raises MovesRequiredError (nothing is changed) when thawing would strand records at steps
     the new version removed and `moves` does not say where they go.
@@ -205,7 +218,7 @@ def on_status_change(
         # feed passes from here on the flow does not hear (see `_unheard`).
         position = lock_feed_position(conn, now)
         flow_store.set_paused(conn, flow_id, paused_at=now, position=position)
-    if target in _RUNNING and current in _FROZEN:
+    if target in _RUNNING and current in _FROZEN and had_started:
         note = thaw(conn, ctx, actor, flow, now=now, moves=moves)
         flow_store.set_paused(conn, flow_id, paused_at=None, position=None)
         return note

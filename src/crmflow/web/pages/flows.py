@@ -71,11 +71,11 @@ _DONE_WORDS = {
 }
 
 
-def _allowed(status: FlowStatus) -> list[LifecycleAction]:
+def _allowed(status: FlowStatus, *, started: bool) -> list[LifecycleAction]:
     out = []
     for action in LifecycleAction:
         try:
-            next_status(status, action)
+            next_status(status, action, started=started)
         except ConflictError:
             continue
         out.append(action)
@@ -242,7 +242,7 @@ def flow_page(
     old_v = _version(old, "old", last, max(1, last - 1))
     new_v = _version(new, "new", last, last)
     diff = _diff(request, user, key, old_v, new_v) if old_v != new_v else []
-    allowed = _allowed(flow.status) if user.is_admin else []
+    allowed = _allowed(flow.status, started=flow.started_at is not None) if user.is_admin else []
     start_count = (
         flows.start_list_count(ctx, user, key) if LifecycleAction.START in allowed else None
     )
