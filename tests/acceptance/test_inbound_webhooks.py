@@ -262,6 +262,12 @@ def test_an_unknown_key_or_record_is_404_and_a_bad_body_422(
     assert nameless.json()["problems"][0]["path"] == "record_id"
     not_json = client.post("/hooks/crm-call", content=b"record=3", headers=as_admin)
     assert not_json.status_code == 422
+    for huge in (2**63, -(2**63) - 1, 0):
+        out_of_range = client.post("/hooks/crm-call", json={"record_id": huge}, headers=as_admin)
+        assert out_of_range.status_code == 422, out_of_range.text
+        problem = out_of_range.json()["problems"][0]
+        assert problem["path"] == "record_id"
+        assert "out of range" in problem["message"]
 
 
 def test_refusals_say_why_paused_entry_condition_and_reentry(

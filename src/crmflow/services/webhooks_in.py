@@ -40,6 +40,7 @@ from typing import Any
 
 from crmflow.engine.definition import FlowDefinition, WebhookTrigger
 from crmflow.engine.querylang import check_filter, parse_filter
+from crmflow.engine.recordtypes import MAX_ROW_ID
 from crmflow.errors import (
     AuthenticationError,
     ConflictError,
@@ -334,6 +335,18 @@ def _record_named(
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise InvalidInputError(
                 "the call", [Problem("record_id", f"must be a whole number, not {record_id!r}")]
+            )
+        if not 1 <= record_id <= MAX_ROW_ID:  # names no record, and SQLite cannot bind it
+            raise InvalidInputError(
+                "the call",
+                [
+                    Problem(
+                        "record_id",
+                        f"{record_id} is out of range: record ids are whole numbers from 1 to "
+                        f"{MAX_ROW_ID} (2^63-1)",
+                        "give the id a list or a create answered",
+                    )
+                ],
             )
         with read_connection(ctx.engine) as conn:
             rtype = record_store.record_type_of(conn, record_id)
