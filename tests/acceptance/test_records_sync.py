@@ -163,12 +163,15 @@ def test_hostile_lines_are_reported_by_number_and_the_rest_applied(
         b"9" * 5000 + b"}}"
     )
     nul = b'{"external_id": "z", "data": {"last_name": "a\\u0000b"}}'
+    nul_id = b'{"op": "upsert", "external_id": "x\\u0000y", "data": {"last_name": "N"}}'
     good = b'{"external_id": "ok", "data": {"last_name": "Fine"}}'
-    body = b"\n".join([deep, long_number, nul, b"\xff\xfe", good]) + b"\n"
+    body = b"\n".join([deep, long_number, nul, b"\xff\xfe", nul_id, good]) + b"\n"
     answer = client.post(
         "/api/records/contact/changes", content=body, headers={**as_admin, **NDJSON}
     )
     assert answer.status_code == 200, answer.text
     report = answer.json()
-    assert [e["line"] for e in report["errors"]] == [1, 2, 3, 4]
+    assert [e["line"] for e in report["errors"]] == [1, 2, 3, 4, 5]
+    assert report["errors"][4]["problems"][0]["path"] == "external_id"
+    assert "NUL character" in report["errors"][4]["problems"][0]["message"]
     assert report["created"] == 1

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from crmflow.engine.recordtypes import RecordType
+from crmflow.engine.recordtypes import RecordType, text_refusal
 from crmflow.errors import InvalidInputError, Problem
 from crmflow.store.records import EXTERNAL_ID_CHARS
 
@@ -376,4 +376,8 @@ def external_id_of(value: object) -> tuple[str | None, list[Problem]]:
     value = value.strip()
     if len(value) > EXTERNAL_ID_CHARS:
         return None, [Problem(EXTERNAL_ID_COLUMN, f"is longer than {EXTERNAL_ID_CHARS} characters")]
+    # A NUL or a lone surrogate: PostgreSQL cannot store it, and an id holding one names nothing.
+    refused = text_refusal(value, EXTERNAL_ID_CHARS)
+    if refused is not None:
+        return None, [Problem(EXTERNAL_ID_COLUMN, refused)]
     return value or None, []
