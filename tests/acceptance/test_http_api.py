@@ -207,6 +207,7 @@ def test_record_changes_and_import_check_what_they_are_given(
     report = imported.json()
     assert (report["imported"], report["rejected"]) == (1, 1)
     assert report["errors"][0]["line"] == 3
+    assert report["source"] == "contacts.csv"  # the upload's name, as the user knows the file
     exported = client.get("/api/records/contact/export?fmt=csv", headers=as_admin)
     assert exported.status_code == 200
     assert "Rusu" in exported.text and "Pop" in exported.text

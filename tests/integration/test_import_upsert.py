@@ -106,3 +106,38 @@ def test_upsert_by_a_field_two_records_share_is_refused_before_anything_is_writt
         imports.import_records(ctx, manager, "contact", file, upsert_by="nickname")
     with pytest.raises(InvalidInputError, match="yes/no"):
         imports.import_records(ctx, manager, "contact", file, upsert_by="newsletter")
+
+
+def test_without_upsert_a_repeated_new_external_id_is_refused_at_its_line(
+    ctx: Context, manager: Actor, tmp_path: Path
+) -> None:
+    file = tmp_path / "contacts.csv"
+    file.write_text("first_name,last_name,external_id\nA,One,X1\nB,Two,X1\nC,Three,X2\n")
+    report = imports.import_records(ctx, manager, "contact", file)
+    assert (report.read, report.imported, report.rejected) == (3, 2, 1)
+    [error] = report.errors
+    assert error.line == 3
+    [problem] = error.problems
+    assert (problem.path, problem.message) == (
+        "external_id",
+        "'X1' is given to another new record, at line 2",
+    )
+    assert "--upsert-by external_id" in problem.hint
+    assert [c.data["first_name"] for c in contacts(ctx)] == ["A", "C"]
+
+
+def test_an_external_id_holding_a_nul_is_refused_at_its_line_and_the_others_kept(
+    ctx: Context, manager: Actor, tmp_path: Path
+) -> None:
+    file = tmp_path / "contacts.jsonl"
+    file.write_text(
+        '{"external_id": "x\\u0000y", "last_name": "Nul"}\n'
+        '{"external_id": "ok", "last_name": "Fine"}\n'
+    )
+    report = imports.import_records(ctx, manager, "contact", file)
+    assert (report.imported, report.rejected) == (1, 1)
+    [error] = report.errors
+    assert error.line == 1
+    assert error.problems[0].path == "external_id"
+    assert "NUL character" in error.problems[0].message
+    assert [c.data for c in contacts(ctx)] == [{"last_name": "Fine"}]

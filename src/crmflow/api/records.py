@@ -355,6 +355,13 @@ def import_records(
         fmt = "csv" if suffix == "csv" else "jsonl"
     # Read as bytes and decoded row by row: a bad byte rejects its row, not the file.
     report = imports.import_records(
-        ctx, actor, type_key, file.file, fmt=fmt, all_or_nothing=all_or_nothing, upsert_by=upsert_by
+        ctx,
+        actor,
+        type_key,
+        file.file,
+        fmt=fmt,
+        all_or_nothing=all_or_nothing,
+        upsert_by=upsert_by,
+        source_name=file.filename or "the uploaded file",
     )
     return report.as_dict()

@@ -183,10 +183,16 @@ class ImportReport:
 class _Source:
     """An open input, whether a path (opened and closed here) or a stream the caller owns."""
 
-    def __init__(self, path_or_stream: str | Path | IO[Any], fmt: str | None) -> None:
+    def __init__(
+        self, path_or_stream: str | Path | IO[Any], fmt: str | None, name: str | None = None
+    ) -> None:
         self.owned: IO[bytes] | None = None
         path = Path(path_or_stream) if isinstance(path_or_stream, str | Path) else None
-        self.name = str(path) if path else str(getattr(path_or_stream, "name", "<stream>"))
+        # An uploaded file's stream is nameless (its `name` None or a temporary file's path):
+        # the caller gives the name the user knows it by.
+        self.name = name or (
+            str(path) if path else str(getattr(path_or_stream, "name", None) or "<stream>")
+        )
         if fmt is None and path is not None:
             fmt = path.suffix.lower().lstrip(".")
         if fmt == "ndjson":
@@ -366,7 +372,7 @@ class _Importer:
             by_field = {ext: [record] for ext, record in taken.items()}
         current: dict[int, StoredRecord] = {}
         new: dict[str, int] = {}  # a new record's key (or external id) -> its place in `created`
-        new_externals: set[str] = set()
+        new_externals: dict[str, int] = {}  # a new record's external id -> its line
         created: list[tuple[int, dict[str, Any], int | None, str | None]] = []
         updates: list[tuple[int, RecordUpdate]] = []
         for (line, data, owner_id, owner_given, ext), key in zip(good, keys, strict=True):
@@ -383,7 +389,10 @@ class _Importer:
                         ],
                     )
                     continue
-                ident = key if key is not None else ext  # what ties rows of one new record
+                # What ties rows of one new record: the key an upsert finds it by. Without
+                # --upsert-by rows are never merged: a second row with a new record's
+                # external id is refused below, at its line.
+                ident = key if key is not None else (ext if self.upsert_by else None)
                 place = new.get(ident) if ident is not None else None
                 if place is not None:
                     line0, data0, owner0, ext0 = created[place]
@@ -393,13 +402,21 @@ class _Importer:
                 if ext is not None and ext in new_externals:
                     report.add_error(
                         line,
-                        [Problem(EXTERNAL_ID_COLUMN, f"{ext!r} is given to another new record")],
+                        [
+                            Problem(
+                                EXTERNAL_ID_COLUMN,
+                                f"{ext!r} is given to another new record, at line "
+                                f"{new_externals[ext]}",
+                                "give each record its own external id, or import with "
+                                "--upsert-by external_id so that later rows update it",
+                            )
+                        ],
                     )
                     continue
                 if ident is not None:
                     new[ident] = len(created)
                 if ext is not None:
-                    new_externals.add(ext)
+                    new_externals[ext] = line
                 created.append((line, data, owner_id, ext))
                 continue
             matches = by_field[key]
@@ -492,13 +509,16 @@ def import_records(
     upsert_by: str | None = None,
     on_batch: BatchCallback | None = None,
     resume: ImportReport | None = None,
+    source_name: str | None = None,
 ) -> ImportReport:
     """Import records of `type_key` from a CSV or JSONL file (or open stream); managers and admins.
 
     `fmt` defaults to the file's suffix. `on_progress(rows_read, position)` is called after each
     batch, `position` being the bytes read so far when the input is a path (compare it with the
     file's size) and the rows read otherwise. `upsert_by` (`external_id` or a field key) makes
-    rows that name an existing record update it (see the module's text).
+    rows that name an existing record update it (see the module's text). `source_name`: what
+    the report and its problems call the input (an upload's file name), by default the path or
+    the stream's name.
 
     Background imports (services.jobs): `on_batch(conn, report, position)` is called in each batch's
     transaction once its rows are written (in the single transaction of an all-or-nothing
@@ -515,7 +535,7 @@ def import_records(
         rtype = record_type_in(conn, type_key)
         if upsert_by is not None:
             check_upsert_by(conn, rtype, upsert_by)
-    source = _Source(path_or_stream, fmt)
+    source = _Source(path_or_stream, fmt, source_name)
     report = ImportReport(
         type_key=type_key,
         source=source.name,

@@ -500,6 +500,7 @@ class JobRunner:
                     on_batch=on_batch,
                     on_progress=after_batch,
                     resume=resume,
+                    source_name=str(payload.get("filename") or "") or None,
                 )
             except ImportInterruptedError as exc:
                 interrupted = exc.report if isinstance(exc.report, ImportReport) else None
