@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crmflow.database_url import checked_database_url
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -384,6 +386,11 @@ class Settings(BaseSettings):
         if value is not None and not value.partition(":")[0].strip():
             raise ValueError("write the header as 'Name: value'")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return checked_database_url(value)
 
     @field_validator("timezone")
     @classmethod

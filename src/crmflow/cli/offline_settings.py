@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crmflow.database_url import checked_database_url
+
 if TYPE_CHECKING:
     from crmflow.settings import Settings
 
@@ -78,5 +80,9 @@ def read_offline_settings() -> OfflineSettings | None:
     if url is None or flag is None or chars is None:  # a .env line without `=`
         return None
     if flag not in _TRUE | _FALSE or not _DIGITS.fullmatch(chars) or int(chars) <= 0:
+        return None
+    try:
+        url = checked_database_url(url)
+    except ValueError:  # Settings refuses it, with its message
         return None
     return OfflineSettings(url, flag in _TRUE, int(chars))
