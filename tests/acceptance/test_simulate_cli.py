@@ -127,3 +127,23 @@ def test_a_past_entry_that_is_not_status_when_exits_1(crmflow: Run) -> None:
         check_exit=1,
     )
     assert "'gone=3 days' is not STATUS=WHEN" in done.stderr
+
+
+def test_a_horizon_beyond_ten_years_or_before_the_start_exits_1_and_says_why(
+    crmflow: Run,
+) -> None:
+    flow = [str(EXAMPLES / "event-automations.yaml")]
+    flow += ["--record", str(EXAMPLES / "event-automations.record.json")]
+    start = ["--start", "2024-05-01T09:00:00+03:00"]
+    for until, says in (
+        ("99999999 days", "'99999999 days' is more than ten years"),
+        ("1000000 weeks", "'1000000 weeks' is more than ten years"),
+        ("9999-12-31T23:59:00+00:00", "is more than ten years ahead"),
+        ("2024-04-01T09:00", "'2024-04-01T09:00' is not after the start"),
+    ):
+        done = crmflow("simulate", *flow, *start, "--until", until, check_exit=1)
+        assert says in done.stderr and "Traceback" not in done.stderr
+    far = crmflow("simulate", *flow, "--start", "9999-12-30T00:00Z", check_exit=1)
+    assert "--start was refused" in far.stderr and "Traceback" not in far.stderr
+    back = crmflow("simulate", *flow, *start, "--entered", "finished=99999999 days", check_exit=1)
+    assert "is more than ten years" in back.stderr and "Traceback" not in back.stderr

@@ -37,16 +37,22 @@ if TYPE_CHECKING:
 __all__ = ["parse_until", "simulate"]
 
 _SPAN = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week)s?\s*$", re.IGNORECASE)
+# How far a simulation reaches, forwards (--until) or back (--entered): ten years, far enough for
+# any flow's timings, and well inside the dates a computer can count (year 9999).
+MAX_SPAN = timedelta(days=3660)
+_SPAN_HINT = "simulate at most ten years (3660 days) from the start"
 
 
 def _instant(text: str, zone: ZoneInfo, what: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
     except ValueError:
         raise InvalidInputError(
             what, [Problem("", f"{text!r} is not a date-time", "write 2026-06-01T09:00")]
         ) from None
-    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+    except OverflowError:  # the year 9999 in a zone east of UTC
+        raise InvalidInputError(what, [Problem("", f"{text!r} is too far", _SPAN_HINT)]) from None
 
 
 def _span(text: str, zone: ZoneInfo, what: str) -> timedelta | datetime:
@@ -60,13 +66,38 @@ def _span(text: str, zone: ZoneInfo, what: str) -> timedelta | datetime:
             [Problem("", f"{text!r} is not a span", 'write "30 days", "2 weeks" or a date-time')],
         )
     amount, unit = int(match.group(1)), match.group(2).lower()
-    return timedelta(**{f"{unit}s": amount})
+    try:
+        span = timedelta(**{f"{unit}s": amount})
+    except OverflowError:
+        span = MAX_SPAN + timedelta(days=1)
+    if span > MAX_SPAN:
+        raise InvalidInputError(
+            what, [Problem("", f"{text.strip()!r} is more than ten years", _SPAN_HINT)]
+        )
+    return span
 
 
 def parse_until(text: str, start: datetime, zone: ZoneInfo) -> datetime:
-    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` after `start`, or an ISO date-time."""
+    """`30 days`, `2 weeks`, `12 hours`, `90 minutes` after `start`, or an ISO date-time: at
+    most MAX_SPAN after it, and after it."""
     span = _span(text, zone, "--until")
-    return start + span if isinstance(span, timedelta) else span
+    try:
+        latest = start + MAX_SPAN
+    except OverflowError:
+        raise InvalidInputError(
+            "--start", [Problem("", "is too close to the year 9999", "start from an earlier date")]
+        ) from None
+    end = start + span if isinstance(span, timedelta) else span  # a span is at most MAX_SPAN
+    if end > latest:
+        raise InvalidInputError(
+            "--until", [Problem("", f"{text.strip()!r} is more than ten years ahead", _SPAN_HINT)]
+        )
+    if end <= start:
+        raise InvalidInputError(
+            "--until",
+            [Problem("", f"{text.strip()!r} is not after the start", "give a later date-time")],
+        )
+    return end
 
 
 def _past(items: list[str], start: datetime, zone: ZoneInfo) -> list[PastEntry]:
@@ -86,7 +117,12 @@ def _past(items: list[str], start: datetime, zone: ZoneInfo) -> list[PastEntry]:
             problems.append(Problem("--entered", f"{item!r} is not STATUS=WHEN", hint))
             continue
         span = _span(when, zone, "--entered")
-        past.append(PastEntry(status, None, start - span if isinstance(span, timedelta) else span))
+        try:
+            past.append(
+                PastEntry(status, None, start - span if isinstance(span, timedelta) else span)
+            )
+        except OverflowError:
+            problems.append(Problem("--entered", f"{item!r} is too far back", _SPAN_HINT))
     if problems:
         raise InvalidInputError("the past entries", problems)
     return sorted(past, key=lambda p: p.entered_at, reverse=True)
@@ -141,7 +177,9 @@ RecordFile = Annotated[
 ]
 Until = Annotated[
     str,
-    typer.Option(metavar="SPAN", help='How long: "30 days", "2 weeks", or a date-time.'),
+    typer.Option(
+        metavar="SPAN", help='How long: "30 days", "2 weeks", or a date-time; at most ten years.'
+    ),
 ]
 Start = Annotated[
     str | None,
