@@ -522,6 +522,15 @@ def test_the_command_line_shows_the_impact_and_resumes_with_moves(
     assert "--move remind=STEP|end" in refused.output
     bad = cli.invoke(app, [*base, "flows", "resume", "nurture", "--move", "remind"])
     assert bad.exit_code == 2
+    twice = ["--move", "remind=call", "--move", "remind=end"]
+    contradictory = cli.invoke(app, [*base, "flows", "resume", "nurture", *twice])
+    assert contradictory.exit_code == 2
+    assert "given twice (call and end)" in contradictory.output
+    unknown = ["--move", "remind=call", "--move", "nosuch=call"]
+    typo = cli.invoke(app, [*base, "flows", "resume", "nurture", *unknown])
+    assert typo.exit_code == 1
+    assert "no record is at a step 'nosuch'" in typo.output
+    assert flows.get_flow(ctx, admin, "nurture").status is FlowStatus.PAUSED  # nothing changed
     done = cli.invoke(app, [*base, "flows", "resume", "nurture", "--move", "remind=call"])
     assert done.exit_code == 0, done.output
     assert _enrollment(ctx, who["ana"])["step"] == "call"

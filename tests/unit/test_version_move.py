@@ -108,3 +108,17 @@ def test_a_move_to_an_unknown_step_or_of_a_step_still_there_is_refused() -> None
         check_moves([impact], {"remind": "nowhere", "welcome": "thank"}, new, "nurture")
     assert [p.path for p in refused.value.problems] == ["moves.remind", "moves.welcome"]
     assert "choose one of: welcome, thank, or end" in str(refused.value)
+
+
+def test_a_move_of_a_step_no_record_waits_at_is_refused_not_ignored() -> None:
+    # A typo (`remidn`) or a step that was never there would otherwise be dropped silently.
+    new = make_flow(step("welcome"), step("thank"))
+    impact = StepImpact("remind", 2, (1,), "removed", "gone")
+    with pytest.raises(InvalidInputError) as refused:
+        check_moves([impact], {"remind": "thank", "remidn": END}, new, "nurture")
+    [problem] = refused.value.problems
+    assert problem.path == "moves.remidn"
+    assert problem.message == "no record is at a step 'remidn' that the new version removed"
+    assert problem.hint == "the steps to map: remind (2 record(s))"
+    with pytest.raises(InvalidInputError, match="nothing needs moving"):
+        check_moves([], {"gone": END}, new, "nurture")

@@ -441,7 +441,13 @@ def _moves(values: list[str]) -> dict[str, str]:
             raise typer.BadParameter(
                 f"{value!r}: write OLD_STEP=NEW_STEP or OLD_STEP=end", param_hint="--move"
             )
-        moves[old.strip()] = new.strip()
+        old, new = old.strip(), new.strip()
+        if moves.get(old, new) != new:
+            raise typer.BadParameter(
+                f"step {old!r} is given twice ({moves[old]} and {new}): give it once",
+                param_hint="--move",
+            )
+        moves[old] = new
     return moves
 
 

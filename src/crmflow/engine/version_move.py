@@ -106,8 +106,20 @@ def check_moves(
     mapped: InvalidInputError for a wrong choice, MovesRequiredError for a missing one (flow
     `key`, resuming on `new`)."""
     problems = []
+    removed = {i.step: i.records for i in impacts if i.fate == "removed"}
     for old_step, target in sorted(moves.items()):
-        if new.step(old_step) is not None:
+        if new.step(old_step) is None and old_step not in removed:
+            listed = ", ".join(f"{s} ({n} record(s))" for s, n in sorted(removed.items()))
+            problems.append(
+                Problem(
+                    f"moves.{old_step}",
+                    f"no record is at a step {old_step!r} that the new version removed",
+                    f"the steps to map: {listed}"
+                    if listed
+                    else "nothing needs moving: leave the moves out",
+                )
+            )
+        elif new.step(old_step) is not None:
             problems.append(
                 Problem(
                     f"moves.{old_step}",
