@@ -74,3 +74,42 @@ def test_a_record_without_an_external_id_exports_an_empty_one_and_imports_as_new
     assert "external_id" not in json.loads(jsonl.getvalue())
     assert _import(ctx, admin, out.getvalue(), "csv") == 1
     assert [c.external_id for c in _contacts(ctx)] == [None, None]
+
+
+def test_a_csv_export_guards_formula_cells_and_an_import_gives_them_back_unchanged(
+    ctx: Context, admin: Actor
+) -> None:
+    # A text a spreadsheet would run (CSV injection) is written with a `'` before it; plain
+    # numbers stay numbers; importing the export changes nothing.
+    values = {
+        "=cmd|' /C calc'!A0": "crm-1",
+        "+40 721 000 000": "=crm-2",
+        "@SUM(1+1)": "crm-3",
+        "'=already quoted": "crm-4",
+        "-Popescu": "crm-5",
+    }
+    lines = [f"{_csv_line(f'x{i}')},{_csv_line(e)}" for i, e in enumerate(values.values())]
+    _import(ctx, admin, "last_name,external_id\n" + "\n".join(lines) + "\n", "csv")
+    for contact, last_name in zip(_contacts(ctx), values, strict=True):  # stored as typed
+        records.update_record(ctx, admin, contact.id, {"last_name": last_name})
+    out = io.StringIO()
+    imports.export_records(ctx, "contact", out, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["last_name"] for r in rows] == [
+        "'=cmd|' /C calc'!A0",
+        "'+40 721 000 000",
+        "'@SUM(1+1)",
+        "''=already quoted",
+        "'-Popescu",
+    ]
+    assert rows[1]["external_id"] == "'=crm-2"
+    before = [(c.external_id, c.data) for c in _contacts(ctx)]
+    changed = _import(ctx, admin, out.getvalue(), "csv", upsert_by="external_id")
+    assert changed == 0  # every row found its record, and found it unchanged
+    assert [(c.external_id, c.data) for c in _contacts(ctx)] == before
+
+
+def _csv_line(value: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([value])
+    return out.getvalue()

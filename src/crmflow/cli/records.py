@@ -283,7 +283,10 @@ def export(
     ] = None,
 ) -> None:
     """Export every record of a type as JSONL or CSV (to stdout or a file), with its owner and
-    external id: importing it again with --upsert-by external_id updates, not duplicates."""
+    external id: importing it again with --upsert-by external_id updates the records that have
+    an external id (a record without one is refused there, and added again without the
+    option). In CSV a text a spreadsheet would run as a formula starts with ', which an import
+    takes off."""
     from crmflow.services import imports
 
     if output is None:

@@ -11,7 +11,7 @@ import orjson
 
 from crmflow.errors import InvalidInputError, Problem
 from crmflow.services.context import Context
-from crmflow.services.import_rows import EXTERNAL_ID_COLUMN, OWNER_COLUMN
+from crmflow.services.import_rows import EXTERNAL_ID_COLUMN, OWNER_COLUMN, guarded_cell
 from crmflow.services.record_types import record_type_in
 from crmflow.store import records as store
 from crmflow.store.database import read_connection
@@ -28,7 +28,7 @@ def _csv_cell(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    return str(value)
+    return guarded_cell(str(value))
 
 
 def export_records(
@@ -40,6 +40,8 @@ def export_records(
     `external_id` (empty when the record has none; left out when the type has a field of that
     name), which is exactly what `import_records` reads back: importing the file again with
     `upsert_by="external_id"` updates the records that have one instead of duplicating them.
+    A CSV text cell that a spreadsheet would run as a formula is written with a `'` before it
+    (`guarded_cell`), which the import takes off again.
     """
     if fmt not in ("csv", "jsonl"):
         raise InvalidInputError("the export", [Problem("format", f"{fmt!r} is not csv or jsonl")])
@@ -60,9 +62,9 @@ def export_records(
             for row in rows:
                 data = row.data
                 if writer is not None:
-                    cells = [*(_csv_cell(data.get(k)) for k in keys), row.username or ""]
+                    cells = [*(_csv_cell(data.get(k)) for k in keys), _csv_cell(row.username)]
                     if external:
-                        cells.append(row.external_id or "")
+                        cells.append(_csv_cell(row.external_id))
                     writer.writerow(cells)
                 else:
                     document = dict(data)

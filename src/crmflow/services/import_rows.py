@@ -15,6 +15,7 @@ starts where it should.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import partial
@@ -34,7 +35,9 @@ __all__ = [
     "Row",
     "csv_rows",
     "external_id_of",
+    "guarded_cell",
     "jsonl_rows",
+    "unguarded_cell",
 ]
 
 OWNER_COLUMN = "owner"
@@ -325,7 +328,34 @@ def _csv_cells(
                 yield first, None, too_long
                 continue
         # Empty cells are absent values; dropping them here spares the checker most of its work.
-        yield first, {k: v for k, v in zip(header, cells, strict=True) if v}, []
+        values = {k: v for k, v in zip(header, cells, strict=True) if v}
+        if "'" in text:
+            values = {k: unguarded_cell(v) for k, v in values.items()}
+        yield first, values, []
+
+
+# A CSV cell that starts with one of these is run as a formula by spreadsheets (CSV injection:
+# `=HYPERLINK(...)`, `=cmd|...`). An export writes such a text with a `'` before it, which
+# spreadsheets show as text and do not run, and an import takes that `'` off again: a record
+# exported and imported again is unchanged. A plain number (`-5`) runs nothing and is left as is.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_GUARDED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def guarded_cell(text: str) -> str:
+    """`text` as an export writes it in a CSV cell: with a `'` before a text that a spreadsheet
+    would run as a formula (and before one that already starts with quotes then such a sign, so
+    that `unguarded_cell` gives back exactly `text`)."""
+    if _FORMULA.match(text) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def unguarded_cell(text: str) -> str:
+    """A CSV cell as an import reads it: the `'` `guarded_cell` put before a formula sign taken
+    off (one; spreadsheets also write a text that starts with such a sign that way)."""
+    return text[1:] if _GUARDED.match(text) else text
 
 
 def jsonl_rows(stream: IO[Any], rtype: RecordType, max_field_chars: int) -> Iterator[Row]:
