@@ -11,6 +11,7 @@ from typing import Any
 
 from pwdlib import PasswordHash
 
+from crmflow.engine.recordtypes import normalise_email
 from crmflow.errors import (
     AuthenticationError,
     ConflictError,
@@ -175,6 +176,8 @@ def create_user(
     checked_role = _role(role)
     if password is not None and len(password) < 8:
         problems.append(Problem("password", "is shorter than 8 characters"))
+    email, email_problems = _email(email)
+    problems += email_problems
     if problems:
         raise InvalidInputError("the user", problems)
     try:
@@ -225,6 +228,11 @@ def update_user(
     """Change the given attributes of `username`; `manager=""` removes their manager."""
     require_admin(actor, "change users")
     checked_role = _role(role).value if role is not None else None
+    if email is not None:
+        email, email_problems = _email(email)
+        if email_problems:
+            raise InvalidInputError("the user", email_problems)
+        email = email or ""  # "" clears the address (stored as given before: an empty text)
     password_hash = None
     if password is not None:
         if len(password) < 8:
@@ -236,6 +244,8 @@ def update_user(
         row = _user_row(conn, username)
         if active is False:
             _check_may_deactivate(actor, row)
+        if checked_role is not None and checked_role != row.role:
+            _check_may_change_role(actor, row)
         stored_users.update_user(
             conn,
             row.id,
@@ -267,6 +277,32 @@ def _check_may_deactivate(actor: Actor, row: UserRow) -> None:
             f"you cannot deactivate yourself ({row.username!r}): you would be signed out with no "
             "way back in; another admin may do it"
         )
+
+
+def _check_may_change_role(actor: Actor, row: UserRow) -> None:
+    """Nobody takes their own admin role away (they would lose the pages to give it back), nor
+    the built-in `system` user's (the command line and the worker act as it)."""
+    if row.username == SYSTEM_USERNAME:
+        raise ConflictError(
+            f"the built-in user {SYSTEM_USERNAME!r} stays an admin: the command line and the "
+            "worker act as it"
+        )
+    if row.id == actor.id:
+        raise ConflictError(
+            f"you cannot change your own role ({row.username!r}): you would lose the admin "
+            "pages with no way back; another admin may do it"
+        )
+
+
+def _email(email: str | None) -> tuple[str | None, list[Problem]]:
+    """A user's email address in its stored form (None when empty), or the problem with it:
+    approvals and notifications are sent there."""
+    if email is None or not email.strip():
+        return None, []
+    try:
+        return normalise_email(email), []
+    except ValueError as exc:
+        return None, [Problem("email", str(exc), "give an address such as name@example.org")]
 
 
 def _manager_id(conn: Connection, username: str, manager: str) -> int:
