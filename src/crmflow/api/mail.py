@@ -28,7 +28,11 @@ class CaughtMailSummary(BaseModel):
 
 class CaughtMail(CaughtMailSummary):
     enrollment_id: int = Field(description="The run that wrote it")
-    message: str = Field(description="The message as it would have been sent (RFC 5322)")
+    message: str = Field(
+        description="The message as it would have been sent (RFC 5322); a signed link in it "
+        "(an approval email's /a/TOKEN, an unsubscribe /u/TOKEN) has its token replaced by "
+        "`[link for NAME only]` unless it is the caller's"
+    )
 
 
 @router.get("/api/mail", response_model=list[CaughtMailSummary])
@@ -43,5 +47,6 @@ def list_mail(
 
 @router.get("/api/mail/{mail_id}", response_model=CaughtMail)
 def show_mail(ctx: ServiceContext, actor: CurrentActor, mail_id: RowId) -> dict[str, Any]:
-    """One email the mail catcher kept, with the message as it would have been sent."""
+    """One email the mail catcher kept, with the message as it would have been sent, its
+    signed links only when they are the caller's."""
     return mail.caught(ctx, actor, mail_id).as_dict()

@@ -53,7 +53,8 @@ def show_mail(
     as_json: JsonOption = False,
 ) -> None:
     """One email the mail catcher kept: its headers and its text, decoded (`--json`: the
-    message exactly as it would have been sent)."""
+    message as it would have been sent). A signed link in it (an approval's, an unsubscribe)
+    is shown only to the person it is for; others see it as [link for maria only]."""
     from crmflow.services.mail import caught, readable
 
     mail = caught(state.context, state.actor, mail_id)

@@ -2,10 +2,12 @@
 the outbox row it came from (status `caught`, the message as it would have gone) instead of
 sending it, so that a new user reads what the demo flows send at once (`crmflow mail list`,
 `GET /api/mail`). A person sees the messages of the runs they can see: those of the flows
-visible to them, as `crmflow runs` shows."""
+visible to them, as `crmflow runs` shows; its signed links (an approval email's) only when they
+are theirs (`messages.redact_links`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email import message_from_string
 from email.message import EmailMessage
 from email.policy import default
@@ -13,6 +15,7 @@ from email.policy import default
 from crmflow.errors import NotFoundError
 from crmflow.services.context import Actor, Context
 from crmflow.services.flow_access import visible_flows
+from crmflow.services.messages import redacted_email
 from crmflow.store.database import read_connection
 from crmflow.store.outbox import CaughtMail, caught_mail, caught_mails
 
@@ -26,14 +29,15 @@ def list_caught(ctx: Context, actor: Actor, *, limit: int = 50) -> list[CaughtMa
 
 
 def caught(ctx: Context, actor: Actor, message_id: int) -> CaughtMail:
-    """One message the mail catcher kept; NotFoundError when there is none `actor` may read."""
+    """One message the mail catcher kept, its signed links shown only to the person each is
+    for (`messages.redact_links`); NotFoundError when there is none `actor` may read."""
     with read_connection(ctx.engine) as conn:
         found = caught_mail(conn, message_id, visible=visible_flows(actor))
     if found is None:
         raise NotFoundError(
             f"no caught message {message_id} (`crmflow mail list` shows those you can read)"
         )
-    return found
+    return replace(found, rendered=redacted_email(ctx, actor, found.rendered))
 
 
 def readable(rendered: str) -> str:

@@ -2,7 +2,9 @@
 what became of each (waiting with its next try, sent, kept by the mail catcher, failed with the
 reason); test-mode ones marked. A message's page (`/messages/{id}`) shows an email's headers,
 text, HTML (as escaped source and in a sandboxed frame, never in the page) and attachments by
-name. Admins see every message; others those of the flows they can see (as `GET /api/mail`)."""
+name. Admins see every message; others those of the flows they can see (as `GET /api/mail`). A
+signed link in a message (an approval's, an unsubscribe link) shows only to the person it is
+for (`services.messages.redact_links`)."""
 
 from __future__ import annotations
 
