@@ -159,3 +159,16 @@ def test_an_admin_cannot_deactivate_themselves_nor_the_system_user(ctx: Context)
     assert alice.post("/admin/users/active", username="andrei", active="false") == (
         "ok: andrei deactivated: their sessions have ended."
     )
+
+
+def test_a_refused_page_lists_each_problem_once(ctx: Context) -> None:
+    _setup_like_the_demo(ctx)
+    alice = Browser(ctx, "alice")
+    answer = alice.client.get("/messages", params={"kind": "bogus"})
+    assert answer.status_code == 422
+    page = unescape(answer.text)
+    problems = re.findall(r"<li>(.*?)</li>", page, re.S)
+    kind = [p for p in problems if "bogus" in p]
+    assert len(kind) == 1, problems
+    assert page.count(kind[0].strip()) == 1  # said in the list, not again in the headline
+    assert "was refused (1 problem)" in page
