@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.errors import ConflictError, InvalidInputError
-from crmflow.services import enrollments, flows, notifications, queries, users
+from crmflow.services import enrollments, flows, notifications, queries, records, users
 from crmflow.services.context import Context
 from crmflow.store.tasks import NewNotification, insert_notifications
 from crmflow.web import create_site
@@ -172,3 +172,22 @@ def test_a_refused_page_lists_each_problem_once(ctx: Context) -> None:
     assert len(kind) == 1, problems
     assert page.count(kind[0].strip()) == 1  # said in the list, not again in the headline
     assert "was refused (1 problem)" in page
+
+
+def test_a_record_page_shows_user_fields_by_username(ctx: Context) -> None:
+    system = _setup_like_the_demo(ctx)
+    _, record_id = _create_sample_record(ctx, system, FLOW)
+    page = Browser(ctx, "alice").get(f"/records/{record_id}")
+    fields = dict(re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", page, re.S))
+    # examples/types/candidate.yaml: requester and manager are user fields (ids stored).
+    assert (fields["Requested by"], fields["Requester's manager"]) == ("andrei", "maria")
+
+
+def test_a_record_page_links_a_reference_field_to_the_record_it_names(ctx: Context) -> None:
+    system = _setup_like_the_demo(ctx)
+    company = records.create_record(ctx, system, "company", {"name": "Acme"}).id
+    contact = records.create_record(
+        ctx, system, "contact", {"last_name": "Pop", "company": company}
+    ).id
+    page = Browser(ctx, "alice").get(f"/records/{contact}")
+    assert f'<a href="/records/{company}">record {company}</a>' in page

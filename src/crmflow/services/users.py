@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from crmflow.store.users import (  # user_ids_by_name re-exported: services.flow
     TokenRow,
     UserRow,
     user_ids_by_name,
+    usernames_by_id,
 )
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "tokens_page",
     "update_user",
     "user_ids_by_name",
+    "usernames",
     "users_page",
 ]
 
@@ -340,6 +343,14 @@ def _user_row(conn: Connection, username: str) -> UserRow:
 def get_user(ctx: Context, username: str) -> UserView:
     with read_connection(ctx.engine) as conn:
         return _view(conn, _user_row(conn, username))
+
+
+def usernames(ctx: Context, user_ids: Collection[int]) -> dict[int, str]:
+    """The username of each of `user_ids` that names a user (a user field shows it)."""
+    if not user_ids:
+        return {}
+    with read_connection(ctx.engine) as conn:
+        return usernames_by_id(conn, user_ids)
 
 
 def list_users(ctx: Context) -> list[UserView]:

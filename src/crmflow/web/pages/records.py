@@ -22,7 +22,15 @@ from crmflow.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from crmflow.services import enrollments, flows, queries, record_files, record_types, records
+from crmflow.services import (
+    enrollments,
+    flows,
+    queries,
+    record_files,
+    record_types,
+    records,
+    users,
+)
 from crmflow.services.paging import Page
 from crmflow.services.records import RecordView
 from crmflow.services.run_views import record_status
@@ -183,6 +191,15 @@ def record_page(request: Request, user: CurrentUser, record_id: RowId) -> Respon
     record = records.get_record(ctx, record_id)
     rtype = record_types.get_record_type(ctx, record.type)
     kept = {f.field: f for f in record_files.list_files(ctx, record_id)}
+    # A user field holds a user's id: shown as their username.
+    names = users.usernames(
+        ctx,
+        {
+            v
+            for f in rtype.fields
+            if f.type is FieldType.USER and type(v := record.data.get(f.key)) is int
+        },
+    )
     fields = []
     for f in rtype.fields:
         label = f.label or f.key.replace("_", " ")
@@ -193,8 +210,16 @@ def record_page(request: Request, user: CurrentUser, record_id: RowId) -> Respon
                     "label": label,
                     "value": info.filename if info else "",
                     "href": f"/records/{record_id}/files/{quote(f.key)}" if info else None,
+                    "download": True,
                 }
             )
+        elif f.type is FieldType.USER:
+            value = record.data.get(f.key)
+            name = names.get(value) if type(value) is int else None
+            fields.append({"label": label, "value": name or shown(value), "href": None})
+        elif f.type is FieldType.REFERENCE and type(record.data.get(f.key)) is int:
+            other = record.data[f.key]
+            fields.append({"label": label, "value": f"record {other}", "href": f"/records/{other}"})
         else:
             fields.append({"label": label, "value": shown(record.data.get(f.key)), "href": None})
     status = record_status(ctx, user, record_id)
