@@ -449,3 +449,41 @@ def test_the_same_filter_gives_the_same_answer_whatever_the_backend(
         ]
     }
     assert ids_of(ctx, "contact", filter) == {a, b, c}, backend
+
+
+def test_a_query_file_with_a_nul_or_a_tag_is_refused_with_its_line_and_path(
+    ctx: Context, manager: Actor, tmp_path: Path
+) -> None:
+    """A NUL would reach the database (PostgreSQL refuses it, SQLite keeps it); a tag was
+    dropped silently. Both refuse the file whole, nothing saved."""
+    file = tmp_path / "nul.yaml"
+    head = "name: clients\nrecord_type: contact\nfilter:\n  all:\n"
+    for text, path, line, says in [
+        (
+            head.replace("clients", '"q\\0x"') + "    - {field: status, op: =, value: client}\n",
+            "name",
+            1,
+            "the value at column 7 contains a NUL character (\\0) at character 2",
+        ),
+        (
+            head + '    - {field: status, op: =, value: "a\\0b"}\n',
+            "filter.all[0].value",
+            5,
+            "contains a NUL character (\\0) at character 2",
+        ),
+        (
+            head + "    - field: status\n      op: =\n      value: !client\n",
+            "filter.all[0].value",
+            7,
+            "starts with !client, which YAML reads as a tag",
+        ),
+    ]:
+        file.write_text(text)
+        with pytest.raises(InvalidInputError) as info:
+            load_query_file(ctx, manager, file)
+        [problem] = info.value.problems
+        assert (problem.path, problem.line, problem.source) == (path, line, str(file))
+        assert says in problem.message
+        assert problem.hint
+        assert f"nul.yaml:{line}: {path}: " in str(info.value)
+    assert list_queries(ctx).items == []

@@ -22,6 +22,7 @@ compares them as midnight UTC instants, `today` being the flow's local day).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
     "filter_to_builder",
     "filter_to_cel",
     "normalised",
+    "whole_number",
 ]
 
 LAST, NEXT = "in the last", "in the next"
@@ -69,6 +71,7 @@ _FROM_CEL = {cel: op for op, cel in _COMPARE.items()}
 _RELATIVE = re.compile(r"^today(?: ([+-]) (\d{1,5}) days?)?$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ROWS = 50
+MAX_DAYS = 36_500  # "in the last N days": a hundred years at most
 MAX_DEPTH = 3
 MAX_PARENS = 32  # parentheses the builder reads inside one another
 _DAY_START = '"T00:00:00Z"'
@@ -89,6 +92,22 @@ class Builder:
 
     match: str = "all"
     items: list[Row | Builder] = field(default_factory=list)
+
+
+def whole_number(text: str, *, max_digits: int = 19) -> int | None:
+    """The whole number `text` writes in ASCII digits (at most `max_digits` of them), or None.
+
+    `str.isdigit()` is true of '²', '①' and '٣' too, which int() refuses or reads as another
+    script's digit; and int() refuses more than 4,300 digits. A form's number is read here."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= max_digits):
+        return None
+    return int(text)
+
+
+def _finite(value: Any) -> bool:
+    """Whether a typed value may be stored: not NaN nor infinite (JSON has no such number)."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 # -- filter -> CEL -------------------------------------------------------------------------------
@@ -352,7 +371,13 @@ class _Parser:
             return _string(text)
         if kind == "num":
             self.take()
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            try:
+                number = float(text) if any(c in text for c in ".eE") else int(text)
+            except ValueError:  # more digits than int() reads
+                raise _NotBuiltError(f"a number of {len(text):,} characters") from None
+            if not _finite(number):
+                raise _NotBuiltError(f"a number beyond a float's range: {text[:20]!r}")
+            return number
         if text in ("true", "false", "null"):
             self.take()
             return {"true": True, "false": False, "null": None}[text]
@@ -542,16 +567,16 @@ def builder_to_filter(
             kind = fields.get(item.field, "")
             text = item.value.strip()
             if item.op in (LAST, NEXT):
-                if not text.isdigit() or not 1 <= int(text) <= 36_500:
+                days = whole_number(text, max_digits=9)
+                if days is None or not 1 <= days <= MAX_DAYS:
                     problems.append(
                         Problem(
                             f"{where} {number}",
                             f"{item.op!r} needs a whole number of days, got {text[:20]!r}",
-                            "write e.g. 30",
+                            f"write a number from 1 to {MAX_DAYS}, e.g. 30",
                         )
                     )
                     continue
-                days = int(text)
                 span = (
                     [f"today - {days} days", "today"]
                     if item.op == LAST
@@ -567,6 +592,16 @@ def builder_to_filter(
                 cond["value"] = [_typed(kind, v) for v in parts]
             elif item.op not in ("is empty", "is not empty"):
                 cond["value"] = _typed(kind, text)
+            typed = cond.get("value")
+            if not all(_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
+                problems.append(
+                    Problem(
+                        f"{where} {number}",
+                        f"{text[:20]!r} is not a finite number",
+                        "write digits, e.g. 1000 or 12.5",
+                    )
+                )
+                continue
             items.append(cond)
         return {node.match if node.match in ("all", "any") else "all": items}
 
@@ -633,7 +668,7 @@ def rows_from_form(
     placed: set[int] = set()
     rows = zip(groups[:MAX_ROWS], fields, ops, values, strict=False)
     for group, key, op, value in rows:
-        number = int(group) if group.isdigit() else 0
+        number = whole_number(group, max_digits=5) or 0
         row = Row(key.strip()[:100], op if op in _OPS else "=", value[:1000])
         target = subs.get(number)
         if target is None:

@@ -7,6 +7,7 @@ business, so a filter can be read (and shown back with `filter_to_data`) before 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -252,12 +253,26 @@ def _check_value_shape(
         )
     elif not isinstance(value, str | int | float | bool | date):
         problems.append(Problem(path, f"expected a single value, got {describe(value)}"))
+    elif _not_finite(value):
+        problems.append(_not_finite_problem(path, value))
 
 
 def _check_scalars(values: Sequence[object], path: str, problems: list[Problem]) -> None:
     for i, item in enumerate(values):
         if item is None or not isinstance(item, str | int | float | bool | date):
             problems.append(Problem(f"{path}[{i}]", f"expected a value, got {describe(item)}"))
+        elif _not_finite(item):
+            problems.append(_not_finite_problem(f"{path}[{i}]", item))
+
+
+def _not_finite(value: object) -> bool:
+    """NaN and the infinities (YAML's .nan, JSON's NaN, 1e400): no stored filter holds them
+    (JSON has no such number: it would be saved as null, and the condition lose its value)."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _not_finite_problem(path: str, value: object) -> Problem:
+    return Problem(path, f"{value!r} is not a finite number", "write digits, e.g. 1000 or 12.5")
 
 
 def describe(value: object) -> str:

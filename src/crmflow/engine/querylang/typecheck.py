@@ -5,9 +5,13 @@ operators that fit each field's type, values of the right type, well-formed date
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import math
 import re
+import sys
 from collections.abc import Callable, Collection
+from typing import TypeVar
 
 from crmflow.engine.querylang.checked import (
     BUILTIN_FIELDS,
@@ -33,6 +37,8 @@ from crmflow.engine.recordtypes import FieldType, RecordType
 from crmflow.errors import InvalidInputError, Problem
 
 __all__ = ["ALLOWED_OPS", "check_filter"]
+
+_N = TypeVar("_N", int, float)
 
 _EQUALITY_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.IS_EMPTY, Op.IS_NOT_EMPTY})
 _ORDER_OPS = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN})
@@ -85,7 +91,7 @@ def check_filter(
 def _path_key(path: str) -> list[tuple[int, str]]:
     """Orders `a.b[10]` after `a.b[2]`, so problems read top to bottom."""
     return [
-        (int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.\[\]]+", path)
+        (int(part), "") if _digits(part) else (-1, part) for part in re.split(r"[.\[\]]+", path)
     ]
 
 
@@ -182,13 +188,18 @@ def _operand(fref: FieldRef, raw: object) -> Operand:
     if kind is FieldType.NUMBER:
         if fref.column == "id":
             return _record_id(fref, raw)
+        number: int | float | None = None
         if isinstance(raw, int | float) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str):
-            try:
-                return float(raw.strip()) if "." in raw else int(raw.strip())
-            except ValueError:
-                pass
+            number = raw
+        elif isinstance(raw, str):
+            with contextlib.suppress(ValueError):  # not a number: said below
+                number = float(raw.strip()) if "." in raw else int(raw.strip())
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(
+                f"{raw!r} is not a finite number (write digits for {fref.key!r}, e.g. 1000)"
+            )
+        if number is not None:
+            return _in_range(number)
         raise ValueError(f"expected a number for {fref.key!r}, got {describe(raw)}")
     if kind is FieldType.BOOL:
         if isinstance(raw, bool):
@@ -199,7 +210,7 @@ def _operand(fref: FieldRef, raw: object) -> Operand:
     if kind in (FieldType.DATE, FieldType.DATETIME):
         return parse_time_value(raw)
     if kind is FieldType.USER:
-        if isinstance(raw, str) and raw.strip() and not raw.strip().isdigit():
+        if isinstance(raw, str) and raw.strip() and not _digits(raw.strip()):
             return Username(raw.strip())
         return _record_id(fref, raw, what="a user id or a username")
     return _record_id(fref, raw)
@@ -207,7 +218,24 @@ def _operand(fref: FieldRef, raw: object) -> Operand:
 
 def _record_id(fref: FieldRef, raw: object, what: str = "a record id") -> int:
     if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-        return raw
-    if isinstance(raw, str) and raw.strip().isdigit() and int(raw) > 0:
-        return int(raw)
+        return _in_range(raw)
+    if isinstance(raw, str) and _digits(raw.strip()) and int(raw) > 0:
+        return _in_range(int(raw))
     raise ValueError(f"expected {what} for {fref.key!r}, got {describe(raw)}")
+
+
+def _in_range(number: _N) -> _N:
+    """`number`, unless it is an integer past what a float holds (1.8e308): stored numbers are
+    compared as floats, and no float is that large (SQLite cannot even bind it)."""
+    if isinstance(number, int) and abs(number) > _LARGEST:
+        raise ValueError("the number is out of range: numbers run to about ±1.8e308")
+    return number
+
+
+_LARGEST = int(sys.float_info.max)
+
+
+def _digits(text: str) -> bool:
+    """Whether int() reads `text` as a whole number: ASCII digits only ('²' is a digit to
+    str.isdigit(), which int() refuses), and not more than the 4,300 digits int() reads."""
+    return text.isascii() and text.isdigit() and len(text) <= 4_300

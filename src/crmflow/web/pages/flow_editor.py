@@ -27,6 +27,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import flows
+from crmflow.services.condition_builder import whole_number
 from crmflow.services.context import Actor
 from crmflow.services.flow_forms import round_trip_yaml
 from crmflow.services.permissions import require_admin
@@ -88,9 +89,8 @@ def _field(form: FormData, name: str) -> str:
 
 
 def _revision(form: FormData) -> int | None:
-    raw = _field(form, "revision").strip()
     # ASCII and short: int() refuses '²' and numbers of more than 4,300 digits.
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 30 else None
+    return whole_number(_field(form, "revision"), max_digits=30)
 
 
 def _editor(
@@ -316,12 +316,19 @@ async def switch(request: Request, user: CurrentUser, key: str) -> Response:
     step = _field(form, "step")
     raw_action = _field(form, "action").strip()
     raw_active = _field(form, "active")
-    if (raw_action and not raw_action.isdigit()) or raw_active not in ("true", "false"):
-        raise InvalidInputError(
-            "the switch",
-            [Problem("action / active", "is not a switch of this page", "reload the page")],
+    # An action's index in ASCII digits ('²' is a digit to isdigit(), not to int()).
+    action = whole_number(raw_action, max_digits=6) if raw_action else None
+    reload = "reload the page and use its switches"
+    forged = [
+        Problem(name, f"{raw[:20]!r} is not a switch of this page", reload)
+        for name, raw, bad in (
+            ("action", raw_action, bool(raw_action) and action is None),
+            ("active", raw_active, raw_active not in ("true", "false")),
         )
-    action = int(raw_action) if raw_action else None
+        if bad
+    ]
+    if forged:
+        raise InvalidInputError("the switch", forged)
     active = raw_active == "true"
     what = f"step {step!r}" if action is None else f"action {action + 1} of step {step!r}"
     back = f"/flows/{key}/edit#switches"

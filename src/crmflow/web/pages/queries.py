@@ -5,6 +5,7 @@ same checks as `crmflow queries load` and the API)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import queries, record_types
-from crmflow.services.condition_builder import LAST, NEXT, OPERATORS
+from crmflow.services.condition_builder import LAST, NEXT, OPERATORS, whole_number
 from crmflow.services.context import Actor, Context
 from crmflow.services.queries import QueryView
 from crmflow.web.auth import CurrentUser, context_of, web_router
@@ -108,6 +109,11 @@ def _scalar(rtype: RecordType, key: str, text: str) -> object:
     return text
 
 
+def _not_finite(value: object) -> bool:
+    """NaN or an infinity: what float() makes of 'nan', 'inf' and '1e400'."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def to_filter(rtype: RecordType, builder: Builder) -> tuple[dict[str, Any], list[int], list[str]]:
     """The filter the builder's rows make, the form row number of each condition, and the
     problems found before the services see it (a relative number of days that is not one)."""
@@ -120,13 +126,14 @@ def to_filter(rtype: RecordType, builder: Builder) -> tuple[dict[str, Any], list
         value = row.value.strip()
         cond: dict[str, Any] = {"field": row.field, "op": row.op}
         if row.op in (LAST, NEXT):
-            if not value.isdigit() or int(value) < 1:
+            # ASCII digits: int() refuses '²' and numbers of more than 4,300 digits.
+            days = whole_number(value, max_digits=30)
+            if days is None or days < 1:
                 problems.append(
                     f"condition {number}: '{row.op}' needs a whole number of days, got "
-                    f"{value!r} (write e.g. 30)"
+                    f"{value[:20]!r} (write e.g. 30)"
                 )
                 continue
-            days = int(value)
             span = (
                 [f"today - {days} days", "today"]
                 if row.op == LAST
@@ -142,6 +149,14 @@ def to_filter(rtype: RecordType, builder: Builder) -> tuple[dict[str, Any], list
             cond["value"] = [_scalar(rtype, row.field, v) for v in parts]
         else:
             cond["value"] = _scalar(rtype, row.field, value)
+        typed = cond.get("value")
+        if any(_not_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
+            # No stored filter holds NaN or an infinity (JSON has none: it would be saved as null).
+            problems.append(
+                f"condition {number}, value: {value[:20]!r} is not a finite number "
+                "(write digits, e.g. 1000 or 12.5)"
+            )
+            continue
         conditions.append(cond)
         numbers.append(number)
     return {builder.match: conditions}, numbers, problems

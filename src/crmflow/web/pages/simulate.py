@@ -10,8 +10,10 @@ from typing import Annotated, Any
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.engine.recordtypes import MAX_ROW_ID
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows, simulation
+from crmflow.services.condition_builder import whole_number
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.pages.tasks import when
 from crmflow.web.render import render
@@ -78,11 +80,6 @@ def _decisions(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _digits(text: str) -> bool:
-    """Whether int() reads `text` as a whole number: ASCII digits only ('²' is a digit too)."""
-    return text.isascii() and text.isdigit()
-
-
 @router.post("/simulate")
 def simulate_run(
     request: Request,
@@ -105,16 +102,38 @@ def simulate_run(
     problems: list[Problem] = []
     if not form["flow"]:
         problems.append(Problem("flow", "no flow chosen", hint="pick one in the list"))
-    number: int | None = None
-    if form["record_id"]:
-        if not _digits(form["record_id"]):
-            problems.append(Problem("record", f"{form['record_id']!r} is not a record id"))
-        else:
-            number = int(form["record_id"])
+    # ASCII digits only: '²' is a digit to str.isdigit(), which int() refuses.
+    number = whole_number(form["record_id"], max_digits=20) if form["record_id"] else None
+    if form["record_id"] and number is None:
+        problems.append(
+            Problem(
+                "record",
+                f"{form['record_id']!r} is not a record id",
+                "type the record's id in digits, or paste the record below",
+            )
+        )
+    elif number is not None and not 1 <= number <= MAX_ROW_ID:
+        # Names no record, and SQLite cannot bind it: refused as the API refuses it.
+        problems.append(
+            Problem(
+                "record",
+                f"{number} is out of range: record ids are whole numbers from 1 to "
+                f"{MAX_ROW_ID} (2^63-1)",
+                "use one that a list or a create answered",
+            )
+        )
+        number = None
     span = days.strip()
-    if not _digits(span):
-        problems.append(Problem("days", f"{span!r} is not a number of days", hint="e.g. 30"))
-    span_days = int(span) if _digits(span) else 30
+    found_days = whole_number(span, max_digits=10)
+    if found_days is None or not 1 <= found_days <= simulation.MAX_DAYS:
+        problems.append(
+            Problem(
+                "days",
+                f"{span!r} is not a number of days between 1 and {simulation.MAX_DAYS}",
+                hint="e.g. 30",
+            )
+        )
+    span_days = found_days if found_days is not None else 30
     if problems:
         return _page(request, user, days=span_days, problems=problems, status_code=422, **form)
     try:
