@@ -120,6 +120,8 @@ def test_bad_input_to_every_operation_is_said_in_words_never_a_500(
         ("try", {"record_id": "abc"}, "is not a record id"),
         ("try", {"record_id": ""}, "no record picked"),
         ("try", {"record_id": "1", "days": "many"}, "is not a number of days"),
+        ("try", {"record_id": "1", "days": "999"}, "'999' is not a number of days between 1 and"),
+        ("try", {"record_id": "1", "days": "²"}, "'²' is not a number of days between 1 and 366"),
     ]
     for path, form, words in cases:
         status, shown = _send(browser, f"/flows/steps-ops/form/{path}", form)

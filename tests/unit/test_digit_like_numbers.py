@@ -4,6 +4,8 @@ never a ValueError (a 500) nor a value stored as null."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from crmflow.engine.querylang import check_filter, parse_filter
@@ -93,3 +95,14 @@ def test_the_filter_language_refuses_a_number_that_is_not_finite(value: object) 
     [problem] = _check(value).problems
     assert problem.path == "filter.all[0].value"
     assert "is not a finite number" in problem.message
+
+
+def test_a_user_or_reference_field_read_from_text_takes_ascii_digits_only() -> None:
+    # An import's cell `²` is no id: a reference says so in words; a user field takes it as a
+    # username (the service then finds no such user), never int()'s own error.
+    check = CONTACT.checker(zone=UTC, from_text=True).check
+    values, problems = check({"last_name": "X", "company": "²"})
+    assert [p.path for p in problems] == ["company"]
+    assert "expected" in problems[0].message
+    values, problems = check({"last_name": "X", "company": "12", "manager": "²"})
+    assert problems == [] and values["company"] == 12 and values["manager"] == "²"

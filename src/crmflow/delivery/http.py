@@ -243,7 +243,7 @@ def retry_after(value: str | None, now: datetime, settings: Settings) -> timedel
         return None
     value = value.strip()
     seconds: float
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # '²' is a digit to isdigit(), not to float()
         seconds = float(value)
     else:
         try:

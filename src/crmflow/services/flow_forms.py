@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -622,6 +623,10 @@ def _apply_field(
             except ValueError:
                 kind = "a whole number" if widget == "integer" else "a number"
                 return [Problem(where + path, f"is not {kind}: {text[:40]!r}", "type digits")]
+            if isinstance(new, float) and not math.isfinite(new):  # nan, inf, 1e400
+                return [
+                    Problem(where + path, f"is not a finite number: {text[:40]!r}", "type digits")
+                ]
     elif widget == "checkbox":
         new = raw == "true"
     elif widget == "scalar":

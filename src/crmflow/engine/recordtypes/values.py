@@ -300,7 +300,9 @@ def _link_converter(fdef: FieldDef, *, from_text: bool) -> Converter:
         if type(raw) is str:
             text = raw.strip()
             # 19 digits at most: int() of a long string is slow, and refused past 4,300 digits.
-            if from_text and text.isdigit() and len(text) <= 19 and 0 < int(text) <= MAX_ROW_ID:
+            # isascii: '²' is a digit to isdigit(), not to int().
+            digits = text.isascii() and text.isdigit()
+            if from_text and digits and len(text) <= 19 and 0 < int(text) <= MAX_ROW_ID:
                 return int(text)
             if is_user and text:
                 # Usernames are resolved to ids by the service, which knows the users.

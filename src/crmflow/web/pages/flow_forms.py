@@ -1178,8 +1178,19 @@ async def try_it(request: Request, user: CurrentUser, key: str) -> Response:
                 "search a record by name or id and pick it",
             )
         )
-    if not (days_raw.isascii() and days_raw.isdigit() and len(days_raw) <= 3):
-        problems.append(Problem("days", f"{days_raw[:10]!r} is not a number of days", "e.g. 30"))
+    if not (
+        days_raw.isascii()
+        and days_raw.isdigit()
+        and len(days_raw) <= 3
+        and 1 <= int(days_raw) <= simulation.MAX_DAYS
+    ):
+        problems.append(
+            Problem(
+                "days",
+                f"{days_raw[:10]!r} is not a number of days between 1 and {simulation.MAX_DAYS}",
+                "e.g. 30",
+            )
+        )
     result = None
     status_code = 200
     if not problems:
