@@ -1,7 +1,8 @@
 """Hostile flow documents: billion laughs and its variants, deep nesting, huge numbers, oversized
-documents, merge keys and bytes that are not UTF-8. Each is refused with a 422 (API) or exit 1
-(CLI), a message that says what was wrong and on which line (or byte), within a few seconds; the
-live server's memory stays bounded and it keeps answering."""
+documents, merge keys, bytes that are not UTF-8, text no database stores (a NUL written `\\0`)
+and values YAML would read as tags. Each is refused with a 422 (API) or exit 1 (CLI), a message
+that says what was wrong and on which line (or byte), within a few seconds; the live server's
+memory stays bounded and it keeps answering."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.hostile.conftest import ADMIN_TOKEN, MEMBER_TOKEN, LiveServer
 FLOW_HEAD = "schema_version: 1\nkey: hostile\nname: Hostile\nrecord_type: contact\n"
 SECONDS = 5.0
 STEP_KEY = "steps:\n  - key: a"
+_VALID_REST = "triggers: [{type: record_created}]\nsteps: [{key: a}]\n"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,20 @@ CASES: dict[str, Case] = {
         f"byte {len(FLOW_HEAD) + len('description: caf')} (0xe9, line 5) is invalid",
         5,
     ),
+    # PostgreSQL refused it with a traceback (`flows create`) or a 500; SQLite stored it.
+    "a NUL in the name": Case(
+        (FLOW_HEAD.replace("name: Hostile", 'name: "a\\0b"') + _VALID_REST).encode(),
+        "the value at column 7 contains a NUL character (\\0) at character 2",
+        3,
+    ),
+    # YAML reads `!record.newsletter` as a tag and `&&` as an anchor: `record.id > 0` was stored.
+    "a condition read as a tag": Case(
+        (
+            FLOW_HEAD + "entry_condition: !record.newsletter && record.id > 0\n" + _VALID_REST
+        ).encode(),
+        "starts with !record.newsletter, which YAML reads as a tag",
+        5,
+    ),
     "a lone 0xff in the middle": Case(
         FLOW_HEAD.encode() + b"steps:\n  - key: a\xffb\n",
         f"byte {len(FLOW_HEAD) + len(STEP_KEY)} (0xff, line 6) is invalid",
@@ -146,7 +162,15 @@ def test_a_member_validating_a_hostile_document_gets_a_422_at_once(
 
 
 @pytest.mark.parametrize(
-    "name", ["billion laughs", "deep JSON nesting", "100,000-digit YAML number", "Latin-1 body"]
+    "name",
+    [
+        "billion laughs",
+        "deep JSON nesting",
+        "100,000-digit YAML number",
+        "Latin-1 body",
+        "a NUL in the name",
+        "a condition read as a tag",
+    ],
 )
 def test_an_admin_creating_a_hostile_flow_gets_a_422_and_nothing_is_saved(
     name: str, client: TestClient, as_admin: dict[str, str]

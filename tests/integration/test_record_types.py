@@ -193,3 +193,25 @@ def test_the_catalogue_sees_a_type_changed_at_the_same_instant_and_parses_the_ot
     assert first["volunteer"].field_keys == ["name", "shift", "hours", "contact"]
     assert second["volunteer"].field_keys == ["name", "shift", "hours", "contact", "skills"]
     assert second["contact"] is first["contact"]  # unchanged: not parsed again
+
+
+def test_a_type_file_with_a_nul_or_a_tag_is_refused_with_its_line_and_path(
+    ctx: Context, admin: Actor, tmp_path: Path
+) -> None:
+    file = tmp_path / "gadget.yaml"
+    body = "key: gadget\nname: Gadget\nfields:\n  - {key: name, type: text}\n"
+    file.write_text(body.replace("name: Gadget", 'name: "Gad\\0get"'))
+    with pytest.raises(InvalidInputError) as info:
+        record_types.load_record_type_file(ctx, admin, file)
+    [problem] = info.value.problems
+    assert (problem.path, problem.line, problem.source) == ("name", 2, str(file))
+    assert problem.message.startswith("the value at column 7 contains a NUL character (\\0)")
+    assert problem.hint == "remove the NUL character (\\0)"
+    file.write_text(body.replace("{key: name, type: text}", "key: name\n    type: !text"))
+    with pytest.raises(InvalidInputError) as info:
+        record_types.load_record_type_file(ctx, admin, file)
+    [problem] = info.value.problems
+    assert (problem.path, problem.line) == ("fields[0].type", 5)
+    assert problem.hint == 'a value that starts with ! must be quoted, e.g. type: "!text"'
+    with pytest.raises(NotFoundError):
+        get_record_type(ctx, "gadget")

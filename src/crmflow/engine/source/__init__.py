@@ -11,6 +11,11 @@ uses more than `.aliases` aliases, expands (through aliases) past its size cap, 
 with more than `.number_digits` characters. A "billion laughs" therefore stops at the alias that
 crosses a cap, before anything is copied, and the CPU spent is bounded by the size and node caps.
 
+Two things are refused because reading them would change the document or fail in the database:
+an explicit tag (`name: !important Bang`, which YAML reads as the tag `!important` and the text
+`Bang`: a value that starts with `!` must be quoted), and a key or value holding a NUL character
+or a lone UTF-16 surrogate (an escape such as `"\\0"`), with the line, column and path.
+
 The parts: `document` (the parsed document, its caps, paths), `scanner` (ruamel's event stream
 with a linear scanner), `builder` (plain data built from the events while counting); this module
 holds the public parse functions and re-exports every name callers import.

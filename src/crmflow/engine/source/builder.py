@@ -4,11 +4,20 @@ No composed node graph and no round-trip objects: each event is placed into its 
 comes, and every value (aliases expanded), character, alias and level of nesting is counted
 against the document's caps before anything is copied, so a document past a cap is refused at
 the event that crosses it, with its line (see `crmflow.engine.source`).
+
+Two things YAML reads that would change what a document means, or that no database stores, are
+refused at the node that holds them: an explicit tag (`!record.newsletter && x`, read as the tag
+`!record.newsletter`, the anchor `&&` and the text `x`, would otherwise keep only `x`), and a key
+or value holding a NUL character or a lone UTF-16 surrogate (written as the escapes `\\0` or
+`\\ud800`: PostgreSQL refuses a NUL and SQLite keeps it, and neither can store a surrogate). A
+surrogate pair (`\\ud83d\\ude00`, as JSON writes characters past U+FFFF) is read as the one
+character it stands for, as JSON readers do.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -28,7 +37,7 @@ from ruamel.yaml.resolver import implicit_resolvers
 from ruamel.yaml.util import create_timestamp, timestamp_regexp
 
 from crmflow.engine.source.document import DocumentLimits, join_path, key_text
-from crmflow.errors import InvalidInputError, Problem
+from crmflow.errors import InvalidInputError, Problem, shown
 
 __all__ = ["DocumentBuilder"]
 
@@ -40,6 +49,13 @@ _RESOLVERS = [
     if (1, 2) in versions
 ]
 _MERGE = object()  # the `<<` key
+# Text no database stores the same way (as `engine.recordtypes.values` refuses in a field): a NUL
+# (PostgreSQL refuses it, SQLite keeps it) and lone UTF-16 surrogates (not characters: they cannot
+# be encoded to UTF-8 at all). Only a double-quoted scalar can hold them, through an escape: the
+# reader refuses them written as they are.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_EXAMPLE_CHARS = 60  # of the value quoted in the hint of a refused tag
 _NODE_EVENTS = (
     ScalarEvent,
     AliasEvent,
@@ -116,8 +132,13 @@ class DocumentBuilder:
             return self._place(value, finished.nodes, finished.chars, finished.height, None)
         parent = self.stack[-1] if self.stack else None
         wants_key = parent is not None and isinstance(parent.out, dict) and parent.key is None
+        if isinstance(event, ScalarEvent | MappingStartEvent | SequenceStartEvent) and (
+            event.ctag is not None
+        ):
+            self._refuse_tag(event, parent, wants_key)
         if isinstance(event, ScalarEvent):
-            value = self._scalar(event, is_key=wants_key)
+            content = self._text(event, parent, wants_key)
+            value = self._scalar(event, content, is_key=wants_key)
             self._count(event, 1, len(event.value), None)
             if event.anchor is not None:
                 text = "<<" if value is _MERGE else value
@@ -283,13 +304,11 @@ class DocumentBuilder:
                         self.lines[join_path(collection.path, key)] = line
         return out
 
-    def _scalar(self, event: ScalarEvent, *, is_key: bool) -> Any:
-        value: str = event.value
-        tag = str(event.ctag) if event.ctag is not None else None
-        if tag is None or tag == "!":
-            if not event.implicit[0]:
-                return value  # quoted: always text
-            tag = _resolve(value)
+    def _scalar(self, event: ScalarEvent, value: str, *, is_key: bool) -> Any:
+        """The value of an untagged scalar (tags are refused before), as YAML 1.2 reads it."""
+        if not event.implicit[0]:
+            return value  # quoted: always text
+        tag = _resolve(value)
         if tag == _CORE + "merge" and is_key and event.implicit[0]:
             return _MERGE
         if tag in (_CORE + "int", _CORE + "float"):
@@ -341,10 +360,171 @@ class DocumentBuilder:
             )
         return number
 
-    def _refuse(self, event: Event, message: str, hint: str) -> Any:
+    def _text(self, event: ScalarEvent, parent: _Collection | None, is_key: bool) -> str:
+        """The scalar's text, its surrogate pairs joined; refused when it holds a NUL or a lone
+        surrogate. The common case costs two C-level scans, as `text_refusal`'s does."""
+        value: str = event.value
+        if "\x00" not in value and (value.isascii() or _SURROGATE.search(value) is None):
+            return value
+        if "\x00" not in value:
+            # JSON writes a character past U+FFFF as a pair of escapes, which YAML reads as two
+            # surrogates: join them, so that only lone ones remain.
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return value
+        char, at = found.group(), found.start() + 1
+        column = event.start_mark.column + 1
+        what = f"the key {_quoted(value)}" if is_key else "the value"
+        path = self._node_path(parent, is_key, _escaped(value))
+        if char == "\x00":
+            self._refuse(
+                event,
+                f"{what} at column {column} contains a NUL character (\\0) at character {at}; "
+                "no text may hold one (PostgreSQL cannot store it)",
+                "remove the NUL character (\\0)",
+                path,
+            )
+        escape = f"\\u{ord(char):04x}"
+        self._refuse(
+            event,
+            f"{what} at column {column} contains a lone UTF-16 surrogate ({escape}) at "
+            f"character {at}, which is not a character (no database can store it)",
+            f"remove the {escape} escape, or write the character itself",
+            path,
+        )
+        return value
+
+    def _refuse_tag(
+        self,
+        event: ScalarEvent | MappingStartEvent | SequenceStartEvent,
+        parent: _Collection | None,
+        is_key: bool,
+    ) -> None:
+        """Refuse a node with an explicit tag: crmflow reads none, and dropping it would change
+        what the value says (`!record.newsletter && x` would be read as `x`)."""
+        tag, local = _written_tag(event.ctag)
+        line_start, line_end, start = _tag_span(event, tag)
+        column = start - line_start + 1 if start >= 0 else event.start_mark.column + 1
+        if not isinstance(event, ScalarEvent):
+            kind = "mapping" if isinstance(event, MappingStartEvent) else "list"
+            self._refuse(
+                event,
+                f"the {kind} at column {column} starts with {tag}, which YAML reads as a tag; "
+                "crmflow reads no tags",
+                f"remove {tag}",
+                self._node_path(parent, is_key, ""),
+            )
+            return
+        text: str = event.value
+        what = "key" if is_key else "value"
+        message = f"the {what} at column {column} starts with {tag}, which YAML reads as a tag"
+        if not is_key:
+            left = f"left as {shown(text)}" if text else "left empty"
+            message += f", not as text (crmflow reads no tags; the value would be {left})"
+        path = self._node_path(parent, is_key, _escaped(text))
+        if local:
+            written = _written_value(event, start, line_end)
+            self._refuse(
+                event,
+                message,
+                f"a {what} that starts with ! must be quoted, e.g. "
+                f"{_example(parent, is_key, written)}",
+                path,
+            )
+        self._refuse(
+            event,
+            message,
+            f"remove {tag}: crmflow reads no YAML tags; quote a value to keep it as text",
+            path,
+        )
+
+    def _node_path(self, parent: _Collection | None, is_key: bool, key: str) -> str:
+        """The path of the node an event starts (a key: its own path, `key`)."""
+        if parent is None:
+            return ""
+        if isinstance(parent.out, list):
+            return join_path(parent.path, len(parent.out))
+        if is_key:
+            return join_path(parent.path, key)
+        return join_path(parent.path, parent.key if isinstance(parent.key, str) else "<<")
+
+    def _refuse(self, event: Event, message: str, hint: str, path: str | None = None) -> Any:
         line = event.start_mark.line + 1 if event.start_mark is not None else None
-        path = self.stack[-1].path if self.stack else ""
+        if path is None:
+            path = self.stack[-1].path if self.stack else ""
         raise InvalidInputError(self.source, [Problem(path, message, hint, line, self.source)])
+
+
+def _written_tag(tag: Any) -> tuple[str, bool]:
+    """A tag as the document wrote it (`!name`, `!!str`, `!e!name`, `!<tag:...>`, `!`), and
+    whether it is a local tag (`!name`): text that starts with `!` and was meant to be text."""
+    handle, suffix = getattr(tag, "handle", None), getattr(tag, "suffix", None)
+    if handle:
+        return f"{handle}{suffix or ''}", handle == "!" and bool(suffix)
+    if suffix == "!":
+        return "!", False  # the non-specific tag
+    return (f"!<{suffix}>" if suffix else str(tag)), False
+
+
+def _tag_span(
+    event: ScalarEvent | MappingStartEvent | SequenceStartEvent, tag: str
+) -> tuple[int, int, int]:
+    """The start and end of the line the tag is on, and where the tag starts (-1: not found).
+
+    The node's start mark is its first property's, the anchor's in `&a !x value`, and ruamel
+    moves it to the anchor in `!x &a value` too: the tag is looked for after the anchor, else
+    before the mark on its line."""
+    mark = event.start_mark
+    buffer = getattr(mark, "buffer", None)
+    if not isinstance(buffer, str):
+        return 0, 0, -1
+    index = min(mark.index, len(buffer))
+    line_start = buffer.rfind("\n", 0, index) + 1
+    line_end = buffer.find("\n", index)
+    line_end = len(buffer) if line_end < 0 else line_end
+    anchor = event.anchor
+    if anchor and buffer.startswith(f"&{anchor}", index):
+        after = index + 1 + len(anchor)
+        found = buffer.find(tag, after, line_end)
+        if found >= 0 and not buffer[after:found].strip():
+            return line_start, line_end, found
+    return line_start, line_end, buffer.rfind(tag, line_start, index + len(tag))
+
+
+def _written_value(event: ScalarEvent, start: int, line_end: int) -> str:
+    """The tagged scalar as written, from its tag to its end (or its line's end)."""
+    buffer = getattr(event.start_mark, "buffer", None)
+    if not isinstance(buffer, str) or start < 0:
+        return f"{_written_tag(event.ctag)[0]} {event.value}".strip()
+    end = event.end_mark.index if event.end_mark is not None else line_end
+    return buffer[start : min(max(end, start), line_end)].strip()
+
+
+def _example(parent: _Collection | None, is_key: bool, written: str) -> str:
+    """`written` quoted where it stands: `key: "!x"`, `- "!x"`, `"!x": ...`."""
+    if len(written) > _EXAMPLE_CHARS:
+        written = written[:_EXAMPLE_CHARS].rstrip() + "..."
+    quoted = '"' + written.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if parent is None:
+        return quoted
+    if isinstance(parent.out, list):
+        return f"- {quoted}"
+    if is_key:
+        return f"{quoted}: ..."
+    key = parent.key if isinstance(parent.key, str) else "<<"
+    return f"{key}: {quoted}"
+
+
+def _escaped(text: str) -> str:
+    """`text` with each NUL and lone surrogate written as its escape, to show it in a path."""
+    return _UNSTORABLE.sub(
+        lambda m: "\\0" if m.group() == "\x00" else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def _quoted(text: str) -> str:
+    return shown(f'"{_escaped(text)}"', quote=False)
 
 
 def _resolve(value: str) -> str:
