@@ -164,7 +164,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="The address people reach this server at (https://crm.example.org), for "
-        "the links in emails (unsubscribe, approval buttons). Unset: http://HOST:PORT.",
+        "the links in emails (unsubscribe, approval buttons). Unset: http://HOST:PORT, the "
+        "address `crmflow serve` listens on (its --host and --port); a `crmflow worker` or "
+        "`crmflow dispatch` of its own knows only CRMFLOW_HOST and CRMFLOW_PORT.",
     )
     # Bounded history (services.retention, docs/retention.md): days each kind of history is
     # kept; 0 keeps it forever. Pruned by the worker in small batches.
@@ -406,6 +408,27 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def public_base_url(self) -> str:
+        """The start of the links in emails, without a trailing slash: CRMFLOW_PUBLIC_URL, else
+        http://HOST:PORT (`crmflow serve` puts the host and port it listens on in the settings
+        its process runs with)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def public_url_unreachable(self) -> bool:
+        """Whether the links in emails would name an address nobody can open: no public_url,
+        and a host that means every address (0.0.0.0, ::)."""
+        if self.public_url:
+            return False
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_unspecified
+        except ValueError:
+            return self.host.strip() == ""
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

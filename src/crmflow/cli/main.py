@@ -174,6 +174,16 @@ def serve(
         err_console.print(f"set up a new database at {state.database_label}", highlight=False)
     host = host or state.settings.host
     port = port or state.settings.port
+    # The links in emails (unsubscribe, approval buttons) default to the address served: the
+    # web app, the worker, the dispatcher and the jobs of this process all read these settings.
+    ctx.settings = state.settings.model_copy(update={"host": host, "port": port})
+    if ctx.settings.public_url_unreachable:
+        err_console.print(
+            f"warning: {host} listens on every address, so the links in emails would point to "
+            f"{ctx.settings.public_base_url}, which nobody can open: set CRMFLOW_PUBLIC_URL to "
+            "the address people reach this server at (e.g. https://crm.example.org)",
+            highlight=False,
+        )
     if demo:
         summary = load_demo(ctx)
         console.print(f"demo data: {summary}", highlight=False)

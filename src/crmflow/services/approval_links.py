@@ -93,8 +93,7 @@ def link_token(ctx: Context, target: LinkTarget, *, conn: Connection | None = No
 
 
 def link_url(ctx: Context, token: str) -> str:
-    base = ctx.settings.public_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
-    return f"{base.rstrip('/')}/a/{token}"
+    return f"{ctx.settings.public_base_url}/a/{token}"
 
 
 def _target(ctx: Context, token: str) -> LinkTarget:

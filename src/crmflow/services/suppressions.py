@@ -132,8 +132,7 @@ def unsubscribe_token(ctx: Context, address: str) -> str:
 
 
 def unsubscribe_url(ctx: Context, address: str) -> str:
-    base = ctx.settings.public_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
-    return f"{base.rstrip('/')}/u/{unsubscribe_token(ctx, address)}"
+    return f"{ctx.settings.public_base_url}/u/{unsubscribe_token(ctx, address)}"
 
 
 _BAD_LINK = (
