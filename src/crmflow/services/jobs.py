@@ -54,11 +54,13 @@ from crmflow.errors import (
 )
 from crmflow.services import imports
 from crmflow.services.context import Actor, Context, Role
+from crmflow.services.flow_views import get_flow, start_list_names
 from crmflow.services.imports import ImportReport
 from crmflow.services.lifecycle import change_status
 from crmflow.services.permissions import require_admin, require_manager
 from crmflow.store import jobs as store
 from crmflow.store.database import Connection, Engine, read_connection
+from crmflow.store.enrollments import enrollments_ever
 
 __all__ = [
     "IDLE_SECONDS",
@@ -196,8 +198,13 @@ def submit_flow_start(
     ctx: Context, actor: Actor, key: str, count: int, revision: int | None
 ) -> tuple[JobView, bool]:
     """A job starting flow `key` with its start list of `count` records (checked already by the
-    caller); (the job, True) or, when a start of `key` is waiting or running, (that job, False)."""
+    caller); (the job, True) or, when a start of `key` is waiting or running, (that job, False).
+    A flow with no start list has nobody to enter: its job counts 0, whatever `count` says."""
     require_admin(actor, "start flows")
+    flow = get_flow(ctx, actor, key)
+    assert flow.document is not None
+    if not start_list_names(flow.document):
+        count = 0
     subject = f"flow:{key}"
     with ctx.engine.begin() as conn:
         running = store.unfinished_of(conn, subject)
@@ -432,17 +439,23 @@ class JobRunner:
         revision = row.payload.get("revision")
 
         def done(conn: Connection) -> None:
+            # What entered, counted in the start's own transaction, not the number confirmed
+            # (a flow with no start list: none); the runs it had before are not of this start.
+            entered = enrollments_ever(conn, flow_id) - before
             store.finish(
                 conn,
                 row.id,
                 owner=self.name,
                 now=self.ctx.now(),
                 state="done",
-                done=count,
-                result={"started": count},
+                done=entered,
+                result={"started": entered},
             )
 
         try:
+            flow_id = get_flow(self.ctx, actor, key, with_document=False).id
+            with read_connection(self.ctx.engine) as conn:
+                before = enrollments_ever(conn, flow_id)
             change_status(
                 self.ctx,
                 actor,

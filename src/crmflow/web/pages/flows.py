@@ -355,7 +355,9 @@ async def change(request: Request, user: CurrentUser, key: str) -> Response:
         if name.startswith("move:") and isinstance(value, str) and value
     }
     if action is LifecycleAction.START and confirm is not None and confirm >= BACKGROUND_FROM:
-        return _start_in_background(request, user, key, confirm, revision, back)
+        background = _start_in_background(request, user, key, confirm, revision, back)
+        if background is not None:
+            return background
     try:
         view = flows.change_status(
             ctx,
@@ -389,12 +391,16 @@ async def change(request: Request, user: CurrentUser, key: str) -> Response:
 
 def _start_in_background(
     request: Request, user: Actor, key: str, confirm: int, revision: int | None, back: str
-) -> Response:
-    """A long start list: its count checked now, its start run in the background."""
+) -> Response | None:
+    """A long start list: its count checked now, its start run in the background. None for a
+    flow with no start list: nobody enters at its start, whatever number was typed, so it
+    starts at once (the caller's direct start, which says how many are inside)."""
     ctx = context_of(request)
     flows.get_flow(ctx, user, key, with_document=False)  # 404 for who may not see it
     now = flows.start_list_count(ctx, user, key)
-    if now is not None and now != confirm:
+    if now is None:
+        return None
+    if now != confirm:
         return _confirm_page(
             request,
             key,
