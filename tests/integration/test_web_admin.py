@@ -239,6 +239,18 @@ def test_an_import_runs_in_the_background_for_whoever_started_it(people: Context
     assert f'<a href="{job_path}">list.csv</a>' in maria.client.get("/imports").text
 
 
+def test_an_import_with_a_bad_header_names_the_uploaded_file_and_says_it_once(
+    people: Context,
+) -> None:
+    maria = Browser(people, "maria")
+    answer = _upload(maria, "bad.csv", b"name,unknown\nX,Y\n")
+    assert answer.status_code == 303
+    report = _text(_wait(people, maria, answer.headers["location"]))
+    assert "the import file bad.csv was refused" in report, report
+    assert "crmflow-import-" not in report and "upload.csv" not in report  # no server path
+    assert report.count("'unknown' is not a field") == 1, report
+
+
 def test_an_import_is_refused_up_front_in_plain_words(people: Context) -> None:
     maria = Browser(people, "maria")
     for name, body, type_key, said in (

@@ -522,8 +522,10 @@ class JobRunner:
                 self._fail(row, exc.message, _named(interrupted, payload))
                 return
             except InvalidInputError as exc:
+                # The message's first line, then the problems once (its other lines list them).
                 problems = "; ".join(str(p) for p in exc.problems)
-                self._fail(row, f"{exc.message}: {problems}" if problems else exc.message)
+                headline = exc.message.split("\n", 1)[0].rstrip(":")
+                self._fail(row, f"{headline}: {problems}" if problems else exc.message)
                 return
             except CrmflowError as exc:
                 self._fail(row, exc.message)
