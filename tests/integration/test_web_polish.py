@@ -191,3 +191,12 @@ def test_a_record_page_links_a_reference_field_to_the_record_it_names(ctx: Conte
     ).id
     page = Browser(ctx, "alice").get(f"/records/{contact}")
     assert f'<a href="/records/{company}">record {company}</a>' in page
+
+
+def test_the_admin_link_is_offered_to_admins_only(ctx: Context) -> None:
+    _setup_like_the_demo(ctx)
+    nav = re.compile(r'<nav aria-label="Main".*?</nav>', re.S)
+    for name, offered in (("alice", True), ("maria", False), ("andrei", False)):
+        found = nav.search(Browser(ctx, name).get("/"))
+        assert found is not None
+        assert ('href="/admin"' in found.group()) is offered, name

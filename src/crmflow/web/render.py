@@ -42,6 +42,8 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/admin", "Admin"),
 )
 
+_MEMBER_NAV = tuple(item for item in NAV if item[0] != "/admin")
+
 environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -125,7 +127,8 @@ def render(
         "csrf_token": csrf_token_for(request),
         "unread": unread,
         "flashes": flashes,
-        "nav": NAV,
+        # The admin pages answer 403 to anyone else: not offered to them.
+        "nav": NAV if user is not None and user.is_admin else _MEMBER_NAV,
         "current_path": request.url.path,
         **context,
     }
