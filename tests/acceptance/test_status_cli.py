@@ -1,26 +1,33 @@
 """`crmflow status` as a person runs it: the backlog and how late it is, the outbox, failures,
-the workers seen in the last minute (issue 14), on one screen or as JSON."""
+the workers and dispatchers seen in the last minute (issue 14), on one screen or as JSON."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from crmflow.api.app import create_app
 from crmflow.engine.lifecycle import LifecycleAction
 from crmflow.services import enrollments as runs
 from crmflow.services import flows, records
 from crmflow.services.context import Context
+from crmflow.services.health import check_health
 from crmflow.services.setup import upgrade_database
 from crmflow.services.users import ensure_system_user
 from crmflow.settings import Settings
 from crmflow.store import heartbeats
 from crmflow.testing import FrozenClock
-from tests.acceptance.conftest import Run
+from tests.acceptance.conftest import CRMFLOW, Run
 
 FLOW = """\
 schema_version: 1
@@ -157,3 +164,77 @@ def test_a_damaged_metrics_file_leaves_the_other_figures(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "# the processes' figures could not be read" in done.stdout
     assert "crmflow_database_up 1.0" in done.stdout
+
+
+def _loops(ctx: Context) -> list[dict[str, Any]]:
+    return check_health(ctx).loops
+
+
+def _said(screen: str, label: str) -> str:
+    """What `crmflow status` says on the line of `label` (its width depends on the labels)."""
+    [line] = [line for line in screen.splitlines() if line.split("  ")[1:2] == [label]]
+    return line.split(label, 1)[1].strip()
+
+
+def _gauges(local: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = local.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.parametrize("command", ["dispatch", "worker"])
+def test_a_running_dispatcher_is_seen_alive_and_gone_once_it_stopped(
+    ctx: Context, crmflow: Run, cli_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    """`crmflow dispatch` (or `crmflow worker`, whose dispatcher runs beside it) in a process of
+    its own, at rest: `crmflow status`, /api/health and /metrics see one dispatcher alive; once
+    SIGTERM stopped it, none (its heartbeat says it stopped)."""
+    ctx.clock = lambda: datetime.now(UTC)
+    cli_env["CRMFLOW_DATABASE_URL"] = ctx.settings.database_url
+    assert _said(crmflow("status").stdout, "dispatchers").startswith("0 — messages are not sent")
+    child = subprocess.Popen(
+        [CRMFLOW, command], env=cli_env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(loop["kind"] == "dispatcher" for loop in _loops(ctx)):
+            assert child.poll() is None, child.communicate()[1]
+            assert time.monotonic() < deadline, "no dispatcher heartbeat within 60 s"
+            time.sleep(0.1)
+        figures = json.loads(crmflow("status", "--json").stdout)
+        assert figures["seen_last_minute"]["dispatchers"] == 1
+        [loop] = [loop for loop in figures["loops"] if loop["kind"] == "dispatcher"]
+        assert loop["state"] == "alive" and ":dispatch-" in loop["name"]  # host:pid:dispatch-…
+        screen = crmflow("status").stdout
+        assert _said(screen, "dispatchers") == "1 seen in the last minute (1 alive)"
+        if command == "worker":
+            assert _said(screen, "workers") == "1 seen in the last minute (1 alive)"
+        with TestClient(create_app(ctx), client=("127.0.0.1", 40000)) as local:
+            health = local.get("/api/health").json()
+            assert health["dispatchers"] == {"status": "ok", "alive": 1, "note": "1 of 1 alive"}
+            gauges = _gauges(local)
+        dispatcher = (("kind", "dispatcher"),)
+        assert gauges[("crmflow_loops_seen_last_minute", dispatcher)] == 1
+        assert gauges[("crmflow_loops", (*dispatcher, ("state", "alive")))] == 1
+        assert gauges[("crmflow_loop_last_beat_age_seconds", dispatcher)] < 60
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+
+    figures = json.loads(crmflow("status", "--json").stdout)
+    assert figures["seen_last_minute"] == {"workers": 0, "dispatchers": 0}
+    assert {loop["state"] for loop in figures["loops"]} == {"stopped"}
+    assert _said(crmflow("status").stdout, "dispatchers").startswith("0 — messages are not sent")
+    with TestClient(create_app(ctx), client=("127.0.0.1", 40000)) as local:
+        health = local.get("/api/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["dispatchers"]["status"] == "none"
+        gauges = _gauges(local)
+    assert gauges[("crmflow_loops_seen_last_minute", dispatcher)] == 0
+    assert gauges[("crmflow_loops", (*dispatcher, ("state", "alive")))] == 0
+    assert gauges[("crmflow_loops", (*dispatcher, ("state", "stopped")))] == 1

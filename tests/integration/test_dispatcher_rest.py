@@ -1,7 +1,9 @@
 """Idle cost (issue 14), the dispatcher: at rest it makes at most one statement per wake-up (a
 look: the next due time), and none between; it is woken by the messages other connections and
 processes write (NOTIFY crmflow_outbox on PostgreSQL, the commit watch on SQLite), so its
-bounded sleep is long (LISTENING_MAX_IDLE, 20 s) and a message still goes at once.
+bounded sleep is long (LISTENING_MAX_IDLE, 20 s) and a message still goes at once. Its
+heartbeat (what /api/health and `crmflow status` read) goes with the look of a wake-up, as an
+idle worker's does, in the same statement.
 
 Statements are counted with SQLAlchemy's `before_cursor_execute` (in this process on the
 dispatcher's thread; in a `crmflow dispatch` / `crmflow worker` process by the benchmark's child,
@@ -27,9 +29,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import crmflow.delivery.dispatcher as dispatcher_module
 from bench.bench_wakeup import email_row, message_went
 from crmflow.delivery.dispatcher import LISTENING_MAX_IDLE, Dispatcher
 from crmflow.services.context import Context
+from crmflow.services.health import FORGET_AFTER, check_health
+from crmflow.store.heartbeats import Heartbeat, read_heartbeats
 from crmflow.store.outbox import insert_ignoring_duplicates
 from crmflow.store.schema import outbox
 from tests.integration.helpers import eventually
@@ -101,6 +106,76 @@ def test_an_idle_dispatcher_makes_one_statement_per_wake_up(ctx: Context) -> Non
         assert max(per_wakeup.values()) == 1, after  # one statement after each wake-up
         # That one: the next due time, no BEGIN / COMMIT around it, no claim.
         assert all(sql.startswith("SELECT (SELECT min(outbox.not_before)") for _, sql in after)
+
+
+def _heartbeat(ctx: Context, name: str) -> Heartbeat | None:
+    with ctx.engine.connect() as conn:
+        found = [b for b in read_heartbeats(conn, since=ctx.now() - FORGET_AFTER) if b.name == name]
+    return found[0] if found else None
+
+
+def _beat_at(ctx: Context, name: str) -> datetime | None:
+    beat = _heartbeat(ctx, name)
+    return beat.beat_at if beat is not None else None
+
+
+def test_an_idle_dispatcher_beats_with_its_looks_one_statement_per_wake_up(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an idle worker: its heartbeat goes with the look of a wake-up when one is due (every
+    REST_BEAT_EVERY, here 0.3 s), in the look's one statement; /api/health's check sees it alive,
+    and, once it stopped, stopped."""
+    ctx.clock = lambda: datetime.now(UTC)
+    monkeypatch.setattr(dispatcher_module, "REST_BEAT_EVERY", 0.3)
+    dispatcher = Dispatcher(ctx, max_idle=0.1, name="beating")
+    counted = _Counted(ctx, dispatcher)
+    with _running(dispatcher):
+        assert eventually(lambda: dispatcher.looks >= 2, 30)
+        woke = dispatcher.wakeups
+        beat_before = _beat_at(ctx, "beating")
+        watch = dispatcher._watch.commit_watch if dispatcher._watch is not None else None
+        seen = watch.changes if watch is not None else 0
+        time.sleep(1.5)
+        after = [(n, sql) for n, sql in counted.statements if n > woke]
+        assert dispatcher.wakeups - woke >= 5, dispatcher.wakeups - woke
+        assert dispatcher.total.claimed == 0  # no round: nothing was due
+        assert max(Counter(n for n, _ in after).values()) == 1, after  # one per wake-up
+        looks = ("SELECT (SELECT min(outbox.not_before)", "INSERT INTO worker_heartbeats", "WITH")
+        assert all(sql.startswith(looks) for _, sql in after), after
+        assert all("outbox.not_before" in sql for _, sql in after)  # each a look, beat or not
+        beats = [sql for _, sql in after if "worker_heartbeats" in sql]
+        assert len(beats) >= 2, after  # the heartbeat went with the looks
+        beat_after = _beat_at(ctx, "beating")
+        assert beat_before is not None and beat_after is not None and beat_after > beat_before
+        if ctx.engine.dialect.name == "sqlite":
+            # Its heartbeats, on the commit watch's connection, did not wake it: the wake-ups
+            # were the bounded sleep's ends.
+            assert watch is not None and watch.changes == seen
+        health = check_health(ctx)
+        [loop] = health.loops
+        assert (loop["name"], loop["kind"], loop["state"]) == ("beating", "dispatcher", "alive")
+        assert loop["in_this_process"] is True and loop["last_error"] is None
+        assert health.kinds["dispatcher"] == {"status": "ok", "alive": 1, "note": "1 of 1 alive"}
+    beat = _heartbeat(ctx, "beating")
+    assert beat is not None and beat.stopped_at is not None  # a clean stop is said
+    health = check_health(ctx)
+    assert [loop["state"] for loop in health.loops] == ["stopped"]
+    assert health.kinds["dispatcher"]["status"] == "none" and health.ok
+
+
+def test_a_busy_dispatcher_s_heartbeat_says_its_rounds_completed(ctx: Context) -> None:
+    """Three emails delivered (the mail catcher): the heartbeat shows the last success."""
+    ctx.clock = lambda: datetime.now(UTC)
+    dispatcher = Dispatcher(ctx, name="busy")
+    with _running(dispatcher):
+        assert eventually(lambda: dispatcher.looks >= 1, 30)
+        for n in range(3):
+            _write(ctx, f"busy:{n}", datetime.now(UTC))
+        assert eventually(lambda: all(message_went(ctx, f"busy:{n}") for n in range(3)), 10.0)
+        assert eventually(lambda: dispatcher.looks >= 2, 30)  # at rest again
+    beat = _heartbeat(ctx, "busy")
+    assert beat is not None and beat.kind == "dispatcher"
+    assert beat.last_success_at is not None and beat.last_error is None
 
 
 def test_a_message_another_connection_writes_goes_at_once_not_at_the_safety_look(
@@ -242,3 +317,21 @@ def test_a_dispatcher_with_no_signal_still_polls(ctx: Context, smtp: SmtpServer)
         assert dispatcher._idle_bound() == 5.0
         _write(ctx, "poll:1", datetime.now(UTC))
         assert eventually(lambda: len(smtp.received) == 1, 15.0)
+    beat = _heartbeat(ctx, "polling")
+    assert beat is not None and beat.stopped_at is not None and beat.last_error is None
+
+
+def test_a_dispatcher_with_no_signal_beats_with_its_polled_looks(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx.clock = lambda: datetime.now(UTC)
+    monkeypatch.setattr(dispatcher_module, "REST_BEAT_EVERY", 0.2)
+    dispatcher = Dispatcher(ctx, max_idle=0.1, name="polling-beats")
+    dispatcher._watched = lambda: None  # type: ignore[method-assign]
+    with _running(dispatcher):
+        assert eventually(lambda: dispatcher.looks >= 2, 30)
+        first = _beat_at(ctx, "polling-beats")
+        assert first is not None
+        assert eventually(lambda: (_beat_at(ctx, "polling-beats") or first) > first, 10.0)
+        [loop] = check_health(ctx).loops
+        assert loop["state"] == "alive" and loop["last_error"] is None

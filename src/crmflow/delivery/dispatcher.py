@@ -65,11 +65,12 @@ from crmflow.engine.commands import EmailPayload, SmsPayload, WebhookPayload
 from crmflow.logs import in_run, left_run, run_keys
 from crmflow.metrics import observe_delivery, timed_send
 from crmflow.services.delivery_failures import message_failed
+from crmflow.services.health import LoopMonitor
 from crmflow.services.record_files import AttachmentCache
 from crmflow.services.senders import HINT as SENDERS_HINT
 from crmflow.services.senders import sender_refusal
 from crmflow.settings import Settings
-from crmflow.store.database import OperationalError, read_connection
+from crmflow.store.database import OperationalError
 from crmflow.store.history import insert_history
 from crmflow.store.outbox import (
     ACCEPTED_KEY,
@@ -80,10 +81,9 @@ from crmflow.store.outbox import (
     mark_partly_sent,
     mark_retrying,
     mark_sent,
-    next_due_at,
     put_back,
 )
-from crmflow.store.outbox_signals import OutboxWatch
+from crmflow.store.outbox_signals import OutboxWatch, next_due_polled
 
 __all__ = ["DispatchResult", "Dispatcher", "backoff", "run_in_threads", "sender_for"]
 
@@ -96,6 +96,7 @@ MAX_IDLE = 5.0  # seconds: how long an idle dispatcher sleeps at most before loo
 # ... while other connections' messages wake it (LISTEN crmflow_outbox on PostgreSQL, the commit
 # watch on SQLite): the look is then only a safety net (as the worker's LISTENING_MAX_IDLE).
 LISTENING_MAX_IDLE = 20.0
+REST_BEAT_EVERY = LISTENING_MAX_IDLE  # seconds: a dispatcher at rest beats at its safety looks
 ATTACHMENT_CACHE_BYTES = 32 * 1024 * 1024  # a batch's attached files kept, at most
 _MAX_ROUNDS = 10_000  # run_once: a guard against messages that keep coming due
 # The channels whose outcomes are committed in groups (CRMFLOW_DELIVERY_COMMIT_EVERY): those
@@ -323,6 +324,7 @@ class Dispatcher:
         self._empty_claim_at: datetime | None = None  # the clock's time at the last empty claim
         self._look_failed = False
         self._fruitless = 0  # looks in a row that saw due now what that claim did not find
+        self._monitor: LoopMonitor | None = None  # its heartbeat, while `run()` runs
 
     def stop(self) -> None:
         self._stop.set()
@@ -379,6 +381,10 @@ class Dispatcher:
                     result += DispatchResult(deferred=1)
                     continue
                 result += self._deliver(message)
+                if self._monitor is not None:
+                    # A message handled is progress: a batch of slow sends (up to half the
+                    # lease) is not a loop stuck. Written at most every few seconds.
+                    self._monitor.round_done()
         finally:
             self._put_back([m.id for m in unsent], batch.at)
             unsaved = self._take_unsaved()
@@ -450,32 +456,58 @@ class Dispatcher:
     def run(self) -> None:
         """Loop until `stop()`; a round that fails (the database away) is logged and tried
         again after a pause, and the SMTP connection is closed at the end. At rest (a round
-        claimed nothing) it waits (`_rest`): one statement at each wake-up, none between."""
+        claimed nothing) it waits (`_rest`): one statement at each wake-up, none between.
+
+        As a worker does, it writes a heartbeat (`services.health.LoopMonitor`, kind
+        "dispatcher"): when it starts, after its busy rounds (at most every few seconds), with
+        its looks at rest (every REST_BEAT_EVERY, in the look's one statement), and when it
+        stops, so that `/api/health`, `/metrics` and `crmflow status` see it."""
+        monitor = self._monitor = LoopMonitor(
+            self.ctx, name=self.name, kind="dispatcher", rest_every=REST_BEAT_EVERY
+        )
+        monitor.started()
         log.info("dispatcher %s started", self.name)
         self._watch = self._watched()
+        escaped: BaseException | None = None
         try:
             while not self._stop.is_set():
                 try:
                     result = self._deliver_batch(wait=False)
                 except OperationalError as exc:
                     log.warning("dispatcher %s: database error, retrying: %s", self.name, exc)
+                    monitor.round_done([f"database error: {str(exc).splitlines()[0]}"])
                     self._sleep(self.max_idle)
                     continue
                 except Exception as exc:
                     log.error("dispatcher %s: round failed: %s", self.name, exc, exc_info=True)
+                    monitor.round_done([f"{type(exc).__name__}: {exc}"])
                     self._sleep(self.max_idle)
                     continue
                 if result.claimed == 0:
+                    # At rest: the heartbeat, if due, goes with the first look.
+                    monitor.round_done(write=False)
                     self._empty_claim_at = self._last_claim_at
-                    self._rest()
+                    self._rest(monitor)
                 else:
+                    monitor.round_done()
                     self._fruitless = 0
+        except BaseException as exc:  # only what no round catches (e.g. KeyboardInterrupt)
+            escaped = exc
+            log.critical("dispatcher %s died: %s", self.name, exc, exc_info=True)
+            raise
         finally:
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
-            self._close()
-            log.info("dispatcher %s stopped: %s", self.name, self.total)
+            try:
+                if self._watch is not None:
+                    self._watch.close()
+                    self._watch = None
+                self._close()
+            except BaseException as exc:  # sent messages' outcomes left unwritten
+                escaped = escaped or exc
+                raise
+            finally:
+                self._monitor = None
+                monitor.ended(escaped)
+                log.info("dispatcher %s stopped: %s", self.name, self.total)
 
     def _watched(self) -> OutboxWatch | None:
         """What wakes this dispatcher when another connection writes a message: LISTEN
@@ -496,31 +528,35 @@ class Dispatcher:
         signalled = self._watch is not None and self._watch.signalled
         return LISTENING_MAX_IDLE if signalled else MAX_IDLE
 
-    def _rest(self) -> None:
-        """At rest until a message is due: a look (`_idle_seconds`, one statement) at each
-        wake-up (the next due time it read, the bounded sleep's end, a signal), then back to
-        sleep. Returns for a round when the look says a message is due now, when `wake()` is
-        called, or on `stop()`."""
+    def _rest(self, monitor: LoopMonitor) -> None:
+        """At rest until a message is due: a look (`_idle_seconds`, one statement, the
+        heartbeat included when one is due) at each wake-up (the next due time it read, the
+        bounded sleep's end, a signal, the next heartbeat's time), then back to sleep. Returns
+        for a round when the look says a message is due now, when `wake()` is called, or on
+        `stop()`."""
         while not self._stop.is_set():
-            wait = self._idle_seconds()
+            wait = self._idle_seconds(monitor)
             if wait is None:
                 return
-            if self._nap(wait) or self._look_failed:
+            if self._nap(min(wait, monitor.next_rest_beat_in())) or self._look_failed:
                 return  # a look that failed: the round says what is wrong
 
-    def _idle_seconds(self) -> float | None:
-        """One look: None when a message is due now (a round), else how long to sleep."""
+    def _idle_seconds(self, monitor: LoopMonitor) -> float | None:
+        """One look, with the heartbeat when one is due (`LoopMonitor.rest_beat`): None when a
+        message is due now (a round), else how long to sleep."""
         bound = self._idle_bound()
         self._look_failed = False
+        beat = monitor.rest_beat()
         try:
             if self._watch is not None:
-                due = self._watch.next_due(KINDS)
+                due = self._watch.next_due(KINDS, beat=beat)
             else:
-                due = _next_due_polled(self.ctx)
-        except Exception as exc:  # sleep the longest: the next round will say what is wrong
-            log.warning("dispatcher %s: next due time unknown: %s", self.name, exc)
+                due = next_due_polled(self.ctx.engine, KINDS, beat=beat)
+        except Exception as exc:  # the next round will say what is wrong
+            monitor.rest_look_failed(beat, f"next due time unknown: {type(exc).__name__}: {exc}")
             self._look_failed = True
             return self.max_idle
+        monitor.rest_look_done(beat)
         self.looks += 1
         now = self.ctx.now()
         if due is not None and due <= now:
@@ -926,13 +962,6 @@ class Dispatcher:
                 break
         self._called.clear()
         self._wake.clear()
-
-
-def _next_due_polled(ctx: Context) -> datetime | None:
-    """The next due time without a watch (one could not be set up): on a connection of the
-    pool, as a dispatcher polled before."""
-    with read_connection(ctx.engine) as conn:
-        return next_due_at(conn, KINDS)
 
 
 def run_in_threads(dispatchers: list[Dispatcher], *, once: bool) -> DispatchResult:

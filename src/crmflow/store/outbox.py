@@ -49,6 +49,7 @@ __all__ = [
     "mark_suppressed",
     "messages_of",
     "next_due_at",
+    "next_due_columns",
     "next_due_query",
     "notify_outbox",
     "put_back",
@@ -529,6 +530,12 @@ def next_due_query(kinds: Collection[str]) -> sa.Select[Any]:
     """When the next message of `kinds` becomes due (pending, retrying, or a lease running
     out), in one statement: three scalar subqueries, each on the index of (status, its time).
     Read it with `earliest_due`."""
+    return sa.select(*next_due_columns(kinds))
+
+
+def next_due_columns(kinds: Collection[str]) -> list[sa.Label[Any]]:
+    """`next_due_query`'s columns (`pending`, `retrying`, `leased`): what an idle dispatcher's
+    look reads, with its heartbeat when one is due (`store.outbox_signals`)."""
     o = outbox.c
     in_kinds = o.kind.in_(kinds)
     times = {
@@ -538,7 +545,7 @@ def next_due_query(kinds: Collection[str]) -> sa.Select[Any]:
         ),
         "leased": sa.select(sa.func.min(o.lease_until)).where(in_kinds, o.status == "sending"),
     }
-    return sa.select(*(query.scalar_subquery().label(name) for name, query in times.items()))
+    return [query.scalar_subquery().label(name) for name, query in times.items()]
 
 
 def earliest_due(row: Any) -> datetime | None:

@@ -15,7 +15,11 @@ rest, and sleeps until then.
 `OutboxWatch` is what a dispatcher waits on: one signal (a LISTEN connection, a commit watch)
 shared by the dispatchers of a process on one database (`crmflow dispatch --threads N`), and
 `next_due` the one statement of a look at rest (the next due time), on a connection kept for it
-(no BEGIN, no pool checkout and ping), on SQLite the commit watch's own.
+(no BEGIN, no pool checkout and ping), on SQLite the commit watch's own. A look also writes the
+dispatcher's heartbeat when one is due (`store.wakeups.look_statement`), in that statement: on
+the commit watch's connection (shared with the process's worker and job runner), the heartbeat
+wakes none of the process's loops.
+`next_due_polled` is the look of a dispatcher without a watch (one could not be had).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from crmflow.store.database import read_connection
-from crmflow.store.outbox import OUTBOX_CHANNEL, earliest_due, next_due_query
-from crmflow.store.wakeups import CommitWatcher, OtherWrites
+from crmflow.store.heartbeats import Beat
+from crmflow.store.outbox import OUTBOX_CHANNEL, earliest_due, next_due_columns
+from crmflow.store.wakeups import CommitWatcher, OtherWrites, look_statement
 
-__all__ = ["OutboxWatch"]
+__all__ = ["OutboxWatch", "next_due_polled"]
 
 log = logging.getLogger("crmflow.delivery")
 
@@ -66,8 +71,8 @@ class _Shared:
     def signalled(self) -> bool:
         return self.signal.signalled
 
-    def next_due(self, kinds: Collection[str]) -> datetime | None:
-        query = next_due_query(kinds)
+    def next_due(self, kinds: Collection[str], beat: Beat | None) -> datetime | None:
+        query = look_statement(self.engine.dialect.name, next_due_columns(kinds), beat)
 
         def run(conn: sa.Connection) -> datetime | None:
             try:
@@ -80,8 +85,7 @@ class _Shared:
             return self.watcher.run(run)
         if self.engine.dialect.name != "postgresql":
             # No commit watch (a database in memory, a watch that stopped): as before.
-            with read_connection(self.engine) as conn:
-                return earliest_due(conn.execute(query).one())
+            return next_due_polled(self.engine, kinds, beat=beat)
         with self._lock:
             if self._conn is None:
                 self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -103,6 +107,20 @@ class _Shared:
         self.signal.close()
         with self._lock:
             self._close_conn()
+
+
+def next_due_polled(
+    engine: sa.Engine, kinds: Collection[str], *, beat: Beat | None = None
+) -> datetime | None:
+    """The look of a dispatcher without a watch, on a connection of the pool: when the next
+    message of `kinds` becomes due (None: none waits), in a read transaction; with `beat`, in a
+    write transaction that writes it in the same statement."""
+    query = look_statement(engine.dialect.name, next_due_columns(kinds), beat)
+    if beat is None:
+        with read_connection(engine) as conn:
+            return earliest_due(conn.execute(query).one())
+    with engine.begin() as conn:
+        return earliest_due(conn.execute(query).one())
 
 
 _shared: dict[int, _Shared] = {}
@@ -134,10 +152,11 @@ class OutboxWatch:
         """SQLite: the commit watch (tests and benchmarks count its reads)."""
         return None if self._shared is None else self._shared.watcher
 
-    def next_due(self, kinds: Collection[str]) -> datetime | None:
-        """When the next message of `kinds` becomes due; None when none waits."""
+    def next_due(self, kinds: Collection[str], *, beat: Beat | None = None) -> datetime | None:
+        """When the next message of `kinds` becomes due; None when none waits. `beat`: the
+        dispatcher's heartbeat, written by the same statement."""
         assert self._shared is not None, "closed"
-        return self._shared.next_due(kinds)
+        return self._shared.next_due(kinds, beat)
 
     def close(self) -> None:
         with _shared_lock:

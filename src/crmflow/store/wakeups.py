@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -59,6 +59,7 @@ __all__ = [
     "RestLooks",
     "WorkListener",
     "WorkSigns",
+    "look_statement",
     "mark_work",
     "next_trigger_at",
     "on_work_committed",
@@ -195,9 +196,15 @@ class CommitWatcher:
     transaction: no table is read and no lock taken (about 5 microseconds a read), so a watcher
     costs nothing measurable at rest, and a worker woken by it starts at once. Commits of the
     worker's own process count too (one look more after its own writes), except those made on
-    the watcher's connection itself (`run`: the idle worker's looks and heartbeats). A database
+    the watcher's connection itself (`run`: the idle loops' looks and heartbeats). A database
     it cannot read says so once in the log; the worker's bounded idle sleep still finds the
     work.
+
+    The watchers of one process on one engine (a worker's, its dispatchers', its job runner's)
+    share that connection and its thread (`_SharedWatch`): what one loop's look writes there
+    (its heartbeat) wakes none of them, so loops at rest in one process do not wake each other
+    with their heartbeats; a commit on any other connection wakes them all. `reads` and
+    `changes` count what the shared watch did while this watcher was there.
 
     A commit is one change of the pragma, except the first commit after a checkpoint copied the
     whole WAL back into the database: that commit starts the WAL again from its beginning, and
@@ -208,31 +215,91 @@ class CommitWatcher:
     def __init__(
         self, engine: sa.Engine, wake: Callable[[], None], *, every: float = COMMIT_POLL_SECONDS
     ) -> None:
-        self._engine = engine
         self._wake = wake
-        self._every = every
-        self._closed = threading.Event()
-        self._ready = threading.Event()
-        self._lock = threading.Lock()  # the connection: one user at a time
-        self._conn: sa.Connection | None = None
         self.reads = 0  # how many times it read the pragma (tests and benchmarks)
         self.changes = 0  # how many times it saw the pragma change, and woke (tests)
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="crmflow-commits")
-        self._thread.start()
-        self._ready.wait(timeout=5.0)
+        self._watch: _SharedWatch | None = _SharedWatch.join(engine, self, every)
 
     @property
     def connected(self) -> bool:
         """Whether the watch has its connection (`run` needs it)."""
+        watch = self._watch
+        return watch is not None and watch.connected
+
+    def run(self, use: Callable[[sa.Connection], _T]) -> _T:
+        """`use(connection)` on the watch's own connection (autocommit), between two reads of
+        the pragma: what is committed there wakes none of the watchers of this process."""
+        watch = self._watch
+        if watch is None:
+            raise RuntimeError("the commit watch is closed")
+        return watch.run(use)
+
+    def _seen(self, changed: bool) -> None:
+        """The shared watch read the pragma (and saw it change)."""
+        self.reads += 1
+        if changed:
+            self.changes += 1
+            self._wake()
+
+    def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.leave(self)
+
+
+class _SharedWatch:
+    """The connection and thread that read `PRAGMA data_version` for the `CommitWatcher`s of
+    this process on one engine; ends when the last of them closes."""
+
+    _all: dict[int, _SharedWatch] = {}
+    _all_lock = threading.Lock()
+
+    @classmethod
+    def join(cls, engine: sa.Engine, watcher: CommitWatcher, every: float) -> _SharedWatch:
+        with cls._all_lock:
+            watch = cls._all.get(id(engine))
+            if watch is None or watch._engine is not engine or not watch._thread.is_alive():
+                # None yet, or one that ended (closed, or it lost its connection: tried anew).
+                watch = cls._all[id(engine)] = _SharedWatch(engine, every)
+            watch._every = min(watch._every, every)
+            with watch._lock:
+                watch._watchers.append(watcher)
+        watch._ready.wait(timeout=5.0)
+        return watch
+
+    def __init__(self, engine: sa.Engine, every: float) -> None:
+        self._engine = engine
+        self._every = every
+        self._watchers: list[CommitWatcher] = []
+        self._closed = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()  # the connection and the watchers: one user at a time
+        self._conn: sa.Connection | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="crmflow-commits")
+        self._thread.start()
+
+    @property
+    def connected(self) -> bool:
         return self._conn is not None
 
     def run(self, use: Callable[[sa.Connection], _T]) -> _T:
-        """`use(connection)` on the watcher's own connection (autocommit), between two reads of
-        the pragma: what is committed there does not wake anyone watching with this watcher."""
         with self._lock:
             if self._conn is None:
                 raise RuntimeError("the commit watch has no connection")
             return use(self._conn)
+
+    def leave(self, watcher: CommitWatcher) -> None:
+        with self._all_lock:
+            with self._lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+                last = not self._watchers
+            if last:
+                self._closed.set()
+                if self._all.get(id(self._engine)) is self:
+                    del self._all[id(self._engine)]
+        if last:
+            self._thread.join(timeout=2.0)
 
     def _watch(self) -> None:
         try:
@@ -253,16 +320,16 @@ class CommitWatcher:
                 try:
                     with self._lock:
                         seen = self._version(conn)
+                        watchers = list(self._watchers)
                 except Exception as exc:  # e.g. the file is being replaced: said once
                     if not failing:
                         log.warning("watching commits: %s", exc)
                     failing = True
                     continue
                 failing = False
-                if seen != last:
-                    last = seen
-                    self.changes += 1
-                    self._wake()
+                changed, last = seen != last, seen
+                for watcher in watchers:
+                    watcher._seen(changed)
         except Exception as exc:
             log.warning("watching commits stopped: %s", exc)
         finally:
@@ -278,14 +345,9 @@ class CommitWatcher:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute("PRAGMA data_version")
-            self.reads += 1
             return int(cursor.fetchone()[0])
         finally:
             cursor.close()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2.0)
 
 
 def _next_trigger() -> sa.Select[Any]:
@@ -415,6 +477,24 @@ def _sign_columns(*, deadlines: bool = False, prune: bool = False) -> list[Any]:
     return columns
 
 
+def look_statement(dialect: str, columns: Sequence[Any], beat: Beat | None) -> Any:
+    """One statement that reads `columns` (labelled scalar subqueries) and, with `beat`, also
+    writes that heartbeat (`store.heartbeats.beat_statement`): on PostgreSQL a CTE (INSERT ...
+    ON CONFLICT DO UPDATE) beside the columns, on SQLite an UPSERT ... RETURNING them. What a
+    loop at rest makes at each wake-up: an idle worker's look (`RestLooks`), an idle
+    dispatcher's (`store.outbox_signals`). Run it in autocommit, or in a write transaction."""
+    if beat is None:
+        return sa.select(*columns)
+    if dialect == "postgresql":
+        written = beat_statement(dialect, beat).returning(worker_heartbeats.c.name).cte("beat")
+        return sa.select(
+            *columns, sa.select(sa.func.count()).select_from(written).scalar_subquery()
+        )
+    return beat_statement(dialect, beat).returning(
+        *(sa.label(c.name, _WithTables(c.element)) for c in columns)
+    )
+
+
 class _WithTables(sa.sql.ColumnElement[Any]):
     """`inner` compiled with its columns' table names, which SQLAlchemy's SQLite compiler leaves
     out of a RETURNING clause (only the table written may be named there, as a column's table)
@@ -486,19 +566,7 @@ class RestLooks:
         """The signs (`work_signs`); with `deadlines` whether an open task has a due time, with
         `prune` the oldest rows of the history pruned; `beat` written in the same statement."""
         columns = _sign_columns(deadlines=deadlines, prune=prune)
-        dialect = self._engine.dialect.name
-        query: Any
-        if beat is None:
-            query = sa.select(*columns)
-        elif dialect == "postgresql":
-            written = beat_statement(dialect, beat).returning(worker_heartbeats.c.name).cte("beat")
-            query = sa.select(
-                *columns, sa.select(sa.func.count()).select_from(written).scalar_subquery()
-            )
-        else:
-            query = beat_statement(dialect, beat).returning(
-                *(sa.label(c.name, _WithTables(c.element)) for c in columns)
-            )
+        query = look_statement(self._engine.dialect.name, columns, beat)
 
         def run(conn: sa.Connection) -> WorkSigns:
             try:
