@@ -8,6 +8,7 @@ from datetime import UTC
 
 import pytest
 
+from crmflow.engine.numbers import whole_number
 from crmflow.engine.querylang import check_filter, parse_filter
 from crmflow.engine.recordtypes.builtin import BUILTIN_TYPES
 from crmflow.errors import InvalidInputError
@@ -18,7 +19,6 @@ from crmflow.services.condition_builder import (
     builder_to_filter,
     cel_to_filter,
     rows_from_form,
-    whole_number,
 )
 
 CONTACT = BUILTIN_TYPES["contact"]

@@ -22,12 +22,12 @@ compares them as midnight UTC instants, `today` being the flow's local day).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crmflow.engine.numbers import not_finite, whole_number
 from crmflow.errors import Problem
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "filter_to_builder",
     "filter_to_cel",
     "normalised",
-    "whole_number",
 ]
 
 LAST, NEXT = "in the last", "in the next"
@@ -92,22 +91,6 @@ class Builder:
 
     match: str = "all"
     items: list[Row | Builder] = field(default_factory=list)
-
-
-def whole_number(text: str, *, max_digits: int = 19) -> int | None:
-    """The whole number `text` writes in ASCII digits (at most `max_digits` of them), or None.
-
-    `str.isdigit()` is true of '²', '①' and '٣' too, which int() refuses or reads as another
-    script's digit; and int() refuses more than 4,300 digits. A form's number is read here."""
-    text = text.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= max_digits):
-        return None
-    return int(text)
-
-
-def _finite(value: Any) -> bool:
-    """Whether a typed value may be stored: not NaN nor infinite (JSON has no such number)."""
-    return not isinstance(value, float) or math.isfinite(value)
 
 
 # -- filter -> CEL -------------------------------------------------------------------------------
@@ -375,7 +358,7 @@ class _Parser:
                 number = float(text) if any(c in text for c in ".eE") else int(text)
             except ValueError:  # more digits than int() reads
                 raise _NotBuiltError(f"a number of {len(text):,} characters") from None
-            if not _finite(number):
+            if not_finite(number):
                 raise _NotBuiltError(f"a number beyond a float's range: {text[:20]!r}")
             return number
         if text in ("true", "false", "null"):
@@ -593,7 +576,7 @@ def builder_to_filter(
             elif item.op not in ("is empty", "is not empty"):
                 cond["value"] = _typed(kind, text)
             typed = cond.get("value")
-            if not all(_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
+            if any(not_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
                 problems.append(
                     Problem(
                         f"{where} {number}",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString, ScalarString
 
 from crmflow.engine.jsonschema import flow_json_schema
+from crmflow.engine.numbers import not_finite
 from crmflow.errors import InvalidInputError, Problem
 
 __all__ = [
@@ -623,7 +623,7 @@ def _apply_field(
             except ValueError:
                 kind = "a whole number" if widget == "integer" else "a number"
                 return [Problem(where + path, f"is not {kind}: {text[:40]!r}", "type digits")]
-            if isinstance(new, float) and not math.isfinite(new):  # nan, inf, 1e400
+            if not_finite(new):  # nan, inf, 1e400
                 return [
                     Problem(where + path, f"is not a finite number: {text[:40]!r}", "type digits")
                 ]

@@ -7,7 +7,6 @@ business, so a filter can be read (and shown back with `filter_to_data`) before 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -15,6 +14,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
+from crmflow.engine.numbers import not_finite
 from crmflow.errors import InvalidInputError, Problem
 
 __all__ = [
@@ -253,7 +253,7 @@ def _check_value_shape(
         )
     elif not isinstance(value, str | int | float | bool | date):
         problems.append(Problem(path, f"expected a single value, got {describe(value)}"))
-    elif _not_finite(value):
+    elif not_finite(value):  # YAML's .nan, JSON's NaN, 1e400: saved as null
         problems.append(_not_finite_problem(path, value))
 
 
@@ -261,14 +261,8 @@ def _check_scalars(values: Sequence[object], path: str, problems: list[Problem])
     for i, item in enumerate(values):
         if item is None or not isinstance(item, str | int | float | bool | date):
             problems.append(Problem(f"{path}[{i}]", f"expected a value, got {describe(item)}"))
-        elif _not_finite(item):
+        elif not_finite(item):
             problems.append(_not_finite_problem(f"{path}[{i}]", item))
-
-
-def _not_finite(value: object) -> bool:
-    """NaN and the infinities (YAML's .nan, JSON's NaN, 1e400): no stored filter holds them
-    (JSON has no such number: it would be saved as null, and the condition lose its value)."""
-    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _not_finite_problem(path: str, value: object) -> Problem:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import re
 import sys
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
+from crmflow.engine.numbers import not_finite, whole_number
 from crmflow.engine.querylang.checked import (
     BUILTIN_FIELDS,
     CheckedCondition,
@@ -194,7 +194,7 @@ def _operand(fref: FieldRef, raw: object) -> Operand:
         elif isinstance(raw, str):
             with contextlib.suppress(ValueError):  # not a number: said below
                 number = float(raw.strip()) if "." in raw else int(raw.strip())
-        if isinstance(number, float) and not math.isfinite(number):
+        if not_finite(number):
             raise ValueError(
                 f"{raw!r} is not a finite number (write digits for {fref.key!r}, e.g. 1000)"
             )
@@ -236,6 +236,5 @@ _LARGEST = int(sys.float_info.max)
 
 
 def _digits(text: str) -> bool:
-    """Whether int() reads `text` as a whole number: ASCII digits only ('²' is a digit to
-    str.isdigit(), which int() refuses), and not more than the 4,300 digits int() reads."""
-    return text.isascii() and text.isdigit() and len(text) <= 4_300
+    """Whether int() reads `text` as a whole number (`engine.numbers.whole_number`)."""
+    return whole_number(text, max_digits=4_300) is not None

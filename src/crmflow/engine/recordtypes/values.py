@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
+from crmflow.engine.numbers import whole_number
 from crmflow.engine.recordtypes.fields import (
     DEFAULT_MAX_FIELD_CHARS,
     MAX_ROW_ID,
@@ -299,11 +300,10 @@ def _link_converter(fdef: FieldDef, *, from_text: bool) -> Converter:
             return raw
         if type(raw) is str:
             text = raw.strip()
-            # 19 digits at most: int() of a long string is slow, and refused past 4,300 digits.
-            # isascii: '²' is a digit to isdigit(), not to int().
-            digits = text.isascii() and text.isdigit()
-            if from_text and digits and len(text) <= 19 and 0 < int(text) <= MAX_ROW_ID:
-                return int(text)
+            # 19 ASCII digits at most: int() of a long string is slow ('²' is no digit to it).
+            number = whole_number(text, max_digits=19) if from_text else None
+            if number is not None and 0 < number <= MAX_ROW_ID:
+                return number
             if is_user and text:
                 # Usernames are resolved to ids by the service, which knows the users.
                 return text

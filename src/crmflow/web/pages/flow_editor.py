@@ -20,6 +20,7 @@ from ruamel.yaml.error import YAMLError
 from starlette.datastructures import FormData
 
 from crmflow.engine.lifecycle import edit_mode
+from crmflow.engine.numbers import whole_number
 from crmflow.errors import (
     ConflictError,
     InvalidInputError,
@@ -27,7 +28,6 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import flows
-from crmflow.services.condition_builder import whole_number
 from crmflow.services.context import Actor
 from crmflow.services.flow_forms import round_trip_yaml
 from crmflow.services.permissions import require_admin

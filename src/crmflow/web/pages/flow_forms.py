@@ -33,6 +33,7 @@ from starlette.datastructures import FormData
 
 from crmflow.engine.definition import FlowDefinition
 from crmflow.engine.lifecycle import edit_mode
+from crmflow.engine.numbers import whole_number
 from crmflow.errors import (
     ConflictError,
     InvalidInputError,
@@ -87,8 +88,7 @@ def _posted_fields(form: FormData) -> dict[str, str]:
 
 
 def _revision(form: FormData) -> int | None:
-    raw = _text(form, "revision").strip()
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 30 else None
+    return whole_number(_text(form, "revision"), max_digits=30)
 
 
 def _pickers(
@@ -722,8 +722,9 @@ def _position(form: FormData, text: str, step: str) -> int:
             )
         return here - 1 if direction == "up" else here + 1
     raw = _text(form, "to").strip()
-    if raw.isascii() and raw.isdigit() and len(raw) <= 6:
-        return int(raw) - 1
+    position = whole_number(raw, max_digits=6)
+    if position is not None:
+        return position - 1
     raise InvalidInputError(
         "the move",
         [Problem("to", f"{raw[:20]!r} is not a position", "give a number from 1, or up / down")],
@@ -937,7 +938,7 @@ async def add(request: Request, user: CurrentUser, key: str) -> Response:
 
 
 def _trigger_index(raw: str) -> int:
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
+    return whole_number(raw, max_digits=3) or 0
 
 
 def _trigger_page(
@@ -1170,7 +1171,8 @@ async def try_it(request: Request, user: CurrentUser, key: str) -> Response:
     raw = _text(form, "record_id").strip()
     days_raw = _text(form, "days").strip() or "30"
     problems: list[Problem] = []
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 15):
+    record_id = whole_number(raw, max_digits=15)
+    if record_id is None:
         problems.append(
             Problem(
                 "record",
@@ -1178,12 +1180,8 @@ async def try_it(request: Request, user: CurrentUser, key: str) -> Response:
                 "search a record by name or id and pick it",
             )
         )
-    if not (
-        days_raw.isascii()
-        and days_raw.isdigit()
-        and len(days_raw) <= 3
-        and 1 <= int(days_raw) <= simulation.MAX_DAYS
-    ):
+    days = whole_number(days_raw, max_digits=3)
+    if days is None or not 1 <= days <= simulation.MAX_DAYS:
         problems.append(
             Problem(
                 "days",
@@ -1193,11 +1191,9 @@ async def try_it(request: Request, user: CurrentUser, key: str) -> Response:
         )
     result = None
     status_code = 200
-    if not problems:
+    if record_id is not None and days is not None and not problems:
         try:
-            result = simulation.simulate_flow(
-                ctx, user, key, record_id=int(raw), days=int(days_raw)
-            )
+            result = simulation.simulate_flow(ctx, user, key, record_id=record_id, days=days)
         except InvalidInputError as exc:
             problems, status_code = list(exc.problems), 422
         except NotFoundError as exc:

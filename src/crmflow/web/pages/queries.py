@@ -5,7 +5,6 @@ same checks as `crmflow queries load` and the API)."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
 from crmflow.api.deps import AfterId
+from crmflow.engine.numbers import not_finite, whole_number
 from crmflow.engine.recordtypes.fields import FieldType
 from crmflow.engine.recordtypes.recordtype import RecordType
 from crmflow.errors import (
@@ -26,7 +26,7 @@ from crmflow.errors import (
     Problem,
 )
 from crmflow.services import queries, record_types
-from crmflow.services.condition_builder import LAST, NEXT, OPERATORS, whole_number
+from crmflow.services.condition_builder import LAST, NEXT, OPERATORS
 from crmflow.services.context import Actor, Context
 from crmflow.services.queries import QueryView
 from crmflow.web.auth import CurrentUser, context_of, web_router
@@ -109,11 +109,6 @@ def _scalar(rtype: RecordType, key: str, text: str) -> object:
     return text
 
 
-def _not_finite(value: object) -> bool:
-    """NaN or an infinity: what float() makes of 'nan', 'inf' and '1e400'."""
-    return isinstance(value, float) and not math.isfinite(value)
-
-
 def to_filter(rtype: RecordType, builder: Builder) -> tuple[dict[str, Any], list[int], list[str]]:
     """The filter the builder's rows make, the form row number of each condition, and the
     problems found before the services see it (a relative number of days that is not one)."""
@@ -150,7 +145,7 @@ def to_filter(rtype: RecordType, builder: Builder) -> tuple[dict[str, Any], list
         else:
             cond["value"] = _scalar(rtype, row.field, value)
         typed = cond.get("value")
-        if any(_not_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
+        if any(not_finite(v) for v in (typed if isinstance(typed, list) else [typed])):
             # No stored filter holds NaN or an infinity (JSON has none: it would be saved as null).
             problems.append(
                 f"condition {number}, value: {value[:20]!r} is not a finite number "

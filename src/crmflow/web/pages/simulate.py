@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from crmflow.engine.numbers import whole_number
 from crmflow.engine.recordtypes import MAX_ROW_ID
 from crmflow.errors import InvalidInputError, NotFoundError, Problem
 from crmflow.services import flows, simulation
-from crmflow.services.condition_builder import whole_number
 from crmflow.web.auth import CurrentUser, context_of, web_router
 from crmflow.web.pages.tasks import when
 from crmflow.web.render import render
