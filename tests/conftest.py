@@ -7,6 +7,7 @@ the tests skip with the reason; with CRMFLOW_REQUIRE_POSTGRES=1 (set by .ci/run)
 
 from __future__ import annotations
 
+import html
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,13 +16,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from crmflow.services import users
+from crmflow.services import users, web_sessions
 from crmflow.services.context import Actor, Context
 from crmflow.services.setup import upgrade_database
 from crmflow.services.users import actor_by_username, create_user
+from crmflow.services.web_sessions import SESSION_COOKIE
 from crmflow.settings import Settings
 from crmflow.store.database import create_db_engine
 from crmflow.store.schema import metadata
@@ -180,6 +183,19 @@ def make_user(ctx: Context, username: str, role: str) -> Actor:
     system = actor_by_username(ctx, "system")
     create_user(ctx, system, username=username, role=role, password="password123")
     return actor_by_username(ctx, username)
+
+
+def page_as(ctx: Context, client: TestClient, username: str, password: str, path: str) -> str:
+    """The web page `path` as `username` sees it, signed in for this one request: its text,
+    unescaped (the client's cookies are cleared again)."""
+    signed = web_sessions.sign_in(ctx, username, password)
+    client.cookies.set(SESSION_COOKIE, signed.token)
+    try:
+        page = client.get(path)
+    finally:
+        client.cookies.clear()
+    assert page.status_code == 200, page.text
+    return html.unescape(page.text)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ would have been sent) still carries the real links; so does one not sent yet, sh
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterator
 from email import message_from_string
@@ -22,10 +21,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from crmflow.delivery.dispatcher import Dispatcher
-from crmflow.services import users, web_sessions
+from crmflow.services import users
 from crmflow.services.context import Actor, Context
 from crmflow.services.demo import DEMO_LOGINS
-from crmflow.services.web_sessions import SESSION_COOKIE
 from crmflow.store.schema import outbox
 from crmflow.web import create_site
 from crmflow.worker import run_once
@@ -34,6 +32,7 @@ from tests.acceptance.test_examples_end_to_end import (
     _create_sample_record,
     _setup_like_the_demo,
 )
+from tests.conftest import page_as
 
 FLOW = "recruitment-approval"
 PASSWORDS = {login.username: login.password for login in DEMO_LOGINS}
@@ -76,14 +75,7 @@ def _kept(ctx: Context, to: str) -> tuple[int, dict[str, str]]:
 
 def _page(ctx: Context, site: TestClient, who: str, message_id: int) -> str:
     """The Messages page of `message_id` as `who` sees it, signed in, unescaped."""
-    signed = web_sessions.sign_in(ctx, who, PASSWORDS[who])
-    site.cookies.set(SESSION_COOKIE, signed.token)
-    try:
-        page = site.get(f"/messages/{message_id}")
-    finally:
-        site.cookies.clear()
-    assert page.status_code == 200, page.text
-    return html.unescape(page.text)
+    return page_as(ctx, site, who, PASSWORDS[who], f"/messages/{message_id}")
 
 
 def _api(site: TestClient, token: str, message_id: int) -> str:

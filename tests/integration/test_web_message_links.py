@@ -6,7 +6,6 @@ A changed token in a message is not shown either."""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterator
 from email import message_from_string
@@ -19,13 +18,12 @@ from fastapi.testclient import TestClient
 
 from crmflow.delivery.dispatcher import Dispatcher
 from crmflow.engine.lifecycle import LifecycleAction
-from crmflow.services import enrollments, flows, records, users, web_sessions
+from crmflow.services import enrollments, flows, records, users
 from crmflow.services.context import Actor, Context
 from crmflow.services.messages import redact_links
-from crmflow.services.web_sessions import SESSION_COOKIE
 from crmflow.store.schema import outbox
 from crmflow.web import create_site
-from tests.conftest import make_user
+from tests.conftest import make_user, page_as
 
 NEWS = """\
 schema_version: 1
@@ -51,14 +49,7 @@ def site(ctx: Context) -> Iterator[TestClient]:
 
 
 def _page(ctx: Context, site: TestClient, who: str, message_id: int) -> str:
-    signed = web_sessions.sign_in(ctx, who, "password123")
-    site.cookies.set(SESSION_COOKIE, signed.token)
-    try:
-        page = site.get(f"/messages/{message_id}")
-    finally:
-        site.cookies.clear()
-    assert page.status_code == 200, page.text
-    return html.unescape(page.text)
+    return page_as(ctx, site, who, "password123", f"/messages/{message_id}")
 
 
 def _parsed(rendered: str) -> EmailMessage:
