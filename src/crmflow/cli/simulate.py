@@ -25,6 +25,7 @@ from crmflow.cli.common import (
     read_text_file,
     reports_errors,
 )
+from crmflow.engine.numbers import whole_number
 from crmflow.errors import InvalidInputError, Problem
 
 if TYPE_CHECKING:
@@ -65,14 +66,15 @@ def _span(text: str, zone: ZoneInfo, what: str) -> timedelta | datetime:
             what,
             [Problem("", f"{text!r} is not a span", 'write "30 days", "2 weeks" or a date-time')],
         )
-    amount, unit = int(match.group(1)), match.group(2).lower()
+    # 12 digits at most: more is past any date (and int() refuses past 4,300 digits).
+    amount, unit = whole_number(match.group(1), max_digits=12), match.group(2).lower()
     try:
-        span = timedelta(**{f"{unit}s": amount})
+        span = MAX_SPAN + timedelta(days=1) if amount is None else timedelta(**{f"{unit}s": amount})
     except OverflowError:
         span = MAX_SPAN + timedelta(days=1)
     if span > MAX_SPAN:
         raise InvalidInputError(
-            what, [Problem("", f"{text.strip()!r} is more than ten years", _SPAN_HINT)]
+            what, [Problem("", f"{text.strip()[:40]!r} is more than ten years", _SPAN_HINT)]
         )
     return span
 
