@@ -194,7 +194,8 @@ class InvalidInputError(CrmflowError):
         count = len(listed) + more
         noun = "problem" if count == 1 else "problems"
         tail = f"\n  ... and {more:,} more" if more else ""
-        super().__init__(f"{what} was refused ({count:,} {noun}):\n{lines}{tail}")
+        self.headline = f"{what} was refused ({count:,} {noun})"  # the message's first line
+        super().__init__(f"{self.headline}:\n{lines}{tail}")
 
     def as_dict(self) -> dict[str, object]:
         return refusal_body(

@@ -522,10 +522,9 @@ class JobRunner:
                 self._fail(row, exc.message, _named(interrupted, payload))
                 return
             except InvalidInputError as exc:
-                # The message's first line, then the problems once (its other lines list them).
+                # The headline, then the problems once (the message's other lines list them).
                 problems = "; ".join(str(p) for p in exc.problems)
-                headline = exc.message.split("\n", 1)[0].rstrip(":")
-                self._fail(row, f"{headline}: {problems}" if problems else exc.message)
+                self._fail(row, f"{exc.headline}: {problems}" if problems else exc.message)
                 return
             except CrmflowError as exc:
                 self._fail(row, exc.message)

@@ -116,10 +116,10 @@ def _crmflow_page(request: Request, exc: CrmflowError) -> Response:
         headers = {"Retry-After": str(exc.retry_after)}
         return _page(request, 429, exc.message, headers=headers)
     if isinstance(exc, InvalidInputError):
-        # The message's first line ("the flow was refused (2 problems):"): the page lists the
-        # problems under it, which the message's other lines repeat.
+        # The headline ("the flow was refused (2 problems):"): the page lists the problems
+        # under it, which the message's other lines repeat.
         problems = [str(p) for p in exc.problems]
-        headline = exc.message.split("\n", 1)[0] if problems else exc.message
+        headline = f"{exc.headline}:" if problems else exc.message
         return _page(request, exc.status_code, headline, problems=problems)
     if isinstance(exc, NotFoundError | PermissionDeniedError):
         return _page(request, exc.status_code, exc.message)
